@@ -1,0 +1,242 @@
+// Package localfleet starts a whole Spillway fleet on one machine as real processes: a hub with
+// embedded etcd, one spoke per region, and the simulated model servers of each region's pool. It
+// is what `make demo` runs and what the end-to-end tests start.
+package localfleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+)
+
+// Region is one simulated workload cluster.
+type Region struct {
+	Name      string
+	Cluster   string
+	SpokeHTTP string
+	// Endpoints are the model-server addresses of the region's pool default/chat.
+	Endpoints []string
+}
+
+// Options describe the fleet.
+type Options struct {
+	BinDir  string
+	WorkDir string
+	HubGRPC string
+	HubHTTP string
+	// LeaseTTL of the hub's sessions.
+	LeaseTTL time.Duration
+	Regions  []Region
+	// SimArgs are extra modelsim flags.
+	SimArgs []string
+}
+
+// DefaultOptions is the demo fleet: three regions, each with a pool default/chat of three
+// simulated endpoints on its own loopback addresses (127.0.1.x, 127.0.2.x, 127.0.3.x).
+func DefaultOptions(binDir, workDir string) Options {
+	o := Options{BinDir: binDir, WorkDir: workDir, HubGRPC: "127.0.0.1:8470", HubHTTP: "127.0.0.1:8471", LeaseTTL: 10 * time.Second}
+	for i, name := range []string{"us-east", "us-west", "eu-west"} {
+		r := Region{Name: name, Cluster: name + "-1", SpokeHTTP: "127.0.0.1:" + strconv.Itoa(8481+i)}
+		for j := 1; j <= 3; j++ {
+			r.Endpoints = append(r.Endpoints, fmt.Sprintf("127.0.%d.%d:8000", i+1, j))
+		}
+		o.Regions = append(o.Regions, r)
+	}
+	return o
+}
+
+// Fleet is a running local fleet.
+type Fleet struct {
+	Opts   Options
+	Hub    *Proc
+	Spokes map[string]*Proc // by cluster
+	Sims   map[string]*Proc // by cluster
+}
+
+// Start starts the fleet. On error everything already started is stopped.
+func Start(ctx context.Context, o Options) (*Fleet, error) {
+	logs := filepath.Join(o.WorkDir, "logs")
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		return nil, err
+	}
+	f := &Fleet{Opts: o, Spokes: map[string]*Proc{}, Sims: map[string]*Proc{}}
+	fail := func(err error) (*Fleet, error) {
+		f.Stop()
+		return nil, err
+	}
+	for _, r := range o.Regions {
+		args := append([]string{"--endpoints", strings.Join(r.Endpoints, ",")}, o.SimArgs...)
+		p, err := StartProc(logs, "modelsim-"+r.Cluster, filepath.Join(o.BinDir, "modelsim"), args...)
+		if err != nil {
+			return fail(err)
+		}
+		f.Sims[r.Cluster] = p
+	}
+	hub, err := StartProc(logs, "hub", filepath.Join(o.BinDir, "hub"),
+		"--grpc-address", o.HubGRPC, "--http-address", o.HubHTTP,
+		"--data-dir", filepath.Join(o.WorkDir, "hub-data"), "--hub-id", "hub-0",
+		"--lease-ttl", o.LeaseTTL.String())
+	if err != nil {
+		return fail(err)
+	}
+	f.Hub = hub
+	for _, r := range o.Regions {
+		if err := f.StartSpoke(r); err != nil {
+			return fail(err)
+		}
+	}
+	return f, nil
+}
+
+// PoolsFile is where a region's static pool file is written.
+func (f *Fleet) PoolsFile(r Region) string {
+	return filepath.Join(f.Opts.WorkDir, r.Cluster+"-pools.yaml")
+}
+
+// WritePools writes a region's pool file with the given endpoints.
+func (f *Fleet) WritePools(r Region, endpoints []string) error {
+	var b strings.Builder
+	b.WriteString("pools:\n- namespace: default\n  name: chat\n  export: true\n  targetPorts: [8000]\n  engine: vllm\n  endpoints:\n")
+	for _, e := range endpoints {
+		fmt.Fprintf(&b, "  - %q\n", e)
+	}
+	tmp := f.PoolsFile(r) + ".tmp"
+	if err := os.WriteFile(tmp, []byte(b.String()), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, f.PoolsFile(r))
+}
+
+// StartSpoke (re)starts a region's spoke.
+func (f *Fleet) StartSpoke(r Region) error {
+	if _, err := os.Stat(f.PoolsFile(r)); errors.Is(err, os.ErrNotExist) {
+		if err := f.WritePools(r, r.Endpoints); err != nil {
+			return err
+		}
+	}
+	host, _, _ := net.SplitHostPort(r.Endpoints[0])
+	p, err := StartProc(filepath.Join(f.Opts.WorkDir, "logs"), "spoke-"+r.Cluster, filepath.Join(f.Opts.BinDir, "spoke"),
+		"--cluster-id", r.Cluster, "--region", r.Name, "--zone", r.Name+"-a",
+		"--hub-address", f.Opts.HubGRPC, "--http-address", r.SpokeHTTP,
+		"--gateway-address", net.JoinHostPort(host, "8080"),
+		"--pools-file", f.PoolsFile(r), "--pools-reload", "500ms")
+	if err != nil {
+		return err
+	}
+	f.Spokes[r.Cluster] = p
+	return nil
+}
+
+// Stop stops every process: spokes, then the hub, then the simulators.
+func (f *Fleet) Stop() []error {
+	var errs []error
+	for _, p := range f.Spokes {
+		if err := p.Stop(10 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if f.Hub != nil {
+		if err := f.Hub.Stop(10 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, p := range f.Sims {
+		if err := p.Stop(10 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// Procs returns every process of the fleet.
+func (f *Fleet) Procs() []*Proc {
+	var out []*Proc
+	if f.Hub != nil {
+		out = append(out, f.Hub)
+	}
+	for _, p := range f.Spokes {
+		out = append(out, p)
+	}
+	for _, p := range f.Sims {
+		out = append(out, p)
+	}
+	return out
+}
+
+// WaitReady waits until every region's cluster is alive at the hub and reports capacity with all
+// its endpoints ready.
+func (f *Fleet) WaitReady(ctx context.Context) error {
+	conn, err := grpc.NewClient(f.Opts.HubGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	admin := pb.NewAdminServiceClient(conn)
+	var last error
+	for {
+		last = f.ready(ctx, admin)
+		if last == nil {
+			return nil
+		}
+		for _, p := range f.Procs() {
+			select {
+			case <-p.Done():
+				return fmt.Errorf("%s exited during start-up (%v); see %s", p.Name, p.Err(), p.LogPath)
+			default:
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("fleet not ready: %w", last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (f *Fleet) ready(ctx context.Context, admin pb.AdminServiceClient) error {
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	cl, err := admin.ListClusters(rctx, &pb.ListClustersRequest{})
+	if err != nil {
+		return err
+	}
+	alive := 0
+	for _, c := range cl.GetClusters() {
+		if c.GetState() == pb.ClusterState_CLUSTER_STATE_ALIVE {
+			alive++
+		}
+	}
+	if alive < len(f.Opts.Regions) {
+		return fmt.Errorf("%d of %d clusters alive", alive, len(f.Opts.Regions))
+	}
+	pools, err := admin.ListPools(rctx, &pb.ListPoolsRequest{})
+	if err != nil {
+		return err
+	}
+	for _, p := range pools.GetPools() {
+		if len(p.GetMembers()) < len(f.Opts.Regions) {
+			return fmt.Errorf("pool %s has %d members", p.GetPool().GetName(), len(p.GetMembers()))
+		}
+		for _, m := range p.GetMembers() {
+			c := m.GetCapacity().GetCapacity()
+			if c == nil || c.GetReadyEndpoints() == 0 || c.GetReadyEndpoints() < c.GetTotalEndpoints() {
+				return fmt.Errorf("cluster %s has no full capacity report yet", m.GetClusterId())
+			}
+		}
+	}
+	if len(pools.GetPools()) == 0 {
+		return errors.New("no pool exported yet")
+	}
+	return nil
+}

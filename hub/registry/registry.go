@@ -1,0 +1,488 @@
+// Package registry keeps the fleet registry in etcd: registered clusters, the session of each
+// connected spoke, and the pools each cluster exports.
+//
+// Layout under the prefix (default "/spillway/v1/"):
+//
+//	clusters/<cluster>              ClusterRecord, no lease: a cluster stays registered
+//	sessions/<cluster>              SessionRecord, held by the session lease
+//	exports/<cluster>/<ns>/<name>   fleet.Export, held by the session lease
+//
+// A spoke's session holds one etcd lease. The hub renews it while the spoke's stream lives; once the
+// stream is gone the lease lapses after its TTL (the damping that keeps a flapping link from churning
+// the fleet), and etcd deletes the session and every export with it. Capacity never reaches etcd.
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/spillway-io/spillway/pkg/fleet"
+)
+
+// Errors returned by the registry; hub/server maps them to gRPC codes.
+var (
+	ErrNotFound    = errors.New("not found")
+	ErrSessionLost = errors.New("session lease lost")
+	ErrInvalid     = errors.New("invalid")
+)
+
+// DefaultPrefix is the etcd key prefix of the registry.
+const DefaultPrefix = "/spillway/v1/"
+
+// maxTxnOps stays below etcd's default --max-txn-ops (128).
+const maxTxnOps = 100
+
+// ClusterRecord is the stored form of a registered cluster.
+type ClusterRecord struct {
+	Info         fleet.ClusterInfo `json:"info"`
+	RegisteredAt time.Time         `json:"registeredAt"`
+	LastSeen     time.Time         `json:"lastSeen"`
+}
+
+// SessionRecord is the stored form of a spoke's live session.
+type SessionRecord struct {
+	Cluster          string    `json:"cluster"`
+	HubID            string    `json:"hubID"`
+	SpokeIncarnation string    `json:"spokeIncarnation"`
+	ExportSeq        uint64    `json:"exportSeq"`
+	StartedAt        time.Time `json:"startedAt"`
+	LeaseID          int64     `json:"leaseID"`
+}
+
+// Store reads and writes the registry.
+type Store struct {
+	cli    *clientv3.Client
+	prefix string
+	ttl    time.Duration
+	now    func() time.Time
+}
+
+// Options configure a Store.
+type Options struct {
+	// Prefix of every key; DefaultPrefix when empty.
+	Prefix string
+	// LeaseTTL is how long a cluster's exports outlive its session. Rounded up to whole seconds;
+	// etcd enforces a minimum of a few seconds.
+	LeaseTTL time.Duration
+}
+
+// New returns a Store on an etcd client.
+func New(cli *clientv3.Client, opts Options) *Store {
+	if opts.Prefix == "" {
+		opts.Prefix = DefaultPrefix
+	}
+	return &Store{cli: cli, prefix: opts.Prefix, ttl: opts.LeaseTTL, now: time.Now}
+}
+
+// LeaseTTL returns the session lease TTL.
+func (s *Store) LeaseTTL() time.Duration { return s.ttl }
+
+func (s *Store) clusterKey(id string) string { return s.prefix + "clusters/" + id }
+func (s *Store) sessionKey(id string) string { return s.prefix + "sessions/" + id }
+func (s *Store) exportsPrefix(id string) string {
+	return s.prefix + "exports/" + id + "/"
+}
+func (s *Store) exportKey(id string, p fleet.PoolRef) string {
+	return s.exportsPrefix(id) + p.Namespace + "/" + p.Name
+}
+
+// PutCluster registers a cluster or updates its record, keeping its first registration time.
+func (s *Store) PutCluster(ctx context.Context, info fleet.ClusterInfo) (ClusterRecord, error) {
+	key := s.clusterKey(info.ID)
+	for {
+		resp, err := s.cli.Get(ctx, key)
+		if err != nil {
+			return ClusterRecord{}, fmt.Errorf("read cluster %q: %w", info.ID, err)
+		}
+		now := s.now().UTC()
+		rec := ClusterRecord{Info: info, RegisteredAt: now, LastSeen: now}
+		cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+		if len(resp.Kvs) == 1 {
+			var old ClusterRecord
+			if err := json.Unmarshal(resp.Kvs[0].Value, &old); err == nil {
+				rec.RegisteredAt = old.RegisteredAt
+			}
+			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)
+		}
+		val, err := json.Marshal(rec)
+		if err != nil {
+			return ClusterRecord{}, err
+		}
+		txn, err := s.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, string(val))).Commit()
+		if err != nil {
+			return ClusterRecord{}, fmt.Errorf("write cluster %q: %w", info.ID, err)
+		}
+		if txn.Succeeded {
+			return rec, nil
+		}
+	}
+}
+
+// GetCluster returns a registered cluster's record.
+func (s *Store) GetCluster(ctx context.Context, id string) (ClusterRecord, error) {
+	resp, err := s.cli.Get(ctx, s.clusterKey(id))
+	if err != nil {
+		return ClusterRecord{}, fmt.Errorf("read cluster %q: %w", id, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return ClusterRecord{}, fmt.Errorf("cluster %q is not registered: %w", id, ErrNotFound)
+	}
+	var rec ClusterRecord
+	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
+		return ClusterRecord{}, fmt.Errorf("decode cluster %q: %w", id, err)
+	}
+	return rec, nil
+}
+
+// Session is a spoke's live session: it owns the lease that holds the cluster's exports.
+type Session struct {
+	store  *Store
+	record SessionRecord
+	lease  clientv3.LeaseID
+	// Resumed is true when the session continues an earlier one of the same spoke incarnation
+	// whose lease was still alive; AckedSeq is then the last export delta stored.
+	Resumed  bool
+	AckedSeq uint64
+}
+
+// Record returns the session's stored record.
+func (s *Session) Record() SessionRecord { return s.record }
+
+// OpenSession starts (or takes over) the session of a registered cluster. When the cluster still
+// has a live lease, the lease is kept, so the exports survive a reconnect; export sequence numbers
+// resume only for the same spoke incarnation.
+func (s *Store) OpenSession(ctx context.Context, cluster, hubID, incarnation string) (*Session, error) {
+	if _, err := s.GetCluster(ctx, cluster); err != nil {
+		return nil, err
+	}
+	key := s.sessionKey(cluster)
+	resp, err := s.cli.Get(ctx, key)
+	if err != nil {
+		return nil, fmt.Errorf("read session of %q: %w", cluster, err)
+	}
+	sess := &Session{store: s}
+	var old SessionRecord
+	if len(resp.Kvs) == 1 && json.Unmarshal(resp.Kvs[0].Value, &old) == nil && resp.Kvs[0].Lease != 0 {
+		// The old lease is alive: keep it so the exports it holds stay in place.
+		if _, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err == nil {
+			sess.lease = clientv3.LeaseID(resp.Kvs[0].Lease)
+			if old.SpokeIncarnation == incarnation {
+				sess.Resumed = true
+				sess.AckedSeq = old.ExportSeq
+			}
+		}
+	}
+	if sess.lease == 0 {
+		ttl := int64((s.ttl + time.Second - 1) / time.Second)
+		grant, err := s.cli.Grant(ctx, ttl)
+		if err != nil {
+			return nil, fmt.Errorf("grant session lease for %q: %w", cluster, err)
+		}
+		sess.lease = grant.ID
+	}
+	sess.record = SessionRecord{
+		Cluster:          cluster,
+		HubID:            hubID,
+		SpokeIncarnation: incarnation,
+		ExportSeq:        sess.AckedSeq,
+		StartedAt:        s.now().UTC(),
+		LeaseID:          int64(sess.lease),
+	}
+	if !sess.Resumed {
+		// A new incarnation starts from a replace_all delta; drop what the old one exported now, so a
+		// spoke that lost pools while away does not keep them alive in the fleet view.
+		if _, err := s.cli.Delete(ctx, s.exportsPrefix(cluster), clientv3.WithPrefix()); err != nil {
+			return nil, fmt.Errorf("clear exports of %q: %w", cluster, err)
+		}
+	}
+	if err := sess.putRecord(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.touchCluster(ctx, cluster); err != nil {
+		return nil, err
+	}
+	return sess, nil
+}
+
+func (s *Store) touchCluster(ctx context.Context, cluster string) error {
+	rec, err := s.GetCluster(ctx, cluster)
+	if err != nil {
+		return err
+	}
+	rec.LastSeen = s.now().UTC()
+	val, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	if _, err := s.cli.Put(ctx, s.clusterKey(cluster), string(val)); err != nil {
+		return fmt.Errorf("write cluster %q: %w", cluster, err)
+	}
+	return nil
+}
+
+func (sess *Session) putRecord(ctx context.Context) error {
+	val, err := json.Marshal(sess.record)
+	if err != nil {
+		return err
+	}
+	_, err = sess.store.cli.Put(ctx, sess.store.sessionKey(sess.record.Cluster), string(val), clientv3.WithLease(sess.lease))
+	if err != nil {
+		return fmt.Errorf("write session of %q: %w", sess.record.Cluster, err)
+	}
+	return nil
+}
+
+// KeepAlive renews the session lease until ctx ends. It returns ErrSessionLost if the lease
+// expires or is revoked meanwhile (for example after a long partition from etcd).
+func (sess *Session) KeepAlive(ctx context.Context) error {
+	ch, err := sess.store.cli.KeepAlive(ctx, sess.lease)
+	if err != nil {
+		return fmt.Errorf("keep session of %q alive: %w: %w", sess.record.Cluster, ErrSessionLost, err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case resp, ok := <-ch:
+			if !ok || resp == nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("lease of %q ended: %w", sess.record.Cluster, ErrSessionLost)
+			}
+		}
+	}
+}
+
+// ExportDelta is one change to a cluster's exports.
+type ExportDelta struct {
+	Seq        uint64
+	ReplaceAll bool
+	Upserts    []fleet.Export
+	Removes    []fleet.PoolRef
+}
+
+// ApplyExports stores a delta under the session's lease. Deltas at or below the acked sequence
+// number are ignored (a resent delta after a reconnect). The stored sequence number moves in the
+// last transaction, so a delta interrupted half-way is applied again in full when resent.
+func (sess *Session) ApplyExports(ctx context.Context, d ExportDelta) error {
+	if d.Seq <= sess.AckedSeq {
+		return nil
+	}
+	if d.Seq != sess.AckedSeq+1 && !d.ReplaceAll {
+		return fmt.Errorf("export delta %d does not follow %d and is not replace_all: %w", d.Seq, sess.AckedSeq, ErrInvalid)
+	}
+	st := sess.store
+	cluster := sess.record.Cluster
+	var ops []clientv3.Op
+	if d.ReplaceAll {
+		keep := make(map[string]bool, len(d.Upserts))
+		for _, e := range d.Upserts {
+			keep[st.exportKey(cluster, e.Pool)] = true
+		}
+		resp, err := st.cli.Get(ctx, st.exportsPrefix(cluster), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			return fmt.Errorf("list exports of %q: %w", cluster, err)
+		}
+		for _, kv := range resp.Kvs {
+			if !keep[string(kv.Key)] {
+				ops = append(ops, clientv3.OpDelete(string(kv.Key)))
+			}
+		}
+	}
+	for _, p := range d.Removes {
+		ops = append(ops, clientv3.OpDelete(st.exportKey(cluster, p)))
+	}
+	for _, e := range d.Upserts {
+		val, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, clientv3.OpPut(st.exportKey(cluster, e.Pool), string(val), clientv3.WithLease(sess.lease)))
+	}
+	rec := sess.record
+	rec.ExportSeq = d.Seq
+	recVal, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	sessKey := st.sessionKey(cluster)
+	ours := clientv3.Compare(clientv3.LeaseValue(sessKey), "=", int64(sess.lease))
+	for len(ops) > 0 || recVal != nil {
+		n := min(len(ops), maxTxnOps)
+		batch := ops[:n]
+		ops = ops[n:]
+		if len(ops) == 0 {
+			batch = append(batch, clientv3.OpPut(sessKey, string(recVal), clientv3.WithLease(sess.lease)))
+			recVal = nil
+		}
+		resp, err := st.cli.Txn(ctx).If(ours).Then(batch...).Commit()
+		if err != nil {
+			return fmt.Errorf("store exports of %q: %w", cluster, err)
+		}
+		if !resp.Succeeded {
+			return fmt.Errorf("session of %q was taken over or expired: %w", cluster, ErrSessionLost)
+		}
+	}
+	sess.record = rec
+	sess.AckedSeq = d.Seq
+	return nil
+}
+
+// Close ends the session without revoking its lease: the exports stay until the TTL lapses, so a
+// spoke that reconnects in time (to this hub or another replica) keeps them.
+func (sess *Session) Close() {}
+
+// State is a consistent read of the whole registry at one etcd revision.
+type State struct {
+	Revision int64
+	Clusters map[string]ClusterRecord
+	Sessions map[string]SessionRecord
+	Exports  map[string]map[fleet.PoolRef]fleet.Export // cluster → pool → export
+}
+
+// Load reads the whole registry at one revision.
+func (s *Store) Load(ctx context.Context) (State, error) {
+	resp, err := s.cli.Get(ctx, s.prefix, clientv3.WithPrefix())
+	if err != nil {
+		return State{}, fmt.Errorf("read registry: %w", err)
+	}
+	st := State{
+		Revision: resp.Header.Revision,
+		Clusters: map[string]ClusterRecord{},
+		Sessions: map[string]SessionRecord{},
+		Exports:  map[string]map[fleet.PoolRef]fleet.Export{},
+	}
+	for _, kv := range resp.Kvs {
+		ev, err := s.decode(string(kv.Key), kv.Value, false)
+		if err != nil {
+			continue // a record we cannot read is skipped, never fatal; decode says why in Watch
+		}
+		st.Apply(ev)
+	}
+	return st, nil
+}
+
+// Apply changes the state by one event.
+func (st *State) Apply(ev Event) {
+	switch ev.Kind {
+	case KindCluster:
+		if ev.Deleted {
+			delete(st.Clusters, ev.Cluster)
+		} else {
+			st.Clusters[ev.Cluster] = ev.ClusterRecord
+		}
+	case KindSession:
+		if ev.Deleted {
+			delete(st.Sessions, ev.Cluster)
+		} else {
+			st.Sessions[ev.Cluster] = ev.Session
+		}
+	case KindExport:
+		m := st.Exports[ev.Cluster]
+		if ev.Deleted {
+			delete(m, ev.Export.Pool)
+			if len(m) == 0 {
+				delete(st.Exports, ev.Cluster)
+			}
+			return
+		}
+		if m == nil {
+			m = map[fleet.PoolRef]fleet.Export{}
+			st.Exports[ev.Cluster] = m
+		}
+		m[ev.Export.Pool] = ev.Export
+	}
+}
+
+// EventKind says which kind of record changed.
+type EventKind int
+
+// Event kinds.
+const (
+	KindCluster EventKind = iota + 1
+	KindSession
+	KindExport
+)
+
+// Event is one change of the registry.
+type Event struct {
+	Kind          EventKind
+	Deleted       bool
+	Cluster       string
+	ClusterRecord ClusterRecord
+	Session       SessionRecord
+	Export        fleet.Export
+	Revision      int64
+}
+
+func (s *Store) decode(key string, val []byte, deleted bool) (Event, error) {
+	rest, ok := strings.CutPrefix(key, s.prefix)
+	if !ok {
+		return Event{}, fmt.Errorf("key %q outside prefix: %w", key, ErrInvalid)
+	}
+	parts := strings.Split(rest, "/")
+	ev := Event{Deleted: deleted}
+	switch {
+	case len(parts) == 2 && parts[0] == "clusters":
+		ev.Kind, ev.Cluster = KindCluster, parts[1]
+		if !deleted {
+			if err := json.Unmarshal(val, &ev.ClusterRecord); err != nil {
+				return Event{}, fmt.Errorf("decode %q: %w", key, err)
+			}
+		}
+	case len(parts) == 2 && parts[0] == "sessions":
+		ev.Kind, ev.Cluster = KindSession, parts[1]
+		if !deleted {
+			if err := json.Unmarshal(val, &ev.Session); err != nil {
+				return Event{}, fmt.Errorf("decode %q: %w", key, err)
+			}
+		}
+	case len(parts) == 4 && parts[0] == "exports":
+		ev.Kind, ev.Cluster = KindExport, parts[1]
+		ev.Export.Pool = fleet.PoolRef{Namespace: parts[2], Name: parts[3]}
+		if !deleted {
+			if err := json.Unmarshal(val, &ev.Export); err != nil {
+				return Event{}, fmt.Errorf("decode %q: %w", key, err)
+			}
+		}
+	default:
+		return Event{}, fmt.Errorf("unknown key %q: %w", key, ErrInvalid)
+	}
+	return ev, nil
+}
+
+// Watch calls fn for every change after revision rev until ctx ends. It returns an error when the
+// watch cannot continue (for example the revision was compacted); the caller then loads again.
+func (s *Store) Watch(ctx context.Context, rev int64, fn func([]Event)) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := s.cli.Watch(wctx, s.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1), clientv3.WithPrevKV())
+	for resp := range wch {
+		if err := resp.Err(); err != nil {
+			return fmt.Errorf("watch registry: %w", err)
+		}
+		evs := make([]Event, 0, len(resp.Events))
+		for _, e := range resp.Events {
+			ev, err := s.decode(string(e.Kv.Key), e.Kv.Value, e.Type == clientv3.EventTypeDelete)
+			if err != nil {
+				continue
+			}
+			ev.Revision = e.Kv.ModRevision
+			evs = append(evs, ev)
+		}
+		if len(evs) > 0 {
+			fn(evs)
+		}
+	}
+	if ctx.Err() != nil {
+		return nil
+	}
+	return errors.New("watch registry: channel closed")
+}

@@ -1,0 +1,216 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+)
+
+// Limits of the sync protocol, documented in proto/spillway/v1.
+const (
+	MaxMessageBytes     = 1 << 20
+	maxExportsPerDelta  = 1000
+	maxPoolsPerReport   = 1000
+	maxInterest         = 10000
+	maxLabels           = 64
+	maxLabelKeyBytes    = 317
+	maxLabelValueBytes  = 63
+	maxTargetPorts      = 8
+	maxLoRAAdapters     = 256
+	maxEndpointsPerPool = 1000
+	maxShortString      = 64
+)
+
+var (
+	dns1123Label     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	dns1123Subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+)
+
+// ErrInvalidArgument marks a request that breaks the API's rules.
+var ErrInvalidArgument = errors.New("invalid argument")
+
+func invalid(field, format string, args ...any) error {
+	return fmt.Errorf("%s: %s: %w", field, fmt.Sprintf(format, args...), ErrInvalidArgument)
+}
+
+func checkName(field, v string, max int, label bool) error {
+	switch {
+	case v == "":
+		return invalid(field, "must not be empty")
+	case len(v) > max:
+		return invalid(field, "%d bytes, at most %d allowed", len(v), max)
+	case label && !dns1123Label.MatchString(v):
+		return invalid(field, "%q is not a DNS-1123 label (lower case letters, digits and '-')", v)
+	case !label && !dns1123Subdomain.MatchString(v):
+		return invalid(field, "%q is not a DNS-1123 subdomain", v)
+	}
+	return nil
+}
+
+func checkLen(field, v string, max int) error {
+	if len(v) > max {
+		return invalid(field, "%d bytes, at most %d allowed", len(v), max)
+	}
+	return nil
+}
+
+// ValidateClusterInfo checks a registration.
+func ValidateClusterInfo(c *pb.ClusterInfo) error {
+	if c == nil {
+		return invalid("cluster", "is required")
+	}
+	var errs []error
+	errs = append(errs, checkName("cluster.cluster_id", c.GetClusterId(), 253, false))
+	errs = append(errs, checkName("cluster.region", c.GetRegion(), 63, true))
+	if c.GetZone() != "" {
+		errs = append(errs, checkName("cluster.zone", c.GetZone(), 63, true))
+	}
+	if gw := c.GetGatewayAddress(); gw != "" {
+		if len(gw) > 255 {
+			errs = append(errs, invalid("cluster.gateway_address", "%d bytes, at most 255 allowed", len(gw)))
+		} else if host, port, err := net.SplitHostPort(gw); err != nil || host == "" {
+			errs = append(errs, invalid("cluster.gateway_address", "%q is not host:port", gw))
+		} else if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			errs = append(errs, invalid("cluster.gateway_address", "port %q out of range 1..65535", port))
+		}
+	}
+	errs = append(errs, checkLen("cluster.version", c.GetVersion(), maxShortString))
+	if c.GetClusterSet() != "" {
+		errs = append(errs, checkName("cluster.cluster_set", c.GetClusterSet(), 253, false))
+	}
+	return errors.Join(errs...)
+}
+
+func validatePoolRef(field string, p *pb.PoolRef) error {
+	if p == nil {
+		return invalid(field, "is required")
+	}
+	return errors.Join(
+		checkName(field+".namespace", p.GetNamespace(), 63, true),
+		checkName(field+".name", p.GetName(), 253, false),
+	)
+}
+
+// ValidateHello checks the first message of a sync stream.
+func ValidateHello(h *pb.Hello) error {
+	if h == nil {
+		return invalid("hello", "the first message of a sync stream must be a hello")
+	}
+	errs := []error{
+		checkName("hello.cluster_id", h.GetClusterId(), 253, false),
+		checkLen("hello.spoke_incarnation", h.GetSpokeIncarnation(), maxShortString),
+		checkLen("hello.view_cursor.hub_incarnation", h.GetViewCursor().GetHubIncarnation(), maxShortString),
+	}
+	if h.GetSpokeIncarnation() == "" {
+		errs = append(errs, invalid("hello.spoke_incarnation", "must not be empty"))
+	}
+	errs = append(errs, validateInterest("hello.capacity_interest", h.GetCapacityInterest()))
+	return errors.Join(errs...)
+}
+
+func validateInterest(field string, pools []*pb.PoolRef) error {
+	if len(pools) > maxInterest {
+		return invalid(field, "%d pools, at most %d allowed", len(pools), maxInterest)
+	}
+	for i, p := range pools {
+		if err := validatePoolRef(fmt.Sprintf("%s[%d]", field, i), p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ValidateExportDelta checks an export delta.
+func ValidateExportDelta(d *pb.ExportDelta) error {
+	if d.GetSeq() == 0 {
+		return invalid("exports.seq", "must be at least 1")
+	}
+	if n := len(d.GetUpserts()); n > maxExportsPerDelta {
+		return invalid("exports.upserts", "%d exports, at most %d allowed", n, maxExportsPerDelta)
+	}
+	if n := len(d.GetRemoves()); n > maxExportsPerDelta {
+		return invalid("exports.removes", "%d pools, at most %d allowed", n, maxExportsPerDelta)
+	}
+	for i, e := range d.GetUpserts() {
+		f := fmt.Sprintf("exports.upserts[%d]", i)
+		if err := validatePoolRef(f+".pool", e.GetPool()); err != nil {
+			return err
+		}
+		if n := len(e.GetTargetPorts()); n < 1 || n > maxTargetPorts {
+			return invalid(f+".target_ports", "%d ports, 1..%d allowed", n, maxTargetPorts)
+		}
+		for _, p := range e.GetTargetPorts() {
+			if p < 1 || p > 65535 {
+				return invalid(f+".target_ports", "port %d out of range 1..65535", p)
+			}
+		}
+		if n := len(e.GetLabels()); n > maxLabels {
+			return invalid(f+".labels", "%d labels, at most %d allowed", n, maxLabels)
+		}
+		for k, v := range e.GetLabels() {
+			if k == "" || len(k) > maxLabelKeyBytes || len(v) > maxLabelValueBytes {
+				return invalid(f+".labels", "label %q: key 1..%d bytes, value at most %d", k, maxLabelKeyBytes, maxLabelValueBytes)
+			}
+		}
+	}
+	for i, p := range d.GetRemoves() {
+		if err := validatePoolRef(fmt.Sprintf("exports.removes[%d]", i), p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ValidateCapacityReport checks a capacity report.
+func ValidateCapacityReport(r *pb.CapacityReport) error {
+	if n := len(r.GetPools()); n > maxPoolsPerReport {
+		return invalid("capacity.pools", "%d pools, at most %d allowed", n, maxPoolsPerReport)
+	}
+	if n := len(r.GetRemoved()); n > maxPoolsPerReport {
+		return invalid("capacity.removed", "%d pools, at most %d allowed", n, maxPoolsPerReport)
+	}
+	for i, c := range r.GetPools() {
+		f := fmt.Sprintf("capacity.pools[%d]", i)
+		if err := validatePoolRef(f+".pool", c.GetPool()); err != nil {
+			return err
+		}
+		if c.GetReadyEndpoints() > c.GetTotalEndpoints() {
+			return invalid(f, "ready_endpoints %d exceeds total_endpoints %d", c.GetReadyEndpoints(), c.GetTotalEndpoints())
+		}
+		if u := c.GetKvCacheUtilization(); !(u >= 0 && u <= 1) {
+			return invalid(f+".kv_cache_utilization", "%v outside 0..1", u)
+		}
+		if s := c.GetSaturation(); !(s >= 0 && s <= 1) {
+			return invalid(f+".saturation", "%v outside 0..1", s)
+		}
+		if n := len(c.GetLoraAdapters()); n > maxLoRAAdapters {
+			return invalid(f+".lora_adapters", "%d adapters, at most %d allowed", n, maxLoRAAdapters)
+		}
+		for _, a := range c.GetLoraAdapters() {
+			if a == "" || len(a) > 253 {
+				return invalid(f+".lora_adapters", "adapter name must be 1..253 bytes")
+			}
+		}
+		if n := len(c.GetEndpoints()); n > maxEndpointsPerPool {
+			return invalid(f+".endpoints", "%d endpoints, at most %d allowed", n, maxEndpointsPerPool)
+		}
+		for j, e := range c.GetEndpoints() {
+			if err := checkLen(fmt.Sprintf("%s.endpoints[%d].address", f, j), e.GetAddress(), maxShortString); err != nil {
+				return err
+			}
+			if u := e.GetKvCacheUtilization(); !(u >= 0 && u <= 1) {
+				return invalid(fmt.Sprintf("%s.endpoints[%d].kv_cache_utilization", f, j), "%v outside 0..1", u)
+			}
+		}
+	}
+	for i, p := range r.GetRemoved() {
+		if err := validatePoolRef(fmt.Sprintf("capacity.removed[%d]", i), p); err != nil {
+			return err
+		}
+	}
+	return nil
+}

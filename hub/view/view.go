@@ -1,0 +1,407 @@
+// Package view is the hub's in-memory fleet view: the registry as last read from etcd (clusters,
+// sessions, exports), the imports computed from it, and the capacity reports the spokes stream in.
+//
+// Every change gets a sequence number in a bounded change log. A subscriber (a spoke's sync stream,
+// an admin watch) remembers the last sequence number it has seen and asks for what changed since;
+// when its position has fallen out of the log, or the view was reloaded, it gets a snapshot. The
+// same mechanism resumes a reconnecting spoke without a full replay when it returns to the same hub
+// incarnation in time.
+package view
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/spillway-io/spillway/hub/registry"
+	"github.com/spillway-io/spillway/pkg/fleet"
+)
+
+// DefaultLogSize bounds the change log.
+const DefaultLogSize = 1 << 16
+
+type changeKind uint8
+
+const (
+	changeImport changeKind = iota + 1
+	changeCluster
+	changeCapacity
+)
+
+type change struct {
+	seq     uint64
+	kind    changeKind
+	cluster string
+	pool    fleet.PoolRef
+}
+
+// Model is the fleet view. It is safe for concurrent use.
+type Model struct {
+	incarnation string
+	logSize     int
+	now         func() time.Time
+
+	mu       sync.RWMutex
+	state    registry.State
+	imports  map[fleet.PoolRef][]string // pool → sorted exporting clusters
+	capacity map[fleet.CapacityKey]fleet.RemoteCapacity
+	seq      uint64
+	log      []change
+	logStart uint64 // seq of log[0]; a cursor below logStart-1 needs a snapshot
+	wake     chan struct{}
+}
+
+// New returns an empty model with a fresh incarnation.
+func New() *Model {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	m := &Model{
+		incarnation: hex.EncodeToString(b[:]),
+		logSize:     DefaultLogSize,
+		now:         time.Now,
+		capacity:    map[fleet.CapacityKey]fleet.RemoteCapacity{},
+		wake:        make(chan struct{}),
+		logStart:    1,
+	}
+	m.reset(registry.State{})
+	return m
+}
+
+// Incarnation identifies this model; cursors from another incarnation need a snapshot.
+func (m *Model) Incarnation() string { return m.incarnation }
+
+// Reset replaces the registry part of the view (after a full load from etcd). Every subscriber
+// receives a snapshot next.
+func (m *Model) Reset(st registry.State) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.reset(st)
+	for k := range m.capacity {
+		if _, ok := st.Sessions[k.ClusterID]; !ok {
+			delete(m.capacity, k)
+		}
+	}
+	m.seq++
+	m.log = m.log[:0]
+	m.logStart = m.seq + 1
+	m.signal()
+}
+
+func (m *Model) reset(st registry.State) {
+	if st.Clusters == nil {
+		st = registry.State{
+			Clusters: map[string]registry.ClusterRecord{},
+			Sessions: map[string]registry.SessionRecord{},
+			Exports:  map[string]map[fleet.PoolRef]fleet.Export{},
+		}
+	}
+	m.state = st
+	m.imports = map[fleet.PoolRef][]string{}
+	for cluster, exports := range st.Exports {
+		for pool := range exports {
+			m.imports[pool] = append(m.imports[pool], cluster)
+		}
+	}
+	for _, cs := range m.imports {
+		sort.Strings(cs)
+	}
+}
+
+// Revision returns the etcd revision the view reflects.
+func (m *Model) Revision() int64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.state.Revision
+}
+
+// Apply applies registry events from a watch.
+func (m *Model) Apply(evs []registry.Event) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, ev := range evs {
+		m.state.Apply(ev)
+		if ev.Revision > m.state.Revision {
+			m.state.Revision = ev.Revision
+		}
+		switch ev.Kind {
+		case registry.KindCluster:
+			m.record(change{kind: changeCluster, cluster: ev.Cluster})
+		case registry.KindSession:
+			m.record(change{kind: changeCluster, cluster: ev.Cluster})
+			if ev.Deleted {
+				for k := range m.capacity {
+					if k.ClusterID == ev.Cluster {
+						delete(m.capacity, k)
+						m.record(change{kind: changeCapacity, cluster: k.ClusterID, pool: k.Pool})
+					}
+				}
+			}
+		case registry.KindExport:
+			pool := ev.Export.Pool
+			cs := slices.DeleteFunc(slices.Clone(m.imports[pool]), func(c string) bool { return c == ev.Cluster })
+			if !ev.Deleted {
+				cs = append(cs, ev.Cluster)
+				sort.Strings(cs)
+			}
+			if len(cs) == 0 {
+				delete(m.imports, pool)
+			} else {
+				m.imports[pool] = cs
+			}
+			m.record(change{kind: changeImport, pool: pool})
+			m.record(change{kind: changeCluster, cluster: ev.Cluster})
+		}
+	}
+	m.signal()
+}
+
+// ReportCapacity stores capacity reports of a cluster.
+func (m *Model) ReportCapacity(cluster string, caps []fleet.PoolCapacity, removed []fleet.PoolRef) {
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, c := range caps {
+		k := fleet.CapacityKey{ClusterID: cluster, Pool: c.Pool}
+		m.capacity[k] = fleet.RemoteCapacity{ClusterID: cluster, Capacity: c, ReceivedAt: now}
+		m.record(change{kind: changeCapacity, cluster: cluster, pool: c.Pool})
+	}
+	for _, p := range removed {
+		k := fleet.CapacityKey{ClusterID: cluster, Pool: p}
+		if _, ok := m.capacity[k]; ok {
+			delete(m.capacity, k)
+			m.record(change{kind: changeCapacity, cluster: cluster, pool: p})
+		}
+	}
+	m.signal()
+}
+
+func (m *Model) record(c change) {
+	m.seq++
+	c.seq = m.seq
+	if len(m.log) >= m.logSize {
+		drop := len(m.log) / 2
+		m.log = append(m.log[:0], m.log[drop:]...)
+		m.logStart = m.log[0].seq
+	}
+	if len(m.log) == 0 {
+		m.logStart = c.seq
+	}
+	m.log = append(m.log, c)
+}
+
+func (m *Model) signal() {
+	close(m.wake)
+	m.wake = make(chan struct{})
+}
+
+// Changed returns a channel that is closed at the next change of the view.
+func (m *Model) Changed() <-chan struct{} {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.wake
+}
+
+// Update is a change of a subscriber's view: what changed since its cursor, or everything.
+type Update struct {
+	Seq             uint64
+	Snapshot        bool
+	Imports         []fleet.Import
+	ImportsRemoved  []fleet.PoolRef
+	Clusters        []fleet.Cluster
+	Capacity        []fleet.RemoteCapacity
+	CapacityRemoved []fleet.CapacityKey
+}
+
+// Empty reports whether the update carries nothing.
+func (u Update) Empty() bool {
+	return !u.Snapshot && len(u.Imports) == 0 && len(u.ImportsRemoved) == 0 && len(u.Clusters) == 0 &&
+		len(u.Capacity) == 0 && len(u.CapacityRemoved) == 0
+}
+
+// Interest selects the pools whose capacity a subscriber receives; nil means every pool.
+type Interest func(fleet.PoolRef) bool
+
+// Since returns what changed after seq (of this incarnation), or a snapshot when that is no longer
+// known. The returned update's Seq is the cursor to use next time.
+func (m *Model) Since(incarnation string, seq uint64, interest Interest) Update {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if incarnation != m.incarnation || seq+1 < m.logStart || seq > m.seq {
+		return m.snapshot(interest)
+	}
+	u := Update{Seq: m.seq}
+	start := int(seq + 1 - m.logStart)
+	if start >= len(m.log) {
+		return u
+	}
+	seenImport := map[fleet.PoolRef]bool{}
+	seenCluster := map[string]bool{}
+	seenCap := map[fleet.CapacityKey]bool{}
+	for _, c := range m.log[start:] {
+		switch c.kind {
+		case changeImport:
+			if seenImport[c.pool] {
+				continue
+			}
+			seenImport[c.pool] = true
+			if cs, ok := m.imports[c.pool]; ok {
+				u.Imports = append(u.Imports, fleet.Import{Pool: c.pool, ExportingClusters: slices.Clone(cs)})
+			} else {
+				u.ImportsRemoved = append(u.ImportsRemoved, c.pool)
+			}
+		case changeCluster:
+			if seenCluster[c.cluster] {
+				continue
+			}
+			seenCluster[c.cluster] = true
+			if cl, ok := m.cluster(c.cluster); ok {
+				u.Clusters = append(u.Clusters, cl)
+			}
+		case changeCapacity:
+			k := fleet.CapacityKey{ClusterID: c.cluster, Pool: c.pool}
+			if seenCap[k] || (interest != nil && !interest(c.pool)) {
+				continue
+			}
+			seenCap[k] = true
+			if rc, ok := m.capacity[k]; ok {
+				u.Capacity = append(u.Capacity, rc)
+			} else {
+				u.CapacityRemoved = append(u.CapacityRemoved, k)
+			}
+		}
+	}
+	return u
+}
+
+func (m *Model) snapshot(interest Interest) Update {
+	u := Update{Seq: m.seq, Snapshot: true}
+	u.Imports = m.importsLocked()
+	u.Clusters = m.clustersLocked()
+	for _, rc := range m.capacity {
+		if interest == nil || interest(rc.Capacity.Pool) {
+			u.Capacity = append(u.Capacity, rc)
+		}
+	}
+	sortCapacity(u.Capacity)
+	return u
+}
+
+func (m *Model) cluster(id string) (fleet.Cluster, bool) {
+	rec, ok := m.state.Clusters[id]
+	if !ok {
+		return fleet.Cluster{}, false
+	}
+	c := fleet.Cluster{
+		Info:         rec.Info,
+		State:        fleet.StateGone,
+		RegisteredAt: rec.RegisteredAt,
+		LastSeen:     rec.LastSeen,
+		Exports:      len(m.state.Exports[id]),
+	}
+	if s, ok := m.state.Sessions[id]; ok {
+		c.State = fleet.StateAlive
+		c.HubID = s.HubID
+		c.LastSeen = m.now().UTC()
+	}
+	return c, true
+}
+
+// Cluster returns one cluster.
+func (m *Model) Cluster(id string) (fleet.Cluster, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.cluster(id)
+}
+
+// Clusters returns every registered cluster, sorted by ID.
+func (m *Model) Clusters() []fleet.Cluster {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.clustersLocked()
+}
+
+func (m *Model) clustersLocked() []fleet.Cluster {
+	out := make([]fleet.Cluster, 0, len(m.state.Clusters))
+	for id := range m.state.Clusters {
+		c, _ := m.cluster(id)
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b fleet.Cluster) int {
+		if a.Info.ID < b.Info.ID {
+			return -1
+		} else if a.Info.ID > b.Info.ID {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Imports returns every import, sorted by pool.
+func (m *Model) Imports() []fleet.Import {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.importsLocked()
+}
+
+func (m *Model) importsLocked() []fleet.Import {
+	out := make([]fleet.Import, 0, len(m.imports))
+	for p, cs := range m.imports {
+		out = append(out, fleet.Import{Pool: p, ExportingClusters: slices.Clone(cs)})
+	}
+	slices.SortFunc(out, func(a, b fleet.Import) int { return a.Pool.Compare(b.Pool) })
+	return out
+}
+
+// PoolMember is one cluster's share of a pool.
+type PoolMember struct {
+	Cluster  fleet.Cluster
+	Capacity *fleet.RemoteCapacity
+}
+
+// Pool is one exported pool across the fleet.
+type Pool struct {
+	Pool    fleet.PoolRef
+	Members []PoolMember
+}
+
+// Pools returns every exported pool with its members' capacity, sorted by pool then cluster.
+func (m *Model) Pools() []Pool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]Pool, 0, len(m.imports))
+	for p, cs := range m.imports {
+		pool := Pool{Pool: p}
+		for _, id := range cs {
+			c, _ := m.cluster(id)
+			if c.Info.ID == "" {
+				c.Info.ID = id
+			}
+			mem := PoolMember{Cluster: c}
+			if rc, ok := m.capacity[fleet.CapacityKey{ClusterID: id, Pool: p}]; ok {
+				mem.Capacity = &rc
+			}
+			pool.Members = append(pool.Members, mem)
+		}
+		out = append(out, pool)
+	}
+	slices.SortFunc(out, func(a, b Pool) int { return a.Pool.Compare(b.Pool) })
+	return out
+}
+
+func sortCapacity(cs []fleet.RemoteCapacity) {
+	slices.SortFunc(cs, func(a, b fleet.RemoteCapacity) int {
+		if c := a.Capacity.Pool.Compare(b.Capacity.Pool); c != 0 {
+			return c
+		}
+		if a.ClusterID < b.ClusterID {
+			return -1
+		} else if a.ClusterID > b.ClusterID {
+			return 1
+		}
+		return 0
+	})
+}

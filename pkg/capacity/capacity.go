@@ -1,0 +1,95 @@
+// Package capacity turns endpoint metrics into load: each endpoint's load against the saturation
+// thresholds, and a pool's aggregate that a spoke reports to the hub.
+//
+// An endpoint's load is max(queue/QueueDepth, kv/KVCacheUtilization), capped at 1; an endpoint
+// whose metrics are older than Staleness, or were never read, has load 1 and is not ready. An
+// endpoint has headroom while its load is below 1. A pool is saturated when no ready endpoint has
+// headroom (GIE's saturation detector), and its saturation is the mean load of its ready endpoints
+// (1 when none is ready).
+package capacity
+
+import (
+	"slices"
+	"time"
+
+	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/modelmetrics"
+)
+
+// Thresholds are the saturation detector's settings. The defaults are GIE's.
+type Thresholds struct {
+	// QueueDepth is the waiting queue at which an endpoint has no headroom.
+	QueueDepth int `json:"queueDepth"`
+	// KVCacheUtilization is the KV-cache use (0..1) at which an endpoint has no headroom.
+	KVCacheUtilization float64 `json:"kvCacheUtilization"`
+	// Staleness is how old metrics may be before the endpoint counts as saturated.
+	Staleness time.Duration `json:"staleness"`
+}
+
+// DefaultThresholds returns queue depth 5, KV-cache 0.8, stale after 200ms.
+func DefaultThresholds() Thresholds {
+	return Thresholds{QueueDepth: 5, KVCacheUtilization: 0.8, Staleness: 200 * time.Millisecond}
+}
+
+// Endpoint is one endpoint's latest metrics.
+type Endpoint struct {
+	Address   string
+	Metrics   modelmetrics.Metrics
+	ScrapedAt time.Time
+}
+
+// Fresh reports whether the endpoint's metrics are recent enough to use.
+func (t Thresholds) Fresh(e Endpoint, now time.Time) bool {
+	return !e.ScrapedAt.IsZero() && now.Sub(e.ScrapedAt) <= t.Staleness
+}
+
+// Load returns the endpoint's load, 0..1; 1 means no headroom.
+func (t Thresholds) Load(e Endpoint, now time.Time) float64 {
+	if !t.Fresh(e, now) {
+		return 1
+	}
+	l := 0.0
+	if t.QueueDepth > 0 {
+		l = float64(e.Metrics.WaitingQueue) / float64(t.QueueDepth)
+	}
+	if t.KVCacheUtilization > 0 {
+		l = max(l, e.Metrics.KVCacheUsage/t.KVCacheUtilization)
+	}
+	return min(l, 1)
+}
+
+// Aggregate computes a pool's capacity from its endpoints.
+func Aggregate(pool fleet.PoolRef, eps []Endpoint, now time.Time, t Thresholds) fleet.PoolCapacity {
+	c := fleet.PoolCapacity{Pool: pool, TotalEndpoints: uint32(len(eps)), ObservedAt: now, Saturated: true, Saturation: 1}
+	var kv, load float64
+	loras := map[string]bool{}
+	for _, e := range eps {
+		if !t.Fresh(e, now) {
+			continue
+		}
+		c.ReadyEndpoints++
+		c.QueueDepth += uint32(e.Metrics.WaitingQueue)
+		c.RunningRequests += uint32(e.Metrics.Running)
+		kv += e.Metrics.KVCacheUsage
+		l := t.Load(e, now)
+		load += l
+		if l < 1 {
+			c.Saturated = false
+		}
+		for _, a := range e.Metrics.ActiveLoRAs {
+			loras[a] = true
+		}
+		for _, a := range e.Metrics.WaitingLoRAs {
+			loras[a] = true
+		}
+	}
+	if c.ReadyEndpoints > 0 {
+		c.KVCacheUtilization = kv / float64(c.ReadyEndpoints)
+		c.Saturation = load / float64(c.ReadyEndpoints)
+	}
+	for a := range loras {
+		c.LoRAAdapters = append(c.LoRAAdapters, a)
+	}
+	slices.Sort(c.LoRAAdapters)
+	return c
+}

@@ -1,0 +1,61 @@
+package capacity
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/modelmetrics"
+)
+
+func TestAggregate(t *testing.T) {
+	now := time.Unix(1000, 0)
+	th := DefaultThresholds()
+	pool := fleet.PoolRef{Namespace: "default", Name: "chat"}
+	fresh := now.Add(-50 * time.Millisecond)
+	tests := []struct {
+		name          string
+		eps           []Endpoint
+		ready         uint32
+		queue         uint32
+		saturated     bool
+		saturation    float64
+		kv            float64
+		loras         []string
+		wantTotalEdps uint32
+	}{
+		{name: "no endpoints", saturated: true, saturation: 1},
+		{name: "idle endpoints have headroom", ready: 2, wantTotalEdps: 2, saturation: 0,
+			eps: []Endpoint{{Address: "a", ScrapedAt: fresh}, {Address: "b", ScrapedAt: fresh}}},
+		{name: "one endpoint with headroom keeps the pool unsaturated", ready: 2, wantTotalEdps: 2, queue: 7,
+			saturation: 0.875, kv: 0.4, // loads 1 (queue 5/5) and 0.75 (KV 0.6/0.8)
+			eps: []Endpoint{
+				{Address: "a", ScrapedAt: fresh, Metrics: modelmetrics.Metrics{WaitingQueue: 5, KVCacheUsage: 0.2}},
+				{Address: "b", ScrapedAt: fresh, Metrics: modelmetrics.Metrics{WaitingQueue: 2, KVCacheUsage: 0.6, ActiveLoRAs: []string{"x"}, WaitingLoRAs: []string{"a"}}},
+			}, loras: []string{"a", "x"}},
+		{name: "queue and KV-cache both saturate", ready: 2, wantTotalEdps: 2, queue: 6, saturated: true, saturation: 1, kv: 0.45,
+			eps: []Endpoint{
+				{Address: "a", ScrapedAt: fresh, Metrics: modelmetrics.Metrics{WaitingQueue: 6, KVCacheUsage: 0.1}},
+				{Address: "b", ScrapedAt: fresh, Metrics: modelmetrics.Metrics{KVCacheUsage: 0.8}},
+			}},
+		{name: "stale metrics are not ready", ready: 1, wantTotalEdps: 3, saturation: 0.5, kv: 0.4,
+			eps: []Endpoint{
+				{Address: "a", ScrapedAt: now.Add(-time.Second), Metrics: modelmetrics.Metrics{WaitingQueue: 0}},
+				{Address: "b"},
+				{Address: "c", ScrapedAt: fresh, Metrics: modelmetrics.Metrics{KVCacheUsage: 0.4}},
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Aggregate(pool, tt.eps, now, th)
+			if c.ReadyEndpoints != tt.ready || c.TotalEndpoints != tt.wantTotalEdps || c.QueueDepth != tt.queue ||
+				c.Saturated != tt.saturated || !near(c.Saturation, tt.saturation) || !near(c.KVCacheUtilization, tt.kv) ||
+				!slices.Equal(c.LoRAAdapters, tt.loras) {
+				t.Fatalf("Aggregate = %+v", c)
+			}
+		})
+	}
+}
+
+func near(a, b float64) bool { d := a - b; return d < 1e-9 && d > -1e-9 }

@@ -1,0 +1,155 @@
+// Package fleet holds the domain types that the hub, the spokes and hubctl share: clusters, pool
+// references, exports and per-pool capacity. It knows nothing of protobuf, etcd or Kubernetes;
+// pkg/fleetpb converts these types to and from the spillway.v1 messages.
+package fleet
+
+import (
+	"fmt"
+	"slices"
+	"time"
+)
+
+// PoolRef names an InferencePool. The same namespace/name is one pool across a ClusterSet.
+type PoolRef struct {
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+}
+
+// String returns namespace/name.
+func (p PoolRef) String() string { return p.Namespace + "/" + p.Name }
+
+// Compare orders pool references by namespace, then name.
+func (p PoolRef) Compare(o PoolRef) int {
+	if p.Namespace != o.Namespace {
+		if p.Namespace < o.Namespace {
+			return -1
+		}
+		return 1
+	}
+	switch {
+	case p.Name < o.Name:
+		return -1
+	case p.Name > o.Name:
+		return 1
+	}
+	return 0
+}
+
+// ClusterInfo is what a spoke says about its cluster when it registers.
+type ClusterInfo struct {
+	ID             string `json:"id"`
+	Region         string `json:"region"`
+	Zone           string `json:"zone,omitempty"`
+	GatewayAddress string `json:"gatewayAddress,omitempty"`
+	Version        string `json:"version,omitempty"`
+	ClusterSet     string `json:"clusterSet,omitempty"`
+}
+
+// Export is one pool exported by one cluster.
+type Export struct {
+	Pool        PoolRef           `json:"pool"`
+	TargetPorts []uint32          `json:"targetPorts"`
+	Labels      map[string]string `json:"labels,omitempty"`
+}
+
+// Equal reports whether two exports carry the same content.
+func (e Export) Equal(o Export) bool {
+	if e.Pool != o.Pool || !slices.Equal(e.TargetPorts, o.TargetPorts) || len(e.Labels) != len(o.Labels) {
+		return false
+	}
+	for k, v := range e.Labels {
+		if ov, ok := o.Labels[k]; !ok || ov != v {
+			return false
+		}
+	}
+	return true
+}
+
+// EndpointCapacity is one endpoint's load, for Endpoint Mode consumers.
+type EndpointCapacity struct {
+	Address            string  `json:"address"`
+	QueueDepth         uint32  `json:"queueDepth"`
+	RunningRequests    uint32  `json:"runningRequests"`
+	KVCacheUtilization float64 `json:"kvCacheUtilization"`
+	Ready              bool    `json:"ready"`
+}
+
+// PoolCapacity aggregates one cluster's endpoints of one pool.
+type PoolCapacity struct {
+	Pool               PoolRef            `json:"pool"`
+	ReadyEndpoints     uint32             `json:"readyEndpoints"`
+	TotalEndpoints     uint32             `json:"totalEndpoints"`
+	QueueDepth         uint32             `json:"queueDepth"`
+	RunningRequests    uint32             `json:"runningRequests"`
+	KVCacheUtilization float64            `json:"kvCacheUtilization"`
+	Saturation         float64            `json:"saturation"`
+	Saturated          bool               `json:"saturated"`
+	LoRAAdapters       []string           `json:"loraAdapters,omitempty"`
+	AdmittedTotal      uint64             `json:"admittedTotal"`
+	ShedTotal          uint64             `json:"shedTotal"`
+	ObservedAt         time.Time          `json:"observedAt"`
+	Endpoints          []EndpointCapacity `json:"endpoints,omitempty"`
+}
+
+// SameLoad reports whether two aggregates describe the same load, ignoring when they were observed
+// and the monotonic counters. A spoke uses it to send a report only when something changed.
+func (c PoolCapacity) SameLoad(o PoolCapacity) bool {
+	return c.Pool == o.Pool && c.ReadyEndpoints == o.ReadyEndpoints && c.TotalEndpoints == o.TotalEndpoints &&
+		c.QueueDepth == o.QueueDepth && c.RunningRequests == o.RunningRequests &&
+		c.KVCacheUtilization == o.KVCacheUtilization && c.Saturation == o.Saturation &&
+		c.Saturated == o.Saturated && slices.Equal(c.LoRAAdapters, o.LoRAAdapters) &&
+		slices.Equal(c.Endpoints, o.Endpoints)
+}
+
+// ClusterState is a cluster's liveness as the hub sees it.
+type ClusterState int
+
+const (
+	// StateUnknown is the zero value.
+	StateUnknown ClusterState = iota
+	// StateAlive means the cluster's spoke holds a live session.
+	StateAlive
+	// StateGone means the cluster is registered but its session lease has lapsed.
+	StateGone
+)
+
+func (s ClusterState) String() string {
+	switch s {
+	case StateAlive:
+		return "Alive"
+	case StateGone:
+		return "Gone"
+	}
+	return "Unknown"
+}
+
+// Cluster is a registered cluster with its liveness.
+type Cluster struct {
+	Info         ClusterInfo
+	State        ClusterState
+	RegisteredAt time.Time
+	LastSeen     time.Time
+	HubID        string
+	Exports      int
+}
+
+// Import lists the clusters exporting one pool.
+type Import struct {
+	Pool              PoolRef
+	ExportingClusters []string
+}
+
+// RemoteCapacity is one cluster's capacity for one pool with the time the hub received it.
+type RemoteCapacity struct {
+	ClusterID  string
+	Capacity   PoolCapacity
+	ReceivedAt time.Time
+}
+
+// CapacityKey identifies one cluster's capacity report for one pool.
+type CapacityKey struct {
+	ClusterID string
+	Pool      PoolRef
+}
+
+func (k CapacityKey) String() string { return fmt.Sprintf("%s@%s", k.Pool, k.ClusterID) }

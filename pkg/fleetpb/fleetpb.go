@@ -1,0 +1,233 @@
+// Package fleetpb converts between the domain types of pkg/fleet and the spillway.v1 messages. It
+// is the one place where both sides of the wire meet, used by the hub's gRPC server, the spoke's
+// hub client and hubctl.
+package fleetpb
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/spillway-io/spillway/pkg/fleet"
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+)
+
+// PoolRef converts a pool reference to its message.
+func PoolRef(p fleet.PoolRef) *pb.PoolRef {
+	return &pb.PoolRef{Namespace: p.Namespace, Name: p.Name}
+}
+
+// PoolRefFrom converts a message to a pool reference; nil gives the zero value.
+func PoolRefFrom(p *pb.PoolRef) fleet.PoolRef {
+	return fleet.PoolRef{Namespace: p.GetNamespace(), Name: p.GetName()}
+}
+
+// ClusterInfo converts cluster information to its message.
+func ClusterInfo(c fleet.ClusterInfo) *pb.ClusterInfo {
+	return &pb.ClusterInfo{
+		ClusterId:      c.ID,
+		Region:         c.Region,
+		Zone:           c.Zone,
+		GatewayAddress: c.GatewayAddress,
+		Version:        c.Version,
+		ClusterSet:     c.ClusterSet,
+	}
+}
+
+// ClusterInfoFrom converts a message to cluster information.
+func ClusterInfoFrom(c *pb.ClusterInfo) fleet.ClusterInfo {
+	return fleet.ClusterInfo{
+		ID:             c.GetClusterId(),
+		Region:         c.GetRegion(),
+		Zone:           c.GetZone(),
+		GatewayAddress: c.GetGatewayAddress(),
+		Version:        c.GetVersion(),
+		ClusterSet:     c.GetClusterSet(),
+	}
+}
+
+// Export converts an export to its message.
+func Export(e fleet.Export) *pb.Export {
+	return &pb.Export{Pool: PoolRef(e.Pool), TargetPorts: e.TargetPorts, Labels: e.Labels}
+}
+
+// ExportFrom converts a message to an export.
+func ExportFrom(e *pb.Export) fleet.Export {
+	return fleet.Export{Pool: PoolRefFrom(e.GetPool()), TargetPorts: e.GetTargetPorts(), Labels: e.GetLabels()}
+}
+
+// Capacity converts a pool's capacity to its message.
+func Capacity(c fleet.PoolCapacity) *pb.PoolCapacity {
+	m := &pb.PoolCapacity{
+		Pool:               PoolRef(c.Pool),
+		ReadyEndpoints:     c.ReadyEndpoints,
+		TotalEndpoints:     c.TotalEndpoints,
+		QueueDepth:         c.QueueDepth,
+		RunningRequests:    c.RunningRequests,
+		KvCacheUtilization: c.KVCacheUtilization,
+		Saturation:         c.Saturation,
+		Saturated:          c.Saturated,
+		LoraAdapters:       c.LoRAAdapters,
+		AdmittedTotal:      c.AdmittedTotal,
+		ShedTotal:          c.ShedTotal,
+		ObservedAt:         timestamp(c.ObservedAt),
+	}
+	for _, e := range c.Endpoints {
+		m.Endpoints = append(m.Endpoints, &pb.EndpointCapacity{
+			Address:            e.Address,
+			QueueDepth:         e.QueueDepth,
+			RunningRequests:    e.RunningRequests,
+			KvCacheUtilization: e.KVCacheUtilization,
+			Ready:              e.Ready,
+		})
+	}
+	return m
+}
+
+// CapacityFrom converts a message to a pool's capacity.
+func CapacityFrom(m *pb.PoolCapacity) fleet.PoolCapacity {
+	c := fleet.PoolCapacity{
+		Pool:               PoolRefFrom(m.GetPool()),
+		ReadyEndpoints:     m.GetReadyEndpoints(),
+		TotalEndpoints:     m.GetTotalEndpoints(),
+		QueueDepth:         m.GetQueueDepth(),
+		RunningRequests:    m.GetRunningRequests(),
+		KVCacheUtilization: m.GetKvCacheUtilization(),
+		Saturation:         m.GetSaturation(),
+		Saturated:          m.GetSaturated(),
+		LoRAAdapters:       m.GetLoraAdapters(),
+		AdmittedTotal:      m.GetAdmittedTotal(),
+		ShedTotal:          m.GetShedTotal(),
+		ObservedAt:         fromTimestamp(m.GetObservedAt()),
+	}
+	for _, e := range m.GetEndpoints() {
+		c.Endpoints = append(c.Endpoints, fleet.EndpointCapacity{
+			Address:            e.GetAddress(),
+			QueueDepth:         e.GetQueueDepth(),
+			RunningRequests:    e.GetRunningRequests(),
+			KVCacheUtilization: e.GetKvCacheUtilization(),
+			Ready:              e.GetReady(),
+		})
+	}
+	return c
+}
+
+// ClusterState converts a liveness state to its enum.
+func ClusterState(s fleet.ClusterState) pb.ClusterState {
+	switch s {
+	case fleet.StateAlive:
+		return pb.ClusterState_CLUSTER_STATE_ALIVE
+	case fleet.StateGone:
+		return pb.ClusterState_CLUSTER_STATE_GONE
+	}
+	return pb.ClusterState_CLUSTER_STATE_UNSPECIFIED
+}
+
+// ClusterStateFrom converts an enum to a liveness state.
+func ClusterStateFrom(s pb.ClusterState) fleet.ClusterState {
+	switch s {
+	case pb.ClusterState_CLUSTER_STATE_ALIVE:
+		return fleet.StateAlive
+	case pb.ClusterState_CLUSTER_STATE_GONE:
+		return fleet.StateGone
+	}
+	return fleet.StateUnknown
+}
+
+// Cluster converts a registered cluster to its message.
+func Cluster(c fleet.Cluster) *pb.Cluster {
+	return &pb.Cluster{
+		Info:         ClusterInfo(c.Info),
+		State:        ClusterState(c.State),
+		RegisteredAt: timestamp(c.RegisteredAt),
+		LastSeen:     timestamp(c.LastSeen),
+		HubId:        c.HubID,
+		Exports:      uint32(c.Exports),
+	}
+}
+
+// ClusterFrom converts a message to a registered cluster.
+func ClusterFrom(m *pb.Cluster) fleet.Cluster {
+	return fleet.Cluster{
+		Info:         ClusterInfoFrom(m.GetInfo()),
+		State:        ClusterStateFrom(m.GetState()),
+		RegisteredAt: fromTimestamp(m.GetRegisteredAt()),
+		LastSeen:     fromTimestamp(m.GetLastSeen()),
+		HubID:        m.GetHubId(),
+		Exports:      int(m.GetExports()),
+	}
+}
+
+// Liveness converts a cluster to the liveness record of a view update.
+func Liveness(c fleet.Cluster) *pb.ClusterLiveness {
+	return &pb.ClusterLiveness{
+		ClusterId:      c.Info.ID,
+		Region:         c.Info.Region,
+		Zone:           c.Info.Zone,
+		GatewayAddress: c.Info.GatewayAddress,
+		State:          ClusterState(c.State),
+		LastSeen:       timestamp(c.LastSeen),
+	}
+}
+
+// LivenessFrom converts a liveness record to a cluster (without registration time).
+func LivenessFrom(m *pb.ClusterLiveness) fleet.Cluster {
+	return fleet.Cluster{
+		Info: fleet.ClusterInfo{
+			ID:             m.GetClusterId(),
+			Region:         m.GetRegion(),
+			Zone:           m.GetZone(),
+			GatewayAddress: m.GetGatewayAddress(),
+		},
+		State:    ClusterStateFrom(m.GetState()),
+		LastSeen: fromTimestamp(m.GetLastSeen()),
+	}
+}
+
+// Import converts an import to its message.
+func Import(i fleet.Import) *pb.Import {
+	return &pb.Import{Pool: PoolRef(i.Pool), ExportingClusters: i.ExportingClusters}
+}
+
+// ImportFrom converts a message to an import.
+func ImportFrom(m *pb.Import) fleet.Import {
+	return fleet.Import{Pool: PoolRefFrom(m.GetPool()), ExportingClusters: m.GetExportingClusters()}
+}
+
+// RemoteCapacity converts a received capacity report to its message.
+func RemoteCapacity(r fleet.RemoteCapacity) *pb.RemoteCapacity {
+	return &pb.RemoteCapacity{ClusterId: r.ClusterID, Capacity: Capacity(r.Capacity), ReceivedAt: timestamp(r.ReceivedAt)}
+}
+
+// RemoteCapacityFrom converts a message to a received capacity report.
+func RemoteCapacityFrom(m *pb.RemoteCapacity) fleet.RemoteCapacity {
+	return fleet.RemoteCapacity{
+		ClusterID:  m.GetClusterId(),
+		Capacity:   CapacityFrom(m.GetCapacity()),
+		ReceivedAt: fromTimestamp(m.GetReceivedAt()),
+	}
+}
+
+// CapacityKey converts a capacity key to its message.
+func CapacityKey(k fleet.CapacityKey) *pb.CapacityKey {
+	return &pb.CapacityKey{ClusterId: k.ClusterID, Pool: PoolRef(k.Pool)}
+}
+
+// CapacityKeyFrom converts a message to a capacity key.
+func CapacityKeyFrom(m *pb.CapacityKey) fleet.CapacityKey {
+	return fleet.CapacityKey{ClusterID: m.GetClusterId(), Pool: PoolRefFrom(m.GetPool())}
+}
+
+func timestamp(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+func fromTimestamp(t *timestamppb.Timestamp) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.AsTime()
+}

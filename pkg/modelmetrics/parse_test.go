@@ -1,0 +1,170 @@
+package modelmetrics
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestParsePublishedPages(t *testing.T) {
+	tests := []struct {
+		file    string
+		engine  Engine
+		want    Metrics
+		wantErr error
+	}{
+		{file: "vllm-v0.19.1-kvwarden-snapshot.prom", engine: EngineVLLM,
+			want: Metrics{BlockSize: 16, NumBlocks: 7975}},
+		{file: "vllm-v0.7-aibrix-runtime-docs.prom", engine: EngineVLLM,
+			want: Metrics{BlockSize: 16}},
+		{file: "vllm-v0.5-datadog-fixture.prom", engine: EngineVLLM,
+			want: Metrics{BlockSize: 16, NumBlocks: 7281}},
+		// The v1 design doc's snippet elides the queue ("..."): a page without it is refused.
+		{file: "vllm-v1-docs-design-metrics.snippet.prom", engine: EngineVLLM, wantErr: ErrMissingMetric},
+		{file: "sglang-docs-production-metrics.prom", engine: EngineSGLang,
+			want: Metrics{WaitingQueue: 2826, Running: 162, KVCacheUsage: 0.28}},
+		{file: "sglang-v0.5.10-datadog-fixture.prom", engine: EngineSGLang,
+			want: Metrics{KVCacheUsage: 0.25}},
+		{file: "triton-trtllm-backend-inflight-batcher.prom", engine: EngineTritonTRTLLM,
+			want: Metrics{WaitingQueue: 1, Running: 1, KVCacheUsage: 0.4875}},
+		// The illustrative trtllm-serve page in the Dynamo docs has latency histograms only.
+		{file: "trtllm-serve-via-dynamo-docs.illustrative.prom", engine: EngineTRTLLMServe, wantErr: ErrMissingMetric},
+		// A Triton page without the TRT-LLM backend has no KV-cache signal.
+		{file: "triton-trtllm-backend-base-triton.prom", engine: EngineTritonTRTLLM, wantErr: ErrMissingMetric},
+		// A vLLM page read as SGLang is a configuration error, and says so.
+		{file: "vllm-v0.19.1-kvwarden-snapshot.prom", engine: EngineSGLang, wantErr: ErrMissingMetric},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.engine)+"/"+tt.file, func(t *testing.T) {
+			page, err := os.ReadFile(filepath.Join("testdata", tt.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := NewParser(tt.engine)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := p.Parse(page)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("Parse error = %v, want %v", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if got.WaitingQueue != tt.want.WaitingQueue || got.Running != tt.want.Running ||
+				got.KVCacheUsage != tt.want.KVCacheUsage || got.BlockSize != tt.want.BlockSize ||
+				(tt.want.NumBlocks != 0 && got.NumBlocks != tt.want.NumBlocks) {
+				t.Fatalf("Parse = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseVLLMOldNameAndLoRA(t *testing.T) {
+	page, err := os.ReadFile(filepath.Join("testdata", "vllm-v0.7-aibrix-runtime-docs.prom"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(page), "vllm:gpu_cache_usage_perc") || strings.Contains(string(page), "vllm:kv_cache_usage_perc") {
+		t.Fatal("fixture no longer exercises the old KV-cache name")
+	}
+	p, _ := NewParser(EngineVLLM)
+	m, err := p.Parse(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.MaxLoRAs != 0 || len(m.ActiveLoRAs) != 0 {
+		t.Fatalf("empty LoRA info parsed as %+v", m)
+	}
+}
+
+func TestParseSeriesCombination(t *testing.T) {
+	page := []byte(`# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="m"} 3
+vllm:num_requests_waiting{engine="1",model_name="m"} 4
+vllm:num_requests_running{engine="0",model_name="m"} 2
+vllm:num_requests_running{engine="1",model_name="m"} 5
+vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.25
+vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.75
+vllm:lora_requests_info{max_lora="4",running_lora_adapters="old",waiting_lora_adapters=""} 100
+vllm:lora_requests_info{max_lora="4",running_lora_adapters="sql-lora,chat-lora",waiting_lora_adapters="tools"} 200
+`)
+	p, _ := NewParser(EngineVLLM)
+	m, err := p.Parse(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.WaitingQueue != 7 || m.Running != 7 || m.KVCacheUsage != 0.75 {
+		t.Fatalf("data-parallel engines combined as %+v, want queue 7, running 7, kv 0.75", m)
+	}
+	if !slices.Equal(m.ActiveLoRAs, []string{"sql-lora", "chat-lora"}) || !slices.Equal(m.WaitingLoRAs, []string{"tools"}) || m.MaxLoRAs != 4 {
+		t.Fatalf("LoRA from the newest series = %+v", m)
+	}
+
+	tp := []byte(`sglang:num_queue_reqs{model_name="m",tp_rank="0"} 6
+sglang:num_queue_reqs{model_name="m",tp_rank="1"} 6
+sglang:token_usage{model_name="m",tp_rank="0"} 0.5
+sglang:token_usage{model_name="m",tp_rank="1"} 0.5
+`)
+	sp, _ := NewParser(EngineSGLang)
+	m, err = sp.Parse(tp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.WaitingQueue != 6 {
+		t.Fatalf("tensor-parallel ranks double counted: queue %d, want 6", m.WaitingQueue)
+	}
+}
+
+func TestParseMalformed(t *testing.T) {
+	p, _ := NewParser(EngineVLLM)
+	for _, page := range []string{
+		"vllm:num_requests_waiting{engine=\"0\" 3\nvllm:kv_cache_usage_perc 0.1\n",
+		"vllm:num_requests_waiting abc\nvllm:kv_cache_usage_perc 0.1\n",
+		"",
+	} {
+		if _, err := p.Parse([]byte(page)); err == nil {
+			t.Errorf("Parse(%q) succeeded, want an error", page)
+		}
+	}
+	// Malformed lines of families routing does not read are not read at all.
+	m, err := p.Parse([]byte("garbage{{{ line\nvllm:num_requests_waiting 2\nvllm:kv_cache_usage_perc 0.5\n"))
+	if err != nil || m.WaitingQueue != 2 || m.KVCacheUsage != 0.5 {
+		t.Fatalf("Parse with unrelated garbage = %+v, %v", m, err)
+	}
+}
+
+func TestParseEngine(t *testing.T) {
+	if e, err := ParseEngine(""); err != nil || e != EngineVLLM {
+		t.Fatalf("ParseEngine(\"\") = %q, %v; want vllm", e, err)
+	}
+	if _, err := ParseEngine("tgi"); !errors.Is(err, ErrUnknownEngine) {
+		t.Fatalf("ParseEngine(tgi) error = %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "*.prom"))
+	for _, fn := range files {
+		b, _ := os.ReadFile(fn)
+		f.Add(b, uint8(0))
+	}
+	f.Add([]byte("vllm:num_requests_waiting NaN\nvllm:kv_cache_usage_perc +Inf\n"), uint8(0))
+	engines := []Engine{EngineVLLM, EngineSGLang, EngineTRTLLMServe, EngineTritonTRTLLM}
+	f.Fuzz(func(t *testing.T, page []byte, e uint8) {
+		p, _ := NewParser(engines[int(e)%len(engines)])
+		m, err := p.Parse(page)
+		if err != nil {
+			return
+		}
+		if m.WaitingQueue < 0 || m.Running < 0 || !(m.KVCacheUsage >= 0 && m.KVCacheUsage <= 1) {
+			t.Fatalf("out-of-range metrics %+v", m)
+		}
+	})
+}

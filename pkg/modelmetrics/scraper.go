@@ -1,0 +1,234 @@
+package modelmetrics
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// maxPageBytes bounds a /metrics page; a larger page is an error, not a memory spike.
+const maxPageBytes = 8 << 20
+
+// Target is an endpoint to scrape.
+type Target struct {
+	// Address is the endpoint's ip:port; the page is read from http://Address/metrics unless
+	// MetricsURL is set.
+	Address    string
+	Engine     Engine
+	MetricsURL string
+}
+
+// Sample is the latest scrape of one endpoint.
+type Sample struct {
+	Metrics Metrics
+	// ScrapedAt is when the last successful scrape finished; zero before the first.
+	ScrapedAt time.Time
+	// Err is the error of the last scrape attempt, nil when it succeeded.
+	Err error
+}
+
+// ScraperOptions configure a Scraper.
+type ScraperOptions struct {
+	// Interval between scrapes of one endpoint; 0 means 1s.
+	Interval time.Duration
+	// Timeout of one scrape; 0 means max(Interval, 1s).
+	Timeout time.Duration
+	// Client makes the requests; nil means a keep-alive client of its own.
+	Client *http.Client
+}
+
+// Scraper scrapes a changing set of endpoints, each on its own loop, and keeps the latest sample
+// of each. Run owns every loop.
+type Scraper struct {
+	opts   ScraperOptions
+	client *http.Client
+
+	mu      sync.RWMutex
+	targets map[string]*target
+	changed chan struct{}
+}
+
+type target struct {
+	t      Target
+	cancel context.CancelFunc
+	done   chan struct{}
+	sample Sample
+}
+
+// NewScraper returns a scraper with no endpoints.
+func NewScraper(opts ScraperOptions) *Scraper {
+	if opts.Interval <= 0 {
+		opts.Interval = time.Second
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = max(opts.Interval, time.Second)
+	}
+	c := opts.Client
+	if c == nil {
+		c = &http.Client{Transport: &http.Transport{
+			MaxIdleConnsPerHost: 2,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true,
+		}}
+	}
+	return &Scraper{opts: opts, client: c, targets: map[string]*target{}, changed: make(chan struct{}, 1)}
+}
+
+// SetTargets replaces the set of endpoints. Endpoints that stay keep their samples.
+func (s *Scraper) SetTargets(ts []Target) {
+	s.mu.Lock()
+	next := make(map[string]*target, len(ts))
+	for _, t := range ts {
+		if cur, ok := s.targets[t.Address]; ok && cur.t == t {
+			next[t.Address] = cur
+			continue
+		}
+		next[t.Address] = &target{t: t}
+	}
+	for addr, cur := range s.targets {
+		if n, ok := next[addr]; !ok || n != cur {
+			if cur.cancel != nil {
+				cur.cancel()
+			}
+		}
+	}
+	s.targets = next
+	s.mu.Unlock()
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+// Sample returns the latest sample of an endpoint.
+func (s *Scraper) Sample(addr string) (Sample, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	t, ok := s.targets[addr]
+	if !ok {
+		return Sample{}, false
+	}
+	return t.sample, true
+}
+
+// Run scrapes until ctx ends, then waits for every loop to stop.
+func (s *Scraper) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		s.mu.Lock()
+		for _, t := range s.targets {
+			if t.cancel != nil {
+				continue
+			}
+			tctx, cancel := context.WithCancel(ctx)
+			t.cancel, t.done = cancel, make(chan struct{})
+			wg.Add(1)
+			go func(t *target) {
+				defer wg.Done()
+				defer close(t.done)
+				s.loop(tctx, t)
+			}(t)
+		}
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.changed:
+		}
+	}
+}
+
+func (s *Scraper) loop(ctx context.Context, t *target) {
+	p, err := NewParser(t.t.Engine)
+	if err != nil {
+		s.store(t, Sample{Err: err})
+		return
+	}
+	url := t.t.MetricsURL
+	if url == "" {
+		url = "http://" + t.t.Address + "/metrics"
+	}
+	var buf []byte
+	// Start at a random point of the interval so that endpoints do not scrape in lockstep.
+	timer := time.NewTimer(rand.N(s.opts.Interval))
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		start := time.Now()
+		var m Metrics
+		buf, m, err = s.scrape(ctx, url, buf[:0], p)
+		if ctx.Err() != nil {
+			return
+		}
+		s.mu.Lock()
+		if err != nil {
+			t.sample.Err = err
+		} else {
+			t.sample = Sample{Metrics: m, ScrapedAt: time.Now()}
+		}
+		s.mu.Unlock()
+		timer.Reset(max(s.opts.Interval-time.Since(start), 0))
+	}
+}
+
+func (s *Scraper) store(t *target, smp Sample) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t.sample = smp
+}
+
+func (s *Scraper) scrape(ctx context.Context, url string, buf []byte, p *Parser) ([]byte, Metrics, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return buf, Metrics{}, err
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return buf, Metrics{}, fmt.Errorf("scrape %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		return buf, Metrics{}, fmt.Errorf("scrape %s: HTTP %d", url, resp.StatusCode)
+	}
+	buf, err = readAll(buf, io.LimitReader(resp.Body, maxPageBytes+1))
+	if err != nil {
+		return buf, Metrics{}, fmt.Errorf("scrape %s: %w", url, err)
+	}
+	if len(buf) > maxPageBytes {
+		return buf, Metrics{}, fmt.Errorf("scrape %s: page larger than %d bytes", url, maxPageBytes)
+	}
+	m, err := p.Parse(buf)
+	if err != nil {
+		return buf, Metrics{}, fmt.Errorf("scrape %s: %w", url, err)
+	}
+	return buf, m, nil
+}
+
+// readAll appends r to buf, reusing its capacity.
+func readAll(buf []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}

@@ -1,0 +1,255 @@
+// Package app wires the spoke binary: flags (Options), their defaults and checks, and the run
+// group that owns every goroutine: the pool source, the metrics scraper, the hub client, the loop
+// that turns local pools into exports and capacity reports, and the HTTP endpoints.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/spillway-io/spillway/pkg/capacity"
+	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/logging"
+	"github.com/spillway-io/spillway/pkg/modelmetrics"
+	"github.com/spillway-io/spillway/pkg/serve"
+	"github.com/spillway-io/spillway/spoke/hubclient"
+	"github.com/spillway-io/spillway/spoke/source"
+)
+
+// Version is the spoke's version, reported to the hub.
+var Version = "dev"
+
+// Options are what the operator sets on the command line.
+type Options struct {
+	ClusterID      string
+	Region         string
+	Zone           string
+	ClusterSet     string
+	GatewayAddress string
+	HubAddress     string
+	PoolsFile      string
+	PoolsReload    time.Duration
+	HTTPAddress    string
+	ScrapeInterval time.Duration
+	CapacityPeriod time.Duration
+	Thresholds     capacity.Thresholds
+	Log            logging.Options
+}
+
+// NewOptions returns the defaults.
+func NewOptions() *Options {
+	return &Options{
+		HubAddress:     "127.0.0.1:8470",
+		PoolsReload:    2 * time.Second,
+		HTTPAddress:    ":8481",
+		ScrapeInterval: 50 * time.Millisecond,
+		CapacityPeriod: 100 * time.Millisecond,
+		Thresholds:     capacity.DefaultThresholds(),
+		Log:            logging.Options{Level: "info", Format: "text"},
+	}
+}
+
+// AddFlags binds the options to flags.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.ClusterID, "cluster-id", o.ClusterID, "this cluster's ID in the ClusterSet (required)")
+	fs.StringVar(&o.Region, "region", o.Region, "this cluster's region (required)")
+	fs.StringVar(&o.Zone, "zone", o.Zone, "this cluster's zone")
+	fs.StringVar(&o.ClusterSet, "cluster-set", o.ClusterSet, "the ClusterSet this cluster belongs to")
+	fs.StringVar(&o.GatewayAddress, "gateway-address", o.GatewayAddress, "host:port where other clusters reach this cluster's inference gateway")
+	fs.StringVar(&o.HubAddress, "hub-address", o.HubAddress, "host:port of the hub's gRPC address")
+	fs.StringVar(&o.PoolsFile, "pools-file", o.PoolsFile, "YAML file listing the cluster's pools and endpoints (the static source)")
+	fs.DurationVar(&o.PoolsReload, "pools-reload", o.PoolsReload, "how often to check --pools-file for changes (0: never)")
+	fs.StringVar(&o.HTTPAddress, "http-address", o.HTTPAddress, "host:port of /metrics, /healthz and /readyz")
+	fs.DurationVar(&o.ScrapeInterval, "scrape-interval", o.ScrapeInterval, "how often each endpoint's /metrics is read")
+	fs.DurationVar(&o.CapacityPeriod, "capacity-period", o.CapacityPeriod, "how often pool capacity is recomputed for the hub")
+	fs.IntVar(&o.Thresholds.QueueDepth, "saturation-queue-depth", o.Thresholds.QueueDepth, "waiting queue at which an endpoint has no headroom")
+	fs.Float64Var(&o.Thresholds.KVCacheUtilization, "saturation-kv-cache", o.Thresholds.KVCacheUtilization, "KV-cache use (0..1) at which an endpoint has no headroom")
+	fs.DurationVar(&o.Thresholds.Staleness, "metrics-staleness", o.Thresholds.Staleness, "age at which an endpoint's metrics count as stale (saturated)")
+	fs.StringVar(&o.Log.Level, "log-level", o.Log.Level, "debug, info, warn or error")
+	fs.StringVar(&o.Log.Format, "log-format", o.Log.Format, "text or json")
+}
+
+// Complete fills in derived defaults.
+func (o *Options) Complete() error { return nil }
+
+// Validate checks the options and names every problem.
+func (o *Options) Validate() error {
+	var errs []error
+	if o.ClusterID == "" {
+		errs = append(errs, errors.New("--cluster-id is required"))
+	}
+	if o.Region == "" {
+		errs = append(errs, errors.New("--region is required"))
+	}
+	if o.PoolsFile == "" {
+		errs = append(errs, errors.New("--pools-file is required (the Kubernetes source is not built yet)"))
+	}
+	for name, addr := range map[string]string{"--hub-address": o.HubAddress, "--http-address": o.HTTPAddress} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: want host:port", name, addr))
+		}
+	}
+	if o.GatewayAddress != "" {
+		if _, _, err := net.SplitHostPort(o.GatewayAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--gateway-address %q: want host:port", o.GatewayAddress))
+		}
+	}
+	if o.ScrapeInterval <= 0 || o.CapacityPeriod <= 0 {
+		errs = append(errs, errors.New("--scrape-interval and --capacity-period must be positive"))
+	}
+	if o.Thresholds.Staleness < o.ScrapeInterval {
+		errs = append(errs, fmt.Errorf("--metrics-staleness %s is shorter than --scrape-interval %s: every endpoint would look stale", o.Thresholds.Staleness, o.ScrapeInterval))
+	}
+	if o.Thresholds.QueueDepth < 1 || !(o.Thresholds.KVCacheUtilization > 0 && o.Thresholds.KVCacheUtilization <= 1) {
+		errs = append(errs, errors.New("--saturation-queue-depth must be at least 1 and --saturation-kv-cache in (0, 1]"))
+	}
+	errs = append(errs, o.Log.Validate())
+	return errors.Join(errs...)
+}
+
+// Config is the completed, validated configuration.
+type Config struct {
+	Options
+	Logger *slog.Logger
+	Source source.Source
+}
+
+// Config returns the configuration the spoke runs with.
+func (o *Options) Config() (*Config, error) {
+	if err := o.Complete(); err != nil {
+		return nil, err
+	}
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	log, err := logging.New(o.Log, os.Stderr)
+	if err != nil {
+		return nil, err
+	}
+	log = log.With("cluster", o.ClusterID)
+	src, err := source.NewStatic(o.PoolsFile, o.PoolsReload, log.With("component", "static-source"))
+	if err != nil {
+		return nil, err
+	}
+	return &Config{Options: *o, Logger: log, Source: src}, nil
+}
+
+// NewCommand returns the spoke's root command.
+func NewCommand() *cobra.Command {
+	o := NewOptions()
+	cmd := &cobra.Command{
+		Use:          "spoke",
+		Short:        "Spillway spoke: exports this cluster's pools to the hub and keeps its fleet view",
+		SilenceUsage: true,
+		Args:         cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := o.Config()
+			if err != nil {
+				return err
+			}
+			return Run(cmd.Context(), cfg)
+		},
+	}
+	o.AddFlags(cmd.Flags())
+	return cmd
+}
+
+// Run runs the spoke until ctx ends or a component fails.
+func Run(ctx context.Context, cfg *Config) error {
+	log := cfg.Logger
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := newMetrics(reg)
+	scraper := modelmetrics.NewScraper(modelmetrics.ScraperOptions{Interval: cfg.ScrapeInterval})
+	client := hubclient.New(hubclient.Options{
+		Cluster: fleet.ClusterInfo{
+			ID:             cfg.ClusterID,
+			Region:         cfg.Region,
+			Zone:           cfg.Zone,
+			GatewayAddress: cfg.GatewayAddress,
+			Version:        Version,
+			ClusterSet:     cfg.ClusterSet,
+		},
+		HubAddress: cfg.HubAddress,
+		Logger:     log,
+		Registerer: reg,
+	})
+	httpL, err := net.Listen("tcp", cfg.HTTPAddress)
+	if err != nil {
+		return fmt.Errorf("listen --http-address: %w", err)
+	}
+	log.Info("spoke started", "region", cfg.Region, "hub", cfg.HubAddress, "http", httpL.Addr().String())
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return cfg.Source.Run(gctx) })
+	g.Go(func() error { return scraper.Run(gctx) })
+	g.Go(func() error { return client.Run(gctx) })
+	g.Go(func() error { return reconcile(gctx, cfg, scraper, client, m) })
+	g.Go(func() error { return serve.HTTP(gctx, httpL, serve.HTTPMux(reg, nil)) })
+	err = g.Wait()
+	log.Info("spoke stopped")
+	return err
+}
+
+// reconcile feeds local pools to the scraper and the hub client, and recomputes capacity.
+func reconcile(ctx context.Context, cfg *Config, scraper *modelmetrics.Scraper, client *hubclient.Client, m *metrics) error {
+	tick := time.NewTicker(cfg.CapacityPeriod)
+	defer tick.Stop()
+	var pools []source.Pool
+	apply := func() {
+		pools = cfg.Source.Pools()
+		var targets []modelmetrics.Target
+		refs := make([]fleet.PoolRef, 0, len(pools))
+		for _, p := range pools {
+			refs = append(refs, p.Ref)
+			for _, e := range p.Endpoints {
+				targets = append(targets, modelmetrics.Target{Address: e.Address, Engine: e.Engine})
+			}
+		}
+		scraper.SetTargets(targets)
+		client.SetExports(source.Exports(pools))
+		client.SetInterest(refs)
+	}
+	changed := cfg.Source.Changed()
+	apply()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+			changed = cfg.Source.Changed()
+			apply()
+		case <-tick.C:
+			now := time.Now()
+			caps := make([]fleet.PoolCapacity, 0, len(pools))
+			var ready, stale int
+			for _, p := range pools {
+				eps := make([]capacity.Endpoint, 0, len(p.Endpoints))
+				for _, e := range p.Endpoints {
+					s, _ := scraper.Sample(e.Address)
+					ce := capacity.Endpoint{Address: e.Address, Metrics: s.Metrics, ScrapedAt: s.ScrapedAt}
+					if cfg.Thresholds.Fresh(ce, now) {
+						ready++
+					} else {
+						stale++
+					}
+					eps = append(eps, ce)
+				}
+				caps = append(caps, capacity.Aggregate(p.Ref, eps, now, cfg.Thresholds))
+			}
+			m.endpoints.WithLabelValues("fresh").Set(float64(ready))
+			m.endpoints.WithLabelValues("stale").Set(float64(stale))
+			client.SetCapacity(caps)
+		}
+	}
+}

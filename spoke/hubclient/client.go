@@ -1,0 +1,331 @@
+// Package hubclient is the spoke's side of the hub's SyncService.
+//
+// Lifecycle: the spoke always dials the hub. Each session is Register (idempotent), then one Sync
+// stream: Hello (cluster, spoke incarnation, view cursor, capacity interest) → Welcome (the last
+// export delta the hub stored, report rate bounds) → the export deltas the hub is missing → from
+// then on, export deltas as the local pools change and capacity reports at the bounded rate, while
+// view updates flow down. When the stream breaks, the client reconnects with jittered exponential
+// backoff and resumes: exports from the hub's acknowledged sequence number, the view from its
+// cursor. While the hub is away the spoke keeps working on its last view; nothing local waits on
+// the hub.
+package hubclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/fleetpb"
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+)
+
+// Options configure a Client.
+type Options struct {
+	// Cluster is what the spoke registers.
+	Cluster fleet.ClusterInfo
+	// HubAddress is the hub's gRPC host:port.
+	HubAddress string
+	// DialOptions replace the default insecure transport credentials when set.
+	DialOptions []grpc.DialOption
+	// MinBackoff and MaxBackoff bound the wait between reconnects.
+	MinBackoff, MaxBackoff time.Duration
+	Logger                 *slog.Logger
+	Registerer             prometheus.Registerer
+}
+
+// Client keeps a session with the hub.
+type Client struct {
+	opts        Options
+	log         *slog.Logger
+	incarnation string
+	view        *View
+	metrics     *metrics
+
+	mu        sync.Mutex
+	exports   *exportLog
+	capacity  map[fleet.PoolRef]fleet.PoolCapacity
+	interest  []fleet.PoolRef
+	connected bool
+	wake      chan struct{}
+}
+
+// New returns a client; Run connects it.
+func New(opts Options) *Client {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 200 * time.Millisecond
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = 10 * time.Second
+	}
+	return &Client{
+		opts:        opts,
+		log:         opts.Logger.With("component", "hub-client", "cluster", opts.Cluster.ID),
+		incarnation: strconv.FormatUint(rand.Uint64(), 36),
+		view:        newView(),
+		metrics:     newMetrics(opts.Registerer),
+		exports:     newExportLog(),
+		capacity:    map[fleet.PoolRef]fleet.PoolCapacity{},
+		wake:        make(chan struct{}, 1),
+	}
+}
+
+// View returns the fleet view; it is kept across sessions.
+func (c *Client) View() *View { return c.view }
+
+// Connected reports whether a session is up.
+func (c *Client) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.connected
+}
+
+// SetExports sets the pools the cluster exports.
+func (c *Client) SetExports(exports []fleet.Export) {
+	c.mu.Lock()
+	c.exports.set(exports)
+	c.mu.Unlock()
+	c.poke()
+}
+
+// SetCapacity sets the latest capacity of every local pool; pools missing from caps are reported
+// removed.
+func (c *Client) SetCapacity(caps []fleet.PoolCapacity) {
+	m := make(map[fleet.PoolRef]fleet.PoolCapacity, len(caps))
+	for _, p := range caps {
+		m[p.Pool] = p
+	}
+	c.mu.Lock()
+	c.capacity = m
+	c.mu.Unlock()
+}
+
+// SetInterest sets the pools whose remote capacity the spoke wants.
+func (c *Client) SetInterest(pools []fleet.PoolRef) {
+	pools = slices.Clone(pools)
+	slices.SortFunc(pools, fleet.PoolRef.Compare)
+	c.mu.Lock()
+	same := slices.Equal(pools, c.interest)
+	c.interest = pools
+	c.mu.Unlock()
+	if !same {
+		c.poke()
+	}
+}
+
+func (c *Client) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run keeps a session with the hub until ctx ends.
+func (c *Client) Run(ctx context.Context) error {
+	dial := c.opts.DialOptions
+	if len(dial) == 0 {
+		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	dial = append(dial,
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
+	)
+	conn, err := grpc.NewClient(c.opts.HubAddress, dial...)
+	if err != nil {
+		return fmt.Errorf("hub address %q: %w", c.opts.HubAddress, err)
+	}
+	defer conn.Close()
+	cli := pb.NewSyncServiceClient(conn)
+
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval, bo.MaxInterval = c.opts.MinBackoff, c.opts.MaxBackoff
+	for ctx.Err() == nil {
+		started := time.Now()
+		err := c.session(ctx, cli)
+		c.setConnected(false)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(started) > time.Minute {
+			bo.Reset() // a long session was healthy; start the backoff again from the bottom
+		}
+		wait := bo.NextBackOff()
+		c.metrics.reconnects.Inc()
+		c.log.Warn("hub session ended, reconnecting", "err", err, "retry", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+func (c *Client) setConnected(v bool) {
+	c.mu.Lock()
+	c.connected = v
+	c.mu.Unlock()
+	if v {
+		c.metrics.connected.Set(1)
+	} else {
+		c.metrics.connected.Set(0)
+	}
+}
+
+// ErrProtocol means the hub answered out of protocol.
+var ErrProtocol = errors.New("hub broke the sync protocol")
+
+func (c *Client) session(ctx context.Context, cli pb.SyncServiceClient) error {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err := cli.Register(rctx, &pb.RegisterRequest{Cluster: fleetpb.ClusterInfo(c.opts.Cluster)})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("register: %w", err)
+	}
+	sctx, scancel := context.WithCancelCause(ctx)
+	defer scancel(nil)
+	stream, err := cli.Sync(sctx)
+	if err != nil {
+		return fmt.Errorf("open sync stream: %w", err)
+	}
+	c.mu.Lock()
+	interest := slices.Clone(c.interest)
+	c.mu.Unlock()
+	hello := &pb.Hello{ClusterId: c.opts.Cluster.ID, SpokeIncarnation: c.incarnation, ViewCursor: c.view.cursor()}
+	for _, p := range interest {
+		hello.CapacityInterest = append(hello.CapacityInterest, fleetpb.PoolRef(p))
+	}
+	if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Hello{Hello: hello}}); err != nil {
+		return fmt.Errorf("send hello: %w", err)
+	}
+	first, err := stream.Recv()
+	if err != nil {
+		return fmt.Errorf("await welcome: %w", err)
+	}
+	w := first.GetWelcome()
+	if w == nil {
+		return fmt.Errorf("%w: first message is not a welcome", ErrProtocol)
+	}
+	c.setConnected(true)
+	c.log.Info("hub session started", "hub", w.GetHubId(), "ackedExportSeq", w.GetAckedExportSeq(), "viewResumed", w.GetViewResumed())
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		scancel(c.recvLoop(stream))
+	}()
+	err = c.sendLoop(sctx, stream, w, interest)
+	scancel(err)
+	<-done
+	if cause := context.Cause(sctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
+}
+
+func (c *Client) recvLoop(stream pb.SyncService_SyncClient) error {
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return fmt.Errorf("receive: %w", err)
+		}
+		switch msg := m.GetMsg().(type) {
+		case *pb.SyncResponse_View:
+			c.view.apply(msg.View)
+			kind := "delta"
+			if msg.View.GetSnapshot() {
+				kind = "snapshot"
+			}
+			c.metrics.viewUpdates.WithLabelValues(kind).Inc()
+		case *pb.SyncResponse_ExportAck:
+			c.metrics.exportAcks.Inc()
+		default:
+			return fmt.Errorf("%w: unexpected %T", ErrProtocol, msg)
+		}
+	}
+}
+
+func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient, w *pb.Welcome, interest []fleet.PoolRef) error {
+	interval := max(w.GetMinReportInterval().AsDuration(), 50*time.Millisecond)
+	heartbeat := max(w.GetCapacityHeartbeat().AsDuration(), interval)
+	c.mu.Lock()
+	pending := c.exports.since(w.GetAckedExportSeq())
+	sent := c.exports.seq
+	c.mu.Unlock()
+	for _, d := range pending {
+		if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Exports{Exports: d}}); err != nil {
+			return fmt.Errorf("send exports: %w", err)
+		}
+	}
+	lastSent := map[fleet.PoolRef]fleet.PoolCapacity{}
+	lastAt := map[fleet.PoolRef]time.Time{}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		c.mu.Lock()
+		deltas := c.exports.after(sent)
+		sent = c.exports.seq
+		newInterest := c.interest
+		caps := c.capacity
+		c.mu.Unlock()
+		for _, d := range deltas {
+			if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Exports{Exports: d}}); err != nil {
+				return fmt.Errorf("send exports: %w", err)
+			}
+		}
+		if !slices.Equal(newInterest, interest) {
+			interest = newInterest
+			msg := &pb.Interest{}
+			for _, p := range interest {
+				msg.CapacityInterest = append(msg.CapacityInterest, fleetpb.PoolRef(p))
+			}
+			if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Interest{Interest: msg}}); err != nil {
+				return fmt.Errorf("send interest: %w", err)
+			}
+		}
+		now := time.Now()
+		report := &pb.CapacityReport{}
+		for p, cp := range caps {
+			if last, ok := lastSent[p]; ok && last.SameLoad(cp) && now.Sub(lastAt[p]) < heartbeat {
+				continue
+			}
+			report.Pools = append(report.Pools, fleetpb.Capacity(cp))
+			lastSent[p], lastAt[p] = cp, now
+		}
+		for p := range lastSent {
+			if _, ok := caps[p]; !ok {
+				report.Removed = append(report.Removed, fleetpb.PoolRef(p))
+				delete(lastSent, p)
+				delete(lastAt, p)
+			}
+		}
+		if len(report.Pools) > 0 || len(report.Removed) > 0 {
+			if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Capacity{Capacity: report}}); err != nil {
+				return fmt.Errorf("send capacity: %w", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		case <-c.wake:
+		}
+	}
+}
