@@ -208,4 +208,3 @@ func dash(s string) string {
 	}
 	return s
 }
-

@@ -144,6 +144,7 @@ func (s *Store) GetCluster(ctx context.Context, id string) (ClusterRecord, error
 type Session struct {
 	store  *Store
 	record SessionRecord
+	stored string // the record's JSON as last written: the guard of every later write
 	lease  clientv3.LeaseID
 	// Resumed is true when the session continues an earlier one of the same spoke incarnation
 	// whose lease was still alive; AckedSeq is then the last export delta stored.
@@ -235,6 +236,7 @@ func (sess *Session) putRecord(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("write session of %q: %w", sess.record.Cluster, err)
 	}
+	sess.stored = string(val)
 	return nil
 }
 
@@ -312,8 +314,11 @@ func (sess *Session) ApplyExports(ctx context.Context, d ExportDelta) error {
 	if err != nil {
 		return err
 	}
+	recVal0 := recVal
 	sessKey := st.sessionKey(cluster)
-	ours := clientv3.Compare(clientv3.LeaseValue(sessKey), "=", int64(sess.lease))
+	// The session is ours while its record is exactly what we last wrote: a takeover by a newer
+	// stream (even one that kept the lease) or an expiry makes every later write fail.
+	ours := clientv3.Compare(clientv3.Value(sessKey), "=", sess.stored)
 	for len(ops) > 0 || recVal != nil {
 		n := min(len(ops), maxTxnOps)
 		batch := ops[:n]
@@ -330,6 +335,7 @@ func (sess *Session) ApplyExports(ctx context.Context, d ExportDelta) error {
 			return fmt.Errorf("session of %q was taken over or expired: %w", cluster, ErrSessionLost)
 		}
 	}
+	sess.stored = string(recVal0)
 	sess.record = rec
 	sess.AckedSeq = d.Seq
 	return nil

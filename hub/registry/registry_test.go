@@ -1,0 +1,287 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	hubetcd "github.com/spillway-io/spillway/hub/etcd"
+	"github.com/spillway-io/spillway/hub/registry"
+	"github.com/spillway-io/spillway/pkg/fleet"
+)
+
+func startEtcd(t *testing.T, dir string) (*hubetcd.Embedded, *clientv3.Client) {
+	t.Helper()
+	e, err := hubetcd.StartEmbedded(context.Background(), dir, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := hubetcd.Dial([]string{e.Endpoint})
+	if err != nil {
+		e.Close()
+		t.Fatal(err)
+	}
+	return e, cli
+}
+
+var (
+	chat = fleet.PoolRef{Namespace: "default", Name: "chat"}
+	code = fleet.PoolRef{Namespace: "default", Name: "code"}
+)
+
+func exportOf(p fleet.PoolRef) fleet.Export {
+	return fleet.Export{Pool: p, TargetPorts: []uint32{8000}, Labels: map[string]string{"app": p.Name}}
+}
+
+func TestSessionLeaseExpiryWithdrawsExports(t *testing.T) {
+	ctx := context.Background()
+	e, cli := startEtcd(t, t.TempDir())
+	defer e.Close()
+	defer cli.Close()
+	s := registry.New(cli, registry.Options{LeaseTTL: 2 * time.Second})
+
+	if _, err := s.OpenSession(ctx, "a", "hub-0", "inc-1"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("OpenSession of an unregistered cluster: err = %v, want ErrNotFound", err)
+	}
+	if _, err := s.PutCluster(ctx, fleet.ClusterInfo{ID: "a", Region: "us-east"}); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := s.OpenSession(ctx, "a", "hub-0", "inc-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.ApplyExports(ctx, registry.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []fleet.Export{exportOf(chat), exportOf(code)}}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Exports["a"]) != 2 || st.Sessions["a"].ExportSeq != 1 {
+		t.Fatalf("after the first delta: exports %v, session %+v", st.Exports["a"], st.Sessions["a"])
+	}
+
+	// Keep the lease alive for longer than its TTL: the exports stay.
+	kctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- sess.KeepAlive(kctx) }()
+	time.Sleep(3 * time.Second)
+	if st, _ := s.Load(ctx); len(st.Exports["a"]) != 2 {
+		t.Fatalf("exports withdrawn while the session was kept alive: %v", st.Exports["a"])
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("KeepAlive after cancel: %v", err)
+	}
+
+	// Without renewal the lease lapses and etcd deletes the session and every export.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := s.Load(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Exports["a"]) == 0 && len(st.Sessions) == 0 {
+			if _, ok := st.Clusters["a"]; !ok {
+				t.Fatal("the cluster record went with the lease; it must stay registered")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("exports still present 10s after the session ended: %v", st.Exports)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// A delta on the expired session fails clearly rather than writing lease-less keys.
+	err = sess.ApplyExports(ctx, registry.ExportDelta{Seq: 2, Upserts: []fleet.Export{exportOf(chat)}})
+	if !errors.Is(err, registry.ErrSessionLost) {
+		t.Fatalf("ApplyExports on an expired session: err = %v, want ErrSessionLost", err)
+	}
+}
+
+func TestSessionResumeAndReplaceAll(t *testing.T) {
+	ctx := context.Background()
+	e, cli := startEtcd(t, t.TempDir())
+	defer e.Close()
+	defer cli.Close()
+	s := registry.New(cli, registry.Options{LeaseTTL: 10 * time.Second})
+	if _, err := s.PutCluster(ctx, fleet.ClusterInfo{ID: "a", Region: "us-east"}); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := s.OpenSession(ctx, "a", "hub-0", "inc-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []registry.ExportDelta{
+		{Seq: 1, ReplaceAll: true, Upserts: []fleet.Export{exportOf(chat)}},
+		{Seq: 2, Upserts: []fleet.Export{exportOf(code)}},
+		{Seq: 2, Removes: []fleet.PoolRef{chat}}, // a resent delta is ignored
+	} {
+		if err := sess.ApplyExports(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sess.ApplyExports(ctx, registry.ExportDelta{Seq: 5, Removes: []fleet.PoolRef{chat}}); !errors.Is(err, registry.ErrInvalid) {
+		t.Fatalf("a gap in sequence numbers: err = %v, want ErrInvalid", err)
+	}
+
+	// The same incarnation reconnects while the lease lives: it resumes after seq 2.
+	again, err := s.OpenSession(ctx, "a", "hub-1", "inc-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Resumed || again.AckedSeq != 2 {
+		t.Fatalf("resume: Resumed=%v AckedSeq=%d, want true, 2", again.Resumed, again.AckedSeq)
+	}
+	if st, _ := s.Load(ctx); len(st.Exports["a"]) != 2 || st.Sessions["a"].HubID != "hub-1" {
+		t.Fatalf("after resume: exports %v, session %+v", st.Exports["a"], st.Sessions["a"])
+	}
+
+	// A restarted spoke (new incarnation) starts over: nothing acked, old exports cleared, and its
+	// replace_all is the whole truth.
+	fresh, err := s.OpenSession(ctx, "a", "hub-1", "inc-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh.Resumed || fresh.AckedSeq != 0 {
+		t.Fatalf("new incarnation: Resumed=%v AckedSeq=%d", fresh.Resumed, fresh.AckedSeq)
+	}
+	// The old session's lease now belongs to the new one; the old handle can no longer write.
+	if err := sess.ApplyExports(ctx, registry.ExportDelta{Seq: 3, Upserts: []fleet.Export{exportOf(chat)}}); !errors.Is(err, registry.ErrSessionLost) {
+		t.Fatalf("write through a taken-over session: err = %v, want ErrSessionLost", err)
+	}
+	if err := fresh.ApplyExports(ctx, registry.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []fleet.Export{exportOf(code)}}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := s.Load(ctx)
+	if _, ok := st.Exports["a"][code]; !ok || len(st.Exports["a"]) != 1 {
+		t.Fatalf("after replace_all: exports %v, want only %v", st.Exports["a"], code)
+	}
+}
+
+func TestManyExportsSpanTransactions(t *testing.T) {
+	ctx := context.Background()
+	e, cli := startEtcd(t, t.TempDir())
+	defer e.Close()
+	defer cli.Close()
+	s := registry.New(cli, registry.Options{LeaseTTL: 10 * time.Second})
+	if _, err := s.PutCluster(ctx, fleet.ClusterInfo{ID: "a", Region: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := s.OpenSession(ctx, "a", "h", "i")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ups []fleet.Export
+	for i := range 1000 {
+		ups = append(ups, exportOf(fleet.PoolRef{Namespace: "ns", Name: "p" + string(rune('a'+i%26)) + time.Duration(i).String()}))
+	}
+	if err := sess.ApplyExports(ctx, registry.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: ups}); err != nil {
+		t.Fatalf("1000 exports in one delta (etcd allows 128 ops per transaction): %v", err)
+	}
+	st, _ := s.Load(ctx)
+	if len(st.Exports["a"]) != 1000 || st.Sessions["a"].ExportSeq != 1 {
+		t.Fatalf("stored %d exports, seq %d", len(st.Exports["a"]), st.Sessions["a"].ExportSeq)
+	}
+}
+
+func TestRestartKeepsState(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e, cli := startEtcd(t, dir)
+	s := registry.New(cli, registry.Options{LeaseTTL: 30 * time.Second})
+	if _, err := s.PutCluster(ctx, fleet.ClusterInfo{ID: "a", Region: "us-east", GatewayAddress: "10.0.0.1:80"}); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := s.OpenSession(ctx, "a", "h", "inc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.ApplyExports(ctx, registry.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []fleet.Export{exportOf(chat)}}); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := s.GetCluster(ctx, "a")
+	cli.Close()
+	e.Close()
+
+	e2, cli2 := startEtcd(t, dir)
+	defer e2.Close()
+	defer cli2.Close()
+	s2 := registry.New(cli2, registry.Options{LeaseTTL: 30 * time.Second})
+	st, err := s2.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Clusters["a"].Info.GatewayAddress != "10.0.0.1:80" || len(st.Exports["a"]) != 1 {
+		t.Fatalf("after restart: clusters %v exports %v", st.Clusters, st.Exports)
+	}
+	// The same spoke incarnation resumes its session across the hub restart (the lease lives on).
+	sess2, err := s2.OpenSession(ctx, "a", "h", "inc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sess2.Resumed || sess2.AckedSeq != 1 {
+		t.Fatalf("resume after restart: Resumed=%v AckedSeq=%d", sess2.Resumed, sess2.AckedSeq)
+	}
+	// Re-registering keeps the first registration time.
+	rec, err := s2.PutCluster(ctx, fleet.ClusterInfo{ID: "a", Region: "us-east"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rec.RegisteredAt.Equal(first.RegisteredAt) {
+		t.Fatalf("RegisteredAt moved from %v to %v", first.RegisteredAt, rec.RegisteredAt)
+	}
+}
+
+func TestWatchDeliversChanges(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e, cli := startEtcd(t, t.TempDir())
+	defer e.Close()
+	defer cli.Close()
+	s := registry.New(cli, registry.Options{LeaseTTL: 10 * time.Second})
+	st, err := s.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan registry.Event, 16)
+	go func() {
+		_ = s.Watch(ctx, st.Revision, func(evs []registry.Event) {
+			for _, ev := range evs {
+				got <- ev
+			}
+		})
+	}()
+	if _, err := s.PutCluster(ctx, fleet.ClusterInfo{ID: "a", Region: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	// Junk under the prefix is skipped, not fatal.
+	if _, err := cli.Put(ctx, registry.DefaultPrefix+"clusters/b", "{not json"); err != nil {
+		t.Fatal(err)
+	}
+	sess, err := s.OpenSession(ctx, "a", "h", "i")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.ApplyExports(ctx, registry.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []fleet.Export{exportOf(chat)}}); err != nil {
+		t.Fatal(err)
+	}
+	var sawExport bool
+	timeout := time.After(5 * time.Second)
+	for !sawExport {
+		select {
+		case ev := <-got:
+			if ev.Kind == registry.KindCluster && ev.Cluster == "b" {
+				t.Fatal("a record that does not decode was delivered")
+			}
+			if ev.Kind == registry.KindExport && ev.Export.Pool == chat && ev.Export.TargetPorts[0] == 8000 {
+				sawExport = true
+			}
+		case <-timeout:
+			t.Fatal("export event not delivered")
+		}
+	}
+}
