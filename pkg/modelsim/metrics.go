@@ -32,6 +32,8 @@ type engineMetrics struct {
 	prefill, decode, kvComputed                               prometheus.Observer
 	httpRequests                                              *prometheus.CounterVec
 	httpDuration                                              prometheus.Observer
+	httpHandlerDuration                                       *prometheus.HistogramVec
+	httpRequestSize, httpResponseSize                         *prometheus.SummaryVec
 }
 
 func newEngineMetrics(e *Engine) *engineMetrics {
@@ -130,6 +132,16 @@ func newEngineMetrics(e *Engine) *engineMetrics {
 	hd := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "http_request_duration_highr_seconds", Help: "Latency with many buckets but no API specific labels. Made for more accurate percentile calculations.", Buckets: httpHighrBuckets})
 	reg.MustRegister(hd)
 	m.httpDuration = hd
+	m.httpHandlerDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "http_request_duration_seconds", Help: "Latency with only few buckets by handler. Made to be only used if aggregation by handler is important.", Buckets: []float64{0.1, 0.5, 1}}, []string{"handler", "method"})
+	m.httpRequestSize = prometheus.NewSummaryVec(prometheus.SummaryOpts{Name: "http_request_size_bytes", Help: "Content length of incoming requests by handler. Only value of header is respected. Otherwise ignored. No percentile calculated."}, []string{"handler"})
+	m.httpResponseSize = prometheus.NewSummaryVec(prometheus.SummaryOpts{Name: "http_response_size_bytes", Help: "Content length of outgoing responses by handler. Only value of header is respected. Otherwise ignored. No percentile calculated."}, []string{"handler"})
+	reg.MustRegister(m.httpHandlerDuration, m.httpRequestSize, m.httpResponseSize)
+	for _, h := range []string{"/v1/completions", "/v1/chat/completions"} {
+		m.httpRequests.WithLabelValues(h, "POST", "2xx")
+		m.httpHandlerDuration.WithLabelValues(h, "POST")
+		m.httpRequestSize.WithLabelValues(h)
+		m.httpResponseSize.WithLabelValues(h)
+	}
 	return m
 }
 

@@ -46,15 +46,27 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	rw.Header().Set(EndpointHeader, s.address)
 	s.mux.ServeHTTP(rw, r)
-	if strings.HasPrefix(r.URL.Path, "/v1/") {
+	switch r.URL.Path { // fixed handler names only: a label never takes a client's arbitrary path
+	case "/v1/completions", "/v1/chat/completions", "/v1/models":
 		s.engine.metrics.httpRequests.WithLabelValues(r.URL.Path, r.Method, strconv.Itoa(rw.status/100)+"xx").Inc()
-		s.engine.metrics.httpDuration.Observe(time.Since(start).Seconds())
+		d := time.Since(start).Seconds()
+		s.engine.metrics.httpDuration.Observe(d)
+		s.engine.metrics.httpHandlerDuration.WithLabelValues(r.URL.Path, r.Method).Observe(d)
+		s.engine.metrics.httpRequestSize.WithLabelValues(r.URL.Path).Observe(float64(max(r.ContentLength, 0)))
+		s.engine.metrics.httpResponseSize.WithLabelValues(r.URL.Path).Observe(float64(rw.bytes))
 	}
 }
 
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	bytes  int
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += n
+	return n, err
 }
 
 func (w *statusWriter) WriteHeader(code int) {

@@ -1,0 +1,89 @@
+package modelmetrics_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/spillway-io/spillway/pkg/modelmetrics"
+	"github.com/spillway-io/spillway/pkg/modelsim"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestScraperFollowsTargets(t *testing.T) {
+	ls, err := modelsim.Listen([]string{"127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	simCtx, stopSim := context.WithCancel(context.Background())
+	simDone := make(chan error, 1)
+	go func() { simDone <- modelsim.Serve(simCtx, ls, modelsim.DefaultConfig()) }()
+	defer func() { stopSim(); <-simDone }()
+	sim := ls[0].Addr().String()
+
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("vllm:num_requests_waiting{ 1\n"))
+	}))
+	defer broken.Close()
+	brokenAddr := broken.Listener.Addr().String()
+
+	s := modelmetrics.NewScraper(modelmetrics.ScraperOptions{Interval: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	s.SetTargets([]modelmetrics.Target{{Address: sim, Engine: modelmetrics.EngineVLLM}, {Address: brokenAddr, Engine: modelmetrics.EngineVLLM}})
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		ok, _ := s.Sample(sim)
+		bad, _ := s.Sample(brokenAddr)
+		if !ok.ScrapedAt.IsZero() && bad.Err != nil {
+			if ok.Metrics.NumBlocks != modelsim.DefaultConfig().NumGPUBlocks {
+				t.Fatalf("sample of the simulator: %+v", ok.Metrics)
+			}
+			if !bad.ScrapedAt.IsZero() {
+				t.Fatal("a page that never parsed has a scrape time")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no samples: sim %+v, broken %+v", ok, bad)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	first, _ := s.Sample(sim)
+	time.Sleep(100 * time.Millisecond)
+	if again, _ := s.Sample(sim); !again.ScrapedAt.After(first.ScrapedAt) {
+		t.Fatal("the simulator is not scraped again")
+	}
+
+	// Removing a target stops its loop and forgets it.
+	s.SetTargets([]modelmetrics.Target{{Address: sim, Engine: modelmetrics.EngineVLLM}})
+	if _, ok := s.Sample(brokenAddr); ok {
+		t.Fatal("removed target still has a sample")
+	}
+	// A target that goes away keeps its last good sample (and ages), with the error recorded.
+	stopSim()
+	<-simDone
+	simDone <- nil
+	deadline = time.Now().Add(3 * time.Second)
+	for {
+		smp, _ := s.Sample(sim)
+		if smp.Err != nil {
+			if smp.ScrapedAt.IsZero() {
+				t.Fatal("last good scrape time lost")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("scrape errors of a dead endpoint not recorded")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
