@@ -1,0 +1,231 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spillway-io/spillway/e2e/localfleet"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// bins returns the directory of the binaries: SPILLWAY_BIN_DIR (set by `make test`), or a fresh
+// build of the working tree.
+func bins(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if d := os.Getenv("SPILLWAY_BIN_DIR"); d != "" {
+			binDir = d
+			return
+		}
+		binDir, buildErr = os.MkdirTemp("", "spillway-e2e-bin-")
+		if buildErr != nil {
+			return
+		}
+		for name, pkg := range map[string]string{"hub": "./hub/cmd/hub", "hubctl": "./hub/cmd/hubctl", "spoke": "./spoke/cmd/spoke", "modelsim": "./e2e/cmd/modelsim", "fleet": "./e2e/cmd/fleet"} {
+			out, err := exec.Command("go", "build", "-C", "..", "-o", filepath.Join(binDir, name), pkg).CombinedOutput()
+			if err != nil {
+				buildErr = fmt.Errorf("build %s: %v\n%s", name, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+type clusterJSON struct {
+	Info struct {
+		ClusterID string `json:"clusterId"`
+		Region    string `json:"region"`
+	} `json:"info"`
+	State        string `json:"state"`
+	RegisteredAt string `json:"registeredAt"`
+	Exports      int    `json:"exports"`
+}
+
+func hubctlClusters(t *testing.T, hub string) []clusterJSON {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(bins(t), "hubctl"), "--hub", hub, "get", "clusters", "-o", "json").Output()
+	if err != nil {
+		t.Fatalf("hubctl get clusters: %v", err)
+	}
+	var resp struct {
+		Clusters []clusterJSON `json:"clusters"`
+	}
+	if err := json.Unmarshal(out, &resp); err != nil {
+		t.Fatalf("hubctl -o json: %v\n%s", err, out)
+	}
+	return resp.Clusters
+}
+
+// TestDemo runs `make demo`'s fleet with a short duration, as the README's first command does.
+func TestDemo(t *testing.T) {
+	bin := bins(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "fleet"), "--bin-dir", bin, "--work-dir", t.TempDir(), "--duration", "10s")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 256)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	var printed []string
+	up := false
+	for !up {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("demo ended before the fleet was up:\n%s", strings.Join(printed, "\n"))
+			}
+			printed = append(printed, l)
+			up = l == "fleet is up"
+		case <-ctx.Done():
+			t.Fatalf("fleet not up:\n%s", strings.Join(printed, "\n"))
+		}
+	}
+	clusters := hubctlClusters(t, localfleet.DefaultOptions("", "").HubGRPC)
+	var regions []string
+	for _, c := range clusters {
+		if c.State != "CLUSTER_STATE_ALIVE" || c.Exports != 1 {
+			t.Errorf("cluster %+v: want alive with one export", c)
+		}
+		regions = append(regions, c.Info.Region)
+	}
+	slices.Sort(regions)
+	if strings.Join(regions, ",") != "eu-west,us-east,us-west" {
+		t.Fatalf("regions %v, want eu-west, us-east, us-west", regions)
+	}
+	for l := range lines {
+		printed = append(printed, l)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("demo exit: %v\n%s", err, strings.Join(printed, "\n"))
+	}
+	out := strings.Join(printed, "\n")
+	for _, want := range []string{"$ hubctl get clusters", "$ hubctl get pools", "default/chat", "fleet stopped"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	// Every process is gone: every address the demo used can be bound again.
+	o := localfleet.DefaultOptions("", "")
+	addrs := []string{o.HubGRPC, o.HubHTTP}
+	for _, r := range o.Regions {
+		addrs = append(addrs, r.SpokeHTTP)
+		addrs = append(addrs, r.Endpoints...)
+	}
+	for _, a := range addrs {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			t.Errorf("%s still in use after the demo stopped: %v", a, err)
+			continue
+		}
+		l.Close()
+	}
+}
+
+// TestFleetSurvivesCrashesAndRestarts kills a spoke and restarts the hub, as real processes.
+func TestFleetSurvivesCrashesAndRestarts(t *testing.T) {
+	bin := bins(t)
+	o := localfleet.Options{BinDir: bin, WorkDir: t.TempDir(), HubGRPC: "127.0.20.1:18470", HubHTTP: "127.0.20.1:18471", LeaseTTL: 3 * time.Second}
+	for i, name := range []string{"north", "south"} {
+		r := localfleet.Region{Name: name, Cluster: name + "-1", SpokeHTTP: fmt.Sprintf("127.0.20.1:%d", 18481+i)}
+		for j := 1; j <= 2; j++ {
+			r.Endpoints = append(r.Endpoints, fmt.Sprintf("127.0.%d.%d:8000", 21+i, j))
+		}
+		o.Regions = append(o.Regions, r)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	f, err := localfleet.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop()
+	if err := f.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before := hubctlClusters(t, o.HubGRPC)
+
+	// A spoke crashes: its cluster stays registered but goes Gone and loses its export after the lease.
+	f.Spokes["south-1"].Kill()
+	killed := time.Now()
+	waitFor(t, 15*time.Second, "south-1 Gone with no export", func() bool {
+		for _, c := range hubctlClusters(t, o.HubGRPC) {
+			if c.Info.ClusterID == "south-1" {
+				return c.State == "CLUSTER_STATE_GONE" && c.Exports == 0
+			}
+		}
+		return false
+	})
+	if d := time.Since(killed); d < o.LeaseTTL-500*time.Millisecond {
+		t.Fatalf("withdrawn %s after the crash, before the %s lease lapsed", d, o.LeaseTTL)
+	}
+
+	// The hub restarts on the same data directory: the registry is still there.
+	if err := f.Hub.Stop(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	hub, err := localfleet.StartProc(filepath.Join(o.WorkDir, "logs"), "hub-2", filepath.Join(bin, "hub"),
+		"--grpc-address", o.HubGRPC, "--http-address", o.HubHTTP, "--data-dir", filepath.Join(o.WorkDir, "hub-data"),
+		"--hub-id", "hub-0", "--lease-ttl", o.LeaseTTL.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Hub = hub
+	if err := f.StartSpoke(o.Regions[1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.WaitReady(ctx); err != nil {
+		t.Fatalf("fleet after hub restart and spoke return: %v", err)
+	}
+	after := hubctlClusters(t, o.HubGRPC)
+	if len(after) != len(before) {
+		t.Fatalf("clusters before %v, after %v", before, after)
+	}
+	for i := range after {
+		if after[i].RegisteredAt != before[i].RegisteredAt {
+			t.Fatalf("registration of %s changed across the restart: %s → %s", after[i].Info.ClusterID, before[i].RegisteredAt, after[i].RegisteredAt)
+		}
+	}
+}
+
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", within, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -1,0 +1,205 @@
+package e2e
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spillway-io/spillway/hub/hubtest"
+	"github.com/spillway-io/spillway/pkg/fleet"
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+	"github.com/spillway-io/spillway/spoke/hubclient"
+)
+
+// These tests run a real hub (embedded etcd, gRPC on loopback) and real spoke hub clients in one
+// process, to look closely at the sync protocol.
+
+type spoke struct {
+	client *hubclient.Client
+	reg    *prometheus.Registry
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startSpoke(t *testing.T, addr, id, region string) *spoke {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	reg := prometheus.NewRegistry()
+	c := hubclient.New(hubclient.Options{
+		Cluster:    fleet.ClusterInfo{ID: id, Region: region, GatewayAddress: "127.0.0.1:8080"},
+		HubAddress: addr, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		Registerer: reg, Logger: slog.New(slog.DiscardHandler),
+	})
+	s := &spoke{client: c, reg: reg, cancel: cancel, done: make(chan struct{})}
+	go func() { defer close(s.done); _ = c.Run(ctx) }()
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *spoke) stop() {
+	s.cancel()
+	<-s.done
+}
+
+var chat = fleet.PoolRef{Namespace: "default", Name: "chat"}
+
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", within, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func importOf(v interface{ Imports() []fleet.Import }, p fleet.PoolRef) []string {
+	for _, i := range v.Imports() {
+		if i.Pool == p {
+			return i.ExportingClusters
+		}
+	}
+	return nil
+}
+
+func TestExportReachesEverySpokeWithCapacity(t *testing.T) {
+	h := hubtest.Start(t, 5*time.Second)
+	a := startSpoke(t, h.Addr, "a", "us-east")
+	b := startSpoke(t, h.Addr, "b", "us-west")
+	b.client.SetInterest([]fleet.PoolRef{chat})
+
+	a.client.SetExports([]fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}})
+	a.client.SetCapacity([]fleet.PoolCapacity{{Pool: chat, ReadyEndpoints: 3, TotalEndpoints: 3, QueueDepth: 4, Saturation: 0.25}})
+
+	eventually(t, 5*time.Second, "b sees a's export and capacity", func() bool {
+		caps := b.client.View().Capacity(chat)
+		return strings.Join(importOf(b.client.View(), chat), ",") == "a" && len(caps) == 1 &&
+			caps[0].ClusterID == "a" && caps[0].Capacity.QueueDepth == 4
+	})
+	eventually(t, 5*time.Second, "b sees a alive with its gateway", func() bool {
+		for _, c := range b.client.View().Clusters() {
+			if c.Info.ID == "a" {
+				return c.State == fleet.StateAlive && c.Info.GatewayAddress == "127.0.0.1:8080" && c.Info.Region == "us-east"
+			}
+		}
+		return false
+	})
+
+	// b exports the same pool: both are listed, sorted.
+	b.client.SetExports([]fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}})
+	eventually(t, 5*time.Second, "a sees both exporters", func() bool {
+		return strings.Join(importOf(a.client.View(), chat), ",") == "a,b"
+	})
+	// a never asked for capacity: interest keeps it out of a's view.
+	if caps := a.client.View().Capacity(chat); len(caps) != 0 {
+		t.Fatalf("a received capacity it did not ask for: %v", caps)
+	}
+
+	resp, err := h.Admin().ListPools(context.Background(), &pb.ListPoolsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetPools()) != 1 || len(resp.GetPools()[0].GetMembers()) != 2 ||
+		resp.GetPools()[0].GetMembers()[0].GetCapacity().GetCapacity().GetQueueDepth() != 4 {
+		t.Fatalf("ListPools = %v", resp)
+	}
+
+	// Unexport withdraws at once.
+	a.client.SetExports(nil)
+	eventually(t, 5*time.Second, "b sees a's export withdrawn", func() bool {
+		return strings.Join(importOf(b.client.View(), chat), ",") == "b"
+	})
+}
+
+func TestKilledSpokeIsWithdrawnAfterItsLease(t *testing.T) {
+	const ttl = 2 * time.Second
+	h := hubtest.Start(t, ttl)
+	a := startSpoke(t, h.Addr, "a", "us-east")
+	b := startSpoke(t, h.Addr, "b", "us-west")
+	b.client.SetInterest([]fleet.PoolRef{chat})
+	a.client.SetExports([]fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}})
+	a.client.SetCapacity([]fleet.PoolCapacity{{Pool: chat, ReadyEndpoints: 1, TotalEndpoints: 1}})
+	eventually(t, 5*time.Second, "b sees a's export", func() bool { return len(importOf(b.client.View(), chat)) == 1 })
+
+	a.stop()
+	stopped := time.Now()
+	// Damping: right after the stream ends the export is still there.
+	time.Sleep(ttl / 4)
+	if len(importOf(b.client.View(), chat)) != 1 {
+		t.Fatal("export withdrawn before the lease lapsed")
+	}
+	eventually(t, ttl+5*time.Second, "a's export withdrawn after the lease", func() bool {
+		return len(importOf(b.client.View(), chat)) == 0 && len(b.client.View().Capacity(chat)) == 0
+	})
+	if d := time.Since(stopped); d < ttl {
+		t.Fatalf("withdrawn %s after the spoke stopped, before the %s lease", d, ttl)
+	}
+	eventually(t, 2*time.Second, "a is Gone", func() bool {
+		for _, c := range b.client.View().Clusters() {
+			if c.Info.ID == "a" {
+				return c.State == fleet.StateGone
+			}
+		}
+		return false
+	})
+}
+
+func TestReconnectResumesWithoutReplay(t *testing.T) {
+	h := hubtest.Start(t, 10*time.Second)
+	a := startSpoke(t, h.Addr, "a", "us-east")
+	b := startSpoke(t, h.Addr, "b", "us-west")
+	a.client.SetExports([]fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}})
+	eventually(t, 5*time.Second, "b sees a's export", func() bool { return len(importOf(b.client.View(), chat)) == 1 })
+	snapshots := func(s *spoke) float64 {
+		return counterValue(t, s.reg, "spillway_spoke_view_updates_received_total", "snapshot")
+	}
+	if snapshots(a) != 1 || snapshots(b) != 1 {
+		t.Fatalf("snapshots before the break: a=%v b=%v, want 1 each", snapshots(a), snapshots(b))
+	}
+
+	// Cut every stream and bring the same hub back on the same address.
+	addr := h.Addr
+	h.Stop()
+	eventually(t, 5*time.Second, "spokes notice the break", func() bool { return !a.client.Connected() && !b.client.Connected() })
+	// While the hub is away, the spoke's view stays (static stability) and local changes queue.
+	if len(importOf(b.client.View(), chat)) != 1 {
+		t.Fatal("b's view lost the import while the hub was away")
+	}
+	code := fleet.PoolRef{Namespace: "default", Name: "code"}
+	a.client.SetExports([]fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}, {Pool: code, TargetPorts: []uint32{8000}}})
+	h.Serve(addr)
+
+	eventually(t, 10*time.Second, "b sees a's new export after the reconnect", func() bool {
+		return len(importOf(b.client.View(), code)) == 1 && len(importOf(b.client.View(), chat)) == 1
+	})
+	if snapshots(a) != 1 || snapshots(b) != 1 {
+		t.Fatalf("reconnect replayed the view: snapshots a=%v b=%v, want still 1", snapshots(a), snapshots(b))
+	}
+}
+
+// counterValue reads one labelled series of a counter from a registry.
+func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == label {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}

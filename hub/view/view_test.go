@@ -1,0 +1,81 @@
+package view
+
+import (
+	"testing"
+
+	"github.com/spillway-io/spillway/hub/registry"
+	"github.com/spillway-io/spillway/pkg/fleet"
+)
+
+var chat = fleet.PoolRef{Namespace: "default", Name: "chat"}
+
+func exportEvent(cluster string, deleted bool) registry.Event {
+	return registry.Event{Kind: registry.KindExport, Cluster: cluster, Deleted: deleted, Export: fleet.Export{Pool: chat, TargetPorts: []uint32{8000}}}
+}
+
+func TestSinceDeliversChangesOnce(t *testing.T) {
+	m := New()
+	m.Apply([]registry.Event{
+		{Kind: registry.KindCluster, Cluster: "a", ClusterRecord: registry.ClusterRecord{Info: fleet.ClusterInfo{ID: "a", Region: "r"}}},
+		{Kind: registry.KindSession, Cluster: "a", Session: registry.SessionRecord{Cluster: "a", HubID: "h"}},
+		exportEvent("a", false),
+	})
+	snap := m.Since("", 0, nil)
+	if !snap.Snapshot || len(snap.Imports) != 1 || len(snap.Clusters) != 1 || snap.Clusters[0].State != fleet.StateAlive {
+		t.Fatalf("first call must be a snapshot of everything: %+v", snap)
+	}
+	if u := m.Since(m.Incarnation(), snap.Seq, nil); !u.Empty() {
+		t.Fatalf("nothing changed, got %+v", u)
+	}
+
+	m.Apply([]registry.Event{exportEvent("b", false), exportEvent("a", true)})
+	m.ReportCapacity("b", []fleet.PoolCapacity{{Pool: chat, QueueDepth: 3}}, nil)
+	u := m.Since(m.Incarnation(), snap.Seq, func(p fleet.PoolRef) bool { return p == chat })
+	if u.Snapshot || len(u.Imports) != 1 || u.Imports[0].ExportingClusters[0] != "b" || len(u.Imports[0].ExportingClusters) != 1 {
+		t.Fatalf("import delta %+v: want chat exported by b alone, once", u)
+	}
+	if len(u.Capacity) != 1 || u.Capacity[0].Capacity.QueueDepth != 3 {
+		t.Fatalf("capacity delta %+v", u.Capacity)
+	}
+	if u2 := m.Since(m.Incarnation(), snap.Seq, func(fleet.PoolRef) bool { return false }); len(u2.Capacity) != 0 {
+		t.Fatalf("capacity outside the interest was delivered: %+v", u2.Capacity)
+	}
+
+	m.Apply([]registry.Event{exportEvent("b", true)})
+	u3 := m.Since(m.Incarnation(), u.Seq, nil)
+	if len(u3.ImportsRemoved) != 1 || u3.ImportsRemoved[0] != chat {
+		t.Fatalf("last exporter gone: %+v", u3)
+	}
+
+	// A session lapsing drops the cluster's capacity and marks it Gone.
+	m.Apply([]registry.Event{{Kind: registry.KindSession, Cluster: "b", Deleted: true}})
+	m.Apply([]registry.Event{{Kind: registry.KindCluster, Cluster: "b", ClusterRecord: registry.ClusterRecord{Info: fleet.ClusterInfo{ID: "b"}}}})
+	u4 := m.Since(m.Incarnation(), u3.Seq, nil)
+	if len(u4.CapacityRemoved) != 1 || u4.CapacityRemoved[0].ClusterID != "b" {
+		t.Fatalf("capacity of a gone cluster: %+v", u4)
+	}
+	if c, _ := m.Cluster("b"); c.State != fleet.StateGone {
+		t.Fatalf("cluster b state %v", c.State)
+	}
+}
+
+func TestCursorOutsideTheLogGetsASnapshot(t *testing.T) {
+	m := New()
+	m.logSize = 8
+	m.Apply([]registry.Event{exportEvent("a", false)})
+	old := m.Since("", 0, nil).Seq
+	for range 20 {
+		m.ReportCapacity("a", []fleet.PoolCapacity{{Pool: chat}}, nil)
+	}
+	if u := m.Since(m.Incarnation(), old, nil); !u.Snapshot {
+		t.Fatal("a cursor that fell out of the log must get a snapshot")
+	}
+	if u := m.Since("another-hub", m.Since(m.Incarnation(), 0, nil).Seq, nil); !u.Snapshot {
+		t.Fatal("a cursor of another incarnation must get a snapshot")
+	}
+	cur := m.Since(m.Incarnation(), 0, nil).Seq
+	m.Reset(registry.State{})
+	if u := m.Since(m.Incarnation(), cur, nil); !u.Snapshot || len(u.Imports) != 0 {
+		t.Fatalf("after a reload every cursor needs a snapshot: %+v", u)
+	}
+}
