@@ -2,7 +2,9 @@
 package ctl
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -88,19 +90,27 @@ func (o *options) structured(w io.Writer, m proto.Message) (bool, error) {
 	if o.output == "table" {
 		return false, nil
 	}
-	js, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: false}.Marshal(m)
+	raw, err := protojson.Marshal(m)
 	if err != nil {
 		return true, err
 	}
+	// protojson varies its whitespace on purpose; compact and indent for a stable output.
+	var compact, js bytes.Buffer
+	if err := json.Compact(&compact, raw); err != nil {
+		return true, err
+	}
+	if err := json.Indent(&js, compact.Bytes(), "", "  "); err != nil {
+		return true, err
+	}
 	if o.output == "yaml" {
-		y, err := yaml.JSONToYAML(js)
+		y, err := yaml.JSONToYAML(js.Bytes())
 		if err != nil {
 			return true, err
 		}
 		_, err = w.Write(y)
 		return true, err
 	}
-	_, err = fmt.Fprintln(w, string(js))
+	_, err = fmt.Fprintln(w, js.String())
 	return true, err
 }
 

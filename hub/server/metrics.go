@@ -36,5 +36,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.sessions, m.received, m.viewUpdates, m.rejected)
 	}
+	for _, k := range []string{"hello", "exports", "capacity", "interest"} {
+		m.received.WithLabelValues(k)
+	}
+	for _, k := range []string{"snapshot", "delta"} {
+		m.viewUpdates.WithLabelValues(k)
+	}
 	return m
 }

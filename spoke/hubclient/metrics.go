@@ -31,5 +31,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.connected, m.reconnects, m.viewUpdates, m.exportAcks)
 	}
+	for _, k := range []string{"snapshot", "delta"} {
+		m.viewUpdates.WithLabelValues(k)
+	}
 	return m
 }

@@ -1,0 +1,119 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spillway-io/spillway/hub/hubtest"
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// fleet registers two clusters through the real SyncService and exports one pool from both.
+func fleet(t *testing.T) *hubtest.Hub {
+	t.Helper()
+	h := hubtest.Start(t, 10*time.Second)
+	cli := pb.NewSyncServiceClient(h.Conn())
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	for i, c := range []*pb.ClusterInfo{
+		{ClusterId: "us-east-1", Region: "us-east", Zone: "us-east-1a", GatewayAddress: "10.0.1.1:80", Version: "test"},
+		{ClusterId: "eu-west-1", Region: "eu-west", GatewayAddress: "10.0.2.1:80", Version: "test"},
+	} {
+		if _, err := cli.Register(ctx, &pb.RegisterRequest{Cluster: c}); err != nil {
+			t.Fatal(err)
+		}
+		st, err := cli.Sync(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chat := &pb.PoolRef{Namespace: "default", Name: "chat"}
+		for _, m := range []*pb.SyncRequest{
+			{Msg: &pb.SyncRequest_Hello{Hello: &pb.Hello{ClusterId: c.GetClusterId(), SpokeIncarnation: "i"}}},
+			{Msg: &pb.SyncRequest_Exports{Exports: &pb.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []*pb.Export{{Pool: chat, TargetPorts: []uint32{8000}}}}}},
+			{Msg: &pb.SyncRequest_Capacity{Capacity: &pb.CapacityReport{Pools: []*pb.PoolCapacity{{
+				Pool: chat, ReadyEndpoints: uint32(3 - i), TotalEndpoints: 3, QueueDepth: uint32(7 * i), RunningRequests: 8,
+				KvCacheUtilization: 0.5, Saturation: 0.4 + 0.6*float64(i), Saturated: i == 1, LoraAdapters: []string{"sql-lora"},
+			}}}}},
+		} {
+			if err := st.Send(m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		pools := h.Model.Pools()
+		if len(pools) == 1 && len(pools[0].Members) == 2 && pools[0].Members[0].Capacity != nil && pools[0].Members[1].Capacity != nil {
+			return h
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fleet not in the view: %+v", pools)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+var (
+	ages       = regexp.MustCompile(`\d+[smh] ago`)
+	timestamps = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z`)
+)
+
+func run(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	cmd := NewCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	s := ages.ReplaceAllString(out.String(), "AGE")
+	return timestamps.ReplaceAllString(s, "TIME"), err
+}
+
+func TestGetGolden(t *testing.T) {
+	h := fleet(t)
+	for _, what := range []string{"clusters", "pools", "imports"} {
+		for _, format := range []string{"table", "json", "yaml"} {
+			t.Run(what+"-"+format, func(t *testing.T) {
+				got, err := run(t, "--hub", h.Addr, "get", what, "-o", format)
+				if err != nil {
+					t.Fatalf("%v\n%s", err, got)
+				}
+				golden := filepath.Join("testdata", what+"."+format)
+				if *update {
+					if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+						t.Fatal(err)
+					}
+					return
+				}
+				want, err := os.ReadFile(golden)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got != string(want) {
+					t.Errorf("hubctl get %s -o %s:\n%s\nwant:\n%s", what, format, got, want)
+				}
+			})
+		}
+	}
+}
+
+func TestErrorsAreClear(t *testing.T) {
+	out, err := run(t, "get", "clusters", "-o", "xml")
+	if err == nil || !strings.Contains(out, `--output "xml": want table, json or yaml`) {
+		t.Fatalf("bad -o: %v %s", err, out)
+	}
+	out, err = run(t, "--hub", "127.0.0.1:1", "--timeout", "500ms", "get", "clusters")
+	if err == nil || !strings.Contains(out, "ask hub 127.0.0.1:1") {
+		t.Fatalf("unreachable hub: %v %s", err, out)
+	}
+}
