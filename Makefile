@@ -61,12 +61,13 @@ generate: tools ## Regenerate the protobuf Go code in proto/.
 .PHONY: verify
 verify: generate ## Prove generated code is current; buf lint, go vet, gofmt, go mod tidy.
 	$(BIN)/buf lint
+	@if git rev-parse --verify -q main >/dev/null; then $(BIN)/buf breaking --against '.git#branch=main'; fi
 	@git diff --exit-code -- proto || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- proto)" || { echo "untracked generated files in proto/"; git status --porcelain -- proto; exit 1; }
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt needed:"; echo "$$out"; exit 1; }
-	@cp go.mod /tmp/spillway-go.mod.bak && cp go.sum /tmp/spillway-go.sum.bak && $(GO) mod tidy && \
-	  if ! git diff --exit-code -- go.mod go.sum; then echo "go mod tidy changes go.mod/go.sum"; exit 1; fi
+	$(GO) mod tidy
+	@git diff --exit-code -- go.mod go.sum || { echo "go mod tidy changed go.mod/go.sum: commit the result"; exit 1; }
 
 .PHONY: clean
 clean: ## Remove bin/.
