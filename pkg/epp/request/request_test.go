@@ -1,0 +1,101 @@
+package request
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name, path, body string
+		want             Request
+	}{
+		{"completion", "/v1/completions", `{"model":"m","prompt":"hello","max_tokens":3}`,
+			Request{Kind: Completions, Model: "m", Prompt: "hello"}},
+		{"completion list", "/v1/completions", `{"model":"m","prompt":["a","b"]}`,
+			Request{Kind: Completions, Model: "m", Prompt: "a\nb"}},
+		{"token ids", "/v1/completions", `{"model":"m","prompt":[1,2,3]}`,
+			Request{Kind: Completions, Model: "m", Prompt: "[1,2,3]"}},
+		{"chat", "/v1/chat/completions?x=1", `{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi"}]}],"stream":true,"stream_options":{"include_usage":true}}`,
+			Request{Kind: ChatCompletions, Model: "m", Prompt: "system: be brief\nuser: hi\n", Stream: true, IncludeUsage: true}},
+		{"chat by fields", "/generate", `{"model":"m","messages":[{"role":"user","content":"x"},{"role":"assistant","content":null}]}`,
+			Request{Kind: ChatCompletions, Model: "m", Prompt: "user: x\nassistant: \n"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Parse(tt.path, []byte(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Fatalf("Parse = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	for _, tc := range []struct{ name, path, body, want string }{
+		{"not json", "/v1/completions", `{"model":`, "not JSON"},
+		{"no model", "/v1/completions", `{"prompt":"x"}`, `"model" is required`},
+		{"blank model", "/v1/completions", `{"model":" ","prompt":"x"}`, `"model" is required`},
+		{"no prompt", "/v1/completions", `{"model":"m"}`, `"prompt" is required`},
+		{"bad prompt", "/v1/completions", `{"model":"m","prompt":{"a":1}}`, `"prompt" must be`},
+		{"no messages", "/v1/chat/completions", `{"model":"m","messages":[]}`, `"messages" must be a non-empty list`},
+		{"no role", "/v1/chat/completions", `{"model":"m","messages":[{"content":"x"}]}`, "messages[0].role"},
+		{"bad content", "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":5}]}`, "messages[0].content"},
+		{"two objects", "/v1/completions", `{"model":"m","prompt":"x"}{}`, "trailing data"},
+		{"stray brace", "/v1/completions", `{"model":"m","prompt":"x"}}`, "trailing data"},
+		{"array", "/v1/completions", `[1]`, "not JSON"},
+		{"model not string", "/v1/completions", `{"model":5,"prompt":"x"}`, "not JSON"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(tc.path, []byte(tc.body))
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want ErrInvalid mentioning %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestWithModel(t *testing.T) {
+	out, err := WithModel([]byte(`{"model":"chat","prompt":"x","max_tokens":7}`), "llama-v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(out, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["model"] != "llama-v2" || m["prompt"] != "x" || m["max_tokens"] != float64(7) {
+		t.Fatalf("rewritten body %s", out)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add("/v1/completions", []byte(`{"model":"m","prompt":"hello"}`))
+	f.Add("/v1/chat/completions", []byte(`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"stream":true,"stream_options":{"include_usage":true}}`))
+	f.Add("/x", []byte(`{"model":"m","prompt":[1,2]}`))
+	f.Fuzz(func(t *testing.T, path string, data []byte) {
+		r, err := Parse(path, data)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error without ErrInvalid: %v", err)
+			}
+			return
+		}
+		if strings.TrimSpace(r.Model) == "" || (r.Kind != Completions && r.Kind != ChatCompletions) {
+			t.Fatalf("accepted %+v", r)
+		}
+		out, err := WithModel(data, "other")
+		if err != nil {
+			t.Fatalf("a parsed body cannot be rewritten: %v", err)
+		}
+		r2, err := Parse(path, out)
+		if err != nil || r2.Model != "other" || r2.Prompt != r.Prompt || r2.Stream != r.Stream {
+			t.Fatalf("rewrite changed the request: %+v → %+v (%v)", r, r2, err)
+		}
+	})
+}
