@@ -1,0 +1,175 @@
+// Package prefix remembers which endpoint served which prompt prefix, so the prefix-cache scorer
+// can send a request to the endpoint most likely to hold its prefix in KV-cache.
+//
+// A prompt is cut into blocks of BlockSize bytes; block i's hash chains the hash of block i-1 with
+// its bytes (seeded by the model name), so equal hashes mean equal prefixes. The indexer maps block
+// hashes to the endpoints that served them and bounds each endpoint's share with an LRU, as a model
+// server's cache is bounded.
+package prefix
+
+import (
+	"container/list"
+	"hash/maphash"
+	"sync"
+)
+
+// Options bound the indexer. The defaults are GIE's prefix-cache plugin defaults.
+type Options struct {
+	// BlockSize is the block length in bytes of prompt text; 64 when zero.
+	BlockSize int
+	// MaxBlocks is how many leading blocks of a prompt are hashed; 256 when zero.
+	MaxBlocks int
+	// CapacityPerEndpoint bounds the blocks remembered per endpoint; 31,250 when zero.
+	CapacityPerEndpoint int
+}
+
+// Indexer is safe for concurrent use.
+type Indexer struct {
+	opts Options
+	seed maphash.Seed
+
+	mu        sync.Mutex
+	blocks    map[uint64][]string // block hash → endpoints that served it
+	endpoints map[string]*endpointLRU
+}
+
+type endpointLRU struct {
+	order *list.List // of uint64, front = most recent
+	items map[uint64]*list.Element
+}
+
+// New returns an empty indexer.
+func New(o Options) *Indexer {
+	if o.BlockSize <= 0 {
+		o.BlockSize = 64
+	}
+	if o.MaxBlocks <= 0 {
+		o.MaxBlocks = 256
+	}
+	if o.CapacityPerEndpoint <= 0 {
+		o.CapacityPerEndpoint = 31250
+	}
+	return &Indexer{opts: o, seed: maphash.MakeSeed(), blocks: map[uint64][]string{}, endpoints: map[string]*endpointLRU{}}
+}
+
+// Hashes returns the chained hashes of the prompt's full blocks, up to MaxBlocks, appended to dst.
+func (ix *Indexer) Hashes(dst []uint64, model, prompt string) []uint64 {
+	var h maphash.Hash
+	h.SetSeed(ix.seed)
+	_, _ = h.WriteString(model)
+	prev := h.Sum64()
+	n := min(len(prompt)/ix.opts.BlockSize, ix.opts.MaxBlocks)
+	for i := 0; i < n; i++ {
+		h.Reset()
+		var b [8]byte
+		for j := range b {
+			b[j] = byte(prev >> (8 * j))
+		}
+		_, _ = h.Write(b[:])
+		_, _ = h.WriteString(prompt[i*ix.opts.BlockSize : (i+1)*ix.opts.BlockSize])
+		prev = h.Sum64()
+		dst = append(dst, prev)
+	}
+	return dst
+}
+
+// Match calls hit(endpoint, n) for every endpoint that holds the first n ≥ 1 blocks of the chain
+// (and not block n+1).
+func (ix *Indexer) Match(hashes []uint64, hit func(endpoint string, blocks int)) {
+	if len(hashes) == 0 {
+		return
+	}
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	alive := append([]string(nil), ix.blocks[hashes[0]]...)
+	for i := 1; i < len(hashes) && len(alive) > 0; i++ {
+		next := ix.blocks[hashes[i]]
+		kept := alive[:0]
+		for _, e := range alive {
+			if contains(next, e) {
+				kept = append(kept, e)
+			} else {
+				hit(e, i)
+			}
+		}
+		alive = kept
+	}
+	for _, e := range alive {
+		hit(e, len(hashes))
+	}
+}
+
+// Add records that endpoint served a prompt with these block hashes.
+func (ix *Indexer) Add(endpoint string, hashes []uint64) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	l := ix.endpoints[endpoint]
+	if l == nil {
+		l = &endpointLRU{order: list.New(), items: map[uint64]*list.Element{}}
+		ix.endpoints[endpoint] = l
+	}
+	for _, h := range hashes {
+		if el, ok := l.items[h]; ok {
+			l.order.MoveToFront(el)
+			continue
+		}
+		l.items[h] = l.order.PushFront(h)
+		ix.blocks[h] = append(ix.blocks[h], endpoint)
+		for l.order.Len() > ix.opts.CapacityPerEndpoint {
+			old := l.order.Back()
+			l.order.Remove(old)
+			oh := old.Value.(uint64)
+			delete(l.items, oh)
+			ix.dropBlock(oh, endpoint)
+		}
+	}
+}
+
+// Forget drops everything an endpoint served (it left the pool).
+func (ix *Indexer) Forget(endpoint string) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	l := ix.endpoints[endpoint]
+	if l == nil {
+		return
+	}
+	for h := range l.items {
+		ix.dropBlock(h, endpoint)
+	}
+	delete(ix.endpoints, endpoint)
+}
+
+// Blocks returns how many blocks are remembered for an endpoint.
+func (ix *Indexer) Blocks(endpoint string) int {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if l := ix.endpoints[endpoint]; l != nil {
+		return l.order.Len()
+	}
+	return 0
+}
+
+func (ix *Indexer) dropBlock(h uint64, endpoint string) {
+	eps := ix.blocks[h]
+	for i, e := range eps {
+		if e == endpoint {
+			eps[i] = eps[len(eps)-1]
+			eps = eps[:len(eps)-1]
+			break
+		}
+	}
+	if len(eps) == 0 {
+		delete(ix.blocks, h)
+	} else {
+		ix.blocks[h] = eps
+	}
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}

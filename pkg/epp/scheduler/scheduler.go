@@ -1,0 +1,239 @@
+// Package scheduler picks the endpoint of a pool for one request, the way GIE's endpoint picker
+// does: weighted scorers (queue-scorer, kv-cache-utilization-scorer, prefix-cache-scorer,
+// lora-affinity-scorer; names and semantics as GIE's, so configurations carry over) and a
+// max-score picker with a random tie-break that also returns the next best endpoints as fallbacks.
+package scheduler
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/spillway-io/spillway/pkg/epp/prefix"
+	"github.com/spillway-io/spillway/pkg/modelmetrics"
+)
+
+// Scorer names, as in GIE's EndpointPickerConfig.
+const (
+	QueueScorer       = "queue-scorer"
+	KVCacheScorer     = "kv-cache-utilization-scorer"
+	PrefixCacheScorer = "prefix-cache-scorer"
+	LoRAScorer        = "lora-affinity-scorer"
+)
+
+// Endpoint is a candidate with its latest metrics.
+type Endpoint struct {
+	Address   string
+	Metrics   modelmetrics.Metrics
+	ScrapedAt time.Time
+}
+
+// Request is what scoring reads of a request.
+type Request struct {
+	// Model is the model the request is sent as (after model routing).
+	Model string
+	// LoRA is true when Model is an adapter rather than the pool's base model.
+	LoRA bool
+	// Prompt is the text whose prefix decides cache affinity.
+	Prompt string
+
+	hashes []uint64
+}
+
+// Scorer scores every candidate in [0, 1]; higher is better.
+type Scorer interface {
+	Name() string
+	Score(req *Request, eps []Endpoint, scores []float64)
+}
+
+// Weight is a scorer's weight in the sum.
+type Weight struct {
+	Scorer Scorer
+	Weight float64
+}
+
+// Options configure a Scheduler.
+type Options struct {
+	// Weights by scorer name; a missing or zero weight leaves the scorer out. Defaults (GIE v1.5):
+	// queue 2, KV-cache 2, prefix-cache 3, LoRA affinity 1.
+	Weights map[string]float64
+	// Fallbacks is how many next-best endpoints follow the pick.
+	Fallbacks int
+	Prefix    prefix.Options
+}
+
+// DefaultWeights returns the scorer weights of GIE v1.5's default configuration.
+func DefaultWeights() map[string]float64 {
+	return map[string]float64{QueueScorer: 2, KVCacheScorer: 2, PrefixCacheScorer: 3, LoRAScorer: 1}
+}
+
+// Scheduler is safe for concurrent use.
+type Scheduler struct {
+	weights   []Weight
+	fallbacks int
+	prefix    *prefix.Indexer
+}
+
+// New returns a scheduler; unknown scorer names are an error.
+func New(o Options) (*Scheduler, error) {
+	if o.Weights == nil {
+		o.Weights = DefaultWeights()
+	}
+	ix := prefix.New(o.Prefix)
+	all := map[string]Scorer{
+		QueueScorer:       queueScorer{},
+		KVCacheScorer:     kvCacheScorer{},
+		PrefixCacheScorer: prefixScorer{ix: ix},
+		LoRAScorer:        loraScorer{},
+	}
+	s := &Scheduler{fallbacks: max(o.Fallbacks, 0), prefix: ix}
+	names := make([]string, 0, len(o.Weights))
+	for n := range o.Weights {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		sc, ok := all[n]
+		if !ok {
+			return nil, fmt.Errorf("unknown scorer %q: want one of %s, %s, %s, %s", n, QueueScorer, KVCacheScorer, PrefixCacheScorer, LoRAScorer)
+		}
+		w := o.Weights[n]
+		if w < 0 {
+			return nil, fmt.Errorf("scorer %q: weight %v must not be negative", n, w)
+		}
+		if w > 0 {
+			s.weights = append(s.weights, Weight{Scorer: sc, Weight: w})
+		}
+	}
+	return s, nil
+}
+
+// Prefix returns the prefix indexer, so that endpoints leaving the pool can be forgotten.
+func (s *Scheduler) Prefix() *prefix.Indexer { return s.prefix }
+
+// Pick returns the chosen endpoint followed by up to Fallbacks next-best ones, best first, and
+// records the request's prefix as served by the chosen endpoint. eps must not be empty.
+func (s *Scheduler) Pick(req *Request, eps []Endpoint) []string {
+	n := len(eps)
+	if n == 0 {
+		return nil
+	}
+	req.hashes = s.prefix.Hashes(req.hashes[:0], req.Model, req.Prompt)
+	total := make([]float64, n)
+	scores := make([]float64, n)
+	for _, w := range s.weights {
+		clear(scores)
+		w.Scorer.Score(req, eps, scores)
+		for i, v := range scores {
+			total[i] += w.Weight * v
+		}
+	}
+	k := min(s.fallbacks+1, n)
+	// Selection of the k best with a random tie-break: a random start and reservoir choice among
+	// equals keeps the cost O(n·k) with no sort and no allocation beyond the result.
+	picked := make([]int, 0, k)
+	taken := func(i int) bool { return slices.Contains(picked, i) }
+	for len(picked) < k {
+		best, ties := -1, 0
+		for i := range n {
+			if taken(i) {
+				continue
+			}
+			switch {
+			case best < 0 || total[i] > total[best]:
+				best, ties = i, 1
+			case total[i] == total[best]:
+				ties++
+				if rand.IntN(ties) == 0 {
+					best = i
+				}
+			}
+		}
+		picked = append(picked, best)
+	}
+	out := make([]string, k)
+	for j, i := range picked {
+		out[j] = eps[i].Address
+	}
+	s.prefix.Add(out[0], req.hashes)
+	return out
+}
+
+// queueScorer prefers short waiting queues: (max − q) / (max − min) over the candidates, 1 for all
+// when every queue is equal.
+type queueScorer struct{}
+
+func (queueScorer) Name() string { return QueueScorer }
+
+func (queueScorer) Score(_ *Request, eps []Endpoint, scores []float64) {
+	lo, hi := eps[0].Metrics.WaitingQueue, eps[0].Metrics.WaitingQueue
+	for _, e := range eps[1:] {
+		lo, hi = min(lo, e.Metrics.WaitingQueue), max(hi, e.Metrics.WaitingQueue)
+	}
+	for i, e := range eps {
+		if hi == lo {
+			scores[i] = 1
+		} else {
+			scores[i] = float64(hi-e.Metrics.WaitingQueue) / float64(hi-lo)
+		}
+	}
+}
+
+// kvCacheScorer prefers free KV-cache: 1 − utilisation.
+type kvCacheScorer struct{}
+
+func (kvCacheScorer) Name() string { return KVCacheScorer }
+
+func (kvCacheScorer) Score(_ *Request, eps []Endpoint, scores []float64) {
+	for i, e := range eps {
+		scores[i] = 1 - min(max(e.Metrics.KVCacheUsage, 0), 1)
+	}
+}
+
+// prefixScorer prefers endpoints that served the longest prefix of the prompt: matched blocks ÷
+// the prompt's blocks.
+type prefixScorer struct{ ix *prefix.Indexer }
+
+func (prefixScorer) Name() string { return PrefixCacheScorer }
+
+func (p prefixScorer) Score(req *Request, eps []Endpoint, scores []float64) {
+	if len(req.hashes) == 0 {
+		return
+	}
+	idx := make(map[string]int, len(eps))
+	for i, e := range eps {
+		idx[e.Address] = i
+	}
+	total := float64(len(req.hashes))
+	p.ix.Match(req.hashes, func(addr string, blocks int) {
+		if i, ok := idx[addr]; ok {
+			scores[i] = float64(blocks) / total
+		}
+	})
+}
+
+// loraScorer prefers endpoints that already run the requested adapter (1), then those where it
+// waits (0.8), then those with a free adapter slot (0.5); an endpoint with every slot taken by
+// other adapters scores 0. Requests for the base model score 1 everywhere.
+type loraScorer struct{}
+
+func (loraScorer) Name() string { return LoRAScorer }
+
+func (loraScorer) Score(req *Request, eps []Endpoint, scores []float64) {
+	for i, e := range eps {
+		m := e.Metrics
+		switch {
+		case !req.LoRA:
+			scores[i] = 1
+		case slices.Contains(m.ActiveLoRAs, req.Model):
+			scores[i] = 1
+		case slices.Contains(m.WaitingLoRAs, req.Model):
+			scores[i] = 0.8
+		case m.MaxLoRAs == 0 || len(m.ActiveLoRAs)+len(m.WaitingLoRAs) < m.MaxLoRAs:
+			scores[i] = 0.5
+		default:
+			scores[i] = 0
+		}
+	}
+}
