@@ -55,8 +55,8 @@ type Weight struct {
 
 // Options configure a Scheduler.
 type Options struct {
-	// Weights by scorer name; a missing or zero weight leaves the scorer out. Defaults (GIE v1.5):
-	// queue 2, KV-cache 2, prefix-cache 3, LoRA affinity 1.
+	// Weights by scorer name; a missing or zero weight leaves the scorer out. Defaults: GIE v1.5's
+	// queue 2, KV-cache 2, prefix-cache 3, plus LoRA affinity 1 (GIE's chart leaves it out).
 	Weights map[string]float64
 	// Fallbacks is how many next-best endpoints follow the pick.
 	Fallbacks int
@@ -213,9 +213,11 @@ func (p prefixScorer) Score(req *Request, eps []Endpoint, scores []float64) {
 	})
 }
 
-// loraScorer prefers endpoints that already run the requested adapter (1), then those where it
-// waits (0.8), then those with a free adapter slot (0.5); an endpoint with every slot taken by
-// other adapters scores 0. Requests for the base model score 1 everywhere.
+// loraScorer follows GIE's lora-affinity-scorer: an endpoint already running the requested
+// adapter scores 1, one with a free adapter slot 0.8, one where the adapter waits 0.6, and one whose
+// slots are all taken by other adapters 0. Requests for the base model score 1 everywhere (GIE
+// scores them as adapters it cannot find, which would steer base-model traffic away from endpoints
+// busy with adapters).
 type loraScorer struct{}
 
 func (loraScorer) Name() string { return LoRAScorer }
@@ -228,10 +230,10 @@ func (loraScorer) Score(req *Request, eps []Endpoint, scores []float64) {
 			scores[i] = 1
 		case slices.Contains(m.ActiveLoRAs, req.Model):
 			scores[i] = 1
-		case slices.Contains(m.WaitingLoRAs, req.Model):
-			scores[i] = 0.8
 		case m.MaxLoRAs == 0 || len(m.ActiveLoRAs)+len(m.WaitingLoRAs) < m.MaxLoRAs:
-			scores[i] = 0.5
+			scores[i] = 0.8
+		case slices.Contains(m.WaitingLoRAs, req.Model):
+			scores[i] = 0.6
 		default:
 			scores[i] = 0
 		}

@@ -39,8 +39,10 @@ func TestScorers(t *testing.T) {
 			eps(modelmetrics.Metrics{KVCacheUsage: 0.5}, modelmetrics.Metrics{KVCacheUsage: 0.9}, modelmetrics.Metrics{KVCacheUsage: 0.1}), "10.0.0.3:8000"},
 		{"adapter running", LoRAScorer, Request{Model: "sql", LoRA: true},
 			eps(modelmetrics.Metrics{MaxLoRAs: 2}, modelmetrics.Metrics{MaxLoRAs: 2, WaitingLoRAs: []string{"sql"}}, modelmetrics.Metrics{MaxLoRAs: 2, ActiveLoRAs: []string{"sql"}}), "10.0.0.3:8000"},
-		{"adapter waiting beats a free slot", LoRAScorer, Request{Model: "sql", LoRA: true},
-			eps(modelmetrics.Metrics{MaxLoRAs: 2}, modelmetrics.Metrics{MaxLoRAs: 2, WaitingLoRAs: []string{"sql"}}), "10.0.0.2:8000"},
+		{"a free slot beats waiting behind full slots", LoRAScorer, Request{Model: "sql", LoRA: true},
+			eps(modelmetrics.Metrics{MaxLoRAs: 1, WaitingLoRAs: []string{"sql"}}, modelmetrics.Metrics{MaxLoRAs: 2}), "10.0.0.2:8000"},
+		{"waiting beats no slot", LoRAScorer, Request{Model: "sql", LoRA: true},
+			eps(modelmetrics.Metrics{MaxLoRAs: 1, ActiveLoRAs: []string{"x"}}, modelmetrics.Metrics{MaxLoRAs: 1, WaitingLoRAs: []string{"sql"}}), "10.0.0.2:8000"},
 		{"free slot beats full slots", LoRAScorer, Request{Model: "sql", LoRA: true},
 			eps(modelmetrics.Metrics{MaxLoRAs: 1, ActiveLoRAs: []string{"x"}}, modelmetrics.Metrics{MaxLoRAs: 2, ActiveLoRAs: []string{"x"}}), "10.0.0.2:8000"},
 	}

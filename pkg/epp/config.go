@@ -1,0 +1,230 @@
+package epp
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/spillway-io/spillway/pkg/capacity"
+	"github.com/spillway-io/spillway/pkg/epp/scheduler"
+)
+
+// Priority aliases of Spillway's configuration. GIE's InferenceObjective priority is an integer:
+// higher is more important, below zero is sheddable, zero is the default.
+const (
+	PriorityCritical   = 100
+	PriorityStandard   = 0
+	PriorityBestEffort = -1
+)
+
+// ErrInvalidConfig marks a configuration that cannot be used.
+var ErrInvalidConfig = errors.New("invalid EPP configuration")
+
+// FileConfig is the YAML form of the EPP's configuration (--epp-config):
+//
+//	scorers:                       # GIE scorer names and weights
+//	  queue-scorer: 2
+//	  kv-cache-utilization-scorer: 2
+//	  prefix-cache-scorer: 3
+//	  lora-affinity-scorer: 1
+//	fallbacks: 2                   # next-best endpoints after the pick
+//	saturation: {queueDepth: 5, kvCacheUtilization: 0.8, staleness: 200ms}
+//	maxBodyBytes: 8388608
+//	retryAfter: 1s                 # Retry-After of a shed (429) answer
+//	defaultPriority: Standard
+//	objectives:                    # InferenceObjective name → priority
+//	- {name: chat-critical, priority: Critical}
+//	- {name: batch, priority: BestEffort}
+//	- {name: tuned, priority: 10}
+//	adapters: [sql-lora]           # models that are LoRA adapters of the pool's base model
+//	models:                        # model routing by the body's "model"
+//	- name: chat
+//	  targets: [{model: chat-v1, weight: 90}, {model: chat-v2, weight: 10}]
+//	  fallback: chat-small         # used when no target has a ready endpoint
+type FileConfig struct {
+	Scorers         map[string]float64 `json:"scorers,omitempty"`
+	Fallbacks       *int               `json:"fallbacks,omitempty"`
+	Saturation      *FileSaturation    `json:"saturation,omitempty"`
+	MaxBodyBytes    int                `json:"maxBodyBytes,omitempty"`
+	RetryAfter      string             `json:"retryAfter,omitempty"`
+	DefaultPriority *PriorityValue     `json:"defaultPriority,omitempty"`
+	Objectives      []FileObjective    `json:"objectives,omitempty"`
+	Adapters        []string           `json:"adapters,omitempty"`
+	Models          []ModelRoute       `json:"models,omitempty"`
+}
+
+// FileSaturation is the saturation detector's section.
+type FileSaturation struct {
+	QueueDepth         int     `json:"queueDepth,omitempty"`
+	KVCacheUtilization float64 `json:"kvCacheUtilization,omitempty"`
+	Staleness          string  `json:"staleness,omitempty"`
+}
+
+// FileObjective binds an InferenceObjective name to a priority.
+type FileObjective struct {
+	Name     string        `json:"name"`
+	Priority PriorityValue `json:"priority"`
+}
+
+// PriorityValue is an integer or one of Critical, Standard, BestEffort.
+type PriorityValue int
+
+// UnmarshalJSON accepts an integer or an alias.
+func (p *PriorityValue) UnmarshalJSON(b []byte) error {
+	s := strings.Trim(string(b), `"`)
+	switch strings.ToLower(s) {
+	case "critical":
+		*p = PriorityCritical
+	case "standard":
+		*p = PriorityStandard
+	case "besteffort", "best-effort":
+		*p = PriorityBestEffort
+	default:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return fmt.Errorf("priority %s: want an integer or Critical, Standard, BestEffort", string(b))
+		}
+		*p = PriorityValue(n)
+	}
+	return nil
+}
+
+// ModelRoute rewrites a requested model.
+type ModelRoute struct {
+	// Name is the model a client asks for.
+	Name string `json:"name"`
+	// Targets are the models it is sent as, chosen by weight; empty keeps the name.
+	Targets []ModelTarget `json:"targets,omitempty"`
+	// Fallback is the model used when no target has a ready endpoint.
+	Fallback string `json:"fallback,omitempty"`
+}
+
+// ModelTarget is one weighted target.
+type ModelTarget struct {
+	Model  string `json:"model"`
+	Weight int    `json:"weight"`
+}
+
+// Settings is the validated configuration.
+type Settings struct {
+	Weights         map[string]float64
+	Fallbacks       int
+	Thresholds      capacity.Thresholds
+	MaxBodyBytes    int
+	RetryAfter      time.Duration
+	DefaultPriority int
+	Objectives      map[string]int
+	Adapters        map[string]bool
+	Models          map[string]ModelRoute
+}
+
+// DefaultSettings returns the configuration with no file.
+func DefaultSettings() Settings {
+	return Settings{
+		Weights:      scheduler.DefaultWeights(),
+		Fallbacks:    2,
+		Thresholds:   capacity.DefaultThresholds(),
+		MaxBodyBytes: 8 << 20,
+		RetryAfter:   time.Second,
+		Objectives:   map[string]int{},
+		Adapters:     map[string]bool{},
+		Models:       map[string]ModelRoute{},
+	}
+}
+
+// ParseConfig reads and checks a YAML configuration; the error names every problem.
+func ParseConfig(data []byte) (Settings, error) {
+	s := DefaultSettings()
+	var f FileConfig
+	if err := yaml.UnmarshalStrict(data, &f); err != nil {
+		return Settings{}, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	var errs []error
+	if f.Scorers != nil {
+		s.Weights = f.Scorers
+	}
+	if _, err := scheduler.New(scheduler.Options{Weights: s.Weights}); err != nil {
+		errs = append(errs, err)
+	}
+	if f.Fallbacks != nil {
+		if *f.Fallbacks < 0 || *f.Fallbacks > 16 {
+			errs = append(errs, fmt.Errorf("fallbacks %d: want 0..16", *f.Fallbacks))
+		}
+		s.Fallbacks = *f.Fallbacks
+	}
+	if sat := f.Saturation; sat != nil {
+		if sat.QueueDepth != 0 {
+			s.Thresholds.QueueDepth = sat.QueueDepth
+		}
+		if sat.KVCacheUtilization != 0 {
+			s.Thresholds.KVCacheUtilization = sat.KVCacheUtilization
+		}
+		if sat.Staleness != "" {
+			d, err := time.ParseDuration(sat.Staleness)
+			if err != nil || d <= 0 {
+				errs = append(errs, fmt.Errorf("saturation.staleness %q: want a positive duration", sat.Staleness))
+			}
+			s.Thresholds.Staleness = d
+		}
+		if s.Thresholds.QueueDepth < 1 || !(s.Thresholds.KVCacheUtilization > 0 && s.Thresholds.KVCacheUtilization <= 1) {
+			errs = append(errs, errors.New("saturation: queueDepth must be at least 1 and kvCacheUtilization in (0, 1]"))
+		}
+	}
+	if f.MaxBodyBytes != 0 {
+		if f.MaxBodyBytes < 1024 || f.MaxBodyBytes > 256<<20 {
+			errs = append(errs, fmt.Errorf("maxBodyBytes %d: want 1 KiB..256 MiB", f.MaxBodyBytes))
+		}
+		s.MaxBodyBytes = f.MaxBodyBytes
+	}
+	if f.RetryAfter != "" {
+		d, err := time.ParseDuration(f.RetryAfter)
+		if err != nil || d < time.Second {
+			errs = append(errs, fmt.Errorf("retryAfter %q: want a duration of at least 1s", f.RetryAfter))
+		}
+		s.RetryAfter = d
+	}
+	if f.DefaultPriority != nil {
+		s.DefaultPriority = int(*f.DefaultPriority)
+	}
+	for i, o := range f.Objectives {
+		if o.Name == "" {
+			errs = append(errs, fmt.Errorf("objectives[%d]: name is required", i))
+			continue
+		}
+		if _, dup := s.Objectives[o.Name]; dup {
+			errs = append(errs, fmt.Errorf("objectives[%d]: %q listed twice", i, o.Name))
+		}
+		s.Objectives[o.Name] = int(o.Priority)
+	}
+	for _, a := range f.Adapters {
+		s.Adapters[a] = true
+	}
+	for i, m := range f.Models {
+		where := fmt.Sprintf("models[%d] (%s)", i, m.Name)
+		if m.Name == "" {
+			errs = append(errs, fmt.Errorf("%s: name is required", where))
+		}
+		if _, dup := s.Models[m.Name]; dup {
+			errs = append(errs, fmt.Errorf("%s: listed twice", where))
+		}
+		total := 0
+		for j, t := range m.Targets {
+			if t.Model == "" || t.Weight < 0 {
+				errs = append(errs, fmt.Errorf("%s: targets[%d] needs a model and a weight >= 0", where, j))
+			}
+			total += t.Weight
+		}
+		if len(m.Targets) > 0 && total == 0 {
+			errs = append(errs, fmt.Errorf("%s: target weights add up to 0", where))
+		}
+		s.Models[m.Name] = m
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Settings{}, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	return s, nil
+}

@@ -1,0 +1,66 @@
+package epp
+
+import "github.com/prometheus/client_golang/prometheus"
+
+const (
+	labelObjective = "objective"
+	labelModel     = "model"
+	labelResult    = "result"
+
+	resultRouted      = "routed"
+	resultShed        = "shed"
+	resultNoEndpoints = "no_endpoints"
+	resultInvalid     = "invalid"
+	resultTooLarge    = "too_large"
+)
+
+type metrics struct {
+	requests     *prometheus.CounterVec
+	ttft         *prometheus.HistogramVec
+	duration     *prometheus.HistogramVec
+	inputTokens  *prometheus.CounterVec
+	outputTokens *prometheus.CounterVec
+	scheduling   prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	labels := []string{labelObjective, labelModel}
+	latency := []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spillway_epp_requests_total",
+			Help: "Requests the EPP decided, by objective, model and result (routed, shed, no_endpoints, invalid, too_large).",
+		}, []string{labelObjective, labelModel, labelResult}),
+		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "spillway_epp_request_ttft_seconds",
+			Help:    "Time from the request's headers to the first byte of its response body, by objective and model.",
+			Buckets: latency,
+		}, labels),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "spillway_epp_request_duration_seconds",
+			Help:    "Time from the request's headers to the end of its response, by objective and model.",
+			Buckets: latency,
+		}, labels),
+		inputTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spillway_epp_input_tokens_total",
+			Help: "Prompt tokens of responses that reported usage, by objective and model.",
+		}, labels),
+		outputTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spillway_epp_output_tokens_total",
+			Help: "Completion tokens of responses that reported usage, by objective and model.",
+		}, labels),
+		scheduling: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "spillway_epp_scheduling_duration_seconds",
+			Help:    "Time to parse, admit and pick an endpoint for a request.",
+			Buckets: prometheus.ExponentialBuckets(0.00001, 4, 10),
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.requests, m.ttft, m.duration, m.inputTokens, m.outputTokens, m.scheduling)
+	}
+	return m
+}
+
+func (m *metrics) result(objective, model, result string) {
+	m.requests.WithLabelValues(objective, model, result).Inc()
+}

@@ -1,0 +1,502 @@
+// Package epp is Spillway's Endpoint Picker: an Envoy ext_proc service that speaks GIE's
+// endpoint-picker protocol, so any GIE-conformant gateway (Envoy Gateway, kgateway, Istio, GKE)
+// can ask it where each inference request goes.
+//
+// Per request (one ext_proc stream): the request headers are recorded; the body arrives in chunks
+// (FULL_DUPLEX_STREAMED, or whole when the gateway buffers it); at its end the EPP parses the
+// OpenAI body, looks up the request's InferenceObjective priority (header
+// x-gateway-inference-objective), applies model routing, asks the saturation detector whether the
+// pool has headroom (sheddable requests, priority < 0, get 429 with Retry-After when it has none),
+// picks the endpoint and fallbacks with the scheduler, and answers with the
+// x-gateway-destination-endpoint header, the same value in dynamic metadata envoy.lb, and the
+// (possibly rewritten) body. On the response side it measures time to first token and duration and
+// reads token usage, including from the final SSE event of a streamed response.
+package epp
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/spillway-io/spillway/pkg/capacity"
+	"github.com/spillway-io/spillway/pkg/epp/request"
+	"github.com/spillway-io/spillway/pkg/epp/scheduler"
+	"github.com/spillway-io/spillway/pkg/fleet"
+)
+
+// Protocol names of GIE's endpoint-picker protocol.
+const (
+	DestinationHeader   = "x-gateway-destination-endpoint"
+	DestinationMetadata = "envoy.lb"
+	SubsetNamespace     = "envoy.lb.subset_hint"
+	SubsetKey           = "x-gateway-destination-endpoint-subset"
+	ServedKey           = "x-gateway-destination-endpoint-served"
+	ObjectiveHeader     = "x-gateway-inference-objective"
+	// BodyChunkBytes is the largest body piece sent back in a streamed body response, as GIE's.
+	BodyChunkBytes = 62000
+)
+
+// Endpoint is a pool endpoint as the EPP sees it.
+type Endpoint struct {
+	scheduler.Endpoint
+	// Ready is true while the endpoint's last metrics scrape succeeded.
+	Ready bool
+	// Models the endpoint serves; empty means every model.
+	Models []string
+}
+
+// Datastore gives the EPP a pool's endpoints.
+type Datastore interface {
+	// Endpoints appends the pool's endpoints to dst; ok is false for an unknown pool.
+	Endpoints(pool fleet.PoolRef, dst []Endpoint) (eps []Endpoint, ok bool)
+}
+
+// Options configure a Server.
+type Options struct {
+	Pool       fleet.PoolRef
+	Settings   Settings
+	Datastore  Datastore
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Server is the ext_proc service.
+type Server struct {
+	extprocv3.UnimplementedExternalProcessorServer
+
+	pool      fleet.PoolRef
+	cfg       Settings
+	ds        Datastore
+	sched     *scheduler.Scheduler
+	log       *slog.Logger
+	metrics   *metrics
+	known     map[string]bool
+	retryText string
+
+	admitted atomic.Uint64
+	shed     atomic.Uint64
+}
+
+// New returns a server.
+func New(o Options) (*Server, error) {
+	if o.Datastore == nil {
+		return nil, errors.New("epp: a datastore is required")
+	}
+	sched, err := scheduler.New(scheduler.Options{Weights: o.Settings.Weights, Fallbacks: o.Settings.Fallbacks})
+	if err != nil {
+		return nil, err
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	known := map[string]bool{}
+	for name, r := range o.Settings.Models {
+		known[name] = true
+		for _, t := range r.Targets {
+			known[t.Model] = true
+		}
+		if r.Fallback != "" {
+			known[r.Fallback] = true
+		}
+	}
+	for a := range o.Settings.Adapters {
+		known[a] = true
+	}
+	return &Server{
+		pool:      o.Pool,
+		cfg:       o.Settings,
+		ds:        o.Datastore,
+		sched:     sched,
+		log:       o.Logger.With("component", "epp", "pool", o.Pool.String()),
+		metrics:   newMetrics(o.Registerer),
+		known:     known,
+		retryText: strconv.Itoa(int(max(o.Settings.RetryAfter.Round(time.Second)/time.Second, 1))),
+	}, nil
+}
+
+// Counts returns the requests admitted and shed since start, for the pool's capacity report.
+func (s *Server) Counts() (admitted, shed uint64) { return s.admitted.Load(), s.shed.Load() }
+
+// Scheduler returns the scheduler (for forgetting endpoints that left the pool).
+func (s *Server) Scheduler() *scheduler.Scheduler { return s.sched }
+
+// exchange is the state of one request's ext_proc stream.
+type exchange struct {
+	start       time.Time
+	headers     map[string]string
+	subset      []string
+	hasSubset   bool
+	body        []byte
+	bodyDone    bool
+	duplexReq   bool // request body FULL_DUPLEX_STREAMED: answer headers after the body
+	duplexResp  bool
+	objective   string
+	model       string // model label for metrics
+	routed      bool
+	firstByte   time.Time
+	usage       usageReader
+	responseEnd bool
+}
+
+// Process serves one request's stream. It runs on the gRPC handler goroutine and starts none.
+func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+	x := &exchange{start: time.Now(), duplexReq: true, duplexResp: true}
+	for {
+		req, err := stream.Recv()
+		if err == io.EOF || status.Code(err) == codes.Canceled {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if pc := req.GetProtocolConfig(); pc != nil {
+			x.duplexReq = pc.GetRequestBodyMode() == filterv3.ProcessingMode_FULL_DUPLEX_STREAMED
+			x.duplexResp = pc.GetResponseBodyMode() == filterv3.ProcessingMode_FULL_DUPLEX_STREAMED
+		}
+		var out []*extprocv3.ProcessingResponse
+		switch r := req.GetRequest().(type) {
+		case *extprocv3.ProcessingRequest_RequestHeaders:
+			x.headers = headerMap(r.RequestHeaders.GetHeaders())
+			x.subset, x.hasSubset = subsetHint(req.GetMetadataContext())
+			x.objective = x.headers[ObjectiveHeader]
+			switch {
+			case r.RequestHeaders.GetEndOfStream():
+				x.bodyDone = true
+				out = s.route(x)
+			case !x.duplexReq:
+				// The gateway buffers the body and waits for this answer before sending it.
+				out = []*extprocv3.ProcessingResponse{headersContinue()}
+			}
+		case *extprocv3.ProcessingRequest_RequestBody:
+			if x.bodyDone {
+				return status.Error(codes.FailedPrecondition, "request body after the end of the request")
+			}
+			b := r.RequestBody.GetBody()
+			if len(x.body)+len(b) > s.cfg.MaxBodyBytes {
+				s.metrics.result(x.objective, "", resultTooLarge)
+				return sendAll(stream, immediate(413, "request_too_large",
+					fmt.Sprintf("request body larger than %d bytes", s.cfg.MaxBodyBytes), nil))
+			}
+			x.body = append(x.body, b...)
+			if r.RequestBody.GetEndOfStream() {
+				x.bodyDone = true
+				out = s.route(x)
+			}
+		case *extprocv3.ProcessingRequest_RequestTrailers:
+			if !x.bodyDone {
+				x.bodyDone = true
+				out = s.route(x)
+			}
+			out = append(out, &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}})
+		case *extprocv3.ProcessingRequest_ResponseHeaders:
+			hs := headerMap(r.ResponseHeaders.GetHeaders())
+			x.usage.sse = strings.Contains(hs["content-type"], "text/event-stream")
+			out = []*extprocv3.ProcessingResponse{{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}}}
+			if r.ResponseHeaders.GetEndOfStream() {
+				s.finish(x)
+			}
+		case *extprocv3.ProcessingRequest_ResponseBody:
+			b := r.ResponseBody.GetBody()
+			eos := r.ResponseBody.GetEndOfStream()
+			if x.firstByte.IsZero() && len(b) > 0 {
+				x.firstByte = time.Now()
+			}
+			x.usage.write(b)
+			if x.duplexResp {
+				out = streamedBody(b, eos, false)
+			} else {
+				out = []*extprocv3.ProcessingResponse{{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}}
+			}
+			if eos {
+				s.finish(x)
+			}
+		case *extprocv3.ProcessingRequest_ResponseTrailers:
+			s.finish(x)
+			out = []*extprocv3.ProcessingResponse{{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}}
+		default:
+			return status.Errorf(codes.InvalidArgument, "unsupported ext_proc message %T", r)
+		}
+		if err := sendAll(stream, out...); err != nil {
+			return err
+		}
+		if len(out) > 0 && out[0].GetImmediateResponse() != nil {
+			return nil
+		}
+	}
+}
+
+func sendAll(stream extprocv3.ExternalProcessor_ProcessServer, rs ...*extprocv3.ProcessingResponse) error {
+	for _, r := range rs {
+		if err := stream.Send(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// route decides where the request goes once its body is complete.
+func (s *Server) route(x *exchange) []*extprocv3.ProcessingResponse {
+	began := time.Now()
+	req := request.Request{}
+	if len(x.body) > 0 {
+		var err error
+		req, err = request.Parse(x.headers[":path"], x.body)
+		if err != nil {
+			s.metrics.result(x.objective, "", resultInvalid)
+			return []*extprocv3.ProcessingResponse{immediate(400, "invalid_request_error", err.Error(), nil)}
+		}
+	}
+	priority, ok := s.cfg.Objectives[x.objective]
+	if !ok {
+		priority = s.cfg.DefaultPriority
+	}
+	objective := x.objective
+	if !ok {
+		objective = "" // an unknown objective is not a label value
+	}
+	x.objective = objective
+
+	target := s.targetModel(req.Model)
+	eps, _ := s.ds.Endpoints(s.pool, nil)
+	cands := s.candidates(eps, x, target)
+	if len(cands) == 0 && req.Model != "" {
+		if r, ok := s.cfg.Models[req.Model]; ok && r.Fallback != "" && r.Fallback != target {
+			target = r.Fallback
+			cands = s.candidates(eps, x, target)
+		}
+	}
+	x.model = s.modelLabel(target)
+	if len(cands) == 0 {
+		s.metrics.result(objective, x.model, resultNoEndpoints)
+		msg := fmt.Sprintf("pool %s has no ready endpoint", s.pool)
+		if x.hasSubset {
+			msg = fmt.Sprintf("pool %s has no ready endpoint in the gateway's subset", s.pool)
+		}
+		return []*extprocv3.ProcessingResponse{immediate(503, "service_unavailable", msg, nil)}
+	}
+	if priority < 0 && s.saturated(cands) {
+		s.shed.Add(1)
+		s.metrics.result(objective, x.model, resultShed)
+		return []*extprocv3.ProcessingResponse{immediate(429, "rate_limit_exceeded",
+			fmt.Sprintf("pool %s is saturated and the request is sheddable (priority %d)", s.pool, priority),
+			[]*corev3.HeaderValueOption{setHeader("retry-after", s.retryText)})}
+	}
+	sreq := &scheduler.Request{Model: target, LoRA: s.isAdapter(target, cands), Prompt: req.Prompt}
+	picked := s.sched.Pick(sreq, cands)
+	dest := strings.Join(picked, ",")
+
+	body := x.body
+	if req.Model != "" && target != req.Model {
+		nb, err := request.WithModel(x.body, target)
+		if err != nil {
+			s.metrics.result(objective, x.model, resultInvalid)
+			return []*extprocv3.ProcessingResponse{immediate(400, "invalid_request_error", err.Error(), nil)}
+		}
+		body = nb
+	}
+	s.admitted.Add(1)
+	x.routed = true
+	s.metrics.result(objective, x.model, resultRouted)
+	s.metrics.scheduling.Observe(time.Since(began).Seconds())
+
+	set := []*corev3.HeaderValueOption{setHeader(DestinationHeader, dest)}
+	if len(body) > 0 {
+		set = append(set, setHeader("content-length", strconv.Itoa(len(body))))
+	}
+	md := &structpb.Struct{Fields: map[string]*structpb.Value{
+		DestinationMetadata: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+			DestinationHeader: structpb.NewStringValue(dest),
+		}}),
+	}}
+	mutation := &extprocv3.HeaderMutation{SetHeaders: set}
+	if !x.duplexReq && len(x.body) > 0 {
+		// Buffered body: the headers were answered already; the destination rides on the body
+		// response, which the gateway applies before forwarding the headers.
+		br := &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{HeaderMutation: mutation, ClearRouteCache: true}}
+		if len(body) != len(x.body) || target != req.Model {
+			br.Response.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: body}}
+		}
+		return []*extprocv3.ProcessingResponse{{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: br}, DynamicMetadata: md}}
+	}
+	out := []*extprocv3.ProcessingResponse{{
+		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
+			Response: &extprocv3.CommonResponse{HeaderMutation: mutation, ClearRouteCache: true},
+		}},
+		DynamicMetadata: md,
+	}}
+	if len(x.body) > 0 {
+		out = append(out, streamedBody(body, true, true)...)
+	}
+	return out
+}
+
+// targetModel applies model routing: a weighted choice among the route's targets.
+func (s *Server) targetModel(model string) string {
+	r, ok := s.cfg.Models[model]
+	if !ok || len(r.Targets) == 0 {
+		return model
+	}
+	total := 0
+	for _, t := range r.Targets {
+		total += t.Weight
+	}
+	n := rand.IntN(total)
+	for _, t := range r.Targets {
+		if n < t.Weight {
+			return t.Model
+		}
+		n -= t.Weight
+	}
+	return r.Targets[len(r.Targets)-1].Model
+}
+
+// candidates are the ready endpoints in the gateway's subset that serve the model.
+func (s *Server) candidates(eps []Endpoint, x *exchange, model string) []scheduler.Endpoint {
+	out := make([]scheduler.Endpoint, 0, len(eps))
+	for _, e := range eps {
+		if !e.Ready || (x.hasSubset && !slices.Contains(x.subset, e.Address)) {
+			continue
+		}
+		if model != "" && len(e.Models) > 0 && !slices.Contains(e.Models, model) {
+			continue
+		}
+		out = append(out, e.Endpoint)
+	}
+	return out
+}
+
+// saturated is the saturation detector: no candidate has headroom (stale metrics have none).
+func (s *Server) saturated(cands []scheduler.Endpoint) bool {
+	now := time.Now()
+	for _, e := range cands {
+		if s.cfg.Thresholds.Load(capacity.Endpoint{Metrics: e.Metrics, ScrapedAt: e.ScrapedAt}, now) < 1 {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) isAdapter(model string, cands []scheduler.Endpoint) bool {
+	if s.cfg.Adapters[model] {
+		return true
+	}
+	for _, e := range cands {
+		if slices.Contains(e.Metrics.ActiveLoRAs, model) || slices.Contains(e.Metrics.WaitingLoRAs, model) {
+			return true
+		}
+	}
+	return false
+}
+
+// modelLabel bounds the model label to configured names.
+func (s *Server) modelLabel(model string) string {
+	if model == "" || s.known[model] {
+		return model
+	}
+	return "other"
+}
+
+func (s *Server) finish(x *exchange) {
+	if x.responseEnd || !x.routed {
+		return
+	}
+	x.responseEnd = true
+	end := time.Now()
+	s.metrics.duration.WithLabelValues(x.objective, x.model).Observe(end.Sub(x.start).Seconds())
+	if !x.firstByte.IsZero() {
+		s.metrics.ttft.WithLabelValues(x.objective, x.model).Observe(x.firstByte.Sub(x.start).Seconds())
+	}
+	if u, ok := x.usage.done(); ok {
+		s.metrics.inputTokens.WithLabelValues(x.objective, x.model).Add(float64(u.PromptTokens))
+		s.metrics.outputTokens.WithLabelValues(x.objective, x.model).Add(float64(u.CompletionTokens))
+	}
+}
+
+func headersContinue() *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{}}}
+}
+
+// streamedBody splits a body into StreamedBodyResponse pieces of at most BodyChunkBytes.
+func streamedBody(body []byte, eos, request bool) []*extprocv3.ProcessingResponse {
+	var out []*extprocv3.ProcessingResponse
+	for {
+		n := min(len(body), BodyChunkBytes)
+		last := n == len(body)
+		br := &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{BodyMutation: &extprocv3.BodyMutation{
+			Mutation: &extprocv3.BodyMutation_StreamedResponse{StreamedResponse: &extprocv3.StreamedBodyResponse{Body: body[:n], EndOfStream: eos && last}},
+		}}}
+		if request {
+			out = append(out, &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: br}})
+		} else {
+			out = append(out, &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: br}})
+		}
+		body = body[n:]
+		if last {
+			return out
+		}
+	}
+}
+
+// immediate answers the client directly with an OpenAI-style JSON error.
+func immediate(code int, errType, msg string, headers []*corev3.HeaderValueOption) *extprocv3.ProcessingResponse {
+	body, _ := json.Marshal(map[string]any{"error": map[string]any{"message": msg, "type": errType, "code": code}})
+	headers = append(headers, setHeader("content-type", "application/json"))
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(code)},
+		Headers: &extprocv3.HeaderMutation{SetHeaders: headers},
+		Body:    body,
+		Details: errType,
+	}}}
+}
+
+func setHeader(k, v string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, RawValue: []byte(v)}}
+}
+
+// headerMap reads Envoy's header map; Envoy sends raw_value, older versions value.
+func headerMap(hm *corev3.HeaderMap) map[string]string {
+	out := make(map[string]string, len(hm.GetHeaders()))
+	for _, h := range hm.GetHeaders() {
+		v := h.GetValue()
+		if len(h.GetRawValue()) > 0 {
+			v = string(h.GetRawValue())
+		}
+		out[strings.ToLower(h.GetKey())] = v
+	}
+	return out
+}
+
+// subsetHint reads the gateway's endpoint subset from filter metadata.
+func subsetHint(md *corev3.Metadata) ([]string, bool) {
+	ns, ok := md.GetFilterMetadata()[SubsetNamespace]
+	if !ok {
+		return nil, false
+	}
+	v, ok := ns.GetFields()[SubsetKey]
+	if !ok {
+		return nil, false
+	}
+	var out []string
+	for _, e := range v.GetListValue().GetValues() {
+		out = append(out, e.GetStringValue())
+	}
+	return out, true
+}
+
