@@ -499,4 +499,3 @@ func subsetHint(md *corev3.Metadata) ([]string, bool) {
 	}
 	return out, true
 }
-

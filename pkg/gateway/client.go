@@ -72,7 +72,7 @@ type Decision struct {
 	// MetadataDestination is the destination from dynamic metadata envoy.lb.
 	MetadataDestination string
 	// SetHeaders are the header mutations, lower-case keys.
-	SetHeaders map[string]string
+	SetHeaders    map[string]string
 	RemoveHeaders []string
 	// ClearRouteCache is true when the EPP asked for route re-selection.
 	ClearRouteCache bool
@@ -82,9 +82,9 @@ type Decision struct {
 
 // Call is one request's ext_proc stream.
 type Call struct {
-	stream       extprocv3.ExternalProcessor_ProcessClient
-	cancel       context.CancelFunc
-	duplexResp   bool
+	stream     extprocv3.ExternalProcessor_ProcessClient
+	cancel     context.CancelFunc
+	duplexResp bool
 }
 
 func (c *Client) modes() (filterv3.ProcessingMode_BodySendMode, filterv3.ProcessingMode_BodySendMode) {
