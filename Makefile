@@ -10,7 +10,6 @@ BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 
-BINARIES := hub hubctl spoke modelsim fleet
 TEST_FLAGS ?= -race -count=1 -timeout 30m
 
 .DEFAULT_GOAL := help
@@ -27,6 +26,8 @@ build: ## Build every binary into bin/.
 	$(GO) build -o $(BIN)/spoke ./spoke/cmd/spoke
 	$(GO) build -o $(BIN)/modelsim ./e2e/cmd/modelsim
 	$(GO) build -o $(BIN)/fleet ./e2e/cmd/fleet
+	$(GO) build -o $(BIN)/gateway ./e2e/cmd/gateway
+	$(GO) build -o $(BIN)/loadgen ./e2e/cmd/loadgen
 
 .PHONY: demo
 demo: build ## Run a whole local fleet: hub, three regional spokes, simulators (DEMO_DURATION=30s to stop by itself).

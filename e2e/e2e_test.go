@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -37,7 +38,7 @@ func bins(t *testing.T) string {
 		if buildErr != nil {
 			return
 		}
-		for name, pkg := range map[string]string{"hub": "./hub/cmd/hub", "hubctl": "./hub/cmd/hubctl", "spoke": "./spoke/cmd/spoke", "modelsim": "./e2e/cmd/modelsim", "fleet": "./e2e/cmd/fleet"} {
+		for name, pkg := range map[string]string{"hub": "./hub/cmd/hub", "hubctl": "./hub/cmd/hubctl", "spoke": "./spoke/cmd/spoke", "modelsim": "./e2e/cmd/modelsim", "fleet": "./e2e/cmd/fleet", "gateway": "./e2e/cmd/gateway", "loadgen": "./e2e/cmd/loadgen"} {
 			out, err := exec.Command("go", "build", "-C", "..", "-o", filepath.Join(binDir, name), pkg).CombinedOutput()
 			if err != nil {
 				buildErr = fmt.Errorf("build %s: %v\n%s", name, err, out)
@@ -131,16 +132,28 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo exit: %v\n%s", err, strings.Join(printed, "\n"))
 	}
 	out := strings.Join(printed, "\n")
-	for _, want := range []string{"$ hubctl get clusters", "$ hubctl get pools", "default/chat", "fleet stopped"} {
+	for _, want := range []string{"$ hubctl get clusters", "$ hubctl get pools", "default/chat", "fleet stopped",
+		"load through the us-east gateway", "load through the us-west gateway", "load through the eu-west gateway"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	// Load went through every region's gateway → EPP → simulators, and succeeded.
+	succeeded := regexp.MustCompile(`(?m)^  (Critical|Standard|BestEffort)\s+(\d+)\s+(\d+)\s`)
+	rows := succeeded.FindAllStringSubmatch(out, -1)
+	if len(rows) != 9 {
+		t.Fatalf("want a load summary row per class and region, got %d:\n%s", len(rows), out)
+	}
+	for _, r := range rows {
+		if r[2] == "0" || r[2] != r[3] {
+			t.Errorf("class %s: %s requests, %s succeeded; want all of a non-zero load to succeed", r[1], r[2], r[3])
 		}
 	}
 	// Every process is gone: every address the demo used can be bound again.
 	o := localfleet.DefaultOptions("", "")
 	addrs := []string{o.HubGRPC, o.HubHTTP}
 	for _, r := range o.Regions {
-		addrs = append(addrs, r.SpokeHTTP)
+		addrs = append(addrs, r.SpokeHTTP, r.EPP, r.Gateway)
 		addrs = append(addrs, r.Endpoints...)
 	}
 	for _, a := range addrs {

@@ -25,6 +25,9 @@ type Region struct {
 	Name      string
 	Cluster   string
 	SpokeHTTP string
+	// EPP is the spoke's Endpoint Picker address, Gateway the region's HTTP gateway.
+	EPP     string
+	Gateway string
 	// Endpoints are the model-server addresses of the region's pool default/chat.
 	Endpoints []string
 }
@@ -47,7 +50,8 @@ type Options struct {
 func DefaultOptions(binDir, workDir string) Options {
 	o := Options{BinDir: binDir, WorkDir: workDir, HubGRPC: "127.0.0.1:8470", HubHTTP: "127.0.0.1:8471", LeaseTTL: 10 * time.Second}
 	for i, name := range []string{"us-east", "us-west", "eu-west"} {
-		r := Region{Name: name, Cluster: name + "-1", SpokeHTTP: "127.0.0.1:" + strconv.Itoa(8481+i)}
+		r := Region{Name: name, Cluster: name + "-1", SpokeHTTP: "127.0.0.1:" + strconv.Itoa(8481+i),
+			EPP: fmt.Sprintf("127.0.%d.254:9002", i+1), Gateway: fmt.Sprintf("127.0.%d.254:8080", i+1)}
 		for j := 1; j <= 3; j++ {
 			r.Endpoints = append(r.Endpoints, fmt.Sprintf("127.0.%d.%d:8000", i+1, j))
 		}
@@ -58,11 +62,20 @@ func DefaultOptions(binDir, workDir string) Options {
 
 // Fleet is a running local fleet.
 type Fleet struct {
-	Opts   Options
-	Hub    *Proc
-	Spokes map[string]*Proc // by cluster
-	Sims   map[string]*Proc // by cluster
+	Opts     Options
+	Hub      *Proc
+	Spokes   map[string]*Proc // by cluster
+	Sims     map[string]*Proc // by cluster
+	Gateways map[string]*Proc // by cluster
 }
+
+// EPPConfig is the Endpoint Picker configuration of every demo spoke: three objectives, one per
+// priority class.
+const EPPConfig = `objectives:
+- {name: critical, priority: Critical}
+- {name: standard, priority: Standard}
+- {name: batch, priority: BestEffort}
+`
 
 // Start starts the fleet. On error everything already started is stopped.
 func Start(ctx context.Context, o Options) (*Fleet, error) {
@@ -70,7 +83,10 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	if err := os.MkdirAll(logs, 0o755); err != nil {
 		return nil, err
 	}
-	f := &Fleet{Opts: o, Spokes: map[string]*Proc{}, Sims: map[string]*Proc{}}
+	f := &Fleet{Opts: o, Spokes: map[string]*Proc{}, Sims: map[string]*Proc{}, Gateways: map[string]*Proc{}}
+	if err := os.WriteFile(f.eppConfigPath(), []byte(EPPConfig), 0o644); err != nil {
+		return nil, err
+	}
 	fail := func(err error) (*Fleet, error) {
 		f.Stop()
 		return nil, err
@@ -95,9 +111,18 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		if err := f.StartSpoke(r); err != nil {
 			return fail(err)
 		}
+		if r.Gateway != "" {
+			p, err := StartProc(logs, "gateway-"+r.Cluster, filepath.Join(o.BinDir, "gateway"), "--listen", r.Gateway, "--epp", r.EPP)
+			if err != nil {
+				return fail(err)
+			}
+			f.Gateways[r.Cluster] = p
+		}
 	}
 	return f, nil
 }
+
+func (f *Fleet) eppConfigPath() string { return filepath.Join(f.Opts.WorkDir, "epp.yaml") }
 
 // PoolsFile is where a region's static pool file is written.
 func (f *Fleet) PoolsFile(r Region) string {
@@ -125,12 +150,14 @@ func (f *Fleet) StartSpoke(r Region) error {
 			return err
 		}
 	}
-	host, _, _ := net.SplitHostPort(r.Endpoints[0])
-	p, err := StartProc(filepath.Join(f.Opts.WorkDir, "logs"), "spoke-"+r.Cluster, filepath.Join(f.Opts.BinDir, "spoke"),
-		"--cluster-id", r.Cluster, "--region", r.Name, "--zone", r.Name+"-a",
+	args := []string{"--cluster-id", r.Cluster, "--region", r.Name, "--zone", r.Name + "-a",
 		"--hub-address", f.Opts.HubGRPC, "--http-address", r.SpokeHTTP,
-		"--gateway-address", net.JoinHostPort(host, "8080"),
-		"--pools-file", f.PoolsFile(r), "--pools-reload", "500ms")
+		"--pools-file", f.PoolsFile(r), "--pools-reload", "500ms",
+		"--epp-address", r.EPP, "--epp-config", f.eppConfigPath()}
+	if r.Gateway != "" {
+		args = append(args, "--gateway-address", r.Gateway)
+	}
+	p, err := StartProc(filepath.Join(f.Opts.WorkDir, "logs"), "spoke-"+r.Cluster, filepath.Join(f.Opts.BinDir, "spoke"), args...)
 	if err != nil {
 		return err
 	}
@@ -138,9 +165,14 @@ func (f *Fleet) StartSpoke(r Region) error {
 	return nil
 }
 
-// Stop stops every process: spokes, then the hub, then the simulators.
+// Stop stops every process: gateways and spokes, then the hub, then the simulators.
 func (f *Fleet) Stop() []error {
 	var errs []error
+	for _, p := range f.Gateways {
+		if err := p.Stop(10 * time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, p := range f.Spokes {
 		if err := p.Stop(10 * time.Second); err != nil {
 			errs = append(errs, err)
@@ -169,6 +201,9 @@ func (f *Fleet) Procs() []*Proc {
 		out = append(out, p)
 	}
 	for _, p := range f.Sims {
+		out = append(out, p)
+	}
+	for _, p := range f.Gateways {
 		out = append(out, p)
 	}
 	return out
@@ -237,6 +272,16 @@ func (f *Fleet) ready(ctx context.Context, admin pb.AdminServiceClient) error {
 	}
 	if len(pools.GetPools()) == 0 {
 		return errors.New("no pool exported yet")
+	}
+	for _, r := range f.Opts.Regions {
+		if r.Gateway == "" {
+			continue
+		}
+		c, err := net.DialTimeout("tcp", r.Gateway, time.Second)
+		if err != nil {
+			return fmt.Errorf("gateway of %s: %w", r.Cluster, err)
+		}
+		c.Close()
 	}
 	return nil
 }

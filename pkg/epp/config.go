@@ -111,6 +111,8 @@ type ModelTarget struct {
 
 // Settings is the validated configuration.
 type Settings struct {
+	// ThresholdsSet is true when the file set the saturation section.
+	ThresholdsSet   bool
 	Weights         map[string]float64
 	Fallbacks       int
 	Thresholds      capacity.Thresholds
@@ -157,6 +159,7 @@ func ParseConfig(data []byte) (Settings, error) {
 		s.Fallbacks = *f.Fallbacks
 	}
 	if sat := f.Saturation; sat != nil {
+		s.ThresholdsSet = true
 		if sat.QueueDepth != 0 {
 			s.Thresholds.QueueDepth = sat.QueueDepth
 		}

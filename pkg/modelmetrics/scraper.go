@@ -115,6 +115,21 @@ func (s *Scraper) Sample(addr string) (Sample, bool) {
 	return t.sample, true
 }
 
+// Samples appends the latest sample of each address to dst (the zero Sample for an unknown one),
+// under one lock: the Endpoint Picker reads a whole pool per request.
+func (s *Scraper) Samples(addrs []string, dst []Sample) []Sample {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, a := range addrs {
+		var smp Sample
+		if t, ok := s.targets[a]; ok {
+			smp = t.sample
+		}
+		dst = append(dst, smp)
+	}
+	return dst
+}
+
 // Run scrapes until ctx ends, then waits for every loop to stop.
 func (s *Scraper) Run(ctx context.Context) error {
 	var wg sync.WaitGroup

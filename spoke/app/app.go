@@ -1,6 +1,7 @@
 // Package app wires the spoke binary: flags (Options), their defaults and checks, and the run
 // group that owns every goroutine: the pool source, the metrics scraper, the hub client, the loop
-// that turns local pools into exports and capacity reports, and the HTTP endpoints.
+// that turns local pools into exports and capacity reports, the Endpoint Picker's gRPC service,
+// and the HTTP endpoints.
 package app
 
 import (
@@ -10,15 +11,22 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"time"
 
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/spillway-io/spillway/pkg/capacity"
+	"github.com/spillway-io/spillway/pkg/epp"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/logging"
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
@@ -44,6 +52,9 @@ type Options struct {
 	ScrapeInterval time.Duration
 	CapacityPeriod time.Duration
 	Thresholds     capacity.Thresholds
+	EPPAddress     string
+	EPPPool        string
+	EPPConfig      string
 	Log            logging.Options
 }
 
@@ -56,6 +67,7 @@ func NewOptions() *Options {
 		ScrapeInterval: 50 * time.Millisecond,
 		CapacityPeriod: 100 * time.Millisecond,
 		Thresholds:     capacity.DefaultThresholds(),
+		EPPAddress:     ":9002",
 		Log:            logging.Options{Level: "info", Format: "text"},
 	}
 }
@@ -76,6 +88,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.Thresholds.QueueDepth, "saturation-queue-depth", o.Thresholds.QueueDepth, "waiting queue at which an endpoint has no headroom")
 	fs.Float64Var(&o.Thresholds.KVCacheUtilization, "saturation-kv-cache", o.Thresholds.KVCacheUtilization, "KV-cache use (0..1) at which an endpoint has no headroom")
 	fs.DurationVar(&o.Thresholds.Staleness, "metrics-staleness", o.Thresholds.Staleness, "age at which an endpoint's metrics count as stale (saturated)")
+	fs.StringVar(&o.EPPAddress, "epp-address", o.EPPAddress, "host:port of the Endpoint Picker's ext_proc gRPC service (empty: no EPP)")
+	fs.StringVar(&o.EPPPool, "epp-pool", o.EPPPool, "namespace/name of the local pool the EPP serves (default: the first pool of the source)")
+	fs.StringVar(&o.EPPConfig, "epp-config", o.EPPConfig, "YAML file of the EPP's scorers, objectives and model routing (see docs/epp.md)")
 	fs.StringVar(&o.Log.Level, "log-level", o.Log.Level, "debug, info, warn or error")
 	fs.StringVar(&o.Log.Format, "log-format", o.Log.Format, "text or json")
 }
@@ -98,6 +113,16 @@ func (o *Options) Validate() error {
 	for name, addr := range map[string]string{"--hub-address": o.HubAddress, "--http-address": o.HTTPAddress} {
 		if _, _, err := net.SplitHostPort(addr); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: want host:port", name, addr))
+		}
+	}
+	if o.EPPAddress != "" {
+		if _, _, err := net.SplitHostPort(o.EPPAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--epp-address %q: want host:port", o.EPPAddress))
+		}
+	}
+	if o.EPPPool != "" {
+		if ns, name, ok := strings.Cut(o.EPPPool, "/"); !ok || ns == "" || name == "" {
+			errs = append(errs, fmt.Errorf("--epp-pool %q: want namespace/name", o.EPPPool))
 		}
 	}
 	if o.GatewayAddress != "" {
@@ -123,6 +148,10 @@ type Config struct {
 	Options
 	Logger *slog.Logger
 	Source source.Source
+	// EPP is the Endpoint Picker's configuration; nil when --epp-address is empty.
+	EPP *epp.Settings
+	// EPPPoolRef is the pool the EPP serves.
+	EPPPoolRef fleet.PoolRef
 }
 
 // Config returns the configuration the spoke runs with.
@@ -142,7 +171,33 @@ func (o *Options) Config() (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Config{Options: *o, Logger: log, Source: src}, nil
+	cfg := &Config{Options: *o, Logger: log, Source: src}
+	if o.EPPAddress != "" {
+		settings := epp.DefaultSettings()
+		if o.EPPConfig != "" {
+			data, err := os.ReadFile(o.EPPConfig)
+			if err != nil {
+				return nil, fmt.Errorf("--epp-config: %w", err)
+			}
+			if settings, err = epp.ParseConfig(data); err != nil {
+				return nil, fmt.Errorf("--epp-config %s: %w", o.EPPConfig, err)
+			}
+		}
+		if settings.ThresholdsSet {
+			cfg.Thresholds = settings.Thresholds // one saturation definition for admission and reports
+		} else {
+			settings.Thresholds = o.Thresholds
+		}
+		cfg.EPP = &settings
+		if ns, name, ok := strings.Cut(o.EPPPool, "/"); ok {
+			cfg.EPPPoolRef = fleet.PoolRef{Namespace: ns, Name: name}
+		} else if pools := src.Pools(); len(pools) > 0 {
+			cfg.EPPPoolRef = pools[0].Ref
+		} else {
+			return nil, errors.New("--epp-pool is not set and the source has no pool")
+		}
+	}
+	return cfg, nil
 }
 
 // NewCommand returns the spoke's root command.
@@ -185,16 +240,41 @@ func Run(ctx context.Context, cfg *Config) error {
 		Logger:     log,
 		Registerer: reg,
 	})
+	ds := newDatastore(scraper)
+	var picker *epp.Server
+	var eppL net.Listener
+	var eppGRPC *grpc.Server
+	if cfg.EPP != nil {
+		var err error
+		picker, err = epp.New(epp.Options{Pool: cfg.EPPPoolRef, Settings: *cfg.EPP, Datastore: ds, Logger: log, Registerer: reg})
+		if err != nil {
+			return err
+		}
+		if eppL, err = net.Listen("tcp", cfg.EPPAddress); err != nil {
+			return fmt.Errorf("listen --epp-address: %w", err)
+		}
+		eppGRPC = grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
+		extprocv3.RegisterExternalProcessorServer(eppGRPC, picker)
+		hs := health.NewServer()
+		healthpb.RegisterHealthServer(eppGRPC, hs)
+		defer hs.Shutdown()
+	}
 	httpL, err := net.Listen("tcp", cfg.HTTPAddress)
 	if err != nil {
+		if eppL != nil {
+			eppL.Close()
+		}
 		return fmt.Errorf("listen --http-address: %w", err)
 	}
-	log.Info("spoke started", "region", cfg.Region, "hub", cfg.HubAddress, "http", httpL.Addr().String())
+	log.Info("spoke started", "region", cfg.Region, "hub", cfg.HubAddress, "http", httpL.Addr().String(), "epp", cfg.EPPAddress, "eppPool", cfg.EPPPoolRef.String())
 	g, gctx := errgroup.WithContext(ctx)
+	if eppGRPC != nil {
+		g.Go(func() error { return serve.GRPC(gctx, eppL, eppGRPC) })
+	}
 	g.Go(func() error { return cfg.Source.Run(gctx) })
 	g.Go(func() error { return scraper.Run(gctx) })
 	g.Go(func() error { return client.Run(gctx) })
-	g.Go(func() error { return reconcile(gctx, cfg, scraper, client, m) })
+	g.Go(func() error { return reconcile(gctx, cfg, scraper, client, ds, picker, m) })
 	g.Go(func() error { return serve.HTTP(gctx, httpL, serve.HTTPMux(reg, nil)) })
 	err = g.Wait()
 	log.Info("spoke stopped")
@@ -202,7 +282,8 @@ func Run(ctx context.Context, cfg *Config) error {
 }
 
 // reconcile feeds local pools to the scraper and the hub client, and recomputes capacity.
-func reconcile(ctx context.Context, cfg *Config, scraper *modelmetrics.Scraper, client *hubclient.Client, m *metrics) error {
+func reconcile(ctx context.Context, cfg *Config, scraper *modelmetrics.Scraper, client *hubclient.Client,
+	ds *datastore, picker *epp.Server, m *metrics) error {
 	tick := time.NewTicker(cfg.CapacityPeriod)
 	defer tick.Stop()
 	var pools []source.Pool
@@ -217,6 +298,11 @@ func reconcile(ctx context.Context, cfg *Config, scraper *modelmetrics.Scraper, 
 			}
 		}
 		scraper.SetTargets(targets)
+		for _, addr := range ds.set(pools) {
+			if picker != nil {
+				picker.Scheduler().Prefix().Forget(addr)
+			}
+		}
 		client.SetExports(source.Exports(pools))
 		client.SetInterest(refs)
 	}
@@ -245,7 +331,11 @@ func reconcile(ctx context.Context, cfg *Config, scraper *modelmetrics.Scraper, 
 					}
 					eps = append(eps, ce)
 				}
-				caps = append(caps, capacity.Aggregate(p.Ref, eps, now, cfg.Thresholds))
+				c := capacity.Aggregate(p.Ref, eps, now, cfg.Thresholds)
+				if picker != nil && p.Ref == cfg.EPPPoolRef {
+					c.AdmittedTotal, c.ShedTotal = picker.Counts()
+				}
+				caps = append(caps, c)
 			}
 			m.endpoints.WithLabelValues("fresh").Set(float64(ready))
 			m.endpoints.WithLabelValues("stale").Set(float64(stale))

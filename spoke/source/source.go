@@ -26,6 +26,8 @@ type Endpoint struct {
 	// Address is ip:port.
 	Address string
 	Engine  modelmetrics.Engine
+	// Models the endpoint serves; empty means every model the pool serves.
+	Models []string
 }
 
 // Source is where the spoke learns its pools.

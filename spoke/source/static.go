@@ -1,7 +1,9 @@
 package source
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,9 +30,11 @@ import (
 //	  targetPorts: [8000]
 //	  engine: vllm            # optional; vllm, sglang, trtllm-serve or triton-trtllm
 //	  labels: {app: chat}     # optional
+//	  models: [base, sql-lora] # optional; the models every endpoint serves (empty: any)
 //	  endpoints:              # IPs (one endpoint per target port) or ip:port
 //	  - 127.0.1.1
 //	  - 127.0.1.2
+//	  - {address: 127.0.1.3, models: [base]}   # an endpoint with its own models
 type StaticFile struct {
 	Pools []StaticPool `json:"pools"`
 }
@@ -43,7 +47,32 @@ type StaticPool struct {
 	TargetPorts []uint32          `json:"targetPorts"`
 	Engine      string            `json:"engine,omitempty"`
 	Labels      map[string]string `json:"labels,omitempty"`
-	Endpoints   []string          `json:"endpoints"`
+	Models      []string          `json:"models,omitempty"`
+	Endpoints   []StaticEndpoint  `json:"endpoints"`
+}
+
+// StaticEndpoint is an address, or an object with an address and the models it serves.
+type StaticEndpoint struct {
+	Address string   `json:"address"`
+	Models  []string `json:"models,omitempty"`
+}
+
+// UnmarshalJSON accepts a plain address string or an object.
+func (e *StaticEndpoint) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		*e = StaticEndpoint{Address: s}
+		return nil
+	}
+	type plain StaticEndpoint
+	var p plain
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return fmt.Errorf("endpoint: want an address or {address, models}: %w", err)
+	}
+	*e = StaticEndpoint(p)
+	return nil
 }
 
 // ErrInvalidFile marks a pool file that cannot be used.
@@ -87,13 +116,17 @@ func ParseStatic(data []byte) ([]Pool, error) {
 		}
 		p := Pool{Ref: ref, TargetPorts: sp.TargetPorts, Labels: sp.Labels, Export: sp.Export}
 		for _, e := range sp.Endpoints {
-			addrs, err := expand(e, sp.TargetPorts)
+			addrs, err := expand(e.Address, sp.TargetPorts)
 			if err != nil {
-				errs = append(errs, fmt.Errorf("%s: endpoint %q: %w", where, e, err))
+				errs = append(errs, fmt.Errorf("%s: endpoint %q: %w", where, e.Address, err))
 				continue
 			}
+			models := e.Models
+			if models == nil {
+				models = sp.Models
+			}
 			for _, a := range addrs {
-				p.Endpoints = append(p.Endpoints, Endpoint{Address: a, Engine: engine})
+				p.Endpoints = append(p.Endpoints, Endpoint{Address: a, Engine: engine, Models: models})
 			}
 		}
 		pools = append(pools, p)

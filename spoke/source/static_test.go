@@ -18,7 +18,8 @@ const good = `pools:
   export: true
   targetPorts: [8000, 8001]
   labels: {app: chat}
-  endpoints: [127.0.1.1, "127.0.1.2:9000"]
+  models: [base, sql-lora]
+  endpoints: [127.0.1.1, "127.0.1.2:9000", {address: "127.0.1.3:9000", models: [base]}]
 - namespace: batch
   name: summarise
   engine: sglang
@@ -42,8 +43,11 @@ func TestParseStatic(t *testing.T) {
 			t.Fatalf("default engine %q", e.Engine)
 		}
 	}
-	if strings.Join(addrs, ",") != "127.0.1.1:8000,127.0.1.1:8001,127.0.1.2:9000" {
+	if strings.Join(addrs, ",") != "127.0.1.1:8000,127.0.1.1:8001,127.0.1.2:9000,127.0.1.3:9000" {
 		t.Fatalf("endpoints %v: an IP gets every target port, ip:port stays as given", addrs)
+	}
+	if strings.Join(chat.Endpoints[0].Models, ",") != "base,sql-lora" || strings.Join(chat.Endpoints[3].Models, ",") != "base" {
+		t.Fatalf("models: pool-wide %v, per endpoint %v", chat.Endpoints[0].Models, chat.Endpoints[3].Models)
 	}
 	if pools[0].Endpoints[0].Engine != modelmetrics.EngineSGLang {
 		t.Fatalf("engine of batch/summarise = %q", pools[0].Endpoints[0].Engine)
@@ -64,6 +68,7 @@ func TestParseStaticRejects(t *testing.T) {
 		{"bad endpoint", "pools:\n- {namespace: a, name: b, targetPorts: [1], endpoints: [host.example]}\n", "want an IP or ip:port"},
 		{"bad engine", "pools:\n- {namespace: a, name: b, targetPorts: [1], engine: tgi}\n", "unknown engine type"},
 		{"not yaml", "pools: [", "invalid pool file"},
+		{"bad endpoint object", "pools:\n- {namespace: a, name: b, targetPorts: [1], endpoints: [{addr: 1.2.3.4}]}\n", "want an address or {address, models}"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseStatic([]byte(tc.yaml))

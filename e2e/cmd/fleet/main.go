@@ -5,16 +5,21 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/spillway-io/spillway/e2e/loadgen"
 	"github.com/spillway-io/spillway/e2e/localfleet"
 )
 
@@ -72,14 +77,47 @@ func run(ctx context.Context, binDir, workDir string, duration time.Duration) er
 		return err
 	}
 	fmt.Println("fleet is up")
-	hubctl := filepath.Join(binDir, "hubctl")
-	for _, what := range []string{"clusters", "pools", "imports"} {
+	hubctl := func(what string) error {
 		fmt.Printf("\n$ hubctl get %s\n", what)
-		c := exec.CommandContext(ctx, hubctl, "--hub", o.HubGRPC, "get", what)
+		c := exec.CommandContext(ctx, filepath.Join(binDir, "hubctl"), "--hub", o.HubGRPC, "get", what)
 		c.Stdout, c.Stderr = os.Stdout, os.Stderr
 		if err := c.Run(); err != nil {
 			return fmt.Errorf("hubctl get %s: %w", what, err)
 		}
+		return nil
+	}
+	for _, what := range []string{"clusters", "pools", "imports"} {
+		if err := hubctl(what); err != nil {
+			return err
+		}
+	}
+
+	// Real load through each region's gateway → EPP → simulators, for as long as the fleet runs.
+	var loads []*localfleet.Proc
+	defer func() {
+		for i, p := range loads {
+			_ = p.Stop(30 * time.Second)
+			out, _ := os.ReadFile(p.LogPath)
+			fmt.Printf("\nload through the %s gateway:\n%s", o.Regions[i].Name, summaryOf(out))
+		}
+	}()
+	for _, r := range o.Regions {
+		p, err := localfleet.StartProc(filepath.Join(workDir, "logs"), "loadgen-"+r.Cluster, filepath.Join(binDir, "loadgen"),
+			"--target", "http://"+r.Gateway, "--rate", "6", "--duration", "24h", "--max-tokens", "48",
+			"--class", "Critical=critical:0.2", "--class", "Standard=standard:0.5", "--class", "BestEffort=batch:0.3")
+		if err != nil {
+			return err
+		}
+		loads = append(loads, p)
+	}
+	fmt.Printf("\nsending 6 requests/s through each region's gateway (%s); in a few seconds:\n", o.Regions[0].Gateway)
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-time.After(5 * time.Second):
+	}
+	if err := hubctl("pools"); err != nil {
+		return err
 	}
 	if duration > 0 {
 		fmt.Printf("\nrunning for %s; Ctrl-C stops earlier\n", duration)
@@ -91,4 +129,27 @@ func run(ctx context.Context, binDir, workDir string, duration time.Duration) er
 	}
 	<-ctx.Done()
 	return nil
+}
+
+// summaryOf renders the JSON summary a loadgen prints when it stops as a table.
+func summaryOf(log []byte) string {
+	s := string(log)
+	i := strings.Index(s, "[")
+	var sums []loadgen.ClassSummary
+	if i < 0 || json.Unmarshal([]byte(s[i:]), &sums) != nil {
+		return "(no summary: " + strings.TrimSpace(s) + ")\n"
+	}
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  CLASS\tREQUESTS\tSUCCEEDED\tSTATUSES\tTTFT P50\tTTFT P99")
+	for _, c := range sums {
+		var st []string
+		for k, v := range c.Statuses {
+			st = append(st, fmt.Sprintf("%s×%d", k, v))
+		}
+		slices.Sort(st)
+		fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\t%.0f ms\t%.0f ms\n", c.Class, c.Requests, c.Succeeded, strings.Join(st, " "), c.TTFTp50, c.TTFTp99)
+	}
+	tw.Flush()
+	return b.String()
 }

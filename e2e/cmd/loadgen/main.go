@@ -1,0 +1,84 @@
+// Command loadgen sends open-loop inference load to a gateway and prints a summary per traffic
+// class (and, with --results, every request as JSON lines). See e2e/loadgen.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spillway-io/spillway/e2e/loadgen"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newCommand().ExecuteContext(ctx); err != nil {
+		os.Exit(1)
+	}
+}
+
+func newCommand() *cobra.Command {
+	o := loadgen.Options{Model: "meta-llama/Llama-3.1-8B-Instruct", Prefixes: 4, PrefixBytes: 2048, MaxTokens: 32, StreamShare: 0.5}
+	var mix []string
+	var results string
+	cmd := &cobra.Command{
+		Use:          "loadgen --target URL --rate N --duration D",
+		Short:        "Open-loop inference load with a mix of objectives",
+		SilenceUsage: true,
+		Args:         cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, m := range mix {
+				// name=objective:share, e.g. Critical=critical-chat:0.2
+				name, rest, ok := strings.Cut(m, "=")
+				objective, share, ok2 := strings.Cut(rest, ":")
+				f, err := strconv.ParseFloat(share, 64)
+				if !ok || !ok2 || err != nil || f <= 0 {
+					return fmt.Errorf("--class %q: want NAME=OBJECTIVE:SHARE, e.g. Critical=critical-chat:0.2", m)
+				}
+				o.Classes = append(o.Classes, loadgen.Class{Name: name, Objective: objective, Share: f})
+			}
+			rs, err := loadgen.Run(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			if results != "" {
+				f, err := os.Create(results)
+				if err != nil {
+					return err
+				}
+				enc := json.NewEncoder(f)
+				for _, r := range rs {
+					_ = enc.Encode(r)
+				}
+				if err := f.Close(); err != nil {
+					return err
+				}
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "  ")
+			return enc.Encode(loadgen.Summarize(rs))
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Target, "target", "http://127.0.1.1:8080", "gateway base URL")
+	f.Float64Var(&o.Rate, "rate", 10, "mean arrivals per second")
+	f.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to send")
+	f.StringArrayVar(&mix, "class", []string{"Standard=:1"}, "traffic class NAME=OBJECTIVE:SHARE (repeatable)")
+	f.StringVar(&o.Model, "model", o.Model, "model of every request")
+	f.IntVar(&o.Prefixes, "prefixes", o.Prefixes, "distinct shared prompt prefixes")
+	f.IntVar(&o.PrefixBytes, "prefix-bytes", o.PrefixBytes, "length of each shared prefix")
+	f.IntVar(&o.MaxTokens, "max-tokens", o.MaxTokens, "max_tokens of every request")
+	f.Float64Var(&o.StreamShare, "stream-share", o.StreamShare, "fraction of streamed requests")
+	f.IntVar(&o.MaxInFlight, "max-in-flight", 1024, "concurrent requests at most")
+	f.StringVar(&results, "results", "", "file to write every request's result to, as JSON lines")
+	return cmd
+}
