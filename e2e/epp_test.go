@@ -1,0 +1,119 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spillway-io/spillway/e2e/localfleet"
+)
+
+// TestSheddingUnderSaturation drives a real fleet (simulator, spoke with EPP, gateway processes)
+// into saturation: sheddable requests get 429 with Retry-After, critical ones are still routed.
+func TestSheddingUnderSaturation(t *testing.T) {
+	bin := bins(t)
+	o := localfleet.Options{BinDir: bin, WorkDir: t.TempDir(), HubGRPC: "127.0.30.1:18570", HubHTTP: "127.0.30.1:18571", LeaseTTL: 5 * time.Second,
+		SimArgs: []string{"--max-num-seqs", "1", "--decode-latency", "20ms"}}
+	r := localfleet.Region{Name: "solo", Cluster: "solo-1", SpokeHTTP: "127.0.30.1:18581", EPP: "127.0.30.1:19002", Gateway: "127.0.30.1:18080",
+		Endpoints: []string{"127.0.31.1:8000", "127.0.31.2:8000"}}
+	o.Regions = []localfleet.Region{r}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	f, err := localfleet.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop()
+	if err := f.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	gw := "http://" + r.Gateway
+	post := func(ctx context.Context, objective string, maxTokens int) (*http.Response, error) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gw+"/v1/completions",
+			strings.NewReader(fmt.Sprintf(`{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"p","max_tokens":%d}`, maxTokens)))
+		req.Header.Set("x-gateway-inference-objective", objective)
+		return http.DefaultClient.Do(req)
+	}
+
+	// With headroom, sheddable traffic is served.
+	resp, err := post(ctx, "batch", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("sheddable request on an idle pool: %d", resp.StatusCode)
+	}
+
+	// Fill both endpoints: one running and a queue of at least 5 each.
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range 14 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp, err := post(loadCtx, "critical", 200); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	defer func() { stopLoad(); wg.Wait() }()
+
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := post(ctx, "batch", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 429 {
+			if resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "sheddable") {
+				t.Fatalf("429 without Retry-After or reason: %v %s", resp.Header, body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sheddable requests never shed under saturation (last %d %s)", resp.StatusCode, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// A critical request is admitted while saturated: the EPP routes it (it waits in a queue).
+	before := eppRouted(t, r.SpokeHTTP, "critical")
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	go func() {
+		if resp, err := post(probeCtx, "critical", 1); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	waitFor(t, 10*time.Second, "the critical probe is routed", func() bool { return eppRouted(t, r.SpokeHTTP, "critical") > before })
+	stopProbe()
+}
+
+// eppRouted reads spillway_epp_requests_total{objective, result="routed"} from a spoke.
+func eppRouted(t *testing.T, spokeHTTP, objective string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + spokeHTTP + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	page, _ := io.ReadAll(resp.Body)
+	var total float64
+	for _, line := range strings.Split(string(page), "\n") {
+		if strings.HasPrefix(line, "spillway_epp_requests_total{") && strings.Contains(line, `objective="`+objective+`"`) && strings.Contains(line, `result="routed"`) {
+			var v float64
+			if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err == nil {
+				total += v
+			}
+		}
+	}
+	return total
+}
