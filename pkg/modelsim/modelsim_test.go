@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
 	"github.com/spillway-io/spillway/pkg/modelsim"
 )
@@ -171,8 +174,21 @@ func TestMetricsFollowLoad(t *testing.T) {
 		t.Fatalf("idle metrics %+v", idle)
 	}
 	// A real vLLM v0.19 page is ~57 KB; the simulator's must cost about as much to scrape.
-	if size < 40_000 {
-		t.Fatalf("metrics page is %d bytes, want a vLLM-sized page (>= 40 KB)", size)
+	if size < 50_000 {
+		t.Fatalf("metrics page is %d bytes, want a vLLM-sized page (>= 50 KB)", size)
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := tp.TextToMetricFamilies(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatalf("the whole page must parse as Prometheus text: %v", err)
+	}
+	if len(fams) < 80 || fams["vllm:time_to_first_token_seconds"].GetType().String() != "HISTOGRAM" {
+		t.Fatalf("page has %d families; want vLLM's ~90 with histograms", len(fams))
 	}
 
 	// Six requests on two slots: two run, four wait, and their prompts hold KV-cache blocks.
@@ -202,7 +218,7 @@ func TestMetricsFollowLoad(t *testing.T) {
 	if after.Running != 0 || after.WaitingQueue != 0 || after.KVCacheUsage != 0 {
 		t.Fatalf("after load: %+v", after)
 	}
-	resp, err := http.Get("http://" + addr + "/metrics")
+	resp, err = http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,5 +345,22 @@ func TestManyEndpointsInOneProcess(t *testing.T) {
 	// A second bind of an address in use is refused before anything is served.
 	if _, err := modelsim.Listen([]string{ls[0].Addr().String()}); err == nil {
 		t.Fatal("binding an address in use succeeded")
+	}
+}
+
+// BenchmarkMetricsPage measures one scrape of a simulator's /metrics page over loopback HTTP.
+func BenchmarkMetricsPage(b *testing.B) {
+	t := &testing.T{}
+	addr := serve(t, modelsim.DefaultConfig())
+	c := &http.Client{}
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		resp, err := c.Get("http://" + addr + "/metrics")
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, _ := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		b.SetBytes(n)
 	}
 }

@@ -6,12 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // maxBodyBytes bounds a request body.
@@ -36,7 +33,7 @@ func NewServer(e *Engine, address string) *Server {
 	s.mux.HandleFunc("POST /v1/chat/completions", s.chatCompletions)
 	s.mux.HandleFunc("GET /v1/models", s.models)
 	s.mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(e.metrics.reg, promhttp.HandlerOpts{DisableCompression: true}))
+	s.mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) { e.metrics.serve(e, w) })
 	return s
 }
 
@@ -46,14 +43,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	rw.Header().Set(EndpointHeader, s.address)
 	s.mux.ServeHTTP(rw, r)
-	switch r.URL.Path { // fixed handler names only: a label never takes a client's arbitrary path
-	case "/v1/completions", "/v1/chat/completions", "/v1/models":
-		s.engine.metrics.httpRequests.WithLabelValues(r.URL.Path, r.Method, strconv.Itoa(rw.status/100)+"xx").Inc()
-		d := time.Since(start).Seconds()
-		s.engine.metrics.httpDuration.Observe(d)
-		s.engine.metrics.httpHandlerDuration.WithLabelValues(r.URL.Path, r.Method).Observe(d)
-		s.engine.metrics.httpRequestSize.WithLabelValues(r.URL.Path).Observe(float64(max(r.ContentLength, 0)))
-		s.engine.metrics.httpResponseSize.WithLabelValues(r.URL.Path).Observe(float64(rw.bytes))
+	if rw.status/100 == 2 { // the page has series for successful requests of the API handlers only
+		s.engine.metrics.http(r.URL.Path, time.Since(start).Seconds(), int(max(r.ContentLength, 0)), rw.bytes)
 	}
 }
 

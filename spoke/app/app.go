@@ -79,7 +79,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Zone, "zone", o.Zone, "this cluster's zone")
 	fs.StringVar(&o.ClusterSet, "cluster-set", o.ClusterSet, "the ClusterSet this cluster belongs to")
 	fs.StringVar(&o.GatewayAddress, "gateway-address", o.GatewayAddress, "host:port where other clusters reach this cluster's inference gateway")
-	fs.StringVar(&o.HubAddress, "hub-address", o.HubAddress, "host:port of the hub's gRPC address")
+	fs.StringVar(&o.HubAddress, "hub-address", o.HubAddress, "host:port of the hub's gRPC address (empty: standalone, no hub)")
 	fs.StringVar(&o.PoolsFile, "pools-file", o.PoolsFile, "YAML file listing the cluster's pools and endpoints (the static source)")
 	fs.DurationVar(&o.PoolsReload, "pools-reload", o.PoolsReload, "how often to check --pools-file for changes (0: never)")
 	fs.StringVar(&o.HTTPAddress, "http-address", o.HTTPAddress, "host:port of /metrics, /healthz and /readyz")
@@ -110,10 +110,11 @@ func (o *Options) Validate() error {
 	if o.PoolsFile == "" {
 		errs = append(errs, errors.New("--pools-file is required (the Kubernetes source is not built yet)"))
 	}
-	for name, addr := range map[string]string{"--hub-address": o.HubAddress, "--http-address": o.HTTPAddress} {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			errs = append(errs, fmt.Errorf("%s %q: want host:port", name, addr))
-		}
+	if _, _, err := net.SplitHostPort(o.HTTPAddress); err != nil {
+		errs = append(errs, fmt.Errorf("--http-address %q: want host:port", o.HTTPAddress))
+	}
+	if _, _, err := net.SplitHostPort(o.HubAddress); err != nil && o.HubAddress != "" {
+		errs = append(errs, fmt.Errorf("--hub-address %q: want host:port", o.HubAddress))
 	}
 	if o.EPPAddress != "" {
 		if _, _, err := net.SplitHostPort(o.EPPAddress); err != nil {
@@ -273,7 +274,9 @@ func Run(ctx context.Context, cfg *Config) error {
 	}
 	g.Go(func() error { return cfg.Source.Run(gctx) })
 	g.Go(func() error { return scraper.Run(gctx) })
-	g.Go(func() error { return client.Run(gctx) })
+	if cfg.HubAddress != "" {
+		g.Go(func() error { return client.Run(gctx) })
+	}
 	g.Go(func() error { return reconcile(gctx, cfg, scraper, client, ds, picker, m) })
 	g.Go(func() error { return serve.HTTP(gctx, httpL, serve.HTTPMux(reg, nil)) })
 	err = g.Wait()

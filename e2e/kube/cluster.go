@@ -1,0 +1,234 @@
+// Package kube starts real Kubernetes API servers for tests and benchmarks: one etcd and one
+// kube-apiserver process per simulated cluster, built from the Go module proxy by
+// hack/k8s-bins.sh, with TLS certificates generated at start, a static admin token and RBAC on.
+// There is no kubelet: tests create Pods through the API and set their status (podIP, Ready)
+// themselves, as kwok does.
+package kube
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spillway-io/spillway/e2e/localfleet"
+)
+
+// Bins are the paths of the binaries a cluster runs.
+type Bins struct {
+	APIServer, Etcd string
+}
+
+// FindBins returns the binaries in SPILLWAY_K8S_BIN_DIR, or builds (or reuses the cache of)
+// hack/k8s-bins.sh from the repository at root.
+func FindBins(root string) (Bins, error) {
+	dir := os.Getenv("SPILLWAY_K8S_BIN_DIR")
+	if dir == "" {
+		cmd := exec.Command("bash", filepath.Join(root, "hack", "k8s-bins.sh"))
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		if err != nil {
+			return Bins{}, fmt.Errorf("hack/k8s-bins.sh: %w", err)
+		}
+		dir = strings.TrimSpace(string(out))
+	}
+	b := Bins{APIServer: filepath.Join(dir, "kube-apiserver"), Etcd: filepath.Join(dir, "etcd")}
+	for _, p := range []string{b.APIServer, b.Etcd} {
+		if _, err := os.Stat(p); err != nil {
+			return Bins{}, fmt.Errorf("kubernetes test binaries: %w", err)
+		}
+	}
+	return b, nil
+}
+
+// Cluster is a running API server with its etcd.
+type Cluster struct {
+	Name string
+	Dir  string
+	// Host is the API server's URL, Token the admin bearer token, CA the serving CA (PEM).
+	Host       string
+	Token      string
+	CA         []byte
+	Kubeconfig string
+	etcd, api  *localfleet.Proc
+}
+
+// Start starts a cluster whose processes bind ip (a loopback address), in dir.
+func Start(ctx context.Context, bins Bins, dir, name, ip string) (*Cluster, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	addr := net.ParseIP(ip)
+	if addr == nil {
+		return nil, fmt.Errorf("bind address %q is not an IP", ip)
+	}
+	if err := writeCerts(dir, []net.IP{addr, net.ParseIP("127.0.0.1")}); err != nil {
+		return nil, fmt.Errorf("certificates: %w", err)
+	}
+	ports, err := freePorts(ip, 3)
+	if err != nil {
+		return nil, err
+	}
+	c := &Cluster{Name: name, Dir: dir, Token: "spillway-admin-" + name}
+	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(c.Token+",admin,admin-uid,system:masters\n"), 0o600); err != nil {
+		return nil, err
+	}
+	etcdURL := "http://" + net.JoinHostPort(ip, strconv.Itoa(ports[0]))
+	peerURL := "http://" + net.JoinHostPort(ip, strconv.Itoa(ports[1]))
+	c.etcd, err = localfleet.StartProc(dir, "etcd", bins.Etcd,
+		"--name", "default", "--data-dir", filepath.Join(dir, "etcd-data"),
+		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
+		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
+		"--initial-cluster", "default="+peerURL, "--log-level", "error",
+		"--unsafe-no-fsync")
+	if err != nil {
+		return nil, err
+	}
+	c.Host = "https://" + net.JoinHostPort(ip, strconv.Itoa(ports[2]))
+	c.api, err = localfleet.StartProc(dir, "kube-apiserver", bins.APIServer,
+		"--etcd-servers", etcdURL,
+		"--bind-address", ip, "--advertise-address", ip, "--secure-port", strconv.Itoa(ports[2]),
+		"--tls-cert-file", filepath.Join(dir, "server.crt"), "--tls-private-key-file", filepath.Join(dir, "server.key"),
+		"--client-ca-file", filepath.Join(dir, "ca.crt"),
+		"--token-auth-file", filepath.Join(dir, "tokens.csv"),
+		"--authorization-mode", "RBAC",
+		"--service-account-issuer", "https://kubernetes.default.svc",
+		"--service-account-key-file", filepath.Join(dir, "sa.pub"),
+		"--service-account-signing-key-file", filepath.Join(dir, "sa.key"),
+		"--service-cluster-ip-range", "10.96.0.0/24",
+		// Required when advertising a loopback address: the default reconciler refuses it.
+		"--endpoint-reconciler-type", "none",
+		// No controller manager runs to create default service accounts.
+		"--disable-admission-plugins", "ServiceAccount",
+		"--profiling=false", "--v=0")
+	if err != nil {
+		c.Stop()
+		return nil, err
+	}
+	if c.CA, err = os.ReadFile(filepath.Join(dir, "ca.crt")); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	if err := c.waitReady(ctx); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	c.Kubeconfig = filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(c.Kubeconfig, []byte(c.kubeconfig()), 0o600); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cluster) kubeconfig() string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters:
+- name: %[1]s
+  cluster: {server: %[2]s, certificate-authority-data: %[3]s}
+users:
+- name: admin
+  user: {token: %[4]s}
+contexts:
+- name: %[1]s
+  context: {cluster: %[1]s, user: admin}
+current-context: %[1]s
+`, c.Name, c.Host, base64.StdEncoding.EncodeToString(c.CA), c.Token)
+}
+
+// HTTPClient returns a client that trusts the cluster's CA.
+func (c *Cluster) HTTPClient() *http.Client {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(c.CA)
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
+
+func (c *Cluster) waitReady(ctx context.Context) error {
+	client := c.HTTPClient()
+	deadline := time.Now().Add(90 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		for _, p := range []*localfleet.Proc{c.etcd, c.api} {
+			select {
+			case <-p.Done():
+				log, _ := os.ReadFile(p.LogPath)
+				return fmt.Errorf("%s exited during start-up: %v\n%s", p.Name, p.Err(), tail(log, 2000))
+			default:
+			}
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.Host+"/readyz", nil)
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("readyz: HTTP %d", resp.StatusCode)
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("API server %s not ready after 90s: %w", c.Name, last)
+}
+
+// Stop stops the API server, then etcd.
+func (c *Cluster) Stop() {
+	if c.api != nil {
+		_ = c.api.Stop(15 * time.Second)
+	}
+	if c.etcd != nil {
+		_ = c.etcd.Stop(10 * time.Second)
+	}
+}
+
+// Kubectl runs kubectl against the cluster.
+func (c *Cluster) Kubectl(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", c.Kubeconfig}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("kubectl %s: %w\n%s", strings.Join(args, " "), err, out)
+	}
+	return out, nil
+}
+
+func freePorts(ip string, n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var out []int
+	for range n {
+		l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().(*net.TCPAddr).Port)
+	}
+	return out, nil
+}
+
+func tail(b []byte, n int) string {
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
