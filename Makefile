@@ -28,6 +28,7 @@ build: ## Build every binary into bin/.
 	$(GO) build -o $(BIN)/fleet ./e2e/cmd/fleet
 	$(GO) build -o $(BIN)/gateway ./e2e/cmd/gateway
 	$(GO) build -o $(BIN)/loadgen ./e2e/cmd/loadgen
+	$(GO) build -o $(BIN)/eppbench ./e2e/cmd/eppbench
 
 .PHONY: demo
 demo: build ## Run a whole local fleet: hub, three regional spokes, simulators (DEMO_DURATION=30s to stop by itself).
@@ -36,6 +37,18 @@ demo: build ## Run a whole local fleet: hub, three regional spokes, simulators (
 .PHONY: test
 test: build ## Run the whole test suite (unit, integration over real etcd/gRPC, e2e with real processes).
 	SPILLWAY_BIN_DIR=$(BIN) $(GO) test $(TEST_FLAGS) ./...
+
+.PHONY: k8s-bins
+k8s-bins: ## Build (or reuse from the cache) kube-apiserver, etcd and etcdctl for tests.
+	bash hack/k8s-bins.sh
+
+.PHONY: bench-epp
+bench-epp: ## Benchmark the EPP against GIE v1.5.0's EPP (root: uses a network namespace).
+	bash hack/bench-epp.sh $(BENCH_ARGS)
+
+.PHONY: bench
+bench: ## Go benchmarks (scheduler, simulator page) with allocations.
+	$(GO) test -run '^$$' -bench . -benchmem ./pkg/...
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME (default 20s) each.

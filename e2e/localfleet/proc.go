@@ -23,12 +23,20 @@ type Proc struct {
 
 // StartProc starts bin with args, logging to dir/name.log.
 func StartProc(dir, name, bin string, args ...string) (*Proc, error) {
+	return StartProcEnv(dir, name, bin, nil, args...)
+}
+
+// StartProcEnv is StartProc with extra environment variables (KEY=value).
+func StartProcEnv(dir, name, bin string, env []string, args ...string) (*Proc, error) {
 	logPath := filepath.Join(dir, name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

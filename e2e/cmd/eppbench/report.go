@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+)
+
+const (
+	beginMarker = "<!-- epp-benchmark:begin (written by make bench-epp) -->"
+	endMarker   = "<!-- epp-benchmark:end -->"
+)
+
+// markdown renders the report as the EPP section of docs/benchmarks.md.
+func (r *report) markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Run %s on %s, with `%s`. Ratios are Spillway ÷ GIE (lower is better).\n\n", r.Date, r.Machine, r.Command)
+	fmt.Fprintf(&b, "A do-nothing ext_proc server answers the same client in %.3f ms (p50): the floor of every latency below.\n\n", r.BaselineP50)
+	b.WriteString("| endpoints | scrape | p50 ms (S / GIE) | p99 ms (S / GIE) | p99 ratio | 16-way p99 ms (S / GIE) | 16-way p99 ratio | CPU s per 1k req (S / GIE) | ratio | idle CPU cores (S / GIE) | ratio | peak RSS MiB (S / GIE) |\n")
+	b.WriteString("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, x := range r.Rows {
+		fmt.Fprintf(&b, "| %d | %s | %.3f / %.3f | %.3f / %.3f | **%.2f** | %.3f / %.3f | **%.2f** | %.3f / %.3f | **%.2f** | %.3f / %.3f | **%.2f** | %.0f / %.0f |\n",
+			x.Endpoints, x.Spillway.ScrapeEach, x.Spillway.P50ms, x.GIE.P50ms, x.Spillway.P99ms, x.GIE.P99ms, x.P99Ratio,
+			x.Spillway.ConcP99ms, x.GIE.ConcP99ms, x.ConcP99Ratio,
+			x.Spillway.CPUPer1k, x.GIE.CPUPer1k, x.CPUPer1kRatio, x.Spillway.IdleCores, x.GIE.IdleCores, x.IdleCPURatio,
+			x.Spillway.RSSMiB, x.GIE.RSSMiB)
+	}
+	q := r.Quality
+	if q.Endpoints > 0 {
+		fmt.Fprintf(&b, "\nRouting quality: %d endpoints, %.0f streamed requests/s for the run, 8 shared 4 KB prefixes, through the same gateway.\n\n", q.Endpoints, q.Rate)
+		b.WriteString("| EPP | requests | succeeded | TTFT p50 ms | TTFT p99 ms | prefix-cache hit rate |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
+		for _, s := range []struct {
+			name string
+			m    qualityMeasurement
+		}{{"Spillway", q.Spillway}, {"GIE v1.5.0", q.GIE}} {
+			fmt.Fprintf(&b, "| %s | %d | %d | %.1f | %.1f | %.3f |\n", s.name, s.m.Requests, s.m.Succeeded, s.m.TTFTp50ms, s.m.TTFTp99ms, s.m.PrefixHitRate)
+		}
+	}
+	return b.String()
+}
+
+// updateDoc replaces the marked section of a markdown file with the report.
+func updateDoc(path string, r *report) error {
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	s := string(doc)
+	i, j := strings.Index(s, beginMarker), strings.Index(s, endMarker)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s has no %q … %q section", path, beginMarker, endMarker)
+	}
+	s = s[:i+len(beginMarker)] + "\n" + r.markdown() + s[j:]
+	return os.WriteFile(path, []byte(s), 0o644)
+}
