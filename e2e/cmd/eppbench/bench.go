@@ -653,4 +653,3 @@ func machine() string {
 	cores := strings.Count(string(b), "processor\t:")
 	return fmt.Sprintf("%d cores, %s", cores, model)
 }
-
