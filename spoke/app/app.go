@@ -257,6 +257,9 @@ func Run(ctx context.Context, cfg *Config) error {
 		eppGRPC = grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
 		extprocv3.RegisterExternalProcessorServer(eppGRPC, picker)
 		hs := health.NewServer()
+		for _, svc := range []string{"liveness", "readiness", extprocv3.ExternalProcessor_ServiceDesc.ServiceName} {
+			hs.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
+		}
 		healthpb.RegisterHealthServer(eppGRPC, hs)
 		defer hs.Shutdown()
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/spillway-io/spillway/pkg/epp/prefix"
@@ -120,8 +121,13 @@ func (s *Scheduler) Pick(req *Request, eps []Endpoint) []string {
 		return nil
 	}
 	req.hashes = s.prefix.Hashes(req.hashes[:0], req.Model, req.Prompt)
-	total := make([]float64, n)
-	scores := make([]float64, n)
+	buf := scratch.Get().(*[]float64)
+	if cap(*buf) < 2*n {
+		*buf = make([]float64, 2*n)
+	}
+	total, scores := (*buf)[:n], (*buf)[n:2*n]
+	clear(total)
+	defer scratch.Put(buf)
 	for _, w := range s.weights {
 		clear(scores)
 		w.Scorer.Score(req, eps, scores)
@@ -159,6 +165,9 @@ func (s *Scheduler) Pick(req *Request, eps []Endpoint) []string {
 	s.prefix.Add(out[0], req.hashes)
 	return out
 }
+
+// scratch holds the per-pick score buffers.
+var scratch = sync.Pool{New: func() any { return new([]float64) }}
 
 // queueScorer prefers short waiting queues: (max − q) / (max − min) over the candidates, 1 for all
 // when every queue is equal.
@@ -201,16 +210,25 @@ func (p prefixScorer) Score(req *Request, eps []Endpoint, scores []float64) {
 	if len(req.hashes) == 0 {
 		return
 	}
-	idx := make(map[string]int, len(eps))
-	for i, e := range eps {
-		idx[e.Address] = i
+	type hit struct {
+		addr   string
+		blocks int
+	}
+	var hits []hit
+	p.ix.Match(req.hashes, func(addr string, blocks int) { hits = append(hits, hit{addr, blocks}) })
+	if len(hits) == 0 {
+		return
 	}
 	total := float64(len(req.hashes))
-	p.ix.Match(req.hashes, func(addr string, blocks int) {
-		if i, ok := idx[addr]; ok {
-			scores[i] = float64(blocks) / total
+	// Few endpoints hold a prefix: scanning for them beats indexing every candidate.
+	for _, h := range hits {
+		for i := range eps {
+			if eps[i].Address == h.addr {
+				scores[i] = float64(h.blocks) / total
+				break
+			}
 		}
-	})
+	}
 }
 
 // loraScorer follows GIE's lora-affinity-scorer: an endpoint already running the requested
