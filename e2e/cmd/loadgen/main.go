@@ -3,28 +3,20 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/spillway-io/spillway/e2e/loadgen"
+	"github.com/spillway-io/spillway/pkg/cli"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := newCommand().ExecuteContext(ctx); err != nil {
-		os.Exit(1)
-	}
-}
+func main() { cli.Main(newCommand()) }
 
 func newCommand() *cobra.Command {
 	o := loadgen.Options{Model: "meta-llama/Llama-3.1-8B-Instruct", Prefixes: 4, PrefixBytes: 2048, MaxTokens: 32, StreamShare: 0.5}

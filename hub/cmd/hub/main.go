@@ -2,18 +2,8 @@
 package main
 
 import (
-	"context"
-	"os"
-	"os/signal"
-	"syscall"
-
 	"github.com/spillway-io/spillway/hub/app"
+	"github.com/spillway-io/spillway/pkg/cli"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := app.NewCommand().ExecuteContext(ctx); err != nil {
-		os.Exit(1)
-	}
-}
+func main() { cli.Main(app.NewCommand()) }
