@@ -35,8 +35,10 @@ demo: build ## Run a whole local fleet: hub, three regional spokes, simulators (
 	$(BIN)/fleet --bin-dir $(BIN) $(if $(DEMO_DURATION),--duration $(DEMO_DURATION),)
 
 .PHONY: test
-test: build ## Run the whole test suite (unit, integration over real etcd/gRPC, e2e with real processes).
-	SPILLWAY_BIN_DIR=$(BIN) $(GO) test $(TEST_FLAGS) ./...
+test: build ## Run the whole test suite (unit, real etcd/gRPC/kube-apiserver, e2e with real processes).
+	@k8s=$$(bash hack/k8s-bins.sh) && \
+	  echo "SPILLWAY_BIN_DIR=$(BIN) SPILLWAY_K8S_BIN_DIR=$$k8s $(GO) test $(TEST_FLAGS) ./..." && \
+	  SPILLWAY_BIN_DIR=$(BIN) SPILLWAY_K8S_BIN_DIR=$$k8s $(GO) test $(TEST_FLAGS) ./...
 
 .PHONY: k8s-bins
 k8s-bins: ## Build (or reuse from the cache) kube-apiserver, etcd and etcdctl for tests.

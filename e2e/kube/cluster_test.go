@@ -1,0 +1,53 @@
+package kube
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestClusterServesTheAPI starts a real etcd and kube-apiserver, and uses them as tests will:
+// RBAC is on (an unauthenticated request is refused), a Pod is created through the API and its
+// status set by the test, as kwok does.
+func TestClusterServesTheAPI(t *testing.T) {
+	bins, err := FindBins("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c, err := Start(ctx, bins, t.TempDir(), "test", "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+
+	resp, err := c.HTTPClient().Get(c.Host + "/api/v1/namespaces")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 && resp.StatusCode != 403 {
+		t.Fatalf("anonymous list of namespaces: HTTP %d, want 401 or 403", resp.StatusCode)
+	}
+	if _, err := c.Kubectl(ctx, "create", "namespace", "demo"); err != nil {
+		t.Fatal(err)
+	}
+	pod := `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"vllm-0","namespace":"demo","labels":{"app":"vllm"}},
+"spec":{"nodeName":"n","containers":[{"name":"vllm","image":"vllm"}]}}`
+	if _, err := c.KubectlStdin(ctx, pod, "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Kubectl(ctx, "-n", "demo", "patch", "pod", "vllm-0", "--subresource=status", "--type=merge", "-p",
+		`{"status":{"phase":"Running","podIP":"127.0.5.1","podIPs":[{"ip":"127.0.5.1"}],"conditions":[{"type":"Ready","status":"True"}]}}`); err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.Kubectl(ctx, "-n", "demo", "get", "pod", "vllm-0", "-o", "jsonpath={.status.podIP} {.status.conditions[0].status}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(out)) != "127.0.5.1 True" {
+		t.Fatalf("pod status %q", out)
+	}
+}
