@@ -3,7 +3,7 @@
 #
 # `go install k8s.io/kubernetes/cmd/kube-apiserver@v1.37.2` is refused because k8s.io/kubernetes
 # replaces its staging modules with local paths; a scratch module that requires it and maps every
-# staging module to its published v0.x version builds it. Cold: about 5 minutes on 2 cores.
+# staging module to its published v0.x version builds it. Cold: 8 to 10 minutes on 2 cores.
 # Prints the directory holding the binaries.
 set -euo pipefail
 
@@ -72,7 +72,7 @@ GO
 
 echo "resolving modules (k8s.io/kubernetes $K8S_VERSION, etcd $ETCD_VERSION)..." >&2
 go mod tidy >&2
-echo "building kube-apiserver, etcd and etcdctl into $BIN (about 5 minutes cold)..." >&2
+echo "building kube-apiserver, etcd and etcdctl into $BIN (8 to 10 minutes cold)..." >&2
 go build -o "$BIN/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
 go build -o "$BIN/etcd" ./etcd
 go build -o "$BIN/etcdctl" go.etcd.io/etcd/etcdctl/v3
