@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -92,6 +93,14 @@ type Server struct {
 
 	admitted atomic.Uint64
 	shed     atomic.Uint64
+	// buffers recycles the per-request endpoint slices: a pool of 1,000 endpoints would otherwise
+	// allocate hundreds of kilobytes per request.
+	buffers sync.Pool
+}
+
+type buffers struct {
+	eps   []Endpoint
+	cands []scheduler.Endpoint
 }
 
 // New returns a server.
@@ -120,6 +129,7 @@ func New(o Options) (*Server, error) {
 		known[a] = true
 	}
 	return &Server{
+		buffers:   sync.Pool{New: func() any { return new(buffers) }},
 		pool:      o.Pool,
 		cfg:       o.Settings,
 		ds:        o.Datastore,
@@ -174,6 +184,9 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 		switch r := req.GetRequest().(type) {
 		case *extprocv3.ProcessingRequest_RequestHeaders:
 			x.headers = headerMap(r.RequestHeaders.GetHeaders())
+			if n, err := strconv.Atoi(x.headers["content-length"]); err == nil && n > 0 && n <= s.cfg.MaxBodyBytes {
+				x.body = make([]byte, 0, n)
+			}
 			x.subset, x.hasSubset = subsetHint(req.GetMetadataContext())
 			x.objective = x.headers[ObjectiveHeader]
 			switch {
@@ -274,14 +287,17 @@ func (s *Server) route(x *exchange) []*extprocv3.ProcessingResponse {
 	x.objective = objective
 
 	target := s.targetModel(req.Model)
-	eps, _ := s.ds.Endpoints(s.pool, nil)
-	cands := s.candidates(eps, x, target)
+	bufs := s.buffers.Get().(*buffers)
+	defer s.buffers.Put(bufs)
+	bufs.eps, _ = s.ds.Endpoints(s.pool, bufs.eps[:0])
+	cands := s.candidates(bufs.cands[:0], bufs.eps, x, target)
 	if len(cands) == 0 && req.Model != "" {
 		if r, ok := s.cfg.Models[req.Model]; ok && r.Fallback != "" && r.Fallback != target {
 			target = r.Fallback
-			cands = s.candidates(eps, x, target)
+			cands = s.candidates(cands[:0], bufs.eps, x, target)
 		}
 	}
+	bufs.cands = cands
 	x.model = s.modelLabel(target)
 	if len(cands) == 0 {
 		s.metrics.result(objective, x.model, resultNoEndpoints)
@@ -367,9 +383,8 @@ func (s *Server) targetModel(model string) string {
 	return r.Targets[len(r.Targets)-1].Model
 }
 
-// candidates are the ready endpoints in the gateway's subset that serve the model.
-func (s *Server) candidates(eps []Endpoint, x *exchange, model string) []scheduler.Endpoint {
-	out := make([]scheduler.Endpoint, 0, len(eps))
+// candidates appends the ready endpoints in the gateway's subset that serve the model to out.
+func (s *Server) candidates(out []scheduler.Endpoint, eps []Endpoint, x *exchange, model string) []scheduler.Endpoint {
 	for _, e := range eps {
 		if !e.Ready || (x.hasSubset && !slices.Contains(x.subset, e.Address)) {
 			continue

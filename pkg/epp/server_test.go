@@ -404,3 +404,24 @@ func TestBrokenStreamsLeakNothing(t *testing.T) {
 	}
 	// goleak in TestMain checks that every Process handler returned.
 }
+
+// BenchmarkRequestPhase is one request phase over real gRPC on loopback, as eppbench drives it.
+func BenchmarkRequestPhase(b *testing.B) {
+	t := &testing.T{}
+	var eps []epp.Endpoint
+	for i := range 100 {
+		eps = append(eps, ep(fmt.Sprintf("10.0.%d.%d:8000", i/250, i%250), modelmetrics.Metrics{WaitingQueue: i % 5}))
+	}
+	h := start(t, "", eps...)
+	prefix := strings.Repeat("You are a benchmark assistant. ", 70)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		body := fmt.Sprintf(`{"model":"m","messages":[{"role":"system","content":%q},{"role":"user","content":"q %d"}]}`, prefix, i)
+		call, d, err := h.client.Request(context.Background(), hdrs("/v1/chat/completions"), []byte(body), nil)
+		if err != nil || d.Immediate != nil {
+			b.Fatal(err, d)
+		}
+		call.Close()
+	}
+}

@@ -193,7 +193,8 @@ func (p *Parser) Parse(page []byte) (Metrics, error) {
 	return m, nil
 }
 
-// filter copies the lines of wanted families (samples, HELP and TYPE) into p.buf.
+// filter copies the sample lines of wanted families into p.buf; comments are left out (the
+// parser reads the samples as untyped, which is all routing needs).
 func (p *Parser) filter(page []byte) {
 	for len(page) > 0 {
 		line := page
@@ -202,15 +203,10 @@ func (p *Parser) filter(page []byte) {
 		} else {
 			page = nil
 		}
-		name := line
-		if bytes.HasPrefix(line, []byte("# HELP ")) || bytes.HasPrefix(line, []byte("# TYPE ")) {
-			name = line[7:]
-		} else if len(line) > 0 && line[0] == '#' {
+		if len(line) == 0 || line[0] == '#' {
 			continue
 		}
-		if i := bytes.IndexAny(name, "{ \t\n"); i >= 0 {
-			name = name[:i]
-		}
+		name := line[:nameEnd(line)]
 		if p.wanted[string(name)] {
 			p.buf.Write(line)
 			if line[len(line)-1] != '\n' {
@@ -218,6 +214,17 @@ func (p *Parser) filter(page []byte) {
 			}
 		}
 	}
+}
+
+// nameEnd returns the length of the metric name at the start of b.
+func nameEnd(b []byte) int {
+	for i, c := range b {
+		switch c {
+		case '{', ' ', '\t', '\n', '\r':
+			return i
+		}
+	}
+	return len(b)
 }
 
 // value combines the series of a selector: max within a data-parallel rank, then the sum across

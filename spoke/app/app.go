@@ -55,6 +55,7 @@ type Options struct {
 	EPPAddress     string
 	EPPPool        string
 	EPPConfig      string
+	EnablePprof    bool
 	Log            logging.Options
 }
 
@@ -91,6 +92,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.EPPAddress, "epp-address", o.EPPAddress, "host:port of the Endpoint Picker's ext_proc gRPC service (empty: no EPP)")
 	fs.StringVar(&o.EPPPool, "epp-pool", o.EPPPool, "namespace/name of the local pool the EPP serves (default: the first pool of the source)")
 	fs.StringVar(&o.EPPConfig, "epp-config", o.EPPConfig, "YAML file of the EPP's scorers, objectives and model routing (see docs/epp.md)")
+	fs.BoolVar(&o.EnablePprof, "enable-pprof", o.EnablePprof, "serve Go profiles at /debug/pprof/ on --http-address")
 	fs.StringVar(&o.Log.Level, "log-level", o.Log.Level, "debug, info, warn or error")
 	fs.StringVar(&o.Log.Format, "log-format", o.Log.Format, "text or json")
 }
@@ -281,7 +283,11 @@ func Run(ctx context.Context, cfg *Config) error {
 		g.Go(func() error { return client.Run(gctx) })
 	}
 	g.Go(func() error { return reconcile(gctx, cfg, scraper, client, ds, picker, m) })
-	g.Go(func() error { return serve.HTTP(gctx, httpL, serve.HTTPMux(reg, nil)) })
+	mux := serve.HTTPMux(reg, nil)
+	if cfg.EnablePprof {
+		serve.Pprof(mux)
+	}
+	g.Go(func() error { return serve.HTTP(gctx, httpL, mux) })
 	err = g.Wait()
 	log.Info("spoke stopped")
 	return err

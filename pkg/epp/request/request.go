@@ -43,41 +43,70 @@ type Request struct {
 }
 
 type body struct {
-	Model         *string          `json:"model"`
-	Prompt        json.RawMessage  `json:"prompt"`
-	Messages      []message        `json:"messages"`
-	Stream        bool             `json:"stream"`
-	StreamOptions *json.RawMessage `json:"stream_options"`
+	Model         *string         `json:"model"`
+	Prompt        json.RawMessage `json:"prompt"`
+	Messages      []message       `json:"messages"`
+	Stream        bool            `json:"stream"`
+	StreamOptions *struct {
+		IncludeUsage bool `json:"include_usage"`
+	} `json:"stream_options"`
 }
 
 type message struct {
-	Role    string          `json:"role"`
-	Content json.RawMessage `json:"content"`
+	Role    string  `json:"role"`
+	Content content `json:"content"`
+}
+
+// content is a message's text: a string, or a list of parts whose texts are joined. Decoding it
+// in place keeps a request to one pass over its bytes.
+type content struct {
+	text string
+	err  error
+}
+
+func (c *content) UnmarshalJSON(b []byte) error {
+	switch {
+	case len(b) >= 2 && b[0] == '"' && bytes.IndexByte(b, '\\') < 0:
+		// No escapes: the text is the bytes between the quotes (the decoder has validated them).
+		c.text = string(b[1 : len(b)-1])
+		return nil
+	case len(b) > 0 && b[0] == '"':
+		return json.Unmarshal(b, &c.text)
+	case string(b) == "null":
+		return nil // assistant messages with tool calls carry no content
+	}
+	var parts []struct {
+		Text string `json:"text"`
+	}
+	if err := json.Unmarshal(b, &parts); err != nil {
+		c.err = errors.New("must be a string or a list of content parts")
+		return nil // reported with the message's index
+	}
+	var sb strings.Builder
+	for _, p := range parts {
+		sb.WriteString(p.Text)
+	}
+	c.text = sb.String()
+	return nil
 }
 
 // Parse reads a body. path is the request's :path; when it names neither API, the body's fields
 // decide (messages → chat completions, prompt → completions).
 func Parse(path string, data []byte) (Request, error) {
 	var b body
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&b); err != nil {
+	if err := json.Unmarshal(data, &b); err != nil {
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) && strings.Contains(err.Error(), "after top-level value") {
+			return Request{}, fmt.Errorf("%w: trailing data after the JSON object", ErrInvalid)
+		}
 		return Request{}, fmt.Errorf("%w: not JSON: %v", ErrInvalid, err)
-	}
-	if len(bytes.TrimSpace(data[dec.InputOffset():])) > 0 {
-		return Request{}, fmt.Errorf("%w: trailing data after the JSON object", ErrInvalid)
 	}
 	if b.Model == nil || strings.TrimSpace(*b.Model) == "" {
 		return Request{}, fmt.Errorf("%w: \"model\" is required", ErrInvalid)
 	}
 	r := Request{Model: *b.Model, Stream: b.Stream}
 	if b.StreamOptions != nil {
-		var so struct {
-			IncludeUsage bool `json:"include_usage"`
-		}
-		if err := json.Unmarshal(*b.StreamOptions, &so); err != nil {
-			return Request{}, fmt.Errorf("%w: stream_options: %v", ErrInvalid, err)
-		}
-		r.IncludeUsage = so.IncludeUsage
+		r.IncludeUsage = b.StreamOptions.IncludeUsage
 	}
 	p := path
 	if i := strings.IndexByte(p, '?'); i >= 0 {
@@ -134,36 +163,15 @@ func chatPrompt(msgs []message) (string, error) {
 		if m.Role == "" {
 			return "", fmt.Errorf("%w: messages[%d].role is required", ErrInvalid, i)
 		}
+		if m.Content.err != nil {
+			return "", fmt.Errorf("%w: messages[%d].content: %v", ErrInvalid, i, m.Content.err)
+		}
 		b.WriteString(m.Role)
 		b.WriteString(": ")
-		if err := contentText(&b, m.Content); err != nil {
-			return "", fmt.Errorf("%w: messages[%d].content: %v", ErrInvalid, i, err)
-		}
+		b.WriteString(m.Content.text)
 		b.WriteByte('\n')
 	}
 	return b.String(), nil
-}
-
-func contentText(b *strings.Builder, raw json.RawMessage) error {
-	if len(raw) == 0 || string(raw) == "null" {
-		return nil // assistant messages with tool calls carry no content
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err == nil {
-		b.WriteString(s)
-		return nil
-	}
-	var parts []struct {
-		Type string `json:"type"`
-		Text string `json:"text"`
-	}
-	if err := json.Unmarshal(raw, &parts); err != nil {
-		return errors.New("must be a string or a list of content parts")
-	}
-	for _, p := range parts {
-		b.WriteString(p.Text)
-	}
-	return nil
 }
 
 // WithModel returns the body with its top-level "model" replaced. The other fields keep their

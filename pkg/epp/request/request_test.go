@@ -99,3 +99,15 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkParseChat(b *testing.B) {
+	body := []byte(`{"model":"meta-llama/Llama-3.1-8B-Instruct","max_tokens":16,"messages":[{"role":"system","content":"` +
+		strings.Repeat("You are a benchmark assistant. ", 70) + `"},{"role":"user","content":"question 1"}]}`)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(body)))
+	for i := 0; i < b.N; i++ {
+		if _, err := Parse("/v1/chat/completions", body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
