@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -128,7 +129,7 @@ func ParseEngine(s string) (Engine, error) {
 type Parser struct {
 	engine Engine
 	spec   engineSpec
-	wanted map[string]bool
+	wanted [][]byte
 	buf    bytes.Buffer
 	tp     expfmt.TextParser
 }
@@ -139,14 +140,14 @@ func NewParser(e Engine) (*Parser, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w %q", ErrUnknownEngine, e)
 	}
-	w := map[string]bool{spec.queue.family: true, spec.running.family: true}
-	for _, k := range spec.kv {
-		w[k.family] = true
-	}
-	for _, f := range []string{spec.lora, spec.cacheConfig} {
-		if f != "" {
-			w[f] = true
+	var w [][]byte
+	for _, f := range []string{spec.queue.family, spec.running.family, spec.lora, spec.cacheConfig} {
+		if f != "" && !slices.ContainsFunc(w, func(b []byte) bool { return string(b) == f }) {
+			w = append(w, []byte(f))
 		}
+	}
+	for _, k := range spec.kv {
+		w = append(w, []byte(k.family))
 	}
 	return &Parser{engine: e, spec: spec, wanted: w, tp: expfmt.NewTextParser(model.LegacyValidation)}, nil
 }
@@ -203,11 +204,10 @@ func (p *Parser) filter(page []byte) {
 		} else {
 			page = nil
 		}
-		if len(line) == 0 || line[0] == '#' {
+		if len(line) == 0 || line[0] == '#' || !p.wants(line) {
 			continue
 		}
-		name := line[:nameEnd(line)]
-		if p.wanted[string(name)] {
+		{
 			p.buf.Write(line)
 			if line[len(line)-1] != '\n' {
 				p.buf.WriteByte('\n')
@@ -216,15 +216,19 @@ func (p *Parser) filter(page []byte) {
 	}
 }
 
-// nameEnd returns the length of the metric name at the start of b.
-func nameEnd(b []byte) int {
-	for i, c := range b {
-		switch c {
-		case '{', ' ', '\t', '\n', '\r':
-			return i
+// wants reports whether a sample line belongs to a wanted family: its name is one of them, followed
+// by labels or the value. A handful of prefix comparisons per line beat finding the name's end and
+// hashing it.
+func (p *Parser) wants(line []byte) bool {
+	for _, w := range p.wanted {
+		if len(line) > len(w) && bytes.HasPrefix(line, w) {
+			switch line[len(w)] {
+			case '{', ' ', '\t':
+				return true
+			}
 		}
 	}
-	return len(b)
+	return false
 }
 
 // value combines the series of a selector: max within a data-parallel rank, then the sum across
