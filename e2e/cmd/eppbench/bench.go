@@ -93,7 +93,7 @@ const (
 
 func scrapeInterval(n int) time.Duration {
 	if n > 200 {
-		return 250 * time.Millisecond
+		return time.Second
 	}
 	return 50 * time.Millisecond
 }
@@ -342,7 +342,7 @@ func (o options) startGIE(ctx context.Context, dir string, n int, scrape time.Du
 	if err != nil {
 		return nil, "", err
 	}
-	err = waitFor(ctx, p, 90*time.Second, func() error {
+	err = waitFor(ctx, p, 4*time.Minute, func() error {
 		v, err := metricValue(gieMetrics, "inference_pool_ready_pods")
 		if err != nil {
 			return err
@@ -593,7 +593,7 @@ func (noop) Process(s extprocv3.ExternalProcessor_ProcessServer) error {
 
 // metricValue reads one series (name with its labels as printed) from a Prometheus page.
 func metricValue(url, series string) (float64, error) {
-	c := &http.Client{Timeout: 2 * time.Second}
+	c := &http.Client{Timeout: 10 * time.Second}
 	resp, err := c.Get(url)
 	if err != nil {
 		return 0, err
