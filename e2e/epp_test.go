@@ -117,3 +117,58 @@ func eppRouted(t *testing.T, spokeHTTP, objective string) float64 {
 	}
 	return total
 }
+
+// TestRoutingFollowsRealLoad loads one real simulator directly (behind the gateway's back); the
+// EPP sees its queue in the scraped metrics and routes around it.
+func TestRoutingFollowsRealLoad(t *testing.T) {
+	bin := bins(t)
+	o := localfleet.Options{BinDir: bin, WorkDir: t.TempDir(), HubGRPC: "127.0.32.1:18670", HubHTTP: "127.0.32.1:18671", LeaseTTL: 5 * time.Second,
+		SimArgs: []string{"--max-num-seqs", "1", "--decode-latency", "20ms"}}
+	r := localfleet.Region{Name: "solo", Cluster: "solo-1", SpokeHTTP: "127.0.32.1:18681", EPP: "127.0.32.1:19102", Gateway: "127.0.32.1:18180",
+		Endpoints: []string{"127.0.33.1:8000", "127.0.33.2:8000"}}
+	o.Regions = []localfleet.Region{r}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	f, err := localfleet.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Stop()
+	if err := f.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	busy, idle := r.Endpoints[0], r.Endpoints[1]
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequestWithContext(loadCtx, http.MethodPost, "http://"+busy+"/v1/completions",
+				strings.NewReader(`{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"direct","max_tokens":300}`))
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	defer func() { stopLoad(); wg.Wait() }()
+	time.Sleep(500 * time.Millisecond) // several scrapes see the queue
+	served := map[string]int{}
+	for i := range 20 {
+		resp, err := http.Post("http://"+r.Gateway+"/v1/completions", "application/json",
+			strings.NewReader(fmt.Sprintf(`{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"routed %d","max_tokens":1}`, i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("request %d: HTTP %d", i, resp.StatusCode)
+		}
+		served[resp.Header.Get("x-gateway-destination-endpoint-served")]++
+	}
+	if served[idle] != 20 {
+		t.Fatalf("served %v: every request should avoid the endpoint with a queue of 5", served)
+	}
+}

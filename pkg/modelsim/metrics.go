@@ -155,9 +155,10 @@ func newEngineMetrics(e *Engine) *engineMetrics {
 		"cache_dtype": "auto", "enable_prefix_caching": "True", "gpu_memory_utilization": "0.9",
 		"num_cpu_blocks": "None", "prefix_caching_hash_algo": "sha256", "sliding_window": "None",
 	}, constant(1))
-	if len(e.cfg.LoRAs) > 0 {
-		// vLLM writes one series whose labels list the adapters and whose value is the time of the
-		// last change; its labels change, so it is rendered by hand.
+	{
+		// vLLM with LoRA enabled (as GIE's guides deploy it, and as GIE's default metrics extractor
+		// expects) writes one series whose labels list the adapters and whose value is the time of
+		// the last change; its labels change, so the prefix is rebuilt per render.
 		f := p.family("vllm:lora_requests_info", "Running stats on lora requests.", "gauge")
 		m.loraSeries = &series{value: func() float64 { return m.lora.at }}
 		f.series = append(f.series, m.loraSeries)
