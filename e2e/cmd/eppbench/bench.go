@@ -45,6 +45,8 @@ type measurement struct {
 	RSSMiB     float64 `json:"rss_mib"`
 	Errors     int     `json:"errors"`
 	ScrapeEach string  `json:"scrape_interval"`
+	// ReadyEndpoints is how many endpoints the EPP had ready when measured.
+	ReadyEndpoints int `json:"ready_endpoints"`
 }
 
 type row struct {
@@ -220,9 +222,10 @@ func (o options) measure(ctx context.Context, side string, n int, ips []string, 
 	var proc *localfleet.Proc
 	var addr string
 	if side == "gie" {
-		proc, addr, err = o.startGIE(ctx, dir, n, scrape)
+		proc, addr, m.ReadyEndpoints, err = o.startGIE(ctx, dir, n, scrape)
 	} else {
 		proc, addr, err = o.startSpillway(ctx, dir, ips, scrape)
+		m.ReadyEndpoints = n
 	}
 	if err != nil {
 		return m, q, err
@@ -329,10 +332,13 @@ schedulingProfiles:
     weight: 3
 `
 
-func (o options) startGIE(ctx context.Context, dir string, n int, scrape time.Duration) (*localfleet.Proc, string, error) {
+// startGIE starts GIE's EPP and waits until it has every Pod ready, or, when the machine cannot
+// keep that many endpoints fresh for it, until it has routed for two minutes with as many as it
+// can; it returns how many it had.
+func (o options) startGIE(ctx context.Context, dir string, n int, scrape time.Duration) (*localfleet.Proc, string, int, error) {
 	cfg := filepath.Join(dir, "gie-config.yaml")
 	if err := os.WriteFile(cfg, []byte(gieConfig), 0o644); err != nil {
-		return nil, "", err
+		return nil, "", 0, err
 	}
 	kubeconfig := filepath.Join(o.workDir, "cluster", "kubeconfig")
 	p, err := localfleet.StartProcEnv(dir, "gie-epp", filepath.Join(o.gieDir, "bin", "epp"), []string{"KUBECONFIG=" + kubeconfig},
@@ -340,23 +346,35 @@ func (o options) startGIE(ctx context.Context, dir string, n int, scrape time.Du
 		"--tracing=false", "--metrics-endpoint-auth=false", "--secure-serving=false",
 		"--refresh-metrics-interval", scrape.String(), "--enable-pprof=false")
 	if err != nil {
-		return nil, "", err
+		return nil, "", 0, err
 	}
+	ready := 0
+	var routing time.Time
 	err = waitFor(ctx, p, 4*time.Minute, func() error {
 		v, err := metricValue(gieMetrics, "inference_pool_ready_pods")
 		if err != nil {
 			return err
 		}
-		if int(v) != n {
-			return fmt.Errorf("GIE sees %v ready pods of %d", v, n)
+		ready = int(v)
+		if err := routes(ctx, gieExtProc); err != nil {
+			return err
 		}
-		return routes(ctx, gieExtProc)
+		if routing.IsZero() {
+			routing = time.Now()
+		}
+		if ready != n && time.Since(routing) < 2*time.Minute {
+			return fmt.Errorf("GIE sees %d ready pods of %d", ready, n)
+		}
+		return nil
 	})
 	if err != nil {
 		_ = p.Stop(5 * time.Second)
-		return nil, "", err
+		return nil, "", 0, err
 	}
-	return p, gieExtProc, nil
+	if ready != n {
+		fmt.Fprintf(os.Stderr, "   gie      has %d of %d endpoints ready; measuring with those\n", ready, n)
+	}
+	return p, gieExtProc, ready, nil
 }
 
 func (o options) startSpillway(ctx context.Context, dir string, ips []string, scrape time.Duration) (*localfleet.Proc, string, error) {

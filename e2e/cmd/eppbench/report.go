@@ -18,12 +18,19 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "A do-nothing ext_proc server answers the same client in %.3f ms (p50): the floor of every latency below.\n\n", r.BaselineP50)
 	b.WriteString("| endpoints | scrape | p50 ms (S / GIE) | p99 ms (S / GIE) | p99 ratio | 16-way p99 ms (S / GIE) | 16-way p99 ratio | CPU s per 1k req (S / GIE) | ratio | idle CPU cores (S / GIE) | ratio | peak RSS MiB (S / GIE) |\n")
 	b.WriteString("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	var notes []string
 	for _, x := range r.Rows {
+		if x.GIE.ReadyEndpoints != x.Endpoints {
+			notes = append(notes, fmt.Sprintf("At %d endpoints GIE's EPP kept only %d ready (its scrapes timed out on this machine); it was measured with those.", x.Endpoints, x.GIE.ReadyEndpoints))
+		}
 		fmt.Fprintf(&b, "| %d | %s | %.3f / %.3f | %.3f / %.3f | **%.2f** | %.3f / %.3f | **%.2f** | %.3f / %.3f | **%.2f** | %.3f / %.3f | **%.2f** | %.0f / %.0f |\n",
 			x.Endpoints, x.Spillway.ScrapeEach, x.Spillway.P50ms, x.GIE.P50ms, x.Spillway.P99ms, x.GIE.P99ms, x.P99Ratio,
 			x.Spillway.ConcP99ms, x.GIE.ConcP99ms, x.ConcP99Ratio,
 			x.Spillway.CPUPer1k, x.GIE.CPUPer1k, x.CPUPer1kRatio, x.Spillway.IdleCores, x.GIE.IdleCores, x.IdleCPURatio,
 			x.Spillway.RSSMiB, x.GIE.RSSMiB)
+	}
+	for _, n := range notes {
+		fmt.Fprintf(&b, "\n%s\n", n)
 	}
 	q := r.Quality
 	if q.Endpoints > 0 {
