@@ -45,6 +45,8 @@ type measurement struct {
 	RSSMiB     float64 `json:"rss_mib"`
 	Errors     int     `json:"errors"`
 	ScrapeEach string  `json:"scrape_interval"`
+	// Requests is how many request phases the latency runs completed (each run stops after 60 s).
+	Requests int `json:"requests"`
 	// ReadyEndpoints is how many endpoints the EPP had ready when measured.
 	ReadyEndpoints int `json:"ready_endpoints"`
 }
@@ -264,7 +266,8 @@ func (o options) measure(ctx context.Context, side string, n int, ips []string, 
 	}
 	cpu2, _ := cpuSeconds(proc.Pid())
 	m.Errors = errs1 + errs2
-	m.CPUPer1k = round3((cpu2 - cpu1) / float64(2*o.requests) * 1000)
+	m.Requests = len(seq) + len(conc)
+	m.CPUPer1k = round3((cpu2 - cpu1) / float64(m.Requests) * 1000)
 	m.P50ms, m.P99ms = loadgen.Percentile(seq, 0.5), loadgen.Percentile(seq, 0.99)
 	m.ConcP50ms, m.ConcP99ms = loadgen.Percentile(conc, 0.5), loadgen.Percentile(conc, 0.99)
 	m.RSSMiB, _ = peakRSS(proc.Pid())
@@ -472,9 +475,14 @@ func body(i int) []byte {
 		prefixes[i%len(prefixes)], i))
 }
 
+// maxRun bounds one latency run: an EPP starved of CPU would otherwise hold the benchmark for
+// an hour. A run cut short reports the requests it completed.
+const maxRun = 60 * time.Second
+
 // latencies runs n request phases over the real ext_proc protocol with the given concurrency.
 func latencies(ctx context.Context, c *gateway.Client, n, workers int) ([]time.Duration, int, error) {
 	out := make([]time.Duration, n)
+	deadline := time.Now().Add(maxRun)
 	var errs int
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -499,7 +507,12 @@ func latencies(ctx context.Context, c *gateway.Client, n, workers int) ([]time.D
 			}
 		}()
 	}
+	sent := n
 	for i := range n {
+		if time.Now().After(deadline) {
+			sent = i
+			break
+		}
 		select {
 		case next <- i:
 		case <-ctx.Done():
@@ -510,7 +523,7 @@ func latencies(ctx context.Context, c *gateway.Client, n, workers int) ([]time.D
 	}
 	close(next)
 	wg.Wait()
-	return out, errs, nil
+	return out[:sent], errs, nil
 }
 
 // quality sends shared-prefix streamed load through a gateway to the simulators and reads the

@@ -62,7 +62,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&o.gieDir, "gie-dir", "", "directory of GIE's epp binary and CRDs (hack/gie-epp.sh)")
 	f.StringVar(&o.workDir, "work-dir", "", "directory for logs and state (default: a temporary one)")
 	f.StringVar(&counts, "endpoints", "10,100,1000", "endpoint counts to measure")
-	f.IntVar(&o.requests, "requests", 2000, "ext_proc requests per latency run")
+	f.IntVar(&o.requests, "requests", 1000, "ext_proc requests per latency run")
 	f.IntVar(&o.concurrency, "concurrency", 16, "concurrent ext_proc streams of the concurrent run")
 	f.DurationVar(&o.idle, "idle", 10*time.Second, "how long idle CPU is measured")
 	f.Float64Var(&o.qualityRate, "quality-rate", 40, "requests per second of the routing-quality run")
