@@ -50,29 +50,42 @@ func TestSheddingUnderSaturation(t *testing.T) {
 		t.Fatalf("sheddable request on an idle pool: %d", resp.StatusCode)
 	}
 
-	// Fill both endpoints: one running and a queue of at least 5 each.
+	// Fill both endpoints directly, behind the gateway's back: one running and a queue of 6 each.
+	// The EPP learns it only from the endpoints' scraped metrics.
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	for range 14 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if resp, err := post(loadCtx, "critical", 200); err == nil {
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-		}()
+	for _, e := range r.Endpoints {
+		for range 7 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req, _ := http.NewRequestWithContext(loadCtx, http.MethodPost, "http://"+e+"/v1/completions",
+					strings.NewReader(`{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"direct","max_tokens":500}`))
+				if resp, err := http.DefaultClient.Do(req); err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}()
+		}
 	}
 	defer func() { stopLoad(); wg.Wait() }()
 
+	// A probe routed before the scrapes show the queues waits in one; bound it and try again.
+	time.Sleep(300 * time.Millisecond)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		resp, err := post(ctx, "batch", 1)
+		pctx, cancelProbe := context.WithTimeout(ctx, time.Second)
+		resp, err := post(pctx, "batch", 1)
 		if err != nil {
-			t.Fatal(err)
+			cancelProbe()
+			if time.Now().After(deadline) {
+				t.Fatalf("sheddable probe: %v", err)
+			}
+			continue
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
+		cancelProbe()
 		if resp.StatusCode == 429 {
 			if resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "sheddable") {
 				t.Fatalf("429 without Retry-After or reason: %v %s", resp.Header, body)
@@ -80,7 +93,19 @@ func TestSheddingUnderSaturation(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("sheddable requests never shed under saturation (last %d %s)", resp.StatusCode, body)
+			var state []string
+			for _, e := range r.Endpoints {
+				if mr, err := http.Get("http://" + e + "/metrics"); err == nil {
+					page, _ := io.ReadAll(mr.Body)
+					mr.Body.Close()
+					for _, l := range strings.Split(string(page), "\n") {
+						if strings.HasPrefix(l, "vllm:num_requests_") {
+							state = append(state, e+" "+l)
+						}
+					}
+				}
+			}
+			t.Fatalf("sheddable requests never shed under saturation (last %d %s); endpoints:\n%s", resp.StatusCode, body, strings.Join(state, "\n"))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
