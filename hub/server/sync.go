@@ -143,7 +143,12 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 			cancel(err)
 		}
 	}()
-	defer wg.Wait()
+	// However the session ends (even a failed Send with the stream still open), stop renewing
+	// the lease and wait for the renewer before returning.
+	defer func() {
+		cancel(nil)
+		wg.Wait()
+	}()
 
 	acks := make(chan uint64, 64)
 	interest := make(chan []fleet.PoolRef, 1)
