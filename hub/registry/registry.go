@@ -140,7 +140,9 @@ func (s *Store) GetCluster(ctx context.Context, id string) (ClusterRecord, error
 	return rec, nil
 }
 
-// Session is a spoke's live session: it owns the lease that holds the cluster's exports.
+// Session is a spoke's live session: it owns the lease that holds the cluster's exports. A session
+// ends by no longer renewing its lease (never by revoking it): the exports stay until the TTL
+// lapses, so a spoke that reconnects in time (to this hub or another replica) keeps them.
 type Session struct {
 	store  *Store
 	record SessionRecord
@@ -340,10 +342,6 @@ func (sess *Session) ApplyExports(ctx context.Context, d ExportDelta) error {
 	sess.AckedSeq = d.Seq
 	return nil
 }
-
-// Close ends the session without revoking its lease: the exports stay until the TTL lapses, so a
-// spoke that reconnects in time (to this hub or another replica) keeps them.
-func (sess *Session) Close() {}
 
 // State is a consistent read of the whole registry at one etcd revision.
 type State struct {
