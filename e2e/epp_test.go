@@ -13,25 +13,34 @@ import (
 	"github.com/spillway-io/spillway/e2e/localfleet"
 )
 
-// TestSheddingUnderSaturation drives a real fleet (simulator, spoke with EPP, gateway processes)
-// into saturation: sheddable requests get 429 with Retry-After, critical ones are still routed.
-func TestSheddingUnderSaturation(t *testing.T) {
-	bin := bins(t)
-	o := localfleet.Options{BinDir: bin, WorkDir: t.TempDir(), HubGRPC: "127.0.30.1:18570", HubHTTP: "127.0.30.1:18571", LeaseTTL: 5 * time.Second,
+// startRegion starts a one-region fleet (hub, spoke with EPP, gateway) on loopback block
+// 127.0.<block>.1 with two simulator endpoints on 127.0.<block+1>.1-2 that run one sequence at a
+// time, 20 ms per token. Everything stops at the end of the test.
+func startRegion(ctx context.Context, t *testing.T, block int) localfleet.Region {
+	t.Helper()
+	ip := fmt.Sprintf("127.0.%d.1", block)
+	o := localfleet.Options{BinDir: bins(t), WorkDir: t.TempDir(), HubGRPC: ip + ":18570", HubHTTP: ip + ":18571", LeaseTTL: 5 * time.Second,
 		SimArgs: []string{"--max-num-seqs", "1", "--decode-latency", "20ms"}}
-	r := localfleet.Region{Name: "solo", Cluster: "solo-1", SpokeHTTP: "127.0.30.1:18581", EPP: "127.0.30.1:19002", Gateway: "127.0.30.1:18080",
-		Endpoints: []string{"127.0.31.1:8000", "127.0.31.2:8000"}}
+	r := localfleet.Region{Name: "solo", Cluster: "solo-1", SpokeHTTP: ip + ":18581", EPP: ip + ":19002", Gateway: ip + ":18080",
+		Endpoints: []string{fmt.Sprintf("127.0.%d.1:8000", block+1), fmt.Sprintf("127.0.%d.2:8000", block+1)}}
 	o.Regions = []localfleet.Region{r}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	f, err := localfleet.Start(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Stop()
+	t.Cleanup(func() { f.Stop() })
 	if err := f.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
+	return r
+}
+
+// TestSheddingUnderSaturation drives a real fleet (simulator, spoke with EPP, gateway processes)
+// into saturation: sheddable requests get 429 with Retry-After, critical ones are still routed.
+func TestSheddingUnderSaturation(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	r := startRegion(ctx, t, 30)
 	gw := "http://" + r.Gateway
 	post := func(ctx context.Context, objective string, maxTokens int) (*http.Response, error) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gw+"/v1/completions",
@@ -146,22 +155,9 @@ func eppRouted(t *testing.T, spokeHTTP, objective string) float64 {
 // TestRoutingFollowsRealLoad loads one real simulator directly (behind the gateway's back); the
 // EPP sees its queue in the scraped metrics and routes around it.
 func TestRoutingFollowsRealLoad(t *testing.T) {
-	bin := bins(t)
-	o := localfleet.Options{BinDir: bin, WorkDir: t.TempDir(), HubGRPC: "127.0.32.1:18670", HubHTTP: "127.0.32.1:18671", LeaseTTL: 5 * time.Second,
-		SimArgs: []string{"--max-num-seqs", "1", "--decode-latency", "20ms"}}
-	r := localfleet.Region{Name: "solo", Cluster: "solo-1", SpokeHTTP: "127.0.32.1:18681", EPP: "127.0.32.1:19102", Gateway: "127.0.32.1:18180",
-		Endpoints: []string{"127.0.33.1:8000", "127.0.33.2:8000"}}
-	o.Regions = []localfleet.Region{r}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	f, err := localfleet.Start(ctx, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Stop()
-	if err := f.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	r := startRegion(ctx, t, 32)
 	busy, idle := r.Endpoints[0], r.Endpoints[1]
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	var wg sync.WaitGroup
