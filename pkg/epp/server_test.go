@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -15,10 +14,9 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/spillway-io/spillway/pkg/epp"
+	"github.com/spillway-io/spillway/pkg/epp/epptest"
 	"github.com/spillway-io/spillway/pkg/epp/scheduler"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/gateway"
@@ -77,24 +75,7 @@ func start(t *testing.T, cfg string, eps ...epp.Endpoint) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	extprocv3.RegisterExternalProcessorServer(gs, srv)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = gs.Serve(l) }()
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		gs.Stop()
-		<-done
-	})
-	return &harness{srv: srv, reg: reg, store: st, client: &gateway.Client{EPP: extprocv3.NewExternalProcessorClient(conn)}}
+	return &harness{srv: srv, reg: reg, store: st, client: &gateway.Client{EPP: epptest.Serve(t, srv)}}
 }
 
 func hdrs(path string, extra ...string) []gateway.Header {

@@ -12,11 +12,9 @@ import (
 	"time"
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
-	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/spillway-io/spillway/pkg/epp"
+	"github.com/spillway-io/spillway/pkg/epp/epptest"
 	"github.com/spillway-io/spillway/pkg/epp/scheduler"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/gateway"
@@ -67,23 +65,10 @@ func setup(t *testing.T, mode filterv3.ProcessingMode_BodySendMode) *httptest.Se
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	extprocv3.RegisterExternalProcessorServer(gs, srv)
-	go func() { _ = gs.Serve(l) }()
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := gateway.NewHandler(gateway.Options{Client: &gateway.Client{EPP: extprocv3.NewExternalProcessorClient(conn), RequestMode: mode, ResponseMode: mode}})
+	h := gateway.NewHandler(gateway.Options{Client: &gateway.Client{EPP: epptest.Serve(t, srv), RequestMode: mode, ResponseMode: mode}})
 	ts := httptest.NewServer(h)
 	t.Cleanup(func() {
 		ts.Close()
-		conn.Close()
-		gs.Stop()
 		stopSim()
 		<-simDone
 	})
