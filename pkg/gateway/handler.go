@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -117,7 +118,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) forward(r *http.Request, dest string, headers []Header, d *Decision) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+dest+r.URL.RequestURI(), strings.NewReader(string(d.Body)))
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, "http://"+dest+r.URL.RequestURI(), bytes.NewReader(d.Body))
 	if err != nil {
 		return nil, err
 	}
