@@ -71,8 +71,9 @@ $(BIN)/protoc-gen-go-grpc:
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 
 .PHONY: generate
-generate: tools ## Regenerate the protobuf Go code in proto/.
+generate: tools ## Regenerate the protobuf Go code in proto/ and copy the upstream CRDs into deploy/.
 	$(BIN)/buf generate
+	bash hack/crds.sh
 
 .PHONY: verify
 verify: generate ## Prove generated code is current; buf lint, go vet, gofmt, go mod tidy.
@@ -80,6 +81,8 @@ verify: generate ## Prove generated code is current; buf lint, go vet, gofmt, go
 	@if git rev-parse --verify -q main >/dev/null; then $(BIN)/buf breaking --against '.git#branch=main'; fi
 	@git diff --exit-code -- proto || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- proto)" || { echo "untracked generated files in proto/"; git status --porcelain -- proto; exit 1; }
+	@git diff --exit-code -- deploy/crds/upstream e2e/kube/testdata || { echo "upstream CRD copies differ from the pinned modules: run 'make generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- deploy/crds/upstream e2e/kube/testdata)" || { echo "untracked CRD copies"; git status --porcelain -- deploy/crds/upstream e2e/kube/testdata; exit 1; }
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 	$(GO) mod tidy

@@ -21,6 +21,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/client-go/rest"
+
 	"github.com/spillway-io/spillway/e2e/localfleet"
 )
 
@@ -61,6 +63,8 @@ type Cluster struct {
 	CA         []byte
 	Kubeconfig string
 	etcd, api  *localfleet.Proc
+	apiBin     string
+	apiArgs    []string
 }
 
 // Start starts a cluster whose processes bind ip (a loopback address), in dir.
@@ -95,8 +99,8 @@ func Start(ctx context.Context, bins Bins, dir, name, ip string) (*Cluster, erro
 		return nil, err
 	}
 	c.Host = "https://" + net.JoinHostPort(ip, strconv.Itoa(ports[2]))
-	c.api, err = localfleet.StartProc(dir, "kube-apiserver", bins.APIServer,
-		"--etcd-servers", etcdURL,
+	c.apiBin = bins.APIServer
+	c.apiArgs = []string{"--etcd-servers", etcdURL,
 		"--bind-address", ip, "--advertise-address", ip, "--secure-port", strconv.Itoa(ports[2]),
 		"--tls-cert-file", filepath.Join(dir, "server.crt"), "--tls-private-key-file", filepath.Join(dir, "server.key"),
 		"--client-ca-file", filepath.Join(dir, "ca.crt"),
@@ -110,7 +114,8 @@ func Start(ctx context.Context, bins Bins, dir, name, ip string) (*Cluster, erro
 		"--endpoint-reconciler-type", "none",
 		// No controller manager runs to create default service accounts.
 		"--disable-admission-plugins", "ServiceAccount",
-		"--profiling=false", "--v=0")
+		"--profiling=false", "--v=0"}
+	c.api, err = localfleet.StartProc(dir, "kube-apiserver", c.apiBin, c.apiArgs...)
 	if err != nil {
 		c.Stop()
 		return nil, err
@@ -185,6 +190,28 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 		}
 	}
 	return fmt.Errorf("API server %s not ready after 90s: %w", c.Name, last)
+}
+
+// StopAPIServer stops the API server and keeps etcd: the cluster's state survives for
+// StartAPIServer. Tests use it to take a cluster's API away from its clients.
+// The API server is killed, as a crash or a lost control plane would end it.
+func (c *Cluster) StopAPIServer() {
+	c.api.Kill()
+}
+
+// StartAPIServer starts the API server again, on the same address, after StopAPIServer.
+func (c *Cluster) StartAPIServer(ctx context.Context) error {
+	api, err := localfleet.StartProc(c.Dir, "kube-apiserver", c.apiBin, c.apiArgs...)
+	if err != nil {
+		return err
+	}
+	c.api = api
+	return c.waitReady(ctx)
+}
+
+// RESTConfig returns a client-go configuration for the cluster's admin.
+func (c *Cluster) RESTConfig() *rest.Config {
+	return &rest.Config{Host: c.Host, BearerToken: c.Token, TLSClientConfig: rest.TLSClientConfig{CAData: c.CA}, QPS: 100, Burst: 200}
 }
 
 // Stop stops the API server, then etcd.

@@ -22,7 +22,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 
 	hubetcd "github.com/spillway-io/spillway/hub/etcd"
 	"github.com/spillway-io/spillway/hub/registry"
@@ -205,11 +204,7 @@ func Run(ctx context.Context, cfg *Config) error {
 		grpcL.Close()
 		return fmt.Errorf("listen --http-address: %w", err)
 	}
-	gs := grpc.NewServer(
-		grpc.MaxRecvMsgSize(server.MaxMessageBytes),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-	)
+	gs := grpc.NewServer(server.GRPCOptions()...)
 	pb.RegisterSyncServiceServer(gs, srv)
 	pb.RegisterAdminServiceServer(gs, srv)
 	hs := health.NewServer()

@@ -72,7 +72,7 @@ func (h *Hub) Serve(addr string) {
 		h.t.Fatal(err)
 	}
 	h.Addr = l.Addr().String()
-	h.gs = grpc.NewServer(grpc.MaxRecvMsgSize(server.MaxMessageBytes))
+	h.gs = grpc.NewServer(server.GRPCOptions()...)
 	pb.RegisterSyncServiceServer(h.gs, h.srv)
 	pb.RegisterAdminServiceServer(h.gs, h.srv)
 	h.done = make(chan struct{})

@@ -22,7 +22,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_hub_sync_messages_received_total",
-			Help: "Messages received on spoke sync streams, by kind (hello, exports, capacity, interest).",
+			Help: "Messages received on spoke sync streams, by kind (hello, exports, capacity, interest, imports).",
 		}, []string{labelKind}),
 		viewUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_hub_view_updates_sent_total",
@@ -36,7 +36,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.sessions, m.received, m.viewUpdates, m.rejected)
 	}
-	for _, k := range []string{"hello", "exports", "capacity", "interest"} {
+	for _, k := range []string{"hello", "exports", "capacity", "interest", "imports"} {
 		m.received.WithLabelValues(k)
 	}
 	for _, k := range []string{"snapshot", "delta"} {

@@ -233,6 +233,12 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 			default:
 			}
 			interest <- poolsFrom(m.Interest.GetCapacityInterest())
+		case *pb.SyncRequest_Imports:
+			s.metrics.received.WithLabelValues("imports").Inc()
+			if err := ValidateImportReport(m.Imports); err != nil {
+				return err
+			}
+			s.model.ReportImports(cluster, fleetpb.PoolImportStatusesFrom(m.Imports))
 		case *pb.SyncRequest_Hello:
 			return invalid("hello", "sent twice on one stream")
 		default:

@@ -16,6 +16,8 @@ const (
 	maxExportsPerDelta  = 1000
 	maxPoolsPerReport   = 1000
 	maxInterest         = 10000
+	maxReasonLen        = 64
+	maxMessageLen       = 1024
 	maxLabels           = 64
 	maxLabelKeyBytes    = 317
 	maxLabelValueBytes  = 63
@@ -119,6 +121,35 @@ func validateInterest(field string, pools []*pb.PoolRef) error {
 	for i, p := range pools {
 		if err := validatePoolRef(fmt.Sprintf("%s[%d]", field, i), p); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// ValidateImportReport checks a spoke's report of its InferencePoolImports.
+func ValidateImportReport(r *pb.ImportReport) error {
+	if n := len(r.GetPools()); n > maxInterest {
+		return invalid("imports.pools", "%d pools, at most %d allowed", n, maxInterest)
+	}
+	seen := make(map[string]bool, len(r.GetPools()))
+	for i, p := range r.GetPools() {
+		f := fmt.Sprintf("imports.pools[%d]", i)
+		if err := validatePoolRef(f+".pool", p.GetPool()); err != nil {
+			return err
+		}
+		key := p.GetPool().GetNamespace() + "/" + p.GetPool().GetName()
+		if seen[key] {
+			return invalid(f+".pool", "%s listed twice", key)
+		}
+		seen[key] = true
+		if len(p.GetReason()) > maxReasonLen {
+			return invalid(f+".reason", "%d bytes, at most %d allowed", len(p.GetReason()), maxReasonLen)
+		}
+		if p.GetImported() && p.GetReason() != "" {
+			return invalid(f+".reason", "must be empty when imported")
+		}
+		if len(p.GetMessage()) > maxMessageLen {
+			return invalid(f+".message", "%d bytes, at most %d allowed", len(p.GetMessage()), maxMessageLen)
 		}
 	}
 	return nil

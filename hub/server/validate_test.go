@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/fleetpb"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
@@ -17,6 +18,7 @@ func FuzzSyncRequest(f *testing.F) {
 		{Msg: &pb.SyncRequest_Hello{Hello: &pb.Hello{ClusterId: "a", SpokeIncarnation: "i", CapacityInterest: []*pb.PoolRef{{Namespace: "default", Name: "chat"}}}}},
 		{Msg: &pb.SyncRequest_Exports{Exports: &pb.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []*pb.Export{{Pool: &pb.PoolRef{Namespace: "default", Name: "chat"}, TargetPorts: []uint32{8000}, Labels: map[string]string{"app": "chat"}}}}}},
 		{Msg: &pb.SyncRequest_Capacity{Capacity: &pb.CapacityReport{Pools: []*pb.PoolCapacity{{Pool: &pb.PoolRef{Namespace: "default", Name: "chat"}, ReadyEndpoints: 1, TotalEndpoints: 2, KvCacheUtilization: 0.5, Saturation: 0.2, LoraAdapters: []string{"x"}}}}}},
+		{Msg: &pb.SyncRequest_Imports{Imports: &pb.ImportReport{Pools: []*pb.PoolImportStatus{{Pool: &pb.PoolRef{Namespace: "default", Name: "chat"}, Imported: true}, {Pool: &pb.PoolRef{Namespace: "ml", Name: "chat"}, Reason: "NamespaceNotFound", Message: "namespace ml does not exist"}}}}},
 	} {
 		b, _ := proto.Marshal(m)
 		f.Add(b)
@@ -45,6 +47,16 @@ func FuzzSyncRequest(f *testing.F) {
 					if got.KVCacheUtilization < 0 || got.KVCacheUtilization > 1 || got.ReadyEndpoints > got.TotalEndpoints {
 						t.Fatalf("validated capacity out of range: %+v", got)
 					}
+				}
+			}
+		case *pb.SyncRequest_Imports:
+			if ValidateImportReport(msg.Imports) == nil {
+				seen := map[fleet.PoolRef]bool{}
+				for _, st := range fleetpb.PoolImportStatusesFrom(msg.Imports) {
+					if seen[st.Pool] || len(st.Reason) > maxReasonLen || (st.Imported && st.Reason != "") {
+						t.Fatalf("validated a bad import status: %+v", st)
+					}
+					seen[st.Pool] = true
 				}
 			}
 		}

@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,10 +49,12 @@ type Model struct {
 	state    registry.State
 	imports  map[fleet.PoolRef][]string // pool → sorted exporting clusters
 	capacity map[fleet.CapacityKey]fleet.RemoteCapacity
-	seq      uint64
-	log      []change
-	logStart uint64 // seq of log[0]; a cursor below logStart-1 needs a snapshot
-	wake     chan struct{}
+	// importers holds what each live cluster last reported of its InferencePoolImports.
+	importers map[string]map[fleet.PoolRef]fleet.PoolImportStatus
+	seq       uint64
+	log       []change
+	logStart  uint64 // seq of log[0]; a cursor below logStart-1 needs a snapshot
+	wake      chan struct{}
 }
 
 // New returns an empty model with a fresh incarnation.
@@ -63,6 +66,7 @@ func New() *Model {
 		logSize:     DefaultLogSize,
 		now:         time.Now,
 		capacity:    map[fleet.CapacityKey]fleet.RemoteCapacity{},
+		importers:   map[string]map[fleet.PoolRef]fleet.PoolImportStatus{},
 		wake:        make(chan struct{}),
 		logStart:    1,
 	}
@@ -82,6 +86,11 @@ func (m *Model) Reset(st registry.State) {
 	for k := range m.capacity {
 		if _, ok := st.Sessions[k.ClusterID]; !ok {
 			delete(m.capacity, k)
+		}
+	}
+	for id := range m.importers {
+		if _, ok := st.Sessions[id]; !ok {
+			delete(m.importers, id)
 		}
 	}
 	m.seq++
@@ -138,6 +147,10 @@ func (m *Model) Apply(evs []registry.Event) {
 						m.record(change{kind: changeCapacity, cluster: k.ClusterID, pool: k.Pool})
 					}
 				}
+				for pool := range m.importers[ev.Cluster] {
+					m.record(change{kind: changeImport, pool: pool})
+				}
+				delete(m.importers, ev.Cluster)
 			}
 		case registry.KindExport:
 			pool := ev.Export.Pool
@@ -176,6 +189,40 @@ func (m *Model) ReportCapacity(cluster string, caps []fleet.PoolCapacity, remove
 		}
 	}
 	m.signal()
+}
+
+// ReportImports replaces what a cluster reported of its InferencePoolImports. Only clusters with
+// a live session count: the report is dropped with the session.
+func (m *Model) ReportImports(cluster string, states []fleet.PoolImportStatus) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	prev := m.importers[cluster]
+	next := make(map[fleet.PoolRef]fleet.PoolImportStatus, len(states))
+	for _, st := range states {
+		next[st.Pool] = st
+		if old, ok := prev[st.Pool]; !ok || old != st {
+			m.record(change{kind: changeImport, pool: st.Pool})
+		}
+	}
+	for pool := range prev {
+		if _, ok := next[pool]; !ok {
+			m.record(change{kind: changeImport, pool: pool})
+		}
+	}
+	m.importers[cluster] = next
+	m.signal()
+}
+
+// importLocked returns the import of one exported pool with its importers sorted by cluster.
+func (m *Model) importLocked(pool fleet.PoolRef, exporting []string) fleet.Import {
+	imp := fleet.Import{Pool: pool, ExportingClusters: slices.Clone(exporting)}
+	for id, states := range m.importers {
+		if st, ok := states[pool]; ok {
+			imp.Importers = append(imp.Importers, fleet.ImportStatus{ClusterID: id, Imported: st.Imported, Reason: st.Reason, Message: st.Message})
+		}
+	}
+	slices.SortFunc(imp.Importers, func(a, b fleet.ImportStatus) int { return strings.Compare(a.ClusterID, b.ClusterID) })
+	return imp
 }
 
 func (m *Model) record(c change) {
@@ -248,7 +295,7 @@ func (m *Model) Since(incarnation string, seq uint64, interest Interest) Update 
 			}
 			seenImport[c.pool] = true
 			if cs, ok := m.imports[c.pool]; ok {
-				u.Imports = append(u.Imports, fleet.Import{Pool: c.pool, ExportingClusters: slices.Clone(cs)})
+				u.Imports = append(u.Imports, m.importLocked(c.pool, cs))
 			} else {
 				u.ImportsRemoved = append(u.ImportsRemoved, c.pool)
 			}
@@ -350,7 +397,7 @@ func (m *Model) Imports() []fleet.Import {
 func (m *Model) importsLocked() []fleet.Import {
 	out := make([]fleet.Import, 0, len(m.imports))
 	for p, cs := range m.imports {
-		out = append(out, fleet.Import{Pool: p, ExportingClusters: slices.Clone(cs)})
+		out = append(out, m.importLocked(p, cs))
 	}
 	slices.SortFunc(out, func(a, b fleet.Import) int { return a.Pool.Compare(b.Pool) })
 	return out

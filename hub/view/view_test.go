@@ -79,3 +79,34 @@ func TestCursorOutsideTheLogGetsASnapshot(t *testing.T) {
 		t.Fatalf("after a reload every cursor needs a snapshot: %+v", u)
 	}
 }
+
+func TestImportReportsReachTheImportAndLeaveWithTheSession(t *testing.T) {
+	m := New()
+	m.Apply([]registry.Event{
+		{Kind: registry.KindSession, Cluster: "a", Session: registry.SessionRecord{Cluster: "a", HubID: "h"}},
+		{Kind: registry.KindSession, Cluster: "b", Session: registry.SessionRecord{Cluster: "b", HubID: "h"}},
+		exportEvent("a", false),
+	})
+	cur := m.Since("", 0, nil).Seq
+	m.ReportImports("b", []fleet.PoolImportStatus{{Pool: chat, Reason: "NamespaceNotFound", Message: "namespace default is missing"}})
+	m.ReportImports("a", []fleet.PoolImportStatus{{Pool: chat, Imported: true}})
+	u := m.Since(m.Incarnation(), cur, nil)
+	if len(u.Imports) != 1 {
+		t.Fatalf("import reports must change the import once: %+v", u)
+	}
+	want := []fleet.ImportStatus{{ClusterID: "a", Imported: true}, {ClusterID: "b", Reason: "NamespaceNotFound", Message: "namespace default is missing"}}
+	if got := u.Imports[0].Importers; len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("importers %+v, want %+v", got, want)
+	}
+	// The same report again changes nothing.
+	m.ReportImports("a", []fleet.PoolImportStatus{{Pool: chat, Imported: true}})
+	if u2 := m.Since(m.Incarnation(), u.Seq, nil); !u2.Empty() {
+		t.Fatalf("an unchanged report produced %+v", u2)
+	}
+	// b's session lapses: its report goes with it.
+	m.Apply([]registry.Event{{Kind: registry.KindSession, Cluster: "b", Deleted: true}})
+	u3 := m.Since(m.Incarnation(), u.Seq, nil)
+	if len(u3.Imports) != 1 || len(u3.Imports[0].Importers) != 1 || u3.Imports[0].Importers[0].ClusterID != "a" {
+		t.Fatalf("after b's session lapsed: %+v", u3.Imports)
+	}
+}

@@ -69,11 +69,27 @@ type Datastore interface {
 	Endpoints(pool fleet.PoolRef, dst []Endpoint) (eps []Endpoint, ok bool)
 }
 
+// Objectives resolves an InferenceObjective name to its priority.
+type Objectives interface {
+	Priority(name string) (priority int, ok bool)
+}
+
+// settingsObjectives are the objectives of the EPP's configuration file.
+type settingsObjectives map[string]int
+
+func (o settingsObjectives) Priority(name string) (int, bool) {
+	p, ok := o[name]
+	return p, ok
+}
+
 // Options configure a Server.
 type Options struct {
-	Pool       fleet.PoolRef
-	Settings   Settings
-	Datastore  Datastore
+	Pool      fleet.PoolRef
+	Settings  Settings
+	Datastore Datastore
+	// Objectives, when set, resolve objective names (for example from the cluster's
+	// InferenceObjectives); Settings.Objectives otherwise.
+	Objectives Objectives
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -85,6 +101,7 @@ type Server struct {
 	pool      fleet.PoolRef
 	cfg       Settings
 	ds        Datastore
+	objs      Objectives
 	sched     *scheduler.Scheduler
 	log       *slog.Logger
 	metrics   *metrics
@@ -128,7 +145,11 @@ func New(o Options) (*Server, error) {
 	for a := range o.Settings.Adapters {
 		known[a] = true
 	}
+	if o.Objectives == nil {
+		o.Objectives = settingsObjectives(o.Settings.Objectives)
+	}
 	return &Server{
+		objs:      o.Objectives,
 		buffers:   sync.Pool{New: func() any { return new(buffers) }},
 		pool:      o.Pool,
 		cfg:       o.Settings,
@@ -276,7 +297,7 @@ func (s *Server) route(x *exchange) []*extprocv3.ProcessingResponse {
 			return []*extprocv3.ProcessingResponse{immediate(400, "invalid_request_error", err.Error(), nil)}
 		}
 	}
-	priority, ok := s.cfg.Objectives[x.objective]
+	priority, ok := s.objs.Priority(x.objective)
 	if !ok {
 		priority = s.cfg.DefaultPriority
 	}

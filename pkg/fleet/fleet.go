@@ -133,10 +133,30 @@ type Cluster struct {
 	Exports      int
 }
 
-// Import lists the clusters exporting one pool.
+// Import lists the clusters exporting one pool, and what each live cluster reported of its
+// InferencePoolImport for it.
 type Import struct {
 	Pool              PoolRef
 	ExportingClusters []string
+	Importers         []ImportStatus
+}
+
+// ImportStatus is one cluster's InferencePoolImport for one pool.
+type ImportStatus struct {
+	ClusterID string `json:"clusterId"`
+	// Imported is true when the cluster's InferencePoolImport lists every exporting cluster.
+	Imported bool `json:"imported"`
+	// Reason (CamelCase) and Message say why not.
+	Reason  string `json:"reason,omitempty"`
+	Message string `json:"message,omitempty"`
+}
+
+// PoolImportStatus is what a spoke reports of its InferencePoolImport for one pool.
+type PoolImportStatus struct {
+	Pool     PoolRef
+	Imported bool
+	Reason   string
+	Message  string
 }
 
 // RemoteCapacity is one cluster's capacity for one pool with the time the hub received it.

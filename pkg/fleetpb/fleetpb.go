@@ -186,12 +186,38 @@ func LivenessFrom(m *pb.ClusterLiveness) fleet.Cluster {
 
 // Import converts an import to its message.
 func Import(i fleet.Import) *pb.Import {
-	return &pb.Import{Pool: PoolRef(i.Pool), ExportingClusters: i.ExportingClusters}
+	m := &pb.Import{Pool: PoolRef(i.Pool), ExportingClusters: i.ExportingClusters}
+	for _, s := range i.Importers {
+		m.Importers = append(m.Importers, &pb.ImportStatus{ClusterId: s.ClusterID, Imported: s.Imported, Reason: s.Reason, Message: s.Message})
+	}
+	return m
 }
 
 // ImportFrom converts a message to an import.
 func ImportFrom(m *pb.Import) fleet.Import {
-	return fleet.Import{Pool: PoolRefFrom(m.GetPool()), ExportingClusters: m.GetExportingClusters()}
+	i := fleet.Import{Pool: PoolRefFrom(m.GetPool()), ExportingClusters: m.GetExportingClusters()}
+	for _, s := range m.GetImporters() {
+		i.Importers = append(i.Importers, fleet.ImportStatus{ClusterID: s.GetClusterId(), Imported: s.GetImported(), Reason: s.GetReason(), Message: s.GetMessage()})
+	}
+	return i
+}
+
+// PoolImportStatuses converts a spoke's import statuses to their message.
+func PoolImportStatuses(states []fleet.PoolImportStatus) *pb.ImportReport {
+	m := &pb.ImportReport{Pools: make([]*pb.PoolImportStatus, 0, len(states))}
+	for _, s := range states {
+		m.Pools = append(m.Pools, &pb.PoolImportStatus{Pool: PoolRef(s.Pool), Imported: s.Imported, Reason: s.Reason, Message: s.Message})
+	}
+	return m
+}
+
+// PoolImportStatusesFrom converts an import report to the spoke's import statuses.
+func PoolImportStatusesFrom(m *pb.ImportReport) []fleet.PoolImportStatus {
+	out := make([]fleet.PoolImportStatus, 0, len(m.GetPools()))
+	for _, s := range m.GetPools() {
+		out = append(out, fleet.PoolImportStatus{Pool: PoolRefFrom(s.GetPool()), Imported: s.GetImported(), Reason: s.GetReason(), Message: s.GetMessage()})
+	}
+	return out
 }
 
 // RemoteCapacity converts a received capacity report to its message.

@@ -24,6 +24,9 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
 
 	"github.com/spillway-io/spillway/pkg/capacity"
 	"github.com/spillway-io/spillway/pkg/epp"
@@ -32,6 +35,7 @@ import (
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
 	"github.com/spillway-io/spillway/pkg/serve"
 	"github.com/spillway-io/spillway/spoke/hubclient"
+	"github.com/spillway-io/spillway/spoke/kube"
 	"github.com/spillway-io/spillway/spoke/source"
 )
 
@@ -48,15 +52,20 @@ type Options struct {
 	HubAddress     string
 	PoolsFile      string
 	PoolsReload    time.Duration
-	HTTPAddress    string
-	ScrapeInterval time.Duration
-	CapacityPeriod time.Duration
-	Thresholds     capacity.Thresholds
-	EPPAddress     string
-	EPPPool        string
-	EPPConfig      string
-	EnablePprof    bool
-	Log            logging.Options
+	// Kubernetes source (used when PoolsFile is empty).
+	Kubeconfig       string
+	ControllerName   string
+	CreateNamespaces bool
+	GatewayService   string
+	HTTPAddress      string
+	ScrapeInterval   time.Duration
+	CapacityPeriod   time.Duration
+	Thresholds       capacity.Thresholds
+	EPPAddress       string
+	EPPPool          string
+	EPPConfig        string
+	EnablePprof      bool
+	Log              logging.Options
 }
 
 // NewOptions returns the defaults.
@@ -64,6 +73,7 @@ func NewOptions() *Options {
 	return &Options{
 		HubAddress:     "127.0.0.1:8470",
 		PoolsReload:    2 * time.Second,
+		ControllerName: kube.DefaultControllerName,
 		HTTPAddress:    ":8481",
 		ScrapeInterval: 50 * time.Millisecond,
 		CapacityPeriod: 100 * time.Millisecond,
@@ -75,13 +85,17 @@ func NewOptions() *Options {
 
 // AddFlags binds the options to flags.
 func (o *Options) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.ClusterID, "cluster-id", o.ClusterID, "this cluster's ID in the ClusterSet (required)")
+	fs.StringVar(&o.ClusterID, "cluster-id", o.ClusterID, "this cluster's ID in the ClusterSet (default: the ClusterProperty cluster.clusterset.k8s.io)")
 	fs.StringVar(&o.Region, "region", o.Region, "this cluster's region (required)")
 	fs.StringVar(&o.Zone, "zone", o.Zone, "this cluster's zone")
-	fs.StringVar(&o.ClusterSet, "cluster-set", o.ClusterSet, "the ClusterSet this cluster belongs to")
+	fs.StringVar(&o.ClusterSet, "cluster-set", o.ClusterSet, "the ClusterSet this cluster belongs to (default: the ClusterProperty clusterset.k8s.io)")
 	fs.StringVar(&o.GatewayAddress, "gateway-address", o.GatewayAddress, "host:port where other clusters reach this cluster's inference gateway")
 	fs.StringVar(&o.HubAddress, "hub-address", o.HubAddress, "host:port of the hub's gRPC address (empty: standalone, no hub)")
-	fs.StringVar(&o.PoolsFile, "pools-file", o.PoolsFile, "YAML file listing the cluster's pools and endpoints (the static source)")
+	fs.StringVar(&o.PoolsFile, "pools-file", o.PoolsFile, "YAML file listing the cluster's pools and endpoints (the static source; empty: watch Kubernetes)")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig of the cluster (default: $KUBECONFIG, else the in-cluster service account)")
+	fs.StringVar(&o.ControllerName, "controller-name", o.ControllerName, "name written into InferencePoolImport and InferencePool status")
+	fs.BoolVar(&o.CreateNamespaces, "create-namespaces", o.CreateNamespaces, "create a missing namespace for an InferencePoolImport (otherwise report NamespaceNotFound)")
+	fs.StringVar(&o.GatewayService, "gateway-service", o.GatewayService, "namespace/name of the inference gateway Service to export with an MCS-API ServiceExport")
 	fs.DurationVar(&o.PoolsReload, "pools-reload", o.PoolsReload, "how often to check --pools-file for changes (0: never)")
 	fs.StringVar(&o.HTTPAddress, "http-address", o.HTTPAddress, "host:port of /metrics, /healthz and /readyz")
 	fs.DurationVar(&o.ScrapeInterval, "scrape-interval", o.ScrapeInterval, "how often each endpoint's /metrics is read")
@@ -103,14 +117,22 @@ func (o *Options) Complete() error { return nil }
 // Validate checks the options and names every problem.
 func (o *Options) Validate() error {
 	var errs []error
-	if o.ClusterID == "" {
-		errs = append(errs, errors.New("--cluster-id is required"))
+	if o.ClusterID == "" && o.PoolsFile != "" {
+		errs = append(errs, errors.New("--cluster-id is required with --pools-file"))
 	}
 	if o.Region == "" {
 		errs = append(errs, errors.New("--region is required"))
 	}
-	if o.PoolsFile == "" {
-		errs = append(errs, errors.New("--pools-file is required (the Kubernetes source is not built yet)"))
+	if o.PoolsFile == "" && o.EPPAddress != "" && o.EPPPool == "" {
+		errs = append(errs, errors.New("--epp-pool is required with the Kubernetes source (or set --epp-address to empty)"))
+	}
+	if o.GatewayService != "" {
+		if ns, name, ok := strings.Cut(o.GatewayService, "/"); !ok || ns == "" || name == "" {
+			errs = append(errs, fmt.Errorf("--gateway-service %q: want namespace/name", o.GatewayService))
+		}
+	}
+	if o.ControllerName == "" || !strings.Contains(o.ControllerName, "/") {
+		errs = append(errs, fmt.Errorf("--controller-name %q: want domain/path", o.ControllerName))
 	}
 	if _, _, err := net.SplitHostPort(o.HTTPAddress); err != nil {
 		errs = append(errs, fmt.Errorf("--http-address %q: want host:port", o.HTTPAddress))
@@ -150,7 +172,10 @@ func (o *Options) Validate() error {
 type Config struct {
 	Options
 	Logger *slog.Logger
-	Source source.Source
+	// Source is the static file source; nil with the Kubernetes source, which Run builds on
+	// KubeConfig because it needs the hub client.
+	Source     source.Source
+	KubeConfig *rest.Config
 	// EPP is the Endpoint Picker's configuration; nil when --epp-address is empty.
 	EPP *epp.Settings
 	// EPPPoolRef is the pool the EPP serves.
@@ -169,12 +194,18 @@ func (o *Options) Config() (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	log = log.With("cluster", o.ClusterID)
-	src, err := source.NewStatic(o.PoolsFile, o.PoolsReload, log.With("component", "static-source"))
-	if err != nil {
+	cfg := &Config{Options: *o}
+	var firstPool []source.Pool
+	if o.PoolsFile != "" {
+		src, err := source.NewStatic(o.PoolsFile, o.PoolsReload, log.With("component", "static-source", "cluster", o.ClusterID))
+		if err != nil {
+			return nil, err
+		}
+		cfg.Source, firstPool = src, src.Pools()
+	} else if err := cfg.completeKube(); err != nil {
 		return nil, err
 	}
-	cfg := &Config{Options: *o, Logger: log, Source: src}
+	cfg.Logger = log.With("cluster", cfg.ClusterID)
 	if o.EPPAddress != "" {
 		settings := epp.DefaultSettings()
 		if o.EPPConfig != "" {
@@ -194,13 +225,49 @@ func (o *Options) Config() (*Config, error) {
 		cfg.EPP = &settings
 		if ns, name, ok := strings.Cut(o.EPPPool, "/"); ok {
 			cfg.EPPPoolRef = fleet.PoolRef{Namespace: ns, Name: name}
-		} else if pools := src.Pools(); len(pools) > 0 {
-			cfg.EPPPoolRef = pools[0].Ref
+		} else if len(firstPool) > 0 {
+			cfg.EPPPoolRef = firstPool[0].Ref
 		} else {
 			return nil, errors.New("--epp-pool is not set and the source has no pool")
 		}
 	}
 	return cfg, nil
+}
+
+// completeKube loads the cluster's API configuration and identity: the ClusterProperty objects
+// of KEP-2149 name the cluster and its ClusterSet; the flags are the fallback and must agree.
+func (c *Config) completeKube() error {
+	rc, err := kube.RESTConfig(c.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	id, err := kube.ReadIdentity(ctx, rc)
+	if err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		flag, property string
+		value          *string
+		found          string
+	}{
+		{"--cluster-id", kube.PropertyClusterID, &c.ClusterID, id.ClusterID},
+		{"--cluster-set", kube.PropertyClusterSet, &c.ClusterSet, id.ClusterSet},
+	} {
+		switch {
+		case f.found == "":
+		case *f.value == "":
+			*f.value = f.found
+		case *f.value != f.found:
+			return fmt.Errorf("%s %q disagrees with the ClusterProperty %s (%q)", f.flag, *f.value, f.property, f.found)
+		}
+	}
+	if c.ClusterID == "" {
+		return fmt.Errorf("no cluster ID: create the ClusterProperty %s or set --cluster-id", kube.PropertyClusterID)
+	}
+	c.KubeConfig = rc
+	return nil
 }
 
 // NewCommand returns the spoke's root command.
@@ -243,13 +310,39 @@ func Run(ctx context.Context, cfg *Config) error {
 		Logger:     log,
 		Registerer: reg,
 	})
+	var ctrl *kube.Controller
+	if cfg.KubeConfig != nil {
+		klog.SetSlogLogger(log.With("component", "client-go")) // one log stream, one format
+		ko := kube.Options{
+			Config:           cfg.KubeConfig,
+			ClusterID:        cfg.ClusterID,
+			ControllerName:   cfg.ControllerName,
+			CreateNamespaces: cfg.CreateNamespaces,
+			Logger:           log,
+		}
+		if ns, name, ok := strings.Cut(cfg.GatewayService, "/"); ok {
+			ko.GatewayService = types.NamespacedName{Namespace: ns, Name: name}
+		}
+		if cfg.HubAddress != "" {
+			ko.View, ko.Reporter = client.View(), client
+		}
+		var err error
+		if ctrl, err = kube.New(ko); err != nil {
+			return err
+		}
+		cfg.Source = ctrl
+	}
 	ds := newDatastore(scraper)
 	var picker *epp.Server
 	var eppL net.Listener
 	var eppGRPC *grpc.Server
 	if cfg.EPP != nil {
 		var err error
-		picker, err = epp.New(epp.Options{Pool: cfg.EPPPoolRef, Settings: *cfg.EPP, Datastore: ds, Logger: log, Registerer: reg})
+		var objs epp.Objectives
+		if ctrl != nil {
+			objs = clusterObjectives{ctrl: ctrl, pool: cfg.EPPPoolRef, file: cfg.EPP.Objectives}
+		}
+		picker, err = epp.New(epp.Options{Pool: cfg.EPPPoolRef, Settings: *cfg.EPP, Datastore: ds, Objectives: objs, Logger: log, Registerer: reg})
 		if err != nil {
 			return err
 		}
@@ -291,6 +384,23 @@ func Run(ctx context.Context, cfg *Config) error {
 	err = g.Wait()
 	log.Info("spoke stopped")
 	return err
+}
+
+// clusterObjectives resolves objective names from the cluster's InferenceObjectives of the
+// EPP's pool first, then from the EPP configuration file (where Critical, Standard and
+// BestEffort are defined).
+type clusterObjectives struct {
+	ctrl *kube.Controller
+	pool fleet.PoolRef
+	file map[string]int
+}
+
+func (o clusterObjectives) Priority(name string) (int, bool) {
+	if p, ok := o.ctrl.Priority(o.pool, name); ok {
+		return p, true
+	}
+	p, ok := o.file[name]
+	return p, ok
 }
 
 // reconcile feeds local pools to the scraper and the hub client, and recomputes capacity.

@@ -7,14 +7,31 @@ import (
 )
 
 func TestValidateNamesEveryProblem(t *testing.T) {
+	// The Kubernetes source (no --pools-file) needs the EPP's pool named; the cluster ID may come
+	// from the cluster's ClusterProperty.
 	o := NewOptions()
+	o.GatewayService = "no-slash"
 	err := o.Validate()
-	for _, want := range []string{"--cluster-id", "--region", "--pools-file"} {
+	for _, want := range []string{"--region", "--epp-pool", "--gateway-service"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to name %s", err, want)
 		}
 	}
-	o.ClusterID, o.Region, o.PoolsFile = "a", "r", "pools.yaml"
+	if strings.Contains(err.Error(), "--cluster-id") {
+		t.Errorf("Validate() = %v: the Kubernetes source reads the cluster ID from the cluster", err)
+	}
+	o.GatewayService, o.Region, o.EPPPool = "", "r", "inference/chat"
+	if err := o.Validate(); err != nil {
+		t.Fatalf("valid Kubernetes options: %v", err)
+	}
+
+	// The static source needs the cluster ID.
+	o = NewOptions()
+	o.Region, o.PoolsFile = "r", "pools.yaml"
+	if err := o.Validate(); err == nil || !strings.Contains(err.Error(), "--cluster-id") {
+		t.Errorf("Validate() = %v, want it to name --cluster-id", err)
+	}
+	o.ClusterID = "a"
 	if err := o.Validate(); err != nil {
 		t.Fatalf("valid options: %v", err)
 	}

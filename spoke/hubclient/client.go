@@ -54,12 +54,16 @@ type Client struct {
 	view        *View
 	metrics     *metrics
 
-	mu        sync.Mutex
-	exports   *exportLog
-	capacity  map[fleet.PoolRef]fleet.PoolCapacity
-	interest  []fleet.PoolRef
-	connected bool
-	wake      chan struct{}
+	mu       sync.Mutex
+	exports  *exportLog
+	capacity map[fleet.PoolRef]fleet.PoolCapacity
+	interest []fleet.PoolRef
+	// importStates is what the spoke reports of its InferencePoolImports; importsRev counts
+	// its changes so each session sends the current one once and then every change.
+	importStates []fleet.PoolImportStatus
+	importsRev   uint64
+	connected    bool
+	wake         chan struct{}
 }
 
 // New returns a client; Run connects it.
@@ -122,6 +126,22 @@ func (c *Client) SetInterest(pools []fleet.PoolRef) {
 	c.mu.Lock()
 	same := slices.Equal(pools, c.interest)
 	c.interest = pools
+	c.mu.Unlock()
+	if !same {
+		c.poke()
+	}
+}
+
+// SetImportStatus sets what the spoke reports of its InferencePoolImports, one entry per pool.
+func (c *Client) SetImportStatus(states []fleet.PoolImportStatus) {
+	states = slices.Clone(states)
+	slices.SortFunc(states, func(a, b fleet.PoolImportStatus) int { return a.Pool.Compare(b.Pool) })
+	c.mu.Lock()
+	same := c.importsRev > 0 && slices.Equal(states, c.importStates)
+	if !same {
+		c.importStates = states
+		c.importsRev++
+	}
 	c.mu.Unlock()
 	if !same {
 		c.poke()
@@ -274,6 +294,7 @@ func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient,
 			return fmt.Errorf("send exports: %w", err)
 		}
 	}
+	var importsSent uint64
 	lastSent := map[fleet.PoolRef]fleet.PoolCapacity{}
 	lastAt := map[fleet.PoolRef]time.Time{}
 	tick := time.NewTicker(interval)
@@ -284,7 +305,16 @@ func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient,
 		sent = c.exports.seq
 		newInterest := c.interest
 		caps := c.capacity
+		var imports *pb.ImportReport
+		if c.importsRev != importsSent {
+			imports, importsSent = fleetpb.PoolImportStatuses(c.importStates), c.importsRev
+		}
 		c.mu.Unlock()
+		if imports != nil {
+			if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Imports{Imports: imports}}); err != nil {
+				return fmt.Errorf("send imports: %w", err)
+			}
+		}
 		for _, d := range deltas {
 			if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Exports{Exports: d}}); err != nil {
 				return fmt.Errorf("send exports: %w", err)

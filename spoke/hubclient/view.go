@@ -15,7 +15,7 @@ type View struct {
 	mu       sync.RWMutex
 	inc      string
 	seq      uint64
-	imports  map[fleet.PoolRef][]string
+	imports  map[fleet.PoolRef]fleet.Import
 	clusters map[string]fleet.Cluster
 	capacity map[fleet.CapacityKey]fleet.RemoteCapacity
 	changed  chan struct{}
@@ -23,7 +23,7 @@ type View struct {
 
 func newView() *View {
 	return &View{
-		imports:  map[fleet.PoolRef][]string{},
+		imports:  map[fleet.PoolRef]fleet.Import{},
 		clusters: map[string]fleet.Cluster{},
 		capacity: map[fleet.CapacityKey]fleet.RemoteCapacity{},
 		changed:  make(chan struct{}),
@@ -44,13 +44,13 @@ func (v *View) apply(u *pb.ViewUpdate) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if u.GetSnapshot() {
-		v.imports = map[fleet.PoolRef][]string{}
+		v.imports = map[fleet.PoolRef]fleet.Import{}
 		v.clusters = map[string]fleet.Cluster{}
 		v.capacity = map[fleet.CapacityKey]fleet.RemoteCapacity{}
 	}
 	for _, i := range u.GetImports() {
 		imp := fleetpb.ImportFrom(i)
-		v.imports[imp.Pool] = imp.ExportingClusters
+		v.imports[imp.Pool] = imp
 	}
 	for _, p := range u.GetImportsRemoved() {
 		delete(v.imports, fleetpb.PoolRefFrom(p))
@@ -83,8 +83,10 @@ func (v *View) Imports() []fleet.Import {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
 	out := make([]fleet.Import, 0, len(v.imports))
-	for p, cs := range v.imports {
-		out = append(out, fleet.Import{Pool: p, ExportingClusters: slices.Clone(cs)})
+	for _, imp := range v.imports {
+		imp.ExportingClusters = slices.Clone(imp.ExportingClusters)
+		imp.Importers = slices.Clone(imp.Importers)
+		out = append(out, imp)
 	}
 	slices.SortFunc(out, func(a, b fleet.Import) int { return a.Pool.Compare(b.Pool) })
 	return out

@@ -617,8 +617,11 @@ type Import struct {
 	Pool  *PoolRef               `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
 	// Cluster IDs that export the pool, sorted.
 	ExportingClusters []string `protobuf:"bytes,2,rep,name=exporting_clusters,json=exportingClusters,proto3" json:"exporting_clusters,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// What each live cluster reported of its InferencePoolImport for the pool, sorted by cluster.
+	// An exporting spoke sets its pool's Exported condition from it.
+	Importers     []*ImportStatus `protobuf:"bytes,3,rep,name=importers,proto3" json:"importers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Import) Reset() {
@@ -665,6 +668,84 @@ func (x *Import) GetExportingClusters() []string {
 	return nil
 }
 
+func (x *Import) GetImporters() []*ImportStatus {
+	if x != nil {
+		return x.Importers
+	}
+	return nil
+}
+
+// ImportStatus is one cluster's InferencePoolImport for one pool.
+type ImportStatus struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// True when the cluster holds an InferencePoolImport listing every exporting cluster.
+	Imported bool `protobuf:"varint,2,opt,name=imported,proto3" json:"imported,omitempty"`
+	// Why not, when imported is false: a CamelCase reason (for example NamespaceNotFound).
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportStatus) Reset() {
+	*x = ImportStatus{}
+	mi := &file_spillway_v1_fleet_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportStatus) ProtoMessage() {}
+
+func (x *ImportStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_fleet_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportStatus.ProtoReflect.Descriptor instead.
+func (*ImportStatus) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_fleet_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ImportStatus) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *ImportStatus) GetImported() bool {
+	if x != nil {
+		return x.Imported
+	}
+	return false
+}
+
+func (x *ImportStatus) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *ImportStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 // RemoteCapacity is one cluster's capacity for one pool, as the hub last heard it.
 type RemoteCapacity struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -678,7 +759,7 @@ type RemoteCapacity struct {
 
 func (x *RemoteCapacity) Reset() {
 	*x = RemoteCapacity{}
-	mi := &file_spillway_v1_fleet_proto_msgTypes[7]
+	mi := &file_spillway_v1_fleet_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -690,7 +771,7 @@ func (x *RemoteCapacity) String() string {
 func (*RemoteCapacity) ProtoMessage() {}
 
 func (x *RemoteCapacity) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_fleet_proto_msgTypes[7]
+	mi := &file_spillway_v1_fleet_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -703,7 +784,7 @@ func (x *RemoteCapacity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoteCapacity.ProtoReflect.Descriptor instead.
 func (*RemoteCapacity) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_fleet_proto_rawDescGZIP(), []int{7}
+	return file_spillway_v1_fleet_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RemoteCapacity) GetClusterId() string {
@@ -784,10 +865,17 @@ const file_spillway_v1_fleet_proto_rawDesc = "" +
 	"\rregistered_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\fregisteredAt\x127\n" +
 	"\tlast_seen\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x15\n" +
 	"\x06hub_id\x18\x05 \x01(\tR\x05hubId\x12\x18\n" +
-	"\aexports\x18\x06 \x01(\rR\aexports\"a\n" +
+	"\aexports\x18\x06 \x01(\rR\aexports\"\x9a\x01\n" +
 	"\x06Import\x12(\n" +
 	"\x04pool\x18\x01 \x01(\v2\x14.spillway.v1.PoolRefR\x04pool\x12-\n" +
-	"\x12exporting_clusters\x18\x02 \x03(\tR\x11exportingClusters\"\xa3\x01\n" +
+	"\x12exporting_clusters\x18\x02 \x03(\tR\x11exportingClusters\x127\n" +
+	"\timporters\x18\x03 \x03(\v2\x19.spillway.v1.ImportStatusR\timporters\"{\n" +
+	"\fImportStatus\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1a\n" +
+	"\bimported\x18\x02 \x01(\bR\bimported\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\xa3\x01\n" +
 	"\x0eRemoteCapacity\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x125\n" +
@@ -812,7 +900,7 @@ func file_spillway_v1_fleet_proto_rawDescGZIP() []byte {
 }
 
 var file_spillway_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_spillway_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_spillway_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_spillway_v1_fleet_proto_goTypes = []any{
 	(ClusterState)(0),             // 0: spillway.v1.ClusterState
 	(*ClusterInfo)(nil),           // 1: spillway.v1.ClusterInfo
@@ -822,28 +910,30 @@ var file_spillway_v1_fleet_proto_goTypes = []any{
 	(*EndpointCapacity)(nil),      // 5: spillway.v1.EndpointCapacity
 	(*Cluster)(nil),               // 6: spillway.v1.Cluster
 	(*Import)(nil),                // 7: spillway.v1.Import
-	(*RemoteCapacity)(nil),        // 8: spillway.v1.RemoteCapacity
-	nil,                           // 9: spillway.v1.Export.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*ImportStatus)(nil),          // 8: spillway.v1.ImportStatus
+	(*RemoteCapacity)(nil),        // 9: spillway.v1.RemoteCapacity
+	nil,                           // 10: spillway.v1.Export.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_spillway_v1_fleet_proto_depIdxs = []int32{
 	2,  // 0: spillway.v1.Export.pool:type_name -> spillway.v1.PoolRef
-	9,  // 1: spillway.v1.Export.labels:type_name -> spillway.v1.Export.LabelsEntry
+	10, // 1: spillway.v1.Export.labels:type_name -> spillway.v1.Export.LabelsEntry
 	2,  // 2: spillway.v1.PoolCapacity.pool:type_name -> spillway.v1.PoolRef
-	10, // 3: spillway.v1.PoolCapacity.observed_at:type_name -> google.protobuf.Timestamp
+	11, // 3: spillway.v1.PoolCapacity.observed_at:type_name -> google.protobuf.Timestamp
 	5,  // 4: spillway.v1.PoolCapacity.endpoints:type_name -> spillway.v1.EndpointCapacity
 	1,  // 5: spillway.v1.Cluster.info:type_name -> spillway.v1.ClusterInfo
 	0,  // 6: spillway.v1.Cluster.state:type_name -> spillway.v1.ClusterState
-	10, // 7: spillway.v1.Cluster.registered_at:type_name -> google.protobuf.Timestamp
-	10, // 8: spillway.v1.Cluster.last_seen:type_name -> google.protobuf.Timestamp
+	11, // 7: spillway.v1.Cluster.registered_at:type_name -> google.protobuf.Timestamp
+	11, // 8: spillway.v1.Cluster.last_seen:type_name -> google.protobuf.Timestamp
 	2,  // 9: spillway.v1.Import.pool:type_name -> spillway.v1.PoolRef
-	4,  // 10: spillway.v1.RemoteCapacity.capacity:type_name -> spillway.v1.PoolCapacity
-	10, // 11: spillway.v1.RemoteCapacity.received_at:type_name -> google.protobuf.Timestamp
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	8,  // 10: spillway.v1.Import.importers:type_name -> spillway.v1.ImportStatus
+	4,  // 11: spillway.v1.RemoteCapacity.capacity:type_name -> spillway.v1.PoolCapacity
+	11, // 12: spillway.v1.RemoteCapacity.received_at:type_name -> google.protobuf.Timestamp
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_spillway_v1_fleet_proto_init() }
@@ -857,7 +947,7 @@ func file_spillway_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spillway_v1_fleet_proto_rawDesc), len(file_spillway_v1_fleet_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

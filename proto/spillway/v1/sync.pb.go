@@ -119,6 +119,7 @@ type SyncRequest struct {
 	//	*SyncRequest_Exports
 	//	*SyncRequest_Capacity
 	//	*SyncRequest_Interest
+	//	*SyncRequest_Imports
 	Msg           isSyncRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -197,6 +198,15 @@ func (x *SyncRequest) GetInterest() *Interest {
 	return nil
 }
 
+func (x *SyncRequest) GetImports() *ImportReport {
+	if x != nil {
+		if x, ok := x.Msg.(*SyncRequest_Imports); ok {
+			return x.Imports
+		}
+	}
+	return nil
+}
+
 type isSyncRequest_Msg interface {
 	isSyncRequest_Msg()
 }
@@ -217,6 +227,10 @@ type SyncRequest_Interest struct {
 	Interest *Interest `protobuf:"bytes,4,opt,name=interest,proto3,oneof"`
 }
 
+type SyncRequest_Imports struct {
+	Imports *ImportReport `protobuf:"bytes,5,opt,name=imports,proto3,oneof"`
+}
+
 func (*SyncRequest_Hello) isSyncRequest_Msg() {}
 
 func (*SyncRequest_Exports) isSyncRequest_Msg() {}
@@ -224,6 +238,126 @@ func (*SyncRequest_Exports) isSyncRequest_Msg() {}
 func (*SyncRequest_Capacity) isSyncRequest_Msg() {}
 
 func (*SyncRequest_Interest) isSyncRequest_Msg() {}
+
+func (*SyncRequest_Imports) isSyncRequest_Msg() {}
+
+// ImportReport replaces what the spoke last reported of its InferencePoolImports: one entry per
+// pool of the fleet view's imports. A spoke sends it when it changes and after every Welcome.
+type ImportReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// At most 10,000.
+	Pools         []*PoolImportStatus `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportReport) Reset() {
+	*x = ImportReport{}
+	mi := &file_spillway_v1_sync_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportReport) ProtoMessage() {}
+
+func (x *ImportReport) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_sync_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportReport.ProtoReflect.Descriptor instead.
+func (*ImportReport) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ImportReport) GetPools() []*PoolImportStatus {
+	if x != nil {
+		return x.Pools
+	}
+	return nil
+}
+
+// PoolImportStatus is the spoke's InferencePoolImport for one pool.
+type PoolImportStatus struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Pool     *PoolRef               `protobuf:"bytes,1,opt,name=pool,proto3" json:"pool,omitempty"`
+	Imported bool                   `protobuf:"varint,2,opt,name=imported,proto3" json:"imported,omitempty"`
+	// CamelCase, at most 64 bytes; empty when imported.
+	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	// At most 1,024 bytes.
+	Message       string `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PoolImportStatus) Reset() {
+	*x = PoolImportStatus{}
+	mi := &file_spillway_v1_sync_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PoolImportStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PoolImportStatus) ProtoMessage() {}
+
+func (x *PoolImportStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_sync_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PoolImportStatus.ProtoReflect.Descriptor instead.
+func (*PoolImportStatus) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PoolImportStatus) GetPool() *PoolRef {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+func (x *PoolImportStatus) GetImported() bool {
+	if x != nil {
+		return x.Imported
+	}
+	return false
+}
+
+func (x *PoolImportStatus) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *PoolImportStatus) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
 
 // Interest replaces the set of pools whose remote capacity the spoke receives. The hub answers with
 // the current capacity of the pools that joined the set.
@@ -237,7 +371,7 @@ type Interest struct {
 
 func (x *Interest) Reset() {
 	*x = Interest{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[3]
+	mi := &file_spillway_v1_sync_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -249,7 +383,7 @@ func (x *Interest) String() string {
 func (*Interest) ProtoMessage() {}
 
 func (x *Interest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[3]
+	mi := &file_spillway_v1_sync_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -262,7 +396,7 @@ func (x *Interest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interest.ProtoReflect.Descriptor instead.
 func (*Interest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{3}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Interest) GetCapacityInterest() []*PoolRef {
@@ -291,7 +425,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[4]
+	mi := &file_spillway_v1_sync_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +437,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[4]
+	mi := &file_spillway_v1_sync_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +450,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{4}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Hello) GetClusterId() string {
@@ -363,7 +497,7 @@ type ExportDelta struct {
 
 func (x *ExportDelta) Reset() {
 	*x = ExportDelta{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[5]
+	mi := &file_spillway_v1_sync_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -375,7 +509,7 @@ func (x *ExportDelta) String() string {
 func (*ExportDelta) ProtoMessage() {}
 
 func (x *ExportDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[5]
+	mi := &file_spillway_v1_sync_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -388,7 +522,7 @@ func (x *ExportDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportDelta.ProtoReflect.Descriptor instead.
 func (*ExportDelta) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{5}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ExportDelta) GetSeq() uint64 {
@@ -432,7 +566,7 @@ type CapacityReport struct {
 
 func (x *CapacityReport) Reset() {
 	*x = CapacityReport{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[6]
+	mi := &file_spillway_v1_sync_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -444,7 +578,7 @@ func (x *CapacityReport) String() string {
 func (*CapacityReport) ProtoMessage() {}
 
 func (x *CapacityReport) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[6]
+	mi := &file_spillway_v1_sync_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -457,7 +591,7 @@ func (x *CapacityReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CapacityReport.ProtoReflect.Descriptor instead.
 func (*CapacityReport) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{6}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CapacityReport) GetPools() []*PoolCapacity {
@@ -488,7 +622,7 @@ type SyncResponse struct {
 
 func (x *SyncResponse) Reset() {
 	*x = SyncResponse{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[7]
+	mi := &file_spillway_v1_sync_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -500,7 +634,7 @@ func (x *SyncResponse) String() string {
 func (*SyncResponse) ProtoMessage() {}
 
 func (x *SyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[7]
+	mi := &file_spillway_v1_sync_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -513,7 +647,7 @@ func (x *SyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResponse.ProtoReflect.Descriptor instead.
 func (*SyncResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{7}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SyncResponse) GetMsg() isSyncResponse_Msg {
@@ -593,7 +727,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[8]
+	mi := &file_spillway_v1_sync_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -605,7 +739,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[8]
+	mi := &file_spillway_v1_sync_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -618,7 +752,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{8}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Welcome) GetHubId() string {
@@ -673,7 +807,7 @@ type ExportAck struct {
 
 func (x *ExportAck) Reset() {
 	*x = ExportAck{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[9]
+	mi := &file_spillway_v1_sync_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +819,7 @@ func (x *ExportAck) String() string {
 func (*ExportAck) ProtoMessage() {}
 
 func (x *ExportAck) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[9]
+	mi := &file_spillway_v1_sync_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +832,7 @@ func (x *ExportAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportAck.ProtoReflect.Descriptor instead.
 func (*ExportAck) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{9}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ExportAck) GetSeq() uint64 {
@@ -720,7 +854,7 @@ type ViewCursor struct {
 
 func (x *ViewCursor) Reset() {
 	*x = ViewCursor{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[10]
+	mi := &file_spillway_v1_sync_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -732,7 +866,7 @@ func (x *ViewCursor) String() string {
 func (*ViewCursor) ProtoMessage() {}
 
 func (x *ViewCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[10]
+	mi := &file_spillway_v1_sync_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -745,7 +879,7 @@ func (x *ViewCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ViewCursor.ProtoReflect.Descriptor instead.
 func (*ViewCursor) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{10}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ViewCursor) GetHubIncarnation() string {
@@ -780,7 +914,7 @@ type ViewUpdate struct {
 
 func (x *ViewUpdate) Reset() {
 	*x = ViewUpdate{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[11]
+	mi := &file_spillway_v1_sync_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -792,7 +926,7 @@ func (x *ViewUpdate) String() string {
 func (*ViewUpdate) ProtoMessage() {}
 
 func (x *ViewUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[11]
+	mi := &file_spillway_v1_sync_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -805,7 +939,7 @@ func (x *ViewUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ViewUpdate.ProtoReflect.Descriptor instead.
 func (*ViewUpdate) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{11}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ViewUpdate) GetCursor() *ViewCursor {
@@ -872,7 +1006,7 @@ type ClusterLiveness struct {
 
 func (x *ClusterLiveness) Reset() {
 	*x = ClusterLiveness{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[12]
+	mi := &file_spillway_v1_sync_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -884,7 +1018,7 @@ func (x *ClusterLiveness) String() string {
 func (*ClusterLiveness) ProtoMessage() {}
 
 func (x *ClusterLiveness) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[12]
+	mi := &file_spillway_v1_sync_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -897,7 +1031,7 @@ func (x *ClusterLiveness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterLiveness.ProtoReflect.Descriptor instead.
 func (*ClusterLiveness) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{12}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ClusterLiveness) GetClusterId() string {
@@ -952,7 +1086,7 @@ type CapacityKey struct {
 
 func (x *CapacityKey) Reset() {
 	*x = CapacityKey{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[13]
+	mi := &file_spillway_v1_sync_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -964,7 +1098,7 @@ func (x *CapacityKey) String() string {
 func (*CapacityKey) ProtoMessage() {}
 
 func (x *CapacityKey) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[13]
+	mi := &file_spillway_v1_sync_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -977,7 +1111,7 @@ func (x *CapacityKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CapacityKey.ProtoReflect.Descriptor instead.
 func (*CapacityKey) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{13}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *CapacityKey) GetClusterId() string {
@@ -1002,13 +1136,21 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\x0fRegisterRequest\x122\n" +
 	"\acluster\x18\x01 \x01(\v2\x18.spillway.v1.ClusterInfoR\acluster\"B\n" +
 	"\x10RegisterResponse\x12.\n" +
-	"\acluster\x18\x01 \x01(\v2\x14.spillway.v1.ClusterR\acluster\"\xe6\x01\n" +
+	"\acluster\x18\x01 \x01(\v2\x14.spillway.v1.ClusterR\acluster\"\x9d\x02\n" +
 	"\vSyncRequest\x12*\n" +
 	"\x05hello\x18\x01 \x01(\v2\x12.spillway.v1.HelloH\x00R\x05hello\x124\n" +
 	"\aexports\x18\x02 \x01(\v2\x18.spillway.v1.ExportDeltaH\x00R\aexports\x129\n" +
 	"\bcapacity\x18\x03 \x01(\v2\x1b.spillway.v1.CapacityReportH\x00R\bcapacity\x123\n" +
-	"\binterest\x18\x04 \x01(\v2\x15.spillway.v1.InterestH\x00R\binterestB\x05\n" +
-	"\x03msg\"M\n" +
+	"\binterest\x18\x04 \x01(\v2\x15.spillway.v1.InterestH\x00R\binterest\x125\n" +
+	"\aimports\x18\x05 \x01(\v2\x19.spillway.v1.ImportReportH\x00R\aimportsB\x05\n" +
+	"\x03msg\"C\n" +
+	"\fImportReport\x123\n" +
+	"\x05pools\x18\x01 \x03(\v2\x1d.spillway.v1.PoolImportStatusR\x05pools\"\x8a\x01\n" +
+	"\x10PoolImportStatus\x12(\n" +
+	"\x04pool\x18\x01 \x01(\v2\x14.spillway.v1.PoolRefR\x04pool\x12\x1a\n" +
+	"\bimported\x18\x02 \x01(\bR\bimported\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"M\n" +
 	"\bInterest\x12A\n" +
 	"\x11capacity_interest\x18\x01 \x03(\v2\x14.spillway.v1.PoolRefR\x10capacityInterest\"\xd0\x01\n" +
 	"\x05Hello\x12\x1d\n" +
@@ -1083,71 +1225,76 @@ func file_spillway_v1_sync_proto_rawDescGZIP() []byte {
 	return file_spillway_v1_sync_proto_rawDescData
 }
 
-var file_spillway_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_spillway_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_spillway_v1_sync_proto_goTypes = []any{
 	(*RegisterRequest)(nil),       // 0: spillway.v1.RegisterRequest
 	(*RegisterResponse)(nil),      // 1: spillway.v1.RegisterResponse
 	(*SyncRequest)(nil),           // 2: spillway.v1.SyncRequest
-	(*Interest)(nil),              // 3: spillway.v1.Interest
-	(*Hello)(nil),                 // 4: spillway.v1.Hello
-	(*ExportDelta)(nil),           // 5: spillway.v1.ExportDelta
-	(*CapacityReport)(nil),        // 6: spillway.v1.CapacityReport
-	(*SyncResponse)(nil),          // 7: spillway.v1.SyncResponse
-	(*Welcome)(nil),               // 8: spillway.v1.Welcome
-	(*ExportAck)(nil),             // 9: spillway.v1.ExportAck
-	(*ViewCursor)(nil),            // 10: spillway.v1.ViewCursor
-	(*ViewUpdate)(nil),            // 11: spillway.v1.ViewUpdate
-	(*ClusterLiveness)(nil),       // 12: spillway.v1.ClusterLiveness
-	(*CapacityKey)(nil),           // 13: spillway.v1.CapacityKey
-	(*ClusterInfo)(nil),           // 14: spillway.v1.ClusterInfo
-	(*Cluster)(nil),               // 15: spillway.v1.Cluster
-	(*PoolRef)(nil),               // 16: spillway.v1.PoolRef
-	(*Export)(nil),                // 17: spillway.v1.Export
-	(*PoolCapacity)(nil),          // 18: spillway.v1.PoolCapacity
-	(*durationpb.Duration)(nil),   // 19: google.protobuf.Duration
-	(*Import)(nil),                // 20: spillway.v1.Import
-	(*RemoteCapacity)(nil),        // 21: spillway.v1.RemoteCapacity
-	(ClusterState)(0),             // 22: spillway.v1.ClusterState
-	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*ImportReport)(nil),          // 3: spillway.v1.ImportReport
+	(*PoolImportStatus)(nil),      // 4: spillway.v1.PoolImportStatus
+	(*Interest)(nil),              // 5: spillway.v1.Interest
+	(*Hello)(nil),                 // 6: spillway.v1.Hello
+	(*ExportDelta)(nil),           // 7: spillway.v1.ExportDelta
+	(*CapacityReport)(nil),        // 8: spillway.v1.CapacityReport
+	(*SyncResponse)(nil),          // 9: spillway.v1.SyncResponse
+	(*Welcome)(nil),               // 10: spillway.v1.Welcome
+	(*ExportAck)(nil),             // 11: spillway.v1.ExportAck
+	(*ViewCursor)(nil),            // 12: spillway.v1.ViewCursor
+	(*ViewUpdate)(nil),            // 13: spillway.v1.ViewUpdate
+	(*ClusterLiveness)(nil),       // 14: spillway.v1.ClusterLiveness
+	(*CapacityKey)(nil),           // 15: spillway.v1.CapacityKey
+	(*ClusterInfo)(nil),           // 16: spillway.v1.ClusterInfo
+	(*Cluster)(nil),               // 17: spillway.v1.Cluster
+	(*PoolRef)(nil),               // 18: spillway.v1.PoolRef
+	(*Export)(nil),                // 19: spillway.v1.Export
+	(*PoolCapacity)(nil),          // 20: spillway.v1.PoolCapacity
+	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
+	(*Import)(nil),                // 22: spillway.v1.Import
+	(*RemoteCapacity)(nil),        // 23: spillway.v1.RemoteCapacity
+	(ClusterState)(0),             // 24: spillway.v1.ClusterState
+	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
 }
 var file_spillway_v1_sync_proto_depIdxs = []int32{
-	14, // 0: spillway.v1.RegisterRequest.cluster:type_name -> spillway.v1.ClusterInfo
-	15, // 1: spillway.v1.RegisterResponse.cluster:type_name -> spillway.v1.Cluster
-	4,  // 2: spillway.v1.SyncRequest.hello:type_name -> spillway.v1.Hello
-	5,  // 3: spillway.v1.SyncRequest.exports:type_name -> spillway.v1.ExportDelta
-	6,  // 4: spillway.v1.SyncRequest.capacity:type_name -> spillway.v1.CapacityReport
-	3,  // 5: spillway.v1.SyncRequest.interest:type_name -> spillway.v1.Interest
-	16, // 6: spillway.v1.Interest.capacity_interest:type_name -> spillway.v1.PoolRef
-	10, // 7: spillway.v1.Hello.view_cursor:type_name -> spillway.v1.ViewCursor
-	16, // 8: spillway.v1.Hello.capacity_interest:type_name -> spillway.v1.PoolRef
-	17, // 9: spillway.v1.ExportDelta.upserts:type_name -> spillway.v1.Export
-	16, // 10: spillway.v1.ExportDelta.removes:type_name -> spillway.v1.PoolRef
-	18, // 11: spillway.v1.CapacityReport.pools:type_name -> spillway.v1.PoolCapacity
-	16, // 12: spillway.v1.CapacityReport.removed:type_name -> spillway.v1.PoolRef
-	8,  // 13: spillway.v1.SyncResponse.welcome:type_name -> spillway.v1.Welcome
-	9,  // 14: spillway.v1.SyncResponse.export_ack:type_name -> spillway.v1.ExportAck
-	11, // 15: spillway.v1.SyncResponse.view:type_name -> spillway.v1.ViewUpdate
-	19, // 16: spillway.v1.Welcome.lease_ttl:type_name -> google.protobuf.Duration
-	19, // 17: spillway.v1.Welcome.min_report_interval:type_name -> google.protobuf.Duration
-	19, // 18: spillway.v1.Welcome.capacity_heartbeat:type_name -> google.protobuf.Duration
-	10, // 19: spillway.v1.ViewUpdate.cursor:type_name -> spillway.v1.ViewCursor
-	20, // 20: spillway.v1.ViewUpdate.imports:type_name -> spillway.v1.Import
-	16, // 21: spillway.v1.ViewUpdate.imports_removed:type_name -> spillway.v1.PoolRef
-	12, // 22: spillway.v1.ViewUpdate.clusters:type_name -> spillway.v1.ClusterLiveness
-	21, // 23: spillway.v1.ViewUpdate.capacity:type_name -> spillway.v1.RemoteCapacity
-	13, // 24: spillway.v1.ViewUpdate.capacity_removed:type_name -> spillway.v1.CapacityKey
-	22, // 25: spillway.v1.ClusterLiveness.state:type_name -> spillway.v1.ClusterState
-	23, // 26: spillway.v1.ClusterLiveness.last_seen:type_name -> google.protobuf.Timestamp
-	16, // 27: spillway.v1.CapacityKey.pool:type_name -> spillway.v1.PoolRef
-	0,  // 28: spillway.v1.SyncService.Register:input_type -> spillway.v1.RegisterRequest
-	2,  // 29: spillway.v1.SyncService.Sync:input_type -> spillway.v1.SyncRequest
-	1,  // 30: spillway.v1.SyncService.Register:output_type -> spillway.v1.RegisterResponse
-	7,  // 31: spillway.v1.SyncService.Sync:output_type -> spillway.v1.SyncResponse
-	30, // [30:32] is the sub-list for method output_type
-	28, // [28:30] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	16, // 0: spillway.v1.RegisterRequest.cluster:type_name -> spillway.v1.ClusterInfo
+	17, // 1: spillway.v1.RegisterResponse.cluster:type_name -> spillway.v1.Cluster
+	6,  // 2: spillway.v1.SyncRequest.hello:type_name -> spillway.v1.Hello
+	7,  // 3: spillway.v1.SyncRequest.exports:type_name -> spillway.v1.ExportDelta
+	8,  // 4: spillway.v1.SyncRequest.capacity:type_name -> spillway.v1.CapacityReport
+	5,  // 5: spillway.v1.SyncRequest.interest:type_name -> spillway.v1.Interest
+	3,  // 6: spillway.v1.SyncRequest.imports:type_name -> spillway.v1.ImportReport
+	4,  // 7: spillway.v1.ImportReport.pools:type_name -> spillway.v1.PoolImportStatus
+	18, // 8: spillway.v1.PoolImportStatus.pool:type_name -> spillway.v1.PoolRef
+	18, // 9: spillway.v1.Interest.capacity_interest:type_name -> spillway.v1.PoolRef
+	12, // 10: spillway.v1.Hello.view_cursor:type_name -> spillway.v1.ViewCursor
+	18, // 11: spillway.v1.Hello.capacity_interest:type_name -> spillway.v1.PoolRef
+	19, // 12: spillway.v1.ExportDelta.upserts:type_name -> spillway.v1.Export
+	18, // 13: spillway.v1.ExportDelta.removes:type_name -> spillway.v1.PoolRef
+	20, // 14: spillway.v1.CapacityReport.pools:type_name -> spillway.v1.PoolCapacity
+	18, // 15: spillway.v1.CapacityReport.removed:type_name -> spillway.v1.PoolRef
+	10, // 16: spillway.v1.SyncResponse.welcome:type_name -> spillway.v1.Welcome
+	11, // 17: spillway.v1.SyncResponse.export_ack:type_name -> spillway.v1.ExportAck
+	13, // 18: spillway.v1.SyncResponse.view:type_name -> spillway.v1.ViewUpdate
+	21, // 19: spillway.v1.Welcome.lease_ttl:type_name -> google.protobuf.Duration
+	21, // 20: spillway.v1.Welcome.min_report_interval:type_name -> google.protobuf.Duration
+	21, // 21: spillway.v1.Welcome.capacity_heartbeat:type_name -> google.protobuf.Duration
+	12, // 22: spillway.v1.ViewUpdate.cursor:type_name -> spillway.v1.ViewCursor
+	22, // 23: spillway.v1.ViewUpdate.imports:type_name -> spillway.v1.Import
+	18, // 24: spillway.v1.ViewUpdate.imports_removed:type_name -> spillway.v1.PoolRef
+	14, // 25: spillway.v1.ViewUpdate.clusters:type_name -> spillway.v1.ClusterLiveness
+	23, // 26: spillway.v1.ViewUpdate.capacity:type_name -> spillway.v1.RemoteCapacity
+	15, // 27: spillway.v1.ViewUpdate.capacity_removed:type_name -> spillway.v1.CapacityKey
+	24, // 28: spillway.v1.ClusterLiveness.state:type_name -> spillway.v1.ClusterState
+	25, // 29: spillway.v1.ClusterLiveness.last_seen:type_name -> google.protobuf.Timestamp
+	18, // 30: spillway.v1.CapacityKey.pool:type_name -> spillway.v1.PoolRef
+	0,  // 31: spillway.v1.SyncService.Register:input_type -> spillway.v1.RegisterRequest
+	2,  // 32: spillway.v1.SyncService.Sync:input_type -> spillway.v1.SyncRequest
+	1,  // 33: spillway.v1.SyncService.Register:output_type -> spillway.v1.RegisterResponse
+	9,  // 34: spillway.v1.SyncService.Sync:output_type -> spillway.v1.SyncResponse
+	33, // [33:35] is the sub-list for method output_type
+	31, // [31:33] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_spillway_v1_sync_proto_init() }
@@ -1161,8 +1308,9 @@ func file_spillway_v1_sync_proto_init() {
 		(*SyncRequest_Exports)(nil),
 		(*SyncRequest_Capacity)(nil),
 		(*SyncRequest_Interest)(nil),
+		(*SyncRequest_Imports)(nil),
 	}
-	file_spillway_v1_sync_proto_msgTypes[7].OneofWrappers = []any{
+	file_spillway_v1_sync_proto_msgTypes[9].OneofWrappers = []any{
 		(*SyncResponse_Welcome)(nil),
 		(*SyncResponse_ExportAck)(nil),
 		(*SyncResponse_View)(nil),
@@ -1173,7 +1321,7 @@ func file_spillway_v1_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spillway_v1_sync_proto_rawDesc), len(file_spillway_v1_sync_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
