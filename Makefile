@@ -34,6 +34,10 @@ build: ## Build every binary into bin/.
 demo: build ## Run a whole local fleet: hub, three regional spokes, simulators (DEMO_DURATION=30s to stop by itself).
 	$(BIN)/fleet --bin-dir $(BIN) $(if $(DEMO_DURATION),--duration $(DEMO_DURATION),)
 
+.PHONY: demo-k8s
+demo-k8s: build ## The demo fleet with a real kube-apiserver per region: pools from InferencePools, imports written back.
+	@k8s=$$(bash hack/k8s-bins.sh) && SPILLWAY_K8S_BIN_DIR=$$k8s $(BIN)/fleet --bin-dir $(BIN) --kubernetes $(if $(DEMO_DURATION),--duration $(DEMO_DURATION),)
+
 .PHONY: test
 test: build ## Run the whole test suite (unit, real etcd/gRPC/kube-apiserver, e2e with real processes).
 	@k8s=$$(bash hack/k8s-bins.sh) && \

@@ -3,7 +3,9 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -490,4 +492,35 @@ spec: {priority: 10, poolRef: {name: no-such-pool}}
 			t.Fatalf("c has no imported slice: got %q from %q", addr, from)
 		}
 	})
+}
+
+// TestDemoKubernetes runs `make demo-k8s`'s fleet: a real API server per region, spokes on the
+// Kubernetes source, load through each region's gateway into the simulators behind the Pods.
+func TestDemoKubernetes(t *testing.T) {
+	bin := bins(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "fleet"), "--bin-dir", bin, "--work-dir", t.TempDir(),
+		"--kubernetes", "--repo-root", "..", "--duration", "5s")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo-k8s: %v\n%s", err, out)
+	}
+	text := string(out)
+	for _, re := range []string{
+		`(?m)^default\s+chat\s+spillway\.io/spoke\s+eu-west-1,us-east-1,us-west-1$`,
+		`spillway\.io/spoke\s+InferencePoolImport/chat\s+Exported=True \(Exported: imported by all 3 live member clusters\)`,
+		`(?m)^default/chat\s+us-east-1\s+us-east\s+Alive\s+3/3`,
+		`load through the us-west gateway:\n.*\n\s+BestEffort\s+(\d+)\s+(\d+)\s+200×`,
+		`fleet stopped`,
+	} {
+		if !regexp.MustCompile(re).MatchString(text) {
+			t.Errorf("demo-k8s output does not match %s:\n%s", re, text)
+		}
+	}
+	for _, summary := range regexp.MustCompile(`(?m)^\s+(Critical|Standard|BestEffort)\s+(\d+)\s+(\d+)\s`).FindAllStringSubmatch(text, -1) {
+		if summary[2] != summary[3] || summary[2] == "0" {
+			t.Errorf("%s: %s requests, %s succeeded: every request should be served at this load", summary[1], summary[2], summary[3])
+		}
+	}
 }

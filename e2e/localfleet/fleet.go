@@ -43,6 +43,9 @@ type Options struct {
 	Regions  []Region
 	// SimArgs are extra modelsim flags.
 	SimArgs []string
+	// Kubeconfigs, by cluster, switch the spokes from pool files to the Kubernetes source: each
+	// spoke watches its cluster's API server and reads its identity from ClusterProperty objects.
+	Kubeconfigs map[string]string
 }
 
 // DefaultOptions is the demo fleet: three regions, each with a pool default/chat of three
@@ -145,15 +148,19 @@ func (f *Fleet) WritePools(r Region, endpoints []string) error {
 
 // StartSpoke (re)starts a region's spoke.
 func (f *Fleet) StartSpoke(r Region) error {
-	if _, err := os.Stat(f.PoolsFile(r)); errors.Is(err, os.ErrNotExist) {
-		if err := f.WritePools(r, r.Endpoints); err != nil {
-			return err
-		}
-	}
-	args := []string{"--cluster-id", r.Cluster, "--region", r.Name, "--zone", r.Name + "-a",
+	args := []string{"--region", r.Name, "--zone", r.Name + "-a",
 		"--hub-address", f.Opts.HubGRPC, "--http-address", r.SpokeHTTP,
-		"--pools-file", f.PoolsFile(r), "--pools-reload", "500ms",
-		"--epp-address", r.EPP, "--epp-config", f.eppConfigPath()}
+		"--epp-address", r.EPP, "--epp-config", f.eppConfigPath(), "--epp-pool", "default/chat"}
+	if kc, ok := f.Opts.Kubeconfigs[r.Cluster]; ok {
+		args = append(args, "--kubeconfig", kc)
+	} else {
+		if _, err := os.Stat(f.PoolsFile(r)); errors.Is(err, os.ErrNotExist) {
+			if err := f.WritePools(r, r.Endpoints); err != nil {
+				return err
+			}
+		}
+		args = append(args, "--cluster-id", r.Cluster, "--pools-file", f.PoolsFile(r), "--pools-reload", "500ms")
+	}
 	if r.Gateway != "" {
 		args = append(args, "--gateway-address", r.Gateway)
 	}

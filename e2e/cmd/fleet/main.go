@@ -1,5 +1,6 @@
 // Command fleet runs a whole local Spillway fleet, the one `make demo` starts: a hub with
-// embedded etcd, three regional spokes and their simulated model servers. It prints the fleet as
+// embedded etcd, three regional spokes and their simulated model servers; with --kubernetes
+// (`make demo-k8s`) each region also gets a real kube-apiserver that the spoke watches. It prints the fleet as
 // hubctl shows it once everything is up, and runs until Ctrl-C or --duration.
 package main
 
@@ -7,16 +8,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/spillway-io/spillway/e2e/kube"
 	"github.com/spillway-io/spillway/e2e/loadgen"
 	"github.com/spillway-io/spillway/e2e/localfleet"
 	"github.com/spillway-io/spillway/pkg/cli"
@@ -25,24 +30,27 @@ import (
 func main() { cli.Main(newCommand()) }
 
 func newCommand() *cobra.Command {
-	var binDir, workDir string
+	var binDir, workDir, repoRoot string
 	var duration time.Duration
+	var withKube bool
 	cmd := &cobra.Command{
 		Use:          "fleet",
 		Short:        "Run a local Spillway fleet: hub, three regional spokes, simulated model servers",
 		SilenceUsage: true,
 		Args:         cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return run(cmd.Context(), binDir, workDir, duration)
+			return run(cmd.Context(), binDir, workDir, repoRoot, duration, withKube)
 		},
 	}
 	cmd.Flags().StringVar(&binDir, "bin-dir", "bin", "directory of the hub, spoke, hubctl and modelsim binaries")
 	cmd.Flags().StringVar(&workDir, "work-dir", "", "directory for logs, pool files and the hub's data (default: a new temporary directory)")
 	cmd.Flags().DurationVar(&duration, "duration", 0, "stop after this long (0: run until interrupted)")
+	cmd.Flags().BoolVar(&withKube, "kubernetes", false, "give each region a real kube-apiserver: pools, Pods and objectives come from it and the spokes write InferencePoolImports into it")
+	cmd.Flags().StringVar(&repoRoot, "repo-root", ".", "the repository (for deploy/crds and hack/k8s-bins.sh) with --kubernetes")
 	return cmd
 }
 
-func run(ctx context.Context, binDir, workDir string, duration time.Duration) error {
+func run(ctx context.Context, binDir, workDir, repoRoot string, duration time.Duration, withKube bool) error {
 	if workDir == "" {
 		d, err := os.MkdirTemp("", "spillway-demo-")
 		if err != nil {
@@ -53,6 +61,23 @@ func run(ctx context.Context, binDir, workDir string, duration time.Duration) er
 	binDir, _ = filepath.Abs(binDir)
 	o := localfleet.DefaultOptions(binDir, workDir)
 	fmt.Printf("starting a local fleet in %s (logs in %s)\n", workDir, filepath.Join(workDir, "logs"))
+	var clusters map[string]*kube.Cluster
+	if withKube {
+		var err error
+		clusters, err = startClusters(ctx, repoRoot, workDir, o)
+		defer func() { // after the spokes: registered before the fleet's deferred stop
+			for _, c := range clusters {
+				c.Stop()
+			}
+		}()
+		if err != nil {
+			return err
+		}
+		o.Kubeconfigs = map[string]string{}
+		for id, c := range clusters {
+			o.Kubeconfigs[id] = c.Kubeconfig
+		}
+	}
 	f, err := localfleet.Start(ctx, o)
 	if err != nil {
 		return err
@@ -81,6 +106,11 @@ func run(ctx context.Context, binDir, workDir string, duration time.Duration) er
 	}
 	for _, what := range []string{"clusters", "pools", "imports"} {
 		if err := hubctl(what); err != nil {
+			return err
+		}
+	}
+	if clusters != nil {
+		if err := showKube(ctx, clusters, o); err != nil {
 			return err
 		}
 	}
@@ -145,4 +175,80 @@ func summaryOf(log []byte) string {
 	}
 	tw.Flush()
 	return b.String()
+}
+
+// startClusters starts one real API server per region and seeds it with the region's identity,
+// the exported pool default/chat, a ready Pod per simulator address and the demo objectives.
+func startClusters(ctx context.Context, repoRoot, workDir string, o localfleet.Options) (map[string]*kube.Cluster, error) {
+	bins, err := kube.FindBins(repoRoot)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Println("starting a kube-apiserver per region")
+	out := map[string]*kube.Cluster{}
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	for _, r := range o.Regions {
+		g.Go(func() error {
+			c, err := kube.Start(gctx, bins, filepath.Join(workDir, "kube", r.Cluster), r.Cluster, "127.0.0.1")
+			if err != nil {
+				return fmt.Errorf("%s: %w", r.Cluster, err)
+			}
+			mu.Lock()
+			out[r.Cluster] = c
+			mu.Unlock()
+			if err := c.InstallCRDs(gctx, repoRoot, kube.CRDPaths...); err != nil {
+				return err
+			}
+			seed := kube.Seed{ClusterID: r.Cluster, ClusterSet: "demo", Namespace: "default", Pool: "chat", TargetPort: 8000,
+				Objectives: map[string]int{"critical": 100, "standard": 0, "batch": -1}}
+			for _, e := range r.Endpoints {
+				host, _, _ := net.SplitHostPort(e)
+				seed.EndpointIPs = append(seed.EndpointIPs, host)
+			}
+			return c.SeedCluster(gctx, seed)
+		})
+	}
+	return out, g.Wait()
+}
+
+// showKube waits until every cluster imports the pool from every region, then shows one
+// cluster's InferencePoolImport and one exported pool's Exported condition.
+func showKube(ctx context.Context, clusters map[string]*kube.Cluster, o localfleet.Options) error {
+	const importJSONPath = `{.status.controllers[?(@.name=="spillway.io/spoke")].exportingClusters[*].name}`
+	const exportedJSONPath = `{.status.parents[?(@.controllerName=="spillway.io/spoke")].conditions[?(@.type=="Exported")].status}`
+	deadline := time.Now().Add(60 * time.Second)
+	for _, r := range o.Regions {
+		c := clusters[r.Cluster]
+		for {
+			imp, _ := c.Kubectl(ctx, "get", "inferencepoolimport", "chat", "-n", "default", "-o", "jsonpath="+importJSONPath)
+			exp, _ := c.Kubectl(ctx, "get", "inferencepool", "chat", "-n", "default", "-o", "jsonpath="+exportedJSONPath)
+			if len(strings.Fields(string(imp))) == len(o.Regions) && string(exp) == "True" {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: import lists %q, Exported=%q after 60s", r.Cluster, imp, exp)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	last := o.Regions[len(o.Regions)-1].Cluster
+	out, err := clusters[last].Kubectl(ctx, "get", "inferencepoolimports", "-A", "-o",
+		`custom-columns=NAMESPACE:.metadata.namespace,NAME:.metadata.name,CONTROLLER:.status.controllers[0].name,EXPORTING CLUSTERS:.status.controllers[0].exportingClusters[*].name`)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\n$ kubectl --kubeconfig %s get inferencepoolimports -A\n%s", clusters[last].Kubeconfig, out)
+	first := o.Regions[0].Cluster
+	out, err = clusters[first].Kubectl(ctx, "get", "inferencepool", "chat", "-n", "default", "-o",
+		`jsonpath={range .status.parents[*]}{.controllerName}{"  "}{.parentRef.kind}/{.parentRef.name}{"  "}{range .conditions[*]}{.type}={.status} ({.reason}: {.message}){end}{"\n"}{end}`)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\n$ kubectl --kubeconfig %s get inferencepool chat -n default  # status.parents\n%s", clusters[first].Kubeconfig, out)
+	return nil
 }
