@@ -73,8 +73,9 @@ func NewScraper(opts ScraperOptions) *Scraper {
 			MaxIdleConnsPerHost: 2,
 			IdleConnTimeout:     90 * time.Second,
 			DisableCompression:  true,
-			// A model server's page is ~60 KB: read it in a few syscalls, not fifteen.
-			ReadBufferSize: 64 << 10,
+			// The default 4 KB read buffer stays: it lives as long as each endpoint's
+			// connection, and the body bypasses it, read straight into a pooled page buffer
+			// large enough for a whole page in a few syscalls.
 		}}
 	}
 	return &Scraper{opts: opts, client: c, targets: map[string]*target{}, changed: make(chan struct{}, 1)}
@@ -170,7 +171,6 @@ func (s *Scraper) loop(ctx context.Context, t *target) {
 	if url == "" {
 		url = "http://" + t.t.Address + "/metrics"
 	}
-	var buf []byte
 	// Start at a random point of the interval so that endpoints do not scrape in lockstep.
 	timer := time.NewTimer(rand.N(s.opts.Interval))
 	defer timer.Stop()
@@ -182,7 +182,11 @@ func (s *Scraper) loop(ctx context.Context, t *target) {
 		}
 		start := time.Now()
 		var m Metrics
-		buf, m, err = s.scrape(ctx, url, buf[:0], p)
+		bp := pageBuffers.Get().(*[]byte)
+		*bp, m, err = s.scrape(ctx, url, (*bp)[:0], p)
+		if cap(*bp) <= maxPooledPage {
+			pageBuffers.Put(bp)
+		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -232,6 +236,17 @@ func (s *Scraper) scrape(ctx context.Context, url string, buf []byte, p *Parser)
 	}
 	return buf, m, nil
 }
+
+// pageBuffers recycles page buffers across endpoints: an endpoint needs one only while its
+// scrape runs, so a thousand endpoints share the few that are in use at once instead of each
+// keeping its own.
+var pageBuffers = sync.Pool{New: func() any {
+	b := make([]byte, 0, 96<<10)
+	return &b
+}}
+
+// maxPooledPage keeps a rare huge page's buffer out of the pool.
+const maxPooledPage = 1 << 20
 
 // readAll appends r to buf, reusing its capacity.
 func readAll(buf []byte, r io.Reader) ([]byte, error) {

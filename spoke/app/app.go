@@ -376,7 +376,11 @@ func Run(ctx context.Context, cfg *Config) error {
 		g.Go(func() error { return client.Run(gctx) })
 	}
 	g.Go(func() error { return reconcile(gctx, cfg, scraper, client, ds, picker, m) })
-	mux := serve.HTTPMux(reg, nil)
+	var ready serve.ReadyFunc
+	if ctrl != nil {
+		ready = ctrl.Ready
+	}
+	mux := serve.HTTPMux(reg, ready)
 	if cfg.EnablePprof {
 		serve.Pprof(mux)
 	}

@@ -346,6 +346,20 @@ func (c *Controller) Changed() <-chan struct{} {
 	return c.changed
 }
 
+// ErrNotSynced is Ready's answer until the caches have synced and the pools are known.
+var ErrNotSynced = errors.New("kubernetes caches not synced yet")
+
+// Ready reports whether the controller knows the cluster's pools: serving before would route on
+// an empty pool.
+func (c *Controller) Ready() error {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if !c.synced {
+		return ErrNotSynced
+	}
+	return nil
+}
+
 // Priority returns the priority of the InferenceObjective name bound to pool.
 func (c *Controller) Priority(pool fleet.PoolRef, name string) (int, bool) {
 	c.mu.RLock()

@@ -108,6 +108,7 @@ func (c *Controller) RemoteGateway(clusterID string) (addr, from string, ok bool
 
 // readyEndpoint returns the first ready address:port of the slices, in a stable order.
 func readyEndpoint(eps []*discoveryv1.EndpointSlice) (string, bool) {
+	eps = slices.Clone(eps)
 	slices.SortFunc(eps, func(a, b *discoveryv1.EndpointSlice) int { return strings.Compare(a.Name, b.Name) })
 	for _, s := range eps {
 		if len(s.Ports) == 0 || s.Ports[0].Port == nil {
