@@ -1,0 +1,318 @@
+// Package spill decides when a request leaves its cluster: local first; when the local pool is
+// saturated (past a trip mark, until it falls below a clear mark for a minimum time) or has no
+// ready endpoint, a request of eligible priority goes to the best remote cluster that is alive,
+// fresh and not saturated, if the expected local wait outweighs the trip. It is pure decision
+// logic: the spoke feeds it the local pool's load and the remote candidates, and the EPP asks it
+// per request.
+//
+// The cost model: a request that stays waits about
+//
+//	localWait = (queued requests per ready endpoint) × serviceTime
+//
+// where serviceTime is the EWMA of the pool's observed request durations. Spilling costs the
+// round trip to the target plus the prefill of the prompt that the target's prefix cache does not
+// hold (all of it, conservatively):
+//
+//	spillCost = RTT(target) + promptTokens / PrefillTokensPerSecond
+//
+// A request spills only when localWait > spillCost (or the local pool has no ready endpoint).
+package spill
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Mode is how a spilled request reaches the remote cluster.
+type Mode string
+
+const (
+	// ParentMode sends it to the remote cluster's inference gateway, whose EPP picks the endpoint.
+	ParentMode Mode = "ParentMode"
+	// EndpointMode sends it to a remote endpoint directly (flat networks).
+	EndpointMode Mode = "EndpointMode"
+)
+
+// Policy is a pool's spill policy (Spillway's SpillPolicy CRD). The zero value is not valid;
+// DefaultPolicy is what a pool without a policy gets.
+type Policy struct {
+	// MinPriority is the lowest InferenceObjective priority that may spill (Critical = 100).
+	MinPriority int
+	// TripMark (0,1]: local saturation at which spilling starts; ClearMark [0,TripMark): below it
+	// for MinDwell, spilling stops.
+	TripMark, ClearMark float64
+	MinDwell            time.Duration
+	// TargetRegions, when set, limits targets to these regions, in order of preference.
+	TargetRegions []string
+	Mode          Mode
+	// FailoverStandard lets priority ≥ 0 fail over too when the local pool has no ready endpoint.
+	FailoverStandard bool
+	// PrefillTokensPerSecond prices the prompt a target must prefill without a cached prefix.
+	PrefillTokensPerSecond float64
+	// Freshness bounds how old a remote cluster's capacity may be to be used.
+	Freshness time.Duration
+}
+
+// DefaultPolicy spills Critical traffic only, trips at 0.9, clears below 0.7 for 10 s.
+func DefaultPolicy() Policy {
+	return Policy{MinPriority: 100, TripMark: 0.9, ClearMark: 0.7, MinDwell: 10 * time.Second, Mode: ParentMode,
+		PrefillTokensPerSecond: 8000, Freshness: 5 * time.Second}
+}
+
+// Validate names every problem of the policy.
+func (p Policy) Validate() error {
+	var errs []error
+	if !(p.TripMark > 0 && p.TripMark <= 1) {
+		errs = append(errs, fmt.Errorf("tripMark %v: want (0, 1]", p.TripMark))
+	}
+	if !(p.ClearMark >= 0 && p.ClearMark < p.TripMark) {
+		errs = append(errs, fmt.Errorf("clearMark %v: want [0, tripMark)", p.ClearMark))
+	}
+	if p.MinDwell < 0 || p.Freshness <= 0 || p.PrefillTokensPerSecond <= 0 {
+		errs = append(errs, errors.New("minDwell must be ≥ 0; freshness and prefillTokensPerSecond > 0"))
+	}
+	if p.Mode != ParentMode && p.Mode != EndpointMode {
+		errs = append(errs, fmt.Errorf("mode %q: want ParentMode or EndpointMode", p.Mode))
+	}
+	return errors.Join(errs...)
+}
+
+// Remote is one other cluster serving the pool, as the spoke knows it.
+type Remote struct {
+	ClusterID string
+	Region    string
+	// Gateway is the cluster's inference gateway (Parent Mode); Endpoints its endpoints, least
+	// loaded first (Endpoint Mode).
+	Gateway   string
+	Endpoints []string
+	// Alive is false when gossip or the hub says the cluster is gone.
+	Alive bool
+	// Age of its capacity report.
+	Age            time.Duration
+	Saturated      bool
+	Saturation     float64
+	ReadyEndpoints uint32
+	QueueDepth     uint32
+	// RTT measured from this cluster; 0 when unknown.
+	RTT time.Duration
+}
+
+// Local is the local pool's load, refreshed by the spoke.
+type Local struct {
+	ReadyEndpoints uint32
+	QueueDepth     uint32
+	Saturation     float64
+	Saturated      bool
+	// ImportOnly is true when the cluster has no local pool of that name, only an import: every
+	// request goes to an exporting cluster.
+	ImportOnly bool
+}
+
+// Reason says why a request spilled or stayed.
+type Reason string
+
+// Reasons.
+const (
+	ReasonSaturated   Reason = "saturated"    // spilled: the local pool is past its trip mark
+	ReasonNoEndpoints Reason = "no_endpoints" // failed over: no ready local endpoint
+	ReasonImportOnly  Reason = "import_only"  // the cluster only imports the pool
+	ReasonLocal       Reason = "local"        // stayed: local capacity
+	ReasonHop         Reason = "hop"          // stayed: already spilled once
+	ReasonIneligible  Reason = "ineligible"   // stayed: priority below the policy's
+	ReasonNoTarget    Reason = "no_target"    // stayed: no alive, fresh, unsaturated remote
+	ReasonNotWorth    Reason = "not_worth"    // stayed: the local wait is shorter than the trip
+)
+
+// Request is what the decision needs of one request.
+type Request struct {
+	Priority     int
+	PromptTokens int
+	// Hop is true when the request already spilled from another cluster.
+	Hop bool
+}
+
+// Decision is where a request goes.
+type Decision struct {
+	Spill  bool
+	Reason Reason
+	// Target and Destination (host:port list, best first) when Spill.
+	Target      Remote
+	Destination []string
+}
+
+// Candidates lists the remote clusters of the pool.
+type Candidates func() []Remote
+
+// State is a pool's spill state, for status and metrics.
+type State struct {
+	Spilling bool
+	Since    time.Time
+	// LastTarget is the cluster that took the latest spilled request.
+	LastTarget, LastRegion string
+}
+
+// Decider holds one pool's policy, hysteresis state and service-time estimate.
+type Decider struct {
+	remotes Candidates
+	now     func() time.Time
+
+	mu          sync.Mutex
+	policy      Policy
+	local       Local
+	state       State
+	belowSince  time.Time
+	serviceTime time.Duration
+}
+
+// New returns a decider for a pool whose remote clusters remotes lists.
+func New(p Policy, remotes Candidates) (*Decider, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return &Decider{remotes: remotes, now: time.Now, policy: p, serviceTime: time.Second}, nil
+}
+
+// SetPolicy replaces the policy; the hysteresis state stays.
+func (d *Decider) SetPolicy(p Policy) error {
+	if err := p.Validate(); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	d.policy = p
+	d.mu.Unlock()
+	return nil
+}
+
+// Policy returns the current policy.
+func (d *Decider) Policy() Policy {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.policy
+}
+
+// ObserveLocal takes the local pool's latest load and moves the hysteresis: spilling starts when
+// saturation reaches the trip mark, the detector says saturated, or no endpoint is ready; it
+// stops once saturation stayed below the clear mark for MinDwell.
+func (d *Decider) ObserveLocal(l Local) {
+	now := d.now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.local = l
+	hot := l.ReadyEndpoints == 0 || l.Saturated || l.Saturation >= d.policy.TripMark
+	switch {
+	case hot:
+		d.belowSince = time.Time{}
+		if !d.state.Spilling {
+			d.state.Spilling, d.state.Since = true, now
+		}
+	case l.Saturation < d.policy.ClearMark:
+		if d.belowSince.IsZero() {
+			d.belowSince = now
+		}
+		if d.state.Spilling && now.Sub(d.belowSince) >= d.policy.MinDwell && now.Sub(d.state.Since) >= d.policy.MinDwell {
+			d.state = State{}
+		}
+	default: // between the marks: keep the current state
+		d.belowSince = time.Time{}
+	}
+}
+
+// ObserveDuration feeds one served request's duration into the service-time estimate.
+func (d *Decider) ObserveDuration(t time.Duration) {
+	if t <= 0 {
+		return
+	}
+	d.mu.Lock()
+	d.serviceTime = time.Duration(0.9*float64(d.serviceTime) + 0.1*float64(t))
+	d.mu.Unlock()
+}
+
+// State returns the pool's spill state.
+func (d *Decider) State() State {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.state
+}
+
+// Decide says whether the request spills and where.
+func (d *Decider) Decide(r Request) Decision {
+	d.mu.Lock()
+	p, l, st, service := d.policy, d.local, d.state, d.serviceTime
+	d.mu.Unlock()
+
+	if r.Hop {
+		return Decision{Reason: ReasonHop} // never twice: served here or refused here
+	}
+	var reason Reason
+	switch {
+	case l.ImportOnly:
+		reason = ReasonImportOnly
+	case l.ReadyEndpoints == 0:
+		reason = ReasonNoEndpoints
+		if r.Priority < p.MinPriority && !(p.FailoverStandard && r.Priority >= 0) {
+			return Decision{Reason: ReasonIneligible}
+		}
+	case !st.Spilling:
+		return Decision{Reason: ReasonLocal}
+	case r.Priority < p.MinPriority:
+		return Decision{Reason: ReasonIneligible}
+	default:
+		reason = ReasonSaturated
+	}
+
+	best, ok := d.best(p, service)
+	if !ok {
+		return Decision{Reason: ReasonNoTarget}
+	}
+	if reason == ReasonSaturated {
+		localWait := time.Duration(float64(l.QueueDepth) / float64(max(l.ReadyEndpoints, 1)) * float64(service))
+		if l.Saturated {
+			localWait = max(localWait, service) // no headroom anywhere: at least one service time
+		}
+		prefill := time.Duration(float64(r.PromptTokens) / p.PrefillTokensPerSecond * float64(time.Second))
+		if localWait <= best.RTT+prefill {
+			return Decision{Reason: ReasonNotWorth}
+		}
+	}
+	dec := Decision{Spill: true, Reason: reason, Target: best}
+	if p.Mode == EndpointMode && len(best.Endpoints) > 0 {
+		dec.Destination = best.Endpoints
+	} else {
+		dec.Destination = []string{best.Gateway}
+	}
+	d.mu.Lock()
+	d.state.LastTarget, d.state.LastRegion = best.ClusterID, best.Region
+	d.mu.Unlock()
+	return dec
+}
+
+// best returns the remote with the lowest expected cost: RTT plus its own expected wait, within
+// the allowed regions (their order first when the policy lists them).
+func (d *Decider) best(p Policy, service time.Duration) (Remote, bool) {
+	var out Remote
+	found := false
+	bestRank, bestCost := 0, time.Duration(0)
+	for _, r := range d.remotes() {
+		if !r.Alive || r.Saturated || r.ReadyEndpoints == 0 || r.Age > p.Freshness {
+			continue
+		}
+		if p.Mode == ParentMode && r.Gateway == "" || p.Mode == EndpointMode && len(r.Endpoints) == 0 && r.Gateway == "" {
+			continue
+		}
+		rank := 0
+		if len(p.TargetRegions) > 0 {
+			rank = slices.Index(p.TargetRegions, r.Region)
+			if rank < 0 {
+				continue
+			}
+		}
+		cost := r.RTT + time.Duration(float64(r.QueueDepth)/float64(r.ReadyEndpoints)*float64(service))
+		if !found || rank < bestRank || rank == bestRank && (cost < bestCost || cost == bestCost && r.ClusterID < out.ClusterID) {
+			out, bestRank, bestCost, found = r, rank, cost, true
+		}
+	}
+	return out, found
+}

@@ -1,0 +1,136 @@
+package spill
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time          { return c.t }
+func (c *clock) advance(d time.Duration) { c.t = c.t.Add(d) }
+func remotes(rs ...Remote) Candidates    { return func() []Remote { return rs } }
+func healthy(id, region string, rtt time.Duration) Remote {
+	return Remote{ClusterID: id, Region: region, Gateway: id + ":8080", Endpoints: []string{id + "-0:8000"}, Alive: true,
+		ReadyEndpoints: 3, Saturation: 0.2, RTT: rtt}
+}
+
+func newDecider(t *testing.T, p Policy, rs Candidates) (*Decider, *clock) {
+	t.Helper()
+	d, err := New(p, rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &clock{t: time.Unix(1000, 0)}
+	d.now = c.now
+	return d, c
+}
+
+var saturated = Local{ReadyEndpoints: 3, QueueDepth: 30, Saturation: 1, Saturated: true}
+
+func TestDecide(t *testing.T) {
+	near, far := healthy("us-west", "us-west", 20*time.Millisecond), healthy("eu-west", "eu-west", 80*time.Millisecond)
+	for _, tc := range []struct {
+		name   string
+		policy func(*Policy)
+		local  Local
+		rs     []Remote
+		req    Request
+		spill  bool
+		reason Reason
+		to     string
+	}{
+		{name: "local capacity keeps everything local", local: Local{ReadyEndpoints: 3, Saturation: 0.3}, rs: []Remote{near}, req: Request{Priority: 100}, reason: ReasonLocal},
+		{name: "saturated: critical spills to the nearest", local: saturated, rs: []Remote{far, near}, req: Request{Priority: 100}, spill: true, reason: ReasonSaturated, to: "us-west:8080"},
+		{name: "saturated: standard stays", local: saturated, rs: []Remote{near}, req: Request{Priority: 0}, reason: ReasonIneligible},
+		{name: "saturated: besteffort stays (and is shed by the EPP)", local: saturated, rs: []Remote{near}, req: Request{Priority: -1}, reason: ReasonIneligible},
+		{name: "a spilled request never spills again", local: saturated, rs: []Remote{near}, req: Request{Priority: 100, Hop: true}, reason: ReasonHop},
+		{name: "whole fleet saturated: nothing spills", local: saturated, rs: []Remote{{ClusterID: "x", Gateway: "x:1", Alive: true, Saturated: true, ReadyEndpoints: 3}}, req: Request{Priority: 100}, reason: ReasonNoTarget},
+		{name: "dead and stale remotes are not targets", local: saturated,
+			rs:  []Remote{{ClusterID: "dead", Gateway: "d:1", ReadyEndpoints: 3}, {ClusterID: "stale", Gateway: "s:1", Alive: true, ReadyEndpoints: 3, Age: time.Minute}},
+			req: Request{Priority: 100}, reason: ReasonNoTarget},
+		{name: "no local endpoint: critical fails over", local: Local{}, rs: []Remote{near}, req: Request{Priority: 100}, spill: true, reason: ReasonNoEndpoints, to: "us-west:8080"},
+		{name: "no local endpoint: standard does not by default", local: Local{}, rs: []Remote{near}, req: Request{Priority: 0}, reason: ReasonIneligible},
+		{name: "no local endpoint: standard does when the policy says", policy: func(p *Policy) { p.FailoverStandard = true }, local: Local{}, rs: []Remote{near}, req: Request{Priority: 0}, spill: true, reason: ReasonNoEndpoints, to: "us-west:8080"},
+		{name: "import only: every priority goes", local: Local{ImportOnly: true}, rs: []Remote{near}, req: Request{Priority: -1}, spill: true, reason: ReasonImportOnly, to: "us-west:8080"},
+		{name: "allowed regions in order", policy: func(p *Policy) { p.TargetRegions = []string{"eu-west", "us-west"} }, local: saturated, rs: []Remote{near, far}, req: Request{Priority: 100}, spill: true, reason: ReasonSaturated, to: "eu-west:8080"},
+		{name: "regions outside the allowed list are not targets", policy: func(p *Policy) { p.TargetRegions = []string{"ap-south"} }, local: saturated, rs: []Remote{near, far}, req: Request{Priority: 100}, reason: ReasonNoTarget},
+		{name: "endpoint mode sends to the remote endpoints", policy: func(p *Policy) { p.Mode = EndpointMode }, local: saturated, rs: []Remote{near}, req: Request{Priority: 100}, spill: true, reason: ReasonSaturated, to: "us-west-0:8000"},
+		{name: "a short local wait is not worth a long prefill", local: Local{ReadyEndpoints: 10, QueueDepth: 1, Saturation: 0.95}, rs: []Remote{near}, req: Request{Priority: 100, PromptTokens: 80000}, reason: ReasonNotWorth},
+		{name: "a loaded remote loses to a farther idle one", local: saturated,
+			rs:  []Remote{{ClusterID: "busy", Region: "r1", Gateway: "busy:1", Alive: true, ReadyEndpoints: 1, QueueDepth: 4, RTT: time.Millisecond}, far},
+			req: Request{Priority: 100}, spill: true, reason: ReasonSaturated, to: "eu-west:8080"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := DefaultPolicy()
+			if tc.policy != nil {
+				tc.policy(&p)
+			}
+			d, _ := newDecider(t, p, remotes(tc.rs...))
+			d.ObserveLocal(tc.local)
+			got := d.Decide(tc.req)
+			if got.Spill != tc.spill || got.Reason != tc.reason {
+				t.Fatalf("Decide = spill %v reason %s, want %v %s", got.Spill, got.Reason, tc.spill, tc.reason)
+			}
+			if tc.spill && (len(got.Destination) == 0 || got.Destination[0] != tc.to) {
+				t.Fatalf("destination %v, want %s first", got.Destination, tc.to)
+			}
+		})
+	}
+}
+
+func TestHysteresis(t *testing.T) {
+	p := DefaultPolicy()
+	p.MinDwell = 5 * time.Second
+	d, c := newDecider(t, p, remotes(healthy("b", "b", time.Millisecond)))
+	obs := func(sat float64) {
+		d.ObserveLocal(Local{ReadyEndpoints: 3, QueueDepth: uint32(sat * 30), Saturation: sat})
+	}
+	obs(0.85)
+	if d.State().Spilling {
+		t.Fatal("below the trip mark: not spilling")
+	}
+	obs(0.92)
+	if !d.State().Spilling {
+		t.Fatal("at the trip mark: spilling")
+	}
+	c.advance(time.Second)
+	obs(0.8) // between the marks: keeps spilling
+	c.advance(10 * time.Second)
+	obs(0.8)
+	if !d.State().Spilling {
+		t.Fatal("between the marks the state holds")
+	}
+	obs(0.5)
+	c.advance(4 * time.Second)
+	obs(0.5)
+	if !d.State().Spilling {
+		t.Fatal("below the clear mark for less than the dwell: still spilling")
+	}
+	c.advance(2 * time.Second)
+	obs(0.5)
+	if d.State().Spilling {
+		t.Fatal("below the clear mark for the dwell: stopped")
+	}
+	if got := d.Decide(Request{Priority: 100}); got.Spill || got.Reason != ReasonLocal {
+		t.Fatalf("after clearing: %+v", got)
+	}
+}
+
+func TestPolicyValidate(t *testing.T) {
+	p := DefaultPolicy()
+	p.ClearMark, p.Mode = 0.95, "Somewhere"
+	err := p.Validate()
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	for _, want := range []string{"clearMark", "mode"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%v does not name %s", err, want)
+		}
+	}
+	if _, err := New(p, remotes()); err == nil {
+		t.Fatal("New must refuse an invalid policy")
+	}
+}
