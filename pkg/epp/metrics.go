@@ -12,6 +12,7 @@ const (
 	resultNoEndpoints = "no_endpoints"
 	resultInvalid     = "invalid"
 	resultTooLarge    = "too_large"
+	resultSpilled     = "spilled"
 )
 
 type metrics struct {
@@ -21,6 +22,7 @@ type metrics struct {
 	inputTokens  *prometheus.CounterVec
 	outputTokens *prometheus.CounterVec
 	scheduling   prometheus.Histogram
+	spilled      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -29,7 +31,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_epp_requests_total",
-			Help: "Requests the EPP decided, by objective, model and result (routed, shed, no_endpoints, invalid, too_large).",
+			Help: "Requests the EPP decided, by objective, model and result (routed, spilled, shed, no_endpoints, invalid, too_large).",
 		}, []string{labelObjective, labelModel, labelResult}),
 		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "spillway_epp_request_ttft_seconds",
@@ -54,13 +56,33 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time to parse, admit and pick an endpoint for a request.",
 			Buckets: prometheus.ExponentialBuckets(0.00001, 4, 10),
 		}),
+		spilled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spillway_epp_spilled_requests_total",
+			Help: "Requests sent to another cluster, by reason (saturated, no_endpoints, import_only), priority class (critical, standard, besteffort) and target region.",
+		}, []string{"reason", "priority", "region"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.ttft, m.duration, m.inputTokens, m.outputTokens, m.scheduling)
+		reg.MustRegister(m.requests, m.ttft, m.duration, m.inputTokens, m.outputTokens, m.scheduling, m.spilled)
 	}
 	return m
 }
 
 func (m *metrics) result(objective, model, result string) {
 	m.requests.WithLabelValues(objective, model, result).Inc()
+}
+
+// priorityClass bounds the priority label: critical (≥ 100), standard (≥ 0), besteffort.
+func priorityClass(p int) string {
+	switch {
+	case p >= 100:
+		return "critical"
+	case p >= 0:
+		return "standard"
+	}
+	return "besteffort"
+}
+
+// SpilledCounter returns the counter of spilled requests with these labels, for tests and tools.
+func (s *Server) SpilledCounter(reason, priority, region string) prometheus.Counter {
+	return s.metrics.spilled.WithLabelValues(reason, priority, region)
 }

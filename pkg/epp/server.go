@@ -40,6 +40,7 @@ import (
 	"github.com/spillway-io/spillway/pkg/epp/request"
 	"github.com/spillway-io/spillway/pkg/epp/scheduler"
 	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/spill"
 )
 
 // Protocol names of GIE's endpoint-picker protocol.
@@ -50,6 +51,8 @@ const (
 	SubsetKey           = "x-gateway-destination-endpoint-subset"
 	ServedKey           = "x-gateway-destination-endpoint-served"
 	ObjectiveHeader     = "x-gateway-inference-objective"
+	// HopHeader marks a request another cluster's EPP sent here; its value is that cluster's ID.
+	HopHeader = "x-spillway-hop"
 	// BodyChunkBytes is the largest body piece sent back in a streamed body response, as GIE's.
 	BodyChunkBytes = 62000
 )
@@ -90,6 +93,10 @@ type Options struct {
 	// Objectives, when set, resolve objective names (for example from the cluster's
 	// InferenceObjectives); Settings.Objectives otherwise.
 	Objectives Objectives
+	// Spill, when set, may send a request to another cluster (federated routing); ClusterID is
+	// this cluster's, written into the hop marker of what it sends away.
+	Spill      *spill.Decider
+	ClusterID  string
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -102,6 +109,8 @@ type Server struct {
 	cfg       Settings
 	ds        Datastore
 	objs      Objectives
+	spill     *spill.Decider
+	clusterID string
 	sched     *scheduler.Scheduler
 	log       *slog.Logger
 	metrics   *metrics
@@ -150,6 +159,8 @@ func New(o Options) (*Server, error) {
 	}
 	return &Server{
 		objs:      o.Objectives,
+		spill:     o.Spill,
+		clusterID: o.ClusterID,
 		buffers:   sync.Pool{New: func() any { return new(buffers) }},
 		pool:      o.Pool,
 		cfg:       o.Settings,
@@ -181,6 +192,7 @@ type exchange struct {
 	objective   string
 	model       string // model label for metrics
 	routed      bool
+	spilled     bool
 	firstByte   time.Time
 	usage       usageReader
 	responseEnd bool
@@ -320,6 +332,18 @@ func (s *Server) route(x *exchange) []*extprocv3.ProcessingResponse {
 	}
 	bufs.cands = cands
 	x.model = s.modelLabel(target)
+	if s.spill != nil {
+		dec := s.spill.Decide(spill.Request{Priority: priority, PromptTokens: len(req.Prompt) / 4,
+			Hop: x.headers[HopHeader] != "", NoLocal: len(cands) == 0})
+		if dec.Spill {
+			s.metrics.result(objective, x.model, resultSpilled)
+			s.metrics.spilled.WithLabelValues(string(dec.Reason), priorityClass(priority), dec.Target.Region).Inc()
+			x.spilled, x.routed = true, true
+			// Parent Mode: the remote gateway's EPP routes the original body; the hop marker makes
+			// it serve the request there, never send it on.
+			return s.answer(x, strings.Join(dec.Destination, ","), x.body, false, setHeader(HopHeader, s.clusterID))
+		}
+	}
 	if len(cands) == 0 {
 		s.metrics.result(objective, x.model, resultNoEndpoints)
 		msg := fmt.Sprintf("pool %s has no ready endpoint", s.pool)
@@ -352,8 +376,13 @@ func (s *Server) route(x *exchange) []*extprocv3.ProcessingResponse {
 	x.routed = true
 	s.metrics.result(objective, x.model, resultRouted)
 	s.metrics.scheduling.Observe(time.Since(began).Seconds())
+	return s.answer(x, dest, body, len(body) != len(x.body) || target != req.Model)
+}
 
-	set := []*corev3.HeaderValueOption{setHeader(DestinationHeader, dest)}
+// answer sends the request to dest: the destination header, metadata and route re-selection on
+// the headers (or, with a buffered body, on the body response), then the body back.
+func (s *Server) answer(x *exchange, dest string, body []byte, bodyChanged bool, extra ...*corev3.HeaderValueOption) []*extprocv3.ProcessingResponse {
+	set := append([]*corev3.HeaderValueOption{setHeader(DestinationHeader, dest)}, extra...)
 	if len(body) > 0 {
 		set = append(set, setHeader("content-length", strconv.Itoa(len(body))))
 	}
@@ -367,7 +396,7 @@ func (s *Server) route(x *exchange) []*extprocv3.ProcessingResponse {
 		// Buffered body: the headers were answered already; the destination rides on the body
 		// response, which the gateway applies before forwarding the headers.
 		br := &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{HeaderMutation: mutation, ClearRouteCache: true}}
-		if len(body) != len(x.body) || target != req.Model {
+		if bodyChanged {
 			br.Response.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: body}}
 		}
 		return []*extprocv3.ProcessingResponse{{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: br}, DynamicMetadata: md}}
@@ -455,6 +484,9 @@ func (s *Server) finish(x *exchange) {
 	}
 	x.responseEnd = true
 	end := time.Now()
+	if s.spill != nil && !x.spilled {
+		s.spill.ObserveDuration(end.Sub(x.start)) // the local service time of the cost model
+	}
 	s.metrics.duration.WithLabelValues(x.objective, x.model).Observe(end.Sub(x.start).Seconds())
 	if !x.firstByte.IsZero() {
 		s.metrics.ttft.WithLabelValues(x.objective, x.model).Observe(x.firstByte.Sub(x.start).Seconds())

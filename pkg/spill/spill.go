@@ -132,6 +132,9 @@ type Request struct {
 	PromptTokens int
 	// Hop is true when the request already spilled from another cluster.
 	Hop bool
+	// NoLocal is true when no local endpoint can take the request (none ready, none in the
+	// gateway's subset or serving the model), whatever the last observed load said.
+	NoLocal bool
 }
 
 // Decision is where a request goes.
@@ -250,7 +253,7 @@ func (d *Decider) Decide(r Request) Decision {
 	switch {
 	case l.ImportOnly:
 		reason = ReasonImportOnly
-	case l.ReadyEndpoints == 0:
+	case l.ReadyEndpoints == 0 || r.NoLocal:
 		reason = ReasonNoEndpoints
 		if r.Priority < p.MinPriority && !(p.FailoverStandard && r.Priority >= 0) {
 			return Decision{Reason: ReasonIneligible}

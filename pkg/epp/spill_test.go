@@ -1,0 +1,73 @@
+package epp_test
+
+import (
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/spillway-io/spillway/pkg/epp"
+	"github.com/spillway-io/spillway/pkg/epp/epptest"
+	"github.com/spillway-io/spillway/pkg/gateway"
+	"github.com/spillway-io/spillway/pkg/modelmetrics"
+	"github.com/spillway-io/spillway/pkg/spill"
+)
+
+// TestSpillOverExtProc drives federated routing through the real ext_proc protocol: on a
+// saturated pool a Critical request goes to the remote gateway with the hop marker, BestEffort is
+// shed, Standard stays, and a request that already hopped is served here.
+func TestSpillOverExtProc(t *testing.T) {
+	cfg := "objectives:\n- {name: critical, priority: Critical}\n- {name: standard, priority: Standard}\n- {name: batch, priority: BestEffort}\n"
+	settings, err := epp.ParseConfig([]byte(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	remote := spill.Remote{ClusterID: "us-west-1", Region: "us-west", Gateway: "127.0.2.254:8080", Alive: true, ReadyEndpoints: 3, Saturation: 0.1}
+	dec, err := spill.New(spill.DefaultPolicy(), func() []spill.Remote { return []spill.Remote{remote} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	sat := modelmetrics.Metrics{WaitingQueue: 9}
+	st := &store{eps: []epp.Endpoint{ep("10.0.0.1:8000", sat), ep("10.0.0.2:8000", sat)}}
+	reg := prometheus.NewRegistry()
+	srv, err := epp.New(epp.Options{Pool: pool, Settings: settings, Datastore: st, Registerer: reg, Spill: dec, ClusterID: "us-east-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{srv: srv, reg: reg, store: st, client: &gateway.Client{EPP: epptest.Serve(t, srv)}}
+	dec.ObserveLocal(spill.Local{ReadyEndpoints: 2, QueueDepth: 18, Saturation: 1, Saturated: true})
+
+	d := h.route(t, hdrs("/v1/completions", epp.ObjectiveHeader, "critical"), completion, nil)
+	if d.Immediate != nil || len(d.Destinations) != 1 || d.Destinations[0] != remote.Gateway || d.MetadataDestination != remote.Gateway {
+		t.Fatalf("critical on a saturated pool: %+v, want the remote gateway", d)
+	}
+	if d.SetHeaders[epp.HopHeader] != "us-east-1" || string(d.Body) != completion {
+		t.Fatalf("spilled request: headers %v body %q: want the hop marker and the body unchanged", d.SetHeaders, d.Body)
+	}
+	if d := h.route(t, hdrs("/v1/completions", epp.ObjectiveHeader, "standard"), completion, nil); d.Immediate != nil || d.Destinations[0] == remote.Gateway {
+		t.Fatalf("standard must stay local: %+v", d)
+	}
+	if d := h.route(t, hdrs("/v1/completions", epp.ObjectiveHeader, "batch"), completion, nil); d.Immediate == nil || d.Immediate.Status != 429 {
+		t.Fatalf("besteffort on a saturated pool must be shed: %+v", d)
+	}
+	// A request another cluster spilled here is served here, even saturated.
+	if d := h.route(t, hdrs("/v1/completions", epp.ObjectiveHeader, "critical", epp.HopHeader, "eu-west-1"), completion, nil); d.Immediate != nil || d.Destinations[0] == remote.Gateway {
+		t.Fatalf("a hopped request must not spill twice: %+v", d)
+	}
+	// No local endpoint at all: Critical fails over, Standard gets 503.
+	st.mu.Lock()
+	st.eps = nil
+	st.mu.Unlock()
+	if d := h.route(t, hdrs("/v1/completions", epp.ObjectiveHeader, "critical"), completion, nil); d.Immediate != nil || d.Destinations[0] != remote.Gateway {
+		t.Fatalf("critical with no local endpoint must fail over: %+v", d)
+	}
+	if d := h.route(t, hdrs("/v1/completions", epp.ObjectiveHeader, "standard"), completion, nil); d.Immediate == nil || d.Immediate.Status != 503 {
+		t.Fatalf("standard with no local endpoint: %+v, want 503", d)
+	}
+	if got := testutil.ToFloat64(srv.SpilledCounter("saturated", "critical", "us-west")); got != 1 {
+		t.Fatalf("spilled{saturated,critical,us-west} = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(srv.SpilledCounter("no_endpoints", "critical", "us-west")); got != 1 {
+		t.Fatalf("spilled{no_endpoints,critical,us-west} = %v, want 1", got)
+	}
+}
