@@ -1,0 +1,25 @@
+# syntax=docker/dockerfile:1
+# Image of hubctl, the hub's command-line client: a static binary on distroless, run as
+# distroless's nonroot user (65532), as deploy/ expects. Build from the repository root:
+#
+#   docker build -f deploy/docker/hubctl.Dockerfile \
+#     -t ghcr.io/spillway-io/hubctl:v0.1.0 .
+#
+# For several platforms, `docker buildx build --platform linux/amd64,linux/arm64 ...`: Go
+# cross-compiles on the build machine's own platform, no emulation needed.
+
+FROM --platform=$BUILDPLATFORM golang:1.26 AS build
+ARG TARGETOS TARGETARCH
+WORKDIR /src
+# Modules first, in a layer of their own: a change to the sources does not download them again.
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+# No cgo: a static binary without libc, which is what the distroless static image can run.
+RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
+    go build -trimpath -ldflags "-s -w" -o /out/hubctl ./hub/cmd/hubctl
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/hubctl /usr/local/bin/hubctl
+USER 65532:65532
+ENTRYPOINT ["/usr/local/bin/hubctl"]
