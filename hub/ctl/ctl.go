@@ -142,7 +142,7 @@ func (o *options) getPools(ctx context.Context, c pb.AdminServiceClient, w io.Wr
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "POOL\tCLUSTER\tREGION\tSTATE\tREADY\tQUEUE\tRUNNING\tKV-CACHE\tSATURATION\tLORA\tREPORTED")
+	fmt.Fprintln(tw, "POOL\tCLUSTER\tREGION\tSTATE\tREADY\tQUEUE\tRUNNING\tKV-CACHE\tSATURATION\tSPILL\tLORA\tREPORTED")
 	for _, p := range resp.GetPools() {
 		name := p.GetPool().GetNamespace() + "/" + p.GetPool().GetName()
 		for _, m := range p.GetMembers() {
@@ -159,15 +159,27 @@ func (o *options) getPools(ctx context.Context, c pb.AdminServiceClient, w io.Wr
 					strconv.Itoa(int(cp.GetRunningRequests())),
 					fmt.Sprintf("%.0f%%", cp.GetKvCacheUtilization()*100),
 					sat,
+					spillState(cp),
 					dash(strings.Join(cp.GetLoraAdapters(), ",")),
 					o.age(rc.GetReceivedAt().AsTime(), rc.GetReceivedAt() != nil))
 			} else {
-				row = append(row, "-", "-", "-", "-", "-", "-", "never")
+				row = append(row, "-", "-", "-", "-", "-", "-", "-", "never")
 			}
 			fmt.Fprintln(tw, strings.Join(row, "\t"))
 		}
 	}
 	return tw.Flush()
+}
+
+// spillState renders a pool's spill state: "-" while local, "→ cluster (region)" while spilling.
+func spillState(cp *pb.PoolCapacity) string {
+	switch {
+	case !cp.GetSpilling():
+		return "-"
+	case cp.GetSpillTarget() == "":
+		return "spilling"
+	}
+	return fmt.Sprintf("→ %s (%s)", cp.GetSpillTarget(), cp.GetSpillTargetRegion())
 }
 
 func (o *options) getImports(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {

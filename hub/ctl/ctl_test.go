@@ -36,12 +36,17 @@ func fleet(t *testing.T) *hubtest.Hub {
 			t.Fatal(err)
 		}
 		chat := &pb.PoolRef{Namespace: "default", Name: "chat"}
+		target, region := "", "" // the second cluster is spilling to the first
+		if i == 1 {
+			target, region = "us-east-1", "us-east"
+		}
 		for _, m := range []*pb.SyncRequest{
 			{Msg: &pb.SyncRequest_Hello{Hello: &pb.Hello{ClusterId: c.GetClusterId(), SpokeIncarnation: "i"}}},
 			{Msg: &pb.SyncRequest_Exports{Exports: &pb.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []*pb.Export{{Pool: chat, TargetPorts: []uint32{8000}}}}}},
 			{Msg: &pb.SyncRequest_Capacity{Capacity: &pb.CapacityReport{Pools: []*pb.PoolCapacity{{
 				Pool: chat, ReadyEndpoints: uint32(3 - i), TotalEndpoints: 3, QueueDepth: uint32(7 * i), RunningRequests: 8,
 				KvCacheUtilization: 0.5, Saturation: 0.4 + 0.6*float64(i), Saturated: i == 1, LoraAdapters: []string{"sql-lora"},
+				Spilling: i == 1, SpillTarget: target, SpillTargetRegion: region,
 			}}}}},
 		} {
 			if err := st.Send(m); err != nil {

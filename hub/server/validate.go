@@ -226,6 +226,9 @@ func ValidateCapacityReport(r *pb.CapacityReport) error {
 				return invalid(f+".lora_adapters", "adapter name must be 1..253 bytes")
 			}
 		}
+		if len(c.GetSpillTarget()) > 253 || len(c.GetSpillTargetRegion()) > 63 {
+			return invalid(f+".spill_target", "cluster ID at most 253 bytes, region at most 63")
+		}
 		if n := len(c.GetEndpoints()); n > maxEndpointsPerPool {
 			return invalid(f+".endpoints", "%d endpoints, at most %d allowed", n, maxEndpointsPerPool)
 		}

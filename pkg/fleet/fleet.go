@@ -89,6 +89,11 @@ type PoolCapacity struct {
 	ShedTotal          uint64             `json:"shedTotal"`
 	ObservedAt         time.Time          `json:"observedAt"`
 	Endpoints          []EndpointCapacity `json:"endpoints,omitempty"`
+	// Spill state of the pool at the reporting cluster.
+	Spilling          bool   `json:"spilling,omitempty"`
+	SpillTarget       string `json:"spillTarget,omitempty"`
+	SpillTargetRegion string `json:"spillTargetRegion,omitempty"`
+	SpilledTotal      uint64 `json:"spilledTotal,omitempty"`
 }
 
 // SameLoad reports whether two aggregates describe the same load, ignoring when they were observed
@@ -98,6 +103,7 @@ func (c PoolCapacity) SameLoad(o PoolCapacity) bool {
 		c.QueueDepth == o.QueueDepth && c.RunningRequests == o.RunningRequests &&
 		c.KVCacheUtilization == o.KVCacheUtilization && c.Saturation == o.Saturation &&
 		c.Saturated == o.Saturated && slices.Equal(c.LoRAAdapters, o.LoRAAdapters) &&
+		c.Spilling == o.Spilling && c.SpillTarget == o.SpillTarget && c.SpillTargetRegion == o.SpillTargetRegion &&
 		slices.Equal(c.Endpoints, o.Endpoints)
 }
 

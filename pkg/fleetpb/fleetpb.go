@@ -71,6 +71,10 @@ func Capacity(c fleet.PoolCapacity) *pb.PoolCapacity {
 		AdmittedTotal:      c.AdmittedTotal,
 		ShedTotal:          c.ShedTotal,
 		ObservedAt:         timestamp(c.ObservedAt),
+		Spilling:           c.Spilling,
+		SpillTarget:        c.SpillTarget,
+		SpillTargetRegion:  c.SpillTargetRegion,
+		SpilledTotal:       c.SpilledTotal,
 	}
 	for _, e := range c.Endpoints {
 		m.Endpoints = append(m.Endpoints, &pb.EndpointCapacity{
@@ -99,6 +103,10 @@ func CapacityFrom(m *pb.PoolCapacity) fleet.PoolCapacity {
 		AdmittedTotal:      m.GetAdmittedTotal(),
 		ShedTotal:          m.GetShedTotal(),
 		ObservedAt:         fromTimestamp(m.GetObservedAt()),
+		Spilling:           m.GetSpilling(),
+		SpillTarget:        m.GetSpillTarget(),
+		SpillTargetRegion:  m.GetSpillTargetRegion(),
+		SpilledTotal:       m.GetSpilledTotal(),
 	}
 	for _, e := range m.GetEndpoints() {
 		c.Endpoints = append(c.Endpoints, fleet.EndpointCapacity{

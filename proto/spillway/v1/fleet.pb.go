@@ -319,7 +319,14 @@ type PoolCapacity struct {
 	// When the spoke computed this aggregate.
 	ObservedAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=observed_at,json=observedAt,proto3" json:"observed_at,omitempty"`
 	// Per-endpoint detail, for Endpoint Mode on flat networks; empty unless requested. At most 1000.
-	Endpoints     []*EndpointCapacity `protobuf:"bytes,13,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	Endpoints []*EndpointCapacity `protobuf:"bytes,13,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// The pool's spill state at this cluster: spilling past its trip mark (or failing over), and
+	// the cluster (and region) that took the latest spilled request; IDs at most 253 bytes.
+	Spilling          bool   `protobuf:"varint,14,opt,name=spilling,proto3" json:"spilling,omitempty"`
+	SpillTarget       string `protobuf:"bytes,15,opt,name=spill_target,json=spillTarget,proto3" json:"spill_target,omitempty"`
+	SpillTargetRegion string `protobuf:"bytes,16,opt,name=spill_target_region,json=spillTargetRegion,proto3" json:"spill_target_region,omitempty"`
+	// Requests this cluster's EPP sent to other clusters since the spoke started (monotonic).
+	SpilledTotal  uint64 `protobuf:"varint,17,opt,name=spilled_total,json=spilledTotal,proto3" json:"spilled_total,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -443,6 +450,34 @@ func (x *PoolCapacity) GetEndpoints() []*EndpointCapacity {
 		return x.Endpoints
 	}
 	return nil
+}
+
+func (x *PoolCapacity) GetSpilling() bool {
+	if x != nil {
+		return x.Spilling
+	}
+	return false
+}
+
+func (x *PoolCapacity) GetSpillTarget() string {
+	if x != nil {
+		return x.SpillTarget
+	}
+	return ""
+}
+
+func (x *PoolCapacity) GetSpillTargetRegion() string {
+	if x != nil {
+		return x.SpillTargetRegion
+	}
+	return ""
+}
+
+func (x *PoolCapacity) GetSpilledTotal() uint64 {
+	if x != nil {
+		return x.SpilledTotal
+	}
+	return 0
 }
 
 // EndpointCapacity is one endpoint's share of a PoolCapacity.
@@ -831,7 +866,7 @@ const file_spillway_v1_fleet_proto_rawDesc = "" +
 	"\x06labels\x18\x03 \x03(\v2\x1f.spillway.v1.Export.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xab\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbf\x05\n" +
 	"\fPoolCapacity\x12(\n" +
 	"\x04pool\x18\x01 \x01(\v2\x14.spillway.v1.PoolRefR\x04pool\x12'\n" +
 	"\x0fready_endpoints\x18\x02 \x01(\rR\x0ereadyEndpoints\x12'\n" +
@@ -851,7 +886,11 @@ const file_spillway_v1_fleet_proto_rawDesc = "" +
 	"shed_total\x18\v \x01(\x04R\tshedTotal\x12;\n" +
 	"\vobserved_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"observedAt\x12;\n" +
-	"\tendpoints\x18\r \x03(\v2\x1d.spillway.v1.EndpointCapacityR\tendpoints\"\xc0\x01\n" +
+	"\tendpoints\x18\r \x03(\v2\x1d.spillway.v1.EndpointCapacityR\tendpoints\x12\x1a\n" +
+	"\bspilling\x18\x0e \x01(\bR\bspilling\x12!\n" +
+	"\fspill_target\x18\x0f \x01(\tR\vspillTarget\x12.\n" +
+	"\x13spill_target_region\x18\x10 \x01(\tR\x11spillTargetRegion\x12#\n" +
+	"\rspilled_total\x18\x11 \x01(\x04R\fspilledTotal\"\xc0\x01\n" +
 	"\x10EndpointCapacity\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1f\n" +
 	"\vqueue_depth\x18\x02 \x01(\rR\n" +
