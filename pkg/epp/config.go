@@ -11,6 +11,7 @@ import (
 
 	"github.com/spillway-io/spillway/pkg/capacity"
 	"github.com/spillway-io/spillway/pkg/epp/scheduler"
+	"github.com/spillway-io/spillway/pkg/spill"
 )
 
 // Priority aliases of Spillway's configuration. GIE's InferenceObjective priority is an integer:
@@ -45,6 +46,11 @@ var ErrInvalidConfig = errors.New("invalid EPP configuration")
 //	- name: chat
 //	  targets: [{model: chat-v1, weight: 90}, {model: chat-v2, weight: 10}]
 //	  fallback: chat-small         # used when no target has a ready endpoint
+//	spill:                         # federated routing (docs/federation.md); SpillPolicy's spec
+//	  eligiblePriorities: {min: 100}
+//	  tripMark: 0.9
+//	  clearMark: 0.7
+//	  minDwell: 10s
 type FileConfig struct {
 	Scorers         map[string]float64 `json:"scorers,omitempty"`
 	Fallbacks       *int               `json:"fallbacks,omitempty"`
@@ -55,6 +61,7 @@ type FileConfig struct {
 	Objectives      []FileObjective    `json:"objectives,omitempty"`
 	Adapters        []string           `json:"adapters,omitempty"`
 	Models          []ModelRoute       `json:"models,omitempty"`
+	Spill           *spill.PolicySpec  `json:"spill,omitempty"`
 }
 
 // FileSaturation is the saturation detector's section.
@@ -122,6 +129,8 @@ type Settings struct {
 	Objectives      map[string]int
 	Adapters        map[string]bool
 	Models          map[string]ModelRoute
+	// Spill is the pool's spill policy when no SpillPolicy object names it.
+	Spill spill.Policy
 }
 
 // DefaultSettings returns the configuration with no file.
@@ -135,6 +144,7 @@ func DefaultSettings() Settings {
 		Objectives:   map[string]int{},
 		Adapters:     map[string]bool{},
 		Models:       map[string]ModelRoute{},
+		Spill:        spill.DefaultPolicy(),
 	}
 }
 
@@ -225,6 +235,13 @@ func ParseConfig(data []byte) (Settings, error) {
 			errs = append(errs, fmt.Errorf("%s: target weights add up to 0", where))
 		}
 		s.Models[m.Name] = m
+	}
+	if f.Spill != nil {
+		p, err := f.Spill.Policy()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("spill: %w", err))
+		}
+		s.Spill = p
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Settings{}, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
