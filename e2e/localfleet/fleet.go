@@ -43,6 +43,8 @@ type Options struct {
 	Regions  []Region
 	// SimArgs are extra modelsim flags.
 	SimArgs []string
+	// EPPConfig replaces the spokes' EPP configuration (EPPConfig below) when set.
+	EPPConfig string
 	// Kubeconfigs, by cluster, switch the spokes from pool files to the Kubernetes source: each
 	// spoke watches its cluster's API server and reads its identity from ClusterProperty objects.
 	Kubeconfigs map[string]string
@@ -87,7 +89,11 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		return nil, err
 	}
 	f := &Fleet{Opts: o, Spokes: map[string]*Proc{}, Sims: map[string]*Proc{}, Gateways: map[string]*Proc{}}
-	if err := os.WriteFile(f.eppConfigPath(), []byte(EPPConfig), 0o644); err != nil {
+	eppConfig := EPPConfig
+	if o.EPPConfig != "" {
+		eppConfig = o.EPPConfig
+	}
+	if err := os.WriteFile(f.eppConfigPath(), []byte(eppConfig), 0o644); err != nil {
 		return nil, err
 	}
 	fail := func(err error) (*Fleet, error) {

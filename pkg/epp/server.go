@@ -119,6 +119,7 @@ type Server struct {
 
 	admitted atomic.Uint64
 	shed     atomic.Uint64
+	spilled  atomic.Uint64
 	// buffers recycles the per-request endpoint slices: a pool of 1,000 endpoints would otherwise
 	// allocate hundreds of kilobytes per request.
 	buffers sync.Pool
@@ -175,6 +176,9 @@ func New(o Options) (*Server, error) {
 
 // Counts returns the requests admitted and shed since start, for the pool's capacity report.
 func (s *Server) Counts() (admitted, shed uint64) { return s.admitted.Load(), s.shed.Load() }
+
+// Spilled returns the requests sent to other clusters since start.
+func (s *Server) Spilled() uint64 { return s.spilled.Load() }
 
 // Scheduler returns the scheduler (for forgetting endpoints that left the pool).
 func (s *Server) Scheduler() *scheduler.Scheduler { return s.sched }
@@ -339,6 +343,7 @@ func (s *Server) route(x *exchange) []*extprocv3.ProcessingResponse {
 			s.metrics.result(objective, x.model, resultSpilled)
 			s.metrics.spilled.WithLabelValues(string(dec.Reason), priorityClass(priority), dec.Target.Region).Inc()
 			x.spilled, x.routed = true, true
+			s.spilled.Add(1)
 			// Parent Mode: the remote gateway's EPP routes the original body; the hop marker makes
 			// it serve the request there, never send it on.
 			return s.answer(x, strings.Join(dec.Destination, ","), x.body, false, setHeader(HopHeader, s.clusterID))

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,6 +35,7 @@ import (
 	"github.com/spillway-io/spillway/pkg/logging"
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
 	"github.com/spillway-io/spillway/pkg/serve"
+	"github.com/spillway-io/spillway/pkg/spill"
 	"github.com/spillway-io/spillway/spoke/hubclient"
 	"github.com/spillway-io/spillway/spoke/kube"
 	"github.com/spillway-io/spillway/spoke/source"
@@ -65,7 +67,9 @@ type Options struct {
 	EPPPool          string
 	EPPConfig        string
 	EnablePprof      bool
-	Log              logging.Options
+	// Spill enables federated routing in the EPP (needs a hub).
+	Spill bool
+	Log   logging.Options
 }
 
 // NewOptions returns the defaults.
@@ -74,6 +78,7 @@ func NewOptions() *Options {
 		HubAddress:     "127.0.0.1:8470",
 		PoolsReload:    2 * time.Second,
 		ControllerName: kube.DefaultControllerName,
+		Spill:          true,
 		HTTPAddress:    ":8481",
 		ScrapeInterval: 50 * time.Millisecond,
 		CapacityPeriod: 100 * time.Millisecond,
@@ -106,6 +111,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.EPPAddress, "epp-address", o.EPPAddress, "host:port of the Endpoint Picker's ext_proc gRPC service (empty: no EPP)")
 	fs.StringVar(&o.EPPPool, "epp-pool", o.EPPPool, "namespace/name of the local pool the EPP serves (default: the first pool of the source)")
 	fs.StringVar(&o.EPPConfig, "epp-config", o.EPPConfig, "YAML file of the EPP's scorers, objectives and model routing (see docs/epp.md)")
+	fs.BoolVar(&o.Spill, "spill", o.Spill, "send eligible requests to other clusters when the local pool is saturated or empty (federated routing; needs --hub-address)")
 	fs.BoolVar(&o.EnablePprof, "enable-pprof", o.EnablePprof, "serve Go profiles at /debug/pprof/ on --http-address")
 	fs.StringVar(&o.Log.Level, "log-level", o.Log.Level, "debug, info, warn or error")
 	fs.StringVar(&o.Log.Format, "log-format", o.Log.Format, "text or json")
@@ -310,6 +316,16 @@ func Run(ctx context.Context, cfg *Config) error {
 		Logger:     log,
 		Registerer: reg,
 	})
+	// Federated routing: the EPP's pool gets a spill decision fed with the fleet view.
+	var decider *spill.Decider
+	rtt := newRTTProber(time.Second)
+	rem := &remotes{self: cfg.ClusterID, pool: cfg.EPPPoolRef, view: client.View(), rtt: rtt, now: time.Now}
+	if cfg.EPP != nil && cfg.Spill && cfg.HubAddress != "" {
+		var err error
+		if decider, err = spill.New(cfg.EPP.Spill, rem.candidates); err != nil {
+			return fmt.Errorf("spill policy: %w", err)
+		}
+	}
 	var ctrl *kube.Controller
 	if cfg.KubeConfig != nil {
 		klog.SetSlogLogger(log.With("component", "client-go")) // one log stream, one format
@@ -326,11 +342,15 @@ func Run(ctx context.Context, cfg *Config) error {
 		if cfg.HubAddress != "" {
 			ko.View, ko.Reporter = client.View(), client
 		}
+		if decider != nil {
+			ko.Spill, ko.SpillPool, ko.DefaultSpillPolicy = decider, cfg.EPPPoolRef, cfg.EPP.Spill
+		}
 		var err error
 		if ctrl, err = kube.New(ko); err != nil {
 			return err
 		}
 		cfg.Source = ctrl
+		rem.gateways = ctrl
 	}
 	ds := newDatastore(scraper)
 	var picker *epp.Server
@@ -342,7 +362,8 @@ func Run(ctx context.Context, cfg *Config) error {
 		if ctrl != nil {
 			objs = clusterObjectives{ctrl: ctrl, pool: cfg.EPPPoolRef, file: cfg.EPP.Objectives}
 		}
-		picker, err = epp.New(epp.Options{Pool: cfg.EPPPoolRef, Settings: *cfg.EPP, Datastore: ds, Objectives: objs, Logger: log, Registerer: reg})
+		picker, err = epp.New(epp.Options{Pool: cfg.EPPPoolRef, Settings: *cfg.EPP, Datastore: ds, Objectives: objs,
+			Spill: decider, ClusterID: cfg.ClusterID, Logger: log, Registerer: reg})
 		if err != nil {
 			return err
 		}
@@ -372,10 +393,13 @@ func Run(ctx context.Context, cfg *Config) error {
 	}
 	g.Go(func() error { return cfg.Source.Run(gctx) })
 	g.Go(func() error { return scraper.Run(gctx) })
+	if decider != nil {
+		g.Go(func() error { return rtt.Run(gctx) })
+	}
 	if cfg.HubAddress != "" {
 		g.Go(func() error { return client.Run(gctx) })
 	}
-	g.Go(func() error { return reconcile(gctx, cfg, scraper, client, ds, picker, m) })
+	g.Go(func() error { return reconcile(gctx, cfg, scraper, client, ds, picker, decider, m) })
 	var ready serve.ReadyFunc
 	if ctrl != nil {
 		ready = ctrl.Ready
@@ -409,7 +433,7 @@ func (o clusterObjectives) Priority(name string) (int, bool) {
 
 // reconcile feeds local pools to the scraper and the hub client, and recomputes capacity.
 func reconcile(ctx context.Context, cfg *Config, scraper *modelmetrics.Scraper, client *hubclient.Client,
-	ds *datastore, picker *epp.Server, m *metrics) error {
+	ds *datastore, picker *epp.Server, decider *spill.Decider, m *metrics) error {
 	tick := time.NewTicker(cfg.CapacityPeriod)
 	defer tick.Stop()
 	var pools []source.Pool
@@ -430,6 +454,9 @@ func reconcile(ctx context.Context, cfg *Config, scraper *modelmetrics.Scraper, 
 			}
 		}
 		client.SetExports(source.Exports(pools))
+		if cfg.EPP != nil && !slices.Contains(refs, cfg.EPPPoolRef) {
+			refs = append(refs, cfg.EPPPoolRef) // an imported pool the EPP serves: remote capacity needed
+		}
 		client.SetInterest(refs)
 	}
 	changed := cfg.Source.Changed()
@@ -444,6 +471,7 @@ func reconcile(ctx context.Context, cfg *Config, scraper *modelmetrics.Scraper, 
 		case <-tick.C:
 			now := time.Now()
 			caps := make([]fleet.PoolCapacity, 0, len(pools))
+			eppLocal := false
 			var ready, stale int
 			for _, p := range pools {
 				eps := make([]capacity.Endpoint, 0, len(p.Endpoints))
@@ -460,8 +488,18 @@ func reconcile(ctx context.Context, cfg *Config, scraper *modelmetrics.Scraper, 
 				c := capacity.Aggregate(p.Ref, eps, now, cfg.Thresholds)
 				if picker != nil && p.Ref == cfg.EPPPoolRef {
 					c.AdmittedTotal, c.ShedTotal = picker.Counts()
+					c.SpilledTotal = picker.Spilled()
+					eppLocal = true
+					if decider != nil {
+						decider.ObserveLocal(spill.Local{ReadyEndpoints: c.ReadyEndpoints, QueueDepth: c.QueueDepth, Saturation: c.Saturation, Saturated: c.Saturated})
+						st := decider.State()
+						c.Spilling, c.SpillTarget, c.SpillTargetRegion = st.Spilling, st.LastTarget, st.LastRegion
+					}
 				}
 				caps = append(caps, c)
+			}
+			if decider != nil && !eppLocal {
+				decider.ObserveLocal(spill.Local{ImportOnly: true}) // only an import here: every request goes
 			}
 			m.endpoints.WithLabelValues("fresh").Set(float64(ready))
 			m.endpoints.WithLabelValues("stale").Set(float64(stale))

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -42,6 +43,7 @@ import (
 	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
 
 	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/spill"
 	"github.com/spillway-io/spillway/spoke/source"
 )
 
@@ -82,6 +84,12 @@ type Options struct {
 	// View and Reporter connect the controller to the hub; both nil in a standalone spoke.
 	View     FleetView
 	Reporter ImportReporter
+	// Spill, when set, is the spill decision of the EPP's pool SpillPool: the controller gives it
+	// the pool's SpillPolicy (DefaultSpillPolicy without one) and reports its state in the
+	// policy's status.
+	Spill              Spiller
+	SpillPool          fleet.PoolRef
+	DefaultSpillPolicy spill.Policy
 	// Resync bounds how long the controller goes without a full reconcile.
 	Resync time.Duration
 	Logger *slog.Logger
@@ -105,7 +113,9 @@ type Controller struct {
 	bcast    record.EventBroadcaster
 	// objectiveGVRs are the InferenceObjective resources this cluster serves.
 	objectiveGVRs []schema.GroupVersionResource
-	kick          chan struct{}
+	// hasSpillPolicies is true when the cluster serves Spillway's SpillPolicy CRD.
+	hasSpillPolicies bool
+	kick             chan struct{}
 
 	mu         sync.RWMutex
 	pools      []source.Pool
@@ -186,6 +196,16 @@ func (c *Controller) Run(ctx context.Context) error {
 		return err
 	}
 	c.objectiveGVRs = gvrs
+	if c.opts.Spill != nil {
+		res, err := c.disco.ServerResourcesForGroupVersion(SpillPolicyResource.GroupVersion().String())
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("discover %s: %w", SpillPolicyResource.GroupVersion(), err)
+		}
+		c.hasSpillPolicies = res != nil && slices.ContainsFunc(res.APIResources, func(r metav1.APIResource) bool { return r.Name == SpillPolicyResource.Resource })
+		if !c.hasSpillPolicies {
+			c.log.Warn("no SpillPolicy resource in this cluster: the EPP configuration's spill policy applies")
+		}
+	}
 	handler := cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { c.trigger() },
 		UpdateFunc: func(any, any) { c.trigger() },
@@ -203,6 +223,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		if _, err := inf.AddEventHandler(handler); err != nil {
 			return err
 		}
+	}
+	if c.hasSpillPolicies {
+		gvrs = append(slices.Clone(gvrs), SpillPolicyResource)
 	}
 	for _, gvr := range gvrs {
 		if _, err := c.dynInf.ForResource(gvr).Informer().AddEventHandler(handler); err != nil {
@@ -242,6 +265,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	resync := time.NewTicker(c.opts.Resync)
 	defer resync.Stop()
+	// The spill state changes with load, not with objects: its status is refreshed every second.
+	spillTick := time.NewTicker(time.Second)
+	defer spillTick.Stop()
 	retry := newBackoff()
 	var retryC <-chan time.Time
 	for {
@@ -260,14 +286,25 @@ func (c *Controller) Run(ctx context.Context) error {
 			retry.reset()
 			retryC = nil
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-c.kick:
-		case <-viewChanged:
-			viewChanged = c.opts.View.Changed()
-		case <-resync.C:
-		case <-retryC:
+	wait: // for a reason to reconcile again; the spill tick only refreshes the policy's status
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-c.kick:
+				break wait
+			case <-viewChanged:
+				viewChanged = c.opts.View.Changed()
+				break wait
+			case <-resync.C:
+				break wait
+			case <-retryC:
+				break wait
+			case <-spillTick.C:
+				if err := c.syncSpillPolicy(ctx); err != nil && ctx.Err() == nil {
+					c.log.Warn("spill policy status not written", "err", err)
+				}
+			}
 		}
 		// Let a burst of events settle into one reconcile.
 		select {
@@ -316,6 +353,7 @@ func (c *Controller) reconcile(ctx context.Context) error {
 	if c.opts.GatewayService.Name != "" {
 		errs = append(errs, c.ensureServiceExport(ctx))
 	}
+	errs = append(errs, c.syncSpillPolicy(ctx))
 	return errors.Join(errs...)
 }
 

@@ -1,0 +1,162 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spillway-io/spillway/e2e/localfleet"
+)
+
+// startThreeRegions starts a hub and three regions (spoke with EPP, gateway, two simulated
+// endpoints that run one sequence at a time) on loopback blocks 127.0.40-43.
+func startThreeRegions(ctx context.Context, t *testing.T) (*localfleet.Fleet, []localfleet.Region) {
+	t.Helper()
+	o := localfleet.Options{BinDir: bins(t), WorkDir: t.TempDir(), HubGRPC: "127.0.40.1:18670", HubHTTP: "127.0.40.1:18671",
+		LeaseTTL: 3 * time.Second, SimArgs: []string{"--max-num-seqs", "1", "--decode-latency", "20ms"},
+		EPPConfig: localfleet.EPPConfig + "spill: {minDwell: 2s, freshness: 3s}\n"}
+	for i, name := range []string{"us-east", "us-west", "eu-west"} {
+		b := 41 + i
+		o.Regions = append(o.Regions, localfleet.Region{Name: name, Cluster: name + "-1",
+			SpokeHTTP: fmt.Sprintf("127.0.40.1:%d", 18681+i), EPP: fmt.Sprintf("127.0.%d.254:19002", b), Gateway: fmt.Sprintf("127.0.%d.254:18080", b),
+			Endpoints: []string{fmt.Sprintf("127.0.%d.1:8000", b), fmt.Sprintf("127.0.%d.2:8000", b)}})
+	}
+	f, err := localfleet.Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Stop() })
+	if err := f.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return f, o.Regions
+}
+
+type served struct {
+	status int
+	by     string // the gateway's x-gateway-destination-endpoint-served
+	body   string
+}
+
+func send(ctx context.Context, gateway, objective string, maxTokens int) (served, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+gateway+"/v1/completions",
+		strings.NewReader(fmt.Sprintf(`{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"p","max_tokens":%d}`, maxTokens)))
+	req.Header.Set("x-gateway-inference-objective", objective)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return served{}, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return served{status: resp.StatusCode, by: resp.Header.Get("x-gateway-destination-endpoint-served"), body: string(b)}, nil
+}
+
+// saturate keeps every endpoint of a region busy (one running, six queued each) until stop.
+func saturate(ctx context.Context, r localfleet.Region) (stop func()) {
+	lctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, e := range r.Endpoints {
+		for range 7 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for lctx.Err() == nil {
+					req, _ := http.NewRequestWithContext(lctx, http.MethodPost, "http://"+e+"/v1/completions",
+						strings.NewReader(`{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"direct","max_tokens":50}`))
+					if resp, err := http.DefaultClient.Do(req); err == nil {
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+				}
+			}()
+		}
+	}
+	return func() { cancel(); wg.Wait() }
+}
+
+func inRegion(addr string, r localfleet.Region) bool {
+	if addr == r.Gateway {
+		return true
+	}
+	for _, e := range r.Endpoints {
+		if addr == e {
+			return true
+		}
+	}
+	return false
+}
+
+// TestFederatedRouting runs three regions as real processes: in steady state everything stays
+// local; when us-east saturates, Critical spills to another region's gateway, Standard stays and
+// BestEffort is shed; a killed region stops receiving spilled requests; when the load ends,
+// spilling stops.
+func TestFederatedRouting(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	f, regions := startThreeRegions(ctx, t)
+	east, west, eu := regions[0], regions[1], regions[2]
+
+	for _, objective := range []string{"critical", "standard", "batch"} {
+		got, err := send(ctx, east.Gateway, objective, 2)
+		if err != nil || got.status != 200 || !inRegion(got.by, east) {
+			t.Fatalf("steady state, %s: %+v %v: want served in us-east", objective, got, err)
+		}
+	}
+
+	stop := saturate(ctx, east)
+	defer stop()
+	waitFor(t, 20*time.Second, "critical spills out of the saturated region", func() bool {
+		pctx, c := context.WithTimeout(ctx, 2*time.Second)
+		defer c()
+		got, err := send(pctx, east.Gateway, "critical", 1)
+		return err == nil && got.status == 200 && (got.by == west.Gateway || got.by == eu.Gateway)
+	})
+	for range 5 {
+		got, err := send(ctx, east.Gateway, "critical", 1)
+		if err != nil || got.status != 200 || inRegion(got.by, east) {
+			t.Fatalf("critical while us-east is saturated: %+v %v: want another region", got, err)
+		}
+	}
+	if got, err := send(ctx, east.Gateway, "batch", 1); err != nil || got.status != 429 {
+		t.Fatalf("besteffort while us-east is saturated: %+v %v: want 429", got, err)
+	}
+	sctx, sc := context.WithTimeout(ctx, 30*time.Second)
+	got, err := send(sctx, east.Gateway, "standard", 1)
+	sc()
+	if err != nil || got.status != 200 || !inRegion(got.by, east) {
+		t.Fatalf("standard while us-east is saturated: %+v %v: want served (queued) in us-east", got, err)
+	}
+
+	// Kill us-west entirely: once the fleet knows, nothing more goes there.
+	for _, p := range []*localfleet.Proc{f.Gateways[west.Cluster], f.Spokes[west.Cluster], f.Sims[west.Cluster]} {
+		p.Kill()
+	}
+	killed := time.Now()
+	waitFor(t, 20*time.Second, "us-west leaves the candidates", func() bool {
+		for range 3 {
+			got, err := send(ctx, east.Gateway, "critical", 1)
+			if err != nil || got.status != 200 || got.by != eu.Gateway {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("us-west left us-east's candidates %.1fs after it was killed", time.Since(killed).Seconds())
+	for range 10 {
+		got, err := send(ctx, east.Gateway, "critical", 1)
+		if err != nil || got.status != 200 || got.by != eu.Gateway {
+			t.Fatalf("critical after us-west died: %+v %v: want eu-west only", got, err)
+		}
+	}
+
+	stop()
+	waitFor(t, 20*time.Second, "spilling stops after the burst", func() bool {
+		got, err := send(ctx, east.Gateway, "critical", 1)
+		return err == nil && got.status == 200 && inRegion(got.by, east)
+	})
+}

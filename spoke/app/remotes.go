@@ -1,0 +1,161 @@
+package app
+
+import (
+	"context"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/spill"
+	"github.com/spillway-io/spillway/spoke/hubclient"
+)
+
+// GatewayResolver finds a remote cluster's inference gateway (spoke/kube: MCS-API first).
+type GatewayResolver interface {
+	RemoteGateway(clusterID string) (addr, from string, ok bool)
+}
+
+// Liveness says whether gossip has declared a cluster dead.
+type Liveness interface {
+	Dead(clusterID string) bool
+}
+
+// remotes turns the fleet view into spill candidates for one pool: the other clusters that
+// report capacity for it, alive by the hub's view and by gossip, with the RTT this spoke measures
+// to their gateways.
+type remotes struct {
+	self     string
+	pool     fleet.PoolRef
+	view     *hubclient.View
+	gateways GatewayResolver
+	live     Liveness
+	rtt      *rttProber
+	now      func() time.Time
+}
+
+func (r *remotes) candidates() []spill.Remote {
+	caps := r.view.Capacity(r.pool)
+	if len(caps) == 0 {
+		return nil
+	}
+	clusters := map[string]fleet.Cluster{}
+	for _, c := range r.view.Clusters() {
+		clusters[c.Info.ID] = c
+	}
+	now := r.now()
+	out := make([]spill.Remote, 0, len(caps))
+	for _, rc := range caps {
+		if rc.ClusterID == r.self {
+			continue
+		}
+		cl := clusters[rc.ClusterID]
+		c := rc.Capacity
+		rem := spill.Remote{
+			ClusterID:      rc.ClusterID,
+			Region:         cl.Info.Region,
+			Gateway:        cl.Info.GatewayAddress,
+			Alive:          cl.State == fleet.StateAlive && (r.live == nil || !r.live.Dead(rc.ClusterID)),
+			Age:            now.Sub(rc.ReceivedAt),
+			Saturated:      c.Saturated,
+			Saturation:     c.Saturation,
+			ReadyEndpoints: c.ReadyEndpoints,
+			QueueDepth:     c.QueueDepth,
+		}
+		if r.gateways != nil {
+			if addr, _, ok := r.gateways.RemoteGateway(rc.ClusterID); ok {
+				rem.Gateway = addr
+			}
+		}
+		eps := slices.Clone(c.Endpoints)
+		slices.SortStableFunc(eps, func(a, b fleet.EndpointCapacity) int { return int(a.QueueDepth) - int(b.QueueDepth) })
+		for _, e := range eps {
+			if e.Ready {
+				rem.Endpoints = append(rem.Endpoints, e.Address)
+			}
+		}
+		if rem.Gateway != "" {
+			rem.RTT = r.rtt.observe(rem.Gateway)
+		}
+		out = append(out, rem)
+	}
+	return out
+}
+
+// rttProber measures the round trip to remote gateways by timing a TCP connect every period, as
+// the data path sees it (through whatever sits between the regions). An address not probed for a
+// minute is forgotten.
+type rttProber struct {
+	period time.Duration
+
+	mu   sync.Mutex
+	rtts map[string]*rttEntry
+}
+
+type rttEntry struct {
+	rtt      time.Duration
+	wanted   time.Time
+	measured bool
+}
+
+func newRTTProber(period time.Duration) *rttProber {
+	return &rttProber{period: period, rtts: map[string]*rttEntry{}}
+}
+
+// observe returns the address's RTT estimate (0 until measured) and keeps it probed.
+func (p *rttProber) observe(addr string) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.rtts[addr]
+	if !ok {
+		e = &rttEntry{}
+		p.rtts[addr] = e
+	}
+	e.wanted = time.Now()
+	return e.rtt
+}
+
+// Run probes until ctx ends.
+func (p *rttProber) Run(ctx context.Context) error {
+	tick := time.NewTicker(p.period)
+	defer tick.Stop()
+	var d net.Dialer
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		p.mu.Lock()
+		var addrs []string
+		for a, e := range p.rtts {
+			if time.Since(e.wanted) > time.Minute {
+				delete(p.rtts, a)
+				continue
+			}
+			addrs = append(addrs, a)
+		}
+		p.mu.Unlock()
+		for _, a := range addrs {
+			cctx, cancel := context.WithTimeout(ctx, p.period)
+			start := time.Now()
+			conn, err := d.DialContext(cctx, "tcp", a)
+			rtt := time.Since(start)
+			cancel()
+			if err != nil {
+				continue // unreachable: liveness and freshness take it out, not the RTT
+			}
+			conn.Close()
+			p.mu.Lock()
+			if e, ok := p.rtts[a]; ok {
+				if e.measured {
+					e.rtt = (e.rtt*7 + rtt) / 8
+				} else {
+					e.rtt, e.measured = rtt, true
+				}
+			}
+			p.mu.Unlock()
+		}
+	}
+}
