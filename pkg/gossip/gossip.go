@@ -1,0 +1,199 @@
+// Package gossip is the fleet's liveness layer: the hub replicas and every spoke join one
+// memberlist cluster (SWIM failure detection, encrypted with a shared key), so each spoke learns
+// that a cluster died even while the hub is down. Members are named by cluster ID (spokes) or
+// "hub/<replica>" (hubs).
+//
+// Timings are tuned for a small fleet on a fast network: a member is probed every 250 ms (in
+// turn), suspected after a 150 ms probe and indirect checks fail, and declared dead after the
+// suspicion timeout (SuspicionMult × max(1, log10 N) × probe interval, 0.5 s for a few members).
+// A dead member is known to everyone within a second or two.
+package gossip
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Options configure a member.
+type Options struct {
+	// Name is the member's unique name: the cluster ID of a spoke.
+	Name string
+	// BindAddress is host:port for gossip (UDP and TCP).
+	BindAddress string
+	// AdvertiseAddress is host:port other members reach; BindAddress when empty.
+	AdvertiseAddress string
+	// Join are members to contact at start and whenever this one is alone.
+	Join []string
+	// Key encrypts gossip (16, 24 or 32 bytes, AES).
+	Key    []byte
+	Logger *slog.Logger
+}
+
+// ReadKey reads a base64 key of 16, 24 or 32 bytes from a file.
+func ReadKey(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil {
+		return nil, fmt.Errorf("gossip key %s: %w", path, err)
+	}
+	if n := len(key); n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("gossip key %s: %d bytes, want 16, 24 or 32", path, n)
+	}
+	return key, nil
+}
+
+// Member is this process in the gossip cluster.
+type Member struct {
+	opts Options
+	log  *slog.Logger
+	ml   *memberlist.Memberlist
+
+	mu   sync.RWMutex
+	dead map[string]time.Time
+	// stopped guards Leave and Shutdown; memberlist calls the event methods (which take mu)
+	// while leaving, so it is not mu.
+	stopped atomic.Bool
+}
+
+// Start joins the gossip cluster (contacting Join members is retried by Run).
+func Start(o Options) (*Member, error) {
+	if o.Name == "" {
+		return nil, errors.New("gossip: a member name is required")
+	}
+	if len(o.Key) == 0 {
+		return nil, errors.New("gossip: an encryption key is required")
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	host, port, err := splitHostPort(o.BindAddress)
+	if err != nil {
+		return nil, fmt.Errorf("gossip bind address: %w", err)
+	}
+	m := &Member{opts: o, log: o.Logger.With("component", "gossip"), dead: map[string]time.Time{}}
+	c := memberlist.DefaultLANConfig()
+	c.Name = o.Name
+	c.BindAddr, c.BindPort = host, port
+	c.AdvertiseAddr, c.AdvertisePort = host, port
+	if o.AdvertiseAddress != "" {
+		if c.AdvertiseAddr, c.AdvertisePort, err = splitHostPort(o.AdvertiseAddress); err != nil {
+			return nil, fmt.Errorf("gossip advertise address: %w", err)
+		}
+	}
+	c.SecretKey = o.Key
+	c.ProbeInterval = 250 * time.Millisecond
+	c.ProbeTimeout = 150 * time.Millisecond
+	c.SuspicionMult = 2
+	c.SuspicionMaxTimeoutMult = 3
+	c.GossipInterval = 50 * time.Millisecond
+	c.GossipToTheDeadTime = 5 * time.Second
+	c.PushPullInterval = 5 * time.Second
+	c.TCPTimeout = 2 * time.Second
+	c.Events = m
+	c.Logger = slog.NewLogLogger(m.log.Handler(), slog.LevelDebug)
+	ml, err := memberlist.Create(c)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	m.ml = ml
+	return m, nil
+}
+
+// Run joins the seeds, rejoins them whenever this member is alone, and leaves at the end.
+func (m *Member) Run(ctx context.Context) error {
+	defer func() {
+		if m.stopped.CompareAndSwap(false, true) {
+			_ = m.ml.Leave(time.Second) // tell the others at once instead of letting them suspect
+			_ = m.ml.Shutdown()
+		}
+	}()
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		if len(m.opts.Join) > 0 && m.ml.NumMembers() <= 1 {
+			if n, err := m.ml.Join(m.opts.Join); err != nil {
+				m.log.Debug("gossip join failed, retrying", "seeds", m.opts.Join, "err", err)
+			} else {
+				m.log.Info("gossip joined", "contacted", n, "members", m.ml.NumMembers())
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// Crash stops the member without leaving, as a crashed process would; for tests.
+func (m *Member) Crash() {
+	if m.stopped.CompareAndSwap(false, true) {
+		_ = m.ml.Shutdown()
+	}
+}
+
+// Dead reports whether the member named name was seen and is now dead or gone.
+func (m *Member) Dead(name string) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	_, ok := m.dead[name]
+	return ok
+}
+
+// Alive returns the names of the members alive now, this one included.
+func (m *Member) Alive() []string {
+	var out []string
+	for _, n := range m.ml.Members() {
+		out = append(out, n.Name)
+	}
+	return out
+}
+
+// NotifyJoin implements memberlist.EventDelegate.
+func (m *Member) NotifyJoin(n *memberlist.Node) {
+	m.mu.Lock()
+	delete(m.dead, n.Name)
+	m.mu.Unlock()
+	m.log.Info("gossip member alive", "member", n.Name, "address", n.Address())
+}
+
+// NotifyLeave implements memberlist.EventDelegate: the member died or left.
+func (m *Member) NotifyLeave(n *memberlist.Node) {
+	m.mu.Lock()
+	m.dead[n.Name] = time.Now()
+	m.mu.Unlock()
+	m.log.Warn("gossip member dead", "member", n.Name)
+}
+
+// NotifyUpdate implements memberlist.EventDelegate.
+func (m *Member) NotifyUpdate(*memberlist.Node) {}
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("port %q", p)
+	}
+	if host == "" {
+		host = "0.0.0.0"
+	}
+	return host, port, nil
+}
