@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -17,13 +18,14 @@ import (
 // endpoints that run one sequence at a time) on loopback blocks 127.0.40-43.
 func startThreeRegions(ctx context.Context, t *testing.T) (*localfleet.Fleet, []localfleet.Region) {
 	t.Helper()
-	o := localfleet.Options{BinDir: bins(t), WorkDir: t.TempDir(), HubGRPC: "127.0.40.1:18670", HubHTTP: "127.0.40.1:18671",
+	o := localfleet.Options{BinDir: bins(t), WorkDir: t.TempDir(), HubGRPC: "127.0.40.1:18670", HubHTTP: "127.0.40.1:18671", HubGossip: "127.0.40.1:18672",
 		LeaseTTL: 3 * time.Second, SimArgs: []string{"--max-num-seqs", "1", "--decode-latency", "20ms"},
 		EPPConfig: localfleet.EPPConfig + "spill: {minDwell: 2s, freshness: 3s}\n"}
 	for i, name := range []string{"us-east", "us-west", "eu-west"} {
 		b := 41 + i
 		o.Regions = append(o.Regions, localfleet.Region{Name: name, Cluster: name + "-1",
 			SpokeHTTP: fmt.Sprintf("127.0.40.1:%d", 18681+i), EPP: fmt.Sprintf("127.0.%d.254:19002", b), Gateway: fmt.Sprintf("127.0.%d.254:18080", b),
+			Gossip:    fmt.Sprintf("127.0.%d.254:17946", b),
 			Endpoints: []string{fmt.Sprintf("127.0.%d.1:8000", b), fmt.Sprintf("127.0.%d.2:8000", b)}})
 	}
 	f, err := localfleet.Start(ctx, o)
@@ -132,31 +134,50 @@ func TestFederatedRouting(t *testing.T) {
 		t.Fatalf("standard while us-east is saturated: %+v %v: want served (queued) in us-east", got, err)
 	}
 
-	// Kill us-west entirely: once the fleet knows, nothing more goes there.
-	for _, p := range []*localfleet.Proc{f.Gateways[west.Cluster], f.Spokes[west.Cluster], f.Sims[west.Cluster]} {
+	// Kill the region that takes the spilled requests: once the fleet knows, nothing more goes there.
+	first, err := send(ctx, east.Gateway, "critical", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim, survivor := west, eu
+	if first.by == eu.Gateway {
+		victim, survivor = eu, west
+	}
+	for _, p := range []*localfleet.Proc{f.Gateways[victim.Cluster], f.Spokes[victim.Cluster], f.Sims[victim.Cluster]} {
 		p.Kill()
 	}
 	killed := time.Now()
-	waitFor(t, 20*time.Second, "us-west leaves the candidates", func() bool {
-		for range 3 {
-			got, err := send(ctx, east.Gateway, "critical", 1)
-			if err != nil || got.status != 200 || got.by != eu.Gateway {
-				return false
-			}
-		}
-		return true
-	})
-	t.Logf("us-west left us-east's candidates %.1fs after it was killed", time.Since(killed).Seconds())
-	for range 10 {
+	// Meanwhile the gateway falls back to the next target of the destination list: no failures.
+	for time.Since(killed) < 4*time.Second {
 		got, err := send(ctx, east.Gateway, "critical", 1)
-		if err != nil || got.status != 200 || got.by != eu.Gateway {
-			t.Fatalf("critical after us-west died: %+v %v: want eu-west only", got, err)
+		if err != nil || got.status != 200 || got.by != survivor.Gateway {
+			t.Fatalf("critical %.1fs after %s died: %+v %v: want %s", time.Since(killed).Seconds(), victim.Name, got, err, survivor.Name)
 		}
 	}
-
+	waitFor(t, 5*time.Second, victim.Name+" leaves the candidates", func() bool {
+		d, err := spokeSpillTargets(east.SpokeHTTP)
+		return err == nil && !strings.Contains(d, victim.Gateway)
+	})
+	t.Logf("%s left us-east's spill targets within %.1fs of being killed", victim.Name, time.Since(killed).Seconds())
 	stop()
 	waitFor(t, 20*time.Second, "spilling stops after the burst", func() bool {
 		got, err := send(ctx, east.Gateway, "critical", 1)
 		return err == nil && got.status == 200 && inRegion(got.by, east)
 	})
+}
+
+// spokeSpillTargets reads a spoke's GET /spill and returns its current targets as JSON.
+func spokeSpillTargets(spokeHTTP string) (string, error) {
+	resp, err := http.Get("http://" + spokeHTTP + "/spill")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var rep struct {
+		Targets json.RawMessage `json:"targets"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
+		return "", err
+	}
+	return string(rep.Targets), nil
 }

@@ -5,6 +5,8 @@ package localfleet
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -28,6 +30,8 @@ type Region struct {
 	// EPP is the spoke's Endpoint Picker address, Gateway the region's HTTP gateway.
 	EPP     string
 	Gateway string
+	// Gossip is the spoke's gossip address (with Options.HubGossip).
+	Gossip string
 	// Endpoints are the model-server addresses of the region's pool default/chat.
 	Endpoints []string
 }
@@ -38,6 +42,9 @@ type Options struct {
 	WorkDir string
 	HubGRPC string
 	HubHTTP string
+	// HubGossip, when set, turns liveness gossip on: the hub gossips there, every spoke at its
+	// region's Gossip address, with a key generated for the fleet.
+	HubGossip string
 	// LeaseTTL of the hub's sessions.
 	LeaseTTL time.Duration
 	Regions  []Region
@@ -53,10 +60,10 @@ type Options struct {
 // DefaultOptions is the demo fleet: three regions, each with a pool default/chat of three
 // simulated endpoints on its own loopback addresses (127.0.1.x, 127.0.2.x, 127.0.3.x).
 func DefaultOptions(binDir, workDir string) Options {
-	o := Options{BinDir: binDir, WorkDir: workDir, HubGRPC: "127.0.0.1:8470", HubHTTP: "127.0.0.1:8471", LeaseTTL: 10 * time.Second}
+	o := Options{BinDir: binDir, WorkDir: workDir, HubGRPC: "127.0.0.1:8470", HubHTTP: "127.0.0.1:8471", HubGossip: "127.0.0.1:8472", LeaseTTL: 10 * time.Second}
 	for i, name := range []string{"us-east", "us-west", "eu-west"} {
 		r := Region{Name: name, Cluster: name + "-1", SpokeHTTP: "127.0.0.1:" + strconv.Itoa(8481+i),
-			EPP: fmt.Sprintf("127.0.%d.254:9002", i+1), Gateway: fmt.Sprintf("127.0.%d.254:8080", i+1)}
+			EPP: fmt.Sprintf("127.0.%d.254:9002", i+1), Gateway: fmt.Sprintf("127.0.%d.254:8080", i+1), Gossip: fmt.Sprintf("127.0.%d.254:7946", i+1)}
 		for j := 1; j <= 3; j++ {
 			r.Endpoints = append(r.Endpoints, fmt.Sprintf("127.0.%d.%d:8000", i+1, j))
 		}
@@ -108,10 +115,20 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		}
 		f.Sims[r.Cluster] = p
 	}
-	hub, err := StartProc(logs, "hub", filepath.Join(o.BinDir, "hub"),
-		"--grpc-address", o.HubGRPC, "--http-address", o.HubHTTP,
+	hubArgs := []string{"--grpc-address", o.HubGRPC, "--http-address", o.HubHTTP,
 		"--data-dir", filepath.Join(o.WorkDir, "hub-data"), "--hub-id", "hub-0",
-		"--lease-ttl", o.LeaseTTL.String())
+		"--lease-ttl", o.LeaseTTL.String()}
+	if o.HubGossip != "" {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return fail(err)
+		}
+		if err := os.WriteFile(f.gossipKeyPath(), []byte(base64.StdEncoding.EncodeToString(key)), 0o600); err != nil {
+			return fail(err)
+		}
+		hubArgs = append(hubArgs, "--gossip-address", o.HubGossip, "--gossip-key-file", f.gossipKeyPath())
+	}
+	hub, err := StartProc(logs, "hub", filepath.Join(o.BinDir, "hub"), hubArgs...)
 	if err != nil {
 		return fail(err)
 	}
@@ -130,6 +147,8 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	}
 	return f, nil
 }
+
+func (f *Fleet) gossipKeyPath() string { return filepath.Join(f.Opts.WorkDir, "gossip.key") }
 
 func (f *Fleet) eppConfigPath() string { return filepath.Join(f.Opts.WorkDir, "epp.yaml") }
 
@@ -169,6 +188,9 @@ func (f *Fleet) StartSpoke(r Region) error {
 	}
 	if r.Gateway != "" {
 		args = append(args, "--gateway-address", r.Gateway)
+	}
+	if f.Opts.HubGossip != "" && r.Gossip != "" {
+		args = append(args, "--gossip-address", r.Gossip, "--gossip-join", f.Opts.HubGossip, "--gossip-key-file", f.gossipKeyPath())
 	}
 	p, err := StartProc(filepath.Join(f.Opts.WorkDir, "logs"), "spoke-"+r.Cluster, filepath.Join(f.Opts.BinDir, "spoke"), args...)
 	if err != nil {

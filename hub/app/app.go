@@ -27,6 +27,7 @@ import (
 	"github.com/spillway-io/spillway/hub/registry"
 	"github.com/spillway-io/spillway/hub/server"
 	"github.com/spillway-io/spillway/hub/view"
+	"github.com/spillway-io/spillway/pkg/gossip"
 	"github.com/spillway-io/spillway/pkg/logging"
 	"github.com/spillway-io/spillway/pkg/serve"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
@@ -45,6 +46,7 @@ type Options struct {
 	MinReportInterval time.Duration
 	CapacityHeartbeat time.Duration
 	ViewInterval      time.Duration
+	Gossip            gossip.Flags
 	Log               logging.Options
 }
 
@@ -58,7 +60,7 @@ func NewOptions() *Options {
 		EtcdPrefix:        registry.DefaultPrefix,
 		LeaseTTL:          15 * time.Second,
 		MinReportInterval: 500 * time.Millisecond,
-		CapacityHeartbeat: 5 * time.Second,
+		CapacityHeartbeat: time.Second,
 		ViewInterval:      200 * time.Millisecond,
 		Log:               logging.Options{Level: "info", Format: "text"},
 	}
@@ -72,6 +74,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "directory of the embedded etcd's data")
 	fs.StringVar(&o.EmbeddedEtcdAddr, "embedded-etcd-address", o.EmbeddedEtcdAddr, "host:port the embedded etcd serves clients on (port 0 picks one)")
 	fs.StringVar(&o.EtcdPrefix, "etcd-prefix", o.EtcdPrefix, "key prefix of the fleet registry in etcd")
+	o.Gossip.AddFlags(fs)
 	fs.StringVar(&o.HubID, "hub-id", o.HubID, "name of this hub replica (default: the host name)")
 	fs.DurationVar(&o.LeaseTTL, "lease-ttl", o.LeaseTTL, "how long a cluster's exports outlive its spoke's session (at least 2s)")
 	fs.DurationVar(&o.MinReportInterval, "min-report-interval", o.MinReportInterval, "fastest a spoke may report a pool's capacity")
@@ -116,7 +119,7 @@ func (o *Options) Validate() error {
 	if o.ViewInterval < 0 {
 		errs = append(errs, fmt.Errorf("--view-interval %s: must not be negative", o.ViewInterval))
 	}
-	errs = append(errs, o.Log.Validate())
+	errs = append(errs, o.Log.Validate(), o.Gossip.Validate())
 	return errors.Join(errs...)
 }
 
@@ -219,8 +222,20 @@ func Run(ctx context.Context, cfg *Config) error {
 		return nil
 	}
 
-	log.Info("hub started", "grpc", grpcL.Addr().String(), "http", httpL.Addr().String())
+	member, err := cfg.Gossip.Start("hub/"+cfg.HubID, log)
+	if err != nil {
+		grpcL.Close()
+		httpL.Close()
+		return err
+	}
+	if member != nil {
+		defer member.Close()
+	}
+	log.Info("hub started", "grpc", grpcL.Addr().String(), "http", httpL.Addr().String(), "gossip", cfg.Gossip.Address)
 	g, gctx := errgroup.WithContext(ctx)
+	if member != nil {
+		g.Go(func() error { return member.Run(gctx) })
+	}
 	g.Go(func() error { return model.Follow(gctx, store, log.With("component", "view")) })
 	g.Go(func() error { return serve.GRPC(gctx, grpcL, gs) })
 	g.Go(func() error { return serve.HTTP(gctx, httpL, serve.HTTPMux(reg, ready)) })

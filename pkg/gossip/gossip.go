@@ -116,12 +116,7 @@ func Start(o Options) (*Member, error) {
 
 // Run joins the seeds, rejoins them whenever this member is alone, and leaves at the end.
 func (m *Member) Run(ctx context.Context) error {
-	defer func() {
-		if m.stopped.CompareAndSwap(false, true) {
-			_ = m.ml.Leave(time.Second) // tell the others at once instead of letting them suspect
-			_ = m.ml.Shutdown()
-		}
-	}()
+	defer m.Close()
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	for {
@@ -137,6 +132,15 @@ func (m *Member) Run(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		}
+	}
+}
+
+// Close leaves the gossip cluster (telling the others at once instead of letting them suspect)
+// and stops the member. Idempotent; Run closes on its way out.
+func (m *Member) Close() {
+	if m.stopped.CompareAndSwap(false, true) {
+		_ = m.ml.Leave(time.Second)
+		_ = m.ml.Shutdown()
 	}
 }
 

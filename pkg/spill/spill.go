@@ -19,9 +19,11 @@
 package spill
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -146,6 +148,10 @@ type Decision struct {
 	Destination []string
 }
 
+// maxTargets bounds the clusters (and, in Endpoint Mode, the endpoints of each) a spilled
+// request's destination lists.
+const maxTargets = 2
+
 // Candidates lists the remote clusters of the pool.
 type Candidates func() []Remote
 
@@ -266,10 +272,11 @@ func (d *Decider) Decide(r Request) Decision {
 		reason = ReasonSaturated
 	}
 
-	best, ok := d.best(p, service)
-	if !ok {
+	ranked := d.ranked(p, service)
+	if len(ranked) == 0 {
 		return Decision{Reason: ReasonNoTarget}
 	}
+	best := ranked[0]
 	if reason == ReasonSaturated {
 		localWait := time.Duration(float64(l.QueueDepth) / float64(max(l.ReadyEndpoints, 1)) * float64(service))
 		if l.Saturated {
@@ -280,11 +287,15 @@ func (d *Decider) Decide(r Request) Decision {
 			return Decision{Reason: ReasonNotWorth}
 		}
 	}
+	// The destination lists fallbacks after the pick, as the EPP does locally: the gateway tries
+	// them in order when one cannot be reached (a cluster that died since the last view).
 	dec := Decision{Spill: true, Reason: reason, Target: best}
-	if p.Mode == EndpointMode && len(best.Endpoints) > 0 {
-		dec.Destination = best.Endpoints
-	} else {
-		dec.Destination = []string{best.Gateway}
+	for _, r := range ranked[:min(len(ranked), maxTargets)] {
+		if p.Mode == EndpointMode && len(r.Endpoints) > 0 {
+			dec.Destination = append(dec.Destination, r.Endpoints[:min(len(r.Endpoints), maxTargets)]...)
+		} else if r.Gateway != "" {
+			dec.Destination = append(dec.Destination, r.Gateway)
+		}
 	}
 	d.mu.Lock()
 	d.state.LastTarget, d.state.LastRegion = best.ClusterID, best.Region
@@ -292,12 +303,23 @@ func (d *Decider) Decide(r Request) Decision {
 	return dec
 }
 
-// best returns the remote with the lowest expected cost: RTT plus its own expected wait, within
-// the allowed regions (their order first when the policy lists them).
-func (d *Decider) best(p Policy, service time.Duration) (Remote, bool) {
-	var out Remote
-	found := false
-	bestRank, bestCost := 0, time.Duration(0)
+// Targets returns the remotes a spilled request may go to now, best first.
+func (d *Decider) Targets() []Remote {
+	d.mu.Lock()
+	p, service := d.policy, d.serviceTime
+	d.mu.Unlock()
+	return d.ranked(p, service)
+}
+
+// ranked returns the usable remotes, best first: within the allowed regions (their order first
+// when the policy lists them), by RTT plus the remote's own expected wait.
+func (d *Decider) ranked(p Policy, service time.Duration) []Remote {
+	type scored struct {
+		r    Remote
+		rank int
+		cost time.Duration
+	}
+	var cands []scored
 	for _, r := range d.remotes() {
 		if !r.Alive || r.Saturated || r.ReadyEndpoints == 0 || r.Age > p.Freshness {
 			continue
@@ -307,15 +329,25 @@ func (d *Decider) best(p Policy, service time.Duration) (Remote, bool) {
 		}
 		rank := 0
 		if len(p.TargetRegions) > 0 {
-			rank = slices.Index(p.TargetRegions, r.Region)
-			if rank < 0 {
+			if rank = slices.Index(p.TargetRegions, r.Region); rank < 0 {
 				continue
 			}
 		}
 		cost := r.RTT + time.Duration(float64(r.QueueDepth)/float64(r.ReadyEndpoints)*float64(service))
-		if !found || rank < bestRank || rank == bestRank && (cost < bestCost || cost == bestCost && r.ClusterID < out.ClusterID) {
-			out, bestRank, bestCost, found = r, rank, cost, true
-		}
+		cands = append(cands, scored{r, rank, cost})
 	}
-	return out, found
+	slices.SortFunc(cands, func(a, b scored) int {
+		switch {
+		case a.rank != b.rank:
+			return a.rank - b.rank
+		case a.cost != b.cost:
+			return cmp.Compare(a.cost, b.cost)
+		}
+		return strings.Compare(a.r.ClusterID, b.r.ClusterID)
+	})
+	out := make([]Remote, len(cands))
+	for i, c := range cands {
+		out[i] = c.r
+	}
+	return out
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/spillway-io/spillway/pkg/capacity"
 	"github.com/spillway-io/spillway/pkg/epp"
 	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/gossip"
 	"github.com/spillway-io/spillway/pkg/logging"
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
 	"github.com/spillway-io/spillway/pkg/serve"
@@ -68,8 +69,9 @@ type Options struct {
 	EPPConfig        string
 	EnablePprof      bool
 	// Spill enables federated routing in the EPP (needs a hub).
-	Spill bool
-	Log   logging.Options
+	Spill  bool
+	Gossip gossip.Flags
+	Log    logging.Options
 }
 
 // NewOptions returns the defaults.
@@ -112,6 +114,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.EPPPool, "epp-pool", o.EPPPool, "namespace/name of the local pool the EPP serves (default: the first pool of the source)")
 	fs.StringVar(&o.EPPConfig, "epp-config", o.EPPConfig, "YAML file of the EPP's scorers, objectives and model routing (see docs/epp.md)")
 	fs.BoolVar(&o.Spill, "spill", o.Spill, "send eligible requests to other clusters when the local pool is saturated or empty (federated routing; needs --hub-address)")
+	o.Gossip.AddFlags(fs)
 	fs.BoolVar(&o.EnablePprof, "enable-pprof", o.EnablePprof, "serve Go profiles at /debug/pprof/ on --http-address")
 	fs.StringVar(&o.Log.Level, "log-level", o.Log.Level, "debug, info, warn or error")
 	fs.StringVar(&o.Log.Format, "log-format", o.Log.Format, "text or json")
@@ -170,7 +173,7 @@ func (o *Options) Validate() error {
 	if o.Thresholds.QueueDepth < 1 || !(o.Thresholds.KVCacheUtilization > 0 && o.Thresholds.KVCacheUtilization <= 1) {
 		errs = append(errs, errors.New("--saturation-queue-depth must be at least 1 and --saturation-kv-cache in (0, 1]"))
 	}
-	errs = append(errs, o.Log.Validate())
+	errs = append(errs, o.Log.Validate(), o.Gossip.Validate())
 	return errors.Join(errs...)
 }
 
@@ -326,6 +329,14 @@ func Run(ctx context.Context, cfg *Config) error {
 			return fmt.Errorf("spill policy: %w", err)
 		}
 	}
+	member, err := cfg.Gossip.Start(cfg.ClusterID, log)
+	if err != nil {
+		return err
+	}
+	if member != nil {
+		defer member.Close()
+		rem.live = member
+	}
 	var ctrl *kube.Controller
 	if cfg.KubeConfig != nil {
 		klog.SetSlogLogger(log.With("component", "client-go")) // one log stream, one format
@@ -396,6 +407,9 @@ func Run(ctx context.Context, cfg *Config) error {
 	if decider != nil {
 		g.Go(func() error { return rtt.Run(gctx) })
 	}
+	if member != nil {
+		g.Go(func() error { return member.Run(gctx) })
+	}
 	if cfg.HubAddress != "" {
 		g.Go(func() error { return client.Run(gctx) })
 	}
@@ -405,6 +419,9 @@ func Run(ctx context.Context, cfg *Config) error {
 		ready = ctrl.Ready
 	}
 	mux := serve.HTTPMux(reg, ready)
+	if decider != nil {
+		mux.Handle("/spill", spillHandler(decider, rem))
+	}
 	if cfg.EnablePprof {
 		serve.Pprof(mux)
 	}

@@ -2,7 +2,9 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"net"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -158,4 +160,24 @@ func (p *rttProber) Run(ctx context.Context) error {
 			p.mu.Unlock()
 		}
 	}
+}
+
+// spillReport is what GET /spill answers: the EPP pool's spill state and policy, the remote
+// clusters the spoke knows for it, and the ones a spilled request may go to now, best first.
+type spillReport struct {
+	Pool       string         `json:"pool"`
+	State      spill.State    `json:"state"`
+	Policy     spill.Policy   `json:"policy"`
+	Targets    []spill.Remote `json:"targets"`
+	Candidates []spill.Remote `json:"candidates"`
+}
+
+func spillHandler(d *spill.Decider, r *remotes) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		rep := spillReport{Pool: r.pool.String(), State: d.State(), Policy: d.Policy(), Targets: d.Targets(), Candidates: r.candidates()}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(rep)
+	})
 }

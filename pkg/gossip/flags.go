@@ -1,0 +1,58 @@
+package gossip
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/spf13/pflag"
+)
+
+// Flags are the gossip settings the hub and the spoke share on their command lines.
+type Flags struct {
+	Address   string
+	Advertise string
+	Join      []string
+	KeyFile   string
+}
+
+// AddFlags binds the flags.
+func (f *Flags) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&f.Address, "gossip-address", f.Address, "host:port for liveness gossip, UDP and TCP (empty: no gossip)")
+	fs.StringVar(&f.Advertise, "gossip-advertise-address", f.Advertise, "host:port other members reach this one at (default: --gossip-address)")
+	fs.StringSliceVar(&f.Join, "gossip-join", f.Join, "gossip members to join, host:port (the hubs' gossip addresses)")
+	fs.StringVar(&f.KeyFile, "gossip-key-file", f.KeyFile, "file holding the base64 gossip encryption key (16, 24 or 32 bytes), shared by the fleet")
+}
+
+// Validate names every problem.
+func (f *Flags) Validate() error {
+	if f.Address == "" {
+		return nil
+	}
+	var errs []error
+	for name, a := range map[string]string{"--gossip-address": f.Address, "--gossip-advertise-address": f.Advertise} {
+		if a == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: want host:port", name, a))
+		}
+	}
+	if f.KeyFile == "" {
+		errs = append(errs, errors.New("--gossip-key-file is required with --gossip-address: gossip is always encrypted"))
+	}
+	return errors.Join(errs...)
+}
+
+// Start starts a member named name, or returns nil when gossip is off.
+func (f *Flags) Start(name string, log *slog.Logger) (*Member, error) {
+	if f.Address == "" {
+		return nil, nil
+	}
+	key, err := ReadKey(f.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	return Start(Options{Name: name, BindAddress: f.Address, AdvertiseAddress: f.Advertise, Join: f.Join, Key: key, Logger: log})
+}
