@@ -181,3 +181,91 @@ func spokeSpillTargets(spokeHTTP string) (string, error) {
 	}
 	return string(rep.Targets), nil
 }
+
+// TestFederatedRoutingFailures: with the hub killed routing goes on without failures and resumes
+// spilling when it returns; a pool scaled to zero fails Critical over and answers Standard with
+// 503; with the whole fleet saturated nothing spills.
+func TestFederatedRoutingFailures(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	f, regions := startThreeRegions(ctx, t)
+	east, west, eu := regions[0], regions[1], regions[2]
+	remote := func(s served) bool { return s.by == west.Gateway || s.by == eu.Gateway }
+	critical := func(timeout time.Duration) (served, error) {
+		c, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return send(c, east.Gateway, "critical", 1)
+	}
+
+	stopEast := saturate(ctx, east)
+	waitFor(t, 20*time.Second, "us-east spills", func() bool {
+		got, err := critical(2 * time.Second)
+		return err == nil && got.status == 200 && remote(got)
+	})
+
+	t.Run("hub killed: routing goes on, then spilling resumes", func(t *testing.T) {
+		f.Hub.Kill()
+		down := time.Now()
+		for time.Since(down) < 6*time.Second { // twice the test's freshness bound
+			got, err := critical(30 * time.Second)
+			if err != nil || got.status != 200 {
+				t.Fatalf("critical %.1fs after the hub died: %+v %v", time.Since(down).Seconds(), got, err)
+			}
+		}
+		// Remote capacity is older than its bound by now: nothing is routed on it.
+		if targets, err := spokeSpillTargets(east.SpokeHTTP); err != nil || targets != "[]" {
+			t.Fatalf("spill targets with the hub down for 6s: %s %v: want none (stale)", targets, err)
+		}
+		if err := f.StartHub(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 30*time.Second, "spilling resumes with the hub back", func() bool {
+			got, err := critical(5 * time.Second)
+			return err == nil && got.status == 200 && remote(got)
+		})
+	})
+	stopEast()
+
+	t.Run("pool scaled to zero: Critical fails over, Standard gets 503", func(t *testing.T) {
+		if err := f.WritePools(east, nil); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 20*time.Second, "the spoke sees its pool empty: standard gets 503", func() bool {
+			got, err := send(ctx, east.Gateway, "standard", 1)
+			return err == nil && got.status == 503
+		})
+		for range 5 {
+			got, err := critical(5 * time.Second)
+			if err != nil || got.status != 200 || !remote(got) {
+				t.Fatalf("critical with no local endpoint: %+v %v: want another region", got, err)
+			}
+		}
+		if err := f.WritePools(east, east.Endpoints); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 20*time.Second, "the pool is back", func() bool {
+			got, err := send(ctx, east.Gateway, "standard", 1)
+			return err == nil && got.status == 200 && inRegion(got.by, east)
+		})
+	})
+
+	t.Run("whole fleet saturated: nothing spills", func(t *testing.T) {
+		var stops []func()
+		for _, r := range regions {
+			stops = append(stops, saturate(ctx, r))
+		}
+		defer func() {
+			for _, s := range stops {
+				s()
+			}
+		}()
+		waitFor(t, 20*time.Second, "no spill target left", func() bool {
+			targets, err := spokeSpillTargets(east.SpokeHTTP)
+			return err == nil && targets == "[]"
+		})
+		got, err := critical(60 * time.Second)
+		if err != nil || got.status != 200 || !inRegion(got.by, east) {
+			t.Fatalf("critical with the whole fleet saturated: %+v %v: want served (queued) in us-east", got, err)
+		}
+	})
+}

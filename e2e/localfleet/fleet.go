@@ -115,9 +115,6 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		}
 		f.Sims[r.Cluster] = p
 	}
-	hubArgs := []string{"--grpc-address", o.HubGRPC, "--http-address", o.HubHTTP,
-		"--data-dir", filepath.Join(o.WorkDir, "hub-data"), "--hub-id", "hub-0",
-		"--lease-ttl", o.LeaseTTL.String()}
 	if o.HubGossip != "" {
 		key := make([]byte, 32)
 		if _, err := rand.Read(key); err != nil {
@@ -126,13 +123,10 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		if err := os.WriteFile(f.gossipKeyPath(), []byte(base64.StdEncoding.EncodeToString(key)), 0o600); err != nil {
 			return fail(err)
 		}
-		hubArgs = append(hubArgs, "--gossip-address", o.HubGossip, "--gossip-key-file", f.gossipKeyPath())
 	}
-	hub, err := StartProc(logs, "hub", filepath.Join(o.BinDir, "hub"), hubArgs...)
-	if err != nil {
+	if err := f.StartHub(); err != nil {
 		return fail(err)
 	}
-	f.Hub = hub
 	for _, r := range o.Regions {
 		if err := f.StartSpoke(r); err != nil {
 			return fail(err)
@@ -151,6 +145,23 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 func (f *Fleet) gossipKeyPath() string { return filepath.Join(f.Opts.WorkDir, "gossip.key") }
 
 func (f *Fleet) eppConfigPath() string { return filepath.Join(f.Opts.WorkDir, "epp.yaml") }
+
+// StartHub (re)starts the hub on the fleet's addresses and data directory.
+func (f *Fleet) StartHub() error {
+	o := f.Opts
+	args := []string{"--grpc-address", o.HubGRPC, "--http-address", o.HubHTTP,
+		"--data-dir", filepath.Join(o.WorkDir, "hub-data"), "--hub-id", "hub-0",
+		"--lease-ttl", o.LeaseTTL.String()}
+	if o.HubGossip != "" {
+		args = append(args, "--gossip-address", o.HubGossip, "--gossip-key-file", f.gossipKeyPath())
+	}
+	hub, err := StartProc(filepath.Join(o.WorkDir, "logs"), "hub", filepath.Join(o.BinDir, "hub"), args...)
+	if err != nil {
+		return err
+	}
+	f.Hub = hub
+	return nil
+}
 
 // PoolsFile is where a region's static pool file is written.
 func (f *Fleet) PoolsFile(r Region) string {

@@ -60,14 +60,16 @@ type Options struct {
 	ControllerName   string
 	CreateNamespaces bool
 	GatewayService   string
-	HTTPAddress      string
-	ScrapeInterval   time.Duration
-	CapacityPeriod   time.Duration
-	Thresholds       capacity.Thresholds
-	EPPAddress       string
-	EPPPool          string
-	EPPConfig        string
-	EnablePprof      bool
+	// RemoteGateways override where remote clusters' gateways are reached (cluster ID → host:port).
+	RemoteGateways map[string]string
+	HTTPAddress    string
+	ScrapeInterval time.Duration
+	CapacityPeriod time.Duration
+	Thresholds     capacity.Thresholds
+	EPPAddress     string
+	EPPPool        string
+	EPPConfig      string
+	EnablePprof    bool
 	// Spill enables federated routing in the EPP (needs a hub).
 	Spill  bool
 	Gossip gossip.Flags
@@ -102,6 +104,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig of the cluster (default: $KUBECONFIG, else the in-cluster service account)")
 	fs.StringVar(&o.ControllerName, "controller-name", o.ControllerName, "name written into InferencePoolImport and InferencePool status")
 	fs.BoolVar(&o.CreateNamespaces, "create-namespaces", o.CreateNamespaces, "create a missing namespace for an InferencePoolImport (otherwise report NamespaceNotFound)")
+	fs.StringToStringVar(&o.RemoteGateways, "remote-gateway", o.RemoteGateways, "cluster-id=host:port: reach that cluster's gateway at this address instead of the one it registered (a proxy, a private link); repeatable")
 	fs.StringVar(&o.GatewayService, "gateway-service", o.GatewayService, "namespace/name of the inference gateway Service to export with an MCS-API ServiceExport")
 	fs.DurationVar(&o.PoolsReload, "pools-reload", o.PoolsReload, "how often to check --pools-file for changes (0: never)")
 	fs.StringVar(&o.HTTPAddress, "http-address", o.HTTPAddress, "host:port of /metrics, /healthz and /readyz")
@@ -134,6 +137,11 @@ func (o *Options) Validate() error {
 	}
 	if o.PoolsFile == "" && o.EPPAddress != "" && o.EPPPool == "" {
 		errs = append(errs, errors.New("--epp-pool is required with the Kubernetes source (or set --epp-address to empty)"))
+	}
+	for id, addr := range o.RemoteGateways {
+		if _, _, err := net.SplitHostPort(addr); err != nil || id == "" {
+			errs = append(errs, fmt.Errorf("--remote-gateway %s=%s: want cluster-id=host:port", id, addr))
+		}
 	}
 	if o.GatewayService != "" {
 		if ns, name, ok := strings.Cut(o.GatewayService, "/"); !ok || ns == "" || name == "" {
@@ -322,7 +330,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	// Federated routing: the EPP's pool gets a spill decision fed with the fleet view.
 	var decider *spill.Decider
 	rtt := newRTTProber(time.Second)
-	rem := &remotes{self: cfg.ClusterID, pool: cfg.EPPPoolRef, view: client.View(), rtt: rtt, now: time.Now}
+	rem := &remotes{self: cfg.ClusterID, pool: cfg.EPPPoolRef, view: client.View(), rtt: rtt, now: time.Now, overrides: cfg.RemoteGateways}
 	if cfg.EPP != nil && cfg.Spill && cfg.HubAddress != "" {
 		var err error
 		if decider, err = spill.New(cfg.EPP.Spill, rem.candidates); err != nil {

@@ -11,8 +11,9 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	// from the cluster's ClusterProperty.
 	o := NewOptions()
 	o.GatewayService = "no-slash"
+	o.RemoteGateways = map[string]string{"us-west-1": "no-port"}
 	err := o.Validate()
-	for _, want := range []string{"--region", "--epp-pool", "--gateway-service"} {
+	for _, want := range []string{"--region", "--epp-pool", "--gateway-service", "--remote-gateway us-west-1=no-port"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to name %s", err, want)
 		}
@@ -21,6 +22,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 		t.Errorf("Validate() = %v: the Kubernetes source reads the cluster ID from the cluster", err)
 	}
 	o.GatewayService, o.Region, o.EPPPool = "", "r", "inference/chat"
+	o.RemoteGateways = map[string]string{"us-west-1": "10.0.0.1:8080"}
 	if err := o.Validate(); err != nil {
 		t.Fatalf("valid Kubernetes options: %v", err)
 	}

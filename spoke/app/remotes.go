@@ -26,7 +26,8 @@ type Liveness interface {
 
 // remotes turns the fleet view into spill candidates for one pool: the other clusters that
 // report capacity for it, alive by the hub's view and by gossip, with the RTT this spoke measures
-// to their gateways.
+// to their gateways. A remote gateway is reached at its --remote-gateway override, else where
+// the Kubernetes controller finds it (MCS-API), else at the address its spoke registered.
 type remotes struct {
 	self     string
 	pool     fleet.PoolRef
@@ -35,6 +36,8 @@ type remotes struct {
 	live     Liveness
 	rtt      *rttProber
 	now      func() time.Time
+	// overrides come from --remote-gateway and win over the other sources.
+	overrides map[string]string
 }
 
 func (r *remotes) candidates() []spill.Remote {
@@ -65,7 +68,9 @@ func (r *remotes) candidates() []spill.Remote {
 			ReadyEndpoints: c.ReadyEndpoints,
 			QueueDepth:     c.QueueDepth,
 		}
-		if r.gateways != nil {
+		if addr, ok := r.overrides[rc.ClusterID]; ok {
+			rem.Gateway = addr
+		} else if r.gateways != nil {
 			if addr, _, ok := r.gateways.RemoteGateway(rc.ClusterID); ok {
 				rem.Gateway = addr
 			}
