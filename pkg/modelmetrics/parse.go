@@ -132,6 +132,11 @@ type Parser struct {
 	wanted [][]byte
 	buf    bytes.Buffer
 	tp     expfmt.TextParser
+	// The cache-config info line carries a score of labels and changes only when the server
+	// restarts: it is parsed when its text changes, not on every scrape.
+	cachePrefix          []byte
+	cacheLine            []byte
+	blockSize, numBlocks int
 }
 
 // NewParser returns a parser for an engine's pages.
@@ -149,16 +154,21 @@ func NewParser(e Engine) (*Parser, error) {
 	for _, k := range spec.kv {
 		w = append(w, []byte(k.family))
 	}
-	return &Parser{engine: e, spec: spec, wanted: w, tp: expfmt.NewTextParser(model.LegacyValidation)}, nil
+	p := &Parser{engine: e, spec: spec, wanted: w, tp: expfmt.NewTextParser(model.LegacyValidation)}
+	if spec.cacheConfig != "" {
+		p.cachePrefix = []byte(spec.cacheConfig + "{")
+	}
+	return p, nil
 }
 
 // Parse reads a page. It fails on a malformed relevant line or when the queue or KV-cache signal
 // is missing; every other family on the page is ignored unread.
 func (p *Parser) Parse(page []byte) (Metrics, error) {
 	p.buf.Reset()
-	p.filter(page)
+	cacheSeen := p.filter(page)
 	fams, err := p.tp.TextToMetricFamilies(&p.buf)
 	if err != nil {
+		p.cacheLine = p.cacheLine[:0] // parse the cache-config line again next time
 		return Metrics{}, fmt.Errorf("parse %s metrics: %w", p.engine, err)
 	}
 	var m Metrics
@@ -187,16 +197,20 @@ func (p *Parser) Parse(page []byte) (Metrics, error) {
 	}
 	if p.spec.cacheConfig != "" {
 		if f := fams[p.spec.cacheConfig]; f != nil && len(f.GetMetric()) > 0 {
-			m.BlockSize = labelInt(f.GetMetric()[0], p.spec.blockSizeLabel)
-			m.NumBlocks = labelInt(f.GetMetric()[0], p.spec.numBlocksLabel)
+			p.blockSize = labelInt(f.GetMetric()[0], p.spec.blockSizeLabel)
+			p.numBlocks = labelInt(f.GetMetric()[0], p.spec.numBlocksLabel)
+		} else if !cacheSeen {
+			p.cacheLine, p.blockSize, p.numBlocks = p.cacheLine[:0], 0, 0
 		}
+		m.BlockSize, m.NumBlocks = p.blockSize, p.numBlocks
 	}
 	return m, nil
 }
 
 // filter copies the sample lines of wanted families into p.buf; comments are left out (the
-// parser reads the samples as untyped, which is all routing needs).
-func (p *Parser) filter(page []byte) {
+// parser reads the samples as untyped, which is all routing needs). A cache-config line equal
+// to the last one parsed is left out too; cacheSeen reports whether the page had one.
+func (p *Parser) filter(page []byte) (cacheSeen bool) {
 	for len(page) > 0 {
 		line := page
 		if i := bytes.IndexByte(page, '\n'); i >= 0 {
@@ -207,6 +221,13 @@ func (p *Parser) filter(page []byte) {
 		if len(line) == 0 || line[0] == '#' || !p.wants(line) {
 			continue
 		}
+		if p.cachePrefix != nil && bytes.HasPrefix(line, p.cachePrefix) {
+			cacheSeen = true
+			if bytes.Equal(line, p.cacheLine) {
+				continue
+			}
+			p.cacheLine = append(p.cacheLine[:0], line...)
+		}
 		{
 			p.buf.Write(line)
 			if line[len(line)-1] != '\n' {
@@ -214,6 +235,7 @@ func (p *Parser) filter(page []byte) {
 			}
 		}
 	}
+	return cacheSeen
 }
 
 // wants reports whether a sample line belongs to a wanted family: its name is one of them, followed

@@ -168,3 +168,38 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestParseReusesTheCacheConfig: the cache-config line is parsed when it changes; an unchanged
+// line keeps its values, a changed one replaces them, a page without one clears them.
+func TestParseReusesTheCacheConfig(t *testing.T) {
+	page, err := os.ReadFile(filepath.Join("testdata", "vllm-v0.19.1-kvwarden-snapshot.prom"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := NewParser(EngineVLLM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		got, err := p.Parse(page)
+		if err != nil || got.BlockSize != 16 || got.NumBlocks != 7975 {
+			t.Fatalf("parse %d: %+v %v: want block size 16, 7975 blocks", i, got, err)
+		}
+	}
+	changed := strings.Replace(string(page), `num_gpu_blocks="7975"`, `num_gpu_blocks="100"`, 1)
+	if changed == string(page) {
+		t.Fatal("fixture no longer has num_gpu_blocks=\"7975\"")
+	}
+	if got, err := p.Parse([]byte(changed)); err != nil || got.NumBlocks != 100 {
+		t.Fatalf("changed cache config: %+v %v: want 100 blocks", got, err)
+	}
+	var without []string
+	for _, l := range strings.Split(string(page), "\n") {
+		if !strings.HasPrefix(l, "vllm:cache_config_info{") {
+			without = append(without, l)
+		}
+	}
+	if got, err := p.Parse([]byte(strings.Join(without, "\n"))); err != nil || got.BlockSize != 0 || got.NumBlocks != 0 {
+		t.Fatalf("no cache config: %+v %v: want zeros", got, err)
+	}
+}
