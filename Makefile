@@ -9,6 +9,7 @@ export GOBIN := $(BIN)
 BUF_VERSION := v1.75.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+TOXIPROXY_VERSION := v2.5.0
 
 TEST_FLAGS ?= -race -count=1 -timeout 30m
 
@@ -47,6 +48,15 @@ test: build ## Run the whole test suite (unit, real etcd/gRPC/kube-apiserver, e2
 .PHONY: k8s-bins
 k8s-bins: ## Build (or reuse from the cache) kube-apiserver, etcd and etcdctl for tests.
 	bash hack/k8s-bins.sh
+
+.PHONY: e2e
+e2e: ## The three-region end-to-end run in network namespaces (root).
+	bash hack/e2e.sh $(E2E_ARGS)
+
+# toxiproxy's server, for the latency between regions in make e2e.
+$(BIN)/toxiproxy-server:
+	@mkdir -p $(BIN)
+	GOBIN=$$(mktemp -d) && $(GO) install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION) && mv $$GOBIN/server $@ && rmdir $$GOBIN
 
 .PHONY: bench-epp
 bench-epp: ## Benchmark the EPP against GIE v1.5.0's EPP (root: uses a network namespace).

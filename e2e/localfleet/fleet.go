@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -18,6 +19,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
@@ -32,6 +35,11 @@ type Region struct {
 	Gateway string
 	// Gossip is the spoke's gossip address (with Options.HubGossip).
 	Gossip string
+	// Netns, when set, is the network namespace the region's processes run in (through
+	// `ip netns exec`); its addresses are the namespace's.
+	Netns string
+	// SpokeArgs are extra spoke flags.
+	SpokeArgs []string
 	// Endpoints are the model-server addresses of the region's pool default/chat.
 	Endpoints []string
 }
@@ -52,6 +60,8 @@ type Options struct {
 	SimArgs []string
 	// EPPConfig replaces the spokes' EPP configuration (EPPConfig below) when set.
 	EPPConfig string
+	// HubNetns, when set, is the network namespace the hub runs in.
+	HubNetns string
 	// Kubeconfigs, by cluster, switch the spokes from pool files to the Kubernetes source: each
 	// spoke watches its cluster's API server and reads its identity from ClusterProperty objects.
 	Kubeconfigs map[string]string
@@ -109,7 +119,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 	}
 	for _, r := range o.Regions {
 		args := append([]string{"--endpoints", strings.Join(r.Endpoints, ",")}, o.SimArgs...)
-		p, err := StartProc(logs, "modelsim-"+r.Cluster, filepath.Join(o.BinDir, "modelsim"), args...)
+		p, err := startIn(r.Netns, logs, "modelsim-"+r.Cluster, filepath.Join(o.BinDir, "modelsim"), args...)
 		if err != nil {
 			return fail(err)
 		}
@@ -132,7 +142,7 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 			return fail(err)
 		}
 		if r.Gateway != "" {
-			p, err := StartProc(logs, "gateway-"+r.Cluster, filepath.Join(o.BinDir, "gateway"), "--listen", r.Gateway, "--epp", r.EPP)
+			p, err := startIn(r.Netns, logs, "gateway-"+r.Cluster, filepath.Join(o.BinDir, "gateway"), "--listen", r.Gateway, "--epp", r.EPP)
 			if err != nil {
 				return fail(err)
 			}
@@ -146,6 +156,21 @@ func (f *Fleet) gossipKeyPath() string { return filepath.Join(f.Opts.WorkDir, "g
 
 func (f *Fleet) eppConfigPath() string { return filepath.Join(f.Opts.WorkDir, "epp.yaml") }
 
+// startIn starts a process, inside network namespace ns when it is not empty. `ip netns exec`
+// execs the binary, so the process keeps its PID and process group.
+func startIn(ns, dir, name, bin string, args ...string) (*Proc, error) {
+	if ns == "" {
+		return StartProc(dir, name, bin, args...)
+	}
+	return StartProc(dir, name, "ip", append([]string{"netns", "exec", ns, bin}, args...)...)
+}
+
+// StartIn starts a process of the fleet's in network namespace ns ("" for this one), logging to
+// the fleet's log directory.
+func (f *Fleet) StartIn(ns, name, bin string, args ...string) (*Proc, error) {
+	return startIn(ns, filepath.Join(f.Opts.WorkDir, "logs"), name, bin, args...)
+}
+
 // StartHub (re)starts the hub on the fleet's addresses and data directory.
 func (f *Fleet) StartHub() error {
 	o := f.Opts
@@ -155,7 +180,7 @@ func (f *Fleet) StartHub() error {
 	if o.HubGossip != "" {
 		args = append(args, "--gossip-address", o.HubGossip, "--gossip-key-file", f.gossipKeyPath())
 	}
-	hub, err := StartProc(filepath.Join(o.WorkDir, "logs"), "hub", filepath.Join(o.BinDir, "hub"), args...)
+	hub, err := startIn(o.HubNetns, filepath.Join(o.WorkDir, "logs"), "hub", filepath.Join(o.BinDir, "hub"), args...)
 	if err != nil {
 		return err
 	}
@@ -203,7 +228,8 @@ func (f *Fleet) StartSpoke(r Region) error {
 	if f.Opts.HubGossip != "" && r.Gossip != "" {
 		args = append(args, "--gossip-address", r.Gossip, "--gossip-join", f.Opts.HubGossip, "--gossip-key-file", f.gossipKeyPath())
 	}
-	p, err := StartProc(filepath.Join(f.Opts.WorkDir, "logs"), "spoke-"+r.Cluster, filepath.Join(f.Opts.BinDir, "spoke"), args...)
+	args = append(args, r.SpokeArgs...)
+	p, err := startIn(r.Netns, filepath.Join(f.Opts.WorkDir, "logs"), "spoke-"+r.Cluster, filepath.Join(f.Opts.BinDir, "spoke"), args...)
 	if err != nil {
 		return err
 	}
@@ -258,12 +284,15 @@ func (f *Fleet) Procs() []*Proc {
 // WaitReady waits until every region's cluster is alive at the hub and reports capacity with all
 // its endpoints ready.
 func (f *Fleet) WaitReady(ctx context.Context) error {
-	conn, err := grpc.NewClient(f.Opts.HubGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err
+	var admin lister = hubctlIn{f}
+	if f.Opts.HubNetns == "" {
+		conn, err := grpc.NewClient(f.Opts.HubGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		admin = pb.NewAdminServiceClient(conn)
 	}
-	defer conn.Close()
-	admin := pb.NewAdminServiceClient(conn)
 	var last error
 	for {
 		last = f.ready(ctx, admin)
@@ -285,7 +314,35 @@ func (f *Fleet) WaitReady(ctx context.Context) error {
 	}
 }
 
-func (f *Fleet) ready(ctx context.Context, admin pb.AdminServiceClient) error {
+// lister is what readiness asks the hub.
+type lister interface {
+	ListClusters(context.Context, *pb.ListClustersRequest, ...grpc.CallOption) (*pb.ListClustersResponse, error)
+	ListPools(context.Context, *pb.ListPoolsRequest, ...grpc.CallOption) (*pb.ListPoolsResponse, error)
+}
+
+// hubctlIn asks a hub in another network namespace, through hubctl run there.
+type hubctlIn struct{ f *Fleet }
+
+func (h hubctlIn) get(ctx context.Context, what string, into proto.Message) error {
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", h.f.Opts.HubNetns,
+		filepath.Join(h.f.Opts.BinDir, "hubctl"), "--hub", h.f.Opts.HubGRPC, "get", what, "-o", "json").Output()
+	if err != nil {
+		return fmt.Errorf("hubctl get %s: %w", what, err)
+	}
+	return protojson.Unmarshal(out, into)
+}
+
+func (h hubctlIn) ListClusters(ctx context.Context, _ *pb.ListClustersRequest, _ ...grpc.CallOption) (*pb.ListClustersResponse, error) {
+	var r pb.ListClustersResponse
+	return &r, h.get(ctx, "clusters", &r)
+}
+
+func (h hubctlIn) ListPools(ctx context.Context, _ *pb.ListPoolsRequest, _ ...grpc.CallOption) (*pb.ListPoolsResponse, error) {
+	var r pb.ListPoolsResponse
+	return &r, h.get(ctx, "pools", &r)
+}
+
+func (f *Fleet) ready(ctx context.Context, admin lister) error {
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	cl, err := admin.ListClusters(rctx, &pb.ListClustersRequest{})
@@ -320,7 +377,7 @@ func (f *Fleet) ready(ctx context.Context, admin pb.AdminServiceClient) error {
 		return errors.New("no pool exported yet")
 	}
 	for _, r := range f.Opts.Regions {
-		if r.Gateway == "" {
+		if r.Gateway == "" || r.Netns != "" { // a namespace's gateway is checked by its traffic
 			continue
 		}
 		c, err := net.DialTimeout("tcp", r.Gateway, time.Second)

@@ -3,7 +3,7 @@ package app
 import (
 	"context"
 	"encoding/json"
-	"net"
+	"io"
 	"net/http"
 	"slices"
 	"sync"
@@ -90,24 +90,29 @@ func (r *remotes) candidates() []spill.Remote {
 	return out
 }
 
-// rttProber measures the round trip to remote gateways by timing a TCP connect every period, as
-// the data path sees it (through whatever sits between the regions). An address not probed for a
-// minute is forgotten.
+// rttProber measures the round trip to remote gateways every period with an HTTP HEAD request
+// on a kept-alive connection, timed until the response headers arrive (any status will do): the
+// data path as requests see it, through whatever proxies sit between the regions, which a TCP
+// connect to a proxy would not measure. An address not asked for for a minute is forgotten.
 type rttProber struct {
 	period time.Duration
+	client *http.Client
 
 	mu   sync.Mutex
 	rtts map[string]*rttEntry
 }
 
 type rttEntry struct {
-	rtt      time.Duration
-	wanted   time.Time
-	measured bool
+	rtt     time.Duration
+	wanted  time.Time
+	samples int
 }
 
 func newRTTProber(period time.Duration) *rttProber {
-	return &rttProber{period: period, rtts: map[string]*rttEntry{}}
+	return &rttProber{period: period, rtts: map[string]*rttEntry{}, client: &http.Client{
+		Timeout:   period,
+		Transport: &http.Transport{MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute, DisableCompression: true},
+	}}
 }
 
 // observe returns the address's RTT estimate (0 until measured) and keeps it probed.
@@ -127,7 +132,7 @@ func (p *rttProber) observe(addr string) time.Duration {
 func (p *rttProber) Run(ctx context.Context) error {
 	tick := time.NewTicker(p.period)
 	defer tick.Stop()
-	var d net.Dialer
+	defer p.client.CloseIdleConnections()
 	for {
 		select {
 		case <-ctx.Done():
@@ -145,21 +150,18 @@ func (p *rttProber) Run(ctx context.Context) error {
 		}
 		p.mu.Unlock()
 		for _, a := range addrs {
-			cctx, cancel := context.WithTimeout(ctx, p.period)
-			start := time.Now()
-			conn, err := d.DialContext(cctx, "tcp", a)
-			rtt := time.Since(start)
-			cancel()
+			rtt, err := p.probe(ctx, a)
 			if err != nil {
 				continue // unreachable: liveness and freshness take it out, not the RTT
 			}
-			conn.Close()
 			p.mu.Lock()
 			if e, ok := p.rtts[a]; ok {
-				if e.measured {
+				switch e.samples++; e.samples {
+				case 1: // the connection's first request also paid its handshake
+				case 2:
+					e.rtt = rtt
+				default:
 					e.rtt = (e.rtt*7 + rtt) / 8
-				} else {
-					e.rtt, e.measured = rtt, true
 				}
 			}
 			p.mu.Unlock()
@@ -185,4 +187,23 @@ func spillHandler(d *spill.Decider, r *remotes) http.Handler {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(rep)
 	})
+}
+
+// probe times one HEAD request to addr. The first request of a connection also pays its
+// handshake, so the estimate starts from the second.
+func (p *rttProber) probe(ctx context.Context, addr string) (time.Duration, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, "http://"+addr+"/", nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("User-Agent", "spillway-spoke-rtt")
+	start := time.Now()
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	rtt := time.Since(start)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return rtt, nil
 }
