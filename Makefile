@@ -30,6 +30,7 @@ build: ## Build every binary into bin/.
 	$(GO) build -o $(BIN)/gateway ./e2e/cmd/gateway
 	$(GO) build -o $(BIN)/loadgen ./e2e/cmd/loadgen
 	$(GO) build -o $(BIN)/eppbench ./e2e/cmd/eppbench
+	$(GO) build -o $(BIN)/spillbench ./e2e/cmd/spillbench
 
 .PHONY: demo
 demo: build ## Run a whole local fleet: hub, three regional spokes, simulators (DEMO_DURATION=30s to stop by itself).
@@ -51,7 +52,11 @@ k8s-bins: ## Build (or reuse from the cache) kube-apiserver, etcd and etcdctl fo
 
 .PHONY: e2e
 e2e: ## The three-region end-to-end run in network namespaces (root).
-	bash hack/e2e.sh $(E2E_ARGS)
+	bash hack/regions.sh $(GO) test -count=1 -timeout 20m -v ./e2e/regions/ $(E2E_ARGS)
+
+.PHONY: bench-spill
+bench-spill: ## Federated routing vs local-only vs round-robin in the three-region run (root); writes docs/benchmarks.
+	bash hack/regions.sh $(BIN)/spillbench $(BENCH_ARGS)
 
 # toxiproxy's server, for the latency between regions in make e2e.
 $(BIN)/toxiproxy-server:

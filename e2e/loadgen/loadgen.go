@@ -33,8 +33,10 @@ type Class struct {
 
 // Options describe the load.
 type Options struct {
-	// Target is the gateway's base URL, e.g. http://127.0.1.1:8080.
-	Target string
+	// Target is the gateway's base URL, e.g. http://127.0.1.1:8080. Targets, when set, are used
+	// in turn instead (round-robin across gateways).
+	Target  string
+	Targets []string
 	// Rate is the mean arrival rate in requests per second.
 	Rate     float64
 	Duration time.Duration
@@ -60,6 +62,7 @@ type Result struct {
 	Class   string        `json:"class"`
 	Status  int           `json:"status"` // 0 when no HTTP answer
 	Served  string        `json:"served,omitempty"`
+	Target  string        `json:"target"`
 	TTFT    time.Duration `json:"ttft"`
 	Latency time.Duration `json:"latency"`
 	Err     string        `json:"err,omitempty"`
@@ -123,6 +126,10 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 		case <-t.C:
 		}
 		class := pick(o.Classes, total)
+		target := o.Target
+		if len(o.Targets) > 0 {
+			target = o.Targets[n%len(o.Targets)]
+		}
 		stream := rand.Float64() < o.StreamShare
 		prompt := prefixes[rand.IntN(len(prefixes))] + fmt.Sprintf(" Question %d: what is %d + %d?", n, n, n)
 		select {
@@ -135,7 +142,7 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			record(send(client, o, class, prompt, stream))
+			record(send(client, o, target, class, prompt, stream))
 		}()
 	}
 }
@@ -151,8 +158,8 @@ func pick(cs []Class, total float64) Class {
 	return cs[len(cs)-1]
 }
 
-func send(client *http.Client, o Options, c Class, prompt string, stream bool) Result {
-	res := Result{Start: time.Now(), Class: c.Name, Stream: stream}
+func send(client *http.Client, o Options, target string, c Class, prompt string, stream bool) Result {
+	res := Result{Start: time.Now(), Class: c.Name, Stream: stream, Target: target}
 	body := map[string]any{"model": o.Model, "prompt": prompt, "max_tokens": o.MaxTokens, "stream": stream}
 	if stream {
 		body["stream_options"] = map[string]any{"include_usage": true}
@@ -160,7 +167,7 @@ func send(client *http.Client, o Options, c Class, prompt string, stream bool) R
 	b, _ := json.Marshal(body)
 	ctx, cancel := context.WithTimeout(context.Background(), o.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, o.Target+"/v1/completions", bytes.NewReader(b))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target+"/v1/completions", bytes.NewReader(b))
 	if err != nil {
 		res.Err = err.Error()
 		return res

@@ -61,7 +61,7 @@ func newCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Target, "target", "http://127.0.1.1:8080", "gateway base URL")
+	f.StringSliceVar(&o.Targets, "target", []string{"http://127.0.1.1:8080"}, "gateway base URL; several are used in turn (round-robin)")
 	f.Float64Var(&o.Rate, "rate", 10, "mean arrivals per second")
 	f.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to send")
 	f.StringArrayVar(&mix, "class", []string{"Standard=:1"}, "traffic class NAME=OBJECTIVE:SHARE (repeatable)")

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# make e2e: the three-region end-to-end run. Needs root: it creates network namespaces.
+# Builds the network namespaces of the three-region run, runs a command with
+# SPILLWAY_NETNS_PREFIX naming them, and removes them: `make e2e` runs e2e/regions' tests in
+# them, `make bench-spill` bin/spillbench. Needs root.
 #
 # Topology: a management namespace (hub with embedded etcd) and one namespace per region
 # (spoke with EPP, gateway, simulators, a toxiproxy for the links to the other regions), each
@@ -11,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-[[ $(id -u) == 0 ]] || { echo "make e2e needs root (network namespaces)" >&2; exit 1; }
+[[ $(id -u) == 0 ]] || { echo "the three-region run needs root (network namespaces)" >&2; exit 1; }
+command -v curl >/dev/null || apt-get install -y curl >/dev/null  # the tests drive toxiproxy's API with it
 make build >/dev/null
 make "$root/bin/toxiproxy-server" >/dev/null
 
@@ -44,5 +47,4 @@ for i in "${!names[@]}"; do
   ip -n "$p-core" link set "$b" up
 done
 
-SPILLWAY_NETNS_PREFIX=$p SPILLWAY_BIN_DIR=$root/bin \
-  go test -count=1 -timeout 20m -v ./e2e/regions/ "$@"
+SPILLWAY_NETNS_PREFIX=$p SPILLWAY_BIN_DIR=$root/bin "$@"

@@ -1,0 +1,353 @@
+// Command spillbench is `make bench-spill`: the burst scenario of the three-region run, three
+// ways in one run — Spillway's federated routing, local-only (each cluster's EPP alone, the
+// in-cluster GIE behaviour) and naive round-robin across the regions' gateways — plus a killed
+// region under Spillway. It writes docs/benchmarks/spill.json, the plot docs/benchmarks/spill.png
+// and the figures into docs/benchmarks.md. It runs inside the namespaces hack/e2e.sh builds.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spillway-io/spillway/e2e/loadgen"
+	"github.com/spillway-io/spillway/e2e/regions"
+	"github.com/spillway-io/spillway/pkg/cli"
+)
+
+func main() { cli.Main(newCommand()) }
+
+type options struct {
+	prefix, binDir, workDir, jsonPath, plotPath, doc string
+	steady, burst                                    float64
+	before, during, after                            time.Duration
+}
+
+func newCommand() *cobra.Command {
+	o := options{}
+	cmd := &cobra.Command{
+		Use:          "spillbench",
+		Short:        "Federated routing against local-only and round-robin routing, three regions",
+		SilenceUsage: true,
+		Args:         cobra.NoArgs,
+		RunE:         func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), o) },
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.prefix, "netns-prefix", os.Getenv("SPILLWAY_NETNS_PREFIX"), "prefix of the network namespaces hack/e2e.sh built")
+	f.StringVar(&o.binDir, "bin-dir", "bin", "directory of Spillway's binaries and toxiproxy-server")
+	f.StringVar(&o.workDir, "work-dir", "", "directory for logs (default: a temporary one)")
+	f.StringVar(&o.jsonPath, "json", "docs/benchmarks/spill.json", "where the figures go, as JSON")
+	f.StringVar(&o.plotPath, "plot", "docs/benchmarks/spill.png", "where the time-series plot goes")
+	f.StringVar(&o.doc, "update-doc", "docs/benchmarks.md", "markdown file whose spill section is replaced")
+	f.Float64Var(&o.steady, "steady-rate", 2, "requests per second of every region outside the burst")
+	f.Float64Var(&o.burst, "burst-rate", 24, "us-east's requests per second during the burst (about 3× its capacity)")
+	f.DurationVar(&o.before, "before", 10*time.Second, "steady load before the burst")
+	f.DurationVar(&o.during, "burst", 25*time.Second, "length of the burst")
+	f.DurationVar(&o.after, "after", 10*time.Second, "steady load after the burst")
+	return cmd
+}
+
+// Strategy results, as docs/benchmarks/spill.json carries them.
+type strategyResult struct {
+	CriticalSuccess      float64 `json:"critical_success"`
+	CriticalTTFTp50      float64 `json:"critical_ttft_p50_ms"`
+	CriticalTTFTp99      float64 `json:"critical_ttft_p99_ms"`
+	StandardSpilledShare float64 `json:"standard_spilled_share"`
+	BestEffortShedShare  float64 `json:"besteffort_shed_share"`
+	CrossRegionShare     float64 `json:"cross_region_share"`
+	Requests             int     `json:"requests"`
+}
+
+type report struct {
+	Date                      string                    `json:"date"`
+	Command                   string                    `json:"command"`
+	Scenario                  string                    `json:"scenario"`
+	Strategies                map[string]strategyResult `json:"-"`
+	Spillway                  strategyResult            `json:"spillway"`
+	LocalOnly                 strategyResult            `json:"local_only"`
+	RoundRobin                strategyResult            `json:"round_robin"`
+	CriticalP99RatioLocalOnly float64                   `json:"critical_p99_ratio_vs_local_only"`
+	DeadClusterDetectS        float64                   `json:"dead_cluster_detect_s"`
+	RequestsToDeadAfterDetect int                       `json:"requests_to_dead_after_detect"`
+}
+
+func run(ctx context.Context, o options) error {
+	if o.prefix == "" {
+		return errors.New("--netns-prefix is required: run it through make bench-spill")
+	}
+	if o.workDir == "" {
+		d, err := os.MkdirTemp("", "spillway-spillbench-")
+		if err != nil {
+			return err
+		}
+		o.workDir = d
+	}
+	rep := report{Date: time.Now().UTC().Format(time.RFC3339), Command: "make bench-spill",
+		Scenario: fmt.Sprintf("us-east bursts from %.0f to %.0f requests/s for %s (about 3× its capacity) while every region serves %.0f requests/s",
+			o.steady, o.burst, o.during, o.steady),
+		Strategies: map[string]strategyResult{}}
+	var spillway *outcome
+	for _, s := range []string{"spillway", "local_only", "round_robin"} {
+		fmt.Printf("== %s\n", s)
+		out, err := o.scenario(ctx, s)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s, err)
+		}
+		res := out.result()
+		rep.Strategies[s] = res
+		fmt.Printf("   critical success %.4f, TTFT p50 %.0f ms p99 %.0f ms; standard spilled %.3f; besteffort shed %.3f; cross-region %.3f (%d requests)\n",
+			res.CriticalSuccess, res.CriticalTTFTp50, res.CriticalTTFTp99, res.StandardSpilledShare, res.BestEffortShedShare, res.CrossRegionShare, res.Requests)
+		if s == "spillway" {
+			spillway = out
+		}
+	}
+	if lo := rep.Strategies["local_only"].CriticalTTFTp99; lo > 0 {
+		rep.CriticalP99RatioLocalOnly = rep.Strategies["spillway"].CriticalTTFTp99 / lo
+	}
+	fmt.Println("== spillway, a region killed during the burst")
+	detect, after, err := o.killed(ctx)
+	if err != nil {
+		return fmt.Errorf("killed region: %w", err)
+	}
+	rep.DeadClusterDetectS, rep.RequestsToDeadAfterDetect = detect.Seconds(), after
+	fmt.Printf("   us-west left us-east's targets %.2f s after it was killed; %d requests went there afterwards\n", detect.Seconds(), after)
+
+	rep.Spillway, rep.LocalOnly, rep.RoundRobin = rep.Strategies["spillway"], rep.Strategies["local_only"], rep.Strategies["round_robin"]
+	if err := drawPlot(spillway, o.plotPath); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(o.jsonPath, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return updateDoc(o.doc, rep)
+}
+
+// outcome is every request of one strategy's run, by region.
+type outcome struct {
+	run     *regions.Run
+	results map[string][]loadgen.Result
+	start   time.Time
+}
+
+// scenario runs the burst under one strategy.
+func (o options) scenario(ctx context.Context, strategy string) (*outcome, error) {
+	var spokeArgs []string
+	if strategy != "spillway" {
+		spokeArgs = []string{"--spill=false"}
+	}
+	r, err := regions.Start(ctx, regions.Config{Prefix: o.prefix, BinDir: o.binDir, WorkDir: mkdir(o.workDir, strategy), SpokeArgs: spokeArgs})
+	if err != nil {
+		return nil, err
+	}
+	defer r.Stop()
+	out := &outcome{run: r, results: map[string][]loadgen.Result{}, start: time.Now()}
+	east := r.Regions[0]
+	var eastTargets []string
+	if strategy == "round_robin" {
+		eastTargets = []string{east.Gateway, regions.ProxyAddress(2), regions.ProxyAddress(3)}
+	}
+	total := o.before + o.during + o.after
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for _, reg := range r.Regions[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rs, err := r.Load(ctx, reg, regions.Load{Rate: o.steady, Duration: total})
+			if err != nil {
+				errs <- err
+				return
+			}
+			mu.Lock()
+			out.results[reg.Name] = rs
+			mu.Unlock()
+		}()
+	}
+	var eastRS []loadgen.Result
+	for _, phase := range []regions.Load{{Rate: o.steady, Duration: o.before}, {Rate: o.burst, Duration: o.during}, {Rate: o.steady, Duration: o.after}} {
+		phase.Targets = eastTargets
+		rs, err := r.Load(ctx, east, phase)
+		if err != nil {
+			errs <- err
+			break
+		}
+		eastRS = append(eastRS, rs...)
+	}
+	wg.Wait()
+	close(errs)
+	if err := errors.Join(collect(errs)...); err != nil {
+		return nil, err
+	}
+	out.results[east.Name] = eastRS
+	return out, nil
+}
+
+// killed runs the burst under Spillway and kills us-west, the nearest target, five seconds in;
+// it returns how long us-east's spoke kept it among its targets and how many requests went there
+// after that.
+func (o options) killed(ctx context.Context) (time.Duration, int, error) {
+	r, err := regions.Start(ctx, regions.Config{Prefix: o.prefix, BinDir: o.binDir, WorkDir: mkdir(o.workDir, "killed")})
+	if err != nil {
+		return 0, 0, err
+	}
+	defer r.Stop()
+	east, west := r.Regions[0], r.Regions[1]
+	type loadResult struct {
+		rs  []loadgen.Result
+		err error
+	}
+	done := make(chan loadResult, 1)
+	go func() {
+		rs, err := r.Load(ctx, east, regions.Load{Rate: o.burst, Duration: 20 * time.Second})
+		done <- loadResult{rs, err}
+	}()
+	time.Sleep(5 * time.Second)
+	for _, p := range []string{"gateway-", "spoke-", "modelsim-"} {
+		for _, proc := range r.Fleet.Procs() {
+			if proc.Name == p+west.Cluster {
+				proc.Kill()
+			}
+		}
+	}
+	killed := time.Now()
+	var detected time.Time
+	for time.Since(killed) < 15*time.Second {
+		out, err := r.Exec(ctx, east.Netns, "curl", "-sf", "http://"+east.SpokeHTTP+"/spill")
+		if err == nil {
+			var s struct {
+				Targets []struct {
+					ClusterID string `json:"ClusterID"`
+				} `json:"targets"`
+			}
+			if json.Unmarshal(out, &s) == nil && !slices.ContainsFunc(s.Targets, func(t struct {
+				ClusterID string `json:"ClusterID"`
+			}) bool {
+				return t.ClusterID == west.Cluster
+			}) {
+				detected = time.Now()
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	lr := <-done
+	if lr.err != nil {
+		return 0, 0, lr.err
+	}
+	if detected.IsZero() {
+		return 0, 0, errors.New("us-west never left us-east's targets")
+	}
+	after := 0
+	for _, res := range lr.rs {
+		if res.Start.After(detected) && res.Served == regions.ProxyAddress(west.Index) {
+			after++
+		}
+	}
+	return detected.Sub(killed), after, nil
+}
+
+func (out *outcome) result() strategyResult {
+	east := out.run.Regions[0]
+	rs := out.results[east.Name]
+	var res strategyResult
+	var ttft []float64
+	var crit, critOK, std, stdOut, be, beShed, remote int
+	for _, r := range rs {
+		res.Requests++
+		away := out.run.RemoteRegion(east, r) != ""
+		if away {
+			remote++
+		}
+		switch r.Class {
+		case "Critical":
+			crit++
+			if r.OK() {
+				critOK++
+				ttft = append(ttft, float64(r.TTFT)/float64(time.Millisecond))
+			}
+		case "Standard":
+			std++
+			if away {
+				stdOut++
+			}
+		case "BestEffort":
+			be++
+			if r.Status == 429 {
+				beShed++
+			}
+		}
+	}
+	res.CriticalSuccess = ratio(critOK, crit)
+	res.CriticalTTFTp50, res.CriticalTTFTp99 = quantile(ttft, 0.5), quantile(ttft, 0.99)
+	res.StandardSpilledShare, res.BestEffortShedShare, res.CrossRegionShare = ratio(stdOut, std), ratio(beShed, be), ratio(remote, res.Requests)
+	return res
+}
+
+func ratio(a, b int) float64 {
+	if b == 0 {
+		return 0
+	}
+	return float64(a) / float64(b)
+}
+
+func quantile(xs []float64, q float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
+}
+
+func collect(ch <-chan error) []error {
+	var out []error
+	for err := range ch {
+		out = append(out, err)
+	}
+	return out
+}
+
+func mkdir(parent, name string) string {
+	d := parent + "/" + name
+	_ = os.MkdirAll(d, 0o755)
+	return d
+}
+
+// updateDoc replaces the spill section of the benchmarks page.
+func updateDoc(path string, rep report) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	const begin, end = "<!-- spill-benchmark:begin (written by make bench-spill) -->", "<!-- spill-benchmark:end -->"
+	doc := string(b)
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s has no %s … %s section", path, begin, end)
+	}
+	var s strings.Builder
+	fmt.Fprintf(&s, "%s\nRun %s with `%s`. %s.\n\n", begin, rep.Date, rep.Command, rep.Scenario)
+	s.WriteString("| strategy | Critical success | Critical TTFT p50 ms | Critical TTFT p99 ms | Standard sent away | BestEffort shed | cross-region share |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	for _, name := range []string{"spillway", "local_only", "round_robin"} {
+		r := rep.Strategies[name]
+		fmt.Fprintf(&s, "| %s | %.4f | %.0f | %.0f | %.3f | %.3f | %.3f |\n", name, r.CriticalSuccess, r.CriticalTTFTp50, r.CriticalTTFTp99,
+			r.StandardSpilledShare, r.BestEffortShedShare, r.CrossRegionShare)
+	}
+	fmt.Fprintf(&s, "\nCritical TTFT p99, Spillway ÷ local-only: **%.2f**. A region killed mid-burst (us-west, the nearest target) left us-east's spill targets after %.2f s; %d requests went to it after that.\n\n![load, spill rate and TTFT per region](benchmarks/spill.png)\n%s",
+		rep.CriticalP99RatioLocalOnly, rep.DeadClusterDetectS, rep.RequestsToDeadAfterDetect, end)
+	doc = doc[:i] + s.String() + doc[j+len(end):]
+	return os.WriteFile(path, []byte(doc), 0o644)
+}
