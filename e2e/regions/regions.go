@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/spillway-io/spillway/e2e/loadgen"
@@ -209,4 +210,59 @@ func (r *Run) RemoteRegion(from Region, res loadgen.Result) string {
 		}
 	}
 	return ""
+}
+
+// KillDuringLoad sends load from region from and kills every process of region victim after
+// killAt. It returns how long from's spoke kept victim among its spill targets (GET /spill) after
+// the kill, and how many of from's requests were served through victim after that.
+func (r *Run) KillDuringLoad(ctx context.Context, from, victim Region, l Load, killAt time.Duration) (time.Duration, int, error) {
+	type loadResult struct {
+		rs  []loadgen.Result
+		err error
+	}
+	done := make(chan loadResult, 1)
+	go func() {
+		rs, err := r.Load(ctx, from, l)
+		done <- loadResult{rs, err}
+	}()
+	select {
+	case <-ctx.Done():
+		return 0, 0, ctx.Err()
+	case <-time.After(killAt):
+	}
+	for _, proc := range r.Fleet.Procs() {
+		for _, p := range []string{"gateway-", "spoke-", "modelsim-"} {
+			if proc.Name == p+victim.Cluster {
+				proc.Kill()
+			}
+		}
+	}
+	killed := time.Now()
+	var detected time.Time
+	for detected.IsZero() && time.Since(killed) < 15*time.Second {
+		out, err := r.Exec(ctx, from.Netns, "curl", "-sf", "http://"+from.SpokeHTTP+"/spill")
+		var s struct {
+			Targets []struct{ ClusterID string } `json:"targets"`
+		}
+		if err == nil && json.Unmarshal(out, &s) == nil {
+			if !slices.ContainsFunc(s.Targets, func(t struct{ ClusterID string }) bool { return t.ClusterID == victim.Cluster }) {
+				detected = time.Now()
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	lr := <-done
+	if lr.err != nil {
+		return 0, 0, lr.err
+	}
+	if detected.IsZero() {
+		return 0, 0, fmt.Errorf("%s never left %s's spill targets", victim.Name, from.Name)
+	}
+	after := 0
+	for _, res := range lr.rs {
+		if res.Start.After(detected) && res.Served == ProxyAddress(victim.Index) {
+			after++
+		}
+	}
+	return detected.Sub(killed), after, nil
 }

@@ -120,3 +120,19 @@ func TestThreeRegions(t *testing.T) {
 		}
 	}
 }
+
+// TestKilledRegion: us-west, the nearest spill target, is killed while us-east bursts: it leaves
+// us-east's targets within the 3 s target and receives nothing after that.
+func TestKilledRegion(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	r := start(t, ctx)
+	detect, after, err := r.KillDuringLoad(ctx, r.Regions[0], r.Regions[1], Load{Rate: 24, Duration: 20 * time.Second}, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("us-west left us-east's targets %.2fs after it was killed; %d requests went there after that", detect.Seconds(), after)
+	if detect > 3*time.Second || after > 0 {
+		t.Fatalf("detection %s, %d requests to the dead region after it: want ≤ 3s and none", detect, after)
+	}
+}

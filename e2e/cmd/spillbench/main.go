@@ -195,68 +195,14 @@ func (o options) scenario(ctx context.Context, strategy string) (*outcome, error
 	return out, nil
 }
 
-// killed runs the burst under Spillway and kills us-west, the nearest target, five seconds in;
-// it returns how long us-east's spoke kept it among its targets and how many requests went there
-// after that.
+// killed runs the burst under Spillway and kills us-west, the nearest target, five seconds in.
 func (o options) killed(ctx context.Context) (time.Duration, int, error) {
 	r, err := regions.Start(ctx, regions.Config{Prefix: o.prefix, BinDir: o.binDir, WorkDir: mkdir(o.workDir, "killed")})
 	if err != nil {
 		return 0, 0, err
 	}
 	defer r.Stop()
-	east, west := r.Regions[0], r.Regions[1]
-	type loadResult struct {
-		rs  []loadgen.Result
-		err error
-	}
-	done := make(chan loadResult, 1)
-	go func() {
-		rs, err := r.Load(ctx, east, regions.Load{Rate: o.burst, Duration: 20 * time.Second})
-		done <- loadResult{rs, err}
-	}()
-	time.Sleep(5 * time.Second)
-	for _, p := range []string{"gateway-", "spoke-", "modelsim-"} {
-		for _, proc := range r.Fleet.Procs() {
-			if proc.Name == p+west.Cluster {
-				proc.Kill()
-			}
-		}
-	}
-	killed := time.Now()
-	var detected time.Time
-	for time.Since(killed) < 15*time.Second {
-		out, err := r.Exec(ctx, east.Netns, "curl", "-sf", "http://"+east.SpokeHTTP+"/spill")
-		if err == nil {
-			var s struct {
-				Targets []struct {
-					ClusterID string `json:"ClusterID"`
-				} `json:"targets"`
-			}
-			if json.Unmarshal(out, &s) == nil && !slices.ContainsFunc(s.Targets, func(t struct {
-				ClusterID string `json:"ClusterID"`
-			}) bool {
-				return t.ClusterID == west.Cluster
-			}) {
-				detected = time.Now()
-				break
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	lr := <-done
-	if lr.err != nil {
-		return 0, 0, lr.err
-	}
-	if detected.IsZero() {
-		return 0, 0, errors.New("us-west never left us-east's targets")
-	}
-	after := 0
-	for _, res := range lr.rs {
-		if res.Start.After(detected) && res.Served == regions.ProxyAddress(west.Index) {
-			after++
-		}
-	}
-	return detected.Sub(killed), after, nil
+	return r.KillDuringLoad(ctx, r.Regions[0], r.Regions[1], regions.Load{Rate: o.burst, Duration: 20 * time.Second}, 5*time.Second)
 }
 
 func (out *outcome) result() strategyResult {
