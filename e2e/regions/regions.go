@@ -1,7 +1,7 @@
 // Package regions is the three-region end-to-end run (`make e2e`, `make bench-spill`): a
 // management network namespace with the hub and three region namespaces, each with a spoke, a
 // gateway, simulated model servers and a toxiproxy that gives the links between regions their
-// latency. hack/e2e.sh builds the namespaces (as root) and runs the tests and the benchmark;
+// latency. hack/regions.sh builds the namespaces (as root) and runs the tests and the benchmark;
 // without it the tests skip.
 package regions
 
@@ -43,7 +43,7 @@ func ProxyAddress(n int) string { return fmt.Sprintf("127.0.0.1:%d", 18100+n) }
 
 // Config describes a run.
 type Config struct {
-	// Prefix of the network namespaces hack/e2e.sh created.
+	// Prefix of the network namespaces hack/regions.sh created.
 	Prefix  string
 	BinDir  string
 	WorkDir string

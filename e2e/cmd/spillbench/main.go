@@ -2,7 +2,7 @@
 // ways in one run — Spillway's federated routing, local-only (each cluster's EPP alone, the
 // in-cluster GIE behaviour) and naive round-robin across the regions' gateways — plus a killed
 // region under Spillway. It writes docs/benchmarks/spill.json, the plot docs/benchmarks/spill.png
-// and the figures into docs/benchmarks.md. It runs inside the namespaces hack/e2e.sh builds.
+// and the figures into docs/benchmarks.md. It runs inside the namespaces hack/regions.sh builds.
 package main
 
 import (
@@ -41,7 +41,7 @@ func newCommand() *cobra.Command {
 		RunE:         func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), o) },
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.prefix, "netns-prefix", os.Getenv("SPILLWAY_NETNS_PREFIX"), "prefix of the network namespaces hack/e2e.sh built")
+	f.StringVar(&o.prefix, "netns-prefix", os.Getenv("SPILLWAY_NETNS_PREFIX"), "prefix of the network namespaces hack/regions.sh built")
 	f.StringVar(&o.binDir, "bin-dir", "bin", "directory of Spillway's binaries and toxiproxy-server")
 	f.StringVar(&o.workDir, "work-dir", "", "directory for logs (default: a temporary one)")
 	f.StringVar(&o.jsonPath, "json", "docs/benchmarks/spill.json", "where the figures go, as JSON")
