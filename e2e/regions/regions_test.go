@@ -136,3 +136,94 @@ func TestKilledRegion(t *testing.T) {
 		t.Fatalf("detection %s, %d requests to the dead region after it: want ≤ 3s and none", detect, after)
 	}
 }
+
+// TestFailures: the hub killed mid-burst (routing goes on, no Critical request fails); us-east's
+// pool scaled to zero (Critical fails over, Standard gets 503); every region saturated at once
+// (nothing spills).
+func TestFailures(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	r := start(t, ctx)
+	east := r.Regions[0]
+
+	t.Run("hub killed: routing goes on", func(t *testing.T) {
+		done := make(chan error, 1)
+		var rs []loadgen.Result
+		go func() {
+			var err error
+			rs, err = r.Load(ctx, east, Load{Rate: 24, Duration: 20 * time.Second})
+			done <- err
+		}()
+		time.Sleep(5 * time.Second)
+		r.Fleet.Hub.Kill()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		crit := summary(rs, "Critical")
+		if crit.Requests == 0 || float64(crit.Succeeded)/float64(crit.Requests) < 0.99 {
+			t.Errorf("critical with the hub killed mid-burst: %d/%d served", crit.Succeeded, crit.Requests)
+		}
+		if err := r.Fleet.StartHub(); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Fleet.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("pool scaled to zero: Critical fails over", func(t *testing.T) {
+		if err := r.Fleet.WritePools(east.Region, nil); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Second) // the spoke rereads its pool file every 500 ms
+		rs, err := r.Load(ctx, east, Load{Rate: 4, Duration: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		crit, std := summary(rs, "Critical"), summary(rs, "Standard")
+		if total, _ := r.share(east, rs, "Critical"); crit.Requests == 0 || crit.Succeeded != crit.Requests || total < 0.99 {
+			t.Errorf("critical with no local endpoint: %+v, remote share %.2f: want every one served elsewhere", crit, total)
+		}
+		if std.Statuses["503"] != std.Requests {
+			t.Errorf("standard with no local endpoint: %v: want 503 for every request", std.Statuses)
+		}
+		if err := r.Fleet.WritePools(east.Region, east.Endpoints); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(3 * time.Second)
+	})
+
+	t.Run("whole fleet saturated: nothing spills", func(t *testing.T) {
+		type out struct {
+			rs  []loadgen.Result
+			err error
+		}
+		results := make(chan out, len(r.Regions))
+		for _, reg := range r.Regions {
+			go func() {
+				rs, err := r.Load(ctx, reg, Load{Rate: 24, Duration: 20 * time.Second})
+				results <- out{rs, err}
+			}()
+		}
+		var eastRS []loadgen.Result
+		for range r.Regions {
+			o := <-results
+			if o.err != nil {
+				t.Fatal(o.err)
+			}
+			if len(o.rs) > 0 && o.rs[0].Target == "http://"+east.Gateway {
+				eastRS = o.rs
+			}
+		}
+		// While the others ramp up, the first seconds may still spill; afterwards nothing does.
+		var late []loadgen.Result
+		for _, res := range eastRS {
+			if res.Start.Sub(eastRS[0].Start) > 8*time.Second {
+				late = append(late, res)
+			}
+		}
+		if total, by := r.share(east, late, "Critical"); total > 0.05 {
+			t.Errorf("critical spilled %.2f (%v) with every region saturated: want none", total, by)
+		}
+	})
+}
