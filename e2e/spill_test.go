@@ -269,3 +269,29 @@ func TestFederatedRoutingFailures(t *testing.T) {
 		}
 	})
 }
+
+// TestImportOnlyCluster: us-east loses its pool and keeps only the import of the fleet's: its EPP
+// sends every request, whatever its priority, to an exporting cluster.
+func TestImportOnlyCluster(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	f, regions := startThreeRegions(ctx, t)
+	east, west, eu := regions[0], regions[1], regions[2]
+	if err := f.RemovePools(east); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "us-east exports nothing and forwards", func() bool {
+		got, err := send(ctx, east.Gateway, "batch", 1)
+		return err == nil && got.status == 200 && (got.by == west.Gateway || got.by == eu.Gateway)
+	})
+	for _, objective := range []string{"critical", "standard", "batch"} {
+		got, err := send(ctx, east.Gateway, objective, 1)
+		if err != nil || got.status != 200 || (got.by != west.Gateway && got.by != eu.Gateway) {
+			t.Fatalf("%s through an import-only cluster: %+v %v: want served by an exporting cluster", objective, got, err)
+		}
+	}
+	d, err := spokeSpillTargets(east.SpokeHTTP)
+	if err != nil || !strings.Contains(d, west.Cluster) || !strings.Contains(d, eu.Cluster) {
+		t.Fatalf("import-only targets %s %v: want both exporting clusters", d, err)
+	}
+}

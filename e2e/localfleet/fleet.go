@@ -207,6 +207,15 @@ func (f *Fleet) WritePools(r Region, endpoints []string) error {
 	return os.Rename(tmp, f.PoolsFile(r))
 }
 
+// RemovePools leaves a region without any local pool: it only imports the fleet's.
+func (f *Fleet) RemovePools(r Region) error {
+	tmp := f.PoolsFile(r) + ".tmp"
+	if err := os.WriteFile(tmp, []byte("pools: []\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, f.PoolsFile(r))
+}
+
 // StartSpoke (re)starts a region's spoke.
 func (f *Fleet) StartSpoke(r Region) error {
 	args := []string{"--region", r.Name, "--zone", r.Name + "-a",
