@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -30,6 +31,7 @@ import (
 	"github.com/spillway-io/spillway/hub/hubtest"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
+	"github.com/spillway-io/spillway/pkg/spill"
 	"github.com/spillway-io/spillway/spoke/hubclient"
 	spokekube "github.com/spillway-io/spillway/spoke/kube"
 	"github.com/spillway-io/spillway/spoke/source"
@@ -523,4 +525,97 @@ func TestDemoKubernetes(t *testing.T) {
 			t.Errorf("%s: %s requests, %s succeeded: every request should be served at this load", summary[1], summary[2], summary[3])
 		}
 	}
+}
+
+// TestSpillPolicyDrivesTheDecision: the SpillPolicy naming the EPP's pool sets the spill
+// decision's policy; its status says Accepted, and whether the pool is spilling and since when;
+// a second policy for the same pool is Conflicted; deleting the policy restores the default.
+func TestSpillPolicyDrivesTheDecision(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	apis := startAPIServers(t, ctx, "p")
+	hub := hubtest.Start(t, 3*time.Second)
+	c := newK8sCluster(t, "p", apis["p"])
+	if _, err := c.api.Kubectl(ctx, "create", "namespace", ns); err != nil {
+		t.Fatal(err)
+	}
+	c.apply(t, ctx, poolManifest("chat", ""))
+	dec, err := spill.New(spill.DefaultPolicy(), func() []spill.Remote { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.startSpoke(t, hub.Addr, spokekube.Options{Spill: dec, SpillPool: fleet.PoolRef{Namespace: ns, Name: "chat"}, DefaultSpillPolicy: spill.DefaultPolicy()})
+
+	policy := func(name string) string {
+		return fmt.Sprintf("apiVersion: spillway.io/v1alpha1\nkind: SpillPolicy\nmetadata: {name: %s, namespace: %s}\nspec: {poolRef: {name: chat}, tripMark: 0.8, clearMark: 0.5, targetRegions: [eu-west]}\n", name, ns)
+	}
+	c.apply(t, ctx, policy("chat"))
+	eventuallyNil(t, "the policy applies", 20*time.Second, func() error {
+		if p := dec.Policy(); p.TripMark != 0.8 || p.ClearMark != 0.5 || len(p.TargetRegions) != 1 {
+			return fmt.Errorf("decision policy %+v", p)
+		}
+		return nil
+	})
+	status := func(name string) (map[string]any, error) {
+		out, err := c.api.Kubectl(ctx, "get", "spillpolicy", name, "-n", ns, "-o", "json")
+		if err != nil {
+			return nil, err
+		}
+		var obj struct {
+			Status map[string]any `json:"status"`
+		}
+		return obj.Status, json.Unmarshal(out, &obj)
+	}
+	condition := func(st map[string]any) (string, string) {
+		conds, _ := st["conditions"].([]any)
+		for _, c := range conds {
+			m, _ := c.(map[string]any)
+			if m["type"] == "Accepted" {
+				return fmt.Sprint(m["status"]), fmt.Sprint(m["reason"])
+			}
+		}
+		return "", ""
+	}
+	eventuallyNil(t, "Accepted and not spilling", 20*time.Second, func() error {
+		st, err := status("chat")
+		if err != nil {
+			return err
+		}
+		if s, r := condition(st); s != "True" || r != "Accepted" || st["spilling"] != false {
+			return fmt.Errorf("status %v", st)
+		}
+		return nil
+	})
+	dec.ObserveLocal(spill.Local{ReadyEndpoints: 2, QueueDepth: 20, Saturation: 1, Saturated: true})
+	eventuallyNil(t, "status says spilling", 10*time.Second, func() error {
+		st, err := status("chat")
+		if err != nil {
+			return err
+		}
+		if st["spilling"] != true || st["since"] == nil {
+			return fmt.Errorf("status %v", st)
+		}
+		return nil
+	})
+	time.Sleep(1100 * time.Millisecond) // creation timestamps have a one-second grain
+	c.apply(t, ctx, policy("chat-too"))
+	eventuallyNil(t, "the younger policy is Conflicted", 20*time.Second, func() error {
+		st, err := status("chat-too")
+		if err != nil {
+			return err
+		}
+		if s, r := condition(st); s != "False" || r != spokekube.ReasonPolicyConflicted {
+			return fmt.Errorf("status %v", st)
+		}
+		return nil
+	})
+	if _, err := c.api.Kubectl(ctx, "delete", "spillpolicy", "chat", "chat-too", "-n", ns); err != nil {
+		t.Fatal(err)
+	}
+	eventuallyNil(t, "the default policy is back", 20*time.Second, func() error {
+		if p := dec.Policy(); p.TripMark != spill.DefaultPolicy().TripMark || len(p.TargetRegions) != 0 {
+			return fmt.Errorf("decision policy %+v", p)
+		}
+		return nil
+	})
 }

@@ -7,8 +7,9 @@ import (
 
 // CRDPaths are the CRD manifests a spoke's cluster needs, relative to the repository root:
 // GIE's InferencePool and InferencePoolImport, MCS-API's ServiceExport and ServiceImport,
-// KEP-2149's ClusterProperty (deploy/crds) and GIE v1.5's InferenceObjective (testdata).
-var CRDPaths = []string{"deploy/crds/upstream", "deploy/crds/clusterproperty", "e2e/kube/testdata"}
+// KEP-2149's ClusterProperty and Spillway's SpillPolicy (deploy/crds), GIE v1.5's InferenceObjective and
+// prometheus-operator's ServiceMonitor (testdata).
+var CRDPaths = []string{"deploy/crds/upstream", "deploy/crds/clusterproperty", "deploy/crds/spillway", "e2e/kube/testdata"}
 
 // InstallCRDs applies the CRD manifests at paths (files or directories of plain manifests,
 // relative to root) with server-side apply and waits until the API server serves them.
