@@ -58,13 +58,23 @@ func (t Thresholds) Load(e Endpoint, now time.Time) float64 {
 	return min(l, 1)
 }
 
-// Aggregate computes a pool's capacity from its endpoints.
+// MaxEndpointDetail bounds the per-endpoint detail of an aggregate (the sync protocol's limit).
+const MaxEndpointDetail = 1000
+
+// Aggregate computes a pool's capacity from its endpoints, with per-endpoint detail for remote
+// clusters that send spilled requests to endpoints directly (Endpoint Mode); an endpoint's Ready
+// there means fresh metrics and headroom.
 func Aggregate(pool fleet.PoolRef, eps []Endpoint, now time.Time, t Thresholds) fleet.PoolCapacity {
 	c := fleet.PoolCapacity{Pool: pool, TotalEndpoints: uint32(len(eps)), ObservedAt: now, Saturated: true, Saturation: 1}
 	var kv, load float64
 	loras := map[string]bool{}
-	for _, e := range eps {
-		if !t.Fresh(e, now) {
+	for i, e := range eps {
+		fresh := t.Fresh(e, now)
+		if i < MaxEndpointDetail {
+			c.Endpoints = append(c.Endpoints, fleet.EndpointCapacity{Address: e.Address, QueueDepth: uint32(e.Metrics.WaitingQueue),
+				RunningRequests: uint32(e.Metrics.Running), KVCacheUtilization: e.Metrics.KVCacheUsage, Ready: fresh && t.Load(e, now) < 1})
+		}
+		if !fresh {
 			continue
 		}
 		c.ReadyEndpoints++

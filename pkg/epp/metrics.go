@@ -23,6 +23,7 @@ type metrics struct {
 	outputTokens *prometheus.CounterVec
 	scheduling   prometheus.Histogram
 	spilled      *prometheus.CounterVec
+	fallbacks    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -60,9 +61,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "spillway_epp_spilled_requests_total",
 			Help: "Requests sent to another cluster, by reason (saturated, no_endpoints, import_only), priority class (critical, standard, besteffort) and target region.",
 		}, []string{"reason", "priority", "region"}),
+		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spillway_epp_spill_fallbacks_total",
+			Help: "Requests that should have left the cluster, found no remote target, and were served on the spill policy's fallback pool or model.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.ttft, m.duration, m.inputTokens, m.outputTokens, m.scheduling, m.spilled)
+		reg.MustRegister(m.requests, m.ttft, m.duration, m.inputTokens, m.outputTokens, m.scheduling, m.spilled, m.fallbacks)
 	}
 	return m
 }

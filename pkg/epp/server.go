@@ -348,6 +348,21 @@ func (s *Server) route(x *exchange) []*extprocv3.ProcessingResponse {
 			// it serve the request there, never send it on.
 			return s.answer(x, strings.Join(dec.Destination, ","), x.body, false, setHeader(HopHeader, s.clusterID))
 		}
+		if dec.Reason == spill.ReasonFallback {
+			// No cluster can take it: the policy's fallback pool and/or model, if they can.
+			eps, fm := bufs.eps, target
+			if dec.FallbackPool != "" {
+				eps, _ = s.ds.Endpoints(fleet.PoolRef{Namespace: s.pool.Namespace, Name: dec.FallbackPool}, nil)
+			}
+			if dec.FallbackModel != "" {
+				fm = dec.FallbackModel
+			}
+			if fc := s.candidates(nil, eps, x, fm); len(fc) > 0 {
+				cands, target = fc, fm
+				x.model = s.modelLabel(target)
+				s.metrics.fallbacks.Inc()
+			}
+		}
 	}
 	if len(cands) == 0 {
 		s.metrics.result(objective, x.model, resultNoEndpoints)

@@ -1,6 +1,7 @@
 package epp_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -69,5 +70,36 @@ func TestSpillOverExtProc(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(srv.SpilledCounter("no_endpoints", "critical", "us-west")); got != 1 {
 		t.Fatalf("spilled{no_endpoints,critical,us-west} = %v, want 1", got)
+	}
+}
+
+// TestSpillFallbackModel: an eligible request that should leave finds no remote cluster; the
+// policy's fallback model serves it here, on the endpoints that serve that model.
+func TestSpillFallbackModel(t *testing.T) {
+	settings, err := epp.ParseConfig([]byte("objectives:\n- {name: critical, priority: Critical}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := spill.DefaultPolicy()
+	p.FallbackModel = "llama-small"
+	dec, err := spill.New(p, func() []spill.Remote { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	sat := modelmetrics.Metrics{WaitingQueue: 9}
+	big := ep("10.0.0.1:8000", sat)
+	big.Models = []string{"meta-llama/Llama-3.1-8B-Instruct"}
+	small := ep("10.0.0.2:8000", sat)
+	small.Models = []string{"llama-small"}
+	st := &store{eps: []epp.Endpoint{big, small}}
+	srv, err := epp.New(epp.Options{Pool: pool, Settings: settings, Datastore: st, Spill: dec, ClusterID: "us-east-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{srv: srv, store: st, client: &gateway.Client{EPP: epptest.Serve(t, srv)}}
+	dec.ObserveLocal(spill.Local{ReadyEndpoints: 2, QueueDepth: 18, Saturation: 1, Saturated: true})
+	d := h.route(t, hdrs("/v1/completions", epp.ObjectiveHeader, "critical"), completion, nil)
+	if d.Immediate != nil || d.Destinations[0] != small.Address || !strings.Contains(string(d.Body), `"llama-small"`) {
+		t.Fatalf("critical with no remote target: %+v body %s: want the fallback model's endpoint and the model rewritten", d, d.Body)
 	}
 }

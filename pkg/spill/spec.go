@@ -22,9 +22,12 @@ type PolicySpec struct {
 	} `json:"failover,omitempty"`
 	PrefillTokensPerSecond *float64 `json:"prefillTokensPerSecond,omitempty"`
 	Freshness              string   `json:"freshness,omitempty"`
-	// PoolRef and Fallback belong to the CRD; the decision does not read them.
-	PoolRef  any `json:"poolRef,omitempty"`
-	Fallback any `json:"fallback,omitempty"`
+	Fallback               *struct {
+		Pool  string `json:"pool,omitempty"`
+		Model string `json:"model,omitempty"`
+	} `json:"fallback,omitempty"`
+	// PoolRef belongs to the CRD; the decision does not read it.
+	PoolRef any `json:"poolRef,omitempty"`
 }
 
 // Policy applies the spec to the defaults and validates the result; the error names every
@@ -62,6 +65,9 @@ func (s PolicySpec) Policy() (Policy, error) {
 	}
 	if s.Failover != nil {
 		p.FailoverStandard = s.Failover.Standard
+	}
+	if s.Fallback != nil {
+		p.FallbackPool, p.FallbackModel = s.Fallback.Pool, s.Fallback.Model
 	}
 	if s.PrefillTokensPerSecond != nil {
 		p.PrefillTokensPerSecond = *s.PrefillTokensPerSecond

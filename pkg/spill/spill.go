@@ -56,6 +56,9 @@ type Policy struct {
 	PrefillTokensPerSecond float64
 	// Freshness bounds how old a remote cluster's capacity may be to be used.
 	Freshness time.Duration
+	// FallbackPool (a pool of the same namespace) and FallbackModel serve an eligible request
+	// here when it should leave but no remote cluster can take it.
+	FallbackPool, FallbackModel string
 }
 
 // DefaultPolicy spills Critical traffic only, trips at 0.9, clears below 0.7 for 10 s.
@@ -126,6 +129,7 @@ const (
 	ReasonIneligible  Reason = "ineligible"   // stayed: priority below the policy's
 	ReasonNoTarget    Reason = "no_target"    // stayed: no alive, fresh, unsaturated remote
 	ReasonNotWorth    Reason = "not_worth"    // stayed: the local wait is shorter than the trip
+	ReasonFallback    Reason = "fallback"     // stayed on the policy's fallback pool or model: no target
 )
 
 // Request is what the decision needs of one request.
@@ -146,6 +150,8 @@ type Decision struct {
 	// Target and Destination (host:port list, best first) when Spill.
 	Target      Remote
 	Destination []string
+	// FallbackPool and FallbackModel, when Reason is ReasonFallback: serve it here on them.
+	FallbackPool, FallbackModel string
 }
 
 // maxTargets bounds the clusters (and, in Endpoint Mode, the endpoints of each) a spilled
@@ -274,6 +280,9 @@ func (d *Decider) Decide(r Request) Decision {
 
 	ranked := d.ranked(p, service)
 	if len(ranked) == 0 {
+		if p.FallbackPool != "" || p.FallbackModel != "" {
+			return Decision{Reason: ReasonFallback, FallbackPool: p.FallbackPool, FallbackModel: p.FallbackModel}
+		}
 		return Decision{Reason: ReasonNoTarget}
 	}
 	best := ranked[0]

@@ -47,6 +47,8 @@ func TestDecide(t *testing.T) {
 		{name: "saturated: besteffort stays (and is shed by the EPP)", local: saturated, rs: []Remote{near}, req: Request{Priority: -1}, reason: ReasonIneligible},
 		{name: "a spilled request never spills again", local: saturated, rs: []Remote{near}, req: Request{Priority: 100, Hop: true}, reason: ReasonHop},
 		{name: "whole fleet saturated: nothing spills", local: saturated, rs: []Remote{{ClusterID: "x", Gateway: "x:1", Alive: true, Saturated: true, ReadyEndpoints: 3}}, req: Request{Priority: 100}, reason: ReasonNoTarget},
+		{name: "no target: the policy's fallback serves it here", policy: func(p *Policy) { p.FallbackModel = "small" }, local: saturated,
+			rs: []Remote{{ClusterID: "x", Gateway: "x:1", Alive: true, Saturated: true, ReadyEndpoints: 3}}, req: Request{Priority: 100}, reason: ReasonFallback},
 		{name: "dead and stale remotes are not targets", local: saturated,
 			rs:  []Remote{{ClusterID: "dead", Gateway: "d:1", ReadyEndpoints: 3}, {ClusterID: "stale", Gateway: "s:1", Alive: true, ReadyEndpoints: 3, Age: time.Minute}},
 			req: Request{Priority: 100}, reason: ReasonNoTarget},
