@@ -53,6 +53,9 @@ const (
 	ObjectiveHeader     = "x-gateway-inference-objective"
 	// HopHeader marks a request another cluster's EPP sent here; its value is that cluster's ID.
 	HopHeader = "x-spillway-hop"
+	// ProbeHeader marks another spoke's round-trip probe: answered at once with 204, never
+	// routed to a model server nor counted as a request.
+	ProbeHeader = "x-spillway-rtt-probe"
 	// BodyChunkBytes is the largest body piece sent back in a streamed body response, as GIE's.
 	BodyChunkBytes = 62000
 )
@@ -303,6 +306,11 @@ func sendAll(stream extprocv3.ExternalProcessor_ProcessServer, rs ...*extprocv3.
 
 // route decides where the request goes once its body is complete.
 func (s *Server) route(x *exchange) []*extprocv3.ProcessingResponse {
+	if x.headers[ProbeHeader] != "" {
+		return []*extprocv3.ProcessingResponse{{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
+			Status: &typev3.HttpStatus{Code: typev3.StatusCode_NoContent},
+		}}}}
+	}
 	began := time.Now()
 	req := request.Request{}
 	if len(x.body) > 0 {

@@ -1,6 +1,7 @@
 package epp_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -101,5 +102,22 @@ func TestSpillFallbackModel(t *testing.T) {
 	d := h.route(t, hdrs("/v1/completions", epp.ObjectiveHeader, "critical"), completion, nil)
 	if d.Immediate != nil || d.Destinations[0] != small.Address || !strings.Contains(string(d.Body), `"llama-small"`) {
 		t.Fatalf("critical with no remote target: %+v body %s: want the fallback model's endpoint and the model rewritten", d, d.Body)
+	}
+}
+
+// TestRTTProbeIsAnsweredByTheEPP: another spoke's round-trip probe gets 204 from the EPP itself:
+// no destination, no model server, nothing counted as admitted.
+func TestRTTProbeIsAnsweredByTheEPP(t *testing.T) {
+	h := start(t, "", ep("a:1", modelmetrics.Metrics{}))
+	call, d, err := h.client.Request(context.Background(), []gateway.Header{{Key: ":method", Value: "HEAD"}, {Key: ":path", Value: "/"}, {Key: epp.ProbeHeader, Value: "us-west-1"}}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	call.Close()
+	if d.Immediate == nil || d.Immediate.Status != 204 || len(d.Destinations) != 0 {
+		t.Fatalf("probe: %+v, want an immediate 204 and no destination", d)
+	}
+	if admitted, shed := h.srv.Counts(); admitted != 0 || shed != 0 {
+		t.Fatalf("a probe was counted: admitted %d shed %d", admitted, shed)
 	}
 }

@@ -329,7 +329,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	})
 	// Federated routing: the EPP's pool gets a spill decision fed with the fleet view.
 	var decider *spill.Decider
-	rtt := newRTTProber(time.Second)
+	rtt := newRTTProber(cfg.ClusterID, time.Second)
 	rem := &remotes{self: cfg.ClusterID, pool: cfg.EPPPoolRef, view: client.View(), rtt: rtt, now: time.Now, overrides: cfg.RemoteGateways}
 	if cfg.EPP != nil && cfg.Spill && cfg.HubAddress != "" {
 		var err error

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spillway-io/spillway/pkg/epp"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/spill"
 	"github.com/spillway-io/spillway/spoke/hubclient"
@@ -91,10 +92,12 @@ func (r *remotes) candidates() []spill.Remote {
 }
 
 // rttProber measures the round trip to remote gateways every period with an HTTP HEAD request
-// on a kept-alive connection, timed until the response headers arrive (any status will do): the
-// data path as requests see it, through whatever proxies sit between the regions, which a TCP
-// connect to a proxy would not measure. An address not asked for for a minute is forgotten.
+// on a kept-alive connection, timed until the response headers arrive: the data path as requests
+// see it (gateway and its ext_proc call included), through whatever proxies sit between the
+// regions, which a TCP connect to a proxy would not measure. The request carries epp.ProbeHeader,
+// so the remote EPP answers 204 itself and no model server sees it. An address not asked for for a minute is forgotten.
 type rttProber struct {
+	self   string // this cluster's ID, in the probe header
 	period time.Duration
 	client *http.Client
 
@@ -108,8 +111,8 @@ type rttEntry struct {
 	samples int
 }
 
-func newRTTProber(period time.Duration) *rttProber {
-	return &rttProber{period: period, rtts: map[string]*rttEntry{}, client: &http.Client{
+func newRTTProber(self string, period time.Duration) *rttProber {
+	return &rttProber{self: self, period: period, rtts: map[string]*rttEntry{}, client: &http.Client{
 		Timeout:   period,
 		Transport: &http.Transport{MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute, DisableCompression: true},
 	}}
@@ -197,6 +200,7 @@ func (p *rttProber) probe(ctx context.Context, addr string) (time.Duration, erro
 		return 0, err
 	}
 	req.Header.Set("User-Agent", "spillway-spoke-rtt")
+	req.Header.Set(epp.ProbeHeader, p.self) // the remote EPP answers it itself: no model server is asked
 	start := time.Now()
 	resp, err := p.client.Do(req)
 	if err != nil {
