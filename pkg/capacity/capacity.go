@@ -61,20 +61,26 @@ func (t Thresholds) Load(e Endpoint, now time.Time) float64 {
 // MaxEndpointDetail bounds the per-endpoint detail of an aggregate (the sync protocol's limit).
 const MaxEndpointDetail = 1000
 
-// Aggregate computes a pool's capacity from its endpoints, with per-endpoint detail for remote
-// clusters that send spilled requests to endpoints directly (Endpoint Mode); an endpoint's Ready
-// there means fresh metrics and headroom.
+// EndpointDetail is the per-endpoint part of a pool's capacity (at most MaxEndpointDetail), for
+// remote clusters that send spilled requests to endpoints directly (Endpoint Mode on flat
+// networks). An endpoint is Ready there when its metrics are fresh and it has headroom.
+func EndpointDetail(eps []Endpoint, now time.Time, t Thresholds) []fleet.EndpointCapacity {
+	out := make([]fleet.EndpointCapacity, 0, min(len(eps), MaxEndpointDetail))
+	for _, e := range eps[:min(len(eps), MaxEndpointDetail)] {
+		out = append(out, fleet.EndpointCapacity{Address: e.Address, QueueDepth: uint32(e.Metrics.WaitingQueue),
+			RunningRequests: uint32(e.Metrics.Running), KVCacheUtilization: e.Metrics.KVCacheUsage,
+			Ready: t.Fresh(e, now) && t.Load(e, now) < 1})
+	}
+	return out
+}
+
+// Aggregate computes a pool's capacity from its endpoints.
 func Aggregate(pool fleet.PoolRef, eps []Endpoint, now time.Time, t Thresholds) fleet.PoolCapacity {
 	c := fleet.PoolCapacity{Pool: pool, TotalEndpoints: uint32(len(eps)), ObservedAt: now, Saturated: true, Saturation: 1}
 	var kv, load float64
 	loras := map[string]bool{}
-	for i, e := range eps {
-		fresh := t.Fresh(e, now)
-		if i < MaxEndpointDetail {
-			c.Endpoints = append(c.Endpoints, fleet.EndpointCapacity{Address: e.Address, QueueDepth: uint32(e.Metrics.WaitingQueue),
-				RunningRequests: uint32(e.Metrics.Running), KVCacheUtilization: e.Metrics.KVCacheUsage, Ready: fresh && t.Load(e, now) < 1})
-		}
-		if !fresh {
+	for _, e := range eps {
+		if !t.Fresh(e, now) {
 			continue
 		}
 		c.ReadyEndpoints++

@@ -54,10 +54,11 @@ func TestAggregate(t *testing.T) {
 				!slices.Equal(c.LoRAAdapters, tt.loras) {
 				t.Fatalf("Aggregate = %+v", c)
 			}
-			if len(c.Endpoints) != len(tt.eps) {
-				t.Fatalf("endpoint detail %+v: want one per endpoint", c.Endpoints)
+			detail := EndpointDetail(tt.eps, now, th)
+			if len(detail) != len(tt.eps) {
+				t.Fatalf("endpoint detail %+v: want one per endpoint", detail)
 			}
-			for i, e := range c.Endpoints {
+			for i, e := range detail {
 				src := tt.eps[i]
 				if e.Address != src.Address || e.QueueDepth != uint32(src.Metrics.WaitingQueue) ||
 					e.Ready != (th.Fresh(src, now) && th.Load(src, now) < 1) {

@@ -71,9 +71,12 @@ type Options struct {
 	EPPConfig      string
 	EnablePprof    bool
 	// Spill enables federated routing in the EPP (needs a hub).
-	Spill  bool
-	Gossip gossip.Flags
-	Log    logging.Options
+	Spill bool
+	// ReportEndpoints adds per-endpoint load to capacity reports, for remote clusters whose
+	// spill policy uses Endpoint Mode (flat networks).
+	ReportEndpoints bool
+	Gossip          gossip.Flags
+	Log             logging.Options
 }
 
 // NewOptions returns the defaults.
@@ -117,6 +120,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.EPPPool, "epp-pool", o.EPPPool, "namespace/name of the local pool the EPP serves (default: the first pool of the source)")
 	fs.StringVar(&o.EPPConfig, "epp-config", o.EPPConfig, "YAML file of the EPP's scorers, objectives and model routing (see docs/epp.md)")
 	fs.BoolVar(&o.Spill, "spill", o.Spill, "send eligible requests to other clusters when the local pool is saturated or empty (federated routing; needs --hub-address)")
+	fs.BoolVar(&o.ReportEndpoints, "report-endpoints", o.ReportEndpoints, "send per-endpoint load with capacity reports, for remote clusters that spill in Endpoint Mode (flat networks)")
 	o.Gossip.AddFlags(fs)
 	fs.BoolVar(&o.EnablePprof, "enable-pprof", o.EnablePprof, "serve Go profiles at /debug/pprof/ on --http-address")
 	fs.StringVar(&o.Log.Level, "log-level", o.Log.Level, "debug, info, warn or error")
@@ -511,6 +515,9 @@ func reconcile(ctx context.Context, cfg *Config, scraper *modelmetrics.Scraper, 
 					eps = append(eps, ce)
 				}
 				c := capacity.Aggregate(p.Ref, eps, now, cfg.Thresholds)
+				if cfg.ReportEndpoints {
+					c.Endpoints = capacity.EndpointDetail(eps, now, cfg.Thresholds)
+				}
 				if picker != nil && p.Ref == cfg.EPPPoolRef {
 					c.AdmittedTotal, c.ShedTotal = picker.Counts()
 					c.SpilledTotal = picker.Spilled()

@@ -318,7 +318,8 @@ type PoolCapacity struct {
 	ShedTotal     uint64 `protobuf:"varint,11,opt,name=shed_total,json=shedTotal,proto3" json:"shed_total,omitempty"`
 	// When the spoke computed this aggregate.
 	ObservedAt *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=observed_at,json=observedAt,proto3" json:"observed_at,omitempty"`
-	// Per-endpoint detail, for Endpoint Mode on flat networks (ready: fresh metrics and headroom). At most 1000.
+	// Per-endpoint detail, for Endpoint Mode on flat networks (ready: fresh metrics and headroom);
+	// sent by spokes run with --report-endpoints. At most 1000.
 	Endpoints []*EndpointCapacity `protobuf:"bytes,13,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
 	// The pool's spill state at this cluster: spilling past its trip mark (or failing over), and
 	// the cluster (and region) that took the latest spilled request; IDs at most 253 bytes.
