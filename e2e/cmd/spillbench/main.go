@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -209,7 +208,7 @@ func (out *outcome) result() strategyResult {
 	east := out.run.Regions[0]
 	rs := out.results[east.Name]
 	var res strategyResult
-	var ttft []float64
+	var ttft []time.Duration
 	var crit, critOK, std, stdOut, be, beShed, remote int
 	for _, r := range rs {
 		res.Requests++
@@ -222,7 +221,7 @@ func (out *outcome) result() strategyResult {
 			crit++
 			if r.OK() {
 				critOK++
-				ttft = append(ttft, float64(r.TTFT)/float64(time.Millisecond))
+				ttft = append(ttft, r.TTFT)
 			}
 		case "Standard":
 			std++
@@ -237,7 +236,7 @@ func (out *outcome) result() strategyResult {
 		}
 	}
 	res.CriticalSuccess = ratio(critOK, crit)
-	res.CriticalTTFTp50, res.CriticalTTFTp99 = quantile(ttft, 0.5), quantile(ttft, 0.99)
+	res.CriticalTTFTp50, res.CriticalTTFTp99 = loadgen.Percentile(ttft, 0.5), loadgen.Percentile(ttft, 0.99)
 	res.StandardSpilledShare, res.BestEffortShedShare, res.CrossRegionShare = ratio(stdOut, std), ratio(beShed, be), ratio(remote, res.Requests)
 	return res
 }
@@ -247,15 +246,6 @@ func ratio(a, b int) float64 {
 		return 0
 	}
 	return float64(a) / float64(b)
-}
-
-func quantile(xs []float64, q float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[min(len(s)-1, int(q*float64(len(s))))]
 }
 
 func collect(ch <-chan error) []error {
