@@ -59,35 +59,13 @@ func startAPIServers(t *testing.T, ctx context.Context, names ...string) map[str
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]*kube.Cluster{}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	errs := make(chan error, len(names))
-	for _, name := range names {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := kube.Start(ctx, bins, filepath.Join(t.TempDir(), name), name, "127.0.0.1")
-			if err != nil {
-				errs <- fmt.Errorf("%s: %w", name, err)
-				return
-			}
-			mu.Lock()
-			out[name] = c
-			mu.Unlock()
-			if err := c.InstallCRDs(ctx, "..", kube.CRDPaths...); err != nil {
-				errs <- fmt.Errorf("%s: %w", name, err)
-			}
-		}()
-	}
-	wg.Wait()
+	out, err := kube.StartWithCRDs(ctx, bins, t.TempDir(), "..", names...)
 	t.Cleanup(func() {
 		for _, c := range out {
 			c.Stop()
 		}
 	})
-	close(errs)
-	for err := range errs {
+	if err != nil {
 		t.Fatal(err)
 	}
 	return out

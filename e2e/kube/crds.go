@@ -2,7 +2,11 @@ package kube
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // CRDPaths are the CRD manifests a spoke's cluster needs, relative to the repository root:
@@ -23,4 +27,30 @@ func (c *Cluster) InstallCRDs(ctx context.Context, root string, paths ...string)
 	}
 	_, err := c.Kubectl(ctx, "wait", "--for", "condition=established", "--timeout=60s", "crd", "--all")
 	return err
+}
+
+// StartWithCRDs starts one cluster per name in parallel, each in dir/<name> on 127.0.0.1 with the
+// CRDs of CRDPaths (relative to root) installed. The clusters already started are returned with
+// an error too: the caller stops them.
+func StartWithCRDs(ctx context.Context, bins Bins, dir, root string, names ...string) (map[string]*Cluster, error) {
+	out := map[string]*Cluster{}
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	for _, name := range names {
+		g.Go(func() error {
+			c, err := Start(gctx, bins, filepath.Join(dir, name), name, "127.0.0.1")
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			mu.Lock()
+			out[name] = c
+			mu.Unlock()
+			if err := c.InstallCRDs(gctx, root, CRDPaths...); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	return out, err
 }

@@ -14,12 +14,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/spillway-io/spillway/e2e/kube"
 	"github.com/spillway-io/spillway/e2e/loadgen"
@@ -185,31 +183,26 @@ func startClusters(ctx context.Context, repoRoot, workDir string, o localfleet.O
 		return nil, err
 	}
 	fmt.Println("starting a kube-apiserver per region")
-	out := map[string]*kube.Cluster{}
-	var mu sync.Mutex
-	g, gctx := errgroup.WithContext(ctx)
+	var names []string
 	for _, r := range o.Regions {
-		g.Go(func() error {
-			c, err := kube.Start(gctx, bins, filepath.Join(workDir, "kube", r.Cluster), r.Cluster, "127.0.0.1")
-			if err != nil {
-				return fmt.Errorf("%s: %w", r.Cluster, err)
-			}
-			mu.Lock()
-			out[r.Cluster] = c
-			mu.Unlock()
-			if err := c.InstallCRDs(gctx, repoRoot, kube.CRDPaths...); err != nil {
-				return err
-			}
-			seed := kube.Seed{ClusterID: r.Cluster, ClusterSet: "demo", Namespace: "default", Pool: "chat", TargetPort: 8000,
-				Objectives: map[string]int{"critical": 100, "standard": 0, "batch": -1}}
-			for _, e := range r.Endpoints {
-				host, _, _ := net.SplitHostPort(e)
-				seed.EndpointIPs = append(seed.EndpointIPs, host)
-			}
-			return c.SeedCluster(gctx, seed)
-		})
+		names = append(names, r.Cluster)
 	}
-	return out, g.Wait()
+	clusters, err := kube.StartWithCRDs(ctx, bins, filepath.Join(workDir, "kube"), repoRoot, names...)
+	if err != nil {
+		return clusters, err
+	}
+	for _, r := range o.Regions {
+		seed := kube.Seed{ClusterID: r.Cluster, ClusterSet: "demo", Namespace: "default", Pool: "chat", TargetPort: 8000,
+			Objectives: map[string]int{"critical": 100, "standard": 0, "batch": -1}}
+		for _, e := range r.Endpoints {
+			host, _, _ := net.SplitHostPort(e)
+			seed.EndpointIPs = append(seed.EndpointIPs, host)
+		}
+		if err := clusters[r.Cluster].SeedCluster(ctx, seed); err != nil {
+			return clusters, fmt.Errorf("%s: %w", r.Cluster, err)
+		}
+	}
+	return clusters, nil
 }
 
 // showKube waits until every cluster imports the pool from every region, then shows one
