@@ -86,8 +86,3 @@ func priorityClass(p int) string {
 	}
 	return "besteffort"
 }
-
-// SpilledCounter returns the counter of spilled requests with these labels, for tests and tools.
-func (s *Server) SpilledCounter(reason, priority, region string) prometheus.Counter {
-	return s.metrics.spilled.WithLabelValues(reason, priority, region)
-}

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/spillway-io/spillway/pkg/epp"
 	"github.com/spillway-io/spillway/pkg/epp/epptest"
@@ -66,10 +65,10 @@ func TestSpillOverExtProc(t *testing.T) {
 	if d := h.route(t, hdrs("/v1/completions", epp.ObjectiveHeader, "standard"), completion, nil); d.Immediate == nil || d.Immediate.Status != 503 {
 		t.Fatalf("standard with no local endpoint: %+v, want 503", d)
 	}
-	if got := testutil.ToFloat64(srv.SpilledCounter("saturated", "critical", "us-west")); got != 1 {
+	if got := spilled(t, reg, "saturated", "critical", "us-west"); got != 1 {
 		t.Fatalf("spilled{saturated,critical,us-west} = %v, want 1", got)
 	}
-	if got := testutil.ToFloat64(srv.SpilledCounter("no_endpoints", "critical", "us-west")); got != 1 {
+	if got := spilled(t, reg, "no_endpoints", "critical", "us-west"); got != 1 {
 		t.Fatalf("spilled{no_endpoints,critical,us-west} = %v, want 1", got)
 	}
 }
@@ -120,4 +119,29 @@ func TestRTTProbeIsAnsweredByTheEPP(t *testing.T) {
 	if admitted, shed := h.srv.Counts(); admitted != 0 || shed != 0 {
 		t.Fatalf("a probe was counted: admitted %d shed %d", admitted, shed)
 	}
+}
+
+// spilled reads spillway_epp_spilled_requests_total{reason, priority, region} from the registry.
+func spilled(t *testing.T, reg *prometheus.Registry, reason, priority, region string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"reason": reason, "priority": priority, "region": region}
+	for _, f := range fams {
+		if f.GetName() != "spillway_epp_spilled_requests_total" {
+			continue
+		}
+	metrics:
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if want[l.GetName()] != l.GetValue() {
+					continue metrics
+				}
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
 }
