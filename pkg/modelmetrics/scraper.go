@@ -3,9 +3,7 @@ package modelmetrics
 import (
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
 	"sync"
 	"time"
 )
@@ -16,10 +14,10 @@ const maxPageBytes = 8 << 20
 // Target is an endpoint to scrape.
 type Target struct {
 	// Address is the endpoint's ip:port; the page is read from http://Address/metrics unless
-	// MetricsURL is set.
-	Address    string
-	Engine     Engine
-	MetricsURL string
+	// Path names another.
+	Address string
+	Engine  Engine
+	Path    string
 }
 
 // Sample is the latest scrape of one endpoint.
@@ -37,15 +35,12 @@ type ScraperOptions struct {
 	Interval time.Duration
 	// Timeout of one scrape; 0 means max(Interval, 1s).
 	Timeout time.Duration
-	// Client makes the requests; nil means a keep-alive client of its own.
-	Client *http.Client
 }
 
 // Scraper scrapes a changing set of endpoints, each on its own loop, and keeps the latest sample
 // of each. Run owns every loop.
 type Scraper struct {
-	opts   ScraperOptions
-	client *http.Client
+	opts ScraperOptions
 
 	mu      sync.RWMutex
 	targets map[string]*target
@@ -67,18 +62,7 @@ func NewScraper(opts ScraperOptions) *Scraper {
 	if opts.Timeout <= 0 {
 		opts.Timeout = max(opts.Interval, time.Second)
 	}
-	c := opts.Client
-	if c == nil {
-		c = &http.Client{Transport: &http.Transport{
-			MaxIdleConnsPerHost: 2,
-			IdleConnTimeout:     90 * time.Second,
-			DisableCompression:  true,
-			// The default 4 KB read buffer stays: it lives as long as each endpoint's
-			// connection, and the body bypasses it, read straight into a pooled page buffer
-			// large enough for a whole page in a few syscalls.
-		}}
-	}
-	return &Scraper{opts: opts, client: c, targets: map[string]*target{}, changed: make(chan struct{}, 1)}
+	return &Scraper{opts: opts, targets: map[string]*target{}, changed: make(chan struct{}, 1)}
 }
 
 // SetTargets replaces the set of endpoints. Endpoints that stay keep their samples.
@@ -167,10 +151,14 @@ func (s *Scraper) loop(ctx context.Context, t *target) {
 		s.store(t, Sample{Err: err})
 		return
 	}
-	url := t.t.MetricsURL
-	if url == "" {
-		url = "http://" + t.t.Address + "/metrics"
+	if t.t.Path != "" && !validPath(t.t.Path) {
+		s.store(t, Sample{Err: fmt.Errorf("scrape %s: metrics path %q is not a plain absolute path", t.t.Address, t.t.Path)})
+		return
 	}
+	c := newPageConn(t.t.Address, t.t.Path)
+	defer c.close()
+	// A scrape in flight when ctx ends stops at once rather than at its deadline.
+	defer context.AfterFunc(ctx, c.abort)()
 	// Start at a random point of the interval so that endpoints do not scrape in lockstep.
 	timer := time.NewTimer(rand.N(s.opts.Interval))
 	defer timer.Stop()
@@ -183,7 +171,12 @@ func (s *Scraper) loop(ctx context.Context, t *target) {
 		start := time.Now()
 		var m Metrics
 		bp := pageBuffers.Get().(*[]byte)
-		*bp, m, err = s.scrape(ctx, url, (*bp)[:0], p)
+		*bp, err = c.get(ctx, (*bp)[:0], s.opts.Timeout)
+		if err == nil {
+			if m, err = p.Parse(*bp); err != nil {
+				err = fmt.Errorf("scrape %s: %w", c.url(), err)
+			}
+		}
 		if cap(*bp) <= maxPooledPage {
 			pageBuffers.Put(bp)
 		}
@@ -207,36 +200,6 @@ func (s *Scraper) store(t *target, smp Sample) {
 	t.sample = smp
 }
 
-func (s *Scraper) scrape(ctx context.Context, url string, buf []byte, p *Parser) ([]byte, Metrics, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.opts.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return buf, Metrics{}, err
-	}
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return buf, Metrics{}, fmt.Errorf("scrape %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
-		return buf, Metrics{}, fmt.Errorf("scrape %s: HTTP %d", url, resp.StatusCode)
-	}
-	buf, err = readAll(buf, io.LimitReader(resp.Body, maxPageBytes+1))
-	if err != nil {
-		return buf, Metrics{}, fmt.Errorf("scrape %s: %w", url, err)
-	}
-	if len(buf) > maxPageBytes {
-		return buf, Metrics{}, fmt.Errorf("scrape %s: page larger than %d bytes", url, maxPageBytes)
-	}
-	m, err := p.Parse(buf)
-	if err != nil {
-		return buf, Metrics{}, fmt.Errorf("scrape %s: %w", url, err)
-	}
-	return buf, m, nil
-}
-
 // pageBuffers recycles page buffers across endpoints: an endpoint needs one only while its
 // scrape runs, so a thousand endpoints share the few that are in use at once instead of each
 // keeping its own.
@@ -247,20 +210,3 @@ var pageBuffers = sync.Pool{New: func() any {
 
 // maxPooledPage keeps a rare huge page's buffer out of the pool.
 const maxPooledPage = 1 << 20
-
-// readAll appends r to buf, reusing its capacity.
-func readAll(buf []byte, r io.Reader) ([]byte, error) {
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
-}

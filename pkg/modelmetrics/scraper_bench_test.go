@@ -18,7 +18,8 @@ func BenchmarkScrape(b *testing.B) {
 	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(page) }))
 	defer srv.Close()
-	s := NewScraper(ScraperOptions{Interval: time.Second})
+	c := newPageConn(srv.Listener.Addr().String(), "")
+	defer c.close()
 	p, err := NewParser(EngineVLLM)
 	if err != nil {
 		b.Fatal(err)
@@ -29,7 +30,10 @@ func BenchmarkScrape(b *testing.B) {
 	for b.Loop() {
 		bp := pageBuffers.Get().(*[]byte)
 		var err error
-		*bp, _, err = s.scrape(ctx, srv.URL+"/metrics", (*bp)[:0], p)
+		*bp, err = c.get(ctx, (*bp)[:0], time.Second)
+		if err == nil {
+			_, err = p.Parse(*bp)
+		}
 		pageBuffers.Put(bp)
 		if err != nil {
 			b.Fatal(err)
