@@ -2,8 +2,9 @@
 // TensorRT-LLM) into the few signals that routing needs, with the metric names of GIE's
 // model-server protocol, and scrapes endpoints for them.
 //
-// Parsing keeps only the lines of the families it needs and hands them to the Prometheus text
-// parser of prometheus/common, so a 60 KB page costs what its few relevant lines cost.
+// Parsing reads only the sample lines of the families it needs, with a reader of the text format's
+// sample-line grammar (textline.go) that agrees with prometheus/common's parser on every line (a
+// fuzz test holds the two side by side), so a 60 KB page costs a scan for its few relevant lines.
 //
 // Pages may carry several series of one family. Series that differ in a data-parallel label
 // (vLLM "engine", SGLang "dp_rank") are separate engines behind one endpoint: their queues and
@@ -20,9 +21,6 @@ import (
 	"strconv"
 	"strings"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 // Engine is a model-server type, the value of the Pod label EngineLabel.
@@ -130,13 +128,30 @@ type Parser struct {
 	engine Engine
 	spec   engineSpec
 	wanted [][]byte
-	buf    bytes.Buffer
-	tp     expfmt.TextParser
+	// The sample lines of wanted families on the page being parsed, their labels in pairs.
+	series []series
+	pairs  []labelPair
+	ranks  []rankValue
 	// The cache-config info line carries a score of labels and changes only when the server
 	// restarts: it is parsed when its text changes, not on every scrape.
 	cachePrefix          []byte
 	cacheLine            []byte
 	blockSize, numBlocks int
+}
+
+// series is one sample line: its family (an index into wanted), its labels (pairs[lo:hi]) and
+// its value.
+type series struct {
+	family int
+	lo, hi int
+	value  float64
+}
+
+type labelPair struct{ name, value []byte }
+
+type rankValue struct {
+	rank  []byte
+	value float64
 }
 
 // NewParser returns a parser for an engine's pages.
@@ -154,7 +169,7 @@ func NewParser(e Engine) (*Parser, error) {
 	for _, k := range spec.kv {
 		w = append(w, []byte(k.family))
 	}
-	p := &Parser{engine: e, spec: spec, wanted: w, tp: expfmt.NewTextParser(model.LegacyValidation)}
+	p := &Parser{engine: e, spec: spec, wanted: w}
 	if spec.cacheConfig != "" {
 		p.cachePrefix = []byte(spec.cacheConfig + "{")
 	}
@@ -164,9 +179,8 @@ func NewParser(e Engine) (*Parser, error) {
 // Parse reads a page. It fails on a malformed relevant line or when the queue or KV-cache signal
 // is missing; every other family on the page is ignored unread.
 func (p *Parser) Parse(page []byte) (Metrics, error) {
-	p.buf.Reset()
-	cacheSeen := p.filter(page)
-	fams, err := p.tp.TextToMetricFamilies(&p.buf)
+	p.series, p.pairs = p.series[:0], p.pairs[:0]
+	cacheSeen, err := p.filter(page)
 	if err != nil {
 		p.cacheLine = p.cacheLine[:0] // parse the cache-config line again next time
 		return Metrics{}, fmt.Errorf("parse %s metrics: %w", p.engine, err)
@@ -174,16 +188,16 @@ func (p *Parser) Parse(page []byte) (Metrics, error) {
 	var m Metrics
 	var ok bool
 	var v float64
-	if v, ok = p.value(fams, p.spec.queue, false); !ok {
+	if v, ok = p.value(p.spec.queue, false); !ok {
 		return Metrics{}, fmt.Errorf("%s queue %s: %w", p.engine, p.spec.queue.family, ErrMissingMetric)
 	}
 	m.WaitingQueue = clampInt(v)
-	if v, ok = p.value(fams, p.spec.running, false); ok {
+	if v, ok = p.value(p.spec.running, false); ok {
 		m.Running = clampInt(v)
 	}
 	found := false
 	for _, s := range p.spec.kv {
-		if v, ok = p.value(fams, s, true); ok {
+		if v, ok = p.value(s, true); ok {
 			m.KVCacheUsage = min(max(v, 0), 1)
 			found = true
 			break
@@ -193,12 +207,12 @@ func (p *Parser) Parse(page []byte) (Metrics, error) {
 		return Metrics{}, fmt.Errorf("%s KV-cache %s: %w", p.engine, p.spec.kv[0].family, ErrMissingMetric)
 	}
 	if p.spec.lora != "" {
-		p.lora(fams[p.spec.lora], &m)
+		p.lora(&m)
 	}
 	if p.spec.cacheConfig != "" {
-		if f := fams[p.spec.cacheConfig]; f != nil && len(f.GetMetric()) > 0 {
-			p.blockSize = labelInt(f.GetMetric()[0], p.spec.blockSizeLabel)
-			p.numBlocks = labelInt(f.GetMetric()[0], p.spec.numBlocksLabel)
+		if s, ok := p.first(p.spec.cacheConfig); ok {
+			p.blockSize = p.labelInt(s, p.spec.blockSizeLabel)
+			p.numBlocks = p.labelInt(s, p.spec.numBlocksLabel)
 		} else if !cacheSeen {
 			p.cacheLine, p.blockSize, p.numBlocks = p.cacheLine[:0], 0, 0
 		}
@@ -207,18 +221,22 @@ func (p *Parser) Parse(page []byte) (Metrics, error) {
 	return m, nil
 }
 
-// filter copies the sample lines of wanted families into p.buf; comments are left out (the
-// parser reads the samples as untyped, which is all routing needs). A cache-config line equal
-// to the last one parsed is left out too; cacheSeen reports whether the page had one.
-func (p *Parser) filter(page []byte) (cacheSeen bool) {
+// filter reads the sample lines of wanted families; comments are left out (samples are read as
+// untyped, which is all routing needs). A cache-config line equal to the last one parsed is left
+// out too; cacheSeen reports whether the page had one.
+func (p *Parser) filter(page []byte) (cacheSeen bool, err error) {
 	for len(page) > 0 {
 		line := page
 		if i := bytes.IndexByte(page, '\n'); i >= 0 {
-			line, page = page[:i+1], page[i+1:]
+			line, page = page[:i], page[i+1:]
 		} else {
 			page = nil
 		}
-		if len(line) == 0 || line[0] == '#' || !p.wants(line) {
+		if len(line) == 0 || line[0] == '#' {
+			continue
+		}
+		fam := p.wants(line)
+		if fam < 0 {
 			continue
 		}
 		if p.cachePrefix != nil && bytes.HasPrefix(line, p.cachePrefix) {
@@ -228,111 +246,116 @@ func (p *Parser) filter(page []byte) (cacheSeen bool) {
 			}
 			p.cacheLine = append(p.cacheLine[:0], line...)
 		}
-		{
-			p.buf.Write(line)
-			if line[len(line)-1] != '\n' {
-				p.buf.WriteByte('\n')
-			}
+		if err := p.parseLine(line, fam); err != nil {
+			return cacheSeen, fmt.Errorf("%w in line %q", err, truncate(line))
 		}
 	}
-	return cacheSeen
+	return cacheSeen, nil
 }
 
-// wants reports whether a sample line belongs to a wanted family: its name is one of them, followed
-// by labels or the value. A handful of prefix comparisons per line beat finding the name's end and
-// hashing it.
-func (p *Parser) wants(line []byte) bool {
-	for _, w := range p.wanted {
+// wants returns the wanted family a sample line belongs to, -1 for none: its name is one of
+// them, followed by labels or the value. A handful of prefix comparisons per line beat finding
+// the name's end and hashing it.
+func (p *Parser) wants(line []byte) int {
+	for i, w := range p.wanted {
 		if len(line) > len(w) && bytes.HasPrefix(line, w) {
 			switch line[len(w)] {
 			case '{', ' ', '\t':
-				return true
+				return i
 			}
 		}
 	}
-	return false
+	return -1
+}
+
+// family returns the index of a wanted family.
+func (p *Parser) family(name string) int {
+	for i, w := range p.wanted {
+		if string(w) == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// first returns the first series of a family.
+func (p *Parser) first(name string) (series, bool) {
+	f := p.family(name)
+	for _, s := range p.series {
+		if s.family == f {
+			return s, true
+		}
+	}
+	return series{}, false
 }
 
 // value combines the series of a selector: max within a data-parallel rank, then the sum across
 // ranks (or the max across ranks when maxAcross is set, for utilisations).
-func (p *Parser) value(fams map[string]*dto.MetricFamily, s selector, maxAcross bool) (float64, bool) {
-	f := fams[s.family]
-	if f == nil {
-		return 0, false
-	}
-	perRank := map[string]float64{}
-	for _, m := range f.GetMetric() {
-		if s.labelName != "" && label(m, s.labelName) != s.labelValue {
+func (p *Parser) value(sel selector, maxAcross bool) (float64, bool) {
+	f := p.family(sel.family)
+	p.ranks = p.ranks[:0]
+	for _, s := range p.series {
+		if s.family != f || math.IsNaN(s.value) {
 			continue
 		}
-		v := sampleValue(m)
-		if math.IsNaN(v) {
+		if sel.labelName != "" && string(p.label(s, sel.labelName)) != sel.labelValue {
 			continue
 		}
-		rank := ""
+		var rank []byte
 		if p.spec.dpLabel != "" {
-			rank = label(m, p.spec.dpLabel)
+			rank = p.label(s, p.spec.dpLabel)
 		}
-		if cur, ok := perRank[rank]; !ok || v > cur {
-			perRank[rank] = v
+		i := slices.IndexFunc(p.ranks, func(r rankValue) bool { return bytes.Equal(r.rank, rank) })
+		switch {
+		case i < 0:
+			p.ranks = append(p.ranks, rankValue{rank: rank, value: s.value})
+		case s.value > p.ranks[i].value:
+			p.ranks[i].value = s.value
 		}
 	}
-	if len(perRank) == 0 {
+	if len(p.ranks) == 0 {
 		return 0, false
 	}
 	var total float64
-	for _, v := range perRank {
+	for _, r := range p.ranks {
 		if maxAcross {
-			total = max(total, v)
+			total = max(total, r.value)
 		} else {
-			total += v
+			total += r.value
 		}
 	}
 	return total, true
 }
 
 // lora reads vllm:lora_requests_info: one series per update, the value its time; the newest wins.
-func (p *Parser) lora(f *dto.MetricFamily, m *Metrics) {
-	if f == nil {
-		return
-	}
-	var newest *dto.Metric
-	for _, s := range f.GetMetric() {
-		if newest == nil || sampleValue(s) > sampleValue(newest) {
-			newest = s
+func (p *Parser) lora(m *Metrics) {
+	f := p.family(p.spec.lora)
+	newest := -1
+	for i, s := range p.series {
+		if s.family == f && (newest < 0 || s.value > p.series[newest].value) {
+			newest = i
 		}
 	}
-	if newest == nil {
+	if newest < 0 {
 		return
 	}
-	m.ActiveLoRAs = splitList(label(newest, "running_lora_adapters"))
-	m.WaitingLoRAs = splitList(label(newest, "waiting_lora_adapters"))
-	m.MaxLoRAs = labelInt(newest, "max_lora")
+	s := p.series[newest]
+	m.ActiveLoRAs = splitList(string(p.label(s, "running_lora_adapters")))
+	m.WaitingLoRAs = splitList(string(p.label(s, "waiting_lora_adapters")))
+	m.MaxLoRAs = p.labelInt(s, "max_lora")
 }
 
-func sampleValue(m *dto.Metric) float64 {
-	switch {
-	case m.GetGauge() != nil:
-		return m.GetGauge().GetValue()
-	case m.GetCounter() != nil:
-		return m.GetCounter().GetValue()
-	case m.GetUntyped() != nil:
-		return m.GetUntyped().GetValue()
-	}
-	return math.NaN()
-}
-
-func label(m *dto.Metric, name string) string {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == name {
-			return l.GetValue()
+func (p *Parser) label(s series, name string) []byte {
+	for _, l := range p.pairs[s.lo:s.hi] {
+		if string(l.name) == name {
+			return l.value
 		}
 	}
-	return ""
+	return nil
 }
 
-func labelInt(m *dto.Metric, name string) int {
-	n, err := strconv.Atoi(label(m, name))
+func (p *Parser) labelInt(s series, name string) int {
+	n, err := strconv.Atoi(string(p.label(s, name)))
 	if err != nil || n < 0 {
 		return 0
 	}
