@@ -20,7 +20,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-
 )
 
 // Engine is a model-server type, the value of the Pod label EngineLabel.
