@@ -253,15 +253,16 @@ func (p *Parser) filter(page []byte) (cacheSeen bool, err error) {
 }
 
 // wants returns the wanted family a sample line belongs to, -1 for none: its name is one of
-// them, followed by labels or the value. A handful of prefix comparisons per line beat finding
-// the name's end and hashing it.
+// them, followed by labels or the value. Per wanted name, the byte after where the name would
+// end is looked at first: on most lines of a page it is part of a longer name, and the line is
+// passed over without comparing names.
 func (p *Parser) wants(line []byte) int {
 	for i, w := range p.wanted {
-		if len(line) > len(w) && bytes.HasPrefix(line, w) {
-			switch line[len(w)] {
-			case '{', ' ', '\t':
-				return i
-			}
+		if len(line) <= len(w) {
+			continue
+		}
+		if c := line[len(w)]; (c == '{' || c == ' ' || c == '\t') && string(line[:len(w)]) == string(w) {
+			return i
 		}
 	}
 	return -1

@@ -40,3 +40,22 @@ func BenchmarkScrape(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkParse is the parse alone of a vLLM page of the published shape (57 KB, histograms).
+func BenchmarkParse(b *testing.B) {
+	page, err := os.ReadFile("testdata/vllm-v0.19.1-kvwarden-snapshot.prom")
+	if err != nil {
+		b.Skip(err)
+	}
+	p, err := NewParser(EngineVLLM)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(page)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := p.Parse(page); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
