@@ -54,6 +54,11 @@ type Options struct {
 	Timeout time.Duration
 	// Headers are added to every request.
 	Headers map[string]string
+	// Seed, when not zero, fixes the arrivals, classes, streaming and prompts: two runs with the
+	// same seed and options send the same requests at the same offsets from their start.
+	Seed uint64
+	// Requests, when set, ends the run after that many arrivals (or at Duration, if sooner).
+	Requests int
 }
 
 // Result is one request's outcome.
@@ -101,6 +106,11 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 	for _, c := range o.Classes {
 		total += c.Share
 	}
+	seed := o.Seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	ctx, cancel := context.WithTimeout(ctx, o.Duration)
 	defer cancel()
 
@@ -113,25 +123,28 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 		results = append(results, r)
 		mu.Unlock()
 	}
+	finish := func() ([]Result, error) {
+		wg.Wait()
+		slices.SortFunc(results, func(a, b Result) int { return a.Start.Compare(b.Start) })
+		return results, nil
+	}
 	next := time.Now()
-	for n := 0; ; n++ {
-		next = next.Add(time.Duration(rand.ExpFloat64() / o.Rate * float64(time.Second)))
+	for n := 0; o.Requests <= 0 || n < o.Requests; n++ {
+		next = next.Add(time.Duration(rng.ExpFloat64() / o.Rate * float64(time.Second)))
 		t := time.NewTimer(time.Until(next))
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			wg.Wait()
-			slices.SortFunc(results, func(a, b Result) int { return a.Start.Compare(b.Start) })
-			return results, nil
+			return finish()
 		case <-t.C:
 		}
-		class := pick(o.Classes, total)
+		class := pick(rng, o.Classes, total)
 		target := o.Target
 		if len(o.Targets) > 0 {
 			target = o.Targets[n%len(o.Targets)]
 		}
-		stream := rand.Float64() < o.StreamShare
-		prompt := prefixes[rand.IntN(len(prefixes))] + fmt.Sprintf(" Question %d: what is %d + %d?", n, n, n)
+		stream := rng.Float64() < o.StreamShare
+		prompt := prefixes[rng.IntN(len(prefixes))] + fmt.Sprintf(" Question %d: what is %d + %d?", n, n, n)
 		select {
 		case sem <- struct{}{}:
 		default:
@@ -145,10 +158,11 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 			record(send(client, o, target, class, prompt, stream))
 		}()
 	}
+	return finish()
 }
 
-func pick(cs []Class, total float64) Class {
-	x := rand.Float64() * total
+func pick(rng *rand.Rand, cs []Class, total float64) Class {
+	x := rng.Float64() * total
 	for _, c := range cs {
 		if x < c.Share {
 			return c

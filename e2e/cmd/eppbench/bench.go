@@ -27,6 +27,7 @@ import (
 type options struct {
 	binDir, k8sBinDir, gieDir, workDir string
 	counts                             []int
+	rounds                             int
 	requests, concurrency              int
 	idle                               time.Duration
 	qualityRate                        float64
@@ -47,8 +48,34 @@ type measurement struct {
 	ScrapeEach string  `json:"scrape_interval"`
 	// Requests is how many request phases the latency runs completed (each run stops after 60 s).
 	Requests int `json:"requests"`
-	// ReadyEndpoints is how many endpoints the EPP had ready when measured.
+	// ReadyEndpoints is how many endpoints the EPP had ready when measured (the fewest of the rounds).
 	ReadyEndpoints int `json:"ready_endpoints"`
+	// P50Rounds is each round's sequential p50; the figures above are the means over the rounds.
+	P50Rounds []float64 `json:"p50_rounds_ms"`
+}
+
+// mean averages rounds of one EPP's figures: the two EPPs run one after the other, so each is
+// measured in several rounds, taken in turn, and drift of the machine between them evens out.
+func mean(ms []measurement) measurement {
+	out := measurement{ScrapeEach: ms[0].ScrapeEach, ReadyEndpoints: ms[0].ReadyEndpoints}
+	n := float64(len(ms))
+	for _, m := range ms {
+		out.P50ms += m.P50ms / n
+		out.P99ms += m.P99ms / n
+		out.ConcP50ms += m.ConcP50ms / n
+		out.ConcP99ms += m.ConcP99ms / n
+		out.CPUPer1k += m.CPUPer1k / n
+		out.IdleCores += m.IdleCores / n
+		out.RSSMiB = max(out.RSSMiB, m.RSSMiB)
+		out.Errors += m.Errors
+		out.Requests += m.Requests
+		out.ReadyEndpoints = min(out.ReadyEndpoints, m.ReadyEndpoints)
+		out.P50Rounds = append(out.P50Rounds, m.P50ms)
+	}
+	for _, f := range []*float64{&out.P50ms, &out.P99ms, &out.ConcP50ms, &out.ConcP99ms, &out.CPUPer1k, &out.IdleCores} {
+		*f = round3(*f)
+	}
+	return out
 }
 
 type row struct {
@@ -82,6 +109,7 @@ type report struct {
 	Date        string  `json:"date"`
 	Command     string  `json:"command"`
 	Machine     string  `json:"machine"`
+	Rounds      int     `json:"rounds"`
 	BaselineP50 float64 `json:"noop_ext_proc_p50_ms"`
 	Rows        []row   `json:"results"`
 	Quality     quality `json:"routing_quality"`
@@ -131,7 +159,7 @@ func run(ctx context.Context, o options) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep := &report{Date: time.Now().UTC().Format(time.RFC3339), Command: "make bench-epp", Machine: machine()}
+	rep := &report{Date: time.Now().UTC().Format(time.RFC3339), Command: "make bench-epp", Machine: machine(), Rounds: o.rounds}
 	if rep.BaselineP50, err = noopBaseline(ctx, o); err != nil {
 		return nil, err
 	}
@@ -142,17 +170,18 @@ func run(ctx context.Context, o options) (*report, error) {
 		if err := k.setPods(ctx, ips); err != nil {
 			return nil, err
 		}
-		for _, side := range []string{"gie", "spillway"} {
-			m, _, err := o.measure(ctx, side, n, ips, false)
-			if err != nil {
-				return nil, fmt.Errorf("%s at %d endpoints: %w", side, n, err)
-			}
-			if side == "gie" {
-				r.GIE = m
-			} else {
-				r.Spillway = m
+		rounds := map[string][]measurement{}
+		for i := range o.rounds {
+			for _, side := range []string{"gie", "spillway"} {
+				fmt.Fprintf(os.Stderr, "   round %d\n", i+1)
+				m, _, err := o.measure(ctx, side, n, ips, false)
+				if err != nil {
+					return nil, fmt.Errorf("%s at %d endpoints: %w", side, n, err)
+				}
+				rounds[side] = append(rounds[side], m)
 			}
 		}
+		r.GIE, r.Spillway = mean(rounds["gie"]), mean(rounds["spillway"])
 		r.P50Ratio = ratio(r.Spillway.P50ms, r.GIE.P50ms)
 		r.P99Ratio = ratio(r.Spillway.P99ms, r.GIE.P99ms)
 		r.ConcP99Ratio = ratio(r.Spillway.ConcP99ms, r.GIE.ConcP99ms)
@@ -526,16 +555,22 @@ func latencies(ctx context.Context, c *gateway.Client, n, workers int) ([]time.D
 	return out[:sent], errs, nil
 }
 
+// qualitySeed fixes the routing-quality workload.
+const qualitySeed = 20261124
+
 // quality sends shared-prefix streamed load through a gateway to the simulators and reads the
 // simulators' prefix-cache counters.
 func (o options) quality(ctx context.Context, c *gateway.Client, ips []string) (qualityMeasurement, error) {
 	var q qualityMeasurement
+	o.qualityDuration = o.qualityDuration * 3 / 2 // room for the arrivals to run late; Requests ends the run
 	ts := httptest.NewServer(gateway.NewHandler(gateway.Options{Client: c}))
 	defer ts.Close()
 	rs, err := loadgen.Run(ctx, loadgen.Options{
 		Target: ts.URL, Rate: o.qualityRate, Duration: o.qualityDuration,
 		Classes: []loadgen.Class{{Name: "Standard", Share: 1}}, Model: "meta-llama/Llama-3.1-8B-Instruct",
 		Prefixes: 8, PrefixBytes: 4096, MaxTokens: 16, StreamShare: 1,
+		// Both EPPs get the same requests at the same offsets.
+		Seed: qualitySeed, Requests: int(o.qualityRate * o.qualityDuration.Seconds()),
 	})
 	if err != nil {
 		return q, err

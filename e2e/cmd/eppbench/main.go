@@ -28,6 +28,9 @@ func newCommand() *cobra.Command {
 		SilenceUsage: true,
 		Args:         cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.rounds < 1 {
+				return fmt.Errorf("--rounds %d: want at least 1", o.rounds)
+			}
 			for _, c := range strings.Split(counts, ",") {
 				n, err := strconv.Atoi(strings.TrimSpace(c))
 				if err != nil || n < 1 || n > 2000 {
@@ -62,6 +65,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&o.gieDir, "gie-dir", "", "directory of GIE's epp binary and CRDs (hack/gie-epp.sh)")
 	f.StringVar(&o.workDir, "work-dir", "", "directory for logs and state (default: a temporary one)")
 	f.StringVar(&counts, "endpoints", "10,100,1000", "endpoint counts to measure")
+	f.IntVar(&o.rounds, "rounds", 2, "rounds per endpoint count; the EPPs take turns and each figure is the mean")
 	f.IntVar(&o.requests, "requests", 1000, "ext_proc requests per latency run")
 	f.IntVar(&o.concurrency, "concurrency", 16, "concurrent ext_proc streams of the concurrent run")
 	f.DurationVar(&o.idle, "idle", 10*time.Second, "how long idle CPU is measured")
