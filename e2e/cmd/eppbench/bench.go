@@ -562,11 +562,11 @@ const qualitySeed = 20261124
 // simulators' prefix-cache counters.
 func (o options) quality(ctx context.Context, c *gateway.Client, ips []string) (qualityMeasurement, error) {
 	var q qualityMeasurement
-	o.qualityDuration = o.qualityDuration * 3 / 2 // room for the arrivals to run late; Requests ends the run
 	ts := httptest.NewServer(gateway.NewHandler(gateway.Options{Client: c}))
 	defer ts.Close()
 	rs, err := loadgen.Run(ctx, loadgen.Options{
-		Target: ts.URL, Rate: o.qualityRate, Duration: o.qualityDuration,
+		// Requests ends the run; the duration leaves room for arrivals running late.
+		Target: ts.URL, Rate: o.qualityRate, Duration: o.qualityDuration * 3 / 2,
 		Classes: []loadgen.Class{{Name: "Standard", Share: 1}}, Model: "meta-llama/Llama-3.1-8B-Instruct",
 		Prefixes: 8, PrefixBytes: 4096, MaxTokens: 16, StreamShare: 1,
 		// Both EPPs get the same requests at the same offsets.
