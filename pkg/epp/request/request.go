@@ -93,14 +93,22 @@ func (c *content) UnmarshalJSON(b []byte) error {
 // Parse reads a body. path is the request's :path; when it names neither API, the body's fields
 // decide (messages → chat completions, prompt → completions).
 func Parse(path string, data []byte) (Request, error) {
-	var b body
-	if err := json.Unmarshal(data, &b); err != nil {
-		var syn *json.SyntaxError
-		if errors.As(err, &syn) && strings.Contains(err.Error(), "after top-level value") {
-			return Request{}, fmt.Errorf("%w: trailing data after the JSON object", ErrInvalid)
+	b, ok := decodeFast(data)
+	if !ok {
+		b = body{}
+		if err := json.Unmarshal(data, &b); err != nil {
+			var syn *json.SyntaxError
+			if errors.As(err, &syn) && strings.Contains(err.Error(), "after top-level value") {
+				return Request{}, fmt.Errorf("%w: trailing data after the JSON object", ErrInvalid)
+			}
+			return Request{}, fmt.Errorf("%w: not JSON: %v", ErrInvalid, err)
 		}
-		return Request{}, fmt.Errorf("%w: not JSON: %v", ErrInvalid, err)
 	}
+	return parsed(path, b)
+}
+
+// parsed checks a decoded body and reads the request from it.
+func parsed(path string, b body) (Request, error) {
 	if b.Model == nil || strings.TrimSpace(*b.Model) == "" {
 		return Request{}, fmt.Errorf("%w: \"model\" is required", ErrInvalid)
 	}
@@ -138,8 +146,8 @@ func completionPrompt(raw json.RawMessage) (string, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return "", fmt.Errorf("%w: \"prompt\" is required for completions", ErrInvalid)
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err == nil {
+	d := decoder{data: raw}
+	if s, ok := d.str(); ok && d.i == len(raw) {
 		return s, nil
 	}
 	var list []string

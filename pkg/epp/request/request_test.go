@@ -1,6 +1,7 @@
 package request
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -110,4 +111,48 @@ func BenchmarkParseChat(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzDecodeFastAgrees holds the fast decoder to encoding/json: whatever body it reads,
+// encoding/json reads without error and into the same fields.
+func FuzzDecodeFastAgrees(f *testing.F) {
+	for _, s := range []string{
+		`{"model":"m","prompt":"hello"}`,
+		`{"model":"m","messages":[{"role":"system","content":"a\nb \u00e9 \ud83d\ude00"},{"role":"user","content":null,"name":"x"}],"stream":true,"stream_options":{"include_usage":true,"x":[1,2.5e-3,{}]}}`,
+		` {"model":null,"Model":"m","prompt":[1,2],"n":-0.5,"x":{"y":[true,false,null]}} `,
+		`{"model":"m","messages":null,"stream":null,"stream_options":null}`,
+		`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}`,
+		`{"model":"m","prompt":"x","prompt":"y"}`, `{"model":"\xff","prompt":"x"}`, `{"model":"m","a":01}`,
+		`{"model":"m","stream":"yes"}`, `{"model":"m"}  {}`, `{"model":"m","Stream":true}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fast, ok := decodeFast(data)
+		if !ok {
+			return
+		}
+		var std body
+		if err := json.Unmarshal(data, &std); err != nil {
+			t.Fatalf("%q: the fast decoder read it, encoding/json refuses it: %v", data, err)
+		}
+		if (fast.Model == nil) != (std.Model == nil) || (fast.Model != nil && *fast.Model != *std.Model) {
+			t.Fatalf("%q: model %v vs %v", data, fast.Model, std.Model)
+		}
+		if !bytes.Equal(fast.Prompt, std.Prompt) || fast.Stream != std.Stream {
+			t.Fatalf("%q: prompt %q stream %v vs %q %v", data, fast.Prompt, fast.Stream, std.Prompt, std.Stream)
+		}
+		if (fast.StreamOptions == nil) != (std.StreamOptions == nil) || (fast.StreamOptions != nil && *fast.StreamOptions != *std.StreamOptions) {
+			t.Fatalf("%q: stream_options %v vs %v", data, fast.StreamOptions, std.StreamOptions)
+		}
+		if (fast.Messages == nil) != (std.Messages == nil) || len(fast.Messages) != len(std.Messages) {
+			t.Fatalf("%q: messages %v vs %v", data, fast.Messages, std.Messages)
+		}
+		for i := range fast.Messages {
+			f, s := fast.Messages[i], std.Messages[i]
+			if f.Role != s.Role || f.Content.text != s.Content.text || s.Content.err != nil {
+				t.Fatalf("%q: message %d %+v vs %+v", data, i, f, s)
+			}
+		}
+	})
 }
