@@ -393,7 +393,11 @@ func Run(ctx context.Context, cfg *Config) error {
 		if eppL, err = net.Listen("tcp", cfg.EPPAddress); err != nil {
 			return fmt.Errorf("listen --epp-address: %w", err)
 		}
-		eppGRPC = grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
+		// Fixed flow-control windows turn off gRPC's bandwidth estimation, which otherwise sends a
+		// PING with nearly every request body and wakes both ends to answer it; the EPP's
+		// messages are small and its gateways near, so the window it would grow is never used.
+		eppGRPC = grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+			grpc.InitialWindowSize(1<<20), grpc.InitialConnWindowSize(4<<20))
 		extprocv3.RegisterExternalProcessorServer(eppGRPC, picker)
 		hs := health.NewServer()
 		for _, svc := range []string{"liveness", "readiness", extprocv3.ExternalProcessor_ServiceDesc.ServiceName} {
