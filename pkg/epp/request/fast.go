@@ -152,16 +152,7 @@ func (d *decoder) seen(f *bool) bool {
 // object reads an object, calling member with the cursor on each member's value; member reads
 // the value. Keys are plain ASCII strings without escapes, or the fast path gives up.
 func (d *decoder) object(member func(key []byte) bool) bool {
-	if d.peek() != '{' {
-		return false
-	}
-	d.i++
-	d.ws()
-	if d.peek() == '}' {
-		d.i++
-		return true
-	}
-	for {
+	return d.list('{', '}', func() bool {
 		raw, plain := d.rawString()
 		if raw == nil || !plain {
 			return false
@@ -172,36 +163,26 @@ func (d *decoder) object(member func(key []byte) bool) bool {
 		}
 		d.i++
 		d.ws()
-		if !member(raw[1 : len(raw)-1]) {
-			return false
-		}
-		d.ws()
-		switch d.peek() {
-		case ',':
-			d.i++
-			d.ws()
-		case '}':
-			d.i++
-			return true
-		default:
-			return false
-		}
-	}
+		return member(raw[1 : len(raw)-1])
+	})
 }
 
 // array reads an array, calling elem with the cursor on each element.
-func (d *decoder) array(elem func() bool) bool {
-	if d.peek() != '[' {
+func (d *decoder) array(elem func() bool) bool { return d.list('[', ']', elem) }
+
+// list reads open, items separated by commas, and close; item reads one item.
+func (d *decoder) list(open, close byte, item func() bool) bool {
+	if d.peek() != open {
 		return false
 	}
 	d.i++
 	d.ws()
-	if d.peek() == ']' {
+	if d.peek() == close {
 		d.i++
 		return true
 	}
 	for {
-		if !elem() {
+		if !item() {
 			return false
 		}
 		d.ws()
@@ -209,7 +190,7 @@ func (d *decoder) array(elem func() bool) bool {
 		case ',':
 			d.i++
 			d.ws()
-		case ']':
+		case close:
 			d.i++
 			return true
 		default:
