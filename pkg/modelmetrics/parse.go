@@ -3,8 +3,8 @@
 // model-server protocol, and scrapes endpoints for them.
 //
 // Parsing reads only the sample lines of the families it needs, with a reader of the text format's
-// sample-line grammar (textline.go) that agrees with prometheus/common's parser on every line (a
-// fuzz test holds the two side by side), so a 60 KB page costs a scan for its few relevant lines.
+// sample-line grammar (textline.go) held to prometheus/common's parser by fuzz tests, so a 60 KB
+// page costs a scan for its few relevant lines.
 //
 // Pages may carry several series of one family. Series that differ in a data-parallel label
 // (vLLM "engine", SGLang "dp_rank") are separate engines behind one endpoint: their queues and

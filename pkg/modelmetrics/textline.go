@@ -12,10 +12,12 @@ import (
 //
 //	name [ "{" [ label "=" "\"" value "\"" { "," label "=" "\"" value "\"" } [ "," ] ] "}" ] value [ timestamp ]
 //
-// where a label name may be quoted, with blanks (spaces and tabs) allowed between the parts, label values escaped with \\, \" and
-// \n, and label names unique. It accepts exactly the lines prometheus/common's text parser
-// accepts for an untyped sample, and reads the same labels and value (FuzzParseLineAgrees), at a
-// small fraction of the cost: that parser builds a protobuf family per line.
+// where a label name may be quoted, with blanks (spaces and tabs) allowed between the parts,
+// label values escaped with \\, \" and \n, and label names unique. Every line it accepts,
+// prometheus/common's text parser accepts as an untyped sample with the same labels and value
+// (FuzzParseLineAgrees), and every line that parser's writer produces, it reads back
+// (FuzzParseLineReadsWrittenLines); it costs a small fraction of that parser, which builds a
+// protobuf family per line. The labels point into line: they are valid until the next Parse.
 func (p *Parser) parseLine(line []byte, fam int) error {
 	s := skipBlank(line[len(p.wanted[fam]):])
 	lo := len(p.pairs)
