@@ -172,8 +172,8 @@ func run(ctx context.Context, o options) (*report, error) {
 		}
 		rounds := map[string][]measurement{}
 		for i := range o.rounds {
+			fmt.Fprintf(os.Stderr, "   round %d\n", i+1)
 			for _, side := range []string{"gie", "spillway"} {
-				fmt.Fprintf(os.Stderr, "   round %d\n", i+1)
 				m, _, err := o.measure(ctx, side, n, ips, false)
 				if err != nil {
 					return nil, fmt.Errorf("%s at %d endpoints: %w", side, n, err)
