@@ -266,3 +266,41 @@ func (r *Run) KillDuringLoad(ctx context.Context, from, victim Region, l Load, k
 	}
 	return detected.Sub(killed), after, nil
 }
+
+// TargetSample is what a spoke's GET /spill listed as usable spill targets at one moment.
+type TargetSample struct {
+	At      time.Time
+	Regions []string
+}
+
+// WatchTargets polls from's spoke for its spill targets every interval until the returned stop is
+// called, which returns the samples.
+func (r *Run) WatchTargets(ctx context.Context, from Region, every time.Duration) (stop func() []TargetSample) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan []TargetSample, 1)
+	go func() {
+		var out []TargetSample
+		defer func() { done <- out }()
+		for ctx.Err() == nil {
+			body, err := r.Exec(ctx, from.Netns, "curl", "-sf", "http://"+from.SpokeHTTP+"/spill")
+			var s struct {
+				Targets []struct{ Region string } `json:"targets"`
+			}
+			if err == nil && json.Unmarshal(body, &s) == nil {
+				smp := TargetSample{At: time.Now()}
+				for _, t := range s.Targets {
+					smp.Regions = append(smp.Regions, t.Region)
+				}
+				out = append(out, smp)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(every):
+			}
+		}
+	}()
+	return func() []TargetSample {
+		cancel()
+		return <-done
+	}
+}
