@@ -213,8 +213,9 @@ func (r *Run) RemoteRegion(from Region, res loadgen.Result) string {
 }
 
 // KillDuringLoad sends load from region from and kills every process of region victim after
-// killAt. It returns how long from's spoke kept victim among its spill targets (GET /spill) after
-// the kill, and how many of from's requests were served through victim after that.
+// killAt. It returns how long from's spoke kept victim among its spill targets (GET /spill,
+// watched from the kill to the end of the load) after the kill, and how many of from's requests
+// were served through victim after that.
 func (r *Run) KillDuringLoad(ctx context.Context, from, victim Region, l Load, killAt time.Duration) (time.Duration, int, error) {
 	type loadResult struct {
 		rs  []loadgen.Result
@@ -238,22 +239,18 @@ func (r *Run) KillDuringLoad(ctx context.Context, from, victim Region, l Load, k
 		}
 	}
 	killed := time.Now()
-	var detected time.Time
-	for detected.IsZero() && time.Since(killed) < 15*time.Second {
-		out, err := r.Exec(ctx, from.Netns, "curl", "-sf", "http://"+from.SpokeHTTP+"/spill")
-		var s struct {
-			Targets []struct{ ClusterID string } `json:"targets"`
-		}
-		if err == nil && json.Unmarshal(out, &s) == nil {
-			if !slices.ContainsFunc(s.Targets, func(t struct{ ClusterID string }) bool { return t.ClusterID == victim.Cluster }) {
-				detected = time.Now()
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	stop := r.WatchTargets(ctx, from, 50*time.Millisecond)
 	lr := <-done
+	samples := stop()
 	if lr.err != nil {
 		return 0, 0, lr.err
+	}
+	var detected time.Time
+	for _, smp := range samples {
+		if !slices.Contains(smp.Regions, victim.Name) {
+			detected = smp.At
+			break
+		}
 	}
 	if detected.IsZero() {
 		return 0, 0, fmt.Errorf("%s never left %s's spill targets", victim.Name, from.Name)

@@ -244,6 +244,9 @@ func TestFailures(t *testing.T) {
 			}
 			at := fmt.Sprintf("%s@%.1fs", reg, res.Start.Sub(eastRS[0].Start).Seconds())
 			spilled = append(spilled, at)
+			// Samples come every few hundred milliseconds (each is a curl in us-east's namespace): the
+			// region must be listed in one taken from a second before the request to a quarter
+			// second after it.
 			if !slices.ContainsFunc(samples, func(s TargetSample) bool {
 				return s.At.After(res.Start.Add(-time.Second)) && s.At.Before(res.Start.Add(250*time.Millisecond)) && slices.Contains(s.Regions, reg)
 			}) {
