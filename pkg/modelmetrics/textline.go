@@ -19,40 +19,45 @@ import (
 // (FuzzParseLineReadsWrittenLines); it costs a small fraction of that parser, which builds a
 // protobuf family per line. The labels point into line: they are valid until the next Parse.
 func (p *Parser) parseLine(line []byte, fam int) error {
-	s := skipBlank(line[len(p.wanted[fam]):])
 	lo := len(p.pairs)
+	v, err := p.sample(line[len(p.wanted[fam]):], lo)
+	if err != nil {
+		return err // Parse fails with it; p.pairs is reset by the next Parse
+	}
+	p.series = append(p.series, series{family: fam, lo: lo, hi: len(p.pairs), value: v})
+	return nil
+}
+
+// sample reads what follows the metric name: labels (appended to p.pairs), the value and an
+// optional timestamp.
+func (p *Parser) sample(s []byte, lo int) (float64, error) {
+	s = skipBlank(s)
 	if len(s) > 0 && s[0] == '{' {
 		var err error
 		if s, err = p.labels(s[1:], lo); err != nil {
-			p.pairs = p.pairs[:lo]
-			return err
+			return 0, err
 		}
 		s = skipBlank(s)
 	}
 	tok, s := token(s)
 	if len(tok) == 0 {
-		p.pairs = p.pairs[:lo]
-		return errors.New("no sample value")
+		return 0, errors.New("no sample value")
 	}
 	v, err := parseValue(tok)
 	if err != nil {
-		p.pairs = p.pairs[:lo]
-		return err
+		return 0, err
 	}
 	// Anything after the value is a blank and a timestamp, and nothing after that.
 	if len(s) > 0 {
 		ts, rest := token(skipBlank(s))
 		if _, err := strconv.ParseInt(string(ts), 10, 64); err != nil {
-			p.pairs = p.pairs[:lo]
-			return errors.New("invalid timestamp")
+			return 0, errors.New("invalid timestamp")
 		}
 		if len(rest) > 0 {
-			p.pairs = p.pairs[:lo]
-			return errors.New("spurious text after the timestamp")
+			return 0, errors.New("spurious text after the timestamp")
 		}
 	}
-	p.series = append(p.series, series{family: fam, lo: lo, hi: len(p.pairs), value: v})
-	return nil
+	return v, nil
 }
 
 // labels reads label pairs after the opening brace up to the closing one, and returns the rest.
