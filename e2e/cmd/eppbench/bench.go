@@ -28,6 +28,7 @@ type options struct {
 	binDir, k8sBinDir, gieDir, workDir string
 	counts                             []int
 	rounds                             int
+	spillwayEnv                        []string
 	requests, concurrency              int
 	idle                               time.Duration
 	qualityRate                        float64
@@ -37,15 +38,18 @@ type options struct {
 
 // measurement is one EPP's figures at one endpoint count.
 type measurement struct {
-	P50ms      float64 `json:"p50_ms"`
-	P99ms      float64 `json:"p99_ms"`
-	ConcP50ms  float64 `json:"concurrent_p50_ms"`
-	ConcP99ms  float64 `json:"concurrent_p99_ms"`
-	CPUPer1k   float64 `json:"cpu_s_per_1k"`
-	IdleCores  float64 `json:"idle_cpu_cores"`
-	RSSMiB     float64 `json:"rss_mib"`
-	Errors     int     `json:"errors"`
-	ScrapeEach string  `json:"scrape_interval"`
+	P50ms     float64 `json:"p50_ms"`
+	P99ms     float64 `json:"p99_ms"`
+	ConcP50ms float64 `json:"concurrent_p50_ms"`
+	ConcP99ms float64 `json:"concurrent_p99_ms"`
+	// CtxPerRequest is how often the EPP's threads blocked (voluntary context switches) per
+	// request of the sequential run: the thread hand-offs its latency is made of.
+	CtxPerRequest float64 `json:"voluntary_ctx_switches_per_request"`
+	CPUPer1k      float64 `json:"cpu_s_per_1k"`
+	IdleCores     float64 `json:"idle_cpu_cores"`
+	RSSMiB        float64 `json:"rss_mib"`
+	Errors        int     `json:"errors"`
+	ScrapeEach    string  `json:"scrape_interval"`
 	// Requests is how many request phases the latency runs completed (each run stops after 60 s).
 	Requests int `json:"requests"`
 	// ReadyEndpoints is how many endpoints the EPP had ready when measured (the fewest of the rounds).
@@ -64,6 +68,7 @@ func mean(ms []measurement) measurement {
 		out.P99ms += m.P99ms / n
 		out.ConcP50ms += m.ConcP50ms / n
 		out.ConcP99ms += m.ConcP99ms / n
+		out.CtxPerRequest += m.CtxPerRequest / n
 		out.CPUPer1k += m.CPUPer1k / n
 		out.IdleCores += m.IdleCores / n
 		out.RSSMiB = max(out.RSSMiB, m.RSSMiB)
@@ -72,7 +77,7 @@ func mean(ms []measurement) measurement {
 		out.ReadyEndpoints = min(out.ReadyEndpoints, m.ReadyEndpoints)
 		out.P50Rounds = append(out.P50Rounds, m.P50ms)
 	}
-	for _, f := range []*float64{&out.P50ms, &out.P99ms, &out.ConcP50ms, &out.ConcP99ms, &out.CPUPer1k, &out.IdleCores} {
+	for _, f := range []*float64{&out.P50ms, &out.P99ms, &out.ConcP50ms, &out.ConcP99ms, &out.CtxPerRequest, &out.CPUPer1k, &out.IdleCores} {
 		*f = round3(*f)
 	}
 	return out
@@ -106,13 +111,15 @@ type quality struct {
 }
 
 type report struct {
-	Date        string  `json:"date"`
-	Command     string  `json:"command"`
-	Machine     string  `json:"machine"`
-	Rounds      int     `json:"rounds"`
-	BaselineP50 float64 `json:"noop_ext_proc_p50_ms"`
-	Rows        []row   `json:"results"`
-	Quality     quality `json:"routing_quality"`
+	Date    string `json:"date"`
+	Command string `json:"command"`
+	Machine string `json:"machine"`
+	Rounds  int    `json:"rounds"`
+	// SpillwayEnv is what --spillway-env added to the spoke's environment; empty for its defaults.
+	SpillwayEnv []string `json:"spillway_env,omitempty"`
+	BaselineP50 float64  `json:"noop_ext_proc_p50_ms"`
+	Rows        []row    `json:"results"`
+	Quality     quality  `json:"routing_quality"`
 }
 
 const (
@@ -159,7 +166,7 @@ func run(ctx context.Context, o options) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	rep := &report{Date: time.Now().UTC().Format(time.RFC3339), Command: "make bench-epp", Machine: machine(), Rounds: o.rounds}
+	rep := &report{Date: time.Now().UTC().Format(time.RFC3339), Command: "make bench-epp", Machine: machine(), Rounds: o.rounds, SpillwayEnv: o.spillwayEnv}
 	if rep.BaselineP50, err = noopBaseline(ctx, o); err != nil {
 		return nil, err
 	}
@@ -285,9 +292,16 @@ func (o options) measure(ctx context.Context, side string, n int, ips []string, 
 	cpu1, _ := cpuSeconds(proc.Pid())
 	m.IdleCores = round3((cpu1 - cpu0) / o.idle.Seconds())
 
+	ctx0, err := voluntarySwitches(proc.Pid())
+	if err != nil {
+		return m, q, err
+	}
 	seq, errs1, err := latencies(ctx, client, o.requests, 1)
 	if err != nil {
 		return m, q, err
+	}
+	if ctx1, err := voluntarySwitches(proc.Pid()); err == nil && len(seq) > 0 {
+		m.CtxPerRequest = round3(float64(ctx1-ctx0) / float64(len(seq)))
 	}
 	conc, errs2, err := latencies(ctx, client, o.requests, o.concurrency)
 	if err != nil {
@@ -300,8 +314,8 @@ func (o options) measure(ctx context.Context, side string, n int, ips []string, 
 	m.P50ms, m.P99ms = loadgen.Percentile(seq, 0.5), loadgen.Percentile(seq, 0.99)
 	m.ConcP50ms, m.ConcP99ms = loadgen.Percentile(conc, 0.5), loadgen.Percentile(conc, 0.99)
 	m.RSSMiB, _ = peakRSS(proc.Pid())
-	fmt.Fprintf(os.Stderr, "   %-8s p50 %.3f ms p99 %.3f ms, 16-way p50 %.3f p99 %.3f, cpu/1k %.3f s, idle %.3f cores, rss %.0f MiB, errors %d\n",
-		side, m.P50ms, m.P99ms, m.ConcP50ms, m.ConcP99ms, m.CPUPer1k, m.IdleCores, m.RSSMiB, m.Errors)
+	fmt.Fprintf(os.Stderr, "   %-8s p50 %.3f ms p99 %.3f ms (%.1f thread blocks per request), 16-way p50 %.3f p99 %.3f, cpu/1k %.3f s, idle %.3f cores, rss %.0f MiB, errors %d\n",
+		side, m.P50ms, m.P99ms, m.CtxPerRequest, m.ConcP50ms, m.ConcP99ms, m.CPUPer1k, m.IdleCores, m.RSSMiB, m.Errors)
 	return m, q, nil
 }
 
@@ -420,7 +434,7 @@ func (o options) startSpillway(ctx context.Context, dir string, ips []string, sc
 		return nil, "", err
 	}
 	staleness := max(4*scrape, 200*time.Millisecond)
-	p, err := localfleet.StartProc(dir, "spoke", filepath.Join(o.binDir, "spoke"),
+	p, err := localfleet.StartProcEnv(dir, "spoke", filepath.Join(o.binDir, "spoke"), o.spillwayEnv,
 		"--cluster-id", "bench", "--region", "bench", "--hub-address", "", "--pools-file", pools, "--pools-reload", "0",
 		"--http-address", spillwayHTTP, "--epp-address", spillwayExtProc,
 		"--scrape-interval", scrape.String(), "--metrics-staleness", staleness.String(), "--log-level", "warn")
@@ -688,6 +702,28 @@ func cpuSeconds(pid int) (float64, error) {
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / 100, nil // USER_HZ is 100 on Linux
+}
+
+// voluntarySwitches is the sum of a process's threads' voluntary context switches.
+func voluntarySwitches(pid int) (int64, error) {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil || len(tasks) == 0 {
+		return 0, fmt.Errorf("no threads of %d: %v", pid, err)
+	}
+	var n int64
+	for _, f := range tasks {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // a thread that ended
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "voluntary_ctxt_switches:"); ok {
+				c, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				n += c
+			}
+		}
+	}
+	return n, nil
 }
 
 // peakRSS is a process's peak resident set size in MiB (VmHWM).

@@ -28,6 +28,11 @@ func newCommand() *cobra.Command {
 		SilenceUsage: true,
 		Args:         cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, e := range o.spillwayEnv {
+				if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+					return fmt.Errorf("--spillway-env %q: want NAME=VALUE", e)
+				}
+			}
 			if o.rounds < 1 {
 				return fmt.Errorf("--rounds %d: want at least 1", o.rounds)
 			}
@@ -66,6 +71,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&o.workDir, "work-dir", "", "directory for logs and state (default: a temporary one)")
 	f.StringVar(&counts, "endpoints", "10,100,1000", "endpoint counts to measure")
 	f.IntVar(&o.rounds, "rounds", 2, "rounds per endpoint count; the EPPs take turns and each figure is the mean")
+	f.StringArrayVar(&o.spillwayEnv, "spillway-env", nil, "NAME=VALUE added to the spoke's environment (e.g. GOMAXPROCS=1); repeatable")
 	f.IntVar(&o.requests, "requests", 1000, "ext_proc requests per latency run")
 	f.IntVar(&o.concurrency, "concurrency", 16, "concurrent ext_proc streams of the concurrent run")
 	f.DurationVar(&o.idle, "idle", 10*time.Second, "how long idle CPU is measured")

@@ -15,6 +15,9 @@ const (
 func (r *report) markdown() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Run %s on %s, with `%s`. Ratios are Spillway ÷ GIE (lower is better).\n\n", r.Date, r.Machine, r.Command)
+	if len(r.SpillwayEnv) > 0 {
+		fmt.Fprintf(&b, "The spoke ran with %s in its environment. ", strings.Join(r.SpillwayEnv, " "))
+	}
 	fmt.Fprintf(&b, "Each figure is the mean of %d rounds in which the two EPPs took turns, each on fresh simulators (peak RSS: the highest round). ", r.Rounds)
 	fmt.Fprintf(&b, "A do-nothing ext_proc server answers the same client in %.3f ms (p50): the floor of every latency below.\n\n", r.BaselineP50)
 	b.WriteString("| endpoints | scrape | p50 ms (S / GIE) | p50 ratio | p99 ms (S / GIE) | p99 ratio | 16-way p99 ms (S / GIE) | 16-way p99 ratio | CPU s per 1k req (S / GIE) | ratio | idle CPU cores (S / GIE) | ratio | peak RSS MiB (S / GIE) |\n")
