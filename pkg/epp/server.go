@@ -380,7 +380,7 @@ func (s *Server) route(x *exchange) []*extprocv3.ProcessingResponse {
 		}
 		return []*extprocv3.ProcessingResponse{immediate(503, "service_unavailable", msg, nil)}
 	}
-	if priority < 0 && s.saturated(cands) {
+	if s.saturated(cands) && priority < 0 {
 		s.shed.Add(1)
 		s.metrics.result(objective, x.model, resultShed)
 		return []*extprocv3.ProcessingResponse{immediate(429, "rate_limit_exceeded",
@@ -475,15 +475,17 @@ func (s *Server) candidates(out []scheduler.Endpoint, eps []Endpoint, x *exchang
 	return out
 }
 
-// saturated is the saturation detector: no candidate has headroom (stale metrics have none).
+// saturated is the saturation detector: it marks each candidate that has no headroom (stale
+// metrics have none), and reports whether none has.
 func (s *Server) saturated(cands []scheduler.Endpoint) bool {
 	now := time.Now()
-	for _, e := range cands {
-		if s.cfg.Thresholds.Load(capacity.Endpoint{Metrics: e.Metrics, ScrapedAt: e.ScrapedAt}, now) < 1 {
-			return false
-		}
+	all := true
+	for i := range cands {
+		e := &cands[i]
+		e.Saturated = s.cfg.Thresholds.Load(capacity.Endpoint{Metrics: e.Metrics, ScrapedAt: e.ScrapedAt}, now) >= 1
+		all = all && e.Saturated
 	}
-	return true
+	return all
 }
 
 func (s *Server) isAdapter(model string, cands []scheduler.Endpoint) bool {

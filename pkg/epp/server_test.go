@@ -225,6 +225,39 @@ func TestAdmissionByPriority(t *testing.T) {
 	}
 }
 
+// TestAdmittedGoesWhereTheHeadroomIs: a sheddable request admitted because one endpoint has
+// headroom is sent there, not to the prefix holder whose queue is far past the threshold (by
+// score alone it would win: prefix affinity 3 outweighs the queue scorer's 2).
+func TestAdmittedGoesWhereTheHeadroomIs(t *testing.T) {
+	h := start(t, "objectives:\n- {name: batch, priority: BestEffort}\n",
+		ep("a:1", modelmetrics.Metrics{KVCacheUsage: 0.03}), ep("b:1", modelmetrics.Metrics{KVCacheUsage: 0.03}))
+	prompt := strings.Repeat("You are the support assistant of the billing team. ", 40)
+	body := func(q string) string {
+		return fmt.Sprintf(`{"model":"m","prompt":%q,"max_tokens":4}`, prompt+q)
+	}
+	holder := h.route(t, hdrs("/v1/completions"), body("first"), nil).Destinations[0]
+	h.store.mu.Lock()
+	other := ""
+	for i := range h.store.eps {
+		if h.store.eps[i].Address == holder {
+			h.store.eps[i].Metrics.WaitingQueue = 179
+		} else {
+			h.store.eps[i].Metrics.WaitingQueue = 4
+			other = h.store.eps[i].Address
+		}
+	}
+	h.store.mu.Unlock()
+	for i := range 10 {
+		d := h.route(t, hdrs("/v1/completions", epp.ObjectiveHeader, "batch"), body(fmt.Sprint("question ", i)), nil)
+		if d.Immediate != nil {
+			t.Fatalf("shed with headroom on %s: %d %s", other, d.Immediate.Status, d.Immediate.Body)
+		}
+		if strings.Join(d.Destinations, ",") != other+","+holder {
+			t.Fatalf("destinations %v: want %s (headroom) first, the saturated prefix holder %s as fallback", d.Destinations, other, holder)
+		}
+	}
+}
+
 func TestSubsetHintRestrictsThePick(t *testing.T) {
 	h := start(t, "", ep("a:1", modelmetrics.Metrics{}), ep("b:1", modelmetrics.Metrics{WaitingQueue: 3}), ep("c:1", modelmetrics.Metrics{}))
 	for range 20 {

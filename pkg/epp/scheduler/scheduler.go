@@ -2,6 +2,8 @@
 // does: weighted scorers (queue-scorer, kv-cache-utilization-scorer, prefix-cache-scorer,
 // lora-affinity-scorer; names and semantics as GIE's, so configurations carry over) and a
 // max-score picker with a random tie-break that also returns the next best endpoints as fallbacks.
+// Endpoints the caller marks saturated rank after every endpoint with headroom, whatever their
+// score: prefix affinity never sends a request to a deep queue while another endpoint has room.
 package scheduler
 
 import (
@@ -28,6 +30,10 @@ type Endpoint struct {
 	Address   string
 	Metrics   modelmetrics.Metrics
 	ScrapedAt time.Time
+	// Saturated is true when the endpoint has no headroom by the saturation detector's
+	// thresholds (or its metrics are stale): it is picked only when no endpoint has headroom,
+	// and follows those that have as a fallback.
+	Saturated bool
 }
 
 // Request is what scoring reads of a request.
@@ -136,8 +142,9 @@ func (s *Scheduler) Pick(req *Request, eps []Endpoint) []string {
 		}
 	}
 	k := min(s.fallbacks+1, n)
-	// Selection of the k best with a random tie-break: a random start and reservoir choice among
-	// equals keeps the cost O(n·k) with no sort and no allocation beyond the result.
+	// Selection of the k best (endpoints with headroom first, then by score) with a random
+	// tie-break: reservoir choice among equals keeps the cost O(n·k) with no sort and no
+	// allocation beyond the result.
 	picked := make([]int, 0, k)
 	taken := func(i int) bool { return slices.Contains(picked, i) }
 	for len(picked) < k {
@@ -147,7 +154,10 @@ func (s *Scheduler) Pick(req *Request, eps []Endpoint) []string {
 				continue
 			}
 			switch {
-			case best < 0 || total[i] > total[best]:
+			case best < 0 || eps[best].Saturated && !eps[i].Saturated:
+				best, ties = i, 1
+			case eps[i].Saturated != eps[best].Saturated:
+			case total[i] > total[best]:
 				best, ties = i, 1
 			case total[i] == total[best]:
 				ties++

@@ -85,6 +85,50 @@ func TestPrefixAffinity(t *testing.T) {
 	}
 }
 
+// TestSaturatedRankLast: with two endpoints the queue scorer cannot outweigh prefix affinity
+// (2 < 3), so the scores alone keep a prefix holder with a deep queue; marked saturated, it
+// follows every endpoint with headroom; with all saturated the scores decide again.
+func TestSaturatedRankLast(t *testing.T) {
+	s, err := New(Options{Fallbacks: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := eps(modelmetrics.Metrics{KVCacheUsage: 0.03}, modelmetrics.Metrics{KVCacheUsage: 0.03})
+	shared := strings.Repeat("You are a helpful assistant for the billing team. ", 40)
+	holder := s.Pick(&Request{Model: "m", Prompt: shared + "first"}, pool)[0]
+	other := pool[0].Address
+	for i := range pool {
+		if pool[i].Address == holder {
+			pool[i].Metrics.WaitingQueue = 179
+		} else {
+			pool[i].Metrics.WaitingQueue = 4
+			other = pool[i].Address
+		}
+	}
+	if got := s.Pick(&Request{Model: "m", Prompt: shared + "scores alone"}, pool); got[0] != holder {
+		t.Fatalf("by score alone picked %v, want the prefix holder %s first (GIE's weights)", got, holder)
+	}
+	for i := range pool {
+		pool[i].Saturated = pool[i].Address == holder
+	}
+	for i := range 20 {
+		got := s.Pick(&Request{Model: "m", Prompt: shared + fmt.Sprintf("question %d", i)}, pool)
+		if len(got) != 2 || got[0] != other || got[1] != holder {
+			t.Fatalf("holder saturated: picked %v, want %s then %s as the fallback", got, other, holder)
+		}
+	}
+	// Both hold the prefix now; with all saturated the scores decide again, and the same way as
+	// with none saturated.
+	for _, sat := range []bool{false, true, false} {
+		for i := range pool {
+			pool[i].Saturated = sat
+		}
+		if got := s.Pick(&Request{Model: "m", Prompt: shared + "all alike"}, pool); got[0] != other {
+			t.Fatalf("all saturated=%v: picked %v, want %s (shared prefix, shorter queue)", sat, got, other)
+		}
+	}
+}
+
 func TestTieBreakIsRandomAndFallbacksAreDistinct(t *testing.T) {
 	s, err := New(Options{Fallbacks: 2})
 	if err != nil {
