@@ -24,7 +24,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
@@ -393,11 +392,7 @@ func Run(ctx context.Context, cfg *Config) error {
 		if eppL, err = net.Listen("tcp", cfg.EPPAddress); err != nil {
 			return fmt.Errorf("listen --epp-address: %w", err)
 		}
-		// Fixed flow-control windows turn off gRPC's bandwidth estimation, which otherwise sends a
-		// PING with nearly every request body and wakes both ends to answer it; the EPP's
-		// messages are small and its gateways near, so the window it would grow is never used.
-		eppGRPC = grpc.NewServer(grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-			grpc.InitialWindowSize(1<<20), grpc.InitialConnWindowSize(4<<20))
+		eppGRPC = grpc.NewServer(epp.GRPCServerOptions()...)
 		extprocv3.RegisterExternalProcessorServer(eppGRPC, picker)
 		hs := health.NewServer()
 		for _, svc := range []string{"liveness", "readiness", extprocv3.ExternalProcessor_ServiceDesc.ServiceName} {

@@ -21,6 +21,7 @@ import (
 	"github.com/spillway-io/spillway/e2e/kube"
 	"github.com/spillway-io/spillway/e2e/loadgen"
 	"github.com/spillway-io/spillway/e2e/localfleet"
+	"github.com/spillway-io/spillway/pkg/epp"
 	"github.com/spillway-io/spillway/pkg/gateway"
 )
 
@@ -118,6 +119,7 @@ type report struct {
 	// SpillwayEnv is what --spillway-env added to the spoke's environment; empty for its defaults.
 	SpillwayEnv []string `json:"spillway_env,omitempty"`
 	BaselineP50 float64  `json:"noop_ext_proc_p50_ms"`
+	BaselineCtx float64  `json:"noop_ext_proc_ctx_switches_per_request"`
 	Rows        []row    `json:"results"`
 	Quality     quality  `json:"routing_quality"`
 }
@@ -167,7 +169,7 @@ func run(ctx context.Context, o options) (*report, error) {
 		return nil, err
 	}
 	rep := &report{Date: time.Now().UTC().Format(time.RFC3339), Command: "make bench-epp", Machine: machine(), Rounds: o.rounds, SpillwayEnv: o.spillwayEnv}
-	if rep.BaselineP50, err = noopBaseline(ctx, o); err != nil {
+	if rep.BaselineP50, rep.BaselineCtx, err = noopBaseline(ctx, o); err != nil {
 		return nil, err
 	}
 	for _, n := range o.counts {
@@ -618,26 +620,63 @@ func (o options) quality(ctx context.Context, c *gateway.Client, ips []string) (
 	return q, nil
 }
 
-// noopBaseline is the client's own cost: an ext_proc server that answers at once.
-func noopBaseline(ctx context.Context, o options) (float64, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// noopAddress is where the do-nothing ext_proc server of the baseline listens.
+const noopAddress = "127.0.0.1:9102"
+
+// noopBaseline is what the transport alone costs: a do-nothing ext_proc server in its own
+// process (this binary's hidden noop-server command, with the spoke's gRPC server settings)
+// answers the same client, so the client, the kernel and two Go schedulers are in its figure
+// just as they are in the EPPs'.
+func noopBaseline(ctx context.Context, o options) (float64, float64, error) {
+	exe, err := os.Executable()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	gs := grpc.NewServer()
-	extprocv3.RegisterExternalProcessorServer(gs, noop{})
-	go func() { _ = gs.Serve(l) }()
-	defer gs.Stop()
-	conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	p, err := localfleet.StartProcEnv(o.workDir, "noop-server", exe, nil, "noop-server", "--listen", noopAddress)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
+	}
+	defer func() { _ = p.Stop(5 * time.Second) }()
+	if err := waitFor(ctx, p, 10*time.Second, func() error { return routes(ctx, noopAddress) }); err != nil {
+		return 0, 0, err
+	}
+	conn, err := grpc.NewClient(noopAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return 0, 0, err
 	}
 	defer conn.Close()
-	ds, _, err := latencies(ctx, &gateway.Client{EPP: extprocv3.NewExternalProcessorClient(conn)}, o.requests, 1)
-	if err != nil {
-		return 0, err
+	client := &gateway.Client{EPP: extprocv3.NewExternalProcessorClient(conn)}
+	if _, _, err := latencies(ctx, client, 200, 1); err != nil {
+		return 0, 0, err
 	}
-	return loadgen.Percentile(ds, 0.5), nil
+	ctx0, err := voluntarySwitches(p.Pid())
+	if err != nil {
+		return 0, 0, err
+	}
+	ds, _, err := latencies(ctx, client, o.requests, 1)
+	if err != nil {
+		return 0, 0, err
+	}
+	ctx1, err := voluntarySwitches(p.Pid())
+	if err != nil || len(ds) == 0 {
+		return 0, 0, fmt.Errorf("noop server's context switches: %w", err)
+	}
+	p50, blocks := loadgen.Percentile(ds, 0.5), round3(float64(ctx1-ctx0)/float64(len(ds)))
+	fmt.Fprintf(os.Stderr, "   noop     p50 %.3f ms (%.1f thread blocks per request)\n", p50, blocks)
+	return p50, blocks, nil
+}
+
+// serveNoop runs the do-nothing ext_proc server until ctx ends.
+func serveNoop(ctx context.Context, addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	gs := grpc.NewServer(epp.GRPCServerOptions()...)
+	extprocv3.RegisterExternalProcessorServer(gs, noop{})
+	stop := context.AfterFunc(ctx, gs.Stop)
+	defer stop()
+	return gs.Serve(l)
 }
 
 // noop answers a request phase at once: the headers answer, then the body echoed whole.

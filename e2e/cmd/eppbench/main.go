@@ -80,5 +80,22 @@ func newCommand() *cobra.Command {
 	f.IntVar(&o.qualityEndpoints, "quality-endpoints", 10, "endpoints of the routing-quality run")
 	f.StringVar(&doc, "update-doc", "", "markdown file whose EPP benchmark section is replaced with the results")
 	f.StringVar(&jsonPath, "json", "", "file to write the results to as JSON (default: standard output)")
+	cmd.AddCommand(newNoopCommand())
+	return cmd
+}
+
+// newNoopCommand is the do-nothing ext_proc server of the baseline, started by eppbench itself.
+func newNoopCommand() *cobra.Command {
+	var addr string
+	cmd := &cobra.Command{
+		Use:    "noop-server",
+		Short:  "Serve ext_proc answering every request phase at once (the benchmark's floor)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serveNoop(cmd.Context(), addr)
+		},
+	}
+	cmd.Flags().StringVar(&addr, "listen", noopAddress, "address to listen on")
 	return cmd
 }

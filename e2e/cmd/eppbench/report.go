@@ -19,7 +19,7 @@ func (r *report) markdown() string {
 		fmt.Fprintf(&b, "The spoke ran with %s in its environment. ", strings.Join(r.SpillwayEnv, " "))
 	}
 	fmt.Fprintf(&b, "Each figure is the mean of %d rounds in which the two EPPs took turns, each on fresh simulators (peak RSS: the highest round). ", r.Rounds)
-	fmt.Fprintf(&b, "A do-nothing ext_proc server answers the same client in %.3f ms (p50): the floor of every latency below.\n\n", r.BaselineP50)
+	fmt.Fprintf(&b, "A do-nothing ext_proc server in its own process (grpc-go, the spoke's server settings) answers the same client in %.3f ms (p50, %.1f thread blocks per request): the floor of every latency below.\n\n", r.BaselineP50, r.BaselineCtx)
 	b.WriteString("| endpoints | scrape | p50 ms (S / GIE) | p50 ratio | p99 ms (S / GIE) | p99 ratio | 16-way p99 ms (S / GIE) | 16-way p99 ratio | CPU s per 1k req (S / GIE) | ratio | idle CPU cores (S / GIE) | ratio | peak RSS MiB (S / GIE) |\n")
 	b.WriteString("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	var notes []string
