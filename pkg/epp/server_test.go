@@ -421,9 +421,15 @@ func TestBrokenStreamsLeakNothing(t *testing.T) {
 
 // BenchmarkRequestPhase is one request phase over real gRPC on loopback, as eppbench drives it.
 func BenchmarkRequestPhase(b *testing.B) {
+	for _, n := range []int{10, 100} {
+		b.Run(fmt.Sprintf("endpoints=%d", n), func(b *testing.B) { benchmarkRequestPhase(b, n) })
+	}
+}
+
+func benchmarkRequestPhase(b *testing.B, n int) {
 	t := &testing.T{}
 	var eps []epp.Endpoint
-	for i := range 100 {
+	for i := range n {
 		eps = append(eps, ep(fmt.Sprintf("10.0.%d.%d:8000", i/250, i%250), modelmetrics.Metrics{WaitingQueue: i % 5}))
 	}
 	h := start(t, "", eps...)
