@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // ErrInvalid marks a body that is not a valid request; the EPP answers 400.
@@ -66,8 +67,9 @@ type content struct {
 
 func (c *content) UnmarshalJSON(b []byte) error {
 	switch {
-	case len(b) >= 2 && b[0] == '"' && bytes.IndexByte(b, '\\') < 0:
-		// No escapes: the text is the bytes between the quotes (the decoder has validated them).
+	case len(b) >= 2 && b[0] == '"' && bytes.IndexByte(b, '\\') < 0 && utf8.Valid(b):
+		// No escapes, valid UTF-8: the text is the bytes between the quotes. Otherwise
+		// encoding/json reads it, replacing invalid bytes with U+FFFD as it does for every field.
 		c.text = string(b[1 : len(b)-1])
 		return nil
 	case len(b) > 0 && b[0] == '"':

@@ -124,6 +124,8 @@ func FuzzDecodeFastAgrees(f *testing.F) {
 		`{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}`,
 		`{"model":"m","prompt":"x","prompt":"y"}`, `{"model":"\xff","prompt":"x"}`, `{"model":"m","a":01}`,
 		`{"model":"m","stream":"yes"}`, `{"model":"m"}  {}`, `{"model":"m","Stream":true}`,
+		// Invalid UTF-8 (a Go string, so that the bytes are raw): read as U+FFFD on both paths.
+		"{\"model\":\"\xff\",\"prompt\":\"x\"}", "{\"messages\":[{\"content\":\"\x8e\"}]}",
 	} {
 		f.Add([]byte(s))
 	}
