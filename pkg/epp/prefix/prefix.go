@@ -10,6 +10,7 @@ package prefix
 import (
 	"container/list"
 	"hash/maphash"
+	"slices"
 	"sync"
 )
 
@@ -59,6 +60,7 @@ func (ix *Indexer) Hashes(dst []uint64, model, prompt string) []uint64 {
 	_, _ = h.WriteString(model)
 	prev := h.Sum64()
 	n := min(len(prompt)/ix.opts.BlockSize, ix.opts.MaxBlocks)
+	dst = slices.Grow(dst, n)
 	for i := 0; i < n; i++ {
 		h.Reset()
 		var b [8]byte

@@ -168,7 +168,12 @@ func chatPrompt(msgs []message) (string, error) {
 	if len(msgs) == 0 {
 		return "", fmt.Errorf("%w: \"messages\" must be a non-empty list for chat completions", ErrInvalid)
 	}
+	size := 0
+	for _, m := range msgs {
+		size += len(m.Role) + len(m.Content.text) + 3
+	}
 	var b strings.Builder
+	b.Grow(size)
 	for i, m := range msgs {
 		if m.Role == "" {
 			return "", fmt.Errorf("%w: messages[%d].role is required", ErrInvalid, i)
