@@ -207,7 +207,6 @@ type exchange struct {
 	responseEnd bool
 }
 
-// Process serves one request's stream. It runs on the gRPC handler goroutine and starts none.
 // GRPCServerOptions are the transport settings of the EPP's gRPC server. Fixed flow-control
 // windows turn off gRPC's bandwidth estimation, which otherwise sends a PING with nearly every
 // request body and wakes both ends to answer it; the EPP's messages are small and its gateways
@@ -219,6 +218,7 @@ func GRPCServerOptions() []grpc.ServerOption {
 	}
 }
 
+// Process serves one request's stream. It runs on the gRPC handler goroutine and starts none.
 func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
 	x := &exchange{start: time.Now(), duplexReq: true, duplexResp: true}
 	for {
@@ -393,6 +393,7 @@ func (s *Server) route(x *exchange) []*extprocv3.ProcessingResponse {
 		}
 		return []*extprocv3.ProcessingResponse{immediate(503, "service_unavailable", msg, nil)}
 	}
+	// saturated marks every candidate for the picker, so it runs for every priority.
 	if s.saturated(cands) && priority < 0 {
 		s.shed.Add(1)
 		s.metrics.result(objective, x.model, resultShed)
