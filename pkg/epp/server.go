@@ -207,15 +207,29 @@ type exchange struct {
 	responseEnd bool
 }
 
-// GRPCServerOptions are the transport settings of the EPP's gRPC server. Fixed flow-control
-// windows turn off gRPC's bandwidth estimation, which otherwise sends a PING with nearly every
-// request body and wakes both ends to answer it; the EPP's messages are small and its gateways
-// near, so the window it would grow is never used. Gateways may ping idle streams every 5 s.
-func GRPCServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
+// DefaultStreamWorkers is how many goroutines the EPP's gRPC server keeps to serve streams.
+const DefaultStreamWorkers = 64
+
+// GRPCServerOptions are the transport settings of the EPP's gRPC server.
+//
+// Fixed flow-control windows turn off gRPC's bandwidth estimation, which otherwise sends a PING
+// with nearly every request body and wakes both ends to answer it; the EPP's messages are small
+// and its gateways near, so the window it would grow is never used. Gateways may ping idle
+// streams every 5 s.
+//
+// streamWorkers goroutines (0: none) serve the streams: gRPC otherwise starts a goroutine per
+// stream, that is per request, whose stack is grown and copied two or three times while it
+// reads and decodes the first message. A stream that finds every worker busy gets a goroutine
+// of its own, as without workers.
+func GRPCServerOptions(streamWorkers int) []grpc.ServerOption {
+	opts := []grpc.ServerOption{
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.InitialWindowSize(1 << 20), grpc.InitialConnWindowSize(4 << 20),
 	}
+	if streamWorkers > 0 {
+		opts = append(opts, grpc.NumStreamWorkers(uint32(streamWorkers)))
+	}
+	return opts
 }
 
 // Process serves one request's stream. It runs on the gRPC handler goroutine and starts none.

@@ -68,7 +68,9 @@ type Options struct {
 	EPPAddress     string
 	EPPPool        string
 	EPPConfig      string
-	EnablePprof    bool
+	// EPPStreamWorkers is how many goroutines serve ext_proc streams (0: one new per stream).
+	EPPStreamWorkers int
+	EnablePprof      bool
 	// Spill enables federated routing in the EPP (needs a hub).
 	Spill bool
 	// ReportEndpoints adds per-endpoint load to capacity reports, for remote clusters whose
@@ -81,16 +83,17 @@ type Options struct {
 // NewOptions returns the defaults.
 func NewOptions() *Options {
 	return &Options{
-		HubAddress:     "127.0.0.1:8470",
-		PoolsReload:    2 * time.Second,
-		ControllerName: kube.DefaultControllerName,
-		Spill:          true,
-		HTTPAddress:    ":8481",
-		ScrapeInterval: 50 * time.Millisecond,
-		CapacityPeriod: 100 * time.Millisecond,
-		Thresholds:     capacity.DefaultThresholds(),
-		EPPAddress:     ":9002",
-		Log:            logging.Options{Level: "info", Format: "text"},
+		HubAddress:       "127.0.0.1:8470",
+		PoolsReload:      2 * time.Second,
+		ControllerName:   kube.DefaultControllerName,
+		Spill:            true,
+		HTTPAddress:      ":8481",
+		ScrapeInterval:   50 * time.Millisecond,
+		CapacityPeriod:   100 * time.Millisecond,
+		Thresholds:       capacity.DefaultThresholds(),
+		EPPAddress:       ":9002",
+		EPPStreamWorkers: epp.DefaultStreamWorkers,
+		Log:              logging.Options{Level: "info", Format: "text"},
 	}
 }
 
@@ -118,6 +121,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.EPPAddress, "epp-address", o.EPPAddress, "host:port of the Endpoint Picker's ext_proc gRPC service (empty: no EPP)")
 	fs.StringVar(&o.EPPPool, "epp-pool", o.EPPPool, "namespace/name of the local pool the EPP serves (default: the first pool of the source)")
 	fs.StringVar(&o.EPPConfig, "epp-config", o.EPPConfig, "YAML file of the EPP's scorers, objectives and model routing (see docs/epp.md)")
+	fs.IntVar(&o.EPPStreamWorkers, "epp-stream-workers", o.EPPStreamWorkers, "goroutines kept to serve ext_proc streams, so that a request neither starts one nor grows its stack (0: a new goroutine per stream)")
 	fs.BoolVar(&o.Spill, "spill", o.Spill, "send eligible requests to other clusters when the local pool is saturated or empty (federated routing; needs --hub-address)")
 	fs.BoolVar(&o.ReportEndpoints, "report-endpoints", o.ReportEndpoints, "send per-endpoint load with capacity reports, for remote clusters that spill in Endpoint Mode (flat networks)")
 	o.Gossip.AddFlags(fs)
@@ -164,6 +168,9 @@ func (o *Options) Validate() error {
 		if _, _, err := net.SplitHostPort(o.EPPAddress); err != nil {
 			errs = append(errs, fmt.Errorf("--epp-address %q: want host:port", o.EPPAddress))
 		}
+	}
+	if o.EPPStreamWorkers < 0 || o.EPPStreamWorkers > 1<<16 {
+		errs = append(errs, fmt.Errorf("--epp-stream-workers %d: want 0..65536", o.EPPStreamWorkers))
 	}
 	if o.EPPPool != "" {
 		if ns, name, ok := strings.Cut(o.EPPPool, "/"); !ok || ns == "" || name == "" {
@@ -392,7 +399,7 @@ func Run(ctx context.Context, cfg *Config) error {
 		if eppL, err = net.Listen("tcp", cfg.EPPAddress); err != nil {
 			return fmt.Errorf("listen --epp-address: %w", err)
 		}
-		eppGRPC = grpc.NewServer(epp.GRPCServerOptions()...)
+		eppGRPC = grpc.NewServer(epp.GRPCServerOptions(cfg.EPPStreamWorkers)...)
 		extprocv3.RegisterExternalProcessorServer(eppGRPC, picker)
 		hs := health.NewServer()
 		for _, svc := range []string{"liveness", "readiness", extprocv3.ExternalProcessor_ServiceDesc.ServiceName} {

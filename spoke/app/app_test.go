@@ -12,8 +12,9 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	o := NewOptions()
 	o.GatewayService = "no-slash"
 	o.RemoteGateways = map[string]string{"us-west-1": "no-port"}
+	o.EPPStreamWorkers = -1
 	err := o.Validate()
-	for _, want := range []string{"--region", "--epp-pool", "--gateway-service", "--remote-gateway us-west-1=no-port"} {
+	for _, want := range []string{"--region", "--epp-pool", "--gateway-service", "--remote-gateway us-west-1=no-port", "--epp-stream-workers -1"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to name %s", err, want)
 		}
@@ -21,7 +22,7 @@ func TestValidateNamesEveryProblem(t *testing.T) {
 	if strings.Contains(err.Error(), "--cluster-id") {
 		t.Errorf("Validate() = %v: the Kubernetes source reads the cluster ID from the cluster", err)
 	}
-	o.GatewayService, o.Region, o.EPPPool = "", "r", "inference/chat"
+	o.GatewayService, o.Region, o.EPPPool, o.EPPStreamWorkers = "", "r", "inference/chat", 0
 	o.RemoteGateways = map[string]string{"us-west-1": "10.0.0.1:8080"}
 	if err := o.Validate(); err != nil {
 		t.Fatalf("valid Kubernetes options: %v", err)

@@ -672,7 +672,7 @@ func serveNoop(ctx context.Context, addr string) error {
 	if err != nil {
 		return err
 	}
-	gs := grpc.NewServer(epp.GRPCServerOptions()...)
+	gs := grpc.NewServer(epp.GRPCServerOptions(epp.DefaultStreamWorkers)...)
 	extprocv3.RegisterExternalProcessorServer(gs, noop{})
 	stop := context.AfterFunc(ctx, gs.Stop)
 	defer stop()

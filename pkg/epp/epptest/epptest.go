@@ -9,16 +9,18 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/spillway-io/spillway/pkg/epp"
 )
 
-// Serve serves srv on 127.0.0.1 and returns a client of it.
+// Serve serves srv on 127.0.0.1, with the spoke's gRPC server settings, and returns a client of it.
 func Serve(t testing.TB, srv extprocv3.ExternalProcessorServer) extprocv3.ExternalProcessorClient {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(epp.GRPCServerOptions(epp.DefaultStreamWorkers)...)
 	extprocv3.RegisterExternalProcessorServer(gs, srv)
 	done := make(chan struct{})
 	go func() {
