@@ -218,8 +218,8 @@ const DefaultStreamWorkers = 64
 // streams every 5 s.
 //
 // streamWorkers goroutines (0: none) serve the streams: gRPC otherwise starts a goroutine per
-// stream, that is per request, whose stack is grown and copied two or three times while it
-// reads and decodes the first message. A stream that finds every worker busy gets a goroutine
+// stream, that is per request, whose stack is grown and copied at least twice while it reads
+// and decodes the first message. A stream that finds every worker busy gets a goroutine
 // of its own, as without workers.
 func GRPCServerOptions(streamWorkers int) []grpc.ServerOption {
 	opts := []grpc.ServerOption{
