@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -129,7 +130,9 @@ const (
 	gieMetrics      = "http://127.0.0.1:9090/metrics"
 	spillwayExtProc = "127.0.0.1:9012"
 	spillwayHTTP    = "127.0.0.1:9091"
-	namespace       = "bench"
+	// noopAddress is where the do-nothing ext_proc server of the baseline listens.
+	noopAddress = "127.0.0.1:9102"
+	namespace   = "bench"
 )
 
 func scrapeInterval(n int) time.Duration {
@@ -620,9 +623,6 @@ func (o options) quality(ctx context.Context, c *gateway.Client, ips []string) (
 	return q, nil
 }
 
-// noopAddress is where the do-nothing ext_proc server of the baseline listens.
-const noopAddress = "127.0.0.1:9102"
-
 // noopBaseline is what the transport alone costs: a do-nothing ext_proc server in its own
 // process (this binary's hidden noop-server command, with the spoke's gRPC server settings)
 // answers the same client, so the client, the kernel and two Go schedulers are in its figure
@@ -657,9 +657,12 @@ func noopBaseline(ctx context.Context, o options) (float64, float64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
+	if len(ds) == 0 {
+		return 0, 0, errors.New("the do-nothing server answered no request")
+	}
 	ctx1, err := voluntarySwitches(p.Pid())
-	if err != nil || len(ds) == 0 {
-		return 0, 0, fmt.Errorf("noop server's context switches: %w", err)
+	if err != nil {
+		return 0, 0, fmt.Errorf("do-nothing server's context switches: %w", err)
 	}
 	p50, blocks := loadgen.Percentile(ds, 0.5), round3(float64(ctx1-ctx0)/float64(len(ds)))
 	fmt.Fprintf(os.Stderr, "   noop     p50 %.3f ms (%.1f thread blocks per request)\n", p50, blocks)
