@@ -98,13 +98,14 @@ generate: tools ## Regenerate the protobuf Go code in proto/ and copy the upstre
 	bash hack/crds.sh
 
 .PHONY: verify
-verify: generate ## Prove generated code is current; buf lint, go vet, gofmt, go mod tidy.
+verify: generate ## Prove generated code is current, no binary is tracked; buf lint, go vet, gofmt, go mod tidy.
+	bash hack/no-binaries.sh
 	$(BIN)/buf lint
 	@if git rev-parse --verify -q main >/dev/null; then $(BIN)/buf breaking --against '.git#branch=main'; fi
 	@git diff --exit-code -- proto || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- proto)" || { echo "untracked generated files in proto/"; git status --porcelain -- proto; exit 1; }
-	@git diff --exit-code -- deploy/crds/upstream e2e/kube/testdata || { echo "upstream CRD copies differ from the pinned modules: run 'make generate' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- deploy/crds/upstream e2e/kube/testdata)" || { echo "untracked CRD copies"; git status --porcelain -- deploy/crds/upstream e2e/kube/testdata; exit 1; }
+	@git diff --exit-code -- deploy/crds/upstream e2e/apiserver/testdata || { echo "upstream CRD copies differ from the pinned modules: run 'make generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- deploy/crds/upstream e2e/apiserver/testdata)" || { echo "untracked CRD copies"; git status --porcelain -- deploy/crds/upstream e2e/apiserver/testdata; exit 1; }
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 	$(GO) mod tidy

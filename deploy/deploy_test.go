@@ -26,7 +26,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/spillway-io/spillway/e2e/kube"
+	"github.com/spillway-io/spillway/e2e/apiserver"
 	"github.com/spillway-io/spillway/pkg/epp"
 )
 
@@ -382,9 +382,9 @@ func TestExamples(t *testing.T) {
 // startCluster starts a real kube-apiserver and its etcd, stopped when the test ends. Without the
 // binaries the test is skipped, unless SPILLWAY_REQUIRE_K8S is set or SPILLWAY_K8S_BIN_DIR names
 // where they should be (make test sets it): there a missing binary is a failure, not a skip.
-func startCluster(t *testing.T, ctx context.Context) *kube.Cluster {
+func startCluster(t *testing.T, ctx context.Context) *apiserver.Cluster {
 	t.Helper()
-	bins, err := kube.FindBins("..")
+	bins, err := apiserver.FindBins("..")
 	if err != nil {
 		if os.Getenv("SPILLWAY_REQUIRE_K8S") == "" && os.Getenv("SPILLWAY_K8S_BIN_DIR") == "" {
 			t.Skipf("no kube-apiserver to test against (make k8s-bins builds it): %v", err)
@@ -393,7 +393,7 @@ func startCluster(t *testing.T, ctx context.Context) *kube.Cluster {
 	}
 	// kubectl caches discovery per API server address; every test server has a new one.
 	t.Setenv("KUBECACHEDIR", t.TempDir())
-	c, err := kube.Start(ctx, bins, t.TempDir(), "deploy", "127.0.0.1")
+	c, err := apiserver.Start(ctx, bins, t.TempDir(), "deploy", "127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,7 +410,7 @@ func join(objs []object) string {
 	return strings.Join(docs, "---\n")
 }
 
-func apply(ctx context.Context, c *kube.Cluster, manifests string) ([]byte, error) {
+func apply(ctx context.Context, c *apiserver.Cluster, manifests string) ([]byte, error) {
 	return c.KubectlStdin(ctx, manifests, "apply", "--server-side", "--field-manager=spillway-test", "-f", "-")
 }
 
@@ -434,7 +434,7 @@ func (a access) String() string {
 // spoke's ServiceAccount may do each thing in namespace llm. `kubectl auth can-i` would resolve
 // each resource through discovery first, and asks about the wrong resource when its CRD is not
 // installed (llm-d.ai's InferenceObjective is not, here); a review names the group exactly.
-func spokeMay(t *testing.T, ctx context.Context, c *kube.Cluster, checks ...access) []bool {
+func spokeMay(t *testing.T, ctx context.Context, c *apiserver.Cluster, checks ...access) []bool {
 	t.Helper()
 	type attributes struct {
 		Namespace   string `json:"namespace"`
@@ -655,7 +655,7 @@ func TestOnAPIServer(t *testing.T) {
 // args, its settings and epp.yaml, and the token of its ServiceAccount, so that only the RBAC of
 // the base stands between it and the API. Its informers must sync (/readyz answers 200 only
 // then) and it must export the gateway Service it is configured with.
-func testSpokeRuns(t *testing.T, ctx context.Context, c *kube.Cluster) {
+func testSpokeRuns(t *testing.T, ctx context.Context, c *apiserver.Cluster) {
 	objs := objects(t, kustomize(t, "examples/spoke"))
 	d := decode[appsv1.Deployment](t, find(t, objs, "Deployment", "spillway-spoke"))
 	settings := decode[corev1.ConfigMap](t, find(t, objs, "ConfigMap", "spillway-spoke-settings"))
@@ -818,7 +818,7 @@ type spillPolicySpec struct {
 	Failover           struct{ Standard *bool }
 }
 
-func testSpillPolicy(t *testing.T, ctx context.Context, c *kube.Cluster) {
+func testSpillPolicy(t *testing.T, ctx context.Context, c *apiserver.Cluster) {
 	if _, err := c.Kubectl(ctx, "create", "namespace", "llm"); err != nil {
 		t.Fatal(err)
 	}

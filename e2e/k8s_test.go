@@ -27,8 +27,8 @@ import (
 	mcsv1beta1 "sigs.k8s.io/mcs-api/pkg/apis/v1beta1"
 	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
 
-	"github.com/spillway-io/spillway/e2e/kube"
-	"github.com/spillway-io/spillway/hub/hubtest"
+	"github.com/spillway-io/spillway/e2e/apiserver"
+	"github.com/spillway-io/spillway/e2e/hubtest"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
 	"github.com/spillway-io/spillway/pkg/spill"
@@ -43,7 +43,7 @@ const ns = "inference"
 // (its Kubernetes controller and hub client, the parts under test).
 type k8sCluster struct {
 	id   string
-	api  *kube.Cluster
+	api  *apiserver.Cluster
 	kube kubernetes.Interface
 	gie  gieclient.Interface
 	mcs  mcsclient.Interface
@@ -53,13 +53,13 @@ type k8sCluster struct {
 }
 
 // startAPIServers starts one API server per name, in parallel, with Spillway's CRDs installed.
-func startAPIServers(t *testing.T, ctx context.Context, names ...string) map[string]*kube.Cluster {
+func startAPIServers(t *testing.T, ctx context.Context, names ...string) map[string]*apiserver.Cluster {
 	t.Helper()
-	bins, err := kube.FindBins("..")
+	bins, err := apiserver.FindBins("..")
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := kube.StartWithCRDs(ctx, bins, t.TempDir(), "..", names...)
+	out, err := apiserver.StartWithCRDs(ctx, bins, t.TempDir(), "..", names...)
 	t.Cleanup(func() {
 		for _, c := range out {
 			c.Stop()
@@ -71,7 +71,7 @@ func startAPIServers(t *testing.T, ctx context.Context, names ...string) map[str
 	return out
 }
 
-func newK8sCluster(t *testing.T, id string, api *kube.Cluster) *k8sCluster {
+func newK8sCluster(t *testing.T, id string, api *apiserver.Cluster) *k8sCluster {
 	t.Helper()
 	rc := api.RESTConfig()
 	c := &k8sCluster{id: id, api: api}

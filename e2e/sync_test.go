@@ -9,7 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/spillway-io/spillway/hub/hubtest"
+	"github.com/spillway-io/spillway/e2e/hubtest"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 	"github.com/spillway-io/spillway/spoke/hubclient"

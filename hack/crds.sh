@@ -4,7 +4,7 @@
 # `make generate` runs it; `make verify` fails when the copies differ from the modules.
 #
 # Also copies GIE v1.5.0's InferenceObjective CRD (inference.networking.x-k8s.io/v1alpha2) into
-# e2e/kube/testdata/: the spoke reads objectives of that group, GIE v1.6.0 no longer ships the
+# e2e/apiserver/testdata/: the spoke reads objectives of that group, GIE v1.6.0 no longer ships the
 # kind, and tests install it on their API servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,7 @@ copy() { # copy SRC DST: byte-for-byte, writable
   install -m 0644 "$1" "$2"
 }
 
-mkdir -p deploy/crds/upstream e2e/kube/testdata
+mkdir -p deploy/crds/upstream e2e/apiserver/testdata
 copy "$gie/config/crd/bases/inference.networking.k8s.io_inferencepools.yaml" deploy/crds/upstream/
 copy "$gie/config/crd/bases/inference.networking.x-k8s.io_inferencepoolimports.yaml" deploy/crds/upstream/
 copy "$mcs/config/crd/multicluster.x-k8s.io_serviceexports.yaml" deploy/crds/upstream/
@@ -29,7 +29,7 @@ copy "$mcs/config/crd/multicluster.x-k8s.io_serviceimports.yaml" deploy/crds/ups
 
 objdir=$(go mod download -json "sigs.k8s.io/gateway-api-inference-extension@$GIE_OBJECTIVE_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
 [[ -d "$objdir" ]] || { echo "cannot download GIE $GIE_OBJECTIVE_VERSION" >&2; exit 1; }
-copy "$objdir/config/crd/bases/inference.networking.x-k8s.io_inferenceobjectives.yaml" e2e/kube/testdata/
+copy "$objdir/config/crd/bases/inference.networking.x-k8s.io_inferenceobjectives.yaml" e2e/apiserver/testdata/
 
 # The Prometheus Operator's ServiceMonitor CRD, for deploy/deploy_test.go: deploy/hub and
 # deploy/spoke ship a ServiceMonitor, and the test applies them to a real API server, which needs
@@ -37,4 +37,4 @@ copy "$objdir/config/crd/bases/inference.networking.x-k8s.io_inferenceobjectives
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
 promdir=$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
 [[ -d "$promdir" ]] || { echo "cannot download prometheus-operator $PROMETHEUS_OPERATOR_VERSION" >&2; exit 1; }
-copy "$promdir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" e2e/kube/testdata/
+copy "$promdir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" e2e/apiserver/testdata/

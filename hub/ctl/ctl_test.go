@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spillway-io/spillway/hub/hubtest"
+	"github.com/spillway-io/spillway/e2e/hubtest"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 

@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/spillway-io/spillway/hub/hubtest"
+	"github.com/spillway-io/spillway/e2e/hubtest"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 

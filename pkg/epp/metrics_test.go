@@ -5,7 +5,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/spillway-io/spillway/pkg/promtest"
+	"github.com/spillway-io/spillway/e2e/promtest"
 )
 
 func TestMetricNames(t *testing.T) {

@@ -15,11 +15,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
+	"github.com/spillway-io/spillway/e2e/extproctest"
+	"github.com/spillway-io/spillway/e2e/gateway"
 	"github.com/spillway-io/spillway/pkg/epp"
-	"github.com/spillway-io/spillway/pkg/epp/epptest"
 	"github.com/spillway-io/spillway/pkg/epp/scheduler"
 	"github.com/spillway-io/spillway/pkg/fleet"
-	"github.com/spillway-io/spillway/pkg/gateway"
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
 )
 
@@ -75,7 +75,7 @@ func start(t *testing.T, cfg string, eps ...epp.Endpoint) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{srv: srv, reg: reg, store: st, client: &gateway.Client{EPP: epptest.Serve(t, srv)}}
+	return &harness{srv: srv, reg: reg, store: st, client: &gateway.Client{EPP: extproctest.Serve(t, srv)}}
 }
 
 func hdrs(path string, extra ...string) []gateway.Header {

@@ -7,9 +7,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/spillway-io/spillway/e2e/extproctest"
+	"github.com/spillway-io/spillway/e2e/gateway"
 	"github.com/spillway-io/spillway/pkg/epp"
-	"github.com/spillway-io/spillway/pkg/epp/epptest"
-	"github.com/spillway-io/spillway/pkg/gateway"
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
 	"github.com/spillway-io/spillway/pkg/spill"
 )
@@ -35,7 +35,7 @@ func TestSpillOverExtProc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{srv: srv, reg: reg, store: st, client: &gateway.Client{EPP: epptest.Serve(t, srv)}}
+	h := &harness{srv: srv, reg: reg, store: st, client: &gateway.Client{EPP: extproctest.Serve(t, srv)}}
 	dec.ObserveLocal(spill.Local{ReadyEndpoints: 2, QueueDepth: 18, Saturation: 1, Saturated: true})
 
 	d := h.route(t, hdrs("/v1/completions", epp.ObjectiveHeader, "critical"), completion, nil)
@@ -96,7 +96,7 @@ func TestSpillFallbackModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{srv: srv, store: st, client: &gateway.Client{EPP: epptest.Serve(t, srv)}}
+	h := &harness{srv: srv, store: st, client: &gateway.Client{EPP: extproctest.Serve(t, srv)}}
 	dec.ObserveLocal(spill.Local{ReadyEndpoints: 2, QueueDepth: 18, Saturation: 1, Saturated: true})
 	d := h.route(t, hdrs("/v1/completions", epp.ObjectiveHeader, "critical"), completion, nil)
 	if d.Immediate != nil || d.Destinations[0] != small.Address || !strings.Contains(string(d.Body), `"llama-small"`) {

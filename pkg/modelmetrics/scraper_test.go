@@ -9,8 +9,8 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/spillway-io/spillway/e2e/modelsim"
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
-	"github.com/spillway-io/spillway/pkg/modelsim"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }

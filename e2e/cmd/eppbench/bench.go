@@ -19,11 +19,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/spillway-io/spillway/e2e/kube"
+	"github.com/spillway-io/spillway/e2e/apiserver"
+	"github.com/spillway-io/spillway/e2e/gateway"
 	"github.com/spillway-io/spillway/e2e/loadgen"
 	"github.com/spillway-io/spillway/e2e/localfleet"
 	"github.com/spillway-io/spillway/pkg/epp"
-	"github.com/spillway-io/spillway/pkg/gateway"
 )
 
 type options struct {
@@ -155,7 +155,7 @@ func run(ctx context.Context, o options) (*report, error) {
 		return nil, err
 	}
 	fmt.Fprintf(os.Stderr, "work directory %s\n", o.workDir)
-	cl, err := kube.Start(ctx, kube.Bins{APIServer: filepath.Join(o.k8sBinDir, "kube-apiserver"), Etcd: filepath.Join(o.k8sBinDir, "etcd")},
+	cl, err := apiserver.Start(ctx, apiserver.Bins{APIServer: filepath.Join(o.k8sBinDir, "kube-apiserver"), Etcd: filepath.Join(o.k8sBinDir, "etcd")},
 		filepath.Join(o.workDir, "cluster"), "bench", "127.0.0.1")
 	if err != nil {
 		return nil, err

@@ -14,7 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
-	"github.com/spillway-io/spillway/e2e/kube"
+	"github.com/spillway-io/spillway/e2e/apiserver"
 )
 
 type kubeClients struct {
@@ -24,7 +24,7 @@ type kubeClients struct {
 
 var poolGVR = schema.GroupVersionResource{Group: "inference.networking.k8s.io", Version: "v1", Resource: "inferencepools"}
 
-func newKube(c *kube.Cluster) (*kubeClients, error) {
+func newKube(c *apiserver.Cluster) (*kubeClients, error) {
 	cfg := &rest.Config{Host: c.Host, BearerToken: c.Token, TLSClientConfig: rest.TLSClientConfig{CAData: c.CA}, QPS: 500, Burst: 1000}
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

@@ -19,7 +19,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/spillway-io/spillway/e2e/kube"
+	"github.com/spillway-io/spillway/e2e/apiserver"
 	"github.com/spillway-io/spillway/e2e/loadgen"
 	"github.com/spillway-io/spillway/e2e/localfleet"
 	"github.com/spillway-io/spillway/pkg/cli"
@@ -59,7 +59,7 @@ func run(ctx context.Context, binDir, workDir, repoRoot string, duration time.Du
 	binDir, _ = filepath.Abs(binDir)
 	o := localfleet.DefaultOptions(binDir, workDir)
 	fmt.Printf("starting a local fleet in %s (logs in %s)\n", workDir, filepath.Join(workDir, "logs"))
-	var clusters map[string]*kube.Cluster
+	var clusters map[string]*apiserver.Cluster
 	if withKube {
 		var err error
 		clusters, err = startClusters(ctx, repoRoot, workDir, o)
@@ -177,8 +177,8 @@ func summaryOf(log []byte) string {
 
 // startClusters starts one real API server per region and seeds it with the region's identity,
 // the exported pool default/chat, a ready Pod per simulator address and the demo objectives.
-func startClusters(ctx context.Context, repoRoot, workDir string, o localfleet.Options) (map[string]*kube.Cluster, error) {
-	bins, err := kube.FindBins(repoRoot)
+func startClusters(ctx context.Context, repoRoot, workDir string, o localfleet.Options) (map[string]*apiserver.Cluster, error) {
+	bins, err := apiserver.FindBins(repoRoot)
 	if err != nil {
 		return nil, err
 	}
@@ -187,12 +187,12 @@ func startClusters(ctx context.Context, repoRoot, workDir string, o localfleet.O
 	for _, r := range o.Regions {
 		names = append(names, r.Cluster)
 	}
-	clusters, err := kube.StartWithCRDs(ctx, bins, filepath.Join(workDir, "kube"), repoRoot, names...)
+	clusters, err := apiserver.StartWithCRDs(ctx, bins, filepath.Join(workDir, "kube"), repoRoot, names...)
 	if err != nil {
 		return clusters, err
 	}
 	for _, r := range o.Regions {
-		seed := kube.Seed{ClusterID: r.Cluster, ClusterSet: "demo", Namespace: "default", Pool: "chat", TargetPort: 8000,
+		seed := apiserver.Seed{ClusterID: r.Cluster, ClusterSet: "demo", Namespace: "default", Pool: "chat", TargetPort: 8000,
 			Objectives: map[string]int{"critical": 100, "standard": 0, "batch": -1}}
 		for _, e := range r.Endpoints {
 			host, _, _ := net.SplitHostPort(e)
@@ -207,7 +207,7 @@ func startClusters(ctx context.Context, repoRoot, workDir string, o localfleet.O
 
 // showKube waits until every cluster imports the pool from every region, then shows one
 // cluster's InferencePoolImport and one exported pool's Exported condition.
-func showKube(ctx context.Context, clusters map[string]*kube.Cluster, o localfleet.Options) error {
+func showKube(ctx context.Context, clusters map[string]*apiserver.Cluster, o localfleet.Options) error {
 	const importJSONPath = `{.status.controllers[?(@.name=="spillway.io/spoke")].exportingClusters[*].name}`
 	const exportedJSONPath = `{.status.parents[?(@.controllerName=="spillway.io/spoke")].conditions[?(@.type=="Exported")].status}`
 	deadline := time.Now().Add(60 * time.Second)

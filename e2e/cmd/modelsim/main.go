@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/spillway-io/spillway/e2e/modelsim"
 	"github.com/spillway-io/spillway/pkg/cli"
-	"github.com/spillway-io/spillway/pkg/modelsim"
 )
 
 func main() { cli.Main(newCommand()) }

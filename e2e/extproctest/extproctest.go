@@ -1,6 +1,6 @@
-// Package epptest serves an ext_proc server (an Endpoint Picker) over real gRPC on a loopback port
+// Package extproctest serves an ext_proc server (an Endpoint Picker) over real gRPC on a loopback port
 // for tests, and hands back a client connected to it. Everything stops at the end of the test.
-package epptest
+package extproctest
 
 import (
 	"net"

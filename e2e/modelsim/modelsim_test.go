@@ -16,8 +16,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/spillway-io/spillway/e2e/modelsim"
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
-	"github.com/spillway-io/spillway/pkg/modelsim"
 )
 
 func serve(t *testing.T, cfg modelsim.Config) string {

@@ -1,9 +1,9 @@
-// Package kube starts real Kubernetes API servers for tests and benchmarks: one etcd and one
+// Package apiserver starts real Kubernetes API servers for tests and benchmarks: one etcd and one
 // kube-apiserver process per simulated cluster, built from the Go module proxy by
 // hack/k8s-bins.sh, with TLS certificates generated at start, a static admin token and RBAC on.
 // There is no kubelet: tests create Pods through the API and set their status (podIP, Ready)
 // themselves, as kwok does.
-package kube
+package apiserver
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package kube
+package apiserver
 
 import (
 	"context"
@@ -13,7 +13,7 @@ import (
 // GIE's InferencePool and InferencePoolImport, MCS-API's ServiceExport and ServiceImport,
 // KEP-2149's ClusterProperty and Spillway's SpillPolicy (deploy/crds), GIE v1.5's InferenceObjective and
 // prometheus-operator's ServiceMonitor (testdata).
-var CRDPaths = []string{"deploy/crds/upstream", "deploy/crds/clusterproperty", "deploy/crds/spillway", "e2e/kube/testdata"}
+var CRDPaths = []string{"deploy/crds/upstream", "deploy/crds/clusterproperty", "deploy/crds/spillway", "e2e/apiserver/testdata"}
 
 // InstallCRDs applies the CRD manifests at paths (files or directories of plain manifests,
 // relative to root) with server-side apply and waits until the API server serves them.

@@ -13,13 +13,13 @@ import (
 
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 
+	"github.com/spillway-io/spillway/e2e/extproctest"
+	"github.com/spillway-io/spillway/e2e/gateway"
+	"github.com/spillway-io/spillway/e2e/modelsim"
 	"github.com/spillway-io/spillway/pkg/epp"
-	"github.com/spillway-io/spillway/pkg/epp/epptest"
 	"github.com/spillway-io/spillway/pkg/epp/scheduler"
 	"github.com/spillway-io/spillway/pkg/fleet"
-	"github.com/spillway-io/spillway/pkg/gateway"
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
-	"github.com/spillway-io/spillway/pkg/modelsim"
 )
 
 var pool = fleet.PoolRef{Namespace: "default", Name: "chat"}
@@ -65,7 +65,7 @@ func setup(t *testing.T, mode filterv3.ProcessingMode_BodySendMode) *httptest.Se
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := gateway.NewHandler(gateway.Options{Client: &gateway.Client{EPP: epptest.Serve(t, srv), RequestMode: mode, ResponseMode: mode}})
+	h := gateway.NewHandler(gateway.Options{Client: &gateway.Client{EPP: extproctest.Serve(t, srv), RequestMode: mode, ResponseMode: mode}})
 	ts := httptest.NewServer(h)
 	t.Cleanup(func() {
 		ts.Close()
