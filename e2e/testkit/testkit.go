@@ -1,0 +1,76 @@
+// Package testkit holds the few helpers every test of the repository shares: waiting for a
+// condition by polling it (never sleeping, then asserting), and golden files that
+// `go test -update` rewrites. It is test tooling: product code never imports it.
+package testkit
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
+)
+
+// Interval is how often Eventually asks its condition.
+const Interval = 20 * time.Millisecond
+
+var update = flag.Bool("update", false, "rewrite golden files from what the tests produce")
+
+// Updating reports whether the test run was asked to rewrite golden files (go test -update).
+func Updating() bool { return *update }
+
+// Eventually polls cond every Interval until it returns nil, and fails the test when it has not
+// within the given time, with cond's last error. It returns early, without failing, when the
+// test's context ends.
+func Eventually(t testing.TB, within time.Duration, what string, cond func() error) {
+	t.Helper()
+	var last error
+	err := wait.PollUntilContextTimeout(t.Context(), Interval, within, true, func(context.Context) (bool, error) {
+		last = cond()
+		return last == nil, nil
+	})
+	if err != nil && t.Context().Err() == nil {
+		if last == nil {
+			last = err
+		}
+		t.Fatalf("%s: not within %s: %v", what, within, last)
+	}
+}
+
+// True adapts a boolean condition to Eventually: its error says only that cond is still false.
+func True(cond func() bool) func() error {
+	return func() error {
+		if cond() {
+			return nil
+		}
+		return errNotYet
+	}
+}
+
+var errNotYet = errors.New("condition still false")
+
+// Golden compares got with the golden file at path, or rewrites the file under -update.
+func Golden(t testing.TB, path string, got []byte) {
+	t.Helper()
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (go test -update writes it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from what the test produced; if the change is intended, run go test -update and review the diff\ngot:\n%s\nwant:\n%s", path, got, want)
+	}
+}
