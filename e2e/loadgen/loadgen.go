@@ -213,17 +213,25 @@ func send(client *http.Client, o Options, target string, c Class, prompt string,
 	return res
 }
 
-// ClassSummary aggregates one class's results.
+// ClassSummary aggregates one class's results. A streamed response's first byte is its first
+// token; a response that is not streamed arrives whole, so its first byte says nothing of the
+// first token. The two are kept apart: time to first token of the streamed requests, and the
+// whole-response time of the others.
 type ClassSummary struct {
 	Class     string         `json:"class"`
 	Requests  int            `json:"requests"`
 	Succeeded int            `json:"succeeded"`
 	Statuses  map[string]int `json:"statuses"`
-	TTFTp50   float64        `json:"ttft_p50_ms"`
-	TTFTp99   float64        `json:"ttft_p99_ms"`
-	Latp50    float64        `json:"latency_p50_ms"`
-	Latp99    float64        `json:"latency_p99_ms"`
-	Served    map[string]int `json:"served"`
+	// Streamed counts the succeeded streamed requests, which the TTFT percentiles cover.
+	Streamed int     `json:"streamed"`
+	TTFTp50  float64 `json:"ttft_p50_ms"`
+	TTFTp99  float64 `json:"ttft_p99_ms"`
+	// Whole counts the succeeded requests that were not streamed, which the response-time
+	// percentiles cover.
+	Whole       int            `json:"whole"`
+	Responsep50 float64        `json:"response_p50_ms"`
+	Responsep99 float64        `json:"response_p99_ms"`
+	Served      map[string]int `json:"served"`
 }
 
 // Summarize aggregates results by class; served maps endpoint → requests.
@@ -235,22 +243,27 @@ func Summarize(rs []Result) []ClassSummary {
 	var out []ClassSummary
 	for class, list := range by {
 		s := ClassSummary{Class: class, Requests: len(list), Statuses: map[string]int{}, Served: map[string]int{}}
-		var ttft, lat []time.Duration
+		var ttft, whole []time.Duration
 		for _, r := range list {
 			key := fmt.Sprint(r.Status)
 			if r.Status == 0 {
 				key = "error"
 			}
 			s.Statuses[key]++
-			if r.OK() {
-				s.Succeeded++
+			if !r.OK() {
+				continue
+			}
+			s.Succeeded++
+			s.Served[r.Served]++
+			if r.Stream {
 				ttft = append(ttft, r.TTFT)
-				lat = append(lat, r.Latency)
-				s.Served[r.Served]++
+			} else {
+				whole = append(whole, r.Latency)
 			}
 		}
+		s.Streamed, s.Whole = len(ttft), len(whole)
 		s.TTFTp50, s.TTFTp99 = Percentile(ttft, 0.5), Percentile(ttft, 0.99)
-		s.Latp50, s.Latp99 = Percentile(lat, 0.5), Percentile(lat, 0.99)
+		s.Responsep50, s.Responsep99 = Percentile(whole, 0.5), Percentile(whole, 0.99)
 		out = append(out, s)
 	}
 	slices.SortFunc(out, func(a, b ClassSummary) int { return strings.Compare(a.Class, b.Class) })

@@ -66,3 +66,34 @@ func TestSeedRepeatsTheRequests(t *testing.T) {
 		t.Fatal("another seed sent the same requests")
 	}
 }
+
+// TestSummaryKeepsStreamedAndWholeApart: the time to first token covers streamed requests only,
+// and the whole-response time the others, so a class whose responses arrive whole does not look
+// slower to its first token than a streamed one.
+func TestSummaryKeepsStreamedAndWholeApart(t *testing.T) {
+	ms := time.Millisecond
+	rs := []Result{
+		{Class: "a", Status: 200, Stream: true, TTFT: 10 * ms, Latency: 900 * ms},
+		{Class: "a", Status: 200, Stream: true, TTFT: 30 * ms, Latency: 1000 * ms},
+		{Class: "a", Status: 200, Stream: false, TTFT: 800 * ms, Latency: 800 * ms},
+		{Class: "a", Status: 429},
+		{Class: "b", Status: 200, Stream: false, TTFT: 500 * ms, Latency: 500 * ms},
+	}
+	got := Summarize(rs)
+	if len(got) != 2 {
+		t.Fatalf("%d classes, want 2", len(got))
+	}
+	a, b := got[0], got[1]
+	if a.Requests != 4 || a.Succeeded != 3 || a.Streamed != 2 || a.Whole != 1 || a.Statuses["429"] != 1 {
+		t.Errorf("class a counts: %+v", a)
+	}
+	if a.TTFTp50 != 10 || a.TTFTp99 != 30 {
+		t.Errorf("class a TTFT p50/p99 = %v/%v ms, want 10/30 (streamed requests only)", a.TTFTp50, a.TTFTp99)
+	}
+	if a.Responsep50 != 800 || a.Responsep99 != 800 {
+		t.Errorf("class a response p50/p99 = %v/%v ms, want 800/800 (requests not streamed only)", a.Responsep50, a.Responsep99)
+	}
+	if b.Streamed != 0 || b.TTFTp50 != 0 || b.Responsep50 != 500 {
+		t.Errorf("class b: %+v: no streamed request, so no TTFT; a whole response of 500 ms", b)
+	}
+}

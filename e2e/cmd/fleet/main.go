@@ -162,14 +162,15 @@ func summaryOf(log []byte) string {
 	}
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  CLASS\tREQUESTS\tSUCCEEDED\tSTATUSES\tTTFT P50\tTTFT P99")
+	fmt.Fprintln(tw, "  CLASS\tREQUESTS\tSUCCEEDED\tSTATUSES\tSTREAMED: TTFT P50\tTTFT P99\tNOT STREAMED: RESPONSE P50\tRESPONSE P99")
 	for _, c := range sums {
 		var st []string
 		for k, v := range c.Statuses {
 			st = append(st, fmt.Sprintf("%s×%d", k, v))
 		}
 		slices.Sort(st)
-		fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\t%.0f ms\t%.0f ms\n", c.Class, c.Requests, c.Succeeded, strings.Join(st, " "), c.TTFTp50, c.TTFTp99)
+		fmt.Fprintf(tw, "  %s\t%d\t%d\t%s\t%.0f ms\t%.0f ms\t%.0f ms\t%.0f ms\n", c.Class, c.Requests, c.Succeeded, strings.Join(st, " "),
+			c.TTFTp50, c.TTFTp99, c.Responsep50, c.Responsep99)
 	}
 	tw.Flush()
 	return b.String()
