@@ -60,7 +60,7 @@ type harness struct {
 	store  *store
 }
 
-func start(t *testing.T, cfg string, eps ...epp.Endpoint) *harness {
+func start(t testing.TB, cfg string, eps ...epp.Endpoint) *harness {
 	t.Helper()
 	settings := epp.DefaultSettings()
 	if cfg != "" {
@@ -427,12 +427,11 @@ func BenchmarkRequestPhase(b *testing.B) {
 }
 
 func benchmarkRequestPhase(b *testing.B, n int) {
-	t := &testing.T{}
 	var eps []epp.Endpoint
 	for i := range n {
 		eps = append(eps, ep(fmt.Sprintf("10.0.%d.%d:8000", i/250, i%250), modelmetrics.Metrics{WaitingQueue: i % 5}))
 	}
-	h := start(t, "", eps...)
+	h := start(b, "", eps...)
 	prefix := strings.Repeat("You are a benchmark assistant. ", 70)
 	b.ReportAllocs()
 	b.ResetTimer()
