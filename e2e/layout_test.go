@@ -43,7 +43,7 @@ func TestEveryPackageIsDocumented(t *testing.T) {
 	}
 }
 
-// TestImportBoundaries enforces the layout of DESIGN.md: pkg/ never imports hub/, spoke/ or e2e/;
+// TestImportBoundaries enforces the layout of docs/architecture.md: pkg/ never imports hub/, spoke/ or e2e/;
 // product code (pkg/, hub/, spoke/, proto/) never imports the test and demo tooling under e2e/;
 // hub/ and spoke/ never import each other; hubctl talks to the hub only through proto/; the
 // hub's domain packages know no protobuf. Test files may import e2e/ tooling: go list reports
