@@ -19,8 +19,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,9 +34,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/spillway-io/spillway/pkg/capacity"
 	"github.com/spillway-io/spillway/pkg/epp/request"
 	"github.com/spillway-io/spillway/pkg/epp/scheduler"
 	"github.com/spillway-io/spillway/pkg/fleet"
@@ -198,13 +194,22 @@ type exchange struct {
 	bodyDone    bool
 	duplexReq   bool // request body FULL_DUPLEX_STREAMED: answer headers after the body
 	duplexResp  bool
-	objective   string
+	objective   string // resolved when the headers arrive: a known name or "", the metrics' label
+	priority    int
 	model       string // model label for metrics
 	routed      bool
 	spilled     bool
 	firstByte   time.Time
 	usage       usageReader
 	responseEnd bool
+
+	// The decision's state, from the end of the request body to the answer (decide).
+	began  time.Time
+	req    request.Request
+	target string // the model the request is sent as
+	bufs   *buffers
+	cands  []scheduler.Endpoint // in bufs, or the spill policy's fallback's own
+	dest   string
 }
 
 // DefaultStreamWorkers is how many goroutines the EPP's gRPC server keeps to serve streams.
@@ -234,7 +239,8 @@ func GRPCServerOptions(streamWorkers int) []grpc.ServerOption {
 
 // Process serves one request's stream. It runs on the gRPC handler goroutine and starts none.
 func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
-	x := &exchange{start: time.Now(), duplexReq: true, duplexResp: true}
+	// The objective is resolved when the headers arrive; a stream without them has the default.
+	x := &exchange{start: time.Now(), duplexReq: true, duplexResp: true, priority: s.cfg.DefaultPriority}
 	for {
 		req, err := stream.Recv()
 		if err == io.EOF || status.Code(err) == codes.Canceled {
@@ -255,11 +261,11 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 				x.body = make([]byte, 0, n)
 			}
 			x.subset, x.hasSubset = subsetHint(req.GetMetadataContext())
-			x.objective = x.headers[ObjectiveHeader]
+			x.objective, x.priority = s.resolveObjective(x.headers[ObjectiveHeader])
 			switch {
 			case r.RequestHeaders.GetEndOfStream():
 				x.bodyDone = true
-				out = s.route(x)
+				out = s.decide(x)
 			case !x.duplexReq:
 				// The gateway buffers the body and waits for this answer before sending it.
 				out = []*extprocv3.ProcessingResponse{headersContinue()}
@@ -277,12 +283,12 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 			x.body = append(x.body, b...)
 			if r.RequestBody.GetEndOfStream() {
 				x.bodyDone = true
-				out = s.route(x)
+				out = s.decide(x)
 			}
 		case *extprocv3.ProcessingRequest_RequestTrailers:
 			if !x.bodyDone {
 				x.bodyDone = true
-				out = s.route(x)
+				out = s.decide(x)
 			}
 			out = append(out, &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}})
 		case *extprocv3.ProcessingRequest_ResponseHeaders:
@@ -329,211 +335,6 @@ func sendAll(stream extprocv3.ExternalProcessor_ProcessServer, rs ...*extprocv3.
 		}
 	}
 	return nil
-}
-
-// route decides where the request goes once its body is complete.
-func (s *Server) route(x *exchange) []*extprocv3.ProcessingResponse {
-	if x.headers[ProbeHeader] != "" {
-		return []*extprocv3.ProcessingResponse{{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
-			Status: &typev3.HttpStatus{Code: typev3.StatusCode_NoContent},
-		}}}}
-	}
-	began := time.Now()
-	req := request.Request{}
-	if len(x.body) > 0 {
-		var err error
-		req, err = request.Parse(x.headers[":path"], x.body)
-		if err != nil {
-			s.metrics.result(x.objective, "", resultInvalid)
-			return []*extprocv3.ProcessingResponse{immediate(400, "invalid_request_error", err.Error(), nil)}
-		}
-	}
-	priority, ok := s.objs.Priority(x.objective)
-	if !ok {
-		priority = s.cfg.DefaultPriority
-	}
-	objective := x.objective
-	if !ok {
-		objective = "" // an unknown objective is not a label value
-	}
-	x.objective = objective
-
-	target := s.targetModel(req.Model)
-	bufs := s.buffers.Get().(*buffers)
-	defer s.buffers.Put(bufs)
-	bufs.eps, _ = s.ds.Endpoints(s.pool, bufs.eps[:0])
-	cands := s.candidates(bufs.cands[:0], bufs.eps, x, target)
-	if len(cands) == 0 && req.Model != "" {
-		if r, ok := s.cfg.Models[req.Model]; ok && r.Fallback != "" && r.Fallback != target {
-			target = r.Fallback
-			cands = s.candidates(cands[:0], bufs.eps, x, target)
-		}
-	}
-	bufs.cands = cands
-	x.model = s.modelLabel(target)
-	if s.spill != nil {
-		dec := s.spill.Decide(spill.Request{Priority: priority, PromptTokens: len(req.Prompt) / 4,
-			Hop: x.headers[HopHeader] != "", NoLocal: len(cands) == 0})
-		if dec.Spill {
-			s.metrics.result(objective, x.model, resultSpilled)
-			s.metrics.spilled.WithLabelValues(string(dec.Reason), priorityClass(priority), dec.Target.Region).Inc()
-			x.spilled, x.routed = true, true
-			s.spilled.Add(1)
-			// Parent Mode: the remote gateway's EPP routes the original body; the hop marker makes
-			// it serve the request there, never send it on.
-			return s.answer(x, strings.Join(dec.Destination, ","), x.body, false, setHeader(HopHeader, s.clusterID))
-		}
-		if dec.Reason == spill.ReasonFallback {
-			// No cluster can take it: the policy's fallback pool and/or model, if they can.
-			eps, fm := bufs.eps, target
-			if dec.FallbackPool != "" {
-				eps, _ = s.ds.Endpoints(fleet.PoolRef{Namespace: s.pool.Namespace, Name: dec.FallbackPool}, nil)
-			}
-			if dec.FallbackModel != "" {
-				fm = dec.FallbackModel
-			}
-			if fc := s.candidates(nil, eps, x, fm); len(fc) > 0 {
-				cands, target = fc, fm
-				x.model = s.modelLabel(target)
-				s.metrics.fallbacks.Inc()
-			}
-		}
-	}
-	if len(cands) == 0 {
-		s.metrics.result(objective, x.model, resultNoEndpoints)
-		msg := fmt.Sprintf("pool %s has no ready endpoint", s.pool)
-		if x.hasSubset {
-			msg = fmt.Sprintf("pool %s has no ready endpoint in the gateway's subset", s.pool)
-		}
-		return []*extprocv3.ProcessingResponse{immediate(503, "service_unavailable", msg, nil)}
-	}
-	// saturated marks every candidate for the picker, so it runs for every priority.
-	if s.saturated(cands) && priority < 0 {
-		s.shed.Add(1)
-		s.metrics.result(objective, x.model, resultShed)
-		return []*extprocv3.ProcessingResponse{immediate(429, "rate_limit_exceeded",
-			fmt.Sprintf("pool %s is saturated and the request is sheddable (priority %d)", s.pool, priority),
-			[]*corev3.HeaderValueOption{setHeader("retry-after", s.retryText)})}
-	}
-	sreq := &scheduler.Request{Model: target, LoRA: s.isAdapter(target, cands), Prompt: req.Prompt}
-	picked := s.sched.Pick(sreq, cands)
-	dest := strings.Join(picked, ",")
-
-	body := x.body
-	if req.Model != "" && target != req.Model {
-		nb, err := request.WithModel(x.body, target)
-		if err != nil {
-			s.metrics.result(objective, x.model, resultInvalid)
-			return []*extprocv3.ProcessingResponse{immediate(400, "invalid_request_error", err.Error(), nil)}
-		}
-		body = nb
-	}
-	s.admitted.Add(1)
-	x.routed = true
-	s.metrics.result(objective, x.model, resultRouted)
-	s.metrics.scheduling.Observe(time.Since(began).Seconds())
-	return s.answer(x, dest, body, len(body) != len(x.body) || target != req.Model)
-}
-
-// answer sends the request to dest: the destination header, metadata and route re-selection on
-// the headers (or, with a buffered body, on the body response), then the body back.
-func (s *Server) answer(x *exchange, dest string, body []byte, bodyChanged bool, extra ...*corev3.HeaderValueOption) []*extprocv3.ProcessingResponse {
-	set := append([]*corev3.HeaderValueOption{setHeader(DestinationHeader, dest)}, extra...)
-	if len(body) > 0 {
-		set = append(set, setHeader("content-length", strconv.Itoa(len(body))))
-	}
-	md := &structpb.Struct{Fields: map[string]*structpb.Value{
-		DestinationMetadata: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
-			DestinationHeader: structpb.NewStringValue(dest),
-		}}),
-	}}
-	mutation := &extprocv3.HeaderMutation{SetHeaders: set}
-	if !x.duplexReq && len(x.body) > 0 {
-		// Buffered body: the headers were answered already; the destination rides on the body
-		// response, which the gateway applies before forwarding the headers.
-		br := &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{HeaderMutation: mutation, ClearRouteCache: true}}
-		if bodyChanged {
-			br.Response.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: body}}
-		}
-		return []*extprocv3.ProcessingResponse{{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: br}, DynamicMetadata: md}}
-	}
-	out := []*extprocv3.ProcessingResponse{{
-		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
-			Response: &extprocv3.CommonResponse{HeaderMutation: mutation, ClearRouteCache: true},
-		}},
-		DynamicMetadata: md,
-	}}
-	if len(x.body) > 0 {
-		out = append(out, streamedBody(body, true, true)...)
-	}
-	return out
-}
-
-// targetModel applies model routing: a weighted choice among the route's targets.
-func (s *Server) targetModel(model string) string {
-	r, ok := s.cfg.Models[model]
-	if !ok || len(r.Targets) == 0 {
-		return model
-	}
-	total := 0
-	for _, t := range r.Targets {
-		total += t.Weight
-	}
-	n := rand.IntN(total)
-	for _, t := range r.Targets {
-		if n < t.Weight {
-			return t.Model
-		}
-		n -= t.Weight
-	}
-	return r.Targets[len(r.Targets)-1].Model
-}
-
-// candidates appends the ready endpoints in the gateway's subset that serve the model to out.
-func (s *Server) candidates(out []scheduler.Endpoint, eps []Endpoint, x *exchange, model string) []scheduler.Endpoint {
-	for _, e := range eps {
-		if !e.Ready || (x.hasSubset && !slices.Contains(x.subset, e.Address)) {
-			continue
-		}
-		if model != "" && len(e.Models) > 0 && !slices.Contains(e.Models, model) {
-			continue
-		}
-		out = append(out, e.Endpoint)
-	}
-	return out
-}
-
-// saturated is the saturation detector: it marks each candidate that has no headroom (stale
-// metrics have none), and reports whether none has.
-func (s *Server) saturated(cands []scheduler.Endpoint) bool {
-	now := time.Now()
-	all := true
-	for i := range cands {
-		e := &cands[i]
-		e.Saturated = s.cfg.Thresholds.Load(capacity.Endpoint{Metrics: e.Metrics, ScrapedAt: e.ScrapedAt}, now) >= 1
-		all = all && e.Saturated
-	}
-	return all
-}
-
-func (s *Server) isAdapter(model string, cands []scheduler.Endpoint) bool {
-	if s.cfg.Adapters[model] {
-		return true
-	}
-	for _, e := range cands {
-		if slices.Contains(e.Metrics.ActiveLoRAs, model) || slices.Contains(e.Metrics.WaitingLoRAs, model) {
-			return true
-		}
-	}
-	return false
-}
-
-// modelLabel bounds the model label to configured names.
-func (s *Server) modelLabel(model string) string {
-	if model == "" || s.known[model] {
-		return model
-	}
-	return "other"
 }
 
 func (s *Server) finish(x *exchange) {

@@ -1,0 +1,283 @@
+package epp
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/spillway-io/spillway/pkg/capacity"
+	"github.com/spillway-io/spillway/pkg/epp/request"
+	"github.com/spillway-io/spillway/pkg/epp/scheduler"
+	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/spill"
+)
+
+// decide routes a request once its body is complete. Each stage leaves its result on the
+// exchange or returns the answer that ends the request there.
+func (s *Server) decide(x *exchange) []*extprocv3.ProcessingResponse {
+	if out := s.admit(x); out != nil {
+		return out
+	}
+	s.targetModel(x)
+	x.bufs = s.buffers.Get().(*buffers)
+	defer s.release(x)
+	s.localCandidates(x)
+	if out := s.spillOrFallback(x); out != nil {
+		return out
+	}
+	if out := s.shedLoad(x); out != nil {
+		return out
+	}
+	s.pick(x)
+	return s.answer(x)
+}
+
+// resolveObjective maps the request's objective header, once, when the headers arrive: a known
+// objective keeps its name and priority; any other value becomes "" (a client must not create
+// metric series) with the default priority.
+func (s *Server) resolveObjective(header string) (objective string, priority int) {
+	if p, ok := s.objs.Priority(header); ok {
+		return header, p
+	}
+	return "", s.cfg.DefaultPriority
+}
+
+// admit answers another spoke's round-trip probe at once (204) and parses the body, if there is
+// one: 400 when it is not a valid completions or chat completions request.
+func (s *Server) admit(x *exchange) []*extprocv3.ProcessingResponse {
+	if x.headers[ProbeHeader] != "" {
+		return []*extprocv3.ProcessingResponse{{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
+			Status: &typev3.HttpStatus{Code: typev3.StatusCode_NoContent},
+		}}}}
+	}
+	x.began = time.Now()
+	x.req = request.Request{}
+	if len(x.body) > 0 {
+		req, err := request.Parse(x.headers[":path"], x.body)
+		if err != nil {
+			s.metrics.result(x.objective, "", resultInvalid)
+			return []*extprocv3.ProcessingResponse{immediate(400, "invalid_request_error", err.Error(), nil)}
+		}
+		x.req = req
+	}
+	return nil
+}
+
+// targetModel applies model routing: the model the request is sent as is a weighted choice
+// among its route's targets, or the model it asked for.
+func (s *Server) targetModel(x *exchange) {
+	x.target = x.req.Model
+	r, ok := s.cfg.Models[x.req.Model]
+	if !ok || len(r.Targets) == 0 {
+		return
+	}
+	total := 0
+	for _, t := range r.Targets {
+		total += t.Weight
+	}
+	n := rand.IntN(total)
+	for _, t := range r.Targets {
+		if n < t.Weight {
+			x.target = t.Model
+			return
+		}
+		n -= t.Weight
+	}
+	x.target = r.Targets[len(r.Targets)-1].Model
+}
+
+// localCandidates keeps the pool's endpoints that can take the request: ready, in the gateway's
+// subset, serving the target model. When none serves it, the model route's fallback model takes
+// over. The endpoints and candidates live in the exchange's pooled buffers.
+func (s *Server) localCandidates(x *exchange) {
+	b := x.bufs
+	b.eps, _ = s.ds.Endpoints(s.pool, b.eps[:0])
+	x.cands = s.candidates(b.cands[:0], b.eps, x, x.target)
+	if len(x.cands) == 0 && x.req.Model != "" {
+		if r, ok := s.cfg.Models[x.req.Model]; ok && r.Fallback != "" && r.Fallback != x.target {
+			x.target = r.Fallback
+			x.cands = s.candidates(x.cands[:0], b.eps, x, x.target)
+		}
+	}
+	b.cands = x.cands
+	x.model = s.modelLabel(x.target)
+}
+
+// spillOrFallback asks the spill policy, when there is one, whether the request leaves the
+// cluster; it answers with the remote destination if so. A request that should leave but that
+// no cluster can take stays, on the policy's fallback pool and/or model when they have
+// candidates.
+func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
+	if s.spill == nil {
+		return nil
+	}
+	dec := s.spill.Decide(spill.Request{Priority: x.priority, PromptTokens: len(x.req.Prompt) / 4,
+		Hop: x.headers[HopHeader] != "", NoLocal: len(x.cands) == 0})
+	if dec.Spill {
+		s.metrics.result(x.objective, x.model, resultSpilled)
+		s.metrics.spilled.WithLabelValues(string(dec.Reason), priorityClass(x.priority), dec.Target.Region).Inc()
+		x.spilled, x.routed = true, true
+		s.spilled.Add(1)
+		// Parent Mode: the remote gateway's EPP routes the original body; the hop marker makes
+		// it serve the request there, never send it on.
+		return s.forward(x, strings.Join(dec.Destination, ","), x.body, false, setHeader(HopHeader, s.clusterID))
+	}
+	if dec.Reason != spill.ReasonFallback {
+		return nil
+	}
+	eps, model := x.bufs.eps, x.target
+	if dec.FallbackPool != "" {
+		eps, _ = s.ds.Endpoints(fleet.PoolRef{Namespace: s.pool.Namespace, Name: dec.FallbackPool}, nil)
+	}
+	if dec.FallbackModel != "" {
+		model = dec.FallbackModel
+	}
+	if fc := s.candidates(nil, eps, x, model); len(fc) > 0 {
+		x.cands, x.target = fc, model
+		x.model = s.modelLabel(model)
+		s.metrics.fallbacks.Inc()
+	}
+	return nil
+}
+
+// shedLoad refuses what the pool cannot take: 503 when no candidate is left, 429 with Retry-After
+// for a sheddable request (priority < 0) when no candidate has headroom.
+func (s *Server) shedLoad(x *exchange) []*extprocv3.ProcessingResponse {
+	if len(x.cands) == 0 {
+		s.metrics.result(x.objective, x.model, resultNoEndpoints)
+		msg := fmt.Sprintf("pool %s has no ready endpoint", s.pool)
+		if x.hasSubset {
+			msg = fmt.Sprintf("pool %s has no ready endpoint in the gateway's subset", s.pool)
+		}
+		return []*extprocv3.ProcessingResponse{immediate(503, "service_unavailable", msg, nil)}
+	}
+	// saturated marks every candidate for the picker, so it runs for every priority.
+	if s.saturated(x.cands) && x.priority < 0 {
+		s.shed.Add(1)
+		s.metrics.result(x.objective, x.model, resultShed)
+		return []*extprocv3.ProcessingResponse{immediate(429, "rate_limit_exceeded",
+			fmt.Sprintf("pool %s is saturated and the request is sheddable (priority %d)", s.pool, x.priority),
+			[]*corev3.HeaderValueOption{setHeader("retry-after", s.retryText)})}
+	}
+	return nil
+}
+
+// pick scores the candidates and sets the destination: the chosen endpoint, then the fallbacks.
+func (s *Server) pick(x *exchange) {
+	sreq := &scheduler.Request{Model: x.target, LoRA: s.isAdapter(x.target, x.cands), Prompt: x.req.Prompt}
+	x.dest = strings.Join(s.sched.Pick(sreq, x.cands), ",")
+}
+
+// answer sends the request to its destination, its body rewritten when model routing changed
+// the model, and counts it routed.
+func (s *Server) answer(x *exchange) []*extprocv3.ProcessingResponse {
+	body := x.body
+	if x.req.Model != "" && x.target != x.req.Model {
+		nb, err := request.WithModel(x.body, x.target)
+		if err != nil {
+			s.metrics.result(x.objective, x.model, resultInvalid)
+			return []*extprocv3.ProcessingResponse{immediate(400, "invalid_request_error", err.Error(), nil)}
+		}
+		body = nb
+	}
+	s.admitted.Add(1)
+	x.routed = true
+	s.metrics.result(x.objective, x.model, resultRouted)
+	s.metrics.scheduling.Observe(time.Since(x.began).Seconds())
+	return s.forward(x, x.dest, body, len(body) != len(x.body) || x.target != x.req.Model)
+}
+
+// release gives the exchange's buffers back to the pool once the decision is made.
+func (s *Server) release(x *exchange) {
+	s.buffers.Put(x.bufs)
+	x.bufs, x.cands = nil, nil
+}
+
+// forward sends the request to dest: the destination header, metadata and route re-selection on
+// the headers (or, with a buffered body, on the body response), then the body back.
+func (s *Server) forward(x *exchange, dest string, body []byte, bodyChanged bool, extra ...*corev3.HeaderValueOption) []*extprocv3.ProcessingResponse {
+	set := append([]*corev3.HeaderValueOption{setHeader(DestinationHeader, dest)}, extra...)
+	if len(body) > 0 {
+		set = append(set, setHeader("content-length", strconv.Itoa(len(body))))
+	}
+	md := &structpb.Struct{Fields: map[string]*structpb.Value{
+		DestinationMetadata: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+			DestinationHeader: structpb.NewStringValue(dest),
+		}}),
+	}}
+	mutation := &extprocv3.HeaderMutation{SetHeaders: set}
+	if !x.duplexReq && len(x.body) > 0 {
+		// Buffered body: the headers were answered already; the destination rides on the body
+		// response, which the gateway applies before forwarding the headers.
+		br := &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{HeaderMutation: mutation, ClearRouteCache: true}}
+		if bodyChanged {
+			br.Response.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: body}}
+		}
+		return []*extprocv3.ProcessingResponse{{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: br}, DynamicMetadata: md}}
+	}
+	out := []*extprocv3.ProcessingResponse{{
+		Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{
+			Response: &extprocv3.CommonResponse{HeaderMutation: mutation, ClearRouteCache: true},
+		}},
+		DynamicMetadata: md,
+	}}
+	if len(x.body) > 0 {
+		out = append(out, streamedBody(body, true, true)...)
+	}
+	return out
+}
+
+// candidates appends the ready endpoints in the gateway's subset that serve the model to out.
+func (s *Server) candidates(out []scheduler.Endpoint, eps []Endpoint, x *exchange, model string) []scheduler.Endpoint {
+	for _, e := range eps {
+		if !e.Ready || (x.hasSubset && !slices.Contains(x.subset, e.Address)) {
+			continue
+		}
+		if model != "" && len(e.Models) > 0 && !slices.Contains(e.Models, model) {
+			continue
+		}
+		out = append(out, e.Endpoint)
+	}
+	return out
+}
+
+// saturated is the saturation detector: it marks each candidate that has no headroom (stale
+// metrics have none), and reports whether none has.
+func (s *Server) saturated(cands []scheduler.Endpoint) bool {
+	now := time.Now()
+	all := true
+	for i := range cands {
+		e := &cands[i]
+		e.Saturated = s.cfg.Thresholds.Load(capacity.Endpoint{Metrics: e.Metrics, ScrapedAt: e.ScrapedAt}, now) >= 1
+		all = all && e.Saturated
+	}
+	return all
+}
+
+func (s *Server) isAdapter(model string, cands []scheduler.Endpoint) bool {
+	if s.cfg.Adapters[model] {
+		return true
+	}
+	for _, e := range cands {
+		if slices.Contains(e.Metrics.ActiveLoRAs, model) || slices.Contains(e.Metrics.WaitingLoRAs, model) {
+			return true
+		}
+	}
+	return false
+}
+
+// modelLabel bounds the model label to configured names.
+func (s *Server) modelLabel(model string) string {
+	if model == "" || s.known[model] {
+		return model
+	}
+	return "other"
+}
