@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/spillway-io/spillway/hub/registry"
 )
 
@@ -15,20 +17,21 @@ type Source interface {
 }
 
 // Follow keeps the model in step with the registry until ctx ends: a full load, then a watch from
-// the loaded revision; when the watch breaks (compaction, etcd away) it loads again.
+// the loaded revision; when the watch breaks (compaction, etcd away) it loads again. A failed load
+// is retried after 100 ms doubling to 5 s, for as long as ctx lasts.
 func (m *Model) Follow(ctx context.Context, src Source, log *slog.Logger) error {
-	backoff := 100 * time.Millisecond
+	bo := &backoff.ExponentialBackOff{InitialInterval: 100 * time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Second}
+	load := func() (registry.State, error) { return src.Load(ctx) }
 	for ctx.Err() == nil {
-		st, err := src.Load(ctx)
+		st, err := backoff.Retry(ctx, load,
+			backoff.WithBackOff(bo), // Retry resets it: each reload starts again from 100 ms
+			backoff.WithMaxElapsedTime(0),
+			backoff.WithNotify(func(err error, d time.Duration) {
+				log.Warn("registry load failed, retrying", "err", err, "retry", d)
+			}))
 		if err != nil {
-			log.Warn("registry load failed, retrying", "err", err, "retry", backoff)
-			if !sleep(ctx, backoff) {
-				break
-			}
-			backoff = min(backoff*2, 5*time.Second)
-			continue
+			break // only the end of ctx stops the retries
 		}
-		backoff = 100 * time.Millisecond
 		m.Reset(st)
 		log.Debug("registry loaded", "revision", st.Revision, "clusters", len(st.Clusters))
 		if err := src.Watch(ctx, st.Revision, m.Apply); err != nil {
@@ -36,15 +39,4 @@ func (m *Model) Follow(ctx context.Context, src Source, log *slog.Logger) error 
 		}
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -268,14 +269,14 @@ func (c *Controller) Run(ctx context.Context) error {
 	// The spill state changes with load, not with objects: its status is refreshed every second.
 	spillTick := time.NewTicker(time.Second)
 	defer spillTick.Stop()
-	retry := newBackoff()
+	retry := newRetryBackoff()
 	var retryC <-chan time.Time
 	for {
 		if err := c.reconcile(ctx); err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			d := retry.next()
+			d := retry.NextBackOff()
 			if onlyWaiting(err) {
 				c.log.Debug("reconcile waiting, retrying", "after", d, "err", err)
 			} else {
@@ -283,7 +284,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			}
 			retryC = time.After(d)
 		} else {
-			retry.reset()
+			retry.Reset()
 			retryC = nil
 		}
 	wait: // for a reason to reconcile again; the spill tick only refreshes the policy's status
@@ -423,19 +424,14 @@ func typeNames[K comparable](m map[K]bool) map[string]bool {
 
 func gvrNames(m map[schema.GroupVersionResource]bool) map[string]bool { return typeNames(m) }
 
-// backoff doubles from 250 ms to 30 s between failed reconciles.
-type backoff struct{ d time.Duration }
-
-func newBackoff() *backoff { return &backoff{} }
-
-func (b *backoff) next() time.Duration {
-	switch {
-	case b.d == 0:
-		b.d = 250 * time.Millisecond
-	case b.d < 30*time.Second:
-		b.d = min(2*b.d, 30*time.Second)
+// newRetryBackoff is the wait between failed reconciles: 250 ms doubling to 30 s, reset by a
+// reconcile that succeeds. The controller reconciles the whole state on one trigger channel, not
+// keys from a workqueue, so it takes cenkalti/backoff's exponential policy (as the hub client
+// does) rather than a workqueue rate limiter.
+func newRetryBackoff() *backoff.ExponentialBackOff {
+	return &backoff.ExponentialBackOff{
+		InitialInterval: 250 * time.Millisecond,
+		Multiplier:      2,
+		MaxInterval:     30 * time.Second,
 	}
-	return b.d
 }
-
-func (b *backoff) reset() { b.d = 0 }
