@@ -376,14 +376,7 @@ func (m *Model) clustersLocked() []fleet.Cluster {
 		c, _ := m.cluster(id)
 		out = append(out, c)
 	}
-	slices.SortFunc(out, func(a, b fleet.Cluster) int {
-		if a.Info.ID < b.Info.ID {
-			return -1
-		} else if a.Info.ID > b.Info.ID {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b fleet.Cluster) int { return strings.Compare(a.Info.ID, b.Info.ID) })
 	return out
 }
 

@@ -2,6 +2,7 @@ package hubclient
 
 import (
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/spillway-io/spillway/pkg/fleet"
@@ -100,14 +101,7 @@ func (v *View) Clusters() []fleet.Cluster {
 	for _, c := range v.clusters {
 		out = append(out, c)
 	}
-	slices.SortFunc(out, func(a, b fleet.Cluster) int {
-		if a.Info.ID < b.Info.ID {
-			return -1
-		} else if a.Info.ID > b.Info.ID {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b fleet.Cluster) int { return strings.Compare(a.Info.ID, b.Info.ID) })
 	return out
 }
 
