@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"regexp"
 	"strconv"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
@@ -27,11 +29,6 @@ const (
 	maxShortString      = 64
 )
 
-var (
-	dns1123Label     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	dns1123Subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
-)
-
 // ErrInvalidArgument marks a request that breaks the API's rules.
 var ErrInvalidArgument = errors.New("invalid argument")
 
@@ -39,16 +36,21 @@ func invalid(field, format string, args ...any) error {
 	return fmt.Errorf("%s: %s: %w", field, fmt.Sprintf(format, args...), ErrInvalidArgument)
 }
 
+// checkName checks that v is a DNS-1123 label (label) or subdomain of at most max bytes; the
+// length is checked first, so that an overlong value is not echoed back.
 func checkName(field, v string, max int, label bool) error {
 	switch {
 	case v == "":
 		return invalid(field, "must not be empty")
 	case len(v) > max:
 		return invalid(field, "%d bytes, at most %d allowed", len(v), max)
-	case label && !dns1123Label.MatchString(v):
-		return invalid(field, "%q is not a DNS-1123 label (lower case letters, digits and '-')", v)
-	case !label && !dns1123Subdomain.MatchString(v):
-		return invalid(field, "%q is not a DNS-1123 subdomain", v)
+	}
+	check := validation.IsDNS1123Subdomain
+	if label {
+		check = validation.IsDNS1123Label
+	}
+	if msgs := check(v); len(msgs) > 0 {
+		return invalid(field, "%q: %s", v, strings.Join(msgs, "; "))
 	}
 	return nil
 }

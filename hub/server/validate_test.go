@@ -1,6 +1,8 @@
 package server
 
 import (
+	"errors"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/proto"
@@ -74,4 +76,41 @@ func FuzzClusterInfo(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestValidateNamesRejects(t *testing.T) {
+	pool := func(ns, name string) error {
+		return ValidateExportDelta(&pb.ExportDelta{Seq: 1, Upserts: []*pb.Export{{Pool: &pb.PoolRef{Namespace: ns, Name: name}, TargetPorts: []uint32{8000}}}})
+	}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"region not a label", ValidateClusterInfo(&pb.ClusterInfo{ClusterId: "a", Region: "US_East"}),
+			`cluster.region: "US_East": a lowercase RFC 1123 label must consist of`},
+		{"region with dots", ValidateClusterInfo(&pb.ClusterInfo{ClusterId: "a", Region: "us.east"}),
+			`cluster.region: "us.east": must not contain dots`},
+		{"cluster ID not a subdomain", ValidateClusterInfo(&pb.ClusterInfo{ClusterId: "a..b", Region: "r"}),
+			`cluster.cluster_id: "a..b": a lowercase RFC 1123 subdomain must consist of`},
+		{"cluster ID too long", ValidateClusterInfo(&pb.ClusterInfo{ClusterId: strings.Repeat("a", 254), Region: "r"}),
+			"cluster.cluster_id: 254 bytes, at most 253 allowed"},
+		{"empty zone is fine, bad zone is not", ValidateClusterInfo(&pb.ClusterInfo{ClusterId: "a", Region: "r", Zone: "-z"}),
+			`cluster.zone: "-z": a lowercase RFC 1123 label`},
+		{"empty region", ValidateClusterInfo(&pb.ClusterInfo{ClusterId: "a"}), "cluster.region: must not be empty"},
+		{"pool namespace", pool("Default", "chat"), `exports.upserts[0].pool.namespace: "Default": a lowercase RFC 1123 label`},
+		{"pool name", pool("default", "chat_v2"), `exports.upserts[0].pool.name: "chat_v2": a lowercase RFC 1123 subdomain`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !errors.Is(tc.err, ErrInvalidArgument) || !strings.Contains(tc.err.Error(), tc.want) {
+				t.Fatalf("err = %v, want ErrInvalidArgument mentioning %q", tc.err, tc.want)
+			}
+		})
+	}
+	if err := ValidateClusterInfo(&pb.ClusterInfo{ClusterId: "eu-west-1.example", Region: "eu-west", Zone: "eu-west-1a"}); err != nil {
+		t.Fatalf("a valid registration was rejected: %v", err)
+	}
+	if err := pool("default", "chat.v2"); err != nil {
+		t.Fatalf("a pool name that is a DNS-1123 subdomain was rejected: %v", err)
+	}
 }

@@ -9,12 +9,13 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 
 	"github.com/spillway-io/spillway/pkg/fleet"
@@ -78,8 +79,6 @@ func (e *StaticEndpoint) UnmarshalJSON(b []byte) error {
 // ErrInvalidFile marks a pool file that cannot be used.
 var ErrInvalidFile = errors.New("invalid pool file")
 
-var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-
 // ParseStatic reads and checks a static pool file.
 func ParseStatic(data []byte) ([]Pool, error) {
 	var f StaticFile
@@ -92,11 +91,11 @@ func ParseStatic(data []byte) ([]Pool, error) {
 	for i, sp := range f.Pools {
 		where := fmt.Sprintf("pools[%d] (%s/%s)", i, sp.Namespace, sp.Name)
 		ref := fleet.PoolRef{Namespace: sp.Namespace, Name: sp.Name}
-		if !dnsLabel.MatchString(sp.Namespace) || len(sp.Namespace) > 63 {
-			errs = append(errs, fmt.Errorf("%s: namespace must be a DNS-1123 label", where))
+		if msgs := validation.IsDNS1123Label(sp.Namespace); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("%s: namespace %q: %s", where, sp.Namespace, strings.Join(msgs, "; ")))
 		}
-		if !dnsLabel.MatchString(sp.Name) || len(sp.Name) > 63 {
-			errs = append(errs, fmt.Errorf("%s: name must be a DNS-1123 label", where))
+		if msgs := validation.IsDNS1123Label(sp.Name); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("%s: name %q: %s", where, sp.Name, strings.Join(msgs, "; ")))
 		}
 		if seen[ref] {
 			errs = append(errs, fmt.Errorf("%s: listed twice", where))

@@ -61,7 +61,10 @@ func TestParseStatic(t *testing.T) {
 func TestParseStaticRejects(t *testing.T) {
 	for _, tc := range []struct{ name, yaml, want string }{
 		{"unknown field", "pools:\n- namespace: a\n  name: b\n  targetPorts: [1]\n  color: red\n", "unknown field"},
-		{"bad namespace", "pools:\n- namespace: A_B\n  name: b\n  targetPorts: [1]\n", "namespace must be a DNS-1123 label"},
+		{"bad namespace", "pools:\n- namespace: A_B\n  name: b\n  targetPorts: [1]\n", `namespace "A_B": a lowercase RFC 1123 label must consist of`},
+		{"empty namespace", "pools:\n- name: b\n  targetPorts: [1]\n", `namespace "": a lowercase RFC 1123 label`},
+		{"bad name", "pools:\n- namespace: a\n  name: b.c\n  targetPorts: [1]\n", `name "b.c": must not contain dots`},
+		{"long name", "pools:\n- namespace: a\n  name: " + strings.Repeat("b", 64) + "\n  targetPorts: [1]\n", "must be no more than 63 characters"},
 		{"no ports", "pools:\n- namespace: a\n  name: b\n", "targetPorts needs 1..8 ports"},
 		{"port range", "pools:\n- namespace: a\n  name: b\n  targetPorts: [70000]\n", "out of range"},
 		{"duplicate", "pools:\n- {namespace: a, name: b, targetPorts: [1]}\n- {namespace: a, name: b, targetPorts: [1]}\n", "listed twice"},
