@@ -1,0 +1,198 @@
+// Package report is the spoke's capacity report loop. It follows the local pools: on every
+// change it points the metrics scraper at their endpoints, hands them to the EPP's datastore
+// (the prefix index forgets the endpoints that left), and tells the hub client what this cluster
+// exports and which pools' remote capacity it needs. Every period it turns the endpoints' latest
+// metrics into each pool's capacity for the hub, with the EPP's request counts and spill state
+// on the EPP's pool, whose load also feeds the spill decision.
+package report
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spillway-io/spillway/pkg/capacity"
+	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/modelmetrics"
+	"github.com/spillway-io/spillway/pkg/spill"
+	"github.com/spillway-io/spillway/spoke/source"
+)
+
+// Pools is where the local pools come from (a spoke/source.Source).
+type Pools interface {
+	Pools() []source.Pool
+	Changed() <-chan struct{}
+}
+
+// Scraper reads the endpoints' metrics (a *modelmetrics.Scraper).
+type Scraper interface {
+	SetTargets([]modelmetrics.Target)
+	Sample(addr string) (modelmetrics.Sample, bool)
+}
+
+// Hub takes what the hub client sends (a *hubclient.Client).
+type Hub interface {
+	SetExports([]fleet.Export)
+	SetInterest([]fleet.PoolRef)
+	SetCapacity([]fleet.PoolCapacity)
+}
+
+// Endpoints is the EPP's datastore of local endpoints: Set replaces the pools and returns the
+// endpoints that left every pool.
+type Endpoints interface {
+	Set(pools []source.Pool) (gone []string)
+}
+
+// EPP is what the report reads of the Endpoint Picker (a *epp.Server).
+type EPP interface {
+	Counts() (admitted, shed uint64)
+	Spilled() uint64
+}
+
+// Forgetter drops what an index holds of an endpoint (the EPP's prefix index).
+type Forgetter interface {
+	Forget(endpoint string)
+}
+
+// Spill is the EPP pool's spill decision (a *spill.Decider).
+type Spill interface {
+	ObserveLocal(spill.Local)
+	State() spill.State
+}
+
+// Options configure a Loop. Pools, Scraper, Hub and Endpoints are required.
+type Options struct {
+	Pools     Pools
+	Scraper   Scraper
+	Hub       Hub
+	Endpoints Endpoints
+	// EPPPool is the pool the EPP serves; zero without an EPP. It is of interest to the hub
+	// even when it is only imported here.
+	EPPPool fleet.PoolRef
+	// EPP counts the EPP pool's requests; nil without an EPP.
+	EPP EPP
+	// Prefix forgets the endpoints that left every pool; nil without an EPP.
+	Prefix Forgetter
+	// Spill takes the EPP pool's load and gives its state; nil without federated routing.
+	Spill Spill
+	// Thresholds define an endpoint's freshness and load.
+	Thresholds capacity.Thresholds
+	// ReportEndpoints adds per-endpoint load to the capacity reports.
+	ReportEndpoints bool
+	// Period is the time between capacity reports.
+	Period time.Duration
+	// Now is the clock that ages metrics; nil means time.Now.
+	Now func() time.Time
+	// Registerer takes the loop's metrics; nil leaves them unregistered.
+	Registerer prometheus.Registerer
+}
+
+// Loop is the capacity report loop; Run runs it.
+type Loop struct {
+	opts    Options
+	metrics *metrics
+	// pools are the pools of the last change; only Run's goroutine touches them.
+	pools []source.Pool
+}
+
+// New returns the loop and registers its metrics.
+func New(o Options) *Loop {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Loop{opts: o, metrics: newMetrics(o.Registerer)}
+}
+
+// Run follows the pools and reports capacity every period until ctx ends.
+func (l *Loop) Run(ctx context.Context) error {
+	tick := time.NewTicker(l.opts.Period)
+	defer tick.Stop()
+	changed := l.opts.Pools.Changed()
+	l.apply()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-changed:
+			changed = l.opts.Pools.Changed()
+			l.apply()
+		case <-tick.C:
+			l.report()
+		}
+	}
+}
+
+// apply takes the current pools: scrape targets, the EPP's endpoints, exports and interest.
+func (l *Loop) apply() {
+	l.pools = l.opts.Pools.Pools()
+	var targets []modelmetrics.Target
+	refs := make([]fleet.PoolRef, 0, len(l.pools))
+	for _, p := range l.pools {
+		refs = append(refs, p.Ref)
+		for _, e := range p.Endpoints {
+			targets = append(targets, modelmetrics.Target{Address: e.Address, Engine: e.Engine})
+		}
+	}
+	l.opts.Scraper.SetTargets(targets)
+	for _, addr := range l.opts.Endpoints.Set(l.pools) {
+		if l.opts.Prefix != nil {
+			l.opts.Prefix.Forget(addr)
+		}
+	}
+	l.opts.Hub.SetExports(source.Exports(l.pools))
+	if l.opts.EPPPool != (fleet.PoolRef{}) && !slices.Contains(refs, l.opts.EPPPool) {
+		refs = append(refs, l.opts.EPPPool) // an imported pool the EPP serves: remote capacity needed
+	}
+	l.opts.Hub.SetInterest(refs)
+}
+
+// report computes every pool's capacity and sends it to the hub.
+func (l *Loop) report() {
+	now := l.opts.Now()
+	caps := make([]fleet.PoolCapacity, 0, len(l.pools))
+	eppLocal := false
+	var fresh, stale int
+	for _, p := range l.pools {
+		eps := make([]capacity.Endpoint, 0, len(p.Endpoints))
+		for _, e := range p.Endpoints {
+			s, _ := l.opts.Scraper.Sample(e.Address)
+			ce := capacity.Endpoint{Address: e.Address, Metrics: s.Metrics, ScrapedAt: s.ScrapedAt}
+			if l.opts.Thresholds.Fresh(ce, now) {
+				fresh++
+			} else {
+				stale++
+			}
+			eps = append(eps, ce)
+		}
+		c := capacity.Aggregate(p.Ref, eps, now, l.opts.Thresholds)
+		if l.opts.ReportEndpoints {
+			c.Endpoints = capacity.EndpointDetail(eps, now, l.opts.Thresholds)
+		}
+		if l.opts.EPP != nil && p.Ref == l.opts.EPPPool {
+			l.addEPP(&c)
+			eppLocal = true
+		}
+		caps = append(caps, c)
+	}
+	if l.opts.Spill != nil && !eppLocal {
+		l.opts.Spill.ObserveLocal(spill.Local{ImportOnly: true}) // only an import here: every request goes
+	}
+	l.metrics.endpoints.WithLabelValues(freshnessFresh).Set(float64(fresh))
+	l.metrics.endpoints.WithLabelValues(freshnessStale).Set(float64(stale))
+	l.opts.Hub.SetCapacity(caps)
+}
+
+// addEPP adds the EPP's counts to its pool's capacity, feeds the pool's load to the spill
+// decision and reports the decision's state.
+func (l *Loop) addEPP(c *fleet.PoolCapacity) {
+	c.AdmittedTotal, c.ShedTotal = l.opts.EPP.Counts()
+	c.SpilledTotal = l.opts.EPP.Spilled()
+	if l.opts.Spill == nil {
+		return
+	}
+	l.opts.Spill.ObserveLocal(spill.Local{ReadyEndpoints: c.ReadyEndpoints, QueueDepth: c.QueueDepth, Saturation: c.Saturation, Saturated: c.Saturated})
+	st := l.opts.Spill.State()
+	c.Spilling, c.SpillTarget, c.SpillTargetRegion = st.Spilling, st.LastTarget, st.LastRegion
+}

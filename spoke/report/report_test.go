@@ -1,0 +1,328 @@
+package report
+
+import (
+	"context"
+	"reflect"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/goleak"
+
+	"github.com/spillway-io/spillway/e2e/testkit"
+	"github.com/spillway-io/spillway/pkg/capacity"
+	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/modelmetrics"
+	"github.com/spillway-io/spillway/pkg/spill"
+	"github.com/spillway-io/spillway/spoke/source"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var (
+	chat     = fleet.PoolRef{Namespace: "inference", Name: "chat"}
+	code     = fleet.PoolRef{Namespace: "inference", Name: "code"}
+	imported = fleet.PoolRef{Namespace: "inference", Name: "imported"}
+	now      = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	// thresholds whose loads are exact in binary, so capacities compare exactly.
+	thresholds = capacity.Thresholds{QueueDepth: 4, KVCacheUtilization: 0.5, Staleness: 200 * time.Millisecond}
+)
+
+// pools is a fake pool source; change replaces the pools and signals Changed.
+type pools struct {
+	mu      sync.Mutex
+	pools   []source.Pool
+	changed chan struct{}
+}
+
+func newPools(ps ...source.Pool) *pools { return &pools{pools: ps, changed: make(chan struct{})} }
+
+func (p *pools) Pools() []source.Pool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.pools
+}
+
+func (p *pools) Changed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.changed
+}
+
+func (p *pools) change(ps ...source.Pool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.pools = ps
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// scraper is a fake scraper with fixed samples.
+type scraper struct {
+	samples map[string]modelmetrics.Sample
+	targets []modelmetrics.Target
+}
+
+func (s *scraper) SetTargets(ts []modelmetrics.Target) { s.targets = ts }
+func (s *scraper) Sample(addr string) (modelmetrics.Sample, bool) {
+	smp, ok := s.samples[addr]
+	return smp, ok
+}
+
+// hub is a fake hub client that keeps what it was last given.
+type hub struct {
+	mu       sync.Mutex
+	exports  []fleet.Export
+	interest []fleet.PoolRef
+	caps     []fleet.PoolCapacity
+	reports  int
+}
+
+func (h *hub) SetExports(e []fleet.Export) {
+	h.mu.Lock()
+	h.exports = e
+	h.mu.Unlock()
+}
+
+func (h *hub) SetInterest(i []fleet.PoolRef) {
+	h.mu.Lock()
+	h.interest = i
+	h.mu.Unlock()
+}
+func (h *hub) SetCapacity(c []fleet.PoolCapacity) {
+	h.mu.Lock()
+	h.caps, h.reports = c, h.reports+1
+	h.mu.Unlock()
+}
+
+func (h *hub) state() ([]fleet.Export, []fleet.PoolRef, []fleet.PoolCapacity, int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.exports, h.interest, h.caps, h.reports
+}
+
+// endpoints is a fake EPP datastore: Set returns gone.
+type endpoints struct {
+	gone []string
+	set  [][]source.Pool
+}
+
+func (e *endpoints) Set(ps []source.Pool) []string {
+	e.set = append(e.set, ps)
+	return e.gone
+}
+
+type forgotten []string
+
+func (f *forgotten) Forget(addr string) { *f = append(*f, addr) }
+
+type picker struct{ admitted, shed, spilled uint64 }
+
+func (p picker) Counts() (uint64, uint64) { return p.admitted, p.shed }
+func (p picker) Spilled() uint64          { return p.spilled }
+
+// decider is a fake spill decision that records what it observed.
+type decider struct {
+	state    spill.State
+	observed []spill.Local
+}
+
+func (d *decider) ObserveLocal(l spill.Local) { d.observed = append(d.observed, l) }
+func (d *decider) State() spill.State         { return d.state }
+
+// The local pools: chat (exported) has a lightly loaded endpoint, a full one, a stale one and
+// one never scraped; code (not exported) has one endpoint without headroom.
+func localPools() []source.Pool {
+	return []source.Pool{{
+		Ref: chat, Export: true, TargetPorts: []uint32{8000},
+		Endpoints: []source.Endpoint{
+			{Address: "10.0.0.1:8000", Engine: modelmetrics.EngineVLLM},
+			{Address: "10.0.0.2:8000", Engine: modelmetrics.EngineVLLM},
+			{Address: "10.0.0.3:8000", Engine: modelmetrics.EngineVLLM},
+			{Address: "10.0.0.4:8000", Engine: modelmetrics.EngineVLLM},
+		},
+	}, {
+		Ref:       code,
+		Endpoints: []source.Endpoint{{Address: "10.0.1.1:8000", Engine: modelmetrics.EngineSGLang}},
+	}}
+}
+
+func localSamples() *scraper {
+	fresh := now.Add(-50 * time.Millisecond)
+	return &scraper{samples: map[string]modelmetrics.Sample{
+		"10.0.0.1:8000": {Metrics: modelmetrics.Metrics{WaitingQueue: 1, Running: 2}, ScrapedAt: fresh},         // load 0.25
+		"10.0.0.2:8000": {Metrics: modelmetrics.Metrics{KVCacheUsage: 0.5, Running: 4}, ScrapedAt: fresh},       // load 1
+		"10.0.0.3:8000": {Metrics: modelmetrics.Metrics{WaitingQueue: 9}, ScrapedAt: now.Add(-time.Second)},     // stale
+		"10.0.1.1:8000": {Metrics: modelmetrics.Metrics{WaitingQueue: 4, KVCacheUsage: 0.25}, ScrapedAt: fresh}, // load 1
+	}}
+}
+
+// chatCapacity and codeCapacity are what the pools aggregate to.
+func chatCapacity() fleet.PoolCapacity {
+	return fleet.PoolCapacity{Pool: chat, ReadyEndpoints: 2, TotalEndpoints: 4, QueueDepth: 1, RunningRequests: 6,
+		KVCacheUtilization: 0.25, Saturation: 0.625, ObservedAt: now}
+}
+
+func codeCapacity() fleet.PoolCapacity {
+	return fleet.PoolCapacity{Pool: code, ReadyEndpoints: 1, TotalEndpoints: 1, QueueDepth: 4,
+		KVCacheUtilization: 0.25, Saturation: 1, Saturated: true, ObservedAt: now}
+}
+
+func gauge(t *testing.T, m *metrics, freshness string) float64 {
+	t.Helper()
+	var d dto.Metric
+	if err := m.endpoints.WithLabelValues(freshness).Write(&d); err != nil {
+		t.Fatal(err)
+	}
+	return d.GetGauge().GetValue()
+}
+
+func TestReport(t *testing.T) {
+	spilling := spill.State{Spilling: true, Since: now.Add(-time.Minute), LastTarget: "us-west-1", LastRegion: "us-west"}
+	for _, tc := range []struct {
+		name         string
+		opts         Options
+		state        spill.State
+		want         func() []fleet.PoolCapacity
+		wantObserved []spill.Local
+	}{{
+		name: "no EPP: saturation and stale endpoints",
+		want: func() []fleet.PoolCapacity { return []fleet.PoolCapacity{chatCapacity(), codeCapacity()} },
+	}, {
+		name: "EPP without spill: its pool carries the EPP's counts",
+		opts: Options{EPPPool: chat, EPP: picker{admitted: 10, shed: 2, spilled: 3}},
+		want: func() []fleet.PoolCapacity {
+			c := chatCapacity()
+			c.AdmittedTotal, c.ShedTotal, c.SpilledTotal = 10, 2, 3
+			return []fleet.PoolCapacity{c, codeCapacity()}
+		},
+	}, {
+		name:  "EPP with spill: the pool's load feeds the decision, its state is reported",
+		opts:  Options{EPPPool: chat, EPP: picker{admitted: 10, shed: 2, spilled: 3}},
+		state: spilling,
+		want: func() []fleet.PoolCapacity {
+			c := chatCapacity()
+			c.AdmittedTotal, c.ShedTotal, c.SpilledTotal = 10, 2, 3
+			c.Spilling, c.SpillTarget, c.SpillTargetRegion = true, "us-west-1", "us-west"
+			return []fleet.PoolCapacity{c, codeCapacity()}
+		},
+		wantObserved: []spill.Local{{ReadyEndpoints: 2, QueueDepth: 1, Saturation: 0.625}},
+	}, {
+		name:         "EPP pool only imported here: every request goes",
+		opts:         Options{EPPPool: imported, EPP: picker{admitted: 10}},
+		state:        spilling,
+		want:         func() []fleet.PoolCapacity { return []fleet.PoolCapacity{chatCapacity(), codeCapacity()} },
+		wantObserved: []spill.Local{{ImportOnly: true}},
+	}, {
+		name: "per-endpoint detail",
+		opts: Options{ReportEndpoints: true},
+		want: func() []fleet.PoolCapacity {
+			c, k := chatCapacity(), codeCapacity()
+			c.Endpoints = []fleet.EndpointCapacity{
+				{Address: "10.0.0.1:8000", QueueDepth: 1, RunningRequests: 2, Ready: true},
+				{Address: "10.0.0.2:8000", RunningRequests: 4, KVCacheUtilization: 0.5},
+				{Address: "10.0.0.3:8000", QueueDepth: 9},
+				{Address: "10.0.0.4:8000"},
+			}
+			k.Endpoints = []fleet.EndpointCapacity{{Address: "10.0.1.1:8000", QueueDepth: 4, KVCacheUtilization: 0.25}}
+			return []fleet.PoolCapacity{c, k}
+		},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, d := &hub{}, &decider{state: tc.state}
+			o := tc.opts
+			o.Pools, o.Scraper, o.Hub, o.Endpoints = newPools(localPools()...), localSamples(), h, &endpoints{}
+			o.Thresholds, o.Period, o.Now = thresholds, time.Hour, func() time.Time { return now }
+			if tc.wantObserved != nil {
+				o.Spill = d
+			}
+			l := New(o)
+			l.apply()
+			l.report()
+			if _, _, caps, _ := h.state(); !reflect.DeepEqual(caps, tc.want()) {
+				t.Errorf("capacity =\n%+v\nwant\n%+v", caps, tc.want())
+			}
+			if !reflect.DeepEqual(d.observed, tc.wantObserved) {
+				t.Errorf("spill observed %+v, want %+v", d.observed, tc.wantObserved)
+			}
+			if f, s := gauge(t, l.metrics, freshnessFresh), gauge(t, l.metrics, freshnessStale); f != 3 || s != 2 {
+				t.Errorf("endpoints gauge: %v fresh, %v stale; want 3 and 2", f, s)
+			}
+		})
+	}
+}
+
+func TestApply(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		opts          Options
+		gone          []string
+		wantInterest  []fleet.PoolRef
+		wantForgotten forgotten
+	}{{
+		name:         "no EPP: the local pools",
+		gone:         []string{"10.0.9.9:8000"},
+		wantInterest: []fleet.PoolRef{chat, code},
+	}, {
+		name:          "EPP on a local pool: gone endpoints forgotten",
+		opts:          Options{EPPPool: chat},
+		gone:          []string{"10.0.9.9:8000", "10.0.9.8:8000"},
+		wantInterest:  []fleet.PoolRef{chat, code},
+		wantForgotten: forgotten{"10.0.9.9:8000", "10.0.9.8:8000"},
+	}, {
+		name:         "EPP on an imported pool: its remote capacity is needed",
+		opts:         Options{EPPPool: imported},
+		wantInterest: []fleet.PoolRef{chat, code, imported},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, eps, sc, fg := &hub{}, &endpoints{gone: tc.gone}, &scraper{}, &forgotten{}
+			o := tc.opts
+			o.Pools, o.Scraper, o.Hub, o.Endpoints, o.Thresholds = newPools(localPools()...), sc, h, eps, thresholds
+			if o.EPPPool != (fleet.PoolRef{}) {
+				o.Prefix = fg
+			}
+			New(o).apply()
+			exports, interest, _, _ := h.state()
+			if want := []fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}}; !reflect.DeepEqual(exports, want) {
+				t.Errorf("exports %+v, want %+v", exports, want)
+			}
+			if !slices.Equal(interest, tc.wantInterest) {
+				t.Errorf("interest %v, want %v", interest, tc.wantInterest)
+			}
+			if len(eps.set) != 1 || !reflect.DeepEqual(eps.set[0], localPools()) {
+				t.Errorf("datastore given %+v, want the local pools once", eps.set)
+			}
+			if want := 5; len(sc.targets) != want || sc.targets[4] != (modelmetrics.Target{Address: "10.0.1.1:8000", Engine: modelmetrics.EngineSGLang}) {
+				t.Errorf("scrape targets %+v, want the %d local endpoints with their engines", sc.targets, want)
+			}
+			if !slices.Equal(*fg, tc.wantForgotten) {
+				t.Errorf("prefix index forgot %q, want %q", *fg, tc.wantForgotten)
+			}
+		})
+	}
+}
+
+func TestRunFollowsPoolsAndReportsEveryPeriod(t *testing.T) {
+	src, h := newPools(localPools()[1]), &hub{}
+	l := New(Options{Pools: src, Scraper: localSamples(), Hub: h, Endpoints: &endpoints{}, Thresholds: thresholds,
+		Period: 5 * time.Millisecond, Now: func() time.Time { return now }, Registerer: prometheus.NewRegistry()})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	testkit.Eventually(t, 5*time.Second, "code's capacity reported twice", testkit.True(func() bool {
+		_, _, caps, n := h.state()
+		return n >= 2 && len(caps) == 1 && caps[0].Pool == code
+	}))
+	src.change(localPools()...)
+	testkit.Eventually(t, 5*time.Second, "chat exported and reported", testkit.True(func() bool {
+		exports, _, caps, _ := h.state()
+		return len(exports) == 1 && exports[0].Pool == chat && len(caps) == 2
+	}))
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run() = %v, want nil when the context ends", err)
+	}
+}
