@@ -3,8 +3,7 @@ package ctl
 import (
 	"bytes"
 	"context"
-	"flag"
-	"os"
+	"fmt"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -12,10 +11,9 @@ import (
 	"time"
 
 	"github.com/spillway-io/spillway/e2e/hubtest"
+	"github.com/spillway-io/spillway/e2e/testkit"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // fleet registers two clusters through the real SyncService and exports one pool from both.
 func fleet(t *testing.T) *hubtest.Hub {
@@ -54,17 +52,14 @@ func fleet(t *testing.T) *hubtest.Hub {
 			}
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testkit.Eventually(t, 5*time.Second, "fleet in the view", func() error {
 		pools := h.Model.Pools()
 		if len(pools) == 1 && len(pools[0].Members) == 2 && pools[0].Members[0].Capacity != nil && pools[0].Members[1].Capacity != nil {
-			return h
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("fleet not in the view: %+v", pools)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf("pools %+v: want one with two members and their capacity", pools)
+	})
+	return h
 }
 
 var (
@@ -93,20 +88,7 @@ func TestGetGolden(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%v\n%s", err, got)
 				}
-				golden := filepath.Join("testdata", what+"."+format)
-				if *update {
-					if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-						t.Fatal(err)
-					}
-					return
-				}
-				want, err := os.ReadFile(golden)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got != string(want) {
-					t.Errorf("hubctl get %s -o %s:\n%s\nwant:\n%s", what, format, got, want)
-				}
+				testkit.Golden(t, filepath.Join("testdata", what+"."+format), []byte(got))
 			})
 		}
 	}
