@@ -207,7 +207,7 @@ func Run(ctx context.Context, cfg *Config) error {
 		grpcL.Close()
 		return fmt.Errorf("listen --http-address: %w", err)
 	}
-	gs := grpc.NewServer(server.GRPCOptions()...)
+	gs := grpc.NewServer(append(server.GRPCOptions(), srv.Interceptors()...)...)
 	pb.RegisterSyncServiceServer(gs, srv)
 	pb.RegisterAdminServiceServer(gs, srv)
 	hs := health.NewServer()

@@ -3,8 +3,9 @@ package server
 import "github.com/prometheus/client_golang/prometheus"
 
 const (
-	labelKind = "kind"
-	labelCode = "code"
+	labelKind   = "kind"
+	labelCode   = "code"
+	labelMethod = "method"
 )
 
 type metrics struct {
@@ -12,6 +13,7 @@ type metrics struct {
 	received    *prometheus.CounterVec
 	viewUpdates *prometheus.CounterVec
 	rejected    *prometheus.CounterVec
+	panics      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -32,9 +34,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "spillway_hub_sync_streams_ended_total",
 			Help: "Spoke sync streams that ended, by gRPC status code.",
 		}, []string{labelCode}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spillway_hub_grpc_handler_panics_total",
+			Help: "Panics recovered in gRPC handlers (and the goroutines of a Sync stream), by full method name; each ended its call with Internal. Any is a bug: the log has its stack.",
+		}, []string{labelMethod}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.received, m.viewUpdates, m.rejected)
+		reg.MustRegister(m.sessions, m.received, m.viewUpdates, m.rejected, m.panics)
 	}
 	for _, k := range []string{"hello", "exports", "capacity", "interest", "imports"} {
 		m.received.WithLabelValues(k)

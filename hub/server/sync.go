@@ -48,13 +48,48 @@ type Server struct {
 	opts    Options
 	log     *slog.Logger
 	metrics *metrics
+	// panicLog logs panics recovered in any service's handler (recover.go).
+	panicLog *slog.Logger
 
 	mu       sync.Mutex
 	sessions map[string]*session
 }
 
+// session is one stream's hold on its cluster's session on this replica.
 type session struct {
 	cancel context.CancelCauseFunc
+
+	// mu orders the stream's writes to the fleet view with its end: once ended is set (a newer
+	// stream of the cluster took over, or the handler returned), no write of this stream reaches
+	// the view, and a takeover waits for a write in progress, so every write of the new stream
+	// comes after the last one of the old.
+	mu    sync.Mutex
+	ended bool
+}
+
+// write runs fn, a write of the stream's messages to the fleet view, unless the session ended;
+// it reports whether fn ran.
+func (cur *session) write(fn func()) bool {
+	cur.mu.Lock()
+	defer cur.mu.Unlock()
+	if cur.ended {
+		return false
+	}
+	fn()
+	return true
+}
+
+// live reports whether the session has not ended.
+func (cur *session) live() bool {
+	cur.mu.Lock()
+	defer cur.mu.Unlock()
+	return !cur.ended
+}
+
+func (cur *session) end() {
+	cur.mu.Lock()
+	defer cur.mu.Unlock()
+	cur.ended = true
 }
 
 // New returns the services on a registry and its view.
@@ -67,6 +102,7 @@ func New(store *registry.Store, model *view.Model, opts Options) *Server {
 		model:    model,
 		opts:     opts,
 		log:      opts.Logger.With("component", "hub-sync"),
+		panicLog: opts.Logger.With("component", "hub-grpc"),
 		metrics:  newMetrics(opts.Registerer),
 		sessions: map[string]*session{},
 	}
@@ -117,7 +153,8 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 	if err != nil {
 		return err
 	}
-	defer s.release(cluster, s.takeOver(cluster, cancel))
+	cur := s.takeOver(cluster, cancel)
+	defer s.release(cluster, cur)
 	s.metrics.sessions.Inc()
 	defer s.metrics.sessions.Dec()
 
@@ -139,7 +176,7 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := sess.KeepAlive(ctx); err != nil {
+		if err := s.recovering(pb.SyncService_Sync_FullMethodName, func() error { return sess.KeepAlive(ctx) }); err != nil {
 			cancel(err)
 		}
 	}()
@@ -152,8 +189,14 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 
 	acks := make(chan uint64, 64)
 	interest := make(chan []fleet.PoolRef, 1)
-	// The receive side runs until the stream ends; gRPC ends it when this handler returns.
-	go func() { cancel(s.recvLoop(ctx, stream, sess, cluster, acks, interest)) }()
+	// The receive side runs until the stream ends: gRPC ends it when this handler returns, and it
+	// cannot be waited for here (its Recv returns only then). It returns on its own once the
+	// session ended (taken over or this handler returned): from then on it writes nothing.
+	go func() {
+		cancel(s.recovering(pb.SyncService_Sync_FullMethodName, func() error {
+			return s.recvLoop(ctx, stream, sess, cur, log, acks, interest)
+		}))
+	}()
 
 	err = s.sendLoop(ctx, stream, cursor, poolsFrom(hello.GetCapacityInterest()), acks, interest)
 	cause := context.Cause(ctx)
@@ -167,11 +210,13 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 	return err
 }
 
-// takeOver makes this stream the cluster's session on this replica, ending an older stream.
+// takeOver makes this stream the cluster's session on this replica, ending an older stream: from
+// its return on, the older stream writes nothing more to the fleet view.
 func (s *Server) takeOver(cluster string, cancel context.CancelCauseFunc) *session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old, ok := s.sessions[cluster]; ok {
+		old.end()
 		old.cancel(ErrSessionReplaced)
 	}
 	cur := &session{cancel: cancel}
@@ -179,7 +224,9 @@ func (s *Server) takeOver(cluster string, cancel context.CancelCauseFunc) *sessi
 	return cur
 }
 
+// release ends the stream's session when its handler returns.
 func (s *Server) release(cluster string, cur *session) {
+	cur.end()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.sessions[cluster] == cur {
@@ -187,8 +234,17 @@ func (s *Server) release(cluster string, cur *session) {
 	}
 }
 
+// recvLoop applies a stream's messages until the stream fails or its session ends. Every write
+// to the fleet view goes through cur.write, so a stream that was taken over stops writing at
+// once, even with messages still in flight; its export writes are also refused by the registry,
+// whose transactions are guarded by the session record the stream wrote.
 func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer, sess *registry.Session,
-	cluster string, acks chan<- uint64, interest chan []fleet.PoolRef) error {
+	cur *session, log *slog.Logger, acks chan<- uint64, interest chan []fleet.PoolRef) error {
+	cluster := sess.Record().Cluster
+	dropped := func(kind string) error {
+		log.Debug("sync message dropped: the stream's session ended", "kind", kind)
+		return ErrSessionReplaced
+	}
 	for {
 		req, err := stream.Recv()
 		if err != nil {
@@ -199,6 +255,9 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 			s.metrics.received.WithLabelValues("exports").Inc()
 			if err := ValidateExportDelta(m.Exports); err != nil {
 				return err
+			}
+			if !cur.live() {
+				return dropped("exports")
 			}
 			d := registry.ExportDelta{Seq: m.Exports.GetSeq(), ReplaceAll: m.Exports.GetReplaceAll()}
 			for _, e := range m.Exports.GetUpserts() {
@@ -222,7 +281,9 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 			for _, c := range m.Capacity.GetPools() {
 				caps = append(caps, fleetpb.CapacityFrom(c))
 			}
-			s.model.ReportCapacity(cluster, caps, poolsFrom(m.Capacity.GetRemoved()))
+			if !cur.write(func() { s.model.ReportCapacity(cluster, caps, poolsFrom(m.Capacity.GetRemoved())) }) {
+				return dropped("capacity")
+			}
 		case *pb.SyncRequest_Interest:
 			s.metrics.received.WithLabelValues("interest").Inc()
 			if err := validateInterest("interest.capacity_interest", m.Interest.GetCapacityInterest()); err != nil {
@@ -238,7 +299,9 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 			if err := ValidateImportReport(m.Imports); err != nil {
 				return err
 			}
-			s.model.ReportImports(cluster, fleetpb.PoolImportStatusesFrom(m.Imports))
+			if !cur.write(func() { s.model.ReportImports(cluster, fleetpb.PoolImportStatusesFrom(m.Imports)) }) {
+				return dropped("imports")
+			}
 		case *pb.SyncRequest_Hello:
 			return invalid("hello", "sent twice on one stream")
 		default:

@@ -1,0 +1,304 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/spillway-io/spillway/e2e/testkit"
+	hubetcd "github.com/spillway-io/spillway/hub/etcd"
+	"github.com/spillway-io/spillway/hub/registry"
+	"github.com/spillway-io/spillway/hub/server"
+	"github.com/spillway-io/spillway/hub/view"
+	"github.com/spillway-io/spillway/pkg/fleet"
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+)
+
+// testHub is a hub assembled as hub/app assembles it (embedded etcd, registry, fleet view, the
+// services behind the hub's interceptors), with what a test needs to look inside: the view, the
+// metrics registry, the log records, and room for extra interceptors and service wrappers.
+type testHub struct {
+	srv   *server.Server
+	model *view.Model
+	reg   *prometheus.Registry
+	logs  *logRecorder
+	conn  *grpc.ClientConn
+}
+
+type hubOptions struct {
+	// stream is an extra stream interceptor, run inside the hub's own.
+	stream grpc.StreamServerInterceptor
+	// admin wraps the AdminService implementation before it is registered.
+	admin func(*server.Server) pb.AdminServiceServer
+}
+
+func startHub(t *testing.T, o hubOptions) *testHub {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	e, err := hubetcd.StartEmbedded(ctx, t.TempDir(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cli, err := hubetcd.Dial([]string{e.Endpoint})
+	if err != nil {
+		e.Close()
+		t.Fatal(err)
+	}
+	store := registry.New(cli, registry.Options{LeaseTTL: 5 * time.Second})
+	h := &testHub{model: view.New(), reg: prometheus.NewRegistry(), logs: newLogRecorder()}
+	followDone := make(chan struct{})
+	go func() {
+		defer close(followDone)
+		_ = h.model.Follow(ctx, store, slog.New(slog.DiscardHandler))
+	}()
+	h.srv = server.New(store, h.model, server.Options{
+		HubID: "hub-test", MinReportInterval: 50 * time.Millisecond, CapacityHeartbeat: time.Second,
+		ViewInterval: 20 * time.Millisecond, Registerer: h.reg, Logger: slog.New(h.logs),
+	})
+	opts := append(server.GRPCOptions(), h.srv.Interceptors()...)
+	if o.stream != nil {
+		opts = append(opts, grpc.ChainStreamInterceptor(o.stream))
+	}
+	gs := grpc.NewServer(opts...)
+	pb.RegisterSyncServiceServer(gs, h.srv)
+	var admin pb.AdminServiceServer = h.srv
+	if o.admin != nil {
+		admin = o.admin(h.srv)
+	}
+	pb.RegisterAdminServiceServer(gs, admin)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = gs.Serve(l)
+	}()
+	h.conn, err = grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		h.conn.Close()
+		gs.Stop()
+		<-served
+		cancel()
+		<-followDone
+		cli.Close()
+		e.Close()
+	})
+	return h
+}
+
+func (h *testHub) sync() pb.SyncServiceClient   { return pb.NewSyncServiceClient(h.conn) }
+func (h *testHub) admin() pb.AdminServiceClient { return pb.NewAdminServiceClient(h.conn) }
+
+// capacityOf returns what the view holds of a cluster's capacity reports.
+func (h *testHub) capacityOf(cluster string) []fleet.PoolCapacity {
+	var out []fleet.PoolCapacity
+	for _, c := range h.model.Since("", 0, func(fleet.PoolRef) bool { return true }).Capacity {
+		if c.ClusterID == cluster {
+			out = append(out, c.Capacity)
+		}
+	}
+	return out
+}
+
+// logRecorder keeps every log record's message and attributes (those of the logger's With too).
+type logRecorder struct {
+	mu    *sync.Mutex
+	recs  *[]logRecord
+	attrs []slog.Attr
+}
+
+func newLogRecorder() *logRecorder { return &logRecorder{mu: &sync.Mutex{}, recs: &[]logRecord{}} }
+
+type logRecord struct {
+	msg   string
+	attrs map[string]string
+}
+
+func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecorder) WithGroup(string) slog.Handler            { return l }
+func (l *logRecorder) WithAttrs(as []slog.Attr) slog.Handler {
+	return &logRecorder{mu: l.mu, recs: l.recs, attrs: append(slices.Clip(l.attrs), as...)}
+}
+
+func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	rec := logRecord{msg: r.Message, attrs: map[string]string{}}
+	for _, a := range l.attrs {
+		rec.attrs[a.Key] = a.Value.String()
+	}
+	r.Attrs(func(a slog.Attr) bool {
+		rec.attrs[a.Key] = a.Value.String()
+		return true
+	})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	*l.recs = append(*l.recs, rec)
+	return nil
+}
+
+// find returns the records whose message is msg.
+func (l *logRecorder) find(msg string) []logRecord {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []logRecord
+	for _, r := range *l.recs {
+		if r.msg == msg {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+var chat = &pb.PoolRef{Namespace: "default", Name: "chat"}
+
+func hello(cluster string) *pb.SyncRequest {
+	return &pb.SyncRequest{Msg: &pb.SyncRequest_Hello{Hello: &pb.Hello{ClusterId: cluster, SpokeIncarnation: "inc-1"}}}
+}
+
+func capacityReport(queue uint32) *pb.SyncRequest {
+	return &pb.SyncRequest{Msg: &pb.SyncRequest_Capacity{Capacity: &pb.CapacityReport{Pools: []*pb.PoolCapacity{{
+		Pool: chat, ReadyEndpoints: 1, TotalEndpoints: 1, QueueDepth: queue,
+	}}}}}
+}
+
+// openSession opens a Sync stream for cluster and waits for the hub's Welcome.
+func openSession(t *testing.T, ctx context.Context, cli pb.SyncServiceClient, cluster string) pb.SyncService_SyncClient {
+	t.Helper()
+	st, err := cli.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(hello(cluster)); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := st.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetWelcome() == nil {
+		t.Fatalf("first answer of the hub: %v, want a welcome", resp)
+	}
+	return st
+}
+
+// TestTakenOverStreamWritesNothing: once a newer stream of the same cluster took the session
+// over, a capacity report that still arrives on the old stream does not reach the fleet view; the
+// new stream's reports do.
+func TestTakenOverStreamWritesNothing(t *testing.T) {
+	// The first Sync stream to end is held open after its handler returned, as a slow network
+	// would hold it, so that what its client sends after the takeover still reaches the old
+	// stream's receive loop.
+	release := make(chan struct{})
+	var held sync.Once
+	hold := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		err := handler(srv, ss)
+		if info.FullMethod == pb.SyncService_Sync_FullMethodName {
+			held.Do(func() { <-release })
+		}
+		return err
+	}
+	h := startHub(t, hubOptions{stream: hold})
+	var releaseOnce sync.Once
+	unhold := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(unhold)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := h.sync().Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "a", Region: "us-east"}}); err != nil {
+		t.Fatal(err)
+	}
+	old := openSession(t, ctx, h.sync(), "a")
+	if err := old.Send(capacityReport(1)); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 5*time.Second, "the first stream's report in the view", func() error {
+		if caps := h.capacityOf("a"); len(caps) != 1 || caps[0].QueueDepth != 1 {
+			return fmt.Errorf("capacity of a: %+v, want queue 1", caps)
+		}
+		return nil
+	})
+
+	// The Welcome on the new stream comes after the takeover.
+	cur := openSession(t, ctx, h.sync(), "a")
+	if err := old.Send(capacityReport(7)); err != nil {
+		t.Fatal(err)
+	}
+	// The old stream's receive loop says when it dropped the report; the view must not have it.
+	testkit.Eventually(t, 5*time.Second, "the old stream drops its report", func() error {
+		for _, r := range h.logs.find("sync message dropped: the stream's session ended") {
+			if r.attrs["cluster"] == "a" && r.attrs["kind"] == "capacity" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no drop logged; capacity of a in the view: %+v", h.capacityOf("a"))
+	})
+	if caps := h.capacityOf("a"); len(caps) != 1 || caps[0].QueueDepth != 1 {
+		t.Fatalf("capacity of a after a report on the taken-over stream: %+v, want queue 1 still", caps)
+	}
+
+	// The stream that took over writes.
+	if err := cur.Send(capacityReport(3)); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 5*time.Second, "the new stream's report in the view", func() error {
+		if caps := h.capacityOf("a"); len(caps) != 1 || caps[0].QueueDepth != 3 {
+			return fmt.Errorf("capacity of a: %+v, want queue 3", caps)
+		}
+		return nil
+	})
+
+	// Once no longer held, the old stream ends with Aborted: it was replaced.
+	unhold()
+	for {
+		if _, err := old.Recv(); err != nil {
+			wantStatus(t, err, codes.Aborted, "replaced by a newer stream")
+			break
+		}
+	}
+	if sessions := metricValue(t, h.reg, "spillway_hub_sync_sessions"); sessions != 1 {
+		t.Fatalf("spillway_hub_sync_sessions = %v after the takeover, want 1", sessions)
+	}
+}
+
+// metricValue reads a gauge or a counter from a registry: the series with the given label
+// values, or the first one when none are given.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var got []string
+			for _, l := range m.GetLabel() {
+				got = append(got, l.GetValue())
+			}
+			if len(labels) > 0 && !slices.Equal(got, labels) {
+				continue
+			}
+			if m.GetGauge() != nil {
+				return m.GetGauge().GetValue()
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
