@@ -4,51 +4,37 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"net"
 	"os"
 	"slices"
 	"sync"
 	"testing"
 	"time"
-)
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	// memberlist binds UDP and TCP on the same port: find one free for both.
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		u, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err == nil {
-			u.Close()
-			return addr
-		}
-	}
-	t.Fatal("no free port")
-	return ""
-}
+	"github.com/spillway-io/spillway/e2e/testkit"
+)
 
 // TestDeadMemberIsKnownQuickly: four members; one is killed without leaving (as a crash); the
 // others see it dead within the 3 s target, and a member with another key never joins.
 func TestDeadMemberIsKnownQuickly(t *testing.T) {
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
-	seed := freeAddr(t)
+	// Every member binds port 0: memberlist picks a port free for both UDP and TCP and
+	// advertises it; the others join the first member at the address it reports.
+	var seed string
 	var members []*Member
 	cancels := map[string]context.CancelFunc{}
 	var wg sync.WaitGroup
 	for i := range 4 {
-		addr := seed
+		var join []string
 		if i > 0 {
-			addr = freeAddr(t)
+			join = []string{seed}
 		}
-		m, err := Start(Options{Name: fmt.Sprintf("cluster-%d", i), BindAddress: addr, Join: []string{seed}, Key: key})
+		m, err := Start(Options{Name: fmt.Sprintf("cluster-%d", i), BindAddress: "127.0.0.1:0", Join: join, Key: key})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if i == 0 {
+			seed = m.ml.LocalNode().Address()
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		cancels[m.opts.Name] = cancel
@@ -62,19 +48,18 @@ func TestDeadMemberIsKnownQuickly(t *testing.T) {
 		}
 		wg.Wait()
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for _, m := range members {
-		for len(m.Alive()) != 4 {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s sees %v", m.opts.Name, m.Alive())
+	testkit.Eventually(t, 10*time.Second, "every member sees the four", func() error {
+		for _, m := range members {
+			if got := m.Alive(); len(got) != 4 {
+				return fmt.Errorf("%s sees %v", m.opts.Name, got)
 			}
-			time.Sleep(50 * time.Millisecond)
 		}
-	}
+		return nil
+	})
 
 	other := make([]byte, 32)
 	_, _ = rand.Read(other)
-	stranger, err := Start(Options{Name: "stranger", BindAddress: freeAddr(t), Key: other})
+	stranger, err := Start(Options{Name: "stranger", BindAddress: "127.0.0.1:0", Key: other})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,17 +71,14 @@ func TestDeadMemberIsKnownQuickly(t *testing.T) {
 	victim := members[3]
 	killed := time.Now()
 	victim.Crash()
-	for _, m := range members[:3] {
-		for !m.Dead("cluster-3") {
-			if time.Since(killed) > 3*time.Second {
-				t.Fatalf("%s did not see cluster-3 dead within 3s (alive: %v)", m.opts.Name, m.Alive())
+	testkit.Eventually(t, 3*time.Second, "the crash of cluster-3 known to every other member", func() error {
+		for _, m := range members[:3] {
+			if !m.Dead("cluster-3") || slices.Contains(m.Alive(), "cluster-3") {
+				return fmt.Errorf("%s does not see cluster-3 dead (alive: %v)", m.opts.Name, m.Alive())
 			}
-			time.Sleep(20 * time.Millisecond)
 		}
-		if slices.Contains(m.Alive(), "cluster-3") {
-			t.Fatalf("%s still lists cluster-3", m.opts.Name)
-		}
-	}
+		return nil
+	})
 	t.Logf("every member saw the crash within %.2fs", time.Since(killed).Seconds())
 	if members[0].Dead("never-seen") {
 		t.Fatal("a member never seen is not dead")
