@@ -17,10 +17,11 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/spillway-io/spillway/e2e/modelsim"
+	"github.com/spillway-io/spillway/e2e/testkit"
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
 )
 
-func serve(t *testing.T, cfg modelsim.Config) string {
+func serve(t testing.TB, cfg modelsim.Config) string {
 	t.Helper()
 	ls, err := modelsim.Listen([]string{"127.0.0.1:0"})
 	if err != nil {
@@ -49,20 +50,65 @@ func post(t *testing.T, addr, path, body string) (*http.Response, []byte) {
 	return resp, b
 }
 
+// complete sends a completion request from a goroutine of the test: it reports a failure with
+// t.Errorf, never t.Fatal.
+func complete(t *testing.T, ctx context.Context, addr, body string) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v1/completions", strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		if ctx.Err() == nil {
+			t.Errorf("completion: %v", err)
+		}
+		return
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK && ctx.Err() == nil {
+		t.Errorf("completion: HTTP %d", resp.StatusCode)
+	}
+}
+
 func scrape(t *testing.T, addr string) (modelmetrics.Metrics, int) {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
+	m, n, err := readMetrics(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return m, n
+}
+
+// readMetrics scrapes a simulator and parses its page as vLLM's, with the page's size.
+func readMetrics(addr string) (modelmetrics.Metrics, int, error) {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return modelmetrics.Metrics{}, 0, err
+	}
 	defer resp.Body.Close()
-	page, _ := io.ReadAll(resp.Body)
+	page, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return modelmetrics.Metrics{}, 0, err
+	}
 	p, _ := modelmetrics.NewParser(modelmetrics.EngineVLLM)
 	m, err := p.Parse(page)
 	if err != nil {
-		t.Fatalf("simulator page does not parse as vLLM: %v", err)
+		return modelmetrics.Metrics{}, 0, fmt.Errorf("simulator page does not parse as vLLM: %w", err)
 	}
-	return m, len(page)
+	return m, len(page), nil
+}
+
+// metricsAre returns a condition for testkit.Eventually: the simulator's scraped metrics satisfy
+// ok, and the error shows the last metrics when they do not.
+func metricsAre(addr, want string, ok func(modelmetrics.Metrics) bool) func() error {
+	return func() error {
+		m, _, err := readMetrics(addr)
+		if err != nil {
+			return err
+		}
+		if !ok(m) {
+			return fmt.Errorf("metrics %+v, want %s", m, want)
+		}
+		return nil
+	}
 }
 
 func TestCompletionsAndChat(t *testing.T) {
@@ -198,21 +244,12 @@ func TestMetricsFollowLoad(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			post(t, addr, "/v1/completions", fmt.Sprintf(`{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"%d%s","max_tokens":10}`, i, prompt))
+			complete(t, context.Background(), addr, fmt.Sprintf(`{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"%d%s","max_tokens":10}`, i, prompt))
 		}()
 	}
-	var busy modelmetrics.Metrics
-	deadline := time.Now().Add(3 * time.Second)
-	for time.Now().Before(deadline) {
-		busy, _ = scrape(t, addr)
-		if busy.Running == 2 && busy.WaitingQueue == 4 {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	if busy.Running != 2 || busy.WaitingQueue != 4 || busy.KVCacheUsage <= 0 {
-		t.Fatalf("under load: %+v, want running 2, waiting 4, KV-cache in use", busy)
-	}
+	testkit.Eventually(t, 3*time.Second, "metrics under load", metricsAre(addr, "running 2, waiting 4, KV-cache in use", func(m modelmetrics.Metrics) bool {
+		return m.Running == 2 && m.WaitingQueue == 4 && m.KVCacheUsage > 0
+	}))
 	wg.Wait()
 	after, _ := scrape(t, addr)
 	if after.Running != 0 || after.WaitingQueue != 0 || after.KVCacheUsage != 0 {
@@ -270,21 +307,12 @@ func TestLoRAAdapters(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		post(t, addr, "/v1/completions", `{"model":"sql-lora","prompt":"select","max_tokens":10}`)
+		complete(t, context.Background(), addr, `{"model":"sql-lora","prompt":"select","max_tokens":10}`)
 	}()
-	var m modelmetrics.Metrics
-	deadline := time.Now().Add(2 * time.Second)
-	for time.Now().Before(deadline) {
-		m, _ = scrape(t, addr)
-		if len(m.ActiveLoRAs) == 1 {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, 2*time.Second, "LoRA metrics while serving sql-lora", metricsAre(addr, "sql-lora active of at most 1", func(m modelmetrics.Metrics) bool {
+		return len(m.ActiveLoRAs) == 1 && m.ActiveLoRAs[0] == "sql-lora" && m.MaxLoRAs == 1
+	}))
 	<-done
-	if len(m.ActiveLoRAs) != 1 || m.ActiveLoRAs[0] != "sql-lora" || m.MaxLoRAs != 1 {
-		t.Fatalf("LoRA metrics while serving sql-lora: %+v", m)
-	}
 	if after, _ := scrape(t, addr); len(after.ActiveLoRAs) != 0 {
 		t.Fatalf("adapter still running after the request: %+v", after)
 	}
@@ -296,28 +324,24 @@ func TestAbandonedRequestsFreeTheirSlots(t *testing.T) {
 	cfg.DecodeLatency = 50 * time.Millisecond
 	addr := serve(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
 	for range 3 {
+		wg.Add(1)
 		go func() {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+addr+"/v1/completions",
-				strings.NewReader(`{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"x","max_tokens":100}`))
-			if resp, err := http.DefaultClient.Do(req); err == nil {
-				resp.Body.Close()
-			}
+			defer wg.Done()
+			complete(t, ctx, addr, `{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"x","max_tokens":100}`)
 		}()
 	}
-	time.Sleep(100 * time.Millisecond)
+	// All three are in: one runs (100 tokens take 5 s), two wait.
+	testkit.Eventually(t, 3*time.Second, "the requests arrived", metricsAre(addr, "running 1, waiting 2", func(m modelmetrics.Metrics) bool {
+		return m.Running == 1 && m.WaitingQueue == 2
+	}))
 	cancel()
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		m, _ := scrape(t, addr)
-		if m.Running == 0 && m.WaitingQueue == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("slots held after clients left: %+v", m)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	wg.Wait()
+	testkit.Eventually(t, 2*time.Second, "slots freed after the clients left", metricsAre(addr, "running 0, waiting 0", func(m modelmetrics.Metrics) bool {
+		return m.Running == 0 && m.WaitingQueue == 0
+	}))
 }
 
 func TestManyEndpointsInOneProcess(t *testing.T) {
@@ -350,8 +374,7 @@ func TestManyEndpointsInOneProcess(t *testing.T) {
 
 // BenchmarkMetricsPage measures one scrape of a simulator's /metrics page over loopback HTTP.
 func BenchmarkMetricsPage(b *testing.B) {
-	t := &testing.T{}
-	addr := serve(t, modelsim.DefaultConfig())
+	addr := serve(b, modelsim.DefaultConfig())
 	c := &http.Client{}
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {

@@ -3,11 +3,13 @@ package registry_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/spillway-io/spillway/e2e/testkit"
 	hubetcd "github.com/spillway-io/spillway/hub/etcd"
 	"github.com/spillway-io/spillway/hub/registry"
 	"github.com/spillway-io/spillway/pkg/fleet"
@@ -46,8 +48,10 @@ func TestSessionLeaseExpiryWithdrawsExports(t *testing.T) {
 	if _, err := s.OpenSession(ctx, "a", "hub-0", "inc-1"); !errors.Is(err, registry.ErrNotFound) {
 		t.Fatalf("OpenSession of an unregistered cluster: err = %v, want ErrNotFound", err)
 	}
-	if _, err := s.PutCluster(ctx, fleet.ClusterInfo{ID: "a", Region: "us-east"}); err != nil {
-		t.Fatal(err)
+	for _, id := range []string{"a", "control"} {
+		if _, err := s.PutCluster(ctx, fleet.ClusterInfo{ID: id, Region: "us-east"}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	sess, err := s.OpenSession(ctx, "a", "hub-0", "inc-1")
 	if err != nil {
@@ -63,14 +67,23 @@ func TestSessionLeaseExpiryWithdrawsExports(t *testing.T) {
 	if len(st.Exports["a"]) != 2 || st.Sessions["a"].ExportSeq != 1 {
 		t.Fatalf("after the first delta: exports %v, session %+v", st.Exports["a"], st.Sessions["a"])
 	}
+	// A control session of the same TTL, opened after a's and never renewed: its expiry shows
+	// that a's lease would have lapsed by then without renewal.
+	control, err := s.OpenSession(ctx, "control", "hub-0", "inc-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := control.ApplyExports(ctx, registry.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []fleet.Export{exportOf(chat)}}); err != nil {
+		t.Fatal(err)
+	}
 
-	// Keep the lease alive for longer than its TTL: the exports stay.
+	// Keep a's lease alive past the control's expiry: a's exports stay.
 	kctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- sess.KeepAlive(kctx) }()
-	time.Sleep(3 * time.Second)
-	if st, _ := s.Load(ctx); len(st.Exports["a"]) != 2 {
-		t.Fatalf("exports withdrawn while the session was kept alive: %v", st.Exports["a"])
+	testkit.Eventually(t, 10*time.Second, "the control session expires", sessionGone(ctx, s, "control"))
+	if st, _ := s.Load(ctx); len(st.Exports["a"]) != 2 || st.Sessions["a"].Cluster != "a" {
+		t.Fatalf("a withdrawn while its session was kept alive: exports %v, sessions %v", st.Exports["a"], st.Sessions)
 	}
 	stop()
 	if err := <-done; err != nil {
@@ -78,27 +91,28 @@ func TestSessionLeaseExpiryWithdrawsExports(t *testing.T) {
 	}
 
 	// Without renewal the lease lapses and etcd deletes the session and every export.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st, err := s.Load(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(st.Exports["a"]) == 0 && len(st.Sessions) == 0 {
-			if _, ok := st.Clusters["a"]; !ok {
-				t.Fatal("the cluster record went with the lease; it must stay registered")
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("exports still present 10s after the session ended: %v", st.Exports)
-		}
-		time.Sleep(200 * time.Millisecond)
+	testkit.Eventually(t, 10*time.Second, "a's session and exports deleted after renewal stopped", sessionGone(ctx, s, "a"))
+	if st, _ := s.Load(ctx); len(st.Clusters) != 2 {
+		t.Fatalf("clusters %v: a cluster record went with its lease; it must stay registered", st.Clusters)
 	}
 	// A delta on the expired session fails clearly rather than writing lease-less keys.
 	err = sess.ApplyExports(ctx, registry.ExportDelta{Seq: 2, Upserts: []fleet.Export{exportOf(chat)}})
 	if !errors.Is(err, registry.ErrSessionLost) {
 		t.Fatalf("ApplyExports on an expired session: err = %v, want ErrSessionLost", err)
+	}
+}
+
+// sessionGone is a condition for testkit.Eventually: the cluster has neither a session nor exports.
+func sessionGone(ctx context.Context, s *registry.Store, cluster string) func() error {
+	return func() error {
+		st, err := s.Load(ctx)
+		if err != nil {
+			return err
+		}
+		if _, ok := st.Sessions[cluster]; ok || len(st.Exports[cluster]) > 0 {
+			return fmt.Errorf("session of %s %+v, exports %v", cluster, st.Sessions[cluster], st.Exports[cluster])
+		}
+		return nil
 	}
 }
 
@@ -248,13 +262,20 @@ func TestWatchDeliversChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := make(chan registry.Event, 16)
+	watching := make(chan struct{})
 	go func() {
+		defer close(watching)
 		_ = s.Watch(ctx, st.Revision, func(evs []registry.Event) {
 			for _, ev := range evs {
-				got <- ev
+				select {
+				case got <- ev:
+				case <-ctx.Done():
+					return
+				}
 			}
 		})
 	}()
+	defer func() { cancel(); <-watching }()
 	if _, err := s.PutCluster(ctx, fleet.ClusterInfo{ID: "a", Region: "r"}); err != nil {
 		t.Fatal(err)
 	}

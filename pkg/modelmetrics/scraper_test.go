@@ -2,6 +2,7 @@ package modelmetrics_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/spillway-io/spillway/e2e/modelsim"
+	"github.com/spillway-io/spillway/e2e/testkit"
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
 )
 
@@ -39,29 +41,25 @@ func TestScraperFollowsTargets(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	s.SetTargets([]modelmetrics.Target{{Address: sim, Engine: modelmetrics.EngineVLLM}, {Address: brokenAddr, Engine: modelmetrics.EngineVLLM}})
-	deadline := time.Now().Add(3 * time.Second)
-	for {
+	testkit.Eventually(t, 3*time.Second, "a sample of both targets", func() error {
 		ok, _ := s.Sample(sim)
 		bad, _ := s.Sample(brokenAddr)
-		if !ok.ScrapedAt.IsZero() && bad.Err != nil {
-			if ok.Metrics.NumBlocks != modelsim.DefaultConfig().NumGPUBlocks {
-				t.Fatalf("sample of the simulator: %+v", ok.Metrics)
-			}
-			if !bad.ScrapedAt.IsZero() {
-				t.Fatal("a page that never parsed has a scrape time")
-			}
-			break
+		if ok.ScrapedAt.IsZero() || bad.Err == nil {
+			return fmt.Errorf("no samples: sim %+v, broken %+v", ok, bad)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no samples: sim %+v, broken %+v", ok, bad)
-		}
-		time.Sleep(10 * time.Millisecond)
+		return nil
+	})
+	if ok, _ := s.Sample(sim); ok.Metrics.NumBlocks != modelsim.DefaultConfig().NumGPUBlocks {
+		t.Fatalf("sample of the simulator: %+v", ok.Metrics)
+	}
+	if bad, _ := s.Sample(brokenAddr); !bad.ScrapedAt.IsZero() {
+		t.Fatal("a page that never parsed has a scrape time")
 	}
 	first, _ := s.Sample(sim)
-	time.Sleep(100 * time.Millisecond)
-	if again, _ := s.Sample(sim); !again.ScrapedAt.After(first.ScrapedAt) {
-		t.Fatal("the simulator is not scraped again")
-	}
+	testkit.Eventually(t, 3*time.Second, "the simulator scraped again", testkit.True(func() bool {
+		again, _ := s.Sample(sim)
+		return again.ScrapedAt.After(first.ScrapedAt)
+	}))
 
 	// Removing a target stops its loop and forgets it.
 	s.SetTargets([]modelmetrics.Target{{Address: sim, Engine: modelmetrics.EngineVLLM}})
@@ -72,18 +70,11 @@ func TestScraperFollowsTargets(t *testing.T) {
 	stopSim()
 	<-simDone
 	simDone <- nil
-	deadline = time.Now().Add(3 * time.Second)
-	for {
+	testkit.Eventually(t, 3*time.Second, "scrape errors of a dead endpoint recorded", testkit.True(func() bool {
 		smp, _ := s.Sample(sim)
-		if smp.Err != nil {
-			if smp.ScrapedAt.IsZero() {
-				t.Fatal("last good scrape time lost")
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("scrape errors of a dead endpoint not recorded")
-		}
-		time.Sleep(10 * time.Millisecond)
+		return smp.Err != nil
+	}))
+	if smp, _ := s.Sample(sim); smp.ScrapedAt.IsZero() {
+		t.Fatal("last good scrape time lost")
 	}
 }
