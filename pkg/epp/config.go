@@ -1,8 +1,11 @@
 package epp
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -80,7 +83,8 @@ type FileObjective struct {
 // PriorityValue is an integer or one of Critical, Standard, BestEffort.
 type PriorityValue int
 
-// UnmarshalJSON accepts an integer or an alias.
+// UnmarshalJSON accepts an integer or an alias. Its error is a type error, which encoding/json
+// completes with the field's path (defaultPriority, objectives.priority).
 func (p *PriorityValue) UnmarshalJSON(b []byte) error {
 	s := strings.Trim(string(b), `"`)
 	switch strings.ToLower(s) {
@@ -93,7 +97,7 @@ func (p *PriorityValue) UnmarshalJSON(b []byte) error {
 	default:
 		n, err := strconv.Atoi(s)
 		if err != nil {
-			return fmt.Errorf("priority %s: want an integer or Critical, Standard, BestEffort", string(b))
+			return &json.UnmarshalTypeError{Value: string(b) + " (want an integer or Critical, Standard, BestEffort)", Type: reflect.TypeFor[PriorityValue]()}
 		}
 		*p = PriorityValue(n)
 	}
@@ -160,7 +164,7 @@ func ParseConfig(data []byte) (Settings, error) {
 		s.Weights = f.Scorers
 	}
 	if _, err := scheduler.New(scheduler.Options{Weights: s.Weights}); err != nil {
-		errs = append(errs, err)
+		errs = append(errs, fmt.Errorf("scorers: %w", err))
 	}
 	if f.Fallbacks != nil {
 		if *f.Fallbacks < 0 || *f.Fallbacks > 16 {
@@ -183,8 +187,11 @@ func ParseConfig(data []byte) (Settings, error) {
 			}
 			s.Thresholds.Staleness = d
 		}
-		if s.Thresholds.QueueDepth < 1 || !(s.Thresholds.KVCacheUtilization > 0 && s.Thresholds.KVCacheUtilization <= 1) {
-			errs = append(errs, errors.New("saturation: queueDepth must be at least 1 and kvCacheUtilization in (0, 1]"))
+		if s.Thresholds.QueueDepth < 1 {
+			errs = append(errs, fmt.Errorf("saturation.queueDepth %d: want at least 1", s.Thresholds.QueueDepth))
+		}
+		if kv := s.Thresholds.KVCacheUtilization; !(kv > 0 && kv <= 1) {
+			errs = append(errs, fmt.Errorf("saturation.kvCacheUtilization %v: want (0, 1]", kv))
 		}
 	}
 	if f.MaxBodyBytes != 0 {
@@ -224,14 +231,22 @@ func ParseConfig(data []byte) (Settings, error) {
 		if _, dup := s.Models[m.Name]; dup {
 			errs = append(errs, fmt.Errorf("%s: listed twice", where))
 		}
-		total := 0
+		total, overflow := 0, false
 		for j, t := range m.Targets {
 			if t.Model == "" || t.Weight < 0 {
 				errs = append(errs, fmt.Errorf("%s: targets[%d] needs a model and a weight >= 0", where, j))
 			}
-			total += t.Weight
+			// The weights' sum bounds a random draw per request: it must be positive and an int.
+			if w := max(t.Weight, 0); w > math.MaxInt-total {
+				overflow = true
+			} else {
+				total += w
+			}
 		}
-		if len(m.Targets) > 0 && total == 0 {
+		switch {
+		case overflow:
+			errs = append(errs, fmt.Errorf("%s: target weights add up to more than %d", where, math.MaxInt))
+		case len(m.Targets) > 0 && total == 0:
 			errs = append(errs, fmt.Errorf("%s: target weights add up to 0", where))
 		}
 		s.Models[m.Name] = m
