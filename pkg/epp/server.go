@@ -2,15 +2,17 @@
 // endpoint-picker protocol, so any GIE-conformant gateway (Envoy Gateway, kgateway, Istio, GKE)
 // can ask it where each inference request goes.
 //
-// Per request (one ext_proc stream): the request headers are recorded; the body arrives in chunks
-// (FULL_DUPLEX_STREAMED, or whole when the gateway buffers it); at its end the EPP parses the
-// OpenAI body, looks up the request's InferenceObjective priority (header
-// x-gateway-inference-objective), applies model routing, asks the saturation detector whether the
-// pool has headroom (sheddable requests, priority < 0, get 429 with Retry-After when it has none),
-// picks the endpoint and fallbacks with the scheduler, and answers with the
-// x-gateway-destination-endpoint header, the same value in dynamic metadata envoy.lb, and the
-// (possibly rewritten) body. On the response side it measures time to first token and duration and
-// reads token usage, including from the final SSE event of a streamed response.
+// Per request (one ext_proc stream): the request headers are recorded and the request's
+// InferenceObjective (header x-gateway-inference-objective) resolved to a known name and its
+// priority; the body arrives in chunks (FULL_DUPLEX_STREAMED, or whole when the gateway buffers
+// it); at its end the EPP decides in stages (decide.go): it parses the OpenAI body, applies model
+// routing, keeps the candidate endpoints, asks the spill policy whether the request leaves the
+// cluster, asks the saturation detector whether the pool has headroom (sheddable requests,
+// priority < 0, get 429 with Retry-After when it has none), picks the endpoint and fallbacks with
+// the scheduler, and answers with the x-gateway-destination-endpoint header, the same value in
+// dynamic metadata envoy.lb, and the (possibly rewritten) body. On the response side it measures
+// time to first token and duration and reads token usage, including from the final SSE event of a
+// streamed response.
 package epp
 
 import (
