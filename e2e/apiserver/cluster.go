@@ -6,11 +6,12 @@
 package apiserver
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
-
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -67,7 +68,15 @@ type Cluster struct {
 	apiArgs    []string
 }
 
+// startAttempts bounds the starts of a cluster whose ports were taken between their choice and
+// the processes binding them.
+const startAttempts = 5
+
 // Start starts a cluster whose processes bind ip (a loopback address), in dir.
+//
+// etcd and kube-apiserver take their ports on the command line, so the ports are chosen free
+// (freePorts) before the processes start; another process may bind one in between. A start that
+// fails because an address was in use is stopped and tried again on new ports.
 func Start(ctx context.Context, bins Bins, dir, name, ip string) (*Cluster, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -79,29 +88,67 @@ func Start(ctx context.Context, bins Bins, dir, name, ip string) (*Cluster, erro
 	if err := writeCerts(dir, []net.IP{addr, net.ParseIP("127.0.0.1")}); err != nil {
 		return nil, fmt.Errorf("certificates: %w", err)
 	}
-	ports, err := freePorts(ip, 3)
-	if err != nil {
-		return nil, err
-	}
-	c := &Cluster{Name: name, Dir: dir, Token: "spillway-admin-" + name}
+	c := &Cluster{Name: name, Dir: dir, Token: "spillway-admin-" + name, apiBin: bins.APIServer}
 	if err := os.WriteFile(filepath.Join(dir, "tokens.csv"), []byte(c.Token+",admin,admin-uid,system:masters\n"), 0o600); err != nil {
 		return nil, err
 	}
+	var err error
+	if c.CA, err = os.ReadFile(filepath.Join(dir, "ca.crt")); err != nil {
+		return nil, err
+	}
+	for attempt := 1; ; attempt++ {
+		err = c.start(ctx, bins.Etcd, ip)
+		if err == nil {
+			break
+		}
+		c.Stop()
+		if !errors.Is(err, errAddrInUse) || attempt == startAttempts {
+			return nil, err
+		}
+	}
+	c.Kubeconfig = filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(c.Kubeconfig, []byte(c.kubeconfig()), 0o600); err != nil {
+		c.Stop()
+		return nil, err
+	}
+	return c, nil
+}
+
+// errAddrInUse marks a start that failed because a process found its port taken.
+var errAddrInUse = errors.New("address already in use")
+
+// start starts etcd and the API server on new free ports of ip and waits until the API is ready.
+func (c *Cluster) start(ctx context.Context, etcdBin, ip string) error {
+	ports, err := pickPorts(ip, 3)
+	if err != nil {
+		return err
+	}
+	// A fresh etcd: nothing of an attempt on other ports stays.
+	if err := os.RemoveAll(filepath.Join(c.Dir, "etcd-data")); err != nil {
+		return err
+	}
 	etcdURL := "http://" + net.JoinHostPort(ip, strconv.Itoa(ports[0]))
 	peerURL := "http://" + net.JoinHostPort(ip, strconv.Itoa(ports[1]))
-	c.etcd, err = localfleet.StartProc(dir, "etcd", bins.Etcd,
-		"--name", "default", "--data-dir", filepath.Join(dir, "etcd-data"),
+	c.etcd, err = localfleet.StartProc(c.Dir, "etcd", etcdBin,
+		"--name", "default", "--data-dir", filepath.Join(c.Dir, "etcd-data"),
 		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
 		"--initial-cluster", "default="+peerURL, "--log-level", "error",
 		"--unsafe-no-fsync")
 	if err != nil {
-		return nil, err
+		return err
 	}
 	c.Host = "https://" + net.JoinHostPort(ip, strconv.Itoa(ports[2]))
-	c.apiBin = bins.APIServer
-	c.apiArgs = []string{"--etcd-servers", etcdURL,
-		"--bind-address", ip, "--advertise-address", ip, "--secure-port", strconv.Itoa(ports[2]),
+	c.apiArgs = apiServerArgs(c.Dir, ip, etcdURL, ports[2])
+	if c.api, err = localfleet.StartProc(c.Dir, "kube-apiserver", c.apiBin, c.apiArgs...); err != nil {
+		return err
+	}
+	return c.waitReady(ctx)
+}
+
+func apiServerArgs(dir, ip, etcdURL string, port int) []string {
+	return []string{"--etcd-servers", etcdURL,
+		"--bind-address", ip, "--advertise-address", ip, "--secure-port", strconv.Itoa(port),
 		"--tls-cert-file", filepath.Join(dir, "server.crt"), "--tls-private-key-file", filepath.Join(dir, "server.key"),
 		"--client-ca-file", filepath.Join(dir, "ca.crt"),
 		"--token-auth-file", filepath.Join(dir, "tokens.csv"),
@@ -115,25 +162,6 @@ func Start(ctx context.Context, bins Bins, dir, name, ip string) (*Cluster, erro
 		// No controller manager runs to create default service accounts.
 		"--disable-admission-plugins", "ServiceAccount",
 		"--profiling=false", "--v=0"}
-	c.api, err = localfleet.StartProc(dir, "kube-apiserver", c.apiBin, c.apiArgs...)
-	if err != nil {
-		c.Stop()
-		return nil, err
-	}
-	if c.CA, err = os.ReadFile(filepath.Join(dir, "ca.crt")); err != nil {
-		c.Stop()
-		return nil, err
-	}
-	if err := c.waitReady(ctx); err != nil {
-		c.Stop()
-		return nil, err
-	}
-	c.Kubeconfig = filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(c.Kubeconfig, []byte(c.kubeconfig()), 0o600); err != nil {
-		c.Stop()
-		return nil, err
-	}
-	return c, nil
 }
 
 func (c *Cluster) kubeconfig() string {
@@ -168,6 +196,9 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 			select {
 			case <-p.Done():
 				log, _ := os.ReadFile(p.LogPath)
+				if bytes.Contains(log, []byte("address already in use")) {
+					return fmt.Errorf("%s exited during start-up: %w: %v", p.Name, errAddrInUse, p.Err())
+				}
 				return fmt.Errorf("%s exited during start-up: %v\n%s", p.Name, p.Err(), tail(log, 2000))
 			default:
 			}
@@ -245,6 +276,11 @@ func (c *Cluster) KubectlStdin(ctx context.Context, stdin string, args ...string
 	return out, nil
 }
 
+// pickPorts is freePorts, but for the test that takes a port first.
+var pickPorts = freePorts
+
+// freePorts returns n ports of ip that were free a moment ago, the one way ports are chosen for a
+// process that must be told its port; Start retries when one was taken in between.
 func freePorts(ip string, n int) ([]int, error) {
 	var ls []net.Listener
 	defer func() {
