@@ -6,10 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"maps"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,10 +25,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/spillway-io/spillway/e2e/apiserver"
+	"github.com/spillway-io/spillway/e2e/testkit"
 	"github.com/spillway-io/spillway/pkg/epp"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/*.golden.yaml from the rendered manifests")
 
 // goldens are the kustomizations whose rendering is kept in testdata/<name>.golden.yaml, so that
 // a review sees every change to what an operator installs.
@@ -116,33 +113,32 @@ func TestRenderedManifestsMatchGolden(t *testing.T) {
 		t.Run(g.name, func(t *testing.T) {
 			got := kustomize(t, g.dir)
 			file := filepath.Join("testdata", g.name+".golden.yaml")
-			if *update {
-				if err := os.WriteFile(file, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
+			if want, err := os.ReadFile(file); err == nil && !testkit.Updating() {
+				logFirstDifference(t, got, want)
 			}
-			want, err := os.ReadFile(file)
-			if err != nil {
-				t.Fatalf("%v (go test ./deploy -update writes it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				gl, wl := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
-				i := 0
-				for i < len(gl) && i < len(wl) && gl[i] == wl[i] {
-					i++
-				}
-				line := func(ls []string) string {
-					if i < len(ls) {
-						return ls[i]
-					}
-					return "<end of file>"
-				}
-				t.Errorf("kubectl kustomize %s differs from %s at line %d:\n got: %s\nwant: %s\nIf the change is intended, run go test ./deploy -update and review the diff.",
-					g.dir, file, i+1, line(gl), line(wl))
-			}
+			testkit.Golden(t, file, got)
 		})
 	}
+}
+
+// logFirstDifference logs the first line where got and want differ: a rendered manifest is long.
+func logFirstDifference(t *testing.T, got, want []byte) {
+	t.Helper()
+	gl, wl := strings.Split(string(got), "\n"), strings.Split(string(want), "\n")
+	i := 0
+	for i < len(gl) && i < len(wl) && gl[i] == wl[i] {
+		i++
+	}
+	if i == len(gl) && i == len(wl) {
+		return
+	}
+	line := func(ls []string) string {
+		if i < len(ls) {
+			return ls[i]
+		}
+		return "<end of file>"
+	}
+	t.Logf("first difference at line %d:\n got: %s\nwant: %s", i+1, line(gl), line(wl))
 }
 
 // TestSpokeEPPConfig: the shipped epp.yaml is what the spoke parses at start (a bad key would
@@ -500,7 +496,7 @@ func TestOnAPIServer(t *testing.T) {
 
 	// The Prometheus Operator brings the ServiceMonitor kind to a real cluster (hack/crds.sh
 	// copies its CRD for this test); the bases need it to exist before they are applied.
-	promCRD, err := os.ReadFile("../e2e/kube/testdata/monitoring.coreos.com_servicemonitors.yaml")
+	promCRD, err := os.ReadFile("../e2e/apiserver/testdata/monitoring.coreos.com_servicemonitors.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -707,9 +703,10 @@ current-context: c
 			return ref // as the kubelet does with an undefined variable
 		}))
 	}
-	// What differs outside a Pod, appended: the last value of a flag wins.
-	httpAddr := freeAddr(t)
-	args = append(args, "--http-address="+httpAddr, "--epp-address="+freeAddr(t), "--epp-config="+eppConfig, "--kubeconfig="+kubeconfig)
+	// What differs outside a Pod, appended: the last value of a flag wins. The spoke binds port 0
+	// and logs the address it got: no port is picked here and lost to another process meanwhile.
+	args = append(args, "--http-address=127.0.0.1:0", "--epp-address=127.0.0.1:0", "--log-format=json",
+		"--epp-config="+eppConfig, "--kubeconfig="+kubeconfig)
 
 	logPath := filepath.Join(dir, "spoke.log")
 	logFile, err := os.Create(logPath)
@@ -717,6 +714,12 @@ current-context: c
 		t.Fatal(err)
 	}
 	defer logFile.Close()
+	t.Cleanup(func() { // after the spoke stopped (cleanups run last first): its whole log
+		if t.Failed() {
+			log, _ := os.ReadFile(logPath)
+			t.Logf("spoke %s\n%s", strings.Join(args, " "), log)
+		}
+	})
 	cmd := exec.Command(spokeBinary(t), args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
@@ -733,47 +736,65 @@ current-context: c
 			<-exited
 		}
 	})
-	fail := func(format string, a ...any) {
+	running := func() {
 		t.Helper()
-		log, _ := os.ReadFile(logPath)
-		t.Fatalf(format+"\nspoke %s\n%s", append(a, strings.Join(args, " "), log)...)
-	}
-
-	deadline := time.Now().Add(30 * time.Second)
-	for {
 		select {
 		case err := <-exited:
 			exited <- err
-			fail("the spoke exited: %v", err)
+			t.Fatalf("the spoke exited: %v", err)
 		default:
 		}
+	}
+
+	var httpAddr string
+	testkit.Eventually(t, 30*time.Second, "the spoke's start-up line with its HTTP address", func() error {
+		running()
+		if httpAddr = startedHTTPAddr(logPath); httpAddr == "" {
+			return errors.New("not logged yet")
+		}
+		return nil
+	})
+	// An informer its RBAC does not allow never syncs, and /readyz stays unready.
+	testkit.Eventually(t, 30*time.Second, "the spoke ready", func() error {
+		running()
 		resp, err := http.Get("http://" + httpAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			fail("the spoke is not ready after 30s (an informer its RBAC does not allow never syncs)")
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("readyz: HTTP %d", resp.StatusCode)
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	for {
+		return nil
+	})
+	testkit.Eventually(t, 30*time.Second, "a ServiceExport of the gateway Service", func() error {
 		out, err := c.Kubectl(ctx, "-n", "gateway-system", "get", "serviceexports.multicluster.x-k8s.io", "-o", "name")
-		if err == nil && strings.TrimSpace(string(out)) == "serviceexport.multicluster.x-k8s.io/inference-gateway" {
-			break
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			fail("no ServiceExport of the gateway Service: %v %s", err, out)
+		if got := strings.TrimSpace(string(out)); got != "serviceexport.multicluster.x-k8s.io/inference-gateway" {
+			return fmt.Errorf("got %q", got)
 		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return nil
+	})
 	// Nothing it tried was refused: a missing rule shows up in the log even where it does not
 	// stop the spoke.
 	if log, _ := os.ReadFile(logPath); bytes.Contains(bytes.ToLower(log), []byte("forbidden")) {
-		fail("the API server refused the spoke something")
+		t.Fatal("the API server refused the spoke something")
 	}
+}
+
+// startedHTTPAddr is the HTTP address in the spoke's JSON start-up line in the log at path, or
+// "" before the line is there.
+func startedHTTPAddr(path string) string {
+	log, _ := os.ReadFile(path)
+	for line := range bytes.Lines(log) {
+		var rec struct{ Msg, HTTP string }
+		if json.Unmarshal(line, &rec) == nil && rec.Msg == "spoke started" {
+			return rec.HTTP
+		}
+	}
+	return ""
 }
 
 // envRef is a $(VAR) reference in a container's args.
@@ -790,16 +811,6 @@ func spokeBinary(t *testing.T) string {
 		t.Fatalf("build the spoke: %v\n%s", err, out)
 	}
 	return bin
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func spillPolicy(name, spec string) string {
