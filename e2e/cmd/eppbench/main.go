@@ -28,20 +28,8 @@ func newCommand() *cobra.Command {
 		SilenceUsage: true,
 		Args:         cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			for _, e := range o.spillwayEnv {
-				if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
-					return fmt.Errorf("--spillway-env %q: want NAME=VALUE", e)
-				}
-			}
-			if o.rounds < 1 {
-				return fmt.Errorf("--rounds %d: want at least 1", o.rounds)
-			}
-			for _, c := range strings.Split(counts, ",") {
-				n, err := strconv.Atoi(strings.TrimSpace(c))
-				if err != nil || n < 1 || n > 2000 {
-					return fmt.Errorf("--endpoints %q: want counts in 1..2000", counts)
-				}
-				o.counts = append(o.counts, n)
+			if err := o.complete(counts); err != nil {
+				return err
 			}
 			rep, err := run(cmd.Context(), o)
 			if err != nil {
@@ -82,6 +70,26 @@ func newCommand() *cobra.Command {
 	f.StringVar(&jsonPath, "json", "", "file to write the results to as JSON (default: standard output)")
 	cmd.AddCommand(newNoopCommand())
 	return cmd
+}
+
+// complete checks the flags and sets the endpoint counts from --endpoints.
+func (o *options) complete(counts string) error {
+	for _, e := range o.spillwayEnv {
+		if k, _, ok := strings.Cut(e, "="); !ok || k == "" {
+			return fmt.Errorf("--spillway-env %q: want NAME=VALUE", e)
+		}
+	}
+	if o.rounds < 1 {
+		return fmt.Errorf("--rounds %d: want at least 1", o.rounds)
+	}
+	for _, c := range strings.Split(counts, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil || n < 1 || n > 2000 {
+			return fmt.Errorf("--endpoints %q: want counts in 1..2000", counts)
+		}
+		o.counts = append(o.counts, n)
+	}
+	return nil
 }
 
 // newNoopCommand is the do-nothing ext_proc server of the baseline, started by eppbench itself.
