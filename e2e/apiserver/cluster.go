@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 
 	"github.com/spillway-io/spillway/e2e/localfleet"
@@ -187,40 +188,52 @@ func (c *Cluster) HTTPClient() *http.Client {
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 }
 
+// waitReady polls the API server's /readyz until it answers 200, for at most 90 s; a process
+// that exits meanwhile ends the wait.
 func (c *Cluster) waitReady(ctx context.Context) error {
 	client := c.HTTPClient()
-	deadline := time.Now().Add(90 * time.Second)
 	var last error
-	for time.Now().Before(deadline) {
+	exited := false
+	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 90*time.Second, true, func(ctx context.Context) (bool, error) {
 		for _, p := range []*localfleet.Proc{c.etcd, c.api} {
 			select {
 			case <-p.Done():
+				exited = true
 				log, _ := os.ReadFile(p.LogPath)
 				if bytes.Contains(log, []byte("address already in use")) {
-					return fmt.Errorf("%s exited during start-up: %w: %v", p.Name, errAddrInUse, p.Err())
+					return false, fmt.Errorf("%s exited during start-up: %w: %v", p.Name, errAddrInUse, p.Err())
 				}
-				return fmt.Errorf("%s exited during start-up: %v\n%s", p.Name, p.Err(), tail(log, 2000))
+				return false, fmt.Errorf("%s exited during start-up: %v\n%s", p.Name, p.Err(), tail(log, 2000))
 			default:
 			}
 		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.Host+"/readyz", nil)
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-		resp, err := client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("readyz: HTTP %d", resp.StatusCode)
+		last = c.readyz(ctx, client)
+		return last == nil, nil
+	})
+	if err != nil && !exited && ctx.Err() == nil {
+		if last == nil {
+			last = err
 		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
-		}
+		return fmt.Errorf("API server %s not ready after 90s: %w", c.Name, last)
 	}
-	return fmt.Errorf("API server %s not ready after 90s: %w", c.Name, last)
+	return err
+}
+
+func (c *Cluster) readyz(ctx context.Context, client *http.Client) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Host+"/readyz", nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("readyz: HTTP %d", resp.StatusCode)
+	}
+	return nil
 }
 
 // StopAPIServer stops the API server and keeps etcd: the cluster's state survives for
