@@ -10,9 +10,14 @@ import (
 	"github.com/spillway-io/spillway/spoke/source"
 )
 
+// samples looks up the endpoints' latest metrics (a *modelmetrics.Scraper).
+type samples interface {
+	Samples(addrs []string, dst []modelmetrics.Sample) []modelmetrics.Sample
+}
+
 // datastore gives the EPP the local pools' endpoints with their latest scraped metrics.
 type datastore struct {
-	scraper *modelmetrics.Scraper
+	scraper samples
 
 	mu    sync.RWMutex
 	pools map[fleet.PoolRef]poolEndpoints
@@ -23,12 +28,12 @@ type poolEndpoints struct {
 	models [][]string
 }
 
-func newDatastore(s *modelmetrics.Scraper) *datastore {
+func newDatastore(s samples) *datastore {
 	return &datastore{scraper: s, pools: map[fleet.PoolRef]poolEndpoints{}}
 }
 
-// set replaces the pools and returns the endpoints that left every pool.
-func (d *datastore) set(pools []source.Pool) (gone []string) {
+// Set replaces the pools and returns the endpoints that left every pool.
+func (d *datastore) Set(pools []source.Pool) (gone []string) {
 	next := make(map[fleet.PoolRef]poolEndpoints, len(pools))
 	now := map[string]bool{}
 	for _, p := range pools {

@@ -1,0 +1,286 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+
+	"github.com/spillway-io/spillway/pkg/epp"
+	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/gossip"
+	"github.com/spillway-io/spillway/pkg/modelmetrics"
+	"github.com/spillway-io/spillway/pkg/serve"
+	"github.com/spillway-io/spillway/pkg/spill"
+	"github.com/spillway-io/spillway/spoke/hubclient"
+	"github.com/spillway-io/spillway/spoke/kube"
+	"github.com/spillway-io/spillway/spoke/remote"
+	"github.com/spillway-io/spillway/spoke/report"
+	"github.com/spillway-io/spillway/spoke/rttprobe"
+	"github.com/spillway-io/spillway/spoke/source"
+	"github.com/spillway-io/spillway/spoke/spillstatus"
+)
+
+// spoke holds the components Run's group runs. The optional ones are nil when off.
+type spoke struct {
+	cfg     *Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	scraper *modelmetrics.Scraper
+	client  *hubclient.Client
+	source  source.Source
+	ds      *datastore
+	report  *report.Loop
+
+	member  *gossip.Member     // --gossip-address
+	rtt     *rttprobe.Prober   // --spill
+	remotes *remote.Candidates // --spill
+	decider *spill.Decider     // --spill
+	ctrl    *kube.Controller   // the Kubernetes source
+	picker  *epp.Server        // --epp-address
+	eppGRPC *grpc.Server       // --epp-address
+	health  *health.Server     // --epp-address
+}
+
+// build builds the components in dependency order. The spoke it returns, even with an error,
+// must be closed.
+func build(cfg *Config) (*spoke, error) {
+	s := &spoke{cfg: cfg, log: cfg.Logger.With("cluster", cfg.ClusterID), reg: prometheus.NewRegistry(), source: cfg.Source}
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.scraper = modelmetrics.NewScraper(modelmetrics.ScraperOptions{Interval: cfg.ScrapeInterval})
+	s.client = s.newHubClient()
+	s.ds = newDatastore(s.scraper)
+	gateways := &controllerGateways{}
+	for _, step := range []func() error{
+		s.startGossip,
+		func() error { return s.buildSpill(gateways) },
+		func() error { return s.buildController(gateways) },
+		s.buildEPP,
+	} {
+		if err := step(); err != nil {
+			return s, err
+		}
+	}
+	s.report = s.newReport()
+	return s, nil
+}
+
+func (s *spoke) newHubClient() *hubclient.Client {
+	return hubclient.New(hubclient.Options{
+		Cluster: fleet.ClusterInfo{
+			ID:             s.cfg.ClusterID,
+			Region:         s.cfg.Region,
+			Zone:           s.cfg.Zone,
+			GatewayAddress: s.cfg.GatewayAddress,
+			Version:        Version,
+			ClusterSet:     s.cfg.ClusterSet,
+		},
+		HubAddress: s.cfg.HubAddress,
+		Logger:     s.log,
+		Registerer: s.reg,
+	})
+}
+
+func (s *spoke) startGossip() error {
+	m, err := s.cfg.Gossip.Start(s.cfg.ClusterID, s.log)
+	s.member = m
+	return err
+}
+
+// buildSpill builds federated routing for the EPP's pool: the RTT prober, the remote candidates
+// and the spill decision, fed with the fleet view.
+func (s *spoke) buildSpill(gateways remote.GatewayResolver) error {
+	if !s.cfg.Spill {
+		return nil
+	}
+	s.rtt = rttprobe.New(rttprobe.Options{Self: s.cfg.ClusterID})
+	o := remote.Options{Self: s.cfg.ClusterID, Pool: s.cfg.EPPPoolRef, View: s.client.View(), Gateways: gateways,
+		RTT: s.rtt, Overrides: s.cfg.RemoteGateways}
+	if s.member != nil {
+		o.Live = s.member
+	}
+	s.remotes = remote.New(o)
+	d, err := spill.New(s.cfg.EPP.Spill, s.remotes.List)
+	if err != nil {
+		return fmt.Errorf("spill policy: %w", err)
+	}
+	s.decider = d
+	return nil
+}
+
+// buildController builds the Kubernetes source, which also resolves remote gateways.
+func (s *spoke) buildController(gateways *controllerGateways) error {
+	if s.cfg.KubeConfig == nil {
+		return nil
+	}
+	klog.SetSlogLogger(s.log.With("component", "client-go")) // one log stream, one format
+	ko := kube.Options{
+		Config:           s.cfg.KubeConfig,
+		ClusterID:        s.cfg.ClusterID,
+		ControllerName:   s.cfg.ControllerName,
+		CreateNamespaces: s.cfg.CreateNamespaces,
+		Logger:           s.log,
+	}
+	if ns, name, ok := strings.Cut(s.cfg.GatewayService, "/"); ok {
+		ko.GatewayService = types.NamespacedName{Namespace: ns, Name: name}
+	}
+	if s.cfg.HubAddress != "" {
+		ko.View, ko.Reporter = s.client.View(), s.client
+	}
+	if s.decider != nil {
+		ko.Spill, ko.SpillPool, ko.DefaultSpillPolicy = s.decider, s.cfg.EPPPoolRef, s.cfg.EPP.Spill
+	}
+	ctrl, err := kube.New(ko)
+	if err != nil {
+		return err
+	}
+	s.ctrl, s.source, gateways.ctrl = ctrl, ctrl, ctrl
+	return nil
+}
+
+// buildEPP builds the Endpoint Picker and its gRPC server (ext_proc and health).
+func (s *spoke) buildEPP() error {
+	if s.cfg.EPP == nil {
+		return nil
+	}
+	var objs epp.Objectives
+	if s.ctrl != nil {
+		objs = clusterObjectives{ctrl: s.ctrl, pool: s.cfg.EPPPoolRef, file: s.cfg.EPP.Objectives}
+	}
+	picker, err := epp.New(epp.Options{Pool: s.cfg.EPPPoolRef, Settings: *s.cfg.EPP, Datastore: s.ds, Objectives: objs,
+		Spill: s.decider, ClusterID: s.cfg.ClusterID, Logger: s.log, Registerer: s.reg})
+	if err != nil {
+		return err
+	}
+	s.picker = picker
+	s.eppGRPC = grpc.NewServer(epp.GRPCServerOptions(s.cfg.EPPStreamWorkers)...)
+	extprocv3.RegisterExternalProcessorServer(s.eppGRPC, picker)
+	s.health = health.NewServer()
+	for _, svc := range []string{"liveness", "readiness", extprocv3.ExternalProcessor_ServiceDesc.ServiceName} {
+		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
+	}
+	healthpb.RegisterHealthServer(s.eppGRPC, s.health)
+	return nil
+}
+
+// newReport builds the capacity report loop on the other components.
+func (s *spoke) newReport() *report.Loop {
+	o := report.Options{Pools: s.source, Scraper: s.scraper, Hub: s.client, Endpoints: s.ds, Thresholds: s.cfg.Thresholds,
+		ReportEndpoints: s.cfg.ReportEndpoints, Period: s.cfg.CapacityPeriod, Registerer: s.reg}
+	if s.picker != nil {
+		o.EPPPool, o.EPP, o.Prefix = s.cfg.EPPPoolRef, s.picker, s.picker.Scheduler().Prefix()
+	}
+	if s.decider != nil {
+		o.Spill = s.decider
+	}
+	return report.New(o)
+}
+
+// listen opens the EPP's listener (nil without an EPP), then the HTTP one.
+func (s *spoke) listen() (httpL, eppL net.Listener, err error) {
+	if s.eppGRPC != nil {
+		if eppL, err = net.Listen("tcp", s.cfg.EPPAddress); err != nil {
+			return nil, nil, fmt.Errorf("listen --epp-address: %w", err)
+		}
+	}
+	if httpL, err = net.Listen("tcp", s.cfg.HTTPAddress); err != nil {
+		if eppL != nil {
+			eppL.Close()
+		}
+		return nil, nil, fmt.Errorf("listen --http-address: %w", err)
+	}
+	return httpL, eppL, nil
+}
+
+// run runs every component in one group until ctx ends or one fails.
+func (s *spoke) run(ctx context.Context, httpL, eppL net.Listener) error {
+	g, gctx := errgroup.WithContext(ctx)
+	if s.eppGRPC != nil {
+		g.Go(func() error { return serve.GRPC(gctx, eppL, s.eppGRPC) })
+	}
+	g.Go(func() error { return s.source.Run(gctx) })
+	g.Go(func() error { return s.scraper.Run(gctx) })
+	if s.rtt != nil {
+		g.Go(func() error { return s.rtt.Run(gctx) })
+	}
+	if s.member != nil {
+		g.Go(func() error { return s.member.Run(gctx) })
+	}
+	if s.cfg.HubAddress != "" {
+		g.Go(func() error { return s.client.Run(gctx) })
+	}
+	g.Go(func() error { return s.report.Run(gctx) })
+	mux := s.mux()
+	g.Go(func() error { return serve.HTTP(gctx, httpL, mux) })
+	return g.Wait()
+}
+
+// mux serves /metrics, /healthz, /readyz, /spill with federated routing, and the profiles
+// with --enable-pprof.
+func (s *spoke) mux() *http.ServeMux {
+	var ready serve.ReadyFunc
+	if s.ctrl != nil {
+		ready = s.ctrl.Ready
+	}
+	mux := serve.HTTPMux(s.reg, ready)
+	if s.decider != nil {
+		mux.Handle("/spill", spillstatus.Handler(s.cfg.EPPPoolRef, s.decider, s.remotes.List))
+	}
+	if s.cfg.EnablePprof {
+		serve.Pprof(mux)
+	}
+	return mux
+}
+
+// close releases what build started: the EPP's health server and the gossip member.
+func (s *spoke) close() {
+	if s.health != nil {
+		s.health.Shutdown()
+	}
+	if s.member != nil {
+		s.member.Close()
+	}
+}
+
+// controllerGateways resolves remote gateways through the Kubernetes controller. The controller
+// needs the spill decision, which needs the candidates, which need the controller: ctrl is set
+// once built, before any goroutine starts, and stays nil with the static source.
+type controllerGateways struct {
+	ctrl *kube.Controller
+}
+
+func (g *controllerGateways) RemoteGateway(clusterID string) (addr, from string, ok bool) {
+	if g.ctrl == nil {
+		return "", "", false
+	}
+	return g.ctrl.RemoteGateway(clusterID)
+}
+
+// clusterObjectives resolves objective names from the cluster's InferenceObjectives of the
+// EPP's pool first, then from the EPP configuration file (where Critical, Standard and
+// BestEffort are defined).
+type clusterObjectives struct {
+	ctrl *kube.Controller
+	pool fleet.PoolRef
+	file map[string]int
+}
+
+func (o clusterObjectives) Priority(name string) (int, bool) {
+	if p, ok := o.ctrl.Priority(o.pool, name); ok {
+		return p, true
+	}
+	p, ok := o.file[name]
+	return p, ok
+}

@@ -1,0 +1,69 @@
+package app
+
+import (
+	"errors"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/spillway-io/spillway/pkg/epp"
+	"github.com/spillway-io/spillway/pkg/epp/scheduler"
+	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/modelmetrics"
+	"github.com/spillway-io/spillway/spoke/source"
+)
+
+// scraped is a fake scraper with fixed samples.
+type scraped map[string]modelmetrics.Sample
+
+func (s scraped) Samples(addrs []string, dst []modelmetrics.Sample) []modelmetrics.Sample {
+	for _, a := range addrs {
+		dst = append(dst, s[a])
+	}
+	return dst
+}
+
+func TestDatastore(t *testing.T) {
+	chat, code := fleet.PoolRef{Namespace: "default", Name: "chat"}, fleet.PoolRef{Namespace: "default", Name: "code"}
+	at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	m := modelmetrics.Metrics{WaitingQueue: 2}
+	ds := newDatastore(scraped{
+		"10.0.0.1:8000": {Metrics: m, ScrapedAt: at},
+		"10.0.0.2:8000": {Metrics: m, ScrapedAt: at, Err: errFailed},
+		// 10.0.0.3:8000 was never scraped
+	})
+	gone := ds.Set([]source.Pool{
+		{Ref: chat, Endpoints: []source.Endpoint{{Address: "10.0.0.1:8000", Models: []string{"base"}}, {Address: "10.0.0.2:8000"}}},
+		{Ref: code, Endpoints: []source.Endpoint{{Address: "10.0.0.3:8000"}, {Address: "10.0.0.4:8000"}}},
+	})
+	if len(gone) != 0 {
+		t.Errorf("first Set: gone %q, want none", gone)
+	}
+	got, ok := ds.Endpoints(chat, nil)
+	want := []epp.Endpoint{
+		{Endpoint: scheduler.Endpoint{Address: "10.0.0.1:8000", Metrics: m, ScrapedAt: at}, Ready: true, Models: []string{"base"}},
+		{Endpoint: scheduler.Endpoint{Address: "10.0.0.2:8000", Metrics: m, ScrapedAt: at}}, // its last scrape failed
+	}
+	if !ok || !reflect.DeepEqual(got, want) {
+		t.Errorf("Endpoints(chat) = %+v, %v\nwant %+v", got, ok, want)
+	}
+	if got, _ := ds.Endpoints(code, nil); len(got) != 2 || got[0].Ready {
+		t.Errorf("Endpoints(code) = %+v: a never-scraped endpoint is not ready", got)
+	}
+
+	// 10.0.0.2 moves to code, 10.0.0.3 and 10.0.0.4 leave every pool.
+	gone = ds.Set([]source.Pool{
+		{Ref: chat, Endpoints: []source.Endpoint{{Address: "10.0.0.1:8000"}}},
+		{Ref: code, Endpoints: []source.Endpoint{{Address: "10.0.0.2:8000"}}},
+	})
+	slices.Sort(gone)
+	if want := []string{"10.0.0.3:8000", "10.0.0.4:8000"}; !slices.Equal(gone, want) {
+		t.Errorf("second Set: gone %q, want %q", gone, want)
+	}
+	if _, ok := ds.Endpoints(fleet.PoolRef{Namespace: "default", Name: "other"}, nil); ok {
+		t.Error("Endpoints of an unknown pool: ok")
+	}
+}
+
+var errFailed = errors.New("scrape failed")

@@ -1,0 +1,198 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/spillway-io/spillway/pkg/capacity"
+	"github.com/spillway-io/spillway/pkg/epp"
+	"github.com/spillway-io/spillway/pkg/gossip"
+	"github.com/spillway-io/spillway/pkg/logging"
+	"github.com/spillway-io/spillway/spoke/kube"
+)
+
+// Options are what the operator sets on the command line.
+type Options struct {
+	ClusterID      string
+	Region         string
+	Zone           string
+	ClusterSet     string
+	GatewayAddress string
+	HubAddress     string
+	PoolsFile      string
+	PoolsReload    time.Duration
+	// Kubernetes source (used when PoolsFile is empty).
+	Kubeconfig       string
+	ControllerName   string
+	CreateNamespaces bool
+	GatewayService   string
+	// RemoteGateways override where remote clusters' gateways are reached (cluster ID → host:port).
+	RemoteGateways map[string]string
+	HTTPAddress    string
+	ScrapeInterval time.Duration
+	CapacityPeriod time.Duration
+	Thresholds     capacity.Thresholds
+	EPPAddress     string
+	EPPPool        string
+	EPPConfig      string
+	// EPPStreamWorkers is how many goroutines serve ext_proc streams (0: one new per stream).
+	EPPStreamWorkers int
+	EnablePprof      bool
+	// Spill enables federated routing in the EPP. It needs a hub and an EPP: Complete turns it
+	// off without either.
+	Spill bool
+	// ReportEndpoints adds per-endpoint load to capacity reports, for remote clusters whose
+	// spill policy uses Endpoint Mode (flat networks).
+	ReportEndpoints bool
+	Gossip          gossip.Flags
+	Log             logging.Options
+}
+
+// NewOptions returns the defaults.
+func NewOptions() *Options {
+	return &Options{
+		HubAddress:       "127.0.0.1:8470",
+		PoolsReload:      2 * time.Second,
+		ControllerName:   kube.DefaultControllerName,
+		Spill:            true,
+		HTTPAddress:      ":8481",
+		ScrapeInterval:   50 * time.Millisecond,
+		CapacityPeriod:   100 * time.Millisecond,
+		Thresholds:       capacity.DefaultThresholds(),
+		EPPAddress:       ":9002",
+		EPPStreamWorkers: epp.DefaultStreamWorkers,
+		Log:              logging.Options{Level: "info", Format: "text"},
+	}
+}
+
+// AddFlags binds the options to flags.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.ClusterID, "cluster-id", o.ClusterID, "this cluster's ID in the ClusterSet (default: the ClusterProperty cluster.clusterset.k8s.io)")
+	fs.StringVar(&o.Region, "region", o.Region, "this cluster's region (required)")
+	fs.StringVar(&o.Zone, "zone", o.Zone, "this cluster's zone")
+	fs.StringVar(&o.ClusterSet, "cluster-set", o.ClusterSet, "the ClusterSet this cluster belongs to (default: the ClusterProperty clusterset.k8s.io)")
+	fs.StringVar(&o.GatewayAddress, "gateway-address", o.GatewayAddress, "host:port where other clusters reach this cluster's inference gateway")
+	fs.StringVar(&o.HubAddress, "hub-address", o.HubAddress, "host:port of the hub's gRPC address (empty: standalone, no hub)")
+	fs.StringVar(&o.PoolsFile, "pools-file", o.PoolsFile, "YAML file listing the cluster's pools and endpoints (the static source; empty: watch Kubernetes)")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig of the cluster (default: $KUBECONFIG, else the in-cluster service account)")
+	fs.StringVar(&o.ControllerName, "controller-name", o.ControllerName, "name written into InferencePoolImport and InferencePool status")
+	fs.BoolVar(&o.CreateNamespaces, "create-namespaces", o.CreateNamespaces, "create a missing namespace for an InferencePoolImport (otherwise report NamespaceNotFound)")
+	fs.StringToStringVar(&o.RemoteGateways, "remote-gateway", o.RemoteGateways, "cluster-id=host:port: reach that cluster's gateway at this address instead of the one it registered (a proxy, a private link); repeatable")
+	fs.StringVar(&o.GatewayService, "gateway-service", o.GatewayService, "namespace/name of the inference gateway Service to export with an MCS-API ServiceExport")
+	fs.DurationVar(&o.PoolsReload, "pools-reload", o.PoolsReload, "how often to check --pools-file for changes (0: never)")
+	fs.StringVar(&o.HTTPAddress, "http-address", o.HTTPAddress, "host:port of /metrics, /healthz and /readyz")
+	fs.DurationVar(&o.ScrapeInterval, "scrape-interval", o.ScrapeInterval, "how often each endpoint's /metrics is read")
+	fs.DurationVar(&o.CapacityPeriod, "capacity-period", o.CapacityPeriod, "how often pool capacity is recomputed for the hub")
+	fs.IntVar(&o.Thresholds.QueueDepth, "saturation-queue-depth", o.Thresholds.QueueDepth, "waiting queue at which an endpoint has no headroom")
+	fs.Float64Var(&o.Thresholds.KVCacheUtilization, "saturation-kv-cache", o.Thresholds.KVCacheUtilization, "KV-cache use (0..1) at which an endpoint has no headroom")
+	fs.DurationVar(&o.Thresholds.Staleness, "metrics-staleness", o.Thresholds.Staleness, "age at which an endpoint's metrics count as stale (saturated)")
+	fs.StringVar(&o.EPPAddress, "epp-address", o.EPPAddress, "host:port of the Endpoint Picker's ext_proc gRPC service (empty: no EPP)")
+	fs.StringVar(&o.EPPPool, "epp-pool", o.EPPPool, "namespace/name of the local pool the EPP serves (default: the first pool of the source)")
+	fs.StringVar(&o.EPPConfig, "epp-config", o.EPPConfig, "YAML file of the EPP's scorers, objectives and model routing (see docs/epp.md)")
+	fs.IntVar(&o.EPPStreamWorkers, "epp-stream-workers", o.EPPStreamWorkers, "goroutines kept to serve ext_proc streams, so that a request neither starts one nor grows its stack (0: a new goroutine per stream)")
+	fs.BoolVar(&o.Spill, "spill", o.Spill, "send eligible requests to other clusters when the local pool is saturated or empty (federated routing; needs --hub-address)")
+	fs.BoolVar(&o.ReportEndpoints, "report-endpoints", o.ReportEndpoints, "send per-endpoint load with capacity reports, for remote clusters that spill in Endpoint Mode (flat networks)")
+	o.Gossip.AddFlags(fs)
+	fs.BoolVar(&o.EnablePprof, "enable-pprof", o.EnablePprof, "serve Go profiles at /debug/pprof/ on --http-address")
+	fs.StringVar(&o.Log.Level, "log-level", o.Log.Level, "debug, info, warn or error")
+	fs.StringVar(&o.Log.Format, "log-format", o.Log.Format, "text or json")
+}
+
+// Complete fills in the defaults that follow from the other options, without I/O: spilling
+// needs a hub to learn remote capacity from and an EPP to send requests away. The defaults that
+// follow from files (the EPP pool, the EPP configuration's thresholds) are settled by Config,
+// and the cluster's identity from its ClusterProperty objects by Run.
+func (o *Options) Complete() error {
+	if o.HubAddress == "" || o.EPPAddress == "" {
+		o.Spill = false
+	}
+	return nil
+}
+
+// Validate checks the options and names every problem.
+func (o *Options) Validate() error {
+	var errs []error
+	errs = append(errs, o.identityErrors()...)
+	errs = append(errs, o.addressErrors()...)
+	errs = append(errs, o.loadErrors()...)
+	errs = append(errs, o.Log.Validate(), o.Gossip.Validate())
+	return errors.Join(errs...)
+}
+
+// identityErrors checks what names the cluster, its pools and its gateways.
+func (o *Options) identityErrors() []error {
+	var errs []error
+	if o.ClusterID == "" && o.PoolsFile != "" {
+		errs = append(errs, errors.New("--cluster-id is required with --pools-file"))
+	}
+	if o.Region == "" {
+		errs = append(errs, errors.New("--region is required"))
+	}
+	if o.PoolsFile == "" && o.EPPAddress != "" && o.EPPPool == "" {
+		errs = append(errs, errors.New("--epp-pool is required with the Kubernetes source (or set --epp-address to empty)"))
+	}
+	for id, addr := range o.RemoteGateways {
+		if _, _, err := net.SplitHostPort(addr); err != nil || id == "" {
+			errs = append(errs, fmt.Errorf("--remote-gateway %s=%s: want cluster-id=host:port", id, addr))
+		}
+	}
+	if o.GatewayService != "" {
+		if ns, name, ok := strings.Cut(o.GatewayService, "/"); !ok || ns == "" || name == "" {
+			errs = append(errs, fmt.Errorf("--gateway-service %q: want namespace/name", o.GatewayService))
+		}
+	}
+	if o.ControllerName == "" || !strings.Contains(o.ControllerName, "/") {
+		errs = append(errs, fmt.Errorf("--controller-name %q: want domain/path", o.ControllerName))
+	}
+	return errs
+}
+
+// addressErrors checks the addresses the spoke listens on and dials, and the EPP's settings.
+func (o *Options) addressErrors() []error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(o.HTTPAddress); err != nil {
+		errs = append(errs, fmt.Errorf("--http-address %q: want host:port", o.HTTPAddress))
+	}
+	if _, _, err := net.SplitHostPort(o.HubAddress); err != nil && o.HubAddress != "" {
+		errs = append(errs, fmt.Errorf("--hub-address %q: want host:port", o.HubAddress))
+	}
+	if o.EPPAddress != "" {
+		if _, _, err := net.SplitHostPort(o.EPPAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--epp-address %q: want host:port", o.EPPAddress))
+		}
+	}
+	if o.EPPStreamWorkers < 0 || o.EPPStreamWorkers > 1<<16 {
+		errs = append(errs, fmt.Errorf("--epp-stream-workers %d: want 0..65536", o.EPPStreamWorkers))
+	}
+	if o.EPPPool != "" {
+		if ns, name, ok := strings.Cut(o.EPPPool, "/"); !ok || ns == "" || name == "" {
+			errs = append(errs, fmt.Errorf("--epp-pool %q: want namespace/name", o.EPPPool))
+		}
+	}
+	if o.GatewayAddress != "" {
+		if _, _, err := net.SplitHostPort(o.GatewayAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--gateway-address %q: want host:port", o.GatewayAddress))
+		}
+	}
+	return errs
+}
+
+// loadErrors checks the periods and the saturation thresholds.
+func (o *Options) loadErrors() []error {
+	var errs []error
+	if o.ScrapeInterval <= 0 || o.CapacityPeriod <= 0 {
+		errs = append(errs, errors.New("--scrape-interval and --capacity-period must be positive"))
+	}
+	if o.Thresholds.Staleness < o.ScrapeInterval {
+		errs = append(errs, fmt.Errorf("--metrics-staleness %s is shorter than --scrape-interval %s: every endpoint would look stale", o.Thresholds.Staleness, o.ScrapeInterval))
+	}
+	if o.Thresholds.QueueDepth < 1 || !(o.Thresholds.KVCacheUtilization > 0 && o.Thresholds.KVCacheUtilization <= 1) {
+		errs = append(errs, errors.New("--saturation-queue-depth must be at least 1 and --saturation-kv-cache in (0, 1]"))
+	}
+	return errs
+}
