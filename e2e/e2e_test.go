@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spillway-io/spillway/e2e/localfleet"
+	"github.com/spillway-io/spillway/e2e/testkit"
 )
 
 var (
@@ -192,13 +194,16 @@ func TestFleetSurvivesCrashesAndRestarts(t *testing.T) {
 	// A spoke crashes: its cluster stays registered but goes Gone and loses its export after the lease.
 	f.Spokes["south-1"].Kill()
 	killed := time.Now()
-	waitFor(t, 15*time.Second, "south-1 Gone with no export", func() bool {
+	testkit.Eventually(t, 15*time.Second, "south-1 Gone with no export", func() error {
 		for _, c := range hubctlClusters(t, o.HubGRPC) {
 			if c.Info.ClusterID == "south-1" {
-				return c.State == "CLUSTER_STATE_GONE" && c.Exports == 0
+				if c.State != "CLUSTER_STATE_GONE" || c.Exports != 0 {
+					return fmt.Errorf("south-1 is %s with %d exports", c.State, c.Exports)
+				}
+				return nil
 			}
 		}
-		return false
+		return errors.New("south-1 is not listed")
 	})
 	if d := time.Since(killed); d < o.LeaseTTL-500*time.Millisecond {
 		t.Fatalf("withdrawn %s after the crash, before the %s lease lapsed", d, o.LeaseTTL)
@@ -229,16 +234,5 @@ func TestFleetSurvivesCrashesAndRestarts(t *testing.T) {
 		if after[i].RegisteredAt != before[i].RegisteredAt {
 			t.Fatalf("registration of %s changed across the restart: %s → %s", after[i].Info.ClusterID, before[i].RegisteredAt, after[i].RegisteredAt)
 		}
-	}
-}
-
-func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %s: %s", within, what)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }

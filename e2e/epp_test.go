@@ -10,13 +10,19 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/spillway-io/spillway/e2e/localfleet"
+	"github.com/spillway-io/spillway/e2e/testkit"
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
 // startRegion starts a one-region fleet (hub, spoke with EPP, gateway) on loopback block
 // 127.0.<block>.1 with two simulator endpoints on 127.0.<block+1>.1-2 that run one sequence at a
-// time, 20 ms per token. Everything stops at the end of the test.
-func startRegion(ctx context.Context, t *testing.T, block int) localfleet.Region {
+// time, 20 ms per token. Everything stops at the end of the test. It returns the region and an
+// AdminService client of its hub.
+func startRegion(ctx context.Context, t *testing.T, block int) (localfleet.Region, pb.AdminServiceClient) {
 	t.Helper()
 	ip := fmt.Sprintf("127.0.%d.1", block)
 	o := localfleet.Options{BinDir: bins(t), WorkDir: t.TempDir(), HubGRPC: ip + ":18570", HubHTTP: ip + ":18571", LeaseTTL: 5 * time.Second,
@@ -32,7 +38,56 @@ func startRegion(ctx context.Context, t *testing.T, block int) localfleet.Region
 	if err := f.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return r
+	conn, err := grpc.NewClient(o.HubGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return r, pb.NewAdminServiceClient(conn)
+}
+
+// poolLoad returns a condition for testkit.Eventually: the capacity the region's spoke last
+// reported to the hub for its pool satisfies ok. The spoke computes it from the same scrapes of
+// the endpoints as its EPP routes on, so once the hub has it the EPP has seen that load.
+func poolLoad(ctx context.Context, admin pb.AdminServiceClient, cluster, want string, ok func(*pb.PoolCapacity) bool) func() error {
+	return func() error {
+		resp, err := admin.ListPools(ctx, &pb.ListPoolsRequest{})
+		if err != nil {
+			return err
+		}
+		for _, p := range resp.GetPools() {
+			for _, m := range p.GetMembers() {
+				if m.GetClusterId() != cluster {
+					continue
+				}
+				if c := m.GetCapacity().GetCapacity(); !ok(c) {
+					return fmt.Errorf("%s reports %v, want %s", cluster, c, want)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no pool of %s at the hub", cluster)
+	}
+}
+
+// endpointQueues describes the load the simulators report themselves, for failure messages.
+func endpointQueues(endpoints []string) string {
+	var state []string
+	for _, e := range endpoints {
+		mr, err := http.Get("http://" + e + "/metrics")
+		if err != nil {
+			state = append(state, e+" "+err.Error())
+			continue
+		}
+		page, _ := io.ReadAll(mr.Body)
+		mr.Body.Close()
+		for _, l := range strings.Split(string(page), "\n") {
+			if strings.HasPrefix(l, "vllm:num_requests_") {
+				state = append(state, e+" "+l)
+			}
+		}
+	}
+	return strings.Join(state, "\n")
 }
 
 // TestSheddingUnderSaturation drives a real fleet (simulator, spoke with EPP, gateway processes)
@@ -40,7 +95,7 @@ func startRegion(ctx context.Context, t *testing.T, block int) localfleet.Region
 func TestSheddingUnderSaturation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	r := startRegion(ctx, t, 30)
+	r, admin := startRegion(ctx, t, 30)
 	gw := "http://" + r.Gateway
 	post := func(ctx context.Context, objective string, maxTokens int) (*http.Response, error) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gw+"/v1/completions",
@@ -79,56 +134,43 @@ func TestSheddingUnderSaturation(t *testing.T) {
 	}
 	defer func() { stopLoad(); wg.Wait() }()
 
-	// A probe routed before the scrapes show the queues waits in one; bound it and try again.
-	time.Sleep(300 * time.Millisecond)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	// The scrapes show the queues: the pool is saturated.
+	testkit.Eventually(t, 20*time.Second, "the pool saturated", poolLoad(ctx, admin, r.Cluster, "saturated", (*pb.PoolCapacity).GetSaturated))
+	// A sheddable probe is shed. One routed before the EPP saw the queues waits in one: each
+	// probe is bounded, and the next one asks again.
+	var shed http.Header
+	var shedBody []byte
+	testkit.Eventually(t, 20*time.Second, "a sheddable request shed under saturation", func() error {
 		pctx, cancelProbe := context.WithTimeout(ctx, time.Second)
+		defer cancelProbe()
 		resp, err := post(pctx, "batch", 1)
 		if err != nil {
-			cancelProbe()
-			if time.Now().After(deadline) {
-				t.Fatalf("sheddable probe: %v", err)
-			}
-			continue
+			return err
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		cancelProbe()
-		if resp.StatusCode == 429 {
-			if resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), "sheddable") {
-				t.Fatalf("429 without Retry-After or reason: %v %s", resp.Header, body)
-			}
-			break
+		if resp.StatusCode != 429 {
+			return fmt.Errorf("HTTP %d %s; endpoints:\n%s", resp.StatusCode, body, endpointQueues(r.Endpoints))
 		}
-		if time.Now().After(deadline) {
-			var state []string
-			for _, e := range r.Endpoints {
-				if mr, err := http.Get("http://" + e + "/metrics"); err == nil {
-					page, _ := io.ReadAll(mr.Body)
-					mr.Body.Close()
-					for _, l := range strings.Split(string(page), "\n") {
-						if strings.HasPrefix(l, "vllm:num_requests_") {
-							state = append(state, e+" "+l)
-						}
-					}
-				}
-			}
-			t.Fatalf("sheddable requests never shed under saturation (last %d %s); endpoints:\n%s", resp.StatusCode, body, strings.Join(state, "\n"))
-		}
-		time.Sleep(100 * time.Millisecond)
+		shed, shedBody = resp.Header, body
+		return nil
+	})
+	if shed.Get("Retry-After") == "" || !strings.Contains(string(shedBody), "sheddable") {
+		t.Fatalf("429 without Retry-After or reason: %v %s", shed, shedBody)
 	}
 
 	// A critical request is admitted while saturated: the EPP routes it (it waits in a queue).
 	before := eppRouted(t, r.SpokeHTTP, "critical")
 	probeCtx, stopProbe := context.WithCancel(ctx)
+	probed := make(chan struct{})
 	go func() {
+		defer close(probed)
 		if resp, err := post(probeCtx, "critical", 1); err == nil {
 			resp.Body.Close()
 		}
 	}()
-	waitFor(t, 10*time.Second, "the critical probe is routed", func() bool { return eppRouted(t, r.SpokeHTTP, "critical") > before })
-	stopProbe()
+	defer func() { stopProbe(); <-probed }()
+	testkit.Eventually(t, 10*time.Second, "the critical probe is routed", testkit.True(func() bool { return eppRouted(t, r.SpokeHTTP, "critical") > before }))
 }
 
 // eppRouted reads spillway_epp_requests_total{objective, result="routed"} from a spoke.
@@ -157,7 +199,7 @@ func eppRouted(t *testing.T, spokeHTTP, objective string) float64 {
 func TestRoutingFollowsRealLoad(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	r := startRegion(ctx, t, 32)
+	r, admin := startRegion(ctx, t, 32)
 	busy, idle := r.Endpoints[0], r.Endpoints[1]
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -174,7 +216,10 @@ func TestRoutingFollowsRealLoad(t *testing.T) {
 		}()
 	}
 	defer func() { stopLoad(); wg.Wait() }()
-	time.Sleep(500 * time.Millisecond) // several scrapes see the queue
+	// One of the six runs, five wait: the EPP has seen the queue once the hub has it.
+	testkit.Eventually(t, 20*time.Second, "the busy endpoint's queue seen", poolLoad(ctx, admin, r.Cluster, "a queue of 5", func(c *pb.PoolCapacity) bool {
+		return c.GetQueueDepth() >= 5
+	}))
 	served := map[string]int{}
 	for i := range 20 {
 		resp, err := http.Post("http://"+r.Gateway+"/v1/completions", "application/json",

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/spillway-io/spillway/e2e/localfleet"
+	"github.com/spillway-io/spillway/e2e/testkit"
 )
 
 // startThreeRegions starts a hub and three regions (spoke with EPP, gateway, two simulated
@@ -112,11 +114,11 @@ func TestFederatedRouting(t *testing.T) {
 
 	stop := saturate(ctx, east)
 	defer stop()
-	waitFor(t, 20*time.Second, "critical spills out of the saturated region", func() bool {
+	testkit.Eventually(t, 20*time.Second, "critical spills out of the saturated region", func() error {
 		pctx, c := context.WithTimeout(ctx, 2*time.Second)
 		defer c()
 		got, err := send(pctx, east.Gateway, "critical", 1)
-		return err == nil && got.status == 200 && (got.by == west.Gateway || got.by == eu.Gateway)
+		return want(got, err, 200, west.Gateway, eu.Gateway)
 	})
 	for range 5 {
 		got, err := send(ctx, east.Gateway, "critical", 1)
@@ -148,22 +150,41 @@ func TestFederatedRouting(t *testing.T) {
 	}
 	killed := time.Now()
 	// Meanwhile the gateway falls back to the next target of the destination list: no failures.
+	// No request may fail in the window, so the window's length is the assertion.
 	for time.Since(killed) < 4*time.Second {
 		got, err := send(ctx, east.Gateway, "critical", 1)
 		if err != nil || got.status != 200 || got.by != survivor.Gateway {
 			t.Fatalf("critical %.1fs after %s died: %+v %v: want %s", time.Since(killed).Seconds(), victim.Name, got, err, survivor.Name)
 		}
 	}
-	waitFor(t, 5*time.Second, victim.Name+" leaves the candidates", func() bool {
+	testkit.Eventually(t, 5*time.Second, victim.Name+" leaves the candidates", func() error {
 		d, err := spokeSpillTargets(east.SpokeHTTP)
-		return err == nil && !strings.Contains(d, victim.Gateway)
+		if err != nil {
+			return err
+		}
+		if strings.Contains(d, victim.Gateway) {
+			return fmt.Errorf("spill targets %s", d)
+		}
+		return nil
 	})
 	t.Logf("%s left us-east's spill targets within %.1fs of being killed", victim.Name, time.Since(killed).Seconds())
 	stop()
-	waitFor(t, 20*time.Second, "spilling stops after the burst", func() bool {
+	testkit.Eventually(t, 20*time.Second, "spilling stops after the burst", func() error {
 		got, err := send(ctx, east.Gateway, "critical", 1)
-		return err == nil && got.status == 200 && inRegion(got.by, east)
+		return want(got, err, 200, append([]string{east.Gateway}, east.Endpoints...)...)
 	})
+}
+
+// want says how a request's outcome differs from the status wanted and, when any is given, one of
+// the addresses that may serve it; nil when it does not.
+func want(got served, err error, status int, by ...string) error {
+	if err != nil {
+		return err
+	}
+	if got.status != status || (len(by) > 0 && !slices.Contains(by, got.by)) {
+		return fmt.Errorf("HTTP %d served by %q (%s), want %d served by one of %v", got.status, got.by, got.body, status, by)
+	}
+	return nil
 }
 
 // spokeSpillTargets reads a spoke's GET /spill and returns its current targets as JSON.
@@ -198,15 +219,17 @@ func TestFederatedRoutingFailures(t *testing.T) {
 	}
 
 	stopEast := saturate(ctx, east)
-	waitFor(t, 20*time.Second, "us-east spills", func() bool {
+	testkit.Eventually(t, 20*time.Second, "us-east spills", func() error {
 		got, err := critical(2 * time.Second)
-		return err == nil && got.status == 200 && remote(got)
+		return want(got, err, 200, west.Gateway, eu.Gateway)
 	})
 
 	t.Run("hub killed: routing goes on, then spilling resumes", func(t *testing.T) {
 		f.Hub.Kill()
 		down := time.Now()
-		for time.Since(down) < 6*time.Second { // twice the test's freshness bound
+		// No request may fail while the hub is away: the window (twice the test's freshness bound)
+		// is the assertion.
+		for time.Since(down) < 6*time.Second {
 			got, err := critical(30 * time.Second)
 			if err != nil || got.status != 200 {
 				t.Fatalf("critical %.1fs after the hub died: %+v %v", time.Since(down).Seconds(), got, err)
@@ -219,9 +242,9 @@ func TestFederatedRoutingFailures(t *testing.T) {
 		if err := f.StartHub(); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 30*time.Second, "spilling resumes with the hub back", func() bool {
+		testkit.Eventually(t, 30*time.Second, "spilling resumes with the hub back", func() error {
 			got, err := critical(5 * time.Second)
-			return err == nil && got.status == 200 && remote(got)
+			return want(got, err, 200, west.Gateway, eu.Gateway)
 		})
 	})
 	stopEast()
@@ -230,9 +253,9 @@ func TestFederatedRoutingFailures(t *testing.T) {
 		if err := f.WritePools(east, nil); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 20*time.Second, "the spoke sees its pool empty: standard gets 503", func() bool {
+		testkit.Eventually(t, 20*time.Second, "the spoke sees its pool empty: standard gets 503", func() error {
 			got, err := send(ctx, east.Gateway, "standard", 1)
-			return err == nil && got.status == 503
+			return want(got, err, 503)
 		})
 		for range 5 {
 			got, err := critical(5 * time.Second)
@@ -243,9 +266,9 @@ func TestFederatedRoutingFailures(t *testing.T) {
 		if err := f.WritePools(east, east.Endpoints); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 20*time.Second, "the pool is back", func() bool {
+		testkit.Eventually(t, 20*time.Second, "the pool is back", func() error {
 			got, err := send(ctx, east.Gateway, "standard", 1)
-			return err == nil && got.status == 200 && inRegion(got.by, east)
+			return want(got, err, 200, append([]string{east.Gateway}, east.Endpoints...)...)
 		})
 	})
 
@@ -259,9 +282,15 @@ func TestFederatedRoutingFailures(t *testing.T) {
 				s()
 			}
 		}()
-		waitFor(t, 20*time.Second, "no spill target left", func() bool {
+		testkit.Eventually(t, 20*time.Second, "no spill target left", func() error {
 			targets, err := spokeSpillTargets(east.SpokeHTTP)
-			return err == nil && targets == "[]"
+			if err != nil {
+				return err
+			}
+			if targets != "[]" {
+				return fmt.Errorf("spill targets %s", targets)
+			}
+			return nil
 		})
 		got, err := critical(60 * time.Second)
 		if err != nil || got.status != 200 || !inRegion(got.by, east) {
@@ -280,9 +309,9 @@ func TestImportOnlyCluster(t *testing.T) {
 	if err := f.RemovePools(east); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "us-east exports nothing and forwards", func() bool {
+	testkit.Eventually(t, 20*time.Second, "us-east exports nothing and forwards", func() error {
 		got, err := send(ctx, east.Gateway, "batch", 1)
-		return err == nil && got.status == 200 && (got.by == west.Gateway || got.by == eu.Gateway)
+		return want(got, err, 200, west.Gateway, eu.Gateway)
 	})
 	for _, objective := range []string{"critical", "standard", "batch"} {
 		got, err := send(ctx, east.Gateway, objective, 1)

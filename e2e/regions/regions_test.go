@@ -2,14 +2,17 @@ package regions
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spillway-io/spillway/e2e/loadgen"
+	"github.com/spillway-io/spillway/e2e/testkit"
 )
 
 func start(t *testing.T, ctx context.Context, spokeArgs ...string) *Run {
@@ -47,6 +50,52 @@ func (r *Run) share(from Region, rs []loadgen.Result, class string) (total float
 		by[k] /= float64(n)
 	}
 	return total / float64(n), by
+}
+
+// spilling is a condition for testkit.Eventually: the region's spoke says (GET /spill) that its
+// pool is spilling, or is not.
+func (r *Run) spilling(ctx context.Context, reg Region, want bool) func() error {
+	return func() error {
+		body, err := r.Exec(ctx, reg.Netns, "curl", "-sf", "http://"+reg.SpokeHTTP+"/spill")
+		if err != nil {
+			return fmt.Errorf("GET /spill of %s: %w: %s", reg.Name, err, body)
+		}
+		var rep struct {
+			State struct{ Spilling bool } `json:"state"`
+		}
+		if err := json.Unmarshal(body, &rep); err != nil {
+			return fmt.Errorf("GET /spill of %s: %w", reg.Name, err)
+		}
+		if rep.State.Spilling != want {
+			return fmt.Errorf("%s spilling: %v, want %v", reg.Name, rep.State.Spilling, want)
+		}
+		return nil
+	}
+}
+
+// endpoints is a condition for testkit.Eventually: the region's spoke counts want local endpoints
+// (spillway_spoke_endpoints, fresh and stale) in its pool, as it reads them from its pool file.
+func (r *Run) endpoints(ctx context.Context, reg Region, want int) func() error {
+	return func() error {
+		page, err := r.Exec(ctx, reg.Netns, "curl", "-sf", "http://"+reg.SpokeHTTP+"/metrics")
+		if err != nil {
+			return fmt.Errorf("GET /metrics of %s: %w", reg.Name, err)
+		}
+		var n float64
+		for _, l := range strings.Split(string(page), "\n") {
+			if rest, ok := strings.CutPrefix(l, "spillway_spoke_endpoints{"); ok {
+				v, err := strconv.ParseFloat(rest[strings.LastIndexByte(rest, ' ')+1:], 64)
+				if err != nil {
+					return fmt.Errorf("%s: %q: %w", reg.Name, l, err)
+				}
+				n += v
+			}
+		}
+		if int(n) != want {
+			return fmt.Errorf("%s's spoke has %v endpoints, want %d", reg.Name, n, want)
+		}
+		return nil
+	}
 }
 
 func summary(rs []loadgen.Result, class string) loadgen.ClassSummary {
@@ -103,7 +152,8 @@ func TestThreeRegions(t *testing.T) {
 	})
 
 	t.Run("after the burst: spilling stops", func(t *testing.T) {
-		time.Sleep(5 * time.Second) // past the policy's minimum dwell
+		// The spoke stops spilling once its pool has headroom again for the policy's minimum dwell.
+		testkit.Eventually(t, 30*time.Second, "us-east stops spilling", r.spilling(ctx, east, false))
 		rs, err := r.Load(ctx, east, Load{Rate: 2, Duration: 8 * time.Second})
 		if err != nil {
 			t.Fatal(err)
@@ -149,17 +199,20 @@ func TestFailures(t *testing.T) {
 	east := r.Regions[0]
 
 	t.Run("hub killed: routing goes on", func(t *testing.T) {
-		done := make(chan error, 1)
 		var rs []loadgen.Result
+		var loadErr error
+		loaded := make(chan struct{})
 		go func() {
-			var err error
-			rs, err = r.Load(ctx, east, Load{Rate: 24, Duration: 20 * time.Second})
-			done <- err
+			defer close(loaded)
+			rs, loadErr = r.Load(ctx, east, Load{Rate: 24, Duration: 20 * time.Second})
 		}()
-		time.Sleep(5 * time.Second)
+		defer func() { <-loaded }() // the load ends before the subtest does, even one that fails early
+		// The hub dies mid-burst, while us-east spills on the remote capacity it relays.
+		testkit.Eventually(t, 15*time.Second, "us-east spills", r.spilling(ctx, east, true))
 		r.Fleet.Hub.Kill()
-		if err := <-done; err != nil {
-			t.Fatal(err)
+		<-loaded
+		if loadErr != nil {
+			t.Fatal(loadErr)
 		}
 		crit := summary(rs, "Critical")
 		if crit.Requests == 0 || float64(crit.Succeeded)/float64(crit.Requests) < 0.99 {
@@ -177,7 +230,7 @@ func TestFailures(t *testing.T) {
 		if err := r.Fleet.WritePools(east.Region, nil); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(3 * time.Second) // the spoke rereads its pool file every 500 ms
+		testkit.Eventually(t, 10*time.Second, "us-east's spoke reads its empty pool", r.endpoints(ctx, east, 0))
 		rs, err := r.Load(ctx, east, Load{Rate: 4, Duration: 10 * time.Second})
 		if err != nil {
 			t.Fatal(err)
@@ -192,7 +245,8 @@ func TestFailures(t *testing.T) {
 		if err := r.Fleet.WritePools(east.Region, east.Endpoints); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(3 * time.Second)
+		testkit.Eventually(t, 10*time.Second, "us-east's spoke reads its endpoints back", r.endpoints(ctx, east, len(east.Endpoints)))
+		testkit.Eventually(t, 10*time.Second, "us-east back to routing locally", r.spilling(ctx, east, false))
 	})
 
 	t.Run("whole fleet saturated: nothing spills", func(t *testing.T) {
