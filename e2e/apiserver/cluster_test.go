@@ -13,17 +13,7 @@ import (
 // RBAC is on (an unauthenticated request is refused), a Pod is created through the API and its
 // status set by the test, as kwok does.
 func TestClusterServesTheAPI(t *testing.T) {
-	bins, err := FindBins("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c, err := Start(ctx, bins, t.TempDir(), "test", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
+	ctx, c := startTest(t, "test")
 
 	resp, err := c.HTTPClient().Get(c.Host + "/api/v1/namespaces")
 	if err != nil {
@@ -57,10 +47,6 @@ func TestClusterServesTheAPI(t *testing.T) {
 // TestStartRetriesATakenPort: a port chosen free and taken before etcd binds it costs one more
 // attempt on other ports, not the start.
 func TestStartRetriesATakenPort(t *testing.T) {
-	bins, err := FindBins("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -78,13 +64,7 @@ func TestStartRetriesATakenPort(t *testing.T) {
 	}
 	defer func() { pickPorts = freePorts }()
 
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c, err := Start(ctx, bins, t.TempDir(), "retry", "127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Stop()
+	ctx, c := startTest(t, "retry")
 	if attempts != 2 {
 		t.Fatalf("%d attempts, want 2: the first on the taken port", attempts)
 	}
@@ -94,4 +74,22 @@ func TestStartRetriesATakenPort(t *testing.T) {
 	if _, err := c.Kubectl(ctx, "get", "namespaces"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// startTest starts a cluster on 127.0.0.1, stopped when the test ends, and returns it with a
+// context for the test's calls.
+func startTest(t *testing.T, name string) (context.Context, *Cluster) {
+	t.Helper()
+	bins, err := FindBins("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	t.Cleanup(cancel)
+	c, err := Start(ctx, bins, t.TempDir(), name, "127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Stop)
+	return ctx, c
 }

@@ -51,8 +51,10 @@ func (o options) measureLoad(ctx context.Context, e *runningEPP) (measurement, e
 	if err != nil {
 		return m, err
 	}
-	if err := pause(ctx, o.idle); err != nil {
-		return m, err
+	select { // no requests for o.idle
+	case <-ctx.Done():
+		return m, ctx.Err()
+	case <-time.After(o.idle):
 	}
 	cpu1, err := cpuSeconds(pid)
 	if err != nil {
@@ -87,16 +89,4 @@ func (o options) measureLoad(ctx context.Context, e *runningEPP) (measurement, e
 	m.ConcP50ms, m.ConcP99ms = loadgen.Percentile(conc, 0.5), loadgen.Percentile(conc, 0.99)
 	m.RSSMiB, _ = peakRSS(pid)
 	return m, nil
-}
-
-// pause lets d pass with no requests, or returns ctx's error.
-func pause(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }
