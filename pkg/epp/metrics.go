@@ -24,6 +24,7 @@ type metrics struct {
 	scheduling   prometheus.Histogram
 	spilled      *prometheus.CounterVec
 	fallbacks    prometheus.Counter
+	panics       prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -65,9 +66,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "spillway_epp_spill_fallbacks_total",
 			Help: "Requests that should have left the cluster, found no remote target, and were served on the spill policy's fallback pool or model.",
 		}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spillway_epp_panics_total",
+			Help: "Request streams that ended in a recovered panic (a bug): each failed that one request with Internal.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.ttft, m.duration, m.inputTokens, m.outputTokens, m.scheduling, m.spilled, m.fallbacks)
+		reg.MustRegister(m.requests, m.ttft, m.duration, m.inputTokens, m.outputTokens, m.scheduling, m.spilled, m.fallbacks, m.panics)
 	}
 	return m
 }

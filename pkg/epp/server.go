@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -240,7 +241,20 @@ func GRPCServerOptions(streamWorkers int) []grpc.ServerOption {
 }
 
 // Process serves one request's stream. It runs on the gRPC handler goroutine and starts none.
-func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+//
+// A panic while serving the stream (a bug) fails that one request with codes.Internal, is logged
+// with its stack and counted in spillway_epp_panics_total; the spoke goes on serving every other
+// request. Unrecovered, it would end the spoke's process and with it every request in flight,
+// which gateways fail closed, the hub session and the scrape state.
+func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.metrics.panics.Inc()
+			s.log.Error("panic while serving a request recovered; the request ends with Internal",
+				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			err = status.Error(codes.Internal, "internal error in the endpoint picker (a bug, logged there with its stack)")
+		}
+	}()
 	// The objective is resolved when the headers arrive; a stream without them has the default.
 	x := &exchange{start: time.Now(), duplexReq: true, duplexResp: true, priority: s.cfg.DefaultPriority}
 	for {
