@@ -72,7 +72,7 @@ func (h *Hub) Serve(addr string) {
 		h.t.Fatal(err)
 	}
 	h.Addr = l.Addr().String()
-	h.gs = grpc.NewServer(server.GRPCOptions()...)
+	h.gs = grpc.NewServer(append(server.GRPCOptions(), h.srv.Interceptors()...)...)
 	pb.RegisterSyncServiceServer(h.gs, h.srv)
 	pb.RegisterAdminServiceServer(h.gs, h.srv)
 	h.done = make(chan struct{})
