@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spillway-io/spillway/e2e/hubtest"
+	"github.com/spillway-io/spillway/e2e/promtest"
 	"github.com/spillway-io/spillway/e2e/testkit"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
@@ -143,7 +144,7 @@ func TestReconnectResumesWithoutReplay(t *testing.T) {
 	a.client.SetExports([]fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}})
 	testkit.Eventually(t, 5*time.Second, "b sees a's export", testkit.True(func() bool { return len(importOf(b.client.View(), chat)) == 1 }))
 	snapshots := func(s *spoke) float64 {
-		return counterValue(t, s.reg, "spillway_spoke_view_updates_received_total", "snapshot")
+		return promtest.Value(t, s.reg, "spillway_spoke_view_updates_received_total", "snapshot")
 	}
 	if snapshots(a) != 1 || snapshots(b) != 1 {
 		t.Fatalf("snapshots before the break: a=%v b=%v, want 1 each", snapshots(a), snapshots(b))
@@ -167,26 +168,4 @@ func TestReconnectResumesWithoutReplay(t *testing.T) {
 	if snapshots(a) != 1 || snapshots(b) != 1 {
 		t.Fatalf("reconnect replayed the view: snapshots a=%v b=%v, want still 1", snapshots(a), snapshots(b))
 	}
-}
-
-// counterValue reads one labelled series of a counter from a registry.
-func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetValue() == label {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
 }

@@ -23,16 +23,32 @@ import (
 
 // Hub is a running in-process hub.
 type Hub struct {
-	t     testing.TB
-	Addr  string
-	Model *view.Model
-	srv   *server.Server
-	gs    *grpc.Server
-	done  chan struct{}
+	t    testing.TB
+	o    Options
+	Addr string
+	// Model is the hub's fleet view, Server its gRPC services, Registry its metrics.
+	Model    *view.Model
+	Server   *server.Server
+	Registry *prometheus.Registry
+	gs       *grpc.Server
+	done     chan struct{}
+}
+
+// Options change the hub a test starts. The zero value is the plain hub of Start.
+type Options struct {
+	// Logger receives the gRPC services' logs (discarded when nil).
+	Logger *slog.Logger
+	// StreamInterceptor, when set, runs inside the hub's own stream interceptors.
+	StreamInterceptor grpc.StreamServerInterceptor
+	// Admin, when set, wraps the AdminService implementation before it is registered.
+	Admin func(*server.Server) pb.AdminServiceServer
 }
 
 // Start starts a hub whose sessions hold leases of ttl; everything stops at the end of the test.
-func Start(t testing.TB, ttl time.Duration) *Hub {
+func Start(t testing.TB, ttl time.Duration) *Hub { return StartWith(t, ttl, Options{}) }
+
+// StartWith starts a hub as Start does, changed by o.
+func StartWith(t testing.TB, ttl time.Duration, o Options) *Hub {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	e, err := hubetcd.StartEmbedded(ctx, t.TempDir(), "127.0.0.1:0")
@@ -50,10 +66,11 @@ func Start(t testing.TB, ttl time.Duration) *Hub {
 		defer close(followDone)
 		_ = model.Follow(ctx, store, slog.New(slog.DiscardHandler))
 	}()
-	h := &Hub{t: t, Model: model, srv: server.New(store, model, server.Options{
+	h := &Hub{t: t, o: o, Model: model, Registry: prometheus.NewRegistry()}
+	h.Server = server.New(store, model, server.Options{
 		HubID: "hub-test", MinReportInterval: 50 * time.Millisecond, CapacityHeartbeat: time.Second,
-		ViewInterval: 20 * time.Millisecond, Registerer: prometheus.NewRegistry(),
-	})}
+		ViewInterval: 20 * time.Millisecond, Registerer: h.Registry, Logger: o.Logger,
+	})
 	h.Serve("127.0.0.1:0")
 	t.Cleanup(func() {
 		h.Stop()
@@ -72,9 +89,17 @@ func (h *Hub) Serve(addr string) {
 		h.t.Fatal(err)
 	}
 	h.Addr = l.Addr().String()
-	h.gs = grpc.NewServer(append(server.GRPCOptions(), h.srv.Interceptors()...)...)
-	pb.RegisterSyncServiceServer(h.gs, h.srv)
-	pb.RegisterAdminServiceServer(h.gs, h.srv)
+	opts := append(server.GRPCOptions(), h.Server.Interceptors()...)
+	if h.o.StreamInterceptor != nil {
+		opts = append(opts, grpc.ChainStreamInterceptor(h.o.StreamInterceptor))
+	}
+	h.gs = grpc.NewServer(opts...)
+	pb.RegisterSyncServiceServer(h.gs, h.Server)
+	var admin pb.AdminServiceServer = h.Server
+	if h.o.Admin != nil {
+		admin = h.o.Admin(h.Server)
+	}
+	pb.RegisterAdminServiceServer(h.gs, admin)
 	h.done = make(chan struct{})
 	go func() {
 		defer close(h.done)
@@ -100,3 +125,6 @@ func (h *Hub) Conn(opts ...grpc.DialOption) *grpc.ClientConn {
 
 // Admin returns an AdminService client.
 func (h *Hub) Admin() pb.AdminServiceClient { return pb.NewAdminServiceClient(h.Conn()) }
+
+// Sync returns a SyncService client.
+func (h *Hub) Sync() pb.SyncServiceClient { return pb.NewSyncServiceClient(h.Conn()) }

@@ -132,3 +132,33 @@ func kindOf(c prometheus.Collector) (string, error) {
 	}
 	return kind, nil
 }
+
+// Value reads a counter's or a gauge's value from g: the series of metric name whose label
+// values, in the order of their label names, are labelValues (the first series when none are
+// given); 0 when there is no such series.
+func Value(t testing.TB, g prometheus.Gatherer, name string, labelValues ...string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var got []string
+			for _, l := range m.GetLabel() {
+				got = append(got, l.GetValue())
+			}
+			if len(labelValues) > 0 && !slices.Equal(got, labelValues) {
+				continue
+			}
+			if m.GetGauge() != nil {
+				return m.GetGauge().GetValue()
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}

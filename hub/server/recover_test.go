@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/spillway-io/spillway/e2e/promtest"
 	"github.com/spillway-io/spillway/e2e/testkit"
 	"github.com/spillway-io/spillway/hub/server"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
@@ -30,14 +31,14 @@ func TestPanicEndsOneCallOnly(t *testing.T) {
 	h := startHub(t, hubOptions{admin: func(s *server.Server) pb.AdminServiceServer { return panicky{s} }})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := h.sync().Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "a", Region: "us-east"}}); err != nil {
+	if _, err := h.Sync().Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "a", Region: "us-east"}}); err != nil {
 		t.Fatal(err)
 	}
-	spoke := openSession(t, ctx, h.sync(), "a")
+	spoke := openSession(t, ctx, h.Sync(), "a")
 
-	_, err := h.admin().GetCluster(ctx, &pb.GetClusterRequest{ClusterId: "a"})
+	_, err := h.Admin().GetCluster(ctx, &pb.GetClusterRequest{ClusterId: "a"})
 	wantStatus(t, err, codes.Internal, "internal error in the hub")
-	watch, err := h.admin().Watch(ctx, &pb.WatchRequest{})
+	watch, err := h.Admin().Watch(ctx, &pb.WatchRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +46,7 @@ func TestPanicEndsOneCallOnly(t *testing.T) {
 	wantStatus(t, err, codes.Internal, "internal error in the hub")
 
 	// Later calls succeed, and the session opened before the panics is still live.
-	resp, err := h.admin().ListClusters(ctx, &pb.ListClustersRequest{})
+	resp, err := h.Admin().ListClusters(ctx, &pb.ListClustersRequest{})
 	if err != nil {
 		t.Fatalf("a call after the panics: %v", err)
 	}
@@ -61,7 +62,7 @@ func TestPanicEndsOneCallOnly(t *testing.T) {
 	}))
 
 	for _, method := range []string{pb.AdminService_GetCluster_FullMethodName, pb.AdminService_Watch_FullMethodName} {
-		if n := metricValue(t, h.reg, "spillway_hub_grpc_handler_panics_total", method); n != 1 {
+		if n := promtest.Value(t, h.Registry, "spillway_hub_grpc_handler_panics_total", method); n != 1 {
 			t.Errorf("spillway_hub_grpc_handler_panics_total{method=%q} = %v, want 1", method, n)
 		}
 		var logged bool

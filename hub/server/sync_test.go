@@ -4,35 +4,27 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/spillway-io/spillway/e2e/hubtest"
+	"github.com/spillway-io/spillway/e2e/promtest"
 	"github.com/spillway-io/spillway/e2e/testkit"
-	hubetcd "github.com/spillway-io/spillway/hub/etcd"
-	"github.com/spillway-io/spillway/hub/registry"
 	"github.com/spillway-io/spillway/hub/server"
-	"github.com/spillway-io/spillway/hub/view"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
-// testHub is a hub assembled as hub/app assembles it (embedded etcd, registry, fleet view, the
-// services behind the hub's interceptors), with what a test needs to look inside: the view, the
-// metrics registry, the log records, and room for extra interceptors and service wrappers.
+// testHub is the in-process hub of e2e/hubtest (assembled as hub/app assembles it, behind the
+// hub's interceptors) with its log records kept for the test.
 type testHub struct {
-	srv   *server.Server
-	model *view.Model
-	reg   *prometheus.Registry
-	logs  *logRecorder
-	conn  *grpc.ClientConn
+	*hubtest.Hub
+	logs *logRecorder
 }
 
 type hubOptions struct {
@@ -44,70 +36,15 @@ type hubOptions struct {
 
 func startHub(t *testing.T, o hubOptions) *testHub {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	e, err := hubetcd.StartEmbedded(ctx, t.TempDir(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cli, err := hubetcd.Dial([]string{e.Endpoint})
-	if err != nil {
-		e.Close()
-		t.Fatal(err)
-	}
-	store := registry.New(cli, registry.Options{LeaseTTL: 5 * time.Second})
-	h := &testHub{model: view.New(), reg: prometheus.NewRegistry(), logs: newLogRecorder()}
-	followDone := make(chan struct{})
-	go func() {
-		defer close(followDone)
-		_ = h.model.Follow(ctx, store, slog.New(slog.DiscardHandler))
-	}()
-	h.srv = server.New(store, h.model, server.Options{
-		HubID: "hub-test", MinReportInterval: 50 * time.Millisecond, CapacityHeartbeat: time.Second,
-		ViewInterval: 20 * time.Millisecond, Registerer: h.reg, Logger: slog.New(h.logs),
-	})
-	opts := append(server.GRPCOptions(), h.srv.Interceptors()...)
-	if o.stream != nil {
-		opts = append(opts, grpc.ChainStreamInterceptor(o.stream))
-	}
-	gs := grpc.NewServer(opts...)
-	pb.RegisterSyncServiceServer(gs, h.srv)
-	var admin pb.AdminServiceServer = h.srv
-	if o.admin != nil {
-		admin = o.admin(h.srv)
-	}
-	pb.RegisterAdminServiceServer(gs, admin)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = gs.Serve(l)
-	}()
-	h.conn, err = grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		h.conn.Close()
-		gs.Stop()
-		<-served
-		cancel()
-		<-followDone
-		cli.Close()
-		e.Close()
-	})
-	return h
+	logs := newLogRecorder()
+	h := hubtest.StartWith(t, 5*time.Second, hubtest.Options{Logger: slog.New(logs), StreamInterceptor: o.stream, Admin: o.admin})
+	return &testHub{Hub: h, logs: logs}
 }
-
-func (h *testHub) sync() pb.SyncServiceClient   { return pb.NewSyncServiceClient(h.conn) }
-func (h *testHub) admin() pb.AdminServiceClient { return pb.NewAdminServiceClient(h.conn) }
 
 // capacityOf returns what the view holds of a cluster's capacity reports.
 func (h *testHub) capacityOf(cluster string) []fleet.PoolCapacity {
 	var out []fleet.PoolCapacity
-	for _, c := range h.model.Since("", 0, func(fleet.PoolRef) bool { return true }).Capacity {
+	for _, c := range h.Model.Since("", 0, func(fleet.PoolRef) bool { return true }).Capacity {
 		if c.ClusterID == cluster {
 			out = append(out, c.Capacity)
 		}
@@ -218,10 +155,10 @@ func TestTakenOverStreamWritesNothing(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := h.sync().Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "a", Region: "us-east"}}); err != nil {
+	if _, err := h.Sync().Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "a", Region: "us-east"}}); err != nil {
 		t.Fatal(err)
 	}
-	old := openSession(t, ctx, h.sync(), "a")
+	old := openSession(t, ctx, h.Sync(), "a")
 	if err := old.Send(capacityReport(1)); err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +170,7 @@ func TestTakenOverStreamWritesNothing(t *testing.T) {
 	})
 
 	// The Welcome on the new stream comes after the takeover.
-	cur := openSession(t, ctx, h.sync(), "a")
+	cur := openSession(t, ctx, h.Sync(), "a")
 	if err := old.Send(capacityReport(7)); err != nil {
 		t.Fatal(err)
 	}
@@ -269,36 +206,7 @@ func TestTakenOverStreamWritesNothing(t *testing.T) {
 			break
 		}
 	}
-	if sessions := metricValue(t, h.reg, "spillway_hub_sync_sessions"); sessions != 1 {
+	if sessions := promtest.Value(t, h.Registry, "spillway_hub_sync_sessions"); sessions != 1 {
 		t.Fatalf("spillway_hub_sync_sessions = %v after the takeover, want 1", sessions)
 	}
-}
-
-// metricValue reads a gauge or a counter from a registry: the series with the given label
-// values, or the first one when none are given.
-func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			var got []string
-			for _, l := range m.GetLabel() {
-				got = append(got, l.GetValue())
-			}
-			if len(labels) > 0 && !slices.Equal(got, labels) {
-				continue
-			}
-			if m.GetGauge() != nil {
-				return m.GetGauge().GetValue()
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
 }
