@@ -16,6 +16,8 @@ import (
 	"slices"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	"github.com/spillway-io/spillway/e2e/loadgen"
 	"github.com/spillway-io/spillway/e2e/localfleet"
 )
@@ -118,16 +120,19 @@ func (r *Run) startToxiproxy(ctx context.Context, reg Region) error {
 	r.proxies = append(r.proxies, p)
 	api := func(path, body string) error {
 		var last error
-		for range 50 { // until the server listens
+		// Polled until the server listens.
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 5*time.Second, true, func(ctx context.Context) (bool, error) {
 			out, err := r.Exec(ctx, reg.Netns, "curl", "-sf", "-X", "POST", "-H", "Content-Type: application/json",
 				"--data", body, "http://127.0.0.1:8474"+path)
-			if err == nil {
-				return nil
+			if err != nil {
+				last = fmt.Errorf("%w: %s", err, out)
 			}
-			last = fmt.Errorf("%w: %s", err, out)
-			time.Sleep(100 * time.Millisecond)
+			return err == nil, nil
+		})
+		if err != nil {
+			return fmt.Errorf("toxiproxy in %s: %w (last: %v)", reg.Name, err, last)
 		}
-		return fmt.Errorf("toxiproxy in %s: %w", reg.Name, last)
+		return nil
 	}
 	for j, other := range Names {
 		if other == reg.Name {

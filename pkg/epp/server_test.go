@@ -350,7 +350,7 @@ func TestResponseMetrics(t *testing.T) {
 	}
 	var relayed strings.Builder
 	for i, c := range sse {
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // paces the pieces as a model server does; asserts nothing
 		if err := call.SendResponseBody([]byte(c), i == len(sse)-1); err != nil {
 			t.Fatal(err)
 		}
