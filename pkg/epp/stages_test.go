@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/spillway-io/spillway/pkg/epp/request"
@@ -82,20 +83,18 @@ func addresses(eps []scheduler.Endpoint) []string {
 }
 
 func requests(s *Server, objective, model, result string) float64 {
-	return value(s.metrics.requests.WithLabelValues(objective, model, result))
+	return testutil.ToFloat64(s.metrics.requests.WithLabelValues(objective, model, result))
 }
 
-// value reads a counter, or a histogram's count, as prometheus/testutil.ToFloat64 would (testutil
-// itself would add a module to go.mod).
-func value(m prometheus.Metric) float64 {
+// observations reads how many values a histogram has observed (testutil.ToFloat64 reads only
+// counters and gauges).
+func observations(t *testing.T, h prometheus.Histogram) uint64 {
+	t.Helper()
 	var pb dto.Metric
-	if err := m.Write(&pb); err != nil {
-		panic(err)
+	if err := h.Write(&pb); err != nil {
+		t.Fatal(err)
 	}
-	if h := pb.GetHistogram(); h != nil {
-		return float64(h.GetSampleCount())
-	}
-	return pb.GetCounter().GetValue()
+	return pb.GetHistogram().GetSampleCount()
 }
 
 // series counts the series a collector has.
@@ -316,7 +315,7 @@ func TestSpillOrFallback(t *testing.T) {
 					t.Fatalf("spilled: %+v, want %s with the hop marker and the body unchanged", f, tt.wantDest)
 				}
 				if !x.spilled || !x.routed || s.Spilled() != 1 || requests(s, "critical", "other", resultSpilled) != 1 ||
-					value(s.metrics.spilled.WithLabelValues("saturated", "critical", "us-west")) != 1 {
+					testutil.ToFloat64(s.metrics.spilled.WithLabelValues("saturated", "critical", "us-west")) != 1 {
 					t.Fatalf("spilled request not counted: spilled=%v routed=%v Spilled()=%d", x.spilled, x.routed, s.Spilled())
 				}
 				return
@@ -327,7 +326,7 @@ func TestSpillOrFallback(t *testing.T) {
 			if got := addresses(x.cands); !slices.Equal(got, tt.wantCands) || x.target != tt.wantTarget || x.spilled || x.routed {
 				t.Fatalf("candidates %v target %q (spilled %v), want %v, %q", got, x.target, x.spilled, tt.wantCands, tt.wantTarget)
 			}
-			if got := value(s.metrics.fallbacks); got != tt.wantFallback {
+			if got := testutil.ToFloat64(s.metrics.fallbacks); got != tt.wantFallback {
 				t.Fatalf("fallbacks = %v, want %v", got, tt.wantFallback)
 			}
 		})
@@ -455,7 +454,7 @@ func TestAnswer(t *testing.T) {
 			if string(f.body) != tt.wantBody {
 				t.Fatalf("body sent on %q, want %q", f.body, tt.wantBody)
 			}
-			if !x.routed || admitted != 1 || requests(s, "critical", "other", resultRouted) != 1 || value(s.metrics.scheduling) != 1 {
+			if !x.routed || admitted != 1 || requests(s, "critical", "other", resultRouted) != 1 || observations(t, s.metrics.scheduling) != 1 {
 				t.Fatalf("routed request not counted: routed %v admitted %d", x.routed, admitted)
 			}
 		})

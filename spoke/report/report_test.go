@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/spillway-io/spillway/e2e/testkit"
@@ -173,11 +173,7 @@ func codeCapacity() fleet.PoolCapacity {
 
 func gauge(t *testing.T, m *metrics, freshness string) float64 {
 	t.Helper()
-	var d dto.Metric
-	if err := m.endpoints.WithLabelValues(freshness).Write(&d); err != nil {
-		t.Fatal(err)
-	}
-	return d.GetGauge().GetValue()
+	return testutil.ToFloat64(m.endpoints.WithLabelValues(freshness))
 }
 
 func TestReport(t *testing.T) {
