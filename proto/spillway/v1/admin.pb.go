@@ -9,6 +9,8 @@ package spillwayv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -21,6 +23,567 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type WhoAmIRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIRequest) Reset() {
+	*x = WhoAmIRequest{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIRequest) ProtoMessage() {}
+
+func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
+func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+type WhoAmIResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// identity is the caller's SPIFFE ID.
+	Identity string `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
+	// role is "viewer" or "admin".
+	Role          string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WhoAmIResponse) Reset() {
+	*x = WhoAmIResponse{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WhoAmIResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WhoAmIResponse) ProtoMessage() {}
+
+func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
+func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WhoAmIResponse) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *WhoAmIResponse) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+type CreateTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cluster_ids are the clusters the token may join; at least one.
+	ClusterIds []string `protobuf:"bytes,1,rep,name=cluster_ids,json=clusterIds,proto3" json:"cluster_ids,omitempty"`
+	// ttl is how long the token is valid (default 1h, at most 24h).
+	Ttl *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// auto_approve lets a join with this token be signed without ApproveCluster.
+	AutoApprove   bool `protobuf:"varint,3,opt,name=auto_approve,json=autoApprove,proto3" json:"auto_approve,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenRequest) Reset() {
+	*x = CreateTokenRequest{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenRequest) ProtoMessage() {}
+
+func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CreateTokenRequest) GetClusterIds() []string {
+	if x != nil {
+		return x.ClusterIds
+	}
+	return nil
+}
+
+func (x *CreateTokenRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *CreateTokenRequest) GetAutoApprove() bool {
+	if x != nil {
+		return x.AutoApprove
+	}
+	return false
+}
+
+type CreateTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// token is "<id>.<secret>"; the hub keeps only a hash of the secret.
+	Token string `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// ca_cert_hash is "sha256:<hex>" of the hub CA's DER SubjectPublicKeyInfo, to pin at join.
+	CaCertHash    string                 `protobuf:"bytes,2,opt,name=ca_cert_hash,json=caCertHash,proto3" json:"ca_cert_hash,omitempty"`
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateTokenResponse) Reset() {
+	*x = CreateTokenResponse{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateTokenResponse) ProtoMessage() {}
+
+func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *CreateTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateTokenResponse) GetCaCertHash() string {
+	if x != nil {
+		return x.CaCertHash
+	}
+	return ""
+}
+
+func (x *CreateTokenResponse) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+type ListJoinRequestsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJoinRequestsRequest) Reset() {
+	*x = ListJoinRequestsRequest{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJoinRequestsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJoinRequestsRequest) ProtoMessage() {}
+
+func (x *ListJoinRequestsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJoinRequestsRequest.ProtoReflect.Descriptor instead.
+func (*ListJoinRequestsRequest) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+type ListJoinRequestsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Requests      []*JoinRequestInfo     `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListJoinRequestsResponse) Reset() {
+	*x = ListJoinRequestsResponse{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListJoinRequestsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListJoinRequestsResponse) ProtoMessage() {}
+
+func (x *ListJoinRequestsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListJoinRequestsResponse.ProtoReflect.Descriptor instead.
+func (*ListJoinRequestsResponse) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ListJoinRequestsResponse) GetRequests() []*JoinRequestInfo {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+type ApproveClusterRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveClusterRequest) Reset() {
+	*x = ApproveClusterRequest{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveClusterRequest) ProtoMessage() {}
+
+func (x *ApproveClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveClusterRequest.ProtoReflect.Descriptor instead.
+func (*ApproveClusterRequest) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ApproveClusterRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+type ApproveClusterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Request       *JoinRequestInfo       `protobuf:"bytes,1,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApproveClusterResponse) Reset() {
+	*x = ApproveClusterResponse{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApproveClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApproveClusterResponse) ProtoMessage() {}
+
+func (x *ApproveClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApproveClusterResponse.ProtoReflect.Descriptor instead.
+func (*ApproveClusterResponse) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ApproveClusterResponse) GetRequest() *JoinRequestInfo {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+type RevokeClusterRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// remove also deletes the cluster's record once its exports are withdrawn.
+	Remove        bool `protobuf:"varint,2,opt,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeClusterRequest) Reset() {
+	*x = RevokeClusterRequest{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeClusterRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeClusterRequest) ProtoMessage() {}
+
+func (x *RevokeClusterRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeClusterRequest.ProtoReflect.Descriptor instead.
+func (*RevokeClusterRequest) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *RevokeClusterRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *RevokeClusterRequest) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
+type RevokeClusterResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeClusterResponse) Reset() {
+	*x = RevokeClusterResponse{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeClusterResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeClusterResponse) ProtoMessage() {}
+
+func (x *RevokeClusterResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeClusterResponse.ProtoReflect.Descriptor instead.
+func (*RevokeClusterResponse) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *RevokeClusterResponse) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+type RotateHopKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateHopKeyRequest) Reset() {
+	*x = RotateHopKeyRequest{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateHopKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateHopKeyRequest) ProtoMessage() {}
+
+func (x *RotateHopKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateHopKeyRequest.ProtoReflect.Descriptor instead.
+func (*RotateHopKeyRequest) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{10}
+}
+
+type RotateHopKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key_id names the new signing key.
+	KeyId         string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateHopKeyResponse) Reset() {
+	*x = RotateHopKeyResponse{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateHopKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateHopKeyResponse) ProtoMessage() {}
+
+func (x *RotateHopKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateHopKeyResponse.ProtoReflect.Descriptor instead.
+func (*RotateHopKeyResponse) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *RotateHopKeyResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
 type ListClustersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -29,7 +592,7 @@ type ListClustersRequest struct {
 
 func (x *ListClustersRequest) Reset() {
 	*x = ListClustersRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[0]
+	mi := &file_spillway_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -41,7 +604,7 @@ func (x *ListClustersRequest) String() string {
 func (*ListClustersRequest) ProtoMessage() {}
 
 func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[0]
+	mi := &file_spillway_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -54,7 +617,7 @@ func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersRequest.ProtoReflect.Descriptor instead.
 func (*ListClustersRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 type ListClustersResponse struct {
@@ -66,7 +629,7 @@ type ListClustersResponse struct {
 
 func (x *ListClustersResponse) Reset() {
 	*x = ListClustersResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[1]
+	mi := &file_spillway_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -78,7 +641,7 @@ func (x *ListClustersResponse) String() string {
 func (*ListClustersResponse) ProtoMessage() {}
 
 func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[1]
+	mi := &file_spillway_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -91,7 +654,7 @@ func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersResponse.ProtoReflect.Descriptor instead.
 func (*ListClustersResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListClustersResponse) GetClusters() []*Cluster {
@@ -110,7 +673,7 @@ type GetClusterRequest struct {
 
 func (x *GetClusterRequest) Reset() {
 	*x = GetClusterRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[2]
+	mi := &file_spillway_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -122,7 +685,7 @@ func (x *GetClusterRequest) String() string {
 func (*GetClusterRequest) ProtoMessage() {}
 
 func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[2]
+	mi := &file_spillway_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -135,7 +698,7 @@ func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetClusterRequest) GetClusterId() string {
@@ -154,7 +717,7 @@ type GetClusterResponse struct {
 
 func (x *GetClusterResponse) Reset() {
 	*x = GetClusterResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[3]
+	mi := &file_spillway_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -166,7 +729,7 @@ func (x *GetClusterResponse) String() string {
 func (*GetClusterResponse) ProtoMessage() {}
 
 func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[3]
+	mi := &file_spillway_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -179,7 +742,7 @@ func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetClusterResponse) GetCluster() *Cluster {
@@ -200,7 +763,7 @@ type Pool struct {
 
 func (x *Pool) Reset() {
 	*x = Pool{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[4]
+	mi := &file_spillway_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -212,7 +775,7 @@ func (x *Pool) String() string {
 func (*Pool) ProtoMessage() {}
 
 func (x *Pool) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[4]
+	mi := &file_spillway_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -225,7 +788,7 @@ func (x *Pool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pool.ProtoReflect.Descriptor instead.
 func (*Pool) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Pool) GetPool() *PoolRef {
@@ -255,7 +818,7 @@ type PoolMember struct {
 
 func (x *PoolMember) Reset() {
 	*x = PoolMember{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[5]
+	mi := &file_spillway_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -267,7 +830,7 @@ func (x *PoolMember) String() string {
 func (*PoolMember) ProtoMessage() {}
 
 func (x *PoolMember) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[5]
+	mi := &file_spillway_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -280,7 +843,7 @@ func (x *PoolMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolMember.ProtoReflect.Descriptor instead.
 func (*PoolMember) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PoolMember) GetClusterId() string {
@@ -319,7 +882,7 @@ type ListPoolsRequest struct {
 
 func (x *ListPoolsRequest) Reset() {
 	*x = ListPoolsRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[6]
+	mi := &file_spillway_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -331,7 +894,7 @@ func (x *ListPoolsRequest) String() string {
 func (*ListPoolsRequest) ProtoMessage() {}
 
 func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[6]
+	mi := &file_spillway_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -344,7 +907,7 @@ func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsRequest.ProtoReflect.Descriptor instead.
 func (*ListPoolsRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 type ListPoolsResponse struct {
@@ -356,7 +919,7 @@ type ListPoolsResponse struct {
 
 func (x *ListPoolsResponse) Reset() {
 	*x = ListPoolsResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[7]
+	mi := &file_spillway_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -368,7 +931,7 @@ func (x *ListPoolsResponse) String() string {
 func (*ListPoolsResponse) ProtoMessage() {}
 
 func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[7]
+	mi := &file_spillway_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -381,7 +944,7 @@ func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListPoolsResponse) GetPools() []*Pool {
@@ -400,7 +963,7 @@ type GetPoolRequest struct {
 
 func (x *GetPoolRequest) Reset() {
 	*x = GetPoolRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[8]
+	mi := &file_spillway_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +975,7 @@ func (x *GetPoolRequest) String() string {
 func (*GetPoolRequest) ProtoMessage() {}
 
 func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[8]
+	mi := &file_spillway_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +988,7 @@ func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolRequest.ProtoReflect.Descriptor instead.
 func (*GetPoolRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetPoolRequest) GetPool() *PoolRef {
@@ -444,7 +1007,7 @@ type GetPoolResponse struct {
 
 func (x *GetPoolResponse) Reset() {
 	*x = GetPoolResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[9]
+	mi := &file_spillway_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -456,7 +1019,7 @@ func (x *GetPoolResponse) String() string {
 func (*GetPoolResponse) ProtoMessage() {}
 
 func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[9]
+	mi := &file_spillway_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -469,7 +1032,7 @@ func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolResponse.ProtoReflect.Descriptor instead.
 func (*GetPoolResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetPoolResponse) GetPool() *Pool {
@@ -487,7 +1050,7 @@ type ListImportsRequest struct {
 
 func (x *ListImportsRequest) Reset() {
 	*x = ListImportsRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[10]
+	mi := &file_spillway_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -499,7 +1062,7 @@ func (x *ListImportsRequest) String() string {
 func (*ListImportsRequest) ProtoMessage() {}
 
 func (x *ListImportsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[10]
+	mi := &file_spillway_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -512,7 +1075,7 @@ func (x *ListImportsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImportsRequest.ProtoReflect.Descriptor instead.
 func (*ListImportsRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 type ListImportsResponse struct {
@@ -524,7 +1087,7 @@ type ListImportsResponse struct {
 
 func (x *ListImportsResponse) Reset() {
 	*x = ListImportsResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[11]
+	mi := &file_spillway_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -536,7 +1099,7 @@ func (x *ListImportsResponse) String() string {
 func (*ListImportsResponse) ProtoMessage() {}
 
 func (x *ListImportsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[11]
+	mi := &file_spillway_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -549,7 +1112,7 @@ func (x *ListImportsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImportsResponse.ProtoReflect.Descriptor instead.
 func (*ListImportsResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListImportsResponse) GetImports() []*Import {
@@ -567,7 +1130,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[12]
+	mi := &file_spillway_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -579,7 +1142,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[12]
+	mi := &file_spillway_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -592,7 +1155,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 type WatchResponse struct {
@@ -604,7 +1167,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[13]
+	mi := &file_spillway_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +1179,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[13]
+	mi := &file_spillway_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +1192,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchResponse) GetUpdate() *ViewUpdate {
@@ -643,7 +1206,40 @@ var File_spillway_v1_admin_proto protoreflect.FileDescriptor
 
 const file_spillway_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x17spillway/v1/admin.proto\x12\vspillway.v1\x1a\x17spillway/v1/fleet.proto\x1a\x16spillway/v1/sync.proto\"\x15\n" +
+	"\x17spillway/v1/admin.proto\x12\vspillway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17spillway/v1/fleet.proto\x1a\x16spillway/v1/join.proto\x1a\x16spillway/v1/sync.proto\"\x0f\n" +
+	"\rWhoAmIRequest\"@\n" +
+	"\x0eWhoAmIResponse\x12\x1a\n" +
+	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\"\x85\x01\n" +
+	"\x12CreateTokenRequest\x12\x1f\n" +
+	"\vcluster_ids\x18\x01 \x03(\tR\n" +
+	"clusterIds\x12+\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12!\n" +
+	"\fauto_approve\x18\x03 \x01(\bR\vautoApprove\"\x88\x01\n" +
+	"\x13CreateTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12 \n" +
+	"\fca_cert_hash\x18\x02 \x01(\tR\n" +
+	"caCertHash\x129\n" +
+	"\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x19\n" +
+	"\x17ListJoinRequestsRequest\"T\n" +
+	"\x18ListJoinRequestsResponse\x128\n" +
+	"\brequests\x18\x01 \x03(\v2\x1c.spillway.v1.JoinRequestInfoR\brequests\"6\n" +
+	"\x15ApproveClusterRequest\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\"P\n" +
+	"\x16ApproveClusterResponse\x126\n" +
+	"\arequest\x18\x01 \x01(\v2\x1c.spillway.v1.JoinRequestInfoR\arequest\"M\n" +
+	"\x14RevokeClusterRequest\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
+	"\x06remove\x18\x02 \x01(\bR\x06remove\"R\n" +
+	"\x15RevokeClusterResponse\x129\n" +
+	"\n" +
+	"revoked_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"\x15\n" +
+	"\x13RotateHopKeyRequest\"-\n" +
+	"\x14RotateHopKeyResponse\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\x15\n" +
 	"\x13ListClustersRequest\"H\n" +
 	"\x14ListClustersResponse\x120\n" +
 	"\bclusters\x18\x01 \x03(\v2\x14.spillway.v1.ClusterR\bclusters\"2\n" +
@@ -674,7 +1270,7 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"\aimports\x18\x01 \x03(\v2\x13.spillway.v1.ImportR\aimports\"\x0e\n" +
 	"\fWatchRequest\"@\n" +
 	"\rWatchResponse\x12/\n" +
-	"\x06update\x18\x01 \x01(\v2\x17.spillway.v1.ViewUpdateR\x06update2\xd8\x03\n" +
+	"\x06update\x18\x01 \x01(\v2\x17.spillway.v1.ViewUpdateR\x06update2\xd6\a\n" +
 	"\fAdminService\x12S\n" +
 	"\fListClusters\x12 .spillway.v1.ListClustersRequest\x1a!.spillway.v1.ListClustersResponse\x12M\n" +
 	"\n" +
@@ -682,7 +1278,13 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"\tListPools\x12\x1d.spillway.v1.ListPoolsRequest\x1a\x1e.spillway.v1.ListPoolsResponse\x12D\n" +
 	"\aGetPool\x12\x1b.spillway.v1.GetPoolRequest\x1a\x1c.spillway.v1.GetPoolResponse\x12P\n" +
 	"\vListImports\x12\x1f.spillway.v1.ListImportsRequest\x1a .spillway.v1.ListImportsResponse\x12@\n" +
-	"\x05Watch\x12\x19.spillway.v1.WatchRequest\x1a\x1a.spillway.v1.WatchResponse0\x01B>Z<github.com/spillway-io/spillway/proto/spillway/v1;spillwayv1b\x06proto3"
+	"\x05Watch\x12\x19.spillway.v1.WatchRequest\x1a\x1a.spillway.v1.WatchResponse0\x01\x12A\n" +
+	"\x06WhoAmI\x12\x1a.spillway.v1.WhoAmIRequest\x1a\x1b.spillway.v1.WhoAmIResponse\x12P\n" +
+	"\vCreateToken\x12\x1f.spillway.v1.CreateTokenRequest\x1a .spillway.v1.CreateTokenResponse\x12_\n" +
+	"\x10ListJoinRequests\x12$.spillway.v1.ListJoinRequestsRequest\x1a%.spillway.v1.ListJoinRequestsResponse\x12Y\n" +
+	"\x0eApproveCluster\x12\".spillway.v1.ApproveClusterRequest\x1a#.spillway.v1.ApproveClusterResponse\x12V\n" +
+	"\rRevokeCluster\x12!.spillway.v1.RevokeClusterRequest\x1a\".spillway.v1.RevokeClusterResponse\x12S\n" +
+	"\fRotateHopKey\x12 .spillway.v1.RotateHopKeyRequest\x1a!.spillway.v1.RotateHopKeyResponseB>Z<github.com/spillway-io/spillway/proto/spillway/v1;spillwayv1b\x06proto3"
 
 var (
 	file_spillway_v1_admin_proto_rawDescOnce sync.Once
@@ -696,58 +1298,90 @@ func file_spillway_v1_admin_proto_rawDescGZIP() []byte {
 	return file_spillway_v1_admin_proto_rawDescData
 }
 
-var file_spillway_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_spillway_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_spillway_v1_admin_proto_goTypes = []any{
-	(*ListClustersRequest)(nil),  // 0: spillway.v1.ListClustersRequest
-	(*ListClustersResponse)(nil), // 1: spillway.v1.ListClustersResponse
-	(*GetClusterRequest)(nil),    // 2: spillway.v1.GetClusterRequest
-	(*GetClusterResponse)(nil),   // 3: spillway.v1.GetClusterResponse
-	(*Pool)(nil),                 // 4: spillway.v1.Pool
-	(*PoolMember)(nil),           // 5: spillway.v1.PoolMember
-	(*ListPoolsRequest)(nil),     // 6: spillway.v1.ListPoolsRequest
-	(*ListPoolsResponse)(nil),    // 7: spillway.v1.ListPoolsResponse
-	(*GetPoolRequest)(nil),       // 8: spillway.v1.GetPoolRequest
-	(*GetPoolResponse)(nil),      // 9: spillway.v1.GetPoolResponse
-	(*ListImportsRequest)(nil),   // 10: spillway.v1.ListImportsRequest
-	(*ListImportsResponse)(nil),  // 11: spillway.v1.ListImportsResponse
-	(*WatchRequest)(nil),         // 12: spillway.v1.WatchRequest
-	(*WatchResponse)(nil),        // 13: spillway.v1.WatchResponse
-	(*Cluster)(nil),              // 14: spillway.v1.Cluster
-	(*PoolRef)(nil),              // 15: spillway.v1.PoolRef
-	(ClusterState)(0),            // 16: spillway.v1.ClusterState
-	(*RemoteCapacity)(nil),       // 17: spillway.v1.RemoteCapacity
-	(*Import)(nil),               // 18: spillway.v1.Import
-	(*ViewUpdate)(nil),           // 19: spillway.v1.ViewUpdate
+	(*WhoAmIRequest)(nil),            // 0: spillway.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),           // 1: spillway.v1.WhoAmIResponse
+	(*CreateTokenRequest)(nil),       // 2: spillway.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),      // 3: spillway.v1.CreateTokenResponse
+	(*ListJoinRequestsRequest)(nil),  // 4: spillway.v1.ListJoinRequestsRequest
+	(*ListJoinRequestsResponse)(nil), // 5: spillway.v1.ListJoinRequestsResponse
+	(*ApproveClusterRequest)(nil),    // 6: spillway.v1.ApproveClusterRequest
+	(*ApproveClusterResponse)(nil),   // 7: spillway.v1.ApproveClusterResponse
+	(*RevokeClusterRequest)(nil),     // 8: spillway.v1.RevokeClusterRequest
+	(*RevokeClusterResponse)(nil),    // 9: spillway.v1.RevokeClusterResponse
+	(*RotateHopKeyRequest)(nil),      // 10: spillway.v1.RotateHopKeyRequest
+	(*RotateHopKeyResponse)(nil),     // 11: spillway.v1.RotateHopKeyResponse
+	(*ListClustersRequest)(nil),      // 12: spillway.v1.ListClustersRequest
+	(*ListClustersResponse)(nil),     // 13: spillway.v1.ListClustersResponse
+	(*GetClusterRequest)(nil),        // 14: spillway.v1.GetClusterRequest
+	(*GetClusterResponse)(nil),       // 15: spillway.v1.GetClusterResponse
+	(*Pool)(nil),                     // 16: spillway.v1.Pool
+	(*PoolMember)(nil),               // 17: spillway.v1.PoolMember
+	(*ListPoolsRequest)(nil),         // 18: spillway.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),        // 19: spillway.v1.ListPoolsResponse
+	(*GetPoolRequest)(nil),           // 20: spillway.v1.GetPoolRequest
+	(*GetPoolResponse)(nil),          // 21: spillway.v1.GetPoolResponse
+	(*ListImportsRequest)(nil),       // 22: spillway.v1.ListImportsRequest
+	(*ListImportsResponse)(nil),      // 23: spillway.v1.ListImportsResponse
+	(*WatchRequest)(nil),             // 24: spillway.v1.WatchRequest
+	(*WatchResponse)(nil),            // 25: spillway.v1.WatchResponse
+	(*durationpb.Duration)(nil),      // 26: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),    // 27: google.protobuf.Timestamp
+	(*JoinRequestInfo)(nil),          // 28: spillway.v1.JoinRequestInfo
+	(*Cluster)(nil),                  // 29: spillway.v1.Cluster
+	(*PoolRef)(nil),                  // 30: spillway.v1.PoolRef
+	(ClusterState)(0),                // 31: spillway.v1.ClusterState
+	(*RemoteCapacity)(nil),           // 32: spillway.v1.RemoteCapacity
+	(*Import)(nil),                   // 33: spillway.v1.Import
+	(*ViewUpdate)(nil),               // 34: spillway.v1.ViewUpdate
 }
 var file_spillway_v1_admin_proto_depIdxs = []int32{
-	14, // 0: spillway.v1.ListClustersResponse.clusters:type_name -> spillway.v1.Cluster
-	14, // 1: spillway.v1.GetClusterResponse.cluster:type_name -> spillway.v1.Cluster
-	15, // 2: spillway.v1.Pool.pool:type_name -> spillway.v1.PoolRef
-	5,  // 3: spillway.v1.Pool.members:type_name -> spillway.v1.PoolMember
-	16, // 4: spillway.v1.PoolMember.state:type_name -> spillway.v1.ClusterState
-	17, // 5: spillway.v1.PoolMember.capacity:type_name -> spillway.v1.RemoteCapacity
-	4,  // 6: spillway.v1.ListPoolsResponse.pools:type_name -> spillway.v1.Pool
-	15, // 7: spillway.v1.GetPoolRequest.pool:type_name -> spillway.v1.PoolRef
-	4,  // 8: spillway.v1.GetPoolResponse.pool:type_name -> spillway.v1.Pool
-	18, // 9: spillway.v1.ListImportsResponse.imports:type_name -> spillway.v1.Import
-	19, // 10: spillway.v1.WatchResponse.update:type_name -> spillway.v1.ViewUpdate
-	0,  // 11: spillway.v1.AdminService.ListClusters:input_type -> spillway.v1.ListClustersRequest
-	2,  // 12: spillway.v1.AdminService.GetCluster:input_type -> spillway.v1.GetClusterRequest
-	6,  // 13: spillway.v1.AdminService.ListPools:input_type -> spillway.v1.ListPoolsRequest
-	8,  // 14: spillway.v1.AdminService.GetPool:input_type -> spillway.v1.GetPoolRequest
-	10, // 15: spillway.v1.AdminService.ListImports:input_type -> spillway.v1.ListImportsRequest
-	12, // 16: spillway.v1.AdminService.Watch:input_type -> spillway.v1.WatchRequest
-	1,  // 17: spillway.v1.AdminService.ListClusters:output_type -> spillway.v1.ListClustersResponse
-	3,  // 18: spillway.v1.AdminService.GetCluster:output_type -> spillway.v1.GetClusterResponse
-	7,  // 19: spillway.v1.AdminService.ListPools:output_type -> spillway.v1.ListPoolsResponse
-	9,  // 20: spillway.v1.AdminService.GetPool:output_type -> spillway.v1.GetPoolResponse
-	11, // 21: spillway.v1.AdminService.ListImports:output_type -> spillway.v1.ListImportsResponse
-	13, // 22: spillway.v1.AdminService.Watch:output_type -> spillway.v1.WatchResponse
-	17, // [17:23] is the sub-list for method output_type
-	11, // [11:17] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	26, // 0: spillway.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	27, // 1: spillway.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	28, // 2: spillway.v1.ListJoinRequestsResponse.requests:type_name -> spillway.v1.JoinRequestInfo
+	28, // 3: spillway.v1.ApproveClusterResponse.request:type_name -> spillway.v1.JoinRequestInfo
+	27, // 4: spillway.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	29, // 5: spillway.v1.ListClustersResponse.clusters:type_name -> spillway.v1.Cluster
+	29, // 6: spillway.v1.GetClusterResponse.cluster:type_name -> spillway.v1.Cluster
+	30, // 7: spillway.v1.Pool.pool:type_name -> spillway.v1.PoolRef
+	17, // 8: spillway.v1.Pool.members:type_name -> spillway.v1.PoolMember
+	31, // 9: spillway.v1.PoolMember.state:type_name -> spillway.v1.ClusterState
+	32, // 10: spillway.v1.PoolMember.capacity:type_name -> spillway.v1.RemoteCapacity
+	16, // 11: spillway.v1.ListPoolsResponse.pools:type_name -> spillway.v1.Pool
+	30, // 12: spillway.v1.GetPoolRequest.pool:type_name -> spillway.v1.PoolRef
+	16, // 13: spillway.v1.GetPoolResponse.pool:type_name -> spillway.v1.Pool
+	33, // 14: spillway.v1.ListImportsResponse.imports:type_name -> spillway.v1.Import
+	34, // 15: spillway.v1.WatchResponse.update:type_name -> spillway.v1.ViewUpdate
+	12, // 16: spillway.v1.AdminService.ListClusters:input_type -> spillway.v1.ListClustersRequest
+	14, // 17: spillway.v1.AdminService.GetCluster:input_type -> spillway.v1.GetClusterRequest
+	18, // 18: spillway.v1.AdminService.ListPools:input_type -> spillway.v1.ListPoolsRequest
+	20, // 19: spillway.v1.AdminService.GetPool:input_type -> spillway.v1.GetPoolRequest
+	22, // 20: spillway.v1.AdminService.ListImports:input_type -> spillway.v1.ListImportsRequest
+	24, // 21: spillway.v1.AdminService.Watch:input_type -> spillway.v1.WatchRequest
+	0,  // 22: spillway.v1.AdminService.WhoAmI:input_type -> spillway.v1.WhoAmIRequest
+	2,  // 23: spillway.v1.AdminService.CreateToken:input_type -> spillway.v1.CreateTokenRequest
+	4,  // 24: spillway.v1.AdminService.ListJoinRequests:input_type -> spillway.v1.ListJoinRequestsRequest
+	6,  // 25: spillway.v1.AdminService.ApproveCluster:input_type -> spillway.v1.ApproveClusterRequest
+	8,  // 26: spillway.v1.AdminService.RevokeCluster:input_type -> spillway.v1.RevokeClusterRequest
+	10, // 27: spillway.v1.AdminService.RotateHopKey:input_type -> spillway.v1.RotateHopKeyRequest
+	13, // 28: spillway.v1.AdminService.ListClusters:output_type -> spillway.v1.ListClustersResponse
+	15, // 29: spillway.v1.AdminService.GetCluster:output_type -> spillway.v1.GetClusterResponse
+	19, // 30: spillway.v1.AdminService.ListPools:output_type -> spillway.v1.ListPoolsResponse
+	21, // 31: spillway.v1.AdminService.GetPool:output_type -> spillway.v1.GetPoolResponse
+	23, // 32: spillway.v1.AdminService.ListImports:output_type -> spillway.v1.ListImportsResponse
+	25, // 33: spillway.v1.AdminService.Watch:output_type -> spillway.v1.WatchResponse
+	1,  // 34: spillway.v1.AdminService.WhoAmI:output_type -> spillway.v1.WhoAmIResponse
+	3,  // 35: spillway.v1.AdminService.CreateToken:output_type -> spillway.v1.CreateTokenResponse
+	5,  // 36: spillway.v1.AdminService.ListJoinRequests:output_type -> spillway.v1.ListJoinRequestsResponse
+	7,  // 37: spillway.v1.AdminService.ApproveCluster:output_type -> spillway.v1.ApproveClusterResponse
+	9,  // 38: spillway.v1.AdminService.RevokeCluster:output_type -> spillway.v1.RevokeClusterResponse
+	11, // 39: spillway.v1.AdminService.RotateHopKey:output_type -> spillway.v1.RotateHopKeyResponse
+	28, // [28:40] is the sub-list for method output_type
+	16, // [16:28] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_spillway_v1_admin_proto_init() }
@@ -756,6 +1390,7 @@ func file_spillway_v1_admin_proto_init() {
 		return
 	}
 	file_spillway_v1_fleet_proto_init()
+	file_spillway_v1_join_proto_init()
 	file_spillway_v1_sync_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -763,7 +1398,7 @@ func file_spillway_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spillway_v1_admin_proto_rawDesc), len(file_spillway_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,19 +19,26 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_ListClusters_FullMethodName = "/spillway.v1.AdminService/ListClusters"
-	AdminService_GetCluster_FullMethodName   = "/spillway.v1.AdminService/GetCluster"
-	AdminService_ListPools_FullMethodName    = "/spillway.v1.AdminService/ListPools"
-	AdminService_GetPool_FullMethodName      = "/spillway.v1.AdminService/GetPool"
-	AdminService_ListImports_FullMethodName  = "/spillway.v1.AdminService/ListImports"
-	AdminService_Watch_FullMethodName        = "/spillway.v1.AdminService/Watch"
+	AdminService_ListClusters_FullMethodName     = "/spillway.v1.AdminService/ListClusters"
+	AdminService_GetCluster_FullMethodName       = "/spillway.v1.AdminService/GetCluster"
+	AdminService_ListPools_FullMethodName        = "/spillway.v1.AdminService/ListPools"
+	AdminService_GetPool_FullMethodName          = "/spillway.v1.AdminService/GetPool"
+	AdminService_ListImports_FullMethodName      = "/spillway.v1.AdminService/ListImports"
+	AdminService_Watch_FullMethodName            = "/spillway.v1.AdminService/Watch"
+	AdminService_WhoAmI_FullMethodName           = "/spillway.v1.AdminService/WhoAmI"
+	AdminService_CreateToken_FullMethodName      = "/spillway.v1.AdminService/CreateToken"
+	AdminService_ListJoinRequests_FullMethodName = "/spillway.v1.AdminService/ListJoinRequests"
+	AdminService_ApproveCluster_FullMethodName   = "/spillway.v1.AdminService/ApproveCluster"
+	AdminService_RevokeCluster_FullMethodName    = "/spillway.v1.AdminService/RevokeCluster"
+	AdminService_RotateHopKey_FullMethodName     = "/spillway.v1.AdminService/RotateHopKey"
 )
 
 // AdminServiceClient is the client API for AdminService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// AdminService is what hubctl and dashboards call. It only reads.
+// AdminService is what hubctl and dashboards call, on the hub's admin port. Reads need the viewer
+// role; CreateToken, ApproveCluster, RevokeCluster and RotateHopKey need admin (docs/security.md).
 type AdminServiceClient interface {
 	ListClusters(ctx context.Context, in *ListClustersRequest, opts ...grpc.CallOption) (*ListClustersResponse, error)
 	GetCluster(ctx context.Context, in *GetClusterRequest, opts ...grpc.CallOption) (*GetClusterResponse, error)
@@ -40,6 +47,20 @@ type AdminServiceClient interface {
 	ListImports(ctx context.Context, in *ListImportsRequest, opts ...grpc.CallOption) (*ListImportsResponse, error)
 	// Watch streams the hub's fleet changes: a snapshot first, then deltas.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
+	// WhoAmI returns the caller's identity and role, as the hub read them from its certificate.
+	WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error)
+	// CreateToken creates a bootstrap token for the join flow (admin).
+	CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error)
+	// ListJoinRequests lists join requests, pending and decided.
+	ListJoinRequests(ctx context.Context, in *ListJoinRequestsRequest, opts ...grpc.CallOption) (*ListJoinRequestsResponse, error)
+	// ApproveCluster approves a cluster's pending join request: the hub signs its CSR (admin).
+	ApproveCluster(ctx context.Context, in *ApproveClusterRequest, opts ...grpc.CallOption) (*ApproveClusterResponse, error)
+	// RevokeCluster ends a cluster's session at once and refuses every certificate of the cluster
+	// issued before now; with remove, its record is deleted once its exports are withdrawn (admin).
+	RevokeCluster(ctx context.Context, in *RevokeClusterRequest, opts ...grpc.CallOption) (*RevokeClusterResponse, error)
+	// RotateHopKey adds a new fleet hop key, which signs hop markers from then on; the previous
+	// one is still accepted until the next rotation (admin).
+	RotateHopKey(ctx context.Context, in *RotateHopKeyRequest, opts ...grpc.CallOption) (*RotateHopKeyResponse, error)
 }
 
 type adminServiceClient struct {
@@ -119,11 +140,72 @@ func (c *adminServiceClient) Watch(ctx context.Context, in *WatchRequest, opts .
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AdminService_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 
+func (c *adminServiceClient) WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WhoAmIResponse)
+	err := c.cc.Invoke(ctx, AdminService_WhoAmI_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) CreateToken(ctx context.Context, in *CreateTokenRequest, opts ...grpc.CallOption) (*CreateTokenResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateTokenResponse)
+	err := c.cc.Invoke(ctx, AdminService_CreateToken_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListJoinRequests(ctx context.Context, in *ListJoinRequestsRequest, opts ...grpc.CallOption) (*ListJoinRequestsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListJoinRequestsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListJoinRequests_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ApproveCluster(ctx context.Context, in *ApproveClusterRequest, opts ...grpc.CallOption) (*ApproveClusterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ApproveClusterResponse)
+	err := c.cc.Invoke(ctx, AdminService_ApproveCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RevokeCluster(ctx context.Context, in *RevokeClusterRequest, opts ...grpc.CallOption) (*RevokeClusterResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeClusterResponse)
+	err := c.cc.Invoke(ctx, AdminService_RevokeCluster_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) RotateHopKey(ctx context.Context, in *RotateHopKeyRequest, opts ...grpc.CallOption) (*RotateHopKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateHopKeyResponse)
+	err := c.cc.Invoke(ctx, AdminService_RotateHopKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
 //
-// AdminService is what hubctl and dashboards call. It only reads.
+// AdminService is what hubctl and dashboards call, on the hub's admin port. Reads need the viewer
+// role; CreateToken, ApproveCluster, RevokeCluster and RotateHopKey need admin (docs/security.md).
 type AdminServiceServer interface {
 	ListClusters(context.Context, *ListClustersRequest) (*ListClustersResponse, error)
 	GetCluster(context.Context, *GetClusterRequest) (*GetClusterResponse, error)
@@ -132,6 +214,20 @@ type AdminServiceServer interface {
 	ListImports(context.Context, *ListImportsRequest) (*ListImportsResponse, error)
 	// Watch streams the hub's fleet changes: a snapshot first, then deltas.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
+	// WhoAmI returns the caller's identity and role, as the hub read them from its certificate.
+	WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error)
+	// CreateToken creates a bootstrap token for the join flow (admin).
+	CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error)
+	// ListJoinRequests lists join requests, pending and decided.
+	ListJoinRequests(context.Context, *ListJoinRequestsRequest) (*ListJoinRequestsResponse, error)
+	// ApproveCluster approves a cluster's pending join request: the hub signs its CSR (admin).
+	ApproveCluster(context.Context, *ApproveClusterRequest) (*ApproveClusterResponse, error)
+	// RevokeCluster ends a cluster's session at once and refuses every certificate of the cluster
+	// issued before now; with remove, its record is deleted once its exports are withdrawn (admin).
+	RevokeCluster(context.Context, *RevokeClusterRequest) (*RevokeClusterResponse, error)
+	// RotateHopKey adds a new fleet hop key, which signs hop markers from then on; the previous
+	// one is still accepted until the next rotation (admin).
+	RotateHopKey(context.Context, *RotateHopKeyRequest) (*RotateHopKeyResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -159,6 +255,24 @@ func (UnimplementedAdminServiceServer) ListImports(context.Context, *ListImports
 }
 func (UnimplementedAdminServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedAdminServiceServer) WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WhoAmI not implemented")
+}
+func (UnimplementedAdminServiceServer) CreateToken(context.Context, *CreateTokenRequest) (*CreateTokenResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateToken not implemented")
+}
+func (UnimplementedAdminServiceServer) ListJoinRequests(context.Context, *ListJoinRequestsRequest) (*ListJoinRequestsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListJoinRequests not implemented")
+}
+func (UnimplementedAdminServiceServer) ApproveCluster(context.Context, *ApproveClusterRequest) (*ApproveClusterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ApproveCluster not implemented")
+}
+func (UnimplementedAdminServiceServer) RevokeCluster(context.Context, *RevokeClusterRequest) (*RevokeClusterResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RevokeCluster not implemented")
+}
+func (UnimplementedAdminServiceServer) RotateHopKey(context.Context, *RotateHopKeyRequest) (*RotateHopKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RotateHopKey not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -282,6 +396,114 @@ func _AdminService_Watch_Handler(srv interface{}, stream grpc.ServerStream) erro
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AdminService_WatchServer = grpc.ServerStreamingServer[WatchResponse]
 
+func _AdminService_WhoAmI_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WhoAmIRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).WhoAmI(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_WhoAmI_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).WhoAmI(ctx, req.(*WhoAmIRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_CreateToken_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateTokenRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).CreateToken(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_CreateToken_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).CreateToken(ctx, req.(*CreateTokenRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListJoinRequests_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListJoinRequestsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListJoinRequests(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListJoinRequests_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListJoinRequests(ctx, req.(*ListJoinRequestsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ApproveCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ApproveClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ApproveCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ApproveCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ApproveCluster(ctx, req.(*ApproveClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RevokeCluster_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeClusterRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RevokeCluster(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RevokeCluster_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RevokeCluster(ctx, req.(*RevokeClusterRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_RotateHopKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateHopKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RotateHopKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RotateHopKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RotateHopKey(ctx, req.(*RotateHopKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -308,6 +530,30 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListImports",
 			Handler:    _AdminService_ListImports_Handler,
+		},
+		{
+			MethodName: "WhoAmI",
+			Handler:    _AdminService_WhoAmI_Handler,
+		},
+		{
+			MethodName: "CreateToken",
+			Handler:    _AdminService_CreateToken_Handler,
+		},
+		{
+			MethodName: "ListJoinRequests",
+			Handler:    _AdminService_ListJoinRequests_Handler,
+		},
+		{
+			MethodName: "ApproveCluster",
+			Handler:    _AdminService_ApproveCluster_Handler,
+		},
+		{
+			MethodName: "RevokeCluster",
+			Handler:    _AdminService_RevokeCluster_Handler,
+		},
+		{
+			MethodName: "RotateHopKey",
+			Handler:    _AdminService_RotateHopKey_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -615,6 +615,7 @@ type SyncResponse struct {
 	//	*SyncResponse_Welcome
 	//	*SyncResponse_ExportAck
 	//	*SyncResponse_View
+	//	*SyncResponse_HopKeys
 	Msg           isSyncResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -684,6 +685,15 @@ func (x *SyncResponse) GetView() *ViewUpdate {
 	return nil
 }
 
+func (x *SyncResponse) GetHopKeys() *HopKeys {
+	if x != nil {
+		if x, ok := x.Msg.(*SyncResponse_HopKeys); ok {
+			return x.HopKeys
+		}
+	}
+	return nil
+}
+
 type isSyncResponse_Msg interface {
 	isSyncResponse_Msg()
 }
@@ -700,11 +710,117 @@ type SyncResponse_View struct {
 	View *ViewUpdate `protobuf:"bytes,3,opt,name=view,proto3,oneof"`
 }
 
+type SyncResponse_HopKeys struct {
+	// hop_keys is sent after the Welcome and again whenever the fleet's hop keys change.
+	HopKeys *HopKeys `protobuf:"bytes,4,opt,name=hop_keys,json=hopKeys,proto3,oneof"`
+}
+
 func (*SyncResponse_Welcome) isSyncResponse_Msg() {}
 
 func (*SyncResponse_ExportAck) isSyncResponse_Msg() {}
 
 func (*SyncResponse_View) isSyncResponse_Msg() {}
+
+func (*SyncResponse_HopKeys) isSyncResponse_Msg() {}
+
+// HopKeys are the fleet's keys for hop markers (docs/security.md): an EPP signs the marker of a
+// request it sends to another cluster with the first key, and accepts a marker signed with any.
+type HopKeys struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []*HopKey              `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HopKeys) Reset() {
+	*x = HopKeys{}
+	mi := &file_spillway_v1_sync_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HopKeys) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HopKeys) ProtoMessage() {}
+
+func (x *HopKeys) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_sync_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HopKeys.ProtoReflect.Descriptor instead.
+func (*HopKeys) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *HopKeys) GetKeys() []*HopKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type HopKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// secret is the HMAC-SHA256 key, 32 bytes.
+	Secret        []byte `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HopKey) Reset() {
+	*x = HopKey{}
+	mi := &file_spillway_v1_sync_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HopKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HopKey) ProtoMessage() {}
+
+func (x *HopKey) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_sync_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HopKey.ProtoReflect.Descriptor instead.
+func (*HopKey) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *HopKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *HopKey) GetSecret() []byte {
+	if x != nil {
+		return x.Secret
+	}
+	return nil
+}
 
 type Welcome struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -720,14 +836,16 @@ type Welcome struct {
 	CapacityHeartbeat *durationpb.Duration `protobuf:"bytes,5,opt,name=capacity_heartbeat,json=capacityHeartbeat,proto3" json:"capacity_heartbeat,omitempty"`
 	// True when the view updates that follow continue from Hello.view_cursor; false when a snapshot
 	// follows.
-	ViewResumed   bool `protobuf:"varint,6,opt,name=view_resumed,json=viewResumed,proto3" json:"view_resumed,omitempty"`
+	ViewResumed bool `protobuf:"varint,6,opt,name=view_resumed,json=viewResumed,proto3" json:"view_resumed,omitempty"`
+	// The cluster this session belongs to, as the hub read it from the client certificate.
+	ClusterId     string `protobuf:"bytes,7,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[10]
+	mi := &file_spillway_v1_sync_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -739,7 +857,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[10]
+	mi := &file_spillway_v1_sync_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -752,7 +870,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{10}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Welcome) GetHubId() string {
@@ -797,6 +915,13 @@ func (x *Welcome) GetViewResumed() bool {
 	return false
 }
 
+func (x *Welcome) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
 type ExportAck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Every delta up to and including seq is stored.
@@ -807,7 +932,7 @@ type ExportAck struct {
 
 func (x *ExportAck) Reset() {
 	*x = ExportAck{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[11]
+	mi := &file_spillway_v1_sync_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +944,7 @@ func (x *ExportAck) String() string {
 func (*ExportAck) ProtoMessage() {}
 
 func (x *ExportAck) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[11]
+	mi := &file_spillway_v1_sync_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +957,7 @@ func (x *ExportAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportAck.ProtoReflect.Descriptor instead.
 func (*ExportAck) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{11}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExportAck) GetSeq() uint64 {
@@ -854,7 +979,7 @@ type ViewCursor struct {
 
 func (x *ViewCursor) Reset() {
 	*x = ViewCursor{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[12]
+	mi := &file_spillway_v1_sync_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -866,7 +991,7 @@ func (x *ViewCursor) String() string {
 func (*ViewCursor) ProtoMessage() {}
 
 func (x *ViewCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[12]
+	mi := &file_spillway_v1_sync_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -879,7 +1004,7 @@ func (x *ViewCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ViewCursor.ProtoReflect.Descriptor instead.
 func (*ViewCursor) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{12}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ViewCursor) GetHubIncarnation() string {
@@ -914,7 +1039,7 @@ type ViewUpdate struct {
 
 func (x *ViewUpdate) Reset() {
 	*x = ViewUpdate{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[13]
+	mi := &file_spillway_v1_sync_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1051,7 @@ func (x *ViewUpdate) String() string {
 func (*ViewUpdate) ProtoMessage() {}
 
 func (x *ViewUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[13]
+	mi := &file_spillway_v1_sync_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1064,7 @@ func (x *ViewUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ViewUpdate.ProtoReflect.Descriptor instead.
 func (*ViewUpdate) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{13}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ViewUpdate) GetCursor() *ViewCursor {
@@ -1006,7 +1131,7 @@ type ClusterLiveness struct {
 
 func (x *ClusterLiveness) Reset() {
 	*x = ClusterLiveness{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[14]
+	mi := &file_spillway_v1_sync_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1018,7 +1143,7 @@ func (x *ClusterLiveness) String() string {
 func (*ClusterLiveness) ProtoMessage() {}
 
 func (x *ClusterLiveness) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[14]
+	mi := &file_spillway_v1_sync_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1031,7 +1156,7 @@ func (x *ClusterLiveness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterLiveness.ProtoReflect.Descriptor instead.
 func (*ClusterLiveness) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{14}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ClusterLiveness) GetClusterId() string {
@@ -1086,7 +1211,7 @@ type CapacityKey struct {
 
 func (x *CapacityKey) Reset() {
 	*x = CapacityKey{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[15]
+	mi := &file_spillway_v1_sync_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1098,7 +1223,7 @@ func (x *CapacityKey) String() string {
 func (*CapacityKey) ProtoMessage() {}
 
 func (x *CapacityKey) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[15]
+	mi := &file_spillway_v1_sync_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1111,7 +1236,7 @@ func (x *CapacityKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CapacityKey.ProtoReflect.Descriptor instead.
 func (*CapacityKey) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{15}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *CapacityKey) GetClusterId() string {
@@ -1168,20 +1293,28 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\aremoves\x18\x04 \x03(\v2\x14.spillway.v1.PoolRefR\aremoves\"q\n" +
 	"\x0eCapacityReport\x12/\n" +
 	"\x05pools\x18\x01 \x03(\v2\x19.spillway.v1.PoolCapacityR\x05pools\x12.\n" +
-	"\aremoved\x18\x02 \x03(\v2\x14.spillway.v1.PoolRefR\aremoved\"\xaf\x01\n" +
+	"\aremoved\x18\x02 \x03(\v2\x14.spillway.v1.PoolRefR\aremoved\"\xe2\x01\n" +
 	"\fSyncResponse\x120\n" +
 	"\awelcome\x18\x01 \x01(\v2\x14.spillway.v1.WelcomeH\x00R\awelcome\x127\n" +
 	"\n" +
 	"export_ack\x18\x02 \x01(\v2\x16.spillway.v1.ExportAckH\x00R\texportAck\x12-\n" +
-	"\x04view\x18\x03 \x01(\v2\x17.spillway.v1.ViewUpdateH\x00R\x04viewB\x05\n" +
-	"\x03msg\"\xba\x02\n" +
+	"\x04view\x18\x03 \x01(\v2\x17.spillway.v1.ViewUpdateH\x00R\x04view\x121\n" +
+	"\bhop_keys\x18\x04 \x01(\v2\x14.spillway.v1.HopKeysH\x00R\ahopKeysB\x05\n" +
+	"\x03msg\"2\n" +
+	"\aHopKeys\x12'\n" +
+	"\x04keys\x18\x01 \x03(\v2\x13.spillway.v1.HopKeyR\x04keys\"0\n" +
+	"\x06HopKey\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\fR\x06secret\"\xd9\x02\n" +
 	"\aWelcome\x12\x15\n" +
 	"\x06hub_id\x18\x01 \x01(\tR\x05hubId\x12(\n" +
 	"\x10acked_export_seq\x18\x02 \x01(\x04R\x0eackedExportSeq\x126\n" +
 	"\tlease_ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\bleaseTtl\x12I\n" +
 	"\x13min_report_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x11minReportInterval\x12H\n" +
 	"\x12capacity_heartbeat\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x11capacityHeartbeat\x12!\n" +
-	"\fview_resumed\x18\x06 \x01(\bR\vviewResumed\"\x1d\n" +
+	"\fview_resumed\x18\x06 \x01(\bR\vviewResumed\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\a \x01(\tR\tclusterId\"\x1d\n" +
 	"\tExportAck\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\"G\n" +
 	"\n" +
@@ -1225,7 +1358,7 @@ func file_spillway_v1_sync_proto_rawDescGZIP() []byte {
 	return file_spillway_v1_sync_proto_rawDescData
 }
 
-var file_spillway_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_spillway_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_spillway_v1_sync_proto_goTypes = []any{
 	(*RegisterRequest)(nil),       // 0: spillway.v1.RegisterRequest
 	(*RegisterResponse)(nil),      // 1: spillway.v1.RegisterResponse
@@ -1237,64 +1370,68 @@ var file_spillway_v1_sync_proto_goTypes = []any{
 	(*ExportDelta)(nil),           // 7: spillway.v1.ExportDelta
 	(*CapacityReport)(nil),        // 8: spillway.v1.CapacityReport
 	(*SyncResponse)(nil),          // 9: spillway.v1.SyncResponse
-	(*Welcome)(nil),               // 10: spillway.v1.Welcome
-	(*ExportAck)(nil),             // 11: spillway.v1.ExportAck
-	(*ViewCursor)(nil),            // 12: spillway.v1.ViewCursor
-	(*ViewUpdate)(nil),            // 13: spillway.v1.ViewUpdate
-	(*ClusterLiveness)(nil),       // 14: spillway.v1.ClusterLiveness
-	(*CapacityKey)(nil),           // 15: spillway.v1.CapacityKey
-	(*ClusterInfo)(nil),           // 16: spillway.v1.ClusterInfo
-	(*Cluster)(nil),               // 17: spillway.v1.Cluster
-	(*PoolRef)(nil),               // 18: spillway.v1.PoolRef
-	(*Export)(nil),                // 19: spillway.v1.Export
-	(*PoolCapacity)(nil),          // 20: spillway.v1.PoolCapacity
-	(*durationpb.Duration)(nil),   // 21: google.protobuf.Duration
-	(*Import)(nil),                // 22: spillway.v1.Import
-	(*RemoteCapacity)(nil),        // 23: spillway.v1.RemoteCapacity
-	(ClusterState)(0),             // 24: spillway.v1.ClusterState
-	(*timestamppb.Timestamp)(nil), // 25: google.protobuf.Timestamp
+	(*HopKeys)(nil),               // 10: spillway.v1.HopKeys
+	(*HopKey)(nil),                // 11: spillway.v1.HopKey
+	(*Welcome)(nil),               // 12: spillway.v1.Welcome
+	(*ExportAck)(nil),             // 13: spillway.v1.ExportAck
+	(*ViewCursor)(nil),            // 14: spillway.v1.ViewCursor
+	(*ViewUpdate)(nil),            // 15: spillway.v1.ViewUpdate
+	(*ClusterLiveness)(nil),       // 16: spillway.v1.ClusterLiveness
+	(*CapacityKey)(nil),           // 17: spillway.v1.CapacityKey
+	(*ClusterInfo)(nil),           // 18: spillway.v1.ClusterInfo
+	(*Cluster)(nil),               // 19: spillway.v1.Cluster
+	(*PoolRef)(nil),               // 20: spillway.v1.PoolRef
+	(*Export)(nil),                // 21: spillway.v1.Export
+	(*PoolCapacity)(nil),          // 22: spillway.v1.PoolCapacity
+	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
+	(*Import)(nil),                // 24: spillway.v1.Import
+	(*RemoteCapacity)(nil),        // 25: spillway.v1.RemoteCapacity
+	(ClusterState)(0),             // 26: spillway.v1.ClusterState
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
 }
 var file_spillway_v1_sync_proto_depIdxs = []int32{
-	16, // 0: spillway.v1.RegisterRequest.cluster:type_name -> spillway.v1.ClusterInfo
-	17, // 1: spillway.v1.RegisterResponse.cluster:type_name -> spillway.v1.Cluster
+	18, // 0: spillway.v1.RegisterRequest.cluster:type_name -> spillway.v1.ClusterInfo
+	19, // 1: spillway.v1.RegisterResponse.cluster:type_name -> spillway.v1.Cluster
 	6,  // 2: spillway.v1.SyncRequest.hello:type_name -> spillway.v1.Hello
 	7,  // 3: spillway.v1.SyncRequest.exports:type_name -> spillway.v1.ExportDelta
 	8,  // 4: spillway.v1.SyncRequest.capacity:type_name -> spillway.v1.CapacityReport
 	5,  // 5: spillway.v1.SyncRequest.interest:type_name -> spillway.v1.Interest
 	3,  // 6: spillway.v1.SyncRequest.imports:type_name -> spillway.v1.ImportReport
 	4,  // 7: spillway.v1.ImportReport.pools:type_name -> spillway.v1.PoolImportStatus
-	18, // 8: spillway.v1.PoolImportStatus.pool:type_name -> spillway.v1.PoolRef
-	18, // 9: spillway.v1.Interest.capacity_interest:type_name -> spillway.v1.PoolRef
-	12, // 10: spillway.v1.Hello.view_cursor:type_name -> spillway.v1.ViewCursor
-	18, // 11: spillway.v1.Hello.capacity_interest:type_name -> spillway.v1.PoolRef
-	19, // 12: spillway.v1.ExportDelta.upserts:type_name -> spillway.v1.Export
-	18, // 13: spillway.v1.ExportDelta.removes:type_name -> spillway.v1.PoolRef
-	20, // 14: spillway.v1.CapacityReport.pools:type_name -> spillway.v1.PoolCapacity
-	18, // 15: spillway.v1.CapacityReport.removed:type_name -> spillway.v1.PoolRef
-	10, // 16: spillway.v1.SyncResponse.welcome:type_name -> spillway.v1.Welcome
-	11, // 17: spillway.v1.SyncResponse.export_ack:type_name -> spillway.v1.ExportAck
-	13, // 18: spillway.v1.SyncResponse.view:type_name -> spillway.v1.ViewUpdate
-	21, // 19: spillway.v1.Welcome.lease_ttl:type_name -> google.protobuf.Duration
-	21, // 20: spillway.v1.Welcome.min_report_interval:type_name -> google.protobuf.Duration
-	21, // 21: spillway.v1.Welcome.capacity_heartbeat:type_name -> google.protobuf.Duration
-	12, // 22: spillway.v1.ViewUpdate.cursor:type_name -> spillway.v1.ViewCursor
-	22, // 23: spillway.v1.ViewUpdate.imports:type_name -> spillway.v1.Import
-	18, // 24: spillway.v1.ViewUpdate.imports_removed:type_name -> spillway.v1.PoolRef
-	14, // 25: spillway.v1.ViewUpdate.clusters:type_name -> spillway.v1.ClusterLiveness
-	23, // 26: spillway.v1.ViewUpdate.capacity:type_name -> spillway.v1.RemoteCapacity
-	15, // 27: spillway.v1.ViewUpdate.capacity_removed:type_name -> spillway.v1.CapacityKey
-	24, // 28: spillway.v1.ClusterLiveness.state:type_name -> spillway.v1.ClusterState
-	25, // 29: spillway.v1.ClusterLiveness.last_seen:type_name -> google.protobuf.Timestamp
-	18, // 30: spillway.v1.CapacityKey.pool:type_name -> spillway.v1.PoolRef
-	0,  // 31: spillway.v1.SyncService.Register:input_type -> spillway.v1.RegisterRequest
-	2,  // 32: spillway.v1.SyncService.Sync:input_type -> spillway.v1.SyncRequest
-	1,  // 33: spillway.v1.SyncService.Register:output_type -> spillway.v1.RegisterResponse
-	9,  // 34: spillway.v1.SyncService.Sync:output_type -> spillway.v1.SyncResponse
-	33, // [33:35] is the sub-list for method output_type
-	31, // [31:33] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	20, // 8: spillway.v1.PoolImportStatus.pool:type_name -> spillway.v1.PoolRef
+	20, // 9: spillway.v1.Interest.capacity_interest:type_name -> spillway.v1.PoolRef
+	14, // 10: spillway.v1.Hello.view_cursor:type_name -> spillway.v1.ViewCursor
+	20, // 11: spillway.v1.Hello.capacity_interest:type_name -> spillway.v1.PoolRef
+	21, // 12: spillway.v1.ExportDelta.upserts:type_name -> spillway.v1.Export
+	20, // 13: spillway.v1.ExportDelta.removes:type_name -> spillway.v1.PoolRef
+	22, // 14: spillway.v1.CapacityReport.pools:type_name -> spillway.v1.PoolCapacity
+	20, // 15: spillway.v1.CapacityReport.removed:type_name -> spillway.v1.PoolRef
+	12, // 16: spillway.v1.SyncResponse.welcome:type_name -> spillway.v1.Welcome
+	13, // 17: spillway.v1.SyncResponse.export_ack:type_name -> spillway.v1.ExportAck
+	15, // 18: spillway.v1.SyncResponse.view:type_name -> spillway.v1.ViewUpdate
+	10, // 19: spillway.v1.SyncResponse.hop_keys:type_name -> spillway.v1.HopKeys
+	11, // 20: spillway.v1.HopKeys.keys:type_name -> spillway.v1.HopKey
+	23, // 21: spillway.v1.Welcome.lease_ttl:type_name -> google.protobuf.Duration
+	23, // 22: spillway.v1.Welcome.min_report_interval:type_name -> google.protobuf.Duration
+	23, // 23: spillway.v1.Welcome.capacity_heartbeat:type_name -> google.protobuf.Duration
+	14, // 24: spillway.v1.ViewUpdate.cursor:type_name -> spillway.v1.ViewCursor
+	24, // 25: spillway.v1.ViewUpdate.imports:type_name -> spillway.v1.Import
+	20, // 26: spillway.v1.ViewUpdate.imports_removed:type_name -> spillway.v1.PoolRef
+	16, // 27: spillway.v1.ViewUpdate.clusters:type_name -> spillway.v1.ClusterLiveness
+	25, // 28: spillway.v1.ViewUpdate.capacity:type_name -> spillway.v1.RemoteCapacity
+	17, // 29: spillway.v1.ViewUpdate.capacity_removed:type_name -> spillway.v1.CapacityKey
+	26, // 30: spillway.v1.ClusterLiveness.state:type_name -> spillway.v1.ClusterState
+	27, // 31: spillway.v1.ClusterLiveness.last_seen:type_name -> google.protobuf.Timestamp
+	20, // 32: spillway.v1.CapacityKey.pool:type_name -> spillway.v1.PoolRef
+	0,  // 33: spillway.v1.SyncService.Register:input_type -> spillway.v1.RegisterRequest
+	2,  // 34: spillway.v1.SyncService.Sync:input_type -> spillway.v1.SyncRequest
+	1,  // 35: spillway.v1.SyncService.Register:output_type -> spillway.v1.RegisterResponse
+	9,  // 36: spillway.v1.SyncService.Sync:output_type -> spillway.v1.SyncResponse
+	35, // [35:37] is the sub-list for method output_type
+	33, // [33:35] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_spillway_v1_sync_proto_init() }
@@ -1314,6 +1451,7 @@ func file_spillway_v1_sync_proto_init() {
 		(*SyncResponse_Welcome)(nil),
 		(*SyncResponse_ExportAck)(nil),
 		(*SyncResponse_View)(nil),
+		(*SyncResponse_HopKeys)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1321,7 +1459,7 @@ func file_spillway_v1_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spillway_v1_sync_proto_rawDesc), len(file_spillway_v1_sync_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
