@@ -63,8 +63,21 @@ func (p *CAPool) load() error {
 // x509.CertPool.AppendCertsFromPEM it fails on a block it cannot parse, so that a bundle caught
 // half-written does not replace a whole one.
 func parseBundle(data []byte) (*x509.CertPool, error) {
+	certs, err := parseCerts(data)
+	if err != nil {
+		return nil, err
+	}
 	pool := x509.NewCertPool()
-	n := 0
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return pool, nil
+}
+
+// parseCerts reads every CERTIFICATE block of a PEM bundle, skipping other blocks; it fails on a
+// certificate that does not parse, a truncated block, or no certificate at all.
+func parseCerts(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
 	for {
 		var block *pem.Block
 		block, data = pem.Decode(data)
@@ -76,18 +89,17 @@ func parseBundle(data []byte) (*x509.CertPool, error) {
 		}
 		cert, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return nil, fmt.Errorf("certificate %d: %w", n+1, err)
+			return nil, fmt.Errorf("certificate %d: %w", len(certs)+1, err)
 		}
-		pool.AddCert(cert)
-		n++
+		certs = append(certs, cert)
 	}
 	switch {
 	case bytes.Contains(data, []byte("-----BEGIN")):
 		return nil, errors.New("a PEM block is incomplete")
-	case n == 0:
+	case len(certs) == 0:
 		return nil, errors.New("no PEM certificate in it")
 	}
-	return pool, nil
+	return certs, nil
 }
 
 // Run reloads the bundle whenever its file changes, until ctx ends; it then returns nil. A

@@ -63,6 +63,10 @@ func newReloader(files []string, interval time.Duration, log *slog.Logger, load 
 // run polls the files every interval until ctx ends. A failed load keeps what was loaded before
 // and is logged once per change of the files.
 func (r *reloader) run(ctx context.Context) error {
+	if len(r.files) == 0 { // static: nothing to reload
+		<-ctx.Done()
+		return nil
+	}
 	t := time.NewTicker(r.interval)
 	defer t.Stop()
 	for {
