@@ -179,3 +179,13 @@ type CapacityKey struct {
 }
 
 func (k CapacityKey) String() string { return fmt.Sprintf("%s@%s", k.Pool, k.ClusterID) }
+
+// HopKey is one key of the fleet's hop-marker key set, which the hub hands to every spoke on the
+// sync stream. The first key of a set signs new markers; every key of the set verifies them, so a
+// rotation adds a key before the old one leaves.
+type HopKey struct {
+	// ID names the key in a marker's kid field.
+	ID string
+	// Secret is the HMAC-SHA256 key.
+	Secret []byte
+}
