@@ -4,6 +4,7 @@
 package fleetpb
 
 import (
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -264,4 +265,23 @@ func fromTimestamp(t *timestamppb.Timestamp) time.Time {
 		return time.Time{}
 	}
 	return t.AsTime()
+}
+
+// HopKeys converts the fleet's hop keys, first the signing one, to their message.
+func HopKeys(keys []fleet.HopKey) *pb.HopKeys {
+	m := &pb.HopKeys{Keys: make([]*pb.HopKey, 0, len(keys))}
+	for _, k := range keys {
+		m.Keys = append(m.Keys, &pb.HopKey{Id: k.ID, Secret: slices.Clone(k.Secret)})
+	}
+	return m
+}
+
+// HopKeysFrom converts a message to the fleet's hop keys, in its order (the first signs). The
+// secrets are copies; nil gives none.
+func HopKeysFrom(m *pb.HopKeys) []fleet.HopKey {
+	keys := make([]fleet.HopKey, 0, len(m.GetKeys()))
+	for _, k := range m.GetKeys() {
+		keys = append(keys, fleet.HopKey{ID: k.GetId(), Secret: slices.Clone(k.GetSecret())})
+	}
+	return keys
 }
