@@ -1,232 +1,151 @@
-// Package ctl is hubctl: the operator's view of the fleet, read from the hub's AdminService.
+// Package ctl is hubctl: the operator's view of the fleet and the admin's hand on it, through the
+// AdminService on the hub's admin port.
+//
+// hubctl authenticates with a client certificate: the credentials directory (--credentials-dir,
+// else $SPILLWAY_CREDENTIALS, else hub-pki/hubctl, where a hub writes admin credentials at its
+// first start) holds ca.crt, the CA bundle that verifies the hub, and tls.crt and tls.key, the
+// user's certificate (URI SAN spiffe://<trust-domain>/user/<name>) and key. They are read once:
+// hubctl is short-lived, so a rotation takes effect at the next command. The hub decides the
+// caller's role from that certificate: a user named in the hub's --admin-users is an admin, any
+// other user of the trust domain a viewer. Viewers read (whoami, get, clusters requests); admins
+// also write (tokens create, clusters approve and revoke, hopkey rotate). A refusal says which role
+// the command needs.
+//
+// Every command prints a table by default and the hub's answer as JSON or YAML with -o.
 package ctl
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
-	"slices"
-	"strconv"
-	"strings"
-	"text/tabwriter"
+	"net"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
-	"sigs.k8s.io/yaml"
+	"google.golang.org/grpc/credentials"
 
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
-// DefaultHub is the hub address of `make demo`.
-const DefaultHub = "127.0.0.1:8470"
+const (
+	// DefaultHub is the admin address of a hub on this machine, as `make demo` runs it.
+	DefaultHub = "127.0.0.1:8472"
+	// DefaultCredentialsDir is where a hub started in the current directory writes hubctl's
+	// admin credentials (<pki-dir>/hubctl with the default --pki-dir).
+	DefaultCredentialsDir = "hub-pki/hubctl"
+	// CredentialsEnv names the environment variable read when --credentials-dir is not given.
+	CredentialsEnv = "SPILLWAY_CREDENTIALS"
+)
 
+// The roles the hub grants (docs/security.md); each command says which one it needs.
+const (
+	roleViewer = "viewer"
+	roleAdmin  = "admin"
+)
+
+// options are hubctl's global flags, completed from the environment before a command runs.
 type options struct {
-	hub     string
-	output  string
-	timeout time.Duration
-	now     func() time.Time
+	hub            string
+	credentialsDir string
+	tlsServerName  string
+	output         string
+	timeout        time.Duration
+
+	now    func() time.Time
+	getenv func(string) string
 }
 
 // NewCommand returns hubctl's root command.
 func NewCommand() *cobra.Command {
-	o := &options{now: time.Now}
+	o := &options{now: time.Now, getenv: os.Getenv}
 	root := &cobra.Command{
-		Use:           "hubctl",
-		Short:         "Inspect a Spillway fleet through its hub",
-		SilenceUsage:  true,
-		SilenceErrors: false,
+		Use:   "hubctl",
+		Short: "Inspect and administer a Spillway fleet through its hub",
+		Long: "hubctl talks to the hub's admin port with the client certificate in --credentials-dir.\n" +
+			"Viewers may read; admins (the hub's --admin-users) may also create join tokens, approve and\n" +
+			"revoke clusters and rotate the hop key.",
+		SilenceUsage: true,
 	}
-	root.PersistentFlags().StringVar(&o.hub, "hub", DefaultHub, "host:port of the hub's gRPC address")
-	root.PersistentFlags().StringVarP(&o.output, "output", "o", "table", "output format: table, json or yaml")
-	root.PersistentFlags().DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the hub")
+	fs := root.PersistentFlags()
+	fs.StringVar(&o.hub, "hub", DefaultHub, "host:port of the hub's admin address")
+	fs.StringVar(&o.credentialsDir, "credentials-dir", "",
+		"directory holding ca.crt (the hub's CA), tls.crt and tls.key (your client certificate and key) (default $"+CredentialsEnv+", else "+DefaultCredentialsDir+")")
+	fs.StringVar(&o.tlsServerName, "tls-server-name", "", "name to verify the hub's certificate for (default: the host of --hub)")
+	fs.StringVarP(&o.output, "output", "o", "table", "output format: table, json or yaml")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the hub")
 
-	get := &cobra.Command{Use: "get", Short: "List fleet objects"}
-	get.AddCommand(
-		o.getCommand("clusters", []string{"cluster"}, "Registered clusters and their liveness", o.getClusters),
-		o.getCommand("pools", []string{"pool"}, "Exported pools with each member cluster's capacity", o.getPools),
-		o.getCommand("imports", []string{"import"}, "Which clusters export each pool", o.getImports),
-	)
-	root.AddCommand(get)
+	root.AddCommand(o.whoamiCommand(), o.getCommand(), o.tokensCommand(), o.clustersCommand(), o.hopkeyCommand())
 	return root
 }
 
-type getFunc func(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error
-
-func (o *options) getCommand(use string, aliases []string, short string, run getFunc) *cobra.Command {
-	return &cobra.Command{
-		Use:     use,
-		Aliases: aliases,
-		Short:   short,
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			switch o.output {
-			case "table", "json", "yaml":
-			default:
-				return fmt.Errorf("--output %q: want table, json or yaml", o.output)
-			}
-			conn, err := grpc.NewClient(o.hub, grpc.WithTransportCredentials(insecure.NewCredentials()))
-			if err != nil {
-				return fmt.Errorf("hub %q: %w", o.hub, err)
-			}
-			defer conn.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
-			defer cancel()
-			if err := run(ctx, pb.NewAdminServiceClient(conn), cmd.OutOrStdout()); err != nil {
-				return fmt.Errorf("ask hub %s: %w", o.hub, err)
-			}
-			return nil
-		},
+// complete fills in what the user left to the environment and to other flags.
+func (o *options) complete() {
+	if o.credentialsDir == "" {
+		o.credentialsDir = o.getenv(CredentialsEnv)
 	}
-}
-
-// structured writes a message as JSON or YAML; it reports false for table output.
-func (o *options) structured(w io.Writer, m proto.Message) (bool, error) {
-	if o.output == "table" {
-		return false, nil
+	if o.credentialsDir == "" {
+		o.credentialsDir = DefaultCredentialsDir
 	}
-	raw, err := protojson.Marshal(m)
-	if err != nil {
-		return true, err
-	}
-	// protojson varies its whitespace on purpose; compact and indent for a stable output.
-	var compact, js bytes.Buffer
-	if err := json.Compact(&compact, raw); err != nil {
-		return true, err
-	}
-	if err := json.Indent(&js, compact.Bytes(), "", "  "); err != nil {
-		return true, err
-	}
-	if o.output == "yaml" {
-		y, err := yaml.JSONToYAML(js.Bytes())
-		if err != nil {
-			return true, err
-		}
-		_, err = w.Write(y)
-		return true, err
-	}
-	_, err = fmt.Fprintln(w, js.String())
-	return true, err
-}
-
-func (o *options) getClusters(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {
-	resp, err := c.ListClusters(ctx, &pb.ListClustersRequest{})
-	if err != nil {
-		return err
-	}
-	if done, err := o.structured(w, resp); done {
-		return err
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLUSTER\tREGION\tZONE\tSTATE\tEXPORTS\tGATEWAY\tHUB\tLAST SEEN")
-	for _, cl := range resp.GetClusters() {
-		i := cl.GetInfo()
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", i.GetClusterId(), i.GetRegion(), dash(i.GetZone()),
-			stateName(cl.GetState()), cl.GetExports(), dash(i.GetGatewayAddress()), dash(cl.GetHubId()),
-			o.age(cl.GetLastSeen().AsTime(), cl.GetLastSeen() != nil))
-	}
-	return tw.Flush()
-}
-
-func (o *options) getPools(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {
-	resp, err := c.ListPools(ctx, &pb.ListPoolsRequest{})
-	if err != nil {
-		return err
-	}
-	if done, err := o.structured(w, resp); done {
-		return err
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "POOL\tCLUSTER\tREGION\tSTATE\tREADY\tQUEUE\tRUNNING\tKV-CACHE\tSATURATION\tSPILL\tLORA\tREPORTED")
-	for _, p := range resp.GetPools() {
-		name := p.GetPool().GetNamespace() + "/" + p.GetPool().GetName()
-		for _, m := range p.GetMembers() {
-			row := []string{name, m.GetClusterId(), m.GetRegion(), stateName(m.GetState())}
-			if rc := m.GetCapacity(); rc != nil {
-				cp := rc.GetCapacity()
-				sat := strconv.FormatFloat(cp.GetSaturation(), 'f', 2, 64)
-				if cp.GetSaturated() {
-					sat += " (saturated)"
-				}
-				row = append(row,
-					fmt.Sprintf("%d/%d", cp.GetReadyEndpoints(), cp.GetTotalEndpoints()),
-					strconv.Itoa(int(cp.GetQueueDepth())),
-					strconv.Itoa(int(cp.GetRunningRequests())),
-					fmt.Sprintf("%.0f%%", cp.GetKvCacheUtilization()*100),
-					sat,
-					spillState(cp),
-					dash(strings.Join(cp.GetLoraAdapters(), ",")),
-					o.age(rc.GetReceivedAt().AsTime(), rc.GetReceivedAt() != nil))
-			} else {
-				row = append(row, "-", "-", "-", "-", "-", "-", "-", "never")
-			}
-			fmt.Fprintln(tw, strings.Join(row, "\t"))
+	if o.tlsServerName == "" {
+		o.tlsServerName = o.hub
+		if host, _, err := net.SplitHostPort(o.hub); err == nil {
+			o.tlsServerName = host
 		}
 	}
-	return tw.Flush()
 }
 
-// spillState renders a pool's spill state: "-" while local, "→ cluster (region)" while spilling.
-func spillState(cp *pb.PoolCapacity) string {
-	switch {
-	case !cp.GetSpilling():
-		return "-"
-	case cp.GetSpillTarget() == "":
-		return "spilling"
+// validate checks the global flags, reporting every problem at once.
+func (o *options) validate() error {
+	var errs []error
+	switch o.output {
+	case "table", "json", "yaml":
+	default:
+		errs = append(errs, fmt.Errorf("--output %q: want table, json or yaml", o.output))
 	}
-	return fmt.Sprintf("→ %s (%s)", cp.GetSpillTarget(), cp.GetSpillTargetRegion())
+	if o.hub == "" {
+		errs = append(errs, errors.New("--hub is empty: give the host:port of the hub's admin address"))
+	}
+	if o.timeout <= 0 {
+		errs = append(errs, fmt.Errorf("--timeout %s: want a positive duration", o.timeout))
+	}
+	return errors.Join(errs...)
 }
 
-func (o *options) getImports(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {
-	resp, err := c.ListImports(ctx, &pb.ListImportsRequest{})
+// call is one exchange with the hub, which prints its answer to w.
+type call func(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error
+
+// ask runs call against the hub as the user of the credentials directory; role is the role the
+// command needs, named when the hub refuses.
+func (o *options) ask(cmd *cobra.Command, role string, run call) error {
+	o.complete()
+	if err := o.validate(); err != nil {
+		return err
+	}
+	creds, err := loadCredentials(o.credentialsDir, o.now())
 	if err != nil {
 		return err
 	}
-	if done, err := o.structured(w, resp); done {
-		return err
+	conn, err := grpc.NewClient(o.hub, grpc.WithTransportCredentials(credentials.NewTLS(creds.clientConfig(o.tlsServerName))))
+	if err != nil {
+		return fmt.Errorf("hub %q: %w", o.hub, err)
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "POOL\tEXPORTING CLUSTERS")
-	for _, i := range resp.GetImports() {
-		cs := slices.Clone(i.GetExportingClusters())
-		slices.Sort(cs)
-		fmt.Fprintf(tw, "%s/%s\t%s\n", i.GetPool().GetNamespace(), i.GetPool().GetName(), strings.Join(cs, ","))
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
+	defer cancel()
+	if err := run(ctx, pb.NewAdminServiceClient(conn), cmd.OutOrStdout()); err != nil {
+		return o.explain(err, explanation{command: commandName(cmd), role: role, who: creds.who()})
 	}
-	return tw.Flush()
+	return nil
 }
 
-func (o *options) age(t time.Time, ok bool) string {
-	if !ok {
-		return "never"
+// commandName is the command as the user typed it, without the binary's name: "clusters approve".
+func commandName(cmd *cobra.Command) string {
+	name := cmd.Name()
+	for p := cmd.Parent(); p != nil && p.HasParent(); p = p.Parent() {
+		name = p.Name() + " " + name
 	}
-	d := max(o.now().Sub(t), 0)
-	switch {
-	case d < time.Minute:
-		return fmt.Sprintf("%ds ago", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm ago", int(d.Minutes()))
-	}
-	return fmt.Sprintf("%dh ago", int(d.Hours()))
-}
-
-func stateName(s pb.ClusterState) string {
-	switch s {
-	case pb.ClusterState_CLUSTER_STATE_ALIVE:
-		return "Alive"
-	case pb.ClusterState_CLUSTER_STATE_GONE:
-		return "Gone"
-	}
-	return "Unknown"
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
+	return name
 }

@@ -2,71 +2,29 @@ package ctl
 
 import (
 	"bytes"
-	"context"
-	"fmt"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/spillway-io/spillway/e2e/hubtest"
-	"github.com/spillway-io/spillway/e2e/testkit"
-	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+	"github.com/spillway-io/spillway/pkg/tlsconfig"
 )
-
-// fleet registers two clusters through the real SyncService and exports one pool from both.
-func fleet(t *testing.T) *hubtest.Hub {
-	t.Helper()
-	h := hubtest.Start(t, 10*time.Second)
-	cli := pb.NewSyncServiceClient(h.Conn())
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	for i, c := range []*pb.ClusterInfo{
-		{ClusterId: "us-east-1", Region: "us-east", Zone: "us-east-1a", GatewayAddress: "10.0.1.1:80", Version: "test"},
-		{ClusterId: "eu-west-1", Region: "eu-west", GatewayAddress: "10.0.2.1:80", Version: "test"},
-	} {
-		if _, err := cli.Register(ctx, &pb.RegisterRequest{Cluster: c}); err != nil {
-			t.Fatal(err)
-		}
-		st, err := cli.Sync(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		chat := &pb.PoolRef{Namespace: "default", Name: "chat"}
-		target, region := "", "" // the second cluster is spilling to the first
-		if i == 1 {
-			target, region = "us-east-1", "us-east"
-		}
-		for _, m := range []*pb.SyncRequest{
-			{Msg: &pb.SyncRequest_Hello{Hello: &pb.Hello{ClusterId: c.GetClusterId(), SpokeIncarnation: "i"}}},
-			{Msg: &pb.SyncRequest_Exports{Exports: &pb.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []*pb.Export{{Pool: chat, TargetPorts: []uint32{8000}}}}}},
-			{Msg: &pb.SyncRequest_Capacity{Capacity: &pb.CapacityReport{Pools: []*pb.PoolCapacity{{
-				Pool: chat, ReadyEndpoints: uint32(3 - i), TotalEndpoints: 3, QueueDepth: uint32(7 * i), RunningRequests: 8,
-				KvCacheUtilization: 0.5, Saturation: 0.4 + 0.6*float64(i), Saturated: i == 1, LoraAdapters: []string{"sql-lora"},
-				Spilling: i == 1, SpillTarget: target, SpillTargetRegion: region,
-			}}}}},
-		} {
-			if err := st.Send(m); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	testkit.Eventually(t, 5*time.Second, "fleet in the view", func() error {
-		pools := h.Model.Pools()
-		if len(pools) == 1 && len(pools[0].Members) == 2 && pools[0].Members[0].Capacity != nil && pools[0].Members[1].Capacity != nil {
-			return nil
-		}
-		return fmt.Errorf("pools %+v: want one with two members and their capacity", pools)
-	})
-	return h
-}
 
 var (
 	ages       = regexp.MustCompile(`\d+[smh] ago`)
 	timestamps = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z`)
 )
 
+// run runs hubctl with args and returns what it printed, ages and timestamps replaced.
 func run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	cmd := NewCommand()
@@ -79,28 +37,171 @@ func run(t *testing.T, args ...string) (string, error) {
 	return timestamps.ReplaceAllString(s, "TIME"), err
 }
 
-func TestGetGolden(t *testing.T) {
-	h := fleet(t)
-	for _, what := range []string{"clusters", "pools", "imports"} {
-		for _, format := range []string{"table", "json", "yaml"} {
-			t.Run(what+"-"+format, func(t *testing.T) {
-				got, err := run(t, "--hub", h.Addr, "get", what, "-o", format)
-				if err != nil {
-					t.Fatalf("%v\n%s", err, got)
-				}
-				testkit.Golden(t, filepath.Join("testdata", what+"."+format), []byte(got))
-			})
+// writeCredentials writes a credentials directory: the CA bundle, a certificate and its key.
+func writeCredentials(t *testing.T, caPEM, certPEM, keyPEM []byte) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{caFile: caPEM, certFile: certPEM, keyFile: keyPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
 		}
+	}
+	return dir
+}
+
+// userCredentials issues a certificate for user name from a new CA and writes its directory.
+func userCredentials(t *testing.T, name string) string {
+	t.Helper()
+	ca, err := tlsconfig.NewCA("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := ca.Issue(tlsconfig.Identity{TrustDomain: "spillway.local", Kind: tlsconfig.KindUser, Name: name}, nil, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return writeCredentials(t, ca.CertPEM(), cert, key)
+}
+
+// selfSigned makes a self-signed certificate valid from notBefore to notAfter, which the CA of
+// tlsconfig cannot (it issues from now on).
+func selfSigned(t *testing.T, notBefore, notAfter time.Time) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "old"}, NotBefore: notBefore, NotAfter: notAfter}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+}
+
+func TestLoadCredentials(t *testing.T) {
+	now := time.Now()
+	good := userCredentials(t, "alice")
+	goodCA, _ := os.ReadFile(filepath.Join(good, caFile))
+	goodCert, _ := os.ReadFile(filepath.Join(good, certFile))
+	goodKey, _ := os.ReadFile(filepath.Join(good, keyFile))
+	expiredCert, expiredKey := selfSigned(t, now.Add(-2*time.Hour), now.Add(-time.Hour))
+	futureCert, futureKey := selfSigned(t, now.Add(time.Hour), now.Add(2*time.Hour))
+	partial := t.TempDir()
+	if err := os.WriteFile(filepath.Join(partial, caFile), goodCA, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "nowhere")
+	empty := t.TempDir()
+
+	for _, tc := range []struct {
+		name, dir, want string
+	}{
+		{"missing dir", missing, "no credentials in " + missing + ": pass --credentials-dir or set SPILLWAY_CREDENTIALS"},
+		{"empty dir", empty, "no credentials in " + empty + ": pass --credentials-dir or set SPILLWAY_CREDENTIALS"},
+		{"partial", partial, "incomplete credentials in " + partial + ": tls.crt and tls.key missing; want ca.crt, tls.crt and tls.key"},
+		{"key of another certificate", writeCredentials(t, goodCA, goodCert, expiredKey), "private key does not match public key"},
+		{"garbage CA", writeCredentials(t, []byte("not PEM"), goodCert, goodKey), "no PEM certificate in it"},
+		{"expired", writeCredentials(t, goodCA, expiredCert, expiredKey), "expired at " + now.Add(-time.Hour).UTC().Format(time.RFC3339) + ": get a new one"},
+		{"not yet valid", writeCredentials(t, goodCA, futureCert, futureKey), "is valid only from " + now.Add(time.Hour).UTC().Format(time.RFC3339) + ": check this machine's clock"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadCredentials(tc.dir, now)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+
+	t.Run("good", func(t *testing.T) {
+		c, err := loadCredentials(good, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := c.who(), "spiffe://spillway.local/user/alice"; got != want {
+			t.Errorf("who %q, want %q", got, want)
+		}
+	})
+	t.Run("no identity", func(t *testing.T) {
+		cert, key := selfSigned(t, now.Add(-time.Hour), now.Add(time.Hour))
+		dir := writeCredentials(t, goodCA, cert, key)
+		c, err := loadCredentials(dir, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := c.who(), "the certificate in "+filepath.Join(dir, certFile); got != want {
+			t.Errorf("who %q, want %q", got, want)
+		}
+	})
+}
+
+// TestCredentialsDirChoice checks where hubctl looks for credentials: the flag, else the
+// environment, else hub-pki/hubctl.
+func TestCredentialsDirChoice(t *testing.T) {
+	fromEnv := filepath.Join(t.TempDir(), "from-env")
+	fromFlag := filepath.Join(t.TempDir(), "from-flag")
+	for _, tc := range []struct {
+		name, env string
+		args      []string
+		want      string
+	}{
+		{"default", "", nil, "no credentials in " + DefaultCredentialsDir + ":"},
+		{"environment", fromEnv, nil, "no credentials in " + fromEnv + ":"},
+		{"flag over environment", fromEnv, []string{"--credentials-dir", fromFlag}, "no credentials in " + fromFlag + ":"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Chdir(t.TempDir()) // no hub-pki here
+			t.Setenv(CredentialsEnv, tc.env)
+			out, err := run(t, append(tc.args, "whoami")...)
+			if err == nil || !strings.Contains(out, tc.want) {
+				t.Fatalf("got %v\n%s\nwant an error containing %q", err, out, tc.want)
+			}
+		})
 	}
 }
 
-func TestErrorsAreClear(t *testing.T) {
-	out, err := run(t, "get", "clusters", "-o", "xml")
-	if err == nil || !strings.Contains(out, `--output "xml": want table, json or yaml`) {
-		t.Fatalf("bad -o: %v %s", err, out)
+// TestFlagErrors checks that bad flags and arguments are refused, each with what to do, before
+// any credential is read or the hub is dialed.
+func TestFlagErrors(t *testing.T) {
+	t.Setenv(CredentialsEnv, filepath.Join(t.TempDir(), "nowhere"))
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"get", "clusters", "-o", "xml"}, []string{`--output "xml": want table, json or yaml`}},
+		{[]string{"whoami", "--timeout", "0s", "--hub", ""}, []string{"--hub is empty", "--timeout 0s: want a positive duration"}},
+		{[]string{"tokens", "create"}, []string{"--cluster is required"}},
+		{[]string{"tokens", "create", "--cluster", "Bad_ID", "--ttl", "25h"}, []string{`--cluster: cluster ID "Bad_ID"`, "--ttl 25h0m0s: want more than 0 and at most 24h0m0s"}},
+		{[]string{"tokens", "create", "--cluster", "a", "--ttl", "-1m"}, []string{"--ttl -1m0s"}},
+		{[]string{"clusters", "approve"}, []string{"clusters approve takes one cluster ID, got 0 arguments"}},
+		{[]string{"clusters", "revoke", "a", "b"}, []string{"clusters revoke takes one cluster ID, got 2 arguments"}},
+		{[]string{"clusters", "approve", "a.b"}, []string{`cluster ID "a.b"`}},
+		{[]string{"get", "clusters", "extra"}, []string{`unknown command "extra"`}},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			out, err := run(t, tc.args...)
+			if err == nil {
+				t.Fatalf("no error\n%s", out)
+			}
+			if strings.Contains(out, "no credentials") {
+				t.Errorf("credentials read before the flags were checked:\n%s", out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+		})
 	}
-	out, err = run(t, "--hub", "127.0.0.1:1", "--timeout", "500ms", "get", "clusters")
-	if err == nil || !strings.Contains(out, "ask hub 127.0.0.1:1") {
+}
+
+func TestUnreachableHub(t *testing.T) {
+	out, err := run(t, "--hub", "127.0.0.1:1", "--credentials-dir", userCredentials(t, "alice"), "--timeout", "500ms", "get", "clusters")
+	if err == nil || !strings.Contains(out, "ask hub 127.0.0.1:1: unavailable:") {
 		t.Fatalf("unreachable hub: %v %s", err, out)
 	}
 }

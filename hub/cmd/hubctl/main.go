@@ -1,4 +1,4 @@
-// Command hubctl inspects a Spillway fleet through its hub. See hub/ctl.
+// Command hubctl inspects and administers a Spillway fleet through the hub's admin port. See hub/ctl.
 package main
 
 import (

@@ -1,0 +1,60 @@
+package ctl
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// explanation is what a failed command adds to the hub's status: what was asked, by whom, and the
+// role it needs.
+type explanation struct {
+	command string // "clusters approve"
+	role    string // roleViewer or roleAdmin
+	who     string // the caller's identity
+}
+
+// hubError is an error of the hub turned into a sentence for the user; it still wraps the gRPC
+// status.
+type hubError struct {
+	msg string
+	err error
+}
+
+func (e *hubError) Error() string { return e.msg }
+func (e *hubError) Unwrap() error { return e.err }
+
+// roleHelp says who holds each role.
+var roleHelp = map[string]string{
+	roleViewer: "the viewer role (any user certificate of the hub's trust domain)",
+	roleAdmin:  "the admin role (a user named in the hub's --admin-users)",
+}
+
+// explain turns the hub's status codes into what the user can do about them. It is the one place
+// hubctl reads gRPC codes.
+func (o *options) explain(err error, e explanation) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return fmt.Errorf("ask hub %s: %w", o.hub, err)
+	}
+	var msg string
+	switch st.Code() {
+	case codes.PermissionDenied:
+		msg = fmt.Sprintf("%s needs %s; hub %s refused %s: %s", e.command, roleHelp[e.role], o.hub, e.who, st.Message())
+	case codes.Unauthenticated:
+		msg = fmt.Sprintf("hub %s did not accept %s: %s; use a certificate issued by the hub's CA (--credentials-dir)", o.hub, e.who, st.Message())
+	case codes.DeadlineExceeded:
+		msg = fmt.Sprintf("ask hub %s: no answer within --timeout %s: %s", o.hub, o.timeout, st.Message())
+	case codes.Unavailable:
+		msg = fmt.Sprintf("ask hub %s: unavailable: %s", o.hub, st.Message())
+		if strings.Contains(st.Message(), "handshake") || strings.Contains(st.Message(), "tls:") {
+			msg += fmt.Sprintf("; check that --hub is the hub's admin address (port 8472 by default), that %s is the hub's CA and that the hub's certificate names %q (else --tls-server-name)", filepath.Join(o.credentialsDir, caFile), o.tlsServerName)
+		}
+	default:
+		msg = fmt.Sprintf("ask hub %s: %s: %s", o.hub, st.Code(), st.Message())
+	}
+	return &hubError{msg: msg, err: err}
+}
