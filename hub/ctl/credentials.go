@@ -13,14 +13,6 @@ import (
 	"github.com/spillway-io/spillway/pkg/tlsconfig"
 )
 
-// The files of a credentials directory, as cert-manager Secrets and the hub's <pki-dir>/hubctl
-// hold them.
-const (
-	caFile   = "ca.crt"
-	certFile = "tls.crt"
-	keyFile  = "tls.key"
-)
-
 // clientCredentials are a user's certificate and the CA bundle that verifies the hub.
 type clientCredentials struct {
 	dir     string
@@ -34,7 +26,7 @@ type clientCredentials struct {
 // not valid at now, since the hub would only end the handshake without saying why.
 func loadCredentials(dir string, now time.Time) (*clientCredentials, error) {
 	var missing []string
-	for _, name := range []string{caFile, certFile, keyFile} {
+	for _, name := range []string{tlsconfig.CAFile, tlsconfig.CertFile, tlsconfig.KeyFile} {
 		_, err := os.Stat(filepath.Join(dir, name))
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
@@ -48,23 +40,19 @@ func loadCredentials(dir string, now time.Time) (*clientCredentials, error) {
 	case 3:
 		return nil, fmt.Errorf("no credentials in %s: pass --credentials-dir or set %s (a hub writes admin credentials to <its --pki-dir>/hubctl at its first start)", dir, CredentialsEnv)
 	default:
-		return nil, fmt.Errorf("incomplete credentials in %s: %s missing; want %s, %s and %s", dir, strings.Join(missing, " and "), caFile, certFile, keyFile)
+		return nil, fmt.Errorf("incomplete credentials in %s: %s missing; want %s, %s and %s", dir, strings.Join(missing, " and "), tlsconfig.CAFile, tlsconfig.CertFile, tlsconfig.KeyFile)
 	}
-	// hubctl is short-lived: the key pair and the pool are loaded at construction and never run.
-	kp, err := tlsconfig.NewKeyPair(filepath.Join(dir, certFile), filepath.Join(dir, keyFile), tlsconfig.KeyPairOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("credentials in %s: %w", dir, err)
-	}
-	pool, err := tlsconfig.NewCAPool(filepath.Join(dir, caFile), tlsconfig.CAPoolOptions{})
+	// hubctl is short-lived: the key pair and the pool are loaded once and never run.
+	kp, pool, err := tlsconfig.LoadDir(dir, tlsconfig.KeyPairOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("credentials in %s: %w", dir, err)
 	}
 	leaf := kp.Certificate().Leaf
 	switch {
 	case now.After(leaf.NotAfter):
-		return nil, fmt.Errorf("the certificate in %s expired at %s: get a new one from the hub's admin", filepath.Join(dir, certFile), leaf.NotAfter.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("the certificate in %s expired at %s: get a new one from the hub's admin", filepath.Join(dir, tlsconfig.CertFile), leaf.NotAfter.UTC().Format(time.RFC3339))
 	case now.Before(leaf.NotBefore):
-		return nil, fmt.Errorf("the certificate in %s is valid only from %s: check this machine's clock", filepath.Join(dir, certFile), leaf.NotBefore.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("the certificate in %s is valid only from %s: check this machine's clock", filepath.Join(dir, tlsconfig.CertFile), leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
 	id, _ := tlsconfig.IdentityOf(leaf) // a certificate without one is the hub's to refuse, with its reason
 	return &clientCredentials{dir: dir, keyPair: kp, caPool: pool, identity: id}, nil
@@ -81,5 +69,5 @@ func (c *clientCredentials) who() string {
 	if c.identity != (tlsconfig.Identity{}) {
 		return c.identity.String()
 	}
-	return "the certificate in " + filepath.Join(c.dir, certFile)
+	return "the certificate in " + filepath.Join(c.dir, tlsconfig.CertFile)
 }

@@ -41,7 +41,7 @@ func run(t *testing.T, args ...string) (string, error) {
 func writeCredentials(t *testing.T, caPEM, certPEM, keyPEM []byte) string {
 	t.Helper()
 	dir := t.TempDir()
-	for name, data := range map[string][]byte{caFile: caPEM, certFile: certPEM, keyFile: keyPEM} {
+	for name, data := range map[string][]byte{tlsconfig.CAFile: caPEM, tlsconfig.CertFile: certPEM, tlsconfig.KeyFile: keyPEM} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -86,13 +86,13 @@ func selfSigned(t *testing.T, notBefore, notAfter time.Time) (certPEM, keyPEM []
 func TestLoadCredentials(t *testing.T) {
 	now := time.Now()
 	good := userCredentials(t, "alice")
-	goodCA, _ := os.ReadFile(filepath.Join(good, caFile))
-	goodCert, _ := os.ReadFile(filepath.Join(good, certFile))
-	goodKey, _ := os.ReadFile(filepath.Join(good, keyFile))
+	goodCA, _ := os.ReadFile(filepath.Join(good, tlsconfig.CAFile))
+	goodCert, _ := os.ReadFile(filepath.Join(good, tlsconfig.CertFile))
+	goodKey, _ := os.ReadFile(filepath.Join(good, tlsconfig.KeyFile))
 	expiredCert, expiredKey := selfSigned(t, now.Add(-2*time.Hour), now.Add(-time.Hour))
 	futureCert, futureKey := selfSigned(t, now.Add(time.Hour), now.Add(2*time.Hour))
 	partial := t.TempDir()
-	if err := os.WriteFile(filepath.Join(partial, caFile), goodCA, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(partial, tlsconfig.CAFile), goodCA, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	missing := filepath.Join(t.TempDir(), "nowhere")
@@ -133,7 +133,7 @@ func TestLoadCredentials(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, want := c.who(), "the certificate in "+filepath.Join(dir, certFile); got != want {
+		if got, want := c.who(), "the certificate in "+filepath.Join(dir, tlsconfig.CertFile); got != want {
 			t.Errorf("who %q, want %q", got, want)
 		}
 	})

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/spillway-io/spillway/pkg/tlsconfig"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -51,7 +52,7 @@ func (o *options) explain(err error, e explanation) error {
 	case codes.Unavailable:
 		msg = fmt.Sprintf("ask hub %s: unavailable: %s", o.hub, st.Message())
 		if strings.Contains(st.Message(), "handshake") || strings.Contains(st.Message(), "tls:") {
-			msg += fmt.Sprintf("; check that --hub is the hub's admin address (port 8472 by default), that %s is the hub's CA and that the hub's certificate names %q (else --tls-server-name)", filepath.Join(o.credentialsDir, caFile), o.tlsServerName)
+			msg += fmt.Sprintf("; check that --hub is the hub's admin address (port 8472 by default), that %s is the hub's CA and that the hub's certificate names %q (else --tls-server-name)", filepath.Join(o.credentialsDir, tlsconfig.CAFile), o.tlsServerName)
 		}
 	default:
 		msg = fmt.Sprintf("ask hub %s: %s: %s", o.hub, st.Code(), st.Message())
