@@ -34,9 +34,10 @@ func (f fixed) Endpoints(_ fleet.PoolRef, dst []epp.Endpoint) ([]epp.Endpoint, b
 	return dst, true
 }
 
-// setup runs a real simulator, a real EPP over gRPC, and the gateway in front of them. The EPP's
-// pool lists a dead address as the best endpoint, so every request needs the fallback.
-func setup(t *testing.T, mode filterv3.ProcessingMode_BodySendMode) *httptest.Server {
+// setup runs a real simulator, a real EPP over gRPC (as opts say: plaintext, TLS or mutual TLS),
+// and the gateway in front of them. The EPP's pool lists a dead address as the best endpoint, so
+// every request needs the fallback.
+func setup(t *testing.T, mode filterv3.ProcessingMode_BodySendMode, opts ...extproctest.Option) *httptest.Server {
 	t.Helper()
 	ls, err := modelsim.Listen([]string{"127.0.0.1:0"})
 	if err != nil {
@@ -65,7 +66,7 @@ func setup(t *testing.T, mode filterv3.ProcessingMode_BodySendMode) *httptest.Se
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := gateway.NewHandler(gateway.Options{Client: &gateway.Client{EPP: extproctest.Serve(t, srv), RequestMode: mode, ResponseMode: mode}})
+	h := gateway.NewHandler(gateway.Options{Client: &gateway.Client{EPP: extproctest.Serve(t, srv, opts...), RequestMode: mode, ResponseMode: mode}})
 	ts := httptest.NewServer(h)
 	t.Cleanup(func() {
 		ts.Close()
@@ -75,10 +76,11 @@ func setup(t *testing.T, mode filterv3.ProcessingMode_BodySendMode) *httptest.Se
 	return ts
 }
 
+// TestGatewayFallsBackAndStreams runs over mutual TLS to the EPP, as the local fleet does.
 func TestGatewayFallsBackAndStreams(t *testing.T) {
 	for _, mode := range []filterv3.ProcessingMode_BodySendMode{filterv3.ProcessingMode_FULL_DUPLEX_STREAMED, filterv3.ProcessingMode_BUFFERED} {
 		t.Run(mode.String(), func(t *testing.T) {
-			ts := setup(t, mode)
+			ts := setup(t, mode, extproctest.WithClientCert())
 			resp, err := http.Post(ts.URL+"/v1/completions", "application/json", strings.NewReader(
 				`{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"hi","max_tokens":5,"stream":true,"stream_options":{"include_usage":true}}`))
 			if err != nil {

@@ -1,6 +1,11 @@
 // Command gateway is a small inference gateway: it asks an Endpoint Picker over ext_proc, as
 // Envoy does, where each request goes, and proxies it there, trying the fallbacks in order.
 // Production uses an Envoy-based gateway; see docs/gateways.md.
+//
+// It dials the EPP with TLS, as GIE gateways do: --epp-ca-file verifies the EPP's certificate
+// (without it the connection is encrypted but the certificate is not checked, Envoy's behaviour
+// with a self-signed EPP), --epp-cert-file and --epp-key-file present a client certificate, and
+// --epp-insecure dials in plaintext an EPP started with --epp-secure-serving=false.
 package main
 
 import (
@@ -12,8 +17,6 @@ import (
 	filterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/spillway-io/spillway/e2e/gateway"
 	"github.com/spillway-io/spillway/pkg/cli"
@@ -24,6 +27,7 @@ func main() { cli.Main(newCommand()) }
 
 func newCommand() *cobra.Command {
 	var listen, eppAddr, mode string
+	var eppTLS gateway.EPPTLS
 	cmd := &cobra.Command{
 		Use:          "gateway --listen HOST:PORT --epp HOST:PORT",
 		Short:        "An HTTP inference gateway that routes through an Endpoint Picker",
@@ -39,26 +43,38 @@ func newCommand() *cobra.Command {
 			default:
 				return fmt.Errorf("--body-mode %q: want full-duplex or buffered", mode)
 			}
-			conn, err := grpc.NewClient(eppAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			conn, err := gateway.DialEPP(eppAddr, eppTLS)
 			if err != nil {
 				return fmt.Errorf("--epp %q: %w", eppAddr, err)
 			}
 			defer conn.Close()
+			switch {
+			case eppTLS.Insecure:
+				log.Warn("EPP dialed in plaintext (--epp-insecure): requests and routing decisions travel unencrypted", "component", "gateway", "epp", eppAddr)
+			case !eppTLS.Verified():
+				log.Warn("EPP certificate not verified: give --epp-ca-file to authenticate the EPP", "component", "gateway", "epp", eppAddr)
+			}
 			l, err := net.Listen("tcp", listen)
 			if err != nil {
 				return fmt.Errorf("listen --listen: %w", err)
 			}
-			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 			h := gateway.NewHandler(gateway.Options{
 				Client: &gateway.Client{EPP: extprocv3.NewExternalProcessorClient(conn), RequestMode: reqMode},
 				Logger: log,
 			})
-			log.Info("gateway started", "component", "gateway", "listen", l.Addr().String(), "epp", eppAddr)
+			log.Info("gateway started", "component", "gateway", "listen", l.Addr().String(), "epp", eppAddr,
+				"epp_tls", !eppTLS.Insecure, "epp_verified", eppTLS.Verified())
 			return serve.HTTP(cmd.Context(), l, h)
 		},
 	}
 	cmd.Flags().StringVar(&listen, "listen", ":8080", "host:port to serve HTTP on")
 	cmd.Flags().StringVar(&eppAddr, "epp", "127.0.0.1:9002", "host:port of the Endpoint Picker")
+	cmd.Flags().BoolVar(&eppTLS.Insecure, "epp-insecure", false, "dial the EPP in plaintext (an EPP started with --epp-secure-serving=false)")
+	cmd.Flags().StringVar(&eppTLS.CAFile, "epp-ca-file", "", "PEM bundle that verifies the EPP's certificate (default: TLS without verifying it)")
+	cmd.Flags().StringVar(&eppTLS.ServerName, "epp-server-name", "", "name the EPP's certificate is verified for (default: the host of --epp)")
+	cmd.Flags().StringVar(&eppTLS.CertFile, "epp-cert-file", "", "client certificate to present to the EPP (with --epp-key-file)")
+	cmd.Flags().StringVar(&eppTLS.KeyFile, "epp-key-file", "", "key of --epp-cert-file")
 	cmd.Flags().StringVar(&mode, "body-mode", "full-duplex", "request body mode of the ext_proc exchange: full-duplex or buffered")
 	return cmd
 }
