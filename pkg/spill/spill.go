@@ -96,8 +96,11 @@ type Remote struct {
 	// Alive is false when gossip or the hub says the cluster is gone.
 	Alive bool
 	// Age of its capacity report.
-	Age            time.Duration
-	Saturated      bool
+	Age       time.Duration
+	Saturated bool
+	// Spilling is the pool's spill state in the cluster's own capacity report: it sends requests
+	// away itself. Such a cluster is never a target (see ranked).
+	Spilling       bool
 	Saturation     float64
 	ReadyEndpoints uint32
 	QueueDepth     uint32
@@ -127,7 +130,8 @@ const (
 	ReasonLocal       Reason = "local"        // stayed: local capacity
 	ReasonHop         Reason = "hop"          // stayed: already spilled once
 	ReasonIneligible  Reason = "ineligible"   // stayed: priority below the policy's
-	ReasonNoTarget    Reason = "no_target"    // stayed: no alive, fresh, unsaturated remote
+	ReasonNoTarget    Reason = "no_target"    // stayed: no alive, fresh, unsaturated remote that is not spilling itself
+	ReasonNoHopKey    Reason = "no_hop_key"   // stayed: Parent Mode, and no key to sign the hop marker yet
 	ReasonNotWorth    Reason = "not_worth"    // stayed: the local wait is shorter than the trip
 	ReasonFallback    Reason = "fallback"     // stayed on the policy's fallback pool or model: no target
 )
@@ -136,17 +140,26 @@ const (
 type Request struct {
 	Priority     int
 	PromptTokens int
-	// Hop is true when the request already spilled from another cluster.
+	// Hop is true when the request already spilled from another cluster: the EPP verified its
+	// hop marker.
 	Hop bool
 	// NoLocal is true when no local endpoint can take the request (none ready, none in the
 	// gateway's subset or serving the model), whatever the last observed load said.
 	NoLocal bool
+	// NoHopKey is true when the EPP holds no key to sign a hop marker (none has come from the
+	// hub yet). Parent Mode then sends nothing away: the remote EPP could not tell that the
+	// request already spilled. The request stays (on the policy's fallback when it has one).
+	// Endpoint Mode needs no marker: it reaches model servers, which never route.
+	NoHopKey bool
 }
 
 // Decision is where a request goes.
 type Decision struct {
 	Spill  bool
 	Reason Reason
+	// Mode is how a spilled request reaches Target: in Parent Mode through the target's
+	// gateway, whose EPP must see the hop marker.
+	Mode Mode
 	// Target and Destination (host:port list, best first) when Spill.
 	Target      Remote
 	Destination []string
@@ -296,9 +309,15 @@ func (d *Decider) Decide(r Request) Decision {
 			return Decision{Reason: ReasonNotWorth}
 		}
 	}
+	if p.Mode == ParentMode && r.NoHopKey {
+		if p.FallbackPool != "" || p.FallbackModel != "" {
+			return Decision{Reason: ReasonFallback, FallbackPool: p.FallbackPool, FallbackModel: p.FallbackModel}
+		}
+		return Decision{Reason: ReasonNoHopKey}
+	}
 	// The destination lists fallbacks after the pick, as the EPP does locally: the gateway tries
 	// them in order when one cannot be reached (a cluster that died since the last view).
-	dec := Decision{Spill: true, Reason: reason, Target: best}
+	dec := Decision{Spill: true, Reason: reason, Mode: p.Mode, Target: best}
 	for _, r := range ranked[:min(len(ranked), maxTargets)] {
 		if p.Mode == EndpointMode && len(r.Endpoints) > 0 {
 			dec.Destination = append(dec.Destination, r.Endpoints[:min(len(r.Endpoints), maxTargets)]...)
@@ -322,6 +341,13 @@ func (d *Decider) Targets() []Remote {
 
 // ranked returns the usable remotes, best first: within the allowed regions (their order first
 // when the policy lists them), by RTT plus the remote's own expected wait.
+//
+// A remote whose own report says it is spilling the pool is never usable, saturated or not
+// (hysteresis keeps a pool spilling between its marks, and past the trip mark while it has
+// headroom). That is what bounds a request's journey when a proxy between two clusters strips
+// the hop marker: each cluster it reaches spills it only to a cluster that is not spilling, and
+// a cluster that spills it is, by then, spilling; so a request visits each cluster at most once
+// while the views hold, and its path is at most as long as the fleet.
 func (d *Decider) ranked(p Policy, service time.Duration) []Remote {
 	type scored struct {
 		r    Remote
@@ -330,7 +356,7 @@ func (d *Decider) ranked(p Policy, service time.Duration) []Remote {
 	}
 	var cands []scored
 	for _, r := range d.remotes() {
-		if !r.Alive || r.Saturated || r.ReadyEndpoints == 0 || r.Age > p.Freshness {
+		if !r.Alive || r.Saturated || r.Spilling || r.ReadyEndpoints == 0 || r.Age > p.Freshness {
 			continue
 		}
 		if p.Mode == ParentMode && r.Gateway == "" || p.Mode == EndpointMode && len(r.Endpoints) == 0 && r.Gateway == "" {

@@ -27,6 +27,13 @@ func newDecider(t *testing.T, p Policy, rs Candidates) (*Decider, *clock) {
 	return d, c
 }
 
+// spillingButFree is r as it reports while its pool spills between the marks (or past the trip
+// mark with headroom): not saturated, but sending requests away itself.
+func spillingButFree(r Remote) Remote {
+	r.Spilling, r.Saturation = true, 0.8
+	return r
+}
+
 var saturated = Local{ReadyEndpoints: 3, QueueDepth: 30, Saturation: 1, Saturated: true}
 
 func TestDecide(t *testing.T) {
@@ -60,6 +67,23 @@ func TestDecide(t *testing.T) {
 		{name: "regions outside the allowed list are not targets", policy: func(p *Policy) { p.TargetRegions = []string{"ap-south"} }, local: saturated, rs: []Remote{near, far}, req: Request{Priority: 100}, reason: ReasonNoTarget},
 		{name: "endpoint mode sends to the remote endpoints", policy: func(p *Policy) { p.Mode = EndpointMode }, local: saturated, rs: []Remote{near}, req: Request{Priority: 100}, spill: true, reason: ReasonSaturated, to: "us-west-0:8000"},
 		{name: "a short local wait is not worth a long prefill", local: Local{ReadyEndpoints: 10, QueueDepth: 1, Saturation: 0.95}, rs: []Remote{near}, req: Request{Priority: 100, PromptTokens: 80000}, reason: ReasonNotWorth},
+		{name: "a remote that spills itself is not a target, even with headroom", local: saturated,
+			rs:  []Remote{spillingButFree(near)},
+			req: Request{Priority: 100}, reason: ReasonNoTarget},
+		{name: "a spilling remote loses to any other", local: saturated, rs: []Remote{spillingButFree(near), far},
+			req: Request{Priority: 100}, spill: true, reason: ReasonSaturated, to: "eu-west:8080"},
+		{name: "a remote that spills itself is not a failover target either", local: Local{},
+			rs: []Remote{spillingButFree(near)}, req: Request{Priority: 100}, reason: ReasonNoTarget},
+		{name: "no hop key: parent mode keeps it here", local: saturated, rs: []Remote{near},
+			req: Request{Priority: 100, NoHopKey: true}, reason: ReasonNoHopKey},
+		{name: "no hop key: parent mode serves it on the fallback", policy: func(p *Policy) { p.FallbackModel = "small" }, local: saturated,
+			rs: []Remote{near}, req: Request{Priority: 100, NoHopKey: true}, reason: ReasonFallback},
+		{name: "no hop key: no failover in parent mode", local: Local{}, rs: []Remote{near},
+			req: Request{Priority: 100, NoHopKey: true}, reason: ReasonNoHopKey},
+		{name: "no hop key: endpoint mode needs none", policy: func(p *Policy) { p.Mode = EndpointMode }, local: saturated, rs: []Remote{near},
+			req: Request{Priority: 100, NoHopKey: true}, spill: true, reason: ReasonSaturated, to: "us-west-0:8000"},
+		{name: "no hop key: not worth it says so", local: Local{ReadyEndpoints: 10, QueueDepth: 1, Saturation: 0.95}, rs: []Remote{near},
+			req: Request{Priority: 100, PromptTokens: 80000, NoHopKey: true}, reason: ReasonNotWorth},
 		{name: "a loaded remote loses to a farther idle one", local: saturated,
 			rs:  []Remote{{ClusterID: "busy", Region: "r1", Gateway: "busy:1", Alive: true, ReadyEndpoints: 1, QueueDepth: 4, RTT: time.Millisecond}, far},
 			req: Request{Priority: 100}, spill: true, reason: ReasonSaturated, to: "eu-west:8080"},
@@ -77,6 +101,9 @@ func TestDecide(t *testing.T) {
 			}
 			if tc.spill && (len(got.Destination) == 0 || got.Destination[0] != tc.to) {
 				t.Fatalf("destination %v, want %s first", got.Destination, tc.to)
+			}
+			if tc.spill && got.Mode != p.Mode {
+				t.Fatalf("mode %q, want the policy's %q", got.Mode, p.Mode)
 			}
 		})
 	}
