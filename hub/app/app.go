@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -169,17 +170,18 @@ func Run(ctx context.Context, cfg *Config) error {
 	log := cfg.Logger
 	endpoints := cfg.EtcdEndpoints
 	var etcdErr <-chan error // a fatal error of the embedded etcd; nil (never ready) for an external one
+	var etcdTLS *tls.Config
 	if len(endpoints) == 0 {
-		emb, err := hubetcd.StartEmbedded(ctx, cfg.DataDir, cfg.EmbeddedEtcdAddr)
+		emb, err := hubetcd.StartEmbedded(ctx, hubetcd.EmbeddedOptions{Dir: cfg.DataDir, ListenAddress: cfg.EmbeddedEtcdAddr})
 		if err != nil {
 			return err
 		}
 		defer emb.Close()
-		endpoints = []string{emb.Endpoint}
+		endpoints, etcdTLS = []string{emb.Endpoint}, emb.ClientTLS
 		etcdErr = emb.Err()
 		log.Info("embedded etcd started", "dataDir", cfg.DataDir, "endpoint", emb.Endpoint)
 	}
-	cli, err := hubetcd.Dial(endpoints)
+	cli, err := hubetcd.Dial(endpoints, etcdTLS)
 	if err != nil {
 		return err
 	}
