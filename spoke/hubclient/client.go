@@ -8,10 +8,19 @@
 // backoff and resumes: exports from the hub's acknowledged sequence number, the view from its
 // cursor. While the hub is away the spoke keeps working on its last view; nothing local waits on
 // the hub.
+//
+// Trust: the session runs over TLS (Options.TLS, tlsconfig.ClientConfig with the cluster's key
+// pair and the hub's CA bundle); the hub reads the cluster from the client certificate and says
+// which cluster it read in the Welcome. A Welcome naming another cluster than Options.Cluster.ID
+// ends Run with ErrWrongCluster: the credentials belong to another cluster, and retrying cannot
+// help. After the Welcome, and whenever they change, the hub sends the fleet's hop-marker keys,
+// which HopKeys returns to the EPP. Capacity is reported only for pools the cluster exports: the
+// hub refuses reports for others.
 package hubclient
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,13 +28,16 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/fleetpb"
@@ -38,7 +50,11 @@ type Options struct {
 	Cluster fleet.ClusterInfo
 	// HubAddress is the hub's gRPC host:port.
 	HubAddress string
-	// DialOptions replace the default insecure transport credentials when set.
+	// TLS secures the connection to the hub: the cluster's key pair and the hub's CA bundle,
+	// as tlsconfig.ClientConfig makes them. Required unless DialOptions carry the transport
+	// credentials.
+	TLS *tls.Config
+	// DialOptions are added to the client's own when it dials the hub.
 	DialOptions []grpc.DialOption
 	// MinBackoff and MaxBackoff bound the wait between reconnects.
 	MinBackoff, MaxBackoff time.Duration
@@ -64,6 +80,8 @@ type Client struct {
 	importsRev   uint64
 	connected    bool
 	wake         chan struct{}
+
+	hopKeys atomic.Pointer[[]fleet.HopKey]
 }
 
 // New returns a client; Run connects it.
@@ -87,6 +105,15 @@ func New(opts Options) *Client {
 		capacity:    map[fleet.PoolRef]fleet.PoolCapacity{},
 		wake:        make(chan struct{}, 1),
 	}
+}
+
+// HopKeys returns the fleet's hop-marker keys as the hub sent them last, the signing one first;
+// none before the first session. They are kept across sessions. The slice must not be modified.
+func (c *Client) HopKeys() []fleet.HopKey {
+	if k := c.hopKeys.Load(); k != nil {
+		return *k
+	}
+	return nil
 }
 
 // View returns the fleet view; it is kept across sessions.
@@ -157,10 +184,14 @@ func (c *Client) poke() {
 
 // Run keeps a session with the hub until ctx ends.
 func (c *Client) Run(ctx context.Context) error {
-	dial := c.opts.DialOptions
-	if len(dial) == 0 {
-		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	var dial []grpc.DialOption
+	switch {
+	case c.opts.TLS != nil:
+		dial = append(dial, grpc.WithTransportCredentials(credentials.NewTLS(c.opts.TLS)))
+	case len(c.opts.DialOptions) == 0:
+		return ErrNoTLS
 	}
+	dial = append(dial, c.opts.DialOptions...)
 	dial = append(dial,
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
@@ -181,12 +212,22 @@ func (c *Client) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
+		if errors.Is(err, ErrWrongCluster) {
+			c.log.Error("the hub names this spoke another cluster; stopping the hub session", "err", err)
+			return err
+		}
 		if time.Since(started) > time.Minute {
 			bo.Reset() // a long session was healthy; start the backoff again from the bottom
 		}
 		wait := bo.NextBackOff()
 		c.metrics.reconnects.Inc()
-		c.log.Warn("hub session ended, reconnecting", "err", err, "retry", wait)
+		if code := status.Code(err); code == codes.PermissionDenied || code == codes.Unauthenticated {
+			// Worth retrying: the credentials reload when their files change, and a revoked
+			// cluster may be let back in.
+			c.log.Error("the hub refused the spoke's certificate or request; retrying", "err", err, "retry", wait)
+		} else {
+			c.log.Warn("hub session ended, reconnecting", "err", err, "retry", wait)
+		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -209,8 +250,15 @@ func (c *Client) setConnected(v bool) {
 	}
 }
 
-// ErrProtocol means the hub answered out of protocol.
-var ErrProtocol = errors.New("hub broke the sync protocol")
+var (
+	// ErrProtocol means the hub answered out of protocol.
+	ErrProtocol = errors.New("hub broke the sync protocol")
+	// ErrWrongCluster means the hub read another cluster from the spoke's certificate than the
+	// one it is configured as.
+	ErrWrongCluster = errors.New("the hub's session is for another cluster")
+	// ErrNoTLS means Options has neither TLS nor transport credentials in DialOptions.
+	ErrNoTLS = errors.New("hub client: no TLS configuration for the connection to the hub")
+)
 
 func (c *Client) session(ctx context.Context, cli pb.SyncServiceClient) error {
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -242,6 +290,10 @@ func (c *Client) session(ctx context.Context, cli pb.SyncServiceClient) error {
 	w := first.GetWelcome()
 	if w == nil {
 		return fmt.Errorf("%w: first message is not a welcome", ErrProtocol)
+	}
+	if id := w.GetClusterId(); id != "" && id != c.opts.Cluster.ID {
+		return fmt.Errorf("%w: the hub read cluster %q from the spoke's certificate, the spoke is configured as %q (check --cluster-id and the certificate in --credentials-dir)",
+			ErrWrongCluster, id, c.opts.Cluster.ID)
 	}
 	c.setConnected(true)
 	c.log.Info("hub session started", "hub", w.GetHubId(), "ackedExportSeq", w.GetAckedExportSeq(), "viewResumed", w.GetViewResumed())
@@ -276,6 +328,15 @@ func (c *Client) recvLoop(stream pb.SyncService_SyncClient) error {
 			c.metrics.viewUpdates.WithLabelValues(kind).Inc()
 		case *pb.SyncResponse_ExportAck:
 			c.metrics.exportAcks.Inc()
+		case *pb.SyncResponse_HopKeys:
+			keys := fleetpb.HopKeysFrom(msg.HopKeys)
+			for _, k := range keys {
+				if k.ID == "" || len(k.Secret) == 0 {
+					return fmt.Errorf("%w: a hop key without an ID or a secret", ErrProtocol)
+				}
+			}
+			c.hopKeys.Store(&keys)
+			c.metrics.hopKeyUpdates.Inc()
 		default:
 			return fmt.Errorf("%w: unexpected %T", ErrProtocol, msg)
 		}
@@ -304,7 +365,7 @@ func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient,
 		deltas := c.exports.after(sent)
 		sent = c.exports.seq
 		newInterest := c.interest
-		caps := c.capacity
+		caps := exportedOnly(c.capacity, c.exports.current)
 		var imports *pb.ImportReport
 		if c.importsRev != importsSent {
 			imports, importsSent = fleetpb.PoolImportStatuses(c.importStates), c.importsRev
@@ -358,4 +419,26 @@ func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient,
 		case <-c.wake:
 		}
 	}
+}
+
+// exportedOnly returns the capacity of the pools the cluster exports: the hub refuses reports
+// for others. It returns caps itself when every pool of it is exported.
+func exportedOnly(caps map[fleet.PoolRef]fleet.PoolCapacity, exported map[fleet.PoolRef]fleet.Export) map[fleet.PoolRef]fleet.PoolCapacity {
+	all := true
+	for p := range caps {
+		if _, ok := exported[p]; !ok {
+			all = false
+			break
+		}
+	}
+	if all {
+		return caps
+	}
+	out := make(map[fleet.PoolRef]fleet.PoolCapacity, len(exported))
+	for p, cp := range caps {
+		if _, ok := exported[p]; ok {
+			out[p] = cp
+		}
+	}
+	return out
 }

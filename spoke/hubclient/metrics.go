@@ -7,6 +7,8 @@ type metrics struct {
 	reconnects  prometheus.Counter
 	viewUpdates *prometheus.CounterVec
 	exportAcks  prometheus.Counter
+	// hopKeyUpdates counts the hop key sets received.
+	hopKeyUpdates prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -27,9 +29,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "spillway_spoke_export_acks_received_total",
 			Help: "Export deltas the hub acknowledged as stored.",
 		}),
+		hopKeyUpdates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "spillway_spoke_hop_key_updates_received_total",
+			Help: "Sets of hop-marker keys received from the hub.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connected, m.reconnects, m.viewUpdates, m.exportAcks)
+		reg.MustRegister(m.connected, m.reconnects, m.viewUpdates, m.exportAcks, m.hopKeyUpdates)
 	}
 	for _, k := range []string{"snapshot", "delta"} {
 		m.viewUpdates.WithLabelValues(k)

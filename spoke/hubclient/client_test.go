@@ -1,0 +1,280 @@
+package hubclient
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/spillway-io/spillway/e2e/testkit"
+	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/fleetpb"
+	"github.com/spillway-io/spillway/pkg/tlsconfig"
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+)
+
+// These tests look at the client's side of the trust rules with a scripted SyncService over
+// mutual TLS: what a real hub would not send (a Welcome for another cluster) and exactly what
+// the client sends. The sync protocol itself is tested against a real hub in e2e.
+
+const trustDomain = "spillway.test"
+
+type fakeHub struct {
+	pb.UnimplementedSyncServiceServer
+	addr string
+	ca   *tlsconfig.CA
+
+	mu sync.Mutex
+	// welcomeCluster, when set, replaces the cluster the Welcome names (the client certificate's).
+	welcomeCluster string
+	// hopKeys is sent after each Welcome when not nil; push sends more during a session.
+	hopKeys  []fleet.HopKey
+	push     chan *pb.SyncResponse
+	sessions int
+	// capacity and removed are the pools of every capacity report received, in order.
+	capacity, removed []fleet.PoolRef
+}
+
+func startFakeHub(t *testing.T) *fakeHub {
+	t.Helper()
+	ca, err := tlsconfig.NewCA("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.Issue(tlsconfig.Identity{TrustDomain: trustDomain, Kind: tlsconfig.KindUser, Name: "hub"},
+		nil, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := tlsconfig.NewStaticKeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := tlsconfig.NewStaticCAPool(ca.CertPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &fakeHub{addr: l.Addr().String(), ca: ca, push: make(chan *pb.SyncResponse, 4)}
+	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsconfig.ServerConfig(kp, pool, true))))
+	pb.RegisterSyncServiceServer(gs, h)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = gs.Serve(l) }()
+	t.Cleanup(func() { gs.Stop(); <-done })
+	return h
+}
+
+// client returns a client for cluster id whose certificate names certID.
+func (h *fakeHub) client(t *testing.T, id, certID string) *Client {
+	t.Helper()
+	certPEM, keyPEM, err := h.ca.Issue(tlsconfig.Identity{TrustDomain: trustDomain, Kind: tlsconfig.KindCluster, Name: certID}, nil, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := tlsconfig.NewStaticKeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := tlsconfig.NewStaticCAPool(h.ca.CertPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return New(Options{
+		Cluster: fleet.ClusterInfo{ID: id, Region: "r"}, HubAddress: h.addr,
+		TLS:        tlsconfig.ClientConfig(kp, pool, "127.0.0.1"),
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+	})
+}
+
+func (h *fakeHub) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
+	if _, _, ok := tlsconfig.PeerIdentity(ctx); !ok {
+		return nil, status.Error(codes.Unauthenticated, "no client certificate")
+	}
+	return &pb.RegisterResponse{Cluster: &pb.Cluster{Info: req.GetCluster()}}, nil
+}
+
+func (h *fakeHub) Sync(stream pb.SyncService_SyncServer) error {
+	id, _, ok := tlsconfig.PeerIdentity(stream.Context())
+	if !ok {
+		return status.Error(codes.Unauthenticated, "no client certificate")
+	}
+	if _, err := stream.Recv(); err != nil { // the Hello
+		return err
+	}
+	h.mu.Lock()
+	h.sessions++
+	welcome := &pb.Welcome{HubId: "fake", ClusterId: id.Name, MinReportInterval: durationpb.New(10 * time.Millisecond),
+		CapacityHeartbeat: durationpb.New(time.Hour)}
+	if h.welcomeCluster != "" {
+		welcome.ClusterId = h.welcomeCluster
+	}
+	keys := h.hopKeys
+	h.mu.Unlock()
+	if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_Welcome{Welcome: welcome}}); err != nil {
+		return err
+	}
+	if keys != nil {
+		if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_HopKeys{HopKeys: fleetpb.HopKeys(keys)}}); err != nil {
+			return err
+		}
+	}
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			if c := req.GetCapacity(); c != nil {
+				h.mu.Lock()
+				for _, p := range c.GetPools() {
+					h.capacity = append(h.capacity, fleetpb.PoolRefFrom(p.GetPool()))
+				}
+				for _, p := range c.GetRemoved() {
+					h.removed = append(h.removed, fleetpb.PoolRefFrom(p))
+				}
+				h.mu.Unlock()
+			}
+		}
+	}()
+	for {
+		select {
+		case err := <-errc:
+			return err
+		case m := <-h.push:
+			if m == nil {
+				return status.Error(codes.Unavailable, "session ended by the test")
+			}
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (h *fakeHub) seen() (sessions int, capacity, removed []fleet.PoolRef) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sessions, slices.Clone(h.capacity), slices.Clone(h.removed)
+}
+
+// run runs c until the test ends and returns what Run returned, once it has.
+func run(t *testing.T, c *Client) <-chan error {
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	done := make(chan struct{})
+	go func() { defer close(done); errc <- c.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return errc
+}
+
+func TestRunNeedsTLS(t *testing.T) {
+	c := New(Options{Cluster: fleet.ClusterInfo{ID: "east"}, HubAddress: "127.0.0.1:1"})
+	if err := c.Run(t.Context()); !errors.Is(err, ErrNoTLS) {
+		t.Fatalf("Run() without TLS = %v, want ErrNoTLS", err)
+	}
+}
+
+func TestWelcomeForAnotherClusterStopsTheClient(t *testing.T) {
+	h := startFakeHub(t)
+	// The certificate names west; the spoke was started as east.
+	errc := run(t, h.client(t, "east", "west"))
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrWrongCluster) {
+			t.Fatalf("Run() = %v, want ErrWrongCluster", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run() still runs with a session the hub gives another cluster")
+	}
+	if sessions, _, _ := h.seen(); sessions != 1 {
+		t.Errorf("%d sessions, want 1: the client must not retry", sessions)
+	}
+}
+
+func TestHopKeysFollowTheHub(t *testing.T) {
+	h := startFakeHub(t)
+	k1 := fleet.HopKey{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")}
+	k2 := fleet.HopKey{ID: "k2", Secret: []byte("fedcba9876543210fedcba9876543210")}
+	h.hopKeys = []fleet.HopKey{k1}
+	c := h.client(t, "east", "east")
+	if got := c.HopKeys(); got != nil {
+		t.Fatalf("HopKeys() before any session = %v, want none", got)
+	}
+	run(t, c)
+	same := func(want ...fleet.HopKey) func() error {
+		return testkit.True(func() bool {
+			return slices.EqualFunc(c.HopKeys(), want, func(a, b fleet.HopKey) bool { return a.ID == b.ID && string(a.Secret) == string(b.Secret) })
+		})
+	}
+	testkit.Eventually(t, 5*time.Second, "the keys sent after the Welcome", same(k1))
+
+	// A rotation: the new key signs first, the old one still verifies.
+	h.push <- &pb.SyncResponse{Msg: &pb.SyncResponse_HopKeys{HopKeys: fleetpb.HopKeys([]fleet.HopKey{k2, k1})}}
+	testkit.Eventually(t, 5*time.Second, "the rotated keys, the new one first", same(k2, k1))
+
+	// A new session whose hub has not sent keys yet keeps the last ones.
+	h.mu.Lock()
+	h.hopKeys = nil
+	h.mu.Unlock()
+	h.push <- nil
+	testkit.Eventually(t, 5*time.Second, "a second session", testkit.True(func() bool {
+		sessions, _, _ := h.seen()
+		return sessions == 2 && c.Connected()
+	}))
+	if err := same(k2, k1)(); err != nil {
+		t.Errorf("HopKeys() after a reconnect = %v, want the last keys k2, k1", c.HopKeys())
+	}
+}
+
+func TestCapacityOnlyForExportedPools(t *testing.T) {
+	h := startFakeHub(t)
+	chat, batch := fleet.PoolRef{Namespace: "default", Name: "chat"}, fleet.PoolRef{Namespace: "default", Name: "batch"}
+	c := h.client(t, "east", "east")
+	c.SetExports([]fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}})
+	c.SetCapacity([]fleet.PoolCapacity{{Pool: chat, ReadyEndpoints: 1}, {Pool: batch, ReadyEndpoints: 2}})
+	run(t, c)
+	reported := func(p fleet.PoolRef) func() error {
+		return testkit.True(func() bool { _, caps, _ := h.seen(); return slices.Contains(caps, p) })
+	}
+	testkit.Eventually(t, 5*time.Second, "chat's capacity", reported(chat))
+	// Both pools' capacity was set before the session: one report would have carried both.
+	if _, caps, _ := h.seen(); slices.Contains(caps, batch) {
+		t.Errorf("capacity reports %v: batch was reported before it was exported", caps)
+	}
+
+	// batch joins the exports: its capacity follows, after the export.
+	c.SetExports([]fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}, {Pool: batch, TargetPorts: []uint32{8000}}})
+	testkit.Eventually(t, 5*time.Second, "batch's capacity once exported", reported(batch))
+
+	// chat leaves the exports: its capacity is withdrawn, and no longer reported.
+	c.SetExports([]fleet.Export{{Pool: batch, TargetPorts: []uint32{8000}}})
+	testkit.Eventually(t, 5*time.Second, "chat's capacity withdrawn", testkit.True(func() bool {
+		_, _, removed := h.seen()
+		return slices.Contains(removed, chat)
+	}))
+	_, before, _ := h.seen()
+	// Both change: one report would carry both.
+	c.SetCapacity([]fleet.PoolCapacity{{Pool: chat, ReadyEndpoints: 5}, {Pool: batch, ReadyEndpoints: 6}})
+	testkit.Eventually(t, 5*time.Second, "batch's new capacity", testkit.True(func() bool {
+		_, caps, _ := h.seen()
+		return len(caps) > len(before)
+	}))
+	if _, after, _ := h.seen(); slices.Contains(after[len(before):], chat) {
+		t.Errorf("capacity reports %v: chat reported after it left the exports", after[len(before):])
+	}
+}
