@@ -1,15 +1,27 @@
 // Package localfleet starts a whole Spillway fleet on one machine as real processes: a hub with
 // embedded etcd, one spoke per region, and the simulated model servers of each region's pool. It
 // is what `make demo` runs and what the end-to-end tests start.
+//
+// Everything runs with TLS, as in production. The fleet makes its own CA in its work directory
+// and issues from it the hub's serving certificate, one cluster certificate per spoke
+// (spiffe://spillway.local/cluster/<id>, in a credentials directory the spoke is given), each
+// EPP's serving certificate (its spoke's HTTP port presents it too), each gateway's client
+// certificate for the EPP, and hubctl credentials for the admin. The hub signs join requests with
+// the same CA (its --pki-dir holds it). Every client the fleet opens verifies the servers with
+// the fleet CA: TLSConfig, HTTPClient and DialAdmin give tests the same. Liveness gossip is
+// encrypted with a key made for the fleet.
 package localfleet
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,10 +30,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/spillway-io/spillway/pkg/tlsconfig"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
@@ -48,8 +60,11 @@ type Region struct {
 type Options struct {
 	BinDir  string
 	WorkDir string
-	HubGRPC string
-	HubHTTP string
+	// HubGRPC is the spokes' port of the hub (sync, join), HubAdmin its admin port (hubctl),
+	// HubHTTP its /metrics, /healthz and /readyz. All three are required.
+	HubGRPC  string
+	HubAdmin string
+	HubHTTP  string
 	// HubGossip, when set, turns liveness gossip on: the hub gossips there, every spoke at its
 	// region's Gossip address, with a key generated for the fleet.
 	HubGossip string
@@ -70,7 +85,8 @@ type Options struct {
 // DefaultOptions is the demo fleet: three regions, each with a pool default/chat of three
 // simulated endpoints on its own loopback addresses (127.0.1.x, 127.0.2.x, 127.0.3.x).
 func DefaultOptions(binDir, workDir string) Options {
-	o := Options{BinDir: binDir, WorkDir: workDir, HubGRPC: "127.0.0.1:8470", HubHTTP: "127.0.0.1:8471", HubGossip: "127.0.0.1:8472", LeaseTTL: 10 * time.Second}
+	o := Options{BinDir: binDir, WorkDir: workDir, HubGRPC: "127.0.0.1:8470", HubHTTP: "127.0.0.1:8471", HubAdmin: "127.0.0.1:8472",
+		HubGossip: "127.0.0.1:8473", LeaseTTL: 10 * time.Second}
 	for i, name := range []string{"us-east", "us-west", "eu-west"} {
 		r := Region{Name: name, Cluster: name + "-1", SpokeHTTP: "127.0.0.1:" + strconv.Itoa(8481+i),
 			EPP: fmt.Sprintf("127.0.%d.254:9002", i+1), Gateway: fmt.Sprintf("127.0.%d.254:8080", i+1), Gossip: fmt.Sprintf("127.0.%d.254:7946", i+1)}
@@ -89,6 +105,12 @@ type Fleet struct {
 	Spokes   map[string]*Proc // by cluster
 	Sims     map[string]*Proc // by cluster
 	Gateways map[string]*Proc // by cluster
+
+	ca         *tlsconfig.CA
+	roots      *x509.CertPool  // the fleet CA
+	admin      tls.Certificate // hubctl's admin certificate
+	httpClient *http.Client
+	hubStarts  int
 }
 
 // EPPConfig is the Endpoint Picker configuration of every demo spoke: three objectives, one per
@@ -99,13 +121,32 @@ const EPPConfig = `objectives:
 - {name: batch, priority: BestEffort}
 `
 
-// Start starts the fleet. On error everything already started is stopped.
+// validate reports what the options lack.
+func (o Options) validate() error {
+	var errs []error
+	for flag, v := range map[string]string{"BinDir": o.BinDir, "WorkDir": o.WorkDir, "HubGRPC": o.HubGRPC, "HubAdmin": o.HubAdmin, "HubHTTP": o.HubHTTP} {
+		if v == "" {
+			errs = append(errs, fmt.Errorf("localfleet: %s is required", flag))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Start makes the fleet's CA and certificates and starts the fleet. On error everything already
+// started is stopped.
 func Start(ctx context.Context, o Options) (*Fleet, error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
 	logs := filepath.Join(o.WorkDir, "logs")
 	if err := os.MkdirAll(logs, 0o755); err != nil {
 		return nil, err
 	}
 	f := &Fleet{Opts: o, Spokes: map[string]*Proc{}, Sims: map[string]*Proc{}, Gateways: map[string]*Proc{}}
+	if err := f.setupPKI(); err != nil {
+		return nil, err
+	}
+	f.httpClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: f.TLSConfig()}}
 	eppConfig := EPPConfig
 	if o.EPPConfig != "" {
 		eppConfig = o.EPPConfig
@@ -142,7 +183,9 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 			return fail(err)
 		}
 		if r.Gateway != "" {
-			p, err := startIn(r.Netns, logs, "gateway-"+r.Cluster, filepath.Join(o.BinDir, "gateway"), "--listen", r.Gateway, "--epp", r.EPP)
+			p, err := startIn(r.Netns, logs, "gateway-"+r.Cluster, filepath.Join(o.BinDir, "gateway"), "--listen", r.Gateway, "--epp", r.EPP,
+				"--epp-ca-file", f.CAFile(),
+				"--epp-cert-file", filepath.Join(f.gatewayClient(r), tlsconfig.CertFile), "--epp-key-file", filepath.Join(f.gatewayClient(r), tlsconfig.KeyFile))
 			if err != nil {
 				return fail(err)
 			}
@@ -171,16 +214,25 @@ func (f *Fleet) StartIn(ns, name, bin string, args ...string) (*Proc, error) {
 	return startIn(ns, filepath.Join(f.Opts.WorkDir, "logs"), name, bin, args...)
 }
 
-// StartHub (re)starts the hub on the fleet's addresses and data directory.
+// StartHub (re)starts the hub on the fleet's addresses, data directory and certificates. The first
+// start logs to hub.log, the n-th restart to hub-<n+1>.log.
 func (f *Fleet) StartHub() error {
 	o := f.Opts
-	args := []string{"--grpc-address", o.HubGRPC, "--http-address", o.HubHTTP,
+	args := []string{"--grpc-address", o.HubGRPC, "--admin-address", o.HubAdmin, "--http-address", o.HubHTTP,
 		"--data-dir", filepath.Join(o.WorkDir, "hub-data"), "--hub-id", "hub-0",
-		"--lease-ttl", o.LeaseTTL.String()}
+		"--lease-ttl", o.LeaseTTL.String(),
+		// The fleet CA signs join requests; the hub serves the fleet's certificate for its addresses.
+		"--pki-dir", f.pkiDir(),
+		"--tls-cert-file", filepath.Join(f.hubServing(), tlsconfig.CertFile), "--tls-key-file", filepath.Join(f.hubServing(), tlsconfig.KeyFile)}
 	if o.HubGossip != "" {
 		args = append(args, "--gossip-address", o.HubGossip, "--gossip-key-file", f.gossipKeyPath())
 	}
-	hub, err := startIn(o.HubNetns, filepath.Join(o.WorkDir, "logs"), "hub", filepath.Join(o.BinDir, "hub"), args...)
+	f.hubStarts++
+	name := "hub"
+	if f.hubStarts > 1 {
+		name = fmt.Sprintf("hub-%d", f.hubStarts)
+	}
+	hub, err := startIn(o.HubNetns, filepath.Join(o.WorkDir, "logs"), name, filepath.Join(o.BinDir, "hub"), args...)
 	if err != nil {
 		return err
 	}
@@ -216,11 +268,17 @@ func (f *Fleet) RemovePools(r Region) error {
 	return os.Rename(tmp, f.PoolsFile(r))
 }
 
-// StartSpoke (re)starts a region's spoke.
+// StartSpoke (re)starts a region's spoke: its cluster certificate in its credentials directory,
+// its EPP (and HTTP port) serving the fleet's certificate and asking gateways for theirs.
 func (f *Fleet) StartSpoke(r Region) error {
 	args := []string{"--region", r.Name, "--zone", r.Name + "-a",
-		"--hub-address", f.Opts.HubGRPC, "--http-address", r.SpokeHTTP,
-		"--epp-address", r.EPP, "--epp-config", f.eppConfigPath(), "--epp-pool", "default/chat"}
+		"--hub-address", f.Opts.HubGRPC, "--credentials-dir", f.spokeCredentials(r),
+		"--http-address", r.SpokeHTTP,
+		"--epp-address", r.EPP, "--epp-config", f.eppConfigPath(), "--epp-pool", "default/chat",
+		"--epp-cert-dir", f.eppServing(r)}
+	if r.EPP != "" {
+		args = append(args, "--epp-client-ca-file", f.CAFile())
+	}
 	if kc, ok := f.Opts.Kubeconfigs[r.Cluster]; ok {
 		args = append(args, "--kubeconfig", kc)
 	} else {
@@ -295,7 +353,7 @@ func (f *Fleet) Procs() []*Proc {
 func (f *Fleet) WaitReady(ctx context.Context) error {
 	var admin lister = hubctlIn{f}
 	if f.Opts.HubNetns == "" {
-		conn, err := grpc.NewClient(f.Opts.HubGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := f.DialAdmin()
 		if err != nil {
 			return err
 		}
@@ -333,9 +391,13 @@ type lister interface {
 type hubctlIn struct{ f *Fleet }
 
 func (h hubctlIn) get(ctx context.Context, what string, into proto.Message) error {
-	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", h.f.Opts.HubNetns,
-		filepath.Join(h.f.Opts.BinDir, "hubctl"), "--hub", h.f.Opts.HubGRPC, "get", what, "-o", "json").Output()
+	args := append([]string{"netns", "exec", h.f.Opts.HubNetns, filepath.Join(h.f.Opts.BinDir, "hubctl")}, h.f.HubctlArgs()...)
+	out, err := exec.CommandContext(ctx, "ip", append(args, "get", what, "-o", "json")...).Output()
 	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return fmt.Errorf("hubctl get %s: %w: %s", what, err, strings.TrimSpace(string(ee.Stderr)))
+		}
 		return fmt.Errorf("hubctl get %s: %w", what, err)
 	}
 	return protojson.Unmarshal(out, into)

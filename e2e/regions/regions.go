@@ -3,12 +3,17 @@
 // gateway, simulated model servers and a toxiproxy that gives the links between regions their
 // latency. hack/regions.sh builds the namespaces (as root) and runs the tests and the benchmark;
 // without it the tests skip.
+//
+// Every Spillway port runs with TLS, from the fleet's CA (e2e/localfleet): the hub's certificate
+// names 10.77.0.1, the address the spokes dial it at; the spokes' /spill and /metrics are read
+// over HTTPS with curl verifying them with the fleet CA.
 package regions
 
 import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -65,7 +70,7 @@ type Run struct {
 func Start(ctx context.Context, c Config) (*Run, error) {
 	r := &Run{Config: c}
 	o := localfleet.Options{BinDir: c.BinDir, WorkDir: c.WorkDir, HubNetns: c.Prefix + "-mgmt",
-		HubGRPC: "10.77.0.1:8470", HubHTTP: "10.77.0.1:8471", HubGossip: "10.77.0.1:7946", LeaseTTL: 5 * time.Second,
+		HubGRPC: "10.77.0.1:8470", HubHTTP: "10.77.0.1:8471", HubAdmin: "10.77.0.1:8472", HubGossip: "10.77.0.1:7946", LeaseTTL: 5 * time.Second,
 		SimArgs:   []string{"--max-num-seqs", "2", "--decode-latency", "30ms"},
 		EPPConfig: localfleet.EPPConfig + "spill: {minDwell: 3s}\n"}
 	for i, name := range Names {
@@ -155,6 +160,21 @@ func (r *Run) startToxiproxy(ctx context.Context, reg Region) error {
 // Exec runs a command in a namespace and returns its combined output.
 func (r *Run) Exec(ctx context.Context, ns, bin string, args ...string) ([]byte, error) {
 	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, bin}, args...)...).CombinedOutput()
+}
+
+// SpokeGet reads path from a region's spoke over HTTPS, in the region's namespace, verifying the
+// spoke with the fleet CA. It returns the body, or curl's output with the error.
+func (r *Run) SpokeGet(ctx context.Context, reg Region, path string) ([]byte, error) {
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", reg.Netns,
+		"curl", "-sS", "--fail", "--cacert", r.Fleet.CAFile(), r.Fleet.SpokeURL(reg.Region, path)).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return nil, fmt.Errorf("GET %s of %s: %w: %s", path, reg.Name, err, ee.Stderr)
+		}
+		return nil, fmt.Errorf("GET %s of %s: %w", path, reg.Name, err)
+	}
+	return out, nil
 }
 
 // Load is one loadgen run: the mix of every run (20 % Critical, 50 % Standard, 30 % BestEffort,
@@ -284,7 +304,7 @@ func (r *Run) WatchTargets(ctx context.Context, from Region, every time.Duration
 		var out []TargetSample
 		defer func() { done <- out }()
 		for ctx.Err() == nil {
-			body, err := r.Exec(ctx, from.Netns, "curl", "-sf", "http://"+from.SpokeHTTP+"/spill")
+			body, err := r.SpokeGet(ctx, from, "/spill")
 			var s struct {
 				Targets []struct{ Region string } `json:"targets"`
 			}

@@ -56,9 +56,9 @@ func (r *Run) share(from Region, rs []loadgen.Result, class string) (total float
 // pool is spilling, or is not.
 func (r *Run) spilling(ctx context.Context, reg Region, want bool) func() error {
 	return func() error {
-		body, err := r.Exec(ctx, reg.Netns, "curl", "-sf", "http://"+reg.SpokeHTTP+"/spill")
+		body, err := r.SpokeGet(ctx, reg, "/spill")
 		if err != nil {
-			return fmt.Errorf("GET /spill of %s: %w: %s", reg.Name, err, body)
+			return err
 		}
 		var rep struct {
 			State struct{ Spilling bool } `json:"state"`
@@ -77,9 +77,9 @@ func (r *Run) spilling(ctx context.Context, reg Region, want bool) func() error 
 // (spillway_spoke_endpoints, fresh and stale) in its pool, as it reads them from its pool file.
 func (r *Run) endpoints(ctx context.Context, reg Region, want int) func() error {
 	return func() error {
-		page, err := r.Exec(ctx, reg.Netns, "curl", "-sf", "http://"+reg.SpokeHTTP+"/metrics")
+		page, err := r.SpokeGet(ctx, reg, "/metrics")
 		if err != nil {
-			return fmt.Errorf("GET /metrics of %s: %w", reg.Name, err)
+			return err
 		}
 		var n float64
 		for _, l := range strings.Split(string(page), "\n") {

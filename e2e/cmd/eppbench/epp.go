@@ -11,8 +11,6 @@ import (
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/spillway-io/spillway/e2e/gateway"
@@ -55,7 +53,7 @@ func (o options) startEPP(ctx context.Context, side, name string, ips []string, 
 		stopSims()
 		return nil, err
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := gateway.DialEPP(addr, gateway.EPPTLS{Insecure: true}) // both EPPs serve plaintext
 	if err != nil {
 		_ = e.proc.Stop(10 * time.Second)
 		stopSims()
@@ -145,6 +143,7 @@ func (o options) startGIE(ctx context.Context, dir string, n int, scrape time.Du
 		return nil, "", 0, err
 	}
 	kubeconfig := filepath.Join(o.workDir, "cluster", "kubeconfig")
+	// Plaintext ext_proc, as Spillway's EPP below: both sides compared without TLS (see main.go).
 	p, err := localfleet.StartProcEnv(dir, "gie-epp", filepath.Join(o.gieDir, "bin", "epp"), []string{"KUBECONFIG=" + kubeconfig},
 		"--pool-name", "chat", "--pool-namespace", namespace, "--config-file", cfg,
 		"--tracing=false", "--metrics-endpoint-auth=false", "--secure-serving=false",
@@ -194,9 +193,11 @@ func (o options) startSpillway(ctx context.Context, dir string, ips []string, sc
 		return nil, "", err
 	}
 	staleness := max(4*scrape, 200*time.Millisecond)
+	// Plaintext ext_proc and HTTP, as GIE's EPP above (--secure-serving=false): both sides compared
+	// without TLS (see main.go).
 	p, err := localfleet.StartProcEnv(dir, "spoke", filepath.Join(o.binDir, "spoke"), o.spillwayEnv,
 		"--cluster-id", "bench", "--region", "bench", "--hub-address", "", "--pools-file", pools, "--pools-reload", "0",
-		"--http-address", spillwayHTTP, "--epp-address", spillwayExtProc,
+		"--http-address", spillwayHTTP, "--insecure-http", "--epp-address", spillwayExtProc, "--epp-secure-serving=false",
 		"--scrape-interval", scrape.String(), "--metrics-staleness", staleness.String(), "--log-level", "warn")
 	if err != nil {
 		return nil, "", err
@@ -244,7 +245,7 @@ func waitFor(ctx context.Context, p *localfleet.Proc, within time.Duration, read
 
 // routes checks that the EPP routes a request.
 func routes(ctx context.Context, addr string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := gateway.DialEPP(addr, gateway.EPPTLS{Insecure: true})
 	if err != nil {
 		return err
 	}

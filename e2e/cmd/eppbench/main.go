@@ -2,6 +2,11 @@
 // endpoints with the same ext_proc load, and reports latency, CPU, memory and routing quality.
 // `make bench-epp` runs it inside a network namespace with only lo up (GIE's EPP binds fixed ports
 // on every interface), with a real kube-apiserver for GIE's InferencePool and Pods.
+//
+// Both EPPs serve ext_proc in plaintext, each by an explicit flag (Spillway's
+// --epp-secure-serving=false with --insecure-http, GIE's --secure-serving=false), and the
+// do-nothing baseline too: like is compared with like, and the figures measure the EPPs' work
+// rather than TLS, whose cost is the same library's on both sides.
 package main
 
 import (

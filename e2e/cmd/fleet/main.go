@@ -2,6 +2,9 @@
 // embedded etcd, three regional spokes and their simulated model servers; with --kubernetes
 // (`make demo-k8s`) each region also gets a real kube-apiserver that the spoke watches. It prints the fleet as
 // hubctl shows it once everything is up, and runs until Ctrl-C or --duration.
+//
+// The fleet runs with TLS everywhere, from a CA it makes in the work directory (see
+// e2e/localfleet); it prints the hubctl commands with the admin's --credentials-dir.
 package main
 
 import (
@@ -93,9 +96,12 @@ func run(ctx context.Context, binDir, workDir, repoRoot string, duration time.Du
 		return err
 	}
 	fmt.Println("fleet is up")
+	fmt.Printf("hubctl reaches the hub's admin port %s with the admin's client certificate: --credentials-dir %s (or SPILLWAY_CREDENTIALS)\n",
+		o.HubAdmin, f.HubctlCredentials())
+	hubctlArgs := strings.Join(f.HubctlArgs(), " ")
 	hubctl := func(what string) error {
-		fmt.Printf("\n$ hubctl get %s\n", what)
-		c := exec.CommandContext(ctx, filepath.Join(binDir, "hubctl"), "--hub", o.HubGRPC, "get", what)
+		fmt.Printf("\n$ hubctl %s get %s\n", hubctlArgs, what)
+		c := exec.CommandContext(ctx, filepath.Join(binDir, "hubctl"), append(f.HubctlArgs(), "get", what)...)
 		c.Stdout, c.Stderr = os.Stdout, os.Stderr
 		if err := c.Run(); err != nil {
 			return fmt.Errorf("hubctl get %s: %w", what, err)
@@ -146,7 +152,7 @@ func run(ctx context.Context, binDir, workDir, repoRoot string, duration time.Du
 		ctx, dcancel = context.WithTimeout(ctx, duration)
 		defer dcancel()
 	} else {
-		fmt.Println("\nrunning until Ctrl-C; try: bin/hubctl get pools")
+		fmt.Printf("\nrunning until Ctrl-C; try: bin/hubctl %s get pools\n", hubctlArgs)
 	}
 	<-ctx.Done()
 	return nil
