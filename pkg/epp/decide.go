@@ -1,6 +1,7 @@
 package epp
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -115,20 +116,41 @@ func (s *Server) localCandidates(x *exchange) {
 // cluster; it answers with the remote destination if so. A request that should leave but that
 // no cluster can take stays, on the policy's fallback pool and/or model when they have
 // candidates.
+//
+// Only a verified hop marker makes a request one that already spilled (hopped); a client's
+// marker, or any other that does not verify, is counted and otherwise ignored. A request spilled
+// in Parent Mode carries a marker signed for its target cluster, replacing whatever marker the
+// client sent. Without a hop key (none has come from the hub yet) nothing spills in Parent Mode:
+// an unsigned marker would not verify at the target, which could spill the request again; the
+// request stays here, on the policy's fallback when it has one (spill.ReasonNoHopKey).
 func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 	if s.spill == nil {
 		return nil
 	}
+	var keys []fleet.HopKey
+	if s.hopKeys != nil {
+		keys = s.hopKeys.HopKeys()
+	}
+	signer, canSign := s.signingKey(keys)
 	dec := s.spill.Decide(spill.Request{Priority: x.priority, PromptTokens: len(x.req.Prompt) / 4,
-		Hop: x.headers[HopHeader] != "", NoLocal: len(x.cands) == 0})
+		Hop: s.hopped(x, keys), NoLocal: len(x.cands) == 0, NoHopKey: !canSign})
 	if dec.Spill {
+		var marker []*corev3.HeaderValueOption
+		if dec.Mode == spill.ParentMode {
+			// The remote gateway's EPP routes the original body; the marker makes it serve the
+			// request there, never send it on.
+			m, err := SignHopMarker(signer, s.clusterID, dec.Target.ClusterID, s.now())
+			if err != nil { // a target whose cluster ID is no DNS subdomain: the hub refuses those
+				s.log.Error("hop marker not signed; the request stays here", "target", dec.Target.ClusterID, "err", err)
+				return nil
+			}
+			marker = append(marker, overwriteHeader(HopHeader, m.String()))
+		}
 		s.metrics.result(x.objective, x.model, resultSpilled)
 		s.metrics.spilled.WithLabelValues(string(dec.Reason), priorityClass(x.priority), dec.Target.Region).Inc()
 		x.spilled, x.routed = true, true
 		s.spilled.Add(1)
-		// Parent Mode: the remote gateway's EPP routes the original body; the hop marker makes
-		// it serve the request there, never send it on.
-		return s.forward(x, strings.Join(dec.Destination, ","), x.body, false, setHeader(HopHeader, s.clusterID))
+		return s.forward(x, strings.Join(dec.Destination, ","), x.body, false, marker...)
 	}
 	if dec.Reason != spill.ReasonFallback {
 		return nil
@@ -146,6 +168,42 @@ func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 		s.metrics.fallbacks.Inc()
 	}
 	return nil
+}
+
+// hopped reports whether the request carries a hop marker that verifies; it counts a marker that
+// does not by its reason.
+func (s *Server) hopped(x *exchange, keys []fleet.HopKey) bool {
+	v, ok := x.headers[HopHeader]
+	if !ok {
+		return false
+	}
+	_, err := VerifyHopMarker(v, keys, s.clusterID, s.now())
+	if err == nil {
+		return true
+	}
+	reason := hopMalformed
+	var he *HopError
+	if errors.As(err, &he) {
+		reason = he.Reason
+	}
+	s.metrics.hopRejected.WithLabelValues(reason).Inc()
+	s.log.Debug("hop marker ignored; the request is routed as a fresh one", "reason", reason, "err", err)
+	return false
+}
+
+// signingKey returns the key that signs hop markers, the first of keys, and whether there is
+// one this cluster can sign with. The first time there is none it logs a warning (again after a
+// key came and went).
+func (s *Server) signingKey(keys []fleet.HopKey) (fleet.HopKey, bool) {
+	if len(keys) > 0 && validHopField(keys[0].ID) && len(keys[0].Secret) >= minHopSecret && validHopField(s.clusterID) {
+		s.noKeyWarned.Store(false)
+		return keys[0], true
+	}
+	if s.noKeyWarned.CompareAndSwap(false, true) {
+		s.log.Warn("no hop key to sign markers with (none from the hub yet, or this cluster ID is not a DNS subdomain): nothing spills in Parent Mode and no hop marker is honoured",
+			"keys", len(keys), "cluster", s.clusterID)
+	}
+	return fleet.HopKey{}, false
 }
 
 // shedLoad refuses what the pool cannot take: 503 when no candidate is left, 429 with Retry-After

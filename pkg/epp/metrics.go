@@ -6,6 +6,7 @@ const (
 	labelObjective = "objective"
 	labelModel     = "model"
 	labelResult    = "result"
+	labelReason    = "reason"
 
 	resultRouted      = "routed"
 	resultShed        = "shed"
@@ -25,6 +26,7 @@ type metrics struct {
 	spilled      *prometheus.CounterVec
 	fallbacks    prometheus.Counter
 	panics       prometheus.Counter
+	hopRejected  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -61,7 +63,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		spilled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_epp_spilled_requests_total",
 			Help: "Requests sent to another cluster, by reason (saturated, no_endpoints, import_only), priority class (critical, standard, besteffort) and target region.",
-		}, []string{"reason", "priority", "region"}),
+		}, []string{labelReason, "priority", "region"}),
 		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "spillway_epp_spill_fallbacks_total",
 			Help: "Requests that should have left the cluster, found no remote target, and were served on the spill policy's fallback pool or model.",
@@ -70,9 +72,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "spillway_epp_panics_total",
 			Help: "Request streams that ended in a recovered panic (a bug): each failed that one request with Internal.",
 		}),
+		hopRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spillway_epp_hop_markers_rejected_total",
+			Help: "Hop markers (x-spillway-hop) that did not verify, by reason (malformed, unknown_key, bad_signature, wrong_destination, expired); each such request was routed as a fresh one.",
+		}, []string{labelReason}),
+	}
+	for _, r := range hopReasons {
+		m.hopRejected.WithLabelValues(r) // every reason exists from the start, at 0
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.ttft, m.duration, m.inputTokens, m.outputTokens, m.scheduling, m.spilled, m.fallbacks, m.panics)
+		reg.MustRegister(m.requests, m.ttft, m.duration, m.inputTokens, m.outputTokens, m.scheduling, m.spilled, m.fallbacks, m.panics, m.hopRejected)
 	}
 	return m
 }

@@ -7,7 +7,8 @@
 // priority; the body arrives in chunks (FULL_DUPLEX_STREAMED, or whole when the gateway buffers
 // it); at its end the EPP decides in stages (decide.go): it parses the OpenAI body, applies model
 // routing, keeps the candidate endpoints, asks the spill policy whether the request leaves the
-// cluster, asks the saturation detector whether the pool has headroom (sheddable requests,
+// cluster (never when it carries a hop marker that verifies: another cluster spilled it here,
+// hop.go), asks the saturation detector whether the pool has headroom (sheddable requests,
 // priority < 0, get 429 with Retry-After when it has none), picks the endpoint and fallbacks with
 // the scheduler, and answers with the x-gateway-destination-endpoint header, the same value in
 // dynamic metadata envoy.lb, and the (possibly rewritten) body. On the response side it measures
@@ -52,7 +53,8 @@ const (
 	SubsetKey           = "x-gateway-destination-endpoint-subset"
 	ServedKey           = "x-gateway-destination-endpoint-served"
 	ObjectiveHeader     = "x-gateway-inference-objective"
-	// HopHeader marks a request another cluster's EPP sent here; its value is that cluster's ID.
+	// HopHeader carries the signed hop marker of a request another cluster's EPP sent here
+	// (hop.go): such a request is never spilled again.
 	HopHeader = "x-spillway-hop"
 	// ProbeHeader marks another spoke's round-trip probe: answered at once with 204, never
 	// routed to a model server nor counted as a request.
@@ -98,9 +100,17 @@ type Options struct {
 	// InferenceObjectives); Settings.Objectives otherwise.
 	Objectives Objectives
 	// Spill, when set, may send a request to another cluster (federated routing); ClusterID is
-	// this cluster's, written into the hop marker of what it sends away.
-	Spill      *spill.Decider
-	ClusterID  string
+	// this cluster's: the origin of the hop markers it signs, and the destination the markers
+	// it accepts must name.
+	Spill     *spill.Decider
+	ClusterID string
+	// HopKeys, when set, are the fleet's hop-marker keys (from the hub's sync stream): the first
+	// signs the marker of a request spilled in Parent Mode, any verifies a marker received.
+	// Without a key no marker verifies (every request is fresh) and nothing spills in Parent
+	// Mode (hop.go, spill.Request.NoHopKey).
+	HopKeys HopKeys
+	// Now is the clock that dates and checks hop markers; nil means time.Now.
+	Now        func() time.Time
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -115,6 +125,8 @@ type Server struct {
 	objs      Objectives
 	spill     *spill.Decider
 	clusterID string
+	hopKeys   HopKeys
+	now       func() time.Time
 	sched     *scheduler.Scheduler
 	log       *slog.Logger
 	metrics   *metrics
@@ -124,6 +136,8 @@ type Server struct {
 	admitted atomic.Uint64
 	shed     atomic.Uint64
 	spilled  atomic.Uint64
+	// noKeyWarned is set once the missing hop key was logged, cleared when a key arrives.
+	noKeyWarned atomic.Bool
 	// buffers recycles the per-request endpoint slices: a pool of 1,000 endpoints would otherwise
 	// allocate hundreds of kilobytes per request.
 	buffers sync.Pool
@@ -162,7 +176,12 @@ func New(o Options) (*Server, error) {
 	if o.Objectives == nil {
 		o.Objectives = settingsObjectives(o.Settings.Objectives)
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	return &Server{
+		hopKeys:   o.HopKeys,
+		now:       o.Now,
 		objs:      o.Objectives,
 		spill:     o.Spill,
 		clusterID: o.ClusterID,
@@ -411,6 +430,13 @@ func immediate(code int, errType, msg string, headers []*corev3.HeaderValueOptio
 
 func setHeader(k, v string) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, RawValue: []byte(v)}}
+}
+
+// overwriteHeader sets k to v, replacing every value the request had.
+func overwriteHeader(k, v string) *corev3.HeaderValueOption {
+	h := setHeader(k, v)
+	h.AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+	return h
 }
 
 // headerMap reads Envoy's header map; Envoy sends raw_value, older versions value.

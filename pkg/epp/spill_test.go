@@ -4,19 +4,28 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spillway-io/spillway/e2e/extproctest"
 	"github.com/spillway-io/spillway/e2e/gateway"
 	"github.com/spillway-io/spillway/pkg/epp"
+	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
 	"github.com/spillway-io/spillway/pkg/spill"
 )
 
+// fleetKeys are the fleet's hop keys in these tests.
+type fleetKeys []fleet.HopKey
+
+func (k fleetKeys) HopKeys() []fleet.HopKey { return k }
+
+var testHopKeys = fleetKeys{{ID: "hk-1", Secret: []byte("0123456789abcdef0123456789abcdef")}}
+
 // TestSpillOverExtProc drives federated routing through the real ext_proc protocol: on a
-// saturated pool a Critical request goes to the remote gateway with the hop marker, BestEffort is
-// shed, Standard stays, and a request that already hopped is served here.
+// saturated pool a Critical request goes to the remote gateway with a hop marker that verifies
+// there, BestEffort is shed, Standard stays, and a request that already hopped is served here.
 func TestSpillOverExtProc(t *testing.T) {
 	cfg := "objectives:\n- {name: critical, priority: Critical}\n- {name: standard, priority: Standard}\n- {name: batch, priority: BestEffort}\n"
 	settings, err := epp.ParseConfig([]byte(cfg))
@@ -31,7 +40,7 @@ func TestSpillOverExtProc(t *testing.T) {
 	sat := modelmetrics.Metrics{WaitingQueue: 9}
 	st := &store{eps: []epp.Endpoint{ep("10.0.0.1:8000", sat), ep("10.0.0.2:8000", sat)}}
 	reg := prometheus.NewRegistry()
-	srv, err := epp.New(epp.Options{Pool: pool, Settings: settings, Datastore: st, Registerer: reg, Spill: dec, ClusterID: "us-east-1"})
+	srv, err := epp.New(epp.Options{Pool: pool, Settings: settings, Datastore: st, Registerer: reg, Spill: dec, ClusterID: "us-east-1", HopKeys: testHopKeys})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,8 +51,9 @@ func TestSpillOverExtProc(t *testing.T) {
 	if d.Immediate != nil || len(d.Destinations) != 1 || d.Destinations[0] != remote.Gateway || d.MetadataDestination != remote.Gateway {
 		t.Fatalf("critical on a saturated pool: %+v, want the remote gateway", d)
 	}
-	if d.SetHeaders[epp.HopHeader] != "us-east-1" || string(d.Body) != completion {
-		t.Fatalf("spilled request: headers %v body %q: want the hop marker and the body unchanged", d.SetHeaders, d.Body)
+	if m, err := epp.VerifyHopMarker(d.SetHeaders[epp.HopHeader], testHopKeys, remote.ClusterID, time.Now()); err != nil || m.From != "us-east-1" || string(d.Body) != completion {
+		t.Fatalf("spilled request: headers %v body %q: want a hop marker from us-east-1 that verifies at %s (%v), and the body unchanged",
+			d.SetHeaders, d.Body, remote.ClusterID, err)
 	}
 	if d := h.route(t, hdrs("/v1/completions", epp.ObjectiveHeader, "standard"), completion, nil); d.Immediate != nil || d.Destinations[0] == remote.Gateway {
 		t.Fatalf("standard must stay local: %+v", d)
@@ -52,8 +62,17 @@ func TestSpillOverExtProc(t *testing.T) {
 		t.Fatalf("besteffort on a saturated pool must be shed: %+v", d)
 	}
 	// A request another cluster spilled here is served here, even saturated.
-	if d := h.route(t, hdrs("/v1/completions", epp.ObjectiveHeader, "critical", epp.HopHeader, "eu-west-1"), completion, nil); d.Immediate != nil || d.Destinations[0] == remote.Gateway {
+	hop, err := epp.SignHopMarker(testHopKeys[0], "eu-west-1", "us-east-1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := h.route(t, hdrs("/v1/completions", epp.ObjectiveHeader, "critical", epp.HopHeader, hop.String()), completion, nil); d.Immediate != nil || d.Destinations[0] == remote.Gateway {
 		t.Fatalf("a hopped request must not spill twice: %+v", d)
+	}
+	// A marker a client wrote is no hop: the request spills, with the EPP's marker instead.
+	d = h.route(t, hdrs("/v1/completions", epp.ObjectiveHeader, "critical", epp.HopHeader, "eu-west-1"), completion, nil)
+	if d.Immediate != nil || d.Destinations[0] != remote.Gateway || d.SetHeaders[epp.HopHeader] == "eu-west-1" {
+		t.Fatalf("a client's hop marker must change nothing: %+v", d)
 	}
 	// No local endpoint at all: Critical fails over, Standard gets 503.
 	st.mu.Lock()
@@ -65,8 +84,8 @@ func TestSpillOverExtProc(t *testing.T) {
 	if d := h.route(t, hdrs("/v1/completions", epp.ObjectiveHeader, "standard"), completion, nil); d.Immediate == nil || d.Immediate.Status != 503 {
 		t.Fatalf("standard with no local endpoint: %+v, want 503", d)
 	}
-	if got := spilled(t, reg, "saturated", "critical", "us-west"); got != 1 {
-		t.Fatalf("spilled{saturated,critical,us-west} = %v, want 1", got)
+	if got := spilled(t, reg, "saturated", "critical", "us-west"); got != 2 {
+		t.Fatalf("spilled{saturated,critical,us-west} = %v, want 2", got)
 	}
 	if got := spilled(t, reg, "no_endpoints", "critical", "us-west"); got != 1 {
 		t.Fatalf("spilled{no_endpoints,critical,us-west} = %v, want 1", got)

@@ -1,6 +1,7 @@
 package epp
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -273,20 +274,18 @@ func TestSpillOrFallback(t *testing.T) {
 		fallbackPool string
 		fallbackMod  string
 		objective    string
-		hop          string
 		wantDest     string // a spilled request's destination
 		wantCands    []string
 		wantTarget   string
 		wantFallback float64
 	}{
-		{"no spill policy", true, []spill.Remote{remote}, "", "", "critical", "", "", []string{"10.0.0.1:8000"}, "llama", 0},
-		{"critical leaves a saturated pool", false, []spill.Remote{remote}, "", "", "critical", "", remote.Gateway, nil, "llama", 0},
-		{"standard stays", false, []spill.Remote{remote}, "", "", "", "", "", []string{"10.0.0.1:8000"}, "llama", 0},
-		{"a request that hopped here stays", false, []spill.Remote{remote}, "", "", "critical", "eu-west-1", "", []string{"10.0.0.1:8000"}, "llama", 0},
-		{"no remote: no fallback configured", false, nil, "", "", "critical", "", "", []string{"10.0.0.1:8000"}, "llama", 0},
-		{"no remote: the fallback model", false, nil, "", "llama-small", "critical", "", "", []string{"10.0.0.2:8000"}, "llama-small", 1},
-		{"no remote: the fallback pool", false, nil, "spare", "", "critical", "", "", []string{"10.0.9.1:8000"}, "llama", 1},
-		{"no remote: a fallback nobody serves keeps the local candidates", false, nil, "", "nobody", "critical", "", "", []string{"10.0.0.1:8000"}, "llama", 0},
+		{"no spill policy", true, []spill.Remote{remote}, "", "", "critical", "", []string{"10.0.0.1:8000"}, "llama", 0},
+		{"critical leaves a saturated pool", false, []spill.Remote{remote}, "", "", "critical", remote.Gateway, nil, "llama", 0},
+		{"standard stays", false, []spill.Remote{remote}, "", "", "", "", []string{"10.0.0.1:8000"}, "llama", 0},
+		{"no remote: no fallback configured", false, nil, "", "", "critical", "", []string{"10.0.0.1:8000"}, "llama", 0},
+		{"no remote: the fallback model", false, nil, "", "llama-small", "critical", "", []string{"10.0.0.2:8000"}, "llama-small", 1},
+		{"no remote: the fallback pool", false, nil, "spare", "", "critical", "", []string{"10.0.9.1:8000"}, "llama", 1},
+		{"no remote: a fallback nobody serves keeps the local candidates", false, nil, "", "nobody", "critical", "", []string{"10.0.0.1:8000"}, "llama", 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -298,12 +297,12 @@ func TestSpillOrFallback(t *testing.T) {
 			}
 			dec.ObserveLocal(spill.Local{ReadyEndpoints: 2, QueueDepth: 18, Saturation: 1, Saturated: true})
 			s := newTestServer(t, stageObjectives, ds, func(o *Options) {
-				o.ClusterID = "us-east-1"
+				o.ClusterID, o.HopKeys, o.Now = "us-east-1", keySet(hopFleet), func() time.Time { return hopT0 }
 				if !tt.noSpill {
 					o.Spill = dec
 				}
 			})
-			x := &exchange{headers: map[string]string{HopHeader: tt.hop}, body: []byte(`{"model":"llama","prompt":"x"}`), duplexReq: true, req: request.Request{Model: "llama", Prompt: "x"}}
+			x := &exchange{headers: map[string]string{}, body: []byte(`{"model":"llama","prompt":"x"}`), duplexReq: true, req: request.Request{Model: "llama", Prompt: "x"}}
 			x.objective, x.priority = s.resolveObjective(tt.objective)
 			x.target = "llama"
 			withBuffers(t, s, x)
@@ -311,8 +310,13 @@ func TestSpillOrFallback(t *testing.T) {
 			out := s.spillOrFallback(x)
 			if tt.wantDest != "" {
 				f := forwardedOf(t, out)
-				if f.headers[DestinationHeader] != tt.wantDest || f.metadata != tt.wantDest || f.headers[HopHeader] != "us-east-1" || string(f.body) != string(x.body) {
-					t.Fatalf("spilled: %+v, want %s with the hop marker and the body unchanged", f, tt.wantDest)
+				if f.headers[DestinationHeader] != tt.wantDest || f.metadata != tt.wantDest || string(f.body) != string(x.body) {
+					t.Fatalf("spilled: %+v, want %s with the body unchanged", f, tt.wantDest)
+				}
+				m, err := VerifyHopMarker(f.headers[HopHeader], hopFleet, remote.ClusterID, hopT0)
+				if err != nil || m.From != "us-east-1" || m.KeyID != hopKeyNew.ID {
+					t.Fatalf("hop marker %q of the spilled request: %+v, %v; want one from us-east-1, signed with the first key, that verifies at %s",
+						f.headers[HopHeader], m, err, remote.ClusterID)
 				}
 				if !x.spilled || !x.routed || s.Spilled() != 1 || requests(s, "critical", "other", resultSpilled) != 1 ||
 					testutil.ToFloat64(s.metrics.spilled.WithLabelValues("saturated", "critical", "us-west")) != 1 {
@@ -331,6 +335,117 @@ func TestSpillOrFallback(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSpillHopMarker: only a hop marker that verifies (a fleet key, meant for this cluster, made
+// within a minute) keeps a Critical request on a saturated pool here. Any other marker is
+// counted by its reason and changes nothing else: the request spills as a fresh one, with the
+// EPP's own marker in place of the client's. Without a hop key nothing spills in Parent Mode;
+// Endpoint Mode sends no marker.
+func TestSpillHopMarker(t *testing.T) {
+	const self, target = "us-east-1", "us-west-1"
+	remote := spill.Remote{ClusterID: target, Region: "us-west", Gateway: "127.0.2.254:8080", Endpoints: []string{"10.1.0.1:8000"},
+		Alive: true, ReadyEndpoints: 3, Saturation: 0.1}
+	stranger := fleet.HopKey{ID: hopKeyNew.ID, Secret: []byte("a-secret-the-client-made-up-0000")}
+	tests := []struct {
+		name         string
+		hop          string // the request's x-spillway-hop; "-" for none
+		keys         []fleet.HopKey
+		mode         spill.Mode
+		wantSpill    bool
+		wantMarker   bool   // the spilled request carries the EPP's marker for the target
+		wantRejected string // the reason counted, "" for none
+	}{
+		{"no marker: spills with the EPP's marker", "-", hopFleet, spill.ParentMode, true, true, ""},
+		{"a valid marker: stays", mustSign(t, hopKeyNew, "eu-west-1", self, hopT0.Add(-30*time.Second)), hopFleet, spill.ParentMode, false, false, ""},
+		{"a valid marker of the previous key: stays", mustSign(t, hopKeyOld, "eu-west-1", self, hopT0), hopFleet, spill.ParentMode, false, false, ""},
+		{"a client's plain cluster ID: spills as fresh", "eu-west-1", hopFleet, spill.ParentMode, true, true, hopMalformed},
+		{"an empty marker: spills as fresh", "", hopFleet, spill.ParentMode, true, true, hopMalformed},
+		{"forged: spills as fresh", mustSign(t, stranger, "eu-west-1", self, hopT0), hopFleet, spill.ParentMode, true, true, hopBadSignature},
+		{"expired: spills as fresh", mustSign(t, hopKeyNew, "eu-west-1", self, hopT0.Add(-2*time.Minute)), hopFleet, spill.ParentMode, true, true, hopExpired},
+		{"meant for another cluster: spills as fresh", mustSign(t, hopKeyNew, "eu-west-1", "ap-south-1", hopT0), hopFleet, spill.ParentMode, true, true, hopWrongDestination},
+		{"a key no longer in the set: spills as fresh", mustSign(t, hopKeyOld, "eu-west-1", self, hopT0), hopFleet[:1], spill.ParentMode, true, true, hopUnknownKey},
+		{"no hop key yet: stays, and no marker verifies", mustSign(t, hopKeyNew, "eu-west-1", self, hopT0), nil, spill.ParentMode, false, false, hopUnknownKey},
+		{"a signing key with a short secret: stays", "-", []fleet.HopKey{{ID: "weak", Secret: []byte("123")}}, spill.ParentMode, false, false, ""},
+		{"no hop key, endpoint mode: spills without a marker", "-", nil, spill.EndpointMode, true, false, ""},
+		{"endpoint mode sends no marker", "-", hopFleet, spill.EndpointMode, true, false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := spill.DefaultPolicy()
+			p.Mode = tt.mode
+			dec, err := spill.New(p, func() []spill.Remote { return []spill.Remote{remote} })
+			if err != nil {
+				t.Fatal(err)
+			}
+			dec.ObserveLocal(spill.Local{ReadyEndpoints: 2, QueueDepth: 18, Saturation: 1, Saturated: true})
+			s := newTestServer(t, stageObjectives, fakeDatastore{testPool: {readyEndpoint("10.0.0.1:8000", modelmetrics.Metrics{WaitingQueue: 9})}},
+				func(o *Options) {
+					o.ClusterID, o.Spill, o.HopKeys, o.Now = self, dec, keySet(tt.keys), func() time.Time { return hopT0 }
+				})
+			x := &exchange{headers: map[string]string{}, body: []byte(`{"model":"m","prompt":"x"}`), duplexReq: true, req: request.Request{Model: "m", Prompt: "x"}}
+			if tt.hop != "-" {
+				x.headers[HopHeader] = tt.hop
+			}
+			x.objective, x.priority = s.resolveObjective("critical")
+			x.target = "m"
+			withBuffers(t, s, x)
+			s.localCandidates(x)
+			out := s.spillOrFallback(x)
+			if got := out != nil; got != tt.wantSpill || x.spilled != tt.wantSpill {
+				t.Fatalf("spilled %v (answer %v), want %v", x.spilled, out, tt.wantSpill)
+			}
+			for _, r := range hopReasons {
+				want := 0.0
+				if r == tt.wantRejected {
+					want = 1
+				}
+				if got := testutil.ToFloat64(s.metrics.hopRejected.WithLabelValues(r)); got != want {
+					t.Errorf("hop_markers_rejected_total{reason=%s} = %v, want %v", r, got, want)
+				}
+			}
+			if n := series(s.metrics.hopRejected); n != len(hopReasons) {
+				t.Errorf("%d series of hop_markers_rejected_total, want the %d reasons only", n, len(hopReasons))
+			}
+			if !tt.wantSpill {
+				return
+			}
+			f := forwardedOf(t, out)
+			marker, has := f.headers[HopHeader]
+			if !tt.wantMarker {
+				if has {
+					t.Fatalf("marker %q sent in %s", marker, tt.mode)
+				}
+				return
+			}
+			m, err := VerifyHopMarker(marker, hopFleet, target, hopT0)
+			if err != nil || m.From != self || m.To != target {
+				t.Fatalf("the spilled request's marker %q: %+v, %v; want the EPP's own, verifying at %s", marker, m, err, target)
+			}
+			if m, err := VerifyHopMarker(marker, hopFleet, self, hopT0); err == nil {
+				t.Fatalf("the marker sent to %s also verifies here: %+v", target, m)
+			}
+			if h := markerOption(t, out); h.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
+				t.Fatalf("marker set with %v: a client's copy must be replaced, not appended to", h.GetAppendAction())
+			}
+		})
+	}
+}
+
+// markerOption is the header mutation that sets the hop marker in out.
+func markerOption(t *testing.T, out []*extprocv3.ProcessingResponse) *corev3.HeaderValueOption {
+	t.Helper()
+	cr := out[0].GetRequestHeaders().GetResponse()
+	if cr == nil {
+		cr = out[0].GetRequestBody().GetResponse()
+	}
+	for _, h := range cr.GetHeaderMutation().GetSetHeaders() {
+		if h.GetHeader().GetKey() == HopHeader {
+			return h
+		}
+	}
+	t.Fatal("no hop marker set")
+	return nil
 }
 
 func TestShedLoad(t *testing.T) {
@@ -534,4 +649,73 @@ func forwardedOf(t *testing.T, out []*extprocv3.ProcessingResponse) forwarded {
 		f.body = append(f.body, sr.GetBody()...)
 	}
 	return f
+}
+
+// TestUnknownObjectivesAreBounded: a client that invents objective names, or spells a known one
+// differently, gets the default priority (here Standard: not shed on a saturated pool, not
+// spilled) and no metric series of its own, on the whole path from the request headers to the
+// end of the response. The configured name, as a control, does spill.
+func TestUnknownObjectivesAreBounded(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	dec, err := spill.New(spill.DefaultPolicy(), func() []spill.Remote {
+		return []spill.Remote{{ClusterID: "us-west-1", Region: "us-west", Gateway: "127.0.2.254:8080", Alive: true, ReadyEndpoints: 3}}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec.ObserveLocal(spill.Local{ReadyEndpoints: 1, QueueDepth: 9, Saturation: 1, Saturated: true})
+	s := newTestServer(t, stageObjectives, fakeDatastore{testPool: {readyEndpoint("a:1", modelmetrics.Metrics{WaitingQueue: 9})}}, func(o *Options) {
+		o.Registerer, o.Spill, o.ClusterID, o.HopKeys, o.Now = reg, dec, "us-east-1", keySet(hopFleet), func() time.Time { return hopT0 }
+	})
+	exchange := func(objective string) string {
+		st := &memStream{in: []*extprocv3.ProcessingRequest{
+			requestHeaders(":method", "POST", ":path", "/v1/completions", ObjectiveHeader, objective),
+			requestBody(`{"model":"m","prompt":"hello"}`, true),
+			{Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{
+				Headers: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "content-type", RawValue: []byte("application/json")}}}}}},
+			{Request: &extprocv3.ProcessingRequest_ResponseBody{ResponseBody: &extprocv3.HttpBody{
+				Body: []byte(`{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}`), EndOfStream: true}}},
+		}}
+		if err := s.Process(st); err != nil {
+			t.Fatal(err)
+		}
+		if st.out[0].GetImmediateResponse() != nil {
+			return fmt.Sprintf("immediate %d", immediateStatus(st.out))
+		}
+		return forwardedOf(t, st.out[:2]).headers[DestinationHeader]
+	}
+	invented := []string{"Critical", "CRITICAL", "critical ", " critical", "critical\x00", "batch-but-not", strings.Repeat("x", 4096)}
+	for i := range 200 {
+		invented = append(invented, fmt.Sprintf("invented-%d", i))
+	}
+	for _, o := range invented {
+		if got := exchange(o); got != "a:1" {
+			t.Fatalf("objective %.40q: sent to %s, want the local endpoint a:1 (default priority: neither shed nor spilled)", o, got)
+		}
+	}
+	if got := exchange("critical"); got != "127.0.2.254:8080" {
+		t.Fatalf("the configured critical objective went to %s, want the remote gateway", got)
+	}
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		objectives := map[string]bool{}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == labelObjective {
+					objectives[l.GetValue()] = true
+				}
+			}
+		}
+		for o := range objectives {
+			if o != "" && o != "critical" {
+				t.Errorf("%s has a series for objective %.40q", f.GetName(), o)
+			}
+		}
+		if len(f.GetMetric()) > 2*len(hopReasons) {
+			t.Errorf("%s has %d series after %d invented objectives", f.GetName(), len(f.GetMetric()), len(invented))
+		}
+	}
 }
