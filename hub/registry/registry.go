@@ -1,11 +1,16 @@
 // Package registry keeps the fleet registry in etcd: registered clusters, the session of each
-// connected spoke, and the pools each cluster exports.
+// connected spoke, the pools each cluster exports, and the fleet's trust: bootstrap tokens, join
+// requests, revoked clusters and hop keys.
 //
 // Layout under the prefix (default "/spillway/v1/"):
 //
 //	clusters/<cluster>              ClusterRecord, no lease: a cluster stays registered
 //	sessions/<cluster>              SessionRecord, held by the session lease
 //	exports/<cluster>/<ns>/<name>   fleet.Export, held by the session lease
+//	tokens/<id>                     TokenRecord (the secret's hash), held by a lease of the token's TTL
+//	joins/<cluster>                 JoinRecord, held by the lease of the token it was made with
+//	revocations/<cluster>           Revocation, no lease: a revoked certificate stays refused
+//	hopkeys                         the fleet's hop-marker keys, the signing one first
 //
 // A spoke's session holds one etcd lease. The hub renews it while the spoke's stream lives; once the
 // stream is gone the lease lapses after its TTL (the damping that keeps a flapping link from churning
@@ -30,7 +35,37 @@ var (
 	ErrNotFound    = errors.New("not found")
 	ErrSessionLost = errors.New("session lease lost")
 	ErrInvalid     = errors.New("invalid")
+	// ErrLimit is wrapped by every LimitError.
+	ErrLimit = errors.New("limit exceeded")
 )
+
+// Names of the registry's limits, as LimitError.Limit carries them.
+const (
+	LimitClusters          = "clusters"
+	LimitExportsPerCluster = "exports_per_cluster"
+)
+
+// LimitError is a write refused because it would pass a limit of the hub.
+type LimitError struct {
+	// Limit is LimitClusters or LimitExportsPerCluster.
+	Limit string
+	Max   int
+	// Cluster is the cluster whose write was refused.
+	Cluster string
+}
+
+func (e *LimitError) Error() string {
+	switch e.Limit {
+	case LimitClusters:
+		return fmt.Sprintf("cluster %s cannot register: the hub accepts at most %d clusters (--max-clusters); remove one (hubctl clusters revoke ID --remove) or raise the limit", e.Cluster, e.Max)
+	case LimitExportsPerCluster:
+		return fmt.Sprintf("cluster %s would export more than %d pools (--max-exports-per-cluster)", e.Cluster, e.Max)
+	}
+	return fmt.Sprintf("cluster %s: limit %s of %d exceeded", e.Cluster, e.Limit, e.Max)
+}
+
+// Unwrap makes a LimitError match ErrLimit.
+func (e *LimitError) Unwrap() error { return ErrLimit }
 
 // DefaultPrefix is the etcd key prefix of the registry.
 const DefaultPrefix = "/spillway/v1/"
@@ -94,11 +129,27 @@ func (s *Store) exportKey(id string, p fleet.PoolRef) string {
 
 // PutCluster registers a cluster or updates its record, keeping its first registration time.
 func (s *Store) PutCluster(ctx context.Context, info fleet.ClusterInfo) (ClusterRecord, error) {
+	return s.RegisterCluster(ctx, info, 0)
+}
+
+// RegisterCluster is PutCluster that refuses a new cluster with a LimitError when maxClusters
+// (when positive) are registered already; updating a registered cluster is always allowed.
+// Registrations of new clusters that race may pass the limit by their number.
+func (s *Store) RegisterCluster(ctx context.Context, info fleet.ClusterInfo, maxClusters int) (ClusterRecord, error) {
 	key := s.clusterKey(info.ID)
 	for {
 		resp, err := s.cli.Get(ctx, key)
 		if err != nil {
 			return ClusterRecord{}, fmt.Errorf("read cluster %q: %w", info.ID, err)
+		}
+		if len(resp.Kvs) == 0 && maxClusters > 0 {
+			n, err := s.cli.Get(ctx, s.prefix+"clusters/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+			if err != nil {
+				return ClusterRecord{}, fmt.Errorf("count clusters: %w", err)
+			}
+			if n.Count >= int64(maxClusters) {
+				return ClusterRecord{}, &LimitError{Limit: LimitClusters, Max: maxClusters, Cluster: info.ID}
+			}
 		}
 		now := s.now().UTC()
 		rec := ClusterRecord{Info: info, RegisteredAt: now, LastSeen: now}
@@ -152,7 +203,23 @@ type Session struct {
 	// whose lease was still alive; AckedSeq is then the last export delta stored.
 	Resumed  bool
 	AckedSeq uint64
+	// MaxExports, when positive, is the most pools the cluster may export: ApplyExports refuses
+	// a delta that would leave more with a LimitError. Set it before the first ApplyExports.
+	MaxExports int
+	// exports are the pools the cluster exports as this session stored them: the session's own
+	// truth, updated when a delta is stored (the fleet view follows etcd later).
+	exports map[fleet.PoolRef]struct{}
 }
+
+// Exported reports whether the cluster exports pool, as this session last stored it. Like
+// ApplyExports, it is for the one goroutine that applies the session's messages.
+func (s *Session) Exported(pool fleet.PoolRef) bool {
+	_, ok := s.exports[pool]
+	return ok
+}
+
+// ExportCount returns how many pools the cluster exports, as this session last stored it.
+func (s *Session) ExportCount() int { return len(s.exports) }
 
 // Record returns the session's stored record.
 func (s *Session) Record() SessionRecord { return s.record }
@@ -169,7 +236,7 @@ func (s *Store) OpenSession(ctx context.Context, cluster, hubID, incarnation str
 	if err != nil {
 		return nil, fmt.Errorf("read session of %q: %w", cluster, err)
 	}
-	sess := &Session{store: s}
+	sess := &Session{store: s, exports: map[fleet.PoolRef]struct{}{}}
 	var old SessionRecord
 	if len(resp.Kvs) == 1 && json.Unmarshal(resp.Kvs[0].Value, &old) == nil && resp.Kvs[0].Lease != 0 {
 		// The old lease is alive: keep it so the exports it holds stay in place.
@@ -202,6 +269,16 @@ func (s *Store) OpenSession(ctx context.Context, cluster, hubID, incarnation str
 		// spoke that lost pools while away does not keep them alive in the fleet view.
 		if _, err := s.cli.Delete(ctx, s.exportsPrefix(cluster), clientv3.WithPrefix()); err != nil {
 			return nil, fmt.Errorf("clear exports of %q: %w", cluster, err)
+		}
+	} else {
+		resp, err := s.cli.Get(ctx, s.exportsPrefix(cluster), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			return nil, fmt.Errorf("list exports of %q: %w", cluster, err)
+		}
+		for _, kv := range resp.Kvs {
+			if ev, err := s.decode(string(kv.Key), nil, true); err == nil && ev.Kind == KindExport {
+				sess.exports[ev.Export.Pool] = struct{}{}
+			}
 		}
 	}
 	if err := sess.putRecord(ctx); err != nil {
@@ -273,8 +350,10 @@ type ExportDelta struct {
 }
 
 // ApplyExports stores a delta under the session's lease. Deltas at or below the acked sequence
-// number are ignored (a resent delta after a reconnect). The stored sequence number moves in the
-// last transaction, so a delta interrupted half-way is applied again in full when resent.
+// number are ignored (a resent delta after a reconnect, or a replayed one): nothing changes. The
+// stored sequence number moves in the last transaction, so a delta interrupted half-way is
+// applied again in full when resent. A delta that would leave more than MaxExports pools is
+// refused with a LimitError, and changes nothing.
 func (sess *Session) ApplyExports(ctx context.Context, d ExportDelta) error {
 	if d.Seq <= sess.AckedSeq {
 		return nil
@@ -284,6 +363,21 @@ func (sess *Session) ApplyExports(ctx context.Context, d ExportDelta) error {
 	}
 	st := sess.store
 	cluster := sess.record.Cluster
+	next := make(map[fleet.PoolRef]struct{}, len(sess.exports)+len(d.Upserts))
+	if !d.ReplaceAll {
+		for p := range sess.exports {
+			next[p] = struct{}{}
+		}
+	}
+	for _, e := range d.Upserts {
+		next[e.Pool] = struct{}{}
+	}
+	for _, p := range d.Removes {
+		delete(next, p)
+	}
+	if sess.MaxExports > 0 && len(next) > sess.MaxExports {
+		return &LimitError{Limit: LimitExportsPerCluster, Max: sess.MaxExports, Cluster: cluster}
+	}
 	var ops []clientv3.Op
 	if d.ReplaceAll {
 		keep := make(map[string]bool, len(d.Upserts))
@@ -340,15 +434,20 @@ func (sess *Session) ApplyExports(ctx context.Context, d ExportDelta) error {
 	sess.stored = string(recVal0)
 	sess.record = rec
 	sess.AckedSeq = d.Seq
+	sess.exports = next
 	return nil
 }
 
-// State is a consistent read of the whole registry at one etcd revision.
+// State is a consistent read of the whole registry at one etcd revision (tokens and join
+// requests aside: they are read where they are used).
 type State struct {
 	Revision int64
 	Clusters map[string]ClusterRecord
 	Sessions map[string]SessionRecord
 	Exports  map[string]map[fleet.PoolRef]fleet.Export // cluster → pool → export
+	// Revocations are the revoked clusters; HopKeys the fleet's hop keys, the signing one first.
+	Revocations map[string]Revocation
+	HopKeys     []fleet.HopKey
 }
 
 // Load reads the whole registry at one revision.
@@ -358,10 +457,11 @@ func (s *Store) Load(ctx context.Context) (State, error) {
 		return State{}, fmt.Errorf("read registry: %w", err)
 	}
 	st := State{
-		Revision: resp.Header.Revision,
-		Clusters: map[string]ClusterRecord{},
-		Sessions: map[string]SessionRecord{},
-		Exports:  map[string]map[fleet.PoolRef]fleet.Export{},
+		Revision:    resp.Header.Revision,
+		Clusters:    map[string]ClusterRecord{},
+		Sessions:    map[string]SessionRecord{},
+		Exports:     map[string]map[fleet.PoolRef]fleet.Export{},
+		Revocations: map[string]Revocation{},
 	}
 	for _, kv := range resp.Kvs {
 		ev, err := s.decode(string(kv.Key), kv.Value, false)
@@ -402,6 +502,17 @@ func (st *State) Apply(ev Event) {
 			st.Exports[ev.Cluster] = m
 		}
 		m[ev.Export.Pool] = ev.Export
+	case KindRevocation:
+		if ev.Deleted {
+			delete(st.Revocations, ev.Cluster)
+			return
+		}
+		if st.Revocations == nil {
+			st.Revocations = map[string]Revocation{}
+		}
+		st.Revocations[ev.Cluster] = ev.Revocation
+	case KindHopKeys:
+		st.HopKeys = ev.HopKeys
 	}
 }
 
@@ -413,6 +524,10 @@ const (
 	KindCluster EventKind = iota + 1
 	KindSession
 	KindExport
+	// KindRevocation carries a Revocation of Cluster.
+	KindRevocation
+	// KindHopKeys carries the fleet's hop keys (none when deleted).
+	KindHopKeys
 )
 
 // Event is one change of the registry.
@@ -423,6 +538,8 @@ type Event struct {
 	ClusterRecord ClusterRecord
 	Session       SessionRecord
 	Export        fleet.Export
+	Revocation    Revocation
+	HopKeys       []fleet.HopKey
 	Revision      int64
 }
 
@@ -456,7 +573,25 @@ func (s *Store) decode(key string, val []byte, deleted bool) (Event, error) {
 				return Event{}, fmt.Errorf("decode %q: %w", key, err)
 			}
 		}
+	case len(parts) == 2 && parts[0] == "revocations":
+		ev.Kind, ev.Cluster = KindRevocation, parts[1]
+		if !deleted {
+			if err := json.Unmarshal(val, &ev.Revocation); err != nil {
+				return Event{}, fmt.Errorf("decode %q: %w", key, err)
+			}
+			ev.Revocation.Cluster = parts[1]
+		}
+	case len(parts) == 1 && parts[0] == "hopkeys":
+		ev.Kind = KindHopKeys
+		if !deleted {
+			var rec hopKeysRecord
+			if err := json.Unmarshal(val, &rec); err != nil {
+				return Event{}, fmt.Errorf("decode %q: %w", key, err)
+			}
+			ev.HopKeys = rec.fleet()
+		}
 	default:
+		// tokens/ and joins/ among them: they are read where they are used, never followed.
 		return Event{}, fmt.Errorf("unknown key %q: %w", key, ErrInvalid)
 	}
 	return ev, nil

@@ -17,11 +17,11 @@ import (
 
 func startEtcd(t *testing.T, dir string) (*hubetcd.Embedded, *clientv3.Client) {
 	t.Helper()
-	e, err := hubetcd.StartEmbedded(context.Background(), dir, "127.0.0.1:0")
+	e, err := hubetcd.StartEmbedded(context.Background(), hubetcd.EmbeddedOptions{Dir: dir, ListenAddress: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, err := hubetcd.Dial([]string{e.Endpoint})
+	cli, err := hubetcd.Dial([]string{e.Endpoint}, e.ClientTLS)
 	if err != nil {
 		e.Close()
 		t.Fatal(err)
