@@ -1,26 +1,32 @@
 // Package app wires the hub binary: flags (Options), their defaults and checks (Complete,
 // Validate), and the run group that owns every goroutine: etcd (embedded or external), the fleet
 // view that follows the registry, the gRPC services and the HTTP endpoints for metrics and health.
+//
+// Transport security is set up before anything listens. The hub's CA comes from --pki-dir (made
+// there at the first start, with hubctl's admin credentials beside it) or from --ca-cert-file;
+// its SPKI hash is logged for spokes to pin. Every port presents one serving certificate
+// (--tls-cert-file, reloaded, or issued by the CA at each start). The spokes' port
+// (--grpc-address) is TLS and verifies a client certificate when one is given; the admin port
+// (--admin-address) requires one; the HTTP port is HTTPS unless --insecure-http. The embedded
+// etcd speaks mutual TLS on loopback; an external one is reached with etcdctl's TLS flags.
 package app
 
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -28,109 +34,26 @@ import (
 	"github.com/spillway-io/spillway/hub/registry"
 	"github.com/spillway-io/spillway/hub/server"
 	"github.com/spillway-io/spillway/hub/view"
-	"github.com/spillway-io/spillway/pkg/gossip"
 	"github.com/spillway-io/spillway/pkg/logging"
 	"github.com/spillway-io/spillway/pkg/serve"
+	"github.com/spillway-io/spillway/pkg/tlsconfig"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
-// Options are what the operator sets on the command line.
-type Options struct {
-	GRPCAddress       string
-	HTTPAddress       string
-	EtcdEndpoints     []string
-	DataDir           string
-	EmbeddedEtcdAddr  string
-	EtcdPrefix        string
-	HubID             string
-	LeaseTTL          time.Duration
-	MinReportInterval time.Duration
-	CapacityHeartbeat time.Duration
-	ViewInterval      time.Duration
-	Gossip            gossip.Flags
-	Log               logging.Options
-}
-
-// NewOptions returns the defaults.
-func NewOptions() *Options {
-	return &Options{
-		GRPCAddress:       ":8470",
-		HTTPAddress:       ":8471",
-		DataDir:           "hub-data",
-		EmbeddedEtcdAddr:  "127.0.0.1:0",
-		EtcdPrefix:        registry.DefaultPrefix,
-		LeaseTTL:          15 * time.Second,
-		MinReportInterval: 500 * time.Millisecond,
-		CapacityHeartbeat: time.Second,
-		ViewInterval:      200 * time.Millisecond,
-		Log:               logging.Options{Level: "info", Format: "text"},
-	}
-}
-
-// AddFlags binds the options to flags.
-func (o *Options) AddFlags(fs *pflag.FlagSet) {
-	fs.StringVar(&o.GRPCAddress, "grpc-address", o.GRPCAddress, "host:port of the gRPC services (spoke sync, admin)")
-	fs.StringVar(&o.HTTPAddress, "http-address", o.HTTPAddress, "host:port of /metrics, /healthz and /readyz")
-	fs.StringSliceVar(&o.EtcdEndpoints, "etcd-endpoints", o.EtcdEndpoints, "external etcd client URLs; empty starts an embedded etcd in --data-dir")
-	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "directory of the embedded etcd's data")
-	fs.StringVar(&o.EmbeddedEtcdAddr, "embedded-etcd-address", o.EmbeddedEtcdAddr, "host:port the embedded etcd serves clients on (port 0 picks one)")
-	fs.StringVar(&o.EtcdPrefix, "etcd-prefix", o.EtcdPrefix, "key prefix of the fleet registry in etcd")
-	o.Gossip.AddFlags(fs)
-	fs.StringVar(&o.HubID, "hub-id", o.HubID, "name of this hub replica (default: the host name)")
-	fs.DurationVar(&o.LeaseTTL, "lease-ttl", o.LeaseTTL, "how long a cluster's exports outlive its spoke's session (at least 2s)")
-	fs.DurationVar(&o.MinReportInterval, "min-report-interval", o.MinReportInterval, "fastest a spoke may report a pool's capacity")
-	fs.DurationVar(&o.CapacityHeartbeat, "capacity-heartbeat", o.CapacityHeartbeat, "how often a spoke resends unchanged capacity")
-	fs.DurationVar(&o.ViewInterval, "view-interval", o.ViewInterval, "fastest the hub sends fleet view updates on one stream")
-	fs.StringVar(&o.Log.Level, "log-level", o.Log.Level, "debug, info, warn or error")
-	fs.StringVar(&o.Log.Format, "log-format", o.Log.Format, "text or json")
-}
-
-// Complete fills in derived defaults.
-func (o *Options) Complete() error {
-	if o.HubID == "" {
-		h, err := os.Hostname()
-		if err != nil {
-			return fmt.Errorf("--hub-id not set and no host name: %w", err)
-		}
-		o.HubID = h
-	}
-	if !strings.HasSuffix(o.EtcdPrefix, "/") {
-		o.EtcdPrefix += "/"
-	}
-	return nil
-}
-
-// Validate checks the options and names every problem.
-func (o *Options) Validate() error {
-	var errs []error
-	for name, addr := range map[string]string{"--grpc-address": o.GRPCAddress, "--http-address": o.HTTPAddress} {
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			errs = append(errs, fmt.Errorf("%s %q: want host:port", name, addr))
-		}
-	}
-	if len(o.EtcdEndpoints) == 0 && o.DataDir == "" {
-		errs = append(errs, errors.New("--data-dir must be set when --etcd-endpoints is empty"))
-	}
-	if o.LeaseTTL < 2*time.Second {
-		errs = append(errs, fmt.Errorf("--lease-ttl %s: at least 2s (etcd's minimum lease)", o.LeaseTTL))
-	}
-	if o.MinReportInterval <= 0 || o.CapacityHeartbeat < o.MinReportInterval {
-		errs = append(errs, fmt.Errorf("--min-report-interval %s and --capacity-heartbeat %s: want 0 < interval <= heartbeat", o.MinReportInterval, o.CapacityHeartbeat))
-	}
-	if o.ViewInterval < 0 {
-		errs = append(errs, fmt.Errorf("--view-interval %s: must not be negative", o.ViewInterval))
-	}
-	errs = append(errs, o.Log.Validate(), o.Gossip.Validate())
-	return errors.Join(errs...)
-}
+// etcdCheckTimeout bounds the first read of etcd at start.
+const etcdCheckTimeout = 10 * time.Second
 
 // Config is the completed, validated configuration.
 type Config struct {
 	Options
 	Logger *slog.Logger
+	// EtcdClientTLS is the TLS to an external etcd, read from EtcdTLS's files; nil for the
+	// embedded etcd (it makes its own) or for https endpoints verified with the system's roots.
+	EtcdClientTLS *tls.Config
 }
 
-// Config returns the configuration the hub runs with.
+// Config returns the configuration the hub runs with. It reads the external etcd's TLS files and
+// nothing else; the hub's own TLS material is loaded, or made, by Run.
 func (o *Options) Config() (*Config, error) {
 	if err := o.Complete(); err != nil {
 		return nil, err
@@ -142,7 +65,11 @@ func (o *Options) Config() (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Config{Options: *o, Logger: log.With("hub", o.HubID)}, nil
+	etcdTLS, err := o.EtcdTLS.Config()
+	if err != nil {
+		return nil, err
+	}
+	return &Config{Options: *o, Logger: log.With("hub", o.HubID), EtcdClientTLS: etcdTLS}, nil
 }
 
 // NewCommand returns the hub's root command.
@@ -165,30 +92,68 @@ func NewCommand() *cobra.Command {
 	return cmd
 }
 
+// listeners are the hub's three ports.
+type listeners struct {
+	spokes, admin, http net.Listener
+}
+
+func listen(cfg *Config) (*listeners, error) {
+	var ls listeners
+	var err error
+	if ls.spokes, err = net.Listen("tcp", cfg.GRPCAddress); err != nil {
+		return nil, fmt.Errorf("listen --grpc-address: %w", err)
+	}
+	if ls.admin, err = net.Listen("tcp", cfg.AdminAddress); err != nil {
+		ls.close()
+		return nil, fmt.Errorf("listen --admin-address: %w", err)
+	}
+	if ls.http, err = net.Listen("tcp", cfg.HTTPAddress); err != nil {
+		ls.close()
+		return nil, fmt.Errorf("listen --http-address: %w", err)
+	}
+	return &ls, nil
+}
+
+// close closes the listeners not yet handed to a server.
+func (ls *listeners) close() {
+	for _, l := range []net.Listener{ls.spokes, ls.admin, ls.http} {
+		if l != nil {
+			l.Close()
+		}
+	}
+}
+
 // Run runs the hub until ctx ends or a component fails.
 func Run(ctx context.Context, cfg *Config) error {
 	log := cfg.Logger
-	endpoints := cfg.EtcdEndpoints
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	pki, err := setUpTLS(cfg, reg, log)
+	if err != nil {
+		return err
+	}
+
+	endpoints, etcdTLS := cfg.EtcdEndpoints, cfg.EtcdClientTLS
 	var etcdErr <-chan error // a fatal error of the embedded etcd; nil (never ready) for an external one
-	var etcdTLS *tls.Config
-	if len(endpoints) == 0 {
-		emb, err := hubetcd.StartEmbedded(ctx, hubetcd.EmbeddedOptions{Dir: cfg.DataDir, ListenAddress: cfg.EmbeddedEtcdAddr})
+	if cfg.embedded() {
+		emb, err := hubetcd.StartEmbedded(ctx, hubetcd.EmbeddedOptions{Dir: cfg.DataDir, ListenAddress: cfg.EmbeddedEtcdAddr, QuotaBytes: cfg.EtcdQuotaBytes})
 		if err != nil {
 			return err
 		}
 		defer emb.Close()
 		endpoints, etcdTLS = []string{emb.Endpoint}, emb.ClientTLS
 		etcdErr = emb.Err()
-		log.Info("embedded etcd started", "dataDir", cfg.DataDir, "endpoint", emb.Endpoint)
+		log.Info("embedded etcd started", "dataDir", cfg.DataDir, "endpoint", emb.Endpoint, "quotaBytes", cfg.EtcdQuotaBytes)
 	}
 	cli, err := hubetcd.Dial(endpoints, etcdTLS)
 	if err != nil {
 		return err
 	}
 	defer cli.Close()
+	if err := hubetcd.Check(ctx, cli, etcdTLS, etcdCheckTimeout); err != nil {
+		return err
+	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	store := registry.New(cli, registry.Options{Prefix: cfg.EtcdPrefix, LeaseTTL: cfg.LeaseTTL})
 	model := view.New()
 	srv := server.New(store, model, server.Options{
@@ -200,20 +165,33 @@ func Run(ctx context.Context, cfg *Config) error {
 		Registerer:        reg,
 	})
 
-	grpcL, err := net.Listen("tcp", cfg.GRPCAddress)
+	ls, err := listen(cfg)
 	if err != nil {
-		return fmt.Errorf("listen --grpc-address: %w", err)
+		return err
 	}
-	httpL, err := net.Listen("tcp", cfg.HTTPAddress)
-	if err != nil {
-		grpcL.Close()
-		return fmt.Errorf("listen --http-address: %w", err)
-	}
-	gs := grpc.NewServer(append(server.GRPCOptions(), srv.Interceptors()...)...)
-	pb.RegisterSyncServiceServer(gs, srv)
-	pb.RegisterAdminServiceServer(gs, srv)
 	hs := health.NewServer()
-	healthpb.RegisterHealthServer(gs, hs)
+	// The spokes' port: TLS always; a client certificate is verified when given, and the
+	// services decide which calls need one.
+	spokes := grpc.NewServer(append(append(server.GRPCOptions(),
+		grpc.Creds(credentials.NewTLS(tlsconfig.ServerConfig(pki.serving, pki.clientCAs, false))),
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams)),
+		srv.Interceptors()...)...)
+	pb.RegisterSyncServiceServer(spokes, srv)
+	healthpb.RegisterHealthServer(spokes, hs)
+	// The admin port: mutual TLS; a client without a certificate of the client CA gets nothing.
+	admin := grpc.NewServer(append(append(server.GRPCOptions(),
+		grpc.Creds(credentials.NewTLS(tlsconfig.ServerConfig(pki.serving, pki.clientCAs, true))),
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams)),
+		srv.Interceptors()...)...)
+	pb.RegisterAdminServiceServer(admin, srv)
+	healthpb.RegisterHealthServer(admin, hs)
+
+	httpL := ls.http
+	if cfg.InsecureHTTP {
+		log.Warn("serving /metrics, /healthz and /readyz in plaintext (--insecure-http)", "http", ls.http.Addr().String())
+	} else {
+		httpL = tls.NewListener(ls.http, tlsconfig.ServerConfig(pki.serving, nil, false))
+	}
 
 	ready := func() error {
 		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -226,20 +204,24 @@ func Run(ctx context.Context, cfg *Config) error {
 
 	member, err := cfg.Gossip.Start("hub/"+cfg.HubID, log)
 	if err != nil {
-		grpcL.Close()
-		httpL.Close()
+		ls.close()
 		return err
 	}
 	if member != nil {
 		defer member.Close()
 	}
-	log.Info("hub started", "grpc", grpcL.Addr().String(), "http", httpL.Addr().String(), "gossip", cfg.Gossip.Address)
+	log.Info("hub started", "grpc", ls.spokes.Addr().String(), "admin", ls.admin.Addr().String(),
+		"http", ls.http.Addr().String(), "gossip", cfg.Gossip.Address)
 	g, gctx := errgroup.WithContext(ctx)
 	if member != nil {
 		g.Go(func() error { return member.Run(gctx) })
 	}
+	for _, run := range pki.runners {
+		g.Go(func() error { return run(gctx) })
+	}
 	g.Go(func() error { return model.Follow(gctx, store, log.With("component", "view")) })
-	g.Go(func() error { return serve.GRPC(gctx, grpcL, gs) })
+	g.Go(func() error { return serve.GRPC(gctx, ls.spokes, spokes) })
+	g.Go(func() error { return serve.GRPC(gctx, ls.admin, admin) })
 	g.Go(func() error { return serve.HTTP(gctx, httpL, serve.HTTPMux(reg, ready)) })
 	g.Go(func() error {
 		select {
