@@ -58,7 +58,9 @@ func TestValidate(t *testing.T) {
 		{"defaults", func(*Options) {}, ""},
 		{"admin port taken by the spokes' port", func(o *Options) { o.AdminAddress = o.GRPCAddress }, "--admin-address \":8470\": --grpc-address has it already"},
 		{"http port taken by the admin port", func(o *Options) { o.HTTPAddress = ":8472" }, "--http-address \":8472\": --admin-address has it already"},
-		{"ports 0 are never shared", func(o *Options) { o.GRPCAddress, o.AdminAddress, o.HTTPAddress = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0" }, ""},
+		{"ports 0 are never shared", func(o *Options) {
+			o.GRPCAddress, o.AdminAddress, o.HTTPAddress = "127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"
+		}, ""},
 		{"admin address without port", func(o *Options) { o.AdminAddress = "localhost" }, "--admin-address \"localhost\": want host:port"},
 
 		{"serving certificate without key", func(o *Options) { o.TLSCertFile = "hub.crt" }, "--tls-cert-file and --tls-key-file go together"},
