@@ -117,11 +117,6 @@ func tryStartHub(t *testing.T, o *Options) (*testHub, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &testHub{t: t, logs: logs, cancel: cancel, done: make(chan error, 1), pkiDir: o.PKIDir}
 	go func() { h.done <- Run(ctx, cfg) }()
-	t.Cleanup(func() {
-		if err := h.stop(); err != nil {
-			t.Errorf("the hub ended with %v\n%s", err, logs)
-		}
-	})
 	deadline := time.NewTimer(startTimeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -132,15 +127,20 @@ func tryStartHub(t *testing.T, o *Options) (*testHub, error) {
 			if ca := logs.entries("hub CA loaded"); len(ca) > 0 {
 				h.caHash, _ = ca[0]["caHash"].(string)
 			}
+			t.Cleanup(func() {
+				if err := h.stop(); err != nil {
+					t.Errorf("the hub ended with %v\n%s", err, logs)
+				}
+			})
 			return h, nil
 		}
 		select {
 		case err := <-h.done:
-			h.done <- err
-			_ = h.stop()
+			cancel()
 			return nil, err
 		case <-deadline.C:
-			return nil, fmt.Errorf("the hub did not start within %s:\n%s", startTimeout, logs)
+			err := h.stop()
+			return nil, fmt.Errorf("the hub did not start within %s (then stopped with %v):\n%s", startTimeout, err, logs)
 		case <-tick.C:
 		}
 	}
