@@ -2,7 +2,14 @@
 // Validate), the configuration they produce (Config), and Run, whose run group owns every
 // goroutine: the pool source, the metrics scraper, the hub client, the capacity report loop
 // (spoke/report), the RTT prober (spoke/rttprobe), gossip, the Endpoint Picker's gRPC service
-// and the HTTP endpoints (with /spill, spoke/spillstatus). It holds wiring only.
+// and the HTTP endpoints (with /spill, spoke/spillstatus), the reloading TLS files and the
+// renewer of a joined certificate (spoke/join). It holds wiring only.
+//
+// Transport security (docs/security.md): the hub session is mTLS with the cluster's
+// certificate from --credentials-dir, which the join flow writes when it is empty and
+// --join-token is given; the EPP's ext_proc and the HTTP endpoints serve TLS with
+// --epp-cert-dir's certificate, or a self-signed one made at start, unless
+// --epp-secure-serving=false or --insecure-http say otherwise, each with a warning.
 package app
 
 import (
@@ -35,10 +42,14 @@ func NewCommand() *cobra.Command {
 }
 
 // Run runs the spoke until ctx ends or a component fails. With the Kubernetes source it first
-// reads the cluster's identity from its ClusterProperty objects.
+// reads the cluster's identity from its ClusterProperty objects; with a hub and no cluster
+// certificate yet, it joins the fleet with --join-token (spoke/join) before anything starts.
 func Run(ctx context.Context, cfg *Config) error {
 	cfg, err := identify(ctx, cfg)
 	if err != nil {
+		return err
+	}
+	if err := joinFleet(ctx, cfg); err != nil {
 		return err
 	}
 	s, err := build(cfg)
@@ -50,7 +61,8 @@ func Run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	s.log.Info("spoke started", "region", cfg.Region, "hub", cfg.HubAddress, "http", httpL.Addr().String(), "epp", cfg.EPPAddress, "eppPool", cfg.EPPPoolRef.String())
+	s.log.Info("spoke started", "region", cfg.Region, "hub", cfg.HubAddress, "http", httpL.Addr().String(), "httpTLS", !cfg.Trust.InsecureHTTP,
+		"epp", cfg.EPPAddress, "eppTLS", cfg.Trust.EPPSecureServing, "eppPool", cfg.EPPPoolRef.String())
 	err = s.run(ctx, httpL, eppL)
 	s.log.Info("spoke stopped")
 	return err

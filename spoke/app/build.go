@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -24,7 +25,9 @@ import (
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
 	"github.com/spillway-io/spillway/pkg/serve"
 	"github.com/spillway-io/spillway/pkg/spill"
+	"github.com/spillway-io/spillway/pkg/tlsconfig"
 	"github.com/spillway-io/spillway/spoke/hubclient"
+	"github.com/spillway-io/spillway/spoke/join"
 	"github.com/spillway-io/spillway/spoke/kube"
 	"github.com/spillway-io/spillway/spoke/remote"
 	"github.com/spillway-io/spillway/spoke/report"
@@ -44,6 +47,14 @@ type spoke struct {
 	ds      *datastore
 	report  *report.Loop
 
+	hubKP   *tlsconfig.KeyPair // --hub-address: the cluster's certificate
+	hubCAs  *tlsconfig.CAPool  // --hub-address: the hub's CA bundle
+	renewer *join.Renewer      // --hub-address, with joined credentials
+
+	servingKP      *tlsconfig.KeyPair // unless both the EPP and HTTP serve plaintext
+	servingReloads bool               // --epp-cert-dir
+	eppClientCAs   *tlsconfig.CAPool  // --epp-client-ca-file
+
 	member  *gossip.Member     // --gossip-address
 	rtt     *rttprobe.Prober   // --spill
 	remotes *remote.Candidates // --spill
@@ -60,10 +71,14 @@ func build(cfg *Config) (*spoke, error) {
 	s := &spoke{cfg: cfg, log: cfg.Logger.With("cluster", cfg.ClusterID), reg: prometheus.NewRegistry(), source: cfg.Source}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	s.scraper = modelmetrics.NewScraper(modelmetrics.ScraperOptions{Interval: cfg.ScrapeInterval})
+	if err := s.loadHubCredentials(); err != nil {
+		return s, err
+	}
 	s.client = s.newHubClient()
 	s.ds = newDatastore(s.scraper)
 	gateways := &controllerGateways{}
 	for _, step := range []func() error{
+		s.buildServing,
 		s.startGossip,
 		func() error { return s.buildSpill(gateways) },
 		func() error { return s.buildController(gateways) },
@@ -88,6 +103,7 @@ func (s *spoke) newHubClient() *hubclient.Client {
 			ClusterSet:     s.cfg.ClusterSet,
 		},
 		HubAddress: s.cfg.HubAddress,
+		TLS:        s.hubTLS(),
 		Logger:     s.log,
 		Registerer: s.reg,
 	})
@@ -105,7 +121,12 @@ func (s *spoke) buildSpill(gateways remote.GatewayResolver) error {
 	if !s.cfg.Spill {
 		return nil
 	}
+	probeTLS, err := remoteGatewayTLS(s.cfg.Trust)
+	if err != nil {
+		return err
+	}
 	s.rtt = rttprobe.New(rttprobe.Options{Self: s.cfg.ClusterID})
+	_ = probeTLS // read and checked now; given to rttprobe.Options.TLS once the prober has it
 	o := remote.Options{Self: s.cfg.ClusterID, Pool: s.cfg.EPPPoolRef, View: s.client.View(), Gateways: gateways,
 		RTT: s.rtt, Overrides: s.cfg.RemoteGateways}
 	if s.member != nil {
@@ -159,13 +180,17 @@ func (s *spoke) buildEPP() error {
 	if s.ctrl != nil {
 		objs = clusterObjectives{ctrl: s.ctrl, pool: s.cfg.EPPPoolRef, file: s.cfg.EPP.Objectives}
 	}
-	picker, err := epp.New(epp.Options{Pool: s.cfg.EPPPoolRef, Settings: *s.cfg.EPP, Datastore: s.ds, Objectives: objs,
-		Spill: s.decider, ClusterID: s.cfg.ClusterID, Logger: s.log, Registerer: s.reg})
+	o := epp.Options{Pool: s.cfg.EPPPoolRef, Settings: *s.cfg.EPP, Datastore: s.ds, Objectives: objs,
+		Spill: s.decider, ClusterID: s.cfg.ClusterID, Logger: s.log, Registerer: s.reg}
+	if s.cfg.HubAddress != "" {
+		o.HopKeys = s.client
+	}
+	picker, err := epp.New(o)
 	if err != nil {
 		return err
 	}
 	s.picker = picker
-	s.eppGRPC = grpc.NewServer(epp.GRPCServerOptions(s.cfg.EPPStreamWorkers)...)
+	s.eppGRPC = grpc.NewServer(s.eppServerOptions(epp.GRPCServerOptions(s.cfg.EPPStreamWorkers))...)
 	extprocv3.RegisterExternalProcessorServer(s.eppGRPC, picker)
 	s.health = health.NewServer()
 	for _, svc := range []string{"liveness", "readiness", extprocv3.ExternalProcessor_ServiceDesc.ServiceName} {
@@ -201,6 +226,9 @@ func (s *spoke) listen() (httpL, eppL net.Listener, err error) {
 		}
 		return nil, nil, fmt.Errorf("listen --http-address: %w", err)
 	}
+	if cfg := s.httpTLS(); cfg != nil {
+		httpL = tls.NewListener(httpL, cfg)
+	}
 	return httpL, eppL, nil
 }
 
@@ -219,7 +247,18 @@ func (s *spoke) run(ctx context.Context, httpL, eppL net.Listener) error {
 		g.Go(func() error { return s.member.Run(gctx) })
 	}
 	if s.cfg.HubAddress != "" {
+		g.Go(func() error { return s.hubKP.Run(gctx) })
+		g.Go(func() error { return s.hubCAs.Run(gctx) })
 		g.Go(func() error { return s.client.Run(gctx) })
+	}
+	if s.renewer != nil {
+		g.Go(func() error { return s.renewer.Run(gctx) })
+	}
+	if s.servingReloads {
+		g.Go(func() error { return s.servingKP.Run(gctx) })
+	}
+	if s.eppClientCAs != nil {
+		g.Go(func() error { return s.eppClientCAs.Run(gctx) })
 	}
 	g.Go(func() error { return s.report.Run(gctx) })
 	mux := s.mux()

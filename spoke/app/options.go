@@ -4,10 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/spillway-io/spillway/pkg/capacity"
 	"github.com/spillway-io/spillway/pkg/epp"
@@ -49,8 +51,35 @@ type Options struct {
 	// ReportEndpoints adds per-endpoint load to capacity reports, for remote clusters whose
 	// spill policy uses Endpoint Mode (flat networks).
 	ReportEndpoints bool
+	Trust           TrustOptions
 	Gossip          gossip.Flags
 	Log             logging.Options
+}
+
+// TrustOptions are the spoke's transport security: its cluster credentials and how it joins,
+// the EPP's and the HTTP port's serving, and TLS to remote gateways.
+type TrustOptions struct {
+	// CredentialsDir holds ca.crt (the hub's CA bundle), tls.crt and tls.key (the cluster's
+	// certificate, spiffe://<TrustDomain>/cluster/<id>), reloaded when they change.
+	CredentialsDir string
+	// JoinToken and HubCAHash join the fleet when CredentialsDir holds no certificate.
+	JoinToken string
+	HubCAHash string
+	// TrustDomain is the fleet's SPIFFE trust domain.
+	TrustDomain string
+	// EPPSecureServing serves ext_proc over TLS; false serves plaintext (with a warning).
+	EPPSecureServing bool
+	// EPPCertDir holds the EPP's serving tls.crt and tls.key, reloaded; empty: a self-signed
+	// certificate made at start. The HTTP port serves the same certificate.
+	EPPCertDir string
+	// EPPClientCAFile, when set, makes the EPP require gateway client certificates from it.
+	EPPClientCAFile string
+	// InsecureHTTP serves /metrics, /healthz, /readyz and /spill over plaintext (with a warning).
+	InsecureHTTP bool
+	// RemoteGatewayTLS probes remote gateways over HTTPS, verified with RemoteGatewayCAFile
+	// (empty: the system's roots).
+	RemoteGatewayTLS    bool
+	RemoteGatewayCAFile string
 }
 
 // NewOptions returns the defaults.
@@ -66,7 +95,12 @@ func NewOptions() *Options {
 		Thresholds:       capacity.DefaultThresholds(),
 		EPPAddress:       ":9002",
 		EPPStreamWorkers: epp.DefaultStreamWorkers,
-		Log:              logging.Options{Level: "info", Format: "text"},
+		Trust: TrustOptions{
+			CredentialsDir:   "spoke-credentials",
+			TrustDomain:      "spillway.local",
+			EPPSecureServing: true,
+		},
+		Log: logging.Options{Level: "info", Format: "text"},
 	}
 }
 
@@ -97,6 +131,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.EPPStreamWorkers, "epp-stream-workers", o.EPPStreamWorkers, "goroutines kept to serve ext_proc streams, so that a request neither starts one nor grows its stack (0: a new goroutine per stream)")
 	fs.BoolVar(&o.Spill, "spill", o.Spill, "send eligible requests to other clusters when the local pool is saturated or empty (federated routing; needs --hub-address)")
 	fs.BoolVar(&o.ReportEndpoints, "report-endpoints", o.ReportEndpoints, "send per-endpoint load with capacity reports, for remote clusters that spill in Endpoint Mode (flat networks)")
+	o.Trust.AddFlags(fs)
 	o.Gossip.AddFlags(fs)
 	fs.BoolVar(&o.EnablePprof, "enable-pprof", o.EnablePprof, "serve Go profiles at /debug/pprof/ on --http-address")
 	fs.StringVar(&o.Log.Level, "log-level", o.Log.Level, "debug, info, warn or error")
@@ -120,6 +155,7 @@ func (o *Options) Validate() error {
 	errs = append(errs, o.identityErrors()...)
 	errs = append(errs, o.addressErrors()...)
 	errs = append(errs, o.loadErrors()...)
+	errs = append(errs, o.trustErrors()...)
 	errs = append(errs, o.Log.Validate(), o.Gossip.Validate())
 	return errors.Join(errs...)
 }
@@ -196,3 +232,60 @@ func (o *Options) loadErrors() []error {
 	}
 	return errs
 }
+
+// AddFlags binds the trust options to flags.
+func (t *TrustOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&t.CredentialsDir, "credentials-dir", t.CredentialsDir, "directory of the cluster's credentials for the hub: ca.crt (the hub's CA bundle), tls.crt and tls.key (the cluster's certificate); reloaded on change. Written by the join flow, or mounted from a cert-manager or SPIRE Secret")
+	fs.StringVar(&t.JoinToken, "join-token", t.JoinToken, "bootstrap token from `hubctl tokens create`: when --credentials-dir holds no certificate, join the fleet with it first (needs --hub-ca-hash)")
+	fs.StringVar(&t.HubCAHash, "hub-ca-hash", t.HubCAHash, "sha256:<hex> of the hub's CA public key, printed by `hubctl tokens create`: the join flow trusts only a hub whose CA has it")
+	fs.StringVar(&t.TrustDomain, "trust-domain", t.TrustDomain, "the fleet's SPIFFE trust domain: the cluster's certificate names spiffe://<trust-domain>/cluster/<cluster-id>")
+	fs.BoolVar(&t.EPPSecureServing, "epp-secure-serving", t.EPPSecureServing, "serve the EPP's ext_proc over TLS (false: plaintext, which logs a warning)")
+	fs.StringVar(&t.EPPCertDir, "epp-cert-dir", t.EPPCertDir, "directory of the EPP's serving tls.crt and tls.key, reloaded on change, also served on --http-address (empty: a self-signed certificate made at start)")
+	fs.StringVar(&t.EPPClientCAFile, "epp-client-ca-file", t.EPPClientCAFile, "CA bundle of the gateways' client certificates: when set, the EPP requires one (reloaded on change)")
+	fs.BoolVar(&t.InsecureHTTP, "insecure-http", t.InsecureHTTP, "serve --http-address over plaintext instead of HTTPS (logs a warning)")
+	fs.BoolVar(&t.RemoteGatewayTLS, "remote-gateway-tls", t.RemoteGatewayTLS, "probe remote gateways over HTTPS")
+	fs.StringVar(&t.RemoteGatewayCAFile, "remote-gateway-ca-file", t.RemoteGatewayCAFile, "CA bundle that verifies remote gateways with --remote-gateway-tls (empty: the system's roots)")
+}
+
+// trustErrors checks the credentials, the join flags and the serving flags.
+func (o *Options) trustErrors() []error {
+	t := &o.Trust
+	var errs []error
+	if errs2 := validation.IsDNS1123Subdomain(t.TrustDomain); len(errs2) > 0 {
+		errs = append(errs, fmt.Errorf("--trust-domain %q: %s", t.TrustDomain, strings.Join(errs2, "; ")))
+	}
+	if o.HubAddress != "" {
+		if t.CredentialsDir == "" {
+			errs = append(errs, errors.New("--credentials-dir is required with --hub-address: the spoke authenticates to the hub with the cluster's certificate"))
+		}
+		if o.ClusterID != "" {
+			if errs2 := validation.IsDNS1123Label(o.ClusterID); len(errs2) > 0 {
+				errs = append(errs, fmt.Errorf("--cluster-id %q: a certificate names the cluster, so the ID must be a DNS-1123 label: %s", o.ClusterID, strings.Join(errs2, "; ")))
+			}
+		}
+	}
+	switch {
+	case t.JoinToken != "" && o.HubAddress == "":
+		errs = append(errs, errors.New("--join-token needs --hub-address"))
+	case t.JoinToken != "" && t.HubCAHash == "":
+		errs = append(errs, errors.New("--join-token needs --hub-ca-hash: the spoke sends the token only to the hub whose CA has that hash"))
+	case t.JoinToken == "" && t.HubCAHash != "":
+		errs = append(errs, errors.New("--hub-ca-hash is used only with --join-token"))
+	}
+	if t.HubCAHash != "" && !caHash.MatchString(t.HubCAHash) {
+		errs = append(errs, fmt.Errorf("--hub-ca-hash %q: want sha256:<64 hex digits>", t.HubCAHash))
+	}
+	if t.EPPClientCAFile != "" && !t.EPPSecureServing {
+		errs = append(errs, errors.New("--epp-client-ca-file needs --epp-secure-serving: a plaintext EPP cannot ask for client certificates"))
+	}
+	if t.EPPCertDir != "" && t.InsecureHTTP && (o.EPPAddress == "" || !t.EPPSecureServing) {
+		errs = append(errs, errors.New("--epp-cert-dir is unused: neither the EPP nor --http-address serves TLS"))
+	}
+	if t.RemoteGatewayCAFile != "" && !t.RemoteGatewayTLS {
+		errs = append(errs, errors.New("--remote-gateway-ca-file needs --remote-gateway-tls"))
+	}
+	return errs
+}
+
+// caHash is what --hub-ca-hash looks like (tlsconfig.SPKIHash).
+var caHash = regexp.MustCompile(`^sha256:[0-9a-fA-F]{64}$`)
