@@ -101,7 +101,8 @@ func (s *Store) putJoin(ctx context.Context, rec JoinRecord, rev int64, lease cl
 	return resp.Succeeded, nil
 }
 
-// RequestJoin records a join request and returns where the cluster's request stands:
+// RequestJoin records a join request and returns where the cluster's request stands, and
+// whether it is a new one:
 //   - a request with the same key is the same request: it is returned as it stands (pending,
 //     approved with its certificate, or denied), moved to the new token's lease when it is
 //     pending and another token of the cluster was used;
@@ -110,33 +111,34 @@ func (s *Store) putJoin(ctx context.Context, rec JoinRecord, rev int64, lease cl
 //     admin saw;
 //   - otherwise (no request, or a decided one with another key) it becomes the cluster's
 //     pending request.
-func (s *Store) RequestJoin(ctx context.Context, req JoinRequest) (JoinRecord, error) {
+func (s *Store) RequestJoin(ctx context.Context, req JoinRequest) (rec JoinRecord, created bool, err error) {
 	for {
 		cur, rev, _, ok, err := s.getJoin(ctx, req.Cluster)
 		if err != nil {
-			return JoinRecord{}, err
+			return JoinRecord{}, false, err
 		}
 		next := JoinRecord{
 			Cluster: req.Cluster, TokenID: req.Token.ID, State: JoinPending, CSRPEM: req.CSRPEM,
 			PublicKeySHA256: req.PublicKeySHA256, PeerAddress: req.PeerAddress, RequestedAt: s.now().UTC(),
 		}
+		created := true
 		switch {
 		case ok && cur.PublicKeySHA256 == req.PublicKeySHA256:
 			if cur.State != JoinPending || cur.TokenID == req.Token.ID {
-				return cur, nil
+				return cur, false, nil
 			}
-			next = cur
+			next, created = cur, false
 			next.TokenID = req.Token.ID
 		case ok && cur.State == JoinPending:
-			return cur, fmt.Errorf("cluster %s has a pending join request for another key (sha256 %s, from %s, at %s): %w",
+			return cur, false, fmt.Errorf("cluster %s has a pending join request for another key (sha256 %s, from %s, at %s): %w",
 				req.Cluster, cur.PublicKeySHA256, cur.PeerAddress, cur.RequestedAt.Format(time.RFC3339), ErrJoinConflict)
 		}
 		done, err := s.putJoin(ctx, next, rev, req.Token.lease)
 		if err != nil {
-			return JoinRecord{}, err
+			return JoinRecord{}, false, err
 		}
 		if done {
-			return next, nil
+			return next, created, nil
 		}
 	}
 }

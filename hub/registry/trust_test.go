@@ -42,21 +42,21 @@ func TestJoinRequests(t *testing.T) {
 	}
 	t1, t2 := check(tok1), check(tok2)
 
-	first, err := s.RequestJoin(ctx, joinReq(t1, "k1"))
-	if err != nil || first.State != registry.JoinPending || first.TokenID != tok1.ID {
+	first, created, err := s.RequestJoin(ctx, joinReq(t1, "k1"))
+	if err != nil || !created || first.State != registry.JoinPending || first.TokenID != tok1.ID {
 		t.Fatalf("first request: %+v, %v", first, err)
 	}
 	// The same key asks again, with the same token or another one: the same request.
-	again, err := s.RequestJoin(ctx, joinReq(t1, "k1"))
-	if err != nil || !again.RequestedAt.Equal(first.RequestedAt) || again.State != registry.JoinPending {
+	again, created, err := s.RequestJoin(ctx, joinReq(t1, "k1"))
+	if err != nil || created || !again.RequestedAt.Equal(first.RequestedAt) || again.State != registry.JoinPending {
 		t.Fatalf("the same request again: %+v, %v", again, err)
 	}
-	moved, err := s.RequestJoin(ctx, joinReq(t2, "k1"))
-	if err != nil || moved.TokenID != tok2.ID || !moved.RequestedAt.Equal(first.RequestedAt) {
+	moved, created, err := s.RequestJoin(ctx, joinReq(t2, "k1"))
+	if err != nil || created || moved.TokenID != tok2.ID || !moved.RequestedAt.Equal(first.RequestedAt) {
 		t.Fatalf("the same key with another token: %+v, %v", moved, err)
 	}
 	// Another key while one is pending is refused, and changes nothing.
-	if _, err := s.RequestJoin(ctx, joinReq(t1, "k2")); !errors.Is(err, registry.ErrJoinConflict) {
+	if _, _, err := s.RequestJoin(ctx, joinReq(t1, "k2")); !errors.Is(err, registry.ErrJoinConflict) {
 		t.Fatalf("another key while pending: %v, want ErrJoinConflict", err)
 	}
 	if got, _ := s.GetJoin(ctx, "a"); got.PublicKeySHA256 != "k1" || got.State != registry.JoinPending {
@@ -82,7 +82,7 @@ func TestJoinRequests(t *testing.T) {
 	if len(signed) != 1 || !bytes.Equal(signed[0], []byte("csr of k1")) {
 		t.Fatalf("signed %q, want the CSR of k1 once", signed)
 	}
-	if got, err := s.RequestJoin(ctx, joinReq(t1, "k1")); err != nil || string(got.CertificatePEM) != "cert for k1" {
+	if got, _, err := s.RequestJoin(ctx, joinReq(t1, "k1")); err != nil || string(got.CertificatePEM) != "cert for k1" {
 		t.Fatalf("polling after the approval: %+v, %v", got, err)
 	}
 
@@ -90,12 +90,12 @@ func TestJoinRequests(t *testing.T) {
 	if err := s.DenyJoin(ctx, "a", "admin", "cluster a was revoked"); err != nil {
 		t.Fatal(err)
 	}
-	denied, err := s.RequestJoin(ctx, joinReq(t1, "k1"))
+	denied, _, err := s.RequestJoin(ctx, joinReq(t1, "k1"))
 	if err != nil || denied.State != registry.JoinDenied || denied.CertificatePEM != nil || denied.Message != "cluster a was revoked" {
 		t.Fatalf("the denied key again: %+v, %v", denied, err)
 	}
-	fresh, err := s.RequestJoin(ctx, joinReq(t1, "k3"))
-	if err != nil || fresh.State != registry.JoinPending || fresh.PublicKeySHA256 != "k3" {
+	fresh, created, err := s.RequestJoin(ctx, joinReq(t1, "k3"))
+	if err != nil || !created || fresh.State != registry.JoinPending || fresh.PublicKeySHA256 != "k3" {
 		t.Fatalf("a new key after the denial: %+v, %v", fresh, err)
 	}
 	list, err := s.ListJoins(ctx)
@@ -121,7 +121,7 @@ func TestJoinRequestGoesWithItsToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.RequestJoin(ctx, joinReq(rec, "k1")); err != nil {
+	if _, _, err := s.RequestJoin(ctx, joinReq(rec, "k1")); err != nil {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, 10*time.Second, "the request vanishes with its token", func() error {
@@ -131,7 +131,7 @@ func TestJoinRequestGoesWithItsToken(t *testing.T) {
 		return nil
 	})
 	// A request made with the token's record after the lease went is refused.
-	if _, err := s.RequestJoin(ctx, joinReq(rec, "k1")); !errors.Is(err, registry.ErrTokenInvalid) {
+	if _, _, err := s.RequestJoin(ctx, joinReq(rec, "k1")); !errors.Is(err, registry.ErrTokenInvalid) {
 		t.Fatalf("a request under an expired token's lease: %v, want ErrTokenInvalid", err)
 	}
 }
@@ -364,7 +364,7 @@ func TestWatchDeliversTrustChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	rec, _ := s.CheckToken(ctx, tok)
-	if _, err := s.RequestJoin(ctx, joinReq(rec, "k")); err != nil {
+	if _, _, err := s.RequestJoin(ctx, joinReq(rec, "k")); err != nil {
 		t.Fatal(err)
 	}
 	rev, err := s.Revoke(ctx, "a", false, "admin")

@@ -2,10 +2,16 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/spillway-io/spillway/hub/registry"
 	"github.com/spillway-io/spillway/hub/view"
 	"github.com/spillway-io/spillway/pkg/fleetpb"
+	"github.com/spillway-io/spillway/pkg/tlsconfig"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
@@ -21,11 +27,11 @@ func (s *Server) ListClusters(context.Context, *pb.ListClustersRequest) (*pb.Lis
 // GetCluster returns one cluster.
 func (s *Server) GetCluster(_ context.Context, req *pb.GetClusterRequest) (*pb.GetClusterResponse, error) {
 	if err := checkName("cluster_id", req.GetClusterId(), 253, false); err != nil {
-		return nil, toStatus(err)
+		return nil, s.fail(err)
 	}
 	c, ok := s.model.Cluster(req.GetClusterId())
 	if !ok {
-		return nil, toStatus(registry.ErrNotFound)
+		return nil, s.fail(registry.ErrNotFound)
 	}
 	return &pb.GetClusterResponse{Cluster: fleetpb.Cluster(c)}, nil
 }
@@ -42,7 +48,7 @@ func (s *Server) ListPools(context.Context, *pb.ListPoolsRequest) (*pb.ListPools
 // GetPool returns one exported pool.
 func (s *Server) GetPool(_ context.Context, req *pb.GetPoolRequest) (*pb.GetPoolResponse, error) {
 	if err := validatePoolRef("pool", req.GetPool()); err != nil {
-		return nil, toStatus(err)
+		return nil, s.fail(err)
 	}
 	want := fleetpb.PoolRefFrom(req.GetPool())
 	for _, p := range s.model.Pools() {
@@ -50,7 +56,7 @@ func (s *Server) GetPool(_ context.Context, req *pb.GetPoolRequest) (*pb.GetPool
 			return &pb.GetPoolResponse{Pool: poolMessage(p)}, nil
 		}
 	}
-	return nil, toStatus(registry.ErrNotFound)
+	return nil, s.fail(registry.ErrNotFound)
 }
 
 // ListImports returns every import.
@@ -73,7 +79,7 @@ func (s *Server) Watch(_ *pb.WatchRequest, stream pb.AdminService_WatchServer) e
 		inc, seq = s.model.Incarnation(), u.Seq
 		if !u.Empty() {
 			if err := stream.Send(&pb.WatchResponse{Update: viewUpdate(inc, u)}); err != nil {
-				return toStatus(err)
+				return s.fail(err)
 			}
 			s.metrics.viewUpdates.WithLabelValues(updateKind(u)).Inc()
 		}
@@ -99,4 +105,136 @@ func poolMessage(p view.Pool) *pb.Pool {
 		m.Members = append(m.Members, pm)
 	}
 	return m
+}
+
+// WhoAmI returns the caller's identity and role.
+func (s *Server) WhoAmI(ctx context.Context, _ *pb.WhoAmIRequest) (*pb.WhoAmIResponse, error) {
+	who, err := mustCaller(ctx)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	return &pb.WhoAmIResponse{Identity: who.id.String(), Role: who.role}, nil
+}
+
+// DefaultTokenTTL is how long a bootstrap token lives when CreateToken gives no TTL.
+const DefaultTokenTTL = time.Hour
+
+// CreateToken creates a bootstrap token for the join flow.
+func (s *Server) CreateToken(ctx context.Context, req *pb.CreateTokenRequest) (*pb.CreateTokenResponse, error) {
+	who, err := mustCaller(ctx)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	if s.opts.CA == nil {
+		return nil, s.fail(ErrJoinDisabled)
+	}
+	var errs []error
+	if len(req.GetClusterIds()) == 0 {
+		errs = append(errs, invalid("cluster_ids", "at least one cluster ID is required"))
+	}
+	if n := len(req.GetClusterIds()); n > registry.MaxTokenClusters {
+		errs = append(errs, invalid("cluster_ids", "%d cluster IDs, at most %d allowed", n, registry.MaxTokenClusters))
+	} else {
+		for i, id := range req.GetClusterIds() {
+			// A cluster identity's name is a DNS-1123 label.
+			errs = append(errs, checkName(fmt.Sprintf("cluster_ids[%d]", i), id, 63, true))
+		}
+	}
+	ttl := DefaultTokenTTL
+	if req.GetTtl() != nil {
+		ttl = req.GetTtl().AsDuration()
+		if ttl <= 0 || ttl > registry.MaxTokenTTL {
+			errs = append(errs, invalid("ttl", "%s outside (0, %s]", ttl, registry.MaxTokenTTL))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, s.fail(err)
+	}
+	tok, rec, err := s.store.CreateToken(ctx, registry.TokenSpec{
+		Clusters: req.GetClusterIds(), TTL: ttl, AutoApprove: req.GetAutoApprove(), CreatedBy: who.id.String(),
+	})
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	s.log.Info("bootstrap token created", "token", tok.ID, "clusters", rec.Clusters, "autoApprove", rec.AutoApprove, "expiresAt", rec.ExpiresAt, "by", who.id.String())
+	return &pb.CreateTokenResponse{
+		Token:      tok.String(),
+		CaCertHash: tlsconfig.SPKIHash(s.opts.CA.Certificate()),
+		ExpiresAt:  timestamppb.New(rec.ExpiresAt),
+	}, nil
+}
+
+// ListJoinRequests lists the join requests, pending and decided (each until its token expires).
+func (s *Server) ListJoinRequests(ctx context.Context, _ *pb.ListJoinRequestsRequest) (*pb.ListJoinRequestsResponse, error) {
+	recs, err := s.store.ListJoins(ctx)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	resp := &pb.ListJoinRequestsResponse{}
+	for _, r := range recs {
+		resp.Requests = append(resp.Requests, joinInfo(r))
+	}
+	return resp, nil
+}
+
+// ApproveCluster approves the pending join request of a cluster: the CA signs its CSR, and the
+// spoke gets the certificate at its next Join.
+func (s *Server) ApproveCluster(ctx context.Context, req *pb.ApproveClusterRequest) (*pb.ApproveClusterResponse, error) {
+	who, err := mustCaller(ctx)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	if err := checkName("cluster_id", req.GetClusterId(), 63, true); err != nil {
+		return nil, s.fail(err)
+	}
+	if s.opts.CA == nil {
+		return nil, s.fail(ErrJoinDisabled)
+	}
+	jr, err := s.approve(ctx, req.GetClusterId(), "", who.id.String())
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	return &pb.ApproveClusterResponse{Request: joinInfo(jr)}, nil
+}
+
+// RevokeCluster refuses every certificate of a cluster issued until now: its session on this
+// replica ends at once (every other replica's when Run sees the revocation), its exports are
+// withdrawn when its lease lapses (the usual damping), its join request is denied, and with
+// remove its record is deleted once nothing of it is left.
+func (s *Server) RevokeCluster(ctx context.Context, req *pb.RevokeClusterRequest) (*pb.RevokeClusterResponse, error) {
+	who, err := mustCaller(ctx)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	cluster := req.GetClusterId()
+	if err := checkName("cluster_id", cluster, 63, true); err != nil {
+		return nil, s.fail(err)
+	}
+	rev, err := s.store.Revoke(ctx, cluster, req.GetRemove(), who.id.String())
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	s.endRevoked(s.trust.setRevocation(rev))
+	msg := fmt.Sprintf("cluster %s was revoked at %s", cluster, rev.RevokedAt.Format(time.RFC3339))
+	if err := s.store.DenyJoin(ctx, cluster, who.id.String(), msg); err != nil {
+		return nil, s.fail(err)
+	}
+	s.log.Info("cluster revoked", "cluster", cluster, "remove", rev.Remove, "revokedAt", rev.RevokedAt, "by", who.id.String())
+	return &pb.RevokeClusterResponse{RevokedAt: timestamppb.New(rev.RevokedAt)}, nil
+}
+
+// RotateHopKey adds a new signing hop key, keeping the previous one; every stream gets the new
+// keys (on this replica at once, on the others when Run sees them).
+func (s *Server) RotateHopKey(ctx context.Context, _ *pb.RotateHopKeyRequest) (*pb.RotateHopKeyResponse, error) {
+	who, err := mustCaller(ctx)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	keys, err := s.store.RotateHopKey(ctx)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	s.trust.setHopKeys(keys)
+	s.log.Info("hop key rotated", "keyID", keys[0].ID, "by", who.id.String())
+	return &pb.RotateHopKeyResponse{KeyId: keys[0].ID}, nil
 }

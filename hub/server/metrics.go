@@ -3,17 +3,76 @@ package server
 import "github.com/prometheus/client_golang/prometheus"
 
 const (
-	labelKind   = "kind"
-	labelCode   = "code"
-	labelMethod = "method"
+	labelKind    = "kind"
+	labelCode    = "code"
+	labelMethod  = "method"
+	labelLimit   = "limit"
+	labelReason  = "reason"
+	labelOutcome = "outcome"
+)
+
+// Values of the limit label of spillway_hub_limit_exceeded_total: the registry's limits, the
+// report rate, and the protocol's caps on the entries of one message.
+const (
+	limitClusters          = "clusters"            // registry.LimitClusters
+	limitExportsPerCluster = "exports_per_cluster" // registry.LimitExportsPerCluster
+	limitReportRate        = "report_rate"
+	limitExportsPerDelta   = "exports_per_delta"
+	limitPoolsPerReport    = "pools_per_report"
+	limitEndpointsPerPool  = "endpoints_per_pool"
+	limitPoolsPerImports   = "pools_per_import_report"
+	limitPoolsPerInterest  = "pools_per_interest"
+	limitEntriesPerExport  = "entries_per_export" // labels or target ports of one export
+	limitAdaptersPerPool   = "lora_adapters_per_pool"
+)
+
+var limits = []string{
+	limitClusters, limitExportsPerCluster, limitReportRate, limitExportsPerDelta, limitPoolsPerReport,
+	limitEndpointsPerPool, limitPoolsPerImports, limitPoolsPerInterest, limitEntriesPerExport, limitAdaptersPerPool,
+}
+
+// Values of the reason label of spillway_hub_auth_denied_total.
+const (
+	reasonNoCertificate   = "no_certificate"   // a call that needs an identity came without a client certificate
+	reasonNoIdentity      = "no_identity"      // the certificate carries no spiffe identity
+	reasonTrustDomain     = "trust_domain"     // an identity of another trust domain
+	reasonNotCluster      = "not_cluster"      // a user identity on the spokes' port
+	reasonNotUser         = "not_user"         // a cluster identity on the admin port
+	reasonRevoked         = "revoked"          // a certificate of a revoked cluster
+	reasonExpired         = "expired"          // a session whose certificate expired
+	reasonClusterMismatch = "cluster_mismatch" // a message naming another cluster than the certificate
+	reasonRole            = "role"             // a viewer calling an admin method
+	reasonNotExported     = "not_exported"     // capacity for a pool the cluster does not export
+	reasonNamespace       = "namespace"        // an export in a namespace the hub does not allow
+	reasonToken           = "token"            // a join with an unknown, expired or wrong token
+	reasonTokenScope      = "token_scope"      // a join for a cluster its token does not name
+	reasonCSRIdentity     = "csr_identity"     // a CSR for an identity the hub does not sign
+	reasonMethod          = "method"           // a method not served on that port
+)
+
+var reasons = []string{
+	reasonNoCertificate, reasonNoIdentity, reasonTrustDomain, reasonNotCluster, reasonNotUser, reasonRevoked,
+	reasonExpired, reasonClusterMismatch, reasonRole, reasonNotExported, reasonNamespace, reasonToken,
+	reasonTokenScope, reasonCSRIdentity, reasonMethod,
+}
+
+// Values of the outcome label of spillway_hub_join_requests_total.
+const (
+	outcomePending  = "pending"  // a new join request was recorded
+	outcomeApproved = "approved" // a join request was approved and its certificate issued
+	outcomeRefused  = "refused"  // a join was refused (token, CSR, scope, a conflicting pending request)
 )
 
 type metrics struct {
-	sessions    prometheus.Gauge
-	received    *prometheus.CounterVec
-	viewUpdates *prometheus.CounterVec
-	rejected    *prometheus.CounterVec
-	panics      *prometheus.CounterVec
+	sessions     prometheus.Gauge
+	received     *prometheus.CounterVec
+	viewUpdates  *prometheus.CounterVec
+	rejected     *prometheus.CounterVec
+	panics       *prometheus.CounterVec
+	limited      *prometheus.CounterVec
+	denied       *prometheus.CounterVec
+	joins        *prometheus.CounterVec
+	certificates *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -38,15 +97,43 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "spillway_hub_grpc_handler_panics_total",
 			Help: "Panics recovered in gRPC handlers (and the goroutines of a Sync stream), by full method name; each ended its call with Internal. Any is a bug: the log has its stack.",
 		}, []string{labelMethod}),
+		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spillway_hub_limit_exceeded_total",
+			Help: "Requests refused because they passed a limit of the hub, by limit: clusters and exports_per_cluster (ResourceExhausted), report_rate (the stream ends with ResourceExhausted), or a cap on the entries of one message (InvalidArgument).",
+		}, []string{labelLimit}),
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spillway_hub_auth_denied_total",
+			Help: "Calls and messages refused with Unauthenticated or PermissionDenied, by reason.",
+		}, []string{labelReason}),
+		joins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spillway_hub_join_requests_total",
+			Help: "Join requests, by outcome: pending (a new request recorded), approved (its certificate issued, by an admin or a token that approves automatically), refused.",
+		}, []string{labelOutcome}),
+		certificates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spillway_hub_certificates_issued_total",
+			Help: "Cluster certificates the hub's CA issued, by kind (join, renew).",
+		}, []string{labelKind}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.received, m.viewUpdates, m.rejected, m.panics)
+		reg.MustRegister(m.sessions, m.received, m.viewUpdates, m.rejected, m.panics, m.limited, m.denied, m.joins, m.certificates)
 	}
 	for _, k := range []string{"hello", "exports", "capacity", "interest", "imports"} {
 		m.received.WithLabelValues(k)
 	}
 	for _, k := range []string{"snapshot", "delta"} {
 		m.viewUpdates.WithLabelValues(k)
+	}
+	for _, l := range limits {
+		m.limited.WithLabelValues(l)
+	}
+	for _, r := range reasons {
+		m.denied.WithLabelValues(r)
+	}
+	for _, o := range []string{outcomePending, outcomeApproved, outcomeRefused} {
+		m.joins.WithLabelValues(o)
+	}
+	for _, k := range []string{"join", "renew"} {
+		m.certificates.WithLabelValues(k)
 	}
 	return m
 }

@@ -1,18 +1,164 @@
 package server
 
 import (
+	"log/slog"
+	"slices"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/spillway-io/spillway/pkg/tlsconfig"
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
-// GRPCOptions are the hub's gRPC server options: the message size limit, and keepalive that
-// matches the spokes' (a ping every 10 s; clients may ping every 5 s, also between streams).
+// Defaults of Options.
+const (
+	DefaultTrustDomain         = "spillway.local"
+	DefaultAdminUser           = "admin"
+	DefaultClusterCertValidity = 720 * time.Hour
+)
+
+// DefaultDeniedExportNamespaces are the namespaces whose pools are never exported unless the
+// operator says otherwise: the cluster's own.
+func DefaultDeniedExportNamespaces() []string {
+	return []string{"kube-system", "kube-public", "kube-node-lease"}
+}
+
+// Options configure the services.
+type Options struct {
+	// HubID names this hub replica.
+	HubID string
+	// MinReportInterval is the fastest a spoke may send capacity reports on its stream; the hub
+	// announces it in the Welcome and ends a stream that sends faster (after a burst of a few)
+	// with ResourceExhausted. Zero enforces nothing.
+	MinReportInterval time.Duration
+	// CapacityHeartbeat is how often a spoke resends unchanged capacity.
+	CapacityHeartbeat time.Duration
+	// ViewInterval is the fastest the hub sends view updates on one stream; changes in between
+	// are coalesced.
+	ViewInterval time.Duration
+	Logger       *slog.Logger
+	Registerer   prometheus.Registerer
+
+	// TrustDomain is the SPIFFE trust domain of every identity the hub accepts; empty means
+	// DefaultTrustDomain.
+	TrustDomain string
+	// AdminUsers are the user names (spiffe://<trust-domain>/user/<name>) with the admin role on
+	// the admin port; every other user of the trust domain is a viewer. nil means
+	// [DefaultAdminUser]; an empty, non-nil list makes nobody admin.
+	AdminUsers []string
+	// CA signs the certificates of the join flow and of renewals; nil turns the join flow off
+	// (Join and Renew answer FailedPrecondition, CreateToken too).
+	CA *tlsconfig.CA
+	// CABundle returns the PEM bundle spokes verify the hub with, which Discover, Join and Renew
+	// hand out; nil means the CA's certificate.
+	CABundle func() []byte
+	// ClusterCertValidity is how long a certificate issued by Join or Renew is valid; zero means
+	// DefaultClusterCertValidity.
+	ClusterCertValidity time.Duration
+	// Limits are the caps on what spokes may store and send.
+	Limits Limits
+}
+
+// Limits cap what the spokes may store and send. Zero values mean no cap.
+type Limits struct {
+	// MaxClusters is the most clusters the hub registers: Register of a new cluster beyond it
+	// fails with ResourceExhausted.
+	MaxClusters int
+	// MaxExportsPerCluster is the most pools one cluster may export: a delta that would pass it
+	// ends the stream with ResourceExhausted and changes nothing.
+	MaxExportsPerCluster int
+	// MaxConcurrentStreams caps the concurrent streams of one client connection
+	// (grpc.MaxConcurrentStreams); further streams wait for one to end.
+	MaxConcurrentStreams uint32
+	// AllowedExportNamespaces, when not empty, are the only namespaces whose pools may be
+	// exported.
+	AllowedExportNamespaces []string
+	// DeniedExportNamespaces are namespaces whose pools may never be exported (see
+	// DefaultDeniedExportNamespaces).
+	DeniedExportNamespaces []string
+}
+
+// exportDenied says why pools of namespace ns may not be exported, or "" when they may.
+func (l Limits) exportDenied(ns string) string {
+	switch {
+	case slices.Contains(l.DeniedExportNamespaces, ns):
+		return "namespace " + ns + " is denied for exports by the hub (--denied-export-namespaces)"
+	case len(l.AllowedExportNamespaces) > 0 && !slices.Contains(l.AllowedExportNamespaces, ns):
+		return "namespace " + ns + " is not among the hub's --allowed-export-namespaces"
+	}
+	return ""
+}
+
+func (o Options) complete() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.TrustDomain == "" {
+		o.TrustDomain = DefaultTrustDomain
+	}
+	if o.AdminUsers == nil {
+		o.AdminUsers = []string{DefaultAdminUser}
+	}
+	if o.ClusterCertValidity <= 0 {
+		o.ClusterCertValidity = DefaultClusterCertValidity
+	}
+	if o.CABundle == nil && o.CA != nil {
+		ca := o.CA
+		o.CABundle = ca.CertPEM
+	}
+	return o
+}
+
+// GRPCOptions are the hub's gRPC server options every port shares: the message size limit, and
+// keepalive that matches the spokes' (a ping every 10 s; clients may ping every 5 s, also
+// between streams). SpokeServerOptions and AdminServerOptions include them.
 func GRPCOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	}
+}
+
+func (s *Server) serverOptions(unary grpc.UnaryServerInterceptor, stream grpc.StreamServerInterceptor) []grpc.ServerOption {
+	opts := GRPCOptions()
+	if n := s.opts.Limits.MaxConcurrentStreams; n > 0 {
+		opts = append(opts, grpc.MaxConcurrentStreams(n))
+	}
+	// The panic recovery is outermost, so that a panic in the authorization is recovered too.
+	return append(opts,
+		grpc.ChainUnaryInterceptor(s.recoverUnary, unary),
+		grpc.ChainStreamInterceptor(s.recoverStream, stream),
+	)
+}
+
+// SpokeServerOptions are every server option of the spokes' port (the one to give
+// grpc.NewServer, besides the transport credentials): GRPCOptions, MaxConcurrentStreams, the
+// panic recovery and the authorization of the spokes' port. Sync, Register and Renew need a
+// verified client certificate naming a cluster of the trust domain that is not revoked;
+// Discover, Join and grpc.health.v1 need none; any other method is refused.
+func (s *Server) SpokeServerOptions() []grpc.ServerOption {
+	return s.serverOptions(s.unary(spokeMethods), s.stream(spokeMethods))
+}
+
+// AdminServerOptions are every server option of the admin port: GRPCOptions,
+// MaxConcurrentStreams, the panic recovery and the roles: every AdminService method needs a
+// verified client certificate naming a user of the trust domain; CreateToken, ApproveCluster,
+// RevokeCluster and RotateHopKey need the admin role. grpc.health.v1 needs no identity.
+func (s *Server) AdminServerOptions() []grpc.ServerOption {
+	return s.serverOptions(s.unary(adminMethods), s.stream(adminMethods))
+}
+
+// RegisterSpokeServices registers the spokes' services on gs: SyncService and JoinService.
+func (s *Server) RegisterSpokeServices(gs grpc.ServiceRegistrar) {
+	pb.RegisterSyncServiceServer(gs, s)
+	pb.RegisterJoinServiceServer(gs, s)
+}
+
+// RegisterAdminServices registers AdminService on gs.
+func (s *Server) RegisterAdminServices(gs grpc.ServiceRegistrar) {
+	pb.RegisterAdminServiceServer(gs, s)
 }

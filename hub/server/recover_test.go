@@ -31,10 +31,10 @@ func TestPanicEndsOneCallOnly(t *testing.T) {
 	h := startHub(t, hubOptions{admin: func(s *server.Server) pb.AdminServiceServer { return panicky{s} }})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := h.Sync().Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "a", Region: "us-east"}}); err != nil {
+	if _, err := h.SyncAs("a").Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "a", Region: "us-east"}}); err != nil {
 		t.Fatal(err)
 	}
-	spoke := openSession(t, ctx, h.Sync(), "a")
+	spoke := openSession(t, ctx, h.SyncAs("a"), "a")
 
 	_, err := h.Admin().GetCluster(ctx, &pb.GetClusterRequest{ClusterId: "a"})
 	wantStatus(t, err, codes.Internal, "internal error in the hub")

@@ -16,7 +16,7 @@ import (
 
 func TestBadRequestsGetClearErrors(t *testing.T) {
 	h := hubtest.Start(t, 5*time.Second)
-	cli := pb.NewSyncServiceClient(h.Conn(grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(16 << 20))))
+	cli := pb.NewSyncServiceClient(h.ConnAs(hubtest.Cluster("a"), grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(16 << 20))))
 	ctx := context.Background()
 
 	_, err := cli.Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "Bad_ID", Region: "", GatewayAddress: "nope"}})
@@ -54,7 +54,17 @@ func TestBadRequestsGetClearErrors(t *testing.T) {
 	}
 	wantStatus(t, syncErr(&pb.SyncRequest{Msg: &pb.SyncRequest_Exports{Exports: &pb.ExportDelta{Seq: 1}}}),
 		codes.InvalidArgument, "first message of a sync stream must be a hello")
-	wantStatus(t, syncErr(hello("never-registered")), codes.FailedPrecondition, "call Register first")
+	_, err = h.SyncAs("b").Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "Bad_ID", Region: ""}})
+	wantStatus(t, err, codes.InvalidArgument, "cluster.cluster_id", "cluster.region")
+	never, err := h.SyncAs("b").Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := never.Send(hello("b")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = never.Recv()
+	wantStatus(t, err, codes.FailedPrecondition, "call Register first")
 
 	tooMany := &pb.ExportDelta{Seq: 1, ReplaceAll: true}
 	for range 1001 {

@@ -1,18 +1,16 @@
-// Package server holds the hub's gRPC services: SyncService for spokes and AdminService for
-// hubctl. It is the only hub package that knows protobuf: it validates every request, converts
-// messages to the domain types of pkg/fleet, and maps domain errors to gRPC codes in one place
-// (errors.go).
 package server
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -23,100 +21,23 @@ import (
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
-// Options configure the services.
-type Options struct {
-	// HubID names this hub replica.
-	HubID string
-	// MinReportInterval is the fastest a spoke may send a pool's capacity.
-	MinReportInterval time.Duration
-	// CapacityHeartbeat is how often a spoke resends unchanged capacity.
-	CapacityHeartbeat time.Duration
-	// ViewInterval is the fastest the hub sends view updates on one stream; changes in between
-	// are coalesced.
-	ViewInterval time.Duration
-	Logger       *slog.Logger
-	Registerer   prometheus.Registerer
-}
-
-// Server implements SyncService and AdminService.
-type Server struct {
-	pb.UnimplementedSyncServiceServer
-	pb.UnimplementedAdminServiceServer
-
-	store   *registry.Store
-	model   *view.Model
-	opts    Options
-	log     *slog.Logger
-	metrics *metrics
-	// panicLog logs panics recovered in any service's handler (recover.go).
-	panicLog *slog.Logger
-
-	mu       sync.Mutex
-	sessions map[string]*session
-}
-
-// session is one stream's hold on its cluster's session on this replica.
-type session struct {
-	cancel context.CancelCauseFunc
-
-	// mu orders the stream's writes to the fleet view with its end: once ended is set (a newer
-	// stream of the cluster took over, or the handler returned), no write of this stream reaches
-	// the view, and a takeover waits for a write in progress, so every write of the new stream
-	// comes after the last one of the old.
-	mu    sync.Mutex
-	ended bool
-}
-
-// write runs fn, a write of the stream's messages to the fleet view, unless the session ended;
-// it reports whether fn ran.
-func (cur *session) write(fn func()) bool {
-	cur.mu.Lock()
-	defer cur.mu.Unlock()
-	if cur.ended {
-		return false
-	}
-	fn()
-	return true
-}
-
-// live reports whether the session has not ended.
-func (cur *session) live() bool {
-	cur.mu.Lock()
-	defer cur.mu.Unlock()
-	return !cur.ended
-}
-
-func (cur *session) end() {
-	cur.mu.Lock()
-	defer cur.mu.Unlock()
-	cur.ended = true
-}
-
-// New returns the services on a registry and its view.
-func New(store *registry.Store, model *view.Model, opts Options) *Server {
-	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.DiscardHandler)
-	}
-	return &Server{
-		store:    store,
-		model:    model,
-		opts:     opts,
-		log:      opts.Logger.With("component", "hub-sync"),
-		panicLog: opts.Logger.With("component", "hub-grpc"),
-		metrics:  newMetrics(opts.Registerer),
-		sessions: map[string]*session{},
-	}
-}
-
-// Register records or updates a cluster.
+// Register records or updates the caller's cluster: the one its certificate names.
 func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
+	who, err := mustCaller(ctx)
+	if err != nil {
+		return nil, s.fail(err)
+	}
 	if err := ValidateClusterInfo(req.GetCluster()); err != nil {
-		return nil, toStatus(err)
+		return nil, s.fail(err)
 	}
 	info := fleetpb.ClusterInfoFrom(req.GetCluster())
-	rec, err := s.store.PutCluster(ctx, info)
+	if info.ID != who.id.Name {
+		return nil, s.fail(denied(codes.PermissionDenied, reasonClusterMismatch,
+			"certificate names cluster %s, request names %s: a cluster registers as itself only", who.id.Name, info.ID))
+	}
+	rec, err := s.store.RegisterCluster(ctx, info, s.opts.Limits.MaxClusters)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, s.fail(err)
 	}
 	s.log.Info("cluster registered", "cluster", info.ID, "region", info.Region)
 	c := fleet.Cluster{Info: rec.Info, RegisteredAt: rec.RegisteredAt, LastSeen: rec.LastSeen, State: fleet.StateGone}
@@ -126,12 +47,27 @@ func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Reg
 	return &pb.RegisterResponse{Cluster: fleetpb.Cluster(c)}, nil
 }
 
+// reportBurst is how many capacity reports a stream may send back to back before the announced
+// MinReportInterval applies.
+const reportBurst = 5
+
+// errCertificateExpired ends a session whose client certificate expired: the spoke reconnects
+// with its renewed one.
+func certificateExpired(cluster string, at time.Time) error {
+	return denied(codes.Unauthenticated, reasonExpired,
+		"certificate of cluster %s expired at %s: reconnect with a valid one", cluster, at.Format(time.RFC3339))
+}
+
 // Sync runs one spoke's session.
 func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 	defer func() {
-		err = toStatus(err)
+		err = s.fail(err)
 		s.metrics.rejected.WithLabelValues(status.Code(err).String()).Inc()
 	}()
+	who, err := mustCaller(stream.Context())
+	if err != nil {
+		return err
+	}
 	first, err := stream.Recv()
 	if err != nil {
 		return err
@@ -142,10 +78,17 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 	}
 	s.metrics.received.WithLabelValues("hello").Inc()
 	cluster := hello.GetClusterId()
+	if cluster != who.id.Name {
+		return denied(codes.PermissionDenied, reasonClusterMismatch,
+			"certificate names cluster %s, hello names %s: a cluster syncs as itself only", who.id.Name, cluster)
+	}
 	log := s.log.With("cluster", cluster)
 
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
+	// The session lasts no longer than the certificate it was opened with.
+	expiry := time.AfterFunc(time.Until(who.cert.NotAfter), func() { cancel(certificateExpired(cluster, who.cert.NotAfter)) })
+	defer expiry.Stop()
 	sess, err := s.store.OpenSession(ctx, cluster, s.opts.HubID, hello.GetSpokeIncarnation())
 	if errors.Is(err, registry.ErrNotFound) {
 		return ErrNotRegistered
@@ -153,8 +96,13 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 	if err != nil {
 		return err
 	}
-	cur := s.takeOver(cluster, cancel)
+	sess.MaxExports = s.opts.Limits.MaxExportsPerCluster
+	cur := s.takeOver(cluster, cancel, who.cert.NotBefore)
 	defer s.release(cluster, cur)
+	// A revocation that arrived between the authorization and the takeover ends the session now.
+	if err := s.checkRevoked(cluster, who.cert); err != nil {
+		return err
+	}
 	s.metrics.sessions.Inc()
 	defer s.metrics.sessions.Dec()
 
@@ -167,6 +115,7 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 		MinReportInterval: durationpb.New(s.opts.MinReportInterval),
 		CapacityHeartbeat: durationpb.New(s.opts.CapacityHeartbeat),
 		ViewResumed:       resumed,
+		ClusterId:         cluster,
 	}}}); err != nil {
 		return err
 	}
@@ -212,14 +161,14 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 
 // takeOver makes this stream the cluster's session on this replica, ending an older stream: from
 // its return on, the older stream writes nothing more to the fleet view.
-func (s *Server) takeOver(cluster string, cancel context.CancelCauseFunc) *session {
+func (s *Server) takeOver(cluster string, cancel context.CancelCauseFunc, notBefore time.Time) *session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old, ok := s.sessions[cluster]; ok {
 		old.end()
 		old.cancel(ErrSessionReplaced)
 	}
-	cur := &session{cancel: cancel}
+	cur := &session{cancel: cancel, notBefore: notBefore}
 	s.sessions[cluster] = cur
 	return cur
 }
@@ -238,12 +187,22 @@ func (s *Server) release(cluster string, cur *session) {
 // to the fleet view goes through cur.write, so a stream that was taken over stops writing at
 // once, even with messages still in flight; its export writes are also refused by the registry,
 // whose transactions are guarded by the session record the stream wrote.
+//
+// What a spoke may send is checked here against the session's own export set (updated when a
+// delta is stored, before the next message is read), never against the fleet view, which
+// follows etcd later: exports only in namespaces the hub allows and up to its limit, capacity
+// only for pools the cluster exports, at most one capacity report per MinReportInterval after a
+// burst. A message that breaks a rule ends the stream and changes nothing.
 func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer, sess *registry.Session,
 	cur *session, log *slog.Logger, acks chan<- uint64, interest chan []fleet.PoolRef) error {
 	cluster := sess.Record().Cluster
 	dropped := func(kind string) error {
 		log.Debug("sync message dropped: the stream's session ended", "kind", kind)
 		return ErrSessionReplaced
+	}
+	reports := rate.NewLimiter(rate.Inf, 0)
+	if iv := s.opts.MinReportInterval; iv > 0 {
+		reports = rate.NewLimiter(rate.Every(iv), reportBurst)
 	}
 	for {
 		req, err := stream.Recv()
@@ -256,6 +215,11 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 			if err := ValidateExportDelta(m.Exports); err != nil {
 				return err
 			}
+			for _, e := range m.Exports.GetUpserts() {
+				if why := s.opts.Limits.exportDenied(e.GetPool().GetNamespace()); why != "" {
+					return denied(codes.PermissionDenied, reasonNamespace, "cluster %s may not export %s: %s", cluster, poolKey(e.GetPool()), why)
+				}
+			}
 			if !cur.live() {
 				return dropped("exports")
 			}
@@ -264,6 +228,8 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 				d.Upserts = append(d.Upserts, fleetpb.ExportFrom(e))
 			}
 			d.Removes = poolsFrom(m.Exports.GetRemoves())
+			// A delta at or below the acked sequence number (a replay) changes nothing and is
+			// answered with the current ack.
 			if err := sess.ApplyExports(ctx, d); err != nil {
 				return err
 			}
@@ -274,12 +240,20 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 			}
 		case *pb.SyncRequest_Capacity:
 			s.metrics.received.WithLabelValues("capacity").Inc()
+			if !reports.Allow() {
+				return &rateError{msg: fmt.Sprintf("cluster %s sends capacity reports faster than one per %s, the min_report_interval the hub announced", cluster, s.opts.MinReportInterval)}
+			}
 			if err := ValidateCapacityReport(m.Capacity); err != nil {
 				return err
 			}
 			caps := make([]fleet.PoolCapacity, 0, len(m.Capacity.GetPools()))
 			for _, c := range m.Capacity.GetPools() {
-				caps = append(caps, fleetpb.CapacityFrom(c))
+				cp := fleetpb.CapacityFrom(c)
+				if !sess.Exported(cp.Pool) {
+					return denied(codes.PermissionDenied, reasonNotExported,
+						"cluster %s reports capacity for %s/%s, which it does not export", cluster, cp.Pool.Namespace, cp.Pool.Name)
+				}
+				caps = append(caps, cp)
 			}
 			if !cur.write(func() { s.model.ReportCapacity(cluster, caps, poolsFrom(m.Capacity.GetRemoved())) }) {
 				return dropped("capacity")
@@ -310,8 +284,14 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 	}
 }
 
+// sendLoop sends the stream's hop keys, then view updates, export acks and new hop keys until
+// the session ends.
 func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer, cursor *pb.ViewCursor,
 	pools []fleet.PoolRef, acks <-chan uint64, interestCh <-chan []fleet.PoolRef) error {
+	keys, keysChanged := s.trust.hopKeysNow()
+	if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_HopKeys{HopKeys: fleetpb.HopKeys(keys)}}); err != nil {
+		return err
+	}
 	inc, seq := cursor.GetHubIncarnation(), cursor.GetSeq()
 	interest := interestOf(pools)
 	first := true
@@ -332,6 +312,11 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 			return ctx.Err()
 		case a := <-acks:
 			if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_ExportAck{ExportAck: &pb.ExportAck{Seq: a}}}); err != nil {
+				return err
+			}
+		case <-keysChanged:
+			keys, keysChanged = s.trust.hopKeysNow()
+			if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_HopKeys{HopKeys: fleetpb.HopKeys(keys)}}); err != nil {
 				return err
 			}
 		case ps := <-interestCh:

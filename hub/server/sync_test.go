@@ -112,7 +112,9 @@ func capacityReport(queue uint32) *pb.SyncRequest {
 	}}}}}
 }
 
-// openSession opens a Sync stream for cluster and waits for the hub's Welcome.
+// openSession opens a Sync stream for cluster (from a client of that cluster), waits for the
+// hub's Welcome, exports chat and waits for the hub's ack: the cluster may then report chat's
+// capacity.
 func openSession(t *testing.T, ctx context.Context, cli pb.SyncServiceClient, cluster string) pb.SyncService_SyncClient {
 	t.Helper()
 	st, err := cli.Sync(ctx)
@@ -129,7 +131,24 @@ func openSession(t *testing.T, ctx context.Context, cli pb.SyncServiceClient, cl
 	if resp.GetWelcome() == nil {
 		t.Fatalf("first answer of the hub: %v, want a welcome", resp)
 	}
-	return st
+	if err := st.Send(exportChat(1)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetExportAck() != nil {
+			return st
+		}
+	}
+}
+
+func exportChat(seq uint64) *pb.SyncRequest {
+	return &pb.SyncRequest{Msg: &pb.SyncRequest_Exports{Exports: &pb.ExportDelta{
+		Seq: seq, ReplaceAll: true, Upserts: []*pb.Export{{Pool: chat, TargetPorts: []uint32{8000}}},
+	}}}
 }
 
 // TestTakenOverStreamWritesNothing: once a newer stream of the same cluster took the session
@@ -155,10 +174,10 @@ func TestTakenOverStreamWritesNothing(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := h.Sync().Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "a", Region: "us-east"}}); err != nil {
+	if _, err := h.SyncAs("a").Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "a", Region: "us-east"}}); err != nil {
 		t.Fatal(err)
 	}
-	old := openSession(t, ctx, h.Sync(), "a")
+	old := openSession(t, ctx, h.SyncAs("a"), "a")
 	if err := old.Send(capacityReport(1)); err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +189,7 @@ func TestTakenOverStreamWritesNothing(t *testing.T) {
 	})
 
 	// The Welcome on the new stream comes after the takeover.
-	cur := openSession(t, ctx, h.Sync(), "a")
+	cur := openSession(t, ctx, h.SyncAs("a"), "a")
 	if err := old.Send(capacityReport(7)); err != nil {
 		t.Fatal(err)
 	}

@@ -36,6 +36,26 @@ func invalid(field, format string, args ...any) error {
 	return fmt.Errorf("%s: %s: %w", field, fmt.Sprintf(format, args...), ErrInvalidArgument)
 }
 
+// tooManyError is an ErrInvalidArgument of a cap on the entries of one message; the hub counts
+// it in spillway_hub_limit_exceeded_total under limit.
+type tooManyError struct {
+	field, what string
+	n, max      int
+	limit       string
+}
+
+func (e *tooManyError) Error() string {
+	return fmt.Sprintf("%s: %d %s, at most %d allowed: %v", e.field, e.n, e.what, e.max, ErrInvalidArgument)
+}
+
+func (e *tooManyError) Unwrap() error { return ErrInvalidArgument }
+
+func tooMany(limit, field string, n, max int, what string) error {
+	return &tooManyError{field: field, what: what, n: n, max: max, limit: limit}
+}
+
+func poolKey(p *pb.PoolRef) string { return p.GetNamespace() + "/" + p.GetName() }
+
 // checkName checks that v is a DNS-1123 label (label) or subdomain of at most max bytes; the
 // length is checked first, so that an overlong value is not echoed back.
 func checkName(field, v string, max int, label bool) error {
@@ -118,7 +138,7 @@ func ValidateHello(h *pb.Hello) error {
 
 func validateInterest(field string, pools []*pb.PoolRef) error {
 	if len(pools) > maxInterest {
-		return invalid(field, "%d pools, at most %d allowed", len(pools), maxInterest)
+		return tooMany(limitPoolsPerInterest, field, len(pools), maxInterest, "pools")
 	}
 	for i, p := range pools {
 		if err := validatePoolRef(fmt.Sprintf("%s[%d]", field, i), p); err != nil {
@@ -131,7 +151,7 @@ func validateInterest(field string, pools []*pb.PoolRef) error {
 // ValidateImportReport checks a spoke's report of its InferencePoolImports.
 func ValidateImportReport(r *pb.ImportReport) error {
 	if n := len(r.GetPools()); n > maxInterest {
-		return invalid("imports.pools", "%d pools, at most %d allowed", n, maxInterest)
+		return tooMany(limitPoolsPerImports, "imports.pools", n, maxInterest, "pools")
 	}
 	seen := make(map[string]bool, len(r.GetPools()))
 	for i, p := range r.GetPools() {
@@ -139,7 +159,7 @@ func ValidateImportReport(r *pb.ImportReport) error {
 		if err := validatePoolRef(f+".pool", p.GetPool()); err != nil {
 			return err
 		}
-		key := p.GetPool().GetNamespace() + "/" + p.GetPool().GetName()
+		key := poolKey(p.GetPool())
 		if seen[key] {
 			return invalid(f+".pool", "%s listed twice", key)
 		}
@@ -157,23 +177,33 @@ func ValidateImportReport(r *pb.ImportReport) error {
 	return nil
 }
 
-// ValidateExportDelta checks an export delta.
+// ValidateExportDelta checks an export delta: besides each export's fields, no pool is listed
+// twice, in upserts, in removes or in both.
 func ValidateExportDelta(d *pb.ExportDelta) error {
 	if d.GetSeq() == 0 {
 		return invalid("exports.seq", "must be at least 1")
 	}
 	if n := len(d.GetUpserts()); n > maxExportsPerDelta {
-		return invalid("exports.upserts", "%d exports, at most %d allowed", n, maxExportsPerDelta)
+		return tooMany(limitExportsPerDelta, "exports.upserts", n, maxExportsPerDelta, "exports")
 	}
 	if n := len(d.GetRemoves()); n > maxExportsPerDelta {
-		return invalid("exports.removes", "%d pools, at most %d allowed", n, maxExportsPerDelta)
+		return tooMany(limitExportsPerDelta, "exports.removes", n, maxExportsPerDelta, "pools")
 	}
+	upserted := make(map[string]bool, len(d.GetUpserts()))
 	for i, e := range d.GetUpserts() {
 		f := fmt.Sprintf("exports.upserts[%d]", i)
 		if err := validatePoolRef(f+".pool", e.GetPool()); err != nil {
 			return err
 		}
-		if n := len(e.GetTargetPorts()); n < 1 || n > maxTargetPorts {
+		k := poolKey(e.GetPool())
+		if upserted[k] {
+			return invalid(f+".pool", "%s listed twice", k)
+		}
+		upserted[k] = true
+		if n := len(e.GetTargetPorts()); n > maxTargetPorts {
+			return tooMany(limitEntriesPerExport, f+".target_ports", n, maxTargetPorts, "ports")
+		}
+		if n := len(e.GetTargetPorts()); n < 1 {
 			return invalid(f+".target_ports", "%d ports, 1..%d allowed", n, maxTargetPorts)
 		}
 		for _, p := range e.GetTargetPorts() {
@@ -182,7 +212,7 @@ func ValidateExportDelta(d *pb.ExportDelta) error {
 			}
 		}
 		if n := len(e.GetLabels()); n > maxLabels {
-			return invalid(f+".labels", "%d labels, at most %d allowed", n, maxLabels)
+			return tooMany(limitEntriesPerExport, f+".labels", n, maxLabels, "labels")
 		}
 		for k, v := range e.GetLabels() {
 			if k == "" || len(k) > maxLabelKeyBytes || len(v) > maxLabelValueBytes {
@@ -190,27 +220,44 @@ func ValidateExportDelta(d *pb.ExportDelta) error {
 			}
 		}
 	}
+	removed := make(map[string]bool, len(d.GetRemoves()))
 	for i, p := range d.GetRemoves() {
-		if err := validatePoolRef(fmt.Sprintf("exports.removes[%d]", i), p); err != nil {
+		f := fmt.Sprintf("exports.removes[%d]", i)
+		if err := validatePoolRef(f, p); err != nil {
 			return err
+		}
+		switch k := poolKey(p); {
+		case upserted[k]:
+			return invalid(f, "%s is also in upserts", k)
+		case removed[k]:
+			return invalid(f, "%s listed twice", k)
+		default:
+			removed[k] = true
 		}
 	}
 	return nil
 }
 
-// ValidateCapacityReport checks a capacity report.
+// ValidateCapacityReport checks a capacity report: besides each pool's fields, no pool is
+// listed twice, in pools, in removed or in both.
 func ValidateCapacityReport(r *pb.CapacityReport) error {
 	if n := len(r.GetPools()); n > maxPoolsPerReport {
-		return invalid("capacity.pools", "%d pools, at most %d allowed", n, maxPoolsPerReport)
+		return tooMany(limitPoolsPerReport, "capacity.pools", n, maxPoolsPerReport, "pools")
 	}
 	if n := len(r.GetRemoved()); n > maxPoolsPerReport {
-		return invalid("capacity.removed", "%d pools, at most %d allowed", n, maxPoolsPerReport)
+		return tooMany(limitPoolsPerReport, "capacity.removed", n, maxPoolsPerReport, "pools")
 	}
+	reported := make(map[string]bool, len(r.GetPools()))
 	for i, c := range r.GetPools() {
 		f := fmt.Sprintf("capacity.pools[%d]", i)
 		if err := validatePoolRef(f+".pool", c.GetPool()); err != nil {
 			return err
 		}
+		k := poolKey(c.GetPool())
+		if reported[k] {
+			return invalid(f+".pool", "%s listed twice", k)
+		}
+		reported[k] = true
 		if c.GetReadyEndpoints() > c.GetTotalEndpoints() {
 			return invalid(f, "ready_endpoints %d exceeds total_endpoints %d", c.GetReadyEndpoints(), c.GetTotalEndpoints())
 		}
@@ -221,7 +268,7 @@ func ValidateCapacityReport(r *pb.CapacityReport) error {
 			return invalid(f+".saturation", "%v outside 0..1", s)
 		}
 		if n := len(c.GetLoraAdapters()); n > maxLoRAAdapters {
-			return invalid(f+".lora_adapters", "%d adapters, at most %d allowed", n, maxLoRAAdapters)
+			return tooMany(limitAdaptersPerPool, f+".lora_adapters", n, maxLoRAAdapters, "adapters")
 		}
 		for _, a := range c.GetLoraAdapters() {
 			if a == "" || len(a) > 253 {
@@ -232,7 +279,7 @@ func ValidateCapacityReport(r *pb.CapacityReport) error {
 			return invalid(f+".spill_target", "cluster ID at most 253 bytes, region at most 63")
 		}
 		if n := len(c.GetEndpoints()); n > maxEndpointsPerPool {
-			return invalid(f+".endpoints", "%d endpoints, at most %d allowed", n, maxEndpointsPerPool)
+			return tooMany(limitEndpointsPerPool, f+".endpoints", n, maxEndpointsPerPool, "endpoints")
 		}
 		for j, e := range c.GetEndpoints() {
 			if err := checkLen(fmt.Sprintf("%s.endpoints[%d].address", f, j), e.GetAddress(), maxShortString); err != nil {
@@ -243,9 +290,19 @@ func ValidateCapacityReport(r *pb.CapacityReport) error {
 			}
 		}
 	}
+	removed := make(map[string]bool, len(r.GetRemoved()))
 	for i, p := range r.GetRemoved() {
-		if err := validatePoolRef(fmt.Sprintf("capacity.removed[%d]", i), p); err != nil {
+		f := fmt.Sprintf("capacity.removed[%d]", i)
+		if err := validatePoolRef(f, p); err != nil {
 			return err
+		}
+		switch k := poolKey(p); {
+		case reported[k]:
+			return invalid(f, "%s is also in pools", k)
+		case removed[k]:
+			return invalid(f, "%s listed twice", k)
+		default:
+			removed[k] = true
 		}
 	}
 	return nil

@@ -1,0 +1,97 @@
+// Package server holds the hub's gRPC services: SyncService and JoinService for spokes on the
+// spokes' port, AdminService for hubctl on the admin port. It is the only hub package that knows
+// protobuf: it validates every request, converts messages to the domain types of pkg/fleet, and
+// maps domain errors to gRPC codes in one place (errors.go).
+//
+// Who calls is read from the verified client certificate only (auth.go), never from a field of a
+// message: a cluster's calls must name the cluster of its certificate, whose revocation Run
+// follows in etcd; a user's role on the admin port comes from Options.AdminUsers. A spoke may
+// store and report only what is its own: its registration, the pools it exports (in namespaces
+// the hub allows, up to Limits), and capacity for those pools, at the rate the hub announces.
+package server
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/spillway-io/spillway/hub/registry"
+	"github.com/spillway-io/spillway/hub/view"
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+)
+
+// Server implements SyncService, JoinService and AdminService.
+type Server struct {
+	pb.UnimplementedSyncServiceServer
+	pb.UnimplementedJoinServiceServer
+	pb.UnimplementedAdminServiceServer
+
+	store   *registry.Store
+	model   *view.Model
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+	// panicLog logs panics recovered in any service's handler (recover.go).
+	panicLog *slog.Logger
+	trust    *trust
+
+	mu       sync.Mutex
+	sessions map[string]*session
+}
+
+// session is one stream's hold on its cluster's session on this replica.
+type session struct {
+	cancel context.CancelCauseFunc
+	// notBefore is the start of the stream's client certificate: a revocation at or after it
+	// ends the session.
+	notBefore time.Time
+
+	// mu orders the stream's writes to the fleet view with its end: once ended is set (a newer
+	// stream of the cluster took over, the cluster was revoked, or the handler returned), no write
+	// of this stream reaches the view, and a takeover waits for a write in progress, so every
+	// write of the new stream comes after the last one of the old.
+	mu    sync.Mutex
+	ended bool
+}
+
+// write runs fn, a write of the stream's messages to the fleet view, unless the session ended;
+// it reports whether fn ran.
+func (cur *session) write(fn func()) bool {
+	cur.mu.Lock()
+	defer cur.mu.Unlock()
+	if cur.ended {
+		return false
+	}
+	fn()
+	return true
+}
+
+// live reports whether the session has not ended.
+func (cur *session) live() bool {
+	cur.mu.Lock()
+	defer cur.mu.Unlock()
+	return !cur.ended
+}
+
+func (cur *session) end() {
+	cur.mu.Lock()
+	defer cur.mu.Unlock()
+	cur.ended = true
+}
+
+// New returns the services on a registry and its view. Run must run beside them: until it has
+// loaded the fleet's revocations, calls that need a cluster identity answer Unavailable.
+func New(store *registry.Store, model *view.Model, opts Options) *Server {
+	opts = opts.complete()
+	return &Server{
+		store:    store,
+		model:    model,
+		opts:     opts,
+		log:      opts.Logger.With("component", "hub-sync"),
+		panicLog: opts.Logger.With("component", "hub-grpc"),
+		metrics:  newMetrics(opts.Registerer),
+		trust:    newTrust(),
+		sessions: map[string]*session{},
+	}
+}
