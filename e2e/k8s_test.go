@@ -82,12 +82,13 @@ func newK8sCluster(t *testing.T, id string, api *apiserver.Cluster) *k8sCluster 
 	return c
 }
 
-// startSpoke runs the cluster's controller and hub client until the test ends or c.stop.
-func (c *k8sCluster) startSpoke(t *testing.T, hubAddr string, opts spokekube.Options) {
+// startSpoke runs the cluster's controller and hub client (over mutual TLS with the cluster's
+// certificate) until the test ends or c.stop.
+func (c *k8sCluster) startSpoke(t *testing.T, hub *hubtest.Hub, opts spokekube.Options) {
 	t.Helper()
 	c.hub = hubclient.New(hubclient.Options{
 		Cluster:    fleet.ClusterInfo{ID: c.id, Region: "region-" + c.id, GatewayAddress: "gateway." + c.id + ".test:8080"},
-		HubAddress: hubAddr, MinBackoff: 50 * time.Millisecond, MaxBackoff: 300 * time.Millisecond,
+		HubAddress: hub.Addr, TLS: hub.ClientTLS(hubtest.Cluster(c.id)), MinBackoff: 50 * time.Millisecond, MaxBackoff: 300 * time.Millisecond,
 	})
 	opts.Config = c.api.RESTConfig()
 	opts.ClusterID = c.id
@@ -302,9 +303,9 @@ metadata: {name: orphan, namespace: %[1]s}
 spec: {priority: 10, poolRef: {name: no-such-pool}}
 `, ns))
 
-	a.startSpoke(t, hub.Addr, spokekube.Options{GatewayService: types.NamespacedName{Namespace: ns, Name: "inference-gateway"}})
-	b.startSpoke(t, hub.Addr, spokekube.Options{CreateNamespaces: true})
-	c.startSpoke(t, hub.Addr, spokekube.Options{})
+	a.startSpoke(t, hub, spokekube.Options{GatewayService: types.NamespacedName{Namespace: ns, Name: "inference-gateway"}})
+	b.startSpoke(t, hub, spokekube.Options{CreateNamespaces: true})
+	c.startSpoke(t, hub, spokekube.Options{})
 
 	t.Run("pods become endpoints with their engine", func(t *testing.T) {
 		testkit.Eventually(t, 30*time.Second, "a's pool endpoints", func() error {
@@ -519,7 +520,7 @@ func TestSpillPolicyDrivesTheDecision(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.startSpoke(t, hub.Addr, spokekube.Options{Spill: dec, SpillPool: fleet.PoolRef{Namespace: ns, Name: "chat"}, DefaultSpillPolicy: spill.DefaultPolicy()})
+	c.startSpoke(t, hub, spokekube.Options{Spill: dec, SpillPool: fleet.PoolRef{Namespace: ns, Name: "chat"}, DefaultSpillPolicy: spill.DefaultPolicy()})
 
 	policy := func(name string) string {
 		return fmt.Sprintf("apiVersion: spillway.io/v1alpha1\nkind: SpillPolicy\nmetadata: {name: %s, namespace: %s}\nspec: {poolRef: {name: chat}, tripMark: 0.8, clearMark: 0.5, targetRegions: [eu-west]}\n", name, ns)

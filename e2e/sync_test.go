@@ -18,7 +18,8 @@ import (
 )
 
 // These tests run a real hub (embedded etcd, gRPC on loopback) and real spoke hub clients in one
-// process, to look closely at the sync protocol.
+// process, to look closely at the sync protocol. Each spoke connects over mutual TLS with its
+// cluster's certificate from the hub's CA, as a spoke process does.
 
 type spoke struct {
 	client *hubclient.Client
@@ -27,13 +28,13 @@ type spoke struct {
 	done   chan struct{}
 }
 
-func startSpoke(t *testing.T, addr, id, region string) *spoke {
+func startSpoke(t *testing.T, h *hubtest.Hub, id, region string) *spoke {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	reg := prometheus.NewRegistry()
 	c := hubclient.New(hubclient.Options{
 		Cluster:    fleet.ClusterInfo{ID: id, Region: region, GatewayAddress: "127.0.0.1:8080"},
-		HubAddress: addr, MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		HubAddress: h.Addr, TLS: h.ClientTLS(hubtest.Cluster(id)), MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		Registerer: reg, Logger: slog.New(slog.DiscardHandler),
 	})
 	s := &spoke{client: c, reg: reg, cancel: cancel, done: make(chan struct{})}
@@ -60,8 +61,8 @@ func importOf(v interface{ Imports() []fleet.Import }, p fleet.PoolRef) []string
 
 func TestExportReachesEverySpokeWithCapacity(t *testing.T) {
 	h := hubtest.Start(t, 5*time.Second)
-	a := startSpoke(t, h.Addr, "a", "us-east")
-	b := startSpoke(t, h.Addr, "b", "us-west")
+	a := startSpoke(t, h, "a", "us-east")
+	b := startSpoke(t, h, "b", "us-west")
 	b.client.SetInterest([]fleet.PoolRef{chat})
 
 	a.client.SetExports([]fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}})
@@ -110,8 +111,8 @@ func TestExportReachesEverySpokeWithCapacity(t *testing.T) {
 func TestKilledSpokeIsWithdrawnAfterItsLease(t *testing.T) {
 	const ttl = 2 * time.Second
 	h := hubtest.Start(t, ttl)
-	a := startSpoke(t, h.Addr, "a", "us-east")
-	b := startSpoke(t, h.Addr, "b", "us-west")
+	a := startSpoke(t, h, "a", "us-east")
+	b := startSpoke(t, h, "b", "us-west")
 	b.client.SetInterest([]fleet.PoolRef{chat})
 	a.client.SetExports([]fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}})
 	a.client.SetCapacity([]fleet.PoolCapacity{{Pool: chat, ReadyEndpoints: 1, TotalEndpoints: 1}})
@@ -139,8 +140,8 @@ func TestKilledSpokeIsWithdrawnAfterItsLease(t *testing.T) {
 
 func TestReconnectResumesWithoutReplay(t *testing.T) {
 	h := hubtest.Start(t, 10*time.Second)
-	a := startSpoke(t, h.Addr, "a", "us-east")
-	b := startSpoke(t, h.Addr, "b", "us-west")
+	a := startSpoke(t, h, "a", "us-east")
+	b := startSpoke(t, h, "b", "us-west")
 	a.client.SetExports([]fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}})
 	testkit.Eventually(t, 5*time.Second, "b sees a's export", testkit.True(func() bool { return len(importOf(b.client.View(), chat)) == 1 }))
 	snapshots := func(s *spoke) float64 {
