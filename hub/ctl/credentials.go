@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -62,6 +63,23 @@ func loadCredentials(dir string, now time.Time) (*clientCredentials, error) {
 // for serverName.
 func (c *clientCredentials) clientConfig(serverName string) *tls.Config {
 	return tlsconfig.ClientConfig(c.keyPair, c.caPool, serverName)
+}
+
+// issuerNote says when the user's certificate does not chain to the CA bundle: with the hub's
+// default setup (one CA issues the hub's certificate and verifies clients') the hub will refuse
+// it, which the client sees only as a broken connection. Empty when it chains.
+func (c *clientCredentials) issuerNote() string {
+	cert := c.keyPair.Certificate()
+	opts := x509.VerifyOptions{Roots: c.caPool.Pool(), Intermediates: x509.NewCertPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	for _, der := range cert.Certificate[1:] {
+		if ic, err := x509.ParseCertificate(der); err == nil {
+			opts.Intermediates.AddCert(ic)
+		}
+	}
+	if _, err := cert.Leaf.Verify(opts); err != nil {
+		return fmt.Sprintf("the certificate in %s is not issued by %s (%v)", filepath.Join(c.dir, tlsconfig.CertFile), filepath.Join(c.dir, tlsconfig.CAFile), err)
+	}
+	return ""
 }
 
 // who names the user in messages: the identity, else the certificate file.

@@ -136,7 +136,7 @@ func (o *options) ask(cmd *cobra.Command, role string, run call) error {
 	ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
 	defer cancel()
 	if err := run(ctx, pb.NewAdminServiceClient(conn), cmd.OutOrStdout()); err != nil {
-		return o.explain(err, explanation{command: commandName(cmd), role: role, who: creds.who()})
+		return o.explain(err, explanation{command: commandName(cmd), role: role, who: creds.who(), issuerNote: creds.issuerNote()})
 	}
 	return nil
 }

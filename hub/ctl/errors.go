@@ -16,6 +16,9 @@ type explanation struct {
 	command string // "clusters approve"
 	role    string // roleViewer or roleAdmin
 	who     string // the caller's identity
+	// issuerNote, when not empty, says that the caller's certificate does not chain to its CA
+	// bundle.
+	issuerNote string
 }
 
 // hubError is an error of the hub turned into a sentence for the user; it still wraps the gRPC
@@ -51,8 +54,15 @@ func (o *options) explain(err error, e explanation) error {
 		msg = fmt.Sprintf("ask hub %s: no answer within --timeout %s: %s", o.hub, o.timeout, st.Message())
 	case codes.Unavailable:
 		msg = fmt.Sprintf("ask hub %s: unavailable: %s", o.hub, st.Message())
-		if strings.Contains(st.Message(), "handshake") || strings.Contains(st.Message(), "tls:") {
+		switch m := st.Message(); {
+		case strings.Contains(m, "authentication handshake failed"):
+			// The hub's certificate did not verify.
 			msg += fmt.Sprintf("; check that --hub is the hub's admin address (port 8472 by default), that %s is the hub's CA and that the hub's certificate names %q (else --tls-server-name)", filepath.Join(o.credentialsDir, tlsconfig.CAFile), o.tlsServerName)
+		case e.issuerNote != "":
+			// In TLS 1.3 a server refusing the client's certificate only breaks the connection.
+			msg += "; " + e.issuerNote + ": the hub refuses client certificates its client CA did not issue"
+		case strings.Contains(m, "remote error: tls") || strings.Contains(m, "broken pipe") || strings.Contains(m, "connection reset") || strings.Contains(m, "EOF"):
+			msg += fmt.Sprintf("; if the hub refused the client certificate in %s, check that the hub's client CA issued it", filepath.Join(o.credentialsDir, tlsconfig.CertFile))
 		}
 	default:
 		msg = fmt.Sprintf("ask hub %s: %s: %s", o.hub, st.Code(), st.Message())

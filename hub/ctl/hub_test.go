@@ -4,25 +4,31 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+
 	"github.com/spillway-io/spillway/e2e/hubtest"
 	"github.com/spillway-io/spillway/e2e/testkit"
+	"github.com/spillway-io/spillway/pkg/tlsconfig"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
-// fleet registers two clusters through the real SyncService and exports one pool from both.
+// fleet registers two clusters through the real SyncService, each with its own certificate, and
+// exports one pool from both.
 func fleet(t *testing.T) *hubtest.Hub {
 	t.Helper()
 	h := hubtest.Start(t, 10*time.Second)
-	cli := pb.NewSyncServiceClient(h.Conn())
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	for i, c := range []*pb.ClusterInfo{
 		{ClusterId: "us-east-1", Region: "us-east", Zone: "us-east-1a", GatewayAddress: "10.0.1.1:80", Version: "test"},
 		{ClusterId: "eu-west-1", Region: "eu-west", GatewayAddress: "10.0.2.1:80", Version: "test"},
 	} {
+		cli := h.SyncAs(c.GetClusterId())
 		if _, err := cli.Register(ctx, &pb.RegisterRequest{Cluster: c}); err != nil {
 			t.Fatal(err)
 		}
@@ -59,12 +65,18 @@ func fleet(t *testing.T) *hubtest.Hub {
 	return h
 }
 
+// as runs hubctl against h's admin port with p's credentials.
+func as(t *testing.T, h *hubtest.Hub, p hubtest.Peer, args ...string) (string, error) {
+	t.Helper()
+	return run(t, append([]string{"--hub", h.AdminAddr, "--credentials-dir", h.CredentialsDir(p)}, args...)...)
+}
+
 func TestGetGolden(t *testing.T) {
 	h := fleet(t)
 	for _, what := range []string{"clusters", "pools", "imports"} {
 		for _, format := range []string{"table", "json", "yaml"} {
 			t.Run(what+"-"+format, func(t *testing.T) {
-				got, err := run(t, "--hub", h.Addr, "get", what, "-o", format)
+				got, err := as(t, h, hubtest.User("viewer"), "get", what, "-o", format)
 				if err != nil {
 					t.Fatalf("%v\n%s", err, got)
 				}
@@ -72,4 +84,198 @@ func TestGetGolden(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestRoles runs every command as a viewer: reads work, and each write is refused with the role it
+// needs, changing nothing.
+func TestRoles(t *testing.T) {
+	h := hubtest.Start(t, 10*time.Second)
+	viewer := hubtest.User("alice")
+	for _, args := range [][]string{{"get", "clusters"}, {"get", "pools"}, {"get", "imports"}, {"clusters", "requests"}} {
+		t.Run("viewer "+strings.Join(args, " "), func(t *testing.T) {
+			if out, err := as(t, h, viewer, args...); err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+		})
+	}
+	t.Run("viewer whoami", func(t *testing.T) {
+		out, err := as(t, h, viewer, "whoami")
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		testkit.Golden(t, filepath.Join("testdata", "whoami-viewer.hub.table"), []byte(out))
+	})
+	for _, args := range [][]string{{"tokens", "create", "--cluster", "c1"}, {"clusters", "approve", "c1"}, {"clusters", "revoke", "c1"}, {"hopkey", "rotate"}} {
+		t.Run("viewer "+strings.Join(args, " "), func(t *testing.T) {
+			out, err := as(t, h, viewer, args...)
+			want := fmt.Sprintf("%s %s needs the admin role (a user named in the hub's --admin-users); hub %s refused spiffe://%s/user/alice: user alice is a viewer",
+				args[0], args[1], h.AdminAddr, hubtest.TrustDomain)
+			if err == nil || !strings.Contains(out, want) {
+				t.Fatalf("got %v\n%s\nwant an error containing %q", err, out, want)
+			}
+		})
+	}
+	// Nothing changed: no token or join request, and cluster c1 is not revoked.
+	reqs, err := h.Admin().ListJoinRequests(context.Background(), &pb.ListJoinRequestsRequest{})
+	if err != nil || len(reqs.GetRequests()) != 0 {
+		t.Errorf("join requests after the viewer's attempts: %v %v", reqs, err)
+	}
+	if _, err := h.SyncAs("c1").Register(context.Background(), &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "c1", Region: "r", Version: "test"}}); err != nil {
+		t.Errorf("c1 registers after the viewer's revoke: %v", err)
+	}
+}
+
+var spokeFlags = regexp.MustCompile(`--cluster-id (\S+) --join-token (\S+) --hub-ca-hash (\S+)`)
+
+// TestJoinThroughHubctl takes a cluster through the join flow as an admin does: a token, the
+// spoke's request, its approval, a certificate that works, its revocation; and a token that
+// approves by itself.
+func TestJoinThroughHubctl(t *testing.T) {
+	h := hubtest.Start(t, 10*time.Second)
+	admin := hubtest.Admin()
+	ctx := context.Background()
+	hash := tlsconfig.SPKIHash(h.CA.Certificate())
+
+	out, err := as(t, h, admin, "whoami")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	testkit.Golden(t, filepath.Join("testdata", "whoami-admin.hub.table"), []byte(out))
+
+	out, err = as(t, h, admin, "tokens", "create", "--cluster", "c1", "--ttl", "30m")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	m := spokeFlags.FindStringSubmatch(out)
+	if m == nil || m[1] != "c1" || m[3] != hash || !strings.Contains(out, "(in 30m)") {
+		t.Fatalf("tokens create printed\n%s\nwant the spoke flags for c1 with CA hash %s, expiring in 30m", out, hash)
+	}
+	token := m[2]
+
+	id := tlsconfig.Identity{TrustDomain: hubtest.TrustDomain, Kind: tlsconfig.KindCluster, Name: "c1"}
+	csr, key, err := tlsconfig.NewCSR(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	join := func() *pb.JoinResponse {
+		t.Helper()
+		resp, err := h.Join().Join(ctx, &pb.JoinRequest{Token: token, CsrPem: csr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if st := join().GetState(); st != pb.JoinState_JOIN_STATE_PENDING {
+		t.Fatalf("join before approval: %s, want pending", st)
+	}
+
+	out, err = as(t, h, admin, "clusters", "requests", "-o", "json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var reqs pb.ListJoinRequestsResponse
+	if err := protojson.Unmarshal([]byte(strings.ReplaceAll(out, `"TIME"`, `"2025-01-01T00:00:00Z"`)), &reqs); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if r := reqs.GetRequests(); len(r) != 1 || r[0].GetClusterId() != "c1" || r[0].GetState() != pb.JoinState_JOIN_STATE_PENDING || !strings.HasPrefix(token, r[0].GetTokenId()+".") {
+		t.Fatalf("requests %v: want c1 pending with token %s", r, token)
+	}
+	out, err = as(t, h, admin, "clusters", "requests")
+	if err != nil || !regexp.MustCompile(`(?m)^c1 +Pending +`+regexp.QuoteMeta(reqs.GetRequests()[0].GetTokenId())+` +AGE +[0-9a-f]{16}… +127\.0\.0\.1:\d+$`).MatchString(out) {
+		t.Fatalf("clusters requests: %v\n%s", err, out)
+	}
+
+	out, err = as(t, h, admin, "clusters", "approve", "c1")
+	if err != nil || !strings.Contains(out, "cluster c1: join request approved (token "+reqs.GetRequests()[0].GetTokenId()+", public key sha256 "+reqs.GetRequests()[0].GetPublicKeySha256()) {
+		t.Fatalf("clusters approve: %v\n%s", err, out)
+	}
+	resp := join()
+	if resp.GetState() != pb.JoinState_JOIN_STATE_APPROVED || len(resp.GetCertificatePem()) == 0 {
+		t.Fatalf("join after approval: %v", resp)
+	}
+	c1 := pb.NewSyncServiceClient(h.ConnAs(hubtest.KeyPair(resp.GetCertificatePem(), key)))
+	register := func() error {
+		_, err := c1.Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "c1", Region: "r", Version: "test"}})
+		return err
+	}
+	if err := register(); err != nil {
+		t.Fatalf("register with the certificate the join flow issued: %v", err)
+	}
+
+	out, err = as(t, h, admin, "clusters", "revoke", "c1", "--remove")
+	if err != nil || !strings.Contains(out, "cluster c1 revoked at TIME: its session is ended and its certificates issued until then are refused; its record is deleted") {
+		t.Fatalf("clusters revoke: %v\n%s", err, out)
+	}
+	if err := register(); err == nil {
+		t.Fatal("the revoked certificate still registers")
+	}
+
+	out, err = as(t, h, admin, "hopkey", "rotate")
+	if err != nil || !regexp.MustCompile(`^hop key \S+ signs hop markers from now on`).MatchString(out) {
+		t.Fatalf("hopkey rotate: %v\n%s", err, out)
+	}
+
+	// A token that approves by itself, read as JSON.
+	out, err = as(t, h, admin, "tokens", "create", "--cluster", "c2", "--auto-approve", "-o", "json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	var tok pb.CreateTokenResponse
+	if err := protojson.Unmarshal([]byte(strings.ReplaceAll(out, `"TIME"`, `"2025-01-01T00:00:00Z"`)), &tok); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if tok.GetCaCertHash() != hash {
+		t.Errorf("CA hash %q, want %q", tok.GetCaCertHash(), hash)
+	}
+	csr2, _, err := tlsconfig.NewCSR(tlsconfig.Identity{TrustDomain: hubtest.TrustDomain, Kind: tlsconfig.KindCluster, Name: "c2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err = h.Join().Join(ctx, &pb.JoinRequest{Token: tok.GetToken(), CsrPem: csr2})
+	if err != nil || resp.GetState() != pb.JoinState_JOIN_STATE_APPROVED {
+		t.Fatalf("join with an auto-approving token: %v %v", resp, err)
+	}
+}
+
+// TestCredentialsAgainstHub checks what a user is told when the hub would not talk to it, or it
+// would not trust the hub.
+func TestCredentialsAgainstHub(t *testing.T) {
+	h := hubtest.Start(t, 10*time.Second)
+	otherCA, err := tlsconfig.NewCA("another CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := hubtest.Admin()
+	adminCert, adminKey := h.Credentials(admin)
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no certificate", []string{"--credentials-dir", h.CredentialsDir(hubtest.Anonymous())}, "tls.crt and tls.key missing"},
+		{"expired", []string{"--credentials-dir", h.CredentialsDir(admin.Expired())}, "expired at"},
+		{"a cluster's certificate", []string{"--credentials-dir", h.CredentialsDir(hubtest.Cluster("c1"))},
+			"whoami needs the viewer role (any user certificate of the hub's trust domain); hub " + h.AdminAddr + " refused spiffe://" + hubtest.TrustDomain + "/cluster/c1"},
+		{"another trust domain", []string{"--credentials-dir", h.CredentialsDir(admin.InTrustDomain("elsewhere.test"))},
+			"whoami needs the viewer role (any user certificate of the hub's trust domain); hub " + h.AdminAddr + " refused spiffe://elsewhere.test/user/admin"},
+		{"another CA's certificate", []string{"--credentials-dir", h.CredentialsDir(admin.IssuedBy(otherCA))},
+			"the certificate in DIR/tls.crt is not issued by DIR/ca.crt (x509: certificate signed by unknown authority): the hub refuses client certificates its client CA did not issue"},
+		{"the hub's CA unknown", []string{"--credentials-dir", writeCredentials(t, otherCA.CertPEM(), adminCert, adminKey)},
+			"that " + filepath.Join("DIR", "ca.crt") + " is the hub's CA"},
+		{"a server name the hub's certificate lacks", []string{"--credentials-dir", h.CredentialsDir(admin), "--tls-server-name", "hub.example"},
+			`and that the hub's certificate names "hub.example" (else --tls-server-name)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := run(t, append(append([]string{"--hub", h.AdminAddr}, tc.args...), "whoami")...)
+			out = strings.ReplaceAll(out, tc.args[1], "DIR")
+			if err == nil || !strings.Contains(out, tc.want) {
+				t.Fatalf("got %v\n%s\nwant an error containing %q", err, out, tc.want)
+			}
+		})
+	}
+	t.Run("server name given", func(t *testing.T) {
+		if out, err := as(t, h, admin, "--tls-server-name", hubtest.ServerName, "whoami"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	})
 }

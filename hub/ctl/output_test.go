@@ -122,21 +122,25 @@ func TestExplain(t *testing.T) {
 		e    explanation
 		want string
 	}{
-		{"admin needed", status.Error(codes.PermissionDenied, "user alice is a viewer"), explanation{"clusters approve", roleAdmin, alice},
+		{"admin needed", status.Error(codes.PermissionDenied, "user alice is a viewer"), explanation{command: "clusters approve", role: roleAdmin, who: alice},
 			"clusters approve needs the admin role (a user named in the hub's --admin-users); hub 127.0.0.1:8472 refused " + alice + ": user alice is a viewer"},
-		{"viewer needed", status.Error(codes.PermissionDenied, "cluster identities have no role"), explanation{"get pools", roleViewer, "spiffe://spillway.local/cluster/a"},
+		{"viewer needed", status.Error(codes.PermissionDenied, "cluster identities have no role"), explanation{command: "get pools", role: roleViewer, who: "spiffe://spillway.local/cluster/a"},
 			"get pools needs the viewer role (any user certificate of the hub's trust domain); hub 127.0.0.1:8472 refused spiffe://spillway.local/cluster/a: cluster identities have no role"},
-		{"unauthenticated", status.Error(codes.Unauthenticated, "no client certificate"), explanation{"whoami", roleViewer, alice},
+		{"unauthenticated", status.Error(codes.Unauthenticated, "no client certificate"), explanation{command: "whoami", role: roleViewer, who: alice},
 			"hub 127.0.0.1:8472 did not accept " + alice + ": no client certificate; use a certificate issued by the hub's CA (--credentials-dir)"},
-		{"handshake", status.Error(codes.Unavailable, "connection error: desc = \"transport: authentication handshake failed: tls: verifying the peer's certificate: x509: certificate signed by unknown authority\""), explanation{"whoami", roleViewer, alice},
+		{"handshake", status.Error(codes.Unavailable, "connection error: desc = \"transport: authentication handshake failed: tls: verifying the peer's certificate: x509: certificate signed by unknown authority\""), explanation{command: "whoami", role: roleViewer, who: alice},
 			"check that --hub is the hub's admin address (port 8472 by default), that creds/ca.crt is the hub's CA and that the hub's certificate names \"127.0.0.1\" (else --tls-server-name)"},
-		{"refused", status.Error(codes.Unavailable, "connection error: dial tcp 127.0.0.1:8472: connect: connection refused"), explanation{"whoami", roleViewer, alice},
+		{"refused", status.Error(codes.Unavailable, "connection error: dial tcp 127.0.0.1:8472: connect: connection refused"), explanation{command: "whoami", role: roleViewer, who: alice},
 			"ask hub 127.0.0.1:8472: unavailable: connection error: dial tcp 127.0.0.1:8472: connect: connection refused"},
-		{"timeout", status.Error(codes.DeadlineExceeded, "context deadline exceeded"), explanation{"whoami", roleViewer, alice},
+		{"client certificate refused", status.Error(codes.Unavailable, "connection error: desc = \"transport: remote error: tls: bad certificate\""), explanation{command: "whoami", role: roleViewer, who: alice},
+			"ask hub 127.0.0.1:8472: unavailable: connection error: desc = \"transport: remote error: tls: bad certificate\"; if the hub refused the client certificate in creds/tls.crt, check that the hub's client CA issued it"},
+		{"certificate of another CA", status.Error(codes.Unavailable, "write: broken pipe"), explanation{command: "whoami", role: roleViewer, who: alice, issuerNote: "the certificate in creds/tls.crt is not issued by creds/ca.crt"},
+			"ask hub 127.0.0.1:8472: unavailable: write: broken pipe; the certificate in creds/tls.crt is not issued by creds/ca.crt: the hub refuses client certificates its client CA did not issue"},
+		{"timeout", status.Error(codes.DeadlineExceeded, "context deadline exceeded"), explanation{command: "whoami", role: roleViewer, who: alice},
 			"ask hub 127.0.0.1:8472: no answer within --timeout 3s: context deadline exceeded"},
-		{"other code", status.Error(codes.NotFound, "no join request for cluster b"), explanation{"clusters approve", roleAdmin, alice},
+		{"other code", status.Error(codes.NotFound, "no join request for cluster b"), explanation{command: "clusters approve", role: roleAdmin, who: alice},
 			"ask hub 127.0.0.1:8472: NotFound: no join request for cluster b"},
-		{"not a status", errors.New("boom"), explanation{"whoami", roleViewer, alice}, "ask hub 127.0.0.1:8472: boom"},
+		{"not a status", errors.New("boom"), explanation{command: "whoami", role: roleViewer, who: alice}, "ask hub 127.0.0.1:8472: boom"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := o.explain(tc.err, tc.e)
