@@ -37,7 +37,6 @@ import (
 	"github.com/spillway-io/spillway/pkg/logging"
 	"github.com/spillway-io/spillway/pkg/serve"
 	"github.com/spillway-io/spillway/pkg/tlsconfig"
-	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
 // etcdCheckTimeout bounds the first read of etcd at start.
@@ -157,12 +156,24 @@ func Run(ctx context.Context, cfg *Config) error {
 	store := registry.New(cli, registry.Options{Prefix: cfg.EtcdPrefix, LeaseTTL: cfg.LeaseTTL})
 	model := view.New()
 	srv := server.New(store, model, server.Options{
-		HubID:             cfg.HubID,
-		MinReportInterval: cfg.MinReportInterval,
-		CapacityHeartbeat: cfg.CapacityHeartbeat,
-		ViewInterval:      cfg.ViewInterval,
-		Logger:            log,
-		Registerer:        reg,
+		HubID:               cfg.HubID,
+		MinReportInterval:   cfg.MinReportInterval,
+		CapacityHeartbeat:   cfg.CapacityHeartbeat,
+		ViewInterval:        cfg.ViewInterval,
+		Logger:              log,
+		Registerer:          reg,
+		TrustDomain:         cfg.TrustDomain,
+		AdminUsers:          cfg.AdminUsers,
+		CA:                  pki.ca,
+		CABundle:            pki.bundle,
+		ClusterCertValidity: cfg.ClusterCertValidity,
+		Limits: server.Limits{
+			MaxClusters:             cfg.MaxClusters,
+			MaxExportsPerCluster:    cfg.MaxExportsPerCluster,
+			MaxConcurrentStreams:    cfg.MaxConcurrentStreams,
+			AllowedExportNamespaces: cfg.AllowedExportNamespaces,
+			DeniedExportNamespaces:  cfg.DeniedExportNamespaces,
+		},
 	})
 
 	ls, err := listen(cfg)
@@ -170,20 +181,17 @@ func Run(ctx context.Context, cfg *Config) error {
 		return err
 	}
 	hs := health.NewServer()
-	// The spokes' port: TLS always; a client certificate is verified when given, and the
-	// services decide which calls need one.
-	spokes := grpc.NewServer(append(append(server.GRPCOptions(),
-		grpc.Creds(credentials.NewTLS(tlsconfig.ServerConfig(pki.serving, pki.clientCAs, false))),
-		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams)),
-		srv.Interceptors()...)...)
-	pb.RegisterSyncServiceServer(spokes, srv)
+	// The spokes' port: TLS always; a client certificate is verified when given (against the
+	// client CA bundle as it is at each handshake), and the server's interceptors decide which
+	// calls need one.
+	spokes := grpc.NewServer(append(srv.SpokeServerOptions(),
+		grpc.Creds(credentials.NewTLS(tlsconfig.ServerConfig(pki.serving, pki.clientCAs, false))))...)
+	srv.RegisterSpokeServices(spokes)
 	healthpb.RegisterHealthServer(spokes, hs)
 	// The admin port: mutual TLS; a client without a certificate of the client CA gets nothing.
-	admin := grpc.NewServer(append(append(server.GRPCOptions(),
-		grpc.Creds(credentials.NewTLS(tlsconfig.ServerConfig(pki.serving, pki.clientCAs, true))),
-		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams)),
-		srv.Interceptors()...)...)
-	pb.RegisterAdminServiceServer(admin, srv)
+	admin := grpc.NewServer(append(srv.AdminServerOptions(),
+		grpc.Creds(credentials.NewTLS(tlsconfig.ServerConfig(pki.serving, pki.clientCAs, true))))...)
+	srv.RegisterAdminServices(admin)
 	healthpb.RegisterHealthServer(admin, hs)
 
 	httpL := ls.http
@@ -199,7 +207,7 @@ func Run(ctx context.Context, cfg *Config) error {
 		if _, err := cli.Get(c, "health", clientv3.WithCountOnly()); err != nil {
 			return fmt.Errorf("etcd unreachable: %w", err)
 		}
-		return nil
+		return srv.Ready()
 	}
 
 	member, err := cfg.Gossip.Start("hub/"+cfg.HubID, log)
@@ -220,6 +228,7 @@ func Run(ctx context.Context, cfg *Config) error {
 		g.Go(func() error { return run(gctx) })
 	}
 	g.Go(func() error { return model.Follow(gctx, store, log.With("component", "view")) })
+	g.Go(func() error { return srv.Run(gctx) })
 	g.Go(func() error { return serve.GRPC(gctx, ls.spokes, spokes) })
 	g.Go(func() error { return serve.GRPC(gctx, ls.admin, admin) })
 	g.Go(func() error { return serve.HTTP(gctx, httpL, serve.HTTPMux(reg, ready)) })

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -284,18 +285,22 @@ func TestInsecureHTTP(t *testing.T) {
 }
 
 // TestAdminPortNeedsAClientCertificate: over TLS without a client certificate the spokes' port
-// answers health (and Discover, which needs no identity) while the admin port refuses the
-// connection; hubctl's credentials made in the pki dir are accepted there, and a certificate of
-// another CA is not.
+// answers health and Discover (which need no identity) but not Register, and does not serve the
+// AdminService; the admin port refuses the connection without a certificate and with one of
+// another CA, and takes hubctl's credentials made in the pki dir as the admin user.
 func TestAdminPortNeedsAClientCertificate(t *testing.T) {
 	h := startHub(t, testOptions(t.TempDir()))
 	roots := h.roots()
 	if err := healthCheck(t, h.grpc, tlsCreds(roots)); err != nil {
 		t.Errorf("health on the spokes' port without a client certificate: %v", err)
 	}
-	err := healthCheck(t, h.admin, tlsCreds(roots))
-	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "certificate required") {
-		t.Errorf("health on the admin port without a client certificate = %v, want Unavailable: certificate required", err)
+	if err := healthCheck(t, h.admin, tlsCreds(roots)); status.Code(err) != codes.Unavailable {
+		t.Errorf("health on the admin port without a client certificate = %v, want Unavailable", err)
+	}
+	// What refuses it is the handshake: the server's alert, read on a raw TLS connection (gRPC
+	// may see its write fail first).
+	if err := readAfterHandshake(h.admin, &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS13}); err == nil || !strings.Contains(err.Error(), "certificate required") {
+		t.Errorf("a TLS connection to the admin port without a client certificate: %v, want the alert certificate required", err)
 	}
 
 	other, err := tlsconfig.NewCA("another CA", time.Hour)
@@ -316,15 +321,34 @@ func TestAdminPortNeedsAClientCertificate(t *testing.T) {
 		t.Errorf("health on the admin port with a certificate of another CA = %v, want Unavailable", err)
 	}
 
-	admin := dial(t, h.admin, tlsCreds(roots, h.adminCert()))
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
+	spokes := dial(t, h.grpc, tlsCreds(roots))
+	disc, err := pb.NewJoinServiceClient(spokes).Discover(ctx, &pb.DiscoverRequest{})
+	if err != nil {
+		t.Fatalf("Discover without a client certificate: %v", err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(h.pkiDir, caCertFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(disc.GetCaBundlePem(), caPEM) || disc.GetTrustDomain() != "spillway.local" {
+		t.Errorf("Discover = bundle %q, trust domain %q; want the hub's ca.crt and spillway.local", disc.GetCaBundlePem(), disc.GetTrustDomain())
+	}
+	if _, err := pb.NewSyncServiceClient(spokes).Register(ctx, &pb.RegisterRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Errorf("Register without a client certificate = %v, want Unauthenticated", err)
+	}
+	if _, err := pb.NewAdminServiceClient(spokes).ListClusters(ctx, &pb.ListClustersRequest{}); status.Code(err) == codes.OK {
+		t.Error("ListClusters on the spokes' port succeeded: the AdminService must not be served there")
+	}
+
+	admin := dial(t, h.admin, tlsCreds(roots, h.adminCert()))
+	who, err := pb.NewAdminServiceClient(admin).WhoAmI(ctx, &pb.WhoAmIRequest{})
+	if err != nil || who.GetIdentity() != "spiffe://spillway.local/user/admin" || who.GetRole() != "admin" {
+		t.Errorf("WhoAmI with hubctl's credentials = %v, %v; want spiffe://spillway.local/user/admin, admin", who, err)
+	}
 	if _, err := pb.NewAdminServiceClient(admin).ListClusters(ctx, &pb.ListClustersRequest{}); err != nil {
 		t.Errorf("ListClusters with hubctl's credentials: %v", err)
-	}
-	spokes := dial(t, h.grpc, tlsCreds(roots))
-	if _, err := pb.NewAdminServiceClient(spokes).ListClusters(ctx, &pb.ListClustersRequest{}); status.Code(err) != codes.Unimplemented {
-		t.Errorf("ListClusters on the spokes' port = %v, want Unimplemented: the AdminService is not served there", err)
 	}
 }
 
@@ -401,6 +425,24 @@ func TestPKIDirIsMadeOnceAndReused(t *testing.T) {
 	if err := healthCheck(t, second.admin, tlsCreds(second.roots(), second.adminCert())); err != nil {
 		t.Errorf("hubctl's credentials after the restart: %v", err)
 	}
+}
+
+// readAfterHandshake completes a TLS handshake with addr and reads: the server's verdict on the
+// client's certificate comes after the client's side of a TLS 1.3 handshake is done. A server
+// that accepted the connection waits for the client's first bytes; the read times out then and
+// the result is nil.
+func readAfterHandshake(addr string, cfg *tls.Config) error {
+	conn, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	_ = conn.SetReadDeadline(time.Now().Add(time.Second))
+	_, err = conn.Read(make([]byte, 1))
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		return nil
+	}
+	return err
 }
 
 func parseCert(t *testing.T, data []byte) *x509.Certificate {
