@@ -15,6 +15,8 @@ type Flags struct {
 	Advertise string
 	Join      []string
 	KeyFile   string
+	// Insecure allows gossip without a key: plaintext, with a warning at start.
+	Insecure bool
 }
 
 // AddFlags binds the flags.
@@ -23,6 +25,7 @@ func (f *Flags) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.Advertise, "gossip-advertise-address", f.Advertise, "host:port other members reach this one at (default: --gossip-address)")
 	fs.StringSliceVar(&f.Join, "gossip-join", f.Join, "gossip members to join, host:port (the hubs' gossip addresses)")
 	fs.StringVar(&f.KeyFile, "gossip-key-file", f.KeyFile, "file holding the base64 gossip encryption key (16, 24 or 32 bytes), shared by the fleet")
+	fs.BoolVar(&f.Insecure, "gossip-insecure", f.Insecure, "allow gossip without --gossip-key-file, in plaintext: anyone who reaches the port can read and forge liveness (not for production; logs a warning)")
 }
 
 // Validate names every problem.
@@ -39,8 +42,8 @@ func (f *Flags) Validate() error {
 			errs = append(errs, fmt.Errorf("%s %q: want host:port", name, a))
 		}
 	}
-	if f.KeyFile == "" {
-		errs = append(errs, errors.New("--gossip-key-file is required with --gossip-address: gossip is always encrypted"))
+	if f.KeyFile == "" && !f.Insecure {
+		errs = append(errs, errors.New("--gossip-key-file is required with --gossip-address (gossip is encrypted unless --gossip-insecure is given, which is not for production)"))
 	}
 	return errors.Join(errs...)
 }
@@ -50,9 +53,12 @@ func (f *Flags) Start(name string, log *slog.Logger) (*Member, error) {
 	if f.Address == "" {
 		return nil, nil
 	}
-	key, err := ReadKey(f.KeyFile)
-	if err != nil {
-		return nil, err
+	var key []byte
+	if f.KeyFile != "" {
+		var err error
+		if key, err = ReadKey(f.KeyFile); err != nil {
+			return nil, err
+		}
 	}
-	return Start(Options{Name: name, BindAddress: f.Address, AdvertiseAddress: f.Advertise, Join: f.Join, Key: key, Logger: log})
+	return Start(Options{Name: name, BindAddress: f.Address, AdvertiseAddress: f.Advertise, Join: f.Join, Key: key, Insecure: f.Insecure, Logger: log})
 }

@@ -1,7 +1,7 @@
 // Package gossip is the fleet's liveness layer: the hub replicas and every spoke join one
-// memberlist cluster (SWIM failure detection, encrypted with a shared key), so each spoke learns
-// that a cluster died even while the hub is down. Members are named by cluster ID (spokes) or
-// "hub/<replica>" (hubs).
+// memberlist cluster (SWIM failure detection, encrypted with a shared key; plaintext only with
+// --gossip-insecure, which logs a warning), so each spoke learns that a cluster died even while
+// the hub is down. Members are named by cluster ID (spokes) or "hub/<replica>" (hubs).
 //
 // Timings are tuned for a small fleet on a fast network: a member is probed every 250 ms (in
 // turn), suspected after a 150 ms probe and indirect checks fail, and declared dead after the
@@ -37,8 +37,11 @@ type Options struct {
 	// Join are members to contact at start and whenever this one is alone.
 	Join []string
 	// Key encrypts gossip (16, 24 or 32 bytes, AES).
-	Key    []byte
-	Logger *slog.Logger
+	Key []byte
+	// Insecure allows an empty Key: gossip in plaintext, which Start logs as a warning. Anyone who
+	// reaches the port can then read the members and declare a cluster dead or alive.
+	Insecure bool
+	Logger   *slog.Logger
 }
 
 // ReadKey reads a base64 key of 16, 24 or 32 bytes from a file.
@@ -75,8 +78,8 @@ func Start(o Options) (*Member, error) {
 	if o.Name == "" {
 		return nil, errors.New("gossip: a member name is required")
 	}
-	if len(o.Key) == 0 {
-		return nil, errors.New("gossip: an encryption key is required")
+	if len(o.Key) == 0 && !o.Insecure {
+		return nil, errors.New("gossip: an encryption key is required (or Insecure, for plaintext)")
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -95,7 +98,12 @@ func Start(o Options) (*Member, error) {
 			return nil, fmt.Errorf("gossip advertise address: %w", err)
 		}
 	}
-	c.SecretKey = o.Key
+	if len(o.Key) > 0 {
+		c.SecretKey = o.Key
+	} else {
+		m.log.Warn("gossip is not encrypted (--gossip-insecure): anyone who reaches the gossip port can read the fleet's members and forge their liveness; give every member --gossip-key-file",
+			"address", o.BindAddress)
+	}
 	c.ProbeInterval = 250 * time.Millisecond
 	c.ProbeTimeout = 150 * time.Millisecond
 	c.SuspicionMult = 2

@@ -16,6 +16,7 @@ import (
 // TestDeadMemberIsKnownQuickly: four members; one is killed without leaving (as a crash); the
 // others see it dead within the 3 s target, and a member with another key never joins.
 func TestDeadMemberIsKnownQuickly(t *testing.T) {
+	defer settled(t)()
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	// Every member binds port 0: memberlist picks a port free for both UDP and TCP and
