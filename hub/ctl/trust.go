@@ -108,7 +108,7 @@ func (o *options) tokensCommand() *cobra.Command {
 	}
 	create.Flags().StringSliceVar(&t.clusters, "cluster", nil, "cluster ID the token may join; repeatable, or comma-separated")
 	create.Flags().DurationVar(&t.ttl, "ttl", time.Hour, "how long the token may be used (at most 24h)")
-	create.Flags().BoolVar(&t.autoApprove, "auto-approve", false, "let the hub sign a join with this token without `hubctl clusters approve`")
+	create.Flags().BoolVar(&t.autoApprove, "auto-approve", false, "let the hub sign a join with this token without hubctl clusters approve")
 	tokens.AddCommand(create)
 	return tokens
 }
