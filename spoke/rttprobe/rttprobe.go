@@ -6,6 +6,10 @@
 // epp.ProbeHeader with this cluster's ID, so the remote EPP answers 204 itself and no model
 // server sees it.
 //
+// With Options.TLS the probes use HTTPS, verifying the gateways with that configuration (its
+// RootCAs, and ServerName when the gateways are addressed by a name their certificates do not
+// carry); without it they use plain HTTP.
+//
 // The first request of a connection also pays its handshake, so an address's estimate starts
 // from its second sample and is an exponentially weighted mean (weight 1/8) after. An address
 // nobody asked for within the forget window is no longer probed.
@@ -13,6 +17,7 @@ package rttprobe
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net/http"
 	"sync"
@@ -42,6 +47,9 @@ type Options struct {
 	Forget time.Duration
 	// Now is the clock that times probes and ages addresses; nil means time.Now.
 	Now func() time.Time
+	// TLS, when set, makes the probes HTTPS with this client configuration (the remote
+	// gateways' CA bundle in RootCAs); nil probes with plain HTTP.
+	TLS *tls.Config
 }
 
 // Prober keeps the RTT estimates of the addresses it is asked for.
@@ -50,6 +58,7 @@ type Prober struct {
 	period time.Duration
 	forget time.Duration
 	now    func() time.Time
+	scheme string
 	client *http.Client
 
 	mu   sync.Mutex
@@ -64,7 +73,7 @@ type estimate struct {
 
 // New returns a prober; Run probes.
 func New(o Options) *Prober {
-	p := &Prober{self: o.Self, period: o.Period, forget: o.Forget, now: o.Now, rtts: map[string]*estimate{}}
+	p := &Prober{self: o.Self, period: o.Period, forget: o.Forget, now: o.Now, scheme: "http", rtts: map[string]*estimate{}}
 	if p.period <= 0 {
 		p.period = DefaultPeriod
 	}
@@ -74,10 +83,12 @@ func New(o Options) *Prober {
 	if p.now == nil {
 		p.now = time.Now
 	}
-	p.client = &http.Client{
-		Timeout:   p.period,
-		Transport: &http.Transport{MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute, DisableCompression: true},
+	tr := &http.Transport{MaxIdleConnsPerHost: 1, IdleConnTimeout: time.Minute, DisableCompression: true}
+	if o.TLS != nil {
+		p.scheme = "https"
+		tr.TLSClientConfig = o.TLS.Clone()
 	}
+	p.client = &http.Client{Timeout: p.period, Transport: tr}
 	return p
 }
 
@@ -155,7 +166,7 @@ func (p *Prober) record(addr string, rtt time.Duration) {
 
 // probe times one HEAD request to addr.
 func (p *Prober) probe(ctx context.Context, addr string) (time.Duration, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, "http://"+addr+"/", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, p.scheme+"://"+addr+"/", nil)
 	if err != nil {
 		return 0, err
 	}

@@ -2,6 +2,8 @@ package rttprobe
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -39,6 +41,7 @@ func (c *clock) Advance(d time.Duration) {
 // probed is one request the test gateway received.
 type probed struct {
 	method, probe, path string
+	tls                 bool
 }
 
 // gateway is a loopback HTTP server standing in for a remote inference gateway: each request
@@ -52,10 +55,26 @@ type gateway struct {
 }
 
 func newGateway(t *testing.T, clk *clock, delays ...time.Duration) *gateway {
+	g, srv := startGateway(t, clk, false, delays...)
+	g.addr = strings.TrimPrefix(srv.URL, "http://")
+	return g
+}
+
+// newTLSGateway is a gateway serving HTTPS with httptest's certificate (for 127.0.0.1 and
+// example.com); its pool holds the CA that verifies it.
+func newTLSGateway(t *testing.T, clk *clock) (*gateway, *x509.CertPool) {
+	g, srv := startGateway(t, clk, true)
+	g.addr = strings.TrimPrefix(srv.URL, "https://")
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	return g, pool
+}
+
+func startGateway(t *testing.T, clk *clock, tls bool, delays ...time.Duration) (*gateway, *httptest.Server) {
 	g := &gateway{delays: delays}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		g.mu.Lock()
-		g.got = append(g.got, probed{method: r.Method, probe: r.Header.Get(epp.ProbeHeader), path: r.URL.Path})
+		g.got = append(g.got, probed{method: r.Method, probe: r.Header.Get(epp.ProbeHeader), path: r.URL.Path, tls: r.TLS != nil})
 		var d time.Duration
 		if len(g.delays) > 0 {
 			d, g.delays = g.delays[0], g.delays[1:]
@@ -64,9 +83,13 @@ func newGateway(t *testing.T, clk *clock, delays ...time.Duration) *gateway {
 		clk.Advance(d)
 		w.WriteHeader(http.StatusNoContent)
 	}))
+	if tls {
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(srv.Close)
-	g.addr = strings.TrimPrefix(srv.URL, "http://")
-	return g
+	return g, srv
 }
 
 func (g *gateway) requests() []probed {
@@ -170,4 +193,62 @@ func TestRunProbesEveryPeriodUntilCancelled(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("Run() = %v, want nil when the context ends", err)
 	}
+}
+
+// TestTLSProbesVerifyTheGateway: with a TLS configuration the probe is an HTTPS request that
+// verifies the gateway with the given roots and measures like any other; a gateway the roots do
+// not verify, or one that serves plain HTTP, gives no sample.
+func TestTLSProbesVerifyTheGateway(t *testing.T) {
+	clk := &clock{now: time.Unix(1000, 0)}
+	gw, roots := newTLSGateway(t, clk)
+	gw.delays = []time.Duration{time.Millisecond, 7 * time.Millisecond}
+	p := New(Options{Self: "us-east-1", Now: clk.Now, TLS: &tls.Config{RootCAs: roots}})
+	t.Cleanup(p.client.CloseIdleConnections)
+	p.Observe(gw.addr)
+	p.round(t.Context())
+	p.round(t.Context())
+	want := probed{method: http.MethodHead, probe: "us-east-1", path: "/", tls: true}
+	if got := gw.requests(); len(got) != 2 || got[0] != want || got[1] != want {
+		t.Fatalf("gateway received %+v, want two HTTPS probes %+v", got, want)
+	}
+	if got := p.Observe(gw.addr); got != 7*time.Millisecond {
+		t.Fatalf("estimate over HTTPS %s, want 7ms", got)
+	}
+
+	for name, o := range map[string]Options{
+		"roots that do not verify the gateway":  {TLS: &tls.Config{RootCAs: x509.NewCertPool()}},
+		"a name the certificate does not carry": {TLS: &tls.Config{RootCAs: roots, ServerName: "gateway.us-west-1.example"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			o.Self, o.Now = "us-east-1", clk.Now
+			p := New(o)
+			t.Cleanup(p.client.CloseIdleConnections)
+			before := len(gw.requests())
+			p.Observe(gw.addr)
+			p.round(t.Context())
+			if n := len(gw.requests()); n != before {
+				t.Fatalf("an unverified gateway was sent %d probes", n-before)
+			}
+			p.mu.Lock()
+			samples := p.rtts[gw.addr].samples
+			p.mu.Unlock()
+			if samples != 0 {
+				t.Fatalf("an unverified gateway gave %d samples", samples)
+			}
+		})
+	}
+
+	t.Run("a gateway serving plain HTTP", func(t *testing.T) {
+		plain := newGateway(t, clk)
+		p := New(Options{Self: "us-east-1", Now: clk.Now, TLS: &tls.Config{RootCAs: roots}})
+		t.Cleanup(p.client.CloseIdleConnections)
+		p.Observe(plain.addr)
+		p.round(t.Context())
+		p.mu.Lock()
+		samples := p.rtts[plain.addr].samples
+		p.mu.Unlock()
+		if n := len(plain.requests()); n != 0 || samples != 0 {
+			t.Fatalf("HTTPS probe of a plain gateway: %d requests, %d samples; want none", n, samples)
+		}
+	})
 }
