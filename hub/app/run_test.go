@@ -571,3 +571,118 @@ func TestMountedCertificatesAndExternalCA(t *testing.T) {
 		t.Errorf("a certificate of --client-ca-file's CA: %v", err)
 	}
 }
+
+// TestCAWithoutKey: with --ca-cert-file alone the hub serves its mounted certificate, hands
+// spokes the bundle file, logs the signing CA's hash, has the join flow off and makes no hubctl
+// credentials (it has nothing to sign them with).
+func TestCAWithoutKey(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := tlsconfig.NewCA("fleet CA", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := tlsconfig.NewCA("next fleet CA", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.Issue(servingIdentity("spillway.local"), []string{"localhost"}, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := append(append([]byte{}, ca.CertPEM()...), other.CertPEM()...)
+	o := testOptions(dir)
+	o.CACertFile = filepath.Join(dir, "bundle.crt")
+	o.TLSCertFile, o.TLSKeyFile = filepath.Join(dir, "hub.crt"), filepath.Join(dir, "hub.key")
+	for path, data := range map[string][]byte{o.CACertFile: bundle, o.TLSCertFile: certPEM, o.TLSKeyFile: keyPEM} {
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := startHub(t, o)
+	if want := tlsconfig.SPKIHash(ca.Certificate()); h.caHash != want {
+		t.Errorf("logged CA hash %q, want the first certificate's of the bundle %q", h.caHash, want)
+	}
+	if loaded := h.logs.entries("hub CA loaded"); len(loaded) != 1 || loaded[0]["joinFlow"] != false {
+		t.Errorf("the start does not say the join flow is off: %v", loaded)
+	}
+	if _, err := os.Stat(o.PKIDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("--pki-dir was made without a CA key to issue hubctl's credentials (%v)", err)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.Certificate())
+	creds := credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: "localhost", MinVersion: tls.VersionTLS13})
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	disc, err := pb.NewJoinServiceClient(dial(t, h.grpc, creds)).Discover(ctx, &pb.DiscoverRequest{})
+	if err != nil || !bytes.Equal(disc.GetCaBundlePem(), bundle) {
+		t.Errorf("Discover = %v, %v; want the --ca-cert-file bundle", disc, err)
+	}
+}
+
+// TestPKIRefusals: a pki dir or CA files the hub cannot use stop it at start, saying what to do,
+// and it overwrites nothing.
+func TestPKIRefusals(t *testing.T) {
+	leafCA, err := tlsconfig.NewCA("fleet CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafPEM, _, err := leafCA.Issue(servingIdentity("spillway.local"), []string{"localhost"}, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		files map[string][]byte // relative to the test's directory, made before the start
+		set   func(o *Options, dir string)
+		says  string
+	}{
+		{"a CA key without its certificate", map[string][]byte{"pki/ca.key": leafCA.KeyPEM()}, nil,
+			"ca.key exists but " + "DIR/pki/ca.crt does not; restore it, or remove both"},
+		{"a CA certificate without its key", map[string][]byte{"pki/ca.crt": leafCA.CertPEM()}, nil,
+			"ca.crt exists but DIR/pki/ca.key does not"},
+		{"half of hubctl's credentials", map[string][]byte{"pki/hubctl/tls.crt": leafPEM}, nil,
+			"only [tls.crt] of [ca.crt tls.crt tls.key] are there; remove the directory"},
+		{"a leaf as the CA", map[string][]byte{"leaf.crt": leafPEM, "hub.crt": leafPEM}, func(o *Options, dir string) {
+			o.CACertFile = filepath.Join(dir, "leaf.crt")
+			o.TLSCertFile, o.TLSKeyFile = filepath.Join(dir, "hub.crt"), filepath.Join(dir, "hub.key")
+		}, "is not a CA's"},
+		{"a CA key that is another's", map[string][]byte{"ca.crt": leafCA.CertPEM(), "ca.key": mustNewCA(t).KeyPEM()}, func(o *Options, dir string) {
+			o.CACertFile, o.CAKeyFile = filepath.Join(dir, "ca.crt"), filepath.Join(dir, "ca.key")
+		}, "private key does not match public key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for name, data := range tc.files {
+				path := filepath.Join(dir, name)
+				if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(path, data, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			o := testOptions(dir)
+			if tc.set != nil {
+				tc.set(o, dir)
+			}
+			_, err := tryStartHub(t, o)
+			if says := strings.ReplaceAll(tc.says, "DIR", dir); err == nil || !strings.Contains(err.Error(), says) {
+				t.Fatalf("the hub ended with %v, want an error saying %q", err, says)
+			}
+			for name, data := range tc.files {
+				if got, _ := os.ReadFile(filepath.Join(dir, name)); !bytes.Equal(got, data) {
+					t.Errorf("%s was changed", name)
+				}
+			}
+		})
+	}
+}
+
+func mustNewCA(t *testing.T) *tlsconfig.CA {
+	t.Helper()
+	ca, err := tlsconfig.NewCA("another CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
