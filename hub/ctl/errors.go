@@ -5,9 +5,10 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/spillway-io/spillway/pkg/tlsconfig"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/spillway-io/spillway/pkg/tlsconfig"
 )
 
 // explanation is what a failed command adds to the hub's status: what was asked, by whom, and the
