@@ -227,13 +227,15 @@ func (h *Hub) Stop() {
 
 // Peer is who a test connects as: a cluster or user identity of the hub's trust domain with a
 // certificate from the hub's CA, or no certificate at all, or one changed by IssuedBy, Expired
-// or InTrustDomain. Certificates are issued when a connection is made, valid for an hour.
+// ValidFor or InTrustDomain. Certificates are issued when a connection is made, valid for an hour
+// unless ValidFor says otherwise.
 type Peer struct {
 	kind, name  string
 	anonymous   bool
 	trustDomain string
 	ca          *tlsconfig.CA
 	expired     bool
+	validity    time.Duration
 	certPEM     []byte
 	keyPEM      []byte
 }
@@ -258,6 +260,9 @@ func (p Peer) IssuedBy(ca *tlsconfig.CA) Peer { p.ca = ca; return p }
 
 // Expired makes p's certificate one that expired an hour ago.
 func (p Peer) Expired() Peer { p.expired = true; return p }
+
+// ValidFor makes p's certificate valid for d from now (an hour by default).
+func (p Peer) ValidFor(d time.Duration) Peer { p.validity = d; return p }
 
 // InTrustDomain names p's identity in another trust domain.
 func (p Peer) InTrustDomain(td string) Peer { p.trustDomain = td; return p }
@@ -291,7 +296,11 @@ func (h *Hub) Credentials(p Peer) (certPEM, keyPEM []byte) {
 	if p.expired {
 		certPEM, keyPEM, err = issueExpired(ca, p.Identity())
 	} else {
-		certPEM, keyPEM, err = ca.Issue(p.Identity(), nil, nil, time.Hour)
+		validity := p.validity
+		if validity == 0 {
+			validity = time.Hour
+		}
+		certPEM, keyPEM, err = ca.Issue(p.Identity(), nil, nil, validity)
 	}
 	if err != nil {
 		h.t.Fatal(err)

@@ -191,6 +191,21 @@ func (s *Store) GetCluster(ctx context.Context, id string) (ClusterRecord, error
 	return rec, nil
 }
 
+// GetSession returns the record of a cluster's live session; ok is false when it has none.
+func (s *Store) GetSession(ctx context.Context, cluster string) (rec SessionRecord, ok bool, err error) {
+	resp, err := s.cli.Get(ctx, s.sessionKey(cluster))
+	if err != nil {
+		return SessionRecord{}, false, fmt.Errorf("read session of %q: %w", cluster, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return SessionRecord{}, false, nil
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
+		return SessionRecord{}, false, fmt.Errorf("decode session of %q: %w", cluster, err)
+	}
+	return rec, true, nil
+}
+
 // Session is a spoke's live session: it owns the lease that holds the cluster's exports. A session
 // ends by no longer renewing its lease (never by revoking it): the exports stay until the TTL
 // lapses, so a spoke that reconnects in time (to this hub or another replica) keeps them.

@@ -216,9 +216,15 @@ func TestExportLimitAndExportSet(t *testing.T) {
 		t.Fatalf("resumed export set: %d pools, resumed %v", again.ExportCount(), again.Resumed)
 	}
 	// A new incarnation starts empty.
-	fresh, err := s.OpenSession(ctx, "a", "h", "i2")
+	fresh, err := s.OpenSession(ctx, "a", "h2", "i2")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if rec, ok, err := s.GetSession(ctx, "a"); err != nil || !ok || rec.HubID != "h2" || rec.SpokeIncarnation != "i2" {
+		t.Fatalf("GetSession: %+v, %v, %v", rec, ok, err)
+	}
+	if _, ok, err := s.GetSession(ctx, "nobody"); err != nil || ok {
+		t.Fatalf("GetSession of a cluster without one: %v, %v", ok, err)
 	}
 	if fresh.ExportCount() != 0 {
 		t.Fatalf("a new incarnation starts with %d exports", fresh.ExportCount())

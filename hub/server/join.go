@@ -16,7 +16,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/spillway-io/spillway/hub/registry"
-	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/tlsconfig"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
@@ -92,7 +91,11 @@ func (s *Server) Join(ctx context.Context, req *pb.JoinRequest) (_ *pb.JoinRespo
 	if jr.State == registry.JoinPending {
 		message = fmt.Sprintf("waiting for an admin: hubctl clusters approve %s", id.Name)
 		if rec.AutoApprove {
-			if c, ok := s.model.Cluster(id.Name); ok && c.State == fleet.StateAlive {
+			connected, err := s.connected(ctx, id.Name)
+			if err != nil {
+				return nil, err
+			}
+			if connected {
 				message = fmt.Sprintf("cluster %s is connected with another certificate, so the token does not approve this request by itself: an admin must (hubctl clusters approve %s)", id.Name, id.Name)
 			} else {
 				jr, err = s.approve(ctx, id.Name, key, "token "+tok.ID)
@@ -113,6 +116,17 @@ func (s *Server) Join(ctx context.Context, req *pb.JoinRequest) (_ *pb.JoinRespo
 		resp.Message = jr.Message
 	}
 	return resp, nil
+}
+
+// connected reports whether cluster has a live session opened with a certificate its revocation
+// (if any) does not refuse, that is, opened after it.
+func (s *Server) connected(ctx context.Context, cluster string) (bool, error) {
+	sess, ok, err := s.store.GetSession(ctx, cluster)
+	if err != nil || !ok {
+		return false, err
+	}
+	rev, revoked, _ := s.trust.revocation(cluster)
+	return !revoked || sess.StartedAt.After(rev.RevokedAt), nil
 }
 
 // approve approves the pending join request of cluster (holding key, when not empty): the CA

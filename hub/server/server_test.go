@@ -16,7 +16,7 @@ import (
 
 func TestBadRequestsGetClearErrors(t *testing.T) {
 	h := hubtest.Start(t, 5*time.Second)
-	cli := pb.NewSyncServiceClient(h.ConnAs(hubtest.Cluster("a"), grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(16 << 20))))
+	cli := pb.NewSyncServiceClient(h.ConnAs(hubtest.Cluster("a"), grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(16<<20))))
 	ctx := context.Background()
 
 	_, err := cli.Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "Bad_ID", Region: "", GatewayAddress: "nope"}})

@@ -32,13 +32,54 @@ type hubOptions struct {
 	stream grpc.StreamServerInterceptor
 	// admin wraps the AdminService implementation before it is registered.
 	admin func(*server.Server) pb.AdminServiceServer
+	// ttl is the session lease TTL (5 s when zero).
+	ttl time.Duration
+	// hub are the rest of hubtest's options.
+	hub hubtest.Options
 }
 
 func startHub(t *testing.T, o hubOptions) *testHub {
 	t.Helper()
 	logs := newLogRecorder()
-	h := hubtest.StartWith(t, 5*time.Second, hubtest.Options{Logger: slog.New(logs), StreamInterceptor: o.stream, Admin: o.admin})
+	ho := o.hub
+	ho.Logger, ho.StreamInterceptor, ho.Admin = slog.New(logs), o.stream, o.admin
+	if o.ttl == 0 {
+		o.ttl = 5 * time.Second
+	}
+	h := hubtest.StartWith(t, o.ttl, ho)
 	return &testHub{Hub: h, logs: logs}
+}
+
+// register registers cluster (as itself) in region r.
+func (h *testHub) register(t *testing.T, ctx context.Context, cluster, gateway string) {
+	t.Helper()
+	if _, err := h.SyncAs(cluster).Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: cluster, Region: "r", GatewayAddress: gateway}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// ended reads st until it fails and returns the error, or fails the test when it does not end
+// within 10 s.
+func ended(t *testing.T, st interface {
+	Recv() (*pb.SyncResponse, error)
+}) error {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := st.Recv(); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream did not end within 10 s")
+		return nil
+	}
 }
 
 // capacityOf returns what the view holds of a cluster's capacity reports.
