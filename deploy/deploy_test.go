@@ -3,17 +3,14 @@ package deploy
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
-	"net/http"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -33,7 +30,9 @@ import (
 // a review sees every change to what an operator installs.
 var goldens = []struct{ name, dir string }{
 	{"hub", "hub"},
+	{"hub-components", "testdata/hub-components"},
 	{"spoke", "spoke"},
+	{"spoke-components", "testdata/spoke-components"},
 	{"spoke-create-namespaces", "testdata/spoke-create-namespaces"},
 }
 
@@ -200,15 +199,18 @@ func TestDeployments(t *testing.T) {
 	}{
 		{
 			dir: "hub", name: "spillway-hub", image: "ghcr.io/spillway-io/hub:v0.1.0",
-			args:     []string{"--grpc-address=:8470", "--http-address=:8471", "--data-dir=/var/lib/spillway/etcd", "--log-format=json"},
+			args: []string{"--grpc-address=:8470", "--admin-address=:8472", "--http-address=:8471", "--data-dir=/var/lib/spillway/etcd",
+				"--pki-dir=/var/lib/spillway/pki",
+				"--tls-san=spillway-hub.$(POD_NAMESPACE).svc,spillway-hub.$(POD_NAMESPACE).svc.cluster.local,spillway-hub-admin.$(POD_NAMESPACE).svc",
+				"--log-format=json"},
 			httpPort: 8471,
 		},
 		{
 			dir: "spoke", name: "spillway-spoke", image: "ghcr.io/spillway-io/spoke:v0.1.0",
 			args: []string{"--region=$(SPILLWAY_REGION)", "--hub-address=$(SPILLWAY_HUB_ADDRESS)", "--cluster-set=$(SPILLWAY_CLUSTER_SET)",
 				"--epp-pool=$(SPILLWAY_EPP_POOL)", "--gateway-address=$(SPILLWAY_GATEWAY_ADDRESS)", "--gateway-service=$(SPILLWAY_GATEWAY_SERVICE)",
-				"--http-address=:8481", "--epp-address=:9002", "--epp-config=/etc/spillway/epp.yaml", "--log-format=json",
-				"--controller-name=spillway.io/spoke"},
+				"--http-address=:8481", "--epp-address=:9002", "--epp-config=/etc/spillway/config/epp.yaml",
+				"--credentials-dir=/etc/spillway/credentials", "--log-format=json", "--controller-name=spillway.io/spoke"},
 			httpPort: 8481,
 		},
 	} {
@@ -353,28 +355,6 @@ func TestSpokeInPoolNamespace(t *testing.T) {
 	}
 }
 
-// TestExamples: the example overlays point the Deployments at the operator's images, and the
-// hub's load balancer exposes its gRPC port and nothing else.
-func TestExamples(t *testing.T) {
-	hub := objects(t, kustomize(t, "examples/hub"))
-	for _, tc := range []struct {
-		objs        []object
-		name, image string
-	}{
-		{hub, "spillway-hub", "registry.example.com/spillway/hub:v0.1.0"},
-		{objects(t, kustomize(t, "examples/spoke")), "spillway-spoke", "registry.example.com/spillway/spoke:v0.1.0"},
-	} {
-		d := decode[appsv1.Deployment](t, find(t, tc.objs, "Deployment", tc.name))
-		if got := d.Spec.Template.Spec.Containers[0].Image; got != tc.image {
-			t.Errorf("%s image %s, want %s", tc.name, got, tc.image)
-		}
-	}
-	svc := decode[corev1.Service](t, find(t, hub, "Service", "spillway-hub-spokes"))
-	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || len(svc.Spec.Ports) != 1 || svc.Spec.Ports[0].Port != 8470 {
-		t.Errorf("Service %s: %s with ports %+v, want a LoadBalancer of port 8470 alone", svc.Name, svc.Spec.Type, svc.Spec.Ports)
-	}
-}
-
 // startCluster starts a real kube-apiserver and its etcd, stopped when the test ends. Without the
 // binaries the test is skipped, unless SPILLWAY_REQUIRE_K8S is set or SPILLWAY_K8S_BIN_DIR names
 // where they should be (make test sets it): there a missing binary is a failure, not a skip.
@@ -486,7 +466,8 @@ func spokeMay(t *testing.T, ctx context.Context, c *apiserver.Cluster, checks ..
 // TestOnAPIServer installs the CRDs, the hub and the spoke on a real kube-apiserver as
 // docs/install.md does, then checks the spoke's permissions and SpillPolicy validation there.
 func TestOnAPIServer(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	bins := binaries(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	c := startCluster(t, ctx)
 
@@ -495,15 +476,23 @@ func TestOnAPIServer(t *testing.T) {
 	withNamespaces := objects(t, kustomize(t, "testdata/spoke-create-namespaces"))
 
 	// The Prometheus Operator brings the ServiceMonitor kind to a real cluster (hack/crds.sh
-	// copies its CRD for this test); the bases need it to exist before they are applied.
-	promCRD, err := os.ReadFile("../e2e/apiserver/testdata/monitoring.coreos.com_servicemonitors.yaml")
-	if err != nil {
-		t.Fatal(err)
+	// copies its CRD for this test), and cert-manager the Certificate and Issuer kinds of the
+	// examples (testdata/cert-manager); they must exist before the manifests are applied.
+	for _, crd := range []string{
+		"../e2e/apiserver/testdata/monitoring.coreos.com_servicemonitors.yaml",
+		"testdata/cert-manager/cert-manager.io_certificates.yaml",
+		"testdata/cert-manager/cert-manager.io_issuers.yaml",
+	} {
+		b, err := os.ReadFile(crd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := apply(ctx, c, string(b)); err != nil {
+			t.Fatalf("%s: %v", crd, err)
+		}
 	}
-	if _, err := apply(ctx, c, string(promCRD)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Kubectl(ctx, "wait", "--for=condition=established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com"); err != nil {
+	if _, err := c.Kubectl(ctx, "wait", "--for=condition=established", "--timeout=60s", "crd/servicemonitors.monitoring.coreos.com",
+		"crd/certificates.cert-manager.io", "crd/issuers.cert-manager.io"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -596,7 +585,13 @@ func TestOnAPIServer(t *testing.T) {
 		}
 	})
 
-	t.Run("the spoke runs with its Deployment's flags and its RBAC", func(t *testing.T) { testSpokeRuns(t, ctx, c) })
+	// The hub and the spokes run as their Deployments would, with the examples' flags, volumes
+	// and Secrets; the spokes with their ServiceAccount's token and against that hub.
+	h := startHub(t, bins)
+	t.Run("the hub runs with its Deployment's flags and hubctl in its container", func(t *testing.T) { testHubRuns(t, h) })
+	run := newSpokeRun(t, ctx, c, bins, h)
+	t.Run("the spoke runs with its Deployment's flags, its RBAC and a cert-manager Secret", func(t *testing.T) { testSpokeRuns(t, run) })
+	t.Run("the spoke joins with a token", func(t *testing.T) { testSpokeJoins(t, run) })
 
 	t.Run("create-namespaces component", func(t *testing.T) {
 		if _, err := apply(ctx, c, join(withNamespaces)); err != nil {
@@ -628,15 +623,16 @@ func TestOnAPIServer(t *testing.T) {
 		got := strings.Fields(string(out))
 		slices.Sort(got)
 		want := []string{"deployment.apps/spillway-hub", "persistentvolumeclaim/spillway-hub-etcd", "service/spillway-hub",
-			"serviceaccount/spillway-hub", "servicemonitor.monitoring.coreos.com/spillway-hub"}
+			"service/spillway-hub-admin", "serviceaccount/spillway-hub", "servicemonitor.monitoring.coreos.com/spillway-hub"}
 		if !slices.Equal(got, want) {
 			t.Errorf("left after uninstalling the spoke: %q, want the hub's %q", got, want)
 		}
 	})
 
 	// Last: the pool-namespace example binds the spoke's role to another ServiceAccount.
-	t.Run("examples are accepted", func(t *testing.T) {
-		for _, dir := range []string{"examples/hub", "examples/spoke", "examples/spoke-pool-namespace"} {
+	t.Run("examples and components are accepted", func(t *testing.T) {
+		for _, dir := range []string{"examples/hub", "examples/hub-cert-manager", "examples/spoke", "examples/spoke-join",
+			"examples/spoke-pool-namespace", "testdata/hub-components", "testdata/spoke-components"} {
 			if _, err := apply(ctx, c, join(objects(t, kustomize(t, dir)))); err != nil {
 				t.Errorf("%s: %v", dir, err)
 			}
@@ -645,172 +641,6 @@ func TestOnAPIServer(t *testing.T) {
 			t.Error(err)
 		}
 	})
-}
-
-// testSpokeRuns starts the real spoke binary as the Deployment of examples/spoke would, with its
-// args, its settings and epp.yaml, and the token of its ServiceAccount, so that only the RBAC of
-// the base stands between it and the API. Its informers must sync (/readyz answers 200 only
-// then) and it must export the gateway Service it is configured with.
-func testSpokeRuns(t *testing.T, ctx context.Context, c *apiserver.Cluster) {
-	objs := objects(t, kustomize(t, "examples/spoke"))
-	d := decode[appsv1.Deployment](t, find(t, objs, "Deployment", "spillway-spoke"))
-	settings := decode[corev1.ConfigMap](t, find(t, objs, "ConfigMap", "spillway-spoke-settings"))
-	config := decode[corev1.ConfigMap](t, find(t, objs, "ConfigMap", "spillway-spoke-config"))
-	container := d.Spec.Template.Spec.Containers[0]
-
-	for _, args := range [][]string{
-		{"apply", "--server-side", "--field-manager=spillway-test", "-f", "examples/cluster-properties.yaml"},
-		{"create", "namespace", "gateway-system"},
-	} {
-		if _, err := c.Kubectl(ctx, args...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	token, err := c.Kubectl(ctx, "-n", namespace, "create", "token", "spillway-spoke")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: %s, certificate-authority-data: %s}}]
-users: [{name: spoke, user: {token: %s}}]
-contexts: [{name: c, context: {cluster: c, user: spoke}}]
-current-context: c
-`, c.Host, base64.StdEncoding.EncodeToString(c.CA), strings.TrimSpace(string(token)))), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	eppConfig := filepath.Join(dir, "epp.yaml")
-	if err := os.WriteFile(eppConfig, []byte(config.Data["epp.yaml"]), 0o644); err != nil {
-		t.Fatal(err)
-	}
-
-	// The environment the kubelet would give the container, and its args expanded with it.
-	env := map[string]string{}
-	for _, e := range container.Env {
-		if ref := e.ValueFrom.ConfigMapKeyRef; ref != nil {
-			env[e.Name] = settings.Data[ref.Key]
-		}
-	}
-	env["SPILLWAY_HUB_ADDRESS"] = "" // no hub in this test: the spoke runs standalone
-	var args []string
-	for _, a := range container.Args {
-		args = append(args, envRef.ReplaceAllStringFunc(a, func(ref string) string {
-			if v, ok := env[ref[2:len(ref)-1]]; ok {
-				return v
-			}
-			return ref // as the kubelet does with an undefined variable
-		}))
-	}
-	// What differs outside a Pod, appended: the last value of a flag wins. The spoke binds port 0
-	// and logs the address it got: no port is picked here and lost to another process meanwhile.
-	args = append(args, "--http-address=127.0.0.1:0", "--epp-address=127.0.0.1:0", "--log-format=json",
-		"--epp-config="+eppConfig, "--kubeconfig="+kubeconfig)
-
-	logPath := filepath.Join(dir, "spoke.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	t.Cleanup(func() { // after the spoke stopped (cleanups run last first): its whole log
-		if t.Failed() {
-			log, _ := os.ReadFile(logPath)
-			t.Logf("spoke %s\n%s", strings.Join(args, " "), log)
-		}
-	})
-	cmd := exec.Command(spokeBinary(t), args...)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
-	running := func() {
-		t.Helper()
-		select {
-		case err := <-exited:
-			exited <- err
-			t.Fatalf("the spoke exited: %v", err)
-		default:
-		}
-	}
-
-	var httpAddr string
-	testkit.Eventually(t, 30*time.Second, "the spoke's start-up line with its HTTP address", func() error {
-		running()
-		if httpAddr = startedHTTPAddr(logPath); httpAddr == "" {
-			return errors.New("not logged yet")
-		}
-		return nil
-	})
-	// An informer its RBAC does not allow never syncs, and /readyz stays unready.
-	testkit.Eventually(t, 30*time.Second, "the spoke ready", func() error {
-		running()
-		resp, err := http.Get("http://" + httpAddr + "/readyz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("readyz: HTTP %d", resp.StatusCode)
-		}
-		return nil
-	})
-	testkit.Eventually(t, 30*time.Second, "a ServiceExport of the gateway Service", func() error {
-		out, err := c.Kubectl(ctx, "-n", "gateway-system", "get", "serviceexports.multicluster.x-k8s.io", "-o", "name")
-		if err != nil {
-			return err
-		}
-		if got := strings.TrimSpace(string(out)); got != "serviceexport.multicluster.x-k8s.io/inference-gateway" {
-			return fmt.Errorf("got %q", got)
-		}
-		return nil
-	})
-	// Nothing it tried was refused: a missing rule shows up in the log even where it does not
-	// stop the spoke.
-	if log, _ := os.ReadFile(logPath); bytes.Contains(bytes.ToLower(log), []byte("forbidden")) {
-		t.Fatal("the API server refused the spoke something")
-	}
-}
-
-// startedHTTPAddr is the HTTP address in the spoke's JSON start-up line in the log at path, or
-// "" before the line is there.
-func startedHTTPAddr(path string) string {
-	log, _ := os.ReadFile(path)
-	for line := range bytes.Lines(log) {
-		var rec struct{ Msg, HTTP string }
-		if json.Unmarshal(line, &rec) == nil && rec.Msg == "spoke started" {
-			return rec.HTTP
-		}
-	}
-	return ""
-}
-
-// envRef is a $(VAR) reference in a container's args.
-var envRef = regexp.MustCompile(`\$\([A-Za-z_][A-Za-z0-9_]*\)`)
-
-// spokeBinary is SPILLWAY_BIN_DIR/spoke (make test builds it), else a build of the working tree.
-func spokeBinary(t *testing.T) string {
-	t.Helper()
-	if d := os.Getenv("SPILLWAY_BIN_DIR"); d != "" {
-		return filepath.Join(d, "spoke")
-	}
-	bin := filepath.Join(t.TempDir(), "spoke")
-	if out, err := exec.Command("go", "build", "-C", "..", "-o", bin, "./spoke/cmd/spoke").CombinedOutput(); err != nil {
-		t.Fatalf("build the spoke: %v\n%s", err, out)
-	}
-	return bin
 }
 
 func spillPolicy(name, spec string) string {

@@ -1,6 +1,9 @@
 # syntax=docker/dockerfile:1
-# Image of the Spillway hub: a static binary on distroless, run as
-# distroless's nonroot user (65532), as deploy/ expects. Build from the repository root:
+# Image of the Spillway hub: static binaries on distroless, run as distroless's nonroot user
+# (65532), as deploy/ expects. hubctl is in it too, so that an admin can use the credentials the
+# hub writes on its volume without copying them out:
+#   kubectl -n spillway-system exec deploy/spillway-hub -- hubctl get clusters
+# Build from the repository root:
 #
 #   docker build -f deploy/docker/hub.Dockerfile \
 #     -t ghcr.io/spillway-io/hub:v0.1.0 .
@@ -17,9 +20,9 @@ RUN go mod download
 COPY . .
 # No cgo: a static binary without libc, which is what the distroless static image can run.
 RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags "-s -w" -o /out/hub ./hub/cmd/hub
+    go build -trimpath -ldflags "-s -w" -o /out/ ./hub/cmd/hub ./hub/cmd/hubctl
 
 FROM gcr.io/distroless/static-debian12:nonroot
-COPY --from=build /out/hub /usr/local/bin/hub
+COPY --from=build /out/hub /out/hubctl /usr/local/bin/
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/hub"]
