@@ -125,8 +125,7 @@ func (s *spoke) buildSpill(gateways remote.GatewayResolver) error {
 	if err != nil {
 		return err
 	}
-	s.rtt = rttprobe.New(rttprobe.Options{Self: s.cfg.ClusterID})
-	_ = probeTLS // read and checked now; given to rttprobe.Options.TLS once the prober has it
+	s.rtt = rttprobe.New(rttprobe.Options{Self: s.cfg.ClusterID, TLS: probeTLS})
 	o := remote.Options{Self: s.cfg.ClusterID, Pool: s.cfg.EPPPoolRef, View: s.client.View(), Gateways: gateways,
 		RTT: s.rtt, Overrides: s.cfg.RemoteGateways}
 	if s.member != nil {
@@ -283,8 +282,12 @@ func (s *spoke) mux() *http.ServeMux {
 	return mux
 }
 
-// close releases what build started: the EPP's health server and the gossip member.
+// close releases what build started: the EPP's gRPC server (its stream workers start with it,
+// served or not), its health server and the gossip member.
 func (s *spoke) close() {
+	if s.eppGRPC != nil {
+		s.eppGRPC.Stop()
+	}
 	if s.health != nil {
 		s.health.Shutdown()
 	}

@@ -1,6 +1,8 @@
 package app
 
 import (
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -176,5 +178,45 @@ func TestBuildRefusesCredentialsOfAnotherCluster(t *testing.T) {
 				t.Fatalf("build() = %v, want an error containing %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestRemoteGatewayTLS(t *testing.T) {
+	ca, err := tlsconfig.NewCA("gateways", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	caFile, badFile := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "bad.crt")
+	if err := os.WriteFile(caFile, ca.CertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(badFile, []byte("not PEM"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if cfg, err := remoteGatewayTLS(TrustOptions{}); cfg != nil || err != nil {
+		t.Errorf("without --remote-gateway-tls: %v, %v; want plain HTTP probes", cfg, err)
+	}
+	if cfg, err := remoteGatewayTLS(TrustOptions{RemoteGatewayTLS: true}); err != nil || cfg == nil || cfg.RootCAs != nil {
+		t.Errorf("--remote-gateway-tls alone: %v, %v; want TLS with the system's roots", cfg, err)
+	}
+	cfg, err := remoteGatewayTLS(TrustOptions{RemoteGatewayTLS: true, RemoteGatewayCAFile: caFile})
+	if err != nil || cfg == nil || cfg.RootCAs == nil {
+		t.Fatalf("--remote-gateway-ca-file: %v, %v; want the file's roots", cfg, err)
+	}
+	certPEM, _, err := ca.Issue(tlsconfig.Identity{TrustDomain: "spillway.local", Kind: tlsconfig.KindUser, Name: "gw"}, []string{"gw.example"}, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(certPEM)
+	gw, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gw.Verify(x509.VerifyOptions{Roots: cfg.RootCAs, DNSName: "gw.example"}); err != nil {
+		t.Errorf("the file's roots do not verify a gateway it issued: %v", err)
+	}
+	if _, err := remoteGatewayTLS(TrustOptions{RemoteGatewayTLS: true, RemoteGatewayCAFile: badFile}); err == nil || !strings.Contains(err.Error(), "--remote-gateway-ca-file "+badFile) {
+		t.Errorf("a bad --remote-gateway-ca-file: %v, want an error naming it", err)
 	}
 }

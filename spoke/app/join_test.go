@@ -1,0 +1,152 @@
+package app
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/spillway-io/spillway/e2e/hubtest"
+	"github.com/spillway-io/spillway/e2e/testkit"
+	"github.com/spillway-io/spillway/pkg/tlsconfig"
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+	"github.com/spillway-io/spillway/spoke/join"
+)
+
+// clusterState returns the hub's record of a cluster's state, UNSPECIFIED when it has none.
+func clusterState(t *testing.T, h *hubtest.Hub, id string) pb.ClusterState {
+	resp, err := h.Admin().ListClusters(t.Context(), &pb.ListClustersRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range resp.GetClusters() {
+		if c.GetInfo().GetClusterId() == id {
+			return c.GetState()
+		}
+	}
+	return pb.ClusterState_CLUSTER_STATE_UNSPECIFIED
+}
+
+// TestSpokeJoinsTheHubByTokenAndApproval: a spoke started with a token and the CA hash against
+// a real hub waits for approval, stores its certificate, holds a session over mTLS, and starts
+// again from its credentials without the token.
+func TestSpokeJoinsTheHubByTokenAndApproval(t *testing.T) {
+	h := hubtest.Start(t, 5*time.Second)
+	tok, err := h.Admin().CreateToken(t.Context(), &pb.CreateTokenRequest{ClusterIds: []string{"east"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := staticOptions(t)
+	o.HubAddress, o.Spill = h.Addr, false
+	o.Trust.TrustDomain = hubtest.TrustDomain
+	o.Trust.CredentialsDir = filepath.Join(t.TempDir(), "credentials")
+	o.Trust.JoinToken, o.Trust.HubCAHash = tok.GetToken(), tok.GetCaCertHash()
+	cfg, err := o.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg) }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run() = %v", err)
+			}
+		}
+	}
+	t.Cleanup(stop)
+
+	testkit.Eventually(t, 10*time.Second, "east's join request is pending", testkit.True(func() bool {
+		resp, err := h.Admin().ListJoinRequests(t.Context(), &pb.ListJoinRequestsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range resp.GetRequests() {
+			if r.GetClusterId() == "east" && r.GetState() == pb.JoinState_JOIN_STATE_PENDING {
+				return true
+			}
+		}
+		return false
+	}))
+	if has, _ := join.HasCertificate(o.Trust.CredentialsDir); has {
+		t.Fatal("a certificate before approval")
+	}
+	if _, err := h.Admin().ApproveCluster(t.Context(), &pb.ApproveClusterRequest{ClusterId: "east"}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 20*time.Second, "east holds a session", testkit.True(func() bool {
+		return clusterState(t, h, "east") == pb.ClusterState_CLUSTER_STATE_ALIVE
+	}))
+	if !join.Joined(o.Trust.CredentialsDir) {
+		t.Error("the joined credentials are not marked for renewal")
+	}
+	kp, _, err := tlsconfig.LoadDir(o.Trust.CredentialsDir, tlsconfig.KeyPairOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := tlsconfig.IdentityOf(kp.Certificate().Leaf); err != nil || id.String() != "spiffe://"+hubtest.TrustDomain+"/cluster/east" {
+		t.Errorf("the stored certificate names %v (%v)", id, err)
+	}
+	stop()
+
+	// Again, from the stored credentials, without the token; the hub's hop keys arrive.
+	o.Trust.JoinToken, o.Trust.HubCAHash = "", ""
+	cfg, err = o.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := build(cfg)
+	t.Cleanup(s.close)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.renewer == nil {
+		t.Error("no renewer for joined credentials")
+	}
+	httpL, eppL, err := s.listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithCancel(context.Background())
+	rdone := make(chan error, 1)
+	go func() { rdone <- s.run(rctx, httpL, eppL) }()
+	t.Cleanup(func() {
+		rcancel()
+		if err := <-rdone; err != nil {
+			t.Errorf("spoke: %v", err)
+		}
+	})
+	testkit.Eventually(t, 10*time.Second, "the restarted spoke holds a session and the hop keys", testkit.True(func() bool {
+		return s.client.Connected() && len(s.client.HopKeys()) > 0
+	}))
+}
+
+// TestMountedCredentialsAreNotRenewed: credentials the join flow did not write (cert-manager's,
+// SPIRE's) are their issuer's to renew.
+func TestMountedCredentialsAreNotRenewed(t *testing.T) {
+	h := hubtest.Start(t, 5*time.Second)
+	o := staticOptions(t)
+	o.HubAddress, o.Spill = h.Addr, false
+	o.Trust.TrustDomain = hubtest.TrustDomain
+	o.Trust.CredentialsDir = h.CredentialsDir(hubtest.Cluster("east"))
+	if _, err := os.Stat(filepath.Join(o.Trust.CredentialsDir, join.MarkerFile)); err == nil {
+		t.Fatal("hubtest wrote a join marker")
+	}
+	cfg, err := o.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := build(cfg)
+	t.Cleanup(s.close)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.hubKP == nil || s.renewer != nil {
+		t.Errorf("mounted credentials: key pair %v, renewer %v; want the key pair and no renewer", s.hubKP != nil, s.renewer != nil)
+	}
+}
