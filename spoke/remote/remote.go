@@ -109,6 +109,7 @@ func (c *Candidates) remote(rc fleet.RemoteCapacity, cl fleet.Cluster, now time.
 		Saturation:     rc.Capacity.Saturation,
 		ReadyEndpoints: rc.Capacity.ReadyEndpoints,
 		QueueDepth:     rc.Capacity.QueueDepth,
+		Spilling:       rc.Capacity.Spilling,
 	}
 	if r.Gateway != "" && c.opts.RTT != nil {
 		r.RTT = c.opts.RTT.Observe(r.Gateway)

@@ -76,13 +76,13 @@ func TestList(t *testing.T) {
 		name: "no report for the pool",
 		opts: Options{View: view{}},
 	}, {
-		name: "self excluded, load and age copied",
+		name: "self excluded, load, spill state and age copied",
 		opts: Options{View: fleetOf(
 			report("us-east-1", time.Second, fleet.PoolCapacity{ReadyEndpoints: 9}),
-			report("us-west-1", 300*time.Millisecond, fleet.PoolCapacity{ReadyEndpoints: 2, QueueDepth: 7, Saturation: 0.9, Saturated: true}),
+			report("us-west-1", 300*time.Millisecond, fleet.PoolCapacity{ReadyEndpoints: 2, QueueDepth: 7, Saturation: 0.9, Saturated: true, Spilling: true}),
 		)},
 		want: []spill.Remote{{ClusterID: "us-west-1", Region: "us-west", Gateway: "10.0.1.1:80", Alive: true,
-			Age: 300 * time.Millisecond, Saturated: true, Saturation: 0.9, ReadyEndpoints: 2, QueueDepth: 7, RTT: 40 * time.Millisecond}},
+			Age: 300 * time.Millisecond, Saturated: true, Saturation: 0.9, ReadyEndpoints: 2, QueueDepth: 7, Spilling: true, RTT: 40 * time.Millisecond}},
 		wantAsked: []string{"10.0.1.1:80"},
 	}, {
 		name: "gone by the hub or dead by gossip: not alive",
