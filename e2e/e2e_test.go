@@ -3,6 +3,8 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +18,11 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/spillway-io/spillway/e2e/localfleet"
 	"github.com/spillway-io/spillway/e2e/testkit"
@@ -64,10 +71,16 @@ type clusterJSON struct {
 	Exports      int    `json:"exports"`
 }
 
-func hubctlClusters(t *testing.T, hub string) []clusterJSON {
+// hubctlClusters runs hubctl get clusters with the given global flags (the hub's admin address
+// and the admin's credentials).
+func hubctlClusters(t *testing.T, hubctlArgs []string) []clusterJSON {
 	t.Helper()
-	out, err := exec.Command(filepath.Join(bins(t), "hubctl"), "--hub", hub, "get", "clusters", "-o", "json").Output()
+	out, err := exec.Command(filepath.Join(bins(t), "hubctl"), append(hubctlArgs, "get", "clusters", "-o", "json")...).Output()
 	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("hubctl get clusters: %v: %s", err, ee.Stderr)
+		}
 		t.Fatalf("hubctl get clusters: %v", err)
 	}
 	var resp struct {
@@ -79,7 +92,9 @@ func hubctlClusters(t *testing.T, hub string) []clusterJSON {
 	return resp.Clusters
 }
 
-// TestDemo runs `make demo`'s fleet with a short duration, as the README's first command does.
+// TestDemo runs `make demo`'s fleet with a short duration, as the README's first command does: the
+// hubctl command it prints works, its hub answers only TLS clients, and load goes through every
+// region.
 func TestDemo(t *testing.T) {
 	bin := bins(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -102,20 +117,27 @@ func TestDemo(t *testing.T) {
 		close(lines)
 	}()
 	var printed []string
-	up := false
-	for !up {
+	// The first hubctl command the demo prints, once the fleet is up.
+	command := regexp.MustCompile(`^\$ hubctl (.*) get clusters$`)
+	var hubctlArgs []string
+	for hubctlArgs == nil {
 		select {
 		case l, ok := <-lines:
 			if !ok {
-				t.Fatalf("demo ended before the fleet was up:\n%s", strings.Join(printed, "\n"))
+				t.Fatalf("demo ended before it printed a hubctl command:\n%s", strings.Join(printed, "\n"))
 			}
 			printed = append(printed, l)
-			up = l == "fleet is up"
+			if m := command.FindStringSubmatch(l); m != nil {
+				hubctlArgs = strings.Fields(m[1])
+			}
 		case <-ctx.Done():
 			t.Fatalf("fleet not up:\n%s", strings.Join(printed, "\n"))
 		}
 	}
-	clusters := hubctlClusters(t, localfleet.DefaultOptions("", "").HubGRPC)
+	if !slices.Contains(printed, "fleet is up") || !slices.Contains(hubctlArgs, "--credentials-dir") {
+		t.Fatalf("want the fleet up and hubctl given --credentials-dir:\n%s", strings.Join(printed, "\n"))
+	}
+	clusters := hubctlClusters(t, hubctlArgs)
 	var regions []string
 	for _, c := range clusters {
 		if c.State != "CLUSTER_STATE_ALIVE" || c.Exports != 1 {
@@ -127,6 +149,16 @@ func TestDemo(t *testing.T) {
 	if strings.Join(regions, ",") != "eu-west,us-east,us-west" {
 		t.Fatalf("regions %v, want eu-west, us-east, us-west", regions)
 	}
+	// The demo hub's spokes' port answers a TLS client that verifies it with the fleet CA (hubctl's
+	// ca.crt), and a plaintext one not at all.
+	caFile := filepath.Join(hubctlArgs[slices.Index(hubctlArgs, "--credentials-dir")+1], "ca.crt")
+	hubGRPC := localfleet.DefaultOptions("", "").HubGRPC
+	if err := healthCheck(ctx, hubGRPC, tlsTo(t, caFile)); err != nil {
+		t.Errorf("grpc.health.v1 over TLS on the demo hub's %s: %v", hubGRPC, err)
+	}
+	if err := healthCheck(ctx, hubGRPC, insecure.NewCredentials()); err == nil {
+		t.Errorf("grpc.health.v1 over plaintext on the demo hub's %s answered: want refused", hubGRPC)
+	}
 	for l := range lines {
 		printed = append(printed, l)
 	}
@@ -134,7 +166,8 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("demo exit: %v\n%s", err, strings.Join(printed, "\n"))
 	}
 	out := strings.Join(printed, "\n")
-	for _, want := range []string{"$ hubctl get clusters", "$ hubctl get pools", "default/chat", "fleet stopped",
+	hubctl := "$ hubctl " + strings.Join(hubctlArgs, " ")
+	for _, want := range []string{hubctl + " get clusters", hubctl + " get pools", "default/chat", "fleet stopped",
 		"load through the us-east gateway", "load through the us-west gateway", "load through the eu-west gateway"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("demo output lacks %q:\n%s", want, out)
@@ -153,7 +186,7 @@ func TestDemo(t *testing.T) {
 	}
 	// Every process is gone: every address the demo used can be bound again.
 	o := localfleet.DefaultOptions("", "")
-	addrs := []string{o.HubGRPC, o.HubHTTP}
+	addrs := []string{o.HubGRPC, o.HubAdmin, o.HubHTTP, o.HubGossip}
 	for _, r := range o.Regions {
 		addrs = append(addrs, r.SpokeHTTP, r.EPP, r.Gateway)
 		addrs = append(addrs, r.Endpoints...)
@@ -171,7 +204,8 @@ func TestDemo(t *testing.T) {
 // TestFleetSurvivesCrashesAndRestarts kills a spoke and restarts the hub, as real processes.
 func TestFleetSurvivesCrashesAndRestarts(t *testing.T) {
 	bin := bins(t)
-	o := localfleet.Options{BinDir: bin, WorkDir: t.TempDir(), HubGRPC: "127.0.20.1:18470", HubHTTP: "127.0.20.1:18471", LeaseTTL: 3 * time.Second}
+	o := localfleet.Options{BinDir: bin, WorkDir: t.TempDir(), HubGRPC: "127.0.20.1:18470", HubHTTP: "127.0.20.1:18471", HubAdmin: "127.0.20.1:18472",
+		LeaseTTL: 3 * time.Second}
 	for i, name := range []string{"north", "south"} {
 		r := localfleet.Region{Name: name, Cluster: name + "-1", SpokeHTTP: fmt.Sprintf("127.0.20.1:%d", 18481+i)}
 		for j := 1; j <= 2; j++ {
@@ -189,13 +223,13 @@ func TestFleetSurvivesCrashesAndRestarts(t *testing.T) {
 	if err := f.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
-	before := hubctlClusters(t, o.HubGRPC)
+	before := hubctlClusters(t, f.HubctlArgs())
 
 	// A spoke crashes: its cluster stays registered but goes Gone and loses its export after the lease.
 	f.Spokes["south-1"].Kill()
 	killed := time.Now()
 	testkit.Eventually(t, 15*time.Second, "south-1 Gone with no export", func() error {
-		for _, c := range hubctlClusters(t, o.HubGRPC) {
+		for _, c := range hubctlClusters(t, f.HubctlArgs()) {
 			if c.Info.ClusterID == "south-1" {
 				if c.State != "CLUSTER_STATE_GONE" || c.Exports != 0 {
 					return fmt.Errorf("south-1 is %s with %d exports", c.State, c.Exports)
@@ -213,20 +247,16 @@ func TestFleetSurvivesCrashesAndRestarts(t *testing.T) {
 	if err := f.Hub.Stop(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	hub, err := localfleet.StartProc(filepath.Join(o.WorkDir, "logs"), "hub-2", filepath.Join(bin, "hub"),
-		"--grpc-address", o.HubGRPC, "--http-address", o.HubHTTP, "--data-dir", filepath.Join(o.WorkDir, "hub-data"),
-		"--hub-id", "hub-0", "--lease-ttl", o.LeaseTTL.String())
-	if err != nil {
+	if err := f.StartHub(); err != nil {
 		t.Fatal(err)
 	}
-	f.Hub = hub
 	if err := f.StartSpoke(o.Regions[1]); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.WaitReady(ctx); err != nil {
 		t.Fatalf("fleet after hub restart and spoke return: %v", err)
 	}
-	after := hubctlClusters(t, o.HubGRPC)
+	after := hubctlClusters(t, f.HubctlArgs())
 	if len(after) != len(before) {
 		t.Fatalf("clusters before %v, after %v", before, after)
 	}
@@ -235,4 +265,38 @@ func TestFleetSurvivesCrashesAndRestarts(t *testing.T) {
 			t.Fatalf("registration of %s changed across the restart: %s → %s", after[i].Info.ClusterID, before[i].RegisteredAt, after[i].RegisteredAt)
 		}
 	}
+}
+
+// tlsTo returns transport credentials that verify a server with the CA bundle in caFile and
+// present no client certificate.
+func tlsTo(t *testing.T, caFile string) credentials.TransportCredentials {
+	t.Helper()
+	b, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		t.Fatalf("no certificate in %s", caFile)
+	}
+	return credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool})
+}
+
+// healthCheck asks grpc.health.v1 at addr, dialed with creds, whether the server is serving.
+func healthCheck(ctx context.Context, addr string, creds credentials.TransportCredentials) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		return err
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("status %s", resp.GetStatus())
+	}
+	return nil
 }

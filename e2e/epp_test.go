@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/spillway-io/spillway/e2e/localfleet"
 	"github.com/spillway-io/spillway/e2e/testkit"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
@@ -20,13 +17,14 @@ import (
 
 // startRegion starts a one-region fleet (hub, spoke with EPP, gateway) on loopback block
 // 127.0.<block>.1 with two simulator endpoints on 127.0.<block+1>.1-2 that run one sequence at a
-// time, 20 ms per token. Everything stops at the end of the test. It returns the region and an
-// AdminService client of its hub.
-func startRegion(ctx context.Context, t *testing.T, block int) (localfleet.Region, pb.AdminServiceClient) {
+// time, 20 ms per token. Everything stops at the end of the test. It returns the fleet, the region
+// and an AdminService client of its hub (as the fleet's admin, over mutual TLS).
+func startRegion(ctx context.Context, t *testing.T, block int) (*localfleet.Fleet, localfleet.Region, pb.AdminServiceClient) {
 	t.Helper()
 	ip := fmt.Sprintf("127.0.%d.1", block)
-	o := localfleet.Options{BinDir: bins(t), WorkDir: t.TempDir(), HubGRPC: ip + ":18570", HubHTTP: ip + ":18571", LeaseTTL: 5 * time.Second,
-		SimArgs: []string{"--max-num-seqs", "1", "--decode-latency", "20ms"}}
+	o := localfleet.Options{BinDir: bins(t), WorkDir: t.TempDir(), HubGRPC: ip + ":18570", HubHTTP: ip + ":18571", HubAdmin: ip + ":18572",
+		LeaseTTL: 5 * time.Second,
+		SimArgs:  []string{"--max-num-seqs", "1", "--decode-latency", "20ms"}}
 	r := localfleet.Region{Name: "solo", Cluster: "solo-1", SpokeHTTP: ip + ":18581", EPP: ip + ":19002", Gateway: ip + ":18080",
 		Endpoints: []string{fmt.Sprintf("127.0.%d.1:8000", block+1), fmt.Sprintf("127.0.%d.2:8000", block+1)}}
 	o.Regions = []localfleet.Region{r}
@@ -38,12 +36,12 @@ func startRegion(ctx context.Context, t *testing.T, block int) (localfleet.Regio
 	if err := f.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(o.HubGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := f.DialAdmin()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return r, pb.NewAdminServiceClient(conn)
+	return f, r, pb.NewAdminServiceClient(conn)
 }
 
 // poolLoad returns a condition for testkit.Eventually: the capacity the region's spoke last
@@ -95,7 +93,7 @@ func endpointQueues(endpoints []string) string {
 func TestSheddingUnderSaturation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	r, admin := startRegion(ctx, t, 30)
+	f, r, admin := startRegion(ctx, t, 30)
 	gw := "http://" + r.Gateway
 	post := func(ctx context.Context, objective string, maxTokens int) (*http.Response, error) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, gw+"/v1/completions",
@@ -160,7 +158,7 @@ func TestSheddingUnderSaturation(t *testing.T) {
 	}
 
 	// A critical request is admitted while saturated: the EPP routes it (it waits in a queue).
-	before := eppRouted(t, r.SpokeHTTP, "critical")
+	before := eppRouted(t, f, r, "critical")
 	probeCtx, stopProbe := context.WithCancel(ctx)
 	probed := make(chan struct{})
 	go func() {
@@ -170,13 +168,14 @@ func TestSheddingUnderSaturation(t *testing.T) {
 		}
 	}()
 	defer func() { stopProbe(); <-probed }()
-	testkit.Eventually(t, 10*time.Second, "the critical probe is routed", testkit.True(func() bool { return eppRouted(t, r.SpokeHTTP, "critical") > before }))
+	testkit.Eventually(t, 10*time.Second, "the critical probe is routed", testkit.True(func() bool { return eppRouted(t, f, r, "critical") > before }))
 }
 
-// eppRouted reads spillway_epp_requests_total{objective, result="routed"} from a spoke.
-func eppRouted(t *testing.T, spokeHTTP, objective string) float64 {
+// eppRouted reads spillway_epp_requests_total{objective, result="routed"} from a region's spoke,
+// over HTTPS verified with the fleet CA.
+func eppRouted(t *testing.T, f *localfleet.Fleet, r localfleet.Region, objective string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + spokeHTTP + "/metrics")
+	resp, err := f.HTTPClient().Get(f.SpokeURL(r, "/metrics"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +198,7 @@ func eppRouted(t *testing.T, spokeHTTP, objective string) float64 {
 func TestRoutingFollowsRealLoad(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	r, admin := startRegion(ctx, t, 32)
+	_, r, admin := startRegion(ctx, t, 32)
 	busy, idle := r.Endpoints[0], r.Endpoints[1]
 	loadCtx, stopLoad := context.WithCancel(ctx)
 	var wg sync.WaitGroup

@@ -21,6 +21,7 @@ import (
 func startThreeRegions(ctx context.Context, t *testing.T) (*localfleet.Fleet, []localfleet.Region) {
 	t.Helper()
 	o := localfleet.Options{BinDir: bins(t), WorkDir: t.TempDir(), HubGRPC: "127.0.40.1:18670", HubHTTP: "127.0.40.1:18671", HubGossip: "127.0.40.1:18672",
+		HubAdmin: "127.0.40.1:18673",
 		LeaseTTL: 3 * time.Second, SimArgs: []string{"--max-num-seqs", "1", "--decode-latency", "20ms"},
 		EPPConfig: localfleet.EPPConfig + "spill: {minDwell: 2s, freshness: 3s}\n"}
 	for i, name := range []string{"us-east", "us-west", "eu-west"} {
@@ -158,7 +159,7 @@ func TestFederatedRouting(t *testing.T) {
 		}
 	}
 	testkit.Eventually(t, 5*time.Second, victim.Name+" leaves the candidates", func() error {
-		d, err := spokeSpillTargets(east.SpokeHTTP)
+		d, err := spokeSpillTargets(f, east)
 		if err != nil {
 			return err
 		}
@@ -187,9 +188,10 @@ func want(got served, err error, status int, by ...string) error {
 	return nil
 }
 
-// spokeSpillTargets reads a spoke's GET /spill and returns its current targets as JSON.
-func spokeSpillTargets(spokeHTTP string) (string, error) {
-	resp, err := http.Get("http://" + spokeHTTP + "/spill")
+// spokeSpillTargets reads a region's spoke's GET /spill (HTTPS, verified with the fleet CA) and
+// returns its current targets as JSON.
+func spokeSpillTargets(f *localfleet.Fleet, r localfleet.Region) (string, error) {
+	resp, err := f.HTTPClient().Get(f.SpokeURL(r, "/spill"))
 	if err != nil {
 		return "", err
 	}
@@ -236,7 +238,7 @@ func TestFederatedRoutingFailures(t *testing.T) {
 			}
 		}
 		// Remote capacity is older than its bound by now: nothing is routed on it.
-		if targets, err := spokeSpillTargets(east.SpokeHTTP); err != nil || targets != "[]" {
+		if targets, err := spokeSpillTargets(f, east); err != nil || targets != "[]" {
 			t.Fatalf("spill targets with the hub down for 6s: %s %v: want none (stale)", targets, err)
 		}
 		if err := f.StartHub(); err != nil {
@@ -283,7 +285,7 @@ func TestFederatedRoutingFailures(t *testing.T) {
 			}
 		}()
 		testkit.Eventually(t, 20*time.Second, "no spill target left", func() error {
-			targets, err := spokeSpillTargets(east.SpokeHTTP)
+			targets, err := spokeSpillTargets(f, east)
 			if err != nil {
 				return err
 			}
@@ -319,7 +321,7 @@ func TestImportOnlyCluster(t *testing.T) {
 			t.Fatalf("%s through an import-only cluster: %+v %v: want served by an exporting cluster", objective, got, err)
 		}
 	}
-	d, err := spokeSpillTargets(east.SpokeHTTP)
+	d, err := spokeSpillTargets(f, east)
 	if err != nil || !strings.Contains(d, west.Cluster) || !strings.Contains(d, eu.Cluster) {
 		t.Fatalf("import-only targets %s %v: want both exporting clusters", d, err)
 	}
