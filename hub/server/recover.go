@@ -10,16 +10,11 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// Interceptors returns the server options that install the hub's interceptors on its gRPC server:
-// a panic in a handler (or in a goroutine a Sync stream started) ends that one call with
-// codes.Internal, is logged with its stack and counted in spillway_hub_grpc_handler_panics_total,
-// and the hub goes on serving every other stream. docs/architecture.md says why.
-func (s *Server) Interceptors() []grpc.ServerOption {
-	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(s.recoverUnary),
-		grpc.ChainStreamInterceptor(s.recoverStream),
-	}
-}
+// The panic recovery is the outermost interceptor of both ports (SpokeServerOptions,
+// AdminServerOptions): a panic in a handler, in the authorization, or in a goroutine a Sync
+// stream started ends that one call with codes.Internal, is logged with its stack and counted in
+// spillway_hub_grpc_handler_panics_total, and the hub goes on serving every other stream.
+// docs/architecture.md says why.
 
 func (s *Server) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
 	defer func() {

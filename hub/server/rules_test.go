@@ -290,3 +290,27 @@ func TestLimitsTrip(t *testing.T) {
 		t.Errorf("spillway_hub_limit_exceeded_total{limit=exports_per_delta} = %v, want 1", n)
 	}
 }
+
+// TestMaxConcurrentStreams: a connection has no more streams at once than the limit; a call
+// beyond it waits until a stream ends.
+func TestMaxConcurrentStreams(t *testing.T) {
+	h := startHub(t, hubOptions{hub: hubtest.Options{Limits: server.Limits{MaxConcurrentStreams: 1}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	h.register(t, ctx, "a", "")
+	cli := pb.NewSyncServiceClient(h.ConnAs(hubtest.Cluster("a")))
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	openSession(t, sctx, cli, "a")
+	register := func(d time.Duration) error {
+		rctx, cancel := context.WithTimeout(ctx, d)
+		defer cancel()
+		_, err := cli.Register(rctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "a", Region: "r"}})
+		return err
+	}
+	wantStatus(t, register(time.Second), codes.DeadlineExceeded)
+	stop()
+	if err := register(10 * time.Second); err != nil {
+		t.Fatalf("Register once the stream ended: %v", err)
+	}
+}

@@ -106,7 +106,9 @@ func (s *Server) Run(ctx context.Context) error {
 		return []backoff.RetryOption{
 			backoff.WithBackOff(&backoff.ExponentialBackOff{InitialInterval: 100 * time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Second}),
 			backoff.WithMaxElapsedTime(0),
-			backoff.WithNotify(func(err error, d time.Duration) { log.Warn("trust: "+what+" failed, retrying", "err", err, "retry", d) }),
+			backoff.WithNotify(func(err error, d time.Duration) {
+				log.Warn("trust: reading etcd failed, retrying", "what", what, "err", err, "retry", d)
+			}),
 		}
 	}
 	if _, err := backoff.Retry(ctx, func() ([]fleet.HopKey, error) { return s.store.EnsureHopKeys(ctx) }, retry("creating the first hop key")...); err != nil {

@@ -35,20 +35,39 @@ func FuzzSyncRequest(f *testing.F) {
 			_ = ValidateHello(msg.Hello)
 		case *pb.SyncRequest_Exports:
 			if ValidateExportDelta(msg.Exports) == nil {
+				seen := map[fleet.PoolRef]bool{}
 				for _, e := range msg.Exports.GetUpserts() {
 					got := fleetpb.ExportFrom(e)
 					if got.Pool.Name != e.GetPool().GetName() || len(got.TargetPorts) != len(e.GetTargetPorts()) {
 						t.Fatalf("conversion lost data: %+v from %v", got, e)
 					}
+					seen[got.Pool] = true
+				}
+				for _, p := range poolsFrom(msg.Exports.GetRemoves()) {
+					if seen[p] {
+						t.Fatalf("validated a delta listing %v twice", p)
+					}
+					seen[p] = true
+				}
+				if len(seen) != len(msg.Exports.GetUpserts())+len(msg.Exports.GetRemoves()) {
+					t.Fatalf("validated a delta listing a pool twice: %v", msg.Exports)
 				}
 			}
 		case *pb.SyncRequest_Capacity:
 			if ValidateCapacityReport(msg.Capacity) == nil {
+				seen := map[fleet.PoolRef]bool{}
 				for _, c := range msg.Capacity.GetPools() {
 					got := fleetpb.CapacityFrom(c)
 					if got.KVCacheUtilization < 0 || got.KVCacheUtilization > 1 || got.ReadyEndpoints > got.TotalEndpoints {
 						t.Fatalf("validated capacity out of range: %+v", got)
 					}
+					seen[got.Pool] = true
+				}
+				for _, p := range poolsFrom(msg.Capacity.GetRemoved()) {
+					seen[p] = true
+				}
+				if len(seen) != len(msg.Capacity.GetPools())+len(msg.Capacity.GetRemoved()) {
+					t.Fatalf("validated a report listing a pool twice: %v", msg.Capacity)
 				}
 			}
 		case *pb.SyncRequest_Imports:
