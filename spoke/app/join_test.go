@@ -150,3 +150,69 @@ func TestMountedCredentialsAreNotRenewed(t *testing.T) {
 		t.Errorf("mounted credentials: key pair %v, renewer %v; want the key pair and no renewer", s.hubKP != nil, s.renewer != nil)
 	}
 }
+
+// TestJoinedCertificateIsRenewedByTheHub: a certificate the join flow stored is renewed by the
+// hub's Renew before it expires, and the hub session carries on.
+func TestJoinedCertificateIsRenewedByTheHub(t *testing.T) {
+	// 30 s of validity after a minute of backdating: renewal is due at once.
+	h := hubtest.StartWith(t, 5*time.Second, hubtest.Options{ClusterCertValidity: 30 * time.Second})
+	tok, err := h.Admin().CreateToken(t.Context(), &pb.CreateTokenRequest{ClusterIds: []string{"east"}, AutoApprove: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := staticOptions(t)
+	o.HubAddress, o.Spill = h.Addr, false
+	o.Trust.TrustDomain = hubtest.TrustDomain
+	o.Trust.CredentialsDir = filepath.Join(t.TempDir(), "credentials")
+	o.Trust.JoinToken, o.Trust.HubCAHash = tok.GetToken(), tok.GetCaCertHash()
+	cfg, err := o.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := joinFleet(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	certFile := filepath.Join(o.Trust.CredentialsDir, tlsconfig.CertFile)
+	first, err := os.ReadFile(certFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	joined, err := tlsconfig.NewStaticKeyPair(first, mustRead(t, filepath.Join(o.Trust.CredentialsDir, tlsconfig.KeyFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := build(cfg)
+	t.Cleanup(s.close)
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpL, eppL, err := s.listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx, httpL, eppL) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("spoke: %v", err)
+		}
+	})
+	testkit.Eventually(t, 20*time.Second, "the spoke's key pair holds a renewed certificate", testkit.True(func() bool {
+		return s.hubKP.NotAfter().After(joined.NotAfter())
+	}))
+	if time.Now().After(joined.NotAfter()) {
+		t.Errorf("renewed after the joined certificate expired (%s)", joined.NotAfter())
+	}
+	testkit.Eventually(t, 10*time.Second, "the session on the renewed certificate", testkit.True(s.client.Connected))
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

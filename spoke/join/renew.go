@@ -112,12 +112,13 @@ func (r *Renewer) Run(ctx context.Context) error {
 	defer conn.Close()
 	cli := pb.NewJoinServiceClient(conn)
 	var written *x509.Certificate // the last certificate written, until the key pair has reloaded it
+	var renewed time.Time         // when; renewals are at least MinBackoff apart, however short-lived the certificates
 	for {
 		current := r.o.KeyPair.Certificate().Leaf
 		if written != nil && written.NotAfter.After(current.NotAfter) {
 			current = written
 		}
-		if wait := time.Until(RenewAt(current)); wait > 0 {
+		if wait := max(time.Until(RenewAt(current)), time.Until(renewed.Add(r.o.MinBackoff))); wait > 0 {
 			t := time.NewTimer(min(wait, recheck))
 			select {
 			case <-ctx.Done():
@@ -147,7 +148,7 @@ func (r *Renewer) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("certificate renewer: %w", err)
 		}
-		written = leaf
+		written, renewed = leaf, time.Now()
 		r.renewals.WithLabelValues(resultRenewed).Inc()
 		r.log.Info("cluster certificate renewed", "notAfter", leaf.NotAfter)
 	}
