@@ -2,9 +2,14 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -19,6 +24,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/spillway-io/spillway/e2e/hubtest"
+	"github.com/spillway-io/spillway/e2e/localfleet"
 	"github.com/spillway-io/spillway/e2e/testkit"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/tlsconfig"
@@ -441,4 +447,131 @@ func otherCA(t *testing.T) *tlsconfig.CA {
 		t.Fatal(err)
 	}
 	return ca
+}
+
+// hubctl runs the hubctl binary as the holder of creds against the hub's admin port and decodes
+// its JSON output into out.
+func hubctl(t *testing.T, hub *hubtest.Hub, creds string, out any, args ...string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bins(t), "hubctl"), append([]string{"--hub", hub.AdminAddr, "--credentials-dir", creds, "-o", "json"}, args...)...)
+	stdout, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("hubctl %v: %v: %s", args, err, ee.Stderr)
+		}
+		t.Fatalf("hubctl %v: %v", args, err)
+	}
+	if err := json.Unmarshal(stdout, out); err != nil {
+		t.Fatalf("hubctl %v -o json: %v\n%s", args, err, stdout)
+	}
+}
+
+// TestJoinWithTokenAndApproval: an admin creates a bootstrap token with hubctl; a spoke process
+// started with it, the hub CA's hash and an empty credentials directory asks to join and waits;
+// once the admin approves, the spoke holds a certificate naming its cluster and its session is
+// live; restarted without the token, it connects with that certificate alone.
+func TestJoinWithTokenAndApproval(t *testing.T) {
+	bin := bins(t)
+	hub := hubtest.StartProcess(t, bin, hubtest.ProcessOptions{})
+	admin := hub.CredentialsDir(hubtest.Admin())
+	var token struct {
+		Token      string `json:"token"`
+		CACertHash string `json:"caCertHash"`
+	}
+	hubctl(t, hub, admin, &token, "tokens", "create", "--cluster", "joiner", "--ttl", "10m")
+	if want := tlsconfig.SPKIHash(hub.CA.Certificate()); token.CACertHash != want {
+		t.Fatalf("tokens create printed CA hash %s, want the hub CA's %s", token.CACertHash, want)
+	}
+
+	dir := t.TempDir()
+	creds := filepath.Join(dir, "credentials")
+	pools := filepath.Join(dir, "pools.yaml")
+	if err := os.WriteFile(pools, []byte("pools:\n- namespace: default\n  name: joined\n  export: true\n  targetPorts: [8000]\n  endpoints: [\"127.0.0.1:1\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spokeArgs := []string{"--cluster-id", "joiner", "--region", "r1", "--hub-address", hub.Addr, "--credentials-dir", creds,
+		"--trust-domain", hubtest.TrustDomain, "--pools-file", pools, "--http-address", "127.0.0.1:0", "--epp-address", ""}
+	spoke, err := localfleet.StartProc(dir, "spoke", filepath.Join(bin, "spoke"),
+		append(spokeArgs, "--join-token", token.Token, "--hub-ca-hash", token.CACertHash)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			if err := spoke.Stop(10 * time.Second); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			if log, err := os.ReadFile(spoke.LogPath); err == nil {
+				t.Logf("spoke log:\n%s", log)
+			}
+		}
+	})
+
+	type request struct {
+		ClusterID string `json:"clusterId"`
+		State     string `json:"state"`
+	}
+	testkit.Eventually(t, 30*time.Second, "the spoke's join request is pending", func() error {
+		var resp struct{ Requests []request }
+		hubctl(t, hub, admin, &resp, "clusters", "requests")
+		if len(resp.Requests) != 1 || resp.Requests[0] != (request{"joiner", "JOIN_STATE_PENDING"}) {
+			return fmt.Errorf("join requests %+v", resp.Requests)
+		}
+		return nil
+	})
+	if _, err := os.Stat(filepath.Join(creds, tlsconfig.CertFile)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("a certificate before approval: %v", err)
+	}
+	var approved struct{ Request request }
+	hubctl(t, hub, admin, &approved, "clusters", "approve", "joiner")
+
+	alive := func() error {
+		var resp struct {
+			Clusters []clusterJSON `json:"clusters"`
+		}
+		hubctl(t, hub, admin, &resp, "get", "clusters")
+		for _, c := range resp.Clusters {
+			if c.Info.ClusterID == "joiner" && c.State == "CLUSTER_STATE_ALIVE" && c.Exports == 1 {
+				return nil
+			}
+		}
+		return fmt.Errorf("clusters %+v", resp.Clusters)
+	}
+	testkit.Eventually(t, 30*time.Second, "the joined spoke's session is live with its export", alive)
+	kp, err := tlsconfig.NewKeyPair(filepath.Join(creds, tlsconfig.CertFile), filepath.Join(creds, tlsconfig.KeyFile), tlsconfig.KeyPairOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := tlsconfig.IdentityOf(kp.Certificate().Leaf); err != nil || id.String() != "spiffe://"+hubtest.TrustDomain+"/cluster/joiner" {
+		t.Fatalf("the spoke's certificate names %v, %v", id, err)
+	}
+	if fi, err := os.Stat(filepath.Join(creds, tlsconfig.KeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("tls.key: %v, mode %v", err, fi.Mode())
+	}
+
+	// Without the token, the spoke comes back with its certificate alone.
+	stop()
+	spoke, err = localfleet.StartProc(dir, "spoke-again", filepath.Join(bin, "spoke"), spokeArgs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped = false
+	testkit.Eventually(t, 30*time.Second, "the spoke reconnects without the token", func() error {
+		log, err := os.ReadFile(spoke.LogPath)
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(log), "hub session started") {
+			return errors.New("the restarted spoke has no hub session yet")
+		}
+		return alive()
+	})
 }
