@@ -358,6 +358,7 @@ func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient,
 	var importsSent uint64
 	lastSent := map[fleet.PoolRef]fleet.PoolCapacity{}
 	lastAt := map[fleet.PoolRef]time.Time{}
+	var lastReport time.Time
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
@@ -391,25 +392,14 @@ func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient,
 				return fmt.Errorf("send interest: %w", err)
 			}
 		}
-		now := time.Now()
-		report := &pb.CapacityReport{}
-		for p, cp := range caps {
-			if last, ok := lastSent[p]; ok && last.SameLoad(cp) && now.Sub(lastAt[p]) < heartbeat {
-				continue
-			}
-			report.Pools = append(report.Pools, fleetpb.Capacity(cp))
-			lastSent[p], lastAt[p] = cp, now
-		}
-		for p := range lastSent {
-			if _, ok := caps[p]; !ok {
-				report.Removed = append(report.Removed, fleetpb.PoolRef(p))
-				delete(lastSent, p)
-				delete(lastAt, p)
-			}
-		}
-		if len(report.Pools) > 0 || len(report.Removed) > 0 {
-			if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Capacity{Capacity: report}}); err != nil {
-				return fmt.Errorf("send capacity: %w", err)
+		// Woken early (exports, interest or imports changed), capacity waits: the hub refuses
+		// reports closer together than the interval it announced.
+		if now := time.Now(); now.Sub(lastReport) >= interval {
+			if report := capacityReport(caps, lastSent, lastAt, heartbeat, now); report != nil {
+				if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Capacity{Capacity: report}}); err != nil {
+					return fmt.Errorf("send capacity: %w", err)
+				}
+				lastReport = now
 			}
 		}
 		select {
@@ -419,6 +409,32 @@ func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient,
 		case <-c.wake:
 		}
 	}
+}
+
+// capacityReport returns what to report of caps, nil for nothing: the pools whose load changed
+// or whose last report is a heartbeat old, and the pools gone since the last report. It
+// records what it reports in lastSent and lastAt.
+func capacityReport(caps, lastSent map[fleet.PoolRef]fleet.PoolCapacity, lastAt map[fleet.PoolRef]time.Time,
+	heartbeat time.Duration, now time.Time) *pb.CapacityReport {
+	report := &pb.CapacityReport{}
+	for p, cp := range caps {
+		if last, ok := lastSent[p]; ok && last.SameLoad(cp) && now.Sub(lastAt[p]) < heartbeat {
+			continue
+		}
+		report.Pools = append(report.Pools, fleetpb.Capacity(cp))
+		lastSent[p], lastAt[p] = cp, now
+	}
+	for p := range lastSent {
+		if _, ok := caps[p]; !ok {
+			report.Removed = append(report.Removed, fleetpb.PoolRef(p))
+			delete(lastSent, p)
+			delete(lastAt, p)
+		}
+	}
+	if len(report.Pools) == 0 && len(report.Removed) == 0 {
+		return nil
+	}
+	return report
 }
 
 // exportedOnly returns the capacity of the pools the cluster exports: the hub refuses reports

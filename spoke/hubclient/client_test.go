@@ -3,6 +3,7 @@ package hubclient
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"slices"
@@ -41,8 +42,12 @@ type fakeHub struct {
 	hopKeys  []fleet.HopKey
 	push     chan *pb.SyncResponse
 	sessions int
-	// capacity and removed are the pools of every capacity report received, in order.
+	// interval is the min_report_interval announced; 10 ms when zero.
+	interval time.Duration
+	// capacity and removed are the pools of every capacity report received, in order; reportsAt
+	// when each report arrived.
 	capacity, removed []fleet.PoolRef
+	reportsAt         []time.Time
 }
 
 func startFakeHub(t *testing.T) *fakeHub {
@@ -116,7 +121,11 @@ func (h *fakeHub) Sync(stream pb.SyncService_SyncServer) error {
 	}
 	h.mu.Lock()
 	h.sessions++
-	welcome := &pb.Welcome{HubId: "fake", ClusterId: id.Name, MinReportInterval: durationpb.New(10 * time.Millisecond),
+	interval := h.interval
+	if interval == 0 {
+		interval = 10 * time.Millisecond
+	}
+	welcome := &pb.Welcome{HubId: "fake", ClusterId: id.Name, MinReportInterval: durationpb.New(interval),
 		CapacityHeartbeat: durationpb.New(time.Hour)}
 	if h.welcomeCluster != "" {
 		welcome.ClusterId = h.welcomeCluster
@@ -141,6 +150,7 @@ func (h *fakeHub) Sync(stream pb.SyncService_SyncServer) error {
 			}
 			if c := req.GetCapacity(); c != nil {
 				h.mu.Lock()
+				h.reportsAt = append(h.reportsAt, time.Now())
 				for _, p := range c.GetPools() {
 					h.capacity = append(h.capacity, fleetpb.PoolRefFrom(p.GetPool()))
 				}
@@ -276,5 +286,43 @@ func TestCapacityOnlyForExportedPools(t *testing.T) {
 	}))
 	if _, after, _ := h.seen(); slices.Contains(after[len(before):], chat) {
 		t.Errorf("capacity reports %v: chat reported after it left the exports", after[len(before):])
+	}
+}
+
+func TestCapacityReportsKeepTheAnnouncedInterval(t *testing.T) {
+	h := startFakeHub(t)
+	h.interval = 200 * time.Millisecond
+	chat := fleet.PoolRef{Namespace: "default", Name: "chat"}
+	c := h.client(t, "east", "east")
+	c.SetExports([]fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}})
+	run(t, c)
+	// Load changes and wake-ups (interest changes) far more often than the interval.
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for i := 0; ; i++ {
+			c.SetCapacity([]fleet.PoolCapacity{{Pool: chat, QueueDepth: uint32(i)}})
+			c.SetInterest([]fleet.PoolRef{{Namespace: "default", Name: fmt.Sprint("p", i%2)}})
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	testkit.Eventually(t, 10*time.Second, "five capacity reports", testkit.True(func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.reportsAt) >= 5
+	}))
+	close(stop)
+	<-stopped
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i := 1; i < len(h.reportsAt); i++ {
+		// Sent at least 200 ms apart; half of it leaves room for delivery jitter.
+		if gap := h.reportsAt[i].Sub(h.reportsAt[i-1]); gap < h.interval/2 {
+			t.Errorf("capacity reports %d and %d arrived %s apart, the hub announced %s", i-1, i, gap, h.interval)
+		}
 	}
 }
