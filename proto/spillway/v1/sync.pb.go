@@ -838,9 +838,17 @@ type Welcome struct {
 	// follows.
 	ViewResumed bool `protobuf:"varint,6,opt,name=view_resumed,json=viewResumed,proto3" json:"view_resumed,omitempty"`
 	// The cluster this session belongs to, as the hub read it from the client certificate.
-	ClusterId     string `protobuf:"bytes,7,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ClusterId string `protobuf:"bytes,7,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// The hub's export policy, so that a spoke leaves out (and reports on its pools) what the hub
+	// would refuse instead of losing its session: pools in a namespace of
+	// denied_export_namespaces, or outside allowed_export_namespaces when it is not empty, and
+	// more than max_exports pools (0: no limit) are refused with PermissionDenied or
+	// ResourceExhausted.
+	AllowedExportNamespaces []string `protobuf:"bytes,8,rep,name=allowed_export_namespaces,json=allowedExportNamespaces,proto3" json:"allowed_export_namespaces,omitempty"`
+	DeniedExportNamespaces  []string `protobuf:"bytes,9,rep,name=denied_export_namespaces,json=deniedExportNamespaces,proto3" json:"denied_export_namespaces,omitempty"`
+	MaxExports              uint32   `protobuf:"varint,10,opt,name=max_exports,json=maxExports,proto3" json:"max_exports,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
@@ -920,6 +928,27 @@ func (x *Welcome) GetClusterId() string {
 		return x.ClusterId
 	}
 	return ""
+}
+
+func (x *Welcome) GetAllowedExportNamespaces() []string {
+	if x != nil {
+		return x.AllowedExportNamespaces
+	}
+	return nil
+}
+
+func (x *Welcome) GetDeniedExportNamespaces() []string {
+	if x != nil {
+		return x.DeniedExportNamespaces
+	}
+	return nil
+}
+
+func (x *Welcome) GetMaxExports() uint32 {
+	if x != nil {
+		return x.MaxExports
+	}
+	return 0
 }
 
 type ExportAck struct {
@@ -1305,7 +1334,7 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\x04keys\x18\x01 \x03(\v2\x13.spillway.v1.HopKeyR\x04keys\"0\n" +
 	"\x06HopKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
-	"\x06secret\x18\x02 \x01(\fR\x06secret\"\xd9\x02\n" +
+	"\x06secret\x18\x02 \x01(\fR\x06secret\"\xf0\x03\n" +
 	"\aWelcome\x12\x15\n" +
 	"\x06hub_id\x18\x01 \x01(\tR\x05hubId\x12(\n" +
 	"\x10acked_export_seq\x18\x02 \x01(\x04R\x0eackedExportSeq\x126\n" +
@@ -1314,7 +1343,12 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\x12capacity_heartbeat\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x11capacityHeartbeat\x12!\n" +
 	"\fview_resumed\x18\x06 \x01(\bR\vviewResumed\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\a \x01(\tR\tclusterId\"\x1d\n" +
+	"cluster_id\x18\a \x01(\tR\tclusterId\x12:\n" +
+	"\x19allowed_export_namespaces\x18\b \x03(\tR\x17allowedExportNamespaces\x128\n" +
+	"\x18denied_export_namespaces\x18\t \x03(\tR\x16deniedExportNamespaces\x12\x1f\n" +
+	"\vmax_exports\x18\n" +
+	" \x01(\rR\n" +
+	"maxExports\"\x1d\n" +
 	"\tExportAck\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\"G\n" +
 	"\n" +
