@@ -24,7 +24,7 @@ func (f *Flags) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&f.Address, "gossip-address", f.Address, "host:port for liveness gossip, UDP and TCP (empty: no gossip)")
 	fs.StringVar(&f.Advertise, "gossip-advertise-address", f.Advertise, "host:port other members reach this one at (default: --gossip-address)")
 	fs.StringSliceVar(&f.Join, "gossip-join", f.Join, "gossip members to join, host:port (the hubs' gossip addresses)")
-	fs.StringVar(&f.KeyFile, "gossip-key-file", f.KeyFile, "file holding the base64 gossip encryption key (16, 24 or 32 bytes), shared by the fleet")
+	fs.StringVar(&f.KeyFile, "gossip-key-file", f.KeyFile, "file of base64 gossip encryption keys (16, 24 or 32 bytes), one per line, shared by the fleet: the first encrypts, the others only decrypt (to roll out a new key)")
 	fs.BoolVar(&f.Insecure, "gossip-insecure", f.Insecure, "allow gossip without --gossip-key-file, in plaintext: anyone who reaches the port can read and forge liveness (not for production; logs a warning)")
 }
 
@@ -54,11 +54,13 @@ func (f *Flags) Start(name string, log *slog.Logger) (*Member, error) {
 		return nil, nil
 	}
 	var key []byte
+	var old [][]byte
 	if f.KeyFile != "" {
 		var err error
-		if key, err = ReadKey(f.KeyFile); err != nil {
+		if key, old, err = ReadKey(f.KeyFile); err != nil {
 			return nil, err
 		}
 	}
-	return Start(Options{Name: name, BindAddress: f.Address, AdvertiseAddress: f.Advertise, Join: f.Join, Key: key, Insecure: f.Insecure, Logger: log})
+	return Start(Options{Name: name, BindAddress: f.Address, AdvertiseAddress: f.Advertise, Join: f.Join, Key: key, OldKeys: old,
+		Insecure: f.Insecure, Logger: log})
 }

@@ -38,26 +38,42 @@ type Options struct {
 	Join []string
 	// Key encrypts gossip (16, 24 or 32 bytes, AES).
 	Key []byte
+	// OldKeys decrypt gossip too, while a new Key is rolled out to every member.
+	OldKeys [][]byte
 	// Insecure allows an empty Key: gossip in plaintext, which Start logs as a warning. Anyone who
 	// reaches the port can then read the members and declare a cluster dead or alive.
 	Insecure bool
 	Logger   *slog.Logger
 }
 
-// ReadKey reads a base64 key of 16, 24 or 32 bytes from a file.
-func ReadKey(path string) ([]byte, error) {
+// ReadKey reads the gossip keys from a file: one base64 key of 16, 24 or 32 bytes per line. The
+// first encrypts; the others only decrypt, so that a new key can be rolled out to every member
+// (first as a second line, then as the first, then alone) without a moment when two members
+// cannot read each other.
+func ReadKey(path string) (key []byte, old [][]byte, err error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
-	if err != nil {
-		return nil, fmt.Errorf("gossip key %s: %w", path, err)
+	var keys [][]byte
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		k, err := base64.StdEncoding.DecodeString(line)
+		if err != nil {
+			return nil, nil, fmt.Errorf("gossip key %s, line %d: %w", path, i+1, err)
+		}
+		if n := len(k); n != 16 && n != 24 && n != 32 {
+			return nil, nil, fmt.Errorf("gossip key %s, line %d: %d bytes, want 16, 24 or 32", path, i+1, n)
+		}
+		keys = append(keys, k)
 	}
-	if n := len(key); n != 16 && n != 24 && n != 32 {
-		return nil, fmt.Errorf("gossip key %s: %d bytes, want 16, 24 or 32", path, n)
+	if len(keys) == 0 {
+		return nil, nil, fmt.Errorf("gossip key %s: no key in it", path)
 	}
-	return key, nil
+	return keys[0], keys[1:], nil
 }
 
 // Member is this process in the gossip cluster.
@@ -99,7 +115,9 @@ func Start(o Options) (*Member, error) {
 		}
 	}
 	if len(o.Key) > 0 {
-		c.SecretKey = o.Key
+		if c.Keyring, err = memberlist.NewKeyring(o.OldKeys, o.Key); err != nil {
+			return nil, fmt.Errorf("gossip keys: %w", err)
+		}
 	} else {
 		m.log.Warn("gossip is not encrypted (--gossip-insecure): anyone who reaches the gossip port can read the fleet's members and forge their liveness; give every member --gossip-key-file",
 			"address", o.BindAddress)

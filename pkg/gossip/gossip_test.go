@@ -3,9 +3,12 @@ package gossip
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -88,12 +91,13 @@ func TestDeadMemberIsKnownQuickly(t *testing.T) {
 
 func TestReadKeyRefusesBadKeys(t *testing.T) {
 	dir := t.TempDir()
-	for name, content := range map[string]string{"short": "YWJj", "notbase64": "!!!"} {
+	good := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	for name, content := range map[string]string{"short": "YWJj", "notbase64": "!!!", "empty": "\n\n", "bad second line": good + "\nYWJj\n"} {
 		p := dir + "/" + name
 		if err := writeFile(p, content); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := ReadKey(p); err == nil {
+		if _, _, err := ReadKey(p); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -103,3 +107,71 @@ func TestReadKeyRefusesBadKeys(t *testing.T) {
 }
 
 func writeFile(p, s string) error { return os.WriteFile(p, []byte(s), 0o600) }
+
+// TestKeyRollout: a key file of two lines encrypts with the first and reads both. During a
+// rollout, a member on the old key and one with the new key as a second line see each other
+// (stage 1); once every member has the new key, one that encrypts with it (the old as a second
+// line) and one still encrypting with the old see each other (stage 2). A member with the new key
+// alone cannot join one with the old key alone.
+func TestKeyRollout(t *testing.T) {
+	defer settled(t)()
+	oldKey, newKey := make([]byte, 32), make([]byte, 16)
+	_, _ = rand.Read(oldKey)
+	_, _ = rand.Read(newKey)
+	dir := t.TempDir()
+	file := func(name string, keys ...[]byte) string {
+		var lines []string
+		for _, k := range keys {
+			lines = append(lines, base64.StdEncoding.EncodeToString(k))
+		}
+		p := filepath.Join(dir, name)
+		if err := writeFile(p, strings.Join(lines, "\n")+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	key, old, err := ReadKey(file("both", newKey, oldKey))
+	if err != nil || !slices.Equal(key, newKey) || len(old) != 1 || !slices.Equal(old[0], oldKey) {
+		t.Fatalf("ReadKey: key %x, old %x, %v", key, old, err)
+	}
+
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(context.Background())
+	defer func() { cancel(); wg.Wait() }()
+	start := func(name, keyFile string, join ...string) *Member {
+		m, err := (&Flags{Address: "127.0.0.1:0", KeyFile: keyFile, Join: join}).Start(name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = m.Run(ctx) }()
+		return m
+	}
+	see := func(a, b *Member) func() error {
+		return func() error {
+			for _, m := range []*Member{a, b} {
+				if got := m.Alive(); !slices.Contains(got, a.opts.Name) || !slices.Contains(got, b.opts.Name) {
+					return fmt.Errorf("%s sees %v", m.opts.Name, got)
+				}
+			}
+			return nil
+		}
+	}
+	onOld := start("on-old", file("old", oldKey))
+	seed := onOld.ml.LocalNode().Address()
+	rolling := start("rolling", file("old-then-new", oldKey, newKey), seed)
+	testkit.Eventually(t, 10*time.Second, "stage 1: old and old+new see each other", see(onOld, rolling))
+	onOld.Close()
+	onNew := start("on-new", file("new-then-old", newKey, oldKey), rolling.ml.LocalNode().Address())
+	testkit.Eventually(t, 10*time.Second, "stage 2: old+new and new+old see each other", see(rolling, onNew))
+
+	newOnly, err := Start(Options{Name: "new-only", BindAddress: "127.0.0.1:0", Key: newKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer newOnly.ml.Shutdown()
+	stranger := start("old-only", file("old-only", oldKey))
+	if _, err := newOnly.ml.Join([]string{stranger.ml.LocalNode().Address()}); err == nil {
+		t.Error("a member with the new key alone joined one with the old key alone")
+	}
+}
