@@ -33,7 +33,7 @@ build: ## Build every binary into bin/.
 	$(GO) build -o $(BIN)/spillbench ./e2e/cmd/spillbench
 
 .PHONY: demo
-demo: build ## Run a whole local fleet: hub, three regional spokes, simulators (DEMO_DURATION=30s to stop by itself).
+demo: build ## Run a whole local fleet with TLS from its own CA: hub, three regional spokes, simulators (DEMO_DURATION=30s to stop by itself).
 	$(BIN)/fleet --bin-dir $(BIN) $(if $(DEMO_DURATION),--duration $(DEMO_DURATION),)
 
 .PHONY: demo-k8s
