@@ -2,13 +2,13 @@ package server
 
 import (
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/tlsconfig"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
@@ -62,7 +62,10 @@ type Options struct {
 	Limits Limits
 }
 
-// Limits cap what the spokes may store and send. Zero values mean no cap.
+// Limits cap what the spokes may store and send. Zero values mean no cap. The export rules
+// (MaxExportsPerCluster and the namespace lists) are also announced in every Welcome
+// (ExportPolicy), so that an honest spoke leaves out what would be refused instead of losing its
+// session; a stream that sends it anyway still ends.
 type Limits struct {
 	// MaxClusters is the most clusters the hub registers: Register of a new cluster beyond it
 	// fails with ResourceExhausted.
@@ -81,16 +84,18 @@ type Limits struct {
 	DeniedExportNamespaces []string
 }
 
-// exportDenied says why pools of namespace ns may not be exported, or "" when they may.
-func (l Limits) exportDenied(ns string) string {
-	switch {
-	case slices.Contains(l.DeniedExportNamespaces, ns):
-		return "namespace " + ns + " is denied for exports by the hub (--denied-export-namespaces)"
-	case len(l.AllowedExportNamespaces) > 0 && !slices.Contains(l.AllowedExportNamespaces, ns):
-		return "namespace " + ns + " is not among the hub's --allowed-export-namespaces"
+// ExportPolicy is the export policy of the limits, which the hub enforces on every export
+// delta and announces in its Welcome.
+func (l Limits) ExportPolicy() fleet.ExportPolicy {
+	return fleet.ExportPolicy{
+		AllowedNamespaces: l.AllowedExportNamespaces,
+		DeniedNamespaces:  l.DeniedExportNamespaces,
+		MaxExports:        l.MaxExportsPerCluster,
 	}
-	return ""
 }
+
+// exportDenied says why pools of namespace ns may not be exported, or "" when they may.
+func (l Limits) exportDenied(ns string) string { return l.ExportPolicy().NamespaceRefusal(ns) }
 
 func (o Options) complete() Options {
 	if o.Logger == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -226,6 +227,42 @@ func TestSpokeReportsOnlyWhatItOwns(t *testing.T) {
 	// The replayed set did not become the session's either: capacity for other is refused.
 	r.send(t, capacityOf(other))
 	wantStatus(t, r.end(t), codes.PermissionDenied, "default/other, which it does not export")
+}
+
+// TestWelcomeAnnouncesTheExportPolicy: the Welcome carries the namespace rules and the export
+// cap the hub enforces, so that an honest spoke can leave out what would be refused; a spoke that
+// sends it anyway is still refused and its stream ends. A hub without limits announces none.
+func TestWelcomeAnnouncesTheExportPolicy(t *testing.T) {
+	h := startHub(t, hubOptions{hub: hubtest.Options{Limits: server.Limits{
+		DeniedExportNamespaces:  server.DefaultDeniedExportNamespaces(),
+		AllowedExportNamespaces: []string{"default", "ml"},
+		MaxExportsPerCluster:    2,
+	}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	h.register(t, ctx, "a", "")
+	a := startSession(t, ctx, h, "a")
+	w := a.next(t, "the welcome", func(m *pb.SyncResponse) bool { return m.GetWelcome() != nil }).GetWelcome()
+	if got, want := w.GetDeniedExportNamespaces(), server.DefaultDeniedExportNamespaces(); !slices.Equal(got, want) {
+		t.Errorf("denied_export_namespaces = %v, want %v", got, want)
+	}
+	if got := w.GetAllowedExportNamespaces(); !slices.Equal(got, []string{"default", "ml"}) {
+		t.Errorf("allowed_export_namespaces = %v, want [default ml]", got)
+	}
+	if got := w.GetMaxExports(); got != 2 {
+		t.Errorf("max_exports = %d, want 2", got)
+	}
+	// What the Welcome announces is what the hub enforces.
+	a.send(t, exportsMsg(1, true, exportsOf(&pb.PoolRef{Namespace: w.GetDeniedExportNamespaces()[0], Name: "x"})))
+	wantStatus(t, a.end(t), codes.PermissionDenied, "namespace kube-system is denied for exports by the hub (--denied-export-namespaces)")
+
+	open := startHub(t, hubOptions{})
+	open.register(t, ctx, "a", "")
+	o := startSession(t, ctx, open, "a")
+	w = o.next(t, "the welcome", func(m *pb.SyncResponse) bool { return m.GetWelcome() != nil }).GetWelcome()
+	if len(w.GetDeniedExportNamespaces()) != 0 || len(w.GetAllowedExportNamespaces()) != 0 || w.GetMaxExports() != 0 {
+		t.Errorf("a hub without limits announces %v", w)
+	}
 }
 
 // TestLimitsTrip: each limit refuses with ResourceExhausted, changes nothing, and is counted.

@@ -108,7 +108,7 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 
 	cursor := hello.GetViewCursor()
 	resumed := cursor.GetHubIncarnation() == s.model.Incarnation()
-	if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_Welcome{Welcome: &pb.Welcome{
+	welcome := &pb.Welcome{
 		HubId:             s.opts.HubID,
 		AckedExportSeq:    sess.AckedSeq,
 		LeaseTtl:          durationpb.New(s.store.LeaseTTL()),
@@ -116,7 +116,10 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 		CapacityHeartbeat: durationpb.New(s.opts.CapacityHeartbeat),
 		ViewResumed:       resumed,
 		ClusterId:         cluster,
-	}}}); err != nil {
+	}
+	// The export policy, so that an honest spoke leaves out what recvLoop would refuse.
+	fleetpb.SetExportPolicy(welcome, s.opts.Limits.ExportPolicy())
+	if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_Welcome{Welcome: welcome}}); err != nil {
 		return err
 	}
 	log.Info("spoke session started", "resumedExports", sess.Resumed, "ackedSeq", sess.AckedSeq, "resumedView", resumed)
@@ -190,7 +193,8 @@ func (s *Server) release(cluster string, cur *session) {
 //
 // What a spoke may send is checked here against the session's own export set (updated when a
 // delta is stored, before the next message is read), never against the fleet view, which
-// follows etcd later: exports only in namespaces the hub allows and up to its limit, capacity
+// follows etcd later: exports only in namespaces the hub allows and up to its limit (the export
+// policy the Welcome announced, which an honest spoke never breaks), capacity
 // only for pools the cluster exports, at most one capacity report per MinReportInterval after a
 // burst. A message that breaks a rule ends the stream and changes nothing.
 func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer, sess *registry.Session,

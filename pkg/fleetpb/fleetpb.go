@@ -4,6 +4,7 @@
 package fleetpb
 
 import (
+	"math"
 	"slices"
 	"time"
 
@@ -284,4 +285,22 @@ func HopKeysFrom(m *pb.HopKeys) []fleet.HopKey {
 		keys = append(keys, fleet.HopKey{ID: k.GetId(), Secret: slices.Clone(k.GetSecret())})
 	}
 	return keys
+}
+
+// SetExportPolicy writes the hub's export policy into a Welcome. A MaxExports beyond the field's
+// range is sent as its largest value; a negative one as zero (no limit).
+func SetExportPolicy(w *pb.Welcome, p fleet.ExportPolicy) {
+	w.AllowedExportNamespaces = slices.Clone(p.AllowedNamespaces)
+	w.DeniedExportNamespaces = slices.Clone(p.DeniedNamespaces)
+	w.MaxExports = uint32(min(max(int64(p.MaxExports), 0), math.MaxUint32))
+}
+
+// ExportPolicyFrom reads the export policy a Welcome announces; a Welcome without one (nil, or
+// from a hub that does not announce it) gives the zero policy, which refuses nothing.
+func ExportPolicyFrom(w *pb.Welcome) fleet.ExportPolicy {
+	return fleet.ExportPolicy{
+		AllowedNamespaces: slices.Clone(w.GetAllowedExportNamespaces()),
+		DeniedNamespaces:  slices.Clone(w.GetDeniedExportNamespaces()),
+		MaxExports:        int(min(uint64(w.GetMaxExports()), math.MaxInt)),
+	}
 }
