@@ -38,3 +38,13 @@ PROMETHEUS_OPERATOR_VERSION=v0.85.0
 promdir=$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROMETHEUS_OPERATOR_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
 [[ -d "$promdir" ]] || { echo "cannot download prometheus-operator $PROMETHEUS_OPERATOR_VERSION" >&2; exit 1; }
 copy "$promdir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" e2e/apiserver/testdata/
+
+# cert-manager's Certificate and Issuer CRDs, for deploy/deploy_test.go: deploy/examples ship
+# Certificates and Issuers, and the test validates them on a real API server. Spillway does not
+# install cert-manager.
+CERT_MANAGER_VERSION=v1.21.2
+cmdir=$(go mod download -json "github.com/cert-manager/cert-manager@$CERT_MANAGER_VERSION" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+[[ -d "$cmdir" ]] || { echo "cannot download cert-manager $CERT_MANAGER_VERSION" >&2; exit 1; }
+mkdir -p deploy/testdata/cert-manager
+copy "$cmdir/deploy/crds/cert-manager.io_certificates.yaml" deploy/testdata/cert-manager/
+copy "$cmdir/deploy/crds/cert-manager.io_issuers.yaml" deploy/testdata/cert-manager/
