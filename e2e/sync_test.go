@@ -12,6 +12,7 @@ import (
 	"github.com/spillway-io/spillway/e2e/hubtest"
 	"github.com/spillway-io/spillway/e2e/promtest"
 	"github.com/spillway-io/spillway/e2e/testkit"
+	"github.com/spillway-io/spillway/hub/server"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 	"github.com/spillway-io/spillway/spoke/hubclient"
@@ -168,5 +169,74 @@ func TestReconnectResumesWithoutReplay(t *testing.T) {
 	}))
 	if snapshots(a) != 1 || snapshots(b) != 1 {
 		t.Fatalf("reconnect replayed the view: snapshots a=%v b=%v, want still 1", snapshots(a), snapshots(b))
+	}
+}
+
+// TestRefusedExportsAreLeftOutAndTheSessionStays: an honest spoke whose operator marks a pool in
+// a namespace the hub denies, then more pools than the hub's per-cluster cap, keeps its session.
+// It leaves out what the hub's Welcome says it would refuse (and says so); its other exports and
+// their capacity reach the other clusters, and the hub refuses nothing.
+func TestRefusedExportsAreLeftOutAndTheSessionStays(t *testing.T) {
+	h := hubtest.StartWith(t, 5*time.Second, hubtest.Options{Limits: server.Limits{
+		DeniedExportNamespaces: server.DefaultDeniedExportNamespaces(),
+		MaxExportsPerCluster:   2,
+	}})
+	a := startSpoke(t, h, "a", "us-east")
+	b := startSpoke(t, h, "b", "us-west")
+	denied := fleet.PoolRef{Namespace: "kube-system", Name: "chat"}
+	code := fleet.PoolRef{Namespace: "default", Name: "code"}
+	zed := fleet.PoolRef{Namespace: "default", Name: "zed"}
+	b.client.SetInterest([]fleet.PoolRef{chat, code, denied, zed})
+	exports := func(ps ...fleet.PoolRef) {
+		var es []fleet.Export
+		var caps []fleet.PoolCapacity
+		for _, p := range ps {
+			es = append(es, fleet.Export{Pool: p, TargetPorts: []uint32{8000}})
+			caps = append(caps, fleet.PoolCapacity{Pool: p, ReadyEndpoints: 1, TotalEndpoints: 1, QueueDepth: 2})
+		}
+		a.client.SetExports(es)
+		a.client.SetCapacity(caps)
+	}
+	refused := func(p fleet.PoolRef, rule string) func() error {
+		return testkit.True(func() bool { return a.client.RefusedExports()[p].Rule == rule })
+	}
+
+	exports(chat, denied)
+	testkit.Eventually(t, 10*time.Second, "b sees a's chat export with its capacity", testkit.True(func() bool {
+		return strings.Join(importOf(b.client.View(), chat), ",") == "a" && len(b.client.View().Capacity(chat)) == 1
+	}))
+	testkit.Eventually(t, 5*time.Second, "a says why kube-system/chat is left out", refused(denied, fleet.RuleNamespace))
+	if msg := a.client.RefusedExports()[denied].Message; !strings.Contains(msg, "namespace kube-system is denied for exports by the hub") {
+		t.Errorf("the refusal says %q", msg)
+	}
+
+	// Beyond the cap: the first two pools in namespace/name order are exported, zed is left out.
+	exports(chat, denied, zed, code)
+	testkit.Eventually(t, 10*time.Second, "b sees a's code export", testkit.True(func() bool {
+		return strings.Join(importOf(b.client.View(), code), ",") == "a" && len(b.client.View().Capacity(code)) == 1
+	}))
+	testkit.Eventually(t, 5*time.Second, "a says why default/zed is left out", refused(zed, fleet.RuleExportLimit))
+
+	for _, p := range []fleet.PoolRef{denied, zed} {
+		if got := importOf(b.client.View(), p); len(got) != 0 || len(b.client.View().Capacity(p)) != 0 {
+			t.Errorf("b's view holds %s (exported by %v), which a left out", p, got)
+		}
+	}
+	if !a.client.Connected() {
+		t.Error("a lost its session")
+	}
+	if n := promtest.Value(t, a.reg, "spillway_spoke_hub_reconnects_total"); n != 0 {
+		t.Errorf("a reconnected %v times: the hub ended its session", n)
+	}
+	for rule, want := range map[string]float64{fleet.RuleNamespace: 1, fleet.RuleExportLimit: 1} {
+		if n := promtest.Value(t, a.reg, "spillway_spoke_exports_left_out", rule); n != want {
+			t.Errorf("spillway_spoke_exports_left_out{rule=%s} = %v, want %v", rule, n, want)
+		}
+	}
+	if n := promtest.Value(t, h.Registry, "spillway_hub_auth_denied_total", "namespace"); n != 0 {
+		t.Errorf("the hub refused %v exports for their namespace", n)
+	}
+	if n := promtest.Value(t, h.Registry, "spillway_hub_limit_exceeded_total", "exports_per_cluster"); n != 0 {
+		t.Errorf("the hub refused %v deltas for the export cap", n)
 	}
 }

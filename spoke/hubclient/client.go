@@ -16,6 +16,17 @@
 // help. After the Welcome, and whenever they change, the hub sends the fleet's hop-marker keys,
 // which HopKeys returns to the EPP. Capacity is reported only for pools the cluster exports: the
 // hub refuses reports for others.
+//
+// Export policy: the hub ends a stream that exports a pool in a namespace it denies (or outside
+// the ones it allows) or more pools than its per-cluster cap, and announces these rules in the
+// Welcome. The client applies the last announced policy to what SetExports gives it and leaves
+// out what the hub would refuse (beyond the cap, the pools after the first max_exports in
+// namespace/name order), so that an operator's mistake costs that pool its export, not the
+// cluster its session; nor is the capacity of a left-out pool reported. RefusedExports says
+// which pools are left out and why (the Kubernetes controller writes it into their Exported
+// condition), and each is logged once as a warning. When a Welcome brings another policy than
+// the last one, the whole export set is resent (replace_all), since deltas recorded under the old
+// policy may break the new one.
 package hubclient
 
 import (
@@ -24,6 +35,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -70,10 +82,17 @@ type Client struct {
 	view        *View
 	metrics     *metrics
 
-	mu       sync.Mutex
-	exports  *exportLog
-	capacity map[fleet.PoolRef]fleet.PoolCapacity
-	interest []fleet.PoolRef
+	mu sync.Mutex
+	// wanted is what SetExports was given last; exports logs what is sent: wanted under policy,
+	// the export policy of the last Welcome (the zero policy, which refuses nothing, before the
+	// first). refused is what policy leaves out, and refusedChanged is closed when it changes.
+	wanted         []fleet.Export
+	policy         fleet.ExportPolicy
+	refused        map[fleet.PoolRef]fleet.ExportRefusal
+	refusedChanged chan struct{}
+	exports        *exportLog
+	capacity       map[fleet.PoolRef]fleet.PoolCapacity
+	interest       []fleet.PoolRef
 	// importStates is what the spoke reports of its InferencePoolImports; importsRev counts
 	// its changes so each session sends the current one once and then every change.
 	importStates []fleet.PoolImportStatus
@@ -96,14 +115,16 @@ func New(opts Options) *Client {
 		opts.MaxBackoff = 10 * time.Second
 	}
 	return &Client{
-		opts:        opts,
-		log:         opts.Logger.With("component", "hub-client", "cluster", opts.Cluster.ID),
-		incarnation: strconv.FormatUint(rand.Uint64(), 36),
-		view:        newView(),
-		metrics:     newMetrics(opts.Registerer),
-		exports:     newExportLog(),
-		capacity:    map[fleet.PoolRef]fleet.PoolCapacity{},
-		wake:        make(chan struct{}, 1),
+		opts:           opts,
+		log:            opts.Logger.With("component", "hub-client", "cluster", opts.Cluster.ID),
+		incarnation:    strconv.FormatUint(rand.Uint64(), 36),
+		view:           newView(),
+		metrics:        newMetrics(opts.Registerer),
+		exports:        newExportLog(),
+		refused:        map[fleet.PoolRef]fleet.ExportRefusal{},
+		refusedChanged: make(chan struct{}),
+		capacity:       map[fleet.PoolRef]fleet.PoolCapacity{},
+		wake:           make(chan struct{}, 1),
 	}
 }
 
@@ -126,12 +147,68 @@ func (c *Client) Connected() bool {
 	return c.connected
 }
 
-// SetExports sets the pools the cluster exports.
+// SetExports sets the pools the cluster exports. Those the hub's export policy would refuse are
+// left out (see RefusedExports).
 func (c *Client) SetExports(exports []fleet.Export) {
 	c.mu.Lock()
-	c.exports.set(exports)
+	c.wanted = slices.Clone(exports)
+	c.applyPolicy()
 	c.mu.Unlock()
 	c.poke()
+}
+
+// RefusedExports returns the pools of the last SetExports that the client leaves out because the
+// export policy of the hub's last Welcome refuses them, with why; none before the first Welcome.
+// The map is the caller's.
+func (c *Client) RefusedExports() map[fleet.PoolRef]fleet.ExportRefusal {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.refused)
+}
+
+// RefusedChanged returns a channel closed at the next change of RefusedExports.
+func (c *Client) RefusedChanged() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.refusedChanged
+}
+
+// applyPolicy makes the wanted exports that the policy lets through the exported set, and
+// records what it leaves out. c.mu is held.
+func (c *Client) applyPolicy() {
+	kept, refused := c.policy.Apply(c.wanted)
+	c.exports.set(kept)
+	if maps.Equal(refused, c.refused) {
+		return
+	}
+	for p, r := range refused {
+		if old, ok := c.refused[p]; !ok || old != r {
+			c.log.Warn("export left out: the hub's export policy refuses it", "pool", p.String(), "rule", r.Rule, "reason", r.Message)
+		}
+	}
+	for p := range c.refused {
+		if _, ok := refused[p]; !ok && slices.ContainsFunc(kept, func(e fleet.Export) bool { return e.Pool == p }) {
+			c.log.Info("export no longer left out: the hub's export policy allows it", "pool", p.String())
+		}
+	}
+	c.refused = refused
+	c.metrics.setLeftOut(refused)
+	close(c.refusedChanged)
+	c.refusedChanged = make(chan struct{})
+}
+
+// adoptPolicy applies the export policy a Welcome announced. Deltas recorded under another
+// policy may break this one (a pool in a namespace now denied, more pools than the cap allows),
+// so when the policy changed they are forgotten: the session resends the whole set.
+func (c *Client) adoptPolicy(p fleet.ExportPolicy) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p.Equal(c.policy) {
+		return
+	}
+	c.policy = p
+	c.applyPolicy()
+	c.exports.forget()
 }
 
 // SetCapacity sets the latest capacity of every local pool; pools missing from caps are reported
@@ -295,6 +372,7 @@ func (c *Client) session(ctx context.Context, cli pb.SyncServiceClient) error {
 		return fmt.Errorf("%w: the hub read cluster %q from the spoke's certificate, the spoke is configured as %q (check --cluster-id and the certificate in --credentials-dir)",
 			ErrWrongCluster, id, c.opts.Cluster.ID)
 	}
+	c.adoptPolicy(fleetpb.ExportPolicyFrom(w))
 	c.setConnected(true)
 	c.log.Info("hub session started", "hub", w.GetHubId(), "ackedExportSeq", w.GetAckedExportSeq(), "viewResumed", w.GetViewResumed())
 

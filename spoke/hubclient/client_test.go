@@ -48,6 +48,16 @@ type fakeHub struct {
 	// when each report arrived.
 	capacity, removed []fleet.PoolRef
 	reportsAt         []time.Time
+	// policy is the export policy the Welcome announces, acked its acked_export_seq.
+	policy fleet.ExportPolicy
+	acked  uint64
+	// deltas are the export deltas received, with the session (from 1) each came on.
+	deltas []sessionDelta
+}
+
+type sessionDelta struct {
+	session int
+	delta   *pb.ExportDelta
 }
 
 func startFakeHub(t *testing.T) *fakeHub {
@@ -126,11 +136,13 @@ func (h *fakeHub) Sync(stream pb.SyncService_SyncServer) error {
 		interval = 10 * time.Millisecond
 	}
 	welcome := &pb.Welcome{HubId: "fake", ClusterId: id.Name, MinReportInterval: durationpb.New(interval),
-		CapacityHeartbeat: durationpb.New(time.Hour)}
+		CapacityHeartbeat: durationpb.New(time.Hour), AckedExportSeq: h.acked}
+	fleetpb.SetExportPolicy(welcome, h.policy)
 	if h.welcomeCluster != "" {
 		welcome.ClusterId = h.welcomeCluster
 	}
 	keys := h.hopKeys
+	session := h.sessions
 	h.mu.Unlock()
 	if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_Welcome{Welcome: welcome}}); err != nil {
 		return err
@@ -147,6 +159,11 @@ func (h *fakeHub) Sync(stream pb.SyncService_SyncServer) error {
 			if err != nil {
 				errc <- err
 				return
+			}
+			if d := req.GetExports(); d != nil {
+				h.mu.Lock()
+				h.deltas = append(h.deltas, sessionDelta{session: session, delta: d})
+				h.mu.Unlock()
 			}
 			if c := req.GetCapacity(); c != nil {
 				h.mu.Lock()

@@ -50,6 +50,10 @@ func (l *exportLog) set(exports []fleet.Export) {
 	}
 }
 
+// forget drops the recorded deltas: the next since resends the whole set, unless the hub has
+// stored everything up to seq.
+func (l *exportLog) forget() { l.log = nil }
+
 // since returns what the hub needs after it has stored everything up to acked.
 func (l *exportLog) since(acked uint64) []*pb.ExportDelta {
 	if acked == l.seq && acked != 0 {

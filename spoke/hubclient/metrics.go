@@ -1,6 +1,14 @@
 package hubclient
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spillway-io/spillway/pkg/fleet"
+)
+
+// labelRule is the label of spillway_spoke_exports_left_out: fleet.RuleNamespace or
+// fleet.RuleExportLimit.
+const labelRule = "rule"
 
 type metrics struct {
 	connected   prometheus.Gauge
@@ -9,6 +17,8 @@ type metrics struct {
 	exportAcks  prometheus.Counter
 	// hopKeyUpdates counts the hop key sets received.
 	hopKeyUpdates prometheus.Counter
+	// leftOut counts the pools left out of the exports, by the rule that refuses them.
+	leftOut *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -33,12 +43,28 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "spillway_spoke_hop_key_updates_received_total",
 			Help: "Sets of hop-marker keys received from the hub.",
 		}),
+		leftOut: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "spillway_spoke_exports_left_out",
+			Help: "Pools marked for export that the spoke does not export because the hub's export policy refuses them, by rule (namespace, limit).",
+		}, []string{labelRule}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.connected, m.reconnects, m.viewUpdates, m.exportAcks, m.hopKeyUpdates)
+		reg.MustRegister(m.connected, m.reconnects, m.viewUpdates, m.exportAcks, m.hopKeyUpdates, m.leftOut)
 	}
 	for _, k := range []string{"snapshot", "delta"} {
 		m.viewUpdates.WithLabelValues(k)
 	}
+	m.setLeftOut(nil)
 	return m
+}
+
+// setLeftOut sets spillway_spoke_exports_left_out from what the export policy refuses.
+func (m *metrics) setLeftOut(refused map[fleet.PoolRef]fleet.ExportRefusal) {
+	n := map[string]int{fleet.RuleNamespace: 0, fleet.RuleExportLimit: 0}
+	for _, r := range refused {
+		n[r.Rule]++
+	}
+	for rule, v := range n {
+		m.leftOut.WithLabelValues(rule).Set(float64(v))
+	}
 }
