@@ -157,7 +157,7 @@ func (s *spoke) buildController(gateways *controllerGateways) error {
 		ko.GatewayService = types.NamespacedName{Namespace: ns, Name: name}
 	}
 	if s.cfg.HubAddress != "" {
-		ko.View, ko.Reporter = s.client.View(), s.client
+		ko.View, ko.Reporter, ko.Refused = s.client.View(), s.client, s.client
 	}
 	if s.decider != nil {
 		ko.Spill, ko.SpillPool, ko.DefaultSpillPolicy = s.decider, s.cfg.EPPPoolRef, s.cfg.EPP.Spill

@@ -53,6 +53,8 @@ type fakeHub struct {
 	acked  uint64
 	// deltas are the export deltas received, with the session (from 1) each came on.
 	deltas []sessionDelta
+	// logger, when set, is the log of the clients made by client.
+	logger *slog.Logger
 }
 
 type sessionDelta struct {
@@ -107,10 +109,14 @@ func (h *fakeHub) client(t *testing.T, id, certID string) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
+	log := h.logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return New(Options{
 		Cluster: fleet.ClusterInfo{ID: id, Region: "r"}, HubAddress: h.addr,
 		TLS:        tlsconfig.ClientConfig(kp, pool, "127.0.0.1"),
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler),
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logger: log,
 	})
 }
 

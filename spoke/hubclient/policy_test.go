@@ -1,9 +1,12 @@
 package hubclient
 
 import (
+	"bytes"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -204,4 +207,74 @@ func TestANewPolicyResendsTheWholeSet(t *testing.T) {
 	fired(t, changed, "RefusedChanged under a policy that allows everything")
 	wantRefused(t, c, nil)
 	wantStored(t, h, "a and x exported again", pools(poolA, poolX))
+}
+
+// lockedBuffer is a log destination the test reads while the client writes.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// TestLeftOutExportsAreLoggedOnce: a pool left out is logged once as a warning naming the pool
+// and the hub's rule (all a spoke with the static source says of it), not again while it stays
+// left out; a pool the policy allows again is logged as such.
+func TestLeftOutExportsAreLoggedOnce(t *testing.T) {
+	h := startFakeHub(t)
+	logs := &lockedBuffer{}
+	h.logger = slog.New(slog.NewTextHandler(logs, nil))
+	h.policy = fleet.ExportPolicy{DeniedNamespaces: []string{"kube-system"}, MaxExports: 1}
+	c := h.client(t, "east", "east")
+	changed := c.RefusedChanged()
+	c.SetExports(exportsOf(poolA, poolX))
+	run(t, c)
+	fired(t, changed, "RefusedChanged after the Welcome")
+	wantStored(t, h, "a exported", pools(poolA))
+	for range 3 {
+		c.SetExports(exportsOf(poolA, poolX)) // the same set: nothing new to say
+	}
+	c.SetExports(exportsOf(poolX, poolB)) // a leaves, b takes its place
+	wantStored(t, h, "b exported", pools(poolB))
+	c.SetExports(exportsOf(poolA, poolX, poolB)) // a is back, b is beyond the cap
+	wantStored(t, h, "a exported again", pools(poolA))
+	c.SetExports(exportsOf(poolX, poolB)) // a leaves again: b is allowed again
+	wantStored(t, h, "b exported again", pools(poolB))
+
+	const leftOut = "export left out: the hub's export policy refuses it"
+	var warnX, warnB int
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if !strings.Contains(line, leftOut) {
+			continue
+		}
+		if !strings.Contains(line, "level=WARN") {
+			t.Errorf("not a warning: %s", line)
+		}
+		switch {
+		case strings.Contains(line, "pool=kube-system/x") && strings.Contains(line, "--denied-export-namespaces"):
+			warnX++
+		case strings.Contains(line, "pool=default/b") && strings.Contains(line, "--max-exports-per-cluster"):
+			warnB++
+		default:
+			t.Errorf("unexpected warning: %s", line)
+		}
+	}
+	if warnX != 1 || warnB != 1 {
+		t.Errorf("%d warnings for kube-system/x and %d for default/b, want one each; logs:\n%s", warnX, warnB, logs)
+	}
+	if !slices.ContainsFunc(strings.Split(logs.String(), "\n"), func(line string) bool {
+		return strings.Contains(line, "export no longer left out: the hub's export policy allows it") && strings.Contains(line, "pool=default/b")
+	}) {
+		t.Errorf("no log that default/b is exported again; logs:\n%s", logs)
+	}
 }

@@ -5,7 +5,8 @@
 //     select become the spoke's source.Pools (endpoints per target port, engine per Pod label);
 //   - the InferenceObjective priorities of each pool, for the EPP (either API group);
 //   - one InferencePoolImport per pool exported anywhere in the ClusterSet, from the hub's view;
-//   - the Exported condition on the cluster's exported pools;
+//   - the Exported condition on the cluster's exported pools (False with NotAllowedByHub for a
+//     pool the hub's export policy refuses, which the hub client leaves out);
 //   - a ServiceExport of the cluster's inference gateway Service, for MCS-API implementations.
 //
 // Every change of any watched object, or of the fleet view, triggers one reconcile of the whole
@@ -65,6 +66,13 @@ type FleetView interface {
 	Changed() <-chan struct{}
 }
 
+// RefusedExports says which of the cluster's exports the hub client leaves out because the
+// hub's export policy refuses them (a *hubclient.Client).
+type RefusedExports interface {
+	RefusedExports() map[fleet.PoolRef]fleet.ExportRefusal
+	RefusedChanged() <-chan struct{}
+}
+
 // ImportReporter takes what the spoke holds of its InferencePoolImports, for the hub.
 type ImportReporter interface {
 	SetImportStatus(states []fleet.PoolImportStatus)
@@ -85,6 +93,9 @@ type Options struct {
 	// View and Reporter connect the controller to the hub; both nil in a standalone spoke.
 	View     FleetView
 	Reporter ImportReporter
+	// Refused, when set, names the exported pools the hub client leaves out: their Exported
+	// condition is False with ReasonNotAllowedByHub and the hub's rule.
+	Refused RefusedExports
 	// Spill, when set, is the spill decision of the EPP's pool SpillPool: the controller gives it
 	// the pool's SpillPolicy (DefaultSpillPolicy without one) and reports its state in the
 	// policy's status.
@@ -260,9 +271,12 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	c.log.Info("kubernetes caches synced", "objectiveResources", len(gvrs))
 
-	var viewChanged <-chan struct{}
+	var viewChanged, refusedChanged <-chan struct{}
 	if c.opts.View != nil {
 		viewChanged = c.opts.View.Changed()
+	}
+	if c.opts.Refused != nil {
+		refusedChanged = c.opts.Refused.RefusedChanged()
 	}
 	resync := time.NewTicker(c.opts.Resync)
 	defer resync.Stop()
@@ -296,6 +310,9 @@ func (c *Controller) Run(ctx context.Context) error {
 				break wait
 			case <-viewChanged:
 				viewChanged = c.opts.View.Changed()
+				break wait
+			case <-refusedChanged:
+				refusedChanged = c.opts.Refused.RefusedChanged()
 				break wait
 			case <-resync.C:
 				break wait

@@ -18,9 +18,16 @@ import (
 	"github.com/spillway-io/spillway/pkg/fleet"
 )
 
-// ReasonPending is the Exported=False reason while some live member of the ClusterSet has not
-// imported the pool yet (or the hub has not confirmed the export).
-const ReasonPending = "Pending"
+// Reasons of the Exported condition besides GIE's.
+const (
+	// ReasonPending is the Exported=False reason while some live member of the ClusterSet has
+	// not imported the pool yet (or the hub has not confirmed the export).
+	ReasonPending = "Pending"
+	// ReasonNotAllowedByHub is the Exported=False reason of a pool the hub's export policy
+	// refuses (its namespace, or the per-cluster cap): the spoke leaves it out of its exports,
+	// and the message names the hub's rule.
+	ReasonNotAllowedByHub = "NotAllowedByHub"
+)
 
 // importGroup is the group of the parentRef Spillway writes on exported pools.
 var importGroup = giev1.Group(apixv1alpha1.GroupName)
@@ -41,10 +48,14 @@ func (c *Controller) syncExportStatus(ctx context.Context, imports []fleet.Impor
 	if c.opts.View != nil {
 		clusters = c.opts.View.Clusters()
 	}
+	var refused map[fleet.PoolRef]fleet.ExportRefusal
+	if c.opts.Refused != nil {
+		refused = c.opts.Refused.RefusedExports()
+	}
 	var errs []error
 	for _, p := range pools {
 		ref := fleet.PoolRef{Namespace: p.Namespace, Name: p.Name}
-		want := c.exportedCondition(p, byPool[ref], clusters)
+		want := c.exportedCondition(p, byPool[ref], clusters, refused)
 		if c.parentCurrent(p, want) {
 			continue
 		}
@@ -53,13 +64,16 @@ func (c *Controller) syncExportStatus(ctx context.Context, imports []fleet.Impor
 	return errors.Join(errs...)
 }
 
-// exportedCondition returns the Exported condition a pool should carry, nil for none.
-func (c *Controller) exportedCondition(p *giev1.InferencePool, imp fleet.Import, clusters []fleet.Cluster) *metav1.Condition {
+// exportedCondition returns the Exported condition a pool should carry, nil for none. refused
+// are the pools the hub client leaves out because the hub's export policy refuses them.
+func (c *Controller) exportedCondition(p *giev1.InferencePool, imp fleet.Import, clusters []fleet.Cluster,
+	refused map[fleet.PoolRef]fleet.ExportRefusal) *metav1.Condition {
 	v, annotated := p.Annotations[apixv1alpha1.ExportAnnotationKey]
 	if !annotated {
 		return nil
 	}
 	cond := &metav1.Condition{Type: string(giev1.InferencePoolConditionExported), Status: metav1.ConditionFalse, ObservedGeneration: p.Generation}
+	r, isRefused := refused[fleet.PoolRef{Namespace: p.Namespace, Name: p.Name}]
 	switch {
 	case v != apixv1alpha1.ExportAnnotationVal:
 		cond.Reason = string(giev1.InferencePoolReasonNotSupported)
@@ -67,6 +81,9 @@ func (c *Controller) exportedCondition(p *giev1.InferencePool, imp fleet.Import,
 	case c.opts.View == nil:
 		cond.Reason = string(giev1.InferencePoolReasonNotSupported)
 		cond.Message = "this spoke runs without a hub (--hub-address is empty): nothing is exported"
+	case isRefused:
+		cond.Reason = ReasonNotAllowedByHub
+		cond.Message = "the spoke leaves this pool out of its exports because the hub would refuse it: " + r.Message
 	case !slices.Contains(imp.ExportingClusters, c.opts.ClusterID):
 		cond.Reason = ReasonPending
 		cond.Message = "waiting for the hub to record the export"
