@@ -319,10 +319,13 @@ func (x *ListJoinRequestsResponse) GetRequests() []*JoinRequestInfo {
 }
 
 type ApproveClusterRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// public_key_sha256, when set, must be the key of the pending request (as ListJoinRequests
+	// shows it): an approval signs the key the admin saw, never one that replaced it since.
+	PublicKeySha256 string `protobuf:"bytes,2,opt,name=public_key_sha256,json=publicKeySha256,proto3" json:"public_key_sha256,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ApproveClusterRequest) Reset() {
@@ -358,6 +361,13 @@ func (*ApproveClusterRequest) Descriptor() ([]byte, []int) {
 func (x *ApproveClusterRequest) GetClusterId() string {
 	if x != nil {
 		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *ApproveClusterRequest) GetPublicKeySha256() string {
+	if x != nil {
+		return x.PublicKeySha256
 	}
 	return ""
 }
@@ -1224,10 +1234,11 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x19\n" +
 	"\x17ListJoinRequestsRequest\"T\n" +
 	"\x18ListJoinRequestsResponse\x128\n" +
-	"\brequests\x18\x01 \x03(\v2\x1c.spillway.v1.JoinRequestInfoR\brequests\"6\n" +
+	"\brequests\x18\x01 \x03(\v2\x1c.spillway.v1.JoinRequestInfoR\brequests\"b\n" +
 	"\x15ApproveClusterRequest\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x01 \x01(\tR\tclusterId\"P\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12*\n" +
+	"\x11public_key_sha256\x18\x02 \x01(\tR\x0fpublicKeySha256\"P\n" +
 	"\x16ApproveClusterResponse\x126\n" +
 	"\arequest\x18\x01 \x01(\v2\x1c.spillway.v1.JoinRequestInfoR\arequest\"M\n" +
 	"\x14RevokeClusterRequest\x12\x1d\n" +
