@@ -53,8 +53,10 @@ func TestClusterActsAsItselfOnly(t *testing.T) {
 		{"no certificate", hubtest.Anonymous(), codes.Unauthenticated, []string{"needs a client certificate naming spiffe://spillway.test/cluster/<name>"}},
 		{"another trust domain", hubtest.Cluster("b").InTrustDomain("evil.test"), codes.PermissionDenied, []string{"of trust domain evil.test", "this hub's trust domain is spillway.test"}},
 		{"a user", hubtest.User("b"), codes.PermissionDenied, []string{"spiffe://spillway.test/user/b, not a cluster"}},
-		// The TLS handshake refuses these: the call never reaches the hub's handlers.
-		{"another CA", hubtest.Cluster("b").IssuedBy(other), codes.Unavailable, nil},
+		// A client offered only the hub's CAs sends no certificate of another CA (crypto/tls
+		// picks from Certificates by the server's acceptable CAs), so it is a client without one.
+		{"another CA", hubtest.Cluster("b").IssuedBy(other), codes.Unauthenticated, []string{"needs a client certificate"}},
+		// The TLS handshake refuses this: the call never reaches the hub's handlers.
 		{"expired", hubtest.Cluster("b").Expired(), codes.Unavailable, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -85,7 +87,7 @@ func TestClusterActsAsItselfOnly(t *testing.T) {
 	if got := b.GetCluster(); got.GetInfo().GetGatewayAddress() != "10.0.0.2:80" || got.GetState() != pb.ClusterState_CLUSTER_STATE_ALIVE || got.GetExports() != 1 {
 		t.Fatalf("b after a's attempts: %v", got)
 	}
-	for reason, want := range map[string]float64{"cluster_mismatch": 2, "no_certificate": 2, "trust_domain": 2, "not_cluster": 2} {
+	for reason, want := range map[string]float64{"cluster_mismatch": 2, "no_certificate": 4, "trust_domain": 2, "not_cluster": 2} {
 		if got := promtest.Value(t, h.Registry, "spillway_hub_auth_denied_total", reason); got != want {
 			t.Errorf("spillway_hub_auth_denied_total{reason=%q} = %v, want %v", reason, got, want)
 		}

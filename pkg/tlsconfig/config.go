@@ -10,11 +10,12 @@ import (
 // ServerConfig returns the configuration of a TLS 1.3 server presenting kp, which must not be
 // nil.
 //
-// With clientCAs, the server asks for a client certificate and verifies it, at every handshake
-// including resumed sessions, against the pool clientCAs holds at that moment: a CA added to or
-// removed from the bundle file takes effect on the next connection. The verified certificate is
-// the first of the connection's PeerCertificates (its VerifiedChains stay empty); IdentityOf
-// reads who the client is. Without requireClientCert a client may present no certificate.
+// With clientCAs, the server asks for a client certificate and crypto/tls verifies it (for client
+// authentication) against the pool clientCAs holds at that handshake: a CA added to or removed
+// from the bundle file takes effect on the next connection. Session tickets are off, so every
+// connection is verified in full. The verified chain is in the connection's VerifiedChains,
+// where PeerIdentity reads who the client is. Without requireClientCert a client may present no
+// certificate.
 //
 // Without clientCAs no client certificate is asked for, and requireClientCert refuses every
 // client, since none could be verified.
@@ -32,17 +33,18 @@ func ServerConfig(kp *KeyPair, clientCAs *CAPool, requireClientCert bool) *tls.C
 	case clientCAs == nil:
 		cfg.ClientAuth = tls.NoClientCert
 	default:
-		// The standard library would verify against a pool fixed in the Config; the check is
-		// ours so that it reads the current one.
-		cfg.ClientAuth = tls.RequestClientCert
+		cfg.ClientAuth = tls.VerifyClientCertIfGiven
 		if requireClientCert {
-			cfg.ClientAuth = tls.RequireAnyClientCert
+			cfg.ClientAuth = tls.RequireAndVerifyClientCert
 		}
-		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return nil // only possible without requireClientCert
-			}
-			return verify(cs.PeerCertificates, clientCAs.Pool(), "", x509.ExtKeyUsageClientAuth)
+		cfg.SessionTicketsDisabled = true
+		// Each handshake runs on cfg as it is then (a caller may still change, say, MinVersion
+		// after this returns) with the bundle loaded last.
+		cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			c := cfg.Clone()
+			c.GetConfigForClient = nil
+			c.ClientCAs = clientCAs.Pool()
+			return c, nil
 		}
 	}
 	return cfg

@@ -8,20 +8,19 @@ import (
 	"google.golang.org/grpc/peer"
 )
 
-// PeerIdentity returns the client certificate of a gRPC call's peer and the identity it
-// carries; ok is false when the peer presented no certificate or one without an identity. The
-// certificate was verified during the handshake by the VerifyConnection of ServerConfig: a
-// server whose credentials come from elsewhere must not rely on this.
+// PeerIdentity returns the verified client certificate of a gRPC call's peer and the identity it
+// carries; ok is false when the peer presented no certificate, one that the server did not verify
+// (a configuration that only requests certificates), or one without an identity.
 func PeerIdentity(ctx context.Context) (id Identity, cert *x509.Certificate, ok bool) {
 	p, found := peer.FromContext(ctx)
 	if !found {
 		return Identity{}, nil, false
 	}
 	info, isTLS := p.AuthInfo.(credentials.TLSInfo)
-	if !isTLS || len(info.State.PeerCertificates) == 0 {
+	if !isTLS || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
 		return Identity{}, nil, false
 	}
-	cert = info.State.PeerCertificates[0]
+	cert = info.State.VerifiedChains[0][0]
 	id, err := IdentityOf(cert)
 	if err != nil {
 		return Identity{}, cert, false

@@ -2,6 +2,7 @@ package tlsconfig
 
 import (
 	"context"
+	"crypto/tls"
 	"net"
 	"testing"
 	"time"
@@ -12,8 +13,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
-// TestPeerIdentity: a gRPC handler reads the identity of the certificate its client presented,
-// and none when the client presented no certificate.
+// TestPeerIdentity: a gRPC handler reads the identity of the certificate its client presented and
+// the server verified; none when the client presented no certificate, or when the server only
+// asked for one without verifying it (anyone can make a certificate naming any cluster).
 func TestPeerIdentity(t *testing.T) {
 	ca := newTestCA(t, "hub")
 	dir := t.TempDir()
@@ -27,44 +29,55 @@ func TestPeerIdentity(t *testing.T) {
 		id Identity
 		ok bool
 	}
-	calls := make(chan seen, 2)
-	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(ServerConfig(server, pool, false))),
-		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			id, _, ok := PeerIdentity(ctx)
-			calls <- seen{id, ok}
-			return h(ctx, req)
-		}))
-	healthpb.RegisterHealthServer(gs, health.NewServer())
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = gs.Serve(l) }()
-	defer func() { gs.Stop(); <-done }()
-
-	for _, tc := range []struct {
+	unverified := &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: server.GetCertificate, ClientAuth: tls.RequestClientCert}
+	for _, srv := range []struct {
 		name string
-		kp   *KeyPair
-		want seen
+		cfg  *tls.Config
+		with seen
 	}{
-		{"with a certificate", client, seen{clusterA, true}},
-		{"without", nil, seen{}},
+		{"ServerConfig", ServerConfig(server, pool, false), seen{clusterA, true}},
+		{"a server that does not verify", unverified, seen{}},
 	} {
-		conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(ClientConfig(tc.kp, pool, hubName))))
+		calls := make(chan seen, 2)
+		gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(srv.cfg)),
+			grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+				id, _, ok := PeerIdentity(ctx)
+				calls <- seen{id, ok}
+				return h(ctx, req)
+			}))
+		healthpb.RegisterHealthServer(gs, health.NewServer())
+		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
-		cancel()
-		conn.Close()
-		if err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = gs.Serve(l) }()
+
+		for _, tc := range []struct {
+			name string
+			kp   *KeyPair
+			want seen
+		}{
+			{"with a certificate", client, srv.with},
+			{"without", nil, seen{}},
+		} {
+			conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(ClientConfig(tc.kp, pool, hubName))))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+			cancel()
+			conn.Close()
+			if err != nil {
+				t.Fatalf("%s, %s: %v", srv.name, tc.name, err)
+			}
+			if got := <-calls; got != tc.want {
+				t.Errorf("%s, %s: peer %+v, want %+v", srv.name, tc.name, got, tc.want)
+			}
 		}
-		if got := <-calls; got != tc.want {
-			t.Fatalf("%s: peer %+v, want %+v", tc.name, got, tc.want)
-		}
+		gs.Stop()
+		<-done
 	}
 	if _, _, ok := PeerIdentity(context.Background()); ok {
 		t.Fatal("an identity without a peer")

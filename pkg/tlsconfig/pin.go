@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"strings"
@@ -17,9 +18,10 @@ func SPKIHash(cert *x509.Certificate) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// MatchCAHash returns the pool of the PEM bundle when one of its CA certificates has the SPKI
-// hash want, and an error otherwise: the bundle came over a connection that was not verified,
-// and only the pin makes it trusted.
+// MatchCAHash returns a pool of the one CA certificate of the PEM bundle whose SPKI hash is
+// want, and an error when none has it. The bundle came over a connection that was not verified:
+// only the pinned certificate is trusted, never the others beside it, which anyone could have
+// added.
 func MatchCAHash(bundlePEM []byte, want string) (*CAPool, error) {
 	if !strings.HasPrefix(want, "sha256:") || len(want) != len("sha256:")+64 {
 		return nil, fmt.Errorf("CA hash %q: want sha256:<64 hex digits>", want)
@@ -31,7 +33,7 @@ func MatchCAHash(bundlePEM []byte, want string) (*CAPool, error) {
 	}
 	for _, c := range certs {
 		if c.IsCA && SPKIHash(c) == want {
-			return NewStaticCAPool(bundlePEM)
+			return NewStaticCAPool(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
 		}
 	}
 	return nil, errors.New("no CA certificate of the hub's bundle has the pinned hash: the hub is not the one the token was made for")

@@ -36,6 +36,24 @@ func TestMatchCAHash(t *testing.T) {
 		t.Fatalf("the pinned bundle does not verify the hub: %v", r.clientErr)
 	}
 
+	// A stranger who answers the unverified call with the hub's (public) CA and its own: only
+	// the pinned CA is trusted, so the stranger's server is refused.
+	rogue := newTestCA(t, "rogue")
+	pool, err = MatchCAHash(append(append([]byte{}, hub.CertPEM()...), rogue.CertPEM()...), pin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err = rogue.Issue(Identity{TrustDomain: "td", Kind: KindCluster, Name: "hub"}, []string{"localhost"}, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kp, err = NewStaticKeyPair(certPEM, keyPEM); err != nil {
+		t.Fatal(err)
+	}
+	if r := handshake(t, ServerConfig(kp, nil, false), ClientConfig(nil, pool, "localhost")); r.clientErr == nil {
+		t.Fatal("a server of another CA that came in the same bundle as the pinned one was trusted")
+	}
+
 	for name, tc := range map[string]struct {
 		bundle []byte
 		pin    string
@@ -75,4 +93,36 @@ func TestSelfSigned(t *testing.T) {
 	if r := handshake(t, ServerConfig(kp, nil, false), ClientConfig(nil, pinned, "other.local")); r.clientErr == nil {
 		t.Fatal("a self-signed certificate verified for a name it does not carry")
 	}
+}
+
+// FuzzMatchCAHash: MatchCAHash never panics, and a pool it returns holds exactly one certificate,
+// the one whose hash was pinned.
+func FuzzMatchCAHash(f *testing.F) {
+	ca, err := NewCA("fuzz", time.Hour)
+	if err != nil {
+		f.Fatal(err)
+	}
+	pin := SPKIHash(ca.Certificate())
+	f.Add(ca.CertPEM(), pin)
+	f.Add(append(append([]byte{}, ca.CertPEM()...), ca.CertPEM()...), pin)
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"), pin)
+	f.Fuzz(func(t *testing.T, bundle []byte, hash string) {
+		pool, err := MatchCAHash(bundle, hash)
+		if err != nil {
+			return
+		}
+		certs, err := parseCerts(bundle)
+		if err != nil {
+			t.Fatalf("accepted a bundle that does not parse: %v", err)
+		}
+		n := 0
+		for _, c := range certs {
+			if c.IsCA && SPKIHash(c) == strings.ToLower(hash) {
+				n++
+			}
+		}
+		if n == 0 || pool.Pool() == nil {
+			t.Fatalf("accepted a bundle without the pinned CA")
+		}
+	})
 }
