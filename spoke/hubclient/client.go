@@ -11,7 +11,11 @@
 //
 // Trust: the session runs over TLS (Options.TLS, tlsconfig.ClientConfig with the cluster's key
 // pair and the hub's CA bundle); the hub reads the cluster from the client certificate and says
-// which cluster it read in the Welcome. A Welcome naming another cluster than Options.Cluster.ID
+// which cluster it read in the Welcome. A TLS connection keeps the certificate of its handshake,
+// and the hub ends a stream when that certificate expires, so each session dials a connection of
+// its own (closed when the session ends), whose handshake presents the key pair loaded last; and
+// when the certificate the key pair presents changes (renewed, or rewritten by cert-manager), the
+// session ends and the client reconnects at once with the new one. A Welcome naming another cluster than Options.Cluster.ID
 // ends Run with ErrWrongCluster: the credentials belong to another cluster, and retrying cannot
 // help. After the Welcome, and whenever they change, the hub sends the fleet's hop-marker keys,
 // which HopKeys returns to the EPP. Capacity is reported only for pools the cluster exports: the
@@ -30,6 +34,7 @@
 package hubclient
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -64,8 +69,13 @@ type Options struct {
 	HubAddress string
 	// TLS secures the connection to the hub: the cluster's key pair and the hub's CA bundle,
 	// as tlsconfig.ClientConfig makes them. Required unless DialOptions carry the transport
-	// credentials.
+	// credentials. The client looks at the certificate its GetClientCertificate returns (a
+	// reloading tlsconfig.KeyPair's, loaded last) every CertificateCheckInterval, and starts a
+	// new session when it changes.
 	TLS *tls.Config
+	// CertificateCheckInterval is how often a session looks for a new client certificate; zero
+	// means a second.
+	CertificateCheckInterval time.Duration
 	// DialOptions are added to the client's own when it dials the hub.
 	DialOptions []grpc.DialOption
 	// MinBackoff and MaxBackoff bound the wait between reconnects.
@@ -113,6 +123,9 @@ func New(opts Options) *Client {
 	}
 	if opts.MaxBackoff < opts.MinBackoff {
 		opts.MaxBackoff = 10 * time.Second
+	}
+	if opts.CertificateCheckInterval <= 0 {
+		opts.CertificateCheckInterval = time.Second
 	}
 	return &Client{
 		opts:           opts,
@@ -273,18 +286,17 @@ func (c *Client) Run(ctx context.Context) error {
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
 	)
-	conn, err := grpc.NewClient(c.opts.HubAddress, dial...)
-	if err != nil {
-		return fmt.Errorf("hub address %q: %w", c.opts.HubAddress, err)
-	}
-	defer conn.Close()
-	cli := pb.NewSyncServiceClient(conn)
-
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval = c.opts.MinBackoff, c.opts.MaxBackoff
 	for ctx.Err() == nil {
+		// A connection per session: its handshake presents the key pair loaded last.
+		conn, err := grpc.NewClient(c.opts.HubAddress, dial...)
+		if err != nil {
+			return fmt.Errorf("hub address %q: %w", c.opts.HubAddress, err)
+		}
 		started := time.Now()
-		err := c.session(ctx, cli)
+		err = c.session(ctx, pb.NewSyncServiceClient(conn))
+		conn.Close()
 		c.setConnected(false)
 		if ctx.Err() != nil {
 			return nil
@@ -293,11 +305,15 @@ func (c *Client) Run(ctx context.Context) error {
 			c.log.Error("the hub names this spoke another cluster; stopping the hub session", "err", err)
 			return err
 		}
+		c.metrics.reconnects.Inc()
+		if errors.Is(err, errCertificateChanged) {
+			c.log.Info("the client certificate changed; reconnecting to the hub with it")
+			continue
+		}
 		if time.Since(started) > time.Minute {
 			bo.Reset() // a long session was healthy; start the backoff again from the bottom
 		}
 		wait := bo.NextBackOff()
-		c.metrics.reconnects.Inc()
 		if code := status.Code(err); code == codes.PermissionDenied || code == codes.Unauthenticated {
 			// Worth retrying: the credentials reload when their files change, and a revoked
 			// cluster may be let back in.
@@ -335,9 +351,67 @@ var (
 	ErrWrongCluster = errors.New("the hub's session is for another cluster")
 	// ErrNoTLS means Options has neither TLS nor transport credentials in DialOptions.
 	ErrNoTLS = errors.New("hub client: no TLS configuration for the connection to the hub")
+	// errCertificateChanged ends a session whose connection presents a certificate the key pair
+	// no longer holds.
+	errCertificateChanged = errors.New("the client certificate changed")
 )
 
+// presented returns the DER of the certificate Options.TLS presents now: its
+// GetClientCertificate's (a reloading key pair's, loaded last); nil when it has none, or no
+// GetClientCertificate (fixed certificates never change).
+func (c *Client) presented() []byte {
+	if c.opts.TLS == nil || c.opts.TLS.GetClientCertificate == nil {
+		return nil
+	}
+	cert, err := c.opts.TLS.GetClientCertificate(&tls.CertificateRequestInfo{Version: tls.VersionTLS13})
+	if err != nil || cert == nil || len(cert.Certificate) == 0 {
+		return nil
+	}
+	return cert.Certificate[0]
+}
+
+// watchCertificate cancels the session with errCertificateChanged once the certificate
+// presented is no longer cert, until ctx ends.
+func (c *Client) watchCertificate(ctx context.Context, cert []byte, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(c.opts.CertificateCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if now := c.presented(); now != nil && !bytes.Equal(now, cert) {
+			cancel(errCertificateChanged)
+			return
+		}
+	}
+}
+
+// session holds one session on a connection of its own; it ends with errCertificateChanged
+// when the client certificate changes.
 func (c *Client) session(ctx context.Context, cli pb.SyncServiceClient) error {
+	sctx, cancel := context.WithCancelCause(ctx)
+	watched := make(chan struct{})
+	defer func() {
+		cancel(nil)
+		<-watched
+	}()
+	cert := c.presented()
+	go func() {
+		defer close(watched)
+		if cert != nil {
+			c.watchCertificate(sctx, cert, cancel)
+		}
+	}()
+	err := c.sync(sctx, cli)
+	if cause := context.Cause(sctx); errors.Is(cause, errCertificateChanged) {
+		return cause
+	}
+	return err
+}
+
+func (c *Client) sync(ctx context.Context, cli pb.SyncServiceClient) error {
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	_, err := cli.Register(rctx, &pb.RegisterRequest{Cluster: fleetpb.ClusterInfo(c.opts.Cluster)})
 	cancel()

@@ -55,6 +55,8 @@ type fakeHub struct {
 	deltas []sessionDelta
 	// logger, when set, is the log of the clients made by client.
 	logger *slog.Logger
+	// certs are the client certificates of the sessions, in order (DER).
+	certs [][]byte
 }
 
 type sessionDelta struct {
@@ -128,7 +130,7 @@ func (h *fakeHub) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Re
 }
 
 func (h *fakeHub) Sync(stream pb.SyncService_SyncServer) error {
-	id, _, ok := tlsconfig.PeerIdentity(stream.Context())
+	id, cert, ok := tlsconfig.PeerIdentity(stream.Context())
 	if !ok {
 		return status.Error(codes.Unauthenticated, "no client certificate")
 	}
@@ -137,6 +139,7 @@ func (h *fakeHub) Sync(stream pb.SyncService_SyncServer) error {
 	}
 	h.mu.Lock()
 	h.sessions++
+	h.certs = append(h.certs, cert.Raw)
 	interval := h.interval
 	if interval == 0 {
 		interval = 10 * time.Millisecond
