@@ -28,7 +28,27 @@ var (
 	ErrJoinConflict = errors.New("another join request of the cluster is pending")
 	// ErrNotPending means a join request was already decided.
 	ErrNotPending = errors.New("join request is not pending")
+	// ErrTokenRevoked is wrapped by every TokenRevokedError.
+	ErrTokenRevoked = errors.New("bootstrap token predates the cluster's revocation")
 )
+
+// TokenRevokedError refuses a join with a token created at or before the revocation of the
+// cluster it asks for: whoever the cluster was revoked for may hold that token as well, so only a
+// token made after the revocation brings the cluster back.
+type TokenRevokedError struct {
+	TokenID   string
+	Cluster   string
+	CreatedAt time.Time
+	RevokedAt time.Time
+}
+
+func (e *TokenRevokedError) Error() string {
+	return fmt.Sprintf("bootstrap token %s (created %s) predates the revocation of cluster %s (%s): ask an admin for a new token (hubctl tokens create --cluster %s)",
+		e.TokenID, e.CreatedAt.UTC().Format(time.RFC3339), e.Cluster, e.RevokedAt.UTC().Format(time.RFC3339), e.Cluster)
+}
+
+// Unwrap makes a TokenRevokedError match ErrTokenRevoked.
+func (e *TokenRevokedError) Unwrap() error { return ErrTokenRevoked }
 
 // JoinRecord is a cluster's join request: one per cluster, the last one made. It lives under the
 // lease of the token it was made with, so requests vanish with their token.
@@ -49,6 +69,9 @@ type JoinRecord struct {
 	CertificatePEM []byte `json:"certificatePEM,omitempty"`
 	// Message says why a request was denied.
 	Message string `json:"message,omitempty"`
+	// ClusterRevokedAt is the revocation of the cluster when the request was last made, zero when
+	// it had none: a join after a revocation is never approved automatically.
+	ClusterRevokedAt time.Time `json:"clusterRevokedAt,omitzero"`
 }
 
 // JoinRequest is a join as the hub received it, its token already checked.
@@ -79,19 +102,25 @@ func (s *Store) getJoin(ctx context.Context, cluster string) (rec JoinRecord, re
 	return rec, kv.ModRevision, clientv3.LeaseID(kv.Lease), true, nil
 }
 
-// putJoin writes rec under lease if the record is still at rev (0: absent); it reports whether
-// it did. A lease that expired meanwhile (its token with it) is ErrTokenInvalid.
-func (s *Store) putJoin(ctx context.Context, rec JoinRecord, rev int64, lease clientv3.LeaseID) (bool, error) {
+// unchanged compares key's revision with rev, the one read (0: absent).
+func unchanged(key string, rev int64) clientv3.Cmp {
+	if rev == 0 {
+		return clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+	}
+	return clientv3.Compare(clientv3.ModRevision(key), "=", rev)
+}
+
+// putJoin writes rec under lease if the record is still at rev (0: absent) and every guard
+// holds; it reports whether it did. A lease that expired meanwhile (its token with it) is
+// ErrTokenInvalid.
+func (s *Store) putJoin(ctx context.Context, rec JoinRecord, rev int64, lease clientv3.LeaseID, guards ...clientv3.Cmp) (bool, error) {
 	val, err := json.Marshal(rec)
 	if err != nil {
 		return false, err
 	}
 	key := s.joinKey(rec.Cluster)
-	cmp := clientv3.Compare(clientv3.ModRevision(key), "=", rev)
-	if rev == 0 {
-		cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
-	}
-	resp, err := s.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, string(val), clientv3.WithLease(lease))).Commit()
+	cmps := append([]clientv3.Cmp{unchanged(key, rev)}, guards...)
+	resp, err := s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, string(val), clientv3.WithLease(lease))).Commit()
 	if errors.Is(err, rpctypes.ErrLeaseNotFound) {
 		return false, fmt.Errorf("join request of %q: %w", rec.Cluster, ErrTokenInvalid)
 	}
@@ -111,8 +140,24 @@ func (s *Store) putJoin(ctx context.Context, rec JoinRecord, rev int64, lease cl
 //     admin saw;
 //   - otherwise (no request, or a decided one with another key) it becomes the cluster's
 //     pending request.
+//
+// A token created at or before the cluster's revocation is refused first (TokenRevokedError),
+// whatever the request: the revocation is read in the same transaction as the request is
+// written, so a revocation made meanwhile on any replica is never missed. The returned record's
+// ClusterRevokedAt is the cluster's revocation, if any.
 func (s *Store) RequestJoin(ctx context.Context, req JoinRequest) (rec JoinRecord, created bool, err error) {
 	for {
+		revocation, revocationRev, revoked, err := s.getRevocation(ctx, req.Cluster)
+		if err != nil {
+			return JoinRecord{}, false, err
+		}
+		if revoked && revocation.RefusesToken(req.Token) {
+			return JoinRecord{}, false, &TokenRevokedError{TokenID: req.Token.ID, Cluster: req.Cluster, CreatedAt: req.Token.CreatedAt, RevokedAt: revocation.RevokedAt}
+		}
+		var revokedAt time.Time
+		if revoked {
+			revokedAt = revocation.RevokedAt
+		}
 		cur, rev, _, ok, err := s.getJoin(ctx, req.Cluster)
 		if err != nil {
 			return JoinRecord{}, false, err
@@ -120,20 +165,22 @@ func (s *Store) RequestJoin(ctx context.Context, req JoinRequest) (rec JoinRecor
 		next := JoinRecord{
 			Cluster: req.Cluster, TokenID: req.Token.ID, State: JoinPending, CSRPEM: req.CSRPEM,
 			PublicKeySHA256: req.PublicKeySHA256, PeerAddress: req.PeerAddress, RequestedAt: s.now().UTC(),
+			ClusterRevokedAt: revokedAt,
 		}
 		created := true
 		switch {
 		case ok && cur.PublicKeySHA256 == req.PublicKeySHA256:
 			if cur.State != JoinPending || cur.TokenID == req.Token.ID {
+				cur.ClusterRevokedAt = revokedAt
 				return cur, false, nil
 			}
 			next, created = cur, false
-			next.TokenID = req.Token.ID
+			next.TokenID, next.ClusterRevokedAt = req.Token.ID, revokedAt
 		case ok && cur.State == JoinPending:
 			return cur, false, fmt.Errorf("cluster %s has a pending join request for another key (sha256 %s, from %s, at %s): %w",
 				req.Cluster, cur.PublicKeySHA256, cur.PeerAddress, cur.RequestedAt.Format(time.RFC3339), ErrJoinConflict)
 		}
-		done, err := s.putJoin(ctx, next, rev, req.Token.lease)
+		done, err := s.putJoin(ctx, next, rev, req.Token.lease, unchanged(s.revocationKey(req.Cluster), revocationRev))
 		if err != nil {
 			return JoinRecord{}, false, err
 		}

@@ -115,6 +115,15 @@ func New(cli *clientv3.Client, opts Options) *Store {
 	return &Store{cli: cli, prefix: opts.Prefix, ttl: opts.LeaseTTL, now: time.Now}
 }
 
+// WithClock returns a Store on the same etcd client and prefix that reads the time from now, as
+// a hub replica whose clock differs from this one's would: the times it records (revocations,
+// tokens, join requests, registrations) come from now.
+func (s *Store) WithClock(now func() time.Time) *Store {
+	c := *s
+	c.now = now
+	return &c
+}
+
 // LeaseTTL returns the session lease TTL.
 func (s *Store) LeaseTTL() time.Duration { return s.ttl }
 

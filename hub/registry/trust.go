@@ -27,6 +27,26 @@ type Revocation struct {
 // Refuses reports whether a certificate of the cluster valid from notBefore is revoked.
 func (r Revocation) Refuses(notBefore time.Time) bool { return !notBefore.After(r.RevokedAt) }
 
+// RefusesToken reports whether a bootstrap token may no longer join the cluster: one created at
+// or before the revocation, which a revoked cluster's attacker may hold as well as its owner.
+func (r Revocation) RefusesToken(tok TokenRecord) bool { return !tok.CreatedAt.After(r.RevokedAt) }
+
+// getRevocation reads the revocation of cluster with its revision (0 when there is none).
+func (s *Store) getRevocation(ctx context.Context, cluster string) (rev Revocation, modRev int64, ok bool, err error) {
+	resp, err := s.cli.Get(ctx, s.revocationKey(cluster))
+	if err != nil {
+		return Revocation{}, 0, false, fmt.Errorf("read revocation of %q: %w", cluster, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Revocation{}, 0, false, nil
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, &rev); err != nil {
+		return Revocation{}, 0, false, fmt.Errorf("decode revocation of %q: %w", cluster, err)
+	}
+	rev.Cluster = cluster
+	return rev, resp.Kvs[0].ModRevision, true, nil
+}
+
 func (s *Store) revocationKey(cluster string) string { return s.prefix + "revocations/" + cluster }
 func (s *Store) hopKeysKey() string                  { return s.prefix + "hopkeys" }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -133,6 +134,82 @@ func TestJoinRequestGoesWithItsToken(t *testing.T) {
 	// A request made with the token's record after the lease went is refused.
 	if _, _, err := s.RequestJoin(ctx, joinReq(rec, "k1")); !errors.Is(err, registry.ErrTokenInvalid) {
 		t.Fatalf("a request under an expired token's lease: %v, want ErrTokenInvalid", err)
+	}
+}
+
+// TestJoinAfterRevocation: a token created at or before a cluster's revocation no longer joins
+// it, with any key, and leaves no request behind; a token created after it does, and the
+// request carries the revocation.
+func TestJoinAfterRevocation(t *testing.T) {
+	ctx := context.Background()
+	e, cli := startEtcd(t, t.TempDir())
+	defer e.Close()
+	defer cli.Close()
+	at := time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+	clock := at
+	var mu sync.Mutex
+	s := registry.New(cli, registry.Options{LeaseTTL: 10 * time.Second}).WithClock(func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return clock
+	})
+	setClock := func(t time.Time) { mu.Lock(); clock = t; mu.Unlock() }
+	token := func() registry.TokenRecord {
+		t.Helper()
+		tok, _, err := s.CreateToken(ctx, registry.TokenSpec{Clusters: []string{"a", "b"}, TTL: time.Hour, AutoApprove: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err := s.CheckToken(ctx, tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	before := token()
+	if _, _, err := s.RequestJoin(ctx, joinReq(before, "k1")); err != nil {
+		t.Fatal(err)
+	}
+	setClock(at.Add(time.Minute))
+	same := token() // created at the very time of the revocation
+	rev, err := s.Revoke(ctx, "a", false, "admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rev.RefusesToken(before) || !rev.RefusesToken(same) {
+		t.Fatal("RefusesToken accepts a token created at or before the revocation")
+	}
+	if err := s.DenyJoin(ctx, "a", "admin", "revoked"); err != nil {
+		t.Fatal(err)
+	}
+	for name, tok := range map[string]registry.TokenRecord{"before": before, "at the same time": same} {
+		for _, key := range []string{"k1", "k2"} {
+			_, _, err := s.RequestJoin(ctx, joinReq(tok, key))
+			var te *registry.TokenRevokedError
+			if !errors.As(err, &te) || !errors.Is(err, registry.ErrTokenRevoked) || te.Cluster != "a" || !te.RevokedAt.Equal(rev.RevokedAt) ||
+				!strings.Contains(err.Error(), "predates the revocation of cluster a (2030-01-02T03:05:05Z): ask an admin for a new token") {
+				t.Fatalf("a token made %s the revocation, key %s: %v, want a TokenRevokedError", name, key, err)
+			}
+		}
+	}
+	if jr, err := s.GetJoin(ctx, "a"); err != nil || jr.State != registry.JoinDenied || jr.PublicKeySHA256 != "k1" {
+		t.Fatalf("a's request after the refusals: %+v, %v; want k1 denied", jr, err)
+	}
+	// The same token still joins another cluster of its scope.
+	other := joinReq(same, "k3")
+	other.Cluster = "b"
+	if jr, created, err := s.RequestJoin(ctx, other); err != nil || !created || !jr.ClusterRevokedAt.IsZero() {
+		t.Fatalf("b with a token older than a's revocation: %+v, %v", jr, err)
+	}
+
+	setClock(at.Add(time.Minute + time.Millisecond))
+	after := token()
+	jr, created, err := s.RequestJoin(ctx, joinReq(after, "k2"))
+	if err != nil || !created || jr.State != registry.JoinPending || !jr.ClusterRevokedAt.Equal(rev.RevokedAt) {
+		t.Fatalf("a token made after the revocation: %+v, %v; want a pending request that carries the revocation", jr, err)
+	}
+	if stored, err := s.GetJoin(ctx, "a"); err != nil || !stored.ClusterRevokedAt.Equal(rev.RevokedAt) {
+		t.Fatalf("stored request: %+v, %v", stored, err)
 	}
 }
 

@@ -199,8 +199,9 @@ func (s *Server) ApproveCluster(ctx context.Context, req *pb.ApproveClusterReque
 
 // RevokeCluster refuses every certificate of a cluster issued until now: its session on this
 // replica ends at once (every other replica's when Run sees the revocation), its exports are
-// withdrawn when its lease lapses (the usual damping), its join request is denied, and with
-// remove its record is deleted once nothing of it is left.
+// withdrawn when its lease lapses (the usual damping), its join request is denied, no bootstrap
+// token made until now joins it again (the registry refuses them), and with remove its record is
+// deleted once nothing of it is left.
 func (s *Server) RevokeCluster(ctx context.Context, req *pb.RevokeClusterRequest) (*pb.RevokeClusterResponse, error) {
 	who, err := mustCaller(ctx)
 	if err != nil {

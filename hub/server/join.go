@@ -38,12 +38,13 @@ func (s *Server) caBundle() []byte {
 }
 
 // Join records a join request made with a bootstrap token and a CSR, and answers where it
-// stands. The token must be live, its secret right, and its scope must name the cluster of the
-// CSR's identity, spiffe://<trust-domain>/cluster/<id>. The same token (or another of the
-// cluster) and the same key name the same request, so a spoke polls with Join until its request
-// is approved. A request is approved by AdminService.ApproveCluster, or at once when the token
-// approves automatically and the cluster is not connected: a connected cluster asking for a
-// certificate for another key always waits for an admin.
+// stands. The token must be live, its secret right, its scope must name the cluster of the
+// CSR's identity, spiffe://<trust-domain>/cluster/<id>, and it must have been created after the
+// cluster's revocation, if any. The same token (or another of the cluster) and the same key name
+// the same request, so a spoke polls with Join until its request is approved. A request is
+// approved by AdminService.ApproveCluster, or at once when the token approves automatically,
+// the cluster was never revoked and is not connected: a revoked cluster, or a connected one
+// asking for a certificate for another key, always waits for an admin.
 func (s *Server) Join(ctx context.Context, req *pb.JoinRequest) (_ *pb.JoinResponse, err error) {
 	defer func() {
 		if err != nil {
@@ -79,6 +80,10 @@ func (s *Server) Join(ctx context.Context, req *pb.JoinRequest) (_ *pb.JoinRespo
 	jr, created, err := s.store.RequestJoin(ctx, registry.JoinRequest{
 		Cluster: id.Name, Token: rec, CSRPEM: req.GetCsrPem(), PublicKeySHA256: key, PeerAddress: peerAddress(ctx),
 	})
+	var predates *registry.TokenRevokedError
+	if errors.As(err, &predates) {
+		return nil, denied(codes.PermissionDenied, reasonTokenRevoked, "%s", predates.Error())
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -91,13 +96,20 @@ func (s *Server) Join(ctx context.Context, req *pb.JoinRequest) (_ *pb.JoinRespo
 	if jr.State == registry.JoinPending {
 		message = fmt.Sprintf("waiting for an admin: hubctl clusters approve %s", id.Name)
 		if rec.AutoApprove {
-			connected, err := s.connected(ctx, id.Name)
-			if err != nil {
-				return nil, err
+			connected := false
+			revokedAt := s.revokedAt(id.Name, jr)
+			if revokedAt.IsZero() {
+				if connected, err = s.connected(ctx, id.Name); err != nil {
+					return nil, err
+				}
 			}
-			if connected {
+			switch {
+			case !revokedAt.IsZero():
+				message = fmt.Sprintf("cluster %s was revoked at %s, so the token does not approve this request by itself: an admin must (hubctl clusters approve %s)",
+					id.Name, revokedAt.UTC().Format(time.RFC3339), id.Name)
+			case connected:
 				message = fmt.Sprintf("cluster %s is connected with another certificate, so the token does not approve this request by itself: an admin must (hubctl clusters approve %s)", id.Name, id.Name)
-			} else {
+			default:
 				jr, err = s.approve(ctx, id.Name, key, "token "+tok.ID)
 				if errors.Is(err, ErrRevokedRecently) {
 					return &pb.JoinResponse{State: pb.JoinState_JOIN_STATE_PENDING, ClusterId: id.Name, CaBundlePem: s.caBundle(), Message: err.Error()}, nil
@@ -118,15 +130,19 @@ func (s *Server) Join(ctx context.Context, req *pb.JoinRequest) (_ *pb.JoinRespo
 	return resp, nil
 }
 
-// connected reports whether cluster has a live session opened with a certificate its revocation
-// (if any) does not refuse, that is, opened after it.
-func (s *Server) connected(ctx context.Context, cluster string) (bool, error) {
-	sess, ok, err := s.store.GetSession(ctx, cluster)
-	if err != nil || !ok {
-		return false, err
+// revokedAt returns the time cluster was revoked, as the join request read it from etcd or this
+// replica knows it (whichever says it was), zero when it never was.
+func (s *Server) revokedAt(cluster string, jr registry.JoinRecord) time.Time {
+	if rev, ok, _ := s.trust.revocation(cluster); ok && rev.RevokedAt.After(jr.ClusterRevokedAt) {
+		return rev.RevokedAt
 	}
-	rev, revoked, _ := s.trust.revocation(cluster)
-	return !revoked || sess.StartedAt.After(rev.RevokedAt), nil
+	return jr.ClusterRevokedAt
+}
+
+// connected reports whether cluster has a live session.
+func (s *Server) connected(ctx context.Context, cluster string) (bool, error) {
+	_, ok, err := s.store.GetSession(ctx, cluster)
+	return ok, err
 }
 
 // approve approves the pending join request of cluster (holding key, when not empty): the CA

@@ -305,3 +305,64 @@ func TestJoinRefusals(t *testing.T) {
 	_, err = off.Admin().CreateToken(ctx, &pb.CreateTokenRequest{ClusterIds: []string{"a"}})
 	wantStatus(t, err, codes.FailedPrecondition, "join flow disabled")
 }
+
+// TestJoinAfterRevocation: once a cluster is revoked, no token made before the revocation joins
+// it again, whether it approves automatically or not and whatever the key; a token made after
+// the revocation joins, but never approves by itself: an admin approves, and the certificate
+// then works.
+func TestJoinAfterRevocation(t *testing.T) {
+	h := startHub(t, hubOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	manual := createToken(t, ctx, h, false, time.Hour, "a")
+	auto := createToken(t, ctx, h, true, time.Hour, "a", "b")
+	revoked, err := h.Admin().RevokeCluster(ctx, &pb.RevokeClusterRequest{ClusterId: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := revoked.GetRevokedAt().AsTime().Format(time.RFC3339)
+	for _, tok := range []*pb.CreateTokenResponse{manual, auto} {
+		id, _, _ := strings.Cut(tok.GetToken(), ".")
+		_, err := join(ctx, h, tok.GetToken(), newSpokeKey(t, clusterID("a")))
+		wantStatus(t, err, codes.PermissionDenied, "bootstrap token "+id+" (created ",
+			") predates the revocation of cluster a ("+at+"): ask an admin for a new token (hubctl tokens create --cluster a)")
+	}
+	// b, in the auto-approving token's scope, was never revoked: it joins at once.
+	kb := newSpokeKey(t, clusterID("b"))
+	if resp, err := join(ctx, h, auto.GetToken(), kb); err != nil || resp.GetState() != pb.JoinState_JOIN_STATE_APPROVED {
+		t.Fatalf("b joins with the auto-approving token: %v, %v", resp, err)
+	}
+	reqs, err := h.Admin().ListJoinRequests(ctx, &pb.ListJoinRequestsRequest{})
+	if r := reqs.GetRequests(); err != nil || len(r) != 1 || r[0].GetClusterId() != "b" {
+		t.Fatalf("join requests: %v, %v; want b's only", r, err)
+	}
+	if got := promtest.Value(t, h.Registry, "spillway_hub_auth_denied_total", "token_revoked"); got != 2 {
+		t.Errorf("spillway_hub_auth_denied_total{reason=token_revoked} = %v, want 2", got)
+	}
+
+	// c was revoked two minutes ago (by a replica whose clock says so, so that a certificate
+	// issued now starts after the revocation): a token made now joins, but waits for an admin.
+	rev, err := h.Store.WithClock(func() time.Time { return time.Now().Add(-2 * time.Minute) }).Revoke(ctx, "c", false, "another replica")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh := createToken(t, ctx, h, true, time.Hour, "c")
+	kc := newSpokeKey(t, clusterID("c"))
+	for range 2 {
+		resp, err := join(ctx, h, fresh.GetToken(), kc)
+		if err != nil || resp.GetState() != pb.JoinState_JOIN_STATE_PENDING || resp.GetCertificatePem() != nil ||
+			!strings.Contains(resp.GetMessage(), "cluster c was revoked at "+rev.RevokedAt.Format(time.RFC3339)+", so the token does not approve this request by itself: an admin must (hubctl clusters approve c)") {
+			t.Fatalf("c joins after its revocation with an auto-approving token: %v, %v", resp, err)
+		}
+	}
+	approved, err := h.Admin().ApproveCluster(ctx, &pb.ApproveClusterRequest{ClusterId: "c"})
+	if err != nil || approved.GetRequest().GetPublicKeySha256() != kc.hash {
+		t.Fatalf("ApproveCluster c: %v, %v", approved, err)
+	}
+	resp, err := join(ctx, h, fresh.GetToken(), kc)
+	if err != nil || resp.GetState() != pb.JoinState_JOIN_STATE_APPROVED {
+		t.Fatalf("c after the admin's approval: %v, %v", resp, err)
+	}
+	checkCertificate(t, h, resp.GetCertificatePem(), clusterID("c"), kc)
+	syncWelcome(t, ctx, h, "c", resp.GetCertificatePem(), kc.key)
+}

@@ -46,6 +46,7 @@ const (
 	reasonNamespace       = "namespace"        // an export in a namespace the hub does not allow
 	reasonToken           = "token"            // a join with an unknown, expired or wrong token
 	reasonTokenScope      = "token_scope"      // a join for a cluster its token does not name
+	reasonTokenRevoked    = "token_revoked"    // a join with a token created before the cluster's revocation
 	reasonCSRIdentity     = "csr_identity"     // a CSR for an identity the hub does not sign
 	reasonMethod          = "method"           // a method not served on that port
 )
@@ -53,7 +54,7 @@ const (
 var reasons = []string{
 	reasonNoCertificate, reasonNoIdentity, reasonTrustDomain, reasonNotCluster, reasonNotUser, reasonRevoked,
 	reasonExpired, reasonClusterMismatch, reasonRole, reasonNotExported, reasonNamespace, reasonToken,
-	reasonTokenScope, reasonCSRIdentity, reasonMethod,
+	reasonTokenScope, reasonTokenRevoked, reasonCSRIdentity, reasonMethod,
 }
 
 // Values of the outcome label of spillway_hub_join_requests_total.
