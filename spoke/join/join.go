@@ -102,7 +102,7 @@ func Join(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("join: %w", err)
 	}
-	csrPEM, keyPEM, err := tlsconfig.NewCSR(id)
+	csrPEM, keyPEM, err := joinKey(o.Dir, id, log)
 	if err != nil {
 		return fmt.Errorf("join: %w", err)
 	}
@@ -113,6 +113,12 @@ func Join(ctx context.Context, o Options) error {
 	}
 	defer conn.Close()
 	resp, p, err := request(ctx, &o, log, pb.NewJoinServiceClient(conn), &pb.JoinRequest{Token: o.Token, CsrPem: csrPEM})
+	if errors.Is(err, ErrDenied) {
+		// The hub keeps answering a denied key with the denial: the next join makes a new one.
+		if rerr := removeJoinKey(o.Dir); rerr != nil {
+			log.Warn("could not remove the denied join key", "err", rerr)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("join: %w", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -54,18 +55,35 @@ func readCredentials(t *testing.T, dir string, ca *tlsconfig.CA, want tlsconfig.
 	return leaf
 }
 
+// assertNoCredentials fails the test when dir holds anything: the hub was not trusted, or its
+// answer made the join key useless.
 func assertNoCredentials(t *testing.T, dir string) {
+	t.Helper()
+	assertHolds(t, dir)
+}
+
+// assertOnlyJoinKey fails the test when dir holds anything but the join key (mode 0600), kept for
+// the next attempt.
+func assertOnlyJoinKey(t *testing.T, dir string) {
+	t.Helper()
+	assertHolds(t, dir, tlsconfig.KeyFile)
+	if fi, err := os.Stat(filepath.Join(dir, tlsconfig.KeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the join key: %v, %v; want mode 0600", fi, err)
+	}
+}
+
+func assertHolds(t *testing.T, dir string, want ...string) {
 	t.Helper()
 	entries, err := os.ReadDir(dir)
 	if err != nil && !os.IsNotExist(err) {
 		t.Fatal(err)
 	}
-	if len(entries) > 0 {
-		var names []string
-		for _, e := range entries {
-			names = append(names, e.Name())
-		}
-		t.Errorf("the credentials directory holds %v, want nothing written", names)
+	names := []string{}
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if !slices.Equal(names, append([]string{}, want...)) {
+		t.Errorf("the credentials directory holds %v, want %v", names, want)
 	}
 	if has, err := HasCertificate(dir); err != nil || has {
 		t.Errorf("HasCertificate() = %v, %v; want false", has, err)
@@ -165,6 +183,7 @@ func TestJoinDenied(t *testing.T) {
 	if _, joins, _ := h.calls(); joins != 1 {
 		t.Errorf("%d Join calls, want 1: a denial is final", joins)
 	}
+	// The hub would deny the key again: it is removed, and the next join makes a new one.
 	assertNoCredentials(t, dir)
 }
 
@@ -183,7 +202,8 @@ func TestJoinRefusedByTheHub(t *testing.T) {
 			if _, joins, _ := h.calls(); joins != 1 {
 				t.Errorf("%d Join calls, want 1: a refusal is final", joins)
 			}
-			assertNoCredentials(t, dir)
+			// The key stays: with a new token, the request the hub may hold for it goes on.
+			assertOnlyJoinKey(t, dir)
 		})
 	}
 }
@@ -282,7 +302,7 @@ func TestJoinRefusesUnusableAnswers(t *testing.T) {
 			if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.says) {
 				t.Fatalf("Join() = %v, want %v saying %q", err, tc.want, tc.says)
 			}
-			assertNoCredentials(t, dir)
+			assertOnlyJoinKey(t, dir)
 		})
 	}
 }
