@@ -117,6 +117,11 @@ func (s *Server) authorize(ctx context.Context, method string, table map[string]
 		return nil, denied(codes.PermissionDenied, reasonNotUser,
 			"certificate names %s, not a user: cluster identities have no role on the admin port", id)
 	}
+	// The handshake verified the certificate when the connection was made; a connection may
+	// outlive it, so every call checks it again.
+	if err := checkValidity(id, cert, time.Now()); err != nil {
+		return nil, err
+	}
 	c := caller{id: id, cert: cert}
 	if want == accessCluster {
 		if err := s.checkRevoked(id.Name, cert); err != nil {
@@ -133,6 +138,25 @@ func (s *Server) authorize(ctx context.Context, method string, table map[string]
 		}
 	}
 	return context.WithValue(ctx, callerKey{}, c), nil
+}
+
+// checkValidity refuses a certificate outside its validity at now.
+func checkValidity(id tlsconfig.Identity, cert *x509.Certificate, now time.Time) error {
+	switch {
+	case now.After(cert.NotAfter):
+		return certificateExpired(id, cert.NotAfter)
+	case now.Before(cert.NotBefore):
+		return denied(codes.Unauthenticated, reasonNotYetValid,
+			"certificate of %s %s is valid only from %s: check the clocks of this hub and of the machine that issued it", id.Kind, id.Name, cert.NotBefore.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// certificateExpired refuses a call, or ends a session, whose client certificate expired: the
+// client connects again with its renewed one.
+func certificateExpired(id tlsconfig.Identity, at time.Time) error {
+	return denied(codes.Unauthenticated, reasonExpired,
+		"certificate of %s %s expired at %s: reconnect with a valid one", id.Kind, id.Name, at.UTC().Format(time.RFC3339))
 }
 
 // checkRevoked refuses a certificate of cluster issued up to the cluster's revocation.

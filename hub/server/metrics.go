@@ -39,7 +39,8 @@ const (
 	reasonNotCluster      = "not_cluster"      // a user identity on the spokes' port
 	reasonNotUser         = "not_user"         // a cluster identity on the admin port
 	reasonRevoked         = "revoked"          // a certificate of a revoked cluster
-	reasonExpired         = "expired"          // a session whose certificate expired
+	reasonExpired         = "expired"          // a call or session whose certificate expired (on a connection made before)
+	reasonNotYetValid     = "not_yet_valid"    // a call whose certificate is not valid yet (clock skew)
 	reasonClusterMismatch = "cluster_mismatch" // a message naming another cluster than the certificate
 	reasonRole            = "role"             // a viewer calling an admin method
 	reasonNotExported     = "not_exported"     // capacity for a pool the cluster does not export
@@ -53,7 +54,7 @@ const (
 
 var reasons = []string{
 	reasonNoCertificate, reasonNoIdentity, reasonTrustDomain, reasonNotCluster, reasonNotUser, reasonRevoked,
-	reasonExpired, reasonClusterMismatch, reasonRole, reasonNotExported, reasonNamespace, reasonToken,
+	reasonExpired, reasonNotYetValid, reasonClusterMismatch, reasonRole, reasonNotExported, reasonNamespace, reasonToken,
 	reasonTokenScope, reasonTokenRevoked, reasonCSRIdentity, reasonMethod,
 }
 

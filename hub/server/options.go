@@ -143,7 +143,8 @@ func (s *Server) serverOptions(unary grpc.UnaryServerInterceptor, stream grpc.St
 // SpokeServerOptions are every server option of the spokes' port (the one to give
 // grpc.NewServer, besides the transport credentials): GRPCOptions, MaxConcurrentStreams, the
 // panic recovery and the authorization of the spokes' port. Sync, Register and Renew need a
-// verified client certificate naming a cluster of the trust domain that is not revoked;
+// verified client certificate, within its validity at each call (a connection may outlive it),
+// naming a cluster of the trust domain that is not revoked;
 // Discover, Join and grpc.health.v1 need none; any other method is refused.
 func (s *Server) SpokeServerOptions() []grpc.ServerOption {
 	return s.serverOptions(s.unary(spokeMethods), s.stream(spokeMethods))
@@ -151,7 +152,8 @@ func (s *Server) SpokeServerOptions() []grpc.ServerOption {
 
 // AdminServerOptions are every server option of the admin port: GRPCOptions,
 // MaxConcurrentStreams, the panic recovery and the roles: every AdminService method needs a
-// verified client certificate naming a user of the trust domain; CreateToken, ApproveCluster,
+// verified client certificate, within its validity at each call, naming a user of the trust
+// domain; CreateToken, ApproveCluster,
 // RevokeCluster and RotateHopKey need the admin role. grpc.health.v1 needs no identity.
 func (s *Server) AdminServerOptions() []grpc.ServerOption {
 	return s.serverOptions(s.unary(adminMethods), s.stream(adminMethods))

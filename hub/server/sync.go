@@ -51,13 +51,6 @@ func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Reg
 // MinReportInterval applies.
 const reportBurst = 5
 
-// errCertificateExpired ends a session whose client certificate expired: the spoke reconnects
-// with its renewed one.
-func certificateExpired(cluster string, at time.Time) error {
-	return denied(codes.Unauthenticated, reasonExpired,
-		"certificate of cluster %s expired at %s: reconnect with a valid one", cluster, at.Format(time.RFC3339))
-}
-
 // Sync runs one spoke's session.
 func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 	defer func() {
@@ -87,7 +80,7 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
 	// The session lasts no longer than the certificate it was opened with.
-	expiry := time.AfterFunc(time.Until(who.cert.NotAfter), func() { cancel(certificateExpired(cluster, who.cert.NotAfter)) })
+	expiry := time.AfterFunc(time.Until(who.cert.NotAfter), func() { cancel(certificateExpired(who.id, who.cert.NotAfter)) })
 	defer expiry.Stop()
 	sess, err := s.store.OpenSession(ctx, cluster, s.opts.HubID, hello.GetSpokeIncarnation())
 	if errors.Is(err, registry.ErrNotFound) {

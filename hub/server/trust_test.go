@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/spillway-io/spillway/e2e/hubtest"
 	"github.com/spillway-io/spillway/e2e/promtest"
@@ -172,4 +174,63 @@ func TestSessionEndsWithItsCertificate(t *testing.T) {
 	short := pb.NewSyncServiceClient(h.ConnAs(hubtest.Cluster("a").ValidFor(3 * time.Second)))
 	st := openSession(t, ctx, short, "a")
 	wantStatus(t, ended(t, st), codes.Unauthenticated, "certificate of cluster a expired at")
+}
+
+// TestExpiredCertificateOnOpenConnection: a connection made with a certificate outlives it, but
+// none of its calls do: once the certificate expired, Register, Renew, a new Sync stream and the
+// admin port's calls answer Unauthenticated on that same connection.
+func TestExpiredCertificateOnOpenConnection(t *testing.T) {
+	h := startHub(t, hubOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn := h.ConnAs(hubtest.Cluster("a").ValidFor(3 * time.Second))
+	sync, joins := pb.NewSyncServiceClient(conn), pb.NewJoinServiceClient(conn)
+	admin := h.AdminAs(hubtest.User("alice").ValidFor(3 * time.Second))
+	register := func() error {
+		_, err := sync.Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "a", Region: "r"}})
+		return err
+	}
+	renew := func() error {
+		_, err := joins.Renew(ctx, &pb.RenewRequest{CsrPem: newSpokeKey(t, clusterID("a")).csr})
+		return err
+	}
+	whoami := func() error {
+		_, err := admin.WhoAmI(ctx, &pb.WhoAmIRequest{})
+		return err
+	}
+	// While the certificates are valid, everything works.
+	for name, call := range map[string]func() error{"Register": register, "Renew": renew, "WhoAmI": whoami} {
+		if err := call(); err != nil {
+			t.Fatalf("%s with a valid certificate: %v", name, err)
+		}
+	}
+	for _, c := range []struct {
+		name, says string
+		call       func() error
+	}{
+		{"Register", "certificate of cluster a expired at ", register},
+		{"Renew", "certificate of cluster a expired at ", renew},
+		{"WhoAmI", "certificate of user alice expired at ", whoami},
+		{"Sync", "certificate of cluster a expired at ", func() error {
+			st, err := sync.Sync(ctx)
+			if err != nil {
+				return err
+			}
+			_ = st.Send(hello("a"))
+			return ended(t, st)
+		}},
+	} {
+		// Unavailable would mean a new connection, whose handshake refused the certificate: the
+		// call must be refused on the connection it was allowed on.
+		testkit.Eventually(t, 20*time.Second, c.name+" refused on the open connection", func() error {
+			err := c.call()
+			if st, ok := status.FromError(err); ok && st.Code() == codes.Unauthenticated && strings.Contains(st.Message(), c.says) {
+				return nil
+			}
+			return fmt.Errorf("%s: %v", c.name, err)
+		})
+	}
+	if got := promtest.Value(t, h.Registry, "spillway_hub_auth_denied_total", "expired"); got < 4 {
+		t.Errorf("spillway_hub_auth_denied_total{reason=expired} = %v, want at least 4", got)
+	}
 }
