@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -83,5 +84,29 @@ func TestANewCertificateStartsANewSession(t *testing.T) {
 	testkit.Eventually(t, 5*time.Second, "a session with the renewed certificate", sessionWith(renewed))
 	if sessions, _, _ := h.seen(); sessions != 2 {
 		t.Errorf("%d sessions, want 2: one per certificate", sessions)
+	}
+}
+
+// TestLogLinesNameTheClusterOnce: the spoke's logger names the cluster already; the client's
+// lines must not name it again (a duplicate key breaks JSON log pipelines).
+func TestLogLinesNameTheClusterOnce(t *testing.T) {
+	h := startFakeHub(t)
+	logs := &lockedBuffer{}
+	h.logger = slog.New(slog.NewJSONHandler(logs, nil)).With("cluster", "east")
+	c := h.client(t, "east", "east")
+	run(t, c)
+	testkit.Eventually(t, 5*time.Second, "a session", testkit.True(c.Connected))
+	h.push <- nil // the hub ends it: the client logs that it reconnects
+	testkit.Eventually(t, 5*time.Second, "the reconnect logged", testkit.True(func() bool {
+		return strings.Contains(logs.String(), "hub session ended, reconnecting")
+	}))
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	for _, line := range lines {
+		if n := strings.Count(line, `"cluster":`); n != 1 {
+			t.Errorf("a log line names the cluster %d times: %s", n, line)
+		}
+	}
+	if len(lines) < 2 {
+		t.Errorf("%d log lines, want the session's start and end", len(lines))
 	}
 }

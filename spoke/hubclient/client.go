@@ -80,8 +80,10 @@ type Options struct {
 	DialOptions []grpc.DialOption
 	// MinBackoff and MaxBackoff bound the wait between reconnects.
 	MinBackoff, MaxBackoff time.Duration
-	Logger                 *slog.Logger
-	Registerer             prometheus.Registerer
+	// Logger receives the client's logs, with a component attribute added; it carries the
+	// cluster already (the spoke's does), so the client adds none. Nil discards them.
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // Client keeps a session with the hub.
@@ -129,7 +131,7 @@ func New(opts Options) *Client {
 	}
 	return &Client{
 		opts:           opts,
-		log:            opts.Logger.With("component", "hub-client", "cluster", opts.Cluster.ID),
+		log:            opts.Logger.With("component", "hub-client"),
 		incarnation:    strconv.FormatUint(rand.Uint64(), 36),
 		view:           newView(),
 		metrics:        newMetrics(opts.Registerer),

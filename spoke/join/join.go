@@ -45,7 +45,8 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the wait between attempts while the hub is unreachable
 	// or the request pending; zero means 1 s and 10 s.
 	MinBackoff, MaxBackoff time.Duration
-	// Logger receives progress; nil discards it.
+	// Logger receives progress, with component and hub attributes added; it carries the cluster
+	// already (the spoke's does), so Join adds none. Nil discards it.
 	Logger *slog.Logger
 }
 
@@ -204,7 +205,7 @@ func request(ctx context.Context, o *Options, log *slog.Logger, cli pb.JoinServi
 			if !awaiting {
 				awaiting = true
 				log.Info("join request sent; awaiting approval on the hub",
-					"cluster", o.ClusterID, "approve", "hubctl clusters approve "+o.ClusterID, "message", resp.GetMessage())
+					"approve", "hubctl clusters approve "+o.ClusterID, "message", resp.GetMessage())
 			}
 			return nil, errPending
 		case pb.JoinState_JOIN_STATE_DENIED:

@@ -101,7 +101,7 @@ func TestJoinPendingThenApproved(t *testing.T) {
 	var logs bytes.Buffer
 	dir := filepath.Join(t.TempDir(), "creds")
 	o := h.options(dir)
-	o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	o.Logger = slog.New(slog.NewTextHandler(&logs, nil)).With("cluster", "east") // as the spoke's
 	if has, _ := HasCertificate(dir); has {
 		t.Fatal("a fresh directory has a certificate")
 	}
@@ -131,6 +131,11 @@ func TestJoinPendingThenApproved(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), o.Token) {
 		t.Errorf("the token was logged:\n%s", logs.String())
+	}
+	for _, line := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		if n := strings.Count(line, " cluster="); n != 1 {
+			t.Errorf("a log line names the cluster %d times: %s", n, line)
+		}
 	}
 }
 
