@@ -38,63 +38,61 @@ func checkIssued(certPEM, keyPEM, bundlePEM []byte, want tlsconfig.Identity, now
 	if err != nil {
 		return nil, fmt.Errorf("%w: the certificate is not one for the spoke's key: %w", ErrBadResponse, err)
 	}
-	leaf, err := x509.ParseCertificate(pair.Certificate[0])
-	if err != nil {
-		return nil, fmt.Errorf("%w: the certificate: %w", ErrBadResponse, err)
+	chain := make([]*x509.Certificate, 0, len(pair.Certificate))
+	for _, der := range pair.Certificate {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("%w: the certificate chain: %w", ErrBadResponse, err)
+		}
+		chain = append(chain, c)
 	}
-	got, err := tlsconfig.IdentityOf(leaf)
+	got, err := tlsconfig.IdentityOf(chain[0])
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadResponse, err)
 	}
 	if got != want {
 		return nil, fmt.Errorf("%w: the certificate names %s, the spoke asked for %s", ErrBadResponse, got, want)
 	}
-	roots, err := tlsconfig.NewStaticCAPool(bundlePEM)
-	if err != nil {
-		return nil, fmt.Errorf("%w: the CA bundle: %w", ErrBadResponse, err)
-	}
-	opts := x509.VerifyOptions{
-		Roots:         roots.Pool(),
-		Intermediates: x509.NewCertPool(),
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		CurrentTime:   now,
-	}
-	for _, der := range pair.Certificate[1:] {
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			return nil, fmt.Errorf("%w: the certificate chain: %w", ErrBadResponse, err)
-		}
-		opts.Intermediates.AddCert(c)
-	}
-	if _, err := leaf.Verify(opts); err != nil {
+	if err := verifyChain(chain, bundlePEM, x509.ExtKeyUsageClientAuth, "", now); err != nil {
 		return nil, fmt.Errorf("%w: the certificate does not verify with the hub's CA bundle as a client certificate: %w", ErrBadResponse, err)
 	}
-	return leaf, nil
+	return chain[0], nil
 }
 
 // checkBundle checks that a CA bundle the hub sent verifies the hub that sent it (the peer of
 // the call, for serverName): storing a bundle that does not would lock the spoke out.
 func checkBundle(bundlePEM []byte, p *peer.Peer, serverName string) error {
-	roots, err := tlsconfig.NewStaticCAPool(bundlePEM)
-	if err != nil {
-		return fmt.Errorf("%w: the CA bundle: %w", ErrBadResponse, err)
-	}
 	info, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(info.State.PeerCertificates) == 0 {
 		return fmt.Errorf("%w: no TLS peer certificate to check the CA bundle with", ErrBadResponse)
 	}
-	certs := info.State.PeerCertificates
-	opts := x509.VerifyOptions{
-		Roots:         roots.Pool(),
-		Intermediates: x509.NewCertPool(),
-		DNSName:       serverName,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	for _, c := range certs[1:] {
-		opts.Intermediates.AddCert(c)
-	}
-	if _, err := certs[0].Verify(opts); err != nil {
+	if err := verifyChain(info.State.PeerCertificates, bundlePEM, x509.ExtKeyUsageServerAuth, serverName, time.Now()); err != nil {
 		return fmt.Errorf("%w: the CA bundle does not verify the hub that sent it: %w", ErrBadResponse, err)
 	}
 	return nil
+}
+
+// verifyChain checks that chain[0] chains to the CA certificates of bundlePEM through
+// chain[1:], is usable for usage and valid at now, and, when dnsName is not empty, is a
+// certificate for dnsName (a DNS name or an IP address).
+func verifyChain(chain []*x509.Certificate, bundlePEM []byte, usage x509.ExtKeyUsage, dnsName string, now time.Time) error {
+	if len(chain) == 0 {
+		return errors.New("no certificate")
+	}
+	roots, err := tlsconfig.NewStaticCAPool(bundlePEM)
+	if err != nil {
+		return fmt.Errorf("the CA bundle: %w", err)
+	}
+	opts := x509.VerifyOptions{
+		Roots:         roots.Pool(),
+		Intermediates: x509.NewCertPool(),
+		DNSName:       dnsName,
+		KeyUsages:     []x509.ExtKeyUsage{usage},
+		CurrentTime:   now,
+	}
+	for _, c := range chain[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	_, err = chain[0].Verify(opts)
+	return err
 }
