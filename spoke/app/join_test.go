@@ -28,6 +28,42 @@ func clusterState(t *testing.T, h *hubtest.Hub, id string) pb.ClusterState {
 	return pb.ClusterState_CLUSTER_STATE_UNSPECIFIED
 }
 
+// TestSpokeJoinsWithATokenFile: the token of --join-token-file (written as a Secret holds it,
+// with a trailing newline) joins a real hub; with an auto-approving token the certificate arrives
+// at once.
+func TestSpokeJoinsWithATokenFile(t *testing.T) {
+	h := hubtest.Start(t, 5*time.Second)
+	tok, err := h.Admin().CreateToken(t.Context(), &pb.CreateTokenRequest{ClusterIds: []string{"east"}, AutoApprove: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokenFile, []byte(tok.GetToken()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := staticOptions(t)
+	o.HubAddress, o.Spill = h.Addr, false
+	o.Trust.TrustDomain = hubtest.TrustDomain
+	o.Trust.CredentialsDir = filepath.Join(t.TempDir(), "credentials")
+	o.Trust.JoinTokenFile, o.Trust.HubCAHash = tokenFile, tok.GetCaCertHash()
+	cfg, err := o.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	if err := joinFleet(ctx, cfg); err != nil {
+		t.Fatalf("joinFleet() = %v", err)
+	}
+	kp, _, err := tlsconfig.LoadDir(o.Trust.CredentialsDir, tlsconfig.KeyPairOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := tlsconfig.IdentityOf(kp.Certificate().Leaf); err != nil || id.String() != "spiffe://"+hubtest.TrustDomain+"/cluster/east" {
+		t.Errorf("the stored certificate names %v (%v)", id, err)
+	}
+}
+
 // TestSpokeJoinsTheHubByTokenAndApproval: a spoke started with a token and the CA hash against
 // a real hub waits for approval, stores its certificate, holds a session over mTLS, and starts
 // again from its credentials without the token.

@@ -62,9 +62,12 @@ type TrustOptions struct {
 	// CredentialsDir holds ca.crt (the hub's CA bundle), tls.crt and tls.key (the cluster's
 	// certificate, spiffe://<TrustDomain>/cluster/<id>), reloaded when they change.
 	CredentialsDir string
-	// JoinToken and HubCAHash join the fleet when CredentialsDir holds no certificate.
-	JoinToken string
-	HubCAHash string
+	// JoinToken (or JoinTokenFile, a file holding it) and HubCAHash join the fleet when
+	// CredentialsDir holds no certificate. The file is read only then, and keeps the token out of
+	// the process list.
+	JoinToken     string
+	JoinTokenFile string
+	HubCAHash     string
 	// TrustDomain is the fleet's SPIFFE trust domain.
 	TrustDomain string
 	// EPPSecureServing serves ext_proc over TLS; false serves plaintext (with a warning).
@@ -237,6 +240,7 @@ func (o *Options) loadErrors() []error {
 func (t *TrustOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&t.CredentialsDir, "credentials-dir", t.CredentialsDir, "directory of the cluster's credentials for the hub: ca.crt (the hub's CA bundle), tls.crt and tls.key (the cluster's certificate); reloaded on change. Written by the join flow, or mounted from a cert-manager or SPIRE Secret")
 	fs.StringVar(&t.JoinToken, "join-token", t.JoinToken, "bootstrap token from `hubctl tokens create`: when --credentials-dir holds no certificate, join the fleet with it first (needs --hub-ca-hash)")
+	fs.StringVar(&t.JoinTokenFile, "join-token-file", t.JoinTokenFile, "file holding the bootstrap token (a mounted Secret), read only when joining: as --join-token, without the token in the process list; exclusive with --join-token")
 	fs.StringVar(&t.HubCAHash, "hub-ca-hash", t.HubCAHash, "sha256:<hex> of the hub's CA public key, printed by `hubctl tokens create`: the join flow trusts only a hub whose CA has it")
 	fs.StringVar(&t.TrustDomain, "trust-domain", t.TrustDomain, "the fleet's SPIFFE trust domain: the cluster's certificate names spiffe://<trust-domain>/cluster/<cluster-id>")
 	fs.BoolVar(&t.EPPSecureServing, "epp-secure-serving", t.EPPSecureServing, "serve the EPP's ext_proc over TLS (false: plaintext, which logs a warning)")
@@ -264,13 +268,19 @@ func (o *Options) trustErrors() []error {
 			}
 		}
 	}
+	joining, flag := t.JoinToken != "" || t.JoinTokenFile != "", "--join-token"
+	if t.JoinTokenFile != "" {
+		flag = "--join-token-file"
+	}
 	switch {
-	case t.JoinToken != "" && o.HubAddress == "":
-		errs = append(errs, errors.New("--join-token needs --hub-address"))
-	case t.JoinToken != "" && t.HubCAHash == "":
-		errs = append(errs, errors.New("--join-token needs --hub-ca-hash: the spoke sends the token only to the hub whose CA has that hash"))
-	case t.JoinToken == "" && t.HubCAHash != "":
-		errs = append(errs, errors.New("--hub-ca-hash is used only with --join-token"))
+	case t.JoinToken != "" && t.JoinTokenFile != "":
+		errs = append(errs, errors.New("--join-token and --join-token-file are exclusive: give the token one way (the file keeps it out of the process list)"))
+	case joining && o.HubAddress == "":
+		errs = append(errs, fmt.Errorf("%s needs --hub-address", flag))
+	case joining && t.HubCAHash == "":
+		errs = append(errs, fmt.Errorf("%s needs --hub-ca-hash: the spoke sends the token only to the hub whose CA has that hash", flag))
+	case !joining && t.HubCAHash != "":
+		errs = append(errs, errors.New("--hub-ca-hash is used only with --join-token or --join-token-file"))
 	}
 	if t.HubCAHash != "" && !caHash.MatchString(t.HubCAHash) {
 		errs = append(errs, fmt.Errorf("--hub-ca-hash %q: want sha256:<64 hex digits>", t.HubCAHash))

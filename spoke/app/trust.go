@@ -3,11 +3,16 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -39,19 +44,68 @@ func joinFleet(ctx context.Context, cfg *Config) error {
 	case err != nil:
 		return fmt.Errorf("--credentials-dir %s: %w", t.CredentialsDir, err)
 	case has:
-		if t.JoinToken != "" {
-			log.Info("the credentials directory holds a certificate; not joining again with --join-token", "dir", t.CredentialsDir)
+		if t.JoinToken != "" || t.JoinTokenFile != "" {
+			log.Info("the credentials directory holds a certificate; not joining again with the join token", "dir", t.CredentialsDir)
 		}
 		return nil
-	case t.JoinToken == "":
-		return fmt.Errorf("--credentials-dir %s holds no certificate (%s): start the spoke with --join-token and --hub-ca-hash from `hubctl tokens create` to join the fleet, or mount the cluster's credentials there",
+	case t.JoinToken == "" && t.JoinTokenFile == "":
+		return fmt.Errorf("--credentials-dir %s holds no certificate (%s): start the spoke with --join-token (or --join-token-file) and --hub-ca-hash from `hubctl tokens create` to join the fleet, or mount the cluster's credentials there",
 			t.CredentialsDir, tlsconfig.CertFile)
+	}
+	token := t.JoinToken
+	if t.JoinTokenFile != "" {
+		if token, err = readJoinToken(t.JoinTokenFile); err != nil {
+			return err
+		}
 	}
 	log.Info("no cluster certificate yet; joining the fleet", "hub", cfg.HubAddress, "dir", t.CredentialsDir)
 	return join.Join(ctx, join.Options{
-		HubAddress: cfg.HubAddress, Token: t.JoinToken, CAHash: t.HubCAHash,
+		HubAddress: cfg.HubAddress, Token: token, CAHash: t.HubCAHash,
 		TrustDomain: t.TrustDomain, ClusterID: cfg.ClusterID, Dir: t.CredentialsDir, Logger: log,
 	})
+}
+
+// maxJoinTokenFile bounds what --join-token-file may hold: a token is 23 bytes.
+const maxJoinTokenFile = 1 << 10
+
+// errJoinTokenFile marks a --join-token-file whose content is no token. Its messages never
+// repeat the content, which may be a real secret.
+var errJoinTokenFile = errors.New("not a bootstrap token")
+
+// readJoinToken reads the bootstrap token of --join-token-file.
+func readJoinToken(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("--join-token-file: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxJoinTokenFile+1))
+	if err != nil {
+		return "", fmt.Errorf("--join-token-file %s: %w", path, err)
+	}
+	token, err := parseJoinToken(data)
+	if err != nil {
+		return "", fmt.Errorf("--join-token-file %s: %w", path, err)
+	}
+	return token, nil
+}
+
+// parseJoinToken returns the token a --join-token-file holds: its content without the
+// surrounding white space (a Secret written with a trailing newline), which must be one word.
+func parseJoinToken(data []byte) (string, error) {
+	if len(data) > maxJoinTokenFile {
+		return "", fmt.Errorf("%w: larger than %d bytes", errJoinTokenFile, maxJoinTokenFile)
+	}
+	token := strings.TrimSpace(string(data))
+	switch {
+	case token == "":
+		return "", fmt.Errorf("%w: the file is empty", errJoinTokenFile)
+	case !utf8.ValidString(token):
+		return "", fmt.Errorf("%w: the file is not UTF-8 text", errJoinTokenFile)
+	case strings.ContainsFunc(token, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }):
+		return "", fmt.Errorf("%w: the file holds more than one word or line; want the token (<id>.<secret>) alone", errJoinTokenFile)
+	}
+	return token, nil
 }
 
 // hubServerName is the name the hub's certificate is verified for: the host of --hub-address

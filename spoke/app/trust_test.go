@@ -3,11 +3,13 @@ package app
 import (
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 
 	"github.com/spillway-io/spillway/pkg/tlsconfig"
 )
@@ -29,6 +31,7 @@ func TestValidateTrustOptions(t *testing.T) {
 		{name: "the defaults with a hub", change: func(*Options) {}},
 		{name: "standalone", change: func(o *Options) { o.HubAddress, o.Trust.CredentialsDir = "", "" }},
 		{name: "joining", change: func(o *Options) { o.Trust.JoinToken, o.Trust.HubCAHash = "abcdef.0123456789abcdef", hash }},
+		{name: "joining with a token file", change: func(o *Options) { o.Trust.JoinTokenFile, o.Trust.HubCAHash = "/var/run/join/token", hash }},
 		{name: "plaintext everywhere", change: func(o *Options) { o.Trust.EPPSecureServing, o.Trust.InsecureHTTP = false, true }},
 		{name: "a mounted serving certificate with client certificates", change: func(o *Options) {
 			o.Trust.EPPCertDir, o.Trust.EPPClientCAFile = "epp-tls", "gateways.crt"
@@ -57,9 +60,28 @@ func TestValidateTrustOptions(t *testing.T) {
 			want: "--join-token needs --hub-address",
 		},
 		{
+			name: "a token and a token file",
+			change: func(o *Options) {
+				o.Trust.JoinToken, o.Trust.JoinTokenFile, o.Trust.HubCAHash = "abcdef.0123456789abcdef", "/var/run/join/token", hash
+			},
+			want: "--join-token and --join-token-file are exclusive",
+		},
+		{
+			name:   "a token file without the CA hash",
+			change: func(o *Options) { o.Trust.JoinTokenFile = "/var/run/join/token" },
+			want:   "--join-token-file needs --hub-ca-hash",
+		},
+		{
+			name: "a token file without a hub",
+			change: func(o *Options) {
+				o.HubAddress, o.Trust.JoinTokenFile, o.Trust.HubCAHash = "", "/var/run/join/token", hash
+			},
+			want: "--join-token-file needs --hub-address",
+		},
+		{
 			name:   "a CA hash without a token",
 			change: func(o *Options) { o.Trust.HubCAHash = hash },
-			want:   "--hub-ca-hash is used only with --join-token",
+			want:   "--hub-ca-hash is used only with --join-token or --join-token-file",
 		},
 		{
 			name:   "a malformed CA hash",
@@ -128,7 +150,7 @@ func TestJoinFleetWithoutCertificateOrToken(t *testing.T) {
 	cfg := &Config{Options: *validOptions(), Logger: discardLogger()}
 	cfg.Trust.CredentialsDir = filepath.Join(t.TempDir(), "none")
 	err := joinFleet(t.Context(), cfg)
-	if err == nil || !strings.Contains(err.Error(), "holds no certificate (tls.crt): start the spoke with --join-token and --hub-ca-hash") {
+	if err == nil || !strings.Contains(err.Error(), "holds no certificate (tls.crt): start the spoke with --join-token (or --join-token-file) and --hub-ca-hash") {
 		t.Fatalf("joinFleet() = %v, want an error saying how to join", err)
 	}
 }
@@ -146,6 +168,84 @@ func TestJoinFleetKeepsExistingCredentials(t *testing.T) {
 	if err := joinFleet(t.Context(), cfg); err != nil {
 		t.Fatalf("joinFleet() with a certificate = %v, want nil: the token is not needed again", err)
 	}
+	// Nor is the token file read: its Secret may be gone once the cluster joined.
+	cfg.Trust.JoinToken, cfg.Trust.JoinTokenFile = "", filepath.Join(t.TempDir(), "removed")
+	if err := joinFleet(t.Context(), cfg); err != nil {
+		t.Fatalf("joinFleet() with a certificate and a missing token file = %v, want nil", err)
+	}
+}
+
+func TestParseJoinToken(t *testing.T) {
+	const token = "abcdef.0123456789abcdef"
+	for _, tc := range []struct {
+		name string
+		data string
+		want string // an error's part; empty: the token
+	}{
+		{"the token alone", token, ""},
+		{"with a trailing newline", token + "\n", ""},
+		{"with surrounding white space", " \t" + token + "\r\n\n", ""},
+		{"empty", "", "the file is empty"},
+		{"white space only", " \n\t\n", "the file is empty"},
+		{"two lines", token + "\n" + token + "\n", "more than one word or line"},
+		{"a key and value", "token: " + token, "more than one word or line"},
+		{"a control character", "abcdef.\x000123456789abcdef", "more than one word or line"},
+		{"not UTF-8", "abcdef.\xff0123456789abcdef", "not UTF-8 text"},
+		{"too large", strings.Repeat("a", maxJoinTokenFile+1), "larger than 1024 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseJoinToken([]byte(tc.data))
+			switch {
+			case tc.want == "" && (err != nil || got != token):
+				t.Fatalf("parseJoinToken() = %q, %v; want the token", got, err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want) || !errors.Is(err, errJoinTokenFile)):
+				t.Fatalf("parseJoinToken() = %q, %v; want an error containing %q", got, err, tc.want)
+			case tc.want != "" && strings.Contains(err.Error(), "0123456789abcdef"):
+				t.Fatalf("the error %q repeats the file's content", err)
+			}
+		})
+	}
+}
+
+func TestReadJoinToken(t *testing.T) {
+	dir := t.TempDir()
+	good, empty := filepath.Join(dir, "token"), filepath.Join(dir, "empty")
+	if err := os.WriteFile(good, []byte("abcdef.0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := readJoinToken(good); err != nil || got != "abcdef.0123456789abcdef" {
+		t.Errorf("readJoinToken() = %q, %v; want the token", got, err)
+	}
+	if _, err := readJoinToken(empty); err == nil || !strings.Contains(err.Error(), "--join-token-file "+empty+": not a bootstrap token: the file is empty") {
+		t.Errorf("an empty file: %v, want an error naming the flag and the file", err)
+	}
+	missing := filepath.Join(dir, "missing")
+	if _, err := readJoinToken(missing); err == nil || !strings.Contains(err.Error(), "--join-token-file") || !strings.Contains(err.Error(), missing) {
+		t.Errorf("a missing file: %v, want an error naming the flag and the file", err)
+	}
+}
+
+// FuzzParseJoinToken: any content gives a token of one word, the content trimmed, or an error
+// of errJoinTokenFile; none panics.
+func FuzzParseJoinToken(f *testing.F) {
+	for _, s := range []string{"abcdef.0123456789abcdef\n", "", " \n", "a b", "\xff", "token\x00"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		token, err := parseJoinToken(data)
+		if err != nil {
+			if !errors.Is(err, errJoinTokenFile) || token != "" {
+				t.Fatalf("parseJoinToken(%q) = %q, %v", data, token, err)
+			}
+			return
+		}
+		if token == "" || token != strings.TrimSpace(string(data)) || strings.ContainsFunc(token, unicode.IsSpace) || len(data) > maxJoinTokenFile {
+			t.Fatalf("parseJoinToken(%q) = %q: want the content trimmed, one word", data, token)
+		}
+	})
 }
 
 func TestBuildRefusesCredentialsOfAnotherCluster(t *testing.T) {
