@@ -7,7 +7,7 @@
 //
 // Transport security (docs/security.md): the hub session is mTLS with the cluster's
 // certificate from --credentials-dir, which the join flow writes when it is empty and
-// --join-token is given; the EPP's ext_proc and the HTTP endpoints serve TLS with
+// --join-token (or --join-token-file) is given; the EPP's ext_proc and the HTTP endpoints serve TLS with
 // --epp-cert-dir's certificate, or a self-signed one made at start, unless
 // --epp-secure-serving=false or --insecure-http say otherwise, each with a warning.
 package app
@@ -43,7 +43,8 @@ func NewCommand() *cobra.Command {
 
 // Run runs the spoke until ctx ends or a component fails. With the Kubernetes source it first
 // reads the cluster's identity from its ClusterProperty objects; with a hub and no cluster
-// certificate yet, it joins the fleet with --join-token (spoke/join) before anything starts.
+// certificate yet, it joins the fleet with --join-token or --join-token-file (spoke/join) before
+// anything starts.
 func Run(ctx context.Context, cfg *Config) error {
 	cfg, err := identify(ctx, cfg)
 	if err != nil {
