@@ -24,7 +24,8 @@
 //     so that a directory holding tls.crt is complete.
 //
 // Renewing (Renewer) keeps a joined certificate valid: when a third of its lifetime is left it
-// calls JoinService.Renew over mTLS with the current key pair and a new key's CSR, checks the
+// calls JoinService.Renew over mTLS with the current key pair (a connection per attempt, so the
+// handshake presents the key pair loaded last) and a new key's CSR, checks the
 // answer as Join does, and rewrites the files atomically; the spoke's reloading KeyPair and
 // CAPool pick them up. Failures are retried with backoff until the certificate is renewed.
 //

@@ -116,9 +116,12 @@ func (h *fakeHub) approve(req *pb.JoinRequest, validity time.Duration) *pb.JoinR
 }
 
 func (h *fakeHub) Renew(ctx context.Context, req *pb.RenewRequest) (*pb.RenewResponse, error) {
-	caller, _, ok := tlsconfig.PeerIdentity(ctx)
+	caller, cert, ok := tlsconfig.PeerIdentity(ctx)
 	if !ok {
 		return nil, status.Error(codes.Unauthenticated, "renew needs a client certificate")
+	}
+	if time.Now().After(cert.NotAfter) { // as the hub checks at every call
+		return nil, status.Error(codes.Unauthenticated, "the client certificate expired")
 	}
 	h.mu.Lock()
 	n, f := h.renews, h.renew

@@ -104,13 +104,6 @@ func RenewAt(cert *x509.Certificate) time.Time {
 // Run renews the certificate whenever a third of its lifetime is left, until ctx ends; it then
 // returns nil. A failed renewal is retried with backoff, and logged.
 func (r *Renewer) Run(ctx context.Context) error {
-	conn, err := grpc.NewClient(r.o.HubAddress, grpc.WithTransportCredentials(
-		credentials.NewTLS(tlsconfig.ClientConfig(r.o.KeyPair, r.o.CAPool, r.o.ServerName))))
-	if err != nil {
-		return fmt.Errorf("certificate renewer: hub address %q: %w", r.o.HubAddress, err)
-	}
-	defer conn.Close()
-	cli := pb.NewJoinServiceClient(conn)
 	var written *x509.Certificate // the last certificate written, until the key pair has reloaded it
 	var renewed time.Time         // when; renewals are at least MinBackoff apart, however short-lived the certificates
 	for {
@@ -131,7 +124,7 @@ func (r *Renewer) Run(ctx context.Context) error {
 		r.log.Info("renewing the cluster certificate", "notAfter", current.NotAfter)
 		bo := backoff.NewExponentialBackOff()
 		bo.InitialInterval, bo.MaxInterval = r.o.MinBackoff, r.o.MaxBackoff
-		leaf, err := backoff.Retry(ctx, func() (*x509.Certificate, error) { return r.renew(ctx, cli) },
+		leaf, err := backoff.Retry(ctx, func() (*x509.Certificate, error) { return r.renew(ctx) },
 			backoff.WithBackOff(bo), backoff.WithMaxElapsedTime(0),
 			backoff.WithNotify(func(err error, wait time.Duration) {
 				r.renewals.WithLabelValues(resultFailed).Inc()
@@ -154,12 +147,21 @@ func (r *Renewer) Run(ctx context.Context) error {
 	}
 }
 
-// renew asks the hub for a certificate for a new key, checks it and rewrites the files.
-func (r *Renewer) renew(ctx context.Context, cli pb.JoinServiceClient) (*x509.Certificate, error) {
+// renew asks the hub for a certificate for a new key, checks it and rewrites the files. Each
+// attempt dials a connection of its own, whose handshake presents the key pair loaded last: a
+// connection keeps the certificate of its handshake, which the hub refuses once it expired.
+func (r *Renewer) renew(ctx context.Context) (*x509.Certificate, error) {
 	csrPEM, keyPEM, err := tlsconfig.NewCSR(r.id)
 	if err != nil {
 		return nil, backoff.Permanent(err)
 	}
+	conn, err := grpc.NewClient(r.o.HubAddress, grpc.WithTransportCredentials(
+		credentials.NewTLS(tlsconfig.ClientConfig(r.o.KeyPair, r.o.CAPool, r.o.ServerName))))
+	if err != nil {
+		return nil, backoff.Permanent(fmt.Errorf("hub address %q: %w", r.o.HubAddress, err))
+	}
+	defer conn.Close()
+	cli := pb.NewJoinServiceClient(conn)
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	var p peer.Peer

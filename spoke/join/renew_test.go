@@ -117,6 +117,30 @@ func TestRenewerRewritesTheFilesBeforeExpiry(t *testing.T) {
 	}
 }
 
+// TestRenewerRenewsAfterTheFirstCertificateExpired: renewals go on after the certificate the
+// renewer started with expired: each dials with the key pair loaded last, since the hub refuses
+// a connection's certificate once it expired.
+func TestRenewerRenewsAfterTheFirstCertificateExpired(t *testing.T) {
+	h := startFakeHub(t)
+	// Certificates valid for 2 s after a minute of backdating: each is due for renewal at once.
+	const validity = 2 * time.Second
+	dir, kp, pool := joined(t, h, validity)
+	first := kp.Certificate().Leaf
+	h.renew = func(_ int, _ tlsconfig.Identity, req *pb.RenewRequest) (*pb.RenewResponse, error) {
+		return &pb.RenewResponse{CertificatePem: h.sign(req.GetCsrPem(), validity), CaBundlePem: h.CA.CertPEM()}, nil
+	}
+	r, err := NewRenewer(RenewerOptions{HubAddress: h.Addr, Dir: dir, KeyPair: kp, CAPool: pool,
+		MinBackoff: 200 * time.Millisecond, MaxBackoff: 400 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runAll(t, kp.Run, r.Run)
+	// Renewed a second after the first certificate expired, a certificate is valid 3 s past it.
+	testkit.Eventually(t, 10*time.Second, "a renewal after the first certificate expired", testkit.True(func() bool {
+		return kp.NotAfter().After(first.NotAfter.Add(validity + time.Second))
+	}))
+}
+
 func TestRenewerRefusesUnusableAnswers(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
