@@ -180,6 +180,9 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"clusters", "approve"}, []string{"clusters approve takes one cluster ID, got 0 arguments"}},
 		{[]string{"clusters", "revoke", "a", "b"}, []string{"clusters revoke takes one cluster ID, got 2 arguments"}},
 		{[]string{"clusters", "approve", "a.b"}, []string{`cluster ID "a.b"`}},
+		{[]string{"clusters", "approve", "a", "--public-key-sha256", "9c1185a5"}, []string{`--public-key-sha256 "9c1185a5": want the key's SHA-256 in hex as hubctl clusters requests shows it, at least its first 16 digits`}},
+		{[]string{"clusters", "approve", "a", "--public-key-sha256", strings.Repeat("a", 65)}, []string{"at least its first 16 digits"}},
+		{[]string{"clusters", "approve", "a", "--public-key-sha256", "9c1185a5c5e9fc5g"}, []string{`--public-key-sha256 "9c1185a5c5e9fc5g": not hex`}},
 		{[]string{"get", "clusters", "extra"}, []string{`unknown command "extra"`}},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 
 	"github.com/spillway-io/spillway/e2e/hubtest"
 	"github.com/spillway-io/spillway/e2e/testkit"
+	"github.com/spillway-io/spillway/hub/server"
 	"github.com/spillway-io/spillway/pkg/tlsconfig"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
@@ -131,7 +134,11 @@ var spokeFlags = regexp.MustCompile(`--cluster-id (\S+) --join-token (\S+) --hub
 // spoke's request, its approval, a certificate that works, its revocation; and a token that
 // approves by itself.
 func TestJoinThroughHubctl(t *testing.T) {
-	h := hubtest.Start(t, 10*time.Second)
+	approvals := &approvalRecorder{}
+	h := hubtest.StartWith(t, 10*time.Second, hubtest.Options{Admin: func(s *server.Server) pb.AdminServiceServer {
+		approvals.AdminServiceServer = s
+		return approvals
+	}})
 	admin := hubtest.Admin()
 	ctx := context.Background()
 	hash := tlsconfig.SPKIHash(h.CA.Certificate())
@@ -185,9 +192,29 @@ func TestJoinThroughHubctl(t *testing.T) {
 		t.Fatalf("clusters requests: %v\n%s", err, out)
 	}
 
+	// An approval naming another key than the request's is refused, by hubctl for a prefix and
+	// by the hub for a whole hash, and approves nothing.
+	keyHash := reqs.GetRequests()[0].GetPublicKeySha256()
+	other := strings.Repeat("0", 64)
+	for flag, want := range map[string]string{
+		"0000000000000000…": "the join request of cluster c1 holds public key sha256 " + keyHash + ", not 0000000000000000…",
+		other:               "FailedPrecondition: the join request of cluster c1 holds public key sha256 " + keyHash,
+	} {
+		out, err = as(t, h, admin, "clusters", "approve", "c1", "--public-key-sha256", flag)
+		if err == nil || !strings.Contains(out, want) {
+			t.Fatalf("clusters approve --public-key-sha256 %s: %v\n%s\nwant an error containing %q", flag, err, out, want)
+		}
+	}
+	if st := join().GetState(); st != pb.JoinState_JOIN_STATE_PENDING {
+		t.Fatalf("join after the refused approvals: %s, want pending", st)
+	}
+	// Without the flag, hubctl approves the key the request holds, and names it to the hub.
 	out, err = as(t, h, admin, "clusters", "approve", "c1")
-	if err != nil || !strings.Contains(out, "cluster c1: join request approved (token "+reqs.GetRequests()[0].GetTokenId()+", public key sha256 "+reqs.GetRequests()[0].GetPublicKeySha256()) {
+	if err != nil || !strings.Contains(out, "cluster c1: join request approved (token "+reqs.GetRequests()[0].GetTokenId()+", public key sha256 "+keyHash) {
 		t.Fatalf("clusters approve: %v\n%s", err, out)
+	}
+	if got := approvals.keys(); len(got) != 2 || got[0] != other || got[1] != keyHash {
+		t.Fatalf("the approvals named keys %q; want %q, then the request's %q", got, other, keyHash)
 	}
 	resp := join()
 	if resp.GetState() != pb.JoinState_JOIN_STATE_APPROVED || len(resp.GetCertificatePem()) == 0 {
@@ -235,6 +262,26 @@ func TestJoinThroughHubctl(t *testing.T) {
 	if err != nil || resp.GetState() != pb.JoinState_JOIN_STATE_APPROVED {
 		t.Fatalf("join with an auto-approving token: %v %v", resp, err)
 	}
+}
+
+// approvalRecorder is the hub's AdminService, keeping the key each ApproveCluster names.
+type approvalRecorder struct {
+	pb.AdminServiceServer
+	mu    sync.Mutex
+	named []string
+}
+
+func (a *approvalRecorder) ApproveCluster(ctx context.Context, req *pb.ApproveClusterRequest) (*pb.ApproveClusterResponse, error) {
+	a.mu.Lock()
+	a.named = append(a.named, req.GetPublicKeySha256())
+	a.mu.Unlock()
+	return a.AdminServiceServer.ApproveCluster(ctx, req)
+}
+
+func (a *approvalRecorder) keys() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.named)
 }
 
 // TestCredentialsAgainstHub checks what a user is told when the hub would not talk to it, or it

@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -155,13 +156,27 @@ func (o *options) clustersCommand() *cobra.Command {
 		},
 	}
 
+	var keyFlag string
 	approve := &cobra.Command{
-		Use:   "approve ID",
+		Use:   "approve ID [--public-key-sha256 HASH]",
 		Short: "Approve a cluster's pending join request: the hub signs its certificate (admin)",
-		Args:  clusterIDArg,
+		Long: "Approve the pending join request of a cluster: the hub signs a certificate for the key of\n" +
+			"the request. The approval names that key, so it never signs a key other than the one you\n" +
+			"checked: --public-key-sha256 takes the key's SHA-256 as `hubctl clusters requests` shows it\n" +
+			"(its first 16 hex digits are enough); without it, hubctl reads the request and approves the\n" +
+			"key it holds now, which it prints.",
+		Args: clusterIDArg,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			key, err := parseKeyHash(keyFlag)
+			if err != nil {
+				return err
+			}
 			return o.ask(cmd, roleAdmin, func(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {
-				resp, err := c.ApproveCluster(ctx, &pb.ApproveClusterRequest{ClusterId: args[0]})
+				full, err := pendingKey(ctx, c, args[0], key)
+				if err != nil {
+					return err
+				}
+				resp, err := c.ApproveCluster(ctx, &pb.ApproveClusterRequest{ClusterId: args[0], PublicKeySha256: full})
 				if err != nil {
 					return err
 				}
@@ -169,6 +184,8 @@ func (o *options) clustersCommand() *cobra.Command {
 			})
 		},
 	}
+	approve.Flags().StringVar(&keyFlag, "public-key-sha256", "",
+		"SHA-256 of the public key to approve, as `hubctl clusters requests` shows it (at least its first 16 hex digits); the hub refuses the approval if the request holds another key")
 
 	var remove bool
 	revoke := &cobra.Command{
@@ -200,6 +217,54 @@ func clusterIDArg(cmd *cobra.Command, args []string) error {
 		return fmt.Errorf("%s takes one cluster ID, got %d arguments", commandName(cmd), len(args))
 	}
 	return validClusterID(args[0])
+}
+
+// minKeyHashDigits is the shortest prefix of a key's SHA-256 that --public-key-sha256 takes: what
+// `clusters requests` shows.
+const minKeyHashDigits = 16
+
+// parseKeyHash reads --public-key-sha256: hex digits (upper or lower case), the whole SHA-256 or
+// a prefix of at least minKeyHashDigits, with an optional "sha256:" before and the "…" of
+// `clusters requests` after. It returns them in lower case; "" when the flag was not given.
+func parseKeyHash(v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	h := strings.ToLower(strings.TrimSuffix(strings.TrimPrefix(v, "sha256:"), "…"))
+	if len(h) < minKeyHashDigits || len(h) > sha256.Size*2 {
+		return "", fmt.Errorf("--public-key-sha256 %q: want the key's SHA-256 in hex as hubctl clusters requests shows it, at least its first %d digits", v, minKeyHashDigits)
+	}
+	if strings.Trim(h, "0123456789abcdef") != "" {
+		return "", fmt.Errorf("--public-key-sha256 %q: not hex", v)
+	}
+	return h, nil
+}
+
+// pendingKey returns the full SHA-256 of the key that the approval of cluster's request names:
+// the request's key as the hub lists it now, which must start with want when want is given. A
+// whole SHA-256 given is sent as it is; without a request to read, the hub's answer says why.
+func pendingKey(ctx context.Context, c pb.AdminServiceClient, cluster, want string) (string, error) {
+	if len(want) == sha256.Size*2 {
+		return want, nil
+	}
+	reqs, err := c.ListJoinRequests(ctx, &pb.ListJoinRequestsRequest{})
+	if err != nil {
+		return "", err
+	}
+	for _, r := range reqs.GetRequests() {
+		if r.GetClusterId() != cluster {
+			continue
+		}
+		if !strings.HasPrefix(r.GetPublicKeySha256(), want) {
+			return "", fmt.Errorf("the join request of cluster %s holds public key sha256 %s, not %s…: check the request again (hubctl clusters requests)",
+				cluster, r.GetPublicKeySha256(), want)
+		}
+		return r.GetPublicKeySha256(), nil
+	}
+	if want != "" {
+		return "", fmt.Errorf("cluster %s has no join request (requests vanish with their token): hubctl clusters requests", cluster)
+	}
+	return "", nil
 }
 
 func (o *options) printJoinRequests(w io.Writer, resp *pb.ListJoinRequestsResponse) error {

@@ -220,8 +220,8 @@ func (s *Store) ListJoins(ctx context.Context) ([]JoinRecord, error) {
 }
 
 // ApproveJoin approves the pending join request of cluster: sign issues the certificate for it,
-// which is stored with the request. With key not empty, the request must still hold that key
-// (ErrJoinConflict otherwise). A request already decided is ErrNotPending, returned with it.
+// which is stored with the request. With key not empty, the request must hold that key
+// (ErrJoinConflict otherwise, naming both), checked in the transaction that approves it. A request already decided is ErrNotPending, returned with it.
 func (s *Store) ApproveJoin(ctx context.Context, cluster, key, by string, sign func(JoinRecord) ([]byte, error)) (JoinRecord, error) {
 	for {
 		cur, rev, lease, ok, err := s.getJoin(ctx, cluster)
@@ -232,7 +232,8 @@ func (s *Store) ApproveJoin(ctx context.Context, cluster, key, by string, sign f
 		case !ok:
 			return JoinRecord{}, fmt.Errorf("no join request of cluster %q to approve (requests vanish with their token): %w", cluster, ErrNotFound)
 		case key != "" && cur.PublicKeySHA256 != key:
-			return cur, fmt.Errorf("the join request of %s now holds another key: %w", cluster, ErrJoinConflict)
+			return cur, fmt.Errorf("the join request of cluster %s holds public key sha256 %s (from %s, at %s), not %s: list the requests again (hubctl clusters requests): %w",
+				cluster, cur.PublicKeySHA256, cur.PeerAddress, cur.RequestedAt.Format(time.RFC3339), key, ErrJoinConflict)
 		case cur.State != JoinPending:
 			return cur, fmt.Errorf("the join request of %s is %s already: %w", cluster, cur.State, ErrNotPending)
 		}

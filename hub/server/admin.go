@@ -178,19 +178,24 @@ func (s *Server) ListJoinRequests(ctx context.Context, _ *pb.ListJoinRequestsReq
 }
 
 // ApproveCluster approves the pending join request of a cluster: the CA signs its CSR, and the
-// spoke gets the certificate at its next Join.
+// spoke gets the certificate at its next Join. With public_key_sha256 set, the request must
+// hold that key (FailedPrecondition otherwise): the approval is of the request the admin saw.
 func (s *Server) ApproveCluster(ctx context.Context, req *pb.ApproveClusterRequest) (*pb.ApproveClusterResponse, error) {
 	who, err := mustCaller(ctx)
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	if err := checkName("cluster_id", req.GetClusterId(), 63, true); err != nil {
+	errs := []error{checkName("cluster_id", req.GetClusterId(), 63, true)}
+	if key := req.GetPublicKeySha256(); key != "" {
+		errs = append(errs, checkKeyHash("public_key_sha256", key))
+	}
+	if err := errors.Join(errs...); err != nil {
 		return nil, s.fail(err)
 	}
 	if s.opts.CA == nil {
 		return nil, s.fail(ErrJoinDisabled)
 	}
-	jr, err := s.approve(ctx, req.GetClusterId(), "", who.id.String())
+	jr, err := s.approve(ctx, req.GetClusterId(), req.GetPublicKeySha256(), who.id.String())
 	if err != nil {
 		return nil, s.fail(err)
 	}

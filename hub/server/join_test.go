@@ -366,3 +366,30 @@ func TestJoinAfterRevocation(t *testing.T) {
 	checkCertificate(t, h, resp.GetCertificatePem(), clusterID("c"), kc)
 	syncWelcome(t, ctx, h, "c", resp.GetCertificatePem(), kc.key)
 }
+
+// TestApproveNamesTheKey: an approval that names a key approves only a request holding that
+// key, and says which key the request holds when it does not.
+func TestApproveNamesTheKey(t *testing.T) {
+	h := startHub(t, hubOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	tok := createToken(t, ctx, h, false, time.Hour, "a")
+	k := newSpokeKey(t, clusterID("a"))
+	if _, err := join(ctx, h, tok.GetToken(), k); err != nil {
+		t.Fatal(err)
+	}
+	seen := newSpokeKey(t, clusterID("a")).hash // the key of a request the admin saw, replaced since
+	_, err := h.Admin().ApproveCluster(ctx, &pb.ApproveClusterRequest{ClusterId: "a", PublicKeySha256: seen})
+	wantStatus(t, err, codes.FailedPrecondition, "the join request of cluster a holds public key sha256 "+k.hash, "not "+seen)
+	_, err = h.Admin().ApproveCluster(ctx, &pb.ApproveClusterRequest{ClusterId: "a", PublicKeySha256: strings.ToUpper(k.hash)})
+	wantStatus(t, err, codes.InvalidArgument, "public_key_sha256", "is not lower-case hex")
+	_, err = h.Admin().ApproveCluster(ctx, &pb.ApproveClusterRequest{ClusterId: "a", PublicKeySha256: k.hash[:16]})
+	wantStatus(t, err, codes.InvalidArgument, "public_key_sha256: 16 characters, want the 64 hex digits")
+	if resp, err := join(ctx, h, tok.GetToken(), k); err != nil || resp.GetState() != pb.JoinState_JOIN_STATE_PENDING {
+		t.Fatalf("a after the refused approvals: %v, %v; want still pending", resp, err)
+	}
+	approved, err := h.Admin().ApproveCluster(ctx, &pb.ApproveClusterRequest{ClusterId: "a", PublicKeySha256: k.hash})
+	if err != nil || approved.GetRequest().GetState() != pb.JoinState_JOIN_STATE_APPROVED || approved.GetRequest().GetPublicKeySha256() != k.hash {
+		t.Fatalf("ApproveCluster with the request's key: %v, %v", approved, err)
+	}
+}

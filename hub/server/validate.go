@@ -75,6 +75,20 @@ func checkName(field, v string, max int, label bool) error {
 	return nil
 }
 
+// checkKeyHash checks that v is a public key's SHA-256 as the hub lists it: 64 lower-case hex
+// digits.
+func checkKeyHash(field, v string) error {
+	if len(v) != 64 {
+		return invalid(field, "%d characters, want the 64 hex digits of a SHA-256 (hubctl clusters requests -o json)", len(v))
+	}
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return invalid(field, "%q is not lower-case hex", v)
+		}
+	}
+	return nil
+}
+
 func checkLen(field, v string, max int) error {
 	if len(v) > max {
 		return invalid(field, "%d bytes, at most %d allowed", len(v), max)
