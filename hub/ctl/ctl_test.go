@@ -208,3 +208,22 @@ func TestUnreachableHub(t *testing.T) {
 		t.Fatalf("unreachable hub: %v %s", err, out)
 	}
 }
+
+// FuzzParseKeyHash: whatever the user types as --public-key-sha256, hubctl either refuses it or
+// sends at least 16 and at most 64 lower-case hex digits, the ones typed.
+func FuzzParseKeyHash(f *testing.F) {
+	for _, s := range []string{"", "9c1185a5c5e9fc54…", "sha256:" + strings.Repeat("AB", 32), "9c1185a5c5e9fc5g", strings.Repeat("a", 65)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		h, err := parseKeyHash(s)
+		switch {
+		case err != nil || s == "":
+			if h != "" {
+				t.Fatalf("%q: %q with error %v", s, h, err)
+			}
+		case len(h) < minKeyHashDigits || len(h) > 64 || strings.Trim(h, "0123456789abcdef") != "" || !strings.Contains(strings.ToLower(s), h):
+			t.Fatalf("%q read as %q", s, h)
+		}
+	})
+}
