@@ -1,9 +1,14 @@
 package app
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -64,9 +69,26 @@ func TestSpokeJoinsWithATokenFile(t *testing.T) {
 	}
 }
 
+// pendingKey returns the public key hash of cluster id's pending join request; empty when
+// it has none.
+func pendingKey(t *testing.T, h *hubtest.Hub, id string) string {
+	t.Helper()
+	resp, err := h.Admin().ListJoinRequests(t.Context(), &pb.ListJoinRequestsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range resp.GetRequests() {
+		if r.GetClusterId() == id && r.GetState() == pb.JoinState_JOIN_STATE_PENDING {
+			return r.GetPublicKeySha256()
+		}
+	}
+	return ""
+}
+
 // TestSpokeJoinsTheHubByTokenAndApproval: a spoke started with a token and the CA hash against
-// a real hub waits for approval, stores its certificate, holds a session over mTLS, and starts
-// again from its credentials without the token.
+// a real hub waits for approval, asks again for the same key when restarted meanwhile, stores
+// its certificate, holds a session over mTLS, and starts again from its credentials without the
+// token.
 func TestSpokeJoinsTheHubByTokenAndApproval(t *testing.T) {
 	h := hubtest.Start(t, 5*time.Second)
 	tok, err := h.Admin().CreateToken(t.Context(), &pb.CreateTokenRequest{ClusterIds: []string{"east"}})
@@ -82,37 +104,52 @@ func TestSpokeJoinsTheHubByTokenAndApproval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
+	logs := &logBuffer{}
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	// start runs the spoke; stop ends it and returns what Run returned.
+	var stop func() error
+	start := func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- Run(ctx, cfg) }()
+		stopped := false
+		stop = func() error {
+			if stopped {
+				return nil
+			}
 			stopped = true
 			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("Run() = %v", err)
-			}
+			return <-done
 		}
 	}
-	t.Cleanup(stop)
+	start()
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("Run() = %v", err)
+		}
+	})
 
+	var key string
 	testkit.Eventually(t, 10*time.Second, "east's join request is pending", testkit.True(func() bool {
-		resp, err := h.Admin().ListJoinRequests(t.Context(), &pb.ListJoinRequestsRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range resp.GetRequests() {
-			if r.GetClusterId() == "east" && r.GetState() == pb.JoinState_JOIN_STATE_PENDING {
-				return true
-			}
-		}
-		return false
+		key = pendingKey(t, h, "east")
+		return key != ""
 	}))
+	// Stopped and started again while the request waits: the hub, which refuses a request for
+	// another key while one is pending, is asked again for the same key.
+	if err := stop(); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run() stopped while joining = %v", err)
+	}
 	if has, _ := join.HasCertificate(o.Trust.CredentialsDir); has {
 		t.Fatal("a certificate before approval")
 	}
-	if _, err := h.Admin().ApproveCluster(t.Context(), &pb.ApproveClusterRequest{ClusterId: "east"}); err != nil {
+	start()
+	testkit.Eventually(t, 10*time.Second, "the restarted spoke's request is pending", testkit.True(func() bool {
+		return strings.Count(logs.String(), "join request sent; awaiting approval on the hub") == 2
+	}))
+	if got := pendingKey(t, h, "east"); got != key {
+		t.Fatalf("the pending request is for key %s after the restart, want the first one, %s", got, key)
+	}
+	if _, err := h.Admin().ApproveCluster(t.Context(), &pb.ApproveClusterRequest{ClusterId: "east", PublicKeySha256: key}); err != nil {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, 20*time.Second, "east holds a session", testkit.True(func() bool {
@@ -128,7 +165,12 @@ func TestSpokeJoinsTheHubByTokenAndApproval(t *testing.T) {
 	if id, err := tlsconfig.IdentityOf(kp.Certificate().Leaf); err != nil || id.String() != "spiffe://"+hubtest.TrustDomain+"/cluster/east" {
 		t.Errorf("the stored certificate names %v (%v)", id, err)
 	}
-	stop()
+	if got := tlsconfig.SPKIHash(kp.Certificate().Leaf); got != "sha256:"+key {
+		t.Errorf("the stored certificate is for key %s, the approved request for %s", got, key)
+	}
+	if err := stop(); err != nil {
+		t.Errorf("Run() = %v", err)
+	}
 
 	// Again, from the stored credentials, without the token; the hub's hop keys arrive.
 	o.Trust.JoinToken, o.Trust.HubCAHash = "", ""
@@ -251,4 +293,22 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// logBuffer is a log destination a test reads while the spoke writes.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
