@@ -43,8 +43,8 @@ func denied(code codes.Code, reason, format string, args ...any) error {
 	return &deniedError{code: code, reason: reason, msg: fmt.Sprintf(format, args...)}
 }
 
-// rateError is a stream that sent faster than the hub allows.
-type rateError struct{ msg string }
+// rateError is a stream that sent faster than the hub allows, counted under limit.
+type rateError struct{ limit, msg string }
 
 func (e *rateError) Error() string { return e.msg }
 
@@ -63,7 +63,7 @@ func (s *Server) fail(err error) error {
 	case errors.As(err, &lim):
 		s.metrics.limited.WithLabelValues(lim.Limit).Inc()
 	case errors.As(err, &rate):
-		s.metrics.limited.WithLabelValues(limitReportRate).Inc()
+		s.metrics.limited.WithLabelValues(rate.limit).Inc()
 	case errors.As(err, &many):
 		s.metrics.limited.WithLabelValues(many.limit).Inc()
 	}

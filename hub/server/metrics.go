@@ -16,7 +16,9 @@ const (
 const (
 	limitClusters          = "clusters"            // registry.LimitClusters
 	limitExportsPerCluster = "exports_per_cluster" // registry.LimitExportsPerCluster
-	limitReportRate        = "report_rate"
+	limitReportRate        = "report_rate"         // capacity reports
+	limitInterestRate      = "interest_rate"       // capacity interest changes
+	limitImportReportRate  = "import_report_rate"  // import reports
 	limitExportsPerDelta   = "exports_per_delta"
 	limitPoolsPerReport    = "pools_per_report"
 	limitEndpointsPerPool  = "endpoints_per_pool"
@@ -27,7 +29,7 @@ const (
 )
 
 var limits = []string{
-	limitClusters, limitExportsPerCluster, limitReportRate, limitExportsPerDelta, limitPoolsPerReport,
+	limitClusters, limitExportsPerCluster, limitReportRate, limitInterestRate, limitImportReportRate, limitExportsPerDelta, limitPoolsPerReport,
 	limitEndpointsPerPool, limitPoolsPerImports, limitPoolsPerInterest, limitEntriesPerExport, limitAdaptersPerPool,
 }
 
@@ -101,7 +103,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{labelMethod}),
 		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_hub_limit_exceeded_total",
-			Help: "Requests refused because they passed a limit of the hub, by limit: clusters and exports_per_cluster (ResourceExhausted), report_rate (the stream ends with ResourceExhausted), or a cap on the entries of one message (InvalidArgument).",
+			Help: "Requests refused because they passed a limit of the hub, by limit: clusters and exports_per_cluster (ResourceExhausted), report_rate, interest_rate and import_report_rate (the stream ends with ResourceExhausted), or a cap on the entries of one message (InvalidArgument).",
 		}, []string{labelLimit}),
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_hub_auth_denied_total",

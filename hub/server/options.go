@@ -32,12 +32,13 @@ type Options struct {
 	HubID string
 	// MinReportInterval is the fastest a spoke may send capacity reports on its stream; the hub
 	// announces it in the Welcome and ends a stream that sends faster (after a burst of a few)
-	// with ResourceExhausted. Zero enforces nothing.
+	// with ResourceExhausted. Interest changes and import reports are held to the same rate, each
+	// after a larger burst. Zero enforces nothing.
 	MinReportInterval time.Duration
 	// CapacityHeartbeat is how often a spoke resends unchanged capacity.
 	CapacityHeartbeat time.Duration
-	// ViewInterval is the fastest the hub sends view updates on one stream; changes in between
-	// are coalesced.
+	// ViewInterval is the fastest the hub sends view updates on one stream, whether the fleet
+	// view or the stream's interest changed; changes in between are coalesced.
 	ViewInterval time.Duration
 	Logger       *slog.Logger
 	Registerer   prometheus.Registerer

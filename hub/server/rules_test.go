@@ -328,6 +328,53 @@ func TestLimitsTrip(t *testing.T) {
 	}
 }
 
+// TestUpdateFloodsEndTheStream: interest changes and import reports are limited as capacity
+// reports are: a burst such as a spoke's controllers send while they settle is fine, a flood
+// ends the stream with ResourceExhausted and is counted.
+func TestUpdateFloodsEndTheStream(t *testing.T) {
+	h := startHub(t, hubOptions{hub: hubtest.Options{MinReportInterval: time.Second}})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	limited := func(limit string) float64 {
+		return promtest.Value(t, h.Registry, "spillway_hub_limit_exceeded_total", limit)
+	}
+	h.register(t, ctx, "a", "")
+	interest := func(i int) *pb.SyncRequest {
+		return &pb.SyncRequest{Msg: &pb.SyncRequest_Interest{Interest: &pb.Interest{CapacityInterest: []*pb.PoolRef{{Namespace: "default", Name: fmt.Sprintf("p%d", i)}}}}}
+	}
+	imports := func(i int) *pb.SyncRequest {
+		return &pb.SyncRequest{Msg: &pb.SyncRequest_Imports{Imports: &pb.ImportReport{Pools: []*pb.PoolImportStatus{
+			{Pool: chat, Imported: i%2 == 0, Reason: map[bool]string{true: "", false: "Pending"}[i%2 == 0]},
+		}}}}
+	}
+	for _, tc := range []struct {
+		name, limit, says string
+		msg               func(int) *pb.SyncRequest
+	}{
+		{"interest", "interest_rate", "cluster a changes its capacity interest faster than once per 1s after 20 changes", interest},
+		{"imports", "import_report_rate", "cluster a sends import reports faster than one per 1s after 20 reports", imports},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startSession(t, ctx, h, "a")
+			for i := range 20 {
+				s.send(t, tc.msg(i))
+			}
+			// After the burst the stream still works: an export is acknowledged.
+			s.send(t, exportsMsg(1, true, exportsOf(chat)))
+			s.ack(t, 1)
+			for i := range 200 {
+				if err := s.st.Send(tc.msg(i)); err != nil {
+					break // the hub ended the stream: its status is what Recv returns
+				}
+			}
+			wantStatus(t, s.end(t), codes.ResourceExhausted, tc.says)
+			if n := limited(tc.limit); n != 1 {
+				t.Errorf("spillway_hub_limit_exceeded_total{limit=%s} = %v, want 1", tc.limit, n)
+			}
+		})
+	}
+}
+
 // TestMaxConcurrentStreams: a connection has no more streams at once than the limit; a call
 // beyond it waits until a stream ends.
 func TestMaxConcurrentStreams(t *testing.T) {

@@ -51,6 +51,20 @@ func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Reg
 // MinReportInterval applies.
 const reportBurst = 5
 
+// updateBurst is how many interest changes, and how many import reports, a stream may send back
+// to back before one per MinReportInterval applies to them too. A spoke sends one when its
+// interest or its imports change, which may come in a quick series as its controllers settle.
+const updateBurst = 20
+
+// messageLimiter allows one message per interval on average after a burst; a zero interval
+// allows everything.
+func messageLimiter(interval time.Duration, burst int) *rate.Limiter {
+	if interval <= 0 {
+		return rate.NewLimiter(rate.Inf, 0)
+	}
+	return rate.NewLimiter(rate.Every(interval), burst)
+}
+
 // Sync runs one spoke's session.
 func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 	defer func() {
@@ -197,10 +211,8 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 		log.Debug("sync message dropped: the stream's session ended", "kind", kind)
 		return ErrSessionReplaced
 	}
-	reports := rate.NewLimiter(rate.Inf, 0)
-	if iv := s.opts.MinReportInterval; iv > 0 {
-		reports = rate.NewLimiter(rate.Every(iv), reportBurst)
-	}
+	iv := s.opts.MinReportInterval
+	reports, interests, imports := messageLimiter(iv, reportBurst), messageLimiter(iv, updateBurst), messageLimiter(iv, updateBurst)
 	for {
 		req, err := stream.Recv()
 		if err != nil {
@@ -238,7 +250,7 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 		case *pb.SyncRequest_Capacity:
 			s.metrics.received.WithLabelValues("capacity").Inc()
 			if !reports.Allow() {
-				return &rateError{msg: fmt.Sprintf("cluster %s sends capacity reports faster than one per %s, the min_report_interval the hub announced", cluster, s.opts.MinReportInterval)}
+				return &rateError{limit: limitReportRate, msg: fmt.Sprintf("cluster %s sends capacity reports faster than one per %s, the min_report_interval the hub announced", cluster, iv)}
 			}
 			if err := ValidateCapacityReport(m.Capacity); err != nil {
 				return err
@@ -257,6 +269,9 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 			}
 		case *pb.SyncRequest_Interest:
 			s.metrics.received.WithLabelValues("interest").Inc()
+			if !interests.Allow() {
+				return &rateError{limit: limitInterestRate, msg: fmt.Sprintf("cluster %s changes its capacity interest faster than once per %s after %d changes, the min_report_interval the hub announced", cluster, iv, updateBurst)}
+			}
 			if err := validateInterest("interest.capacity_interest", m.Interest.GetCapacityInterest()); err != nil {
 				return err
 			}
@@ -267,6 +282,9 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 			interest <- poolsFrom(m.Interest.GetCapacityInterest())
 		case *pb.SyncRequest_Imports:
 			s.metrics.received.WithLabelValues("imports").Inc()
+			if !imports.Allow() {
+				return &rateError{limit: limitImportReportRate, msg: fmt.Sprintf("cluster %s sends import reports faster than one per %s after %d reports, the min_report_interval the hub announced", cluster, iv, updateBurst)}
+			}
 			if err := ValidateImportReport(m.Imports); err != nil {
 				return err
 			}
@@ -282,7 +300,9 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 }
 
 // sendLoop sends the stream's hop keys, then view updates, export acks and new hop keys until
-// the session ends.
+// the session ends. View updates are at least ViewInterval apart, whatever asks for them: a
+// change of the fleet view or of the stream's interest (which needs a snapshot of the pools of
+// interest); what changes meanwhile goes out together.
 func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer, cursor *pb.ViewCursor,
 	pools []fleet.PoolRef, acks <-chan uint64, interestCh <-chan []fleet.PoolRef) error {
 	keys, keysChanged := s.trust.hopKeysNow()
@@ -293,6 +313,21 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 	interest := interestOf(pools)
 	first := true
 	var lastSent time.Time
+	// pace waits until ViewInterval has passed since the last view update.
+	pace := func() error {
+		wait := s.opts.ViewInterval - time.Since(lastSent)
+		if wait <= 0 {
+			return nil
+		}
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return nil
+		}
+	}
 	for {
 		changed := s.model.Changed()
 		u := s.model.Since(inc, seq, interest)
@@ -319,15 +354,12 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 		case ps := <-interestCh:
 			interest = interestOf(ps)
 			inc = "" // the new interest set needs the current capacity of every pool in it
+			if err := pace(); err != nil {
+				return err
+			}
 		case <-changed:
-			if wait := s.opts.ViewInterval - time.Since(lastSent); wait > 0 {
-				t := time.NewTimer(wait)
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					return ctx.Err()
-				case <-t.C:
-				}
+			if err := pace(); err != nil {
+				return err
 			}
 		}
 	}

@@ -1,0 +1,94 @@
+package server
+
+import (
+	"context"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/spillway-io/spillway/hub/view"
+	"github.com/spillway-io/spillway/pkg/fleet"
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+)
+
+// sentView is a view update as the hub sent it, with when.
+type sentView struct {
+	at time.Time
+	u  *pb.ViewUpdate
+}
+
+// recordingStream is the hub's side of a Sync stream that keeps the view updates sent on it.
+type recordingStream struct {
+	grpc.ServerStream
+	views chan sentView
+}
+
+func (r *recordingStream) Send(m *pb.SyncResponse) error {
+	if v := m.GetView(); v != nil {
+		r.views <- sentView{at: time.Now(), u: v}
+	}
+	return nil
+}
+
+func (r *recordingStream) Recv() (*pb.SyncRequest, error) { return nil, io.EOF }
+
+func (r *recordingStream) next(t *testing.T) sentView {
+	t.Helper()
+	select {
+	case v := <-r.views:
+		return v
+	case <-time.After(10 * time.Second):
+		t.Fatal("no view update within 10 s")
+		return sentView{}
+	}
+}
+
+// TestInterestChangeIsPaced: a change of the stream's interest is answered with a snapshot no
+// sooner than ViewInterval after the last view update, and changes in between go out together,
+// so that a spoke cannot make the hub send snapshots as fast as it sends messages.
+func TestInterestChangeIsPaced(t *testing.T) {
+	const interval = 300 * time.Millisecond
+	s := New(nil, view.New(), Options{ViewInterval: interval})
+	st := &recordingStream{views: make(chan sentView, 16)}
+	interest := make(chan []fleet.PoolRef, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = s.sendLoop(ctx, st, &pb.ViewCursor{}, nil, make(chan uint64), interest)
+	}()
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+
+	first := st.next(t)
+	interest <- []fleet.PoolRef{{Namespace: "default", Name: "chat"}}
+	second := st.next(t)
+	if d := second.at.Sub(first.at); d < interval || !second.u.GetSnapshot() {
+		t.Fatalf("the answer to an interest change came %s after the last update (snapshot %v); want a snapshot at least %s after", d, second.u.GetSnapshot(), interval)
+	}
+	// Changes while an update waits for its turn are answered together.
+	for _, p := range []string{"a", "b", "c"} {
+		select {
+		case <-interest:
+		default:
+		}
+		interest <- []fleet.PoolRef{{Namespace: "default", Name: p}}
+	}
+	third := st.next(t)
+	if d := third.at.Sub(second.at); d < interval {
+		t.Fatalf("the next update came %s after the last one, want at least %s", d, interval)
+	}
+	select {
+	case v := <-st.views:
+		if d := v.at.Sub(third.at); d < interval {
+			t.Fatalf("a fourth update came %s after the third, want at least %s", d, interval)
+		}
+	case <-time.After(2 * interval):
+	}
+}
