@@ -230,10 +230,13 @@ func TestMountedCredentialsAreNotRenewed(t *testing.T) {
 }
 
 // TestJoinedCertificateIsRenewedByTheHub: a certificate the join flow stored is renewed by the
-// hub's Renew before it expires, and the hub session carries on.
+// hub's Renew before it expires, and the hub session carries on past the expiry of the first
+// certificate, which the hub refuses from then on: the spoke reconnects with the renewed one.
 func TestJoinedCertificateIsRenewedByTheHub(t *testing.T) {
-	// 30 s of validity after a minute of backdating: renewal is due at once.
-	h := hubtest.StartWith(t, 5*time.Second, hubtest.Options{ClusterCertValidity: 30 * time.Second})
+	// 5 s of validity after a minute of backdating: each certificate is due for renewal at once,
+	// and the renewer renews every second.
+	const validity = 5 * time.Second
+	h := hubtest.StartWith(t, 5*time.Second, hubtest.Options{ClusterCertValidity: validity})
 	tok, err := h.Admin().CreateToken(t.Context(), &pb.CreateTokenRequest{ClusterIds: []string{"east"}, AutoApprove: true})
 	if err != nil {
 		t.Fatal(err)
@@ -250,12 +253,8 @@ func TestJoinedCertificateIsRenewedByTheHub(t *testing.T) {
 	if err := joinFleet(t.Context(), cfg); err != nil {
 		t.Fatal(err)
 	}
-	certFile := filepath.Join(o.Trust.CredentialsDir, tlsconfig.CertFile)
-	first, err := os.ReadFile(certFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	joined, err := tlsconfig.NewStaticKeyPair(first, mustRead(t, filepath.Join(o.Trust.CredentialsDir, tlsconfig.KeyFile)))
+	joined, err := tlsconfig.NewStaticKeyPair(mustRead(t, filepath.Join(o.Trust.CredentialsDir, tlsconfig.CertFile)),
+		mustRead(t, filepath.Join(o.Trust.CredentialsDir, tlsconfig.KeyFile)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +282,29 @@ func TestJoinedCertificateIsRenewedByTheHub(t *testing.T) {
 	if time.Now().After(joined.NotAfter()) {
 		t.Errorf("renewed after the joined certificate expired (%s)", joined.NotAfter())
 	}
-	testkit.Eventually(t, 10*time.Second, "the session on the renewed certificate", testkit.True(s.client.Connected))
+
+	// Past the expiry of the first certificate, and of every certificate issued before it
+	// expired: the spoke holds a session it opened after that, with a certificate renewed
+	// since, and the session is live (a hop key rotated then arrives).
+	expired := joined.NotAfter().Add(validity)
+	testkit.Eventually(t, 2*validity+20*time.Second, "a session opened after the first certificates expired", testkit.True(func() bool {
+		if time.Now().Before(expired) || !s.client.Connected() {
+			return false
+		}
+		sess, ok, err := h.Store.GetSession(t.Context(), "east")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok && sess.StartedAt.After(expired)
+	}))
+	rotated, err := h.Admin().RotateHopKey(t.Context(), &pb.RotateHopKeyRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, "the hop key rotated after the first certificates expired", testkit.True(func() bool {
+		keys := s.client.HopKeys()
+		return len(keys) > 0 && keys[0].ID == rotated.GetKeyId()
+	}))
 }
 
 func mustRead(t *testing.T, path string) []byte {
