@@ -10,6 +10,7 @@
 //	tokens/<id>                     TokenRecord (the secret's hash), held by a lease of the token's TTL
 //	joins/<cluster>                 JoinRecord, held by the lease of the token it was made with
 //	revocations/<cluster>           Revocation, no lease: a revoked certificate stays refused
+//	gateways/<address>              the cluster whose registration holds that gateway address
 //	hopkeys                         the fleet's hop-marker keys, the signing one first
 //
 // A spoke's session holds one etcd lease. The hub renews it while the spoke's stream lives; once the
@@ -144,6 +145,12 @@ func (s *Store) PutCluster(ctx context.Context, info fleet.ClusterInfo) (Cluster
 // RegisterCluster is PutCluster that refuses a new cluster with a LimitError when maxClusters
 // (when positive) are registered already; updating a registered cluster is always allowed.
 // Registrations of new clusters that race may pass the limit by their number.
+//
+// A gateway address is held by one cluster at a time: a registration naming an address that
+// another registered cluster holds is refused with a GatewayTakenError (the comparison is of
+// NormalizeGatewayAddress forms). The index entry (gateways/<address> → cluster) is written in
+// the transaction that writes the record, so two clusters racing for one address cannot both
+// get it; a cluster that changes its address frees the old one, and so does CollectRemoved.
 func (s *Store) RegisterCluster(ctx context.Context, info fleet.ClusterInfo, maxClusters int) (ClusterRecord, error) {
 	key := s.clusterKey(info.ID)
 	for {
@@ -163,18 +170,22 @@ func (s *Store) RegisterCluster(ctx context.Context, info fleet.ClusterInfo, max
 		now := s.now().UTC()
 		rec := ClusterRecord{Info: info, RegisteredAt: now, LastSeen: now}
 		cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+		var old ClusterRecord
 		if len(resp.Kvs) == 1 {
-			var old ClusterRecord
 			if err := json.Unmarshal(resp.Kvs[0].Value, &old); err == nil {
 				rec.RegisteredAt = old.RegisteredAt
 			}
 			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision)
 		}
+		gwCmps, gwOps, err := s.gatewayOps(ctx, info.ID, old.Info.GatewayAddress, info.GatewayAddress)
+		if err != nil {
+			return ClusterRecord{}, err
+		}
 		val, err := json.Marshal(rec)
 		if err != nil {
 			return ClusterRecord{}, err
 		}
-		txn, err := s.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, string(val))).Commit()
+		txn, err := s.cli.Txn(ctx).If(append([]clientv3.Cmp{cmp}, gwCmps...)...).Then(append([]clientv3.Op{clientv3.OpPut(key, string(val))}, gwOps...)...).Commit()
 		if err != nil {
 			return ClusterRecord{}, fmt.Errorf("write cluster %q: %w", info.ID, err)
 		}
@@ -314,20 +325,35 @@ func (s *Store) OpenSession(ctx context.Context, cluster, hubID, incarnation str
 	return sess, nil
 }
 
+// touchCluster updates a cluster's LastSeen, leaving the rest of its record as a registration
+// that races with it wrote it.
 func (s *Store) touchCluster(ctx context.Context, cluster string) error {
-	rec, err := s.GetCluster(ctx, cluster)
-	if err != nil {
-		return err
+	key := s.clusterKey(cluster)
+	for {
+		resp, err := s.cli.Get(ctx, key)
+		if err != nil {
+			return fmt.Errorf("read cluster %q: %w", cluster, err)
+		}
+		if len(resp.Kvs) == 0 {
+			return fmt.Errorf("cluster %q is not registered: %w", cluster, ErrNotFound)
+		}
+		var rec ClusterRecord
+		if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
+			return fmt.Errorf("decode cluster %q: %w", cluster, err)
+		}
+		rec.LastSeen = s.now().UTC()
+		val, err := json.Marshal(rec)
+		if err != nil {
+			return err
+		}
+		txn, err := s.cli.Txn(ctx).If(unchanged(key, resp.Kvs[0].ModRevision)).Then(clientv3.OpPut(key, string(val))).Commit()
+		if err != nil {
+			return fmt.Errorf("write cluster %q: %w", cluster, err)
+		}
+		if txn.Succeeded {
+			return nil
+		}
 	}
-	rec.LastSeen = s.now().UTC()
-	val, err := json.Marshal(rec)
-	if err != nil {
-		return err
-	}
-	if _, err := s.cli.Put(ctx, s.clusterKey(cluster), string(val)); err != nil {
-		return fmt.Errorf("write cluster %q: %w", cluster, err)
-	}
-	return nil
 }
 
 func (sess *Session) putRecord(ctx context.Context) error {

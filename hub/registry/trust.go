@@ -64,7 +64,8 @@ func (s *Store) Revoke(ctx context.Context, cluster string, remove bool, by stri
 	return rev, nil
 }
 
-// CollectRemoved deletes the record (and join request) of a cluster revoked with remove once it
+// CollectRemoved deletes the record (and join request, and the hold on its gateway address) of a
+// cluster revoked with remove once it
 // has neither a session nor an export and was not seen since the revocation; it reports whether
 // it deleted. A cluster that registered or connected again after the revocation (with a newer
 // certificate) is kept. Every hub replica may call it: the deletion is one guarded transaction.
@@ -84,15 +85,20 @@ func (s *Store) CollectRemoved(ctx context.Context, rev Revocation) (bool, error
 	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err == nil && rec.LastSeen.After(rev.RevokedAt) {
 		return false, nil
 	}
-	txn, err := s.cli.Txn(ctx).If(
+	// Its gateway address is freed with it.
+	gwCmps, gwOps, err := s.gatewayOps(ctx, rev.Cluster, rec.Info.GatewayAddress, "")
+	if err != nil {
+		return false, err
+	}
+	txn, err := s.cli.Txn(ctx).If(append([]clientv3.Cmp{
 		clientv3.Compare(clientv3.ModRevision(key), "=", resp.Kvs[0].ModRevision),
 		clientv3.Compare(clientv3.CreateRevision(s.sessionKey(rev.Cluster)), "=", 0),
 		// Over a range: true when no key is in it.
 		clientv3.Compare(clientv3.CreateRevision(s.exportsPrefix(rev.Cluster)), "=", 0).WithPrefix(),
-	).Then(
+	}, gwCmps...)...).Then(append([]clientv3.Op{
 		clientv3.OpDelete(key),
 		clientv3.OpDelete(s.joinKey(rev.Cluster)),
-	).Commit()
+	}, gwOps...)...).Commit()
 	if err != nil {
 		return false, fmt.Errorf("delete removed cluster %q: %w", rev.Cluster, err)
 	}

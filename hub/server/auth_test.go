@@ -142,3 +142,29 @@ func TestAdminRoles(t *testing.T) {
 		t.Errorf("spillway_hub_auth_denied_total{reason=role} = %v, want 5", got)
 	}
 }
+
+// TestGatewayAddressIsOwn: a cluster cannot register the gateway address another registered
+// cluster holds, however it spells it, so it cannot point the spill traffic of other clusters at
+// someone else's gateway; the holder keeps its record and the refusal is counted.
+func TestGatewayAddressIsOwn(t *testing.T) {
+	h := startHub(t, hubOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	h.register(t, ctx, "a", "10.0.0.1:80")
+	for _, gw := range []string{"10.0.0.1:80", "10.0.0.1:080", "[::ffff:10.0.0.1]:80"} {
+		_, err := h.SyncAs("b").Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "b", Region: "r", GatewayAddress: gw}})
+		wantStatus(t, err, codes.PermissionDenied, "cluster b may not register gateway address "+gw+": cluster a has it registered")
+	}
+	h.register(t, ctx, "b", "10.0.0.2:80")
+	_, err := h.SyncAs("b").Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "b", Region: "r", GatewayAddress: "10.0.0.1:80"}})
+	wantStatus(t, err, codes.PermissionDenied, "cluster a has it registered")
+	for id, want := range map[string]string{"a": "10.0.0.1:80", "b": "10.0.0.2:80"} {
+		rec, err := h.Store.GetCluster(ctx, id)
+		if err != nil || rec.Info.GatewayAddress != want {
+			t.Fatalf("%s after b's attempts: %+v, %v; want gateway %s", id, rec, err, want)
+		}
+	}
+	if got := promtest.Value(t, h.Registry, "spillway_hub_auth_denied_total", "gateway_taken"); got != 4 {
+		t.Errorf("spillway_hub_auth_denied_total{reason=gateway_taken} = %v, want 4", got)
+	}
+}

@@ -44,6 +44,7 @@ const (
 	reasonExpired         = "expired"          // a call or session whose certificate expired (on a connection made before)
 	reasonNotYetValid     = "not_yet_valid"    // a call whose certificate is not valid yet (clock skew)
 	reasonClusterMismatch = "cluster_mismatch" // a message naming another cluster than the certificate
+	reasonGatewayTaken    = "gateway_taken"    // a registration of a gateway address another cluster holds
 	reasonRole            = "role"             // a viewer calling an admin method
 	reasonNotExported     = "not_exported"     // capacity for a pool the cluster does not export
 	reasonNamespace       = "namespace"        // an export in a namespace the hub does not allow
@@ -56,7 +57,7 @@ const (
 
 var reasons = []string{
 	reasonNoCertificate, reasonNoIdentity, reasonTrustDomain, reasonNotCluster, reasonNotUser, reasonRevoked,
-	reasonExpired, reasonNotYetValid, reasonClusterMismatch, reasonRole, reasonNotExported, reasonNamespace, reasonToken,
+	reasonExpired, reasonNotYetValid, reasonClusterMismatch, reasonGatewayTaken, reasonRole, reasonNotExported, reasonNamespace, reasonToken,
 	reasonTokenScope, reasonTokenRevoked, reasonCSRIdentity, reasonMethod,
 }
 

@@ -21,7 +21,9 @@ import (
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
-// Register records or updates the caller's cluster: the one its certificate names.
+// Register records or updates the caller's cluster: the one its certificate names, with a
+// gateway address no other registered cluster holds (so that no cluster can point the spill
+// traffic meant for it at another's gateway, nor another's at its own).
 func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.RegisterResponse, error) {
 	who, err := mustCaller(ctx)
 	if err != nil {
@@ -36,6 +38,10 @@ func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Reg
 			"certificate names cluster %s, request names %s: a cluster registers as itself only", who.id.Name, info.ID))
 	}
 	rec, err := s.store.RegisterCluster(ctx, info, s.opts.Limits.MaxClusters)
+	var taken *registry.GatewayTakenError
+	if errors.As(err, &taken) {
+		return nil, s.fail(denied(codes.PermissionDenied, reasonGatewayTaken, "%s", taken.Error()))
+	}
 	if err != nil {
 		return nil, s.fail(err)
 	}

@@ -96,7 +96,8 @@ func (s *Server) Ready() error {
 }
 
 // Run follows the fleet's trust in etcd until ctx ends: it creates the first hop key when there is
-// none, loads the revocations and hop keys, then watches them. A revocation (made on any replica)
+// none, indexes the gateway addresses of clusters registered before the index existed
+// (registry.Store.IndexGateways), loads the revocations and hop keys, then watches them. A revocation (made on any replica)
 // ends the revoked cluster's session on this replica at once; new hop keys go to every stream; a
 // cluster revoked with remove has its record deleted once its session lease lapsed (any replica
 // may do it). A broken watch loads again; failures are retried after 100 ms doubling to 5 s.
@@ -113,6 +114,15 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	if _, err := backoff.Retry(ctx, func() ([]fleet.HopKey, error) { return s.store.EnsureHopKeys(ctx) }, retry("creating the first hop key")...); err != nil {
 		return nil // only the end of ctx stops the retries
+	}
+	// Before any registration (they wait for the trust to load), so that the gateway addresses
+	// of clusters registered before the index existed stay theirs.
+	conflicts, err := backoff.Retry(ctx, func() (map[string]string, error) { return s.store.IndexGateways(ctx) }, retry("indexing gateway addresses")...)
+	if err != nil {
+		return nil
+	}
+	for cluster, owner := range conflicts {
+		log.Warn("trust: two clusters are registered with one gateway address; the other's next registration will be refused", "cluster", owner, "other", cluster)
 	}
 	for ctx.Err() == nil {
 		st, err := backoff.Retry(ctx, func() (registry.State, error) { return s.store.Load(ctx) }, retry("loading the registry")...)
