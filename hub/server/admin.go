@@ -156,7 +156,7 @@ func (s *Server) CreateToken(ctx context.Context, req *pb.CreateTokenRequest) (*
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	s.log.Info("bootstrap token created", "token", tok.ID, "clusters", rec.Clusters, "autoApprove", rec.AutoApprove, "expiresAt", rec.ExpiresAt, "by", who.id.String())
+	s.adminLog.Info("bootstrap token created", "token", tok.ID, "clusters", rec.Clusters, "autoApprove", rec.AutoApprove, "expiresAt", rec.ExpiresAt, "by", who.id.String())
 	return &pb.CreateTokenResponse{
 		Token:      tok.String(),
 		CaCertHash: tlsconfig.SPKIHash(s.opts.CA.Certificate()),
@@ -195,7 +195,7 @@ func (s *Server) ApproveCluster(ctx context.Context, req *pb.ApproveClusterReque
 	if s.opts.CA == nil {
 		return nil, s.fail(ErrJoinDisabled)
 	}
-	jr, err := s.approve(ctx, req.GetClusterId(), req.GetPublicKeySha256(), who.id.String())
+	jr, err := s.approve(ctx, s.adminLog, req.GetClusterId(), req.GetPublicKeySha256(), who.id.String())
 	if err != nil {
 		return nil, s.fail(err)
 	}
@@ -225,7 +225,7 @@ func (s *Server) RevokeCluster(ctx context.Context, req *pb.RevokeClusterRequest
 	if err := s.store.DenyJoin(ctx, cluster, who.id.String(), msg); err != nil {
 		return nil, s.fail(err)
 	}
-	s.log.Info("cluster revoked", "cluster", cluster, "remove", rev.Remove, "revokedAt", rev.RevokedAt, "by", who.id.String())
+	s.adminLog.Info("cluster revoked", "cluster", cluster, "remove", rev.Remove, "revokedAt", rev.RevokedAt, "by", who.id.String())
 	return &pb.RevokeClusterResponse{RevokedAt: timestamppb.New(rev.RevokedAt)}, nil
 }
 
@@ -241,6 +241,6 @@ func (s *Server) RotateHopKey(ctx context.Context, _ *pb.RotateHopKeyRequest) (*
 		return nil, s.fail(err)
 	}
 	s.trust.setHopKeys(keys)
-	s.log.Info("hop key rotated", "keyID", keys[0].ID, "by", who.id.String())
+	s.adminLog.Info("hop key rotated", "keyID", keys[0].ID, "by", who.id.String())
 	return &pb.RotateHopKeyResponse{KeyId: keys[0].ID}, nil
 }

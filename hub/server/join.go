@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -87,7 +88,7 @@ func (s *Server) Join(ctx context.Context, req *pb.JoinRequest) (_ *pb.JoinRespo
 	if err != nil {
 		return nil, err
 	}
-	log := s.log.With("cluster", id.Name, "token", tok.ID, "publicKeySHA256", key)
+	log := s.joinLog.With("cluster", id.Name, "token", tok.ID, "publicKeySHA256", key)
 	if created {
 		s.metrics.joins.WithLabelValues(outcomePending).Inc()
 		log.Info("join request recorded", "peer", jr.PeerAddress, "autoApprove", rec.AutoApprove)
@@ -110,7 +111,7 @@ func (s *Server) Join(ctx context.Context, req *pb.JoinRequest) (_ *pb.JoinRespo
 			case connected:
 				message = fmt.Sprintf("cluster %s is connected with another certificate, so the token does not approve this request by itself: an admin must (hubctl clusters approve %s)", id.Name, id.Name)
 			default:
-				jr, err = s.approve(ctx, id.Name, key, "token "+tok.ID)
+				jr, err = s.approve(ctx, s.joinLog, id.Name, key, "token "+tok.ID)
 				if errors.Is(err, ErrRevokedRecently) {
 					return &pb.JoinResponse{State: pb.JoinState_JOIN_STATE_PENDING, ClusterId: id.Name, CaBundlePem: s.caBundle(), Message: err.Error()}, nil
 				}
@@ -146,8 +147,8 @@ func (s *Server) connected(ctx context.Context, cluster string) (bool, error) {
 }
 
 // approve approves the pending join request of cluster (holding key, when not empty): the CA
-// signs its CSR.
-func (s *Server) approve(ctx context.Context, cluster, key, by string) (registry.JoinRecord, error) {
+// signs its CSR. log is the logger of the service that approves.
+func (s *Server) approve(ctx context.Context, log *slog.Logger, cluster, key, by string) (registry.JoinRecord, error) {
 	jr, err := s.store.ApproveJoin(ctx, cluster, key, by, func(r registry.JoinRecord) ([]byte, error) {
 		csr, id, err := tlsconfig.ParseCSR(r.CSRPEM)
 		if err != nil {
@@ -160,7 +161,7 @@ func (s *Server) approve(ctx context.Context, cluster, key, by string) (registry
 	}
 	s.metrics.joins.WithLabelValues(outcomeApproved).Inc()
 	s.metrics.certificates.WithLabelValues("join").Inc()
-	s.log.Info("join request approved", "cluster", cluster, "by", by, "publicKeySHA256", jr.PublicKeySHA256)
+	log.Info("join request approved", "cluster", cluster, "by", by, "publicKeySHA256", jr.PublicKeySHA256)
 	return jr, nil
 }
 
@@ -224,7 +225,7 @@ func (s *Server) Renew(ctx context.Context, req *pb.RenewRequest) (*pb.RenewResp
 		return nil, s.fail(err)
 	}
 	s.metrics.certificates.WithLabelValues("renew").Inc()
-	s.log.Info("cluster certificate renewed", "cluster", id.Name, "publicKeySHA256", publicKeyHash(csr))
+	s.joinLog.Info("cluster certificate renewed", "cluster", id.Name, "publicKeySHA256", publicKeyHash(csr))
 	return &pb.RenewResponse{CertificatePem: certPEM, CaBundlePem: s.caBundle()}, nil
 }
 

@@ -72,7 +72,7 @@ type metrics struct {
 	sessions     prometheus.Gauge
 	received     *prometheus.CounterVec
 	viewUpdates  *prometheus.CounterVec
-	rejected     *prometheus.CounterVec
+	streamsEnded *prometheus.CounterVec
 	panics       *prometheus.CounterVec
 	limited      *prometheus.CounterVec
 	denied       *prometheus.CounterVec
@@ -94,9 +94,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "spillway_hub_view_updates_sent_total",
 			Help: "Fleet view updates sent to spokes and watchers, by kind (snapshot, delta).",
 		}, []string{labelKind}),
-		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+		streamsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_hub_sync_streams_ended_total",
-			Help: "Spoke sync streams that ended, by gRPC status code.",
+			Help: "Spoke sync streams that ended, by gRPC status code (OK for a spoke that closed its side).",
 		}, []string{labelCode}),
 		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_hub_grpc_handler_panics_total",
@@ -120,7 +120,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{labelKind}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.received, m.viewUpdates, m.rejected, m.panics, m.limited, m.denied, m.joins, m.certificates)
+		reg.MustRegister(m.sessions, m.received, m.viewUpdates, m.streamsEnded, m.panics, m.limited, m.denied, m.joins, m.certificates)
 	}
 	for _, k := range []string{"hello", "exports", "capacity", "interest", "imports"} {
 		m.received.WithLabelValues(k)

@@ -27,14 +27,15 @@ type Server struct {
 	pb.UnimplementedJoinServiceServer
 	pb.UnimplementedAdminServiceServer
 
-	store   *registry.Store
-	model   *view.Model
-	opts    Options
-	log     *slog.Logger
-	metrics *metrics
-	// panicLog logs panics recovered in any service's handler (recover.go).
-	panicLog *slog.Logger
-	trust    *trust
+	store *registry.Store
+	model *view.Model
+	opts  Options
+	// Each service logs under its own component: hub-sync (SyncService), hub-join (JoinService),
+	// hub-admin (AdminService), hub-trust (Run); panicLog (hub-grpc) logs panics recovered in any
+	// service's handler (recover.go).
+	syncLog, joinLog, adminLog, trustLog, panicLog *slog.Logger
+	metrics                                        *metrics
+	trust                                          *trust
 
 	mu       sync.Mutex
 	sessions map[string]*session
@@ -88,7 +89,10 @@ func New(store *registry.Store, model *view.Model, opts Options) *Server {
 		store:    store,
 		model:    model,
 		opts:     opts,
-		log:      opts.Logger.With("component", "hub-sync"),
+		syncLog:  opts.Logger.With("component", "hub-sync"),
+		joinLog:  opts.Logger.With("component", "hub-join"),
+		adminLog: opts.Logger.With("component", "hub-admin"),
+		trustLog: opts.Logger.With("component", "hub-trust"),
 		panicLog: opts.Logger.With("component", "hub-grpc"),
 		metrics:  newMetrics(opts.Registerer),
 		trust:    newTrust(),

@@ -45,7 +45,7 @@ func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Reg
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	s.log.Info("cluster registered", "cluster", info.ID, "region", info.Region)
+	s.syncLog.Info("cluster registered", "cluster", info.ID, "region", info.Region)
 	c := fleet.Cluster{Info: rec.Info, RegisteredAt: rec.RegisteredAt, LastSeen: rec.LastSeen, State: fleet.StateGone}
 	if cur, ok := s.model.Cluster(info.ID); ok {
 		c.State, c.HubID, c.Exports = cur.State, cur.HubID, cur.Exports
@@ -75,7 +75,7 @@ func messageLimiter(interval time.Duration, burst int) *rate.Limiter {
 func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 	defer func() {
 		err = s.fail(err)
-		s.metrics.rejected.WithLabelValues(status.Code(err).String()).Inc()
+		s.metrics.streamsEnded.WithLabelValues(status.Code(err).String()).Inc()
 	}()
 	who, err := mustCaller(stream.Context())
 	if err != nil {
@@ -95,7 +95,7 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 		return denied(codes.PermissionDenied, reasonClusterMismatch,
 			"certificate names cluster %s, hello names %s: a cluster syncs as itself only", who.id.Name, cluster)
 	}
-	log := s.log.With("cluster", cluster)
+	log := s.syncLog.With("cluster", cluster)
 
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)

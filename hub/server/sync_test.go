@@ -2,7 +2,9 @@ package server_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"sync"
@@ -269,4 +271,65 @@ func TestTakenOverStreamWritesNothing(t *testing.T) {
 	if sessions := promtest.Value(t, h.Registry, "spillway_hub_sync_sessions"); sessions != 1 {
 		t.Fatalf("spillway_hub_sync_sessions = %v after the takeover, want 1", sessions)
 	}
+}
+
+// TestServicesLogUnderTheirComponents: each service logs under its own component (hub-sync,
+// hub-join, hub-admin), so that an operator can follow the join flow or the admins' acts apart
+// from the spokes' sessions; and a stream the spoke closes is counted as ended with OK.
+func TestServicesLogUnderTheirComponents(t *testing.T) {
+	h := startHub(t, hubOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tok := createToken(t, ctx, h, false, time.Hour, "a")
+	k := newSpokeKey(t, clusterID("a"))
+	if _, err := join(ctx, h, tok.GetToken(), k); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Admin().ApproveCluster(ctx, &pb.ApproveClusterRequest{ClusterId: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	joined, err := join(ctx, h, tok.GetToken(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asA := h.ConnAs(hubtest.KeyPair(joined.GetCertificatePem(), k.key))
+	if _, err := pb.NewJoinServiceClient(asA).Renew(ctx, &pb.RenewRequest{CsrPem: newSpokeKey(t, clusterID("a")).csr}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pb.NewSyncServiceClient(asA).Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "a", Region: "r"}}); err != nil {
+		t.Fatal(err)
+	}
+	st := openSession(t, ctx, pb.NewSyncServiceClient(asA), "a")
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ended(t, st); !errors.Is(err, io.EOF) {
+		t.Fatalf("the stream the spoke closed ended with %v, want EOF", err)
+	}
+	if _, err := h.Admin().RevokeCluster(ctx, &pb.RevokeClusterRequest{ClusterId: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	for msg, component := range map[string]string{
+		"bootstrap token created":     "hub-admin",
+		"join request recorded":       "hub-join",
+		"join request approved":       "hub-admin",
+		"cluster certificate renewed": "hub-join",
+		"cluster registered":          "hub-sync",
+		"spoke session started":       "hub-sync",
+		"cluster revoked":             "hub-admin",
+	} {
+		var got []string
+		for _, r := range h.logs.find(msg) {
+			got = append(got, r.attrs["component"])
+		}
+		if len(got) != 1 || got[0] != component {
+			t.Errorf("%q logged under components %q; want once under %s", msg, got, component)
+		}
+	}
+	testkit.Eventually(t, 5*time.Second, "the closed stream counted as ended with OK", func() error {
+		if got := promtest.Value(t, h.Registry, "spillway_hub_sync_streams_ended_total", "OK"); got != 1 {
+			return fmt.Errorf("spillway_hub_sync_streams_ended_total{code=OK} = %v, want 1", got)
+		}
+		return nil
+	})
 }

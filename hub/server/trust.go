@@ -102,7 +102,7 @@ func (s *Server) Ready() error {
 // cluster revoked with remove has its record deleted once its session lease lapsed (any replica
 // may do it). A broken watch loads again; failures are retried after 100 ms doubling to 5 s.
 func (s *Server) Run(ctx context.Context) error {
-	log := s.log.With("component", "hub-trust")
+	log := s.trustLog
 	retry := func(what string) []backoff.RetryOption {
 		return []backoff.RetryOption{
 			backoff.WithBackOff(&backoff.ExponentialBackOff{InitialInterval: 100 * time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Second}),
