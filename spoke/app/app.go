@@ -14,6 +14,7 @@ package app
 
 import (
 	"context"
+	"errors"
 
 	"github.com/spf13/cobra"
 )
@@ -51,6 +52,9 @@ func Run(ctx context.Context, cfg *Config) error {
 		return err
 	}
 	if err := joinFleet(ctx, cfg); err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			return nil // stopped while waiting for approval: a clean stop, not a failure
+		}
 		return err
 	}
 	s, err := build(cfg)
