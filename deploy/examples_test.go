@@ -3,6 +3,7 @@ package deploy
 import (
 	"net"
 	"os"
+	"path"
 	"slices"
 	"strings"
 	"testing"
@@ -259,8 +260,9 @@ func TestHubCertManager(t *testing.T) {
 }
 
 // TestSpokeJoin: the join example keeps its credentials on a volume that outlives the Pod (so the
-// token is needed once), never mounted by two Pods at once, and takes the token and the CA hash
-// from a Secret.
+// token is needed once), never mounted by two Pods at once, reads the token from the file token
+// of the Secret spillway-spoke-join, mounted (never from an environment variable or the command
+// line), and takes the CA hash from the same Secret.
 func TestSpokeJoin(t *testing.T) {
 	objs := objects(t, kustomize(t, "examples/spoke-join"))
 	d := decode[appsv1.Deployment](t, find(t, objs, "Deployment", "spillway-spoke"))
@@ -282,10 +284,40 @@ func TestSpokeJoin(t *testing.T) {
 	default:
 		find(t, objs, "PersistentVolumeClaim", v.PersistentVolumeClaim.ClaimName)
 	}
+	tokenFile, ok := argValue(c.Args, "--join-token-file")
+	m, v = mountOf(c, volumes, tokenFile, false)
+	switch {
+	case !ok:
+		t.Error("no --join-token-file")
+	case v == nil || v.Secret == nil || v.Secret.SecretName != "spillway-spoke-join":
+		t.Errorf("--join-token-file=%s is not in a mount of the Secret spillway-spoke-join", tokenFile)
+	case tokenFile != path.Join(m.MountPath, secretFile(v.Secret, "token")):
+		t.Errorf("--join-token-file=%s is not the file of the Secret's key token (%s)", tokenFile, secretFile(v.Secret, "token"))
+	}
+	for _, e := range c.Env {
+		if ref := e.ValueFrom; ref != nil && ref.SecretKeyRef != nil && ref.SecretKeyRef.Key == "token" {
+			t.Errorf("env %s holds the Secret's token: a process's environment reaches its children and debugging tools; the spoke reads the token from --join-token-file", e.Name)
+		}
+	}
 	for _, flag := range secretValueFlags {
 		if _, ok := argValue(c.Args, flag); !ok {
 			t.Errorf("no %s", flag)
 		}
 	}
-	// checkSecretsOf (TestKeysOnlyInSecrets) asserts the values come from a Secret.
+	// checkSecretsOf (TestKeysOnlyInSecrets) asserts the values come from a Secret, mounted
+	// read-only and readable by the Pod's group alone, and that --join-token is not given.
+}
+
+// secretFile is the name of the file that holds key in a volume of Secret s: the key itself,
+// unless the volume lists the keys it projects ("" when key is not among them).
+func secretFile(s *corev1.SecretVolumeSource, key string) string {
+	if len(s.Items) == 0 {
+		return key
+	}
+	for _, it := range s.Items {
+		if it.Key == key {
+			return it.Path
+		}
+	}
+	return ""
 }

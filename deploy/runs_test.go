@@ -551,6 +551,13 @@ func testSpokeJoins(t *testing.T, r *spokeRun) {
 	claims := map[string]string{}
 
 	p, c := r.start(t, "examples/spoke-join", secrets, claims)
+	// The token reaches the spoke as a file of the Secret: not on its command line, which every
+	// user of the node can read, nor in its environment.
+	for _, s := range append(slices.Clone(c.args), c.env...) {
+		if strings.Contains(s, tok.Token) {
+			t.Errorf("the spoke's command line or environment holds the token: %q", s)
+		}
+	}
 	testkit.Eventually(t, 30*time.Second, "a pending join request of "+id, func() error {
 		p.running()
 		var list struct {

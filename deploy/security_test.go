@@ -39,19 +39,26 @@ var secretFlags = map[string]struct {
 	"--ca-cert-file":    {},
 	"--ca-key-file":     {},
 	"--gossip-key-file": {},
+	"--join-token-file": {}, // the bootstrap token, read only while joining
 	"--epp-cert-dir":    {dir: true},
 	"--credentials-dir": {dir: true, writable: true}, // the join flow writes it
 	"--pki-dir":         {dir: true, writable: true}, // the hub's own CA
 }
 
-// secretValueFlags carry a secret on the command line: only through an environment variable
-// that comes from a Secret.
-var secretValueFlags = []string{"--join-token", "--hub-ca-hash"}
+// secretValueFlags carry what an operator keeps in a Secret, not secret itself, on the command
+// line: only through an environment variable that comes from a Secret.
+var secretValueFlags = []string{"--hub-ca-hash"}
 
-// TestKeysOnlyInSecrets: in every installation, key material reaches the binaries only from
-// Secrets mounted read-only as whole directories (so that rotations reach them) and readable by
-// the Pod's group alone, or from the writable volume where a binary keeps what it made itself;
-// never from a ConfigMap, an environment variable of a ConfigMap, or a literal in the manifests.
+// commandLineSecretFlags take a secret as their value. Anything on a container's command line
+// is in the Pod's spec (with $(VAR), the kubelet expands it) and in every node's process list:
+// they are never given; their -file variants (secretFlags) read the value from a Secret's file.
+var commandLineSecretFlags = []string{"--join-token"}
+
+// TestKeysOnlyInSecrets: in every installation, key material and tokens reach the binaries only
+// from Secrets mounted read-only as whole directories (so that rotations reach them) and
+// readable by the Pod's group alone, or from the writable volume where a binary keeps what it
+// made itself; never from a ConfigMap, an environment variable of a ConfigMap, a literal in the
+// manifests, or a flag whose value is the secret itself (such as --join-token).
 func TestKeysOnlyInSecrets(t *testing.T) {
 	for _, dir := range installations {
 		t.Run(dir, func(t *testing.T) {
@@ -141,6 +148,11 @@ func checkSecretsOf(t *testing.T, d *appsv1.Deployment) {
 			t.Errorf("%s: env %s comes from ConfigMap key %s", d.Name, e.Name, e.ValueFrom.ConfigMapKeyRef.Key)
 		}
 	}
+	for _, flag := range commandLineSecretFlags {
+		if a, ok := givenFlag(c.Args, flag); ok {
+			t.Errorf("%s is given %s: its value would be in the process list; use %s-file, a file of a mounted Secret", d.Name, a, flag)
+		}
+	}
 	for _, flag := range secretValueFlags {
 		value, ok := argValue(c.Args, flag)
 		if !ok {
@@ -162,6 +174,25 @@ func argValue(args []string, flag string) (string, bool) {
 		}
 	}
 	return value, found
+}
+
+// givenFlag is the first argument of args that gives flag, in any form the binaries' flag
+// parsing takes: -flag or --flag, with =value or its value in the next argument.
+func givenFlag(args []string, flag string) (string, bool) {
+	name := strings.TrimLeft(flag, "-")
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		rest, ok := strings.CutPrefix(a, "--")
+		if !ok {
+			rest, ok = strings.CutPrefix(a, "-")
+		}
+		if ok && (rest == name || strings.HasPrefix(rest, name+"=")) {
+			return a, true
+		}
+	}
+	return "", false
 }
 
 // mountOf is the mount holding p (a file inside it, or, for a directory, the mount itself) and
@@ -325,5 +356,27 @@ func TestAdminPortStaysInside(t *testing.T) {
 				t.Errorf("Services with the admin port: %q, want spillway-hub-admin alone", admin)
 			}
 		})
+	}
+}
+
+// TestGivenFlag: every form that gives a flag its value is found, and no other flag whose name
+// starts the same.
+func TestGivenFlag(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--region=x", "--join-token=abcdef.0123456789abcdef"}, "--join-token=abcdef.0123456789abcdef"},
+		{[]string{"--join-token", "abcdef.0123456789abcdef"}, "--join-token"},
+		{[]string{"-join-token=$(TOKEN)"}, "-join-token=$(TOKEN)"},
+		{[]string{"--join-token="}, "--join-token="},
+		{[]string{"--join-token-file=/etc/spillway/join/token", "--join-tokens=x", "join-token=x"}, ""},
+		{[]string{"--", "--join-token=x"}, ""},
+		{nil, ""},
+	} {
+		got, ok := givenFlag(tc.args, "--join-token")
+		if got != tc.want || ok != (tc.want != "") {
+			t.Errorf("givenFlag(%q) = %q, %v; want %q", tc.args, got, ok, tc.want)
+		}
 	}
 }
