@@ -34,7 +34,7 @@ func startSpoke(t *testing.T, h *hubtest.Hub, id, region string) *spoke {
 	ctx, cancel := context.WithCancel(context.Background())
 	reg := prometheus.NewRegistry()
 	c := hubclient.New(hubclient.Options{
-		Cluster:    fleet.ClusterInfo{ID: id, Region: region, GatewayAddress: "127.0.0.1:8080"},
+		Cluster:    fleet.ClusterInfo{ID: id, Region: region, GatewayAddress: "gateway." + id + ".test:8080"},
 		HubAddress: h.Addr, TLS: h.ClientTLS(hubtest.Cluster(id)), MinBackoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		Registerer: reg, Logger: slog.New(slog.DiscardHandler),
 	})
@@ -77,7 +77,7 @@ func TestExportReachesEverySpokeWithCapacity(t *testing.T) {
 	testkit.Eventually(t, 5*time.Second, "b sees a alive with its gateway", testkit.True(func() bool {
 		for _, c := range b.client.View().Clusters() {
 			if c.Info.ID == "a" {
-				return c.State == fleet.StateAlive && c.Info.GatewayAddress == "127.0.0.1:8080" && c.Info.Region == "us-east"
+				return c.State == fleet.StateAlive && c.Info.GatewayAddress == "gateway.a.test:8080" && c.Info.Region == "us-east"
 			}
 		}
 		return false

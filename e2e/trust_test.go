@@ -205,6 +205,10 @@ func TestHostileSpoke(t *testing.T) {
 		_, err := pb.NewSyncServiceClient(a).Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "b", Region: "attack", GatewayAddress: "evil.example:8080"}})
 		return wantCode(err, codes.PermissionDenied, "certificate names cluster a")
 	})
+	attack("register b's gateway address as its own", func(*testing.T) error {
+		_, err := pb.NewSyncServiceClient(a).Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "a", Region: "attack", GatewayAddress: "Gateway.B.test:8080"}})
+		return wantCode(err, codes.PermissionDenied, "cluster b has it registered")
+	})
 	attack("take over b's session", func(*testing.T) error {
 		_, err := hello(ctx, pb.NewSyncServiceClient(a), "b")
 		return wantCode(err, codes.PermissionDenied, "b")
@@ -371,6 +375,18 @@ func TestHostileSpoke(t *testing.T) {
 		}
 		return wantCode(ended(s), codes.ResourceExhausted, "")
 	})
+	attack("flood interest changes", func(*testing.T) error {
+		s, err := openOwn()
+		if err != nil {
+			return err
+		}
+		for range 200 {
+			if err := s.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Interest{Interest: &pb.Interest{CapacityInterest: []*pb.PoolRef{chatPool}}}}); err != nil {
+				break
+			}
+		}
+		return wantCode(ended(s), codes.ResourceExhausted, "")
+	})
 	attack("a cluster certificate on the admin port", func(*testing.T) error {
 		_, err := hub.AdminAs(hubtest.Cluster("a")).ListClusters(ctx, &pb.ListClustersRequest{})
 		return wantCode(err, codes.PermissionDenied, "")
@@ -409,6 +425,12 @@ func TestHostileSpoke(t *testing.T) {
 		})
 	}
 
+	// An auto-approving token for a, made before a is revoked: after the revocation it lets
+	// nobody back in as a.
+	oldToken, err := admin.CreateToken(ctx, &pb.CreateTokenRequest{ClusterIds: []string{"a"}, AutoApprove: true})
+	if err != nil {
+		t.Fatal(err)
+	}
 	attack("a revoked certificate", func(t *testing.T) error {
 		live, err := openOwn()
 		if err != nil {
@@ -422,6 +444,18 @@ func TestHostileSpoke(t *testing.T) {
 		}
 		_, err = pb.NewSyncServiceClient(a).Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "a", Region: "attack"}})
 		return wantCode(err, codes.PermissionDenied, "revoked")
+	})
+
+	attack("join again with a token from before the revocation", func(*testing.T) error {
+		csr, _, err := tlsconfig.NewCSR(tlsconfig.Identity{TrustDomain: hubtest.TrustDomain, Kind: tlsconfig.KindCluster, Name: "a"})
+		if err != nil {
+			return err
+		}
+		resp, err := hub.Join().Join(ctx, &pb.JoinRequest{Token: oldToken.GetToken(), CsrPem: csr})
+		if err == nil {
+			return fmt.Errorf("join answered %v", resp)
+		}
+		return wantCode(err, codes.PermissionDenied, "predates the revocation")
 	})
 
 	// A barrier: b changes its capacity, and once the hub lists the change every effect of the
