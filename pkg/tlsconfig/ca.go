@@ -92,19 +92,34 @@ func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
 // must be positive; the certificate ends with the CA's if that is sooner), naming id as its URI SAN and dnsNames and ips as further SANs (either may
 // be nil), usable by both TLS servers and clients. It returns both as PEM.
 func (ca *CA) Issue(id Identity, dnsNames []string, ips []net.IP, validity time.Duration) (certPEM, keyPEM []byte, err error) {
-	if err := id.validate(); err != nil {
-		return nil, nil, err
-	}
-	if validity <= 0 {
-		return nil, nil, fmt.Errorf("tls CA: validity %s for %s is not positive", validity, id)
-	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
-	serial, err := newSerial()
+	certPEM, err = ca.sign(key.Public(), id, validity, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		dnsNames, ips)
 	if err != nil {
 		return nil, nil, err
+	}
+	if keyPEM, err = encodeKey(key); err != nil {
+		return nil, nil, err
+	}
+	return certPEM, keyPEM, nil
+}
+
+// sign issues a leaf certificate for pub carrying id as its URI SAN, and dnsNames and ips, valid
+// for validity from now (it must be positive; the certificate ends with the CA's if that is
+// sooner), for the given extended key usages.
+func (ca *CA) sign(pub crypto.PublicKey, id Identity, validity time.Duration, usages []x509.ExtKeyUsage, dnsNames []string, ips []net.IP) ([]byte, error) {
+	if err := id.validate(); err != nil {
+		return nil, err
+	}
+	if validity <= 0 {
+		return nil, fmt.Errorf("tls CA: validity %s for %s is not positive", validity, id)
+	}
+	serial, err := newSerial()
+	if err != nil {
+		return nil, err
 	}
 	now := ca.now()
 	notAfter := now.Add(validity)
@@ -117,21 +132,17 @@ func (ca *CA) Issue(id Identity, dnsNames []string, ips []net.IP, validity time.
 		NotBefore:             now.Add(-backdate),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage:           usages,
 		BasicConstraintsValid: true,
 		URIs:                  []*url.URL{id.URL()},
 		DNSNames:              dnsNames,
 		IPAddresses:           ips,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.signer)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.signer)
 	if err != nil {
-		return nil, nil, fmt.Errorf("tls CA: issuing for %s: %w", id, err)
+		return nil, fmt.Errorf("tls CA: issuing for %s: %w", id, err)
 	}
-	keyPEM, err = encodeKey(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM, nil
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
 }
 
 // CertPEM returns the CA's certificate as PEM: what peers put in their trust bundle.

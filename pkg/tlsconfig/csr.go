@@ -107,36 +107,7 @@ func pemTrim(b []byte) []byte {
 // else, valid for validity from now (it must be positive; the certificate ends with the CA's if
 // that is sooner). The caller has checked that the holder of csr may be id.
 func (ca *CA) Sign(csr *x509.CertificateRequest, id Identity, validity time.Duration) (certPEM []byte, err error) {
-	if err := id.validate(); err != nil {
-		return nil, err
-	}
-	if validity <= 0 {
-		return nil, fmt.Errorf("tls CA: validity %s for %s is not positive", validity, id)
-	}
-	serial, err := newSerial()
-	if err != nil {
-		return nil, err
-	}
-	now := ca.now()
-	notAfter := now.Add(validity)
-	if notAfter.After(ca.cert.NotAfter) {
-		notAfter = ca.cert.NotAfter
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: id.Name},
-		NotBefore:             now.Add(-backdate),
-		NotAfter:              notAfter,
-		KeyUsage:              x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-		URIs:                  []*url.URL{id.URL()},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, csr.PublicKey, ca.signer)
-	if err != nil {
-		return nil, fmt.Errorf("tls CA: signing for %s: %w", id, err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+	return ca.sign(csr.PublicKey, id, validity, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, nil, nil)
 }
 
 // Certificate returns the CA's certificate.
