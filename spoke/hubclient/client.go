@@ -3,8 +3,10 @@
 // Lifecycle: the spoke always dials the hub. Each session is Register (idempotent), then one Sync
 // stream: Hello (cluster, spoke incarnation, view cursor, capacity interest) → Welcome (the last
 // export delta the hub stored, report rate bounds) → the export deltas the hub is missing → from
-// then on, export deltas as the local pools change and capacity reports at the bounded rate, while
-// view updates flow down. When the stream breaks, the client reconnects with jittered exponential
+// then on, export deltas as the local pools change, and capacity reports, interest changes and
+// import reports each at most once per the Welcome's min_report_interval (the latter two carry the
+// whole current state, so changes in between are coalesced into the next one), while view
+// updates flow down. When the stream breaks, the client reconnects with jittered exponential
 // backoff and resumes: exports from the hub's acknowledged sequence number, the view from its
 // cursor. While the hub is away the spoke keeps working on its last view; nothing local waits on
 // the hub.
@@ -238,7 +240,8 @@ func (c *Client) SetCapacity(caps []fleet.PoolCapacity) {
 	c.mu.Unlock()
 }
 
-// SetInterest sets the pools whose remote capacity the spoke wants.
+// SetInterest sets the pools whose remote capacity the spoke wants. The hub hears of a change
+// at most once per min_report_interval, with the interest set last.
 func (c *Client) SetInterest(pools []fleet.PoolRef) {
 	pools = slices.Clone(pools)
 	slices.SortFunc(pools, fleet.PoolRef.Compare)
@@ -252,6 +255,7 @@ func (c *Client) SetInterest(pools []fleet.PoolRef) {
 }
 
 // SetImportStatus sets what the spoke reports of its InferencePoolImports, one entry per pool.
+// The hub hears of a change at most once per min_report_interval, with the states set last.
 func (c *Client) SetImportStatus(states []fleet.PoolImportStatus) {
 	states = slices.Clone(states)
 	slices.SortFunc(states, func(a, b fleet.PoolImportStatus) int { return a.Pool.Compare(b.Pool) })
@@ -509,46 +513,64 @@ func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient,
 			return fmt.Errorf("send exports: %w", err)
 		}
 	}
+	// Interest changes and import reports carry the whole current state, and the hub ends a
+	// stream that sends either faster than one per interval (after a burst): each is sent at
+	// once when it changes and its last one is an interval old, else when the interval has
+	// passed, with the state of then. A controller that reconciles often costs no session.
 	var importsSent uint64
+	var importsAt, interestAt time.Time
 	lastSent := map[fleet.PoolRef]fleet.PoolCapacity{}
 	lastAt := map[fleet.PoolRef]time.Time{}
 	var lastReport time.Time
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
+	held := time.NewTimer(interval)
+	defer held.Stop()
 	for {
+		now := time.Now()
 		c.mu.Lock()
 		deltas := c.exports.after(sent)
 		sent = c.exports.seq
-		newInterest := c.interest
 		caps := exportedOnly(c.capacity, c.exports.current)
 		var imports *pb.ImportReport
+		importsHeld := false
 		if c.importsRev != importsSent {
-			imports, importsSent = fleetpb.PoolImportStatuses(c.importStates), c.importsRev
+			if importsHeld = now.Sub(importsAt) < interval; !importsHeld {
+				imports, importsSent = fleetpb.PoolImportStatuses(c.importStates), c.importsRev
+			}
+		}
+		var newInterest *pb.Interest
+		interestHeld := false
+		if !slices.Equal(c.interest, interest) {
+			if interestHeld = now.Sub(interestAt) < interval; !interestHeld {
+				interest = c.interest
+				newInterest = &pb.Interest{}
+				for _, p := range interest {
+					newInterest.CapacityInterest = append(newInterest.CapacityInterest, fleetpb.PoolRef(p))
+				}
+			}
 		}
 		c.mu.Unlock()
 		if imports != nil {
 			if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Imports{Imports: imports}}); err != nil {
 				return fmt.Errorf("send imports: %w", err)
 			}
+			importsAt = now
 		}
 		for _, d := range deltas {
 			if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Exports{Exports: d}}); err != nil {
 				return fmt.Errorf("send exports: %w", err)
 			}
 		}
-		if !slices.Equal(newInterest, interest) {
-			interest = newInterest
-			msg := &pb.Interest{}
-			for _, p := range interest {
-				msg.CapacityInterest = append(msg.CapacityInterest, fleetpb.PoolRef(p))
-			}
-			if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Interest{Interest: msg}}); err != nil {
+		if newInterest != nil {
+			if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Interest{Interest: newInterest}}); err != nil {
 				return fmt.Errorf("send interest: %w", err)
 			}
+			interestAt = now
 		}
 		// Woken early (exports, interest or imports changed), capacity waits: the hub refuses
 		// reports closer together than the interval it announced.
-		if now := time.Now(); now.Sub(lastReport) >= interval {
+		if now.Sub(lastReport) >= interval {
 			if report := capacityReport(caps, lastSent, lastAt, heartbeat, now); report != nil {
 				if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Capacity{Capacity: report}}); err != nil {
 					return fmt.Errorf("send capacity: %w", err)
@@ -556,11 +578,25 @@ func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient,
 				lastReport = now
 			}
 		}
+		// A held change is sent when its interval has passed, not at the next tick.
+		var release <-chan time.Time
+		if importsHeld || interestHeld {
+			due := interval
+			if importsHeld {
+				due = min(due, interval-now.Sub(importsAt))
+			}
+			if interestHeld {
+				due = min(due, interval-now.Sub(interestAt))
+			}
+			held.Reset(due)
+			release = held.C
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-tick.C:
 		case <-c.wake:
+		case <-release:
 		}
 	}
 }

@@ -57,6 +57,15 @@ type fakeHub struct {
 	logger *slog.Logger
 	// certs are the client certificates of the sessions, in order (DER).
 	certs [][]byte
+	// interests and imports are the Interest and ImportReport messages received, in order, with
+	// when each arrived.
+	interests []timed[[]fleet.PoolRef]
+	imports   []timed[[]fleet.PoolImportStatus]
+}
+
+type timed[T any] struct {
+	at  time.Time
+	msg T
 }
 
 type sessionDelta struct {
@@ -172,6 +181,16 @@ func (h *fakeHub) Sync(stream pb.SyncService_SyncServer) error {
 			if d := req.GetExports(); d != nil {
 				h.mu.Lock()
 				h.deltas = append(h.deltas, sessionDelta{session: session, delta: d})
+				h.mu.Unlock()
+			}
+			if m := req.GetInterest(); m != nil {
+				h.mu.Lock()
+				h.interests = append(h.interests, timed[[]fleet.PoolRef]{time.Now(), poolsFrom(m.GetCapacityInterest())})
+				h.mu.Unlock()
+			}
+			if m := req.GetImports(); m != nil {
+				h.mu.Lock()
+				h.imports = append(h.imports, timed[[]fleet.PoolImportStatus]{time.Now(), fleetpb.PoolImportStatusesFrom(m)})
 				h.mu.Unlock()
 			}
 			if c := req.GetCapacity(); c != nil {
@@ -349,6 +368,79 @@ func TestCapacityReportsKeepTheAnnouncedInterval(t *testing.T) {
 		// Sent at least 200 ms apart; half of it leaves room for delivery jitter.
 		if gap := h.reportsAt[i].Sub(h.reportsAt[i-1]); gap < h.interval/2 {
 			t.Errorf("capacity reports %d and %d arrived %s apart, the hub announced %s", i-1, i, gap, h.interval)
+		}
+	}
+}
+
+func poolsFrom(refs []*pb.PoolRef) []fleet.PoolRef {
+	out := make([]fleet.PoolRef, 0, len(refs))
+	for _, r := range refs {
+		out = append(out, fleetpb.PoolRefFrom(r))
+	}
+	return out
+}
+
+// The hub ends a stream that changes its interest or reports its imports faster than the
+// announced interval (after a burst); a controller that reconciles every few milliseconds must
+// not cost the spoke its session. Both messages carry the whole state, so the client sends the
+// latest one per interval and nothing is lost.
+func TestInterestAndImportReportsKeepTheAnnouncedInterval(t *testing.T) {
+	h := startFakeHub(t)
+	h.interval = 200 * time.Millisecond
+	c := h.client(t, "east", "east")
+	pool := func(name string) fleet.PoolRef { return fleet.PoolRef{Namespace: "default", Name: name} }
+	states := func(i int) []fleet.PoolImportStatus {
+		return []fleet.PoolImportStatus{{Pool: pool("chat"), Imported: i%2 == 0, Reason: "Pending", Message: fmt.Sprint("change ", i)}}
+	}
+	c.SetImportStatus(states(0))
+	run(t, c)
+	testkit.Eventually(t, 10*time.Second, "the import states set before the session", testkit.True(func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.imports) == 1 && slices.Equal(h.imports[0].msg, states(0))
+	}))
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for i := 1; ; i++ {
+			c.SetImportStatus(states(i))
+			c.SetInterest([]fleet.PoolRef{pool(fmt.Sprint("p", i))})
+			select {
+			case <-stop:
+				return
+			case <-time.After(3 * time.Millisecond):
+			}
+		}
+	}()
+	// Without pacing, the hub would see some 60 of each per interval: far past its burst of 20.
+	testkit.Eventually(t, 10*time.Second, "five interest changes and five import reports", testkit.True(func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.interests) >= 5 && len(h.imports) >= 5
+	}))
+	close(stop)
+	<-stopped
+	// The final state, set right after others were sent: it is held, then sent.
+	final := []fleet.PoolImportStatus{{Pool: pool("chat"), Imported: true}, {Pool: pool("final"), Reason: "NoBackends", Message: "final"}}
+	c.SetImportStatus(final)
+	c.SetInterest([]fleet.PoolRef{pool("final")})
+	testkit.Eventually(t, 10*time.Second, "the final interest and import states", testkit.True(func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.interests) > 0 && slices.Equal(h.interests[len(h.interests)-1].msg, []fleet.PoolRef{pool("final")}) &&
+			len(h.imports) > 0 && slices.Equal(h.imports[len(h.imports)-1].msg, final)
+	}))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i := 1; i < len(h.interests); i++ {
+		// Sent at least 200 ms apart; half of it leaves room for delivery jitter.
+		if gap := h.interests[i].at.Sub(h.interests[i-1].at); gap < h.interval/2 {
+			t.Errorf("interest changes %d and %d arrived %s apart, the hub announced %s", i-1, i, gap, h.interval)
+		}
+	}
+	for i := 1; i < len(h.imports); i++ {
+		if gap := h.imports[i].at.Sub(h.imports[i-1].at); gap < h.interval/2 {
+			t.Errorf("import reports %d and %d arrived %s apart, the hub announced %s", i-1, i, gap, h.interval)
 		}
 	}
 }
