@@ -116,6 +116,9 @@ func setUpTLS(cfg *Config, reg prometheus.Registerer, log *slog.Logger) (*hubTLS
 		if err != nil {
 			return nil, err
 		}
+		if err := t.serving.RegisterExpiry(reg, servingRole); err != nil {
+			return nil, err
+		}
 	}
 	clientCAFile := cfg.ClientCAFile
 	if clientCAFile == "" {

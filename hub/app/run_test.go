@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -252,9 +253,14 @@ func TestPlaintextGetsNothing(t *testing.T) {
 		if err != nil {
 			t.Fatalf("HTTPS GET %s: %v", path, err)
 		}
+		body, err := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Errorf("HTTPS GET %s: %s", path, resp.Status)
+		if resp.StatusCode != http.StatusOK || err != nil {
+			t.Errorf("HTTPS GET %s: %s, %v", path, resp.Status, err)
+		}
+		// The serving certificate the hub issued itself at start has its expiry gauge too.
+		if want := `spillway_tls_certificate_expiry_timestamp_seconds{role="hub-server"}`; path == "/metrics" && !strings.Contains(string(body), want) {
+			t.Errorf("/metrics has no %s", want)
 		}
 	}
 }

@@ -53,11 +53,24 @@ func NewKeyPair(certFile, keyFile string, opts KeyPairOptions) (*KeyPair, error)
 	}
 	kp.reloader = r
 	if opts.Registerer != nil {
-		if err := opts.Registerer.Register(newExpiryGauge(opts.Role, kp.NotAfter)); err != nil {
-			return nil, fmt.Errorf("tls key pair %s: registering the expiry gauge: %w", opts.Role, err)
+		if err := kp.RegisterExpiry(opts.Registerer, opts.Role); err != nil {
+			return nil, err
 		}
 	}
 	return kp, nil
+}
+
+// RegisterExpiry registers the gauge spillway_tls_certificate_expiry_timestamp_seconds of the key
+// pair, under role: NewKeyPair does it with KeyPairOptions.Registerer; a static key pair (made at
+// start, say) needs it too, for an alert before it expires.
+func (kp *KeyPair) RegisterExpiry(reg prometheus.Registerer, role string) error {
+	if role == "" {
+		return errors.New("tls key pair: a Role is required to register the expiry gauge")
+	}
+	if err := reg.Register(newExpiryGauge(role, kp.NotAfter)); err != nil {
+		return fmt.Errorf("tls key pair %s: registering the expiry gauge: %w", role, err)
+	}
+	return nil
 }
 
 func (kp *KeyPair) load() error {

@@ -120,7 +120,22 @@ func TestExpiryGauge(t *testing.T) {
 	clientCert, clientKey := issuedFiles(t, ca, hubID, 3*time.Hour, dir, "client")
 	client := newKeyPair(t, clientCert, clientKey, KeyPairOptions{Registerer: reg, Role: "hub-client"})
 
-	for role, kp := range map[string]*KeyPair{"hub-server": server, "hub-client": client} {
+	certPEM, keyPEM, err := SelfSigned([]string{"localhost"}, nil, 5*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	static, err := NewStaticKeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := static.RegisterExpiry(reg, "self-signed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := static.RegisterExpiry(reg, ""); err == nil {
+		t.Error("an expiry gauge without a role was registered")
+	}
+
+	for role, kp := range map[string]*KeyPair{"hub-server": server, "hub-client": client, "self-signed": static} {
 		if got, want := promtest.Value(t, reg, expiryMetric, role), float64(kp.NotAfter().Unix()); got != want {
 			t.Errorf("%s{role=%q} = %v, want %v", expiryMetric, role, got, want)
 		}

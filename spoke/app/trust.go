@@ -178,6 +178,9 @@ func (s *spoke) buildServing() error {
 		if err != nil {
 			return err
 		}
+		if err := kp.RegisterExpiry(s.reg, roleServing); err != nil {
+			return err
+		}
 		s.servingKP = kp
 		s.log.Info("serving a self-signed certificate made at start (mount one with --epp-cert-dir)", "notAfter", kp.NotAfter())
 	}
