@@ -23,6 +23,122 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type IssueUserCertificateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// csr_pem is a PEM CERTIFICATE REQUEST whose one URI SAN is spiffe://<trust-domain>/user/<name>.
+	CsrPem []byte `protobuf:"bytes,1,opt,name=csr_pem,json=csrPem,proto3" json:"csr_pem,omitempty"`
+	// validity of the certificate (default 720h, at most 8760h).
+	Validity      *durationpb.Duration `protobuf:"bytes,2,opt,name=validity,proto3" json:"validity,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueUserCertificateRequest) Reset() {
+	*x = IssueUserCertificateRequest{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueUserCertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueUserCertificateRequest) ProtoMessage() {}
+
+func (x *IssueUserCertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueUserCertificateRequest.ProtoReflect.Descriptor instead.
+func (*IssueUserCertificateRequest) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *IssueUserCertificateRequest) GetCsrPem() []byte {
+	if x != nil {
+		return x.CsrPem
+	}
+	return nil
+}
+
+func (x *IssueUserCertificateRequest) GetValidity() *durationpb.Duration {
+	if x != nil {
+		return x.Validity
+	}
+	return nil
+}
+
+type IssueUserCertificateResponse struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CertificatePem []byte                 `protobuf:"bytes,1,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
+	// ca_bundle_pem verifies the hub (hubctl's ca.crt).
+	CaBundlePem []byte `protobuf:"bytes,2,opt,name=ca_bundle_pem,json=caBundlePem,proto3" json:"ca_bundle_pem,omitempty"`
+	// role is what the user will have: "viewer" or "admin".
+	Role          string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueUserCertificateResponse) Reset() {
+	*x = IssueUserCertificateResponse{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueUserCertificateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueUserCertificateResponse) ProtoMessage() {}
+
+func (x *IssueUserCertificateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueUserCertificateResponse.ProtoReflect.Descriptor instead.
+func (*IssueUserCertificateResponse) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *IssueUserCertificateResponse) GetCertificatePem() []byte {
+	if x != nil {
+		return x.CertificatePem
+	}
+	return nil
+}
+
+func (x *IssueUserCertificateResponse) GetCaBundlePem() []byte {
+	if x != nil {
+		return x.CaBundlePem
+	}
+	return nil
+}
+
+func (x *IssueUserCertificateResponse) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
 type WhoAmIRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -31,7 +147,7 @@ type WhoAmIRequest struct {
 
 func (x *WhoAmIRequest) Reset() {
 	*x = WhoAmIRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[0]
+	mi := &file_spillway_v1_admin_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -43,7 +159,7 @@ func (x *WhoAmIRequest) String() string {
 func (*WhoAmIRequest) ProtoMessage() {}
 
 func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[0]
+	mi := &file_spillway_v1_admin_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -56,7 +172,7 @@ func (x *WhoAmIRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIRequest.ProtoReflect.Descriptor instead.
 func (*WhoAmIRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
 type WhoAmIResponse struct {
@@ -71,7 +187,7 @@ type WhoAmIResponse struct {
 
 func (x *WhoAmIResponse) Reset() {
 	*x = WhoAmIResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[1]
+	mi := &file_spillway_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -83,7 +199,7 @@ func (x *WhoAmIResponse) String() string {
 func (*WhoAmIResponse) ProtoMessage() {}
 
 func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[1]
+	mi := &file_spillway_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -96,7 +212,7 @@ func (x *WhoAmIResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoAmIResponse.ProtoReflect.Descriptor instead.
 func (*WhoAmIResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *WhoAmIResponse) GetIdentity() string {
@@ -127,7 +243,7 @@ type CreateTokenRequest struct {
 
 func (x *CreateTokenRequest) Reset() {
 	*x = CreateTokenRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[2]
+	mi := &file_spillway_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -139,7 +255,7 @@ func (x *CreateTokenRequest) String() string {
 func (*CreateTokenRequest) ProtoMessage() {}
 
 func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[2]
+	mi := &file_spillway_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -152,7 +268,7 @@ func (x *CreateTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateTokenRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateTokenRequest) GetClusterIds() []string {
@@ -189,7 +305,7 @@ type CreateTokenResponse struct {
 
 func (x *CreateTokenResponse) Reset() {
 	*x = CreateTokenResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[3]
+	mi := &file_spillway_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -201,7 +317,7 @@ func (x *CreateTokenResponse) String() string {
 func (*CreateTokenResponse) ProtoMessage() {}
 
 func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[3]
+	mi := &file_spillway_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -214,7 +330,7 @@ func (x *CreateTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateTokenResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateTokenResponse) GetToken() string {
@@ -246,7 +362,7 @@ type ListJoinRequestsRequest struct {
 
 func (x *ListJoinRequestsRequest) Reset() {
 	*x = ListJoinRequestsRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[4]
+	mi := &file_spillway_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -258,7 +374,7 @@ func (x *ListJoinRequestsRequest) String() string {
 func (*ListJoinRequestsRequest) ProtoMessage() {}
 
 func (x *ListJoinRequestsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[4]
+	mi := &file_spillway_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -271,7 +387,7 @@ func (x *ListJoinRequestsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinRequestsRequest.ProtoReflect.Descriptor instead.
 func (*ListJoinRequestsRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 type ListJoinRequestsResponse struct {
@@ -283,7 +399,7 @@ type ListJoinRequestsResponse struct {
 
 func (x *ListJoinRequestsResponse) Reset() {
 	*x = ListJoinRequestsResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[5]
+	mi := &file_spillway_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -295,7 +411,7 @@ func (x *ListJoinRequestsResponse) String() string {
 func (*ListJoinRequestsResponse) ProtoMessage() {}
 
 func (x *ListJoinRequestsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[5]
+	mi := &file_spillway_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -308,7 +424,7 @@ func (x *ListJoinRequestsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListJoinRequestsResponse.ProtoReflect.Descriptor instead.
 func (*ListJoinRequestsResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListJoinRequestsResponse) GetRequests() []*JoinRequestInfo {
@@ -330,7 +446,7 @@ type ApproveClusterRequest struct {
 
 func (x *ApproveClusterRequest) Reset() {
 	*x = ApproveClusterRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[6]
+	mi := &file_spillway_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -342,7 +458,7 @@ func (x *ApproveClusterRequest) String() string {
 func (*ApproveClusterRequest) ProtoMessage() {}
 
 func (x *ApproveClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[6]
+	mi := &file_spillway_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -355,7 +471,7 @@ func (x *ApproveClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveClusterRequest.ProtoReflect.Descriptor instead.
 func (*ApproveClusterRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ApproveClusterRequest) GetClusterId() string {
@@ -381,7 +497,7 @@ type ApproveClusterResponse struct {
 
 func (x *ApproveClusterResponse) Reset() {
 	*x = ApproveClusterResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[7]
+	mi := &file_spillway_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -393,7 +509,7 @@ func (x *ApproveClusterResponse) String() string {
 func (*ApproveClusterResponse) ProtoMessage() {}
 
 func (x *ApproveClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[7]
+	mi := &file_spillway_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -406,7 +522,7 @@ func (x *ApproveClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApproveClusterResponse.ProtoReflect.Descriptor instead.
 func (*ApproveClusterResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ApproveClusterResponse) GetRequest() *JoinRequestInfo {
@@ -427,7 +543,7 @@ type RevokeClusterRequest struct {
 
 func (x *RevokeClusterRequest) Reset() {
 	*x = RevokeClusterRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[8]
+	mi := &file_spillway_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -439,7 +555,7 @@ func (x *RevokeClusterRequest) String() string {
 func (*RevokeClusterRequest) ProtoMessage() {}
 
 func (x *RevokeClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[8]
+	mi := &file_spillway_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -452,7 +568,7 @@ func (x *RevokeClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeClusterRequest.ProtoReflect.Descriptor instead.
 func (*RevokeClusterRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RevokeClusterRequest) GetClusterId() string {
@@ -478,7 +594,7 @@ type RevokeClusterResponse struct {
 
 func (x *RevokeClusterResponse) Reset() {
 	*x = RevokeClusterResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[9]
+	mi := &file_spillway_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -490,7 +606,7 @@ func (x *RevokeClusterResponse) String() string {
 func (*RevokeClusterResponse) ProtoMessage() {}
 
 func (x *RevokeClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[9]
+	mi := &file_spillway_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -503,7 +619,7 @@ func (x *RevokeClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeClusterResponse.ProtoReflect.Descriptor instead.
 func (*RevokeClusterResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RevokeClusterResponse) GetRevokedAt() *timestamppb.Timestamp {
@@ -521,7 +637,7 @@ type RotateHopKeyRequest struct {
 
 func (x *RotateHopKeyRequest) Reset() {
 	*x = RotateHopKeyRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[10]
+	mi := &file_spillway_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +649,7 @@ func (x *RotateHopKeyRequest) String() string {
 func (*RotateHopKeyRequest) ProtoMessage() {}
 
 func (x *RotateHopKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[10]
+	mi := &file_spillway_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +662,7 @@ func (x *RotateHopKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateHopKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateHopKeyRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 type RotateHopKeyResponse struct {
@@ -559,7 +675,7 @@ type RotateHopKeyResponse struct {
 
 func (x *RotateHopKeyResponse) Reset() {
 	*x = RotateHopKeyResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[11]
+	mi := &file_spillway_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -571,7 +687,7 @@ func (x *RotateHopKeyResponse) String() string {
 func (*RotateHopKeyResponse) ProtoMessage() {}
 
 func (x *RotateHopKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[11]
+	mi := &file_spillway_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -584,7 +700,7 @@ func (x *RotateHopKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateHopKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateHopKeyResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RotateHopKeyResponse) GetKeyId() string {
@@ -602,7 +718,7 @@ type ListClustersRequest struct {
 
 func (x *ListClustersRequest) Reset() {
 	*x = ListClustersRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[12]
+	mi := &file_spillway_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +730,7 @@ func (x *ListClustersRequest) String() string {
 func (*ListClustersRequest) ProtoMessage() {}
 
 func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[12]
+	mi := &file_spillway_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +743,7 @@ func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersRequest.ProtoReflect.Descriptor instead.
 func (*ListClustersRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 type ListClustersResponse struct {
@@ -639,7 +755,7 @@ type ListClustersResponse struct {
 
 func (x *ListClustersResponse) Reset() {
 	*x = ListClustersResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[13]
+	mi := &file_spillway_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -651,7 +767,7 @@ func (x *ListClustersResponse) String() string {
 func (*ListClustersResponse) ProtoMessage() {}
 
 func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[13]
+	mi := &file_spillway_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -664,7 +780,7 @@ func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersResponse.ProtoReflect.Descriptor instead.
 func (*ListClustersResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListClustersResponse) GetClusters() []*Cluster {
@@ -683,7 +799,7 @@ type GetClusterRequest struct {
 
 func (x *GetClusterRequest) Reset() {
 	*x = GetClusterRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[14]
+	mi := &file_spillway_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -695,7 +811,7 @@ func (x *GetClusterRequest) String() string {
 func (*GetClusterRequest) ProtoMessage() {}
 
 func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[14]
+	mi := &file_spillway_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -708,7 +824,7 @@ func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetClusterRequest) GetClusterId() string {
@@ -727,7 +843,7 @@ type GetClusterResponse struct {
 
 func (x *GetClusterResponse) Reset() {
 	*x = GetClusterResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[15]
+	mi := &file_spillway_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -739,7 +855,7 @@ func (x *GetClusterResponse) String() string {
 func (*GetClusterResponse) ProtoMessage() {}
 
 func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[15]
+	mi := &file_spillway_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -752,7 +868,7 @@ func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *GetClusterResponse) GetCluster() *Cluster {
@@ -773,7 +889,7 @@ type Pool struct {
 
 func (x *Pool) Reset() {
 	*x = Pool{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[16]
+	mi := &file_spillway_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -785,7 +901,7 @@ func (x *Pool) String() string {
 func (*Pool) ProtoMessage() {}
 
 func (x *Pool) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[16]
+	mi := &file_spillway_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -798,7 +914,7 @@ func (x *Pool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pool.ProtoReflect.Descriptor instead.
 func (*Pool) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Pool) GetPool() *PoolRef {
@@ -828,7 +944,7 @@ type PoolMember struct {
 
 func (x *PoolMember) Reset() {
 	*x = PoolMember{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[17]
+	mi := &file_spillway_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -840,7 +956,7 @@ func (x *PoolMember) String() string {
 func (*PoolMember) ProtoMessage() {}
 
 func (x *PoolMember) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[17]
+	mi := &file_spillway_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -853,7 +969,7 @@ func (x *PoolMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolMember.ProtoReflect.Descriptor instead.
 func (*PoolMember) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PoolMember) GetClusterId() string {
@@ -892,7 +1008,7 @@ type ListPoolsRequest struct {
 
 func (x *ListPoolsRequest) Reset() {
 	*x = ListPoolsRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[18]
+	mi := &file_spillway_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -904,7 +1020,7 @@ func (x *ListPoolsRequest) String() string {
 func (*ListPoolsRequest) ProtoMessage() {}
 
 func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[18]
+	mi := &file_spillway_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -917,7 +1033,7 @@ func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsRequest.ProtoReflect.Descriptor instead.
 func (*ListPoolsRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 type ListPoolsResponse struct {
@@ -929,7 +1045,7 @@ type ListPoolsResponse struct {
 
 func (x *ListPoolsResponse) Reset() {
 	*x = ListPoolsResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[19]
+	mi := &file_spillway_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -941,7 +1057,7 @@ func (x *ListPoolsResponse) String() string {
 func (*ListPoolsResponse) ProtoMessage() {}
 
 func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[19]
+	mi := &file_spillway_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -954,7 +1070,7 @@ func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListPoolsResponse) GetPools() []*Pool {
@@ -973,7 +1089,7 @@ type GetPoolRequest struct {
 
 func (x *GetPoolRequest) Reset() {
 	*x = GetPoolRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[20]
+	mi := &file_spillway_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1101,7 @@ func (x *GetPoolRequest) String() string {
 func (*GetPoolRequest) ProtoMessage() {}
 
 func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[20]
+	mi := &file_spillway_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1114,7 @@ func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolRequest.ProtoReflect.Descriptor instead.
 func (*GetPoolRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetPoolRequest) GetPool() *PoolRef {
@@ -1017,7 +1133,7 @@ type GetPoolResponse struct {
 
 func (x *GetPoolResponse) Reset() {
 	*x = GetPoolResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[21]
+	mi := &file_spillway_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1145,7 @@ func (x *GetPoolResponse) String() string {
 func (*GetPoolResponse) ProtoMessage() {}
 
 func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[21]
+	mi := &file_spillway_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1158,7 @@ func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolResponse.ProtoReflect.Descriptor instead.
 func (*GetPoolResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GetPoolResponse) GetPool() *Pool {
@@ -1060,7 +1176,7 @@ type ListImportsRequest struct {
 
 func (x *ListImportsRequest) Reset() {
 	*x = ListImportsRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[22]
+	mi := &file_spillway_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1072,7 +1188,7 @@ func (x *ListImportsRequest) String() string {
 func (*ListImportsRequest) ProtoMessage() {}
 
 func (x *ListImportsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[22]
+	mi := &file_spillway_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1085,7 +1201,7 @@ func (x *ListImportsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImportsRequest.ProtoReflect.Descriptor instead.
 func (*ListImportsRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 type ListImportsResponse struct {
@@ -1097,7 +1213,7 @@ type ListImportsResponse struct {
 
 func (x *ListImportsResponse) Reset() {
 	*x = ListImportsResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[23]
+	mi := &file_spillway_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1109,7 +1225,7 @@ func (x *ListImportsResponse) String() string {
 func (*ListImportsResponse) ProtoMessage() {}
 
 func (x *ListImportsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[23]
+	mi := &file_spillway_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1122,7 +1238,7 @@ func (x *ListImportsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImportsResponse.ProtoReflect.Descriptor instead.
 func (*ListImportsResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListImportsResponse) GetImports() []*Import {
@@ -1140,7 +1256,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[24]
+	mi := &file_spillway_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1152,7 +1268,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[24]
+	mi := &file_spillway_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1165,7 +1281,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 type WatchResponse struct {
@@ -1177,7 +1293,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[25]
+	mi := &file_spillway_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1189,7 +1305,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[25]
+	mi := &file_spillway_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1202,7 +1318,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WatchResponse) GetUpdate() *ViewUpdate {
@@ -1216,7 +1332,14 @@ var File_spillway_v1_admin_proto protoreflect.FileDescriptor
 
 const file_spillway_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x17spillway/v1/admin.proto\x12\vspillway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17spillway/v1/fleet.proto\x1a\x16spillway/v1/join.proto\x1a\x16spillway/v1/sync.proto\"\x0f\n" +
+	"\x17spillway/v1/admin.proto\x12\vspillway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17spillway/v1/fleet.proto\x1a\x16spillway/v1/join.proto\x1a\x16spillway/v1/sync.proto\"m\n" +
+	"\x1bIssueUserCertificateRequest\x12\x17\n" +
+	"\acsr_pem\x18\x01 \x01(\fR\x06csrPem\x125\n" +
+	"\bvalidity\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bvalidity\"\x7f\n" +
+	"\x1cIssueUserCertificateResponse\x12'\n" +
+	"\x0fcertificate_pem\x18\x01 \x01(\fR\x0ecertificatePem\x12\"\n" +
+	"\rca_bundle_pem\x18\x02 \x01(\fR\vcaBundlePem\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\"\x0f\n" +
 	"\rWhoAmIRequest\"@\n" +
 	"\x0eWhoAmIResponse\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x12\n" +
@@ -1281,7 +1404,7 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"\aimports\x18\x01 \x03(\v2\x13.spillway.v1.ImportR\aimports\"\x0e\n" +
 	"\fWatchRequest\"@\n" +
 	"\rWatchResponse\x12/\n" +
-	"\x06update\x18\x01 \x01(\v2\x17.spillway.v1.ViewUpdateR\x06update2\xd6\a\n" +
+	"\x06update\x18\x01 \x01(\v2\x17.spillway.v1.ViewUpdateR\x06update2\xc3\b\n" +
 	"\fAdminService\x12S\n" +
 	"\fListClusters\x12 .spillway.v1.ListClustersRequest\x1a!.spillway.v1.ListClustersResponse\x12M\n" +
 	"\n" +
@@ -1295,7 +1418,8 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"\x10ListJoinRequests\x12$.spillway.v1.ListJoinRequestsRequest\x1a%.spillway.v1.ListJoinRequestsResponse\x12Y\n" +
 	"\x0eApproveCluster\x12\".spillway.v1.ApproveClusterRequest\x1a#.spillway.v1.ApproveClusterResponse\x12V\n" +
 	"\rRevokeCluster\x12!.spillway.v1.RevokeClusterRequest\x1a\".spillway.v1.RevokeClusterResponse\x12S\n" +
-	"\fRotateHopKey\x12 .spillway.v1.RotateHopKeyRequest\x1a!.spillway.v1.RotateHopKeyResponseB>Z<github.com/spillway-io/spillway/proto/spillway/v1;spillwayv1b\x06proto3"
+	"\fRotateHopKey\x12 .spillway.v1.RotateHopKeyRequest\x1a!.spillway.v1.RotateHopKeyResponse\x12k\n" +
+	"\x14IssueUserCertificate\x12(.spillway.v1.IssueUserCertificateRequest\x1a).spillway.v1.IssueUserCertificateResponseB>Z<github.com/spillway-io/spillway/proto/spillway/v1;spillwayv1b\x06proto3"
 
 var (
 	file_spillway_v1_admin_proto_rawDescOnce sync.Once
@@ -1309,90 +1433,95 @@ func file_spillway_v1_admin_proto_rawDescGZIP() []byte {
 	return file_spillway_v1_admin_proto_rawDescData
 }
 
-var file_spillway_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_spillway_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_spillway_v1_admin_proto_goTypes = []any{
-	(*WhoAmIRequest)(nil),            // 0: spillway.v1.WhoAmIRequest
-	(*WhoAmIResponse)(nil),           // 1: spillway.v1.WhoAmIResponse
-	(*CreateTokenRequest)(nil),       // 2: spillway.v1.CreateTokenRequest
-	(*CreateTokenResponse)(nil),      // 3: spillway.v1.CreateTokenResponse
-	(*ListJoinRequestsRequest)(nil),  // 4: spillway.v1.ListJoinRequestsRequest
-	(*ListJoinRequestsResponse)(nil), // 5: spillway.v1.ListJoinRequestsResponse
-	(*ApproveClusterRequest)(nil),    // 6: spillway.v1.ApproveClusterRequest
-	(*ApproveClusterResponse)(nil),   // 7: spillway.v1.ApproveClusterResponse
-	(*RevokeClusterRequest)(nil),     // 8: spillway.v1.RevokeClusterRequest
-	(*RevokeClusterResponse)(nil),    // 9: spillway.v1.RevokeClusterResponse
-	(*RotateHopKeyRequest)(nil),      // 10: spillway.v1.RotateHopKeyRequest
-	(*RotateHopKeyResponse)(nil),     // 11: spillway.v1.RotateHopKeyResponse
-	(*ListClustersRequest)(nil),      // 12: spillway.v1.ListClustersRequest
-	(*ListClustersResponse)(nil),     // 13: spillway.v1.ListClustersResponse
-	(*GetClusterRequest)(nil),        // 14: spillway.v1.GetClusterRequest
-	(*GetClusterResponse)(nil),       // 15: spillway.v1.GetClusterResponse
-	(*Pool)(nil),                     // 16: spillway.v1.Pool
-	(*PoolMember)(nil),               // 17: spillway.v1.PoolMember
-	(*ListPoolsRequest)(nil),         // 18: spillway.v1.ListPoolsRequest
-	(*ListPoolsResponse)(nil),        // 19: spillway.v1.ListPoolsResponse
-	(*GetPoolRequest)(nil),           // 20: spillway.v1.GetPoolRequest
-	(*GetPoolResponse)(nil),          // 21: spillway.v1.GetPoolResponse
-	(*ListImportsRequest)(nil),       // 22: spillway.v1.ListImportsRequest
-	(*ListImportsResponse)(nil),      // 23: spillway.v1.ListImportsResponse
-	(*WatchRequest)(nil),             // 24: spillway.v1.WatchRequest
-	(*WatchResponse)(nil),            // 25: spillway.v1.WatchResponse
-	(*durationpb.Duration)(nil),      // 26: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),    // 27: google.protobuf.Timestamp
-	(*JoinRequestInfo)(nil),          // 28: spillway.v1.JoinRequestInfo
-	(*Cluster)(nil),                  // 29: spillway.v1.Cluster
-	(*PoolRef)(nil),                  // 30: spillway.v1.PoolRef
-	(ClusterState)(0),                // 31: spillway.v1.ClusterState
-	(*RemoteCapacity)(nil),           // 32: spillway.v1.RemoteCapacity
-	(*Import)(nil),                   // 33: spillway.v1.Import
-	(*ViewUpdate)(nil),               // 34: spillway.v1.ViewUpdate
+	(*IssueUserCertificateRequest)(nil),  // 0: spillway.v1.IssueUserCertificateRequest
+	(*IssueUserCertificateResponse)(nil), // 1: spillway.v1.IssueUserCertificateResponse
+	(*WhoAmIRequest)(nil),                // 2: spillway.v1.WhoAmIRequest
+	(*WhoAmIResponse)(nil),               // 3: spillway.v1.WhoAmIResponse
+	(*CreateTokenRequest)(nil),           // 4: spillway.v1.CreateTokenRequest
+	(*CreateTokenResponse)(nil),          // 5: spillway.v1.CreateTokenResponse
+	(*ListJoinRequestsRequest)(nil),      // 6: spillway.v1.ListJoinRequestsRequest
+	(*ListJoinRequestsResponse)(nil),     // 7: spillway.v1.ListJoinRequestsResponse
+	(*ApproveClusterRequest)(nil),        // 8: spillway.v1.ApproveClusterRequest
+	(*ApproveClusterResponse)(nil),       // 9: spillway.v1.ApproveClusterResponse
+	(*RevokeClusterRequest)(nil),         // 10: spillway.v1.RevokeClusterRequest
+	(*RevokeClusterResponse)(nil),        // 11: spillway.v1.RevokeClusterResponse
+	(*RotateHopKeyRequest)(nil),          // 12: spillway.v1.RotateHopKeyRequest
+	(*RotateHopKeyResponse)(nil),         // 13: spillway.v1.RotateHopKeyResponse
+	(*ListClustersRequest)(nil),          // 14: spillway.v1.ListClustersRequest
+	(*ListClustersResponse)(nil),         // 15: spillway.v1.ListClustersResponse
+	(*GetClusterRequest)(nil),            // 16: spillway.v1.GetClusterRequest
+	(*GetClusterResponse)(nil),           // 17: spillway.v1.GetClusterResponse
+	(*Pool)(nil),                         // 18: spillway.v1.Pool
+	(*PoolMember)(nil),                   // 19: spillway.v1.PoolMember
+	(*ListPoolsRequest)(nil),             // 20: spillway.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),            // 21: spillway.v1.ListPoolsResponse
+	(*GetPoolRequest)(nil),               // 22: spillway.v1.GetPoolRequest
+	(*GetPoolResponse)(nil),              // 23: spillway.v1.GetPoolResponse
+	(*ListImportsRequest)(nil),           // 24: spillway.v1.ListImportsRequest
+	(*ListImportsResponse)(nil),          // 25: spillway.v1.ListImportsResponse
+	(*WatchRequest)(nil),                 // 26: spillway.v1.WatchRequest
+	(*WatchResponse)(nil),                // 27: spillway.v1.WatchResponse
+	(*durationpb.Duration)(nil),          // 28: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 29: google.protobuf.Timestamp
+	(*JoinRequestInfo)(nil),              // 30: spillway.v1.JoinRequestInfo
+	(*Cluster)(nil),                      // 31: spillway.v1.Cluster
+	(*PoolRef)(nil),                      // 32: spillway.v1.PoolRef
+	(ClusterState)(0),                    // 33: spillway.v1.ClusterState
+	(*RemoteCapacity)(nil),               // 34: spillway.v1.RemoteCapacity
+	(*Import)(nil),                       // 35: spillway.v1.Import
+	(*ViewUpdate)(nil),                   // 36: spillway.v1.ViewUpdate
 }
 var file_spillway_v1_admin_proto_depIdxs = []int32{
-	26, // 0: spillway.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	27, // 1: spillway.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	28, // 2: spillway.v1.ListJoinRequestsResponse.requests:type_name -> spillway.v1.JoinRequestInfo
-	28, // 3: spillway.v1.ApproveClusterResponse.request:type_name -> spillway.v1.JoinRequestInfo
-	27, // 4: spillway.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
-	29, // 5: spillway.v1.ListClustersResponse.clusters:type_name -> spillway.v1.Cluster
-	29, // 6: spillway.v1.GetClusterResponse.cluster:type_name -> spillway.v1.Cluster
-	30, // 7: spillway.v1.Pool.pool:type_name -> spillway.v1.PoolRef
-	17, // 8: spillway.v1.Pool.members:type_name -> spillway.v1.PoolMember
-	31, // 9: spillway.v1.PoolMember.state:type_name -> spillway.v1.ClusterState
-	32, // 10: spillway.v1.PoolMember.capacity:type_name -> spillway.v1.RemoteCapacity
-	16, // 11: spillway.v1.ListPoolsResponse.pools:type_name -> spillway.v1.Pool
-	30, // 12: spillway.v1.GetPoolRequest.pool:type_name -> spillway.v1.PoolRef
-	16, // 13: spillway.v1.GetPoolResponse.pool:type_name -> spillway.v1.Pool
-	33, // 14: spillway.v1.ListImportsResponse.imports:type_name -> spillway.v1.Import
-	34, // 15: spillway.v1.WatchResponse.update:type_name -> spillway.v1.ViewUpdate
-	12, // 16: spillway.v1.AdminService.ListClusters:input_type -> spillway.v1.ListClustersRequest
-	14, // 17: spillway.v1.AdminService.GetCluster:input_type -> spillway.v1.GetClusterRequest
-	18, // 18: spillway.v1.AdminService.ListPools:input_type -> spillway.v1.ListPoolsRequest
-	20, // 19: spillway.v1.AdminService.GetPool:input_type -> spillway.v1.GetPoolRequest
-	22, // 20: spillway.v1.AdminService.ListImports:input_type -> spillway.v1.ListImportsRequest
-	24, // 21: spillway.v1.AdminService.Watch:input_type -> spillway.v1.WatchRequest
-	0,  // 22: spillway.v1.AdminService.WhoAmI:input_type -> spillway.v1.WhoAmIRequest
-	2,  // 23: spillway.v1.AdminService.CreateToken:input_type -> spillway.v1.CreateTokenRequest
-	4,  // 24: spillway.v1.AdminService.ListJoinRequests:input_type -> spillway.v1.ListJoinRequestsRequest
-	6,  // 25: spillway.v1.AdminService.ApproveCluster:input_type -> spillway.v1.ApproveClusterRequest
-	8,  // 26: spillway.v1.AdminService.RevokeCluster:input_type -> spillway.v1.RevokeClusterRequest
-	10, // 27: spillway.v1.AdminService.RotateHopKey:input_type -> spillway.v1.RotateHopKeyRequest
-	13, // 28: spillway.v1.AdminService.ListClusters:output_type -> spillway.v1.ListClustersResponse
-	15, // 29: spillway.v1.AdminService.GetCluster:output_type -> spillway.v1.GetClusterResponse
-	19, // 30: spillway.v1.AdminService.ListPools:output_type -> spillway.v1.ListPoolsResponse
-	21, // 31: spillway.v1.AdminService.GetPool:output_type -> spillway.v1.GetPoolResponse
-	23, // 32: spillway.v1.AdminService.ListImports:output_type -> spillway.v1.ListImportsResponse
-	25, // 33: spillway.v1.AdminService.Watch:output_type -> spillway.v1.WatchResponse
-	1,  // 34: spillway.v1.AdminService.WhoAmI:output_type -> spillway.v1.WhoAmIResponse
-	3,  // 35: spillway.v1.AdminService.CreateToken:output_type -> spillway.v1.CreateTokenResponse
-	5,  // 36: spillway.v1.AdminService.ListJoinRequests:output_type -> spillway.v1.ListJoinRequestsResponse
-	7,  // 37: spillway.v1.AdminService.ApproveCluster:output_type -> spillway.v1.ApproveClusterResponse
-	9,  // 38: spillway.v1.AdminService.RevokeCluster:output_type -> spillway.v1.RevokeClusterResponse
-	11, // 39: spillway.v1.AdminService.RotateHopKey:output_type -> spillway.v1.RotateHopKeyResponse
-	28, // [28:40] is the sub-list for method output_type
-	16, // [16:28] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	28, // 0: spillway.v1.IssueUserCertificateRequest.validity:type_name -> google.protobuf.Duration
+	28, // 1: spillway.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	29, // 2: spillway.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	30, // 3: spillway.v1.ListJoinRequestsResponse.requests:type_name -> spillway.v1.JoinRequestInfo
+	30, // 4: spillway.v1.ApproveClusterResponse.request:type_name -> spillway.v1.JoinRequestInfo
+	29, // 5: spillway.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	31, // 6: spillway.v1.ListClustersResponse.clusters:type_name -> spillway.v1.Cluster
+	31, // 7: spillway.v1.GetClusterResponse.cluster:type_name -> spillway.v1.Cluster
+	32, // 8: spillway.v1.Pool.pool:type_name -> spillway.v1.PoolRef
+	19, // 9: spillway.v1.Pool.members:type_name -> spillway.v1.PoolMember
+	33, // 10: spillway.v1.PoolMember.state:type_name -> spillway.v1.ClusterState
+	34, // 11: spillway.v1.PoolMember.capacity:type_name -> spillway.v1.RemoteCapacity
+	18, // 12: spillway.v1.ListPoolsResponse.pools:type_name -> spillway.v1.Pool
+	32, // 13: spillway.v1.GetPoolRequest.pool:type_name -> spillway.v1.PoolRef
+	18, // 14: spillway.v1.GetPoolResponse.pool:type_name -> spillway.v1.Pool
+	35, // 15: spillway.v1.ListImportsResponse.imports:type_name -> spillway.v1.Import
+	36, // 16: spillway.v1.WatchResponse.update:type_name -> spillway.v1.ViewUpdate
+	14, // 17: spillway.v1.AdminService.ListClusters:input_type -> spillway.v1.ListClustersRequest
+	16, // 18: spillway.v1.AdminService.GetCluster:input_type -> spillway.v1.GetClusterRequest
+	20, // 19: spillway.v1.AdminService.ListPools:input_type -> spillway.v1.ListPoolsRequest
+	22, // 20: spillway.v1.AdminService.GetPool:input_type -> spillway.v1.GetPoolRequest
+	24, // 21: spillway.v1.AdminService.ListImports:input_type -> spillway.v1.ListImportsRequest
+	26, // 22: spillway.v1.AdminService.Watch:input_type -> spillway.v1.WatchRequest
+	2,  // 23: spillway.v1.AdminService.WhoAmI:input_type -> spillway.v1.WhoAmIRequest
+	4,  // 24: spillway.v1.AdminService.CreateToken:input_type -> spillway.v1.CreateTokenRequest
+	6,  // 25: spillway.v1.AdminService.ListJoinRequests:input_type -> spillway.v1.ListJoinRequestsRequest
+	8,  // 26: spillway.v1.AdminService.ApproveCluster:input_type -> spillway.v1.ApproveClusterRequest
+	10, // 27: spillway.v1.AdminService.RevokeCluster:input_type -> spillway.v1.RevokeClusterRequest
+	12, // 28: spillway.v1.AdminService.RotateHopKey:input_type -> spillway.v1.RotateHopKeyRequest
+	0,  // 29: spillway.v1.AdminService.IssueUserCertificate:input_type -> spillway.v1.IssueUserCertificateRequest
+	15, // 30: spillway.v1.AdminService.ListClusters:output_type -> spillway.v1.ListClustersResponse
+	17, // 31: spillway.v1.AdminService.GetCluster:output_type -> spillway.v1.GetClusterResponse
+	21, // 32: spillway.v1.AdminService.ListPools:output_type -> spillway.v1.ListPoolsResponse
+	23, // 33: spillway.v1.AdminService.GetPool:output_type -> spillway.v1.GetPoolResponse
+	25, // 34: spillway.v1.AdminService.ListImports:output_type -> spillway.v1.ListImportsResponse
+	27, // 35: spillway.v1.AdminService.Watch:output_type -> spillway.v1.WatchResponse
+	3,  // 36: spillway.v1.AdminService.WhoAmI:output_type -> spillway.v1.WhoAmIResponse
+	5,  // 37: spillway.v1.AdminService.CreateToken:output_type -> spillway.v1.CreateTokenResponse
+	7,  // 38: spillway.v1.AdminService.ListJoinRequests:output_type -> spillway.v1.ListJoinRequestsResponse
+	9,  // 39: spillway.v1.AdminService.ApproveCluster:output_type -> spillway.v1.ApproveClusterResponse
+	11, // 40: spillway.v1.AdminService.RevokeCluster:output_type -> spillway.v1.RevokeClusterResponse
+	13, // 41: spillway.v1.AdminService.RotateHopKey:output_type -> spillway.v1.RotateHopKeyResponse
+	1,  // 42: spillway.v1.AdminService.IssueUserCertificate:output_type -> spillway.v1.IssueUserCertificateResponse
+	30, // [30:43] is the sub-list for method output_type
+	17, // [17:30] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_spillway_v1_admin_proto_init() }
@@ -1409,7 +1538,7 @@ func file_spillway_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spillway_v1_admin_proto_rawDesc), len(file_spillway_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,18 +19,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_ListClusters_FullMethodName     = "/spillway.v1.AdminService/ListClusters"
-	AdminService_GetCluster_FullMethodName       = "/spillway.v1.AdminService/GetCluster"
-	AdminService_ListPools_FullMethodName        = "/spillway.v1.AdminService/ListPools"
-	AdminService_GetPool_FullMethodName          = "/spillway.v1.AdminService/GetPool"
-	AdminService_ListImports_FullMethodName      = "/spillway.v1.AdminService/ListImports"
-	AdminService_Watch_FullMethodName            = "/spillway.v1.AdminService/Watch"
-	AdminService_WhoAmI_FullMethodName           = "/spillway.v1.AdminService/WhoAmI"
-	AdminService_CreateToken_FullMethodName      = "/spillway.v1.AdminService/CreateToken"
-	AdminService_ListJoinRequests_FullMethodName = "/spillway.v1.AdminService/ListJoinRequests"
-	AdminService_ApproveCluster_FullMethodName   = "/spillway.v1.AdminService/ApproveCluster"
-	AdminService_RevokeCluster_FullMethodName    = "/spillway.v1.AdminService/RevokeCluster"
-	AdminService_RotateHopKey_FullMethodName     = "/spillway.v1.AdminService/RotateHopKey"
+	AdminService_ListClusters_FullMethodName         = "/spillway.v1.AdminService/ListClusters"
+	AdminService_GetCluster_FullMethodName           = "/spillway.v1.AdminService/GetCluster"
+	AdminService_ListPools_FullMethodName            = "/spillway.v1.AdminService/ListPools"
+	AdminService_GetPool_FullMethodName              = "/spillway.v1.AdminService/GetPool"
+	AdminService_ListImports_FullMethodName          = "/spillway.v1.AdminService/ListImports"
+	AdminService_Watch_FullMethodName                = "/spillway.v1.AdminService/Watch"
+	AdminService_WhoAmI_FullMethodName               = "/spillway.v1.AdminService/WhoAmI"
+	AdminService_CreateToken_FullMethodName          = "/spillway.v1.AdminService/CreateToken"
+	AdminService_ListJoinRequests_FullMethodName     = "/spillway.v1.AdminService/ListJoinRequests"
+	AdminService_ApproveCluster_FullMethodName       = "/spillway.v1.AdminService/ApproveCluster"
+	AdminService_RevokeCluster_FullMethodName        = "/spillway.v1.AdminService/RevokeCluster"
+	AdminService_RotateHopKey_FullMethodName         = "/spillway.v1.AdminService/RotateHopKey"
+	AdminService_IssueUserCertificate_FullMethodName = "/spillway.v1.AdminService/IssueUserCertificate"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -61,6 +62,10 @@ type AdminServiceClient interface {
 	// RotateHopKey adds a new fleet hop key, which signs hop markers from then on; the previous
 	// one is still accepted until the next rotation (admin).
 	RotateHopKey(ctx context.Context, in *RotateHopKeyRequest, opts ...grpc.CallOption) (*RotateHopKeyResponse, error)
+	// IssueUserCertificate signs a CSR for spiffe://<trust-domain>/user/<name> with the hub's CA,
+	// so that an admin can hand hubctl credentials to another operator; the role follows from the
+	// name and the hub's --admin-users (admin).
+	IssueUserCertificate(ctx context.Context, in *IssueUserCertificateRequest, opts ...grpc.CallOption) (*IssueUserCertificateResponse, error)
 }
 
 type adminServiceClient struct {
@@ -200,6 +205,16 @@ func (c *adminServiceClient) RotateHopKey(ctx context.Context, in *RotateHopKeyR
 	return out, nil
 }
 
+func (c *adminServiceClient) IssueUserCertificate(ctx context.Context, in *IssueUserCertificateRequest, opts ...grpc.CallOption) (*IssueUserCertificateResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(IssueUserCertificateResponse)
+	err := c.cc.Invoke(ctx, AdminService_IssueUserCertificate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -228,6 +243,10 @@ type AdminServiceServer interface {
 	// RotateHopKey adds a new fleet hop key, which signs hop markers from then on; the previous
 	// one is still accepted until the next rotation (admin).
 	RotateHopKey(context.Context, *RotateHopKeyRequest) (*RotateHopKeyResponse, error)
+	// IssueUserCertificate signs a CSR for spiffe://<trust-domain>/user/<name> with the hub's CA,
+	// so that an admin can hand hubctl credentials to another operator; the role follows from the
+	// name and the hub's --admin-users (admin).
+	IssueUserCertificate(context.Context, *IssueUserCertificateRequest) (*IssueUserCertificateResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -273,6 +292,9 @@ func (UnimplementedAdminServiceServer) RevokeCluster(context.Context, *RevokeClu
 }
 func (UnimplementedAdminServiceServer) RotateHopKey(context.Context, *RotateHopKeyRequest) (*RotateHopKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateHopKey not implemented")
+}
+func (UnimplementedAdminServiceServer) IssueUserCertificate(context.Context, *IssueUserCertificateRequest) (*IssueUserCertificateResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method IssueUserCertificate not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -504,6 +526,24 @@ func _AdminService_RotateHopKey_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_IssueUserCertificate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(IssueUserCertificateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).IssueUserCertificate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_IssueUserCertificate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).IssueUserCertificate(ctx, req.(*IssueUserCertificateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -554,6 +594,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RotateHopKey",
 			Handler:    _AdminService_RotateHopKey_Handler,
+		},
+		{
+			MethodName: "IssueUserCertificate",
+			Handler:    _AdminService_IssueUserCertificate_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
