@@ -99,7 +99,7 @@ func Join(ctx context.Context, o Options) error {
 		return fmt.Errorf("join: %w", err)
 	}
 	log := o.Logger.With("component", "join", "hub", o.HubAddress)
-	bundle, pool, err := discover(ctx, &o, log)
+	pool, err := discover(ctx, &o, log)
 	if err != nil {
 		return fmt.Errorf("join: %w", err)
 	}
@@ -126,9 +126,11 @@ func Join(ctx context.Context, o Options) error {
 	if got := resp.GetClusterId(); got != "" && got != o.ClusterID {
 		return fmt.Errorf("join: %w: approved for cluster %q, the spoke asked for %q", ErrBadResponse, got, o.ClusterID)
 	}
+	// The bundle of the approval came over the connection verified with the pinned CA; the one
+	// of Discover did not, and is never stored.
 	caPEM := resp.GetCaBundlePem()
 	if len(caPEM) == 0 {
-		caPEM = bundle
+		return fmt.Errorf("join: %w: the approval carries no CA bundle", ErrBadResponse)
 	}
 	if _, err := tlsconfig.MatchCAHash(caPEM, o.CAHash); err != nil {
 		return fmt.Errorf("join: %w: the CA bundle of the approval no longer holds the pinned CA: %w", ErrBadResponse, err)
@@ -149,13 +151,13 @@ func Join(ctx context.Context, o Options) error {
 
 // discover fetches the hub's CA bundle over an unverified connection and trusts it only when it
 // matches the pinned hash. Transient failures (the hub not up yet) are retried.
-func discover(ctx context.Context, o *Options, log *slog.Logger) ([]byte, *tlsconfig.CAPool, error) {
+func discover(ctx context.Context, o *Options, log *slog.Logger) (*tlsconfig.CAPool, error) {
 	// The one unverified connection: Discover sends nothing and returns public data, which is
 	// checked against the pin before anything else happens.
 	insecureTLS := &tls.Config{MinVersion: tls.VersionTLS13, InsecureSkipVerify: true} //nolint:gosec // see above
 	conn, err := grpc.NewClient(o.HubAddress, grpc.WithTransportCredentials(credentials.NewTLS(insecureTLS)))
 	if err != nil {
-		return nil, nil, fmt.Errorf("hub address %q: %w", o.HubAddress, err)
+		return nil, fmt.Errorf("hub address %q: %w", o.HubAddress, err)
 	}
 	defer conn.Close()
 	cli := pb.NewJoinServiceClient(conn)
@@ -171,16 +173,16 @@ func discover(ctx context.Context, o *Options, log *slog.Logger) ([]byte, *tlsco
 		log.Warn("hub discovery failed; retrying", "err", err, "retry", wait)
 	})...)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	if td := resp.GetTrustDomain(); td != "" && td != o.TrustDomain {
-		return nil, nil, fmt.Errorf("%w: the hub's is %q, --trust-domain is %q", ErrTrustDomain, td, o.TrustDomain)
+		return nil, fmt.Errorf("%w: the hub's is %q, --trust-domain is %q", ErrTrustDomain, td, o.TrustDomain)
 	}
 	pool, err := tlsconfig.MatchCAHash(resp.GetCaBundlePem(), o.CAHash)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w (the token was not sent): %w", ErrCAHashMismatch, err)
+		return nil, fmt.Errorf("%w (the token was not sent): %w", ErrCAHashMismatch, err)
 	}
-	return resp.GetCaBundlePem(), pool, nil
+	return pool, nil
 }
 
 // errPending makes the retry loop ask again while the request awaits approval.

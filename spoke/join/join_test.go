@@ -285,6 +285,14 @@ func TestJoinRefusesUnusableAnswers(t *testing.T) {
 		},
 		want: ErrBadResponse, says: "no longer holds the pinned CA",
 	}, {
+		name: "an approval without a CA bundle",
+		answer: func(h *fakeHub, req *pb.JoinRequest) *pb.JoinResponse {
+			r := h.approve(req, time.Hour)
+			r.CaBundlePem = nil
+			return r
+		},
+		want: ErrBadResponse, says: "carries no CA bundle",
+	}, {
 		name: "approved for another cluster",
 		answer: func(h *fakeHub, req *pb.JoinRequest) *pb.JoinResponse {
 			r := h.approve(req, time.Hour)
