@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/x509"
-	"slices"
 	"strings"
 	"time"
 
@@ -43,18 +42,19 @@ var spokeMethods = map[string]access{
 
 // adminMethods is what the admin port serves; any other method is refused.
 var adminMethods = map[string]access{
-	pb.AdminService_ListClusters_FullMethodName:     accessViewer,
-	pb.AdminService_GetCluster_FullMethodName:       accessViewer,
-	pb.AdminService_ListPools_FullMethodName:        accessViewer,
-	pb.AdminService_GetPool_FullMethodName:          accessViewer,
-	pb.AdminService_ListImports_FullMethodName:      accessViewer,
-	pb.AdminService_Watch_FullMethodName:            accessViewer,
-	pb.AdminService_WhoAmI_FullMethodName:           accessViewer,
-	pb.AdminService_ListJoinRequests_FullMethodName: accessViewer,
-	pb.AdminService_CreateToken_FullMethodName:      accessAdmin,
-	pb.AdminService_ApproveCluster_FullMethodName:   accessAdmin,
-	pb.AdminService_RevokeCluster_FullMethodName:    accessAdmin,
-	pb.AdminService_RotateHopKey_FullMethodName:     accessAdmin,
+	pb.AdminService_ListClusters_FullMethodName:         accessViewer,
+	pb.AdminService_GetCluster_FullMethodName:           accessViewer,
+	pb.AdminService_ListPools_FullMethodName:            accessViewer,
+	pb.AdminService_GetPool_FullMethodName:              accessViewer,
+	pb.AdminService_ListImports_FullMethodName:          accessViewer,
+	pb.AdminService_Watch_FullMethodName:                accessViewer,
+	pb.AdminService_WhoAmI_FullMethodName:               accessViewer,
+	pb.AdminService_ListJoinRequests_FullMethodName:     accessViewer,
+	pb.AdminService_CreateToken_FullMethodName:          accessAdmin,
+	pb.AdminService_ApproveCluster_FullMethodName:       accessAdmin,
+	pb.AdminService_RevokeCluster_FullMethodName:        accessAdmin,
+	pb.AdminService_RotateHopKey_FullMethodName:         accessAdmin,
+	pb.AdminService_IssueUserCertificate_FullMethodName: accessAdmin,
 }
 
 // caller is who a call comes from, as the interceptors read it from the verified client
@@ -128,10 +128,7 @@ func (s *Server) authorize(ctx context.Context, method string, table map[string]
 			return nil, err
 		}
 	} else {
-		c.role = RoleViewer
-		if slices.Contains(s.opts.AdminUsers, id.Name) {
-			c.role = RoleAdmin
-		}
+		c.role = s.roleOf(id.Name)
 		if want == accessAdmin && c.role != RoleAdmin {
 			return nil, denied(codes.PermissionDenied, reasonRole,
 				"user %s is a viewer; %s needs the admin role (the hub's --admin-users)", id.Name, method[strings.LastIndex(method, "/")+1:])

@@ -160,7 +160,7 @@ func (s *Server) approve(ctx context.Context, log *slog.Logger, cluster, key, by
 		return jr, err
 	}
 	s.metrics.joins.WithLabelValues(outcomeApproved).Inc()
-	s.metrics.certificates.WithLabelValues("join").Inc()
+	s.metrics.certificates.WithLabelValues(kindJoin).Inc()
 	log.Info("join request approved", "cluster", cluster, "by", by, "publicKeySHA256", jr.PublicKeySHA256)
 	return jr, nil
 }
@@ -224,7 +224,7 @@ func (s *Server) Renew(ctx context.Context, req *pb.RenewRequest) (*pb.RenewResp
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	s.metrics.certificates.WithLabelValues("renew").Inc()
+	s.metrics.certificates.WithLabelValues(kindRenew).Inc()
 	s.joinLog.Info("cluster certificate renewed", "cluster", id.Name, "publicKeySHA256", publicKeyHash(csr))
 	return &pb.RenewResponse{CertificatePem: certPEM, CaBundlePem: s.caBundle()}, nil
 }

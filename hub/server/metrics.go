@@ -61,6 +61,13 @@ var reasons = []string{
 	reasonTokenScope, reasonTokenRevoked, reasonCSRIdentity, reasonMethod,
 }
 
+// Values of the kind label of spillway_hub_certificates_issued_total.
+const (
+	kindJoin  = "join"  // a cluster's certificate, at the approval of its join request
+	kindRenew = "renew" // a cluster's certificate, renewed with the one it holds
+	kindUser  = "user"  // a user's certificate, by an admin (IssueUserCertificate)
+)
+
 // Values of the outcome label of spillway_hub_join_requests_total.
 const (
 	outcomePending  = "pending"  // a new join request was recorded
@@ -116,7 +123,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{labelOutcome}),
 		certificates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_hub_certificates_issued_total",
-			Help: "Cluster certificates the hub's CA issued, by kind (join, renew).",
+			Help: "Certificates the hub's CA issued, by kind: join and renew (clusters), user (IssueUserCertificate).",
 		}, []string{labelKind}),
 	}
 	if reg != nil {
@@ -137,7 +144,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	for _, o := range []string{outcomePending, outcomeApproved, outcomeRefused} {
 		m.joins.WithLabelValues(o)
 	}
-	for _, k := range []string{"join", "renew"} {
+	for _, k := range []string{kindJoin, kindRenew, kindUser} {
 		m.certificates.WithLabelValues(k)
 	}
 	return m
