@@ -8,8 +8,8 @@
 // hubctl is short-lived, so a rotation takes effect at the next command. The hub decides the
 // caller's role from that certificate: a user named in the hub's --admin-users is an admin, any
 // other user of the trust domain a viewer. Viewers read (whoami, get, clusters requests); admins
-// also write (tokens create, clusters approve and revoke, hopkey rotate). A refusal says which role
-// the command needs.
+// also write (tokens create, clusters approve and revoke, hopkey rotate, users create, which hands
+// another operator credentials from the hub's CA). A refusal says which role the command needs.
 //
 // Every command prints a table by default and the hub's answer as JSON or YAML with -o.
 package ctl
@@ -66,7 +66,7 @@ func NewCommand() *cobra.Command {
 		Short: "Inspect and administer a Spillway fleet through its hub",
 		Long: "hubctl talks to the hub's admin port with the client certificate in --credentials-dir.\n" +
 			"Viewers may read; admins (the hub's --admin-users) may also create join tokens, approve and\n" +
-			"revoke clusters and rotate the hop key.",
+			"revoke clusters, rotate the hop key and issue credentials to other operators.",
 		SilenceUsage: true,
 	}
 	fs := root.PersistentFlags()
@@ -77,7 +77,7 @@ func NewCommand() *cobra.Command {
 	fs.StringVarP(&o.output, "output", "o", "table", "output format: table, json or yaml")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the hub")
 
-	root.AddCommand(o.whoamiCommand(), o.getCommand(), o.tokensCommand(), o.clustersCommand(), o.hopkeyCommand())
+	root.AddCommand(o.whoamiCommand(), o.getCommand(), o.tokensCommand(), o.clustersCommand(), o.hopkeyCommand(), o.usersCommand())
 	return root
 }
 

@@ -184,6 +184,9 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"clusters", "approve", "a", "--public-key-sha256", strings.Repeat("a", 65)}, []string{"at least its first 16 digits"}},
 		{[]string{"clusters", "approve", "a", "--public-key-sha256", "9c1185a5c5e9fc5g"}, []string{`--public-key-sha256 "9c1185a5c5e9fc5g": not hex`}},
 		{[]string{"get", "clusters", "extra"}, []string{`unknown command "extra"`}},
+		{[]string{"users", "create"}, []string{"users create takes one user name, got 0 arguments"}},
+		{[]string{"users", "create", "Bad_Name", "--validity", "8761h"}, []string{`user name "Bad_Name"`, "--out is required", "--validity 8761h0m0s: want more than 0 and at most 8760h0m0s"}},
+		{[]string{"users", "create", "bob", "--out", "x", "--validity", "0s"}, []string{"--validity 0s"}},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			out, err := run(t, tc.args...)
