@@ -6,6 +6,13 @@
 // endpoint has headroom while its load is below 1. A pool is saturated when no ready endpoint has
 // headroom (GIE's saturation detector), and its saturation is the mean load of its ready endpoints
 // (1 when none is ready).
+//
+// An endpoint is pending while nothing is known of it yet: no scrape of it has ended, and it
+// became a scrape target no longer than Staleness ago (a spoke that just started, an endpoint just
+// added). A pool with a pending endpoint is unobserved (Unobserved): its aggregate says nothing of
+// its load, and the spill decision must not read "not ready" into it. An endpoint still not
+// scraped past that bound is simply not ready, so a pool whose endpoints never answer counts as
+// having none ready.
 package capacity
 
 import (
@@ -33,9 +40,28 @@ func DefaultThresholds() Thresholds {
 
 // Endpoint is one endpoint's latest metrics.
 type Endpoint struct {
-	Address   string
-	Metrics   modelmetrics.Metrics
+	Address string
+	Metrics modelmetrics.Metrics
+	// ScrapedAt is when the last successful scrape ended; zero before the first.
 	ScrapedAt time.Time
+	// Failed is true when the last scrape failed: the endpoint was observed, not reachable (the
+	// metrics, if any, are an earlier scrape's, used until they are stale).
+	Failed bool
+	// TargetSince is when the endpoint became a scrape target; zero when unknown, and then an
+	// endpoint never scraped is not ready at once (it is never pending).
+	TargetSince time.Time
+}
+
+// Pending reports whether nothing is known of the endpoint yet: no scrape of it has ended, and it
+// became a scrape target no longer than Staleness ago.
+func (t Thresholds) Pending(e Endpoint, now time.Time) bool {
+	return e.ScrapedAt.IsZero() && !e.Failed && !e.TargetSince.IsZero() && now.Sub(e.TargetSince) <= t.Staleness
+}
+
+// Unobserved reports whether some endpoint of a pool is pending: the pool's load is not known
+// yet, and no decision should start on its aggregate.
+func Unobserved(eps []Endpoint, now time.Time, t Thresholds) bool {
+	return slices.ContainsFunc(eps, func(e Endpoint) bool { return t.Pending(e, now) })
 }
 
 // Fresh reports whether the endpoint's metrics are recent enough to use.

@@ -70,3 +70,37 @@ func TestAggregate(t *testing.T) {
 }
 
 func near(a, b float64) bool { d := a - b; return d < 1e-9 && d > -1e-9 }
+
+func TestPending(t *testing.T) {
+	now := time.Unix(1000, 0)
+	th := DefaultThresholds()
+	target := now.Add(-th.Staleness / 2)
+	for _, tc := range []struct {
+		name string
+		e    Endpoint
+		want bool
+	}{
+		{name: "never scraped, a target within the bound", e: Endpoint{TargetSince: target}, want: true},
+		{name: "never scraped, a target exactly the bound ago", e: Endpoint{TargetSince: now.Add(-th.Staleness)}, want: true},
+		{name: "never scraped past the bound: not ready, not pending", e: Endpoint{TargetSince: now.Add(-th.Staleness - time.Millisecond)}},
+		{name: "its first scrape failed: observed", e: Endpoint{TargetSince: target, Failed: true}},
+		{name: "scraped", e: Endpoint{TargetSince: target, ScrapedAt: now}},
+		{name: "stale metrics are observed ones", e: Endpoint{TargetSince: target, ScrapedAt: now.Add(-time.Hour)}},
+		{name: "target time unknown: never pending", e: Endpoint{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := th.Pending(tc.e, now); got != tc.want {
+				t.Fatalf("Pending = %v, want %v", got, tc.want)
+			}
+			if got := Unobserved([]Endpoint{{ScrapedAt: now}, tc.e}, now, th); got != tc.want {
+				t.Fatalf("Unobserved of a pool with it = %v, want %v", got, tc.want)
+			}
+			if th.Pending(tc.e, now) && th.Fresh(tc.e, now) {
+				t.Fatal("a pending endpoint must not count as ready")
+			}
+		})
+	}
+	if Unobserved(nil, now, th) {
+		t.Fatal("a pool without endpoints is observed: it has none ready")
+	}
+}

@@ -117,6 +117,12 @@ type Local struct {
 	// ImportOnly is true when the cluster has no local pool of that name, only an import: every
 	// request goes to an exporting cluster.
 	ImportOnly bool
+	// Unobserved is true while some endpoint of the pool has not been observed yet (a spoke that
+	// just started, an endpoint just added; see capacity.Unobserved): the load says nothing. The
+	// hysteresis holds its state (a pool not spilling does not start), and ReadyEndpoints == 0
+	// is no reason to fail over; a request that no local endpoint can take (Request.NoLocal)
+	// still fails over. A Decider's local pool is unobserved until its first ObserveLocal.
+	Unobserved bool
 }
 
 // Reason says why a request spilled or stayed.
@@ -200,7 +206,7 @@ func New(p Policy, remotes Candidates) (*Decider, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	return &Decider{remotes: remotes, now: time.Now, policy: p, serviceTime: time.Second}, nil
+	return &Decider{remotes: remotes, now: time.Now, policy: p, serviceTime: time.Second, local: Local{Unobserved: true}}, nil
 }
 
 // SetPolicy replaces the policy; the hysteresis state stays.
@@ -223,12 +229,16 @@ func (d *Decider) Policy() Policy {
 
 // ObserveLocal takes the local pool's latest load and moves the hysteresis: spilling starts when
 // saturation reaches the trip mark, the detector says saturated, or no endpoint is ready; it
-// stops once saturation stayed below the clear mark for MinDwell.
+// stops once saturation stayed below the clear mark for MinDwell. An unobserved pool (unknown is
+// not hot) moves nothing: the state holds.
 func (d *Decider) ObserveLocal(l Local) {
 	now := d.now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.local = l
+	if l.Unobserved {
+		return
+	}
 	hot := l.ReadyEndpoints == 0 || l.Saturated || l.Saturation >= d.policy.TripMark
 	switch {
 	case hot:
@@ -278,7 +288,7 @@ func (d *Decider) Decide(r Request) Decision {
 	switch {
 	case l.ImportOnly:
 		reason = ReasonImportOnly
-	case l.ReadyEndpoints == 0 || r.NoLocal:
+	case l.ReadyEndpoints == 0 && !l.Unobserved || r.NoLocal:
 		reason = ReasonNoEndpoints
 		if r.Priority < p.MinPriority && !(p.FailoverStandard && r.Priority >= 0) {
 			return Decision{Reason: ReasonIneligible}

@@ -163,3 +163,47 @@ func TestPolicyValidate(t *testing.T) {
 		t.Fatal("New must refuse an invalid policy")
 	}
 }
+
+// TestUnobservedHoldsState: a new decider and an unobserved pool start no spilling and do not
+// fail over on ReadyEndpoints == 0; a request no local endpoint can take still fails over; a pool
+// already spilling keeps spilling while unobserved; once observed, the hysteresis moves as usual.
+func TestUnobservedHoldsState(t *testing.T) {
+	d, c := newDecider(t, DefaultPolicy(), remotes(healthy("b", "b", time.Millisecond)))
+	decide := func(step string, r Request, spill bool, reason Reason) {
+		t.Helper()
+		if got := d.Decide(r); got.Spill != spill || got.Reason != reason {
+			t.Fatalf("%s: Decide = %+v, want spill %v reason %s", step, got, spill, reason)
+		}
+	}
+	if d.State().Spilling {
+		t.Fatal("a new decider is not spilling")
+	}
+	decide("before any observation", Request{Priority: 100}, false, ReasonLocal)
+	decide("before any observation, nothing local", Request{Priority: 100, NoLocal: true}, true, ReasonNoEndpoints)
+	d.ObserveLocal(Local{Unobserved: true, Saturation: 1, Saturated: true})
+	if d.State().Spilling {
+		t.Fatal("unobserved: unknown is not hot")
+	}
+	decide("unobserved", Request{Priority: 100}, false, ReasonLocal)
+	c.advance(time.Second)
+	d.ObserveLocal(Local{ReadyEndpoints: 2})
+	if d.State().Spilling {
+		t.Fatal("observed idle: not spilling")
+	}
+	d.ObserveLocal(Local{})
+	if !d.State().Spilling {
+		t.Fatal("observed with no endpoint ready: spilling")
+	}
+	decide("observed, none ready", Request{Priority: 100}, true, ReasonNoEndpoints)
+	c.advance(time.Minute)
+	d.ObserveLocal(Local{Unobserved: true, ReadyEndpoints: 1})
+	if !d.State().Spilling {
+		t.Fatal("spilling, then unobserved: the state holds")
+	}
+	d.ObserveLocal(Local{ReadyEndpoints: 2})
+	c.advance(DefaultPolicy().MinDwell)
+	d.ObserveLocal(Local{ReadyEndpoints: 2})
+	if d.State().Spilling {
+		t.Fatal("observed idle for the dwell: stopped")
+	}
+}

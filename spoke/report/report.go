@@ -4,6 +4,12 @@
 // exports and which pools' remote capacity it needs. Every period it turns the endpoints' latest
 // metrics into each pool's capacity for the hub, with the EPP's request counts and spill state
 // on the EPP's pool, whose load also feeds the spill decision.
+//
+// A spoke that starts, or a pool that gains an endpoint, has endpoints not scraped yet. Until
+// each has been scraped once (or failed to be), or for at most the metrics' staleness after it
+// became a target, the pool is unobserved (capacity.Unobserved): the spill decision holds its
+// state rather than reading "no endpoint ready" as "spill", so a pool of idle endpoints never
+// reports spilling at start-up, and one whose endpoints never answer still does.
 package report
 
 import (
@@ -93,8 +99,10 @@ type Options struct {
 type Loop struct {
 	opts    Options
 	metrics *metrics
-	// pools are the pools of the last change; only Run's goroutine touches them.
-	pools []source.Pool
+	// pools are the pools of the last change, and targetSince when each of their endpoints
+	// became a scrape target; only Run's goroutine touches them.
+	pools       []source.Pool
+	targetSince map[string]time.Time
 }
 
 // New returns the loop and registers its metrics.
@@ -127,14 +135,22 @@ func (l *Loop) Run(ctx context.Context) error {
 // apply takes the current pools: scrape targets, the EPP's endpoints, exports and interest.
 func (l *Loop) apply() {
 	l.pools = l.opts.Pools.Pools()
+	now := l.opts.Now()
+	since := make(map[string]time.Time, len(l.targetSince))
 	var targets []modelmetrics.Target
 	refs := make([]fleet.PoolRef, 0, len(l.pools))
 	for _, p := range l.pools {
 		refs = append(refs, p.Ref)
 		for _, e := range p.Endpoints {
 			targets = append(targets, modelmetrics.Target{Address: e.Address, Engine: e.Engine})
+			if t, ok := l.targetSince[e.Address]; ok {
+				since[e.Address] = t
+			} else {
+				since[e.Address] = now
+			}
 		}
 	}
+	l.targetSince = since
 	l.opts.Scraper.SetTargets(targets)
 	for _, addr := range l.opts.Endpoints.Set(l.pools) {
 		if l.opts.Prefix != nil {
@@ -158,7 +174,8 @@ func (l *Loop) report() {
 		eps := make([]capacity.Endpoint, 0, len(p.Endpoints))
 		for _, e := range p.Endpoints {
 			s, _ := l.opts.Scraper.Sample(e.Address)
-			ce := capacity.Endpoint{Address: e.Address, Metrics: s.Metrics, ScrapedAt: s.ScrapedAt}
+			ce := capacity.Endpoint{Address: e.Address, Metrics: s.Metrics, ScrapedAt: s.ScrapedAt, Failed: s.Err != nil,
+				TargetSince: l.targetSince[e.Address]}
 			if l.opts.Thresholds.Fresh(ce, now) {
 				fresh++
 			} else {
@@ -171,7 +188,7 @@ func (l *Loop) report() {
 			c.Endpoints = capacity.EndpointDetail(eps, now, l.opts.Thresholds)
 		}
 		if l.opts.EPP != nil && p.Ref == l.opts.EPPPool {
-			l.addEPP(&c)
+			l.addEPP(&c, capacity.Unobserved(eps, now, l.opts.Thresholds))
 			eppLocal = true
 		}
 		caps = append(caps, c)
@@ -185,14 +202,16 @@ func (l *Loop) report() {
 }
 
 // addEPP adds the EPP's counts to its pool's capacity, feeds the pool's load to the spill
-// decision and reports the decision's state.
-func (l *Loop) addEPP(c *fleet.PoolCapacity) {
+// decision (unobserved when some endpoint of the pool is pending) and reports the decision's
+// state.
+func (l *Loop) addEPP(c *fleet.PoolCapacity, unobserved bool) {
 	c.AdmittedTotal, c.ShedTotal = l.opts.EPP.Counts()
 	c.SpilledTotal = l.opts.EPP.Spilled()
 	if l.opts.Spill == nil {
 		return
 	}
-	l.opts.Spill.ObserveLocal(spill.Local{ReadyEndpoints: c.ReadyEndpoints, QueueDepth: c.QueueDepth, Saturation: c.Saturation, Saturated: c.Saturated})
+	l.opts.Spill.ObserveLocal(spill.Local{ReadyEndpoints: c.ReadyEndpoints, QueueDepth: c.QueueDepth, Saturation: c.Saturation, Saturated: c.Saturated,
+		Unobserved: unobserved})
 	st := l.opts.Spill.State()
 	c.Spilling, c.SpillTarget, c.SpillTargetRegion = st.Spilling, st.LastTarget, st.LastRegion
 }

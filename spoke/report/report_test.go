@@ -2,6 +2,7 @@ package report
 
 import (
 	"context"
+	"errors"
 	"reflect"
 	"slices"
 	"sync"
@@ -231,12 +232,14 @@ func TestReport(t *testing.T) {
 			h, d := &hub{}, &decider{state: tc.state}
 			o := tc.opts
 			o.Pools, o.Scraper, o.Hub, o.Endpoints = newPools(localPools()...), localSamples(), h, &endpoints{}
-			o.Thresholds, o.Period, o.Now = thresholds, time.Hour, func() time.Time { return now }
+			clock := now.Add(-time.Second) // the endpoints became targets a while ago: none is pending
+			o.Thresholds, o.Period, o.Now = thresholds, time.Hour, func() time.Time { return clock }
 			if tc.wantObserved != nil {
 				o.Spill = d
 			}
 			l := New(o)
 			l.apply()
+			clock = now
 			l.report()
 			if _, _, caps, _ := h.state(); !reflect.DeepEqual(caps, tc.want()) {
 				t.Errorf("capacity =\n%+v\nwant\n%+v", caps, tc.want())
@@ -321,4 +324,115 @@ func TestRunFollowsPoolsAndReportsEveryPeriod(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Errorf("Run() = %v, want nil when the context ends", err)
 	}
+}
+
+// startUp is a spoke starting with the EPP on chat, whose two endpoints are not scraped yet, a
+// real spill decision with an idle remote cluster to go to, and a clock the test moves.
+type startUp struct {
+	clock time.Time
+	sc    *scraper
+	hub   *hub
+	dec   *spill.Decider
+	loop  *Loop
+}
+
+func newStartUp(t *testing.T, addrs ...string) *startUp {
+	t.Helper()
+	remote := spill.Remote{ClusterID: "us-west-1", Region: "us-west", Gateway: "us-west:8080", Alive: true, ReadyEndpoints: 3}
+	dec, err := spill.New(spill.DefaultPolicy(), func() []spill.Remote { return []spill.Remote{remote} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := source.Pool{Ref: chat, Export: true}
+	for _, a := range addrs {
+		p.Endpoints = append(p.Endpoints, source.Endpoint{Address: a, Engine: modelmetrics.EngineVLLM})
+	}
+	s := &startUp{clock: now, sc: &scraper{samples: map[string]modelmetrics.Sample{}}, hub: &hub{}, dec: dec}
+	s.loop = New(Options{Pools: newPools(p), Scraper: s.sc, Hub: s.hub, Endpoints: &endpoints{}, EPPPool: chat, EPP: picker{},
+		Spill: dec, Thresholds: thresholds, Period: time.Hour, Now: func() time.Time { return s.clock }})
+	s.loop.apply()
+	return s
+}
+
+// at moves the clock to now+d and reports.
+func (s *startUp) at(d time.Duration) { s.clock = now.Add(d); s.loop.report() }
+
+// scrape records an idle scrape of addr ending at now+d.
+func (s *startUp) scrape(addr string, d time.Duration) {
+	s.sc.samples[addr] = modelmetrics.Sample{Metrics: modelmetrics.Metrics{Running: 1}, ScrapedAt: now.Add(d)}
+}
+
+// check fails unless the decision's state, the reported capacity and a Critical request agree
+// that the pool is spilling (or not), and the request goes where want says.
+func (s *startUp) check(t *testing.T, step string, spilling bool, want spill.Reason) {
+	t.Helper()
+	_, _, caps, _ := s.hub.state()
+	if st := s.dec.State(); st.Spilling != spilling || len(caps) != 1 || caps[0].Spilling != spilling {
+		t.Fatalf("%s: decision spilling %v, reported %+v; want spilling %v in both", step, st.Spilling, caps, spilling)
+	}
+	if d := s.dec.Decide(spill.Request{Priority: 100}); d.Reason != want {
+		t.Fatalf("%s: a critical request: %+v, want reason %s", step, d, want)
+	}
+}
+
+// TestStartUpIdlePoolNeverSpills: before the first scrape the pool is neither spilling nor
+// reported spilling, and a Critical request stays; with one of two idle endpoints scraped, still
+// not; with both, the pool is observed, idle and not spilling.
+func TestStartUpIdlePoolNeverSpills(t *testing.T) {
+	s := newStartUp(t, "10.0.0.1:8000", "10.0.0.2:8000")
+	if d := s.dec.Decide(spill.Request{Priority: 100}); d.Spill || d.Reason != spill.ReasonLocal {
+		t.Fatalf("before any report: %+v, want the request kept here", d)
+	}
+	s.at(0)
+	s.check(t, "nothing scraped", false, spill.ReasonLocal)
+	s.at(100 * time.Millisecond)
+	s.check(t, "nothing scraped after one period", false, spill.ReasonLocal)
+	s.scrape("10.0.0.1:8000", 120*time.Millisecond)
+	s.at(150 * time.Millisecond)
+	s.check(t, "one of two scraped", false, spill.ReasonLocal)
+	s.scrape("10.0.0.2:8000", 160*time.Millisecond)
+	s.at(200 * time.Millisecond)
+	s.check(t, "both scraped, idle", false, spill.ReasonLocal)
+	if _, _, caps, _ := s.hub.state(); caps[0].ReadyEndpoints != 2 || caps[0].Saturated {
+		t.Fatalf("observed idle pool reported %+v, want 2 ready and not saturated", caps[0])
+	}
+	// Past the staleness bound, with fresh idle scrapes, nothing changes.
+	s.scrape("10.0.0.1:8000", 350*time.Millisecond)
+	s.scrape("10.0.0.2:8000", 360*time.Millisecond)
+	s.at(400 * time.Millisecond)
+	s.check(t, "later, still idle", false, spill.ReasonLocal)
+}
+
+// TestStartUpDeadPoolSpills: an endpoint that is never scraped counts as not ready once the
+// staleness bound has passed since it became a target, so a pool whose endpoints never answer
+// spills; one whose scrape failed counts as observed at once.
+func TestStartUpDeadPoolSpills(t *testing.T) {
+	s := newStartUp(t, "10.0.0.1:8000")
+	s.at(100 * time.Millisecond)
+	s.check(t, "within the bound", false, spill.ReasonLocal)
+	s.at(thresholds.Staleness + time.Millisecond)
+	s.check(t, "past the bound, never scraped", true, spill.ReasonNoEndpoints)
+
+	s = newStartUp(t, "10.0.0.1:8000")
+	s.sc.samples["10.0.0.1:8000"] = modelmetrics.Sample{Err: errors.New("connection refused")}
+	s.at(50 * time.Millisecond)
+	s.check(t, "first scrape failed", true, spill.ReasonNoEndpoints)
+}
+
+// TestEndpointAddedIsPendingAlone: a pool change keeps when each staying endpoint became a
+// target, so only the added endpoint is pending, and a saturated pool that is spilling keeps
+// spilling while it is.
+func TestEndpointAddedIsPendingAlone(t *testing.T) {
+	s := newStartUp(t, "10.0.0.1:8000")
+	s.sc.samples["10.0.0.1:8000"] = modelmetrics.Sample{Metrics: modelmetrics.Metrics{WaitingQueue: 9}, ScrapedAt: now.Add(time.Second)}
+	s.at(time.Second)
+	s.check(t, "saturated", true, spill.ReasonSaturated)
+	s.loop.opts.Pools.(*pools).change(source.Pool{Ref: chat, Export: true, Endpoints: []source.Endpoint{
+		{Address: "10.0.0.1:8000", Engine: modelmetrics.EngineVLLM}, {Address: "10.0.0.2:8000", Engine: modelmetrics.EngineVLLM}}})
+	s.loop.apply()
+	if got, want := s.loop.targetSince, map[string]time.Time{"10.0.0.1:8000": now, "10.0.0.2:8000": now.Add(time.Second)}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("targets since %v, want %v", got, want)
+	}
+	s.at(time.Second + 50*time.Millisecond)
+	s.check(t, "an endpoint added, not scraped yet", true, spill.ReasonSaturated)
 }
