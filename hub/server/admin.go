@@ -15,8 +15,32 @@ import (
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
+// ErrViewNotLoaded means the hub's fleet view has not loaded the registry yet: it would answer
+// with an empty fleet. It is a kind of ErrNotReady (Unavailable: retry in a moment).
+var ErrViewNotLoaded error = viewNotLoadedError{}
+
+type viewNotLoadedError struct{}
+
+func (viewNotLoadedError) Error() string {
+	return "the hub has not loaded the registry yet: retry in a moment"
+}
+
+// Is makes errors.Is(ErrViewNotLoaded, ErrNotReady) hold: the hub is not ready to serve.
+func (viewNotLoadedError) Is(target error) bool { return target == ErrNotReady }
+
+// viewLoaded returns ErrViewNotLoaded until the fleet view holds the registry.
+func (s *Server) viewLoaded() error {
+	if !s.model.Loaded() {
+		return ErrViewNotLoaded
+	}
+	return nil
+}
+
 // ListClusters returns every registered cluster.
 func (s *Server) ListClusters(context.Context, *pb.ListClustersRequest) (*pb.ListClustersResponse, error) {
+	if err := s.viewLoaded(); err != nil {
+		return nil, s.fail(err)
+	}
 	resp := &pb.ListClustersResponse{}
 	for _, c := range s.model.Clusters() {
 		resp.Clusters = append(resp.Clusters, fleetpb.Cluster(c))
@@ -29,6 +53,9 @@ func (s *Server) GetCluster(_ context.Context, req *pb.GetClusterRequest) (*pb.G
 	if err := checkName("cluster_id", req.GetClusterId(), 253, false); err != nil {
 		return nil, s.fail(err)
 	}
+	if err := s.viewLoaded(); err != nil {
+		return nil, s.fail(err)
+	}
 	c, ok := s.model.Cluster(req.GetClusterId())
 	if !ok {
 		return nil, s.fail(registry.ErrNotFound)
@@ -38,6 +65,9 @@ func (s *Server) GetCluster(_ context.Context, req *pb.GetClusterRequest) (*pb.G
 
 // ListPools returns every exported pool with its members' capacity.
 func (s *Server) ListPools(context.Context, *pb.ListPoolsRequest) (*pb.ListPoolsResponse, error) {
+	if err := s.viewLoaded(); err != nil {
+		return nil, s.fail(err)
+	}
 	resp := &pb.ListPoolsResponse{}
 	for _, p := range s.model.Pools() {
 		resp.Pools = append(resp.Pools, poolMessage(p))
@@ -48,6 +78,9 @@ func (s *Server) ListPools(context.Context, *pb.ListPoolsRequest) (*pb.ListPools
 // GetPool returns one exported pool.
 func (s *Server) GetPool(_ context.Context, req *pb.GetPoolRequest) (*pb.GetPoolResponse, error) {
 	if err := validatePoolRef("pool", req.GetPool()); err != nil {
+		return nil, s.fail(err)
+	}
+	if err := s.viewLoaded(); err != nil {
 		return nil, s.fail(err)
 	}
 	want := fleetpb.PoolRefFrom(req.GetPool())
@@ -61,6 +94,9 @@ func (s *Server) GetPool(_ context.Context, req *pb.GetPoolRequest) (*pb.GetPool
 
 // ListImports returns every import.
 func (s *Server) ListImports(context.Context, *pb.ListImportsRequest) (*pb.ListImportsResponse, error) {
+	if err := s.viewLoaded(); err != nil {
+		return nil, s.fail(err)
+	}
 	resp := &pb.ListImportsResponse{}
 	for _, i := range s.model.Imports() {
 		resp.Imports = append(resp.Imports, fleetpb.Import(i))
@@ -68,9 +104,19 @@ func (s *Server) ListImports(context.Context, *pb.ListImportsRequest) (*pb.ListI
 	return resp, nil
 }
 
-// Watch streams a snapshot of the fleet, then its changes.
+// Watch streams a snapshot of the fleet, then its changes. The snapshot waits for the view's
+// first load of the registry, at most viewLoadWait (then the watch ends with Unavailable).
 func (s *Server) Watch(_ *pb.WatchRequest, stream pb.AdminService_WatchServer) error {
 	ctx := stream.Context()
+	wait, cancel := context.WithTimeoutCause(ctx, viewLoadWait, ErrViewNotLoaded)
+	err := s.model.WaitLoaded(wait)
+	cancel()
+	switch {
+	case ctx.Err() != nil:
+		return nil
+	case err != nil:
+		return s.fail(err)
+	}
 	var inc string
 	var seq uint64
 	for {

@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/spillway-io/spillway/hub/registry"
 	"github.com/spillway-io/spillway/hub/view"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
@@ -51,7 +52,9 @@ func (r *recordingStream) next(t *testing.T) sentView {
 // so that a spoke cannot make the hub send snapshots as fast as it sends messages.
 func TestInterestChangeIsPaced(t *testing.T) {
 	const interval = 300 * time.Millisecond
-	s := New(nil, view.New(), Options{ViewInterval: interval})
+	model := view.New()
+	model.Reset(registry.State{})
+	s := New(nil, model, Options{ViewInterval: interval})
 	st := &recordingStream{views: make(chan sentView, 16)}
 	interest := make(chan []fleet.PoolRef, 1)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -305,8 +305,13 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 	}
 }
 
+// viewLoadWait bounds how long a stream, or an admin watch, waits for the hub's first load of
+// the registry before it ends with ErrViewNotLoaded.
+const viewLoadWait = 30 * time.Second
+
 // sendLoop sends the stream's hop keys, then view updates, export acks and new hop keys until
-// the session ends. View updates are at least ViewInterval apart, whatever asks for them: a
+// the session ends. The first view update waits for the view's first load of the registry (at
+// most viewLoadWait). View updates are at least ViewInterval apart, whatever asks for them: a
 // change of the fleet view or of the stream's interest (which needs a snapshot of the pools of
 // interest); what changes meanwhile goes out together.
 func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer, cursor *pb.ViewCursor,
@@ -318,6 +323,14 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 	inc, seq := cursor.GetHubIncarnation(), cursor.GetSeq()
 	interest := interestOf(pools)
 	first := true
+	// No view update before the view holds the registry: an empty snapshot would tell the spoke
+	// the fleet exports nothing, and it would delete every import it manages. Acks and hop keys
+	// go out meanwhile; a view still unloaded after viewLoadWait ends the stream (Unavailable),
+	// and the spoke tries again, perhaps on another replica.
+	loaded := s.model.FirstLoad()
+	loadWait := time.NewTimer(viewLoadWait)
+	defer loadWait.Stop()
+	notLoaded := loadWait.C
 	var lastSent time.Time
 	// pace waits until ViewInterval has passed since the last view update.
 	pace := func() error {
@@ -336,18 +349,24 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 	}
 	for {
 		changed := s.model.Changed()
-		u := s.model.Since(inc, seq, interest)
-		inc, seq = s.model.Incarnation(), u.Seq
-		if first || !u.Empty() {
-			if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_View{View: viewUpdate(inc, u)}}); err != nil {
-				return err
+		if loaded == nil || s.model.Loaded() {
+			loaded, notLoaded = nil, nil
+			u := s.model.Since(inc, seq, interest)
+			inc, seq = s.model.Incarnation(), u.Seq
+			if first || !u.Empty() {
+				if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_View{View: viewUpdate(inc, u)}}); err != nil {
+					return err
+				}
+				s.metrics.viewUpdates.WithLabelValues(updateKind(u)).Inc()
+				first, lastSent = false, time.Now()
 			}
-			s.metrics.viewUpdates.WithLabelValues(updateKind(u)).Inc()
-			first, lastSent = false, time.Now()
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-loaded:
+		case <-notLoaded:
+			return ErrViewNotLoaded
 		case a := <-acks:
 			if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_ExportAck{ExportAck: &pb.ExportAck{Seq: a}}}); err != nil {
 				return err

@@ -87,10 +87,15 @@ func (t *trust) reset(st registry.State) {
 }
 
 // Ready returns nil once the hub has loaded the fleet's revocations and hop keys (Run does, at
-// its start): before, every call that needs a cluster identity answers Unavailable.
+// its start) and its fleet view has loaded the registry (view.Model.Follow does): before, every
+// call that needs a cluster identity answers Unavailable, and so do the admin calls that read the
+// view (ErrViewNotLoaded).
 func (s *Server) Ready() error {
 	if _, _, loaded := s.trust.revocation(""); !loaded {
 		return ErrNotReady
+	}
+	if s.model != nil && !s.model.Loaded() {
+		return ErrViewNotLoaded
 	}
 	return nil
 }

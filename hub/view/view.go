@@ -6,9 +6,15 @@
 // when its position has fallen out of the log, or the view was reloaded, it gets a snapshot. The
 // same mechanism resumes a reconnecting spoke without a full replay when it returns to the same hub
 // incarnation in time.
+//
+// A new model is empty and not loaded: it holds the registry only after its first full load
+// (Follow's, or a Reset), and Loaded, FirstLoad and WaitLoaded tell when. Nothing may be served
+// from it before, since an empty view is not an empty fleet: a spoke that took it for one would
+// delete every import it manages.
 package view
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"slices"
@@ -55,6 +61,9 @@ type Model struct {
 	log       []change
 	logStart  uint64 // seq of log[0]; a cursor below logStart-1 needs a snapshot
 	wake      chan struct{}
+	// loaded is closed by the first Reset: until then the view holds nothing of the registry, and
+	// an empty fleet in it means only that it has not been read yet.
+	loaded chan struct{}
 }
 
 // New returns an empty model with a fresh incarnation.
@@ -68,6 +77,7 @@ func New() *Model {
 		capacity:    map[fleet.CapacityKey]fleet.RemoteCapacity{},
 		importers:   map[string]map[fleet.PoolRef]fleet.PoolImportStatus{},
 		wake:        make(chan struct{}),
+		loaded:      make(chan struct{}),
 		logStart:    1,
 	}
 	m.reset(registry.State{})
@@ -77,12 +87,41 @@ func New() *Model {
 // Incarnation identifies this model; cursors from another incarnation need a snapshot.
 func (m *Model) Incarnation() string { return m.incarnation }
 
-// Reset replaces the registry part of the view (after a full load from etcd). Every subscriber
-// receives a snapshot next.
+// Loaded reports whether the view holds a full load of the registry (its first Reset happened).
+// Before, the view is empty whatever the registry holds: nothing may be served from it.
+func (m *Model) Loaded() bool {
+	select {
+	case <-m.loaded:
+		return true
+	default:
+		return false
+	}
+}
+
+// FirstLoad returns a channel that is closed once the view holds its first full load of the
+// registry; a Since after that returns the loaded state.
+func (m *Model) FirstLoad() <-chan struct{} { return m.loaded }
+
+// WaitLoaded waits until the view holds its first full load of the registry, or ctx ends (then
+// it returns ctx's cause).
+func (m *Model) WaitLoaded(ctx context.Context) error {
+	select {
+	case <-m.loaded:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// Reset replaces the registry part of the view (after a full load from etcd); the first one
+// marks the view loaded. Every subscriber receives a snapshot next.
 func (m *Model) Reset(st registry.State) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.reset(st)
+	if !m.Loaded() {
+		close(m.loaded) // under mu: whoever sees it closed then reads the loaded state
+	}
 	for k := range m.capacity {
 		if _, ok := st.Sessions[k.ClusterID]; !ok {
 			delete(m.capacity, k)
