@@ -215,10 +215,10 @@ func loadOrCreateCA(dir string, log *slog.Logger) (*tlsconfig.CA, error) {
 	}
 	// The key first: a start that stops in between finds a key without a certificate and says so,
 	// rather than a certificate whose key is lost.
-	if err := writeFileAtomic(keyFile, ca.KeyPEM(), 0o600); err != nil {
+	if err := tlsconfig.WriteFileAtomic(keyFile, ca.KeyPEM(), 0o600); err != nil {
 		return nil, fmt.Errorf("--pki-dir: %w", err)
 	}
-	if err := writeFileAtomic(certFile, ca.CertPEM(), 0o644); err != nil {
+	if err := tlsconfig.WriteFileAtomic(certFile, ca.CertPEM(), 0o644); err != nil {
 		return nil, fmt.Errorf("--pki-dir: %w", err)
 	}
 	log.Info("hub CA created", "dir", dir, "caHash", tlsconfig.SPKIHash(ca.Certificate()))
@@ -269,7 +269,7 @@ func ensureHubctlCredentials(dir string, ca *tlsconfig.CA, bundle []byte, admin 
 		{tlsconfig.KeyFile, keyPEM, 0o600},
 		{tlsconfig.CertFile, certPEM, 0o644},
 	} {
-		if err := writeFileAtomic(filepath.Join(dir, w.name), w.data, w.mode); err != nil {
+		if err := tlsconfig.WriteFileAtomic(filepath.Join(dir, w.name), w.data, w.mode); err != nil {
 			return fmt.Errorf("hubctl credentials: %w", err)
 		}
 	}
@@ -325,31 +325,4 @@ func exists(path string) (bool, error) {
 	default:
 		return false, err
 	}
-}
-
-// writeFileAtomic writes data to a temporary file beside path and renames it over path, so that
-// a reader (or a start after a crash) sees the old file or the new one, never half of one.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after the rename there is nothing to remove
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

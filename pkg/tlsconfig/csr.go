@@ -1,6 +1,7 @@
 package tlsconfig
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -23,24 +24,33 @@ var ErrInvalidCSR = errors.New("invalid certificate request")
 // NewCSR creates a key (ECDSA P-256) and a certificate request for it naming id as its one URI
 // SAN. It returns both as PEM.
 func NewCSR(id Identity) (csrPEM, keyPEM []byte, err error) {
-	if err := id.validate(); err != nil {
-		return nil, nil, err
-	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
+	}
+	if csrPEM, err = CSRFor(id, key); err != nil {
+		return nil, nil, err
+	}
+	if keyPEM, err = encodeKey(key); err != nil {
+		return nil, nil, err
+	}
+	return csrPEM, keyPEM, nil
+}
+
+// CSRFor makes the PEM certificate request of an existing key naming id as its one URI SAN: a
+// join that resumes with the key it stored asks for the same key again.
+func CSRFor(id Identity, key crypto.Signer) ([]byte, error) {
+	if err := id.validate(); err != nil {
+		return nil, err
 	}
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
 		Subject: pkix.Name{CommonName: id.Name},
 		URIs:    []*url.URL{id.URL()},
 	}, key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("certificate request for %s: %w", id, err)
+		return nil, fmt.Errorf("certificate request for %s: %w", id, err)
 	}
-	if keyPEM, err = encodeKey(key); err != nil {
-		return nil, nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), keyPEM, nil
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
 }
 
 // ParseCSR reads a PEM certificate request from outside: exactly one CERTIFICATE REQUEST block

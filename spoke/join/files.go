@@ -53,42 +53,11 @@ func writeCredentials(dir string, caPEM, certPEM, keyPEM []byte) error {
 		{MarkerFile, []byte(markerText), 0o644},
 		{tlsconfig.CertFile, certPEM, 0o644},
 	} {
-		if err := writeFileAtomic(dir, f.name, f.data, f.perm); err != nil {
+		if err := tlsconfig.WriteFileAtomic(filepath.Join(dir, f.name), f.data, f.perm); err != nil {
 			return err
 		}
 	}
 	return syncDir(dir)
-}
-
-// writeFileAtomic writes data to a temporary file beside name, flushes it to disk and renames it
-// over name: a reader sees the old file or the new one, never a part.
-func writeFileAtomic(dir, name string, data []byte, perm os.FileMode) (err error) {
-	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", name, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(perm); err != nil {
-		return fmt.Errorf("writing %s: %w", name, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("writing %s: %w", name, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("writing %s: %w", name, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", name, err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
-		return fmt.Errorf("writing %s: %w", name, err)
-	}
-	return nil
 }
 
 // syncDir flushes the directory's entries, so that the renames survive a crash.

@@ -4,15 +4,12 @@ import (
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 
@@ -54,7 +51,7 @@ func joinKey(dir string, id tlsconfig.Identity, log *slog.Logger) (csrPEM, keyPE
 	if err := os.Remove(filepath.Join(dir, MarkerFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, nil, fmt.Errorf("credentials directory: %w", err)
 	}
-	if err := writeFileAtomic(dir, tlsconfig.KeyFile, keyPEM, 0o600); err != nil {
+	if err := tlsconfig.WriteFileAtomic(filepath.Join(dir, tlsconfig.KeyFile), keyPEM, 0o600); err != nil {
 		return nil, nil, err
 	}
 	if err := syncDir(dir); err != nil {
@@ -86,12 +83,5 @@ func csrFor(id tlsconfig.Identity, keyPEM []byte) ([]byte, error) {
 	if !ok || key.Curve != elliptic.P256() {
 		return nil, errors.New("want an ECDSA P-256 key")
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
-		Subject: pkix.Name{CommonName: id.Name},
-		URIs:    []*url.URL{id.URL()},
-	}, key)
-	if err != nil {
-		return nil, fmt.Errorf("certificate request for %s: %w", id, err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
+	return tlsconfig.CSRFor(id, key)
 }
