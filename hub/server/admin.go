@@ -15,19 +15,6 @@ import (
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
-// ErrViewNotLoaded means the hub's fleet view has not loaded the registry yet: it would answer
-// with an empty fleet. It is a kind of ErrNotReady (Unavailable: retry in a moment).
-var ErrViewNotLoaded error = viewNotLoadedError{}
-
-type viewNotLoadedError struct{}
-
-func (viewNotLoadedError) Error() string {
-	return "the hub has not loaded the registry yet: retry in a moment"
-}
-
-// Is makes errors.Is(ErrViewNotLoaded, ErrNotReady) hold: the hub is not ready to serve.
-func (viewNotLoadedError) Is(target error) bool { return target == ErrNotReady }
-
 // viewLoaded returns ErrViewNotLoaded until the fleet view holds the registry.
 func (s *Server) viewLoaded() error {
 	if !s.model.Loaded() {

@@ -25,6 +25,10 @@ var ErrJoinDisabled = errors.New("join flow disabled: the hub has no CA key to s
 // revoked certificate from a good one.
 var ErrNotReady = errors.New("the hub has not loaded the fleet's revocations yet: retry in a moment")
 
+// ErrViewNotLoaded means the hub's fleet view has not loaded the registry yet: it would answer
+// with an empty fleet.
+var ErrViewNotLoaded = errors.New("the hub has not loaded the registry yet: retry in a moment")
+
 // ErrRevokedRecently means a certificate cannot be issued yet: it would start before the
 // cluster's revocation and be refused with the revoked ones.
 var ErrRevokedRecently = errors.New("cluster was revoked moments ago: a certificate issued now would count as revoked")
@@ -97,7 +101,8 @@ func toStatus(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, ErrSessionReplaced):
 		code = codes.Aborted
-	case errors.Is(err, registry.ErrSessionLost), errors.Is(err, ErrNotReady), errors.Is(err, ErrRevokedRecently):
+	case errors.Is(err, registry.ErrSessionLost), errors.Is(err, ErrNotReady), errors.Is(err, ErrViewNotLoaded),
+		errors.Is(err, ErrRevokedRecently):
 		code = codes.Unavailable
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled
