@@ -19,6 +19,9 @@ const (
 	KindCluster = "cluster"
 	// KindUser names a hubctl user.
 	KindUser = "user"
+	// KindHub names a hub replica: its Name is the replica's hub ID. Replicas present it to
+	// each other on the admin port (PeerService).
+	KindHub = "hub"
 )
 
 const scheme = "spiffe://"
@@ -29,9 +32,9 @@ type Identity struct {
 	// TrustDomain is the domain of the authority that issued the certificate, a DNS-1123
 	// subdomain such as "spillway.example.com".
 	TrustDomain string
-	// Kind is KindCluster or KindUser.
+	// Kind is KindCluster, KindUser or KindHub.
 	Kind string
-	// Name is the cluster ID or the user name, a DNS-1123 label.
+	// Name is the cluster ID, the user name or the hub ID, a DNS-1123 label.
 	Name string
 }
 
@@ -89,8 +92,8 @@ func ParseIdentity(uri string) (Identity, error) {
 		return invalid("trust domain %q: %s", td, strings.Join(errs, "; "))
 	}
 	segments := strings.Split(path, "/")
-	if len(segments) != 2 || (segments[0] != KindCluster && segments[0] != KindUser) {
-		return invalid("want the path /%s/<id> or /%s/<name>", KindCluster, KindUser)
+	if len(segments) != 2 || (segments[0] != KindCluster && segments[0] != KindUser && segments[0] != KindHub) {
+		return invalid("want the path /%s/<id>, /%s/<name> or /%s/<id>", KindCluster, KindUser, KindHub)
 	}
 	kind, name := segments[0], segments[1]
 	if errs := validation.IsDNS1123Label(name); len(errs) > 0 {

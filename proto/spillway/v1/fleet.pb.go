@@ -15,6 +15,7 @@ package spillwayv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -787,8 +788,12 @@ type RemoteCapacity struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
 	Capacity  *PoolCapacity          `protobuf:"bytes,2,opt,name=capacity,proto3" json:"capacity,omitempty"`
-	// When the hub received the report; consumers judge freshness by it.
-	ReceivedAt    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
+	// When the hub received the report, by the hub's clock: for display only.
+	ReceivedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
+	// How old the report was when this message was sent, by the sender's clock. Consumers judge
+	// freshness by it, on their own clock (their time of receipt minus age), and never compare
+	// received_at with their own clock: hosts' clocks differ.
+	Age           *durationpb.Duration `protobuf:"bytes,4,opt,name=age,proto3" json:"age,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -844,11 +849,18 @@ func (x *RemoteCapacity) GetReceivedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *RemoteCapacity) GetAge() *durationpb.Duration {
+	if x != nil {
+		return x.Age
+	}
+	return nil
+}
+
 var File_spillway_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_spillway_v1_fleet_proto_rawDesc = "" +
 	"\n" +
-	"\x17spillway/v1/fleet.proto\x12\vspillway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x01\n" +
+	"\x17spillway/v1/fleet.proto\x12\vspillway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x01\n" +
 	"\vClusterInfo\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
@@ -915,13 +927,14 @@ const file_spillway_v1_fleet_proto_rawDesc = "" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x1a\n" +
 	"\bimported\x18\x02 \x01(\bR\bimported\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"\xa3\x01\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"\xd0\x01\n" +
 	"\x0eRemoteCapacity\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x125\n" +
 	"\bcapacity\x18\x02 \x01(\v2\x19.spillway.v1.PoolCapacityR\bcapacity\x12;\n" +
 	"\vreceived_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"receivedAt*^\n" +
+	"receivedAt\x12+\n" +
+	"\x03age\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03age*^\n" +
 	"\fClusterState\x12\x1d\n" +
 	"\x19CLUSTER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13CLUSTER_STATE_ALIVE\x10\x01\x12\x16\n" +
@@ -954,6 +967,7 @@ var file_spillway_v1_fleet_proto_goTypes = []any{
 	(*RemoteCapacity)(nil),        // 9: spillway.v1.RemoteCapacity
 	nil,                           // 10: spillway.v1.Export.LabelsEntry
 	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
 }
 var file_spillway_v1_fleet_proto_depIdxs = []int32{
 	2,  // 0: spillway.v1.Export.pool:type_name -> spillway.v1.PoolRef
@@ -969,11 +983,12 @@ var file_spillway_v1_fleet_proto_depIdxs = []int32{
 	8,  // 10: spillway.v1.Import.importers:type_name -> spillway.v1.ImportStatus
 	4,  // 11: spillway.v1.RemoteCapacity.capacity:type_name -> spillway.v1.PoolCapacity
 	11, // 12: spillway.v1.RemoteCapacity.received_at:type_name -> google.protobuf.Timestamp
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	12, // 13: spillway.v1.RemoteCapacity.age:type_name -> google.protobuf.Duration
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_spillway_v1_fleet_proto_init() }

@@ -419,8 +419,14 @@ type Hello struct {
 	// Pools whose remote capacity this spoke wants in its view (the pools its EPP can spill from or
 	// route to). At most 10,000.
 	CapacityInterest []*PoolRef `protobuf:"bytes,4,rep,name=capacity_interest,json=capacityInterest,proto3" json:"capacity_interest,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// An observer session receives the fleet view and the hop keys and sends nothing else: it opens
+	// no session in the registry, holds no lease, and takes over nothing. The spoke replicas that do
+	// not hold the cluster's Kubernetes Lease use it, so that every replica routes on the fleet view
+	// while one stores exports, capacity and import reports. The hub answers any other message on
+	// an observer stream with FAILED_PRECONDITION. The Welcome's acked_export_seq is then 0.
+	Observer      bool `protobuf:"varint,5,opt,name=observer,proto3" json:"observer,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -479,6 +485,13 @@ func (x *Hello) GetCapacityInterest() []*PoolRef {
 		return x.CapacityInterest
 	}
 	return nil
+}
+
+func (x *Hello) GetObserver() bool {
+	if x != nil {
+		return x.Observer
+	}
+	return false
 }
 
 // ExportDelta changes the set of pools this cluster exports.
@@ -1062,8 +1075,14 @@ type ViewUpdate struct {
 	Clusters        []*ClusterLiveness `protobuf:"bytes,5,rep,name=clusters,proto3" json:"clusters,omitempty"`
 	Capacity        []*RemoteCapacity  `protobuf:"bytes,6,rep,name=capacity,proto3" json:"capacity,omitempty"`
 	CapacityRemoved []*CapacityKey     `protobuf:"bytes,7,rep,name=capacity_removed,json=capacityRemoved,proto3" json:"capacity_removed,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// True when the hub cannot vouch that the view holds the whole registry and fleet: its etcd
+	// watch is broken (etcd unreachable or quorum lost), or it has not yet heard from every other
+	// hub replica since it started. A spoke applies what such an update adds or changes and removes
+	// nothing because of it (a snapshot marked incomplete replaces nothing); what it would have
+	// removed waits for an update without the mark.
+	Incomplete    bool `protobuf:"varint,8,opt,name=incomplete,proto3" json:"incomplete,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ViewUpdate) Reset() {
@@ -1143,6 +1162,13 @@ func (x *ViewUpdate) GetCapacityRemoved() []*CapacityKey {
 		return x.CapacityRemoved
 	}
 	return nil
+}
+
+func (x *ViewUpdate) GetIncomplete() bool {
+	if x != nil {
+		return x.Incomplete
+	}
+	return false
 }
 
 // ClusterLiveness is the part of a cluster's record that routing needs.
@@ -1306,14 +1332,15 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\"M\n" +
 	"\bInterest\x12A\n" +
-	"\x11capacity_interest\x18\x01 \x03(\v2\x14.spillway.v1.PoolRefR\x10capacityInterest\"\xd0\x01\n" +
+	"\x11capacity_interest\x18\x01 \x03(\v2\x14.spillway.v1.PoolRefR\x10capacityInterest\"\xec\x01\n" +
 	"\x05Hello\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12+\n" +
 	"\x11spoke_incarnation\x18\x02 \x01(\tR\x10spokeIncarnation\x128\n" +
 	"\vview_cursor\x18\x03 \x01(\v2\x17.spillway.v1.ViewCursorR\n" +
 	"viewCursor\x12A\n" +
-	"\x11capacity_interest\x18\x04 \x03(\v2\x14.spillway.v1.PoolRefR\x10capacityInterest\"\x9f\x01\n" +
+	"\x11capacity_interest\x18\x04 \x03(\v2\x14.spillway.v1.PoolRefR\x10capacityInterest\x12\x1a\n" +
+	"\bobserver\x18\x05 \x01(\bR\bobserver\"\x9f\x01\n" +
 	"\vExportDelta\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1f\n" +
 	"\vreplace_all\x18\x02 \x01(\bR\n" +
@@ -1354,7 +1381,7 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\n" +
 	"ViewCursor\x12'\n" +
 	"\x0fhub_incarnation\x18\x01 \x01(\tR\x0ehubIncarnation\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\xff\x02\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\x9f\x03\n" +
 	"\n" +
 	"ViewUpdate\x12/\n" +
 	"\x06cursor\x18\x01 \x01(\v2\x17.spillway.v1.ViewCursorR\x06cursor\x12\x1a\n" +
@@ -1363,7 +1390,10 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\x0fimports_removed\x18\x04 \x03(\v2\x14.spillway.v1.PoolRefR\x0eimportsRemoved\x128\n" +
 	"\bclusters\x18\x05 \x03(\v2\x1c.spillway.v1.ClusterLivenessR\bclusters\x127\n" +
 	"\bcapacity\x18\x06 \x03(\v2\x1b.spillway.v1.RemoteCapacityR\bcapacity\x12C\n" +
-	"\x10capacity_removed\x18\a \x03(\v2\x18.spillway.v1.CapacityKeyR\x0fcapacityRemoved\"\xef\x01\n" +
+	"\x10capacity_removed\x18\a \x03(\v2\x18.spillway.v1.CapacityKeyR\x0fcapacityRemoved\x12\x1e\n" +
+	"\n" +
+	"incomplete\x18\b \x01(\bR\n" +
+	"incomplete\"\xef\x01\n" +
 	"\x0fClusterLiveness\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
