@@ -83,6 +83,7 @@ func build(cfg *Config) (*spoke, error) {
 		func() error { return s.buildSpill(gateways) },
 		func() error { return s.buildController(gateways) },
 		s.buildEPP,
+		s.buildAffinity,
 	} {
 		if err := step(); err != nil {
 			return s, err
@@ -260,6 +261,7 @@ func (s *spoke) run(ctx context.Context, httpL, eppL net.Listener) error {
 		g.Go(func() error { return s.eppClientCAs.Run(gctx) })
 	}
 	g.Go(func() error { return s.report.Run(gctx) })
+	s.runAffinity(gctx, g)
 	mux := s.mux()
 	g.Go(func() error { return serve.HTTP(gctx, httpL, mux) })
 	return g.Wait()

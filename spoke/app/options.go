@@ -53,6 +53,7 @@ type Options struct {
 	ReportEndpoints bool
 	Trust           TrustOptions
 	Gossip          gossip.Flags
+	Affinity        AffinityOptions
 	Log             logging.Options
 }
 
@@ -136,6 +137,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.ReportEndpoints, "report-endpoints", o.ReportEndpoints, "send per-endpoint load with capacity reports, for remote clusters that spill in Endpoint Mode (flat networks)")
 	o.Trust.AddFlags(fs)
 	o.Gossip.AddFlags(fs)
+	o.Affinity.AddFlags(fs)
 	fs.BoolVar(&o.EnablePprof, "enable-pprof", o.EnablePprof, "serve Go profiles at /debug/pprof/ on --http-address")
 	fs.StringVar(&o.Log.Level, "log-level", o.Log.Level, "debug, info, warn or error")
 	fs.StringVar(&o.Log.Format, "log-format", o.Log.Format, "text or json")
@@ -159,7 +161,7 @@ func (o *Options) Validate() error {
 	errs = append(errs, o.addressErrors()...)
 	errs = append(errs, o.loadErrors()...)
 	errs = append(errs, o.trustErrors()...)
-	errs = append(errs, o.Log.Validate(), o.Gossip.Validate())
+	errs = append(errs, o.Log.Validate(), o.Gossip.Validate(), o.Affinity.Validate())
 	return errors.Join(errs...)
 }
 
