@@ -1,17 +1,22 @@
 // Package prefix remembers which endpoint served which prompt prefix, so the prefix-cache scorer
 // can send a request to the endpoint most likely to hold its prefix in KV-cache.
 //
-// A prompt is cut into blocks of BlockSize bytes; block i's hash chains the hash of block i-1 with
-// its bytes (seeded by the model name), so equal hashes mean equal prefixes. The indexer maps block
-// hashes to the endpoints that served them and bounds each endpoint's share with an LRU, as a model
-// server's cache is bounded.
+// A prompt is cut into blocks of BlockSize bytes; block i's hash is the 64-bit XXH64 of its bytes
+// seeded with the hash of block i-1 (block 0's seed is the hash of the model name), so equal hashes
+// mean equal prefixes. The hashes are the same in every process: replicas of the EPP exchange
+// them (pkg/affinity) and find each other's prefixes. The indexer maps block hashes to the
+// endpoints that served them and bounds each endpoint's share with an LRU, as a model server's
+// cache is bounded.
+//
+// Add records a pick of this process and tells the Observer, if any; AddReplicated records a
+// pick another replica made and tells no one, so that nothing is replicated twice.
 package prefix
 
 import (
 	"container/list"
-	"hash/maphash"
 	"slices"
 	"sync"
+	"sync/atomic"
 )
 
 // Options bound the indexer. The defaults are GIE's prefix-cache plugin defaults.
@@ -24,10 +29,17 @@ type Options struct {
 	CapacityPerEndpoint int
 }
 
+// Observer learns of the prefixes this process's picks record, to share them with other
+// replicas. Added is called after the indexer has recorded them, outside its lock, on the
+// request's path: it must be quick, and must not keep hashes (the caller reuses it).
+type Observer interface {
+	Added(endpoint string, hashes []uint64)
+}
+
 // Indexer is safe for concurrent use.
 type Indexer struct {
-	opts Options
-	seed maphash.Seed
+	opts     Options
+	observer atomic.Pointer[observerRef]
 
 	mu        sync.Mutex
 	blocks    map[uint64][]string // block hash → endpoints that served it
@@ -50,26 +62,27 @@ func New(o Options) *Indexer {
 	if o.CapacityPerEndpoint <= 0 {
 		o.CapacityPerEndpoint = 31250
 	}
-	return &Indexer{opts: o, seed: maphash.MakeSeed(), blocks: map[uint64][]string{}, endpoints: map[string]*endpointLRU{}}
+	return &Indexer{opts: o, blocks: map[uint64][]string{}, endpoints: map[string]*endpointLRU{}}
+}
+
+type observerRef struct{ o Observer }
+
+// SetObserver makes o learn of every later Add (nil: none).
+func (ix *Indexer) SetObserver(o Observer) {
+	if o == nil {
+		ix.observer.Store(nil)
+		return
+	}
+	ix.observer.Store(&observerRef{o})
 }
 
 // Hashes returns the chained hashes of the prompt's full blocks, up to MaxBlocks, appended to dst.
 func (ix *Indexer) Hashes(dst []uint64, model, prompt string) []uint64 {
-	var h maphash.Hash
-	h.SetSeed(ix.seed)
-	_, _ = h.WriteString(model)
-	prev := h.Sum64()
+	prev := xxh64(0, model)
 	n := min(len(prompt)/ix.opts.BlockSize, ix.opts.MaxBlocks)
 	dst = slices.Grow(dst, n)
 	for i := 0; i < n; i++ {
-		h.Reset()
-		var b [8]byte
-		for j := range b {
-			b[j] = byte(prev >> (8 * j))
-		}
-		_, _ = h.Write(b[:])
-		_, _ = h.WriteString(prompt[i*ix.opts.BlockSize : (i+1)*ix.opts.BlockSize])
-		prev = h.Sum64()
+		prev = xxh64(prev, prompt[i*ix.opts.BlockSize:(i+1)*ix.opts.BlockSize])
 		dst = append(dst, prev)
 	}
 	return dst
@@ -101,8 +114,27 @@ func (ix *Indexer) Match(hashes []uint64, hit func(endpoint string, blocks int))
 	}
 }
 
-// Add records that endpoint served a prompt with these block hashes.
+// Add records that endpoint served a prompt with these block hashes, then tells the observer.
 func (ix *Indexer) Add(endpoint string, hashes []uint64) {
+	if len(hashes) == 0 {
+		return
+	}
+	ix.add(endpoint, hashes)
+	if r := ix.observer.Load(); r != nil {
+		r.o.Added(endpoint, hashes)
+	}
+}
+
+// AddReplicated records that endpoint served a prompt with these block hashes, as another
+// replica's Add saw it; the observer is not told.
+func (ix *Indexer) AddReplicated(endpoint string, hashes []uint64) {
+	if len(hashes) == 0 {
+		return
+	}
+	ix.add(endpoint, hashes)
+}
+
+func (ix *Indexer) add(endpoint string, hashes []uint64) {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	l := ix.endpoints[endpoint]

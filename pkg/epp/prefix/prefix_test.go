@@ -1,6 +1,8 @@
 package prefix
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -48,5 +50,103 @@ func TestMaxBlocks(t *testing.T) {
 	ix := New(Options{BlockSize: 1, MaxBlocks: 10})
 	if n := len(ix.Hashes(nil, "m", strings.Repeat("x", 100))); n != 10 {
 		t.Fatalf("hashed %d blocks, want 10", n)
+	}
+}
+
+// TestXXH64 checks the block hash against XXH64's published values (seed 0) and values of the
+// reference implementation with a seed, across the lengths of every code path (< 4, < 8, < 32 and
+// longer, with every tail).
+func TestXXH64(t *testing.T) {
+	for _, tc := range []struct {
+		seed uint64
+		s    string
+		want uint64
+	}{
+		{0, "", 0xef46db3751d8e999},
+		{0, "a", 0xd24ec4f1a98c6e5b},
+		{0, "abc", 0x44bc2cf5ad770999},
+		{0, "Nobody inspects the spammish repetition", 0xfbcea83c8a378bf1},
+		{20141025, "", 0x493d554c526625ba},
+		{20141025, "a", 0x9fe3ce221f1dd34a},
+		{20141025, "abc", 0x15bf5082de140c67},
+		{20141025, "Nobody inspects the spammish repetition", 0xce06936136852706},
+	} {
+		if got := xxh64(tc.seed, tc.s); got != tc.want {
+			t.Errorf("xxh64(%d, %q) = %#x, want %#x", tc.seed, tc.s, got, tc.want)
+		}
+	}
+}
+
+// TestHashesAreTheSameInEveryIndexer: replicas exchange hashes, so two indexers (two processes)
+// hash a prompt alike, and a prefix one learned by AddReplicated matches in the other.
+func TestHashesAreTheSameInEveryIndexer(t *testing.T) {
+	a, b := New(Options{BlockSize: 4}), New(Options{BlockSize: 4})
+	ha := a.Hashes(nil, "m", "aaaabbbbcccc")
+	if hb := b.Hashes(nil, "m", "aaaabbbbcccc"); !slices.Equal(ha, hb) {
+		t.Fatalf("hashes %x and %x of one prompt", ha, hb)
+	}
+	b.AddReplicated("10.0.0.1:8000", ha)
+	got := 0
+	b.Match(b.Hashes(nil, "m", "aaaabbbbccccdddd"), func(e string, n int) { got = n })
+	if got != 3 {
+		t.Fatalf("matched %d blocks of a replicated prefix, want 3", got)
+	}
+}
+
+type recorder struct {
+	ix    *Indexer
+	calls []string
+}
+
+func (r *recorder) Added(endpoint string, hashes []uint64) {
+	// Called outside the indexer's lock: reading the indexer here must not deadlock.
+	r.calls = append(r.calls, fmt.Sprintf("%s:%d:%d", endpoint, len(hashes), r.ix.Blocks(endpoint)))
+}
+
+// TestObserverLearnsLocalAddsOnly: Add tells the observer (after recording), AddReplicated does
+// not, so a replicated prefix is not sent on again.
+func TestObserverLearnsLocalAddsOnly(t *testing.T) {
+	ix := New(Options{BlockSize: 4})
+	r := &recorder{ix: ix}
+	ix.SetObserver(r)
+	ix.Add("e1", ix.Hashes(nil, "m", "aaaabbbb"))
+	ix.AddReplicated("e2", ix.Hashes(nil, "m", "ccccdddd"))
+	ix.Add("e1", nil)
+	ix.SetObserver(nil)
+	ix.Add("e3", ix.Hashes(nil, "m", "eeee"))
+	if want := []string{"e1:2:2"}; !slices.Equal(r.calls, want) {
+		t.Fatalf("observer calls %v, want %v", r.calls, want)
+	}
+	if ix.Blocks("e2") != 2 || ix.Blocks("e3") != 1 {
+		t.Fatalf("blocks e2 %d e3 %d, want 2 and 1", ix.Blocks("e2"), ix.Blocks("e3"))
+	}
+}
+
+type discard struct{}
+
+func (discard) Added(string, []uint64) {}
+
+// BenchmarkHashes: hashing a 4 KB prompt (64 blocks) must not allocate into a reused slice.
+func BenchmarkHashes(b *testing.B) {
+	ix := New(Options{})
+	prompt := strings.Repeat("You are a helpful assistant. ", 150)[:4096]
+	dst := make([]uint64, 0, 256)
+	b.ReportAllocs()
+	b.SetBytes(int64(len(prompt)))
+	for b.Loop() {
+		dst = ix.Hashes(dst[:0], "meta-llama/Llama-3.1-8B-Instruct", prompt)
+	}
+}
+
+// BenchmarkAddObserved: a repeated prefix (the common case: blocks already held) with an
+// observer allocates nothing.
+func BenchmarkAddObserved(b *testing.B) {
+	ix := New(Options{})
+	ix.SetObserver(discard{})
+	hashes := ix.Hashes(nil, "m", strings.Repeat("x", 4096))
+	ix.Add("10.0.0.1:8000", hashes)
+	b.ReportAllocs()
+	for b.Loop() {
+		ix.Add("10.0.0.1:8000", hashes)
 	}
 }
