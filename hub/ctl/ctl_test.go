@@ -22,6 +22,8 @@ import (
 var (
 	ages       = regexp.MustCompile(`\d+[smh] ago`)
 	timestamps = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z`)
+	// durations are the age of capacity reports in JSON and YAML output.
+	durations = regexp.MustCompile(`(age"?: "?)\d+(\.\d+)?s`)
 )
 
 // run runs hubctl with args and returns what it printed, ages and timestamps replaced.
@@ -34,6 +36,7 @@ func run(t *testing.T, args ...string) (string, error) {
 	cmd.SetArgs(args)
 	err := cmd.Execute()
 	s := ages.ReplaceAllString(out.String(), "AGE")
+	s = durations.ReplaceAllString(s, "${1}DURATION")
 	return timestamps.ReplaceAllString(s, "TIME"), err
 }
 

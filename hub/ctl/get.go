@@ -81,7 +81,7 @@ func (o *options) getPools(ctx context.Context, c pb.AdminServiceClient, w io.Wr
 					sat,
 					spillState(cp),
 					dash(strings.Join(cp.GetLoraAdapters(), ",")),
-					o.age(rc.GetReceivedAt().AsTime(), rc.GetReceivedAt() != nil))
+					o.capacityAge(rc))
 			} else {
 				row = append(row, "-", "-", "-", "-", "-", "-", "-", "never")
 			}

@@ -11,6 +11,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
+
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
 // structured writes a message as JSON or YAML; it reports false for table output.
@@ -48,6 +50,15 @@ func (o *options) age(t time.Time, ok bool) string {
 		return "never"
 	}
 	return roughly(max(o.now().Sub(t), 0)) + " ago"
+}
+
+// capacityAge renders how old a capacity report is: its age as the hub measured it (a duration,
+// so that the clocks of hubctl's host and the hub's never meet), else from its received_at.
+func (o *options) capacityAge(rc *pb.RemoteCapacity) string {
+	if age := rc.GetAge(); age != nil {
+		return roughly(max(age.AsDuration(), 0)) + " ago"
+	}
+	return o.age(rc.GetReceivedAt().AsTime(), rc.GetReceivedAt() != nil)
 }
 
 // until renders how long until t; "expired" once it has passed.

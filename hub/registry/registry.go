@@ -28,6 +28,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/spillway-io/spillway/pkg/clock"
 	"github.com/spillway-io/spillway/pkg/fleet"
 )
 
@@ -113,7 +114,7 @@ func New(cli *clientv3.Client, opts Options) *Store {
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultPrefix
 	}
-	return &Store{cli: cli, prefix: opts.Prefix, ttl: opts.LeaseTTL, now: time.Now}
+	return &Store{cli: cli, prefix: opts.Prefix, ttl: opts.LeaseTTL, now: clock.Now}
 }
 
 // WithClock returns a Store on the same etcd client and prefix that reads the time from now, as

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/spillway-io/spillway/hub/registry"
+	"github.com/spillway-io/spillway/pkg/clock"
 	"github.com/spillway-io/spillway/pkg/fleet"
 )
 
@@ -73,7 +74,7 @@ func New() *Model {
 	m := &Model{
 		incarnation: hex.EncodeToString(b[:]),
 		logSize:     DefaultLogSize,
-		now:         time.Now,
+		now:         clock.Now,
 		capacity:    map[fleet.CapacityKey]fleet.RemoteCapacity{},
 		importers:   map[string]map[fleet.PoolRef]fleet.PoolImportStatus{},
 		wake:        make(chan struct{}),

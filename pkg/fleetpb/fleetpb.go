@@ -8,8 +8,10 @@ import (
 	"slices"
 	"time"
 
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/spillway-io/spillway/pkg/clock"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
@@ -230,18 +232,43 @@ func PoolImportStatusesFrom(m *pb.ImportReport) []fleet.PoolImportStatus {
 	return out
 }
 
-// RemoteCapacity converts a received capacity report to its message.
+// RemoteCapacity converts a received capacity report to its message, with its age by this
+// process's clock (clock.Now): RemoteCapacityAt at clock.Now().
 func RemoteCapacity(r fleet.RemoteCapacity) *pb.RemoteCapacity {
-	return &pb.RemoteCapacity{ClusterId: r.ClusterID, Capacity: Capacity(r.Capacity), ReceivedAt: timestamp(r.ReceivedAt)}
+	return RemoteCapacityAt(r, clock.Now())
 }
 
-// RemoteCapacityFrom converts a message to a received capacity report.
+// RemoteCapacityAt converts a received capacity report to its message as sent at now: age is
+// now − ReceivedAt (never negative), the duration that crosses hosts; received_at is the
+// sender's clock, for display only. A report with no ReceivedAt has no age.
+func RemoteCapacityAt(r fleet.RemoteCapacity, now time.Time) *pb.RemoteCapacity {
+	m := &pb.RemoteCapacity{ClusterId: r.ClusterID, Capacity: Capacity(r.Capacity), ReceivedAt: timestamp(r.ReceivedAt)}
+	if !r.ReceivedAt.IsZero() {
+		m.Age = durationpb.New(max(now.Sub(r.ReceivedAt), 0))
+	}
+	return m
+}
+
+// RemoteCapacityFrom converts a received message to a capacity report, by this process's clock
+// (clock.Now): RemoteCapacityFromAt at clock.Now().
 func RemoteCapacityFrom(m *pb.RemoteCapacity) fleet.RemoteCapacity {
-	return fleet.RemoteCapacity{
+	return RemoteCapacityFromAt(m, clock.Now())
+}
+
+// RemoteCapacityFromAt converts a message received at now to a capacity report. ReceivedAt is
+// now − age, on the receiver's clock, so that freshness never compares two hosts' clocks; only
+// a message without age (from a sender that does not set it) falls back to its received_at. A
+// negative age counts as zero.
+func RemoteCapacityFromAt(m *pb.RemoteCapacity, now time.Time) fleet.RemoteCapacity {
+	rc := fleet.RemoteCapacity{
 		ClusterID:  m.GetClusterId(),
 		Capacity:   CapacityFrom(m.GetCapacity()),
 		ReceivedAt: fromTimestamp(m.GetReceivedAt()),
 	}
+	if age := m.GetAge(); age != nil {
+		rc.ReceivedAt = now.Add(-max(age.AsDuration(), 0))
+	}
+	return rc
 }
 
 // CapacityKey converts a capacity key to its message.
