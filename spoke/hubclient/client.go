@@ -44,6 +44,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"strconv"
 	"sync"
@@ -67,8 +68,23 @@ import (
 type Options struct {
 	// Cluster is what the spoke registers.
 	Cluster fleet.ClusterInfo
-	// HubAddress is the hub's gRPC host:port.
+	// HubAddresses are the hub replicas' gRPC host:port addresses (ParseAddresses parses
+	// --hub-address); a list of one DNS name stands for every address it resolves to. When
+	// empty, HubAddress is parsed as such a list.
+	HubAddresses []string
+	// HubAddress is the hub's gRPC host:port, or a comma-separated list of them; used when
+	// HubAddresses is empty.
 	HubAddress string
+	// TLSServerName, when set, is the name every replica's certificate is verified for; empty
+	// means the host of the address dialed (for a DNS name that resolves to several addresses,
+	// the name). It replaces TLS.ServerName.
+	TLSServerName string
+	// LookupHost resolves a DNS name given alone as the hub address; nil means
+	// net.DefaultResolver.LookupHost.
+	LookupHost func(ctx context.Context, host string) ([]string, error)
+	// Observer starts the client in observer mode (SetObserver switches): its sessions receive
+	// the fleet view and the hop keys and send nothing else.
+	Observer bool
 	// TLS secures the connection to the hub: the cluster's key pair and the hub's CA bundle,
 	// as tlsconfig.ClientConfig makes them. Required unless DialOptions carry the transport
 	// credentials. The client looks at the certificate its GetClientCertificate returns (a
@@ -80,8 +96,11 @@ type Options struct {
 	CertificateCheckInterval time.Duration
 	// DialOptions are added to the client's own when it dials the hub.
 	DialOptions []grpc.DialOption
-	// MinBackoff and MaxBackoff bound the wait between reconnects.
+	// MinBackoff and MaxBackoff bound the wait between reconnects (200 ms and 10 s when zero).
 	MinBackoff, MaxBackoff time.Duration
+	// RegisterTimeout bounds how long a replica may take to answer Register and to welcome the
+	// session before the next address is tried; 10 s when zero.
+	RegisterTimeout time.Duration
 	// Logger receives the client's logs, with a component attribute added; it carries the
 	// cluster already (the spoke's does), so the client adds none. Nil discards them.
 	Logger     *slog.Logger
@@ -113,6 +132,13 @@ type Client struct {
 	importsRev   uint64
 	connected    bool
 	wake         chan struct{}
+	// observer is the mode of the sessions; endSession ends the current one (nil between
+	// sessions), and modeChanged wakes the run loop from its backoff.
+	observer    bool
+	endSession  context.CancelCauseFunc
+	modeChanged chan struct{}
+	// hubAddr is the address of the current (or last) session.
+	hubAddr string
 
 	hopKeys atomic.Pointer[[]fleet.HopKey]
 }
@@ -131,12 +157,25 @@ func New(opts Options) *Client {
 	if opts.CertificateCheckInterval <= 0 {
 		opts.CertificateCheckInterval = time.Second
 	}
+	if opts.RegisterTimeout <= 0 {
+		opts.RegisterTimeout = 10 * time.Second
+	}
+	if opts.LookupHost == nil {
+		opts.LookupHost = net.DefaultResolver.LookupHost
+	}
+	log := opts.Logger.With("component", "hub-client")
+	m := newMetrics(opts.Registerer)
+	if opts.Observer {
+		m.observer.Set(1)
+	}
 	return &Client{
 		opts:           opts,
-		log:            opts.Logger.With("component", "hub-client"),
+		log:            log,
 		incarnation:    strconv.FormatUint(rand.Uint64(), 36),
-		view:           newView(),
-		metrics:        newMetrics(opts.Registerer),
+		view:           newView(log, m),
+		metrics:        m,
+		observer:       opts.Observer,
+		modeChanged:    make(chan struct{}, 1),
 		exports:        newExportLog(),
 		refused:        map[fleet.PoolRef]fleet.ExportRefusal{},
 		refusedChanged: make(chan struct{}),
@@ -156,6 +195,49 @@ func (c *Client) HopKeys() []fleet.HopKey {
 
 // View returns the fleet view; it is kept across sessions.
 func (c *Client) View() *View { return c.view }
+
+// SetObserver switches the client between observer sessions (true: the fleet view and the hop
+// keys only; nothing sent after the Hello, no session lease, nothing taken over) and full
+// sessions (exports, capacity, interest and import reports). A change ends the current session
+// at once and opens one in the new mode, on the same hub address, without waiting; the view is
+// kept and resumes from its cursor. What SetExports, SetCapacity, SetInterest and
+// SetImportStatus are given in observer mode is kept and sent when a full session starts.
+func (c *Client) SetObserver(observer bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.observer == observer {
+		return
+	}
+	c.observer = observer
+	if observer {
+		c.metrics.observer.Set(1)
+	} else {
+		c.metrics.observer.Set(0)
+	}
+	c.log.Info("hub session mode changed; starting a new session", "observer", observer)
+	if c.endSession != nil {
+		c.endSession(errModeChanged)
+	}
+	select {
+	case c.modeChanged <- struct{}{}:
+	default:
+	}
+}
+
+// Observer reports whether the client runs observer sessions.
+func (c *Client) Observer() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.observer
+}
+
+// HubAddress returns the address of the hub replica of the current session (of the last one
+// between sessions; empty before the first).
+func (c *Client) HubAddress() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hubAddr
+}
 
 // Connected reports whether a session is up.
 func (c *Client) Connected() bool {
@@ -278,31 +360,47 @@ func (c *Client) poke() {
 	}
 }
 
+// addresses returns the hub addresses of the options.
+func (c *Client) addresses() ([]string, error) {
+	if len(c.opts.HubAddresses) > 0 {
+		for _, a := range c.opts.HubAddresses {
+			if err := checkAddress(a); err != nil {
+				return nil, fmt.Errorf("%w: %q: %w", ErrAddress, a, err)
+			}
+		}
+		return c.opts.HubAddresses, nil
+	}
+	return ParseAddresses(c.opts.HubAddress)
+}
+
 // Run keeps a session with the hub until ctx ends.
 func (c *Client) Run(ctx context.Context) error {
-	var dial []grpc.DialOption
-	switch {
-	case c.opts.TLS != nil:
-		dial = append(dial, grpc.WithTransportCredentials(credentials.NewTLS(c.opts.TLS)))
-	case len(c.opts.DialOptions) == 0:
+	defer c.view.stop()
+	if c.opts.TLS == nil && len(c.opts.DialOptions) == 0 {
 		return ErrNoTLS
 	}
-	dial = append(dial, c.opts.DialOptions...)
+	addrs, err := c.addresses()
+	if err != nil {
+		return err
+	}
+	dial := slices.Clone(c.opts.DialOptions)
 	dial = append(dial,
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
 	)
+	book := newAddressBook(addrs, c.opts.LookupHost, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval = c.opts.MinBackoff, c.opts.MaxBackoff
+	bo.RandomizationFactor = 0.5 // each wait is 0.5 to 1.5 times the current interval
+	var round []endpoint
+	pos := 0
 	for ctx.Err() == nil {
-		// A connection per session: its handshake presents the key pair loaded last.
-		conn, err := grpc.NewClient(c.opts.HubAddress, dial...)
-		if err != nil {
-			return fmt.Errorf("hub address %q: %w", c.opts.HubAddress, err)
+		if pos >= len(round) {
+			round, pos = book.round(ctx), 0
 		}
+		ep := round[pos]
 		started := time.Now()
-		err = c.session(ctx, pb.NewSyncServiceClient(conn))
-		conn.Close()
+		established, err := c.sessionAt(ctx, ep, dial)
 		c.setConnected(false)
 		if ctx.Err() != nil {
 			return nil
@@ -312,30 +410,63 @@ func (c *Client) Run(ctx context.Context) error {
 			return err
 		}
 		c.metrics.reconnects.Inc()
-		if errors.Is(err, errCertificateChanged) {
-			c.log.Info("the client certificate changed; reconnecting to the hub with it")
+		switch {
+		case errors.Is(err, errCertificateChanged):
+			c.log.Info("the client certificate changed; reconnecting to the hub with it", "hub", ep.addr)
+			continue
+		case errors.Is(err, errModeChanged), errors.Is(err, errInterestChanged):
+			continue // the same replica, at once
+		}
+		// The next attempt goes to the next address: this replica may be gone.
+		pos++
+		if !established && pos < len(round) {
+			c.log.Warn("hub replica unreachable; trying the next address", "hub", ep.addr, "err", err, "next", round[pos].addr)
 			continue
 		}
-		if time.Since(started) > time.Minute {
+		if established && time.Since(started) > time.Minute {
 			bo.Reset() // a long session was healthy; start the backoff again from the bottom
 		}
+		// Jittered: the spokes of a replica that died do not all come back in the same instant.
 		wait := bo.NextBackOff()
 		if code := status.Code(err); code == codes.PermissionDenied || code == codes.Unauthenticated {
 			// Worth retrying: the credentials reload when their files change, and a revoked
 			// cluster may be let back in.
-			c.log.Error("the hub refused the spoke's certificate or request; retrying", "err", err, "retry", wait)
+			c.log.Error("the hub refused the spoke's certificate or request; retrying", "hub", ep.addr, "err", err, "retry", wait)
 		} else {
-			c.log.Warn("hub session ended, reconnecting", "err", err, "retry", wait)
+			c.log.Warn("hub session ended, reconnecting", "hub", ep.addr, "err", err, "retry", wait)
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil
+		case <-c.modeChanged:
+			t.Stop()
 		case <-t.C:
 		}
 	}
 	return nil
+}
+
+// sessionAt holds one session with the replica at ep on a connection of its own; established
+// is true when the hub welcomed it.
+func (c *Client) sessionAt(ctx context.Context, ep endpoint, dial []grpc.DialOption) (established bool, err error) {
+	if c.opts.TLS != nil {
+		cfg := c.opts.TLS.Clone()
+		cfg.ServerName = ep.serverName
+		if c.opts.TLSServerName != "" {
+			cfg.ServerName = c.opts.TLSServerName
+		}
+		dial = append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}, dial...)
+	}
+	// A connection per session: its handshake presents the key pair loaded last, and verifies
+	// this replica's certificate for the name of this address.
+	conn, err := grpc.NewClient(ep.addr, dial...)
+	if err != nil {
+		return false, fmt.Errorf("hub address %q: %w", ep.addr, err)
+	}
+	defer conn.Close()
+	return c.session(ctx, pb.NewSyncServiceClient(conn), ep.addr)
 }
 
 func (c *Client) setConnected(v bool) {
@@ -360,6 +491,11 @@ var (
 	// errCertificateChanged ends a session whose connection presents a certificate the key pair
 	// no longer holds.
 	errCertificateChanged = errors.New("the client certificate changed")
+	// errModeChanged ends a session whose mode (observer or full) SetObserver changed.
+	errModeChanged = errors.New("the session mode changed")
+	// errInterestChanged ends an observer session whose interest changed: an observer sends
+	// nothing after its Hello, so a new Hello carries the new interest.
+	errInterestChanged = errors.New("the capacity interest changed")
 )
 
 // presented returns the DER of the certificate Options.TLS presents now: its
@@ -395,11 +531,18 @@ func (c *Client) watchCertificate(ctx context.Context, cert []byte, cancel conte
 }
 
 // session holds one session on a connection of its own; it ends with errCertificateChanged
-// when the client certificate changes.
-func (c *Client) session(ctx context.Context, cli pb.SyncServiceClient) error {
+// when the client certificate changes, errModeChanged when SetObserver changes the mode.
+func (c *Client) session(ctx context.Context, cli pb.SyncServiceClient, addr string) (established bool, err error) {
 	sctx, cancel := context.WithCancelCause(ctx)
 	watched := make(chan struct{})
+	c.mu.Lock()
+	observer := c.observer
+	c.endSession = cancel
+	c.mu.Unlock()
 	defer func() {
+		c.mu.Lock()
+		c.endSession = nil
+		c.mu.Unlock()
 		cancel(nil)
 		<-watched
 	}()
@@ -410,64 +553,124 @@ func (c *Client) session(ctx context.Context, cli pb.SyncServiceClient) error {
 			c.watchCertificate(sctx, cert, cancel)
 		}
 	}()
-	err := c.sync(sctx, cli)
-	if cause := context.Cause(sctx); errors.Is(cause, errCertificateChanged) {
-		return cause
+	established, err = c.sync(sctx, cli, addr, observer)
+	if cause := context.Cause(sctx); errors.Is(cause, errCertificateChanged) || errors.Is(cause, errModeChanged) {
+		return established, cause
 	}
-	return err
+	return established, err
 }
 
-func (c *Client) sync(ctx context.Context, cli pb.SyncServiceClient) error {
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	_, err := cli.Register(rctx, &pb.RegisterRequest{Cluster: fleetpb.ClusterInfo(c.opts.Cluster)})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("register: %w", err)
+func (c *Client) sync(ctx context.Context, cli pb.SyncServiceClient, addr string, observer bool) (bool, error) {
+	// Register writes the cluster's record; an observer writes nothing.
+	rctx, cancel := context.WithTimeout(ctx, c.opts.RegisterTimeout)
+	defer cancel()
+	if !observer {
+		if _, err := cli.Register(rctx, &pb.RegisterRequest{Cluster: fleetpb.ClusterInfo(c.opts.Cluster)}); err != nil {
+			return false, fmt.Errorf("register: %w", err)
+		}
 	}
 	sctx, scancel := context.WithCancelCause(ctx)
 	defer scancel(nil)
 	stream, err := cli.Sync(sctx)
 	if err != nil {
-		return fmt.Errorf("open sync stream: %w", err)
+		return false, fmt.Errorf("open sync stream: %w", err)
 	}
 	c.mu.Lock()
 	interest := slices.Clone(c.interest)
 	c.mu.Unlock()
-	hello := &pb.Hello{ClusterId: c.opts.Cluster.ID, SpokeIncarnation: c.incarnation, ViewCursor: c.view.cursor()}
+	hello := &pb.Hello{ClusterId: c.opts.Cluster.ID, SpokeIncarnation: c.incarnation, ViewCursor: c.view.cursor(), Observer: observer}
 	for _, p := range interest {
 		hello.CapacityInterest = append(hello.CapacityInterest, fleetpb.PoolRef(p))
 	}
 	if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Hello{Hello: hello}}); err != nil {
-		return fmt.Errorf("send hello: %w", err)
+		return false, fmt.Errorf("send hello: %w", err)
 	}
+	// The Welcome comes within the register timeout, or the next replica is tried.
+	errNoWelcome := fmt.Errorf("no welcome within %s", c.opts.RegisterTimeout)
+	welcomed := make(chan struct{})
+	waited := make(chan struct{})
+	go func() {
+		defer close(waited)
+		select {
+		case <-welcomed:
+		case <-rctx.Done():
+			scancel(errNoWelcome)
+		}
+	}()
 	first, err := stream.Recv()
+	close(welcomed)
+	<-waited
 	if err != nil {
-		return fmt.Errorf("await welcome: %w", err)
+		if cause := context.Cause(sctx); errors.Is(cause, errNoWelcome) && ctx.Err() == nil {
+			return false, cause
+		}
+		return false, fmt.Errorf("await welcome: %w", err)
 	}
 	w := first.GetWelcome()
 	if w == nil {
-		return fmt.Errorf("%w: first message is not a welcome", ErrProtocol)
+		return false, fmt.Errorf("%w: first message is not a welcome", ErrProtocol)
 	}
 	if id := w.GetClusterId(); id != "" && id != c.opts.Cluster.ID {
-		return fmt.Errorf("%w: the hub read cluster %q from the spoke's certificate, the spoke is configured as %q (check --cluster-id and the certificate in --credentials-dir)",
+		return false, fmt.Errorf("%w: the hub read cluster %q from the spoke's certificate, the spoke is configured as %q (check --cluster-id and the certificate in --credentials-dir)",
 			ErrWrongCluster, id, c.opts.Cluster.ID)
 	}
 	c.adoptPolicy(fleetpb.ExportPolicyFrom(w))
+	c.view.setDamping(w.GetLeaseTtl().AsDuration())
+	c.mu.Lock()
+	if c.hubAddr != "" && c.hubAddr != addr {
+		c.metrics.failovers.Inc()
+	}
+	c.hubAddr = addr
+	c.mu.Unlock()
 	c.setConnected(true)
-	c.log.Info("hub session started", "hub", w.GetHubId(), "ackedExportSeq", w.GetAckedExportSeq(), "viewResumed", w.GetViewResumed())
+	c.log.Info("hub session started", "hub", w.GetHubId(), "address", addr, "observer", observer,
+		"ackedExportSeq", w.GetAckedExportSeq(), "viewResumed", w.GetViewResumed())
 
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		scancel(c.recvLoop(stream))
 	}()
-	err = c.sendLoop(sctx, stream, w, interest)
+	if observer {
+		err = c.observe(sctx, w, interest)
+	} else {
+		err = c.sendLoop(sctx, stream, w, interest)
+	}
 	scancel(err)
 	<-done
 	if cause := context.Cause(sctx); cause != nil && !errors.Is(cause, context.Canceled) {
-		return cause
+		return true, cause
 	}
-	return err
+	return true, err
+}
+
+// observe is an observer session's side of the stream: it sends nothing (the hub would end the
+// stream with FAILED_PRECONDITION). When the interest changes it ends the session with
+// errInterestChanged, so that a new Hello carries it, at most once per min_report_interval.
+func (c *Client) observe(ctx context.Context, w *pb.Welcome, interest []fleet.PoolRef) error {
+	interval := max(w.GetMinReportInterval().AsDuration(), 50*time.Millisecond)
+	opened := time.Now()
+	held := time.NewTimer(time.Hour)
+	defer held.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.wake:
+		case <-held.C:
+		}
+		c.mu.Lock()
+		changed := !slices.Equal(c.interest, interest)
+		c.mu.Unlock()
+		if !changed {
+			continue
+		}
+		if wait := interval - time.Since(opened); wait > 0 {
+			held.Reset(wait)
+			continue
+		}
+		return errInterestChanged
+	}
 }
 
 func (c *Client) recvLoop(stream pb.SyncService_SyncClient) error {

@@ -1,17 +1,53 @@
 package hubclient
 
 import (
+	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
+	"github.com/spillway-io/spillway/pkg/clock"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/fleetpb"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
+const (
+	// maxDamping bounds how long the mass-deletion guard holds withdrawals.
+	maxDamping = time.Minute
+	// guardMinimum is the most imports one update may withdraw at once without the guard,
+	// however small the view: a handful of pools going together is ordinary churn.
+	guardMinimum = 5
+)
+
 // View is the spoke's copy of the fleet view. It outlives hub sessions: while the hub is away the
 // spoke keeps routing on it (consumers judge capacity freshness by its receive time).
+//
+// Safety. The view removes an import (and with it, the spoke's InferencePoolImport) only when
+// the hub can vouch for it:
+//
+//   - An update marked incomplete (the hub replica's registry watch is broken, or it has not heard
+//     from every other replica yet) adds and changes what it carries and removes nothing: a
+//     snapshot marked incomplete is merged into the view, not put in its place. What it would have
+//     removed (imports, clusters, capacity) waits for the next complete update, which removes it
+//     unless it brought it back.
+//   - A complete update that would withdraw more than half of the view's imports, and more than
+//     guardMinimum, is the mark of a hub that lost part of its registry (a restart before its
+//     load, a bug), not of the fleet: those withdrawals are held for a damping period (the
+//     Welcome's lease TTL, at most a minute) before they take effect. An update that brings a
+//     held pool back cancels its withdrawal; a later update that confirms it does not shorten the
+//     damping (a hub that lost its registry confirms its own loss), so a held withdrawal takes
+//     effect when its damping has passed, if the view is then complete (else at the next
+//     complete update). Withdrawals that come while others are held count with them, so a view
+//     emptied over several updates is held alike. spillway_spoke_import_withdrawals_held shows
+//     both kinds of held withdrawals, and the guard logs a warning with the count.
+//
+// Freshness: the capacity reports' receive time is on the spoke's clock, the time this view
+// received them less their age as the hub sent it (RemoteCapacity.age); a hub timestamp is
+// never compared with the spoke's clock. A report without an age (a hub older than the field)
+// counts as received when the view received it.
 type View struct {
 	mu       sync.RWMutex
 	inc      string
@@ -20,14 +56,37 @@ type View struct {
 	clusters map[string]fleet.Cluster
 	capacity map[fleet.CapacityKey]fleet.RemoteCapacity
 	changed  chan struct{}
+	// incomplete is the mark of the last update applied.
+	incomplete bool
+	// waitImports, waitClusters and waitCapacity are what incomplete updates would have
+	// removed: the next complete update removes them (unless it brought them back).
+	waitImports  map[fleet.PoolRef]struct{}
+	waitClusters map[string]struct{}
+	waitCapacity map[fleet.CapacityKey]struct{}
+	// held are the import withdrawals the mass-deletion guard holds, with when each takes effect.
+	held    map[fleet.PoolRef]time.Time
+	damping time.Duration
+	timer   *time.Timer
+
+	now     func() time.Time
+	log     *slog.Logger
+	metrics *metrics
 }
 
-func newView() *View {
+func newView(log *slog.Logger, m *metrics) *View {
 	return &View{
-		imports:  map[fleet.PoolRef]fleet.Import{},
-		clusters: map[string]fleet.Cluster{},
-		capacity: map[fleet.CapacityKey]fleet.RemoteCapacity{},
-		changed:  make(chan struct{}),
+		imports:      map[fleet.PoolRef]fleet.Import{},
+		clusters:     map[string]fleet.Cluster{},
+		capacity:     map[fleet.CapacityKey]fleet.RemoteCapacity{},
+		changed:      make(chan struct{}),
+		waitImports:  map[fleet.PoolRef]struct{}{},
+		waitClusters: map[string]struct{}{},
+		waitCapacity: map[fleet.CapacityKey]struct{}{},
+		held:         map[fleet.PoolRef]time.Time{},
+		damping:      maxDamping,
+		now:          clock.Now,
+		log:          log,
+		metrics:      m,
 	}
 }
 
@@ -40,36 +99,245 @@ func (v *View) cursor() *pb.ViewCursor {
 	return &pb.ViewCursor{HubIncarnation: v.inc, Seq: v.seq}
 }
 
+// setDamping sets how long the guard holds withdrawals: the Welcome's lease TTL, at most
+// maxDamping (maxDamping when the hub announced none).
+func (v *View) setDamping(leaseTTL time.Duration) {
+	d := maxDamping
+	if leaseTTL > 0 {
+		d = min(leaseTTL, maxDamping)
+	}
+	v.mu.Lock()
+	v.damping = d
+	v.mu.Unlock()
+}
+
+// Complete reports whether the last update the view applied was complete (true before the first).
+func (v *View) Complete() bool {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return !v.incomplete
+}
+
 // apply applies one update from the hub.
 func (v *View) apply(u *pb.ViewUpdate) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	now := v.now()
+	complete := !u.GetIncomplete()
+
+	// What the update removes: a snapshot, what the view holds and it does not.
+	var goneImports []fleet.PoolRef
+	var goneClusters []string
+	var goneCapacity []fleet.CapacityKey
 	if u.GetSnapshot() {
-		v.imports = map[fleet.PoolRef]fleet.Import{}
-		v.clusters = map[string]fleet.Cluster{}
-		v.capacity = map[fleet.CapacityKey]fleet.RemoteCapacity{}
+		imports := map[fleet.PoolRef]bool{}
+		for _, i := range u.GetImports() {
+			imports[fleetpb.PoolRefFrom(i.GetPool())] = true
+		}
+		for p := range v.imports {
+			if !imports[p] {
+				goneImports = append(goneImports, p)
+			}
+		}
+		clusters := map[string]bool{}
+		for _, c := range u.GetClusters() {
+			clusters[c.GetClusterId()] = true
+		}
+		for id := range v.clusters {
+			if !clusters[id] {
+				goneClusters = append(goneClusters, id)
+			}
+		}
+		capacity := map[fleet.CapacityKey]bool{}
+		for _, c := range u.GetCapacity() {
+			capacity[fleet.CapacityKey{ClusterID: c.GetClusterId(), Pool: fleetpb.PoolRefFrom(c.GetCapacity().GetPool())}] = true
+		}
+		for k := range v.capacity {
+			if !capacity[k] {
+				goneCapacity = append(goneCapacity, k)
+			}
+		}
+	} else {
+		for _, p := range u.GetImportsRemoved() {
+			goneImports = append(goneImports, fleetpb.PoolRefFrom(p))
+		}
+		for _, k := range u.GetCapacityRemoved() {
+			goneCapacity = append(goneCapacity, fleetpb.CapacityKeyFrom(k))
+		}
 	}
+
+	// What it adds or changes, which cancels any withdrawal waiting or held.
 	for _, i := range u.GetImports() {
 		imp := fleetpb.ImportFrom(i)
 		v.imports[imp.Pool] = imp
-	}
-	for _, p := range u.GetImportsRemoved() {
-		delete(v.imports, fleetpb.PoolRefFrom(p))
+		delete(v.waitImports, imp.Pool)
+		delete(v.held, imp.Pool)
 	}
 	for _, c := range u.GetClusters() {
 		cl := fleetpb.LivenessFrom(c)
 		v.clusters[cl.Info.ID] = cl
+		delete(v.waitClusters, cl.Info.ID)
 	}
 	for _, c := range u.GetCapacity() {
-		rc := fleetpb.RemoteCapacityFrom(c)
-		v.capacity[fleet.CapacityKey{ClusterID: rc.ClusterID, Pool: rc.Capacity.Pool}] = rc
+		// Freshness on this clock: received now, less how old the report already was; never
+		// the hub's received_at, which is on the hub's clock.
+		rc := fleetpb.RemoteCapacityFromAt(c, now)
+		if c.GetAge() == nil {
+			rc.ReceivedAt = now
+		}
+		k := fleet.CapacityKey{ClusterID: rc.ClusterID, Pool: rc.Capacity.Pool}
+		v.capacity[k] = rc
+		delete(v.waitCapacity, k)
 	}
-	for _, k := range u.GetCapacityRemoved() {
-		delete(v.capacity, fleetpb.CapacityKeyFrom(k))
+
+	v.incomplete = !complete
+	if complete {
+		v.removeComplete(goneImports, goneClusters, goneCapacity, now)
+	} else {
+		v.wait(goneImports, goneClusters, goneCapacity)
 	}
 	v.inc, v.seq = u.GetCursor().GetHubIncarnation(), u.GetCursor().GetSeq()
+	v.setHeldMetrics()
 	close(v.changed)
 	v.changed = make(chan struct{})
+}
+
+// wait records what an incomplete update would have removed, for the next complete one.
+func (v *View) wait(imports []fleet.PoolRef, clusters []string, capacity []fleet.CapacityKey) {
+	for _, p := range imports {
+		if _, ok := v.imports[p]; ok {
+			v.waitImports[p] = struct{}{}
+		}
+	}
+	for _, id := range clusters {
+		if _, ok := v.clusters[id]; ok {
+			v.waitClusters[id] = struct{}{}
+		}
+	}
+	for _, k := range capacity {
+		if _, ok := v.capacity[k]; ok {
+			v.waitCapacity[k] = struct{}{}
+		}
+	}
+	if len(imports) > 0 {
+		v.log.Info("the hub's view is incomplete: its withdrawals wait for a complete one", "withdrawals", len(imports), "waiting", len(v.waitImports))
+	}
+}
+
+// removeComplete removes what a complete update removes, with what incomplete ones left waiting;
+// import withdrawals go through the guard.
+func (v *View) removeComplete(imports []fleet.PoolRef, clusters []string, capacity []fleet.CapacityKey, now time.Time) {
+	for id := range v.waitClusters {
+		clusters = append(clusters, id)
+	}
+	for k := range v.waitCapacity {
+		capacity = append(capacity, k)
+	}
+	for p := range v.waitImports {
+		imports = append(imports, p)
+	}
+	clear(v.waitClusters)
+	clear(v.waitCapacity)
+	clear(v.waitImports)
+	for _, id := range clusters {
+		delete(v.clusters, id)
+	}
+	for _, k := range capacity {
+		delete(v.capacity, k)
+	}
+	withdrawn := map[fleet.PoolRef]struct{}{}
+	for _, p := range imports {
+		if _, ok := v.imports[p]; !ok {
+			continue
+		}
+		if _, ok := v.held[p]; ok {
+			continue // held already: its damping runs on
+		}
+		withdrawn[p] = struct{}{}
+	}
+	if n := len(withdrawn) + len(v.held); len(withdrawn) > 0 && n > guardMinimum && 2*n > len(v.imports) {
+		until := now.Add(v.damping)
+		for p := range withdrawn {
+			v.held[p] = until
+		}
+		v.log.Warn("the hub's view withdraws most imports at once; holding the withdrawals for the damping period",
+			"withdrawals", len(withdrawn), "held", len(v.held), "imports", len(v.imports), "damping", v.damping)
+		v.schedule(now)
+	} else {
+		for p := range withdrawn {
+			delete(v.imports, p)
+		}
+	}
+	v.releaseExpired(now)
+}
+
+// releaseExpired carries out the held withdrawals whose damping has passed, if the view is
+// complete. v.mu is held.
+func (v *View) releaseExpired(now time.Time) int {
+	if v.incomplete {
+		return 0
+	}
+	n := 0
+	for p, until := range v.held {
+		if !now.Before(until) {
+			delete(v.held, p)
+			delete(v.imports, p)
+			n++
+		}
+	}
+	if n > 0 {
+		v.log.Warn("held import withdrawals took effect after the damping period", "withdrawals", n, "stillHeld", len(v.held))
+	}
+	return n
+}
+
+// schedule arms the timer for the earliest held withdrawal. v.mu is held.
+func (v *View) schedule(now time.Time) {
+	if len(v.held) == 0 {
+		return
+	}
+	next := slices.MinFunc(slices.Collect(maps.Values(v.held)), time.Time.Compare)
+	d := max(next.Sub(now), 0)
+	if v.timer != nil {
+		v.timer.Stop()
+	}
+	v.timer = time.AfterFunc(d, v.release)
+}
+
+// release runs when the damping of a held withdrawal may have passed.
+func (v *View) release() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	now := v.now()
+	if v.releaseExpired(now) > 0 {
+		v.setHeldMetrics()
+		close(v.changed)
+		v.changed = make(chan struct{})
+	}
+	v.schedule(now)
+}
+
+// stop stops the damping timer (the held withdrawals stay held).
+func (v *View) stop() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.timer != nil {
+		v.timer.Stop()
+	}
+}
+
+// setHeldMetrics sets spillway_spoke_import_withdrawals_held. v.mu is held.
+func (v *View) setHeldMetrics() {
+	v.metrics.withdrawalsHeld.WithLabelValues(heldIncomplete).Set(float64(len(v.waitImports)))
+	v.metrics.withdrawalsHeld.WithLabelValues(heldDamping).Set(float64(len(v.held)))
+}
+
+// HeldWithdrawals returns how many imports the view keeps though the hub withdrew them: waiting
+// for a complete update, and held by the mass-deletion guard.
+func (v *View) HeldWithdrawals() (waiting, damping int) {
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	return len(v.waitImports), len(v.held)
 }
 
 // Changed returns a channel closed at the next change.
@@ -105,7 +373,8 @@ func (v *View) Clusters() []fleet.Cluster {
 	return out
 }
 
-// Capacity returns the remote capacity reports of one pool, sorted by cluster.
+// Capacity returns the remote capacity reports of one pool, sorted by cluster. Their ReceivedAt
+// is on this process's clock (clock.Now), the report's age already taken off.
 func (v *View) Capacity(pool fleet.PoolRef) []fleet.RemoteCapacity {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
@@ -115,13 +384,6 @@ func (v *View) Capacity(pool fleet.PoolRef) []fleet.RemoteCapacity {
 			out = append(out, rc)
 		}
 	}
-	slices.SortFunc(out, func(a, b fleet.RemoteCapacity) int {
-		if a.ClusterID < b.ClusterID {
-			return -1
-		} else if a.ClusterID > b.ClusterID {
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out, func(a, b fleet.RemoteCapacity) int { return strings.Compare(a.ClusterID, b.ClusterID) })
 	return out
 }

@@ -4,6 +4,11 @@
 //
 // A remote gateway is reached at its --remote-gateway override, else where the Kubernetes
 // controller finds it (MCS-API), else at the address its spoke registered with the hub.
+//
+// Freshness is measured on one clock: a report's age is this process's clock (clock.Now) less
+// its ReceivedAt, which the view (spoke/hubclient) sets on the same clock from the report's age
+// as the hub sent it. No timestamp of the hub's (received_at, last_seen) is compared with this
+// clock: hosts' clocks differ.
 package remote
 
 import (
@@ -11,6 +16,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/spillway-io/spillway/pkg/clock"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/spill"
 )
@@ -51,7 +57,8 @@ type Options struct {
 	Live Liveness
 	// RTT measures gateways; nil leaves every RTT unknown.
 	RTT RTT
-	// Now is the clock that ages capacity reports; nil means time.Now.
+	// Now is the clock that ages capacity reports, the view's (its ReceivedAt are on it); nil
+	// means clock.Now.
 	Now func() time.Time
 	// Overrides come from --remote-gateway (cluster ID → host:port) and win over the other
 	// sources.
@@ -66,7 +73,7 @@ type Candidates struct {
 // New returns the candidates of o.Pool.
 func New(o Options) *Candidates {
 	if o.Now == nil {
-		o.Now = time.Now
+		o.Now = clock.Now
 	}
 	return &Candidates{opts: o}
 }
