@@ -293,28 +293,42 @@ func (s *Server) forward(x *exchange, dest string, body []byte, bodyChanged bool
 	return out
 }
 
-// candidates appends the ready endpoints in the gateway's subset that serve the model to out.
+// candidates appends the endpoints in the gateway's subset that serve the model and can take
+// requests to out: the ready ones, and the pending ones (nothing known of them yet), marked
+// Unobserved.
 func (s *Server) candidates(out []scheduler.Endpoint, eps []Endpoint, x *exchange, model string) []scheduler.Endpoint {
+	var now time.Time
 	for _, e := range eps {
-		if !e.Ready || (x.hasSubset && !slices.Contains(x.subset, e.Address)) {
+		if x.hasSubset && !slices.Contains(x.subset, e.Address) {
 			continue
 		}
 		if model != "" && len(e.Models) > 0 && !slices.Contains(e.Models, model) {
 			continue
 		}
-		out = append(out, e.Endpoint)
+		c := e.Endpoint
+		if !e.Ready {
+			if now.IsZero() {
+				now = time.Now()
+			}
+			if !s.cfg.Thresholds.Pending(capacity.Endpoint{ScrapedAt: e.ScrapedAt, Failed: e.Failed, TargetSince: e.TargetSince}, now) {
+				continue
+			}
+			c.Unobserved = true
+		}
+		out = append(out, c)
 	}
 	return out
 }
 
 // saturated is the saturation detector: it marks each candidate that has no headroom (stale
-// metrics have none), and reports whether none has.
+// metrics have none; an unobserved endpoint's load is unknown, not full), and reports whether
+// none has.
 func (s *Server) saturated(cands []scheduler.Endpoint) bool {
 	now := time.Now()
 	all := true
 	for i := range cands {
 		e := &cands[i]
-		e.Saturated = s.cfg.Thresholds.Load(capacity.Endpoint{Metrics: e.Metrics, ScrapedAt: e.ScrapedAt}, now) >= 1
+		e.Saturated = !e.Unobserved && s.cfg.Thresholds.Load(capacity.Endpoint{Metrics: e.Metrics, ScrapedAt: e.ScrapedAt}, now) >= 1
 		all = all && e.Saturated
 	}
 	return all

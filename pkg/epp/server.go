@@ -64,10 +64,21 @@ const (
 )
 
 // Endpoint is a pool endpoint as the EPP sees it.
+//
+// An endpoint takes requests when it is Ready, or while nothing is known of it yet (pending, as
+// capacity.Thresholds.Pending defines it: never scraped, with no failed scrape, a scrape target
+// for at most the metrics' staleness). A pending endpoint is a candidate with unknown load, never
+// saturated: a spoke that just started neither sheds nor spills requests because its endpoints
+// have not been scraped yet. Past the staleness bound an endpoint never scraped is not ready.
 type Endpoint struct {
 	scheduler.Endpoint
 	// Ready is true while the endpoint's last metrics scrape succeeded.
 	Ready bool
+	// Failed is true when the endpoint's last scrape failed: it was observed, and not reachable.
+	Failed bool
+	// TargetSince is when the endpoint became a scrape target; zero when unknown, and then an
+	// endpoint never scraped is not ready at once (it is never pending).
+	TargetSince time.Time
 	// Models the endpoint serves; empty means every model.
 	Models []string
 }

@@ -33,6 +33,8 @@ func TestDatastore(t *testing.T) {
 		"10.0.0.2:8000": {Metrics: m, ScrapedAt: at, Err: errFailed},
 		// 10.0.0.3:8000 was never scraped
 	})
+	first := at.Add(time.Second)
+	ds.now = func() time.Time { return first }
 	gone := ds.Set([]source.Pool{
 		{Ref: chat, Endpoints: []source.Endpoint{{Address: "10.0.0.1:8000", Models: []string{"base"}}, {Address: "10.0.0.2:8000"}}},
 		{Ref: code, Endpoints: []source.Endpoint{{Address: "10.0.0.3:8000"}, {Address: "10.0.0.4:8000"}}},
@@ -42,21 +44,27 @@ func TestDatastore(t *testing.T) {
 	}
 	got, ok := ds.Endpoints(chat, nil)
 	want := []epp.Endpoint{
-		{Endpoint: scheduler.Endpoint{Address: "10.0.0.1:8000", Metrics: m, ScrapedAt: at}, Ready: true, Models: []string{"base"}},
-		{Endpoint: scheduler.Endpoint{Address: "10.0.0.2:8000", Metrics: m, ScrapedAt: at}}, // its last scrape failed
+		{Endpoint: scheduler.Endpoint{Address: "10.0.0.1:8000", Metrics: m, ScrapedAt: at}, Ready: true, TargetSince: first, Models: []string{"base"}},
+		{Endpoint: scheduler.Endpoint{Address: "10.0.0.2:8000", Metrics: m, ScrapedAt: at}, Failed: true, TargetSince: first}, // its last scrape failed
 	}
 	if !ok || !reflect.DeepEqual(got, want) {
 		t.Errorf("Endpoints(chat) = %+v, %v\nwant %+v", got, ok, want)
 	}
-	if got, _ := ds.Endpoints(code, nil); len(got) != 2 || got[0].Ready {
-		t.Errorf("Endpoints(code) = %+v: a never-scraped endpoint is not ready", got)
+	if got, _ := ds.Endpoints(code, nil); len(got) != 2 || got[0].Ready || got[0].Failed || !got[0].TargetSince.Equal(first) {
+		t.Errorf("Endpoints(code) = %+v: a never-scraped endpoint is neither ready nor failed, and a target since the first Set", got)
 	}
 
-	// 10.0.0.2 moves to code, 10.0.0.3 and 10.0.0.4 leave every pool.
+	// 10.0.0.2 moves to code, 10.0.0.3 and 10.0.0.4 leave every pool, 10.0.0.5 arrives: the
+	// endpoints that stay keep the time they became targets.
+	second := first.Add(time.Minute)
+	ds.now = func() time.Time { return second }
 	gone = ds.Set([]source.Pool{
 		{Ref: chat, Endpoints: []source.Endpoint{{Address: "10.0.0.1:8000"}}},
-		{Ref: code, Endpoints: []source.Endpoint{{Address: "10.0.0.2:8000"}}},
+		{Ref: code, Endpoints: []source.Endpoint{{Address: "10.0.0.2:8000"}, {Address: "10.0.0.5:8000"}}},
 	})
+	if got, _ := ds.Endpoints(code, nil); len(got) != 2 || !got[0].TargetSince.Equal(first) || !got[1].TargetSince.Equal(second) {
+		t.Errorf("Endpoints(code) after the second Set = %+v: want 10.0.0.2 a target since the first Set, 10.0.0.5 since the second", got)
+	}
 	slices.Sort(gone)
 	if want := []string{"10.0.0.3:8000", "10.0.0.4:8000"}; !slices.Equal(gone, want) {
 		t.Errorf("second Set: gone %q, want %q", gone, want)

@@ -34,6 +34,11 @@ type Endpoint struct {
 	// thresholds (or its metrics are stale): it is picked only when no endpoint has headroom,
 	// and follows those that have as a fallback.
 	Saturated bool
+	// Unobserved is true while nothing is known of the endpoint's load yet: no scrape of it has
+	// ended and it became a scrape target no longer than the metrics' staleness ago (a spoke that
+	// just started, an endpoint just added; capacity.Thresholds.Pending). Its zero metrics are no
+	// measure, and the saturation detector does not count it saturated: unknown is not hot.
+	Unobserved bool
 }
 
 // Request is what scoring reads of a request.
