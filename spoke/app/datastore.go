@@ -83,7 +83,7 @@ func (d *datastore) Endpoints(pool fleet.PoolRef, dst []epp.Endpoint) ([]epp.End
 	samples := d.scraper.Samples(pe.addrs, make([]modelmetrics.Sample, 0, len(pe.addrs)))
 	for i, s := range samples {
 		dst = append(dst, epp.Endpoint{
-			Endpoint: scheduler.Endpoint{Address: pe.addrs[i], Metrics: s.Metrics, ScrapedAt: s.ScrapedAt},
+			Endpoint:    scheduler.Endpoint{Address: pe.addrs[i], Metrics: s.Metrics, ScrapedAt: s.ScrapedAt},
 			Ready:       s.Err == nil && !s.ScrapedAt.IsZero(),
 			Failed:      s.Err != nil,
 			TargetSince: pe.since[i],
