@@ -15,6 +15,7 @@ package prefix
 import (
 	"container/list"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -206,4 +207,39 @@ func contains(s []string, v string) bool {
 		}
 	}
 	return false
+}
+
+// Held is the block hashes an endpoint holds, least recently used first.
+type Held struct {
+	Endpoint string
+	Hashes   []uint64
+}
+
+// Snapshot returns the most recent blocks of every endpoint, at most maxBlocks in all (shared
+// evenly between the endpoints), each endpoint's least recent first: AddReplicated of each in
+// turn rebuilds the same LRU order. It copies under the lock, so it is for rare uses (a replica
+// joining), not the request path.
+func (ix *Indexer) Snapshot(maxBlocks int) []Held {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if len(ix.endpoints) == 0 || maxBlocks <= 0 {
+		return nil
+	}
+	per := max(maxBlocks/len(ix.endpoints), 1)
+	out := make([]Held, 0, len(ix.endpoints))
+	for ep, l := range ix.endpoints {
+		n := min(per, l.order.Len())
+		if n == 0 {
+			continue
+		}
+		hs := make([]uint64, n)
+		el := l.order.Front()
+		for i := n - 1; i >= 0; i-- {
+			hs[i] = el.Value.(uint64)
+			el = el.Next()
+		}
+		out = append(out, Held{Endpoint: ep, Hashes: hs})
+	}
+	slices.SortFunc(out, func(a, b Held) int { return strings.Compare(a.Endpoint, b.Endpoint) })
+	return out
 }

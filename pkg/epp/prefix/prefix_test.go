@@ -150,3 +150,33 @@ func BenchmarkAddObserved(b *testing.B) {
 		ix.Add("10.0.0.1:8000", hashes)
 	}
 }
+
+// TestSnapshotRebuildsTheIndex: a snapshot applied to an empty indexer gives the same matches,
+// and the same eviction order (least recent first), within its bound.
+func TestSnapshotRebuildsTheIndex(t *testing.T) {
+	a := New(Options{BlockSize: 4, CapacityPerEndpoint: 3})
+	a.Add("e1", a.Hashes(nil, "m", "aaaabbbb"))
+	a.Add("e1", a.Hashes(nil, "m", "cccc"))
+	a.Add("e2", a.Hashes(nil, "m", "dddd"))
+	b := New(Options{BlockSize: 4, CapacityPerEndpoint: 3})
+	for _, h := range a.Snapshot(100) {
+		b.AddReplicated(h.Endpoint, h.Hashes)
+	}
+	if b.Blocks("e1") != 3 || b.Blocks("e2") != 1 {
+		t.Fatalf("blocks e1 %d e2 %d, want 3 and 1", b.Blocks("e1"), b.Blocks("e2"))
+	}
+	// One more block on e1 evicts its least recent one, "aaaa", in both.
+	for _, ix := range []*Indexer{a, b} {
+		ix.Add("e1", ix.Hashes(nil, "m", "eeee"))
+		n := 0
+		ix.Match(ix.Hashes(nil, "m", "aaaabbbb"), func(string, int) { n++ })
+		m := 0
+		ix.Match(ix.Hashes(nil, "m", "cccc"), func(string, int) { m++ })
+		if n != 0 || m != 1 {
+			t.Fatalf("after eviction: aaaabbbb matched %d, cccc %d; want 0 and 1", n, m)
+		}
+	}
+	if s := a.Snapshot(2); len(s) != 2 || len(s[0].Hashes) != 1 || len(s[1].Hashes) != 1 {
+		t.Fatalf("a snapshot of 2 blocks: %v", s)
+	}
+}
