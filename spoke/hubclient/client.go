@@ -11,6 +11,42 @@
 // cursor. While the hub is away the spoke keeps working on its last view; nothing local waits on
 // the hub.
 //
+// Replicas: the hub may run as several replicas sharing one etcd. The client takes their
+// addresses (Options.HubAddresses; ParseAddresses parses --hub-address, a comma-separated
+// list), or one DNS name (a Kubernetes Service) that stands for every address it resolves to at
+// each round of attempts. Each client shuffles the list once, so the spokes given the same list
+// spread over the replicas, and tries the addresses in that order: an address that does not
+// answer (refused, no Welcome within RegisterTimeout) costs no backoff, the next one is tried at
+// once; when every one failed, or an established session broke, the client waits a jittered
+// exponential backoff (0.5 to 1.5 times an interval doubling from MinBackoff to MaxBackoff), so
+// that the spokes of a replica that died do not all come back in the same instant, and goes on
+// with the next address. The registry is shared, so the new replica's Welcome carries the
+// acked_export_seq of the spoke's session lease: exports resume with the deltas after it, and
+// the view resumes from its cursor or takes one snapshot.
+//
+// Each attempt dials one address on a gRPC connection of its own, whose TLS verifies the
+// replica's certificate for the host dialed (for a DNS name, the name; Options.TLSServerName
+// overrides both; Options.TLSFor makes the configuration for that name). One connection per
+// address, tried in turn, rather than one connection over a manual resolver with several
+// addresses: a session is one stream on one replica anyway, the client must know which replica
+// it is on to move to the next when it breaks, and gRPC takes the TLS server name from the
+// target's authority, shared by every address of a resolver (per-address names would need a
+// credentials wrapper keyed by address attributes); and a connection per session is already
+// needed so that each handshake presents the key pair loaded last.
+//
+// Observer sessions: a spoke replica that does not hold its cluster's Kubernetes Lease runs
+// observer sessions (Options.Observer, SetObserver): Hello{observer: true} with its capacity
+// interest, no Register, and nothing sent after the Hello (the hub answers any other message
+// with FAILED_PRECONDITION), so it receives the fleet view and the hop keys only. An interest
+// change ends the observer session and opens one with a new Hello, at most once per
+// min_report_interval. SetObserver switches at once: it ends the current session and opens one
+// in the new mode on the same replica, without backoff; the view is kept and resumes from its
+// cursor, and what the spoke set meanwhile (exports, capacity, interest, import states) is sent
+// when a full session starts.
+//
+// View safety: the view (View) removes nothing because of an update the hub marked incomplete,
+// and holds a mass withdrawal of imports for a damping period; see View.
+//
 // Trust: the session runs over TLS (Options.TLS, tlsconfig.ClientConfig with the cluster's key
 // pair and the hub's CA bundle); the hub reads the cluster from the client certificate and says
 // which cluster it read in the Welcome. A TLS connection keeps the certificate of its handshake,
@@ -75,9 +111,14 @@ type Options struct {
 	// HubAddress is the hub's gRPC host:port, or a comma-separated list of them; used when
 	// HubAddresses is empty.
 	HubAddress string
+	// TLSFor makes the TLS configuration of a connection to a replica whose certificate must
+	// name serverName: tlsconfig.ClientConfig with the cluster's key pair, the hub's CA bundle
+	// and that name. It wins over TLS, whose server name cannot be changed when it verifies in
+	// VerifyConnection (as tlsconfig.ClientConfig's does).
+	TLSFor func(serverName string) *tls.Config
 	// TLSServerName, when set, is the name every replica's certificate is verified for; empty
 	// means the host of the address dialed (for a DNS name that resolves to several addresses,
-	// the name). It replaces TLS.ServerName.
+	// the name).
 	TLSServerName string
 	// LookupHost resolves a DNS name given alone as the hub address; nil means
 	// net.DefaultResolver.LookupHost.
@@ -376,7 +417,7 @@ func (c *Client) addresses() ([]string, error) {
 // Run keeps a session with the hub until ctx ends.
 func (c *Client) Run(ctx context.Context) error {
 	defer c.view.stop()
-	if c.opts.TLS == nil && len(c.opts.DialOptions) == 0 {
+	if c.opts.TLS == nil && c.opts.TLSFor == nil && len(c.opts.DialOptions) == 0 {
 		return ErrNoTLS
 	}
 	addrs, err := c.addresses()
@@ -451,12 +492,19 @@ func (c *Client) Run(ctx context.Context) error {
 // sessionAt holds one session with the replica at ep on a connection of its own; established
 // is true when the hub welcomed it.
 func (c *Client) sessionAt(ctx context.Context, ep endpoint, dial []grpc.DialOption) (established bool, err error) {
-	if c.opts.TLS != nil {
-		cfg := c.opts.TLS.Clone()
-		cfg.ServerName = ep.serverName
-		if c.opts.TLSServerName != "" {
-			cfg.ServerName = c.opts.TLSServerName
-		}
+	name := ep.serverName
+	if c.opts.TLSServerName != "" {
+		name = c.opts.TLSServerName
+	}
+	var cfg *tls.Config
+	switch {
+	case c.opts.TLSFor != nil:
+		cfg = c.opts.TLSFor(name)
+	case c.opts.TLS != nil:
+		cfg = c.opts.TLS.Clone()
+		cfg.ServerName = name
+	}
+	if cfg != nil {
 		dial = append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}, dial...)
 	}
 	// A connection per session: its handshake presents the key pair loaded last, and verifies
@@ -486,7 +534,7 @@ var (
 	// ErrWrongCluster means the hub read another cluster from the spoke's certificate than the
 	// one it is configured as.
 	ErrWrongCluster = errors.New("the hub's session is for another cluster")
-	// ErrNoTLS means Options has neither TLS nor transport credentials in DialOptions.
+	// ErrNoTLS means Options has neither TLS, TLSFor nor transport credentials in DialOptions.
 	ErrNoTLS = errors.New("hub client: no TLS configuration for the connection to the hub")
 	// errCertificateChanged ends a session whose connection presents a certificate the key pair
 	// no longer holds.
@@ -502,10 +550,14 @@ var (
 // GetClientCertificate's (a reloading key pair's, loaded last); nil when it has none, or no
 // GetClientCertificate (fixed certificates never change).
 func (c *Client) presented() []byte {
-	if c.opts.TLS == nil || c.opts.TLS.GetClientCertificate == nil {
+	cfg := c.opts.TLS
+	if c.opts.TLSFor != nil {
+		cfg = c.opts.TLSFor(c.opts.TLSServerName)
+	}
+	if cfg == nil || cfg.GetClientCertificate == nil {
 		return nil
 	}
-	cert, err := c.opts.TLS.GetClientCertificate(&tls.CertificateRequestInfo{Version: tls.VersionTLS13})
+	cert, err := cfg.GetClientCertificate(&tls.CertificateRequestInfo{Version: tls.VersionTLS13})
 	if err != nil || cert == nil || len(cert.Certificate) == 0 {
 		return nil
 	}

@@ -2,6 +2,7 @@ package hubclient
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,6 +62,23 @@ type fakeHub struct {
 	// when each arrived.
 	interests []timed[[]fleet.PoolRef]
 	imports   []timed[[]fleet.PoolImportStatus]
+	// registers counts Register calls; hellos are the Hellos received, in order, and
+	// afterObserver counts the messages received after an observer Hello.
+	registers     int
+	hellos        []*pb.Hello
+	afterObserver int
+	// kicked is closed by kick, which ends every stream at once; hellosAt is when each Hello
+	// arrived.
+	kicked   chan struct{}
+	hellosAt []time.Time
+}
+
+// kick ends every open stream at once, as a replica that dies would.
+func (h *fakeHub) kick() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	close(h.kicked)
+	h.kicked = make(chan struct{})
 }
 
 type timed[T any] struct {
@@ -73,14 +91,22 @@ type sessionDelta struct {
 	delta   *pb.ExportDelta
 }
 
-func startFakeHub(t *testing.T) *fakeHub {
+func startFakeHub(t *testing.T) *fakeHub { return startFakeHubWith(t, nil) }
+
+// fakeHubName is the DNS name in the fake hub's certificate, besides 127.0.0.1.
+const fakeHubName = "hubs.spillway.test"
+
+// startFakeHubWith starts a fake hub whose certificate ca issues (a new CA when nil).
+func startFakeHubWith(t *testing.T, ca *tlsconfig.CA) *fakeHub {
 	t.Helper()
-	ca, err := tlsconfig.NewCA("test CA", time.Hour)
-	if err != nil {
-		t.Fatal(err)
+	var err error
+	if ca == nil {
+		if ca, err = tlsconfig.NewCA("test CA", time.Hour); err != nil {
+			t.Fatal(err)
+		}
 	}
 	certPEM, keyPEM, err := ca.Issue(tlsconfig.Identity{TrustDomain: trustDomain, Kind: tlsconfig.KindUser, Name: "hub"},
-		nil, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
+		[]string{fakeHubName}, []net.IP{net.IPv4(127, 0, 0, 1)}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +122,7 @@ func startFakeHub(t *testing.T) *fakeHub {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &fakeHub{addr: l.Addr().String(), ca: ca, push: make(chan *pb.SyncResponse, 4)}
+	h := &fakeHub{addr: l.Addr().String(), ca: ca, push: make(chan *pb.SyncResponse, 4), kicked: make(chan struct{})}
 	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsconfig.ServerConfig(kp, pool, true))))
 	pb.RegisterSyncServiceServer(gs, h)
 	done := make(chan struct{})
@@ -126,7 +152,7 @@ func (h *fakeHub) client(t *testing.T, id, certID string) *Client {
 	}
 	return New(Options{
 		Cluster: fleet.ClusterInfo{ID: id, Region: "r"}, HubAddress: h.addr,
-		TLS:        tlsconfig.ClientConfig(kp, pool, "127.0.0.1"),
+		TLSFor:     func(name string) *tls.Config { return tlsconfig.ClientConfig(kp, pool, name) },
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logger: log,
 	})
 }
@@ -135,6 +161,9 @@ func (h *fakeHub) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Re
 	if _, _, ok := tlsconfig.PeerIdentity(ctx); !ok {
 		return nil, status.Error(codes.Unauthenticated, "no client certificate")
 	}
+	h.mu.Lock()
+	h.registers++
+	h.mu.Unlock()
 	return &pb.RegisterResponse{Cluster: &pb.Cluster{Info: req.GetCluster()}}, nil
 }
 
@@ -143,10 +172,15 @@ func (h *fakeHub) Sync(stream pb.SyncService_SyncServer) error {
 	if !ok {
 		return status.Error(codes.Unauthenticated, "no client certificate")
 	}
-	if _, err := stream.Recv(); err != nil { // the Hello
+	first, err := stream.Recv()
+	if err != nil {
 		return err
 	}
+	observer := first.GetHello().GetObserver()
 	h.mu.Lock()
+	h.hellos = append(h.hellos, first.GetHello())
+	h.hellosAt = append(h.hellosAt, time.Now())
+	kicked := h.kicked
 	h.sessions++
 	h.certs = append(h.certs, cert.Raw)
 	interval := h.interval
@@ -177,6 +211,11 @@ func (h *fakeHub) Sync(stream pb.SyncService_SyncServer) error {
 			if err != nil {
 				errc <- err
 				return
+			}
+			if observer {
+				h.mu.Lock()
+				h.afterObserver++
+				h.mu.Unlock()
 			}
 			if d := req.GetExports(); d != nil {
 				h.mu.Lock()
@@ -210,6 +249,8 @@ func (h *fakeHub) Sync(stream pb.SyncService_SyncServer) error {
 		select {
 		case err := <-errc:
 			return err
+		case <-kicked:
+			return status.Error(codes.Unavailable, "every stream ended by the test")
 		case m := <-h.push:
 			if m == nil {
 				return status.Error(codes.Unavailable, "session ended by the test")

@@ -55,7 +55,9 @@ func newTestView(t *testing.T) *testView {
 	return tv
 }
 
-func poolN(i int) fleet.PoolRef { return fleet.PoolRef{Namespace: "inference", Name: fmt.Sprintf("pool-%03d", i)} }
+func poolN(i int) fleet.PoolRef {
+	return fleet.PoolRef{Namespace: "inference", Name: fmt.Sprintf("pool-%03d", i)}
+}
 
 // importsUpdate is a view update carrying the imports of pools from..to-1, exported by east.
 func importsUpdate(snapshot, incomplete bool, from, to int) *pb.ViewUpdate {

@@ -1,0 +1,212 @@
+package hubclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/spillway-io/spillway/e2e/testkit"
+)
+
+func TestParseAddresses(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+		err  string
+	}{
+		{in: "hub:8470", want: []string{"hub:8470"}},
+		{in: "a:8470,b:8470", want: []string{"a:8470", "b:8470"}},
+		{in: " a:8470 , 10.0.0.2:8470,[::1]:8470 ", want: []string{"a:8470", "10.0.0.2:8470", "[::1]:8470"}},
+		{in: "hub.spillway-system.svc:8470", want: []string{"hub.spillway-system.svc:8470"}},
+		{in: "", err: "empty"},
+		{in: "  ", err: "empty"},
+		{in: "a:8470,", err: "entry 2"},
+		{in: "a:8470,,b:8470", err: "entry 2"},
+		{in: "hub", err: "want host:port"},
+		{in: ":8470", err: "no host"},
+		{in: "hub:0", err: "port"},
+		{in: "hub:65536", err: "port"},
+		{in: "hub:http", err: "port"},
+		{in: "a:1,a:1", err: "twice"},
+		{in: "http://hub:8470", err: "want host:port"},
+		{in: "a b:8470", err: "not a name"},
+	} {
+		got, err := ParseAddresses(tc.in)
+		if tc.err != "" {
+			if err == nil || !errors.Is(err, ErrAddress) || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("ParseAddresses(%q) = %v, %v; want an ErrAddress mentioning %q", tc.in, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("ParseAddresses(%q) = %v, %v; want %v", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func FuzzParseAddresses(f *testing.F) {
+	for _, s := range []string{"hub:8470", "a:1,b:2", "[::1]:8470", ",", "a:1,a:1", " x:65535 "} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		addrs, err := ParseAddresses(s)
+		if err != nil {
+			return
+		}
+		if len(addrs) == 0 {
+			t.Fatalf("ParseAddresses(%q) = no address and no error", s)
+		}
+		for _, a := range addrs {
+			host, port, err := net.SplitHostPort(a)
+			if err != nil || host == "" || port == "" {
+				t.Fatalf("ParseAddresses(%q) gave %q, not host:port", s, a)
+			}
+		}
+		// What it accepts it accepts again, written back.
+		again, err := ParseAddresses(strings.Join(addrs, ","))
+		if err != nil || !slices.Equal(again, addrs) {
+			t.Fatalf("ParseAddresses(%q) = %v, but its join parses as %v, %v", s, addrs, again, err)
+		}
+	})
+}
+
+func TestAddressBookRounds(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	b := newAddressBook([]string{"a:1", "10.0.0.1:2", "c:3"}, nil, r)
+	first := b.round(context.Background())
+	if len(first) != 3 {
+		t.Fatalf("round() = %v, want the three addresses", first)
+	}
+	for _, ep := range first {
+		if ep.serverName != hostOf(ep.addr) {
+			t.Errorf("endpoint %s is verified for %q, want its host", ep.addr, ep.serverName)
+		}
+	}
+	if again := b.round(context.Background()); !slices.Equal(again, first) {
+		t.Errorf("a second round %v, want the client's order %v again", again, first)
+	}
+
+	// One DNS name: every address it resolves to, each verified for the name.
+	lookup := func(_ context.Context, host string) ([]string, error) {
+		if host != "hubs.test" {
+			return nil, fmt.Errorf("no such host %s", host)
+		}
+		return []string{"10.0.0.1", "10.0.0.2", "fd00::3"}, nil
+	}
+	b = newAddressBook([]string{"hubs.test:8470"}, lookup, r)
+	var got []string
+	for _, ep := range b.round(context.Background()) {
+		got = append(got, ep.addr)
+		if ep.serverName != "hubs.test" {
+			t.Errorf("endpoint %s is verified for %q, want hubs.test", ep.addr, ep.serverName)
+		}
+	}
+	slices.Sort(got)
+	if want := []string{"10.0.0.1:8470", "10.0.0.2:8470", "[fd00::3]:8470"}; !slices.Equal(got, want) {
+		t.Errorf("round() of a DNS name = %v, want %v", got, want)
+	}
+	// A name that does not resolve is dialed as it is.
+	b = newAddressBook([]string{"nowhere.test:8470"}, lookup, r)
+	if got := b.round(context.Background()); len(got) != 1 || got[0].addr != "nowhere.test:8470" {
+		t.Errorf("round() of a name that does not resolve = %v, want the name itself", got)
+	}
+}
+
+// refusedAddr returns a loopback address where nothing listens.
+func refusedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// An unreachable address costs no backoff: the next one is tried at once.
+func TestUnreachableAddressIsSkipped(t *testing.T) {
+	h := startFakeHub(t)
+	for range 3 { // either order of the two addresses comes up
+		c := h.client(t, "east", "east")
+		c.opts.HubAddresses = []string{refusedAddr(t), h.addr}
+		c.opts.MinBackoff, c.opts.MaxBackoff = 5*time.Second, 10*time.Second
+		run(t, c)
+		testkit.Eventually(t, 3*time.Second, "a session on the reachable address, without a backoff of 5 s", testkit.True(c.Connected))
+		if c.HubAddress() != h.addr {
+			t.Errorf("HubAddress() = %s, want %s", c.HubAddress(), h.addr)
+		}
+	}
+}
+
+// A DNS name given alone stands for its addresses, each verified for the name: the fake hub's
+// certificate holds hubs.spillway.test, and a name it does not hold is refused although it
+// resolves to the same address.
+func TestDNSNameStandsForItsAddresses(t *testing.T) {
+	h := startFakeHub(t)
+	_, port, _ := net.SplitHostPort(h.addr)
+	var mu sync.Mutex
+	lookups := 0
+	lookup := func(_ context.Context, host string) ([]string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		lookups++
+		return []string{"127.0.0.1"}, nil
+	}
+	c := h.client(t, "east", "east")
+	c.opts.HubAddress, c.opts.LookupHost = net.JoinHostPort(fakeHubName, port), lookup
+	run(t, c)
+	testkit.Eventually(t, 5*time.Second, "a session through the name", testkit.True(c.Connected))
+	if want := "127.0.0.1:" + port; c.HubAddress() != want {
+		t.Errorf("HubAddress() = %s, want the resolved %s", c.HubAddress(), want)
+	}
+
+	other := h.client(t, "west", "west")
+	other.opts.HubAddress, other.opts.LookupHost = net.JoinHostPort("other.spillway.test", port), lookup
+	run(t, other)
+	testkit.Eventually(t, 10*time.Second, "three failed attempts", testkit.True(func() bool {
+		return testutil.ToFloat64(other.metrics.reconnects) >= 3
+	}))
+	if other.Connected() {
+		t.Error("a session with a replica whose certificate does not hold the name dialed")
+	}
+	if sessions, _, _ := h.seen(); sessions != 1 {
+		t.Errorf("%d sessions, want only the first client's", sessions)
+	}
+}
+
+// When a replica ends every stream at once, its clients come back spread over the backoff's
+// jitter, not in the same instant, and none at once.
+func TestReconnectsAreJittered(t *testing.T) {
+	h := startFakeHub(t)
+	const n = 12
+	for i := range n {
+		c := h.client(t, fmt.Sprint("c", i), fmt.Sprint("c", i))
+		c.opts.MinBackoff, c.opts.MaxBackoff = 200*time.Millisecond, time.Second
+		run(t, c)
+	}
+	testkit.Eventually(t, 10*time.Second, "every client's session", testkit.True(func() bool { s, _, _ := h.seen(); return s == n }))
+	kickedAt := time.Now()
+	h.kick()
+	testkit.Eventually(t, 10*time.Second, "every client back", testkit.True(func() bool { s, _, _ := h.seen(); return s == 2*n }))
+	h.mu.Lock()
+	back := slices.Clone(h.hellosAt[n:])
+	h.mu.Unlock()
+	slices.SortFunc(back, time.Time.Compare)
+	if first := back[0].Sub(kickedAt); first < 90*time.Millisecond {
+		t.Errorf("a client came back %s after its replica ended the stream, want at least half of the 200 ms backoff", first)
+	}
+	// Waits are 100 to 300 ms: twelve of them within 40 ms of each other would be no jitter.
+	if spread := back[n-1].Sub(back[0]); spread < 40*time.Millisecond {
+		t.Errorf("the %d clients came back within %s of each other, want them spread", n, spread)
+	}
+}
