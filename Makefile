@@ -54,6 +54,10 @@ k8s-bins: ## Build (or reuse from the cache) kube-apiserver, etcd and etcdctl fo
 e2e: ## The three-region end-to-end run in network namespaces (root).
 	bash hack/regions.sh $(GO) test -count=1 -timeout 20m -v ./e2e/regions/ $(E2E_ARGS)
 
+.PHONY: e2e-faults
+e2e-faults: ## Fault injection in network namespaces (root): partitions, loss, WAN, clock skew, etcd and process kills; writes docs/benchmarks/faults.json (E2E_FAULTS_ARGS=-full for the full durations).
+	bash hack/faults.sh $(E2E_FAULTS_ARGS)
+
 .PHONY: bench-spill
 bench-spill: ## Federated routing vs local-only vs round-robin in the three-region run (root); writes docs/benchmarks.
 	bash hack/regions.sh $(BIN)/spillbench $(BENCH_ARGS)

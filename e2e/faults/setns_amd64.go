@@ -1,0 +1,4 @@
+package faults
+
+// sysSetns is setns(2)'s number on amd64 (the syscall package does not name it).
+const sysSetns = 308
