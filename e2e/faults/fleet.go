@@ -435,7 +435,7 @@ func (f *Fleet) client(node string) *http.Client {
 	roots := x509.NewCertPool()
 	roots.AddCert(f.pki.ca.Certificate())
 	c := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
-		DialContext:     f.Net.Dialer(node),
+		DialContext: f.Net.Dialer(node),
 		// The admin's certificate, for the servers that ask for one (etcd's client port).
 		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, Certificates: []tls.Certificate{f.admin}},
 		// A fresh connection each time: a partition must not hide behind a kept one.

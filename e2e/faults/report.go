@@ -19,11 +19,11 @@ type Scenario struct {
 	Notes []string `json:"notes,omitempty"`
 
 	// The top-level figures this scenario contributes to; nil when it measures none.
-	falseDead   *int
-	detect      *float64
-	failover    *float64
-	exportsLost *int
-	importsDel  *int
+	falseDead    *int
+	detect       *float64
+	failover     *float64
+	exportsLost  *int
+	importsDel   *int
 	failedBeyond *int
 }
 
@@ -89,7 +89,10 @@ func (s *Scenario) Failover(d time.Duration) {
 func (s *Scenario) ExportsLost(n int) { s.Figures["exports_lost"] = n; s.exportsLost = &n }
 
 // ImportsDeleted records imports deleted while they should not have been.
-func (s *Scenario) ImportsDeleted(n int) { s.Figures["imports_deleted_spuriously"] = n; s.importsDel = &n }
+func (s *Scenario) ImportsDeleted(n int) {
+	s.Figures["imports_deleted_spuriously"] = n
+	s.importsDel = &n
+}
 
 // FailedBeyondInflight records data-path requests that failed beyond those in flight on a killed
 // process.
