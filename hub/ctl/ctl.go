@@ -12,14 +12,21 @@
 // another operator credentials from the hub's CA). A refusal says which role the command needs.
 //
 // Every command prints a table by default and the hub's answer as JSON or YAML with -o.
+//
+// Hub replicas: --hub takes a comma-separated list of admin addresses. hubctl asks them in a
+// random order (operators spread over the replicas), each verified for its own host (or
+// --tls-server-name), each given --timeout; when one does not answer (unreachable, not ready,
+// no answer in time) the next is asked, and a command fails only when every one failed, with
+// each one's reason. An answer, even a refusal, is final.
 package ctl
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
+	"math/rand/v2"
 	"os"
 	"time"
 
@@ -70,12 +77,12 @@ func NewCommand() *cobra.Command {
 		SilenceUsage: true,
 	}
 	fs := root.PersistentFlags()
-	fs.StringVar(&o.hub, "hub", DefaultHub, "host:port of the hub's admin address")
+	fs.StringVar(&o.hub, "hub", DefaultHub, "host:port of the hub's admin address; several, comma-separated, for hub replicas (asked in a random order until one answers)")
 	fs.StringVar(&o.credentialsDir, "credentials-dir", "",
 		"directory holding ca.crt (the hub's CA), tls.crt and tls.key (your client certificate and key) (default $"+CredentialsEnv+", else "+DefaultCredentialsDir+")")
-	fs.StringVar(&o.tlsServerName, "tls-server-name", "", "name to verify the hub's certificate for (default: the host of --hub)")
+	fs.StringVar(&o.tlsServerName, "tls-server-name", "", "name to verify the hub's certificate for (default: the host of each --hub address)")
 	fs.StringVarP(&o.output, "output", "o", "table", "output format: table, json or yaml")
-	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for the hub")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for each hub address")
 
 	root.AddCommand(o.whoamiCommand(), o.getCommand(), o.tokensCommand(), o.clustersCommand(), o.hopkeyCommand(), o.usersCommand())
 	return root
@@ -89,12 +96,6 @@ func (o *options) complete() {
 	if o.credentialsDir == "" {
 		o.credentialsDir = DefaultCredentialsDir
 	}
-	if o.tlsServerName == "" {
-		o.tlsServerName = o.hub
-		if host, _, err := net.SplitHostPort(o.hub); err == nil {
-			o.tlsServerName = host
-		}
-	}
 }
 
 // validate checks the global flags, reporting every problem at once.
@@ -105,8 +106,8 @@ func (o *options) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("--output %q: want table, json or yaml", o.output))
 	}
-	if o.hub == "" {
-		errs = append(errs, errors.New("--hub is empty: give the host:port of the hub's admin address"))
+	if _, err := parseHubs(o.hub); err != nil {
+		errs = append(errs, err)
 	}
 	if o.timeout <= 0 {
 		errs = append(errs, fmt.Errorf("--timeout %s: want a positive duration", o.timeout))
@@ -128,17 +129,43 @@ func (o *options) ask(cmd *cobra.Command, role string, run call) error {
 	if err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(o.hub, grpc.WithTransportCredentials(credentials.NewTLS(creds.clientConfig(o.tlsServerName))))
+	hubs, err := parseHubs(o.hub)
 	if err != nil {
-		return fmt.Errorf("hub %q: %w", o.hub, err)
+		return err
+	}
+	var failed []error
+	for _, addr := range hubOrder(hubs, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))) {
+		// This replica's answer, printed only if it is the one that counts.
+		var out bytes.Buffer
+		err := o.askOne(cmd.Context(), addr, creds, run, &out)
+		if err == nil {
+			_, err = out.WriteTo(cmd.OutOrStdout())
+			return err
+		}
+		// The explanation names the replica asked and the name it was verified for.
+		one := *o
+		one.hub, one.tlsServerName = addr, o.serverNameFor(addr)
+		failed = append(failed, one.explain(err, explanation{command: commandName(cmd), role: role, who: creds.who(), issuerNote: creds.issuerNote()}))
+		if !tryNext(err) || cmd.Context().Err() != nil {
+			break
+		}
+	}
+	if len(failed) == 1 {
+		return failed[0]
+	}
+	return errors.Join(failed...)
+}
+
+// askOne runs call against the hub replica at addr, within --timeout.
+func (o *options) askOne(ctx context.Context, addr string, creds *clientCredentials, run call, w io.Writer) error {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(creds.clientConfig(o.serverNameFor(addr)))))
+	if err != nil {
+		return fmt.Errorf("hub %q: %w", addr, err)
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	if err := run(ctx, pb.NewAdminServiceClient(conn), cmd.OutOrStdout()); err != nil {
-		return o.explain(err, explanation{command: commandName(cmd), role: role, who: creds.who(), issuerNote: creds.issuerNote()})
-	}
-	return nil
+	return run(ctx, pb.NewAdminServiceClient(conn), w)
 }
 
 // commandName is the command as the user typed it, without the binary's name: "clusters approve".
