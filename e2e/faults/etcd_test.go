@@ -96,7 +96,7 @@ func TestEtcdMemberAndQuorumLoss(t *testing.T) {
 			}
 			end := time.Now()
 			samples := watch()
-			rs, err := load.Wait()
+			rs, err := load.Stop()
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -296,12 +296,17 @@ var Endpoints = []string{"127.0.0.1:8000", "127.0.0.2:8000"}
 
 // WritePools writes a region's pool file: default/chat with the region's endpoints, then extra
 // pools default/extra-<i> (i < extra) on the same endpoints, every one exported.
-func (f *Fleet) WritePools(r Region, extra int) error {
+func (f *Fleet) WritePools(r Region, extra int) error { return f.writePools(r, Endpoints, extra) }
+
+// ScalePool writes a region's pool file with default/chat on the first n endpoints only.
+func (f *Fleet) ScalePool(r Region, n int) error { return f.writePools(r, Endpoints[:n], 0) }
+
+func (f *Fleet) writePools(r Region, endpoints []string, extra int) error {
 	var b strings.Builder
 	b.WriteString("pools:\n")
 	pool := func(name string) {
 		fmt.Fprintf(&b, "- namespace: default\n  name: %s\n  export: true\n  targetPorts: [8000]\n  engine: vllm\n  endpoints:\n", name)
-		for _, e := range Endpoints {
+		for _, e := range endpoints {
 			fmt.Fprintf(&b, "  - %q\n", e)
 		}
 	}
@@ -599,23 +604,24 @@ func (f *Fleet) WaitReady(ctx context.Context) error {
 }
 
 func (f *Fleet) hubReady(ctx context.Context) error {
-	var last error
+	running := 0
 	for _, h := range f.Hubs {
 		if !f.byNm[h.Name].Running() {
 			continue
 		}
+		running++
 		admin, err := f.Admin(h)
 		if err != nil {
 			return err
 		}
-		if last = f.fleetComplete(ctx, admin); last == nil {
-			return nil
+		if err := f.fleetComplete(ctx, admin); err != nil {
+			return fmt.Errorf("%s: %w", h.Name, err)
 		}
 	}
-	if last == nil {
+	if running == 0 {
 		return errors.New("no hub replica is running")
 	}
-	return last
+	return nil
 }
 
 func (f *Fleet) fleetComplete(ctx context.Context, admin pb.AdminServiceClient) error {

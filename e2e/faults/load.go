@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/spillway-io/spillway/e2e/loadgen"
@@ -22,6 +23,7 @@ var Classes = []string{"Critical", "Standard", "BestEffort"}
 // Load is steady load sent to each region's own gateway by a bin/loadgen in the region's
 // namespace.
 type Load struct {
+	stop    context.CancelFunc
 	done    chan struct{}
 	results map[string][]loadgen.Result // by region
 	errs    []error
@@ -31,7 +33,8 @@ type Load struct {
 // capacity is about 25 requests per second (2 endpoints × 4 sequences, 16 tokens of 20 ms), so
 // a few per second never saturates it.
 func (f *Fleet) StartLoad(ctx context.Context, regions []Region, rate float64, d time.Duration) *Load {
-	l := &Load{done: make(chan struct{}), results: map[string][]loadgen.Result{}}
+	ctx, stop := context.WithCancel(ctx)
+	l := &Load{stop: stop, done: make(chan struct{}), results: map[string][]loadgen.Result{}}
 	type out struct {
 		region string
 		rs     []loadgen.Result
@@ -57,9 +60,17 @@ func (f *Fleet) StartLoad(ctx context.Context, regions []Region, rate float64, d
 	return l
 }
 
+// Stop ends the load early (loadgen, sent SIGTERM, waits for the requests in flight and writes
+// its results) and returns them as Wait does.
+func (l *Load) Stop() (map[string][]loadgen.Result, error) {
+	l.stop()
+	return l.Wait()
+}
+
 // Wait waits for the load to end and returns every region's results.
 func (l *Load) Wait() (map[string][]loadgen.Result, error) {
 	<-l.done
+	l.stop()
 	if len(l.errs) > 0 {
 		return l.results, fmt.Errorf("load: %v", l.errs)
 	}
@@ -76,8 +87,12 @@ func (f *Fleet) runLoad(ctx context.Context, r Region, rate float64, d time.Dura
 		"--target", "http://" + r.Gateway(), "--rate", fmt.Sprint(rate), "--duration", d.String(), "--max-tokens", "16",
 		"--class", "Critical=critical:0.2", "--class", "Standard=standard:0.5", "--class", "BestEffort=batch:0.3",
 		"--results", file.Name()}
-	// Stopped by PID (exec.CommandContext kills the process it started) when ctx ends.
-	if out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput(); err != nil {
+	// Ended with SIGTERM to its PID when ctx ends (`ip netns exec` execs loadgen, so the PID is
+	// loadgen's): it stops sending, waits for the requests in flight and writes its results.
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 90 * time.Second
+	if out, err := cmd.CombinedOutput(); err != nil && ctx.Err() == nil {
 		return nil, fmt.Errorf("loadgen in %s: %w\n%s", r.Name, err, out)
 	}
 	rf, err := os.Open(file.Name())

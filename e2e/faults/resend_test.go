@@ -1,0 +1,154 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// exportCount is how many pools cluster exports in export set ex.
+func exportCount(ex map[string][]string, cluster string) int {
+	n := 0
+	for _, cs := range ex {
+		for _, c := range cs {
+			if c == cluster {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// waitLog waits until p's logs contain s.
+func waitLog(ctx context.Context, p *Proc, s string, within time.Duration) error {
+	return poll(ctx, within, fmt.Sprintf("%s logs %q", p.Name, s), func() error {
+		if strings.Contains(p.Logs(), s) {
+			return nil
+		}
+		return fmt.Errorf("not yet")
+	})
+}
+
+// TestHubKilledDuringResendAndStartup: us-east exports 1,000 pools. Its spoke is killed and
+// started again, which sends the 1,000 exports again, and the hub replica it reaches is killed
+// with SIGKILL as soon as that session starts; later a hub replica is killed again 300 ms into
+// its start-up. After each, the hub serves exactly the export set of before, and no spoke ever
+// loses an import of pool default/chat.
+func TestHubKilledDuringResendAndStartup(t *testing.T) {
+	f, s, ctx := scenario(t, "kill -9 of the hub during a 1,000-export resend and during startup", Config{})
+	east := f.Regions[0]
+	if err := f.WritePools(east, 999); err != nil {
+		t.Fatal(err)
+	}
+	var before map[string][]string
+	if err := poll(ctx, 90*time.Second, "us-east's 1,000 exports at the hub", func() error {
+		ex, err := f.anyExports(ctx)
+		if err != nil {
+			return err
+		}
+		if n := exportCount(ex, east.Cluster); n != 1000 {
+			return fmt.Errorf("%d exports of us-east", n)
+		}
+		before = ex
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s.Figures["exports_before"] = exportCount(before, east.Cluster) + exportCount(before, f.Regions[1].Cluster) + exportCount(before, f.Regions[2].Cluster)
+	load := f.StartLoad(ctx, f.Regions[1:], 4, 5*time.Minute)
+	watch := f.Watch(ctx, f.Regions[1:])
+	start := time.Now()
+	lost := 0
+
+	t.Run("hub killed during the resend", func(t *testing.T) {
+		spoke := f.Proc("spoke-" + east.Cluster)
+		spoke.Kill()
+		if err := spoke.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		if err := waitLog(ctx, spoke, `msg="hub session started"`, 30*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		victim := f.Hubs[0]
+		atKill, _ := f.Exports(ctx, victim)
+		f.Proc(victim.Name).Kill()
+		s.Figures["resend_exports_at_kill"] = exportCount(atKill, east.Cluster)
+		if err := f.Proc(victim.Name).Restart(); err != nil {
+			t.Fatal(err)
+		}
+		lost += f.checkExports(ctx, t, s, "resend", before)
+	})
+	t.Run("hub killed during its start-up", func(t *testing.T) {
+		victim := f.Hubs[0]
+		p := f.Proc(victim.Name)
+		p.Kill()
+		if err := p.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		sleepCtx(ctx, 300*time.Millisecond)
+		p.Kill()
+		if err := p.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		lost += f.checkExports(ctx, t, s, "startup", before)
+	})
+	end := time.Now()
+	samples := watch()
+	rs, _ := load.Stop()
+	n, del := importsDeleted(samples, f.clusters(), start, end)
+	s.ImportsDeleted(n)
+	if n > 0 {
+		t.Errorf("imports of default/chat deleted: %v", del)
+	}
+	s.ExportsLost(lost)
+	sum := Summarize(rs, nil)
+	s.Figures["requests"], s.Figures["failed"], s.Figures["besteffort_shed"] = sum.Requests, sum.Failed, sum.Shed
+	if sum.Total() > 0 {
+		t.Errorf("failed requests: %v, e.g. %v", sum.Failed, sum.Examples)
+	}
+}
+
+// anyExports reads the export set from the first hub replica that answers.
+func (f *Fleet) anyExports(ctx context.Context) (map[string][]string, error) {
+	var last error
+	for _, h := range f.Hubs {
+		if !f.Proc(h.Name).Running() {
+			continue
+		}
+		ex, err := f.Exports(ctx, h)
+		if err == nil {
+			return ex, nil
+		}
+		last = err
+	}
+	return nil, fmt.Errorf("no hub replica answered: %w", last)
+}
+
+// checkExports waits until the hub serves the export set of before again and returns how many
+// exports of before are missing when it gives up (0 when restored), recording the time it took.
+func (f *Fleet) checkExports(ctx context.Context, t *testing.T, s *Scenario, key string, before map[string][]string) int {
+	t.Helper()
+	start := time.Now()
+	var missing []string
+	var extra int
+	err := poll(ctx, 60*time.Second, "the export set of before", func() error {
+		after, err := f.anyExports(ctx)
+		if err != nil {
+			return err
+		}
+		missing = exportsMissing(before, after)
+		extra = len(exportsMissing(after, before))
+		if len(missing) > 0 || extra > 0 {
+			return fmt.Errorf("%d exports missing (e.g. %v), %d not there before", len(missing), missing[:min(3, len(missing))], extra)
+		}
+		return nil
+	})
+	s.Figures[key+"_restored_s"] = round(time.Since(start).Seconds())
+	if err != nil {
+		t.Error(err)
+		return len(missing)
+	}
+	return 0
+}
