@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +42,7 @@ type spoke struct {
 	cfg     *Config
 	log     *slog.Logger
 	reg     *prometheus.Registry
+	metrics *metrics
 	scraper *modelmetrics.Scraper
 	client  *hubclient.Client
 	source  source.Source
@@ -60,6 +62,7 @@ type spoke struct {
 	remotes *remote.Candidates // --spill
 	decider *spill.Decider     // --spill
 	ctrl    *kube.Controller   // the Kubernetes source
+	elector *kube.Elector      // the Kubernetes source with --leader-elect
 	picker  *epp.Server        // --epp-address
 	eppGRPC *grpc.Server       // --epp-address
 	health  *health.Server     // --epp-address
@@ -70,6 +73,7 @@ type spoke struct {
 func build(cfg *Config) (*spoke, error) {
 	s := &spoke{cfg: cfg, log: cfg.Logger.With("cluster", cfg.ClusterID), reg: prometheus.NewRegistry(), source: cfg.Source}
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.metrics = newMetrics(s.reg)
 	s.scraper = modelmetrics.NewScraper(modelmetrics.ScraperOptions{Interval: cfg.ScrapeInterval})
 	if err := s.loadHubCredentials(); err != nil {
 		return s, err
@@ -82,6 +86,7 @@ func build(cfg *Config) (*spoke, error) {
 		s.startGossip,
 		func() error { return s.buildSpill(gateways) },
 		func() error { return s.buildController(gateways) },
+		s.buildElector,
 		s.buildEPP,
 		s.buildAffinity,
 	} {
@@ -105,9 +110,18 @@ func (s *spoke) newHubClient() *hubclient.Client {
 		},
 		HubAddress: s.cfg.HubAddress,
 		TLS:        s.hubTLS(),
+		// An elected replica starts as an observer: the leader switches its own to a full
+		// session (lead).
+		Observer:   s.elected(),
 		Logger:     s.log,
 		Registerer: s.reg,
 	})
+}
+
+// elected reports whether the replicas elect their leader: the Kubernetes source with
+// --leader-elect.
+func (s *spoke) elected() bool {
+	return s.cfg.KubeConfig != nil && s.cfg.LeaderElection.Enabled
 }
 
 func (s *spoke) startGossip() error {
@@ -146,13 +160,17 @@ func (s *spoke) buildController(gateways *controllerGateways) error {
 	if s.cfg.KubeConfig == nil {
 		return nil
 	}
-	klog.SetSlogLogger(s.log.With("component", "client-go")) // one log stream, one format
+	// One log stream, one format. klog's logger is the process's: the first spoke of the
+	// process sets it (tests run several).
+	klogOnce.Do(func() { klog.SetSlogLogger(s.log.With("component", "client-go")) })
 	ko := kube.Options{
 		Config:           s.cfg.KubeConfig,
 		ClusterID:        s.cfg.ClusterID,
 		ControllerName:   s.cfg.ControllerName,
 		CreateNamespaces: s.cfg.CreateNamespaces,
-		Logger:           s.log,
+		// The writes run in lead, under the election or not.
+		LeaderElection: true,
+		Logger:         s.log,
 	}
 	if ns, name, ok := strings.Cut(s.cfg.GatewayService, "/"); ok {
 		ko.GatewayService = types.NamespacedName{Namespace: ns, Name: name}
@@ -169,6 +187,39 @@ func (s *spoke) buildController(gateways *controllerGateways) error {
 	}
 	s.ctrl, s.source, gateways.ctrl = ctrl, ctrl, ctrl
 	return nil
+}
+
+// buildElector builds the election of the replica that writes, with the Kubernetes source and
+// --leader-elect.
+func (s *spoke) buildElector() error {
+	if !s.elected() {
+		return nil
+	}
+	le := s.cfg.LeaderElection
+	e, err := kube.NewElector(kube.ElectorOptions{
+		Config: s.cfg.KubeConfig, Namespace: le.Namespace, Name: kube.LeaseName(s.cfg.ClusterID),
+		LeaseDuration: le.LeaseDuration, RenewDeadline: le.RenewDeadline, RetryPeriod: le.RetryPeriod, Logger: s.log,
+	})
+	s.elector = e
+	return err
+}
+
+// lead does the leader's work until ctx ends (the lease is lost, or the spoke stops): the hub
+// session turns full (exports, capacity and import reports) and the controller writes. When ctx
+// ends the session turns back to an observer one at once and the writes stop with ctx.
+// Without an election the one replica leads from start to stop.
+func (s *spoke) lead(ctx context.Context) error {
+	s.metrics.leader.Set(1)
+	defer s.metrics.leader.Set(0)
+	if s.elector != nil && s.cfg.HubAddress != "" {
+		s.client.SetObserver(false)
+		defer s.client.SetObserver(true)
+	}
+	if s.ctrl == nil {
+		<-ctx.Done()
+		return nil
+	}
+	return s.ctrl.Lead(ctx)
 }
 
 // buildEPP builds the Endpoint Picker and its gRPC server (ext_proc and health).
@@ -251,6 +302,11 @@ func (s *spoke) run(ctx context.Context, httpL, eppL net.Listener) error {
 		g.Go(func() error { return s.hubCAs.Run(gctx) })
 		g.Go(func() error { return s.client.Run(gctx) })
 	}
+	if s.elector != nil {
+		g.Go(func() error { return s.elector.Run(gctx, s.lead) })
+	} else {
+		g.Go(func() error { return s.lead(gctx) })
+	}
 	if s.renewer != nil {
 		g.Go(func() error { return s.renewer.Run(gctx) })
 	}
@@ -297,6 +353,9 @@ func (s *spoke) close() {
 		s.member.Close()
 	}
 }
+
+// klogOnce sets client-go's logger once per process.
+var klogOnce sync.Once
 
 // controllerGateways resolves remote gateways through the Kubernetes controller. The controller
 // needs the spill decision, which needs the candidates, which need the controller: ctrl is set

@@ -15,6 +15,7 @@ import (
 // pkg/epp's, the certificates' expiry pkg/tlsconfig's).
 func TestMetricNames(t *testing.T) {
 	reg := promtest.NewRegistry()
+	newMetrics(reg)
 	report.New(report.Options{Registerer: reg})
 	hubclient.New(hubclient.Options{Registerer: reg})
 	ca, err := tlsconfig.NewCA("test", time.Hour)

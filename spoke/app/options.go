@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/spillway-io/spillway/pkg/epp"
 	"github.com/spillway-io/spillway/pkg/gossip"
 	"github.com/spillway-io/spillway/pkg/logging"
+	"github.com/spillway-io/spillway/spoke/hubclient"
 	"github.com/spillway-io/spillway/spoke/kube"
 )
 
@@ -52,9 +54,67 @@ type Options struct {
 	// spill policy uses Endpoint Mode (flat networks).
 	ReportEndpoints bool
 	Trust           TrustOptions
-	Gossip          gossip.Flags
-	Affinity        AffinityOptions
-	Log             logging.Options
+	// LeaderElection elects, among the cluster's spoke replicas, the one that writes.
+	LeaderElection LeaderElectionOptions
+	Gossip         gossip.Flags
+	Affinity       AffinityOptions
+	Log            logging.Options
+}
+
+// LeaderElectionOptions elect, among the spoke replicas of a cluster, the one that runs the full
+// hub session (exports, capacity and import reports) and every Kubernetes write (imports,
+// namespaces, Exported conditions, SpillPolicy status, the ServiceExport, events), on the
+// coordination.k8s.io Lease spillway-spoke-<cluster-id>. Every replica watches the cluster,
+// scrapes the endpoints, serves its EPP, decides spills, gossips, and keeps the fleet view with
+// an observer session (docs/availability.md, "Spoke replicas").
+type LeaderElectionOptions struct {
+	// Enabled elects the writer; on by default with the Kubernetes source. Complete turns it
+	// off with --pools-file: the static source runs one replica, which does everything.
+	Enabled bool
+	// Namespace of the Lease; when empty, $POD_NAMESPACE, else spillway-system.
+	Namespace string
+	// LeaseDuration, RenewDeadline and RetryPeriod are client-go's leader election timings
+	// (kube-controller-manager's defaults, 15 s, 10 s and 2 s): a leader that dies is replaced
+	// at most LeaseDuration + RetryPeriod later; one that stops releases the Lease at once.
+	LeaseDuration time.Duration
+	RenewDeadline time.Duration
+	RetryPeriod   time.Duration
+}
+
+// AddFlags binds the options to flags, with kube-controller-manager's names.
+func (l *LeaderElectionOptions) AddFlags(fs *pflag.FlagSet) {
+	fs.BoolVar(&l.Enabled, "leader-elect", l.Enabled, "elect one of the cluster's spoke replicas, on the Lease spillway-spoke-<cluster-id>, to run the hub session and every Kubernetes write; the others serve their EPP and keep the fleet view (off with --pools-file)")
+	fs.StringVar(&l.Namespace, "leader-elect-namespace", l.Namespace, "namespace of the leader election Lease (default: $POD_NAMESPACE, else "+kube.DefaultLeaseNamespace+")")
+	fs.DurationVar(&l.LeaseDuration, "leader-elect-lease-duration", l.LeaseDuration, "how long the other replicas wait, after the leader's last renewal, before taking the Lease")
+	fs.DurationVar(&l.RenewDeadline, "leader-elect-renew-deadline", l.RenewDeadline, "how long the leader tries to renew the Lease before it stops leading (and writing)")
+	fs.DurationVar(&l.RetryPeriod, "leader-elect-retry-period", l.RetryPeriod, "how often the leader renews the Lease and the others try to take it")
+}
+
+// complete settles the Lease's namespace.
+func (l *LeaderElectionOptions) complete() {
+	if l.Namespace == "" {
+		l.Namespace = os.Getenv("POD_NAMESPACE")
+	}
+	if l.Namespace == "" {
+		l.Namespace = kube.DefaultLeaseNamespace
+	}
+}
+
+// errors checks the options when the election is on.
+func (l *LeaderElectionOptions) errors() []error {
+	if !l.Enabled {
+		return nil
+	}
+	var errs []error
+	if err := kube.ValidateElection(l.LeaseDuration, l.RenewDeadline, l.RetryPeriod); err != nil {
+		errs = append(errs, err)
+	}
+	if l.Namespace != "" {
+		if errs2 := validation.IsDNS1123Label(l.Namespace); len(errs2) > 0 {
+			errs = append(errs, fmt.Errorf("--leader-elect-namespace %q: %s", l.Namespace, strings.Join(errs2, "; ")))
+		}
+	}
+	return errs
 }
 
 // TrustOptions are the spoke's transport security: its cluster credentials and how it joins,
@@ -104,6 +164,12 @@ func NewOptions() *Options {
 			TrustDomain:      "spillway.local",
 			EPPSecureServing: true,
 		},
+		LeaderElection: LeaderElectionOptions{
+			Enabled:       true,
+			LeaseDuration: kube.DefaultLeaseDuration,
+			RenewDeadline: kube.DefaultRenewDeadline,
+			RetryPeriod:   kube.DefaultRetryPeriod,
+		},
 		Log: logging.Options{Level: "info", Format: "text"},
 	}
 }
@@ -115,7 +181,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.Zone, "zone", o.Zone, "this cluster's zone")
 	fs.StringVar(&o.ClusterSet, "cluster-set", o.ClusterSet, "the ClusterSet this cluster belongs to (default: the ClusterProperty clusterset.k8s.io)")
 	fs.StringVar(&o.GatewayAddress, "gateway-address", o.GatewayAddress, "host:port where other clusters reach this cluster's inference gateway")
-	fs.StringVar(&o.HubAddress, "hub-address", o.HubAddress, "host:port of the hub's gRPC address (empty: standalone, no hub)")
+	fs.StringVar(&o.HubAddress, "hub-address", o.HubAddress, "host:port of the hub's gRPC address, or of each hub replica separated by commas, or one DNS name that resolves to every replica (a Service's); each session picks a reachable one in a random order (empty: standalone, no hub)")
 	fs.StringVar(&o.PoolsFile, "pools-file", o.PoolsFile, "YAML file listing the cluster's pools and endpoints (the static source; empty: watch Kubernetes)")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig of the cluster (default: $KUBECONFIG, else the in-cluster service account)")
 	fs.StringVar(&o.ControllerName, "controller-name", o.ControllerName, "name written into InferencePoolImport and InferencePool status")
@@ -136,6 +202,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.Spill, "spill", o.Spill, "send eligible requests to other clusters when the local pool is saturated or empty (federated routing; needs --hub-address)")
 	fs.BoolVar(&o.ReportEndpoints, "report-endpoints", o.ReportEndpoints, "send per-endpoint load with capacity reports, for remote clusters that spill in Endpoint Mode (flat networks)")
 	o.Trust.AddFlags(fs)
+	o.LeaderElection.AddFlags(fs)
 	o.Gossip.AddFlags(fs)
 	o.Affinity.AddFlags(fs)
 	fs.BoolVar(&o.EnablePprof, "enable-pprof", o.EnablePprof, "serve Go profiles at /debug/pprof/ on --http-address")
@@ -151,6 +218,10 @@ func (o *Options) Complete() error {
 	if o.HubAddress == "" || o.EPPAddress == "" {
 		o.Spill = false
 	}
+	if o.PoolsFile != "" {
+		o.LeaderElection.Enabled = false // the static source runs one replica
+	}
+	o.LeaderElection.complete()
 	return nil
 }
 
@@ -161,6 +232,7 @@ func (o *Options) Validate() error {
 	errs = append(errs, o.addressErrors()...)
 	errs = append(errs, o.loadErrors()...)
 	errs = append(errs, o.trustErrors()...)
+	errs = append(errs, o.LeaderElection.errors()...)
 	errs = append(errs, o.Log.Validate(), o.Gossip.Validate(), o.Affinity.Validate())
 	return errors.Join(errs...)
 }
@@ -199,8 +271,10 @@ func (o *Options) addressErrors() []error {
 	if _, _, err := net.SplitHostPort(o.HTTPAddress); err != nil {
 		errs = append(errs, fmt.Errorf("--http-address %q: want host:port", o.HTTPAddress))
 	}
-	if _, _, err := net.SplitHostPort(o.HubAddress); err != nil && o.HubAddress != "" {
-		errs = append(errs, fmt.Errorf("--hub-address %q: want host:port", o.HubAddress))
+	if o.HubAddress != "" {
+		if _, err := hubclient.ParseAddresses(o.HubAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--hub-address: %w", err))
+		}
 	}
 	if o.EPPAddress != "" {
 		if _, _, err := net.SplitHostPort(o.EPPAddress); err != nil {

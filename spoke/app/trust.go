@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/spillway-io/spillway/pkg/tlsconfig"
+	"github.com/spillway-io/spillway/spoke/hubclient"
 	"github.com/spillway-io/spillway/spoke/join"
 )
 
@@ -58,9 +59,9 @@ func joinFleet(ctx context.Context, cfg *Config) error {
 			return err
 		}
 	}
-	log.Info("no cluster certificate yet; joining the fleet", "hub", cfg.HubAddress, "dir", t.CredentialsDir)
+	log.Info("no cluster certificate yet; joining the fleet", "hub", joinAddress(cfg.HubAddress), "dir", t.CredentialsDir)
 	return join.Join(ctx, join.Options{
-		HubAddress: cfg.HubAddress, Token: token, CAHash: t.HubCAHash,
+		HubAddress: joinAddress(cfg.HubAddress), Token: token, CAHash: t.HubCAHash,
 		TrustDomain: t.TrustDomain, ClusterID: cfg.ClusterID, Dir: t.CredentialsDir, Logger: log,
 	})
 }
@@ -109,10 +110,21 @@ func parseJoinToken(data []byte) (string, error) {
 }
 
 // hubServerName is the name the hub's certificate is verified for: the host of --hub-address
-// (an IP address is checked against the certificate's IP SANs).
+// (an IP address is checked against the certificate's IP SANs); empty for a list of replicas,
+// where the hub client verifies each replica for the host it dialed.
 func hubServerName(addr string) string {
 	host, _, _ := net.SplitHostPort(addr)
 	return host
+}
+
+// joinAddress is the hub address the join flow and the certificate renewer dial: the first of
+// --hub-address's list (each makes short calls, and retries).
+func joinAddress(hub string) string {
+	addrs, err := hubclient.ParseAddresses(hub)
+	if err != nil || len(addrs) == 0 {
+		return hub
+	}
+	return addrs[0]
 }
 
 // loadHubCredentials loads the cluster's key pair and the hub's CA bundle, checks that the
@@ -138,7 +150,8 @@ func (s *spoke) loadHubCredentials() error {
 	if !join.Joined(dir) {
 		return nil
 	}
-	s.renewer, err = join.NewRenewer(join.RenewerOptions{HubAddress: s.cfg.HubAddress, ServerName: hubServerName(s.cfg.HubAddress),
+	hub := joinAddress(s.cfg.HubAddress)
+	s.renewer, err = join.NewRenewer(join.RenewerOptions{HubAddress: hub, ServerName: hubServerName(hub),
 		Dir: dir, KeyPair: kp, CAPool: pool, Logger: s.log, Registerer: s.reg})
 	return err
 }

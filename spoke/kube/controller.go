@@ -12,6 +12,13 @@
 // Every change of any watched object, or of the fleet view, triggers one reconcile of the whole
 // state; a failed write is retried with backoff. While the API server is away the informers keep
 // their last state, so the spoke keeps routing on it and reconciles when the API returns.
+//
+// Replicas (Options.LeaderElection): several spoke replicas of a cluster all watch the cluster
+// and route on what they read (Run: the pools, the objectives, the SpillPolicy in force), and one
+// writes: the replica holding the Lease (Elector) runs Lead, which does every write above
+// (imports, namespaces, Exported conditions, ServiceExport, SpillPolicy status, warning events)
+// with a context that ends the moment the lease is lost, so a replica that is no longer leader
+// stops writing at once. Without LeaderElection, Run does both.
 package kube
 
 import (
@@ -22,6 +29,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
@@ -104,7 +112,12 @@ type Options struct {
 	DefaultSpillPolicy spill.Policy
 	// Resync bounds how long the controller goes without a full reconcile.
 	Resync time.Duration
-	Logger *slog.Logger
+	// LeaderElection separates the writes from the reads: Run only reads (the pools, the
+	// objectives and the SpillPolicy in force, for this replica's EPP and spill decision), and the
+	// writes run in Lead, which the spoke calls while it holds the cluster's Lease. When false,
+	// Run does both.
+	LeaderElection bool
+	Logger         *slog.Logger
 }
 
 // Controller keeps the cluster's Spillway state. It implements source.Source.
@@ -127,7 +140,14 @@ type Controller struct {
 	objectiveGVRs []schema.GroupVersionResource
 	// hasSpillPolicies is true when the cluster serves Spillway's SpillPolicy CRD.
 	hasSpillPolicies bool
-	kick             chan struct{}
+	// kick wakes the read loop (Run), writeKick the write loop (Lead or Run's own).
+	kick      chan struct{}
+	writeKick chan struct{}
+	// cachesSynced is closed once Run's caches have synced and the discovery results are set:
+	// Lead writes nothing before.
+	cachesSynced chan struct{}
+	// leading is true while the write loop runs: only then are warnings recorded as events.
+	leading atomic.Bool
 
 	mu         sync.RWMutex
 	pools      []source.Pool
@@ -187,11 +207,13 @@ func New(opts Options) (*Controller, error) {
 		sliceInf: informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithTweakListOptions(func(o *metav1.ListOptions) {
 			o.LabelSelector = mcsv1beta1.LabelSourceCluster
 		})),
-		gieInf:     gieinformers.NewSharedInformerFactory(gie, 0),
-		dynInf:     dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
-		kick:       make(chan struct{}, 1),
-		objectives: map[fleet.PoolRef]map[string]int{},
-		changed:    make(chan struct{}),
+		gieInf:       gieinformers.NewSharedInformerFactory(gie, 0),
+		dynInf:       dynamicinformer.NewDynamicSharedInformerFactory(dyn, 0),
+		kick:         make(chan struct{}, 1),
+		writeKick:    make(chan struct{}, 1),
+		cachesSynced: make(chan struct{}),
+		objectives:   map[fleet.PoolRef]map[string]int{},
+		changed:      make(chan struct{}),
 	}
 	c.bcast = record.NewBroadcaster()
 	c.events = c.bcast.NewRecorder(scheme(), corev1.EventSource{Component: "spillway-spoke"})
@@ -270,6 +292,62 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 	}
 	c.log.Info("kubernetes caches synced", "objectiveResources", len(gvrs))
+	close(c.cachesSynced)
+	if c.opts.LeaderElection {
+		return c.read(ctx)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- c.Lead(ctx) }()
+	err = c.read(ctx)
+	if lerr := <-errc; err == nil {
+		err = lerr
+	}
+	return err
+}
+
+// read is the read loop: on every change of a watched object, and every resync period, it
+// publishes the pools and objectives and applies the SpillPolicy in force to the spill decision,
+// then wakes the write loop.
+func (c *Controller) read(ctx context.Context) error {
+	resync := time.NewTicker(c.opts.Resync)
+	defer resync.Stop()
+	for {
+		pools, objectives := c.buildPools()
+		c.publish(pools, objectives)
+		if err := c.applySpillPolicy(); err != nil {
+			c.log.Warn("spill policy not applied", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.kick:
+		case <-resync.C:
+		}
+		// Let a burst of events settle into one pass.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Lead does the controller's writes until ctx ends: the imports of the fleet view, the Exported
+// conditions, the gateway's ServiceExport, the SpillPolicy status and warning events. With
+// LeaderElection the spoke calls it while it holds the Lease, with a context that ends when the
+// lease is lost; Run must be running. It waits for Run's caches first.
+func (c *Controller) Lead(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case <-c.cachesSynced:
+	}
+	c.leading.Store(true)
+	defer c.leading.Store(false)
+	c.mu.Lock()
+	c.warned = nil // warnings seen while another replica led are recorded again
+	c.mu.Unlock()
+	c.trigger()
 
 	var viewChanged, refusedChanged <-chan struct{}
 	if c.opts.View != nil {
@@ -306,7 +384,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-c.kick:
+			case <-c.writeKick:
 				break wait
 			case <-viewChanged:
 				viewChanged = c.opts.View.Changed()
@@ -346,17 +424,18 @@ func onlyWaiting(err error) bool {
 	return errors.Is(err, errWaiting)
 }
 
+// trigger wakes the read and the write loops.
 func (c *Controller) trigger() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
+	for _, ch := range []chan struct{}{c.kick, c.writeKick} {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
 	}
 }
 
-// reconcile brings everything the spoke keeps up to date with the caches and the fleet view.
+// reconcile brings everything the spoke writes up to date with the caches and the fleet view.
 func (c *Controller) reconcile(ctx context.Context) error {
-	pools, objectives := c.buildPools()
-	c.publish(pools, objectives)
 	var errs []error
 	var imports []fleet.Import
 	if c.opts.View != nil {

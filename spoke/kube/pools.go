@@ -208,5 +208,7 @@ func (c *Controller) warnOnce(obj runtime.Object, reason, msg string) {
 		return
 	}
 	c.log.Warn("object not usable", "reason", reason, "message", msg)
-	c.events.Event(obj, corev1.EventTypeWarning, reason, msg)
+	if c.leading.Load() { // an event is a write: the leader's alone
+		c.events.Event(obj, corev1.EventTypeWarning, reason, msg)
+	}
 }

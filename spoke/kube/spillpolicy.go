@@ -38,18 +38,20 @@ const (
 	ReasonPolicyConflicted = "Conflicted"
 )
 
-// syncSpillPolicy applies the EPP pool's SpillPolicy (the oldest naming the pool) to the spill
-// decision, falling back to the default policy when there is none or it is invalid, and writes
-// every policy's status: Accepted, and for the one in force whether the pool is spilling and to
-// where.
-func (c *Controller) syncSpillPolicy(ctx context.Context) error {
-	if !c.hasSpillPolicies || c.opts.Spill == nil {
-		return nil
-	}
+// policyStatus is what one SpillPolicy of the EPP's pool should say in its status.
+type policyStatus struct {
+	obj     *unstructured.Unstructured
+	cond    metav1.Condition
+	inForce bool
+}
+
+// spillPolicies reads the EPP pool's SpillPolicies: the policy in force (the oldest naming the
+// pool, when valid; the default policy otherwise) and each one's status.
+func (c *Controller) spillPolicies() (spill.Policy, []policyStatus, error) {
 	pool := c.opts.SpillPool
 	objs, err := c.dynInf.ForResource(SpillPolicyResource).Lister().ByNamespace(pool.Namespace).List(labels.Everything())
 	if err != nil {
-		return err
+		return spill.Policy{}, nil, err
 	}
 	var mine []*unstructured.Unstructured
 	for _, o := range objs {
@@ -68,7 +70,7 @@ func (c *Controller) syncSpillPolicy(ctx context.Context) error {
 		return strings.Compare(a.GetName(), b.GetName())
 	})
 	policy := c.opts.DefaultSpillPolicy
-	var errs []error
+	states := make([]policyStatus, 0, len(mine))
 	for i, u := range mine {
 		cond := metav1.Condition{Type: SpillConditionAccepted, Status: metav1.ConditionTrue, Reason: ReasonPolicyAccepted,
 			Message: "in force for pool " + pool.String(), ObservedGeneration: u.GetGeneration()}
@@ -82,10 +84,38 @@ func (c *Controller) syncSpillPolicy(ctx context.Context) error {
 		} else {
 			policy = p
 		}
-		errs = append(errs, c.writeSpillStatus(ctx, u, cond, i == 0 && perr == nil))
+		states = append(states, policyStatus{obj: u, cond: cond, inForce: i == 0 && perr == nil})
 	}
-	if err := c.opts.Spill.SetPolicy(policy); err != nil {
-		errs = append(errs, err)
+	return policy, states, nil
+}
+
+// applySpillPolicy gives the spill decision the EPP pool's SpillPolicy in force (the oldest
+// naming the pool), or the default policy when there is none or it is invalid. Every replica
+// does it: each has its own decision.
+func (c *Controller) applySpillPolicy() error {
+	if !c.hasSpillPolicies || c.opts.Spill == nil {
+		return nil
+	}
+	policy, _, err := c.spillPolicies()
+	if err != nil {
+		return err
+	}
+	return c.opts.Spill.SetPolicy(policy)
+}
+
+// syncSpillPolicy writes every SpillPolicy's status of the EPP's pool: Accepted, and for the
+// one in force whether the pool is spilling and to where (this replica's decision).
+func (c *Controller) syncSpillPolicy(ctx context.Context) error {
+	if !c.hasSpillPolicies || c.opts.Spill == nil {
+		return nil
+	}
+	_, states, err := c.spillPolicies()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, st := range states {
+		errs = append(errs, c.writeSpillStatus(ctx, st.obj, st.cond, st.inForce))
 	}
 	return errors.Join(errs...)
 }
