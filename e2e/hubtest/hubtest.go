@@ -128,7 +128,7 @@ func StartWith(t testing.TB, ttl time.Duration, o Options) *Hub {
 	}
 	h.Server = server.New(store, model, sopts)
 
-	followDone, runDone := make(chan struct{}), make(chan struct{})
+	followDone, runDone, leadDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(followDone)
 		_ = model.Follow(ctx, store, slog.New(slog.DiscardHandler))
@@ -136,6 +136,11 @@ func StartWith(t testing.TB, ttl time.Duration, o Options) *Hub {
 	go func() {
 		defer close(runDone)
 		_ = h.Server.Run(ctx)
+	}()
+	// The one replica leads.
+	go func() {
+		defer close(leadDone)
+		_ = h.Server.Lead(ctx)
 	}()
 	h.serverTLS()
 	h.Serve("127.0.0.1:0")
@@ -147,6 +152,7 @@ func StartWith(t testing.TB, ttl time.Duration, o Options) *Hub {
 		cancel()
 		<-followDone
 		<-runDone
+		<-leadDone
 		cli.Close()
 		e.Close()
 	})

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,10 +29,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
+	"google.golang.org/grpc/keepalive"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	hubetcd "github.com/spillway-io/spillway/hub/etcd"
 	"github.com/spillway-io/spillway/hub/registry"
+	"github.com/spillway-io/spillway/hub/replica"
 	"github.com/spillway-io/spillway/hub/server"
 	"github.com/spillway-io/spillway/hub/view"
 	"github.com/spillway-io/spillway/pkg/logging"
@@ -41,6 +44,52 @@ import (
 
 // etcdCheckTimeout bounds the first read of etcd at start.
 const etcdCheckTimeout = 10 * time.Second
+
+// The probe of etcd's quorum: a linearizable read every probeInterval, bounded by probeTimeout.
+const (
+	probeInterval = time.Second
+	probeTimeout  = 2 * time.Second
+)
+
+// incompleteEtcd is the reason the view is marked incomplete with while etcd answers no
+// linearizable read.
+const incompleteEtcd = "etcd"
+
+// advertiseAddress is where the other replicas reach this one's admin port: --advertise-address,
+// else --admin-address's host (the host name when it is unspecified) with the port listened on.
+func advertiseAddress(cfg *Config, admin net.Addr) (string, error) {
+	if cfg.AdvertiseAddress != "" {
+		return cfg.AdvertiseAddress, nil
+	}
+	host, _, err := net.SplitHostPort(cfg.AdminAddress)
+	if err != nil {
+		return "", fmt.Errorf("--admin-address %q: %w", cfg.AdminAddress, err)
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		if host, err = os.Hostname(); err != nil {
+			return "", fmt.Errorf("--advertise-address not set and no host name: %w", err)
+		}
+	}
+	_, port, err := net.SplitHostPort(admin.String())
+	if err != nil {
+		return "", err
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+// peerDialer dials another replica's admin port with this replica's peer certificate, verifying
+// the replica's serving certificate for the host dialed.
+func peerDialer(pki *hubTLS) func(address string) (*grpc.ClientConn, error) {
+	return func(address string) (*grpc.ClientConn, error) {
+		host, _, err := net.SplitHostPort(address)
+		if err != nil {
+			return nil, fmt.Errorf("hub replica address %q: %w", address, err)
+		}
+		return grpc.NewClient("passthrough:///"+address,
+			grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.ClientConfig(pki.peer, pki.servingCAs, host))),
+			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}))
+	}
+}
 
 // Config is the completed, validated configuration.
 type Config struct {
@@ -201,14 +250,43 @@ func Run(ctx context.Context, cfg *Config) error {
 		httpL = tls.NewListener(ls.http, tlsconfig.ServerConfig(pki.serving, nil, false))
 	}
 
+	// quorum holds the last probe's verdict on etcd; /readyz and the view's incomplete mark follow it.
+	var quorum atomic.Pointer[error]
+	probe := func(err error) {
+		prev := quorum.Swap(&err)
+		switch {
+		case err != nil:
+			model.SetIncomplete(incompleteEtcd, err.Error())
+			if prev == nil || *prev == nil {
+				log.Warn("etcd quorum lost or etcd unreachable: the view keeps its last state, marked incomplete", "err", err)
+			}
+		default:
+			model.ClearIncomplete(incompleteEtcd)
+			if prev != nil && *prev != nil {
+				log.Info("etcd reachable again")
+			}
+		}
+	}
 	ready := func() error {
+		if p := quorum.Load(); p != nil && *p != nil {
+			return *p
+		}
 		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		if _, err := cli.Get(c, "health", clientv3.WithCountOnly()); err != nil {
-			return fmt.Errorf("etcd unreachable: %w", err)
+			return fmt.Errorf("%w: %w", replica.ErrQuorumLost, err)
 		}
 		return srv.Ready()
 	}
+	advertise, err := advertiseAddress(cfg, ls.admin.Addr())
+	if err != nil {
+		ls.close()
+		return err
+	}
+	elector := replica.New(cli, store, replica.Options{
+		HubID: cfg.HubID, Incarnation: model.Incarnation(), AdvertiseAddress: advertise,
+		LeaseTTL: cfg.LeaderLeaseTTL, Logger: log, Registerer: reg,
+	})
 
 	member, err := cfg.Gossip.Start("hub/"+cfg.HubID, log)
 	if err != nil {
@@ -219,7 +297,7 @@ func Run(ctx context.Context, cfg *Config) error {
 		defer member.Close()
 	}
 	log.Info("hub started", "grpc", ls.spokes.Addr().String(), "admin", ls.admin.Addr().String(),
-		"http", ls.http.Addr().String(), "gossip", cfg.Gossip.Address)
+		"http", ls.http.Addr().String(), "gossip", cfg.Gossip.Address, "advertise", advertise, "incarnation", model.Incarnation())
 	g, gctx := errgroup.WithContext(ctx)
 	if member != nil {
 		g.Go(func() error { return member.Run(gctx) })
@@ -229,6 +307,15 @@ func Run(ctx context.Context, cfg *Config) error {
 	}
 	g.Go(func() error { return model.Follow(gctx, store, log.With("component", "view")) })
 	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return elector.Run(gctx, srv.Lead) })
+	g.Go(func() error {
+		return replica.Probe(gctx, cli, cfg.EtcdPrefix+"health", probeInterval, probeTimeout, probe)
+	})
+	if pki.peer != nil {
+		g.Go(func() error {
+			return srv.RunPeers(gctx, server.PeerOptions{Hubs: store, Dial: peerDialer(pki)})
+		})
+	}
 	g.Go(func() error { return serve.GRPC(gctx, ls.spokes, spokes) })
 	g.Go(func() error { return serve.GRPC(gctx, ls.admin, admin) })
 	g.Go(func() error { return serve.HTTP(gctx, httpL, serve.HTTPMux(reg, ready)) })

@@ -15,6 +15,7 @@ import (
 
 	hubetcd "github.com/spillway-io/spillway/hub/etcd"
 	"github.com/spillway-io/spillway/hub/registry"
+	"github.com/spillway-io/spillway/hub/replica"
 	"github.com/spillway-io/spillway/pkg/gossip"
 	"github.com/spillway-io/spillway/pkg/logging"
 )
@@ -64,8 +65,18 @@ type Options struct {
 	AllowedExportNamespaces []string
 	DeniedExportNamespaces  []string
 
-	HubID             string
-	LeaseTTL          time.Duration
+	HubID string
+	// LeaderLeaseTTL is the TTL of the replica's election session: leadership moves within
+	// about this long after the leader dies.
+	LeaderLeaseTTL time.Duration
+	// AdvertiseAddress is where the other replicas reach this one's admin port (host:port);
+	// empty: the host of AdminAddress (the host name when that is unspecified) and the port
+	// the admin port listens on.
+	AdvertiseAddress string
+	// PeerCertFile and PeerKeyFile are this replica's client certificate for the other replicas
+	// (spiffe://<td>/hub/<hub-id>), reloaded on change; empty: issued by the hub's CA at start.
+	PeerCertFile, PeerKeyFile string
+	LeaseTTL                  time.Duration
 	MinReportInterval time.Duration
 	CapacityHeartbeat time.Duration
 	ViewInterval      time.Duration
@@ -94,6 +105,7 @@ func NewOptions() *Options {
 		MaxConcurrentStreams:   100,
 		DeniedExportNamespaces: []string{"kube-system", "kube-public", "kube-node-lease"},
 		LeaseTTL:               15 * time.Second,
+		LeaderLeaseTTL:         replica.DefaultLeaseTTL,
 		MinReportInterval:      500 * time.Millisecond,
 		CapacityHeartbeat:      time.Second,
 		ViewInterval:           200 * time.Millisecond,
@@ -136,7 +148,11 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&o.DeniedExportNamespaces, "denied-export-namespaces", o.DeniedExportNamespaces, "namespaces clusters may never export pools from")
 
 	o.Gossip.AddFlags(fs)
-	fs.StringVar(&o.HubID, "hub-id", o.HubID, "name of this hub replica (default: the host name)")
+	fs.StringVar(&o.HubID, "hub-id", o.HubID, "name of this hub replica, a DNS label unique among the replicas (default: the host name)")
+	fs.DurationVar(&o.LeaderLeaseTTL, "leader-lease-ttl", o.LeaderLeaseTTL, "TTL of the replica's election session (whole seconds): the work that must happen once moves to another replica within about this long after the leader dies")
+	fs.StringVar(&o.AdvertiseAddress, "advertise-address", o.AdvertiseAddress, "host:port where the other hub replicas reach this one's admin port (default: --admin-address's host, or the host name, and its port)")
+	fs.StringVar(&o.PeerCertFile, "peer-cert-file", o.PeerCertFile, "this replica's client certificate for the other replicas, naming spiffe://<trust-domain>/hub/<hub-id>, reloaded on change (default: issued by the hub's CA at each start; needed with --ca-cert-file and no --ca-key-file)")
+	fs.StringVar(&o.PeerKeyFile, "peer-key-file", o.PeerKeyFile, "key of --peer-cert-file")
 	fs.DurationVar(&o.LeaseTTL, "lease-ttl", o.LeaseTTL, "how long a cluster's exports outlive its spoke's session (at least 2s)")
 	fs.DurationVar(&o.MinReportInterval, "min-report-interval", o.MinReportInterval, "fastest a spoke may report a pool's capacity")
 	fs.DurationVar(&o.CapacityHeartbeat, "capacity-heartbeat", o.CapacityHeartbeat, "how often a spoke resends unchanged capacity")
@@ -185,6 +201,17 @@ func (o *Options) Validate() error {
 	errs = append(errs, o.validatePKI()...)
 	errs = append(errs, o.validateIdentities()...)
 	errs = append(errs, o.validateLimits()...)
+	if o.LeaderLeaseTTL < time.Second {
+		errs = append(errs, fmt.Errorf("--leader-lease-ttl %s: at least 1s", o.LeaderLeaseTTL))
+	}
+	if (o.PeerCertFile == "") != (o.PeerKeyFile == "") {
+		errs = append(errs, errors.New("--peer-cert-file and --peer-key-file go together: give both or neither"))
+	}
+	if o.AdvertiseAddress != "" {
+		if host, port, err := net.SplitHostPort(o.AdvertiseAddress); err != nil || host == "" || port == "" || port == "0" {
+			errs = append(errs, fmt.Errorf("--advertise-address %q: want host:port with a host and a port other replicas can dial", o.AdvertiseAddress))
+		}
+	}
 	if o.LeaseTTL < 2*time.Second {
 		errs = append(errs, fmt.Errorf("--lease-ttl %s: at least 2s (etcd's minimum lease)", o.LeaseTTL))
 	}

@@ -53,6 +53,11 @@ type hubTLS struct {
 	// serving is the serving key pair of every port; clientCAs verifies client certificates.
 	serving   *tlsconfig.KeyPair
 	clientCAs *tlsconfig.CAPool
+	// servingCAs verifies the other replicas' serving certificates: the CA bundle file.
+	servingCAs *tlsconfig.CAPool
+	// peer is this replica's client certificate for the other replicas; nil when the hub can
+	// neither issue one nor was given one (the replicas then exchange no reports).
+	peer *tlsconfig.KeyPair
 	// runners reload the files above until their context ends.
 	runners []func(context.Context) error
 }
@@ -129,10 +134,46 @@ func setUpTLS(cfg *Config, reg prometheus.Registerer, log *slog.Logger) (*hubTLS
 		return nil, fmt.Errorf("client CA bundle: %w", err)
 	}
 	t.runners = append(t.runners, t.serving.Run, t.clientCAs.Run)
+	if t.servingCAs, err = tlsconfig.NewCAPool(bundleFile, tlsconfig.CAPoolOptions{Logger: log}); err != nil {
+		return nil, fmt.Errorf("hub CA bundle: %w", err)
+	}
+	t.runners = append(t.runners, t.servingCAs.Run)
+	if err := t.setUpPeer(cfg, reg, log); err != nil {
+		return nil, err
+	}
 
 	log.Info("hub CA loaded", "caHash", tlsconfig.SPKIHash(t.caCert), "caFile", bundleFile,
 		"joinFlow", t.ca != nil, "clientCAFile", clientCAFile, "servingCertificate", servingSource(cfg))
 	return t, nil
+}
+
+// peerRole is the role label of the peer certificate's expiry gauge.
+const peerRole = "hub-peer"
+
+// setUpPeer loads or issues this replica's client certificate for the other replicas.
+func (t *hubTLS) setUpPeer(cfg *Config, reg prometheus.Registerer, log *slog.Logger) error {
+	var err error
+	switch {
+	case cfg.PeerCertFile != "":
+		t.peer, err = tlsconfig.NewKeyPair(cfg.PeerCertFile, cfg.PeerKeyFile, tlsconfig.KeyPairOptions{Logger: log, Registerer: reg, Role: peerRole})
+		if err != nil {
+			return fmt.Errorf("--peer-cert-file, --peer-key-file: %w", err)
+		}
+		t.runners = append(t.runners, t.peer.Run)
+		return nil
+	case t.ca == nil:
+		log.Warn("no peer certificate: this replica reads no other replica's reports; give --peer-cert-file and --peer-key-file when running several replicas with --ca-cert-file and no --ca-key-file")
+		return nil
+	}
+	id := tlsconfig.Identity{TrustDomain: cfg.TrustDomain, Kind: tlsconfig.KindHub, Name: cfg.HubID}
+	certPEM, keyPEM, err := t.ca.Issue(id, nil, nil, servingValidity)
+	if err != nil {
+		return fmt.Errorf("the replica's peer certificate (--hub-id must be a DNS label): %w", err)
+	}
+	if t.peer, err = tlsconfig.NewStaticKeyPair(certPEM, keyPEM); err != nil {
+		return err
+	}
+	return t.peer.RegisterExpiry(reg, peerRole)
 }
 
 func servingSource(cfg *Config) string {

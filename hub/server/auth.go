@@ -27,6 +27,7 @@ const (
 	accessCluster                   // a cluster identity of the trust domain, not revoked
 	accessViewer                    // a user identity of the trust domain
 	accessAdmin                     // a user identity of the trust domain named in AdminUsers
+	accessHub                       // a hub replica identity of the trust domain (PeerService)
 )
 
 const healthPrefix = "/grpc.health.v1.Health/"
@@ -55,6 +56,7 @@ var adminMethods = map[string]access{
 	pb.AdminService_RevokeCluster_FullMethodName:        accessAdmin,
 	pb.AdminService_RotateHopKey_FullMethodName:         accessAdmin,
 	pb.AdminService_IssueUserCertificate_FullMethodName: accessAdmin,
+	pb.PeerService_Reports_FullMethodName:               accessHub,
 }
 
 // caller is who a call comes from, as the interceptors read it from the verified client
@@ -96,9 +98,12 @@ func (s *Server) authorize(ctx context.Context, method string, table map[string]
 		return ctx, nil
 	}
 	id, cert, ok := tlsconfig.PeerIdentity(ctx)
-	kind := tlsconfig.KindCluster
-	if want != accessCluster {
-		kind = tlsconfig.KindUser
+	kind := tlsconfig.KindUser
+	switch want {
+	case accessCluster:
+		kind = tlsconfig.KindCluster
+	case accessHub:
+		kind = tlsconfig.KindHub
 	}
 	switch {
 	case cert == nil:
@@ -113,9 +118,12 @@ func (s *Server) authorize(ctx context.Context, method string, table map[string]
 	case want == accessCluster && id.Kind != tlsconfig.KindCluster:
 		return nil, denied(codes.PermissionDenied, reasonNotCluster,
 			"certificate names %s, not a cluster: the spokes' port serves clusters only", id)
-	case want != accessCluster && id.Kind != tlsconfig.KindUser:
+	case want == accessHub && id.Kind != tlsconfig.KindHub:
+		return nil, denied(codes.PermissionDenied, reasonNotHub,
+			"certificate names %s, not a hub replica: only hub replicas call %s", id, method)
+	case want != accessCluster && want != accessHub && id.Kind != tlsconfig.KindUser:
 		return nil, denied(codes.PermissionDenied, reasonNotUser,
-			"certificate names %s, not a user: cluster identities have no role on the admin port", id)
+			"certificate names %s, not a user: cluster and hub identities have no role on the admin port", id)
 	}
 	// The handshake verified the certificate when the connection was made; a connection may
 	// outlive it, so every call checks it again.
@@ -123,11 +131,13 @@ func (s *Server) authorize(ctx context.Context, method string, table map[string]
 		return nil, err
 	}
 	c := caller{id: id, cert: cert}
-	if want == accessCluster {
+	switch want {
+	case accessHub:
+	case accessCluster:
 		if err := s.checkRevoked(id.Name, cert); err != nil {
 			return nil, err
 		}
-	} else {
+	default:
 		c.role = s.roleOf(id.Name)
 		if want == accessAdmin && c.role != RoleAdmin {
 			return nil, denied(codes.PermissionDenied, reasonRole,

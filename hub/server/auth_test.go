@@ -131,7 +131,7 @@ func TestAdminRoles(t *testing.T) {
 	wantStatus(t, err, codes.PermissionDenied, "user admin is a viewer")
 
 	_, err = h.AdminAs(hubtest.Cluster("a")).ListClusters(ctx, &pb.ListClustersRequest{})
-	wantStatus(t, err, codes.PermissionDenied, "not a user: cluster identities have no role on the admin port")
+	wantStatus(t, err, codes.PermissionDenied, "not a user: cluster and hub identities have no role on the admin port")
 	_, err = h.AdminAs(hubtest.User("alice").InTrustDomain("evil.test")).ListClusters(ctx, &pb.ListClustersRequest{})
 	wantStatus(t, err, codes.PermissionDenied, "trust domain evil.test")
 	// The admin port requires a client certificate in the handshake.

@@ -25,6 +25,12 @@ var ErrJoinDisabled = errors.New("join flow disabled: the hub has no CA key to s
 // revoked certificate from a good one.
 var ErrNotReady = errors.New("the hub has not loaded the fleet's revocations yet: retry in a moment")
 
+// ErrNoHopKeys means the fleet has no hop keys yet: the leading replica creates the first.
+var ErrNoHopKeys = errors.New("the fleet has no hop keys yet: the leading hub replica creates them (is one leading?)")
+
+// ErrObserver means an observer session sent what only a full session may send.
+var ErrObserver = errors.New("an observer session receives the fleet view and hop keys and sends nothing else")
+
 // ErrViewNotLoaded means the hub's fleet view has not loaded the registry yet: it would answer
 // with an empty fleet.
 var ErrViewNotLoaded = errors.New("the hub has not loaded the registry yet: retry in a moment")
@@ -94,7 +100,7 @@ func toStatus(err error) error {
 		code = codes.InvalidArgument
 	case errors.Is(err, registry.ErrTokenInvalid):
 		code = codes.Unauthenticated
-	case errors.Is(err, ErrNotRegistered), errors.Is(err, ErrJoinDisabled), errors.Is(err, registry.ErrJoinConflict),
+	case errors.Is(err, ErrNotRegistered), errors.Is(err, ErrJoinDisabled), errors.Is(err, ErrObserver), errors.Is(err, registry.ErrJoinConflict),
 		errors.Is(err, registry.ErrNotPending):
 		code = codes.FailedPrecondition
 	case errors.Is(err, registry.ErrNotFound):
@@ -102,7 +108,7 @@ func toStatus(err error) error {
 	case errors.Is(err, ErrSessionReplaced):
 		code = codes.Aborted
 	case errors.Is(err, registry.ErrSessionLost), errors.Is(err, ErrNotReady), errors.Is(err, ErrViewNotLoaded),
-		errors.Is(err, ErrRevokedRecently):
+		errors.Is(err, ErrRevokedRecently), errors.Is(err, ErrNoHopKeys):
 		code = codes.Unavailable
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled

@@ -39,7 +39,8 @@ const (
 	reasonNoIdentity      = "no_identity"      // the certificate carries no spiffe identity
 	reasonTrustDomain     = "trust_domain"     // an identity of another trust domain
 	reasonNotCluster      = "not_cluster"      // a user identity on the spokes' port
-	reasonNotUser         = "not_user"         // a cluster identity on the admin port
+	reasonNotUser         = "not_user"         // a cluster or hub identity calling AdminService
+	reasonNotHub          = "not_hub"          // another identity calling PeerService
 	reasonRevoked         = "revoked"          // a certificate of a revoked cluster
 	reasonExpired         = "expired"          // a call or session whose certificate expired (on a connection made before)
 	reasonNotYetValid     = "not_yet_valid"    // a call whose certificate is not valid yet (clock skew)
@@ -56,7 +57,7 @@ const (
 )
 
 var reasons = []string{
-	reasonNoCertificate, reasonNoIdentity, reasonTrustDomain, reasonNotCluster, reasonNotUser, reasonRevoked,
+	reasonNoCertificate, reasonNoIdentity, reasonTrustDomain, reasonNotCluster, reasonNotUser, reasonNotHub, reasonRevoked,
 	reasonExpired, reasonNotYetValid, reasonClusterMismatch, reasonGatewayTaken, reasonRole, reasonNotExported, reasonNamespace, reasonToken,
 	reasonTokenScope, reasonTokenRevoked, reasonCSRIdentity, reasonMethod,
 }
@@ -77,6 +78,9 @@ const (
 
 type metrics struct {
 	sessions     prometheus.Gauge
+	observers    prometheus.Gauge
+	peerStreams  prometheus.Gauge
+	peerMessages *prometheus.CounterVec
 	received     *prometheus.CounterVec
 	viewUpdates  *prometheus.CounterVec
 	streamsEnded *prometheus.CounterVec
@@ -93,6 +97,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "spillway_hub_sync_sessions",
 			Help: "Spoke sync streams open on this hub replica.",
 		}),
+		observers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "spillway_hub_sync_observers",
+			Help: "Observer sync streams (fleet view and hop keys only) open on this hub replica.",
+		}),
+		peerStreams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "spillway_hub_peer_streams",
+			Help: "Streams of reports this hub replica receives from other replicas (PeerService.Reports), one per replica it reaches.",
+		}),
+		peerMessages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spillway_hub_peer_messages_received_total",
+			Help: "Batches of reports received from other hub replicas, by kind (snapshot, delta).",
+		}, []string{labelKind}),
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_hub_sync_messages_received_total",
 			Help: "Messages received on spoke sync streams, by kind (hello, exports, capacity, interest, imports).",
@@ -127,13 +143,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{labelKind}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.received, m.viewUpdates, m.streamsEnded, m.panics, m.limited, m.denied, m.joins, m.certificates)
+		reg.MustRegister(m.sessions, m.observers, m.peerStreams, m.peerMessages, m.received, m.viewUpdates, m.streamsEnded, m.panics, m.limited, m.denied, m.joins, m.certificates)
 	}
 	for _, k := range []string{"hello", "exports", "capacity", "interest", "imports"} {
 		m.received.WithLabelValues(k)
 	}
 	for _, k := range []string{"snapshot", "delta"} {
 		m.viewUpdates.WithLabelValues(k)
+		m.peerMessages.WithLabelValues(k)
 	}
 	for _, l := range limits {
 		m.limited.WithLabelValues(l)

@@ -166,7 +166,8 @@ func (s *Server) RegisterSpokeServices(gs grpc.ServiceRegistrar) {
 	pb.RegisterJoinServiceServer(gs, s)
 }
 
-// RegisterAdminServices registers AdminService on gs.
+// RegisterAdminServices registers AdminService and PeerService on gs.
 func (s *Server) RegisterAdminServices(gs grpc.ServiceRegistrar) {
 	pb.RegisterAdminServiceServer(gs, s)
+	pb.RegisterPeerServiceServer(gs, s)
 }

@@ -21,11 +21,12 @@ import (
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
-// Server implements SyncService, JoinService and AdminService.
+// Server implements SyncService, JoinService, AdminService and PeerService.
 type Server struct {
 	pb.UnimplementedSyncServiceServer
 	pb.UnimplementedJoinServiceServer
 	pb.UnimplementedAdminServiceServer
+	pb.UnimplementedPeerServiceServer
 
 	store *registry.Store
 	model *view.Model
@@ -33,12 +34,14 @@ type Server struct {
 	// Each service logs under its own component: hub-sync (SyncService), hub-join (JoinService),
 	// hub-admin (AdminService), hub-trust (Run); panicLog (hub-grpc) logs panics recovered in any
 	// service's handler (recover.go).
-	syncLog, joinLog, adminLog, trustLog, panicLog *slog.Logger
-	metrics                                        *metrics
-	trust                                          *trust
+	syncLog, joinLog, adminLog, trustLog, panicLog, peerLog *slog.Logger
+	metrics                                                 *metrics
+	trust                                                   *trust
 
 	mu       sync.Mutex
 	sessions map[string]*session
+	// observers are the observer streams of each cluster on this replica.
+	observers map[string]map[*session]struct{}
 }
 
 // session is one stream's hold on its cluster's session on this replica.
@@ -94,8 +97,11 @@ func New(store *registry.Store, model *view.Model, opts Options) *Server {
 		adminLog: opts.Logger.With("component", "hub-admin"),
 		trustLog: opts.Logger.With("component", "hub-trust"),
 		panicLog: opts.Logger.With("component", "hub-grpc"),
+		peerLog:  opts.Logger.With("component", "hub-peers"),
 		metrics:  newMetrics(opts.Registerer),
 		trust:    newTrust(),
 		sessions: map[string]*session{},
+
+		observers: map[string]map[*session]struct{}{},
 	}
 }

@@ -96,6 +96,9 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 			"certificate names cluster %s, hello names %s: a cluster syncs as itself only", who.id.Name, cluster)
 	}
 	log := s.syncLog.With("cluster", cluster)
+	if hello.GetObserver() {
+		return s.observe(stream, who, hello, log)
+	}
 
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
@@ -332,6 +335,8 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 	defer loadWait.Stop()
 	notLoaded := loadWait.C
 	var lastSent time.Time
+	// incomplete is the mark of the last update sent.
+	incomplete := false
 	// pace waits until ViewInterval has passed since the last view update.
 	pace := func() error {
 		wait := s.opts.ViewInterval - time.Since(lastSent)
@@ -352,13 +357,18 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 		if loaded == nil || s.model.Loaded() {
 			loaded, notLoaded = nil, nil
 			u := s.model.Since(inc, seq, interest)
+			if incomplete && !u.Incomplete {
+				// The view is complete again: what went out marked incomplete removed nothing
+				// at the spoke, so a snapshot tells it what is gone.
+				u = s.model.Since("", 0, interest)
+			}
 			inc, seq = s.model.Incarnation(), u.Seq
-			if first || !u.Empty() {
+			if first || !u.Empty() || u.Incomplete != incomplete {
 				if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_View{View: viewUpdate(inc, u)}}); err != nil {
 					return err
 				}
 				s.metrics.viewUpdates.WithLabelValues(updateKind(u)).Inc()
-				first, lastSent = false, time.Now()
+				first, lastSent, incomplete = false, time.Now(), u.Incomplete
 			}
 		}
 		select {
@@ -415,8 +425,9 @@ func poolsFrom(ps []*pb.PoolRef) []fleet.PoolRef {
 
 func viewUpdate(inc string, u view.Update) *pb.ViewUpdate {
 	m := &pb.ViewUpdate{
-		Cursor:   &pb.ViewCursor{HubIncarnation: inc, Seq: u.Seq},
-		Snapshot: u.Snapshot,
+		Cursor:     &pb.ViewCursor{HubIncarnation: inc, Seq: u.Seq},
+		Snapshot:   u.Snapshot,
+		Incomplete: u.Incomplete,
 	}
 	for _, i := range u.Imports {
 		m.Imports = append(m.Imports, fleetpb.Import(i))

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -87,7 +88,7 @@ func (t *trust) reset(st registry.State) {
 }
 
 // Ready returns nil once the hub has loaded the fleet's revocations and hop keys (Run does, at
-// its start) and its fleet view has loaded the registry (view.Model.Follow does): before, every
+// its start; the leader's Lead creates the first hop key of a new fleet) and its fleet view has loaded the registry (view.Model.Follow does): before, every
 // call that needs a cluster identity answers Unavailable, and so do the admin calls that read the
 // view (ErrViewNotLoaded).
 func (s *Server) Ready() error {
@@ -97,52 +98,44 @@ func (s *Server) Ready() error {
 	if s.model != nil && !s.model.Loaded() {
 		return ErrViewNotLoaded
 	}
+	if keys, _ := s.trust.hopKeysNow(); len(keys) == 0 {
+		return ErrNoHopKeys
+	}
 	return nil
 }
 
-// Run follows the fleet's trust in etcd until ctx ends: it creates the first hop key when there is
-// none, indexes the gateway addresses of clusters registered before the index existed
-// (registry.Store.IndexGateways), loads the revocations and hop keys, then watches them. A revocation (made on any replica)
-// ends the revoked cluster's session on this replica at once; new hop keys go to every stream; a
-// cluster revoked with remove has its record deleted once its session lease lapsed (any replica
-// may do it). A broken watch loads again; failures are retried after 100 ms doubling to 5 s.
+// retryOptions retry a read or write of etcd after 100 ms doubling to 5 s, for as long as the
+// context lasts, logging each failure.
+func retryOptions(log *slog.Logger, what string) []backoff.RetryOption {
+	return []backoff.RetryOption{
+		backoff.WithBackOff(&backoff.ExponentialBackOff{InitialInterval: 100 * time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Second}),
+		backoff.WithMaxElapsedTime(0),
+		backoff.WithNotify(func(err error, d time.Duration) {
+			log.Warn("trust: reading etcd failed, retrying", "what", what, "err", err, "retry", d)
+		}),
+	}
+}
+
+// Run follows the fleet's trust in etcd until ctx ends, on every replica: it loads the
+// revocations and hop keys, then watches them. A revocation (made on any replica) ends the
+// revoked cluster's session on this replica at once; new hop keys go to every stream. A broken
+// watch loads again; failures are retried after 100 ms doubling to 5 s. The work that must
+// happen once in the fleet is Lead's.
 func (s *Server) Run(ctx context.Context) error {
 	log := s.trustLog
-	retry := func(what string) []backoff.RetryOption {
-		return []backoff.RetryOption{
-			backoff.WithBackOff(&backoff.ExponentialBackOff{InitialInterval: 100 * time.Millisecond, Multiplier: 2, MaxInterval: 5 * time.Second}),
-			backoff.WithMaxElapsedTime(0),
-			backoff.WithNotify(func(err error, d time.Duration) {
-				log.Warn("trust: reading etcd failed, retrying", "what", what, "err", err, "retry", d)
-			}),
-		}
-	}
-	if _, err := backoff.Retry(ctx, func() ([]fleet.HopKey, error) { return s.store.EnsureHopKeys(ctx) }, retry("creating the first hop key")...); err != nil {
-		return nil // only the end of ctx stops the retries
-	}
-	// Before any registration (they wait for the trust to load), so that the gateway addresses
-	// of clusters registered before the index existed stay theirs.
-	conflicts, err := backoff.Retry(ctx, func() (map[string]string, error) { return s.store.IndexGateways(ctx) }, retry("indexing gateway addresses")...)
-	if err != nil {
-		return nil
-	}
-	for cluster, owner := range conflicts {
-		log.Warn("trust: two clusters are registered with one gateway address; the other's next registration will be refused", "cluster", owner, "other", cluster)
-	}
 	for ctx.Err() == nil {
-		st, err := backoff.Retry(ctx, func() (registry.State, error) { return s.store.Load(ctx) }, retry("loading the registry")...)
+		st, err := backoff.Retry(ctx, func() (registry.State, error) { return s.store.Load(ctx) }, retryOptions(log, "loading the registry")...)
 		if err != nil {
-			break
+			break // only the end of ctx stops the retries
 		}
 		s.trust.reset(st)
 		log.Debug("trust loaded", "revision", st.Revision, "revocations", len(st.Revocations), "hopKeys", len(st.HopKeys))
 		for _, rev := range st.Revocations {
 			s.endRevoked(rev)
-			s.collect(ctx, log, rev)
 		}
 		err = s.store.Watch(ctx, st.Revision, func(evs []registry.Event) {
 			for _, ev := range evs {
-				s.applyTrustEvent(ctx, log, ev)
+				s.applyTrustEvent(ev)
 			}
 		})
 		if err != nil {
@@ -152,26 +145,72 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
-func (s *Server) applyTrustEvent(ctx context.Context, log *slog.Logger, ev registry.Event) {
+func (s *Server) applyTrustEvent(ev registry.Event) {
 	switch {
 	case ev.Kind == registry.KindRevocation && ev.Deleted:
 		s.trust.deleteRevocation(ev.Cluster)
 	case ev.Kind == registry.KindRevocation:
-		rev := s.trust.setRevocation(ev.Revocation)
-		s.endRevoked(rev)
-		s.collect(ctx, log, rev)
-	case ev.Kind == registry.KindHopKeys && ev.Deleted:
-		// Deleted by hand: make a new first key, whose put arrives as the next event.
-		if _, err := s.store.EnsureHopKeys(ctx); err != nil {
-			log.Warn("trust: the hop keys were deleted and could not be created again", "err", err)
-		}
-	case ev.Kind == registry.KindHopKeys:
+		s.endRevoked(s.trust.setRevocation(ev.Revocation))
+	case ev.Kind == registry.KindHopKeys && !ev.Deleted:
 		s.trust.setHopKeys(ev.HopKeys)
-	case ev.Kind == registry.KindSession && ev.Deleted:
-		if rev, ok, _ := s.trust.revocation(ev.Cluster); ok {
+	}
+}
+
+// Lead does the work that must happen once in the fleet, on the replica that leads (hub/replica
+// runs it under the election), until ctx ends: it creates the first hop key when there is none
+// (again if someone deletes them), indexes the gateway addresses of clusters registered before
+// the index existed (registry.Store.IndexGateways), and deletes the record of a cluster revoked
+// with remove once its session lease lapsed (registry.Store.CollectRemoved). Each of these is a
+// guarded etcd transaction, so a former leader that has not noticed yet that it lost the
+// election does no harm running it a moment longer. A broken watch loads again.
+func (s *Server) Lead(ctx context.Context) error {
+	log := s.trustLog.With("role", "leader")
+	if _, err := backoff.Retry(ctx, func() ([]fleet.HopKey, error) { return s.store.EnsureHopKeys(ctx) }, retryOptions(log, "creating the first hop key")...); err != nil {
+		return nil // only the end of ctx stops the retries
+	}
+	conflicts, err := backoff.Retry(ctx, func() (map[string]string, error) { return s.store.IndexGateways(ctx) }, retryOptions(log, "indexing gateway addresses")...)
+	if err != nil {
+		return nil
+	}
+	for cluster, owner := range conflicts {
+		log.Warn("trust: two clusters are registered with one gateway address; the other's next registration will be refused", "cluster", owner, "other", cluster)
+	}
+	for ctx.Err() == nil {
+		st, err := backoff.Retry(ctx, func() (registry.State, error) { return s.store.Load(ctx) }, retryOptions(log, "loading the registry")...)
+		if err != nil {
+			break
+		}
+		revs := maps.Clone(st.Revocations)
+		for _, rev := range revs {
 			s.collect(ctx, log, rev)
 		}
+		err = s.store.Watch(ctx, st.Revision, func(evs []registry.Event) {
+			for _, ev := range evs {
+				switch {
+				case ev.Kind == registry.KindRevocation && ev.Deleted:
+					delete(revs, ev.Cluster)
+				case ev.Kind == registry.KindRevocation:
+					if cur, ok := revs[ev.Cluster]; !ok || !cur.RevokedAt.After(ev.Revocation.RevokedAt) {
+						revs[ev.Cluster] = ev.Revocation
+					}
+					s.collect(ctx, log, revs[ev.Cluster])
+				case ev.Kind == registry.KindHopKeys && ev.Deleted:
+					// Deleted by hand: make a new first key, whose put arrives as the next event.
+					if _, err := s.store.EnsureHopKeys(ctx); err != nil {
+						log.Warn("trust: the hop keys were deleted and could not be created again", "err", err)
+					}
+				case ev.Kind == registry.KindSession && ev.Deleted:
+					if rev, ok := revs[ev.Cluster]; ok {
+						s.collect(ctx, log, rev)
+					}
+				}
+			}
+		})
+		if err != nil {
+			log.Warn("trust: registry watch ended, reloading", "err", err)
+		}
 	}
+	return nil
 }
 
 // collect deletes the record of a cluster revoked with remove once nothing of it is left.
@@ -196,5 +235,10 @@ func (s *Server) endRevoked(rev registry.Revocation) {
 	if cur, ok := s.sessions[rev.Cluster]; ok && rev.Refuses(cur.notBefore) {
 		cur.end()
 		cur.cancel(revokedError(rev.Cluster, rev.RevokedAt))
+	}
+	for obs := range s.observers[rev.Cluster] {
+		if rev.Refuses(obs.notBefore) {
+			obs.cancel(revokedError(rev.Cluster, rev.RevokedAt))
+		}
 	}
 }

@@ -54,7 +54,8 @@ func TestNoViewBeforeTheRegistryIsLoaded(t *testing.T) {
 
 	model := view.New()
 	s := New(store, model, Options{ViewInterval: 20 * time.Millisecond})
-	s.trust.reset(registry.State{}) // the trust state is loaded: only the view is missing
+	// The trust state is loaded: only the view is missing.
+	s.trust.reset(registry.State{HopKeys: []fleet.HopKey{{ID: "k1", Secret: make([]byte, 32)}}})
 	st := &recordingStream{views: make(chan sentView, 16)}
 	sctx, stop := context.WithCancel(ctx) // ends the send loop, and Follow once it runs
 	var wg sync.WaitGroup

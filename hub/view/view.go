@@ -37,6 +37,9 @@ const (
 	changeImport changeKind = iota + 1
 	changeCluster
 	changeCapacity
+	// changeImporter is a change of one cluster's import report (for LocalSince; spokes see
+	// import reports through changeImport of each pool).
+	changeImporter
 )
 
 type change struct {
@@ -58,10 +61,17 @@ type Model struct {
 	capacity map[fleet.CapacityKey]fleet.RemoteCapacity
 	// importers holds what each live cluster last reported of its InferencePoolImports.
 	importers map[string]map[fleet.PoolRef]fleet.PoolImportStatus
-	seq       uint64
-	log       []change
-	logStart  uint64 // seq of log[0]; a cursor below logStart-1 needs a snapshot
-	wake      chan struct{}
+	// capOrigin and importOrigin name the hub replica a report came through: absent for this
+	// replica's own spokes, a peer's hub ID for what a peer streamed (Merge*).
+	capOrigin    map[fleet.CapacityKey]string
+	importOrigin map[string]string
+	// incomplete holds why the view cannot vouch that it holds the whole registry and fleet
+	// (reason → message); empty when it can.
+	incomplete map[string]string
+	seq        uint64
+	log        []change
+	logStart   uint64 // seq of log[0]; a cursor below logStart-1 needs a snapshot
+	wake       chan struct{}
 	// loaded is closed by the first Reset: until then the view holds nothing of the registry, and
 	// an empty fleet in it means only that it has not been read yet.
 	loaded chan struct{}
@@ -72,14 +82,17 @@ func New() *Model {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	m := &Model{
-		incarnation: hex.EncodeToString(b[:]),
-		logSize:     DefaultLogSize,
-		now:         clock.Now,
-		capacity:    map[fleet.CapacityKey]fleet.RemoteCapacity{},
-		importers:   map[string]map[fleet.PoolRef]fleet.PoolImportStatus{},
-		wake:        make(chan struct{}),
-		loaded:      make(chan struct{}),
-		logStart:    1,
+		incarnation:  hex.EncodeToString(b[:]),
+		logSize:      DefaultLogSize,
+		now:          clock.Now,
+		capacity:     map[fleet.CapacityKey]fleet.RemoteCapacity{},
+		importers:    map[string]map[fleet.PoolRef]fleet.PoolImportStatus{},
+		capOrigin:    map[fleet.CapacityKey]string{},
+		importOrigin: map[string]string{},
+		incomplete:   map[string]string{},
+		wake:         make(chan struct{}),
+		loaded:       make(chan struct{}),
+		logStart:     1,
 	}
 	m.reset(registry.State{})
 	return m
@@ -125,12 +138,12 @@ func (m *Model) Reset(st registry.State) {
 	}
 	for k := range m.capacity {
 		if _, ok := st.Sessions[k.ClusterID]; !ok {
-			delete(m.capacity, k)
+			m.deleteCapacity(k)
 		}
 	}
 	for id := range m.importers {
 		if _, ok := st.Sessions[id]; !ok {
-			delete(m.importers, id)
+			m.deleteImporter(id)
 		}
 	}
 	m.seq++
@@ -183,14 +196,11 @@ func (m *Model) Apply(evs []registry.Event) {
 			if ev.Deleted {
 				for k := range m.capacity {
 					if k.ClusterID == ev.Cluster {
-						delete(m.capacity, k)
+						m.deleteCapacity(k)
 						m.record(change{kind: changeCapacity, cluster: k.ClusterID, pool: k.Pool})
 					}
 				}
-				for pool := range m.importers[ev.Cluster] {
-					m.record(change{kind: changeImport, pool: pool})
-				}
-				delete(m.importers, ev.Cluster)
+				m.dropImporter(ev.Cluster)
 			}
 		case registry.KindExport:
 			pool := ev.Export.Pool
@@ -211,7 +221,7 @@ func (m *Model) Apply(evs []registry.Event) {
 	m.signal()
 }
 
-// ReportCapacity stores capacity reports of a cluster.
+// ReportCapacity stores capacity reports of a cluster connected to this replica, received now.
 func (m *Model) ReportCapacity(cluster string, caps []fleet.PoolCapacity, removed []fleet.PoolRef) {
 	now := m.now()
 	m.mu.Lock()
@@ -219,23 +229,117 @@ func (m *Model) ReportCapacity(cluster string, caps []fleet.PoolCapacity, remove
 	for _, c := range caps {
 		k := fleet.CapacityKey{ClusterID: cluster, Pool: c.Pool}
 		m.capacity[k] = fleet.RemoteCapacity{ClusterID: cluster, Capacity: c, ReceivedAt: now}
+		delete(m.capOrigin, k)
 		m.record(change{kind: changeCapacity, cluster: cluster, pool: c.Pool})
 	}
 	for _, p := range removed {
 		k := fleet.CapacityKey{ClusterID: cluster, Pool: p}
 		if _, ok := m.capacity[k]; ok {
-			delete(m.capacity, k)
+			m.deleteCapacity(k)
 			m.record(change{kind: changeCapacity, cluster: cluster, pool: p})
 		}
 	}
 	m.signal()
 }
 
-// ReportImports replaces what a cluster reported of its InferencePoolImports. Only clusters with
-// a live session count: the report is dropped with the session.
+// MergeCapacity stores capacity reports that the peer replica origin streamed, as if this
+// replica's spokes had sent them, with the ReceivedAt each carries (the local receipt time less
+// the report's age). A report older than the one held for its key is ignored; a removal removes
+// only what origin sent.
+func (m *Model) MergeCapacity(origin string, caps []fleet.RemoteCapacity, removed []fleet.CapacityKey) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.mergeCapacity(origin, caps, removed)
+	m.signal()
+}
+
+func (m *Model) mergeCapacity(origin string, caps []fleet.RemoteCapacity, removed []fleet.CapacityKey) {
+	for _, rc := range caps {
+		k := fleet.CapacityKey{ClusterID: rc.ClusterID, Pool: rc.Capacity.Pool}
+		if cur, ok := m.capacity[k]; ok && cur.ReceivedAt.After(rc.ReceivedAt) {
+			continue
+		}
+		m.capacity[k] = rc
+		m.capOrigin[k] = origin
+		m.record(change{kind: changeCapacity, cluster: k.ClusterID, pool: k.Pool})
+	}
+	for _, k := range removed {
+		if _, ok := m.capacity[k]; ok && m.capOrigin[k] == origin {
+			m.deleteCapacity(k)
+			m.record(change{kind: changeCapacity, cluster: k.ClusterID, pool: k.Pool})
+		}
+	}
+}
+
+func (m *Model) deleteCapacity(k fleet.CapacityKey) {
+	delete(m.capacity, k)
+	delete(m.capOrigin, k)
+}
+
+// ReportImports replaces what a cluster connected to this replica reported of its
+// InferencePoolImports. Only clusters with a live session count: the report is dropped with the
+// session.
 func (m *Model) ReportImports(cluster string, states []fleet.PoolImportStatus) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.setImporter("", cluster, states)
+	m.signal()
+}
+
+// MergeImports replaces a cluster's import report with one the peer replica origin streamed.
+func (m *Model) MergeImports(origin, cluster string, states []fleet.PoolImportStatus) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.setImporter(origin, cluster, states)
+	m.signal()
+}
+
+// EndImports drops the import report of cluster if the peer replica origin sent it: the
+// cluster's session on that replica ended.
+func (m *Model) EndImports(origin, cluster string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.importers[cluster]; ok && m.importOrigin[cluster] == origin {
+		m.dropImporter(cluster)
+		m.signal()
+	}
+}
+
+// ReplaceOrigin replaces everything the peer replica origin streamed with a snapshot of it.
+func (m *Model) ReplaceOrigin(origin string, caps []fleet.RemoteCapacity, imports map[string][]fleet.PoolImportStatus) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.dropOrigin(origin)
+	m.mergeCapacity(origin, caps, nil)
+	for cluster, states := range imports {
+		m.setImporter(origin, cluster, states)
+	}
+	m.signal()
+}
+
+// DropOrigin drops every report the peer replica origin streamed: it left the fleet of replicas.
+func (m *Model) DropOrigin(origin string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.dropOrigin(origin)
+	m.signal()
+}
+
+func (m *Model) dropOrigin(origin string) {
+	for k, o := range m.capOrigin {
+		if o == origin {
+			m.deleteCapacity(k)
+			m.record(change{kind: changeCapacity, cluster: k.ClusterID, pool: k.Pool})
+		}
+	}
+	for cluster, o := range m.importOrigin {
+		if o == origin {
+			m.dropImporter(cluster)
+		}
+	}
+}
+
+func (m *Model) setImporter(origin, cluster string, states []fleet.PoolImportStatus) {
 	prev := m.importers[cluster]
 	next := make(map[fleet.PoolRef]fleet.PoolImportStatus, len(states))
 	for _, st := range states {
@@ -250,7 +354,74 @@ func (m *Model) ReportImports(cluster string, states []fleet.PoolImportStatus) {
 		}
 	}
 	m.importers[cluster] = next
+	if origin == "" {
+		delete(m.importOrigin, cluster)
+	} else {
+		m.importOrigin[cluster] = origin
+	}
+	m.record(change{kind: changeImporter, cluster: cluster})
+}
+
+// dropImporter deletes a cluster's import report and records the change.
+func (m *Model) dropImporter(cluster string) {
+	for pool := range m.importers[cluster] {
+		m.record(change{kind: changeImport, pool: pool})
+	}
+	m.deleteImporter(cluster)
+	m.record(change{kind: changeImporter, cluster: cluster})
+}
+
+func (m *Model) deleteImporter(cluster string) {
+	delete(m.importers, cluster)
+	delete(m.importOrigin, cluster)
+}
+
+// SetIncomplete marks the view incomplete for reason (a short key such as "etcd" or "peers"),
+// with a message for logs and /readyz; ClearIncomplete lifts that mark. Every subscriber is
+// woken when the marks change.
+func (m *Model) SetIncomplete(reason, message string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cur, ok := m.incomplete[reason]; ok && cur == message {
+		return
+	}
+	m.incomplete[reason] = message
 	m.signal()
+}
+
+// ClearIncomplete lifts the mark SetIncomplete set for reason.
+func (m *Model) ClearIncomplete(reason string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.incomplete[reason]; !ok {
+		return
+	}
+	delete(m.incomplete, reason)
+	m.signal()
+}
+
+// Incomplete returns why the view cannot vouch that it holds the whole registry and fleet, one
+// message per reason sorted by reason; nil when it can.
+func (m *Model) Incomplete() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.incompleteLocked()
+}
+
+func (m *Model) incompleteLocked() []string {
+	if len(m.incomplete) == 0 {
+		return nil
+	}
+	reasons := make([]string, 0, len(m.incomplete))
+	for r := range m.incomplete {
+		reasons = append(reasons, r)
+	}
+	sort.Strings(reasons)
+	out := make([]string, 0, len(reasons))
+	for _, r := range reasons {
+		out = append(out, m.incomplete[r])
+	}
+	return out
 }
 
 // importLocked returns the import of one exported pool with its importers sorted by cluster.
@@ -300,6 +471,9 @@ type Update struct {
 	Clusters        []fleet.Cluster
 	Capacity        []fleet.RemoteCapacity
 	CapacityRemoved []fleet.CapacityKey
+	// Incomplete is true while the view is marked incomplete (SetIncomplete): a subscriber must
+	// remove nothing because of this update.
+	Incomplete bool
 }
 
 // Empty reports whether the update carries nothing.
@@ -319,7 +493,7 @@ func (m *Model) Since(incarnation string, seq uint64, interest Interest) Update 
 	if incarnation != m.incarnation || seq+1 < m.logStart || seq > m.seq {
 		return m.snapshot(interest)
 	}
-	u := Update{Seq: m.seq}
+	u := Update{Seq: m.seq, Incomplete: len(m.incomplete) > 0}
 	start := int(seq + 1 - m.logStart)
 	if start >= len(m.log) {
 		return u
@@ -358,13 +532,14 @@ func (m *Model) Since(incarnation string, seq uint64, interest Interest) Update 
 			} else {
 				u.CapacityRemoved = append(u.CapacityRemoved, k)
 			}
+		case changeImporter:
 		}
 	}
 	return u
 }
 
 func (m *Model) snapshot(interest Interest) Update {
-	u := Update{Seq: m.seq, Snapshot: true}
+	u := Update{Seq: m.seq, Snapshot: true, Incomplete: len(m.incomplete) > 0}
 	u.Imports = m.importsLocked()
 	u.Clusters = m.clustersLocked()
 	for _, rc := range m.capacity {

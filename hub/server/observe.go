@@ -1,0 +1,89 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/spillway-io/spillway/pkg/fleetpb"
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+)
+
+// observe runs an observer session (Hello.observer): the fleet view and the hop keys go to the
+// spoke, nothing comes from it. It opens no session in the registry, renews no lease and takes
+// over nothing: the cluster's real session, wherever it runs, goes on. Any message after the
+// Hello ends the stream with FailedPrecondition. Like a session, it ends when its certificate
+// expires or the cluster is revoked.
+func (s *Server) observe(stream pb.SyncService_SyncServer, who caller, hello *pb.Hello, log *slog.Logger) error {
+	cluster := hello.GetClusterId()
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+	expiry := time.AfterFunc(time.Until(who.cert.NotAfter), func() { cancel(certificateExpired(who.id, who.cert.NotAfter)) })
+	defer expiry.Stop()
+	obs := &session{cancel: cancel, notBefore: who.cert.NotBefore}
+	s.addObserver(cluster, obs)
+	defer s.removeObserver(cluster, obs)
+	if err := s.checkRevoked(cluster, who.cert); err != nil {
+		return err
+	}
+	s.metrics.observers.Inc()
+	defer s.metrics.observers.Dec()
+
+	cursor := hello.GetViewCursor()
+	resumed := cursor.GetHubIncarnation() == s.model.Incarnation()
+	welcome := &pb.Welcome{
+		HubId:             s.opts.HubID,
+		LeaseTtl:          durationpb.New(s.store.LeaseTTL()),
+		MinReportInterval: durationpb.New(s.opts.MinReportInterval),
+		CapacityHeartbeat: durationpb.New(s.opts.CapacityHeartbeat),
+		ViewResumed:       resumed,
+		ClusterId:         cluster,
+	}
+	fleetpb.SetExportPolicy(welcome, s.opts.Limits.ExportPolicy())
+	if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_Welcome{Welcome: welcome}}); err != nil {
+		return err
+	}
+	log.Info("observer session started", "resumedView", resumed)
+	// The receive side: the stream's end, or a message an observer may not send. It returns
+	// once the stream ends (when this handler returns at the latest).
+	go func() {
+		_, err := stream.Recv()
+		if err == nil {
+			err = fmt.Errorf("%w: cluster %s sent a message on an observer stream", ErrObserver, cluster)
+		}
+		cancel(err)
+	}()
+	err := s.sendLoop(ctx, stream, cursor, poolsFrom(hello.GetCapacityInterest()), nil, nil)
+	cause := context.Cause(ctx)
+	log.Info("observer session ended", "cause", cause)
+	if errors.Is(cause, io.EOF) {
+		return nil
+	}
+	if cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	return err
+}
+
+func (s *Server) addObserver(cluster string, obs *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.observers[cluster] == nil {
+		s.observers[cluster] = map[*session]struct{}{}
+	}
+	s.observers[cluster][obs] = struct{}{}
+}
+
+func (s *Server) removeObserver(cluster string, obs *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.observers[cluster], obs)
+	if len(s.observers[cluster]) == 0 {
+		delete(s.observers, cluster)
+	}
+}
