@@ -77,11 +77,11 @@ type Options struct {
 	// (spiffe://<td>/hub/<hub-id>), reloaded on change; empty: issued by the hub's CA at start.
 	PeerCertFile, PeerKeyFile string
 	LeaseTTL                  time.Duration
-	MinReportInterval time.Duration
-	CapacityHeartbeat time.Duration
-	ViewInterval      time.Duration
-	Gossip            gossip.Flags
-	Log               logging.Options
+	MinReportInterval         time.Duration
+	CapacityHeartbeat         time.Duration
+	ViewInterval              time.Duration
+	Gossip                    gossip.Flags
+	Log                       logging.Options
 
 	// volumeBytes sizes the volume holding a path; nil means hubetcd.VolumeBytes. Tests set it.
 	volumeBytes func(path string) (int64, error)
