@@ -20,6 +20,8 @@ type options struct {
 	qualityRate                        float64
 	qualityDuration                    time.Duration
 	qualityEndpoints                   int
+	// replicas is how many spoke replicas the replicas command runs behind its round-robin gateway.
+	replicas int
 }
 
 const (

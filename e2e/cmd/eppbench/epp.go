@@ -183,6 +183,18 @@ func (o options) startGIE(ctx context.Context, dir string, n int, scrape time.Du
 // startSpillway starts a standalone spoke serving a static pool of ips and waits until it has
 // every endpoint's metrics fresh and routes.
 func (o options) startSpillway(ctx context.Context, dir string, ips []string, scrape time.Duration) (*localfleet.Proc, string, error) {
+	p, err := o.startSpoke(ctx, dir, spokeAddrs{name: "spoke", extProc: spillwayExtProc, http: spillwayHTTP}, ips, scrape)
+	return p, spillwayExtProc, err
+}
+
+// spokeAddrs are one spoke process's name (its log file) and addresses.
+type spokeAddrs struct {
+	name, extProc, http string
+}
+
+// startSpoke starts a spoke without a hub serving a static pool of ips, with extra arguments,
+// and waits until it has every endpoint's metrics fresh and routes.
+func (o options) startSpoke(ctx context.Context, dir string, a spokeAddrs, ips []string, scrape time.Duration, extra ...string) (*localfleet.Proc, error) {
 	var b strings.Builder
 	b.WriteString("pools:\n- namespace: bench\n  name: chat\n  targetPorts: [8000]\n  endpoints:\n")
 	for _, ip := range ips {
@@ -190,33 +202,34 @@ func (o options) startSpillway(ctx context.Context, dir string, ips []string, sc
 	}
 	pools := filepath.Join(dir, "pools.yaml")
 	if err := os.WriteFile(pools, []byte(b.String()), 0o644); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	staleness := max(4*scrape, 200*time.Millisecond)
 	// Plaintext ext_proc and HTTP, as GIE's EPP above (--secure-serving=false): both sides compared
-	// without TLS (see main.go).
-	p, err := localfleet.StartProcEnv(dir, "spoke", filepath.Join(o.binDir, "spoke"), o.spillwayEnv,
-		"--cluster-id", "bench", "--region", "bench", "--hub-address", "", "--pools-file", pools, "--pools-reload", "0",
-		"--http-address", spillwayHTTP, "--insecure-http", "--epp-address", spillwayExtProc, "--epp-secure-serving=false",
-		"--scrape-interval", scrape.String(), "--metrics-staleness", staleness.String(), "--log-level", "warn")
+	// without TLS (see main.go). No hub (--hub-address ""): the spoke serves its static pool alone,
+	// and several spokes of the one cluster ID never contend for a hub session.
+	args := append([]string{"--cluster-id", "bench", "--region", "bench", "--hub-address", "", "--pools-file", pools, "--pools-reload", "0",
+		"--http-address", a.http, "--insecure-http", "--epp-address", a.extProc, "--epp-secure-serving=false",
+		"--scrape-interval", scrape.String(), "--metrics-staleness", staleness.String(), "--log-level", "warn"}, extra...)
+	p, err := localfleet.StartProcEnv(dir, a.name, filepath.Join(o.binDir, "spoke"), o.spillwayEnv, args...)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	err = waitFor(ctx, p, 60*time.Second, func() error {
-		v, err := metricValue(ctx, "http://"+spillwayHTTP+"/metrics", "spillway_spoke_endpoints", map[string]string{"freshness": "fresh"})
+		v, err := metricValue(ctx, "http://"+a.http+"/metrics", "spillway_spoke_endpoints", map[string]string{"freshness": "fresh"})
 		if err != nil {
 			return err
 		}
 		if int(v) != len(ips) {
 			return fmt.Errorf("spoke has %v fresh endpoints of %d", v, len(ips))
 		}
-		return routes(ctx, spillwayExtProc)
+		return routes(ctx, a.extProc)
 	})
 	if err != nil {
 		_ = p.Stop(5 * time.Second)
-		return nil, "", err
+		return nil, err
 	}
-	return p, spillwayExtProc, nil
+	return p, nil
 }
 
 // waitFor asks ready every 200 ms until it answers nil, and fails when p exits, ctx ends or

@@ -73,7 +73,7 @@ func newCommand() *cobra.Command {
 	f.IntVar(&o.qualityEndpoints, "quality-endpoints", 10, "endpoints of the routing-quality run")
 	f.StringVar(&doc, "update-doc", "", "markdown file whose EPP benchmark section is replaced with the results")
 	f.StringVar(&jsonPath, "json", "", "file to write the results to as JSON (default: standard output)")
-	cmd.AddCommand(newNoopCommand())
+	cmd.AddCommand(newNoopCommand(), newReplicasCommand())
 	return cmd
 }
 

@@ -52,15 +52,20 @@ func (r *report) markdown() string {
 
 // updateDoc replaces the marked section of a markdown file with the report.
 func updateDoc(path string, r *report) error {
+	return updateSection(path, beginMarker, endMarker, r.markdown())
+}
+
+// updateSection replaces what lies between the begin and end markers of a markdown file.
+func updateSection(path, begin, end, text string) error {
 	doc, err := os.ReadFile(path)
 	if err != nil {
 		return err
 	}
 	s := string(doc)
-	i, j := strings.Index(s, beginMarker), strings.Index(s, endMarker)
+	i, j := strings.Index(s, begin), strings.Index(s, end)
 	if i < 0 || j < i {
-		return fmt.Errorf("%s has no %q … %q section", path, beginMarker, endMarker)
+		return fmt.Errorf("%s has no %q … %q section", path, begin, end)
 	}
-	s = s[:i+len(beginMarker)] + "\n" + r.markdown() + s[j:]
+	s = s[:i+len(begin)] + "\n" + text + s[j:]
 	return os.WriteFile(path, []byte(s), 0o644)
 }
