@@ -412,6 +412,12 @@ func (a access) String() string {
 // installed (llm-d.ai's InferenceObjective is not, here); a review names the group exactly.
 func spokeMay(t *testing.T, ctx context.Context, c *apiserver.Cluster, checks ...access) []bool {
 	t.Helper()
+	return spokeMayIn(t, ctx, c, "llm", checks...)
+}
+
+// spokeMayIn is spokeMay in namespace ns.
+func spokeMayIn(t *testing.T, ctx context.Context, c *apiserver.Cluster, ns string, checks ...access) []bool {
+	t.Helper()
 	type attributes struct {
 		Namespace   string `json:"namespace"`
 		Verb        string `json:"verb"`
@@ -437,7 +443,7 @@ func spokeMay(t *testing.T, ctx context.Context, c *apiserver.Cluster, checks ..
 		// The user and groups the API server authenticates the ServiceAccount's token as.
 		r.Spec.User = spokeSA
 		r.Spec.Groups = []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"}
-		r.Spec.ResourceAttributes = attributes{Namespace: "llm", Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.subresource}
+		r.Spec.ResourceAttributes = attributes{Namespace: ns, Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.subresource}
 		reviews = append(reviews, r)
 	}
 	list, err := json.Marshal(map[string]any{"apiVersion": "v1", "kind": "List", "items": reviews})
@@ -583,6 +589,26 @@ func TestOnAPIServer(t *testing.T) {
 				t.Errorf("spoke may %s: %v, want %v", checks[i].access, got, checks[i].want)
 			}
 		}
+		// The replicas' leader election Lease: in the spoke's own namespace, read, created and
+		// renewed, never deleted; no Lease elsewhere.
+		const coord = "coordination.k8s.io"
+		leases := []struct {
+			ns string
+			access
+			want bool
+		}{
+			{namespace, access{"get", coord, "leases", ""}, true},
+			{namespace, access{"create", coord, "leases", ""}, true},
+			{namespace, access{"update", coord, "leases", ""}, true},
+			{namespace, access{"delete", coord, "leases", ""}, false},
+			{"llm", access{"update", coord, "leases", ""}, false},
+			{"kube-system", access{"update", coord, "leases", ""}, false},
+		}
+		for _, l := range leases {
+			if got := spokeMayIn(t, ctx, c, l.ns, l.access)[0]; got != l.want {
+				t.Errorf("spoke may %s in %s: %v, want %v", l.access, l.ns, got, l.want)
+			}
+		}
 	})
 
 	// The hub and the spokes run as their Deployments would, with the examples' flags, volumes
@@ -608,7 +634,8 @@ func TestOnAPIServer(t *testing.T) {
 	// docs/install.md removes a spoke without its CRDs this way; the hub beside it stays.
 	t.Run("uninstall the spoke alone", func(t *testing.T) {
 		for _, args := range [][]string{
-			{"-n", namespace, "delete", "deploy/spillway-spoke", "svc/spillway-spoke-epp", "sa/spillway-spoke", "servicemonitor/spillway-spoke"},
+			{"-n", namespace, "delete", "deploy/spillway-spoke", "svc/spillway-spoke-epp", "sa/spillway-spoke", "servicemonitor/spillway-spoke",
+				"pdb/spillway-spoke", "role/spillway-spoke-leader-election", "rolebinding/spillway-spoke-leader-election"},
 			{"-n", namespace, "delete", "configmap", "-l", "app.kubernetes.io/part-of=spillway"},
 			{"delete", "clusterrolebinding/spillway-spoke", "clusterrole/spillway-spoke"},
 		} {
@@ -616,7 +643,7 @@ func TestOnAPIServer(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		out, err := c.Kubectl(ctx, "get", "deploy,svc,sa,cm,servicemonitor,pvc,clusterrole,clusterrolebinding", "-A", "-l", "app.kubernetes.io/part-of=spillway", "-o", "name")
+		out, err := c.Kubectl(ctx, "get", "deploy,svc,sa,cm,servicemonitor,pvc,pdb,clusterrole,clusterrolebinding,role,rolebinding", "-A", "-l", "app.kubernetes.io/part-of=spillway", "-o", "name")
 		if err != nil {
 			t.Fatal(err)
 		}
