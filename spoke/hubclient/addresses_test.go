@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/spillway-io/spillway/e2e/testkit"
+	"github.com/spillway-io/spillway/pkg/tlsconfig"
 )
 
 func TestParseAddresses(t *testing.T) {
@@ -209,4 +210,17 @@ func TestReconnectsAreJittered(t *testing.T) {
 	if spread := back[n-1].Sub(back[0]); spread < 40*time.Millisecond {
 		t.Errorf("the %d clients came back within %s of each other, want them spread", n, spread)
 	}
+}
+
+// A TLS configuration made without a server name (tlsconfig.ClientConfig with "", as the spoke
+// gives a list of replicas) verifies each replica for the address dialed, an IP address too,
+// for which the handshake sends no server name.
+func TestTLSWithoutANameVerifiesTheAddressDialed(t *testing.T) {
+	h := startFakeHub(t)
+	kp, pool := h.keyPair(t, "east")
+	c := h.client(t, "east", "east")
+	c.opts.TLSFor, c.opts.TLS = nil, tlsconfig.ClientConfig(kp, pool, "")
+	c.opts.HubAddresses = []string{refusedAddr(t), h.addr}
+	run(t, c)
+	testkit.Eventually(t, 5*time.Second, "a session verified for 127.0.0.1", testkit.True(c.Connected))
 }

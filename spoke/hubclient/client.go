@@ -113,8 +113,9 @@ type Options struct {
 	HubAddress string
 	// TLSFor makes the TLS configuration of a connection to a replica whose certificate must
 	// name serverName: tlsconfig.ClientConfig with the cluster's key pair, the hub's CA bundle
-	// and that name. It wins over TLS, whose server name cannot be changed when it verifies in
-	// VerifyConnection (as tlsconfig.ClientConfig's does).
+	// and that name. It wins over TLS, whose ServerName the client sets to the name dialed; a
+	// TLS made by tlsconfig.ClientConfig with a fixed name keeps verifying that name (give it
+	// "" for a list of replicas, or use TLSFor).
 	TLSFor func(serverName string) *tls.Config
 	// TLSServerName, when set, is the name every replica's certificate is verified for; empty
 	// means the host of the address dialed (for a DNS name that resolves to several addresses,
@@ -503,6 +504,17 @@ func (c *Client) sessionAt(ctx context.Context, ep endpoint, dial []grpc.DialOpt
 	case c.opts.TLS != nil:
 		cfg = c.opts.TLS.Clone()
 		cfg.ServerName = name
+		// A VerifyConnection made without a name (tlsconfig.ClientConfig's with "") verifies
+		// for the SNI the handshake sent, and none is sent for an IP address: it is told the
+		// name dialed.
+		if verify := cfg.VerifyConnection; verify != nil {
+			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+				if cs.ServerName == "" {
+					cs.ServerName = name
+				}
+				return verify(cs)
+			}
+		}
 	}
 	if cfg != nil {
 		dial = append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}, dial...)

@@ -131,8 +131,8 @@ func startFakeHubWith(t *testing.T, ca *tlsconfig.CA) *fakeHub {
 	return h
 }
 
-// client returns a client for cluster id whose certificate names certID.
-func (h *fakeHub) client(t *testing.T, id, certID string) *Client {
+// keyPair returns a key pair whose certificate names cluster certID, and the hub's CA bundle.
+func (h *fakeHub) keyPair(t *testing.T, certID string) (*tlsconfig.KeyPair, *tlsconfig.CAPool) {
 	t.Helper()
 	certPEM, keyPEM, err := h.ca.Issue(tlsconfig.Identity{TrustDomain: trustDomain, Kind: tlsconfig.KindCluster, Name: certID}, nil, nil, time.Hour)
 	if err != nil {
@@ -146,6 +146,13 @@ func (h *fakeHub) client(t *testing.T, id, certID string) *Client {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return kp, pool
+}
+
+// client returns a client for cluster id whose certificate names certID.
+func (h *fakeHub) client(t *testing.T, id, certID string) *Client {
+	t.Helper()
+	kp, pool := h.keyPair(t, certID)
 	log := h.logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

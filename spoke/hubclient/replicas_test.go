@@ -3,6 +3,7 @@ package hubclient
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -285,4 +286,54 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
+}
+
+// On real replicas: an observer receives the view and leaves no trace in the registry (no
+// registration, no session, no export); switched to a full session, it registers and its
+// exports are stored, and its view is the same.
+func TestObserverOnRealReplicas(t *testing.T) {
+	rs := startReplicas(t, 2, 10*time.Second)
+	chat, code := poolN(1), poolN(2)
+	west := rs.client(t, "west")
+	west.SetExports(exportsOf(chat))
+	run(t, west)
+	east := rs.client(t, "east")
+	east.SetObserver(true)
+	east.SetExports(exportsOf(code))
+	east.SetCapacity(capacityOf(code))
+	run(t, east)
+	hasChat := testkit.True(func() bool {
+		imps := east.View().Imports()
+		return len(imps) == 1 && imps[0].Pool == chat
+	})
+	testkit.Eventually(t, 10*time.Second, "west's export in the observer's view", hasChat)
+	ctx := t.Context()
+	if _, ok, err := rs.store.GetSession(ctx, "east"); err != nil || ok {
+		t.Fatalf("the observer has a session in the registry (%v, %v)", ok, err)
+	}
+	if _, err := rs.store.GetCluster(ctx, "east"); !errors.Is(err, registry.ErrNotFound) {
+		t.Fatalf("the observer registered its cluster: %v", err)
+	}
+	if got, err := rs.exportsOfCluster("east"); err != nil || len(got) != 0 {
+		t.Fatalf("the observer's exports are stored: %v, %v", got, err)
+	}
+	if !east.Connected() {
+		t.Fatal("the observer session ended: it sent the hub a message it refuses")
+	}
+
+	east.SetObserver(false)
+	testkit.Eventually(t, 10*time.Second, "east's export stored by its full session", func() error {
+		got, err := rs.exportsOfCluster("east")
+		if err != nil {
+			return err
+		}
+		if !got[code] {
+			return fmt.Errorf("east exports %v", got)
+		}
+		return nil
+	})
+	// east's own export joins the view; west's stays.
+	if !slices.ContainsFunc(east.View().Imports(), func(i fleet.Import) bool { return i.Pool == chat }) {
+		t.Errorf("the view lost west's export in the switch: %v", east.View().Imports())
+	}
 }
