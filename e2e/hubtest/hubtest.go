@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/spillway-io/spillway/e2e/localfleet"
 	"github.com/spillway-io/spillway/e2e/testkit"
 	hubetcd "github.com/spillway-io/spillway/hub/etcd"
 	"github.com/spillway-io/spillway/hub/registry"
@@ -49,9 +50,13 @@ const ServerName = "localhost"
 type Hub struct {
 	t testing.TB
 	o Options
-	// Addr is the spokes' port (SyncService, JoinService, health); AdminAddr the admin port.
+	// Addr is the spokes' port (SyncService, JoinService, health); AdminAddr the admin port;
+	// HTTPAddr the HTTP port of a hub process (/metrics, /readyz).
 	Addr      string
 	AdminAddr string
+	HTTPAddr  string
+	// ID is the hub's --hub-id (a hub process's).
+	ID string
 	// CA is the hub's CA: it issued the hub's serving certificate and signs join requests, and
 	// the hub trusts the client certificates it issues.
 	CA *tlsconfig.CA
@@ -63,6 +68,7 @@ type Hub struct {
 	Registry *prometheus.Registry
 
 	spokeTLS, adminTLS *tls.Config
+	proc               *localfleet.Proc
 	gs, admin          *grpc.Server
 	done, adminDone    chan struct{}
 }

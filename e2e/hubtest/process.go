@@ -2,11 +2,15 @@ package hubtest
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,6 +30,12 @@ type ProcessOptions struct {
 	MinReportInterval time.Duration
 	// Args are further hub flags; the last value of a flag wins.
 	Args []string
+	// HubID is the replica's --hub-id ("hub-process" when empty).
+	HubID string
+	// CA is the hub's CA, given to several replicas of one fleet; nil makes a new one.
+	CA *tlsconfig.CA
+	// Env are further environment variables of the process (KEY=value).
+	Env []string
 }
 
 // StartProcess runs the hub binary in bin as a real process, with a new CA of the test in its
@@ -35,9 +45,15 @@ type ProcessOptions struct {
 // with the same Peer credentials as an in-process hub. The process stops at the end of the test.
 func StartProcess(t testing.TB, bin string, o ProcessOptions) *Hub {
 	t.Helper()
-	ca, err := tlsconfig.NewCA("hubtest process CA", 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
+	ca := o.CA
+	if ca == nil {
+		var err error
+		if ca, err = tlsconfig.NewCA("hubtest process CA", 24*time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o.HubID == "" {
+		o.HubID = "hub-process"
 	}
 	dir := t.TempDir()
 	pki := filepath.Join(dir, "pki")
@@ -57,10 +73,10 @@ func StartProcess(t testing.TB, bin string, o ProcessOptions) *Hub {
 	}
 	addrs := freeAddrs(t, 3)
 	args := append([]string{"--grpc-address", addrs[0], "--admin-address", addrs[1], "--http-address", addrs[2],
-		"--data-dir", filepath.Join(dir, "data"), "--pki-dir", pki, "--hub-id", "hub-process", "--trust-domain", TrustDomain,
+		"--data-dir", filepath.Join(dir, "data"), "--pki-dir", pki, "--hub-id", o.HubID, "--trust-domain", TrustDomain,
 		"--lease-ttl", o.LeaseTTL.String(), "--min-report-interval", o.MinReportInterval.String(),
 		"--capacity-heartbeat", max(time.Second, o.MinReportInterval).String(), "--view-interval", "20ms", "--log-level", "debug"}, o.Args...)
-	proc, err := localfleet.StartProc(dir, "hub", filepath.Join(bin, "hub"), args...)
+	proc, err := localfleet.StartProcEnv(dir, "hub", filepath.Join(bin, "hub"), o.Env, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,11 +86,11 @@ func StartProcess(t testing.TB, bin string, o ProcessOptions) *Hub {
 		}
 		if t.Failed() {
 			if log, err := os.ReadFile(proc.LogPath); err == nil {
-				t.Logf("hub log:\n%s", log)
+				t.Logf("hub %s log:\n%s", o.HubID, log)
 			}
 		}
 	})
-	h := &Hub{t: t, Addr: addrs[0], AdminAddr: addrs[1], CA: ca}
+	h := &Hub{t: t, Addr: addrs[0], AdminAddr: addrs[1], HTTPAddr: addrs[2], ID: o.HubID, CA: ca, proc: proc}
 	conn := h.AdminConnAs(Admin())
 	testkit.Eventually(t, 30*time.Second, "the hub process serves its admin port", func() error {
 		select {
@@ -113,4 +129,65 @@ func freeAddrs(t testing.TB, n int) []string {
 		l.Close()
 	}
 	return out
+}
+
+// Kill ends the hub process at once (SIGKILL), as a crash would; the test's cleanup finds it
+// stopped.
+func (h *Hub) Kill() {
+	h.t.Helper()
+	if h.proc == nil {
+		h.t.Fatal("Kill: not a hub process")
+	}
+	h.proc.Kill()
+}
+
+// Exited reports whether the hub process has exited.
+func (h *Hub) Exited() bool {
+	if h.proc == nil {
+		return false
+	}
+	select {
+	case <-h.proc.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// Metric reads one series of the hub process's /metrics page: the first sample of the metric
+// name whose labels include labels (name="value" pairs, as written on the page). The process
+// must serve it in plaintext (--insecure-http in Args).
+func (h *Hub) Metric(name string, labels ...string) (float64, error) {
+	if h.HTTPAddr == "" {
+		return 0, errors.New("Metric: not a hub process")
+	}
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://" + h.HTTPAddr + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, name) || len(line) == len(name) || (line[len(name)] != ' ' && line[len(name)] != '{') {
+			continue
+		}
+		series, value, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		match := true
+		for _, l := range labels {
+			if !strings.Contains(series, l) {
+				match = false
+			}
+		}
+		if match {
+			return strconv.ParseFloat(strings.TrimSpace(value), 64)
+		}
+	}
+	return 0, fmt.Errorf("%s%v not on the /metrics page of %s", name, labels, h.ID)
 }
