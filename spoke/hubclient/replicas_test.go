@@ -337,3 +337,27 @@ func TestObserverOnRealReplicas(t *testing.T) {
 		t.Errorf("the view lost west's export in the switch: %v", east.View().Imports())
 	}
 }
+
+// A spoke whose clock is 10 s off the hub's, either way, judges a real replica's capacity
+// reports as fresh as they are: their age crosses hosts, never a timestamp.
+func TestCapacityAgeAcrossSkewedClocks(t *testing.T) {
+	rs := startReplicas(t, 1, 10*time.Second)
+	chat := poolN(1)
+	west := rs.client(t, "west")
+	west.SetExports(exportsOf(chat))
+	west.SetCapacity(capacityOf(chat))
+	run(t, west)
+	for _, skew := range []time.Duration{10 * time.Second, -10 * time.Second} {
+		east := rs.client(t, fmt.Sprint("east", map[bool]string{true: "ahead", false: "behind"}[skew > 0]))
+		east.view.now = func() time.Time { return time.Now().Add(skew) }
+		east.SetInterest([]fleet.PoolRef{chat})
+		run(t, east)
+		testkit.Eventually(t, 10*time.Second, "west's capacity in the view", testkit.True(func() bool { return len(east.View().Capacity(chat)) == 1 }))
+		rc := east.View().Capacity(chat)[0]
+		// West reports at least every heartbeat (1 s): a fresh report is younger than that and
+		// a little delivery time, on the spoke's own clock.
+		if age := east.view.now().Sub(rc.ReceivedAt); age < 0 || age > 2*time.Second {
+			t.Errorf("clock %s off the hub's: west's report is %s old on the spoke's clock, want 0 to 2 s", skew, age)
+		}
+	}
+}
