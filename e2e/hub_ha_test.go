@@ -2,10 +2,14 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -434,4 +438,118 @@ func TestHubReplicaPeerNeedsHubIdentity(t *testing.T) {
 			t.Errorf("Reports as %s: %v, want PermissionDenied", p.Identity(), err)
 		}
 	}
+}
+
+// readyz reads a hub process's /readyz: its status code and body.
+func readyz(h *hubtest.Hub) (int, string, error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + h.HTTPAddr + "/readyz")
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+// lastView returns the last view update a spoke received.
+func (s *haSpoke) lastView() *pb.ViewUpdate {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.views) == 0 {
+		return nil
+	}
+	return s.views[len(s.views)-1].u
+}
+
+// TestHubReplicaQuorumLost: with two of three etcd members killed, the hub keeps serving its
+// last view to its spokes marked incomplete, /readyz says the quorum is lost, and the replica no
+// longer leads once its election session lapsed; with the members back, the next update is a
+// complete snapshot, /readyz is ready and the replica leads again, without an operator.
+func TestHubReplicaQuorumLost(t *testing.T) {
+	bin := os.Getenv("SPILLWAY_BIN_DIR")
+	if bin == "" {
+		t.Skip("SPILLWAY_BIN_DIR is not set: run make build first")
+	}
+	etcd := etcdcluster.Start(t, 3)
+	h := hubtest.StartProcess(t, bin, hubtest.ProcessOptions{HubID: "hub-0",
+		Args: append(etcd.HubArgs(), "--insecure-http", "--leader-lease-ttl", "3s"), LeaseTTL: 10 * time.Second})
+	oneLeader(t, []*hubtest.Hub{h}, 20*time.Second)
+	a := connectSpoke(t, h, "a", "a-1", false)
+	if err := a.export(1); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, "a complete view with a's import", func() error {
+		v := a.lastView()
+		if v == nil || v.GetIncomplete() || len(v.GetImports()) == 0 {
+			return fmt.Errorf("last view %v", v)
+		}
+		return nil
+	})
+	if code, body, err := readyz(h); err != nil || code != http.StatusOK {
+		t.Fatalf("/readyz before the loss: %d %q %v", code, body, err)
+	}
+
+	etcd.Kill(0)
+	etcd.Kill(1)
+	lost := time.Now()
+	testkit.Eventually(t, 10*time.Second, "a view update marked incomplete", func() error {
+		if v := a.lastView(); !v.GetIncomplete() {
+			return errors.New("the last update is not marked incomplete")
+		}
+		return nil
+	})
+	testkit.Eventually(t, 10*time.Second, "/readyz says the quorum is lost", func() error {
+		code, body, err := readyz(h)
+		if err != nil {
+			return err
+		}
+		if code == http.StatusOK || !strings.Contains(body, "quorum lost") {
+			return fmt.Errorf("/readyz %d %q", code, body)
+		}
+		return nil
+	})
+	testkit.Eventually(t, 10*time.Second, "the replica stops leading once its session lapsed", func() error {
+		v, err := h.Metric("spillway_hub_leader")
+		if err != nil {
+			return err
+		}
+		if v != 0 {
+			return fmt.Errorf("spillway_hub_leader %v", v)
+		}
+		return nil
+	})
+	t.Logf("the replica stopped leading %s after the quorum was lost", time.Since(lost))
+	// The spoke's stream lives on and was never told its import is gone.
+	a.mu.Lock()
+	for _, v := range a.views {
+		for _, p := range v.u.GetImportsRemoved() {
+			if p.GetName() == haPool.GetName() {
+				t.Errorf("an update removed %s while etcd had no quorum", p.GetName())
+			}
+		}
+	}
+	a.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := etcd.Restart(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 20*time.Second, "a complete snapshot after the quorum came back", func() error {
+		v := a.lastView()
+		if v.GetIncomplete() || !v.GetSnapshot() {
+			return fmt.Errorf("last view incomplete=%v snapshot=%v", v.GetIncomplete(), v.GetSnapshot())
+		}
+		return nil
+	})
+	testkit.Eventually(t, 20*time.Second, "/readyz ready and the replica leading again", func() error {
+		if code, body, err := readyz(h); err != nil || code != http.StatusOK {
+			return fmt.Errorf("/readyz %d %q %v", code, body, err)
+		}
+		if v, err := h.Metric("spillway_hub_leader"); err != nil || v != 1 {
+			return fmt.Errorf("spillway_hub_leader %v %v", v, err)
+		}
+		return nil
+	})
 }
