@@ -109,7 +109,7 @@ func (s *spoke) newHubClient() *hubclient.Client {
 			ClusterSet:     s.cfg.ClusterSet,
 		},
 		HubAddress: s.cfg.HubAddress,
-		TLS:        s.hubTLS(),
+		TLSFor:     s.hubTLSFor(),
 		// An elected replica starts as an observer: the leader switches its own to a full
 		// session (lead).
 		Observer:   s.elected(),

@@ -284,6 +284,19 @@ func TestReplicasElectOneWriter(t *testing.T) {
 	if w := follower.api.list(); len(w) != 0 {
 		t.Fatalf("the follower wrote to the API server: %q", w)
 	}
+	// The leader's hub session is the full one; the follower's an observer's, which keeps its
+	// fleet view (and hop keys) all the same.
+	if leader.s.client.Observer() || !follower.s.client.Observer() {
+		t.Errorf("observer sessions: leader %v, follower %v; want false, true", leader.s.client.Observer(), follower.s.client.Observer())
+	}
+	testkit.Eventually(t, 30*time.Second, "the follower's view has the import", func() error {
+		for _, imp := range follower.s.client.View().Imports() {
+			if imp.Pool.Name == "chat" {
+				return nil
+			}
+		}
+		return fmt.Errorf("imports %+v", follower.s.client.View().Imports())
+	})
 	if len(leader.api.list()) == 0 {
 		t.Fatal("the leader wrote nothing")
 	}
@@ -317,6 +330,9 @@ func TestReplicasElectOneWriter(t *testing.T) {
 	}
 	if leader.leader() {
 		t.Fatal("the replica cut off the Lease still leads")
+	}
+	if !leader.s.client.Observer() || follower.s.client.Observer() {
+		t.Errorf("after the failover, observer sessions: old leader %v, new leader %v; want true, false", leader.s.client.Observer(), follower.s.client.Observer())
 	}
 	stepped := len(leader.api.list())
 	if _, err := api.KubectlStdin(ctx, `apiVersion: inference.networking.k8s.io/v1

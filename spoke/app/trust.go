@@ -156,13 +156,14 @@ func (s *spoke) loadHubCredentials() error {
 	return err
 }
 
-// hubTLS is the TLS of the hub client: the cluster's key pair, the hub verified with the CA
-// bundle.
-func (s *spoke) hubTLS() *tls.Config {
+// hubTLSFor makes the TLS of the hub client's connection to a hub replica whose certificate
+// must name serverName (the host dialed): the cluster's key pair, the replica verified with the
+// CA bundle.
+func (s *spoke) hubTLSFor() func(serverName string) *tls.Config {
 	if s.hubKP == nil {
 		return nil
 	}
-	return tlsconfig.ClientConfig(s.hubKP, s.hubCAs, hubServerName(s.cfg.HubAddress))
+	return func(serverName string) *tls.Config { return tlsconfig.ClientConfig(s.hubKP, s.hubCAs, serverName) }
 }
 
 // buildServing settles what the EPP and the HTTP port serve: TLS with --epp-cert-dir's key pair
