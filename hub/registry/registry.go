@@ -12,6 +12,8 @@
 //	revocations/<cluster>           Revocation, no lease: a revoked certificate stays refused
 //	gateways/<address>              the cluster whose registration holds that gateway address
 //	hopkeys                         the fleet's hop-marker keys, the signing one first
+//	hubs/<hub-id>                   HubRecord of a hub replica, held by its election-session lease
+//	leader/<lease>                  the hub replicas' leader election (etcd's concurrency package)
 //
 // A spoke's session holds one etcd lease. The hub renews it while the spoke's stream lives; once the
 // stream is gone the lease lapses after its TTL (the damping that keeps a flapping link from churning
