@@ -75,6 +75,8 @@ type Hub struct {
 
 // Options change the hub a test starts. The zero value is the plain hub of Start.
 type Options struct {
+	// HubID is the hub's replica ID ("hub-test" when empty).
+	HubID string
 	// Logger receives the gRPC services' logs (discarded when nil).
 	Logger *slog.Logger
 	// StreamInterceptor, when set, runs inside the hub's own stream interceptors, on both ports.
@@ -123,8 +125,12 @@ func StartWith(t testing.TB, ttl time.Duration, o Options) *Hub {
 	if interval == 0 {
 		interval = 50 * time.Millisecond
 	}
+	if o.HubID == "" {
+		o.HubID = "hub-test"
+	}
+	h.o, h.ID = o, o.HubID
 	sopts := server.Options{
-		HubID: "hub-test", MinReportInterval: interval, CapacityHeartbeat: max(time.Second, interval),
+		HubID: o.HubID, MinReportInterval: interval, CapacityHeartbeat: max(time.Second, interval),
 		ViewInterval: 20 * time.Millisecond, Registerer: h.Registry, Logger: o.Logger,
 		TrustDomain: TrustDomain, AdminUsers: o.AdminUsers, ClusterCertValidity: o.ClusterCertValidity,
 		Limits: o.Limits, CABundle: ca.CertPEM,
@@ -223,6 +229,7 @@ func (h *Hub) serveAdmin() {
 		admin = h.o.Admin(h.Server)
 	}
 	pb.RegisterAdminServiceServer(h.admin, admin)
+	pb.RegisterPeerServiceServer(h.admin, h.Server)
 	h.adminDone = make(chan struct{})
 	go func() {
 		defer close(h.adminDone)
@@ -257,6 +264,10 @@ func Cluster(id string) Peer { return Peer{kind: tlsconfig.KindCluster, name: id
 
 // User is the identity spiffe://<TrustDomain>/user/<name>.
 func User(name string) Peer { return Peer{kind: tlsconfig.KindUser, name: name} }
+
+// HubReplica returns the identity of hub replica id (spiffe://<td>/hub/<id>), which
+// PeerService answers.
+func HubReplica(id string) Peer { return Peer{kind: tlsconfig.KindHub, name: id} }
 
 // Admin is the user the hub makes admin by default.
 func Admin() Peer { return User(server.DefaultAdminUser) }

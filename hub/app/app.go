@@ -311,7 +311,8 @@ func Run(ctx context.Context, cfg *Config) error {
 	g.Go(func() error {
 		return replica.Probe(gctx, cli, cfg.EtcdPrefix+"health", probeInterval, probeTimeout, probe)
 	})
-	if pki.peer != nil {
+	// An embedded etcd serves this process alone: there are no other replicas to hear from.
+	if pki.peer != nil && !cfg.embedded() {
 		g.Go(func() error {
 			return srv.RunPeers(gctx, server.PeerOptions{Hubs: store, Dial: peerDialer(pki)})
 		})
