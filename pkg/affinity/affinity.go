@@ -3,9 +3,10 @@
 // the gateway's load balancing picked.
 //
 // Every replica keeps the whole index (pkg/epp/prefix). The block hashes its own picks record
-// (prefix.Observer) go into a bounded queue; every FlushInterval (5 ms) a Replicator cuts what
-// is queued into messages of at most MaxMessageBytes and sends each to every other replica as a
-// memberlist best-effort (UDP) message; a receiver adds them to its index with
+// (prefix.Observer: the blocks new to an endpoint, and those not told for a while) go into a
+// bounded queue; FlushInterval (5 ms) after the first hash entered an empty queue, a Replicator
+// cuts what is queued into messages of at most MaxMessageBytes and sends each to every other
+// replica as a memberlist best-effort (UDP) message; a receiver adds them to its index with
 // prefix.Indexer.AddReplicated, which replicates nothing further. The replicas form their own
 // memberlist ring on --replica-address, apart from the fleet's gossip: its own port, a label
 // naming the cluster (a member of another ring, or of the fleet's gossip, cannot join it), the
@@ -74,7 +75,8 @@ type Options struct {
 	// refuses is dropped (counted as unknown_endpoint), so that inserts for endpoints this
 	// replica does not serve (gone, or not yet seen) cannot grow its index.
 	Accept func(endpoint string) bool
-	// FlushInterval is how often queued inserts are sent; 5 ms when zero.
+	// FlushInterval is how long inserts are gathered, from the first one queued, before they are
+	// sent; 5 ms when zero.
 	FlushInterval time.Duration
 	// QueueBlocks bounds the block hashes waiting to be sent; the oldest are dropped beyond it.
 	// 65,536 when zero (1.5 MiB).
@@ -158,7 +160,7 @@ type Replicator struct {
 	// members counts the replicas alive in the ring, this one included: with no other, local
 	// inserts are not queued.
 	members atomic.Int32
-	// wake starts a flush early when the queue holds a full flush's worth.
+	// wake tells the sender that the queue is no longer empty.
 	wake chan struct{}
 
 	recvMu sync.Mutex
@@ -248,11 +250,11 @@ func (r *Replicator) Added(endpoint string, hashes []uint64) {
 	if r.members.Load() < 2 || endpoint == "" || len(endpoint) > maxEndpointLen {
 		return
 	}
-	dropped, queued := r.queue.push(endpoint, hashes)
+	dropped, wasEmpty := r.queue.push(endpoint, hashes)
 	if dropped > 0 {
 		r.metrics.queueFull.Add(float64(dropped))
 	}
-	if queued >= r.flushBlocks() {
+	if wasEmpty {
 		select {
 		case r.wake <- struct{}{}:
 		default:
@@ -260,8 +262,8 @@ func (r *Replicator) Added(endpoint string, hashes []uint64) {
 	}
 }
 
-// Run joins the peers (again whenever one is missing), sends queued inserts every
-// FlushInterval, and leaves the ring when ctx ends.
+// Run joins the peers (again whenever one is missing), sends queued inserts, and leaves the ring
+// when ctx ends.
 func (r *Replicator) Run(ctx context.Context) error {
 	defer r.Close()
 	var wg sync.WaitGroup
@@ -339,10 +341,13 @@ func (r *Replicator) rejoin(ctx context.Context) {
 	}
 }
 
-// sendLoop sends what is queued every FlushInterval, or at once when a flush's worth waits.
+// sendLoop waits for the queue to fill, gathers for FlushInterval, and sends; with more queued
+// than one flush takes, it flushes again every FlushInterval until the queue is empty. An idle
+// replica's sender sleeps.
 func (r *Replicator) sendLoop(ctx context.Context) {
-	tick := time.NewTicker(r.opts.FlushInterval)
-	defer tick.Stop()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
 	buf := make([]record, r.flushBlocks())
 	p := &packer{max: r.opts.MaxMessageBytes}
 	var peers []memberlist.Address
@@ -350,36 +355,48 @@ func (r *Replicator) sendLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
 		case <-r.wake:
 		}
-		n := r.queue.pop(buf)
-		if n == 0 {
-			continue
-		}
-		peers = r.peerAddresses(peers[:0])
-		if len(peers) == 0 {
-			continue
-		}
-		p.reset()
-		msgs, i := 0, 0
-		for i < n && msgs < r.opts.MaxMessagesPerFlush {
-			if p.add(buf[i].endpoint, buf[i].hash) {
-				i++
-				continue
+		for {
+			timer.Reset(r.opts.FlushInterval)
+			select {
+			case <-ctx.Done():
+				return
+			case <-timer.C:
 			}
-			r.send(peers, p.msg)
-			msgs++
-			p.reset()
+			n := r.queue.pop(buf)
+			peers = r.peerAddresses(peers[:0])
+			r.flush(buf[:n], p, peers)
+			clear(buf[:n]) // drop the endpoint strings
+			if n < len(buf) {
+				break
+			}
 		}
-		if !p.empty() && msgs < r.opts.MaxMessagesPerFlush {
-			r.send(peers, p.msg)
+	}
+}
+
+// flush sends records to peers in messages, at most MaxMessagesPerFlush to each.
+func (r *Replicator) flush(recs []record, p *packer, peers []memberlist.Address) {
+	if len(recs) == 0 || len(peers) == 0 {
+		return
+	}
+	p.reset()
+	msgs, i := 0, 0
+	for i < len(recs) && msgs < r.opts.MaxMessagesPerFlush {
+		if p.add(recs[i].endpoint, recs[i].hash) {
+			i++
+			continue
 		}
-		r.metrics.sent.Add(float64(i))
-		if i < n { // what did not fit in this flush's messages
-			r.metrics.queueFull.Add(float64(n - i))
-		}
-		clear(buf[:n]) // drop the endpoint strings
+		r.send(peers, p.msg)
+		msgs++
+		p.reset()
+	}
+	if !p.empty() && msgs < r.opts.MaxMessagesPerFlush {
+		r.send(peers, p.msg)
+	}
+	r.metrics.sent.Add(float64(i))
+	if i < len(recs) { // what did not fit in this flush's messages
+		r.metrics.queueFull.Add(float64(len(recs) - i))
 	}
 }
 

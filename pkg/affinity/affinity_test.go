@@ -128,7 +128,8 @@ func TestReplicasConverge(t *testing.T) {
 	picks := map[string]string{}
 	for i, x := range []*replica{a, b, c} {
 		for j := range 20 {
-			prompt := fmt.Sprintf("%s-prompt-%02d-%s", x.r.opts.Name, j, strings.Repeat("x", 4*(j%5)))
+			// Distinct from the first block: every block is new, and told once.
+			prompt := fmt.Sprintf("%02d%s-prompt-%s", j, x.r.opts.Name, strings.Repeat("x", 4*(j%5)))
 			ep := fmt.Sprintf("10.0.0.%d:8000", (i+j)%4+1)
 			x.pick(ep, prompt)
 			picks[prompt] = ep
@@ -137,7 +138,7 @@ func TestReplicasConverge(t *testing.T) {
 	holds(t, picks, a, b, c)
 	own, total := map[string]int{}, 0
 	for prompt := range picks {
-		name, _, _ := strings.Cut(prompt, "-")
+		name, _, _ := strings.Cut(prompt[2:], "-")
 		own[name] += len(prompt) / 4
 		total += len(prompt) / 4
 	}

@@ -18,11 +18,12 @@ type queue struct {
 
 func newQueue(capacity int) *queue { return &queue{recs: make([]record, capacity)} }
 
-// push appends a record per hash and returns how many older records it dropped and how many
-// wait now.
-func (q *queue) push(endpoint string, hashes []uint64) (dropped, queued int) {
+// push appends a record per hash and returns how many older records it dropped and whether the
+// queue was empty before.
+func (q *queue) push(endpoint string, hashes []uint64) (dropped int, wasEmpty bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	wasEmpty = q.n == 0
 	c := len(q.recs)
 	if len(hashes) > c { // more than the whole queue: only the newest fit
 		dropped += len(hashes) - c
@@ -38,7 +39,7 @@ func (q *queue) push(endpoint string, hashes []uint64) (dropped, queued int) {
 		q.recs[(q.head+q.n)%c] = record{endpoint: endpoint, hash: h}
 		q.n++
 	}
-	return dropped, q.n
+	return dropped, wasEmpty
 }
 
 // pop moves up to len(dst) of the oldest records into dst and returns how many.

@@ -89,11 +89,11 @@ func TestDecodeRefusesMalformed(t *testing.T) {
 
 func TestQueueDropsOldest(t *testing.T) {
 	q := newQueue(4)
-	if d, n := q.push("a", []uint64{1, 2, 3}); d != 0 || n != 3 {
-		t.Fatalf("push: dropped %d, queued %d", d, n)
+	if d, empty := q.push("a", []uint64{1, 2, 3}); d != 0 || !empty {
+		t.Fatalf("push: dropped %d, was empty %v", d, empty)
 	}
-	if d, n := q.push("b", []uint64{4, 5, 6}); d != 2 || n != 4 {
-		t.Fatalf("push into a full queue: dropped %d, queued %d", d, n)
+	if d, empty := q.push("b", []uint64{4, 5, 6}); d != 2 || empty {
+		t.Fatalf("push into a full queue: dropped %d, was empty %v", d, empty)
 	}
 	buf := make([]record, 3)
 	if k := q.pop(buf); k != 3 || buf[0] != (record{"a", 3}) || buf[2] != (record{"b", 5}) {
@@ -104,6 +104,10 @@ func TestQueueDropsOldest(t *testing.T) {
 	}
 	if k := q.pop(buf); k != 3 || buf[0] != (record{"c", 9}) {
 		t.Fatalf("pop %d: %v", k, buf)
+	}
+	q.pop(buf)
+	if _, empty := q.push("d", []uint64{13}); !empty {
+		t.Fatal("a drained queue was not empty")
 	}
 }
 

@@ -85,8 +85,9 @@ func latencies(ctx context.Context, c *gateway.Client, n, workers int) ([]time.D
 const qualitySeed = 20261124
 
 // quality sends shared-prefix streamed load through a gateway to the simulators and reads the
-// simulators' prefix-cache counters.
-func (o options) quality(ctx context.Context, c *gateway.Client, ips []string) (qualityMeasurement, error) {
+// simulators' prefix-cache counters. With dump set, every request's result is written there as
+// JSON, for a closer look.
+func (o options) quality(ctx context.Context, c *gateway.Client, ips []string, dump string) (qualityMeasurement, error) {
 	var q qualityMeasurement
 	ts := httptest.NewServer(gateway.NewHandler(gateway.Options{Client: c}))
 	defer ts.Close()
@@ -100,6 +101,11 @@ func (o options) quality(ctx context.Context, c *gateway.Client, ips []string) (
 	})
 	if err != nil {
 		return q, err
+	}
+	if dump != "" {
+		if err := writeJSON(dump, rs); err != nil {
+			return q, err
+		}
 	}
 	var ttft []time.Duration
 	for _, r := range rs {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spillway-io/spillway/e2e/loadgen"
@@ -35,7 +36,7 @@ func (o options) measureQuality(ctx context.Context, side string, ips []string) 
 		return qualityMeasurement{}, err
 	}
 	defer e.stop()
-	return o.quality(ctx, e.client, ips)
+	return o.quality(ctx, e.client, ips, filepath.Join(o.workDir, fmt.Sprintf("%s-%d-quality", side, len(ips)), "results.json"))
 }
 
 // measureLoad warms the EPP up, then takes its idle CPU, the sequential and the concurrent

@@ -269,7 +269,7 @@ func (o options) measureSetup(ctx context.Context, setup string, round int, ips 
 			}
 		}
 	}
-	q, err := o.quality(ctx, &gateway.Client{EPP: rr}, ips)
+	q, err := o.quality(ctx, &gateway.Client{EPP: rr}, ips, filepath.Join(dir, "results.json"))
 	if err != nil || setup != setupShared {
 		return q, ac, err
 	}

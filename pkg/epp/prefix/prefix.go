@@ -8,8 +8,11 @@
 // endpoints that served them and bounds each endpoint's share with an LRU, as a model server's
 // cache is bounded.
 //
-// Add records a pick of this process and tells the Observer, if any; AddReplicated records a
-// pick another replica made and tells no one, so that nothing is replicated twice.
+// Add records a pick of this process and tells the Observer, if any, of the blocks other replicas
+// need to hear of: those new to the endpoint, and those held already but not told since
+// ResendAfter blocks were inserted for the endpoint (so that the other replicas' LRUs keep a block
+// this replica keeps using). AddReplicated records a pick another replica made and tells no one,
+// so that nothing is replicated twice.
 package prefix
 
 import (
@@ -28,6 +31,11 @@ type Options struct {
 	MaxBlocks int
 	// CapacityPerEndpoint bounds the blocks remembered per endpoint; 31,250 when zero.
 	CapacityPerEndpoint int
+	// ResendAfter is how many blocks must be inserted for an endpoint after a block of it was
+	// told to the observer (or received from another replica) before a pick that uses the block
+	// again tells it again; a quarter of CapacityPerEndpoint when zero. A block told again is
+	// among the most recent quarter of every replica's LRU, far from eviction.
+	ResendAfter int
 }
 
 // Observer learns of the prefixes this process's picks record, to share them with other
@@ -48,8 +56,18 @@ type Indexer struct {
 }
 
 type endpointLRU struct {
-	order *list.List // of uint64, front = most recent
+	order *list.List // of *entry, front = most recent
 	items map[uint64]*list.Element
+	// inserts counts the blocks ever inserted for the endpoint.
+	inserts uint64
+}
+
+// entry is one block an endpoint holds.
+type entry struct {
+	hash uint64
+	// told is the endpoint's inserts when the block was last told to the observer or received
+	// from another replica.
+	told uint64
 }
 
 // New returns an empty indexer.
@@ -62,6 +80,9 @@ func New(o Options) *Indexer {
 	}
 	if o.CapacityPerEndpoint <= 0 {
 		o.CapacityPerEndpoint = 31250
+	}
+	if o.ResendAfter <= 0 {
+		o.ResendAfter = max(o.CapacityPerEndpoint/4, 1)
 	}
 	return &Indexer{opts: o, blocks: map[uint64][]string{}, endpoints: map[string]*endpointLRU{}}
 }
@@ -115,16 +136,28 @@ func (ix *Indexer) Match(hashes []uint64, hit func(endpoint string, blocks int))
 	}
 }
 
-// Add records that endpoint served a prompt with these block hashes, then tells the observer.
+// Add records that endpoint served a prompt with these block hashes, then tells the observer of
+// those the other replicas need to hear of (in the prompt's order), if any.
 func (ix *Indexer) Add(endpoint string, hashes []uint64) {
 	if len(hashes) == 0 {
 		return
 	}
-	ix.add(endpoint, hashes)
-	if r := ix.observer.Load(); r != nil {
-		r.o.Added(endpoint, hashes)
+	r := ix.observer.Load()
+	if r == nil {
+		ix.add(endpoint, hashes, true, nil)
+		return
 	}
+	buf := toldBufs.Get().(*[]uint64)
+	tell := ix.add(endpoint, hashes, true, (*buf)[:0])
+	if len(tell) > 0 {
+		r.o.Added(endpoint, tell)
+	}
+	*buf = tell[:0]
+	toldBufs.Put(buf)
 }
+
+// toldBufs hold the blocks Add tells the observer of.
+var toldBufs = sync.Pool{New: func() any { return new([]uint64) }}
 
 // AddReplicated records that endpoint served a prompt with these block hashes, as another
 // replica's Add saw it; the observer is not told.
@@ -132,10 +165,11 @@ func (ix *Indexer) AddReplicated(endpoint string, hashes []uint64) {
 	if len(hashes) == 0 {
 		return
 	}
-	ix.add(endpoint, hashes)
+	ix.add(endpoint, hashes, false, nil)
 }
 
-func (ix *Indexer) add(endpoint string, hashes []uint64) {
+// add records the blocks; for a local pick it appends to tell those to tell the observer of.
+func (ix *Indexer) add(endpoint string, hashes []uint64, local bool, tell []uint64) []uint64 {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	l := ix.endpoints[endpoint]
@@ -143,21 +177,34 @@ func (ix *Indexer) add(endpoint string, hashes []uint64) {
 		l = &endpointLRU{order: list.New(), items: map[uint64]*list.Element{}}
 		ix.endpoints[endpoint] = l
 	}
+	resend := uint64(ix.opts.ResendAfter)
 	for _, h := range hashes {
 		if el, ok := l.items[h]; ok {
 			l.order.MoveToFront(el)
+			e := el.Value.(*entry)
+			if !local || l.inserts-e.told >= resend {
+				e.told = l.inserts
+				if local {
+					tell = append(tell, h)
+				}
+			}
 			continue
 		}
-		l.items[h] = l.order.PushFront(h)
+		l.inserts++
+		l.items[h] = l.order.PushFront(&entry{hash: h, told: l.inserts})
+		if local {
+			tell = append(tell, h)
+		}
 		ix.blocks[h] = append(ix.blocks[h], endpoint)
 		for l.order.Len() > ix.opts.CapacityPerEndpoint {
 			old := l.order.Back()
 			l.order.Remove(old)
-			oh := old.Value.(uint64)
+			oh := old.Value.(*entry).hash
 			delete(l.items, oh)
 			ix.dropBlock(oh, endpoint)
 		}
 	}
+	return tell
 }
 
 // Forget drops everything an endpoint served (it left the pool).
@@ -235,7 +282,7 @@ func (ix *Indexer) Snapshot(maxBlocks int) []Held {
 		hs := make([]uint64, n)
 		el := l.order.Front()
 		for i := n - 1; i >= 0; i-- {
-			hs[i] = el.Value.(uint64)
+			hs[i] = el.Value.(*entry).hash
 			el = el.Next()
 		}
 		out = append(out, Held{Endpoint: ep, Hashes: hs})

@@ -103,18 +103,24 @@ func (r *recorder) Added(endpoint string, hashes []uint64) {
 	r.calls = append(r.calls, fmt.Sprintf("%s:%d:%d", endpoint, len(hashes), r.ix.Blocks(endpoint)))
 }
 
-// TestObserverLearnsLocalAddsOnly: Add tells the observer (after recording), AddReplicated does
-// not, so a replicated prefix is not sent on again.
-func TestObserverLearnsLocalAddsOnly(t *testing.T) {
-	ix := New(Options{BlockSize: 4})
+// TestObserverLearnsWhatOthersNeed: Add tells the observer (after recording) of the blocks new to
+// the endpoint, not of those it told recently, and again of a block once ResendAfter blocks were
+// inserted for the endpoint since; AddReplicated tells nothing, so a replicated prefix is not
+// sent on, and counts as told.
+func TestObserverLearnsWhatOthersNeed(t *testing.T) {
+	ix := New(Options{BlockSize: 4, ResendAfter: 3})
 	r := &recorder{ix: ix}
 	ix.SetObserver(r)
-	ix.Add("e1", ix.Hashes(nil, "m", "aaaabbbb"))
+	ix.Add("e1", ix.Hashes(nil, "m", "aaaabbbb"))     // 2 new blocks: told
+	ix.Add("e1", ix.Hashes(nil, "m", "aaaabbbbcccc")) // only cccc is new
 	ix.AddReplicated("e2", ix.Hashes(nil, "m", "ccccdddd"))
+	ix.Add("e2", ix.Hashes(nil, "m", "ccccdddd")) // received just now: nothing to tell
 	ix.Add("e1", nil)
+	ix.Add("e1", ix.Hashes(nil, "m", "xxxx"))         // the 4th insert for e1
+	ix.Add("e1", ix.Hashes(nil, "m", "aaaabbbbcccc")) // aaaa (told at the 1st) is due, bbbb (2nd) not
 	ix.SetObserver(nil)
 	ix.Add("e3", ix.Hashes(nil, "m", "eeee"))
-	if want := []string{"e1:2:2"}; !slices.Equal(r.calls, want) {
+	if want := []string{"e1:2:2", "e1:1:3", "e1:1:4", "e1:1:4"}; !slices.Equal(r.calls, want) {
 		t.Fatalf("observer calls %v, want %v", r.calls, want)
 	}
 	if ix.Blocks("e2") != 2 || ix.Blocks("e3") != 1 {
@@ -139,9 +145,9 @@ func BenchmarkHashes(b *testing.B) {
 }
 
 // BenchmarkAddObserved: a repeated prefix (the common case: blocks already held) with an
-// observer allocates nothing.
+// observer allocates nothing, also when its blocks are due to be told again.
 func BenchmarkAddObserved(b *testing.B) {
-	ix := New(Options{})
+	ix := New(Options{ResendAfter: 1})
 	ix.SetObserver(discard{})
 	hashes := ix.Hashes(nil, "m", strings.Repeat("x", 4096))
 	ix.Add("10.0.0.1:8000", hashes)
