@@ -1,6 +1,7 @@
 package app
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -109,6 +110,13 @@ func TestValidate(t *testing.T) {
 		{"quota larger than the volume", func(o *Options) { o.EtcdQuotaBytes = 100<<30 + 1 }, "--etcd-quota-bytes 107374182401: larger than the volume holding --data-dir"},
 		{"quota the whole volume", func(o *Options) { o.EtcdQuotaBytes = 100 << 30 }, ""},
 		{"quota tiny", func(o *Options) { o.EtcdQuotaBytes = 1 << 20 }, "--etcd-quota-bytes 1048576: at least 67108864"},
+
+		{"leader lease too short", func(o *Options) { o.LeaderLeaseTTL = 500 * time.Millisecond }, "--leader-lease-ttl 500ms: at least 1s"},
+		{"peer certificate without key", func(o *Options) { o.PeerCertFile = "peer.crt" }, "--peer-cert-file and --peer-key-file go together"},
+		{"peer certificate from files", func(o *Options) { o.PeerCertFile, o.PeerKeyFile = "peer.crt", "peer.key" }, ""},
+		{"advertise address", func(o *Options) { o.AdvertiseAddress = "hub-0.hub.spillway-system.svc:8472" }, ""},
+		{"advertise address without port", func(o *Options) { o.AdvertiseAddress = "hub-0" }, "--advertise-address \"hub-0\": want host:port"},
+		{"advertise address with port 0", func(o *Options) { o.AdvertiseAddress = "hub-0:0" }, "--advertise-address \"hub-0:0\""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := validOptions(t)
@@ -188,6 +196,7 @@ func TestFlags(t *testing.T) {
 		"cluster-cert-validity": "720h0m0s", "etcd-cacert": "", "etcd-cert": "", "etcd-key": "", "etcd-quota-bytes": "0",
 		"max-clusters": "10000", "max-exports-per-cluster": "1000", "max-concurrent-streams": "100",
 		"allowed-export-namespaces": "[]", "denied-export-namespaces": "[kube-system,kube-public,kube-node-lease]",
+		"leader-lease-ttl": "3s", "advertise-address": "", "peer-cert-file": "", "peer-key-file": "",
 	} {
 		f := cmd.Flags().Lookup(flag)
 		if f == nil {
@@ -196,6 +205,29 @@ func TestFlags(t *testing.T) {
 		}
 		if f.DefValue != want {
 			t.Errorf("--%s defaults to %q, want %q", flag, f.DefValue, want)
+		}
+	}
+}
+
+// TestAdvertiseAddress: --advertise-address wins; else --admin-address's host with the port
+// listened on, the host name for an unspecified host.
+func TestAdvertiseAddress(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	listened := &net.TCPAddr{IP: net.IPv4zero, Port: 41234}
+	for _, tc := range []struct{ admin, advertise, want string }{
+		{":8472", "", net.JoinHostPort(host, "41234")},
+		{"0.0.0.0:0", "", net.JoinHostPort(host, "41234")},
+		{"127.0.0.1:0", "", "127.0.0.1:41234"},
+		{"hub-0.example:8472", "", "hub-0.example:41234"},
+		{":8472", "hub-0.hubs:8472", "hub-0.hubs:8472"},
+	} {
+		cfg := &Config{Options: Options{AdminAddress: tc.admin, AdvertiseAddress: tc.advertise}}
+		got, err := advertiseAddress(cfg, listened)
+		if err != nil || got != tc.want {
+			t.Errorf("admin %q, advertise %q: %q, %v; want %q", tc.admin, tc.advertise, got, err, tc.want)
 		}
 	}
 }
