@@ -3,7 +3,8 @@
 # toxiproxy, installs nftables when missing, and runs the scenarios with the short durations, or
 # the full ones with -full. The tests create their own network namespaces (10.79.0.0/16, behind
 # a blackhole route they add first) and remove them; they need root. faults.json is written to
-# docs/benchmarks/faults.json, or to $SPILLWAY_FAULTS_OUT.
+# docs/benchmarks/faults.json, or to $SPILLWAY_FAULTS_OUT; SPILLWAY_FAULTS_KEEP=DIR keeps each
+# scenario's logs and data there.
 #
 #   hack/faults.sh [-full] [go test flags, e.g. -run 'TestLoss']
 set -euo pipefail

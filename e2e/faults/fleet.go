@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/spillway-io/spillway/e2e/apiserver"
 	"github.com/spillway-io/spillway/e2e/localfleet"
 	"github.com/spillway-io/spillway/pkg/tlsconfig"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
@@ -104,6 +106,10 @@ type Config struct {
 	// GossipAdvertisePort, when not zero, makes every gossip member advertise <its IP>:<port>
 	// instead of its own port: the WAN scenario puts delaying relays there.
 	GossipAdvertisePort int
+	// Kubernetes runs a kube-apiserver per region and the spokes on the Kubernetes source (pools
+	// from InferencePools, imports written back as InferencePoolImports, leader election on a
+	// Lease) instead of pool files.
+	Kubernetes bool
 	// BeforeStart, when set, runs once the network exists, before any process starts.
 	BeforeStart func(ctx context.Context, f *Fleet) error
 }
@@ -121,6 +127,9 @@ type Fleet struct {
 	http  map[string]*http.Client // by node
 	admin tls.Certificate
 	toxic map[string]bool // nodes with a toxiproxy
+
+	kube       map[string]*apiserver.Cluster // by cluster, with Kubernetes
+	forwarders []*forwarder
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn // admin connections by hub
@@ -165,8 +174,14 @@ func StartFleet(ctx context.Context, c Config) (*Fleet, error) {
 		}
 	}
 	if err := f.start(ctx); err != nil {
+		var tails []string
+		for _, p := range f.procs {
+			if strings.HasPrefix(p.Name, "hub-") || strings.HasPrefix(p.Name, "spoke-") {
+				tails = append(tails, p.LogTail(1500))
+			}
+		}
 		f.Stop()
-		return nil, err
+		return nil, fmt.Errorf("%w\n%s", err, strings.Join(tails, "\n"))
 	}
 	return f, nil
 }
@@ -202,6 +217,11 @@ func (f *Fleet) setup(context.Context) error {
 }
 
 func (f *Fleet) start(ctx context.Context) error {
+	if f.Kubernetes {
+		if err := f.startKube(ctx); err != nil {
+			return err
+		}
+	}
 	if err := f.startEtcd(ctx); err != nil {
 		return err
 	}
@@ -296,7 +316,36 @@ var Endpoints = []string{"127.0.0.1:8000", "127.0.0.2:8000"}
 
 // WritePools writes a region's pool file: default/chat with the region's endpoints, then extra
 // pools default/extra-<i> (i < extra) on the same endpoints, every one exported.
-func (f *Fleet) WritePools(r Region, extra int) error { return f.writePools(r, Endpoints, extra) }
+// With Kubernetes, the extra pools are InferencePools created in the region's API server (the
+// selector of default/chat: the same Pods).
+func (f *Fleet) WritePools(r Region, extra int) error {
+	if f.Kubernetes {
+		return f.kubePools(r, extra)
+	}
+	return f.writePools(r, Endpoints, extra)
+}
+
+func (f *Fleet) kubePools(r Region, extra int) error {
+	var b strings.Builder
+	for i := range extra {
+		fmt.Fprintf(&b, `---
+apiVersion: inference.networking.k8s.io/v1
+kind: InferencePool
+metadata:
+  name: extra-%d
+  namespace: default
+  annotations: {inference.networking.x-k8s.io/export: ClusterSet}
+spec:
+  selector: {matchLabels: {app: chat}}
+  targetPorts: [{number: 8000}]
+  endpointPickerRef: {name: spillway-spoke-epp, port: {number: 9002}}
+`, i)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_, err := f.kube[r.Cluster].KubectlStdin(ctx, b.String(), "apply", "--server-side", "--field-manager=spillway-faults", "-f", "-")
+	return err
+}
 
 // ScalePool writes a region's pool file with default/chat on the first n endpoints only.
 func (f *Fleet) ScalePool(r Region, n int) error { return f.writePools(r, Endpoints[:n], 0) }
@@ -349,19 +398,30 @@ func (f *Fleet) addRegion(ctx context.Context, r Region) error {
 			return err
 		}
 	}
-	if err := f.WritePools(r, 0); err != nil {
-		return err
+	if !f.Kubernetes {
+		if err := f.WritePools(r, 0); err != nil {
+			return err
+		}
 	}
 	var joins []string
 	for _, h := range f.Hubs {
 		joins = append(joins, hostPort(h.IP, gossipPort))
 	}
-	args := []string{"--region", r.Name, "--zone", r.Name + "-a", "--cluster-id", r.Cluster,
+	args := []string{"--region", r.Name, "--zone", r.Name + "-a",
 		"--hub-address", f.HubAddresses(), "--credentials-dir", creds,
 		"--http-address", spokeHTTP, "--epp-address", eppAddress, "--epp-config", f.eppConfig(), "--epp-pool", "default/chat",
-		"--epp-cert-dir", eppCert, "--epp-client-ca-file", f.pki.CAFile(),
-		"--pools-file", f.PoolsFile(r), "--pools-reload", "500ms", "--gateway-address", r.Gateway(),
+		"--epp-cert-dir", eppCert, "--epp-client-ca-file", f.pki.CAFile(), "--gateway-address", r.Gateway(),
 		"--gossip-address", hostPort(r.IP, gossipPort), "--gossip-join", strings.Join(joins, ","), "--gossip-key-file", f.gossipKey()}
+	if f.Kubernetes {
+		args = append(args, "--kubeconfig", f.kube[r.Cluster].Kubeconfig)
+		if f.spokeHas("--leader-elect-lease-duration") {
+			// A restarted spoke takes its cluster's Lease over in seconds, not kube-controller-
+			// manager's 15.
+			args = append(args, "--leader-elect-lease-duration", "4s", "--leader-elect-renew-deadline", "3s", "--leader-elect-retry-period", "1s")
+		}
+	} else {
+		args = append(args, "--cluster-id", r.Cluster, "--pools-file", f.PoolsFile(r), "--pools-reload", "500ms")
+	}
 	args = append(args, f.gossipAdvertise(r.IP)...)
 	for _, o := range f.Regions {
 		if o.Index != r.Index {
@@ -376,6 +436,12 @@ func (f *Fleet) addRegion(ctx context.Context, r Region) error {
 		"--epp-ca-file", f.pki.CAFile(),
 		"--epp-cert-file", filepath.Join(gwCert, tlsconfig.CertFile), "--epp-key-file", filepath.Join(gwCert, tlsconfig.KeyFile))
 	return err
+}
+
+// spokeHas reports whether the spoke binary has a flag.
+func (f *Fleet) spokeHas(flag string) bool {
+	out, _ := exec.Command(filepath.Join(f.BinDir, "spoke"), "--help").CombinedOutput()
+	return strings.Contains(string(out), flag)
 }
 
 // startToxiproxy runs a toxiproxy in node's namespace, its API on loopback there.
@@ -695,6 +761,13 @@ func (f *Fleet) Stop() {
 		c.CloseIdleConnections()
 	}
 	f.mu.Unlock()
+	for _, fw := range f.forwarders {
+		fw.Close()
+	}
+	f.forwarders = nil
+	for _, c := range f.kube {
+		c.Stop()
+	}
 	if f.Net != nil {
 		f.Net.Close()
 	}

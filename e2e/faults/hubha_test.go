@@ -106,7 +106,7 @@ func (f *Fleet) sessionsOff(ctx context.Context, dead Hub, within time.Duration)
 func TestHubLeaderKilled(t *testing.T) {
 	const name = "kill -9 of the hub leader"
 	requireHubHA(t, name)
-	f, s, ctx := scenario(t, name, Config{Hubs: 3, HubArgs: haArgs})
+	f, s, ctx := scenario(t, name, Config{Hubs: 3, HubArgs: haArgs, Kubernetes: true})
 	old, err := f.leader(ctx, 20*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -117,6 +117,7 @@ func TestHubLeaderKilled(t *testing.T) {
 	}
 	load := f.StartLoad(ctx, f.Regions, 4, 5*time.Minute)
 	watch := f.Watch(ctx, f.Regions)
+	imports := watchImports(t, ctx, f)
 	sleepCtx(ctx, 3*time.Second)
 	killAt := time.Now()
 	f.Proc(old.Name).Kill()
@@ -140,10 +141,13 @@ func TestHubLeaderKilled(t *testing.T) {
 	end := time.Now()
 	samples := watch()
 	rs, _ := load.Stop()
+	checkImports(t, s, imports())
+	// The spill candidates (clusters with capacity in the spoke's view) that went missing for a
+	// moment: a replica that restarts has no capacity until the spokes report again.
 	n, del := importsDeleted(samples, f.clusters(), killAt, end)
-	s.ImportsDeleted(n)
+	s.Figures["spill_candidates_missing"] = n
 	if n > 0 {
-		t.Errorf("imports deleted: %v", del)
+		t.Logf("spill candidates missing for a moment: %v", del)
 	}
 	sum := Summarize(rs, nil)
 	s.Figures["requests"], s.Figures["failed"], s.Figures["besteffort_shed"] = sum.Requests, sum.Failed, sum.Shed
@@ -175,13 +179,14 @@ func TestHubLeaderKilled(t *testing.T) {
 func TestAllHubReplicasKilled(t *testing.T) {
 	const name = "kill -9 of every hub replica, then restart"
 	requireHubHA(t, name)
-	f, s, ctx := scenario(t, name, Config{Hubs: 3, HubArgs: haArgs})
+	f, s, ctx := scenario(t, name, Config{Hubs: 3, HubArgs: haArgs, Kubernetes: true})
 	before, err := f.anyExports(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	load := f.StartLoad(ctx, f.Regions, 4, 5*time.Minute)
 	watch := f.Watch(ctx, f.Regions)
+	imports := watchImports(t, ctx, f)
 	sleepCtx(ctx, 3*time.Second)
 	killAt := time.Now()
 	for _, h := range f.Hubs {
@@ -205,10 +210,11 @@ func TestAllHubReplicasKilled(t *testing.T) {
 	end := time.Now()
 	samples := watch()
 	rs, _ := load.Stop()
+	checkImports(t, s, imports())
 	n, del := importsDeleted(samples, f.clusters(), killAt, end)
-	s.ImportsDeleted(n)
+	s.Figures["spill_candidates_missing"] = n
 	if n > 0 {
-		t.Errorf("imports deleted while the hub was down or coming back: %v", del)
+		t.Logf("spill candidates missing for a moment: %v", del)
 	}
 	sum := Summarize(rs, nil)
 	s.Figures["requests"], s.Figures["failed"], s.Figures["besteffort_shed"] = sum.Requests, sum.Failed, sum.Shed

@@ -105,14 +105,23 @@ func TestLossOnHubAndGossipLinks(t *testing.T) {
 	}
 	// Before the kill, a live region missing from a spill target list is a flap: counted, and
 	// reported (a capacity report held up by the loss can age past the freshness bound).
-	flaps := 0
+	flaps, before := 0, 0
+	why := map[string]int{}
 	for _, o := range live {
 		for _, smp := range samples[o.Name] {
-			if smp.At.Before(killAt) && smp.At.After(start) && len(smp.Targets) < len(f.Regions)-1 {
-				flaps++
+			if smp.At.Before(killAt) && smp.At.After(start) {
+				before++
+				if len(smp.Targets) < len(f.Regions)-1 {
+					flaps++
+				}
+				for _, w := range smp.Why {
+					why[w]++
+				}
 			}
 		}
 	}
+	s.Figures["missing_targets_by_reason_before_the_kill"] = why
+	s.Figures["samples_before_the_kill"] = before
 	s.Figures["samples_with_a_live_target_missing_before_the_kill"] = flaps
 	sum := Summarize(rs, nil)
 	s.Figures["requests"], s.Figures["failed"] = sum.Requests, sum.Failed

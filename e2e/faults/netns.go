@@ -165,6 +165,12 @@ func (n *Network) Loss(ctx context.Context, node string, percent int, match stri
 	return n.nft(ctx, node, b.String())
 }
 
+// Throttle drops the packets node sends on eth0 that match once they exceed kbytes kilobytes
+// a second (an nftables limit: TCP slows down to about that rate), until Heal.
+func (n *Network) Throttle(ctx context.Context, node, match string, kbytes int) error {
+	return n.nft(ctx, node, fmt.Sprintf("add rule inet faults output oifname \"eth0\" %s limit rate over %d kbytes/second drop\n", match, kbytes))
+}
+
 // Heal removes every fault rule of node.
 func (n *Network) Heal(ctx context.Context, node string) error {
 	return n.nft(ctx, node, "flush chain inet faults input\nflush chain inet faults output\n")

@@ -113,6 +113,15 @@ func (p *Proc) Logs() string {
 	return out
 }
 
+// CurrentLog is the log of the running (or last) start.
+func (p *Proc) CurrentLog() string {
+	p.mu.Lock()
+	lp := p.logs[len(p.logs)-1]
+	p.mu.Unlock()
+	b, _ := os.ReadFile(lp)
+	return string(b)
+}
+
 // LogTail is the end of the current log, for failure messages.
 func (p *Proc) LogTail(n int) string {
 	p.mu.Lock()

@@ -3,7 +3,7 @@ package faults
 import (
 	"context"
 	"fmt"
-	"strings"
+	"regexp"
 	"testing"
 	"time"
 )
@@ -21,15 +21,18 @@ func exportCount(ex map[string][]string, cluster string) int {
 	return n
 }
 
-// waitLog waits until p's logs contain s.
-func waitLog(ctx context.Context, p *Proc, s string, within time.Duration) error {
-	return poll(ctx, within, fmt.Sprintf("%s logs %q", p.Name, s), func() error {
-		if strings.Contains(p.Logs(), s) {
+// waitLog waits until the log of p's current start has a line that matches re.
+func waitLog(ctx context.Context, p *Proc, re *regexp.Regexp, within time.Duration) error {
+	return poll(ctx, within, fmt.Sprintf("%s logs %s", p.Name, re), func() error {
+		if re.MatchString(p.CurrentLog()) {
 			return nil
 		}
 		return fmt.Errorf("not yet")
 	})
 }
+
+// fullSession matches the log line of a spoke's full hub session (not an observer's).
+var fullSession = regexp.MustCompile(`msg="hub session started".* observer=false`)
 
 // TestHubKilledDuringResendAndStartup: us-east exports 1,000 pools. Its spoke is killed and
 // started again, which sends the 1,000 exports again, and the hub replica it reaches is killed
@@ -37,7 +40,7 @@ func waitLog(ctx context.Context, p *Proc, s string, within time.Duration) error
 // its start-up. After each, the hub serves exactly the export set of before, and no spoke ever
 // loses an import of pool default/chat.
 func TestHubKilledDuringResendAndStartup(t *testing.T) {
-	f, s, ctx := scenario(t, "kill -9 of the hub during a 1,000-export resend and during startup", Config{})
+	f, s, ctx := scenario(t, "kill -9 of the hub during a 1,000-export resend and during startup", Config{Kubernetes: true})
 	east := f.Regions[0]
 	if err := f.WritePools(east, 999); err != nil {
 		t.Fatal(err)
@@ -59,26 +62,41 @@ func TestHubKilledDuringResendAndStartup(t *testing.T) {
 	s.Figures["exports_before"] = exportCount(before, east.Cluster) + exportCount(before, f.Regions[1].Cluster) + exportCount(before, f.Regions[2].Cluster)
 	load := f.StartLoad(ctx, f.Regions[1:], 4, 5*time.Minute)
 	watch := f.Watch(ctx, f.Regions[1:])
+	imports := watchImports(t, ctx, f)
 	start := time.Now()
 	lost := 0
 
 	t.Run("hub killed during the resend", func(t *testing.T) {
+		// us-east's link to the hub is throttled, so that its 1,000 exports take a while to
+		// send: the hub is killed while they are on the way.
+		if err := f.Net.Throttle(ctx, east.Node, "ip daddr 10.79.0.0/24 tcp dport 8470", 64); err != nil {
+			t.Fatal(err)
+		}
+		counts := f.watchExportCount(ctx, east.Cluster)
 		spoke := f.Proc("spoke-" + east.Cluster)
 		spoke.Kill()
 		if err := spoke.Restart(); err != nil {
 			t.Fatal(err)
 		}
-		if err := waitLog(ctx, spoke, `msg="hub session started"`, 30*time.Second); err != nil {
+		if err := waitLog(ctx, spoke, fullSession, 60*time.Second); err != nil {
 			t.Fatal(err)
 		}
+		sleepCtx(ctx, 300*time.Millisecond)
 		victim := f.Hubs[0]
-		atKill, _ := f.Exports(ctx, victim)
 		f.Proc(victim.Name).Kill()
-		s.Figures["resend_exports_at_kill"] = exportCount(atKill, east.Cluster)
 		if err := f.Proc(victim.Name).Restart(); err != nil {
 			t.Fatal(err)
 		}
+		sleepCtx(ctx, time.Second)
+		if err := f.Net.Heal(ctx, east.Node); err != nil {
+			t.Fatal(err)
+		}
 		lost += f.checkExports(ctx, t, s, "resend", before)
+		least := counts()
+		s.Figures["resend_least_exports_seen"] = least
+		if least < 1000 {
+			t.Errorf("the hub served %d exports of us-east at one point during the resend: want 1000 throughout", least)
+		}
 	})
 	t.Run("hub killed during its start-up", func(t *testing.T) {
 		victim := f.Hubs[0]
@@ -97,16 +115,41 @@ func TestHubKilledDuringResendAndStartup(t *testing.T) {
 	end := time.Now()
 	samples := watch()
 	rs, _ := load.Stop()
+	checkImports(t, s, imports())
 	n, del := importsDeleted(samples, f.clusters(), start, end)
-	s.ImportsDeleted(n)
+	s.Figures["spill_candidates_missing"] = n
 	if n > 0 {
-		t.Errorf("imports of default/chat deleted: %v", del)
+		t.Logf("spill candidates missing for a moment: %v", del)
 	}
 	s.ExportsLost(lost)
 	sum := Summarize(rs, nil)
 	s.Figures["requests"], s.Figures["failed"], s.Figures["besteffort_shed"] = sum.Requests, sum.Failed, sum.Shed
 	if sum.Total() > 0 {
 		t.Errorf("failed requests: %v, e.g. %v", sum.Failed, sum.Examples)
+	}
+}
+
+// watchExportCount polls the number of exports of cluster the hub replicas serve every 200 ms
+// until the returned function is called, which returns the least seen (-1 when none answered).
+func (f *Fleet) watchExportCount(ctx context.Context, cluster string) func() int {
+	ctx, cancel := context.WithCancel(ctx)
+	least := -1
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			if ex, err := f.anyExports(ctx); err == nil && ctx.Err() == nil {
+				if n := exportCount(ex, cluster); least < 0 || n < least {
+					least = n
+				}
+			}
+			sleepCtx(ctx, 200*time.Millisecond)
+		}
+	}()
+	return func() int {
+		cancel()
+		<-done
+		return least
 	}
 }
 

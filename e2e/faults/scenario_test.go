@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -47,6 +48,13 @@ func scenario(t *testing.T, name string, c Config) (*Fleet, *Scenario, context.C
 	t.Cleanup(func() { s.Passed = !t.Failed() })
 	c.Prefix = fmt.Sprintf("spf%d", os.Getpid()%100000)
 	c.BinDir, c.EtcdBin, c.WorkDir = os.Getenv("SPILLWAY_BIN_DIR"), os.Getenv("SPILLWAY_K8S_BIN_DIR"), t.TempDir()
+	if keep := os.Getenv("SPILLWAY_FAULTS_KEEP"); keep != "" {
+		// Kept after the run (logs, load results, etcd data): a directory per scenario.
+		c.WorkDir = filepath.Join(keep, strings.ReplaceAll(t.Name(), "/", "_"))
+		if err := os.MkdirAll(c.WorkDir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	started := time.Now()
 	f, err := StartFleet(ctx, c)
 	if err != nil {
@@ -112,6 +120,10 @@ type Sample struct {
 	Candidates []string // clusters
 	// MinAge and MaxAge bound the ages of the candidates' capacity reports.
 	MinAge, MaxAge time.Duration
+	// Why says, for each candidate that is not a target, why: "dead" (gossip or the hub says
+	// it is gone), "stale" (its capacity report is older than the 5 s freshness bound) or
+	// "busy" (saturated, spilling itself or no ready endpoint).
+	Why map[string]string
 }
 
 // Watch polls every region's GET /spill every 50 ms until stop, which returns the samples by
@@ -132,6 +144,19 @@ func (f *Fleet) Watch(ctx context.Context, regions []Region) (stop func() map[st
 				if err == nil {
 					s := Sample{At: time.Now(), Targets: rep.TargetRegions(), Candidates: rep.CandidateClusters()}
 					for i, c := range rep.Candidates {
+						if !slices.Contains(s.Targets, c.Region) {
+							if s.Why == nil {
+								s.Why = map[string]string{}
+							}
+							switch {
+							case !c.Alive:
+								s.Why[c.Region] = "dead"
+							case c.Age > 5*time.Second:
+								s.Why[c.Region] = "stale"
+							default:
+								s.Why[c.Region] = "busy"
+							}
+						}
 						if i == 0 {
 							s.MinAge, s.MaxAge = c.Age, c.Age
 						}
@@ -155,15 +180,24 @@ func (f *Fleet) Watch(ctx context.Context, regions []Region) (stop func() map[st
 	}
 }
 
-// leftTargets is when region victim was first missing from the targets of samples taken after
-// from, zero when it never was.
+// leftTargets is when region victim left the spill targets for good: the first sample taken
+// after from that does not list it and after which no sample lists it again; zero when the last
+// sample still lists it. (A sample already without it at from, say a target flapping on a lossy
+// link, counts as leaving then.)
 func leftTargets(samples []Sample, victim string, from time.Time) time.Time {
+	var left time.Time
 	for _, s := range samples {
-		if s.At.After(from) && !slices.Contains(s.Targets, victim) {
-			return s.At
+		if !s.At.After(from) {
+			continue
+		}
+		switch listed := slices.Contains(s.Targets, victim); {
+		case listed:
+			left = time.Time{}
+		case left.IsZero():
+			left = s.At
 		}
 	}
-	return time.Time{}
+	return left
 }
 
 // importsDeleted counts, over every watcher, the clusters that vanished from a spoke's
@@ -189,6 +223,31 @@ func importsDeleted(samples map[string][]Sample, keep []string, from, to time.Ti
 		}
 	}
 	return len(lost), lost
+}
+
+// watchImports starts watching the member clusters' InferencePoolImports (a fleet with
+// Kubernetes): everything the returned stop reports was taken away from an import meanwhile.
+func watchImports(t *testing.T, ctx context.Context, f *Fleet) func() []ImportEvent {
+	t.Helper()
+	stop, err := f.WatchImports(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// checkImports records and asserts that no import lost anything.
+func checkImports(t *testing.T, s *Scenario, events []ImportEvent) {
+	t.Helper()
+	s.ImportsDeleted(len(events))
+	if len(events) > 0 {
+		var out []string
+		for _, e := range events[:min(10, len(events))] {
+			out = append(out, e.String())
+		}
+		t.Errorf("%d imports deleted or shrunk in member clusters: %v", len(events), out)
+	}
 }
 
 // clusters are every region's cluster ID.
