@@ -16,6 +16,7 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"google.golang.org/grpc"
 
 	"github.com/spillway-io/spillway/e2e/gateway"
@@ -56,6 +57,7 @@ func newReplicasCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			rep.Command = replicasCommandLine(cmd)
 			if doc != "" {
 				if err := updateSection(doc, replicasBeginMarker, replicasEndMarker, rep.markdown()); err != nil {
 					return err
@@ -76,6 +78,23 @@ func newReplicasCommand() *cobra.Command {
 	f.StringVar(&doc, "update-doc", "", "markdown file whose active-active section is replaced with the results")
 	f.StringVar(&jsonPath, "json", "", "file to write the results to as JSON (default: standard output)")
 	return cmd
+}
+
+// replicasCommandLine is the make command that runs the replicas command with the flags given
+// that change what is measured.
+func replicasCommandLine(cmd *cobra.Command) string {
+	var args []string
+	cmd.Flags().Visit(func(f *pflag.Flag) {
+		switch f.Name {
+		case "bin-dir", "work-dir", "json", "update-doc":
+		default:
+			args = append(args, fmt.Sprintf("--%s=%s", f.Name, f.Value))
+		}
+	})
+	if len(args) == 0 {
+		return replicasCommand
+	}
+	return fmt.Sprintf("make bench-epp BENCH_ARGS='replicas %s'", strings.Join(args, " "))
 }
 
 // roundRobin is the gateway's ext_proc client over several EPP replicas: request i goes to

@@ -80,3 +80,20 @@ func TestUpdateSectionReplacesOnlyItsOwn(t *testing.T) {
 		t.Fatal("a missing marker was not an error")
 	}
 }
+
+func TestReplicasCommandLineNamesWhatChangesTheRun(t *testing.T) {
+	cmd := newReplicasCommand()
+	if err := cmd.ParseFlags([]string{"--json", "x.json", "--work-dir", "/tmp/w"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := replicasCommandLine(cmd); got != replicasCommand {
+		t.Errorf("command %q", got)
+	}
+	cmd = newReplicasCommand()
+	if err := cmd.ParseFlags([]string{"--rounds", "3", "--json", "x.json"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := replicasCommandLine(cmd), "make bench-epp BENCH_ARGS='replicas --rounds=3'"; got != want {
+		t.Errorf("command %q, want %q", got, want)
+	}
+}
