@@ -220,6 +220,8 @@ func New(o Options) (*Replicator, error) {
 	c.GossipToTheDeadTime = 5 * time.Second
 	c.PushPullInterval = 15 * time.Second
 	c.TCPTimeout = 2 * time.Second
+	// Block hashes do not compress: memberlist would try every message in vain.
+	c.EnableCompression = false
 	c.Delegate = delegate{r}
 	c.Events = events{r}
 	c.Logger = slog.NewLogLogger(r.log.Handler(), slog.LevelDebug)
