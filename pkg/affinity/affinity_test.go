@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -306,4 +307,40 @@ func BenchmarkAdded(b *testing.B) {
 	for b.Loop() {
 		r.Added("10.0.0.1:8000", hashes)
 	}
+}
+
+// TestPeersByNameAreJoinedWhenTheyAppear: a replica given its peer by DNS name (as a headless
+// Service's) before the peer runs joins it once it does: the name is resolved again and the
+// address not in the ring joined.
+func TestPeersByNameAreJoinedWhenTheyAppear(t *testing.T) {
+	settled(t)
+	g := newRing(t)
+	port := freePort(t)
+	b := g.start("b", []string{"localhost:" + port}, nil)
+	if got := b.r.Replicas(); !slices.Equal(got, []string{"b"}) {
+		t.Fatalf("ring before the peer runs: %v", got)
+	}
+	a := g.start("a", nil, func(o *Options) { o.BindAddress = "127.0.0.1:" + port })
+	seeAll(t, a, b)
+}
+
+// freePort returns a loopback port free for both TCP and UDP (memberlist binds both).
+func freePort(t *testing.T) string {
+	t.Helper()
+	for range 20 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		u, err := net.ListenPacket("udp", addr)
+		l.Close()
+		if err == nil {
+			u.Close()
+			_, port, _ := net.SplitHostPort(addr)
+			return port
+		}
+	}
+	t.Fatal("no port free for TCP and UDP")
+	return ""
 }
