@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -155,14 +156,18 @@ func TestExternalEtcdOverTLS(t *testing.T) {
 		h := startHub(t, o)
 		c := &http.Client{Timeout: callTimeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: h.roots(), MinVersion: tls.VersionTLS13}}}
 		defer c.CloseIdleConnections()
-		resp, err := c.Get("https://" + h.http + "/readyz")
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Errorf("/readyz: %s, want 200: the hub reads etcd", resp.Status)
-		}
+		// Ready once the replica leads and made the fleet's first hop key.
+		testkit.Eventually(t, 10*time.Second, "/readyz 200: the hub reads etcd", func() error {
+			resp, err := c.Get("https://" + h.http + "/readyz")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("/readyz: %s", resp.Status)
+			}
+			return nil
+		})
 		if entries := h.logs.entries("embedded etcd started"); len(entries) != 0 {
 			t.Errorf("an embedded etcd started beside the external one: %v", entries)
 		}
