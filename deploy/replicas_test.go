@@ -28,6 +28,13 @@ func TestSpokeReplicas(t *testing.T) {
 			if ru := d.Spec.Strategy.RollingUpdate; ru == nil || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 0 {
 				t.Errorf("rolling update %+v: want maxUnavailable 0", ru)
 			}
+			// A stopping replica serves on for the preStop sleep, then drains for up to
+			// --epp-drain-timeout (30 s by default): the grace period covers both.
+			if ls := pod.Spec.Containers[0].Lifecycle; ls == nil || ls.PreStop == nil || ls.PreStop.Sleep == nil || ls.PreStop.Sleep.Seconds < 1 {
+				t.Errorf("lifecycle %+v: want a preStop sleep while the gateways stop sending to the replica", ls)
+			} else if g := pod.Spec.TerminationGracePeriodSeconds; g == nil || *g < ls.PreStop.Sleep.Seconds+30+5 {
+				t.Errorf("terminationGracePeriodSeconds %v: want at least the preStop sleep, the 30 s drain and a margin", g)
+			}
 			var ns *corev1.EnvVar
 			for i, e := range pod.Spec.Containers[0].Env {
 				if e.Name == "POD_NAMESPACE" {

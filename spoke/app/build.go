@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -287,7 +288,7 @@ func (s *spoke) listen() (httpL, eppL net.Listener, err error) {
 func (s *spoke) run(ctx context.Context, httpL, eppL net.Listener) error {
 	g, gctx := errgroup.WithContext(ctx)
 	if s.eppGRPC != nil {
-		g.Go(func() error { return serve.GRPC(gctx, eppL, s.eppGRPC) })
+		g.Go(func() error { return s.serveEPP(gctx, eppL) })
 	}
 	g.Go(func() error { return s.source.Run(gctx) })
 	g.Go(func() error { return s.scraper.Run(gctx) })
@@ -321,6 +322,34 @@ func (s *spoke) run(ctx context.Context, httpL, eppL net.Listener) error {
 	mux := s.mux()
 	g.Go(func() error { return serve.HTTP(gctx, httpL, mux) })
 	return g.Wait()
+}
+
+// serveEPP serves ext_proc on l until ctx ends, then drains: the listener closes and the
+// gateways' connections are told to go away (new requests go to another replica), the health
+// service answers NOT_SERVING, and the streams in flight, which last until their responses have
+// passed through, finish for up to --epp-drain-timeout before they are cut.
+func (s *spoke) serveEPP(ctx context.Context, l net.Listener) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.eppGRPC.Serve(l) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("grpc server on %s: %w", l.Addr(), err)
+	case <-ctx.Done():
+	}
+	s.health.Shutdown()
+	drained := make(chan struct{})
+	go func() { s.eppGRPC.GracefulStop(); close(drained) }()
+	t := time.NewTimer(s.cfg.EPPDrainTimeout)
+	defer t.Stop()
+	select {
+	case <-drained:
+	case <-t.C:
+		s.log.Warn("EPP requests still in flight at the end of the drain; cutting them", "drainTimeout", s.cfg.EPPDrainTimeout)
+		s.eppGRPC.Stop()
+		<-drained
+	}
+	<-errc
+	return nil
 }
 
 // mux serves /metrics, /healthz, /readyz, /spill with federated routing, and the profiles

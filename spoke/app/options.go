@@ -46,6 +46,10 @@ type Options struct {
 	EPPConfig      string
 	// EPPStreamWorkers is how many goroutines serve ext_proc streams (0: one new per stream).
 	EPPStreamWorkers int
+	// EPPDrainTimeout is how long a stopping spoke lets the ext_proc streams in flight finish
+	// (a stream lasts as long as its request, the streamed response included) before it cuts
+	// them; it takes no new stream meanwhile.
+	EPPDrainTimeout time.Duration
 	EnablePprof      bool
 	// Spill enables federated routing in the EPP. It needs a hub and an EPP: Complete turns it
 	// off without either.
@@ -159,6 +163,7 @@ func NewOptions() *Options {
 		Thresholds:       capacity.DefaultThresholds(),
 		EPPAddress:       ":9002",
 		EPPStreamWorkers: epp.DefaultStreamWorkers,
+		EPPDrainTimeout:  30 * time.Second,
 		Trust: TrustOptions{
 			CredentialsDir:   "spoke-credentials",
 			TrustDomain:      "spillway.local",
@@ -199,6 +204,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.EPPPool, "epp-pool", o.EPPPool, "namespace/name of the local pool the EPP serves (default: the first pool of the source)")
 	fs.StringVar(&o.EPPConfig, "epp-config", o.EPPConfig, "YAML file of the EPP's scorers, objectives and model routing (see docs/epp.md)")
 	fs.IntVar(&o.EPPStreamWorkers, "epp-stream-workers", o.EPPStreamWorkers, "goroutines kept to serve ext_proc streams, so that a request neither starts one nor grows its stack (0: a new goroutine per stream)")
+	fs.DurationVar(&o.EPPDrainTimeout, "epp-drain-timeout", o.EPPDrainTimeout, "how long a stopping spoke lets the requests in flight through its EPP finish (their responses stream through it) before it cuts them; keep it below the Pod's terminationGracePeriodSeconds")
 	fs.BoolVar(&o.Spill, "spill", o.Spill, "send eligible requests to other clusters when the local pool is saturated or empty (federated routing; needs --hub-address)")
 	fs.BoolVar(&o.ReportEndpoints, "report-endpoints", o.ReportEndpoints, "send per-endpoint load with capacity reports, for remote clusters that spill in Endpoint Mode (flat networks)")
 	o.Trust.AddFlags(fs)
@@ -280,6 +286,9 @@ func (o *Options) addressErrors() []error {
 		if _, _, err := net.SplitHostPort(o.EPPAddress); err != nil {
 			errs = append(errs, fmt.Errorf("--epp-address %q: want host:port", o.EPPAddress))
 		}
+	}
+	if o.EPPDrainTimeout < 0 {
+		errs = append(errs, fmt.Errorf("--epp-drain-timeout %s: want 0 or more", o.EPPDrainTimeout))
 	}
 	if o.EPPStreamWorkers < 0 || o.EPPStreamWorkers > 1<<16 {
 		errs = append(errs, fmt.Errorf("--epp-stream-workers %d: want 0..65536", o.EPPStreamWorkers))

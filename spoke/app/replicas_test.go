@@ -219,7 +219,7 @@ func TestReplicasElectOneWriter(t *testing.T) {
 	api := apis["a"]
 	hub := hubtest.Start(t, 3*time.Second)
 	sim := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprint(w, "# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting 0\n# TYPE vllm:num_requests_running gauge\nvllm:num_requests_running 1\n# TYPE vllm:gpu_cache_usage_perc gauge\nvllm:gpu_cache_usage_perc 0.1\n")
+		fmt.Fprint(w, simPage)
 	}))
 	defer sim.Close()
 	_, port, _ := net.SplitHostPort(sim.Listener.Addr().String())
