@@ -50,7 +50,7 @@ type Options struct {
 	// (a stream lasts as long as its request, the streamed response included) before it cuts
 	// them; it takes no new stream meanwhile.
 	EPPDrainTimeout time.Duration
-	EnablePprof      bool
+	EnablePprof     bool
 	// Spill enables federated routing in the EPP. It needs a hub and an EPP: Complete turns it
 	// off without either.
 	Spill bool
