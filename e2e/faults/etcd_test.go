@@ -25,7 +25,7 @@ func TestEtcdMemberAndQuorumLoss(t *testing.T) {
 		kill      []int
 		hold      time.Duration
 	}{
-		{"one member lost", "one_member", []int{3}, 10 * time.Second},
+		{"one member lost", "one_member", []int{3}, 5 * time.Second},
 		{"quorum lost for less than the lease TTL", "quorum_short", []int{2, 3}, f.LeaseTTL / 2},
 		{"quorum lost for twice the lease TTL", "quorum_long", []int{2, 3}, 2 * f.LeaseTTL},
 	} {

@@ -171,11 +171,12 @@ func TestHubLeaderKilled(t *testing.T) {
 	s.Figures["killed_replica_ready_again_s"] = round(time.Since(rejoin).Seconds())
 }
 
-// TestAllHubReplicasKilled: every hub replica is killed with SIGKILL and held down for twice the
-// session lease TTL, then started again. No spoke deletes an import meanwhile (they keep their
-// last view; a hub that comes back serves none before its registry load, and a view marked
-// incomplete removes nothing); the registry and the export set of before come back, and no
-// request fails.
+// TestAllHubReplicasKilled: every hub replica is killed with SIGKILL, held down and started
+// again: first for half the session lease TTL (a crash loop, a bad rollout), then for twice it
+// (so every session's lease lapses in etcd meanwhile). No member cluster deletes or shrinks an
+// InferencePoolImport meanwhile (spokes keep their last view; a replica that comes back serves
+// none before its registry load, and a view marked incomplete removes nothing); the registry and
+// the export set of before come back, and no request fails.
 func TestAllHubReplicasKilled(t *testing.T) {
 	const name = "kill -9 of every hub replica, then restart"
 	requireHubHA(t, name)
@@ -184,42 +185,64 @@ func TestAllHubReplicasKilled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	load := f.StartLoad(ctx, f.Regions, 4, 5*time.Minute)
-	watch := f.Watch(ctx, f.Regions)
-	imports := watchImports(t, ctx, f)
-	sleepCtx(ctx, 3*time.Second)
-	killAt := time.Now()
-	for _, h := range f.Hubs {
-		f.Proc(h.Name).Kill()
+	lost, deleted, failed := 0, 0, 0
+	for _, tc := range []struct {
+		name, key string
+		down      time.Duration
+	}{
+		{"down for half the lease TTL", "down_half_ttl", f.LeaseTTL / 2},
+		{"down for twice the lease TTL", "down_twice_ttl", 2 * f.LeaseTTL},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fig := map[string]any{"held_down_s": tc.down.Seconds()}
+			s.Figures[tc.key] = fig
+			load := f.StartLoad(ctx, f.Regions, 4, 5*time.Minute)
+			watch := f.Watch(ctx, f.Regions)
+			imports := watchImports(t, ctx, f)
+			sleepCtx(ctx, 3*time.Second)
+			killAt := time.Now()
+			for _, h := range f.Hubs {
+				f.Proc(h.Name).Kill()
+			}
+			sleepCtx(ctx, tc.down)
+			restartAt := time.Now()
+			for _, h := range f.Hubs {
+				if err := f.Proc(h.Name).Restart(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := poll(ctx, 60*time.Second, "every replica serves the whole fleet", func() error { return f.hubReady(ctx) }); err != nil {
+				t.Error(err)
+			}
+			fig["registry_restored_s"] = round(time.Since(restartAt).Seconds())
+			sub := &Scenario{Figures: fig}
+			n := f.checkExports(ctx, t, sub, "exports", before)
+			fig["exports_lost"] = n
+			lost += n
+			sleepCtx(ctx, 3*time.Second)
+			end := time.Now()
+			samples := watch()
+			rs, _ := load.Stop()
+			events := imports()
+			fig["imports_deleted_spuriously"] = len(events)
+			deleted += len(events)
+			for _, e := range events {
+				t.Errorf("import lost while the hub was down or coming back: %s", e)
+			}
+			c, del := importsDeleted(samples, f.clusters(), killAt, end)
+			fig["spill_candidates_missing"] = c
+			if c > 0 {
+				t.Logf("spill candidates missing for a moment: %v", del)
+			}
+			sum := Summarize(rs, nil)
+			fig["requests"], fig["failed"], fig["besteffort_shed"] = sum.Requests, sum.Failed, sum.Shed
+			failed += sum.Total()
+			if sum.Total() > 0 {
+				t.Errorf("failed requests on the data path: %v, e.g. %v", sum.Failed, sum.Examples)
+			}
+		})
 	}
-	down := 2 * f.LeaseTTL
-	s.Figures["held_down_s"] = down.Seconds()
-	sleepCtx(ctx, down)
-	restartAt := time.Now()
-	for _, h := range f.Hubs {
-		if err := f.Proc(h.Name).Restart(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := poll(ctx, 60*time.Second, "every replica serves the whole fleet", func() error { return f.hubReady(ctx) }); err != nil {
-		t.Error(err)
-	}
-	s.Figures["registry_restored_s"] = round(time.Since(restartAt).Seconds())
-	s.ExportsLost(f.checkExports(ctx, t, s, "exports", before))
-	sleepCtx(ctx, 3*time.Second)
-	end := time.Now()
-	samples := watch()
-	rs, _ := load.Stop()
-	checkImports(t, s, imports())
-	n, del := importsDeleted(samples, f.clusters(), killAt, end)
-	s.Figures["spill_candidates_missing"] = n
-	if n > 0 {
-		t.Logf("spill candidates missing for a moment: %v", del)
-	}
-	sum := Summarize(rs, nil)
-	s.Figures["requests"], s.Figures["failed"], s.Figures["besteffort_shed"] = sum.Requests, sum.Failed, sum.Shed
-	s.FailedBeyondInflight(sum.Total())
-	if sum.Total() > 0 {
-		t.Errorf("failed requests on the data path: %v, e.g. %v", sum.Failed, sum.Examples)
-	}
+	s.ExportsLost(lost)
+	s.ImportsDeleted(deleted)
+	s.FailedBeyondInflight(failed)
 }
