@@ -331,6 +331,9 @@ func (p *peers) stream(ctx context.Context, rec registry.HubRecord) (got bool, e
 		if err != nil {
 			return got, err
 		}
+		if err := ValidateReports(m); err != nil {
+			return got, fmt.Errorf("hub replica %s sent a bad batch of reports: %w", rec.ID, err)
+		}
 		if m.GetHubId() != rec.ID {
 			return got, fmt.Errorf("%w: %s dialed, %s answered", errPeerMismatch, rec.ID, m.GetHubId())
 		}

@@ -321,3 +321,69 @@ func ValidateCapacityReport(r *pb.CapacityReport) error {
 	}
 	return nil
 }
+
+// maxPeerEntries bounds the entries of each list of a batch of a peer replica's reports: a
+// snapshot holds every report of the replica's spokes.
+const maxPeerEntries = 1_000_000
+
+// ValidateReports checks a batch of a peer replica's reports (PeerService.Reports) before it is
+// merged: the sender's ID and incarnation, each capacity report as a spoke's is checked, with
+// its cluster and a non-negative age, each import report, and the clusters named. A replica is
+// trusted by its certificate, yet a bug in one must not corrupt every other replica's view.
+func ValidateReports(m *pb.ReportsResponse) error {
+	errs := []error{
+		checkName("hub_id", m.GetHubId(), 63, true),
+		checkLen("hub_incarnation", m.GetHubIncarnation(), maxShortString),
+	}
+	if m.GetHubIncarnation() == "" {
+		errs = append(errs, invalid("hub_incarnation", "must not be empty"))
+	}
+	for _, l := range []struct {
+		field string
+		n     int
+	}{{"capacity", len(m.GetCapacity())}, {"capacity_removed", len(m.GetCapacityRemoved())}, {"imports", len(m.GetImports())}, {"sessions_ended", len(m.GetSessionsEnded())}} {
+		if l.n > maxPeerEntries {
+			return invalid(l.field, "%d entries, at most %d allowed", l.n, maxPeerEntries)
+		}
+	}
+	for i, c := range m.GetCapacity() {
+		f := fmt.Sprintf("capacity[%d]", i)
+		if err := checkName(f+".cluster_id", c.GetClusterId(), 253, false); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if c.GetCapacity() == nil {
+			errs = append(errs, invalid(f+".capacity", "missing"))
+			continue
+		}
+		if err := ValidateCapacityReport(&pb.CapacityReport{Pools: []*pb.PoolCapacity{c.GetCapacity()}}); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f, err))
+		}
+		if age := c.GetAge(); age != nil && (age.CheckValid() != nil || age.AsDuration() < 0) {
+			errs = append(errs, invalid(f+".age", "%v: want a valid, non-negative duration", age.AsDuration()))
+		}
+	}
+	for i, k := range m.GetCapacityRemoved() {
+		f := fmt.Sprintf("capacity_removed[%d]", i)
+		errs = append(errs, checkName(f+".cluster_id", k.GetClusterId(), 253, false), validatePoolRef(f+".pool", k.GetPool()))
+	}
+	clusters := make(map[string]bool, len(m.GetImports()))
+	for i, r := range m.GetImports() {
+		f := fmt.Sprintf("imports[%d]", i)
+		if err := checkName(f+".cluster_id", r.GetClusterId(), 253, false); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if clusters[r.GetClusterId()] {
+			errs = append(errs, invalid(f+".cluster_id", "%s listed twice", r.GetClusterId()))
+		}
+		clusters[r.GetClusterId()] = true
+		if err := ValidateImportReport(&pb.ImportReport{Pools: r.GetPools()}); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f, err))
+		}
+	}
+	for i, c := range m.GetSessionsEnded() {
+		errs = append(errs, checkName(fmt.Sprintf("sessions_ended[%d]", i), c, 253, false))
+	}
+	return errors.Join(errs...)
+}

@@ -4,8 +4,10 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/fleetpb"
@@ -131,5 +133,78 @@ func TestValidateNamesRejects(t *testing.T) {
 	}
 	if err := pool("default", "chat.v2"); err != nil {
 		t.Fatalf("a pool name that is a DNS-1123 subdomain was rejected: %v", err)
+	}
+}
+
+// FuzzReportsResponse feeds arbitrary bytes through what a replica does with a peer's batch of
+// reports: decode, validate, convert. Nothing may panic, and what validates converts to reports
+// with a named cluster, a pool and an age that is not negative.
+func FuzzReportsResponse(f *testing.F) {
+	chat := &pb.PoolRef{Namespace: "default", Name: "chat"}
+	for _, m := range []*pb.ReportsResponse{
+		{HubId: "hub-0", HubIncarnation: "abc", Snapshot: true,
+			Capacity: []*pb.RemoteCapacity{{ClusterId: "a", Capacity: &pb.PoolCapacity{Pool: chat, ReadyEndpoints: 1, TotalEndpoints: 1}, Age: durationpb.New(time.Second)}},
+			Imports:  []*pb.PeerImportReport{{ClusterId: "a", Pools: []*pb.PoolImportStatus{{Pool: chat, Imported: true}}}},
+		},
+		{HubId: "hub-1", HubIncarnation: "def", CapacityRemoved: []*pb.CapacityKey{{ClusterId: "b", Pool: chat}}, SessionsEnded: []string{"c"}},
+	} {
+		b, _ := proto.Marshal(m)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var m pb.ReportsResponse
+		if proto.Unmarshal(data, &m) != nil || ValidateReports(&m) != nil {
+			return
+		}
+		now := time.Now()
+		for _, c := range m.GetCapacity() {
+			rc := fleetpb.RemoteCapacityFromAt(c, now)
+			if rc.ClusterID == "" || rc.Capacity.Pool.Name == "" || rc.ReceivedAt.After(now) {
+				t.Fatalf("validated a bad capacity report: %+v", rc)
+			}
+		}
+		for _, r := range m.GetImports() {
+			for _, st := range fleetpb.PoolImportStatusesFrom(&pb.ImportReport{Pools: r.GetPools()}) {
+				if st.Pool.Name == "" || (st.Imported && st.Reason != "") {
+					t.Fatalf("validated a bad import status: %+v", st)
+				}
+			}
+		}
+	})
+}
+
+func TestValidateReports(t *testing.T) {
+	chat := &pb.PoolRef{Namespace: "default", Name: "chat"}
+	good := func() *pb.ReportsResponse {
+		return &pb.ReportsResponse{HubId: "hub-0", HubIncarnation: "abc",
+			Capacity: []*pb.RemoteCapacity{{ClusterId: "a", Capacity: &pb.PoolCapacity{Pool: chat, ReadyEndpoints: 1, TotalEndpoints: 1}, Age: durationpb.New(time.Second)}},
+			Imports:  []*pb.PeerImportReport{{ClusterId: "a", Pools: []*pb.PoolImportStatus{{Pool: chat, Imported: true}}}}}
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(m *pb.ReportsResponse)
+		says   string
+	}{
+		{"good", func(*pb.ReportsResponse) {}, ""},
+		{"no hub ID", func(m *pb.ReportsResponse) { m.HubId = "" }, "hub_id"},
+		{"no incarnation", func(m *pb.ReportsResponse) { m.HubIncarnation = "" }, "hub_incarnation"},
+		{"capacity without cluster", func(m *pb.ReportsResponse) { m.Capacity[0].ClusterId = "" }, "capacity[0].cluster_id"},
+		{"capacity without report", func(m *pb.ReportsResponse) { m.Capacity[0].Capacity = nil }, "capacity[0].capacity: missing"},
+		{"capacity out of range", func(m *pb.ReportsResponse) { m.Capacity[0].Capacity.KvCacheUtilization = 2 }, "kv_cache_utilization"},
+		{"negative age", func(m *pb.ReportsResponse) { m.Capacity[0].Age = durationpb.New(-time.Second) }, "capacity[0].age"},
+		{"import report twice", func(m *pb.ReportsResponse) { m.Imports = append(m.Imports, m.Imports[0]) }, "listed twice"},
+		{"bad ended cluster", func(m *pb.ReportsResponse) { m.SessionsEnded = []string{"Not A Cluster"} }, "sessions_ended[0]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := good()
+			tc.change(m)
+			err := ValidateReports(m)
+			switch {
+			case tc.says == "" && err != nil:
+				t.Fatalf("ValidateReports = %v, want nil", err)
+			case tc.says != "" && (err == nil || !strings.Contains(err.Error(), tc.says)):
+				t.Fatalf("ValidateReports = %v, want it to say %q", err, tc.says)
+			}
+		})
 	}
 }
