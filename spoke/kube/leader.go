@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync/atomic"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -54,7 +56,7 @@ type ElectorOptions struct {
 // (its context ends) releases the Lease, so another takes over within a RetryPeriod.
 type Elector struct {
 	opts ElectorOptions
-	lock *resourcelock.LeaseLock
+	lock resourcelock.Interface
 	log  *slog.Logger
 }
 
@@ -96,15 +98,41 @@ func NewElector(o ElectorOptions) (*Elector, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
+	log := o.Logger.With("component", "leader-election", "lease", o.Namespace+"/"+o.Name, "identity", o.Identity)
 	return &Elector{
 		opts: o,
-		lock: &resourcelock.LeaseLock{
+		lock: &explainedLock{Interface: &resourcelock.LeaseLock{
 			LeaseMeta:  metav1.ObjectMeta{Namespace: o.Namespace, Name: o.Name},
 			Client:     cs.CoordinationV1(),
 			LockConfig: resourcelock.ResourceLockConfig{Identity: o.Identity},
-		},
-		log: o.Logger.With("component", "leader-election", "lease", o.Namespace+"/"+o.Name, "identity", o.Identity),
+		}, namespace: o.Namespace, log: log},
+		log: log,
 	}, nil
+}
+
+// explainedLock is the Lease lock, which says once, in the spoke's words, why the Lease cannot be
+// created: client-go retries every retry period and logs only the API error, and meanwhile no
+// replica writes anything.
+type explainedLock struct {
+	resourcelock.Interface
+	namespace string
+	log       *slog.Logger
+	told      atomic.Bool
+}
+
+func (l *explainedLock) Create(ctx context.Context, ler resourcelock.LeaderElectionRecord) error {
+	err := l.Interface.Create(ctx, ler)
+	var why string
+	switch {
+	case isNamespaceNotFound(err):
+		why = "the Lease's namespace does not exist: create it, or set --leader-elect-namespace (or $POD_NAMESPACE) to one that does"
+	case apierrors.IsForbidden(err):
+		why = "the spoke may not create Leases in this namespace: bind it the Role spillway-spoke-leader-election there (deploy/spoke/rbac.yaml)"
+	}
+	if why != "" && l.told.CompareAndSwap(false, true) {
+		l.log.Error("no replica can lead, so none writes imports, status or exports", "namespace", l.namespace, "why", why, "err", err)
+	}
+	return err
 }
 
 // ValidateElection checks the election's durations as client-go does, with the flags' names.
