@@ -59,13 +59,12 @@ type Options struct {
 
 // Elector runs this replica's election session, its registry record and its campaign.
 type Elector struct {
-	cli    *clientv3.Client
-	store  *registry.Store
-	opts   Options
-	log    *slog.Logger
-	leader prometheus.Gauge
-	terms  prometheus.Counter
-	// leading is what the gauge shows.
+	cli     *clientv3.Client
+	store   *registry.Store
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+	// leading is what spillway_hub_leader shows.
 	leading atomic.Bool
 }
 
@@ -79,18 +78,8 @@ func New(cli *clientv3.Client, store *registry.Store, opts Options) *Elector {
 	}
 	e := &Elector{
 		cli: cli, store: store, opts: opts,
-		log: opts.Logger.With("component", "hub-election"),
-		leader: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "spillway_hub_leader",
-			Help: "1 while this hub replica holds the leader election and runs the work that must happen once in the fleet, 0 otherwise.",
-		}),
-		terms: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "spillway_hub_leader_terms_total",
-			Help: "Times this hub replica became the leader.",
-		}),
-	}
-	if opts.Registerer != nil {
-		opts.Registerer.MustRegister(e.leader, e.terms)
+		log:     opts.Logger.With("component", "hub-election"),
+		metrics: newMetrics(opts.Registerer),
 	}
 	return e
 }
@@ -106,9 +95,13 @@ func (e *Elector) ttlSeconds() int {
 func (e *Elector) Run(ctx context.Context, lead func(context.Context) error) error {
 	retry := newBackoff()
 	for ctx.Err() == nil {
+		start := time.Now()
 		err := e.term(ctx, lead)
 		if ctx.Err() != nil {
 			break
+		}
+		if time.Since(start) > e.opts.LeaseTTL {
+			retry = newBackoff() // a session that lasted starts the retries afresh
 		}
 		d := retry()
 		e.log.Warn("election session ended, starting a new one", "err", err, "retry", d)
@@ -165,12 +158,12 @@ func (e *Elector) term(ctx context.Context, lead func(context.Context) error) er
 		return fmt.Errorf("campaign: %w", err)
 	}
 	e.leading.Store(true)
-	e.leader.Set(1)
-	e.terms.Inc()
+	e.metrics.leader.Set(1)
+	e.metrics.terms.Inc()
 	e.log.Info("hub replica leads: running the work that must happen once")
 	defer func() {
 		e.leading.Store(false)
-		e.leader.Set(0)
+		e.metrics.leader.Set(0)
 		e.log.Info("hub replica no longer leads", "cause", context.Cause(sctx))
 	}()
 	for sctx.Err() == nil {
