@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
 	gieclient "sigs.k8s.io/gateway-api-inference-extension/client-go/clientset/versioned"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -316,6 +317,26 @@ func TestReplicasElectOneWriter(t *testing.T) {
 	}
 	tr := startTraffic(reps, want)
 
+	// No import is deleted while leadership moves, twice: the hub stores the cluster's export set
+	// again for the new leader's session, and the gap deletes nothing (kube.DefaultWithdrawDelay).
+	w, err := gie.XInferenceV1alpha1().InferencePoolImports("inference").Watch(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var deleted atomic.Int64
+	var watching sync.WaitGroup
+	watching.Add(1)
+	go func() {
+		defer watching.Done()
+		for ev := range w.ResultChan() {
+			if ev.Type == watch.Deleted {
+				deleted.Add(1)
+			}
+		}
+	}()
+	stopWatching := func() int64 { w.Stop(); watching.Wait(); return deleted.Load() }
+	defer stopWatching()
+
 	// The leader loses the Lease.
 	leader.api.blockLease.Store(true)
 	cut := time.Now()
@@ -369,6 +390,10 @@ spec:
 	})
 	if took := time.Since(stopped); took >= le.LeaseDuration {
 		t.Errorf("the Lease moved %s after its leader stopped, want less than the lease duration %s: a stopping leader releases it", took.Round(time.Millisecond), le.LeaseDuration)
+	}
+	testkit.Eventually(t, 60*time.Second, "the first replica, leading again, keeps the imports", imported(ctx, gie, "code"))
+	if n := stopWatching(); n != 0 {
+		t.Errorf("%d imports were deleted while leadership moved", n)
 	}
 	if err := gie.XInferenceV1alpha1().InferencePoolImports("inference").Delete(ctx, "code", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)

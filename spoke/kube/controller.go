@@ -112,6 +112,11 @@ type Options struct {
 	DefaultSpillPolicy spill.Policy
 	// Resync bounds how long the controller goes without a full reconcile.
 	Resync time.Duration
+	// WithdrawDelay is how long an import the fleet view no longer lists is kept before the
+	// spoke withdraws it: a gap in the view shorter than this deletes nothing (a hub storing a
+	// cluster's export set again when that cluster's session moves between its spoke replicas,
+	// or restarts). Zero means DefaultWithdrawDelay; negative, none.
+	WithdrawDelay time.Duration
 	// LeaderElection separates the writes from the reads: Run only reads (the pools, the
 	// objectives and the SpillPolicy in force, for this replica's EPP and spill decision), and the
 	// writes run in Lead, which the spoke calls while it holds the cluster's Lease. When false,
@@ -148,6 +153,9 @@ type Controller struct {
 	cachesSynced chan struct{}
 	// leading is true while the write loop runs: only then are warnings recorded as events.
 	leading atomic.Bool
+	// absentSince is when each import the spoke holds went missing from the fleet view; only
+	// the write loop touches it.
+	absentSince map[fleet.PoolRef]time.Time
 
 	mu         sync.RWMutex
 	pools      []source.Pool
@@ -173,6 +181,9 @@ func New(opts Options) (*Controller, error) {
 	}
 	if opts.Resync <= 0 {
 		opts.Resync = 30 * time.Second
+	}
+	if opts.WithdrawDelay == 0 {
+		opts.WithdrawDelay = DefaultWithdrawDelay
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -213,6 +224,7 @@ func New(opts Options) (*Controller, error) {
 		writeKick:    make(chan struct{}, 1),
 		cachesSynced: make(chan struct{}),
 		objectives:   map[fleet.PoolRef]map[string]int{},
+		absentSince:  map[fleet.PoolRef]time.Time{},
 		changed:      make(chan struct{}),
 	}
 	c.bcast = record.NewBroadcaster()

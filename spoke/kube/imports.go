@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -24,6 +25,10 @@ var errWaiting = errors.New("waiting")
 
 // FieldManager is the server-side apply field manager of everything the spoke writes.
 const FieldManager = "spillway-spoke"
+
+// DefaultWithdrawDelay is how long an import missing from the fleet view is kept before it is
+// withdrawn (Options.WithdrawDelay).
+const DefaultWithdrawDelay = 2 * time.Second
 
 // Import condition and reasons.
 const (
@@ -71,10 +76,29 @@ func (c *Controller) syncImports(ctx context.Context, imports []fleet.Import) ([
 	if err != nil {
 		errs = append(errs, err)
 	}
+	now := time.Now()
+	holding := make(map[fleet.PoolRef]bool, len(held))
 	for _, obj := range held {
 		ref := fleet.PoolRef{Namespace: obj.Namespace, Name: obj.Name}
-		if !want[ref] {
-			errs = append(errs, c.withdrawImport(ctx, obj))
+		holding[ref] = true
+		if want[ref] {
+			continue
+		}
+		since, ok := c.absentSince[ref]
+		if !ok {
+			since = now
+			c.absentSince[ref] = now
+		}
+		if gone := now.Sub(since); gone < c.opts.WithdrawDelay {
+			errs = append(errs, fmt.Errorf("%w: the import of %s left the fleet view %s ago; withdrawn once it stays out for %s",
+				errWaiting, ref, gone.Round(time.Millisecond), c.opts.WithdrawDelay))
+			continue
+		}
+		errs = append(errs, c.withdrawImport(ctx, obj))
+	}
+	for ref := range c.absentSince {
+		if want[ref] || !holding[ref] {
+			delete(c.absentSince, ref)
 		}
 	}
 	return states, errors.Join(errs...)
