@@ -558,6 +558,9 @@ type Remote struct {
 	Region    string
 	Alive     bool
 	Age       time.Duration
+	// Its own report's view of its pool.
+	Saturated, Spilling bool
+	ReadyEndpoints      int
 }
 
 // Spill reads a region's GET /spill.

@@ -38,7 +38,18 @@ func (f *Fleet) startKube(ctx context.Context) error {
 	for _, r := range f.Regions {
 		names = append(names, r.Cluster)
 	}
-	clusters, err := apiserver.StartWithCRDs(ctx, bins, filepath.Join(f.WorkDir, "kube"), root, names...)
+	// A second try when the first fails: on a loaded machine kubectl's wait for the CRDs can
+	// read a CRD before its first status.
+	var clusters map[string]*apiserver.Cluster
+	for attempt := 1; ; attempt++ {
+		clusters, err = apiserver.StartWithCRDs(ctx, bins, filepath.Join(f.WorkDir, fmt.Sprintf("kube-%d", attempt)), root, names...)
+		if err == nil || attempt == 2 || ctx.Err() != nil {
+			break
+		}
+		for _, c := range clusters {
+			c.Stop()
+		}
+	}
 	f.kube = clusters
 	if err != nil {
 		return err

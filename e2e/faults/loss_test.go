@@ -90,7 +90,7 @@ func TestLossOnHubAndGossipLinks(t *testing.T) {
 	}
 	var worst time.Duration
 	for _, o := range live {
-		left := leftTargets(samples[o.Name], victim.Name, killAt)
+		left := leftTargets(samples[o.Name], victim.Name, killAt, time.Time{})
 		if left.IsZero() {
 			t.Errorf("%s never dropped the killed eu-west from its spill targets", o.Name)
 			continue
@@ -98,6 +98,9 @@ func TestLossOnHubAndGossipLinks(t *testing.T) {
 		d := left.Sub(killAt)
 		s.Figures["detect_s_"+o.Name] = round(d.Seconds())
 		worst = max(worst, d)
+		if dead := deadAt(samples[o.Name], victim.Name, killAt); !dead.IsZero() {
+			s.Figures["declared_dead_s_"+o.Name] = round(dead.Sub(killAt).Seconds())
+		}
 	}
 	s.Detect(worst)
 	if worst > 1500*time.Millisecond {

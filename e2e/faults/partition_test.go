@@ -176,7 +176,7 @@ func TestRegionPartitionedFromHub(t *testing.T) {
 
 			if tc.isolated {
 				for _, o := range f.others(victim) {
-					left := leftTargets(samples[o.Name], victim.Name, cutAt)
+					left := leftTargets(samples[o.Name], victim.Name, cutAt, healAt)
 					if left.IsZero() || left.After(healAt) {
 						t.Errorf("%s kept eu-west among its spill targets while eu-west was cut off", o.Name)
 						continue

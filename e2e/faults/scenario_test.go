@@ -121,8 +121,8 @@ type Sample struct {
 	// MinAge and MaxAge bound the ages of the candidates' capacity reports.
 	MinAge, MaxAge time.Duration
 	// Why says, for each candidate that is not a target, why: "dead" (gossip or the hub says
-	// it is gone), "stale" (its capacity report is older than the 5 s freshness bound) or
-	// "busy" (saturated, spilling itself or no ready endpoint).
+	// it is gone), "stale" (its capacity report is older than the 5 s freshness bound),
+	// "saturated", "spilling" (its own report says so) or "no ready endpoint".
 	Why map[string]string
 }
 
@@ -153,8 +153,14 @@ func (f *Fleet) Watch(ctx context.Context, regions []Region) (stop func() map[st
 								s.Why[c.Region] = "dead"
 							case c.Age > 5*time.Second:
 								s.Why[c.Region] = "stale"
+							case c.Saturated:
+								s.Why[c.Region] = "saturated"
+							case c.Spilling:
+								s.Why[c.Region] = "spilling"
+							case c.ReadyEndpoints == 0:
+								s.Why[c.Region] = "no ready endpoint"
 							default:
-								s.Why[c.Region] = "busy"
+								s.Why[c.Region] = "other"
 							}
 						}
 						if i == 0 {
@@ -180,14 +186,14 @@ func (f *Fleet) Watch(ctx context.Context, regions []Region) (stop func() map[st
 	}
 }
 
-// leftTargets is when region victim left the spill targets for good: the first sample taken
-// after from that does not list it and after which no sample lists it again; zero when the last
-// sample still lists it. (A sample already without it at from, say a target flapping on a lossy
-// link, counts as leaving then.)
-func leftTargets(samples []Sample, victim string, from time.Time) time.Time {
+// leftTargets is when region victim left the spill targets for good within (from, to) (to zero:
+// no end): the first sample taken after from that does not list it and after which no sample
+// before to lists it again; zero when the last such sample still lists it. (A sample already
+// without it at from, say a target flapping on a lossy link, counts as leaving then.)
+func leftTargets(samples []Sample, victim string, from, to time.Time) time.Time {
 	var left time.Time
 	for _, s := range samples {
-		if !s.At.After(from) {
+		if !s.At.After(from) || !to.IsZero() && !s.At.Before(to) {
 			continue
 		}
 		switch listed := slices.Contains(s.Targets, victim); {
@@ -198,6 +204,26 @@ func leftTargets(samples []Sample, victim string, from time.Time) time.Time {
 		}
 	}
 	return left
+}
+
+// deadAt is when region victim was first reported dead (not alive, or gone from the candidates)
+// for good in the samples taken after from: the signal gossip and the hub give, apart from the
+// load-based reasons a target may be left out.
+func deadAt(samples []Sample, victim string, from time.Time) time.Time {
+	var dead time.Time
+	for _, s := range samples {
+		if !s.At.After(from) {
+			continue
+		}
+		alive := slices.Contains(s.Targets, victim) || s.Why[victim] != "" && s.Why[victim] != "dead"
+		switch {
+		case alive:
+			dead = time.Time{}
+		case dead.IsZero():
+			dead = s.At
+		}
+	}
+	return dead
 }
 
 // importsDeleted counts, over every watcher, the clusters that vanished from a spoke's

@@ -74,12 +74,15 @@ func TestGossipAcrossWAN(t *testing.T) {
 	}
 	var worst time.Duration
 	for _, o := range live {
-		left := leftTargets(samples[o.Name], victim.Name, killAt)
+		left := leftTargets(samples[o.Name], victim.Name, killAt, time.Time{})
 		if left.IsZero() {
 			t.Errorf("%s never dropped the killed eu-west from its spill targets", o.Name)
 			continue
 		}
 		s.Figures["detect_s_"+o.Name] = round(left.Sub(killAt).Seconds())
+		if dead := deadAt(samples[o.Name], victim.Name, killAt); !dead.IsZero() {
+			s.Figures["declared_dead_s_"+o.Name] = round(dead.Sub(killAt).Seconds())
+		}
 		worst = max(worst, left.Sub(killAt))
 	}
 	s.Figures["detect_s"] = round(worst.Seconds())
