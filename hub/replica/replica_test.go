@@ -127,8 +127,12 @@ func TestOneLeaderAtATime(t *testing.T) {
 		_, err := leaderOf(rest)
 		return err
 	})
-	if d := time.Since(stopped); d > time.Second {
+	// Without the resignation it would take the lease's TTL (etcd raises 1s to its minimum, 2s)
+	// and etcd's expiry check.
+	if d := time.Since(stopped); d > 2*time.Second {
 		t.Errorf("leadership moved %s after a clean stop: the stopped leader did not resign", d)
+	} else {
+		t.Logf("leadership moved %s after a clean stop", d)
 	}
 	testkit.Eventually(t, 5*time.Second, "the stopped replica's record gone", func() error {
 		hubs, _, err := store.Hubs(context.Background())
