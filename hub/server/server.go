@@ -1,7 +1,13 @@
 // Package server holds the hub's gRPC services: SyncService and JoinService for spokes on the
-// spokes' port, AdminService for hubctl on the admin port. It is the only hub package that knows
-// protobuf: it validates every request, converts messages to the domain types of pkg/fleet, and
-// maps domain errors to gRPC codes in one place (errors.go).
+// spokes' port, AdminService for hubctl and PeerService for the other hub replicas on the admin
+// port. It is the only hub package that knows protobuf: it validates every request, converts
+// messages to the domain types of pkg/fleet, and maps domain errors to gRPC codes in one place
+// (errors.go).
+//
+// Several replicas may serve one fleet (docs/availability.md): every replica runs Run (the
+// fleet's trust) and RunPeers (a stream of every other replica's spokes' reports, merged into its
+// view), and the elected leader runs Lead (the work that must happen once). A spoke replica that
+// does not write runs an observer session: the view and the hop keys, nothing stored.
 //
 // Who calls is read from the verified client certificate only (auth.go), never from a field of a
 // message: a cluster's calls must name the cluster of its certificate, whose revocation Run
