@@ -106,15 +106,20 @@ func (s *Server) Watch(_ *pb.WatchRequest, stream pb.AdminService_WatchServer) e
 	}
 	var inc string
 	var seq uint64
+	incomplete := false // the mark of the last update sent
 	for {
 		changed := s.model.Changed()
 		u := s.model.Since(inc, seq, nil)
+		if incomplete && !u.Incomplete {
+			u = s.model.Since("", 0, nil) // complete again: a snapshot says what is gone
+		}
 		inc, seq = s.model.Incarnation(), u.Seq
-		if !u.Empty() {
+		if !u.Empty() || u.Incomplete != incomplete {
 			if err := stream.Send(&pb.WatchResponse{Update: viewUpdate(inc, u)}); err != nil {
 				return s.fail(err)
 			}
 			s.metrics.viewUpdates.WithLabelValues(updateKind(u)).Inc()
+			incomplete = u.Incomplete
 		}
 		select {
 		case <-ctx.Done():
