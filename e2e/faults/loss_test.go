@@ -53,7 +53,9 @@ func joinComma(ss []string) string {
 // leaves the spill target list of every other spoke within 1.5 s of its death, no request fails,
 // and no spoke loses the import of a live cluster.
 func TestLossOnHubAndGossipLinks(t *testing.T) {
-	f, s, ctx := scenario(t, "30% loss on every hub and gossip link", Config{})
+	// The sessions' lease TTL is the hub's default (15 s): a session that a lossy link breaks
+	// is resumed within it.
+	f, s, ctx := scenario(t, "30% loss on every hub and gossip link", Config{LeaseTTL: 15 * time.Second})
 	d := short(2*time.Minute, 10*time.Minute)
 	victim := f.Regions[2]
 	live := f.others(victim)
@@ -136,10 +138,12 @@ func TestLossOnHubAndGossipLinks(t *testing.T) {
 	for _, o := range live {
 		keep = append(keep, o.Cluster)
 	}
+	// The spokes run on pool files here: what they import is read from their spill candidates
+	// (the remote clusters with capacity in their view).
 	n, lost := importsDeleted(samples, keep, start, end)
-	s.ImportsDeleted(n)
+	s.Figures["spill_candidates_lost"] = n
 	if n > 0 {
-		t.Errorf("imports of live clusters deleted under loss: %v", lost)
+		t.Errorf("live clusters gone from a spoke's spill candidates under loss: %v", lost)
 	}
 	if !slices.ContainsFunc(verdicts, func(v Verdict) bool { return v.Member == victim.Cluster }) {
 		t.Errorf("nobody declared the killed eu-west dead")

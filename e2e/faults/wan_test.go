@@ -26,6 +26,7 @@ func TestGossipAcrossWAN(t *testing.T) {
 		}
 	})
 	f, s, ctx := scenario(t, "gossip across 150-300 ms RTT", Config{
+		LeaseTTL:            15 * time.Second,
 		GossipAdvertisePort: relayPort,
 		BeforeStart: func(ctx context.Context, f *Fleet) error {
 			for node, d := range wanDelay {
@@ -92,9 +93,9 @@ func TestGossipAcrossWAN(t *testing.T) {
 		keep = append(keep, o.Cluster)
 	}
 	n, lost := importsDeleted(samples, keep, start, killAt)
-	s.ImportsDeleted(n)
+	s.Figures["spill_candidates_lost"] = n
 	if n > 0 {
-		t.Errorf("imports of live clusters deleted across the WAN: %v", lost)
+		t.Errorf("live clusters gone from a spoke's spill candidates across the WAN: %v", lost)
 	}
 	sum := Summarize(rs, nil)
 	s.Figures["requests"], s.Figures["failed"], s.Figures["besteffort_shed"] = sum.Requests, sum.Failed, sum.Shed
