@@ -280,7 +280,10 @@ func (f *Fleet) StartSpoke(r Region) error {
 		args = append(args, "--epp-client-ca-file", f.CAFile())
 	}
 	if kc, ok := f.Opts.Kubeconfigs[r.Cluster]; ok {
-		args = append(args, "--kubeconfig", kc)
+		// One spoke per cluster: it takes its Lease in a namespace the seeded cluster has, at
+		// once at start and within seconds after a restart.
+		args = append(args, "--kubeconfig", kc, "--leader-elect-namespace", "default",
+			"--leader-elect-lease-duration", "4s", "--leader-elect-renew-deadline", "3s", "--leader-elect-retry-period", "1s")
 	} else {
 		if _, err := os.Stat(f.PoolsFile(r)); errors.Is(err, os.ErrNotExist) {
 			if err := f.WritePools(r, r.Endpoints); err != nil {
