@@ -103,16 +103,6 @@ func (s *Scenario) FailedBeyondInflight(n int) {
 
 func round(v float64) float64 { return float64(int(v*1000+0.5)) / 1000 }
 
-func worstInt(ss []*Scenario, get func(*Scenario) *int) *int {
-	var out *int
-	for _, s := range ss {
-		if v := get(s); v != nil && (out == nil || *v > *out) {
-			out = v
-		}
-	}
-	return out
-}
-
 func worstFloat(ss []*Scenario, get func(*Scenario) *float64) *float64 {
 	var out *float64
 	for _, s := range ss {

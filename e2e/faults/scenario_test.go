@@ -295,12 +295,3 @@ func (f *Fleet) others(r Region) []Region {
 	}
 	return out
 }
-
-// sleepCtx waits for d or the end of ctx: the scenarios hold a fault for a set time while load
-// runs; what they assert is polled or read from samples afterwards.
-func sleepCtx(ctx context.Context, d time.Duration) {
-	select {
-	case <-ctx.Done():
-	case <-time.After(d):
-	}
-}
