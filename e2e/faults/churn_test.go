@@ -76,7 +76,7 @@ func longestLife(ss []usage) []usage {
 // and fails the hub over (with replicas: kills the leader and starts it again; with one hub:
 // kills and restarts it), then waits until the fleet is whole again. Every process keeps a flat
 // goroutine count and memory over its life: us-east's and eu-west's spokes live through the whole
-// run, and each hub replica is judged over its longest life (at least three cycles) — the peak
+// run, and each hub replica is judged over its longest life when it lasted six cycles — the peak
 // of the last third of its samples no more than 20 % (at least 20) goroutines and 30 % (at least
 // 16 MiB) memory above the peak of the first third. Load in us-east and eu-west never fails.
 func TestChurn(t *testing.T) {
@@ -143,8 +143,12 @@ func TestChurn(t *testing.T) {
 	rs, _ := load.Stop()
 	for _, name := range watched {
 		ss := longestLife(series[name])
-		if strings.HasPrefix(name, "hub-") && len(ss) < 3 {
-			t.Logf("%s lived %d cycles at most: not judged", name, len(ss))
+		if strings.HasPrefix(name, "hub-") && len(ss) < 6 {
+			// Every failover kills the leader, so no replica lives long; within a short life its
+			// goroutines follow the sessions that move onto it, which says nothing of a leak.
+			note := fmt.Sprintf("%s lived %d cycles at most (each failover kills the leader): too short a life to judge", name, len(ss))
+			s.Notes = append(s.Notes, note)
+			t.Log(note)
 			continue
 		}
 		if len(ss) < 2 {
