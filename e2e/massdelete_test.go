@@ -519,16 +519,10 @@ func TestHubRestartsDuringAResendDeleteNoImport(t *testing.T) {
 
 // TestHubRestartsDuringANewIncarnationsResend: A restarts within its lease, so its new
 // incarnation resends its 1,000 exports while the old ones are still stored, and the hub is
-// killed during that resend. It runs only with SPILLWAY_E2E_RESEND_GAP=1: today the hub drops
-// the old incarnation's exports when the new session opens (registry.Store.OpenSession) and
-// stores the new replace_all in transactions of 100, so the fleet view shows A with part of
-// its pools for a moment, and in a hub killed then, for as long as A takes to come back; an
-// importer sees a withdrawal of less than half of its imports, which the guard lets through
-// (2 to 3 runs in 10 deleted 88 to 600 imports).
+// killed during that resend. The hub keeps the old incarnation's exports until the new
+// replace_all is stored, and stores its upserts before its withdrawals, so the fleet view never
+// shows A with only part of its pools, and B deletes nothing.
 func TestHubRestartsDuringANewIncarnationsResend(t *testing.T) {
-	if os.Getenv("SPILLWAY_E2E_RESEND_GAP") != "1" {
-		t.Skip("the hub drops a new incarnation's exports before its replace_all is stored (registry.Store.OpenSession); SPILLWAY_E2E_RESEND_GAP=1 runs it")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	f := startMassFleet(t, ctx, 15*time.Second)

@@ -302,21 +302,17 @@ func (s *Store) OpenSession(ctx context.Context, cluster, hubID, incarnation str
 		StartedAt:        s.now().UTC(),
 		LeaseID:          int64(sess.lease),
 	}
-	if !sess.Resumed {
-		// A new incarnation starts from a replace_all delta; drop what the old one exported now, so a
-		// spoke that lost pools while away does not keep them alive in the fleet view.
-		if _, err := s.cli.Delete(ctx, s.exportsPrefix(cluster), clientv3.WithPrefix()); err != nil {
-			return nil, fmt.Errorf("clear exports of %q: %w", cluster, err)
-		}
-	} else {
-		resp, err := s.cli.Get(ctx, s.exportsPrefix(cluster), clientv3.WithPrefix(), clientv3.WithKeysOnly())
-		if err != nil {
-			return nil, fmt.Errorf("list exports of %q: %w", cluster, err)
-		}
-		for _, kv := range resp.Kvs {
-			if ev, err := s.decode(string(kv.Key), nil, true); err == nil && ev.Kind == KindExport {
-				sess.exports[ev.Export.Pool] = struct{}{}
-			}
+	// A new incarnation starts from a replace_all delta, which withdraws what the old one exported
+	// and the new one does not: until it is stored, the old exports stay, so that no importer sees
+	// a pool both incarnations export withdrawn for a moment (or for good, if the hub dies between
+	// a clear and the resend).
+	resp, err = s.cli.Get(ctx, s.exportsPrefix(cluster), clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("list exports of %q: %w", cluster, err)
+	}
+	for _, kv := range resp.Kvs {
+		if ev, err := s.decode(string(kv.Key), nil, true); err == nil && ev.Kind == KindExport {
+			sess.exports[ev.Export.Pool] = struct{}{}
 		}
 	}
 	if err := sess.putRecord(ctx); err != nil {
@@ -431,7 +427,17 @@ func (sess *Session) ApplyExports(ctx context.Context, d ExportDelta) error {
 	if sess.MaxExports > 0 && len(next) > sess.MaxExports {
 		return &LimitError{Limit: LimitExportsPerCluster, Max: sess.MaxExports, Cluster: cluster}
 	}
+	// Upserts go first and withdrawals last, so that a delta cut short (the hub dies between its
+	// transactions) leaves the old set and part of the new one, never fewer than both hold: no
+	// pool is withdrawn before every upsert of the delta is stored.
 	var ops []clientv3.Op
+	for _, e := range d.Upserts {
+		val, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		ops = append(ops, clientv3.OpPut(st.exportKey(cluster, e.Pool), string(val), clientv3.WithLease(sess.lease)))
+	}
 	if d.ReplaceAll {
 		keep := make(map[string]bool, len(d.Upserts))
 		for _, e := range d.Upserts {
@@ -449,13 +455,6 @@ func (sess *Session) ApplyExports(ctx context.Context, d ExportDelta) error {
 	}
 	for _, p := range d.Removes {
 		ops = append(ops, clientv3.OpDelete(st.exportKey(cluster, p)))
-	}
-	for _, e := range d.Upserts {
-		val, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
-		ops = append(ops, clientv3.OpPut(st.exportKey(cluster, e.Pool), string(val), clientv3.WithLease(sess.lease)))
 	}
 	rec := sess.record
 	rec.ExportSeq = d.Seq

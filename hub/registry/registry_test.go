@@ -306,3 +306,70 @@ func TestWatchDeliversChanges(t *testing.T) {
 		}
 	}
 }
+
+// TestReplaceAllWithdrawsAfterItsUpserts: a replace_all delta larger than one transaction stores
+// every upsert before it withdraws anything, so that a hub that dies between its transactions
+// leaves importers the old exports and part of the new, never fewer than both share.
+func TestReplaceAllWithdrawsAfterItsUpserts(t *testing.T) {
+	ctx := context.Background()
+	e, cli := startEtcd(t, t.TempDir())
+	defer e.Close()
+	defer cli.Close()
+	s := registry.New(cli, registry.Options{LeaseTTL: 5 * time.Second})
+	if _, err := s.PutCluster(ctx, fleet.ClusterInfo{ID: "a", Region: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	old, err := s.OpenSession(ctx, "a", "h", "i1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := fleet.PoolRef{Namespace: "default", Name: "gone"}
+	if err := old.ApplyExports(ctx, registry.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []fleet.Export{exportOf(chat), exportOf(gone)}}); err != nil {
+		t.Fatal(err)
+	}
+	// A new incarnation of the spoke resends 250 pools (three transactions) without "gone".
+	sess, err := s.OpenSession(ctx, "a", "h", "i2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ups := []fleet.Export{exportOf(chat)}
+	for i := range 249 {
+		ups = append(ups, exportOf(fleet.PoolRef{Namespace: "default", Name: fmt.Sprintf("p%03d", i)}))
+	}
+	start, err := cli.Get(ctx, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sess.ApplyExports(ctx, registry.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: ups}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var lastPut, firstDelete int64
+	n := 0
+	for resp := range cli.Watch(wctx, registry.DefaultPrefix+"exports/", clientv3.WithPrefix(), clientv3.WithRev(start.Header.Revision+1)) {
+		for _, ev := range resp.Events {
+			n++
+			switch ev.Type {
+			case clientv3.EventTypePut:
+				lastPut = max(lastPut, ev.Kv.ModRevision)
+			case clientv3.EventTypeDelete:
+				if firstDelete == 0 {
+					firstDelete = ev.Kv.ModRevision
+				}
+				if string(ev.Kv.Key) != registry.DefaultPrefix+"exports/a/default/gone" {
+					t.Fatalf("deleted %s, which the new set holds", ev.Kv.Key)
+				}
+			}
+		}
+		if n >= len(ups)+1 {
+			cancel()
+		}
+	}
+	if firstDelete == 0 || firstDelete < lastPut {
+		t.Fatalf("the withdrawal is at revision %d, the last upsert at %d: want the withdrawal after every upsert", firstDelete, lastPut)
+	}
+	if sess.Exported(gone) || sess.ExportCount() != len(ups) {
+		t.Fatalf("session holds %d exports (gone: %v), want %d", sess.ExportCount(), sess.Exported(gone), len(ups))
+	}
+}

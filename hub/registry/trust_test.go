@@ -292,7 +292,7 @@ func TestExportLimitAndExportSet(t *testing.T) {
 	if !again.Resumed || !again.Exported(chat) || !again.Exported(chat2) || again.ExportCount() != 2 {
 		t.Fatalf("resumed export set: %d pools, resumed %v", again.ExportCount(), again.Resumed)
 	}
-	// A new incarnation starts empty.
+	// A new incarnation keeps what is stored until its replace_all delta replaces it.
 	fresh, err := s.OpenSession(ctx, "a", "h2", "i2")
 	if err != nil {
 		t.Fatal(err)
@@ -303,8 +303,18 @@ func TestExportLimitAndExportSet(t *testing.T) {
 	if _, ok, err := s.GetSession(ctx, "nobody"); err != nil || ok {
 		t.Fatalf("GetSession of a cluster without one: %v, %v", ok, err)
 	}
-	if fresh.ExportCount() != 0 {
-		t.Fatalf("a new incarnation starts with %d exports", fresh.ExportCount())
+	if fresh.Resumed || fresh.AckedSeq != 0 || fresh.ExportCount() != 2 {
+		t.Fatalf("a new incarnation: resumed %v, acked %d, %d exports; want a fresh sequence over the 2 stored", fresh.Resumed, fresh.AckedSeq, fresh.ExportCount())
+	}
+	if err := fresh.ApplyExports(ctx, registry.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []fleet.Export{exportOf(chat)}}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Exports["a"]) != 1 || fresh.Exported(chat2) || !fresh.Exported(chat) {
+		t.Fatalf("after the new incarnation's replace_all: stored %v", st.Exports["a"])
 	}
 }
 
