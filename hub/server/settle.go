@@ -1,0 +1,49 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// IncompleteStart is the reason RunStartGrace marks the view incomplete with.
+const IncompleteStart = "start"
+
+// settleCheck is how often RunStartGrace looks for the clusters still away.
+const settleCheck = 200 * time.Millisecond
+
+// RunStartGrace marks the view incomplete (IncompleteStart) from the hub's first load of the
+// registry until every registered cluster has a live session that stored its exports again, or
+// for the session lease TTL at most. A hub that starts after every replica was down longer than
+// the lease TTL finds the clusters' exports gone with their leases: the spokes were alive all
+// along and resend them as soon as they reconnect, so the withdrawals the registry shows then
+// are the hub's outage, not the fleet's, and no spoke acts on them meanwhile. A replica that
+// starts beside live ones finds every session live and lifts the mark at once.
+func (s *Server) RunStartGrace(ctx context.Context) error {
+	if err := s.model.WaitLoaded(ctx); err != nil {
+		return nil
+	}
+	grace := time.NewTimer(s.store.LeaseTTL())
+	defer grace.Stop()
+	tick := time.NewTicker(settleCheck)
+	defer tick.Stop()
+	defer s.model.ClearIncomplete(IncompleteStart)
+	for {
+		left := s.model.Unsettled()
+		if len(left) == 0 {
+			s.syncLog.Info("every registered cluster is back after the hub's start")
+			return nil
+		}
+		s.model.SetIncomplete(IncompleteStart, fmt.Sprintf("waiting for %d registered clusters to reconnect and resend their exports after the hub's start: %s",
+			len(left), strings.Join(left[:min(len(left), 10)], ", ")))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-grace.C:
+			s.syncLog.Warn("registered clusters did not reconnect within the lease TTL after the hub's start; their exports count as withdrawn", "clusters", len(left))
+			return nil
+		case <-tick.C:
+		}
+	}
+}

@@ -1,0 +1,108 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spillway-io/spillway/e2e/testkit"
+	hubetcd "github.com/spillway-io/spillway/hub/etcd"
+	"github.com/spillway-io/spillway/hub/registry"
+	"github.com/spillway-io/spillway/hub/view"
+	"github.com/spillway-io/spillway/pkg/fleet"
+)
+
+// TestStartGraceWaitsForTheClusters: a hub that starts on a registry whose clusters a and b have
+// no live session (their leases lapsed while every hub was down) keeps its view incomplete, so
+// that no spoke withdraws their imports, until each has reconnected and stored its exports
+// again; then the mark goes. With a cluster that never comes back, the mark goes after the lease
+// TTL.
+func TestStartGraceWaitsForTheClusters(t *testing.T) {
+	ctx := t.Context()
+	e, err := hubetcd.StartEmbedded(ctx, hubetcd.EmbeddedOptions{Dir: t.TempDir(), ListenAddress: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	cli, err := hubetcd.Dial([]string{e.Endpoint}, e.ClientTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	chat := fleet.PoolRef{Namespace: "default", Name: "chat"}
+	come := func(store *registry.Store, id string) {
+		t.Helper()
+		sess, err := store.OpenSession(ctx, id, "hub-test", "i-"+id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sess.ApplyExports(ctx, registry.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	start := func(ttl time.Duration) (*registry.Store, *view.Model, chan struct{}, context.CancelFunc) {
+		store := registry.New(cli, registry.Options{LeaseTTL: ttl})
+		model := view.New()
+		s := New(store, model, Options{})
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{}, 2)
+		go func() { _ = model.Follow(rctx, store, s.syncLog); done <- struct{}{} }()
+		go func() { _ = s.RunStartGrace(rctx); done <- struct{}{} }()
+		return store, model, done, cancel
+	}
+	marked := func(m *view.Model) bool {
+		for _, msg := range m.Incomplete() {
+			if strings.Contains(msg, "after the hub's start") {
+				return true
+			}
+		}
+		return false
+	}
+
+	store := registry.New(cli, registry.Options{LeaseTTL: time.Minute})
+	for _, id := range []string{"a", "b"} {
+		if _, err := store.RegisterCluster(ctx, fleet.ClusterInfo{ID: id, Region: "r"}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	store, model, done, stop := start(time.Minute)
+	testkit.Eventually(t, 5*time.Second, "the view marked incomplete while a and b are away", holds(func() bool { return marked(model) }))
+	come(store, "a")
+	testkit.Eventually(t, 5*time.Second, "only b unsettled once a stored its exports", holds(func() bool {
+		u := model.Unsettled()
+		return len(u) == 1 && u[0] == "b"
+	}))
+	if !marked(model) {
+		t.Fatal("the mark went with b still away")
+	}
+	come(store, "b")
+	testkit.Eventually(t, 5*time.Second, "the mark lifted once every cluster is back", holds(func() bool { return !marked(model) }))
+	stop()
+	<-done
+	<-done
+
+	// c registers and never connects: a hub started now waits for it for the lease TTL only.
+	if _, err := store.RegisterCluster(ctx, fleet.ClusterInfo{ID: "c", Region: "r"}, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, model, done, stop = start(2 * time.Second)
+	defer func() { stop(); <-done; <-done }()
+	testkit.Eventually(t, 5*time.Second, "the view marked incomplete while c is away", holds(func() bool { return marked(model) }))
+	began := time.Now()
+	testkit.Eventually(t, 10*time.Second, "the mark lifted after the lease TTL", holds(func() bool { return !marked(model) }))
+	if waited := time.Since(began); waited > 4*time.Second {
+		t.Fatalf("the mark stayed %v, want about the 2 s lease TTL", waited)
+	}
+}
+
+// holds turns a condition into an Eventually check.
+func holds(cond func() bool) func() error {
+	return func() error {
+		if cond() {
+			return nil
+		}
+		return errors.New("not yet")
+	}
+}
