@@ -54,8 +54,10 @@ func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Reg
 }
 
 // reportBurst is how many capacity reports a stream may send back to back before the announced
-// MinReportInterval applies.
-const reportBurst = 5
+// MinReportInterval applies. A spoke sends at most one per interval, but the hub sees them when
+// TCP delivers them: after a retransmission stall on a lossy link, the reports of the whole stall
+// arrive at once (20 cover 10 s at the default 500 ms). The average stays bounded by the interval.
+const reportBurst = 20
 
 // updateBurst is how many interest changes, and how many import reports, a stream may send back
 // to back before one per MinReportInterval applies to them too. A spoke sends one when its
