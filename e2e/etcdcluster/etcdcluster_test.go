@@ -25,6 +25,21 @@ func put(t *testing.T, c *Cluster, key string, timeout time.Duration) error {
 	return err
 }
 
+// putRetrying writes key as a client of a cluster that may be electing a leader does: a write
+// that etcd answers with a retryable error (a leader lost with the killed member) is sent
+// again, until within ends.
+func putRetrying(t *testing.T, c *Cluster, key string, within time.Duration) error {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := put(t, c, key, 5*time.Second)
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		t.Logf("write of %s: %v; retrying", key, err)
+	}
+}
+
 // TestQuorum: three members over mutual TLS take writes; with one killed the other two still
 // make a quorum; with two killed no write commits; a restarted member brings the quorum back and
 // holds what was written while it was away.
@@ -38,7 +53,7 @@ func TestQuorum(t *testing.T) {
 	}
 
 	c.Kill(0)
-	if err := put(t, c, "b", 10*time.Second); err != nil {
+	if err := putRetrying(t, c, "b", 30*time.Second); err != nil {
 		t.Fatalf("write with one member of three killed: %v", err)
 	}
 
@@ -52,7 +67,7 @@ func TestQuorum(t *testing.T) {
 	if err := c.Restart(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := put(t, c, "d", 10*time.Second); err != nil {
+	if err := putRetrying(t, c, "d", 30*time.Second); err != nil {
 		t.Fatalf("write after the quorum came back: %v", err)
 	}
 	// The restarted member serves what the others wrote while it was down, from its own port.
