@@ -63,6 +63,10 @@ type View struct {
 	waitImports  map[fleet.PoolRef]struct{}
 	waitClusters map[string]struct{}
 	waitCapacity map[fleet.CapacityKey]struct{}
+	// waitExporters are the exporter lists incomplete updates gave pools, whose clusters they
+	// would have dropped: the view keeps the union until the next complete update, which sets
+	// the list it carries or, for a pool it does not mention, the last one waiting.
+	waitExporters map[fleet.PoolRef][]string
 	// held are the import withdrawals the mass-deletion guard holds, with when each takes effect.
 	held    map[fleet.PoolRef]time.Time
 	damping time.Duration
@@ -75,18 +79,19 @@ type View struct {
 
 func newView(log *slog.Logger, m *metrics) *View {
 	return &View{
-		imports:      map[fleet.PoolRef]fleet.Import{},
-		clusters:     map[string]fleet.Cluster{},
-		capacity:     map[fleet.CapacityKey]fleet.RemoteCapacity{},
-		changed:      make(chan struct{}),
-		waitImports:  map[fleet.PoolRef]struct{}{},
-		waitClusters: map[string]struct{}{},
-		waitCapacity: map[fleet.CapacityKey]struct{}{},
-		held:         map[fleet.PoolRef]time.Time{},
-		damping:      maxDamping,
-		now:          clock.Now,
-		log:          log,
-		metrics:      m,
+		imports:       map[fleet.PoolRef]fleet.Import{},
+		clusters:      map[string]fleet.Cluster{},
+		capacity:      map[fleet.CapacityKey]fleet.RemoteCapacity{},
+		changed:       make(chan struct{}),
+		waitImports:   map[fleet.PoolRef]struct{}{},
+		waitClusters:  map[string]struct{}{},
+		waitCapacity:  map[fleet.CapacityKey]struct{}{},
+		waitExporters: map[fleet.PoolRef][]string{},
+		held:          map[fleet.PoolRef]time.Time{},
+		damping:       maxDamping,
+		now:           clock.Now,
+		log:           log,
+		metrics:       m,
 	}
 }
 
@@ -169,6 +174,15 @@ func (v *View) apply(u *pb.ViewUpdate) {
 	// What it adds or changes, which cancels any withdrawal waiting or held.
 	for _, i := range u.GetImports() {
 		imp := fleetpb.ImportFrom(i)
+		delete(v.waitExporters, imp.Pool)
+		if old, ok := v.imports[imp.Pool]; ok && !complete {
+			// An incomplete update drops no exporter of a pool either: an importer must not
+			// lose a cluster it spills to because the hub has not heard from it yet.
+			if merged := unionSorted(old.ExportingClusters, imp.ExportingClusters); len(merged) > len(imp.ExportingClusters) {
+				v.waitExporters[imp.Pool] = imp.ExportingClusters
+				imp.ExportingClusters = merged
+			}
+		}
 		v.imports[imp.Pool] = imp
 		delete(v.waitImports, imp.Pool)
 		delete(v.held, imp.Pool)
@@ -200,6 +214,13 @@ func (v *View) apply(u *pb.ViewUpdate) {
 	v.setHeldMetrics()
 	close(v.changed)
 	v.changed = make(chan struct{})
+}
+
+// unionSorted returns the sorted union of two lists of cluster IDs.
+func unionSorted(a, b []string) []string {
+	out := slices.Concat(a, b)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // wait records what an incomplete update would have removed, for the next complete one.
@@ -236,9 +257,16 @@ func (v *View) removeComplete(imports []fleet.PoolRef, clusters []string, capaci
 	for p := range v.waitImports {
 		imports = append(imports, p)
 	}
+	for p, exporters := range v.waitExporters {
+		if imp, ok := v.imports[p]; ok {
+			imp.ExportingClusters = exporters
+			v.imports[p] = imp
+		}
+	}
 	clear(v.waitClusters)
 	clear(v.waitCapacity)
 	clear(v.waitImports)
+	clear(v.waitExporters)
 	for _, id := range clusters {
 		delete(v.clusters, id)
 	}

@@ -286,3 +286,42 @@ func TestCapacityFreshnessOnTheSpokesClock(t *testing.T) {
 		}
 	}
 }
+
+// TestIncompleteUpdatesDropNoExporter: an incomplete update that gives a pool fewer exporting
+// clusters than the view holds (the hub has not heard from the others yet) keeps them all; the
+// next complete update sets the list it carries, or, for a pool it does not mention, the last
+// list the incomplete updates gave.
+func TestIncompleteUpdatesDropNoExporter(t *testing.T) {
+	tv := newTestView(t)
+	exporters := func(pool int, clusters ...string) *pb.Import {
+		return fleetpb.Import(fleet.Import{Pool: poolN(pool), ExportingClusters: clusters})
+	}
+	tv.apply(&pb.ViewUpdate{Snapshot: true, Cursor: &pb.ViewCursor{HubIncarnation: "h1"},
+		Imports: []*pb.Import{exporters(0, "east", "eu", "west"), exporters(1, "east", "west")}})
+	tv.apply(&pb.ViewUpdate{Snapshot: true, Incomplete: true, Cursor: &pb.ViewCursor{HubIncarnation: "h2"},
+		Imports: []*pb.Import{exporters(0, "west"), exporters(1, "west")}})
+	want := func(what string, pool int, clusters ...string) {
+		t.Helper()
+		for _, imp := range tv.Imports() {
+			if imp.Pool == poolN(pool) {
+				if fmt.Sprint(imp.ExportingClusters) != fmt.Sprint(clusters) {
+					t.Errorf("%s: pool %d exported by %v, want %v", what, pool, imp.ExportingClusters, clusters)
+				}
+				return
+			}
+		}
+		t.Errorf("%s: pool %d missing", what, pool)
+	}
+	want("after the incomplete snapshot", 0, "east", "eu", "west")
+	want("after the incomplete snapshot", 1, "east", "west")
+	// east comes back while the view is still incomplete: still nobody dropped.
+	tv.apply(&pb.ViewUpdate{Incomplete: true, Cursor: &pb.ViewCursor{HubIncarnation: "h2", Seq: 1},
+		Imports: []*pb.Import{exporters(0, "east", "west")}})
+	want("after east came back", 0, "east", "eu", "west")
+	// The complete update carries pool 0 (eu is really gone) and not pool 1, whose last list
+	// (west alone) takes effect.
+	tv.apply(&pb.ViewUpdate{Cursor: &pb.ViewCursor{HubIncarnation: "h2", Seq: 2},
+		Imports: []*pb.Import{exporters(0, "east", "west")}})
+	want("after the complete update", 0, "east", "west")
+	want("after the complete update", 1, "west")
+}
