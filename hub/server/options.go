@@ -37,6 +37,10 @@ type Options struct {
 	MinReportInterval time.Duration
 	// CapacityHeartbeat is how often a spoke resends unchanged capacity.
 	CapacityHeartbeat time.Duration
+	// StartGrace is the longest the view stays incomplete after the hub's start while registered
+	// clusters have not reconnected (RunStartGrace); zero means the session lease TTL plus
+	// spokeReconnectWait.
+	StartGrace time.Duration
 	// ViewInterval is the fastest the hub sends view updates on one stream, whether the fleet
 	// view or the stream's interest changed; changes in between are coalesced.
 	ViewInterval time.Duration

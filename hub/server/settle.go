@@ -10,12 +10,17 @@ import (
 // IncompleteStart is the reason RunStartGrace marks the view incomplete with.
 const IncompleteStart = "start"
 
+// spokeReconnectWait is the longest a spoke waits between two attempts to reach the hub: the
+// hub client's backoff (spoke/hubclient) doubles to 10 s, jittered up to 1.5 times.
+const spokeReconnectWait = 15 * time.Second
+
 // settleCheck is how often RunStartGrace looks for the clusters still away.
 const settleCheck = 200 * time.Millisecond
 
 // RunStartGrace marks the view incomplete (IncompleteStart) from the hub's first load of the
 // registry until every registered cluster has a live session that stored its exports again, or
-// for the session lease TTL at most. A hub that starts after every replica was down longer than
+// for Options.StartGrace at most (the session lease TTL, plus the longest a spoke waits between
+// two attempts to reconnect). A hub that starts after every replica was down longer than
 // the lease TTL finds the clusters' exports gone with their leases: the spokes were alive all
 // along and resend them as soon as they reconnect, so the withdrawals the registry shows then
 // are the hub's outage, not the fleet's, and no spoke acts on them meanwhile. A replica that
@@ -24,7 +29,11 @@ func (s *Server) RunStartGrace(ctx context.Context) error {
 	if err := s.model.WaitLoaded(ctx); err != nil {
 		return nil
 	}
-	grace := time.NewTimer(s.store.LeaseTTL())
+	wait := s.opts.StartGrace
+	if wait <= 0 {
+		wait = s.store.LeaseTTL() + spokeReconnectWait
+	}
+	grace := time.NewTimer(wait)
 	defer grace.Stop()
 	tick := time.NewTicker(settleCheck)
 	defer tick.Stop()
@@ -41,7 +50,7 @@ func (s *Server) RunStartGrace(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-grace.C:
-			s.syncLog.Warn("registered clusters did not reconnect within the lease TTL after the hub's start; their exports count as withdrawn", "clusters", len(left))
+			s.syncLog.Warn("registered clusters did not reconnect within the start grace after the hub's start; their exports count as withdrawn", "clusters", len(left), "grace", wait)
 			return nil
 		case <-tick.C:
 		}

@@ -17,8 +17,8 @@ import (
 // TestStartGraceWaitsForTheClusters: a hub that starts on a registry whose clusters a and b have
 // no live session (their leases lapsed while every hub was down) keeps its view incomplete, so
 // that no spoke withdraws their imports, until each has reconnected and stored its exports
-// again; then the mark goes. With a cluster that never comes back, the mark goes after the lease
-// TTL.
+// again; then the mark goes. With a cluster that never comes back, the mark goes after the
+// grace.
 func TestStartGraceWaitsForTheClusters(t *testing.T) {
 	ctx := t.Context()
 	e, err := hubetcd.StartEmbedded(ctx, hubetcd.EmbeddedOptions{Dir: t.TempDir(), ListenAddress: "127.0.0.1:0"})
@@ -45,7 +45,7 @@ func TestStartGraceWaitsForTheClusters(t *testing.T) {
 	start := func(ttl time.Duration) (*registry.Store, *view.Model, chan struct{}, context.CancelFunc) {
 		store := registry.New(cli, registry.Options{LeaseTTL: ttl})
 		model := view.New()
-		s := New(store, model, Options{})
+		s := New(store, model, Options{StartGrace: ttl})
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{}, 2)
 		go func() { _ = model.Follow(rctx, store, s.syncLog); done <- struct{}{} }()
@@ -91,9 +91,9 @@ func TestStartGraceWaitsForTheClusters(t *testing.T) {
 	defer func() { stop(); <-done; <-done }()
 	testkit.Eventually(t, 5*time.Second, "the view marked incomplete while c is away", holds(func() bool { return marked(model) }))
 	began := time.Now()
-	testkit.Eventually(t, 10*time.Second, "the mark lifted after the lease TTL", holds(func() bool { return !marked(model) }))
+	testkit.Eventually(t, 10*time.Second, "the mark lifted after the grace", holds(func() bool { return !marked(model) }))
 	if waited := time.Since(began); waited > 4*time.Second {
-		t.Fatalf("the mark stayed %v, want about the 2 s lease TTL", waited)
+		t.Fatalf("the mark stayed %v, want about the 2 s grace", waited)
 	}
 }
 
