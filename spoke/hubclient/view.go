@@ -71,6 +71,8 @@ type View struct {
 	held    map[fleet.PoolRef]time.Time
 	damping time.Duration
 	timer   *time.Timer
+	// stopped is set by stop: no timer is armed after it.
+	stopped bool
 
 	now     func() time.Time
 	log     *slog.Logger
@@ -207,6 +209,7 @@ func (v *View) apply(u *pb.ViewUpdate) {
 	v.incomplete = !complete
 	if complete {
 		v.removeComplete(goneImports, goneClusters, goneCapacity, now)
+		v.schedule(now)
 	} else {
 		v.wait(goneImports, goneClusters, goneCapacity)
 	}
@@ -321,7 +324,7 @@ func (v *View) releaseExpired(now time.Time) int {
 
 // schedule arms the timer for the earliest held withdrawal. v.mu is held.
 func (v *View) schedule(now time.Time) {
-	if len(v.held) == 0 {
+	if len(v.held) == 0 || v.stopped {
 		return
 	}
 	next := slices.MinFunc(slices.Collect(maps.Values(v.held)), time.Time.Compare)
@@ -332,10 +335,15 @@ func (v *View) schedule(now time.Time) {
 	v.timer = time.AfterFunc(d, v.release)
 }
 
-// release runs when the damping of a held withdrawal may have passed.
+// release runs when the damping of a held withdrawal may have passed. While the view is
+// incomplete it arms nothing: the next complete update carries out what is due and arms the
+// timer for the rest.
 func (v *View) release() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if v.stopped || v.incomplete {
+		return
+	}
 	now := v.now()
 	if v.releaseExpired(now) > 0 {
 		v.setHeldMetrics()
@@ -349,6 +357,7 @@ func (v *View) release() {
 func (v *View) stop() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.stopped = true
 	if v.timer != nil {
 		v.timer.Stop()
 	}

@@ -226,8 +226,20 @@ func TestHeldWithdrawalWaitsForACompleteView(t *testing.T) {
 	tv.apply(importsUpdate(true, false, 0, 0))
 	tv.apply(importsUpdate(false, true, 0, 0))
 	tv.now = tv.now.Add(2 * time.Second)
+	tv.mu.Lock()
+	tv.timer.Stop() // the timer armed when the withdrawals were held: this test fires it itself
+	tv.timer = nil
+	tv.mu.Unlock()
 	tv.release()
 	tv.wantImports(t, "after the damping, the view incomplete", 10)
+	// A release while the view is incomplete arms no timer (one due at once would fire again
+	// and again until a complete update).
+	tv.mu.Lock()
+	armed := tv.timer != nil && tv.timer.Stop()
+	tv.mu.Unlock()
+	if armed {
+		t.Error("a release while the view is incomplete armed the timer again")
+	}
 	tv.apply(importsUpdate(false, false, 0, 0))
 	tv.wantImports(t, "at the next complete update", 0)
 }
