@@ -47,6 +47,13 @@ func TestPeerReportsByOrigin(t *testing.T) {
 		}
 	}
 
+	// A late removal from the cluster's old session on this replica leaves the report that its
+	// newer session on hub-2 sent.
+	m.ReportCapacity("far", nil, []fleet.PoolRef{chat})
+	if got := len(m.Since("", 0, nil).Capacity); got != 2 {
+		t.Fatalf("a local removal dropped the report hub-2 holds: %d left", got)
+	}
+
 	seq := local.Seq
 	m.DropOrigin("hub-2")
 	snap = m.Since("", 0, nil)

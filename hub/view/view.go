@@ -234,6 +234,9 @@ func (m *Model) ReportCapacity(cluster string, caps []fleet.PoolCapacity, remove
 	}
 	for _, p := range removed {
 		k := fleet.CapacityKey{ClusterID: cluster, Pool: p}
+		if _, peer := m.capOrigin[k]; peer {
+			continue // a newer session of the cluster, on another replica, holds it
+		}
 		if _, ok := m.capacity[k]; ok {
 			m.deleteCapacity(k)
 			m.record(change{kind: changeCapacity, cluster: cluster, pool: p})
