@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/connectivity"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -83,9 +86,10 @@ func newReplicaSet(t *testing.T, n int) *replicaSet {
 	t.Cleanup(b.Close) // before the connections close: cleanups run last first
 	rs.b, rs.client = b, &gateway.Client{EPP: b}
 	testkit.Eventually(t, 5*time.Second, "every replica connected", func() error {
-		for _, s := range b.Stats() {
-			if !s.Up {
-				return fmt.Errorf("%s down", s.Address)
+		for i, s := range b.Stats() {
+			// Ready, and seen up by the balancer since (it starts up, and goes down while idle).
+			if replicas[i].Conn.GetState() != connectivity.Ready || !s.Up {
+				return fmt.Errorf("%s not connected", s.Address)
 			}
 		}
 		return nil
@@ -176,10 +180,12 @@ func TestBalancerStreamOnAKilledReplicaFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer call.Close()
-	if s := rs.b.Stats()[0]; d.Destinations[0] != "epp-0" || s.InFlight != 1 {
-		t.Fatalf("first stream on %s, epp-0 stats %+v: want it on epp-0, in flight", d.Destinations[0], s)
+	// The stream is on whichever replica the balancer picked (one may not count as up yet).
+	on := slices.IndexFunc(rs.b.Stats(), func(s gateway.ReplicaStats) bool { return s.Address == d.Destinations[0] })
+	if on < 0 || rs.b.Stats()[on].InFlight != 1 {
+		t.Fatalf("first stream on %s, stats %+v: want it in flight on that replica", d.Destinations[0], rs.b.Stats())
 	}
-	rs.servers[0].Stop()
+	rs.servers[on].Stop()
 	if err := call.ResponseHeaders(200, nil, "x", true); err == nil {
 		t.Fatal("the response phase of a stream on a stopped replica succeeded")
 	}

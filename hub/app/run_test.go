@@ -248,6 +248,18 @@ func TestPlaintextGetsNothing(t *testing.T) {
 	}
 	secure := &http.Client{Timeout: callTimeout, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: h.roots(), MinVersion: tls.VersionTLS13}}}
 	defer secure.CloseIdleConnections()
+	// The hub is ready once it leads and made the first hop key: wait for that over HTTPS.
+	testkit.Eventually(t, 10*time.Second, "HTTPS GET /readyz answers 200", func() error {
+		resp, err := secure.Get("https://" + h.http + "/readyz")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return errors.New(resp.Status)
+		}
+		return nil
+	})
 	for _, path := range []string{"/healthz", "/readyz", "/metrics"} {
 		resp, err := secure.Get("https://" + h.http + path)
 		if err != nil {
