@@ -7,8 +7,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
-	"strconv"
-	"strings"
+
+	"github.com/spillway-io/spillway/pkg/cli"
 )
 
 // ErrAddress means a hub address list is malformed.
@@ -20,41 +20,11 @@ var ErrAddress = errors.New("bad hub address")
 // not repeat. A list of one DNS name stands for every address the name resolves to (a
 // Kubernetes Service's).
 func ParseAddresses(s string) ([]string, error) {
-	if strings.TrimSpace(s) == "" {
-		return nil, fmt.Errorf("%w: empty; want host:port[,host:port...]", ErrAddress)
-	}
-	var out []string
-	for i, a := range strings.Split(s, ",") {
-		a = strings.TrimSpace(a)
-		if err := checkAddress(a); err != nil {
-			return nil, fmt.Errorf("%w: entry %d %q: %w", ErrAddress, i+1, a, err)
-		}
-		if slices.Contains(out, a) {
-			return nil, fmt.Errorf("%w: %q appears twice", ErrAddress, a)
-		}
-		out = append(out, a)
+	out, err := cli.ParseHostPorts(s)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrAddress, err)
 	}
 	return out, nil
-}
-
-func checkAddress(a string) error {
-	if a == "" {
-		return errors.New("empty (a comma too many?)")
-	}
-	host, port, err := net.SplitHostPort(a)
-	if err != nil {
-		return errors.New("want host:port")
-	}
-	if host == "" {
-		return errors.New("no host")
-	}
-	if strings.ContainsAny(host, " \t/\\@?#") {
-		return errors.New("the host is not a name or an IP address")
-	}
-	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
-		return errors.New("the port is not a number from 1 to 65535")
-	}
-	return nil
 }
 
 // endpoint is one hub replica to dial: its address, and the name its certificate must hold.

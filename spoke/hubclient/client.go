@@ -95,6 +95,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
+	"github.com/spillway-io/spillway/pkg/cli"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/fleetpb"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
@@ -406,7 +407,7 @@ func (c *Client) poke() {
 func (c *Client) addresses() ([]string, error) {
 	if len(c.opts.HubAddresses) > 0 {
 		for _, a := range c.opts.HubAddresses {
-			if err := checkAddress(a); err != nil {
+			if err := cli.CheckHostPort(a); err != nil {
 				return nil, fmt.Errorf("%w: %q: %w", ErrAddress, a, err)
 			}
 		}
