@@ -39,6 +39,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spillway-io/spillway/pkg/epp/prefix"
+	"github.com/spillway-io/spillway/pkg/gossip"
 )
 
 // Index is what a Replicator needs of the prefix index: replicated adds for what it receives,
@@ -211,15 +212,9 @@ func New(o Options) (*Replicator, error) {
 		r.log.Warn("the EPP replica ring is not encrypted (--replica-insecure): anyone who reaches its port can read the prompts' block hashes and steer prefix affinity; give every replica --gossip-key-file",
 			"address", o.BindAddress)
 	}
-	// The fleet gossip's timings (pkg/gossip): a dead replica leaves the ring within a second or two.
-	c.ProbeInterval = 250 * time.Millisecond
-	c.ProbeTimeout = 150 * time.Millisecond
-	c.SuspicionMult = 2
-	c.SuspicionMaxTimeoutMult = 3
-	c.GossipInterval = 50 * time.Millisecond
-	c.GossipToTheDeadTime = 5 * time.Second
+	// The fleet gossip's timings: a dead replica leaves the ring within a second or two.
+	gossip.Timings(c)
 	c.PushPullInterval = 15 * time.Second
-	c.TCPTimeout = 2 * time.Second
 	// Block hashes do not compress: memberlist would try every message in vain.
 	c.EnableCompression = false
 	c.Delegate = delegate{r}

@@ -122,14 +122,8 @@ func Start(o Options) (*Member, error) {
 		m.log.Warn("gossip is not encrypted (--gossip-insecure): anyone who reaches the gossip port can read the fleet's members and forge their liveness; give every member --gossip-key-file",
 			"address", o.BindAddress)
 	}
-	c.ProbeInterval = 250 * time.Millisecond
-	c.ProbeTimeout = 150 * time.Millisecond
-	c.SuspicionMult = 2
-	c.SuspicionMaxTimeoutMult = 3
-	c.GossipInterval = 50 * time.Millisecond
-	c.GossipToTheDeadTime = 5 * time.Second
+	Timings(c)
 	c.PushPullInterval = 5 * time.Second
-	c.TCPTimeout = 2 * time.Second
 	c.Events = m
 	c.Logger = slog.NewLogLogger(m.log.Handler(), slog.LevelDebug)
 	ml, err := memberlist.Create(c)
@@ -226,4 +220,18 @@ func splitHostPort(addr string) (string, int, error) {
 		host = "0.0.0.0"
 	}
 	return host, port, nil
+}
+
+// Timings sets the failure detector's timings on a memberlist configuration: probes every
+// 250 ms with a 150 ms timeout, suspicion for two probe rounds (at most three times that
+// without confirmations), gossip every 50 ms. A dead member is known within a second or two.
+// The fleet gossip and the EPP replicas' ring (pkg/affinity) both use them.
+func Timings(c *memberlist.Config) {
+	c.ProbeInterval = 250 * time.Millisecond
+	c.ProbeTimeout = 150 * time.Millisecond
+	c.SuspicionMult = 2
+	c.SuspicionMaxTimeoutMult = 3
+	c.GossipInterval = 50 * time.Millisecond
+	c.GossipToTheDeadTime = 5 * time.Second
+	c.TCPTimeout = 2 * time.Second
 }
