@@ -557,7 +557,9 @@ type Remote struct {
 	ClusterID string
 	Region    string
 	Alive     bool
-	Age       time.Duration
+	// Unreachable: the spoke's gossip pings to it went unanswered for a second.
+	Unreachable bool
+	Age         time.Duration
 	// Its own report's view of its pool.
 	Saturated, Spilling bool
 	ReadyEndpoints      int

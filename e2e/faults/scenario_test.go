@@ -121,7 +121,7 @@ type Sample struct {
 	// MinAge and MaxAge bound the ages of the candidates' capacity reports.
 	MinAge, MaxAge time.Duration
 	// Why says, for each candidate that is not a target, why: "dead" (gossip or the hub says
-	// it is gone), "stale" (its capacity report is older than the 5 s freshness bound),
+	// it is gone), "unreachable" (the spoke's gossip pings went unanswered for a second), "stale" (its capacity report is older than the 5 s freshness bound),
 	// "saturated", "spilling" (its own report says so) or "no ready endpoint".
 	Why map[string]string
 }
@@ -151,6 +151,8 @@ func (f *Fleet) Watch(ctx context.Context, regions []Region) (stop func() map[st
 							switch {
 							case !c.Alive:
 								s.Why[c.Region] = "dead"
+							case c.Unreachable:
+								s.Why[c.Region] = "unreachable"
 							case c.Age > 5*time.Second:
 								s.Why[c.Region] = "stale"
 							case c.Saturated:

@@ -212,8 +212,8 @@ func New(o Options) (*Replicator, error) {
 		r.log.Warn("the EPP replica ring is not encrypted (--replica-insecure): anyone who reaches its port can read the prompts' block hashes and steer prefix affinity; give every replica --gossip-key-file",
 			"address", o.BindAddress)
 	}
-	// The fleet gossip's timings: a dead replica leaves the ring within a second or two.
-	gossip.Timings(c)
+	// The replicas share a network: a dead one leaves the ring within a second or two.
+	gossip.LANTimings(c)
 	c.PushPullInterval = 15 * time.Second
 	// Block hashes do not compress: memberlist would try every message in vain.
 	c.EnableCompression = false

@@ -3,10 +3,13 @@
 // --gossip-insecure, which logs a warning), so each spoke learns that a cluster died even while
 // the hub is down. Members are named by cluster ID (spokes) or "hub/<replica>" (hubs).
 //
-// Timings are tuned for a small fleet on a fast network: a member is probed every 250 ms (in
-// turn), suspected after a 150 ms probe and indirect checks fail, and declared dead after the
-// suspicion timeout (SuspicionMult × max(1, log10 N) × probe interval, 0.5 s for a few members).
-// A dead member is known to everyone within a second or two.
+// Two answers, for two uses. The verdict "dead" is SWIM's (memberlist with Lifeguard), tuned not
+// to be wrong across regions: members are probed every 500 ms (in turn), suspected when neither
+// the probe nor the indirect checks are answered, and declared dead only after the suspicion
+// has stood for 6 s, longer in a large fleet without confirmations (see Timings).
+// "Unreachable" is this member's own, for the clusters a spoke would spill to: pinged directly
+// 20 times a second, unanswered for a second (see reach.go). A spoke leaves a cluster out of
+// its spill targets on either.
 package gossip
 
 import (
@@ -82,6 +85,8 @@ type Member struct {
 	log  *slog.Logger
 	ml   *memberlist.Memberlist
 
+	reach *reach
+
 	mu   sync.RWMutex
 	dead map[string]time.Time
 	// stopped guards Leave and Shutdown; memberlist calls the event methods (which take mu)
@@ -105,6 +110,10 @@ func Start(o Options) (*Member, error) {
 		return nil, fmt.Errorf("gossip bind address: %w", err)
 	}
 	m := &Member{opts: o, log: o.Logger.With("component", "gossip"), dead: map[string]time.Time{}}
+	m.reach = newReach(func(name string, addr net.Addr) error {
+		_, err := m.ml.Ping(name, addr)
+		return err
+	})
 	c := memberlist.DefaultLANConfig()
 	c.Name = o.Name
 	c.BindAddr, c.BindPort = host, port
@@ -123,7 +132,6 @@ func Start(o Options) (*Member, error) {
 			"address", o.BindAddress)
 	}
 	Timings(c)
-	c.PushPullInterval = 5 * time.Second
 	c.Events = m
 	c.Logger = slog.NewLogLogger(m.log.Handler(), slog.LevelDebug)
 	ml, err := memberlist.Create(c)
@@ -134,24 +142,37 @@ func Start(o Options) (*Member, error) {
 	return m, nil
 }
 
-// Run joins the seeds, rejoins them whenever this member is alone, and leaves at the end.
+// Run joins the seeds, rejoins them whenever this member is alone, pings the members asked
+// about (Unreachable), and leaves at the end.
 func (m *Member) Run(ctx context.Context) error {
 	defer m.Close()
-	tick := time.NewTicker(2 * time.Second)
-	defer tick.Stop()
+	defer m.reach.wg.Wait()
+	join := time.NewTicker(2 * time.Second)
+	defer join.Stop()
+	ping := time.NewTicker(ReachInterval)
+	defer ping.Stop()
+	m.rejoin()
 	for {
-		if len(m.opts.Join) > 0 && m.ml.NumMembers() <= 1 {
-			if n, err := m.ml.Join(m.opts.Join); err != nil {
-				m.log.Debug("gossip join failed, retrying", "seeds", m.opts.Join, "err", err)
-			} else {
-				m.log.Info("gossip joined", "contacted", n, "members", m.ml.NumMembers())
-			}
-		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
+		case <-ping.C:
+			m.reach.round()
+		case <-join.C:
+			m.rejoin()
 		}
+	}
+}
+
+// rejoin contacts the seeds when this member is alone.
+func (m *Member) rejoin() {
+	if len(m.opts.Join) == 0 || m.ml.NumMembers() > 1 {
+		return
+	}
+	if n, err := m.ml.Join(m.opts.Join); err != nil {
+		m.log.Debug("gossip join failed, retrying", "seeds", m.opts.Join, "err", err)
+	} else {
+		m.log.Info("gossip joined", "contacted", n, "members", m.ml.NumMembers())
 	}
 }
 
@@ -179,6 +200,12 @@ func (m *Member) Dead(name string) bool {
 	return ok
 }
 
+// Unreachable reports whether the member named name, alive or suspect by gossip, answered
+// none of this member's direct pings for ReachWindow. Asking starts the pings (for a minute
+// after the last ask); until they have run a window, and for a member gossip does not know,
+// the answer is false: unknown is not unreachable.
+func (m *Member) Unreachable(name string) bool { return m.reach.unreachable(name) }
+
 // Alive returns the names of the members alive now, this one included.
 func (m *Member) Alive() []string {
 	var out []string
@@ -193,6 +220,7 @@ func (m *Member) NotifyJoin(n *memberlist.Node) {
 	m.mu.Lock()
 	delete(m.dead, n.Name)
 	m.mu.Unlock()
+	m.reach.known(n.Name, nodeAddr(n))
 	m.log.Info("gossip member alive", "member", n.Name, "address", n.Address())
 }
 
@@ -201,11 +229,14 @@ func (m *Member) NotifyLeave(n *memberlist.Node) {
 	m.mu.Lock()
 	m.dead[n.Name] = time.Now()
 	m.mu.Unlock()
+	m.reach.known(n.Name, nil)
 	m.log.Warn("gossip member dead", "member", n.Name)
 }
 
-// NotifyUpdate implements memberlist.EventDelegate.
-func (m *Member) NotifyUpdate(*memberlist.Node) {}
+// NotifyUpdate implements memberlist.EventDelegate: the member's address may have changed.
+func (m *Member) NotifyUpdate(n *memberlist.Node) { m.reach.known(n.Name, nodeAddr(n)) }
+
+func nodeAddr(n *memberlist.Node) net.Addr { return &net.UDPAddr{IP: n.Addr, Port: int(n.Port)} }
 
 func splitHostPort(addr string) (string, int, error) {
 	host, p, err := net.SplitHostPort(addr)
@@ -222,11 +253,31 @@ func splitHostPort(addr string) (string, int, error) {
 	return host, port, nil
 }
 
-// Timings sets the failure detector's timings on a memberlist configuration: probes every
-// 250 ms with a 150 ms timeout, suspicion for two probe rounds (at most three times that
-// without confirmations), gossip every 50 ms. A dead member is known within a second or two.
-// The fleet gossip and the EPP replicas' ring (pkg/affinity) both use them.
+// Timings sets the fleet gossip's failure detector, for links across regions that may lose
+// packets. A member is probed every 500 ms in turn; the direct probe's answer counts until the
+// next (round trips up to ~450 ms), the indirect checks through three others start after
+// 400 ms. A suspicion becomes a verdict after SuspicionMult × max(1, log10 N) × 500 ms (6 s up
+// to 10 members) once enough other members have confirmed it, and up to three times that
+// without confirmations (Lifeguard; below 12 members memberlist expects none and waits the
+// 6 s). That outlasts the full state exchange (push-pull over TCP, every 2 s, see Start), so a
+// member that a lossy link made suspect hears it and refutes it before anyone declares it dead.
+// memberlist's own ping (Unreachable) waits the same 400 ms.
 func Timings(c *memberlist.Config) {
+	c.ProbeInterval = 500 * time.Millisecond
+	c.ProbeTimeout = 400 * time.Millisecond
+	c.SuspicionMult = 12
+	c.SuspicionMaxTimeoutMult = 3
+	c.GossipInterval = 50 * time.Millisecond
+	c.GossipToTheDeadTime = 5 * time.Second
+	c.TCPTimeout = 2 * time.Second
+	c.PushPullInterval = 2 * time.Second
+}
+
+// LANTimings sets a failure detector for members inside one cluster's network (the EPP
+// replicas' ring, pkg/affinity): probes every 250 ms with a 150 ms timeout, suspicion for two
+// probe rounds (at most three times that), gossip every 50 ms. A dead member is known within a
+// second or two.
+func LANTimings(c *memberlist.Config) {
 	c.ProbeInterval = 250 * time.Millisecond
 	c.ProbeTimeout = 150 * time.Millisecond
 	c.SuspicionMult = 2

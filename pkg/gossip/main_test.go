@@ -15,7 +15,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // settled returns a function that waits until the goroutines started since settled was called
 // have ended. memberlist's Shutdown does not wait for a probe in flight, which ends within its
-// health-scaled probe interval (at most 8 × 250 ms); a test that stopped its members defers it
+// health-scaled probe interval (at most 8 × 500 ms); a test that stopped its members defers it
 // first, so that it runs last.
 func settled(t *testing.T) func() {
 	before := goleak.IgnoreCurrent()

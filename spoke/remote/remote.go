@@ -34,9 +34,12 @@ type GatewayResolver interface {
 	RemoteGateway(clusterID string) (addr, from string, ok bool)
 }
 
-// Liveness says whether gossip has declared a cluster dead.
+// Liveness is gossip's: whether a cluster was declared dead (the fleet's verdict), and whether
+// this spoke's own pings to it went unanswered for a while (pkg/gossip: quicker, local and
+// undone by the next answer).
 type Liveness interface {
 	Dead(clusterID string) bool
+	Unreachable(clusterID string) bool
 }
 
 // RTT gives the round-trip estimate to a gateway (0 while unknown) and keeps it measured.
@@ -111,6 +114,7 @@ func (c *Candidates) remote(rc fleet.RemoteCapacity, cl fleet.Cluster, now time.
 		Gateway:        c.gateway(rc.ClusterID, cl.Info.GatewayAddress),
 		Endpoints:      readyByQueue(rc.Capacity.Endpoints),
 		Alive:          cl.State == fleet.StateAlive && (c.opts.Live == nil || !c.opts.Live.Dead(rc.ClusterID)),
+		Unreachable:    c.opts.Live != nil && c.opts.Live.Unreachable(rc.ClusterID),
 		Age:            now.Sub(rc.ReceivedAt),
 		Saturated:      rc.Capacity.Saturated,
 		Saturation:     rc.Capacity.Saturation,

@@ -31,9 +31,11 @@ func (g gateways) RemoteGateway(id string) (string, string, bool) {
 	return addr, "ServiceImport", ok
 }
 
-type dead map[string]bool
+// liveness is a fake gossip: the clusters declared dead, and those this spoke cannot reach.
+type liveness struct{ dead, unreachable map[string]bool }
 
-func (d dead) Dead(id string) bool { return d[id] }
+func (l liveness) Dead(id string) bool        { return l.dead[id] }
+func (l liveness) Unreachable(id string) bool { return l.unreachable[id] }
 
 // rtts is a fake RTT source that remembers what it was asked.
 type rtts struct {
@@ -85,13 +87,13 @@ func TestList(t *testing.T) {
 			Age: 300 * time.Millisecond, Saturated: true, Saturation: 0.9, ReadyEndpoints: 2, QueueDepth: 7, Spilling: true, RTT: 40 * time.Millisecond}},
 		wantAsked: []string{"10.0.1.1:80"},
 	}, {
-		name: "gone by the hub or dead by gossip: not alive",
+		name: "gone by the hub or dead by gossip: not alive; unreachable by gossip: alive, unreachable",
 		opts: Options{View: fleetOf(report("ap-gone-1", 0, fleet.PoolCapacity{}), report("eu-west-1", 0, fleet.PoolCapacity{}),
-			report("us-west-1", 0, fleet.PoolCapacity{})), Live: dead{"eu-west-1": true}},
+			report("us-west-1", 0, fleet.PoolCapacity{})), Live: liveness{dead: map[string]bool{"eu-west-1": true}, unreachable: map[string]bool{"us-west-1": true}}},
 		want: []spill.Remote{
 			{ClusterID: "ap-gone-1", Region: "ap", Gateway: "10.0.3.1:80"},
 			{ClusterID: "eu-west-1", Region: "eu-west", Gateway: "10.0.2.1:80"},
-			{ClusterID: "us-west-1", Region: "us-west", Gateway: "10.0.1.1:80", Alive: true, RTT: 40 * time.Millisecond},
+			{ClusterID: "us-west-1", Region: "us-west", Gateway: "10.0.1.1:80", Alive: true, Unreachable: true, RTT: 40 * time.Millisecond},
 		},
 		wantAsked: []string{"10.0.3.1:80", "10.0.2.1:80", "10.0.1.1:80"},
 	}, {
