@@ -39,6 +39,7 @@ import (
 	"github.com/spillway-io/spillway/hub/view"
 	"github.com/spillway-io/spillway/pkg/logging"
 	"github.com/spillway-io/spillway/pkg/serve"
+	"github.com/spillway-io/spillway/pkg/thinstream"
 	"github.com/spillway-io/spillway/pkg/tlsconfig"
 )
 
@@ -87,6 +88,7 @@ func peerDialer(pki *hubTLS) func(address string) (*grpc.ClientConn, error) {
 		}
 		return grpc.NewClient("passthrough:///"+address,
 			grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.ClientConfig(pki.peer, pki.servingCAs, host))),
+			grpc.WithContextDialer(thinstream.Dial),
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}))
 	}
 }
@@ -148,10 +150,11 @@ type listeners struct {
 func listen(cfg *Config) (*listeners, error) {
 	var ls listeners
 	var err error
-	if ls.spokes, err = net.Listen("tcp", cfg.GRPCAddress); err != nil {
+	// The spokes' sessions and the replicas' peer streams are thin streams (pkg/thinstream).
+	if ls.spokes, err = thinstream.Listen(cfg.GRPCAddress); err != nil {
 		return nil, fmt.Errorf("listen --grpc-address: %w", err)
 	}
-	if ls.admin, err = net.Listen("tcp", cfg.AdminAddress); err != nil {
+	if ls.admin, err = thinstream.Listen(cfg.AdminAddress); err != nil {
 		ls.close()
 		return nil, fmt.Errorf("listen --admin-address: %w", err)
 	}
@@ -288,7 +291,7 @@ func Run(ctx context.Context, cfg *Config) error {
 		LeaseTTL: cfg.LeaderLeaseTTL, Logger: log, Registerer: reg,
 	})
 
-	member, err := cfg.Gossip.Start("hub/"+cfg.HubID, log)
+	member, err := cfg.Gossip.Start("hub/"+cfg.HubID, log, reg)
 	if err != nil {
 		ls.close()
 		return err

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 )
 
@@ -48,8 +49,9 @@ func (f *Flags) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Start starts a member named name, or returns nil when gossip is off.
-func (f *Flags) Start(name string, log *slog.Logger) (*Member, error) {
+// Start starts a member named name, its metrics in reg (nil: none), or returns nil when gossip
+// is off.
+func (f *Flags) Start(name string, log *slog.Logger, reg prometheus.Registerer) (*Member, error) {
 	if f.Address == "" {
 		return nil, nil
 	}
@@ -62,5 +64,5 @@ func (f *Flags) Start(name string, log *slog.Logger) (*Member, error) {
 		}
 	}
 	return Start(Options{Name: name, BindAddress: f.Address, AdvertiseAddress: f.Advertise, Join: f.Join, Key: key, OldKeys: old,
-		Insecure: f.Insecure, Logger: log})
+		Insecure: f.Insecure, Logger: log, Registerer: reg})
 }

@@ -102,7 +102,7 @@ func TestInsecureGossipWarnsAndWorks(t *testing.T) {
 		if err := f.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		m, err := f.Start(fmt.Sprintf("plain-%d", i), slog.New(slog.NewTextHandler(logs[i], &slog.HandlerOptions{Level: slog.LevelWarn})))
+		m, err := f.Start(fmt.Sprintf("plain-%d", i), slog.New(slog.NewTextHandler(logs[i], &slog.HandlerOptions{Level: slog.LevelWarn})), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -132,7 +132,7 @@ func TestInsecureGossipWarnsAndWorks(t *testing.T) {
 	}
 	var withKey syncBuffer
 	f := Flags{Address: "127.0.0.1:0", KeyFile: keyFile, Insecure: true}
-	m, err := f.Start("encrypted", slog.New(slog.NewTextHandler(&withKey, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	m, err := f.Start("encrypted", slog.New(slog.NewTextHandler(&withKey, &slog.HandlerOptions{Level: slog.LevelWarn})), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options configure a member.
@@ -47,6 +48,8 @@ type Options struct {
 	// reaches the port can then read the members and declare a cluster dead or alive.
 	Insecure bool
 	Logger   *slog.Logger
+	// Registerer gets the member's metrics (spillway_gossip_*); nil registers none.
+	Registerer prometheus.Registerer
 }
 
 // ReadKey reads the gossip keys from a file: one base64 key of 16, 24 or 32 bytes per line. The
@@ -85,7 +88,8 @@ type Member struct {
 	log  *slog.Logger
 	ml   *memberlist.Memberlist
 
-	reach *reach
+	reach  *reach
+	deaths prometheus.Counter
 
 	mu   sync.RWMutex
 	dead map[string]time.Time
@@ -114,6 +118,10 @@ func Start(o Options) (*Member, error) {
 		_, err := m.ml.Ping(name, addr)
 		return err
 	})
+	m.deaths = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "spillway_gossip_dead_verdicts_total",
+		Help: "Members this one saw declared dead (gossip member dead in the log); a member that comes back is counted again when it dies again.",
+	})
 	c := memberlist.DefaultLANConfig()
 	c.Name = o.Name
 	c.BindAddr, c.BindPort = host, port
@@ -139,6 +147,10 @@ func Start(o Options) (*Member, error) {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	m.ml = ml
+	if err := m.register(o.Registerer); err != nil {
+		_ = ml.Shutdown()
+		return nil, fmt.Errorf("gossip metrics: %w", err)
+	}
 	return m, nil
 }
 
@@ -230,6 +242,7 @@ func (m *Member) NotifyLeave(n *memberlist.Node) {
 	m.dead[n.Name] = time.Now()
 	m.mu.Unlock()
 	m.reach.known(n.Name, nil)
+	m.deaths.Inc()
 	m.log.Warn("gossip member dead", "member", n.Name)
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spillway-io/spillway/e2e/promtest"
 	"github.com/spillway-io/spillway/e2e/testkit"
 )
 
@@ -31,12 +32,17 @@ func TestDeadMemberIsKnownQuickly(t *testing.T) {
 	var members []*Member
 	cancels := map[string]context.CancelFunc{}
 	var wg sync.WaitGroup
+	reg := promtest.NewRegistry()
 	for i := range 4 {
 		var join []string
 		if i > 0 {
 			join = []string{seed}
 		}
-		m, err := Start(Options{Name: fmt.Sprintf("cluster-%d", i), BindAddress: "127.0.0.1:0", Join: join, Key: key})
+		o := Options{Name: fmt.Sprintf("cluster-%d", i), BindAddress: "127.0.0.1:0", Join: join, Key: key}
+		if i == 0 {
+			o.Registerer = reg
+		}
+		m, err := Start(o)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,6 +102,9 @@ func TestDeadMemberIsKnownQuickly(t *testing.T) {
 		return nil
 	})
 	t.Logf("cluster-0 found cluster-3 unreachable %.2fs after the crash", time.Since(killed).Seconds())
+	if n := promtest.Value(t, reg, "spillway_gossip_unreachable_members"); n != 1 {
+		t.Errorf("spillway_gossip_unreachable_members %v, want 1", n)
+	}
 	testkit.Eventually(t, 15*time.Second, "the crash of cluster-3 known to every other member", func() error {
 		for _, m := range members[:3] {
 			if !m.Dead("cluster-3") || slices.Contains(m.Alive(), "cluster-3") {
@@ -105,6 +114,12 @@ func TestDeadMemberIsKnownQuickly(t *testing.T) {
 		return nil
 	})
 	t.Logf("every member saw the crash within %.2fs", time.Since(killed).Seconds())
+	if n := promtest.Value(t, reg, "spillway_gossip_dead_verdicts_total"); n != 1 {
+		t.Errorf("spillway_gossip_dead_verdicts_total %v, want 1", n)
+	}
+	if n := promtest.Value(t, reg, "spillway_gossip_members"); n != 3 {
+		t.Errorf("spillway_gossip_members %v, want 3", n)
+	}
 	if members[0].Dead("never-seen") {
 		t.Fatal("a member never seen is not dead")
 	}
@@ -160,7 +175,7 @@ func TestKeyRollout(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer func() { cancel(); wg.Wait() }()
 	start := func(name, keyFile string, join ...string) *Member {
-		m, err := (&Flags{Address: "127.0.0.1:0", KeyFile: keyFile, Join: join}).Start(name, nil)
+		m, err := (&Flags{Address: "127.0.0.1:0", KeyFile: keyFile, Join: join}).Start(name, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -195,4 +210,16 @@ func TestKeyRollout(t *testing.T) {
 	if _, err := newOnly.ml.Join([]string{stranger.ml.LocalNode().Address()}); err == nil {
 		t.Error("a member with the new key alone joined one with the old key alone")
 	}
+}
+
+// TestMetricNames covers every metric a member registers.
+func TestMetricNames(t *testing.T) {
+	defer settled(t)()
+	reg := promtest.NewRegistry()
+	m, err := Start(Options{Name: "metrics", BindAddress: "127.0.0.1:0", Insecure: true, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	promtest.CheckGolden(t, reg, "gossip", "testdata/metrics.golden")
 }

@@ -70,11 +70,22 @@ func (r *reach) unreachable(name string) bool {
 		r.mu.Unlock()
 	}
 	t.asked.Store(now)
+	return known && t.down(now)
+}
+
+// check is unreachable without asking: it keeps no member pinged.
+func (r *reach) check(name string) bool {
+	r.mu.RLock()
+	t, ok := r.targets[name]
+	_, known := r.addrs[name]
+	r.mu.RUnlock()
+	return ok && known && t.down(r.now())
+}
+
+// down reports whether the target, pinged for a window, answered none of it.
+func (t *target) down(now int64) bool {
 	since := t.since.Load()
-	if !known || since == 0 {
-		return false
-	}
-	return now-max(since, t.answered.Load()) > int64(ReachWindow)
+	return since != 0 && now-max(since, t.answered.Load()) > int64(ReachWindow)
 }
 
 // round sends one ping to every target asked about within reachForget and known to gossip,
@@ -125,4 +136,21 @@ func (r *reach) known(name string, addr net.Addr) {
 		return
 	}
 	r.addrs[name] = addr
+}
+
+// count is how many of the members asked about are unreachable now.
+func (r *reach) count() int {
+	r.mu.RLock()
+	names := make([]string, 0, len(r.targets))
+	for name := range r.targets {
+		names = append(names, name)
+	}
+	r.mu.RUnlock()
+	n := 0
+	for _, name := range names {
+		if r.check(name) {
+			n++
+		}
+	}
+	return n
 }

@@ -126,7 +126,7 @@ func (s *spoke) elected() bool {
 }
 
 func (s *spoke) startGossip() error {
-	m, err := s.cfg.Gossip.Start(s.cfg.ClusterID, s.log)
+	m, err := s.cfg.Gossip.Start(s.cfg.ClusterID, s.log, s.reg)
 	s.member = m
 	return err
 }

@@ -98,6 +98,7 @@ import (
 	"github.com/spillway-io/spillway/pkg/cli"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/fleetpb"
+	"github.com/spillway-io/spillway/pkg/thinstream"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
@@ -521,7 +522,9 @@ func (c *Client) sessionAt(ctx context.Context, ep endpoint, dial []grpc.DialOpt
 		dial = append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}, dial...)
 	}
 	// A connection per session: its handshake presents the key pair loaded last, and verifies
-	// this replica's certificate for the name of this address.
+	// this replica's certificate for the name of this address. The session is a thin stream
+	// (pkg/thinstream); DialOptions may dial otherwise.
+	dial = append([]grpc.DialOption{grpc.WithContextDialer(thinstream.Dial)}, dial...)
 	conn, err := grpc.NewClient(ep.addr, dial...)
 	if err != nil {
 		return false, fmt.Errorf("hub address %q: %w", ep.addr, err)
