@@ -88,6 +88,10 @@ const IncompletePeers = "peers"
 // first snapshot.
 const DefaultFirstSnapshotWait = 5 * time.Second
 
+// DefaultPeerDropAfter is how long a replica's stream of reports may stay broken before what it
+// streamed is dropped from the view.
+const DefaultPeerDropAfter = 10 * time.Second
+
 // peerMaxMessageBytes bounds a batch of a peer's reports: a snapshot holds every report of its
 // spokes.
 const peerMaxMessageBytes = 64 << 20
@@ -102,6 +106,11 @@ type PeerOptions struct {
 	// FirstSnapshotWait is how long a replica listed in hubs/ keeps the view incomplete before
 	// its first snapshot arrives; zero means DefaultFirstSnapshotWait.
 	FirstSnapshotWait time.Duration
+	// DropAfter is how long the stream of a replica still listed in hubs/ may stay broken (a
+	// partition between replicas) before its reports are dropped from the view, where they would
+	// otherwise stay as they were last streamed; zero means DefaultPeerDropAfter. Its next
+	// snapshot brings them back.
+	DropAfter time.Duration
 }
 
 // RunPeers keeps one stream of reports (PeerService.Reports) open to every other replica listed
@@ -109,13 +118,17 @@ type PeerOptions struct {
 // own spokes had sent it; capacity is as fresh as its age says, measured from its receipt here.
 // A replica that leaves hubs/ (its lease lapsed, or it stopped) has its reports dropped; one that
 // comes back with a new incarnation is streamed again, and its first snapshot replaces what it
-// sent before. A broken stream is opened again after a jittered backoff (200 ms doubling to 5 s).
+// sent before. A broken stream is opened again after a jittered backoff (200 ms doubling to 5 s);
+// one broken for DropAfter has its reports dropped until its next snapshot.
 //
 // The view is marked incomplete (IncompletePeers) until the first list of replicas is read, and
 // while a listed replica's first snapshot has not arrived, for at most FirstSnapshotWait each.
 func (s *Server) RunPeers(ctx context.Context, o PeerOptions) error {
 	if o.FirstSnapshotWait <= 0 {
 		o.FirstSnapshotWait = DefaultFirstSnapshotWait
+	}
+	if o.DropAfter <= 0 {
+		o.DropAfter = DefaultPeerDropAfter
 	}
 	p := &peers{s: s, o: o, log: s.peerLog, conns: map[string]*peerConn{}, pending: map[string]time.Time{}}
 	s.model.SetIncomplete(IncompletePeers, "the list of hub replicas has not been read yet")
@@ -286,10 +299,12 @@ func (p *peers) expire(ctx context.Context) {
 	}
 }
 
-// follow keeps a stream of rec's reports open until ctx ends.
+// follow keeps a stream of rec's reports open until ctx ends. While it is broken, what rec
+// streamed stays in the view for DropAfter, then is dropped until its next snapshot.
 func (p *peers) follow(ctx context.Context, rec registry.HubRecord) {
 	log := p.log.With("peer", rec.ID, "address", rec.Address)
 	retry := jitteredBackoff(200*time.Millisecond, 5*time.Second)
+	down, dropped := time.Now(), false
 	for ctx.Err() == nil {
 		got, err := p.stream(ctx, rec)
 		if ctx.Err() != nil {
@@ -297,12 +312,27 @@ func (p *peers) follow(ctx context.Context, rec registry.HubRecord) {
 		}
 		if got {
 			retry = jitteredBackoff(200*time.Millisecond, 5*time.Second)
+			down, dropped = time.Now(), false
 		}
 		d := retry()
 		log.Warn("stream of a hub replica's reports ended, reconnecting", "err", err, "retry", d)
-		select {
-		case <-ctx.Done():
-		case <-time.After(d):
+		wait := time.NewTimer(d)
+		for waiting := true; waiting; {
+			var drop <-chan time.Time
+			if !dropped {
+				drop = time.After(time.Until(down.Add(p.o.DropAfter)))
+			}
+			select {
+			case <-ctx.Done():
+				wait.Stop()
+				return
+			case <-wait.C:
+				waiting = false
+			case <-drop:
+				p.s.model.DropOrigin(rec.ID)
+				dropped = true
+				log.Warn("stream of a hub replica's reports broken too long: its spokes' reports are dropped until it is back", "down", p.o.DropAfter)
+			}
 		}
 	}
 }

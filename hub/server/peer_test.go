@@ -239,3 +239,77 @@ func TestReportsNeedsHubIdentity(t *testing.T) {
 		}
 	}
 }
+
+// cuttable dials with dial until cut, closing the connections it made; then it refuses until
+// mended.
+type cuttable struct {
+	dial  func(string) (*grpc.ClientConn, error)
+	mu    sync.Mutex
+	cut   bool
+	conns []*grpc.ClientConn
+}
+
+func (c *cuttable) Dial(addr string) (*grpc.ClientConn, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cut {
+		return nil, fmt.Errorf("cut")
+	}
+	conn, err := c.dial(addr)
+	if err == nil {
+		c.conns = append(c.conns, conn)
+	}
+	return conn, err
+}
+
+func (c *cuttable) set(cut bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.cut = cut
+	if cut {
+		for _, conn := range c.conns {
+			conn.Close()
+		}
+		c.conns = nil
+	}
+}
+
+// TestPeerBrokenStreamDropsReports: while replica x stays listed in hubs/ but its stream to y is
+// broken (a partition between replicas), y keeps x's spokes' reports for DropAfter, not less,
+// then drops them; x's next snapshot brings them back.
+func TestPeerBrokenStreamDropsReports(t *testing.T) {
+	x := startHub(t, hubOptions{hub: hubtest.Options{HubID: "hub-x"}})
+	y := startHub(t, hubOptions{hub: hubtest.Options{HubID: "hub-y"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	x.register(t, ctx, "a", "10.0.0.1:443")
+	st := openSession(t, ctx, x.SyncAs("a"), "a")
+	if err := st.Send(capacityReport(3)); err != nil {
+		t.Fatal(err)
+	}
+	list := &hubList{hubs: map[string]registry.HubRecord{
+		"hub-x": {ID: "hub-x", Address: x.AdminAddr, Incarnation: x.Model.Incarnation()},
+		"hub-y": {ID: "hub-y", Address: y.AdminAddr, Incarnation: y.Model.Incarnation()},
+	}, events: make(chan []registry.HubEvent)}
+	link := &cuttable{dial: dialAs(t, x.Hub, "hub-y")}
+	const dropAfter = 2 * time.Second
+	runPeers(t, y.Hub, server.PeerOptions{Hubs: list, Dial: link.Dial, FirstSnapshotWait: 10 * time.Second, DropAfter: dropAfter})
+	present := func(want bool) func() error {
+		return func() error {
+			if _, _, ok := capacityIn(y.Hub, "a"); ok != want {
+				return fmt.Errorf("a's capacity in hub-y's view: %v", ok)
+			}
+			return nil
+		}
+	}
+	testkit.Eventually(t, 10*time.Second, "a's capacity from hub-x in hub-y's view", present(true))
+
+	cut := time.Now()
+	link.set(true)
+	testkit.Eventually(t, dropAfter+5*time.Second, "a's capacity dropped at hub-y while the stream is broken", present(false))
+	if held := time.Since(cut); held < dropAfter {
+		t.Fatalf("hub-x's reports dropped %v after the stream broke: want them kept %v", held, dropAfter)
+	}
+	link.set(false)
+	testkit.Eventually(t, 10*time.Second, "a's capacity back at hub-y with hub-x's next snapshot", present(true))
+}
