@@ -278,6 +278,7 @@ func TestHubReplicas(t *testing.T) {
 		}
 	}
 	t.Logf("leader: %s", hubs[leader].ID)
+	listsLeader(t, hubs[others[0]], hubs, hubs[leader])
 
 	// Spoke a on the leader, spoke b on another replica, spoke c (a baseline) on the leader too.
 	a := connectSpoke(t, hubs[leader], "a", "a-1", false)
@@ -399,6 +400,7 @@ func TestHubReplicas(t *testing.T) {
 	if failover > 5*time.Second {
 		t.Errorf("leadership moved in %s, want at most 5s", failover)
 	}
+	listsLeader(t, hubs[others[1]], []*hubtest.Hub{hubs[others[0]], hubs[others[1]]}, hubs[newLeader])
 
 	// a's stream broke with its replica; it resumes on a survivor, which knows its export.
 	a2 := connectSpoke(t, hubs[others[1]], "a", "a-1", false)
@@ -422,6 +424,42 @@ func TestHubReplicas(t *testing.T) {
 	for m := range missing {
 		t.Error(m)
 	}
+}
+
+// listsLeader waits until ListHubs at replica at lists exactly the replicas live, with their
+// admin addresses, and leader alone as the leader.
+func listsLeader(t *testing.T, at *hubtest.Hub, live []*hubtest.Hub, leader *hubtest.Hub) {
+	t.Helper()
+	testkit.Eventually(t, 10*time.Second, "ListHubs at "+at.ID+" lists the replicas and the leader", func() error {
+		resp, err := at.AdminAs(hubtest.User("viewer")).ListHubs(context.Background(), &pb.ListHubsRequest{})
+		if err != nil {
+			return err
+		}
+		if resp.GetAnsweredBy() != at.ID {
+			return fmt.Errorf("answered by %q", resp.GetAnsweredBy())
+		}
+		want := map[string]string{}
+		for _, h := range live {
+			want[h.ID] = h.AdminAddr
+		}
+		leaders := 0
+		for _, r := range resp.GetHubs() {
+			addr, ok := want[r.GetHubId()]
+			if !ok || r.GetAdminAddress() != addr {
+				return fmt.Errorf("listed %s at %s: want %v", r.GetHubId(), r.GetAdminAddress(), want)
+			}
+			if r.GetLeader() {
+				leaders++
+				if r.GetHubId() != leader.ID {
+					return fmt.Errorf("%s listed as the leader, want %s", r.GetHubId(), leader.ID)
+				}
+			}
+		}
+		if len(resp.GetHubs()) != len(live) || leaders != 1 {
+			return fmt.Errorf("%d replicas, %d leaders listed: want %d and 1", len(resp.GetHubs()), leaders, len(live))
+		}
+		return nil
+	})
 }
 
 // TestHubReplicaPeerNeedsHubIdentity: PeerService answers hub identities only.

@@ -34,6 +34,7 @@ import (
 	"github.com/spillway-io/spillway/e2e/testkit"
 	hubetcd "github.com/spillway-io/spillway/hub/etcd"
 	"github.com/spillway-io/spillway/hub/registry"
+	"github.com/spillway-io/spillway/hub/replica"
 	"github.com/spillway-io/spillway/hub/server"
 	"github.com/spillway-io/spillway/hub/view"
 	"github.com/spillway-io/spillway/pkg/tlsconfig"
@@ -149,14 +150,15 @@ func StartWith(t testing.TB, ttl time.Duration, o Options) *Hub {
 		defer close(runDone)
 		_ = h.Server.Run(ctx)
 	}()
-	// The one replica leads.
-	go func() {
-		defer close(leadDone)
-		_ = h.Server.Lead(ctx)
-	}()
 	h.serverTLS()
 	h.Serve("127.0.0.1:0")
 	h.serveAdmin()
+	// The one replica registers in hubs/ and leads, as a hub process does.
+	elector := replica.New(cli, store, replica.Options{HubID: o.HubID, Incarnation: model.Incarnation(), AdvertiseAddress: h.AdminAddr})
+	go func() {
+		defer close(leadDone)
+		_ = elector.Run(ctx, h.Server.Lead)
+	}()
 	t.Cleanup(func() {
 		h.Stop()
 		h.admin.Stop()

@@ -20,6 +20,7 @@ func (o *options) getCommand() *cobra.Command {
 		o.getOne("clusters", []string{"cluster"}, "Registered clusters and their liveness", o.getClusters),
 		o.getOne("pools", []string{"pool"}, "Exported pools with each member cluster's capacity", o.getPools),
 		o.getOne("imports", []string{"import"}, "Which clusters export each pool", o.getImports),
+		o.getOne("hubs", []string{"hub"}, "The hub replicas and which one leads", o.getHubs),
 	)
 	return get
 }
@@ -116,6 +117,27 @@ func (o *options) getImports(ctx context.Context, c pb.AdminServiceClient, w io.
 		cs := slices.Clone(i.GetExportingClusters())
 		slices.Sort(cs)
 		fmt.Fprintf(tw, "%s/%s\t%s\n", i.GetPool().GetNamespace(), i.GetPool().GetName(), strings.Join(cs, ","))
+	}
+	return tw.Flush()
+}
+
+func (o *options) getHubs(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {
+	resp, err := c.ListHubs(ctx, &pb.ListHubsRequest{})
+	if err != nil {
+		return err
+	}
+	if done, err := o.structured(w, resp); done {
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HUB\tADDRESS\tLEADER\tINCARNATION\tSTARTED")
+	for _, h := range resp.GetHubs() {
+		leader := "-"
+		if h.GetLeader() {
+			leader = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.GetHubId(), dash(h.GetAdminAddress()), leader, dash(h.GetIncarnation()),
+			o.age(h.GetStartedAt().AsTime(), h.GetStartedAt() != nil))
 	}
 	return tw.Flush()
 }

@@ -2,6 +2,7 @@ package ctl
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"regexp"
@@ -89,12 +90,52 @@ func TestGetGolden(t *testing.T) {
 	}
 }
 
+// TestGetHubs: the one replica of the test hub is listed with its admin address and as the
+// leader, in the table and in JSON (which names the replica that answered).
+func TestGetHubs(t *testing.T) {
+	h := hubtest.Start(t, 10*time.Second)
+	var out string
+	testkit.Eventually(t, 10*time.Second, "the replica listed as the leader", func() error {
+		var err error
+		if out, err = as(t, h, hubtest.User("viewer"), "get", "hubs"); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if len(lines) != 2 || !regexp.MustCompile(`^HUB\s+ADDRESS\s+LEADER\s+INCARNATION\s+STARTED$`).MatchString(lines[0]) {
+			return fmt.Errorf("table:\n%s", out)
+		}
+		if f := strings.Fields(lines[1]); len(f) < 5 || f[0] != h.ID || f[1] != h.AdminAddr || f[2] != "yes" || f[3] != h.Model.Incarnation() {
+			return fmt.Errorf("row %q: want %s %s yes %s ...", lines[1], h.ID, h.AdminAddr, h.Model.Incarnation())
+		}
+		return nil
+	})
+	js, err := as(t, h, hubtest.User("viewer"), "get", "hubs", "-o", "json")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, js)
+	}
+	// The test's runner writes TIME for timestamps: read the JSON as it is.
+	var resp struct {
+		Hubs []struct {
+			HubID     string `json:"hubId"`
+			Leader    bool   `json:"leader"`
+			StartedAt string `json:"startedAt"`
+		} `json:"hubs"`
+		AnsweredBy string `json:"answeredBy"`
+	}
+	if err := json.Unmarshal([]byte(js), &resp); err != nil {
+		t.Fatalf("%v\n%s", err, js)
+	}
+	if resp.AnsweredBy != h.ID || len(resp.Hubs) != 1 || resp.Hubs[0].HubID != h.ID || !resp.Hubs[0].Leader || resp.Hubs[0].StartedAt == "" {
+		t.Fatalf("JSON: %s", js)
+	}
+}
+
 // TestRoles runs every command as a viewer: reads work, and each write is refused with the role it
 // needs, changing nothing.
 func TestRoles(t *testing.T) {
 	h := hubtest.Start(t, 10*time.Second)
 	viewer := hubtest.User("alice")
-	for _, args := range [][]string{{"get", "clusters"}, {"get", "pools"}, {"get", "imports"}, {"clusters", "requests"}} {
+	for _, args := range [][]string{{"get", "clusters"}, {"get", "pools"}, {"get", "imports"}, {"get", "hubs"}, {"clusters", "requests"}} {
 		t.Run("viewer "+strings.Join(args, " "), func(t *testing.T) {
 			if out, err := as(t, h, viewer, args...); err != nil {
 				t.Fatalf("%v\n%s", err, out)

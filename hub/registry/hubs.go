@@ -65,6 +65,20 @@ func (s *Store) Hubs(ctx context.Context) (map[string]HubRecord, int64, error) {
 	return out, resp.Header.Revision, nil
 }
 
+// Leader returns the hub ID of the replica that holds the election now ("" when none does):
+// the campaign of the oldest live session, as concurrency.Election orders them.
+func (s *Store) Leader(ctx context.Context) (string, error) {
+	// concurrency.NewElection keys a campaign <prefix>/<lease>, its value the hub ID.
+	resp, err := s.cli.Get(ctx, s.ElectionPrefix()+"/", clientv3.WithFirstCreate()...)
+	if err != nil {
+		return "", fmt.Errorf("read the hub election: %w", err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", nil
+	}
+	return string(resp.Kvs[0].Value), nil
+}
+
 func (s *Store) decodeHub(key, val []byte, deleted bool) (HubEvent, error) {
 	id, ok := strings.CutPrefix(string(key), s.hubsPrefix())
 	if !ok || id == "" || strings.Contains(id, "/") {

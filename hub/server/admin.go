@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -32,6 +34,28 @@ func (s *Server) ListClusters(context.Context, *pb.ListClustersRequest) (*pb.Lis
 	for _, c := range s.model.Clusters() {
 		resp.Clusters = append(resp.Clusters, fleetpb.Cluster(c))
 	}
+	return resp, nil
+}
+
+// ListHubs returns the hub replicas registered in etcd, by hub ID, and which one leads.
+func (s *Server) ListHubs(ctx context.Context, _ *pb.ListHubsRequest) (*pb.ListHubsResponse, error) {
+	hubs, _, err := s.store.Hubs(ctx)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	leader, err := s.store.Leader(ctx)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	resp := &pb.ListHubsResponse{AnsweredBy: s.opts.HubID}
+	for _, h := range hubs {
+		r := &pb.HubReplica{HubId: h.ID, AdminAddress: h.Address, Incarnation: h.Incarnation, Leader: h.ID == leader}
+		if !h.StartedAt.IsZero() {
+			r.StartedAt = timestamppb.New(h.StartedAt)
+		}
+		resp.Hubs = append(resp.Hubs, r)
+	}
+	slices.SortFunc(resp.Hubs, func(a, b *pb.HubReplica) int { return strings.Compare(a.GetHubId(), b.GetHubId()) })
 	return resp, nil
 }
 

@@ -710,6 +710,176 @@ func (x *RotateHopKeyResponse) GetKeyId() string {
 	return ""
 }
 
+type ListHubsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListHubsRequest) Reset() {
+	*x = ListHubsRequest{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListHubsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListHubsRequest) ProtoMessage() {}
+
+func (x *ListHubsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListHubsRequest.ProtoReflect.Descriptor instead.
+func (*ListHubsRequest) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+type ListHubsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// hubs are the replicas with a live election session, by hub ID.
+	Hubs []*HubReplica `protobuf:"bytes,1,rep,name=hubs,proto3" json:"hubs,omitempty"`
+	// answered_by is the hub ID of the replica that answered.
+	AnsweredBy    string `protobuf:"bytes,2,opt,name=answered_by,json=answeredBy,proto3" json:"answered_by,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListHubsResponse) Reset() {
+	*x = ListHubsResponse{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListHubsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListHubsResponse) ProtoMessage() {}
+
+func (x *ListHubsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListHubsResponse.ProtoReflect.Descriptor instead.
+func (*ListHubsResponse) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ListHubsResponse) GetHubs() []*HubReplica {
+	if x != nil {
+		return x.Hubs
+	}
+	return nil
+}
+
+func (x *ListHubsResponse) GetAnsweredBy() string {
+	if x != nil {
+		return x.AnsweredBy
+	}
+	return ""
+}
+
+// HubReplica is one hub replica's record (hubs/<hub-id> in etcd).
+type HubReplica struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	HubId string                 `protobuf:"bytes,1,opt,name=hub_id,json=hubId,proto3" json:"hub_id,omitempty"`
+	// admin_address is where the other replicas reach its admin port.
+	AdminAddress string `protobuf:"bytes,2,opt,name=admin_address,json=adminAddress,proto3" json:"admin_address,omitempty"`
+	// incarnation is new at every start of the process.
+	Incarnation string                 `protobuf:"bytes,3,opt,name=incarnation,proto3" json:"incarnation,omitempty"`
+	StartedAt   *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	// leader is true for the replica holding the election: it runs the work that must happen once.
+	Leader        bool `protobuf:"varint,5,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HubReplica) Reset() {
+	*x = HubReplica{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HubReplica) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HubReplica) ProtoMessage() {}
+
+func (x *HubReplica) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HubReplica.ProtoReflect.Descriptor instead.
+func (*HubReplica) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *HubReplica) GetHubId() string {
+	if x != nil {
+		return x.HubId
+	}
+	return ""
+}
+
+func (x *HubReplica) GetAdminAddress() string {
+	if x != nil {
+		return x.AdminAddress
+	}
+	return ""
+}
+
+func (x *HubReplica) GetIncarnation() string {
+	if x != nil {
+		return x.Incarnation
+	}
+	return ""
+}
+
+func (x *HubReplica) GetStartedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StartedAt
+	}
+	return nil
+}
+
+func (x *HubReplica) GetLeader() bool {
+	if x != nil {
+		return x.Leader
+	}
+	return false
+}
+
 type ListClustersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -718,7 +888,7 @@ type ListClustersRequest struct {
 
 func (x *ListClustersRequest) Reset() {
 	*x = ListClustersRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[14]
+	mi := &file_spillway_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -730,7 +900,7 @@ func (x *ListClustersRequest) String() string {
 func (*ListClustersRequest) ProtoMessage() {}
 
 func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[14]
+	mi := &file_spillway_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -743,7 +913,7 @@ func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersRequest.ProtoReflect.Descriptor instead.
 func (*ListClustersRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 type ListClustersResponse struct {
@@ -755,7 +925,7 @@ type ListClustersResponse struct {
 
 func (x *ListClustersResponse) Reset() {
 	*x = ListClustersResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[15]
+	mi := &file_spillway_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -767,7 +937,7 @@ func (x *ListClustersResponse) String() string {
 func (*ListClustersResponse) ProtoMessage() {}
 
 func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[15]
+	mi := &file_spillway_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -780,7 +950,7 @@ func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersResponse.ProtoReflect.Descriptor instead.
 func (*ListClustersResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListClustersResponse) GetClusters() []*Cluster {
@@ -799,7 +969,7 @@ type GetClusterRequest struct {
 
 func (x *GetClusterRequest) Reset() {
 	*x = GetClusterRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[16]
+	mi := &file_spillway_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -811,7 +981,7 @@ func (x *GetClusterRequest) String() string {
 func (*GetClusterRequest) ProtoMessage() {}
 
 func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[16]
+	mi := &file_spillway_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -824,7 +994,7 @@ func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetClusterRequest) GetClusterId() string {
@@ -843,7 +1013,7 @@ type GetClusterResponse struct {
 
 func (x *GetClusterResponse) Reset() {
 	*x = GetClusterResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[17]
+	mi := &file_spillway_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -855,7 +1025,7 @@ func (x *GetClusterResponse) String() string {
 func (*GetClusterResponse) ProtoMessage() {}
 
 func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[17]
+	mi := &file_spillway_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -868,7 +1038,7 @@ func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetClusterResponse) GetCluster() *Cluster {
@@ -889,7 +1059,7 @@ type Pool struct {
 
 func (x *Pool) Reset() {
 	*x = Pool{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[18]
+	mi := &file_spillway_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -901,7 +1071,7 @@ func (x *Pool) String() string {
 func (*Pool) ProtoMessage() {}
 
 func (x *Pool) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[18]
+	mi := &file_spillway_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -914,7 +1084,7 @@ func (x *Pool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pool.ProtoReflect.Descriptor instead.
 func (*Pool) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Pool) GetPool() *PoolRef {
@@ -944,7 +1114,7 @@ type PoolMember struct {
 
 func (x *PoolMember) Reset() {
 	*x = PoolMember{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[19]
+	mi := &file_spillway_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -956,7 +1126,7 @@ func (x *PoolMember) String() string {
 func (*PoolMember) ProtoMessage() {}
 
 func (x *PoolMember) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[19]
+	mi := &file_spillway_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -969,7 +1139,7 @@ func (x *PoolMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolMember.ProtoReflect.Descriptor instead.
 func (*PoolMember) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PoolMember) GetClusterId() string {
@@ -1008,7 +1178,7 @@ type ListPoolsRequest struct {
 
 func (x *ListPoolsRequest) Reset() {
 	*x = ListPoolsRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[20]
+	mi := &file_spillway_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1190,7 @@ func (x *ListPoolsRequest) String() string {
 func (*ListPoolsRequest) ProtoMessage() {}
 
 func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[20]
+	mi := &file_spillway_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1203,7 @@ func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsRequest.ProtoReflect.Descriptor instead.
 func (*ListPoolsRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 type ListPoolsResponse struct {
@@ -1045,7 +1215,7 @@ type ListPoolsResponse struct {
 
 func (x *ListPoolsResponse) Reset() {
 	*x = ListPoolsResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[21]
+	mi := &file_spillway_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1227,7 @@ func (x *ListPoolsResponse) String() string {
 func (*ListPoolsResponse) ProtoMessage() {}
 
 func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[21]
+	mi := &file_spillway_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1240,7 @@ func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListPoolsResponse) GetPools() []*Pool {
@@ -1089,7 +1259,7 @@ type GetPoolRequest struct {
 
 func (x *GetPoolRequest) Reset() {
 	*x = GetPoolRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[22]
+	mi := &file_spillway_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1101,7 +1271,7 @@ func (x *GetPoolRequest) String() string {
 func (*GetPoolRequest) ProtoMessage() {}
 
 func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[22]
+	mi := &file_spillway_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1114,7 +1284,7 @@ func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolRequest.ProtoReflect.Descriptor instead.
 func (*GetPoolRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetPoolRequest) GetPool() *PoolRef {
@@ -1133,7 +1303,7 @@ type GetPoolResponse struct {
 
 func (x *GetPoolResponse) Reset() {
 	*x = GetPoolResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[23]
+	mi := &file_spillway_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1145,7 +1315,7 @@ func (x *GetPoolResponse) String() string {
 func (*GetPoolResponse) ProtoMessage() {}
 
 func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[23]
+	mi := &file_spillway_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1158,7 +1328,7 @@ func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolResponse.ProtoReflect.Descriptor instead.
 func (*GetPoolResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetPoolResponse) GetPool() *Pool {
@@ -1176,7 +1346,7 @@ type ListImportsRequest struct {
 
 func (x *ListImportsRequest) Reset() {
 	*x = ListImportsRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[24]
+	mi := &file_spillway_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1188,7 +1358,7 @@ func (x *ListImportsRequest) String() string {
 func (*ListImportsRequest) ProtoMessage() {}
 
 func (x *ListImportsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[24]
+	mi := &file_spillway_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1201,7 +1371,7 @@ func (x *ListImportsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImportsRequest.ProtoReflect.Descriptor instead.
 func (*ListImportsRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 type ListImportsResponse struct {
@@ -1213,7 +1383,7 @@ type ListImportsResponse struct {
 
 func (x *ListImportsResponse) Reset() {
 	*x = ListImportsResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[25]
+	mi := &file_spillway_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1395,7 @@ func (x *ListImportsResponse) String() string {
 func (*ListImportsResponse) ProtoMessage() {}
 
 func (x *ListImportsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[25]
+	mi := &file_spillway_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1408,7 @@ func (x *ListImportsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImportsResponse.ProtoReflect.Descriptor instead.
 func (*ListImportsResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListImportsResponse) GetImports() []*Import {
@@ -1256,7 +1426,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[26]
+	mi := &file_spillway_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1438,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[26]
+	mi := &file_spillway_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1451,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 type WatchResponse struct {
@@ -1293,7 +1463,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[27]
+	mi := &file_spillway_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1475,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[27]
+	mi := &file_spillway_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1488,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *WatchResponse) GetUpdate() *ViewUpdate {
@@ -1373,7 +1543,20 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"revoked_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"\x15\n" +
 	"\x13RotateHopKeyRequest\"-\n" +
 	"\x14RotateHopKeyResponse\x12\x15\n" +
-	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\x11\n" +
+	"\x0fListHubsRequest\"`\n" +
+	"\x10ListHubsResponse\x12+\n" +
+	"\x04hubs\x18\x01 \x03(\v2\x17.spillway.v1.HubReplicaR\x04hubs\x12\x1f\n" +
+	"\vanswered_by\x18\x02 \x01(\tR\n" +
+	"answeredBy\"\xbd\x01\n" +
+	"\n" +
+	"HubReplica\x12\x15\n" +
+	"\x06hub_id\x18\x01 \x01(\tR\x05hubId\x12#\n" +
+	"\radmin_address\x18\x02 \x01(\tR\fadminAddress\x12 \n" +
+	"\vincarnation\x18\x03 \x01(\tR\vincarnation\x129\n" +
+	"\n" +
+	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x16\n" +
+	"\x06leader\x18\x05 \x01(\bR\x06leader\"\x15\n" +
 	"\x13ListClustersRequest\"H\n" +
 	"\x14ListClustersResponse\x120\n" +
 	"\bclusters\x18\x01 \x03(\v2\x14.spillway.v1.ClusterR\bclusters\"2\n" +
@@ -1404,14 +1587,15 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"\aimports\x18\x01 \x03(\v2\x13.spillway.v1.ImportR\aimports\"\x0e\n" +
 	"\fWatchRequest\"@\n" +
 	"\rWatchResponse\x12/\n" +
-	"\x06update\x18\x01 \x01(\v2\x17.spillway.v1.ViewUpdateR\x06update2\xc3\b\n" +
+	"\x06update\x18\x01 \x01(\v2\x17.spillway.v1.ViewUpdateR\x06update2\x8c\t\n" +
 	"\fAdminService\x12S\n" +
 	"\fListClusters\x12 .spillway.v1.ListClustersRequest\x1a!.spillway.v1.ListClustersResponse\x12M\n" +
 	"\n" +
 	"GetCluster\x12\x1e.spillway.v1.GetClusterRequest\x1a\x1f.spillway.v1.GetClusterResponse\x12J\n" +
 	"\tListPools\x12\x1d.spillway.v1.ListPoolsRequest\x1a\x1e.spillway.v1.ListPoolsResponse\x12D\n" +
 	"\aGetPool\x12\x1b.spillway.v1.GetPoolRequest\x1a\x1c.spillway.v1.GetPoolResponse\x12P\n" +
-	"\vListImports\x12\x1f.spillway.v1.ListImportsRequest\x1a .spillway.v1.ListImportsResponse\x12@\n" +
+	"\vListImports\x12\x1f.spillway.v1.ListImportsRequest\x1a .spillway.v1.ListImportsResponse\x12G\n" +
+	"\bListHubs\x12\x1c.spillway.v1.ListHubsRequest\x1a\x1d.spillway.v1.ListHubsResponse\x12@\n" +
 	"\x05Watch\x12\x19.spillway.v1.WatchRequest\x1a\x1a.spillway.v1.WatchResponse0\x01\x12A\n" +
 	"\x06WhoAmI\x12\x1a.spillway.v1.WhoAmIRequest\x1a\x1b.spillway.v1.WhoAmIResponse\x12P\n" +
 	"\vCreateToken\x12\x1f.spillway.v1.CreateTokenRequest\x1a .spillway.v1.CreateTokenResponse\x12_\n" +
@@ -1433,7 +1617,7 @@ func file_spillway_v1_admin_proto_rawDescGZIP() []byte {
 	return file_spillway_v1_admin_proto_rawDescData
 }
 
-var file_spillway_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_spillway_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_spillway_v1_admin_proto_goTypes = []any{
 	(*IssueUserCertificateRequest)(nil),  // 0: spillway.v1.IssueUserCertificateRequest
 	(*IssueUserCertificateResponse)(nil), // 1: spillway.v1.IssueUserCertificateResponse
@@ -1449,79 +1633,86 @@ var file_spillway_v1_admin_proto_goTypes = []any{
 	(*RevokeClusterResponse)(nil),        // 11: spillway.v1.RevokeClusterResponse
 	(*RotateHopKeyRequest)(nil),          // 12: spillway.v1.RotateHopKeyRequest
 	(*RotateHopKeyResponse)(nil),         // 13: spillway.v1.RotateHopKeyResponse
-	(*ListClustersRequest)(nil),          // 14: spillway.v1.ListClustersRequest
-	(*ListClustersResponse)(nil),         // 15: spillway.v1.ListClustersResponse
-	(*GetClusterRequest)(nil),            // 16: spillway.v1.GetClusterRequest
-	(*GetClusterResponse)(nil),           // 17: spillway.v1.GetClusterResponse
-	(*Pool)(nil),                         // 18: spillway.v1.Pool
-	(*PoolMember)(nil),                   // 19: spillway.v1.PoolMember
-	(*ListPoolsRequest)(nil),             // 20: spillway.v1.ListPoolsRequest
-	(*ListPoolsResponse)(nil),            // 21: spillway.v1.ListPoolsResponse
-	(*GetPoolRequest)(nil),               // 22: spillway.v1.GetPoolRequest
-	(*GetPoolResponse)(nil),              // 23: spillway.v1.GetPoolResponse
-	(*ListImportsRequest)(nil),           // 24: spillway.v1.ListImportsRequest
-	(*ListImportsResponse)(nil),          // 25: spillway.v1.ListImportsResponse
-	(*WatchRequest)(nil),                 // 26: spillway.v1.WatchRequest
-	(*WatchResponse)(nil),                // 27: spillway.v1.WatchResponse
-	(*durationpb.Duration)(nil),          // 28: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),        // 29: google.protobuf.Timestamp
-	(*JoinRequestInfo)(nil),              // 30: spillway.v1.JoinRequestInfo
-	(*Cluster)(nil),                      // 31: spillway.v1.Cluster
-	(*PoolRef)(nil),                      // 32: spillway.v1.PoolRef
-	(ClusterState)(0),                    // 33: spillway.v1.ClusterState
-	(*RemoteCapacity)(nil),               // 34: spillway.v1.RemoteCapacity
-	(*Import)(nil),                       // 35: spillway.v1.Import
-	(*ViewUpdate)(nil),                   // 36: spillway.v1.ViewUpdate
+	(*ListHubsRequest)(nil),              // 14: spillway.v1.ListHubsRequest
+	(*ListHubsResponse)(nil),             // 15: spillway.v1.ListHubsResponse
+	(*HubReplica)(nil),                   // 16: spillway.v1.HubReplica
+	(*ListClustersRequest)(nil),          // 17: spillway.v1.ListClustersRequest
+	(*ListClustersResponse)(nil),         // 18: spillway.v1.ListClustersResponse
+	(*GetClusterRequest)(nil),            // 19: spillway.v1.GetClusterRequest
+	(*GetClusterResponse)(nil),           // 20: spillway.v1.GetClusterResponse
+	(*Pool)(nil),                         // 21: spillway.v1.Pool
+	(*PoolMember)(nil),                   // 22: spillway.v1.PoolMember
+	(*ListPoolsRequest)(nil),             // 23: spillway.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),            // 24: spillway.v1.ListPoolsResponse
+	(*GetPoolRequest)(nil),               // 25: spillway.v1.GetPoolRequest
+	(*GetPoolResponse)(nil),              // 26: spillway.v1.GetPoolResponse
+	(*ListImportsRequest)(nil),           // 27: spillway.v1.ListImportsRequest
+	(*ListImportsResponse)(nil),          // 28: spillway.v1.ListImportsResponse
+	(*WatchRequest)(nil),                 // 29: spillway.v1.WatchRequest
+	(*WatchResponse)(nil),                // 30: spillway.v1.WatchResponse
+	(*durationpb.Duration)(nil),          // 31: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 32: google.protobuf.Timestamp
+	(*JoinRequestInfo)(nil),              // 33: spillway.v1.JoinRequestInfo
+	(*Cluster)(nil),                      // 34: spillway.v1.Cluster
+	(*PoolRef)(nil),                      // 35: spillway.v1.PoolRef
+	(ClusterState)(0),                    // 36: spillway.v1.ClusterState
+	(*RemoteCapacity)(nil),               // 37: spillway.v1.RemoteCapacity
+	(*Import)(nil),                       // 38: spillway.v1.Import
+	(*ViewUpdate)(nil),                   // 39: spillway.v1.ViewUpdate
 }
 var file_spillway_v1_admin_proto_depIdxs = []int32{
-	28, // 0: spillway.v1.IssueUserCertificateRequest.validity:type_name -> google.protobuf.Duration
-	28, // 1: spillway.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	29, // 2: spillway.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	30, // 3: spillway.v1.ListJoinRequestsResponse.requests:type_name -> spillway.v1.JoinRequestInfo
-	30, // 4: spillway.v1.ApproveClusterResponse.request:type_name -> spillway.v1.JoinRequestInfo
-	29, // 5: spillway.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
-	31, // 6: spillway.v1.ListClustersResponse.clusters:type_name -> spillway.v1.Cluster
-	31, // 7: spillway.v1.GetClusterResponse.cluster:type_name -> spillway.v1.Cluster
-	32, // 8: spillway.v1.Pool.pool:type_name -> spillway.v1.PoolRef
-	19, // 9: spillway.v1.Pool.members:type_name -> spillway.v1.PoolMember
-	33, // 10: spillway.v1.PoolMember.state:type_name -> spillway.v1.ClusterState
-	34, // 11: spillway.v1.PoolMember.capacity:type_name -> spillway.v1.RemoteCapacity
-	18, // 12: spillway.v1.ListPoolsResponse.pools:type_name -> spillway.v1.Pool
-	32, // 13: spillway.v1.GetPoolRequest.pool:type_name -> spillway.v1.PoolRef
-	18, // 14: spillway.v1.GetPoolResponse.pool:type_name -> spillway.v1.Pool
-	35, // 15: spillway.v1.ListImportsResponse.imports:type_name -> spillway.v1.Import
-	36, // 16: spillway.v1.WatchResponse.update:type_name -> spillway.v1.ViewUpdate
-	14, // 17: spillway.v1.AdminService.ListClusters:input_type -> spillway.v1.ListClustersRequest
-	16, // 18: spillway.v1.AdminService.GetCluster:input_type -> spillway.v1.GetClusterRequest
-	20, // 19: spillway.v1.AdminService.ListPools:input_type -> spillway.v1.ListPoolsRequest
-	22, // 20: spillway.v1.AdminService.GetPool:input_type -> spillway.v1.GetPoolRequest
-	24, // 21: spillway.v1.AdminService.ListImports:input_type -> spillway.v1.ListImportsRequest
-	26, // 22: spillway.v1.AdminService.Watch:input_type -> spillway.v1.WatchRequest
-	2,  // 23: spillway.v1.AdminService.WhoAmI:input_type -> spillway.v1.WhoAmIRequest
-	4,  // 24: spillway.v1.AdminService.CreateToken:input_type -> spillway.v1.CreateTokenRequest
-	6,  // 25: spillway.v1.AdminService.ListJoinRequests:input_type -> spillway.v1.ListJoinRequestsRequest
-	8,  // 26: spillway.v1.AdminService.ApproveCluster:input_type -> spillway.v1.ApproveClusterRequest
-	10, // 27: spillway.v1.AdminService.RevokeCluster:input_type -> spillway.v1.RevokeClusterRequest
-	12, // 28: spillway.v1.AdminService.RotateHopKey:input_type -> spillway.v1.RotateHopKeyRequest
-	0,  // 29: spillway.v1.AdminService.IssueUserCertificate:input_type -> spillway.v1.IssueUserCertificateRequest
-	15, // 30: spillway.v1.AdminService.ListClusters:output_type -> spillway.v1.ListClustersResponse
-	17, // 31: spillway.v1.AdminService.GetCluster:output_type -> spillway.v1.GetClusterResponse
-	21, // 32: spillway.v1.AdminService.ListPools:output_type -> spillway.v1.ListPoolsResponse
-	23, // 33: spillway.v1.AdminService.GetPool:output_type -> spillway.v1.GetPoolResponse
-	25, // 34: spillway.v1.AdminService.ListImports:output_type -> spillway.v1.ListImportsResponse
-	27, // 35: spillway.v1.AdminService.Watch:output_type -> spillway.v1.WatchResponse
-	3,  // 36: spillway.v1.AdminService.WhoAmI:output_type -> spillway.v1.WhoAmIResponse
-	5,  // 37: spillway.v1.AdminService.CreateToken:output_type -> spillway.v1.CreateTokenResponse
-	7,  // 38: spillway.v1.AdminService.ListJoinRequests:output_type -> spillway.v1.ListJoinRequestsResponse
-	9,  // 39: spillway.v1.AdminService.ApproveCluster:output_type -> spillway.v1.ApproveClusterResponse
-	11, // 40: spillway.v1.AdminService.RevokeCluster:output_type -> spillway.v1.RevokeClusterResponse
-	13, // 41: spillway.v1.AdminService.RotateHopKey:output_type -> spillway.v1.RotateHopKeyResponse
-	1,  // 42: spillway.v1.AdminService.IssueUserCertificate:output_type -> spillway.v1.IssueUserCertificateResponse
-	30, // [30:43] is the sub-list for method output_type
-	17, // [17:30] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	31, // 0: spillway.v1.IssueUserCertificateRequest.validity:type_name -> google.protobuf.Duration
+	31, // 1: spillway.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	32, // 2: spillway.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	33, // 3: spillway.v1.ListJoinRequestsResponse.requests:type_name -> spillway.v1.JoinRequestInfo
+	33, // 4: spillway.v1.ApproveClusterResponse.request:type_name -> spillway.v1.JoinRequestInfo
+	32, // 5: spillway.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	16, // 6: spillway.v1.ListHubsResponse.hubs:type_name -> spillway.v1.HubReplica
+	32, // 7: spillway.v1.HubReplica.started_at:type_name -> google.protobuf.Timestamp
+	34, // 8: spillway.v1.ListClustersResponse.clusters:type_name -> spillway.v1.Cluster
+	34, // 9: spillway.v1.GetClusterResponse.cluster:type_name -> spillway.v1.Cluster
+	35, // 10: spillway.v1.Pool.pool:type_name -> spillway.v1.PoolRef
+	22, // 11: spillway.v1.Pool.members:type_name -> spillway.v1.PoolMember
+	36, // 12: spillway.v1.PoolMember.state:type_name -> spillway.v1.ClusterState
+	37, // 13: spillway.v1.PoolMember.capacity:type_name -> spillway.v1.RemoteCapacity
+	21, // 14: spillway.v1.ListPoolsResponse.pools:type_name -> spillway.v1.Pool
+	35, // 15: spillway.v1.GetPoolRequest.pool:type_name -> spillway.v1.PoolRef
+	21, // 16: spillway.v1.GetPoolResponse.pool:type_name -> spillway.v1.Pool
+	38, // 17: spillway.v1.ListImportsResponse.imports:type_name -> spillway.v1.Import
+	39, // 18: spillway.v1.WatchResponse.update:type_name -> spillway.v1.ViewUpdate
+	17, // 19: spillway.v1.AdminService.ListClusters:input_type -> spillway.v1.ListClustersRequest
+	19, // 20: spillway.v1.AdminService.GetCluster:input_type -> spillway.v1.GetClusterRequest
+	23, // 21: spillway.v1.AdminService.ListPools:input_type -> spillway.v1.ListPoolsRequest
+	25, // 22: spillway.v1.AdminService.GetPool:input_type -> spillway.v1.GetPoolRequest
+	27, // 23: spillway.v1.AdminService.ListImports:input_type -> spillway.v1.ListImportsRequest
+	14, // 24: spillway.v1.AdminService.ListHubs:input_type -> spillway.v1.ListHubsRequest
+	29, // 25: spillway.v1.AdminService.Watch:input_type -> spillway.v1.WatchRequest
+	2,  // 26: spillway.v1.AdminService.WhoAmI:input_type -> spillway.v1.WhoAmIRequest
+	4,  // 27: spillway.v1.AdminService.CreateToken:input_type -> spillway.v1.CreateTokenRequest
+	6,  // 28: spillway.v1.AdminService.ListJoinRequests:input_type -> spillway.v1.ListJoinRequestsRequest
+	8,  // 29: spillway.v1.AdminService.ApproveCluster:input_type -> spillway.v1.ApproveClusterRequest
+	10, // 30: spillway.v1.AdminService.RevokeCluster:input_type -> spillway.v1.RevokeClusterRequest
+	12, // 31: spillway.v1.AdminService.RotateHopKey:input_type -> spillway.v1.RotateHopKeyRequest
+	0,  // 32: spillway.v1.AdminService.IssueUserCertificate:input_type -> spillway.v1.IssueUserCertificateRequest
+	18, // 33: spillway.v1.AdminService.ListClusters:output_type -> spillway.v1.ListClustersResponse
+	20, // 34: spillway.v1.AdminService.GetCluster:output_type -> spillway.v1.GetClusterResponse
+	24, // 35: spillway.v1.AdminService.ListPools:output_type -> spillway.v1.ListPoolsResponse
+	26, // 36: spillway.v1.AdminService.GetPool:output_type -> spillway.v1.GetPoolResponse
+	28, // 37: spillway.v1.AdminService.ListImports:output_type -> spillway.v1.ListImportsResponse
+	15, // 38: spillway.v1.AdminService.ListHubs:output_type -> spillway.v1.ListHubsResponse
+	30, // 39: spillway.v1.AdminService.Watch:output_type -> spillway.v1.WatchResponse
+	3,  // 40: spillway.v1.AdminService.WhoAmI:output_type -> spillway.v1.WhoAmIResponse
+	5,  // 41: spillway.v1.AdminService.CreateToken:output_type -> spillway.v1.CreateTokenResponse
+	7,  // 42: spillway.v1.AdminService.ListJoinRequests:output_type -> spillway.v1.ListJoinRequestsResponse
+	9,  // 43: spillway.v1.AdminService.ApproveCluster:output_type -> spillway.v1.ApproveClusterResponse
+	11, // 44: spillway.v1.AdminService.RevokeCluster:output_type -> spillway.v1.RevokeClusterResponse
+	13, // 45: spillway.v1.AdminService.RotateHopKey:output_type -> spillway.v1.RotateHopKeyResponse
+	1,  // 46: spillway.v1.AdminService.IssueUserCertificate:output_type -> spillway.v1.IssueUserCertificateResponse
+	33, // [33:47] is the sub-list for method output_type
+	19, // [19:33] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_spillway_v1_admin_proto_init() }
@@ -1538,7 +1729,7 @@ func file_spillway_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spillway_v1_admin_proto_rawDesc), len(file_spillway_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

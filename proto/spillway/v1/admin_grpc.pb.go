@@ -24,6 +24,7 @@ const (
 	AdminService_ListPools_FullMethodName            = "/spillway.v1.AdminService/ListPools"
 	AdminService_GetPool_FullMethodName              = "/spillway.v1.AdminService/GetPool"
 	AdminService_ListImports_FullMethodName          = "/spillway.v1.AdminService/ListImports"
+	AdminService_ListHubs_FullMethodName             = "/spillway.v1.AdminService/ListHubs"
 	AdminService_Watch_FullMethodName                = "/spillway.v1.AdminService/Watch"
 	AdminService_WhoAmI_FullMethodName               = "/spillway.v1.AdminService/WhoAmI"
 	AdminService_CreateToken_FullMethodName          = "/spillway.v1.AdminService/CreateToken"
@@ -46,6 +47,8 @@ type AdminServiceClient interface {
 	ListPools(ctx context.Context, in *ListPoolsRequest, opts ...grpc.CallOption) (*ListPoolsResponse, error)
 	GetPool(ctx context.Context, in *GetPoolRequest, opts ...grpc.CallOption) (*GetPoolResponse, error)
 	ListImports(ctx context.Context, in *ListImportsRequest, opts ...grpc.CallOption) (*ListImportsResponse, error)
+	// ListHubs lists the hub replicas registered in etcd and which one leads.
+	ListHubs(ctx context.Context, in *ListHubsRequest, opts ...grpc.CallOption) (*ListHubsResponse, error)
 	// Watch streams the hub's fleet changes: a snapshot first, then deltas.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 	// WhoAmI returns the caller's identity and role, as the hub read them from its certificate.
@@ -120,6 +123,16 @@ func (c *adminServiceClient) ListImports(ctx context.Context, in *ListImportsReq
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListImportsResponse)
 	err := c.cc.Invoke(ctx, AdminService_ListImports_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListHubs(ctx context.Context, in *ListHubsRequest, opts ...grpc.CallOption) (*ListHubsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListHubsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListHubs_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -227,6 +240,8 @@ type AdminServiceServer interface {
 	ListPools(context.Context, *ListPoolsRequest) (*ListPoolsResponse, error)
 	GetPool(context.Context, *GetPoolRequest) (*GetPoolResponse, error)
 	ListImports(context.Context, *ListImportsRequest) (*ListImportsResponse, error)
+	// ListHubs lists the hub replicas registered in etcd and which one leads.
+	ListHubs(context.Context, *ListHubsRequest) (*ListHubsResponse, error)
 	// Watch streams the hub's fleet changes: a snapshot first, then deltas.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	// WhoAmI returns the caller's identity and role, as the hub read them from its certificate.
@@ -271,6 +286,9 @@ func (UnimplementedAdminServiceServer) GetPool(context.Context, *GetPoolRequest)
 }
 func (UnimplementedAdminServiceServer) ListImports(context.Context, *ListImportsRequest) (*ListImportsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListImports not implemented")
+}
+func (UnimplementedAdminServiceServer) ListHubs(context.Context, *ListHubsRequest) (*ListHubsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListHubs not implemented")
 }
 func (UnimplementedAdminServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
@@ -403,6 +421,24 @@ func _AdminService_ListImports_Handler(srv interface{}, ctx context.Context, dec
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).ListImports(ctx, req.(*ListImportsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListHubs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListHubsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListHubs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListHubs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListHubs(ctx, req.(*ListHubsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -570,6 +606,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListImports",
 			Handler:    _AdminService_ListImports_Handler,
+		},
+		{
+			MethodName: "ListHubs",
+			Handler:    _AdminService_ListHubs_Handler,
 		},
 		{
 			MethodName: "WhoAmI",
