@@ -75,7 +75,7 @@ func scenario(t *testing.T, name string, c Config) (*Fleet, *Scenario, context.C
 }
 
 // deadVerdict matches the gossip layer's log line for a member it declared dead.
-var deadVerdict = regexp.MustCompile(`(?m)^time=(\S+) .*msg="gossip member dead".* member=(\S+)`)
+var deadVerdict = regexp.MustCompile(`(?m)^time=(\S+) .*msg="gossip member dead or left".* member=(\S+)`)
 
 // Verdict is one process's log of a gossip member declared dead.
 type Verdict struct {
@@ -84,7 +84,7 @@ type Verdict struct {
 	Member string
 }
 
-// DeadVerdicts returns every "gossip member dead" the hubs and spokes logged so far. A member
+// DeadVerdicts returns every "gossip member dead or left" the hubs and spokes logged so far. A member
 // that left (a process stopped with SIGTERM) is logged so too: call it before stopping anything.
 func (f *Fleet) DeadVerdicts() []Verdict {
 	var out []Verdict

@@ -86,10 +86,10 @@ func peerDialer(pki *hubTLS) func(address string) (*grpc.ClientConn, error) {
 		if err != nil {
 			return nil, fmt.Errorf("hub replica address %q: %w", address, err)
 		}
-		return grpc.NewClient("passthrough:///"+address,
+		opts := append(thinstream.DialOptions(address),
 			grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.ClientConfig(pki.peer, pki.servingCAs, host))),
-			grpc.WithContextDialer(thinstream.Dial),
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}))
+		return grpc.NewClient("passthrough:///"+address, opts...)
 	}
 }
 

@@ -65,18 +65,32 @@ func (s *Store) Hubs(ctx context.Context) (map[string]HubRecord, int64, error) {
 	return out, resp.Header.Revision, nil
 }
 
-// Leader returns the hub ID of the replica that holds the election now ("" when none does):
-// the campaign of the oldest live session, as concurrency.Election orders them.
-func (s *Store) Leader(ctx context.Context) (string, error) {
-	// concurrency.NewElection keys a campaign <prefix>/<lease>, its value the hub ID.
-	resp, err := s.cli.Get(ctx, s.ElectionPrefix()+"/", clientv3.WithFirstCreate()...)
+// HubsAndLeader reads the registry of replicas and the election in one transaction (at one
+// revision), and returns which of the replicas leads: the one whose record is under the lease of
+// the election's oldest campaign ("" when none is, as while a dead leader's lease has not lapsed
+// yet and its replica restarted under the same ID).
+func (s *Store) HubsAndLeader(ctx context.Context) (map[string]HubRecord, string, error) {
+	// concurrency.NewElection keys a campaign <prefix>/<lease>.
+	resp, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(s.hubsPrefix(), clientv3.WithPrefix()),
+		clientv3.OpGet(s.ElectionPrefix()+"/", clientv3.WithFirstCreate()...),
+	).Commit()
 	if err != nil {
-		return "", fmt.Errorf("read the hub election: %w", err)
+		return nil, "", fmt.Errorf("read hub records and the hub election: %w", err)
 	}
-	if len(resp.Kvs) == 0 {
-		return "", nil
+	hubs := map[string]HubRecord{}
+	leases := map[clientv3.LeaseID]string{}
+	for _, kv := range resp.Responses[0].GetResponseRange().GetKvs() {
+		if ev, err := s.decodeHub(kv.Key, kv.Value, false); err == nil {
+			hubs[ev.Hub.ID] = ev.Hub
+			leases[clientv3.LeaseID(kv.Lease)] = ev.Hub.ID
+		}
 	}
-	return string(resp.Kvs[0].Value), nil
+	leader := ""
+	if kvs := resp.Responses[1].GetResponseRange().GetKvs(); len(kvs) > 0 && kvs[0].Lease != 0 {
+		leader = leases[clientv3.LeaseID(kvs[0].Lease)]
+	}
+	return hubs, leader, nil
 }
 
 func (s *Store) decodeHub(key, val []byte, deleted bool) (HubEvent, error) {

@@ -39,11 +39,7 @@ func (s *Server) ListClusters(context.Context, *pb.ListClustersRequest) (*pb.Lis
 
 // ListHubs returns the hub replicas registered in etcd, by hub ID, and which one leads.
 func (s *Server) ListHubs(ctx context.Context, _ *pb.ListHubsRequest) (*pb.ListHubsResponse, error) {
-	hubs, _, err := s.store.Hubs(ctx)
-	if err != nil {
-		return nil, s.fail(err)
-	}
-	leader, err := s.store.Leader(ctx)
+	hubs, leader, err := s.store.HubsAndLeader(ctx)
 	if err != nil {
 		return nil, s.fail(err)
 	}

@@ -106,10 +106,13 @@ type PeerOptions struct {
 	// FirstSnapshotWait is how long a replica listed in hubs/ keeps the view incomplete before
 	// its first snapshot arrives; zero means DefaultFirstSnapshotWait.
 	FirstSnapshotWait time.Duration
-	// DropAfter is how long the stream of a replica still listed in hubs/ may stay broken (a
+	// DropAfter is how long the stream of a replica still listed in hubs/ may stay ended (a
 	// partition between replicas) before its reports are dropped from the view, where they would
 	// otherwise stay as they were last streamed; zero means DefaultPeerDropAfter. Its next
-	// snapshot brings them back.
+	// snapshot brings them back. A stream whose packets are silently dropped ends only when
+	// gRPC's keepalive gives up on it (the hub dials its peers with a 10 s ping interval and a
+	// 5 s ping timeout), so the reports of a partitioned replica go about 15 s + DropAfter after
+	// the partition.
 	DropAfter time.Duration
 }
 
@@ -130,7 +133,8 @@ func (s *Server) RunPeers(ctx context.Context, o PeerOptions) error {
 	if o.DropAfter <= 0 {
 		o.DropAfter = DefaultPeerDropAfter
 	}
-	p := &peers{s: s, o: o, log: s.peerLog, conns: map[string]*peerConn{}, pending: map[string]time.Time{}}
+	p := &peers{s: s, o: o, log: s.peerLog, conns: map[string]*peerConn{}, pending: map[string]time.Time{},
+		broken: map[string]brokenStream{}}
 	s.model.SetIncomplete(IncompletePeers, "the list of hub replicas has not been read yet")
 	var wg sync.WaitGroup
 	defer func() {
@@ -179,7 +183,14 @@ type peers struct {
 	conns map[string]*peerConn
 	// pending are the replicas whose first snapshot has not arrived, with when to stop waiting.
 	pending map[string]time.Time
-	listed  bool
+	// broken are the replicas whose stream ended and has not delivered a snapshot since.
+	broken map[string]brokenStream
+	listed bool
+}
+
+type brokenStream struct {
+	since   time.Time
+	dropped bool
 }
 
 type peerConn struct {
@@ -206,6 +217,7 @@ func (p *peers) reconcile(ctx context.Context, wg *sync.WaitGroup, hubs map[stri
 		stops = append(stops, stop{c: c, left: !ok})
 		delete(p.conns, id)
 		delete(p.pending, id)
+		delete(p.broken, id)
 	}
 	p.mu.Unlock()
 	for _, st := range stops {
@@ -273,7 +285,8 @@ func (p *peers) snapshotArrived(id string) {
 	}
 }
 
-// expire stops waiting for first snapshots that are late.
+// expire stops waiting for first snapshots that are late, and drops the reports of replicas
+// whose stream has been broken for DropAfter.
 func (p *peers) expire(ctx context.Context) {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
@@ -294,47 +307,59 @@ func (p *peers) expire(ctx context.Context) {
 			if changed {
 				p.markLocked()
 			}
+			for id, b := range p.broken {
+				if !b.dropped && now.Sub(b.since) >= p.o.DropAfter {
+					p.s.model.DropOrigin(id)
+					p.broken[id] = brokenStream{since: b.since, dropped: true}
+					p.log.Warn("stream of a hub replica's reports broken too long: its spokes' reports are dropped until it is back", "peer", id, "broken", now.Sub(b.since).Round(time.Millisecond))
+				}
+			}
 			p.mu.Unlock()
 		}
 	}
 }
 
-// follow keeps a stream of rec's reports open until ctx ends. While it is broken, what rec
-// streamed stays in the view for DropAfter, then is dropped until its next snapshot.
+// follow keeps a stream of rec's reports open until ctx ends.
 func (p *peers) follow(ctx context.Context, rec registry.HubRecord) {
 	log := p.log.With("peer", rec.ID, "address", rec.Address)
 	retry := jitteredBackoff(200*time.Millisecond, 5*time.Second)
-	down, dropped := time.Now(), false
 	for ctx.Err() == nil {
 		got, err := p.stream(ctx, rec)
 		if ctx.Err() != nil {
 			return
 		}
+		p.broke(rec.ID)
 		if got {
 			retry = jitteredBackoff(200*time.Millisecond, 5*time.Second)
-			down, dropped = time.Now(), false
 		}
 		d := retry()
 		log.Warn("stream of a hub replica's reports ended, reconnecting", "err", err, "retry", d)
-		wait := time.NewTimer(d)
-		for waiting := true; waiting; {
-			var drop <-chan time.Time
-			if !dropped {
-				drop = time.After(time.Until(down.Add(p.o.DropAfter)))
-			}
-			select {
-			case <-ctx.Done():
-				wait.Stop()
-				return
-			case <-wait.C:
-				waiting = false
-			case <-drop:
-				p.s.model.DropOrigin(rec.ID)
-				dropped = true
-				log.Warn("stream of a hub replica's reports broken too long: its spokes' reports are dropped until it is back", "down", p.o.DropAfter)
-			}
+		select {
+		case <-ctx.Done():
+		case <-time.After(d):
 		}
 	}
+}
+
+// broke records that the stream of replica id ended, unless it had already: the expire loop
+// drops its reports DropAfter later if no new stream has delivered a snapshot by then.
+func (p *peers) broke(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.conns[id]; !ok {
+		return
+	}
+	if _, ok := p.broken[id]; !ok {
+		p.broken[id] = brokenStream{since: time.Now()}
+	}
+}
+
+// live records that a new stream of replica id delivered its first message. It runs before
+// the message is applied, so that the expire loop cannot drop a fresh snapshot.
+func (p *peers) live(id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	delete(p.broken, id)
 }
 
 // errPeerMismatch is a stream whose sender is not the replica dialed.
@@ -369,6 +394,9 @@ func (p *peers) stream(ctx context.Context, rec registry.HubRecord) (got bool, e
 		}
 		if first && !m.GetSnapshot() {
 			return got, fmt.Errorf("hub replica %s: the first batch of a stream must be a snapshot", rec.ID)
+		}
+		if first {
+			p.live(rec.ID)
 		}
 		got, first = true, false
 		p.apply(rec.ID, m)

@@ -89,7 +89,7 @@ type Member struct {
 	ml   *memberlist.Memberlist
 
 	reach  *reach
-	deaths prometheus.Counter
+	gone   prometheus.Counter
 
 	mu   sync.RWMutex
 	dead map[string]time.Time
@@ -118,9 +118,9 @@ func Start(o Options) (*Member, error) {
 		_, err := m.ml.Ping(name, addr)
 		return err
 	})
-	m.deaths = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "spillway_gossip_dead_verdicts_total",
-		Help: "Members this one saw declared dead (gossip member dead in the log); a member that comes back is counted again when it dies again.",
+	m.gone = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "spillway_gossip_members_gone_total",
+		Help: "Members this one saw declared dead or leave (gossip member dead or left in the log; memberlist does not tell the two apart); a member that comes back is counted again when it goes again.",
 	})
 	c := memberlist.DefaultLANConfig()
 	c.Name = o.Name
@@ -236,17 +236,18 @@ func (m *Member) NotifyJoin(n *memberlist.Node) {
 	m.log.Info("gossip member alive", "member", n.Name, "address", n.Address())
 }
 
-// NotifyLeave implements memberlist.EventDelegate: the member died or left.
+// NotifyLeave implements memberlist.EventDelegate: the member was declared dead, or left.
 func (m *Member) NotifyLeave(n *memberlist.Node) {
 	m.mu.Lock()
 	m.dead[n.Name] = time.Now()
 	m.mu.Unlock()
 	m.reach.known(n.Name, nil)
-	m.deaths.Inc()
-	m.log.Warn("gossip member dead", "member", n.Name)
+	m.gone.Inc()
+	m.log.Warn("gossip member dead or left", "member", n.Name)
 }
 
-// NotifyUpdate implements memberlist.EventDelegate: the member's address may have changed.
+// NotifyUpdate implements memberlist.EventDelegate: the member's metadata changed (an address
+// change comes as a death and a join).
 func (m *Member) NotifyUpdate(n *memberlist.Node) { m.reach.known(n.Name, nodeAddr(n)) }
 
 func nodeAddr(n *memberlist.Node) net.Addr { return &net.UDPAddr{IP: n.Addr, Port: int(n.Port)} }
@@ -272,7 +273,7 @@ func splitHostPort(addr string) (string, int, error) {
 // 400 ms. A suspicion becomes a verdict after SuspicionMult × max(1, log10 N) × 500 ms (6 s up
 // to 10 members) once enough other members have confirmed it, and up to three times that
 // without confirmations (Lifeguard; below 12 members memberlist expects none and waits the
-// 6 s). That outlasts the full state exchange (push-pull over TCP, every 2 s, see Start), so a
+// 6 s). That outlasts the full state exchange (push-pull over TCP, every 2 s), so a
 // member that a lossy link made suspect hears it and refutes it before anyone declares it dead.
 // memberlist's own ping (Unreachable) waits the same 400 ms.
 func Timings(c *memberlist.Config) {

@@ -114,8 +114,8 @@ func TestDeadMemberIsKnownQuickly(t *testing.T) {
 		return nil
 	})
 	t.Logf("every member saw the crash within %.2fs", time.Since(killed).Seconds())
-	if n := promtest.Value(t, reg, "spillway_gossip_dead_verdicts_total"); n != 1 {
-		t.Errorf("spillway_gossip_dead_verdicts_total %v, want 1", n)
+	if n := promtest.Value(t, reg, "spillway_gossip_members_gone_total"); n != 1 {
+		t.Errorf("spillway_gossip_members_gone_total %v, want 1", n)
 	}
 	if n := promtest.Value(t, reg, "spillway_gossip_members"); n != 3 {
 		t.Errorf("spillway_gossip_members %v, want 3", n)

@@ -20,7 +20,7 @@ func (m *Member) register(reg prometheus.Registerer) error {
 			Name: "spillway_gossip_health_score",
 			Help: "memberlist's local health (Lifeguard awareness): 0 is healthy; more means this member misses answers and probes more slowly.",
 		}, func() float64 { return float64(m.ml.GetHealthScore()) }),
-		m.deaths,
+		m.gone,
 	} {
 		if err := reg.Register(c); err != nil {
 			return err

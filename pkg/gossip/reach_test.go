@@ -90,6 +90,27 @@ func TestReachFollowsTheAnswers(t *testing.T) {
 	if r.unreachable("a") {
 		t.Fatal("a member gone from gossip is unreachable: Dead answers for it")
 	}
+	// Back in gossip (still silent): its pings start afresh, and it is not unreachable before
+	// a whole window of them.
+	testkit.Eventually(t, time.Second, "a round after a left gossip", func() error {
+		r.mu.RLock()
+		defer r.mu.RUnlock()
+		if r.targets["a"].since.Load() != 0 {
+			return errors.New("pings not reset yet")
+		}
+		return nil
+	})
+	back := time.Now()
+	r.known("a", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 2})
+	testkit.Eventually(t, 3*time.Second, "a silent member back in gossip unreachable again", func() error {
+		if !r.unreachable("a") {
+			return errors.New("still reachable")
+		}
+		return nil
+	})
+	if waited := time.Since(back); waited < ReachWindow {
+		t.Fatalf("unreachable %v after it came back: want at least %v", waited, ReachWindow)
+	}
 	if n := strangers.Load(); n != 0 {
 		t.Fatalf("%d pings to a member gossip does not know", n)
 	}

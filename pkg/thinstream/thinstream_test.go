@@ -3,6 +3,8 @@ package thinstream
 import (
 	"context"
 	"net"
+	"os"
+	"os/exec"
 	"syscall"
 	"testing"
 )
@@ -65,4 +67,31 @@ func option(t *testing.T, c net.Conn) int {
 		t.Skip(gerr)
 	}
 	return v
+}
+
+// TestDialOptionsLeaveProxiedTargetsToGRPC: with an HTTPS proxy in the environment, a target the
+// proxy applies to gets no dialer of ours (gRPC's own dials through the proxy); one NO_PROXY
+// excludes does.
+func TestDialOptionsLeaveProxiedTargetsToGRPC(t *testing.T) {
+	// http.ProxyFromEnvironment reads the environment once per process: this test runs again in a
+	// child with the proxy set.
+	if os.Getenv("THINSTREAM_PROXY_CHILD") == "" {
+		if os.Getenv("HTTPS_PROXY") == "" && os.Getenv("https_proxy") == "" {
+			if n := len(DialOptions("hub.example:8470")); n != 1 {
+				t.Fatalf("no proxy: %d options, want the dialer", n)
+			}
+		}
+		cmd := exec.Command(os.Args[0], "-test.run=^TestDialOptionsLeaveProxiedTargetsToGRPC$")
+		cmd.Env = append(os.Environ(), "THINSTREAM_PROXY_CHILD=1", "HTTPS_PROXY=http://proxy.example:3128", "NO_PROXY=direct.example")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("with a proxy: %v\n%s", err, out)
+		}
+		return
+	}
+	if n := len(DialOptions("hub.example:8470")); n != 0 {
+		t.Fatalf("proxied target: %d options, want none", n)
+	}
+	if n := len(DialOptions("direct.example:8470")); n != 1 {
+		t.Fatalf("target excluded by NO_PROXY: %d options, want the dialer", n)
+	}
 }

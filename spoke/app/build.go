@@ -295,6 +295,9 @@ func (s *spoke) run(ctx context.Context, httpL, eppL net.Listener) error {
 	if s.rtt != nil {
 		g.Go(func() error { return s.rtt.Run(gctx) })
 	}
+	if s.remotes != nil {
+		g.Go(func() error { return s.remotes.Run(gctx) })
+	}
 	if s.member != nil {
 		g.Go(func() error { return s.member.Run(gctx) })
 	}

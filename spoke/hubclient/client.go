@@ -524,7 +524,7 @@ func (c *Client) sessionAt(ctx context.Context, ep endpoint, dial []grpc.DialOpt
 	// A connection per session: its handshake presents the key pair loaded last, and verifies
 	// this replica's certificate for the name of this address. The session is a thin stream
 	// (pkg/thinstream); DialOptions may dial otherwise.
-	dial = append([]grpc.DialOption{grpc.WithContextDialer(thinstream.Dial)}, dial...)
+	dial = append(thinstream.DialOptions(ep.addr), dial...)
 	conn, err := grpc.NewClient(ep.addr, dial...)
 	if err != nil {
 		return false, fmt.Errorf("hub address %q: %w", ep.addr, err)

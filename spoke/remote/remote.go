@@ -13,6 +13,7 @@ package remote
 
 import (
 	"cmp"
+	"context"
 	"slices"
 	"time"
 
@@ -66,7 +67,12 @@ type Options struct {
 	// Overrides come from --remote-gateway (cluster ID → host:port) and win over the other
 	// sources.
 	Overrides map[string]string
+	// Warm is how often Run lists the candidates; zero means DefaultWarm.
+	Warm time.Duration
 }
+
+// DefaultWarm is how often Run lists the candidates.
+const DefaultWarm = 2 * time.Second
 
 // Candidates lists the remote clusters of one pool.
 type Candidates struct {
@@ -78,7 +84,28 @@ func New(o Options) *Candidates {
 	if o.Now == nil {
 		o.Now = clock.Now
 	}
+	if o.Warm <= 0 {
+		o.Warm = DefaultWarm
+	}
 	return &Candidates{opts: o}
+}
+
+// Run lists the candidates every Options.Warm until ctx ends. Listing is what starts (and keeps
+// going) the gossip pings of Liveness.Unreachable and the RTT probes of each candidate, which
+// otherwise run only while requests spill: this way a cluster that died before the spilling
+// starts is already out, and every target's round trip is known, at the first spilled request.
+// A candidate that appears is pinged and probed within Options.Warm.
+func (c *Candidates) Run(ctx context.Context) error {
+	t := time.NewTicker(c.opts.Warm)
+	defer t.Stop()
+	for {
+		c.List()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
 }
 
 // Pool is the pool the candidates serve.

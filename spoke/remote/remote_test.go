@@ -1,10 +1,14 @@
 package remote
 
 import (
+	"context"
+	"fmt"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/spillway-io/spillway/e2e/testkit"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/spill"
 )
@@ -151,5 +155,57 @@ func TestListWithoutRTTSource(t *testing.T) {
 	}
 	if c.Pool() != pool {
 		t.Errorf("Pool() = %s, want %s", c.Pool(), pool)
+	}
+}
+
+// askedLiveness is a fake gossip that counts the Unreachable asks by cluster.
+type askedLiveness struct {
+	mu    sync.Mutex
+	asked map[string]int
+}
+
+func (l *askedLiveness) Dead(string) bool { return false }
+
+func (l *askedLiveness) Unreachable(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.asked[id]++
+	return false
+}
+
+func (l *askedLiveness) count(id string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.asked[id]
+}
+
+// TestRunKeepsCandidatesWarm: without any request, Run asks gossip about every candidate of the
+// pool (so their pings run) again and again, and not about a cluster of another pool nor about
+// this cluster; it returns when its context ends.
+func TestRunKeepsCandidatesWarm(t *testing.T) {
+	live := &askedLiveness{asked: map[string]int{}}
+	v := view{
+		caps: map[fleet.PoolRef][]fleet.RemoteCapacity{
+			pool:  {report("us-east-1", 0, fleet.PoolCapacity{}), report("us-west-1", 0, fleet.PoolCapacity{})},
+			other: {report("eu-west-1", 0, fleet.PoolCapacity{})},
+		},
+		clusters: []fleet.Cluster{cluster("us-west-1", "us-west", "10.0.1.1:80", fleet.StateAlive)},
+	}
+	c := New(Options{Self: "us-east-1", Pool: pool, View: v, Live: live, Warm: 10 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	testkit.Eventually(t, 5*time.Second, "us-west-1 asked about over and over", func() error {
+		if n := live.count("us-west-1"); n < 3 {
+			return fmt.Errorf("asked %d times", n)
+		}
+		return nil
+	})
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n, m := live.count("eu-west-1"), live.count("us-east-1"); n != 0 || m != 0 {
+		t.Fatalf("asked about another pool's cluster %d times and about itself %d times", n, m)
 	}
 }
