@@ -88,8 +88,8 @@ type Member struct {
 	log  *slog.Logger
 	ml   *memberlist.Memberlist
 
-	reach  *reach
-	gone   prometheus.Counter
+	reach *reach
+	gone  prometheus.Counter
 
 	mu   sync.RWMutex
 	dead map[string]time.Time
