@@ -80,27 +80,35 @@ func capacityIn(h *hubtest.Hub, cluster string) (uint32, time.Time, bool) {
 	return 0, time.Time{}, false
 }
 
+// twoReplicas starts replicas hub-x and hub-y, each on its own etcd, and a session of spoke a
+// on hub-x that has reported a queue of 3; list holds both replicas' records.
+func twoReplicas(t *testing.T, ctx context.Context) (x, y *testHub, st pb.SyncService_SyncClient, list *hubList) {
+	t.Helper()
+	x = startHub(t, hubOptions{hub: hubtest.Options{HubID: "hub-x"}})
+	y = startHub(t, hubOptions{hub: hubtest.Options{HubID: "hub-y"}})
+	x.register(t, ctx, "a", "10.0.0.1:443")
+	st = openSession(t, ctx, x.SyncAs("a"), "a")
+	if err := st.Send(capacityReport(3)); err != nil {
+		t.Fatal(err)
+	}
+	list = &hubList{hubs: map[string]registry.HubRecord{
+		"hub-x": {ID: "hub-x", Address: x.AdminAddr, Incarnation: x.Model.Incarnation()},
+		"hub-y": {ID: "hub-y", Address: y.AdminAddr, Incarnation: y.Model.Incarnation()},
+	}, events: make(chan []registry.HubEvent)}
+	return x, y, st, list
+}
+
 // TestPeersExchangeReports: replica y streams replica x's spokes' reports into its own view, as
 // fresh as their age says; a report removed at x goes at y; when x leaves the registry of
 // replicas its reports go from y's view; y's own spokes' reports are not echoed back.
 func TestPeersExchangeReports(t *testing.T) {
-	x := startHub(t, hubOptions{hub: hubtest.Options{HubID: "hub-x"}})
-	y := startHub(t, hubOptions{hub: hubtest.Options{HubID: "hub-y"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	x.register(t, ctx, "a", "10.0.0.1:443")
-	st := openSession(t, ctx, x.SyncAs("a"), "a")
-	if err := st.Send(capacityReport(3)); err != nil {
-		t.Fatal(err)
-	}
+	x, y, st, list := twoReplicas(t, ctx)
 	if err := st.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Imports{Imports: &pb.ImportReport{Pools: []*pb.PoolImportStatus{{Pool: &pb.PoolRef{Namespace: "default", Name: "chat"}, Imported: true}}}}}); err != nil {
 		t.Fatal(err)
 	}
 
-	list := &hubList{hubs: map[string]registry.HubRecord{
-		"hub-x": {ID: "hub-x", Address: x.AdminAddr, Incarnation: x.Model.Incarnation()},
-		"hub-y": {ID: "hub-y", Address: y.AdminAddr, Incarnation: y.Model.Incarnation()},
-	}, events: make(chan []registry.HubEvent)}
 	runPeers(t, y.Hub, server.PeerOptions{Hubs: list, Dial: dialAs(t, x.Hub, "hub-y"), FirstSnapshotWait: 10 * time.Second})
 
 	testkit.Eventually(t, 10*time.Second, "a's capacity from hub-x in hub-y's view", func() error {
@@ -278,19 +286,9 @@ func (c *cuttable) set(cut bool) {
 // broken (a partition between replicas), y keeps x's spokes' reports for DropAfter, not less,
 // then drops them; x's next snapshot brings them back.
 func TestPeerBrokenStreamDropsReports(t *testing.T) {
-	x := startHub(t, hubOptions{hub: hubtest.Options{HubID: "hub-x"}})
-	y := startHub(t, hubOptions{hub: hubtest.Options{HubID: "hub-y"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	x.register(t, ctx, "a", "10.0.0.1:443")
-	st := openSession(t, ctx, x.SyncAs("a"), "a")
-	if err := st.Send(capacityReport(3)); err != nil {
-		t.Fatal(err)
-	}
-	list := &hubList{hubs: map[string]registry.HubRecord{
-		"hub-x": {ID: "hub-x", Address: x.AdminAddr, Incarnation: x.Model.Incarnation()},
-		"hub-y": {ID: "hub-y", Address: y.AdminAddr, Incarnation: y.Model.Incarnation()},
-	}, events: make(chan []registry.HubEvent)}
+	x, y, _, list := twoReplicas(t, ctx)
 	link := &cuttable{dial: dialAs(t, x.Hub, "hub-y")}
 	const dropAfter = 2 * time.Second
 	runPeers(t, y.Hub, server.PeerOptions{Hubs: list, Dial: link.Dial, FirstSnapshotWait: 10 * time.Second, DropAfter: dropAfter})
