@@ -212,6 +212,27 @@ func TestReconnectsAreJittered(t *testing.T) {
 	}
 }
 
+// TestHealthySessionsResetTheBackoff: a client whose sessions each lasted HealthySession comes
+// back within the first backoff step every time its replica ends them, however many times; it
+// would wait 0.8 s or more by the fifth with a growing backoff.
+func TestHealthySessionsResetTheBackoff(t *testing.T) {
+	h := startFakeHub(t)
+	c := h.client(t, "east", "east")
+	c.opts.MinBackoff, c.opts.MaxBackoff, c.opts.HealthySession = 100*time.Millisecond, 10*time.Second, 300*time.Millisecond
+	run(t, c)
+	for i := range 5 {
+		testkit.Eventually(t, 10*time.Second, "session", testkit.True(func() bool { s, _, _ := h.seen(); return s == i+1 }))
+		// The session lives past HealthySession before its replica ends it.
+		time.Sleep(400 * time.Millisecond)
+		kicked := time.Now()
+		h.kick()
+		testkit.Eventually(t, 10*time.Second, "back", testkit.True(func() bool { s, _, _ := h.seen(); return s == i+2 }))
+		if back := time.Since(kicked); back > 600*time.Millisecond {
+			t.Fatalf("end %d: back after %s, want within the first backoff step (≤ 150 ms, and the handshake)", i+1, back)
+		}
+	}
+}
+
 // A TLS configuration made without a server name (tlsconfig.ClientConfig with "", as the spoke
 // gives a list of replicas) verifies each replica for the address dialed, an IP address too,
 // for which the handshake sends no server name.

@@ -20,7 +20,8 @@
 // once; when every one failed, or an established session broke, the client waits a jittered
 // exponential backoff (0.5 to 1.5 times an interval doubling from MinBackoff to MaxBackoff), so
 // that the spokes of a replica that died do not all come back in the same instant, and goes on
-// with the next address. The registry is shared, so the new replica's Welcome carries the
+// with the next address. A session that lasted Options.HealthySession starts the backoff again
+// from MinBackoff when it ends. The registry is shared, so the new replica's Welcome carries the
 // acked_export_seq of the spoke's session lease: exports resume with the deltas after it, and
 // the view resumes from its cursor or takes one snapshot.
 //
@@ -142,6 +143,10 @@ type Options struct {
 	DialOptions []grpc.DialOption
 	// MinBackoff and MaxBackoff bound the wait between reconnects (200 ms and 10 s when zero).
 	MinBackoff, MaxBackoff time.Duration
+	// HealthySession is how long an established session must have lasted for its end (its
+	// replica died, say) to start the backoff again from MinBackoff; 10 s when zero. Sessions
+	// that keep ending sooner grow the backoff.
+	HealthySession time.Duration
 	// RegisterTimeout bounds how long a replica may take to answer Register and to welcome the
 	// session before the next address is tried; 10 s when zero.
 	RegisterTimeout time.Duration
@@ -197,6 +202,9 @@ func New(opts Options) *Client {
 	}
 	if opts.MaxBackoff < opts.MinBackoff {
 		opts.MaxBackoff = 10 * time.Second
+	}
+	if opts.HealthySession <= 0 {
+		opts.HealthySession = 10 * time.Second
 	}
 	if opts.CertificateCheckInterval <= 0 {
 		opts.CertificateCheckInterval = time.Second
@@ -467,8 +475,11 @@ func (c *Client) Run(ctx context.Context) error {
 			c.log.Warn("hub replica unreachable; trying the next address", "hub", ep.addr, "err", err, "next", round[pos].addr)
 			continue
 		}
-		if established && time.Since(started) > time.Minute {
-			bo.Reset() // a long session was healthy; start the backoff again from the bottom
+		if established && time.Since(started) > c.opts.HealthySession {
+			// The session was healthy: the replica, not this spoke, is what ended it. Start
+			// the backoff again from the bottom, so that a failover costs a fraction of a
+			// second whatever happened before.
+			bo.Reset()
 		}
 		// Jittered: the spokes of a replica that died do not all come back in the same instant.
 		wait := bo.NextBackOff()
