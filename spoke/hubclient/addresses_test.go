@@ -149,6 +149,59 @@ func TestUnreachableAddressIsSkipped(t *testing.T) {
 	}
 }
 
+// stalledAddr returns the address of a listener that accepts connections and never answers:
+// a replica whose TLS handshake does not complete, as on a link that loses every packet back.
+func stalledAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return l.Addr().String()
+}
+
+// A connection that is not ready within ConnectTimeout is given up: the next address is tried
+// then, long before the register timeout, and without a backoff.
+func TestStalledConnectionIsGivenUp(t *testing.T) {
+	h := startFakeHub(t)
+	stalled := stalledAddr(t)
+	for range 3 { // either order of the two addresses comes up
+		c := h.client(t, "east", "east")
+		c.opts.HubAddresses = []string{stalled, h.addr}
+		c.opts.ConnectTimeout, c.opts.RegisterTimeout = 300*time.Millisecond, 30*time.Second
+		c.opts.MinBackoff, c.opts.MaxBackoff = 5*time.Second, 10*time.Second
+		run(t, c)
+		testkit.Eventually(t, 3*time.Second, "a session on the answering address, after at most the 300 ms connect timeout", testkit.True(c.Connected))
+		if c.HubAddress() != h.addr {
+			t.Errorf("HubAddress() = %s, want %s", c.HubAddress(), h.addr)
+		}
+	}
+}
+
 // A DNS name given alone stands for its addresses, each verified for the name: the fake hub's
 // certificate holds hubs.spillway.test, and a name it does not hold is refused although it
 // resolves to the same address.

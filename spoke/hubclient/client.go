@@ -17,7 +17,8 @@
 // each round of attempts. Each client shuffles the list once, so the spokes given the same list
 // spread over the replicas, and tries the addresses in that order: an address that does not
 // answer (refused, no Welcome within RegisterTimeout) costs no backoff, the next one is tried at
-// once; when every one failed, or an established session broke, the client waits a jittered
+// once (so is a connection not ready within ConnectTimeout); when every one failed, or an
+// established session broke, the client waits a jittered
 // exponential backoff (0.5 to 1.5 times an interval doubling from MinBackoff to MaxBackoff), so
 // that the spokes of a replica that died do not all come back in the same instant, and goes on
 // with the next address. A session that lasted Options.HealthySession starts the backoff again
@@ -92,6 +93,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
@@ -147,8 +149,13 @@ type Options struct {
 	// replica died, say) to start the backoff again from MinBackoff; 10 s when zero. Sessions
 	// that keep ending sooner grow the backoff.
 	HealthySession time.Duration
+	// ConnectTimeout bounds how long the connection to a replica (TCP and TLS) may take to be
+	// ready before it is given up and the next address (or the same, on a new connection) is
+	// tried; 4 s when zero. On a lossy link a new connection's handshake is often quicker than
+	// waiting out the old one's retransmissions, whose timeouts double.
+	ConnectTimeout time.Duration
 	// RegisterTimeout bounds how long a replica may take to answer Register and to welcome the
-	// session before the next address is tried; 10 s when zero.
+	// session, once connected, before the next address is tried; 10 s when zero.
 	RegisterTimeout time.Duration
 	// Logger receives the client's logs, with a component attribute added; it carries the
 	// cluster already (the spoke's does), so the client adds none. Nil discards them.
@@ -211,6 +218,9 @@ func New(opts Options) *Client {
 	}
 	if opts.RegisterTimeout <= 0 {
 		opts.RegisterTimeout = 10 * time.Second
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 4 * time.Second
 	}
 	if opts.LookupHost == nil {
 		opts.LookupHost = net.DefaultResolver.LookupHost
@@ -503,6 +513,24 @@ func (c *Client) Run(ctx context.Context) error {
 	return nil
 }
 
+// connected waits, for at most timeout, until conn is ready or its connection attempt failed
+// (refused, reset, a bad handshake: Register then fails at once and says why); a connection
+// still being made after timeout is an error.
+func connected(ctx context.Context, conn *grpc.ClientConn, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn.Connect()
+	for {
+		st := conn.GetState()
+		if st == connectivity.Ready || st == connectivity.TransientFailure || st == connectivity.Shutdown {
+			return nil
+		}
+		if !conn.WaitForStateChange(ctx, st) {
+			return fmt.Errorf("connect: not ready within %s (%s)", timeout, st)
+		}
+	}
+}
+
 // sessionAt holds one session with the replica at ep on a connection of its own; established
 // is true when the hub welcomed it.
 func (c *Client) sessionAt(ctx context.Context, ep endpoint, dial []grpc.DialOption) (established bool, err error) {
@@ -541,6 +569,9 @@ func (c *Client) sessionAt(ctx context.Context, ep endpoint, dial []grpc.DialOpt
 		return false, fmt.Errorf("hub address %q: %w", ep.addr, err)
 	}
 	defer conn.Close()
+	if err := connected(ctx, conn, c.opts.ConnectTimeout); err != nil {
+		return false, err
+	}
 	return c.session(ctx, pb.NewSyncServiceClient(conn), ep.addr)
 }
 
