@@ -36,7 +36,9 @@ const (
 //   - A complete update that would withdraw more than half of the view's imports, and more than
 //     guardMinimum, is the mark of a hub that lost part of its registry (a restart before its
 //     load, a bug), not of the fleet: those withdrawals are held for a damping period (the
-//     Welcome's lease TTL, at most a minute) before they take effect. An update that brings a
+//     Welcome's lease TTL, at most a minute) before they take effect. Dropping a cluster from an
+//     import that others export too counts as a withdrawal and is held alike (the import keeps
+//     the cluster meanwhile): a cluster lost from the registry is lost from every import. An update that brings a
 //     held pool back cancels its withdrawal; a later update that confirms it does not shorten the
 //     damping (a hub that lost its registry confirms its own loss), so a held withdrawal takes
 //     effect when its damping has passed, if the view is then complete (else at the next
@@ -68,15 +70,26 @@ type View struct {
 	// the list it carries or, for a pool it does not mention, the last one waiting.
 	waitExporters map[fleet.PoolRef][]string
 	// held are the import withdrawals the mass-deletion guard holds, with when each takes effect.
-	held    map[fleet.PoolRef]time.Time
-	damping time.Duration
-	timer   *time.Timer
+	held map[fleet.PoolRef]time.Time
+	// heldExporters are the exporter lists that drop clusters which the guard holds (the view
+	// keeps the union meanwhile), with when each takes effect: a cluster that vanished from the
+	// hub's registry vanishes from every import it exported, and the imports that others export
+	// too are shrunk, not withdrawn.
+	heldExporters map[fleet.PoolRef]heldList
+	damping       time.Duration
+	timer         *time.Timer
 	// stopped is set by stop: no timer is armed after it.
 	stopped bool
 
 	now     func() time.Time
 	log     *slog.Logger
 	metrics *metrics
+}
+
+// heldList is an exporter list the guard holds, and when it takes effect.
+type heldList struct {
+	exporters []string
+	until     time.Time
 }
 
 func newView(log *slog.Logger, m *metrics) *View {
@@ -90,6 +103,7 @@ func newView(log *slog.Logger, m *metrics) *View {
 		waitCapacity:  map[fleet.CapacityKey]struct{}{},
 		waitExporters: map[fleet.PoolRef][]string{},
 		held:          map[fleet.PoolRef]time.Time{},
+		heldExporters: map[fleet.PoolRef]heldList{},
 		damping:       maxDamping,
 		now:           clock.Now,
 		log:           log,
@@ -174,15 +188,24 @@ func (v *View) apply(u *pb.ViewUpdate) {
 	}
 
 	// What it adds or changes, which cancels any withdrawal waiting or held.
+	shrunk := map[fleet.PoolRef][]string{}
 	for _, i := range u.GetImports() {
 		imp := fleetpb.ImportFrom(i)
 		delete(v.waitExporters, imp.Pool)
-		if old, ok := v.imports[imp.Pool]; ok && !complete {
-			// An incomplete update drops no exporter of a pool either: an importer must not
-			// lose a cluster it spills to because the hub has not heard from it yet.
+		if old, ok := v.imports[imp.Pool]; ok {
 			if merged := unionSorted(old.ExportingClusters, imp.ExportingClusters); len(merged) > len(imp.ExportingClusters) {
-				v.waitExporters[imp.Pool] = imp.ExportingClusters
+				// It drops an exporter. An incomplete update never does: an importer must not
+				// lose a cluster it spills to because the hub has not heard from it yet. A
+				// complete one does through the guard (removeComplete). The union stays
+				// meanwhile.
+				if complete {
+					shrunk[imp.Pool] = imp.ExportingClusters
+				} else {
+					v.waitExporters[imp.Pool] = imp.ExportingClusters
+				}
 				imp.ExportingClusters = merged
+			} else {
+				delete(v.heldExporters, imp.Pool)
 			}
 		}
 		v.imports[imp.Pool] = imp
@@ -208,7 +231,7 @@ func (v *View) apply(u *pb.ViewUpdate) {
 
 	v.incomplete = !complete
 	if complete {
-		v.removeComplete(goneImports, goneClusters, goneCapacity, now)
+		v.removeComplete(goneImports, goneClusters, goneCapacity, shrunk, now)
 		v.schedule(now)
 	} else {
 		v.wait(goneImports, goneClusters, goneCapacity)
@@ -249,8 +272,9 @@ func (v *View) wait(imports []fleet.PoolRef, clusters []string, capacity []fleet
 }
 
 // removeComplete removes what a complete update removes, with what incomplete ones left waiting;
-// import withdrawals go through the guard.
-func (v *View) removeComplete(imports []fleet.PoolRef, clusters []string, capacity []fleet.CapacityKey, now time.Time) {
+// import withdrawals and exporter lists that drop clusters (shrunk, the list each pool gets) go
+// through the guard.
+func (v *View) removeComplete(imports []fleet.PoolRef, clusters []string, capacity []fleet.CapacityKey, shrunk map[fleet.PoolRef][]string, now time.Time) {
 	for id := range v.waitClusters {
 		clusters = append(clusters, id)
 	}
@@ -261,9 +285,8 @@ func (v *View) removeComplete(imports []fleet.PoolRef, clusters []string, capaci
 		imports = append(imports, p)
 	}
 	for p, exporters := range v.waitExporters {
-		if imp, ok := v.imports[p]; ok {
-			imp.ExportingClusters = exporters
-			v.imports[p] = imp
+		if _, ok := v.imports[p]; ok {
+			shrunk[p] = exporters
 		}
 	}
 	clear(v.waitClusters)
@@ -286,17 +309,36 @@ func (v *View) removeComplete(imports []fleet.PoolRef, clusters []string, capaci
 		}
 		withdrawn[p] = struct{}{}
 	}
-	if n := len(withdrawn) + len(v.held); len(withdrawn) > 0 && n > guardMinimum && 2*n > len(v.imports) {
+	heldShrinks := 0
+	for p := range v.heldExporters {
+		if _, ok := shrunk[p]; !ok {
+			heldShrinks++
+		}
+	}
+	n := len(withdrawn) + len(v.held) + len(shrunk) + heldShrinks
+	if len(withdrawn)+len(shrunk) > 0 && n > guardMinimum && 2*n > len(v.imports) {
 		until := now.Add(v.damping)
 		for p := range withdrawn {
 			v.held[p] = until
 		}
+		for p, exporters := range shrunk {
+			if h, ok := v.heldExporters[p]; !ok || !slices.Equal(h.exporters, exporters) {
+				v.heldExporters[p] = heldList{exporters: exporters, until: until}
+			}
+		}
 		v.log.Warn("the hub's view withdraws most imports at once; holding the withdrawals for the damping period",
-			"withdrawals", len(withdrawn), "held", len(v.held), "imports", len(v.imports), "damping", v.damping)
+			"withdrawals", len(withdrawn), "shrunk", len(shrunk), "held", len(v.held)+len(v.heldExporters), "imports", len(v.imports), "damping", v.damping)
 		v.schedule(now)
 	} else {
 		for p := range withdrawn {
 			delete(v.imports, p)
+			delete(v.heldExporters, p)
+		}
+		for p, exporters := range shrunk {
+			imp := v.imports[p]
+			imp.ExportingClusters = exporters
+			v.imports[p] = imp
+			delete(v.heldExporters, p)
 		}
 	}
 	v.releaseExpired(now)
@@ -313,6 +355,17 @@ func (v *View) releaseExpired(now time.Time) int {
 		if !now.Before(until) {
 			delete(v.held, p)
 			delete(v.imports, p)
+			delete(v.heldExporters, p)
+			n++
+		}
+	}
+	for p, h := range v.heldExporters {
+		if !now.Before(h.until) {
+			delete(v.heldExporters, p)
+			if imp, ok := v.imports[p]; ok {
+				imp.ExportingClusters = h.exporters
+				v.imports[p] = imp
+			}
 			n++
 		}
 	}
@@ -324,10 +377,14 @@ func (v *View) releaseExpired(now time.Time) int {
 
 // schedule arms the timer for the earliest held withdrawal. v.mu is held.
 func (v *View) schedule(now time.Time) {
-	if len(v.held) == 0 || v.stopped {
+	if len(v.held)+len(v.heldExporters) == 0 || v.stopped {
 		return
 	}
-	next := slices.MinFunc(slices.Collect(maps.Values(v.held)), time.Time.Compare)
+	dues := slices.Collect(maps.Values(v.held))
+	for _, h := range v.heldExporters {
+		dues = append(dues, h.until)
+	}
+	next := slices.MinFunc(dues, time.Time.Compare)
 	d := max(next.Sub(now), 0)
 	if v.timer != nil {
 		v.timer.Stop()
@@ -366,15 +423,16 @@ func (v *View) stop() {
 // setHeldMetrics sets spillway_spoke_import_withdrawals_held. v.mu is held.
 func (v *View) setHeldMetrics() {
 	v.metrics.withdrawalsHeld.WithLabelValues(heldIncomplete).Set(float64(len(v.waitImports)))
-	v.metrics.withdrawalsHeld.WithLabelValues(heldDamping).Set(float64(len(v.held)))
+	v.metrics.withdrawalsHeld.WithLabelValues(heldDamping).Set(float64(len(v.held) + len(v.heldExporters)))
 }
 
-// HeldWithdrawals returns how many imports the view keeps though the hub withdrew them: waiting
-// for a complete update, and held by the mass-deletion guard.
+// HeldWithdrawals returns how many imports the view keeps though the hub withdrew them, waiting
+// for a complete update, and how many withdrawals the mass-deletion guard holds (imports, and
+// exporter lists that drop clusters).
 func (v *View) HeldWithdrawals() (waiting, damping int) {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	return len(v.waitImports), len(v.held)
+	return len(v.waitImports), len(v.held) + len(v.heldExporters)
 }
 
 // Changed returns a channel closed at the next change.

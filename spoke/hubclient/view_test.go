@@ -337,3 +337,53 @@ func TestIncompleteUpdatesDropNoExporter(t *testing.T) {
 	want("after the complete update", 0, "east", "west")
 	want("after the complete update", 1, "west")
 }
+
+// TestMassShrinkIsHeldWithTheWithdrawals: a cluster that vanishes from the hub's registry
+// vanishes from every import it exported. The imports it alone exported are withdrawn, and
+// those others export too are shrunk: the guard holds both, so the shared import keeps the
+// cluster for the damping; then both take effect. A lone shrink takes effect at once.
+func TestMassShrinkIsHeldWithTheWithdrawals(t *testing.T) {
+	tv := newTestView(t)
+	tv.setDamping(30 * time.Second)
+	shared := func(clusters ...string) *pb.Import {
+		return fleetpb.Import(fleet.Import{Pool: poolN(100), ExportingClusters: clusters})
+	}
+	u := importsUpdate(true, false, 0, 20) // pools 0-19 exported by east alone
+	u.Imports = append(u.Imports, shared("east", "eu", "west"))
+	tv.apply(u)
+	exporters := func() string {
+		for _, imp := range tv.Imports() {
+			if imp.Pool == poolN(100) {
+				return fmt.Sprint(imp.ExportingClusters)
+			}
+		}
+		return "missing"
+	}
+
+	// east vanishes: 20 withdrawals and one shrink, held together.
+	tv.apply(&pb.ViewUpdate{Snapshot: true, Cursor: &pb.ViewCursor{HubIncarnation: "h"}, Imports: []*pb.Import{shared("eu", "west")}})
+	tv.wantImports(t, "right after east vanished", 21)
+	if got := exporters(); got != "[east eu west]" {
+		t.Fatalf("the shared pool is exported by %s right after east vanished, want east kept for the damping", got)
+	}
+	if _, d := tv.HeldWithdrawals(); d != 21 || tv.held(heldDamping) != 21 {
+		t.Fatalf("held %d (metric %v), want 21", d, tv.held(heldDamping))
+	}
+
+	// The damping passes: east goes from everything.
+	tv.now = tv.now.Add(30 * time.Second)
+	tv.release()
+	tv.wantImports(t, "after the damping", 1)
+	if got := exporters(); got != "[eu west]" {
+		t.Fatalf("the shared pool is exported by %s after the damping, want [eu west]", got)
+	}
+	if _, d := tv.HeldWithdrawals(); d != 0 {
+		t.Fatalf("held %d after the damping", d)
+	}
+
+	// A lone shrink is ordinary churn: at once.
+	tv.apply(&pb.ViewUpdate{Cursor: &pb.ViewCursor{HubIncarnation: "h", Seq: 1}, Imports: []*pb.Import{shared("west")}})
+	if got := exporters(); got != "[west]" {
+		t.Fatalf("after a lone shrink the shared pool is exported by %s, want [west]", got)
+	}
+}
