@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
 	"github.com/spillway-io/spillway/e2e/testkit"
@@ -23,6 +24,14 @@ func TestHubsAndLeader(t *testing.T) {
 	defer cli.Close()
 	store := registry.New(cli, registry.Options{})
 
+	campaigns := func() int64 {
+		t.Helper()
+		resp, err := cli.Get(ctx, store.ElectionPrefix()+"/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Count
+	}
 	// campaign registers id under a new session and campaigns with it.
 	campaign := func(id string) *concurrency.Session {
 		t.Helper()
@@ -34,8 +43,17 @@ func TestHubsAndLeader(t *testing.T) {
 			t.Fatal(err)
 		}
 		el := concurrency.NewElection(sess, store.ElectionPrefix())
-		// Only the first campaign returns at once; the others wait behind it.
+		// Only the first campaign returns at once; the others wait behind it, their keys
+		// written first: wait for the key, so that the campaigns are in the order of the calls.
+		before := campaigns()
 		go func() { _ = el.Campaign(sess.Ctx(), id) }()
+		testkit.Eventually(t, 5*time.Second, id+"'s campaign key", func() error {
+			if n := campaigns(); n != before+1 {
+				return fmt.Errorf("%d campaign keys, want %d", n, before+1)
+			}
+			return nil
+		})
+		t.Cleanup(func() { _ = sess.Close() })
 		return sess
 	}
 	check := func(wantHubs int, wantLeader string) {
@@ -56,19 +74,16 @@ func TestHubsAndLeader(t *testing.T) {
 	check(0, "")
 	a := campaign("hub-a")
 	check(1, "hub-a")
-	b := campaign("hub-b")
+	campaign("hub-b")
 	check(2, "hub-a")
 
 	// hub-a restarts under its ID: its new record replaces the old, under a new lease, while the
 	// old campaign still holds the election.
-	a2 := campaign("hub-a")
+	campaign("hub-a")
 	check(2, "")
 	// The old session's lease goes: hub-b's campaign is now the oldest.
 	if _, err := cli.Revoke(ctx, a.Lease()); err != nil {
 		t.Fatal(err)
 	}
 	check(2, "hub-b")
-	for _, s := range []*concurrency.Session{a, b, a2} {
-		_ = s.Close()
-	}
 }

@@ -522,8 +522,11 @@ func connected(ctx context.Context, conn *grpc.ClientConn, timeout time.Duration
 	conn.Connect()
 	for {
 		st := conn.GetState()
-		if st == connectivity.Ready || st == connectivity.TransientFailure || st == connectivity.Shutdown {
+		switch st {
+		case connectivity.Ready, connectivity.TransientFailure, connectivity.Shutdown:
 			return nil
+		case connectivity.Idle:
+			conn.Connect() // went idle again (a GOAWAY right after the handshake): reconnect
 		}
 		if !conn.WaitForStateChange(ctx, st) {
 			return fmt.Errorf("connect: not ready within %s (%s)", timeout, st)

@@ -309,9 +309,15 @@ func (v *View) removeComplete(imports []fleet.PoolRef, clusters []string, capaci
 		}
 		withdrawn[p] = struct{}{}
 	}
+	// A pool withdrawn is not shrunk too.
+	for p := range withdrawn {
+		delete(shrunk, p)
+	}
 	heldShrinks := 0
 	for p := range v.heldExporters {
-		if _, ok := shrunk[p]; !ok {
+		_, renewed := shrunk[p]
+		_, heldToo := v.held[p]
+		if !renewed && !heldToo {
 			heldShrinks++
 		}
 	}
@@ -322,7 +328,10 @@ func (v *View) removeComplete(imports []fleet.PoolRef, clusters []string, capaci
 			v.held[p] = until
 		}
 		for p, exporters := range shrunk {
-			if h, ok := v.heldExporters[p]; !ok || !slices.Equal(h.exporters, exporters) {
+			if h, ok := v.heldExporters[p]; ok {
+				// Held already: its damping runs on, whatever list the update brings.
+				v.heldExporters[p] = heldList{exporters: exporters, until: h.until}
+			} else {
 				v.heldExporters[p] = heldList{exporters: exporters, until: until}
 			}
 		}
@@ -335,9 +344,10 @@ func (v *View) removeComplete(imports []fleet.PoolRef, clusters []string, capaci
 			delete(v.heldExporters, p)
 		}
 		for p, exporters := range shrunk {
-			imp := v.imports[p]
-			imp.ExportingClusters = exporters
-			v.imports[p] = imp
+			if imp, ok := v.imports[p]; ok {
+				imp.ExportingClusters = exporters
+				v.imports[p] = imp
+			}
 			delete(v.heldExporters, p)
 		}
 	}
@@ -370,7 +380,7 @@ func (v *View) releaseExpired(now time.Time) int {
 		}
 	}
 	if n > 0 {
-		v.log.Warn("held import withdrawals took effect after the damping period", "withdrawals", n, "stillHeld", len(v.held))
+		v.log.Warn("held import withdrawals took effect after the damping period", "withdrawals", n, "stillHeld", len(v.held)+len(v.heldExporters))
 	}
 	return n
 }

@@ -387,3 +387,26 @@ func TestMassShrinkIsHeldWithTheWithdrawals(t *testing.T) {
 		t.Fatalf("after a lone shrink the shared pool is exported by %s, want [west]", got)
 	}
 }
+
+// TestWithdrawnAfterAnIncompleteShrink: a pool whose exporter list an incomplete update shrank
+// (the union kept, the list waiting) and that a complete update then withdraws is gone, and
+// nothing else appears in its place.
+func TestWithdrawnAfterAnIncompleteShrink(t *testing.T) {
+	tv := newTestView(t)
+	exporters := func(pool int, clusters ...string) *pb.Import {
+		return fleetpb.Import(fleet.Import{Pool: poolN(pool), ExportingClusters: clusters})
+	}
+	tv.apply(&pb.ViewUpdate{Snapshot: true, Cursor: &pb.ViewCursor{HubIncarnation: "h"},
+		Imports: []*pb.Import{exporters(0, "east", "west"), exporters(1, "east")}})
+	tv.apply(&pb.ViewUpdate{Incomplete: true, Cursor: &pb.ViewCursor{HubIncarnation: "h", Seq: 1},
+		Imports: []*pb.Import{exporters(0, "west")}})
+	tv.apply(&pb.ViewUpdate{Snapshot: true, Cursor: &pb.ViewCursor{HubIncarnation: "h", Seq: 2},
+		Imports: []*pb.Import{exporters(1, "east")}})
+	got := tv.Imports()
+	if len(got) != 1 || got[0].Pool != poolN(1) {
+		t.Fatalf("imports %+v, want pool 1 alone", got)
+	}
+	if _, d := tv.HeldWithdrawals(); d != 0 {
+		t.Fatalf("held %d", d)
+	}
+}
