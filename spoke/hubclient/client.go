@@ -180,6 +180,9 @@ type Client struct {
 	refused        map[fleet.PoolRef]fleet.ExportRefusal
 	refusedChanged chan struct{}
 	exports        *exportLog
+	// exportsKnown is set by the first SetExports: until then the client sends nothing of the
+	// exports (an empty set would withdraw every export the hub holds for the cluster).
+	exportsKnown bool
 	capacity       map[fleet.PoolRef]fleet.PoolCapacity
 	interest       []fleet.PoolRef
 	// importStates is what the spoke reports of its InferencePoolImports; importsRev counts
@@ -313,6 +316,7 @@ func (c *Client) Connected() bool {
 func (c *Client) SetExports(exports []fleet.Export) {
 	c.mu.Lock()
 	c.wanted = slices.Clone(exports)
+	c.exportsKnown = true
 	c.applyPolicy()
 	c.mu.Unlock()
 	c.poke()
@@ -820,8 +824,15 @@ func (c *Client) recvLoop(stream pb.SyncService_SyncClient) error {
 func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient, w *pb.Welcome, interest []fleet.PoolRef) error {
 	interval := max(w.GetMinReportInterval().AsDuration(), 50*time.Millisecond)
 	heartbeat := max(w.GetCapacityHeartbeat().AsDuration(), interval)
+	// Until the source has told the cluster's exports (a spoke that just started, its caches
+	// not synced yet), none are sent: a replace_all of the empty set would withdraw every
+	// export the hub holds for the cluster, and importers everywhere would drop it.
 	c.mu.Lock()
-	pending := c.exports.since(w.GetAckedExportSeq())
+	resumed := c.exportsKnown
+	var pending []*pb.ExportDelta
+	if resumed {
+		pending = c.exports.since(w.GetAckedExportSeq())
+	}
 	sent := c.exports.seq
 	c.mu.Unlock()
 	for _, d := range pending {
@@ -845,7 +856,13 @@ func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient,
 	for {
 		now := time.Now()
 		c.mu.Lock()
-		deltas := c.exports.after(sent)
+		var deltas []*pb.ExportDelta
+		switch {
+		case resumed:
+			deltas = c.exports.after(sent)
+		case c.exportsKnown:
+			deltas, resumed = c.exports.since(w.GetAckedExportSeq()), true
+		}
 		sent = c.exports.seq
 		caps := exportedOnly(c.capacity, c.exports.current)
 		var imports *pb.ImportReport

@@ -492,3 +492,27 @@ func TestInterestAndImportReportsKeepTheAnnouncedInterval(t *testing.T) {
 		}
 	}
 }
+
+// TestNoExportsBeforeTheSourceTellsThem: a session that starts before the first SetExports
+// (a spoke whose caches have not synced) sends nothing of the exports; the first delta the hub
+// gets, once they are set, is a replace_all that carries them, not an empty one that would have
+// withdrawn every export the hub held for the cluster.
+func TestNoExportsBeforeTheSourceTellsThem(t *testing.T) {
+	h := startFakeHub(t)
+	chat := fleet.PoolRef{Namespace: "default", Name: "chat"}
+	c := h.client(t, "east", "east")
+	run(t, c)
+	testkit.Eventually(t, 5*time.Second, "session", testkit.True(c.Connected))
+	c.SetExports([]fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}})
+	testkit.Eventually(t, 5*time.Second, "an export delta", testkit.True(func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.deltas) > 0
+	}))
+	h.mu.Lock()
+	first := h.deltas[0].delta
+	h.mu.Unlock()
+	if !first.GetReplaceAll() || len(first.GetUpserts()) != 1 || first.GetUpserts()[0].GetPool().GetName() != "chat" {
+		t.Fatalf("first export delta %v: want a replace_all carrying chat", first)
+	}
+}

@@ -32,6 +32,10 @@ type Pools interface {
 	Changed() <-chan struct{}
 }
 
+// readier is a source that knows its pools only after a while (the Kubernetes controller,
+// until its caches have synced): Ready returns an error until then.
+type readier interface{ Ready() error }
+
 // Scraper reads the endpoints' metrics (a *modelmetrics.Scraper).
 type Scraper interface {
 	SetTargets([]modelmetrics.Target)
@@ -157,7 +161,11 @@ func (l *Loop) apply() {
 			l.opts.Prefix.Forget(addr)
 		}
 	}
-	l.opts.Hub.SetExports(source.Exports(l.pools))
+	// A source that does not know its pools yet has not said the cluster exports nothing: the
+	// exports wait for it (an empty set would withdraw every export the hub holds).
+	if r, ok := l.opts.Pools.(readier); !ok || r.Ready() == nil {
+		l.opts.Hub.SetExports(source.Exports(l.pools))
+	}
 	if l.opts.EPPPool != (fleet.PoolRef{}) && !slices.Contains(refs, l.opts.EPPPool) {
 		refs = append(refs, l.opts.EPPPool) // an imported pool the EPP serves: remote capacity needed
 	}

@@ -436,3 +436,41 @@ func TestEndpointAddedIsPendingAlone(t *testing.T) {
 	s.at(time.Second + 50*time.Millisecond)
 	s.check(t, "an endpoint added, not scraped yet", true, spill.ReasonSaturated)
 }
+
+// syncingPools is a pool source that knows its pools only once synced, as the Kubernetes
+// controller does.
+type syncingPools struct {
+	*pools
+	mu     sync.Mutex
+	synced bool
+}
+
+func (p *syncingPools) Ready() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.synced {
+		return errors.New("not synced")
+	}
+	return nil
+}
+
+// TestExportsWaitForTheSource: before its source knows its pools, the loop tells the hub client
+// nothing of the exports (an empty set would withdraw every export the hub holds); once the
+// source is synced and says the pools changed, it does.
+func TestExportsWaitForTheSource(t *testing.T) {
+	src := &syncingPools{pools: newPools()}
+	h := &hub{}
+	l := New(Options{Pools: src, Scraper: &scraper{}, Hub: h, Endpoints: &endpoints{}, Thresholds: thresholds})
+	l.apply()
+	if exports, _, _, _ := h.state(); exports != nil {
+		t.Fatalf("exports %+v told before the source synced, want none", exports)
+	}
+	src.mu.Lock()
+	src.synced = true
+	src.mu.Unlock()
+	src.change(localPools()...)
+	l.apply()
+	if exports, _, _, _ := h.state(); !reflect.DeepEqual(exports, []fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}}) {
+		t.Fatalf("exports %+v once synced, want chat's", exports)
+	}
+}
