@@ -183,8 +183,8 @@ type Client struct {
 	// exportsKnown is set by the first SetExports: until then the client sends nothing of the
 	// exports (an empty set would withdraw every export the hub holds for the cluster).
 	exportsKnown bool
-	capacity       map[fleet.PoolRef]fleet.PoolCapacity
-	interest       []fleet.PoolRef
+	capacity     map[fleet.PoolRef]fleet.PoolCapacity
+	interest     []fleet.PoolRef
 	// importStates is what the spoke reports of its InferencePoolImports; importsRev counts
 	// its changes so each session sends the current one once and then every change.
 	importStates []fleet.PoolImportStatus
