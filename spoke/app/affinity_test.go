@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/spillway-io/spillway/e2e/testkit"
@@ -72,6 +73,16 @@ func TestSpokeReplicasShareAffinity(t *testing.T) {
 		defer stop()
 		replicas = append(replicas, s)
 	}
+	// A pick made before a replica counts the other in its ring is told to nobody (and reaches
+	// the other only by a later join's snapshot): wait until each counts both.
+	testkit.Eventually(t, 10*time.Second, "each replica counts both in its ring", func() error {
+		for i, s := range replicas {
+			if n := gauge(s.reg, "spillway_epp_affinity_replicas"); n != 2 {
+				return fmt.Errorf("replica %d counts %v", i, n)
+			}
+		}
+		return nil
+	})
 	a, b := replicas[0].picker.Scheduler().Prefix(), replicas[1].picker.Scheduler().Prefix()
 	const served, outside = "127.0.0.1:8000", "10.9.9.9:8000"
 	prompt := strings.Repeat("a shared system prompt, ", 20)
@@ -136,4 +147,18 @@ func freeRingPort(t *testing.T) string {
 	}
 	t.Fatal("no port free for TCP and UDP")
 	return ""
+}
+
+// gauge reads a gauge without labels from reg, or -1 while it is not registered.
+func gauge(reg prometheus.Gatherer, name string) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return -1
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
 }
