@@ -31,6 +31,7 @@ build: ## Build every binary into bin/.
 	$(GO) build -o $(BIN)/loadgen ./e2e/cmd/loadgen
 	$(GO) build -o $(BIN)/eppbench ./e2e/cmd/eppbench
 	$(GO) build -o $(BIN)/spillbench ./e2e/cmd/spillbench
+	$(GO) build -o $(BIN)/scalebench ./e2e/cmd/scalebench
 
 .PHONY: demo
 demo: build ## Run a whole local fleet with TLS from its own CA: hub, three regional spokes, simulators (DEMO_DURATION=30s to stop by itself).
@@ -66,6 +67,10 @@ bench-spill: ## Federated routing vs local-only vs round-robin in the three-regi
 $(BIN)/toxiproxy-server:
 	@mkdir -p $(BIN)
 	GOBIN=$$(mktemp -d) && $(GO) install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION) && mv $$GOBIN/server $@ && rmdir $$GOBIN
+
+.PHONY: bench-scale
+bench-scale: build ## One hub against 100 to 3,000 simulated spokes over mutual TLS: staleness, CPU, memory, etcd writes, restart; writes docs/benchmarks/scale.json (BENCH_ARGS=--spokes=1000 for one size).
+	$(BIN)/scalebench --bin-dir $(BIN) --profile-dir $(BIN)/scale-profiles $(BENCH_ARGS)
 
 .PHONY: bench-epp
 bench-epp: ## Benchmark the EPP against GIE v1.5.0's EPP (root: uses a network namespace).

@@ -207,6 +207,10 @@ func Run(ctx context.Context, cfg *Config) error {
 
 	store := registry.New(cli, registry.Options{Prefix: cfg.EtcdPrefix, LeaseTTL: cfg.LeaseTTL})
 	model := view.New()
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "spillway_hub_registry_revision",
+		Help: "The etcd revision the hub's fleet view reflects: its rate is the registry's write rate.",
+	}, func() float64 { return float64(model.Revision()) }))
 	srv := server.New(store, model, server.Options{
 		HubID:               cfg.HubID,
 		MinReportInterval:   cfg.MinReportInterval,
@@ -323,7 +327,11 @@ func Run(ctx context.Context, cfg *Config) error {
 	}
 	g.Go(func() error { return serve.GRPC(gctx, ls.spokes, spokes) })
 	g.Go(func() error { return serve.GRPC(gctx, ls.admin, admin) })
-	g.Go(func() error { return serve.HTTP(gctx, httpL, serve.HTTPMux(reg, ready)) })
+	mux := serve.HTTPMux(reg, ready)
+	if cfg.EnablePprof {
+		serve.Pprof(mux)
+	}
+	g.Go(func() error { return serve.HTTP(gctx, httpL, mux) })
 	g.Go(func() error {
 		select {
 		case <-gctx.Done():

@@ -82,6 +82,8 @@ type Options struct {
 	ViewInterval              time.Duration
 	Gossip                    gossip.Flags
 	Log                       logging.Options
+	// EnablePprof serves Go's profiles at /debug/pprof/ on HTTPAddress.
+	EnablePprof bool
 
 	// volumeBytes sizes the volume holding a path; nil means hubetcd.VolumeBytes. Tests set it.
 	volumeBytes func(path string) (int64, error)
@@ -157,6 +159,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.MinReportInterval, "min-report-interval", o.MinReportInterval, "fastest a spoke may report a pool's capacity")
 	fs.DurationVar(&o.CapacityHeartbeat, "capacity-heartbeat", o.CapacityHeartbeat, "how often a spoke resends unchanged capacity")
 	fs.DurationVar(&o.ViewInterval, "view-interval", o.ViewInterval, "fastest the hub sends fleet view updates on one stream")
+	fs.BoolVar(&o.EnablePprof, "enable-pprof", o.EnablePprof, "serve Go profiles at /debug/pprof/ on --http-address")
 	fs.StringVar(&o.Log.Level, "log-level", o.Log.Level, "debug, info, warn or error")
 	fs.StringVar(&o.Log.Format, "log-format", o.Log.Format, "text or json")
 }

@@ -61,8 +61,10 @@ type options struct {
 	output         string
 	timeout        time.Duration
 
-	now    func() time.Time
-	getenv func(string) string
+	now func() time.Time
+	// streaming is set by a command that prints as it goes (get -w): it has no --timeout.
+	streaming bool
+	getenv    func(string) string
 }
 
 // NewCommand returns hubctl's root command.
@@ -158,13 +160,19 @@ func (o *options) ask(cmd *cobra.Command, role string, run call) error {
 
 // askOne runs call against the hub replica at addr, within --timeout.
 func (o *options) askOne(ctx context.Context, addr string, creds *clientCredentials, run call, w io.Writer) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(creds.clientConfig(o.serverNameFor(addr)))))
+	// Lists come in pages and view updates in parts of about 1 MiB; one pool of a thousand
+	// members with per-endpoint detail can still be larger.
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(creds.clientConfig(o.serverNameFor(addr)))),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
 	if err != nil {
 		return fmt.Errorf("hub %q: %w", addr, err)
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
-	defer cancel()
+	if !o.streaming {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+		defer cancel()
+	}
 	return run(ctx, pb.NewAdminServiceClient(conn), w)
 }
 

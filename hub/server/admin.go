@@ -12,6 +12,7 @@ import (
 
 	"github.com/spillway-io/spillway/hub/registry"
 	"github.com/spillway-io/spillway/hub/view"
+	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/fleetpb"
 	"github.com/spillway-io/spillway/pkg/tlsconfig"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
@@ -25,16 +26,20 @@ func (s *Server) viewLoaded() error {
 	return nil
 }
 
-// ListClusters returns every registered cluster.
-func (s *Server) ListClusters(context.Context, *pb.ListClustersRequest) (*pb.ListClustersResponse, error) {
+// ListClusters returns the registered clusters, a page at a time.
+func (s *Server) ListClusters(_ context.Context, req *pb.ListClustersRequest) (*pb.ListClustersResponse, error) {
 	if err := s.viewLoaded(); err != nil {
 		return nil, s.fail(err)
 	}
-	resp := &pb.ListClustersResponse{}
-	for _, c := range s.model.Clusters() {
-		resp.Clusters = append(resp.Clusters, fleetpb.Cluster(c))
+	cs, next, err := listPage(req, s.model.ClusterIDs(), func(id string) string { return id },
+		func(id string) (*pb.Cluster, bool) {
+			c, ok := s.model.Cluster(id)
+			return fleetpb.Cluster(c), ok
+		})
+	if err != nil {
+		return nil, s.fail(err)
 	}
-	return resp, nil
+	return &pb.ListClustersResponse{Clusters: cs, NextPageToken: next}, nil
 }
 
 // ListHubs returns the hub replicas registered in etcd, by hub ID, and which one leads.
@@ -70,16 +75,19 @@ func (s *Server) GetCluster(_ context.Context, req *pb.GetClusterRequest) (*pb.G
 	return &pb.GetClusterResponse{Cluster: fleetpb.Cluster(c)}, nil
 }
 
-// ListPools returns every exported pool with its members' capacity.
-func (s *Server) ListPools(context.Context, *pb.ListPoolsRequest) (*pb.ListPoolsResponse, error) {
+// ListPools returns the exported pools with their members' capacity, a page at a time.
+func (s *Server) ListPools(_ context.Context, req *pb.ListPoolsRequest) (*pb.ListPoolsResponse, error) {
 	if err := s.viewLoaded(); err != nil {
 		return nil, s.fail(err)
 	}
-	resp := &pb.ListPoolsResponse{}
-	for _, p := range s.model.Pools() {
-		resp.Pools = append(resp.Pools, poolMessage(p))
+	ps, next, err := listPage(req, s.model.PoolRefs(), poolKeyOrder, func(p fleet.PoolRef) (*pb.Pool, bool) {
+		pool, ok := s.model.Pool(p)
+		return poolMessage(pool), ok
+	})
+	if err != nil {
+		return nil, s.fail(err)
 	}
-	return resp, nil
+	return &pb.ListPoolsResponse{Pools: ps, NextPageToken: next}, nil
 }
 
 // GetPool returns one exported pool.
@@ -90,29 +98,31 @@ func (s *Server) GetPool(_ context.Context, req *pb.GetPoolRequest) (*pb.GetPool
 	if err := s.viewLoaded(); err != nil {
 		return nil, s.fail(err)
 	}
-	want := fleetpb.PoolRefFrom(req.GetPool())
-	for _, p := range s.model.Pools() {
-		if p.Pool == want {
-			return &pb.GetPoolResponse{Pool: poolMessage(p)}, nil
-		}
+	p, ok := s.model.Pool(fleetpb.PoolRefFrom(req.GetPool()))
+	if !ok {
+		return nil, s.fail(registry.ErrNotFound)
 	}
-	return nil, s.fail(registry.ErrNotFound)
+	return &pb.GetPoolResponse{Pool: poolMessage(p)}, nil
 }
 
-// ListImports returns every import.
-func (s *Server) ListImports(context.Context, *pb.ListImportsRequest) (*pb.ListImportsResponse, error) {
+// ListImports returns the imports, a page at a time.
+func (s *Server) ListImports(_ context.Context, req *pb.ListImportsRequest) (*pb.ListImportsResponse, error) {
 	if err := s.viewLoaded(); err != nil {
 		return nil, s.fail(err)
 	}
-	resp := &pb.ListImportsResponse{}
-	for _, i := range s.model.Imports() {
-		resp.Imports = append(resp.Imports, fleetpb.Import(i))
+	is, next, err := listPage(req, s.model.PoolRefs(), poolKeyOrder, func(p fleet.PoolRef) (*pb.Import, bool) {
+		i, ok := s.model.Import(p)
+		return fleetpb.Import(i), ok
+	})
+	if err != nil {
+		return nil, s.fail(err)
 	}
-	return resp, nil
+	return &pb.ListImportsResponse{Imports: is, NextPageToken: next}, nil
 }
 
-// Watch streams a snapshot of the fleet, then its changes. The snapshot waits for the view's
-// first load of the registry, at most viewLoadWait (then the watch ends with Unavailable).
+// Watch streams a snapshot of the fleet, then its changes, at least ViewInterval apart (what
+// changes meanwhile goes out together). The snapshot waits for the view's first load of the
+// registry, at most viewLoadWait (then the watch ends with Unavailable).
 func (s *Server) Watch(_ *pb.WatchRequest, stream pb.AdminService_WatchServer) error {
 	ctx := stream.Context()
 	wait, cancel := context.WithTimeoutCause(ctx, viewLoadWait, ErrViewNotLoaded)
@@ -135,7 +145,9 @@ func (s *Server) Watch(_ *pb.WatchRequest, stream pb.AdminService_WatchServer) e
 		}
 		inc, seq = s.model.Incarnation(), u.Seq
 		if !u.Empty() || u.Incomplete != incomplete {
-			if err := stream.Send(&pb.WatchResponse{Update: viewUpdate(inc, u)}); err != nil {
+			if err := sendView(viewUpdate(inc, u), func(v *pb.ViewUpdate) error {
+				return stream.Send(&pb.WatchResponse{Update: v})
+			}); err != nil {
 				return s.fail(err)
 			}
 			s.metrics.viewUpdates.WithLabelValues(updateKind(u)).Inc()
@@ -146,8 +158,30 @@ func (s *Server) Watch(_ *pb.WatchRequest, stream pb.AdminService_WatchServer) e
 			return nil
 		case <-changed:
 		}
+		if err := sleepCtx(ctx, s.opts.ViewInterval); err != nil {
+			return nil
+		}
 	}
 }
+
+// sleepCtx waits d, or until ctx ends (then it returns ctx's error).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// poolKeyOrder names a pool in the order of fleet.PoolRef.Compare (namespace, then name), for
+// page tokens: no DNS label holds a NUL.
+func poolKeyOrder(p fleet.PoolRef) string { return p.Namespace + "\x00" + p.Name }
 
 func poolMessage(p view.Pool) *pb.Pool {
 	m := &pb.Pool{Pool: fleetpb.PoolRef(p.Pool)}

@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/fleetpb"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
@@ -49,16 +50,14 @@ func (s *Server) observe(stream pb.SyncService_SyncServer, who caller, hello *pb
 		return err
 	}
 	log.Info("observer session started", "resumedView", resumed)
-	// The receive side: the stream's end, or a message an observer may not send. It returns
-	// once the stream ends (when this handler returns at the latest).
+	// The receive side: the rest of the interest when the Hello said it follows, then the
+	// stream's end, or a message an observer may not send. It returns once the stream ends (when
+	// this handler returns at the latest).
+	interest := make(chan []fleet.PoolRef, 1)
 	go func() {
-		_, err := stream.Recv()
-		if err == nil {
-			err = fmt.Errorf("%w: cluster %s sent a message on an observer stream", ErrObserver, cluster)
-		}
-		cancel(err)
+		cancel(s.observerRecv(stream, hello, cluster, interest))
 	}()
-	err := s.sendLoop(ctx, stream, cursor, poolsFrom(hello.GetCapacityInterest()), nil, nil)
+	err := s.sendLoop(ctx, stream, cursor, poolsFrom(hello.GetCapacityInterest()), hello.GetInterestFollows(), nil, interest)
 	cause := context.Cause(ctx)
 	log.Info("observer session ended", "cause", cause)
 	if errors.Is(cause, io.EOF) {
@@ -68,6 +67,39 @@ func (s *Server) observe(stream pb.SyncService_SyncServer, who caller, hello *pb
 		return cause
 	}
 	return err
+}
+
+// observerRecv reads an observer stream: the Interest parts that follow its Hello (when it said
+// so), then nothing but the stream's end.
+func (s *Server) observerRecv(stream pb.SyncService_SyncServer, hello *pb.Hello, cluster string, interest chan<- []fleet.PoolRef) error {
+	parts := newAssembler(0)
+	following := hello.GetInterestFollows()
+	if following {
+		if _, _, err := parts.interestPart(poolsFrom(hello.GetCapacityInterest()), true); err != nil {
+			return err
+		}
+	}
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		in := req.GetInterest()
+		if !following || in == nil {
+			return fmt.Errorf("%w: cluster %s sent a message on an observer stream", ErrObserver, cluster)
+		}
+		if err := validateInterest("interest.capacity_interest", in.GetCapacityInterest()); err != nil {
+			return err
+		}
+		pools, done, err := parts.interestPart(poolsFrom(in.GetCapacityInterest()), in.GetMore())
+		if err != nil {
+			return err
+		}
+		if done {
+			following = false
+			interest <- pools
+		}
+	}
 }
 
 func (s *Server) addObserver(cluster string, obs *session) {

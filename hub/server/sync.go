@@ -164,11 +164,11 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 	// session ended (taken over or this handler returned): from then on it writes nothing.
 	go func() {
 		cancel(s.recovering(pb.SyncService_Sync_FullMethodName, func() error {
-			return s.recvLoop(ctx, stream, sess, cur, log, acks, interest)
+			return s.recvLoop(ctx, stream, hello, sess, cur, log, acks, interest)
 		}))
 	}()
 
-	err = s.sendLoop(ctx, stream, cursor, poolsFrom(hello.GetCapacityInterest()), acks, interest)
+	err = s.sendLoop(ctx, stream, cursor, poolsFrom(hello.GetCapacityInterest()), hello.GetInterestFollows(), acks, interest)
 	cause := context.Cause(ctx)
 	log.Info("spoke session ended", "cause", cause)
 	if errors.Is(cause, io.EOF) {
@@ -215,7 +215,7 @@ func (s *Server) release(cluster string, cur *session) {
 // policy the Welcome announced, which an honest spoke never breaks), capacity
 // only for pools the cluster exports, at most one capacity report per MinReportInterval after a
 // burst. A message that breaks a rule ends the stream and changes nothing.
-func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer, sess *registry.Session,
+func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer, hello *pb.Hello, sess *registry.Session,
 	cur *session, log *slog.Logger, acks chan<- uint64, interest chan []fleet.PoolRef) error {
 	cluster := sess.Record().Cluster
 	dropped := func(kind string) error {
@@ -224,6 +224,13 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 	}
 	iv := s.opts.MinReportInterval
 	reports, interests, imports := messageLimiter(iv, reportBurst), messageLimiter(iv, updateBurst), messageLimiter(iv, updateBurst)
+	parts := newAssembler(s.opts.Limits.MaxExportsPerCluster)
+	if hello.GetInterestFollows() {
+		// The Hello's interest is the first part; Interest messages bring the rest.
+		if _, _, err := parts.interestPart(poolsFrom(hello.GetCapacityInterest()), true); err != nil {
+			return err
+		}
+	}
 	for {
 		req, err := stream.Recv()
 		if err != nil {
@@ -248,6 +255,13 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 				d.Upserts = append(d.Upserts, fleetpb.ExportFrom(e))
 			}
 			d.Removes = poolsFrom(m.Exports.GetRemoves())
+			d, done, err := parts.exportPart(d, m.Exports.GetMore())
+			if err != nil {
+				return err
+			}
+			if !done {
+				continue // the parts are stored together, with the last one
+			}
 			// A delta at or below the acked sequence number (a replay) changes nothing and is
 			// answered with the current ack.
 			if err := sess.ApplyExports(ctx, d); err != nil {
@@ -260,46 +274,67 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 			}
 		case *pb.SyncRequest_Capacity:
 			s.metrics.received.WithLabelValues("capacity").Inc()
-			if !reports.Allow() {
-				return &rateError{limit: limitReportRate, msg: fmt.Sprintf("cluster %s sends capacity reports faster than one per %s, the min_report_interval the hub announced", cluster, iv)}
-			}
 			if err := ValidateCapacityReport(m.Capacity); err != nil {
 				return err
 			}
 			caps := make([]fleet.PoolCapacity, 0, len(m.Capacity.GetPools()))
+			pools := make([]fleet.PoolRef, 0, len(m.Capacity.GetPools()))
 			for _, c := range m.Capacity.GetPools() {
 				cp := fleetpb.CapacityFrom(c)
 				if !sess.Exported(cp.Pool) {
 					return denied(codes.PermissionDenied, reasonNotExported,
 						"cluster %s reports capacity for %s/%s, which it does not export", cluster, cp.Pool.Namespace, cp.Pool.Name)
 				}
-				caps = append(caps, cp)
+				caps, pools = append(caps, cp), append(pools, cp.Pool)
 			}
-			if !cur.write(func() { s.model.ReportCapacity(cluster, caps, poolsFrom(m.Capacity.GetRemoved())) }) {
+			removed := poolsFrom(m.Capacity.GetRemoved())
+			// A report's parts count once against the rate.
+			first, err := parts.capacityPart(pools, removed, m.Capacity.GetMore())
+			if err != nil {
+				return err
+			}
+			if first && !reports.Allow() {
+				return &rateError{limit: limitReportRate, msg: fmt.Sprintf("cluster %s sends capacity reports faster than one per %s, the min_report_interval the hub announced", cluster, iv)}
+			}
+			if !cur.write(func() { s.model.ReportCapacity(cluster, caps, removed) }) {
 				return dropped("capacity")
 			}
 		case *pb.SyncRequest_Interest:
 			s.metrics.received.WithLabelValues("interest").Inc()
-			if !interests.Allow() {
+			if !parts.interesting && !interests.Allow() {
 				return &rateError{limit: limitInterestRate, msg: fmt.Sprintf("cluster %s changes its capacity interest faster than once per %s after %d changes, the min_report_interval the hub announced", cluster, iv, updateBurst)}
 			}
 			if err := validateInterest("interest.capacity_interest", m.Interest.GetCapacityInterest()); err != nil {
 				return err
 			}
+			pools, done, err := parts.interestPart(poolsFrom(m.Interest.GetCapacityInterest()), m.Interest.GetMore())
+			if err != nil {
+				return err
+			}
+			if !done {
+				continue
+			}
 			select {
 			case <-interest:
 			default:
 			}
-			interest <- poolsFrom(m.Interest.GetCapacityInterest())
+			interest <- pools
 		case *pb.SyncRequest_Imports:
 			s.metrics.received.WithLabelValues("imports").Inc()
-			if !imports.Allow() {
+			if !parts.importing && !imports.Allow() {
 				return &rateError{limit: limitImportReportRate, msg: fmt.Sprintf("cluster %s sends import reports faster than one per %s after %d reports, the min_report_interval the hub announced", cluster, iv, updateBurst)}
 			}
 			if err := ValidateImportReport(m.Imports); err != nil {
 				return err
 			}
-			if !cur.write(func() { s.model.ReportImports(cluster, fleetpb.PoolImportStatusesFrom(m.Imports)) }) {
+			states, done, err := parts.importPart(fleetpb.PoolImportStatusesFrom(m.Imports), m.Imports.GetMore())
+			if err != nil {
+				return err
+			}
+			if !done {
+				continue
+			}
+			if !cur.write(func() { s.model.ReportImports(cluster, states) }) {
 				return dropped("imports")
 			}
 		case *pb.SyncRequest_Hello:
@@ -320,7 +355,7 @@ const viewLoadWait = 30 * time.Second
 // change of the fleet view or of the stream's interest (which needs a snapshot of the pools of
 // interest); what changes meanwhile goes out together.
 func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer, cursor *pb.ViewCursor,
-	pools []fleet.PoolRef, acks <-chan uint64, interestCh <-chan []fleet.PoolRef) error {
+	pools []fleet.PoolRef, interestFollows bool, acks <-chan uint64, interestCh <-chan []fleet.PoolRef) error {
 	keys, keysChanged := s.trust.hopKeysNow()
 	if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_HopKeys{HopKeys: fleetpb.HopKeys(keys)}}); err != nil {
 		return err
@@ -356,8 +391,11 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 	}
 	for {
 		changed := s.model.Changed()
-		if loaded == nil || s.model.Loaded() {
+		if loaded != nil && s.model.Loaded() {
 			loaded, notLoaded = nil, nil
+		}
+		// With interest_follows, the first view waits for the whole interest too.
+		if loaded == nil && !interestFollows {
 			u := s.model.Since(inc, seq, interest)
 			if incomplete && !u.Incomplete {
 				// The view is complete again: what went out marked incomplete removed nothing
@@ -366,7 +404,9 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 			}
 			inc, seq = s.model.Incarnation(), u.Seq
 			if first || !u.Empty() || u.Incomplete != incomplete {
-				if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_View{View: viewUpdate(inc, u)}}); err != nil {
+				if err := sendView(viewUpdate(inc, u), func(v *pb.ViewUpdate) error {
+					return stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_View{View: v}})
+				}); err != nil {
 					return err
 				}
 				s.metrics.viewUpdates.WithLabelValues(updateKind(u)).Inc()
@@ -389,7 +429,7 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 				return err
 			}
 		case ps := <-interestCh:
-			interest = interestOf(ps)
+			interest, interestFollows = interestOf(ps), false
 			inc = "" // the new interest set needs the current capacity of every pool in it
 			if err := pace(); err != nil {
 				return err
@@ -400,6 +440,16 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 			}
 		}
 	}
+}
+
+// sendView sends a view update, in parts of about fleetpb.ViewPartBytes when it is larger.
+func sendView(u *pb.ViewUpdate, send func(*pb.ViewUpdate) error) error {
+	for _, part := range fleetpb.SplitView(u, fleetpb.ViewPartBytes) {
+		if err := send(part); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func updateKind(u view.Update) string {

@@ -63,7 +63,9 @@ func TestNoViewBeforeTheRegistryIsLoaded(t *testing.T) {
 		stop()
 		wg.Wait()
 	}()
-	wg.Go(func() { _ = s.sendLoop(sctx, st, &pb.ViewCursor{}, nil, make(chan uint64), make(chan []fleet.PoolRef)) })
+	wg.Go(func() {
+		_ = s.sendLoop(sctx, st, &pb.ViewCursor{}, nil, false, make(chan uint64), make(chan []fleet.PoolRef))
+	})
 
 	// The stream is open and the view not loaded: nothing may go out, whatever the wait.
 	select {

@@ -632,22 +632,73 @@ func (m *Model) Pools() []Pool {
 	defer m.mu.RUnlock()
 	out := make([]Pool, 0, len(m.imports))
 	for p, cs := range m.imports {
-		pool := Pool{Pool: p}
-		for _, id := range cs {
-			c, _ := m.cluster(id)
-			if c.Info.ID == "" {
-				c.Info.ID = id
-			}
-			mem := PoolMember{Cluster: c}
-			if rc, ok := m.capacity[fleet.CapacityKey{ClusterID: id, Pool: p}]; ok {
-				mem.Capacity = &rc
-			}
-			pool.Members = append(pool.Members, mem)
-		}
-		out = append(out, pool)
+		out = append(out, m.poolLocked(p, cs))
 	}
 	slices.SortFunc(out, func(a, b Pool) int { return a.Pool.Compare(b.Pool) })
 	return out
+}
+
+// PoolRefs returns every exported pool's reference, sorted: the keys of Pool and Import, for
+// listing the fleet page by page.
+func (m *Model) PoolRefs() []fleet.PoolRef {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]fleet.PoolRef, 0, len(m.imports))
+	for p := range m.imports {
+		out = append(out, p)
+	}
+	slices.SortFunc(out, fleet.PoolRef.Compare)
+	return out
+}
+
+// Pool returns one exported pool with its members' capacity.
+func (m *Model) Pool(p fleet.PoolRef) (Pool, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	cs, ok := m.imports[p]
+	if !ok {
+		return Pool{}, false
+	}
+	return m.poolLocked(p, cs), true
+}
+
+// Import returns the import of one exported pool.
+func (m *Model) Import(p fleet.PoolRef) (fleet.Import, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	cs, ok := m.imports[p]
+	if !ok {
+		return fleet.Import{}, false
+	}
+	return m.importLocked(p, cs), true
+}
+
+// ClusterIDs returns every registered cluster's ID, sorted: the keys of Cluster.
+func (m *Model) ClusterIDs() []string {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	out := make([]string, 0, len(m.state.Clusters))
+	for id := range m.state.Clusters {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (m *Model) poolLocked(p fleet.PoolRef, exporting []string) Pool {
+	pool := Pool{Pool: p}
+	for _, id := range exporting {
+		c, _ := m.cluster(id)
+		if c.Info.ID == "" {
+			c.Info.ID = id
+		}
+		mem := PoolMember{Cluster: c}
+		if rc, ok := m.capacity[fleet.CapacityKey{ClusterID: id, Pool: p}]; ok {
+			mem.Capacity = &rc
+		}
+		pool.Members = append(pool.Members, mem)
+	}
+	return pool
 }
 
 func sortCapacity(cs []fleet.RemoteCapacity) {

@@ -97,6 +97,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/spillway-io/spillway/pkg/cli"
 	"github.com/spillway-io/spillway/pkg/fleet"
@@ -696,11 +697,17 @@ func (c *Client) sync(ctx context.Context, cli pb.SyncServiceClient, addr string
 	interest := slices.Clone(c.interest)
 	c.mu.Unlock()
 	hello := &pb.Hello{ClusterId: c.opts.Cluster.ID, SpokeIncarnation: c.incarnation, ViewCursor: c.view.cursor(), Observer: observer}
-	for _, p := range interest {
-		hello.CapacityInterest = append(hello.CapacityInterest, fleetpb.PoolRef(p))
-	}
+	// An interest too large for one message: the Hello carries its first part, and Interest
+	// messages the rest.
+	interestParts := fleetpb.SplitInterest(interestMessage(interest), fleetpb.SpokePartBytes)
+	hello.CapacityInterest, hello.InterestFollows = interestParts[0].GetCapacityInterest(), len(interestParts) > 1
 	if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Hello{Hello: hello}}); err != nil {
 		return false, fmt.Errorf("send hello: %w", err)
+	}
+	for _, part := range interestParts[1:] {
+		if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Interest{Interest: part}}); err != nil {
+			return false, fmt.Errorf("send interest: %w", err)
+		}
 	}
 	// The Welcome comes within the register timeout, or the next replica is tried.
 	errNoWelcome := fmt.Errorf("no welcome within %s", c.opts.RegisterTimeout)
@@ -791,6 +798,10 @@ func (c *Client) observe(ctx context.Context, w *pb.Welcome, interest []fleet.Po
 }
 
 func (c *Client) recvLoop(stream pb.SyncService_SyncClient) error {
+	// parts holds the parts of a view update received so far: nothing of it is applied before
+	// its last part (docs/sync-protocol.md, "Parts"), so a stream that breaks half-way changes
+	// nothing and the update comes again from the same cursor.
+	var parts *pb.ViewUpdate
 	for {
 		m, err := stream.Recv()
 		if err != nil {
@@ -798,9 +809,22 @@ func (c *Client) recvLoop(stream pb.SyncService_SyncClient) error {
 		}
 		switch msg := m.GetMsg().(type) {
 		case *pb.SyncResponse_View:
-			c.view.apply(msg.View)
+			u := msg.View
+			if parts != nil {
+				if !proto.Equal(parts.GetCursor(), u.GetCursor()) || parts.GetSnapshot() != u.GetSnapshot() {
+					return fmt.Errorf("%w: a view update part of cursor %v in the middle of the parts of %v", ErrProtocol, u.GetCursor(), parts.GetCursor())
+				}
+				proto.Merge(parts, u)
+				u = parts
+			}
+			if msg.View.GetMore() {
+				parts = u
+				continue
+			}
+			parts, u.More = nil, false
+			c.view.apply(u)
 			kind := "delta"
-			if msg.View.GetSnapshot() {
+			if u.GetSnapshot() {
 				kind = "snapshot"
 			}
 			c.metrics.viewUpdates.WithLabelValues(kind).Inc()
@@ -835,10 +859,8 @@ func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient,
 	}
 	sent := c.exports.seq
 	c.mu.Unlock()
-	for _, d := range pending {
-		if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Exports{Exports: d}}); err != nil {
-			return fmt.Errorf("send exports: %w", err)
-		}
+	if err := sendExports(stream, pending); err != nil {
+		return err
 	}
 	// Interest changes and import reports carry the whole current state, and the hub ends a
 	// stream that sends either faster than one per interval (after a burst): each is sent at
@@ -877,27 +899,26 @@ func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient,
 		if !slices.Equal(c.interest, interest) {
 			if interestHeld = now.Sub(interestAt) < interval; !interestHeld {
 				interest = c.interest
-				newInterest = &pb.Interest{}
-				for _, p := range interest {
-					newInterest.CapacityInterest = append(newInterest.CapacityInterest, fleetpb.PoolRef(p))
-				}
+				newInterest = interestMessage(interest)
 			}
 		}
 		c.mu.Unlock()
 		if imports != nil {
-			if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Imports{Imports: imports}}); err != nil {
-				return fmt.Errorf("send imports: %w", err)
+			for _, part := range fleetpb.SplitImportReport(imports, fleetpb.SpokePartBytes) {
+				if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Imports{Imports: part}}); err != nil {
+					return fmt.Errorf("send imports: %w", err)
+				}
 			}
 			importsAt = now
 		}
-		for _, d := range deltas {
-			if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Exports{Exports: d}}); err != nil {
-				return fmt.Errorf("send exports: %w", err)
-			}
+		if err := sendExports(stream, deltas); err != nil {
+			return err
 		}
 		if newInterest != nil {
-			if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Interest{Interest: newInterest}}); err != nil {
-				return fmt.Errorf("send interest: %w", err)
+			for _, part := range fleetpb.SplitInterest(newInterest, fleetpb.SpokePartBytes) {
+				if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Interest{Interest: part}}); err != nil {
+					return fmt.Errorf("send interest: %w", err)
+				}
 			}
 			interestAt = now
 		}
@@ -905,8 +926,10 @@ func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient,
 		// reports closer together than the interval it announced.
 		if now.Sub(lastReport) >= interval {
 			if report := capacityReport(caps, lastSent, lastAt, heartbeat, now); report != nil {
-				if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Capacity{Capacity: report}}); err != nil {
-					return fmt.Errorf("send capacity: %w", err)
+				for _, part := range fleetpb.SplitCapacity(report, fleetpb.SpokePartBytes) {
+					if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Capacity{Capacity: part}}); err != nil {
+						return fmt.Errorf("send capacity: %w", err)
+					}
 				}
 				lastReport = now
 			}
@@ -932,6 +955,26 @@ func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient,
 		case <-release:
 		}
 	}
+}
+
+// sendExports sends export deltas, each in parts when it is too large for one message.
+func sendExports(stream pb.SyncService_SyncClient, deltas []*pb.ExportDelta) error {
+	for _, d := range deltas {
+		for _, part := range fleetpb.SplitExports(d, fleetpb.SpokePartBytes) {
+			if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Exports{Exports: part}}); err != nil {
+				return fmt.Errorf("send exports: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+func interestMessage(pools []fleet.PoolRef) *pb.Interest {
+	m := &pb.Interest{CapacityInterest: make([]*pb.PoolRef, 0, len(pools))}
+	for _, p := range pools {
+		m.CapacityInterest = append(m.CapacityInterest, fleetpb.PoolRef(p))
+	}
+	return m
 }
 
 // capacityReport returns what to report of caps, nil for nothing: the pools whose load changed

@@ -881,7 +881,12 @@ func (x *HubReplica) GetLeader() bool {
 }
 
 type ListClustersRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// page_size is the most clusters in the response (default 500, at most 1,000); a page also ends
+	// early once it holds about 1 MiB.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token is the previous response's next_page_token; empty for the first page.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -916,9 +921,27 @@ func (*ListClustersRequest) Descriptor() ([]byte, []int) {
 	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
+func (x *ListClustersRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListClustersRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListClustersResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Clusters      []*Cluster             `protobuf:"bytes,1,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// clusters sorted by ID.
+	Clusters []*Cluster `protobuf:"bytes,1,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	// next_page_token asks for the next page; empty on the last. Pages are read from the fleet
+	// view as it is when each is asked for: a list of several pages may mix moments.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -958,6 +981,13 @@ func (x *ListClustersResponse) GetClusters() []*Cluster {
 		return x.Clusters
 	}
 	return nil
+}
+
+func (x *ListClustersResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type GetClusterRequest struct {
@@ -1171,7 +1201,12 @@ func (x *PoolMember) GetCapacity() *RemoteCapacity {
 }
 
 type ListPoolsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// page_size is the most pools in the response (default 500, at most 1,000); a page also ends
+	// early once it holds about 1 MiB.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token is the previous response's next_page_token; empty for the first page.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1206,9 +1241,26 @@ func (*ListPoolsRequest) Descriptor() ([]byte, []int) {
 	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
+func (x *ListPoolsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListPoolsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListPoolsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pools         []*Pool                `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// pools sorted by namespace and name.
+	Pools []*Pool `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	// next_page_token asks for the next page; empty on the last.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1248,6 +1300,13 @@ func (x *ListPoolsResponse) GetPools() []*Pool {
 		return x.Pools
 	}
 	return nil
+}
+
+func (x *ListPoolsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type GetPoolRequest struct {
@@ -1339,7 +1398,12 @@ func (x *GetPoolResponse) GetPool() *Pool {
 }
 
 type ListImportsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// page_size is the most imports in the response (default 500, at most 1,000); a page also ends
+	// early once it holds about 1 MiB.
+	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// page_token is the previous response's next_page_token; empty for the first page.
+	PageToken     string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1374,9 +1438,26 @@ func (*ListImportsRequest) Descriptor() ([]byte, []int) {
 	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
+func (x *ListImportsRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *ListImportsRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
 type ListImportsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Imports       []*Import              `protobuf:"bytes,1,rep,name=imports,proto3" json:"imports,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// imports sorted by namespace and name.
+	Imports []*Import `protobuf:"bytes,1,rep,name=imports,proto3" json:"imports,omitempty"`
+	// next_page_token asks for the next page; empty on the last.
+	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1416,6 +1497,13 @@ func (x *ListImportsResponse) GetImports() []*Import {
 		return x.Imports
 	}
 	return nil
+}
+
+func (x *ListImportsResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
 }
 
 type WatchRequest struct {
@@ -1556,10 +1644,14 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"\vincarnation\x18\x03 \x01(\tR\vincarnation\x129\n" +
 	"\n" +
 	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12\x16\n" +
-	"\x06leader\x18\x05 \x01(\bR\x06leader\"\x15\n" +
-	"\x13ListClustersRequest\"H\n" +
+	"\x06leader\x18\x05 \x01(\bR\x06leader\"Q\n" +
+	"\x13ListClustersRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"p\n" +
 	"\x14ListClustersResponse\x120\n" +
-	"\bclusters\x18\x01 \x03(\v2\x14.spillway.v1.ClusterR\bclusters\"2\n" +
+	"\bclusters\x18\x01 \x03(\v2\x14.spillway.v1.ClusterR\bclusters\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"2\n" +
 	"\x11GetClusterRequest\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\"D\n" +
@@ -1574,17 +1666,25 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12/\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x19.spillway.v1.ClusterStateR\x05state\x127\n" +
-	"\bcapacity\x18\x04 \x01(\v2\x1b.spillway.v1.RemoteCapacityR\bcapacity\"\x12\n" +
-	"\x10ListPoolsRequest\"<\n" +
+	"\bcapacity\x18\x04 \x01(\v2\x1b.spillway.v1.RemoteCapacityR\bcapacity\"N\n" +
+	"\x10ListPoolsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"d\n" +
 	"\x11ListPoolsResponse\x12'\n" +
-	"\x05pools\x18\x01 \x03(\v2\x11.spillway.v1.PoolR\x05pools\":\n" +
+	"\x05pools\x18\x01 \x03(\v2\x11.spillway.v1.PoolR\x05pools\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\":\n" +
 	"\x0eGetPoolRequest\x12(\n" +
 	"\x04pool\x18\x01 \x01(\v2\x14.spillway.v1.PoolRefR\x04pool\"8\n" +
 	"\x0fGetPoolResponse\x12%\n" +
-	"\x04pool\x18\x01 \x01(\v2\x11.spillway.v1.PoolR\x04pool\"\x14\n" +
-	"\x12ListImportsRequest\"D\n" +
+	"\x04pool\x18\x01 \x01(\v2\x11.spillway.v1.PoolR\x04pool\"P\n" +
+	"\x12ListImportsRequest\x12\x1b\n" +
+	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x02 \x01(\tR\tpageToken\"l\n" +
 	"\x13ListImportsResponse\x12-\n" +
-	"\aimports\x18\x01 \x03(\v2\x13.spillway.v1.ImportR\aimports\"\x0e\n" +
+	"\aimports\x18\x01 \x03(\v2\x13.spillway.v1.ImportR\aimports\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x0e\n" +
 	"\fWatchRequest\"@\n" +
 	"\rWatchResponse\x12/\n" +
 	"\x06update\x18\x01 \x01(\v2\x17.spillway.v1.ViewUpdateR\x06update2\x8c\t\n" +

@@ -49,7 +49,8 @@ type AdminServiceClient interface {
 	ListImports(ctx context.Context, in *ListImportsRequest, opts ...grpc.CallOption) (*ListImportsResponse, error)
 	// ListHubs lists the hub replicas registered in etcd and which one leads.
 	ListHubs(ctx context.Context, in *ListHubsRequest, opts ...grpc.CallOption) (*ListHubsResponse, error)
-	// Watch streams the hub's fleet changes: a snapshot first, then deltas.
+	// Watch streams the hub's fleet changes: a snapshot first, then deltas; an update too large for
+	// one message comes in parts (ViewUpdate.more).
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
 	// WhoAmI returns the caller's identity and role, as the hub read them from its certificate.
 	WhoAmI(ctx context.Context, in *WhoAmIRequest, opts ...grpc.CallOption) (*WhoAmIResponse, error)
@@ -242,7 +243,8 @@ type AdminServiceServer interface {
 	ListImports(context.Context, *ListImportsRequest) (*ListImportsResponse, error)
 	// ListHubs lists the hub replicas registered in etcd and which one leads.
 	ListHubs(context.Context, *ListHubsRequest) (*ListHubsResponse, error)
-	// Watch streams the hub's fleet changes: a snapshot first, then deltas.
+	// Watch streams the hub's fleet changes: a snapshot first, then deltas; an update too large for
+	// one message comes in parts (ViewUpdate.more).
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
 	// WhoAmI returns the caller's identity and role, as the hub read them from its certificate.
 	WhoAmI(context.Context, *WhoAmIRequest) (*WhoAmIResponse, error)

@@ -245,8 +245,11 @@ func (*SyncRequest_Imports) isSyncRequest_Msg() {}
 // pool of the fleet view's imports. A spoke sends it when it changes and after every Welcome.
 type ImportReport struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// At most 10,000.
-	Pools         []*PoolImportStatus `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	// At most 10,000, across the parts of one report.
+	Pools []*PoolImportStatus `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	// The report continues in the next message (see "Parts" in docs/sync-protocol.md): the hub
+	// applies the parts together, once the one without more arrives.
+	More          bool `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -286,6 +289,13 @@ func (x *ImportReport) GetPools() []*PoolImportStatus {
 		return x.Pools
 	}
 	return nil
+}
+
+func (x *ImportReport) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
 }
 
 // PoolImportStatus is the spoke's InferencePoolImport for one pool.
@@ -363,10 +373,12 @@ func (x *PoolImportStatus) GetMessage() string {
 // the current capacity of the pools that joined the set.
 type Interest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// At most 10,000.
+	// At most 10,000, across the parts of one interest.
 	CapacityInterest []*PoolRef `protobuf:"bytes,1,rep,name=capacity_interest,json=capacityInterest,proto3" json:"capacity_interest,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The interest continues in the next message; the hub applies the parts together.
+	More          bool `protobuf:"varint,2,opt,name=more,proto3" json:"more,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Interest) Reset() {
@@ -406,6 +418,13 @@ func (x *Interest) GetCapacityInterest() []*PoolRef {
 	return nil
 }
 
+func (x *Interest) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 // Hello opens a session.
 type Hello struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -424,9 +443,13 @@ type Hello struct {
 	// not hold the cluster's Kubernetes Lease use it, so that every replica routes on the fleet view
 	// while one stores exports, capacity and import reports. The hub answers any other message on
 	// an observer stream with FAILED_PRECONDITION. The Welcome's acked_export_seq is then 0.
-	Observer      bool `protobuf:"varint,5,opt,name=observer,proto3" json:"observer,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Observer bool `protobuf:"varint,5,opt,name=observer,proto3" json:"observer,omitempty"`
+	// The capacity interest continues in Interest messages right after the Hello (the last one
+	// without more): it did not fit in one message. The hub sends no view update before it has
+	// the whole interest. Not allowed on an observer stream.
+	InterestFollows bool `protobuf:"varint,6,opt,name=interest_follows,json=interestFollows,proto3" json:"interest_follows,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -494,6 +517,13 @@ func (x *Hello) GetObserver() bool {
 	return false
 }
 
+func (x *Hello) GetInterestFollows() bool {
+	if x != nil {
+		return x.InterestFollows
+	}
+	return false
+}
+
 // ExportDelta changes the set of pools this cluster exports.
 type ExportDelta struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -501,9 +531,14 @@ type ExportDelta struct {
 	Seq uint64 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
 	// When true, upserts is the complete set and every other export of the cluster is withdrawn.
 	ReplaceAll bool `protobuf:"varint,2,opt,name=replace_all,json=replaceAll,proto3" json:"replace_all,omitempty"`
-	// At most 1,000 each.
-	Upserts       []*Export  `protobuf:"bytes,3,rep,name=upserts,proto3" json:"upserts,omitempty"`
-	Removes       []*PoolRef `protobuf:"bytes,4,rep,name=removes,proto3" json:"removes,omitempty"`
+	// At most 1,000 each per message.
+	Upserts []*Export  `protobuf:"bytes,3,rep,name=upserts,proto3" json:"upserts,omitempty"`
+	Removes []*PoolRef `protobuf:"bytes,4,rep,name=removes,proto3" json:"removes,omitempty"`
+	// The delta continues in the next message, which carries the same seq and replace_all: a delta
+	// too large for one message is sent in parts, and the hub stores the parts together once the
+	// one without more arrives (and acknowledges seq then). At most max_exports upserts across the
+	// parts of a delta.
+	More          bool `protobuf:"varint,5,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -566,13 +601,23 @@ func (x *ExportDelta) GetRemoves() []*PoolRef {
 	return nil
 }
 
+func (x *ExportDelta) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
+}
+
 // CapacityReport carries per-pool capacity. A spoke sends a pool's aggregate when it changed and at
 // least once per Welcome.capacity_heartbeat, never more often than Welcome.min_report_interval.
 type CapacityReport struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// At most 1,000 each.
-	Pools         []*PoolCapacity `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
-	Removed       []*PoolRef      `protobuf:"bytes,2,rep,name=removed,proto3" json:"removed,omitempty"`
+	// At most 1,000 each per message, each pool at most once across the parts of a report.
+	Pools   []*PoolCapacity `protobuf:"bytes,1,rep,name=pools,proto3" json:"pools,omitempty"`
+	Removed []*PoolRef      `protobuf:"bytes,2,rep,name=removed,proto3" json:"removed,omitempty"`
+	// The report continues in the next message: its parts count as one report against
+	// min_report_interval. Each part is applied as it arrives.
+	More          bool `protobuf:"varint,3,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -619,6 +664,13 @@ func (x *CapacityReport) GetRemoved() []*PoolRef {
 		return x.Removed
 	}
 	return nil
+}
+
+func (x *CapacityReport) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
 }
 
 type SyncResponse struct {
@@ -1080,7 +1132,12 @@ type ViewUpdate struct {
 	// hub replica since it started. A spoke applies what such an update adds or changes and removes
 	// nothing because of it (a snapshot marked incomplete replaces nothing); what it would have
 	// removed waits for an update without the mark.
-	Incomplete    bool `protobuf:"varint,8,opt,name=incomplete,proto3" json:"incomplete,omitempty"`
+	Incomplete bool `protobuf:"varint,8,opt,name=incomplete,proto3" json:"incomplete,omitempty"`
+	// The update continues in the next message, which carries the same cursor, snapshot and
+	// incomplete: an update too large for one message (4 MiB is gRPC's default limit; the hub
+	// makes parts of about 1 MiB) is sent in parts. Apply nothing of it until the part without
+	// more, then every part as one update.
+	More          bool `protobuf:"varint,9,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1167,6 +1224,13 @@ func (x *ViewUpdate) GetCapacityRemoved() []*CapacityKey {
 func (x *ViewUpdate) GetIncomplete() bool {
 	if x != nil {
 		return x.Incomplete
+	}
+	return false
+}
+
+func (x *ViewUpdate) GetMore() bool {
+	if x != nil {
+		return x.More
 	}
 	return false
 }
@@ -1323,16 +1387,18 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\bcapacity\x18\x03 \x01(\v2\x1b.spillway.v1.CapacityReportH\x00R\bcapacity\x123\n" +
 	"\binterest\x18\x04 \x01(\v2\x15.spillway.v1.InterestH\x00R\binterest\x125\n" +
 	"\aimports\x18\x05 \x01(\v2\x19.spillway.v1.ImportReportH\x00R\aimportsB\x05\n" +
-	"\x03msg\"C\n" +
+	"\x03msg\"W\n" +
 	"\fImportReport\x123\n" +
-	"\x05pools\x18\x01 \x03(\v2\x1d.spillway.v1.PoolImportStatusR\x05pools\"\x8a\x01\n" +
+	"\x05pools\x18\x01 \x03(\v2\x1d.spillway.v1.PoolImportStatusR\x05pools\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\"\x8a\x01\n" +
 	"\x10PoolImportStatus\x12(\n" +
 	"\x04pool\x18\x01 \x01(\v2\x14.spillway.v1.PoolRefR\x04pool\x12\x1a\n" +
 	"\bimported\x18\x02 \x01(\bR\bimported\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
-	"\amessage\x18\x04 \x01(\tR\amessage\"M\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"a\n" +
 	"\bInterest\x12A\n" +
-	"\x11capacity_interest\x18\x01 \x03(\v2\x14.spillway.v1.PoolRefR\x10capacityInterest\"\xec\x01\n" +
+	"\x11capacity_interest\x18\x01 \x03(\v2\x14.spillway.v1.PoolRefR\x10capacityInterest\x12\x12\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\"\x97\x02\n" +
 	"\x05Hello\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12+\n" +
@@ -1340,16 +1406,19 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\vview_cursor\x18\x03 \x01(\v2\x17.spillway.v1.ViewCursorR\n" +
 	"viewCursor\x12A\n" +
 	"\x11capacity_interest\x18\x04 \x03(\v2\x14.spillway.v1.PoolRefR\x10capacityInterest\x12\x1a\n" +
-	"\bobserver\x18\x05 \x01(\bR\bobserver\"\x9f\x01\n" +
+	"\bobserver\x18\x05 \x01(\bR\bobserver\x12)\n" +
+	"\x10interest_follows\x18\x06 \x01(\bR\x0finterestFollows\"\xb3\x01\n" +
 	"\vExportDelta\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1f\n" +
 	"\vreplace_all\x18\x02 \x01(\bR\n" +
 	"replaceAll\x12-\n" +
 	"\aupserts\x18\x03 \x03(\v2\x13.spillway.v1.ExportR\aupserts\x12.\n" +
-	"\aremoves\x18\x04 \x03(\v2\x14.spillway.v1.PoolRefR\aremoves\"q\n" +
+	"\aremoves\x18\x04 \x03(\v2\x14.spillway.v1.PoolRefR\aremoves\x12\x12\n" +
+	"\x04more\x18\x05 \x01(\bR\x04more\"\x85\x01\n" +
 	"\x0eCapacityReport\x12/\n" +
 	"\x05pools\x18\x01 \x03(\v2\x19.spillway.v1.PoolCapacityR\x05pools\x12.\n" +
-	"\aremoved\x18\x02 \x03(\v2\x14.spillway.v1.PoolRefR\aremoved\"\xe2\x01\n" +
+	"\aremoved\x18\x02 \x03(\v2\x14.spillway.v1.PoolRefR\aremoved\x12\x12\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"\xe2\x01\n" +
 	"\fSyncResponse\x120\n" +
 	"\awelcome\x18\x01 \x01(\v2\x14.spillway.v1.WelcomeH\x00R\awelcome\x127\n" +
 	"\n" +
@@ -1381,7 +1450,7 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\n" +
 	"ViewCursor\x12'\n" +
 	"\x0fhub_incarnation\x18\x01 \x01(\tR\x0ehubIncarnation\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\x9f\x03\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\xb3\x03\n" +
 	"\n" +
 	"ViewUpdate\x12/\n" +
 	"\x06cursor\x18\x01 \x01(\v2\x17.spillway.v1.ViewCursorR\x06cursor\x12\x1a\n" +
@@ -1393,7 +1462,8 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\x10capacity_removed\x18\a \x03(\v2\x18.spillway.v1.CapacityKeyR\x0fcapacityRemoved\x12\x1e\n" +
 	"\n" +
 	"incomplete\x18\b \x01(\bR\n" +
-	"incomplete\"\xef\x01\n" +
+	"incomplete\x12\x12\n" +
+	"\x04more\x18\t \x01(\bR\x04more\"\xef\x01\n" +
 	"\x0fClusterLiveness\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +

@@ -1,0 +1,143 @@
+// Command scalebench is `make bench-scale`: for each fleet size, a real hub process and that
+// many simulated spokes over mutual TLS (e2e/scale), measured in steady state and across a hub
+// restart. It writes docs/benchmarks/scale.json and the plot docs/benchmarks/scale.png, and with
+// --profile-dir the hub's CPU and heap profiles at each size with their top items.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spillway-io/spillway/e2e/scale"
+	"github.com/spillway-io/spillway/pkg/cli"
+)
+
+func main() { cli.Main(newCommand()) }
+
+type options struct {
+	sizes                       []int
+	binDir, workDir, profileDir string
+	jsonPath, plotPath          string
+	run                         scale.Options
+}
+
+func newCommand() *cobra.Command {
+	o := options{}
+	cmd := &cobra.Command{
+		Use:          "scalebench",
+		Short:        "One hub against fleets of simulated spokes: fleet-view staleness, hub CPU and memory, etcd writes, restarts",
+		SilenceUsage: true,
+		Args:         cobra.NoArgs,
+		RunE:         func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), o, cmd.CommandPath()) },
+	}
+	f := cmd.Flags()
+	f.IntSliceVar(&o.sizes, "spokes", []int{100, 300, 1000, 3000}, "fleet sizes to run, one after the other")
+	f.IntVar(&o.run.Pools, "pools", 2, "pools each spoke exports")
+	f.IntVar(&o.run.Endpoints, "endpoints", 50, "endpoints of each pool")
+	f.DurationVar(&o.run.ReportInterval, "report-interval", time.Second, "how often each spoke reports its pools' capacity")
+	f.BoolVar(&o.run.ReportEndpoints, "report-endpoints", false, "send per-endpoint detail with each report (a spoke's --report-endpoints)")
+	f.Float64Var(&o.run.ImportFraction, "import-fraction", 0.2, "fraction of the spokes that import every pool (and want every pool's capacity)")
+	f.DurationVar(&o.run.Settle, "settle", 10*time.Second, "how long the fleet runs once converged before the measurement")
+	f.DurationVar(&o.run.Measure, "measure", 30*time.Second, "the steady-state measurement window")
+	f.DurationVar(&o.run.ConvergeTimeout, "converge-timeout", 3*time.Minute, "longest wait for every spoke to converge")
+	f.BoolVar(&o.run.Restart, "restart", true, "restart the hub after the measurement and time the fleet's reconnection")
+	f.StringSliceVar(&o.run.HubArgs, "hub-arg", nil, "further hub flag, as --flag=value (repeatable)")
+	f.StringVar(&o.binDir, "bin-dir", "bin", "directory of the hub and hubctl binaries")
+	f.StringVar(&o.workDir, "work-dir", "", "directory for the hubs' data and logs (default: a temporary one, removed after a successful run)")
+	f.StringVar(&o.profileDir, "profile-dir", "", "directory for the hub's CPU and heap profiles and their top items (none when empty)")
+	f.StringVar(&o.jsonPath, "json", "docs/benchmarks/scale.json", "where the figures go, as JSON")
+	f.StringVar(&o.plotPath, "plot", "docs/benchmarks/scale.png", "where the plot of CPU, memory and staleness against the fleet size goes")
+	return cmd
+}
+
+// report is docs/benchmarks/scale.json.
+type report struct {
+	Date    string         `json:"date"`
+	Command string         `json:"command"`
+	Options map[string]any `json:"options"`
+	Results []scale.Result `json:"results"`
+}
+
+func run(ctx context.Context, o options, name string) error {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	work := o.workDir
+	if work == "" {
+		dir, err := os.MkdirTemp("", "scalebench-")
+		if err != nil {
+			return err
+		}
+		work = dir
+	}
+	if o.profileDir != "" {
+		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+			return err
+		}
+	}
+	rep := report{
+		Date:    time.Now().UTC().Format(time.DateOnly),
+		Command: strings.Join(append([]string{filepath.Base(name)}, os.Args[1:]...), " "),
+		Options: map[string]any{
+			"pools_per_spoke": o.run.Pools, "endpoints_per_pool": o.run.Endpoints, "report_interval": o.run.ReportInterval.String(),
+			"report_endpoints": o.run.ReportEndpoints, "import_fraction": o.run.ImportFraction, "measure": o.run.Measure.String(),
+		},
+	}
+	for _, n := range o.sizes {
+		ro := o.run
+		ro.Spokes, ro.BinDir, ro.ProfileDir, ro.Log = n, o.binDir, o.profileDir, log
+		ro.WorkDir = filepath.Join(work, fmt.Sprintf("spokes-%d", n))
+		if err := os.MkdirAll(ro.WorkDir, 0o700); err != nil {
+			return err
+		}
+		log.Info("fleet starting", "spokes", n)
+		res, err := scale.Run(ctx, ro)
+		if err != nil {
+			return fmt.Errorf("%d spokes (logs in %s): %w", n, ro.WorkDir, err)
+		}
+		line, _ := json.Marshal(res)
+		fmt.Printf("%s\n", line)
+		rep.Results = append(rep.Results, res)
+		if o.profileDir != "" {
+			if err := topOf(o.binDir, o.profileDir, n); err != nil {
+				return err
+			}
+		}
+	}
+	data, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(o.jsonPath, append(data, '\n'), 0o644); err != nil {
+		return err
+	}
+	if err := drawPlot(rep.Results, o.plotPath); err != nil {
+		return err
+	}
+	if o.workDir == "" {
+		return os.RemoveAll(work)
+	}
+	return nil
+}
+
+// topOf writes the top items of the CPU and heap profiles at fleet size n beside them.
+func topOf(binDir, dir string, n int) error {
+	for _, kind := range []string{"cpu", "heap"} {
+		prof := filepath.Join(dir, fmt.Sprintf("hub-%d-%s.pprof", n, kind))
+		out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", filepath.Join(binDir, "hub"), prof).CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("go tool pprof %s: %w: %s", prof, err, out)
+		}
+		if err := os.WriteFile(strings.TrimSuffix(prof, ".pprof")+".top.txt", out, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}

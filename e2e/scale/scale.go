@@ -1,0 +1,365 @@
+// Package scale is the load driver of `make bench-scale`: one real hub process (embedded etcd,
+// mutual TLS) and N simulated spokes, each a goroutine with a gRPC connection and a cluster
+// certificate of its own, that register, export their pools, report capacity on a fixed period
+// and, for a fraction of them, import every pool of the fleet. It measures the fleet view's
+// staleness end to end (a report's stamp on the driver's monotonic clock to its arrival at each
+// importing spoke), the hub's CPU and memory, etcd's write rate, `hubctl get pools`, and how
+// long the fleet takes to come back after a hub restart.
+package scale
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/spillway-io/spillway/pkg/tlsconfig"
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+)
+
+// Options describe one run.
+type Options struct {
+	// BinDir holds the hub and hubctl binaries; WorkDir receives the hub's data and logs.
+	BinDir, WorkDir string
+	// ProfileDir, when set, receives the hub's CPU and heap profiles of the steady state.
+	ProfileDir string
+	// Spokes is the number of simulated spokes; each exports Pools pools of Endpoints
+	// endpoints and reports their capacity every ReportInterval.
+	Spokes, Pools, Endpoints int
+	ReportInterval           time.Duration
+	// ReportEndpoints sends per-endpoint detail with each report (a spoke's --report-endpoints).
+	ReportEndpoints bool
+	// ImportFraction of the spokes import every pool: they want every pool's capacity.
+	ImportFraction float64
+	// Settle is how long the fleet runs once converged before Measure, the steady-state window.
+	Settle, Measure time.Duration
+	// ConvergeTimeout bounds the wait for every spoke to converge, at the start and after the
+	// hub's restart.
+	ConvergeTimeout time.Duration
+	// Restart measures a mass reconnect: the hub is stopped and started again.
+	Restart bool
+	// HubArgs are further hub flags.
+	HubArgs []string
+	Log     *slog.Logger
+}
+
+// Result holds one run's figures, as docs/benchmarks/scale.json carries them.
+type Result struct {
+	Spokes             int     `json:"spokes"`
+	Pools              int     `json:"pools"`
+	Importers          int     `json:"importers"`
+	StalenessP50Ms     float64 `json:"staleness_p50_ms"`
+	StalenessP99Ms     float64 `json:"staleness_p99_ms"`
+	StalenessSamples   int64   `json:"staleness_samples"`
+	HubCPUCores        float64 `json:"hub_cpu_cores"`
+	HubRSSMiB          float64 `json:"hub_rss_mib"`
+	DriverCPUCores     float64 `json:"driver_cpu_cores"`
+	EtcdWritesPerS     float64 `json:"etcd_writes_per_s"`
+	ConnectConvergeS   float64 `json:"connect_converge_s"`
+	ReconnectConvergeS float64 `json:"reconnect_converge_s"`
+	// ReconnectSnapshots is how many view snapshots the restarted hub sent until every spoke
+	// converged; ReconnectEtcdWrites how many etcd writes it made meanwhile.
+	ReconnectSnapshots  float64 `json:"reconnect_snapshots"`
+	ReconnectEtcdWrites float64 `json:"reconnect_etcd_writes"`
+	HubctlGetPoolsMs    float64 `json:"hubctl_get_pools_ms"`
+	// SessionsEnded counts sessions that broke outside the restart.
+	SessionsEnded int64 `json:"sessions_ended"`
+}
+
+// driver holds what the simulated spokes share.
+type driver struct {
+	opts     Options
+	hub      *hub
+	allPools []*pb.PoolRef
+	start    time.Time // wall and monotonic reading at the driver's start
+
+	measuring     atomic.Bool
+	staleness     hist
+	viewUpdates   atomic.Int64
+	snapshots     atomic.Int64
+	sessionsEnded atomic.Int64
+	lastErr       atomic.Value
+}
+
+// mono is the time since the driver started, on the monotonic clock.
+func (d *driver) mono() time.Duration { return time.Since(d.start) }
+
+// stamp is now as a report's observed_at: the driver's start plus its monotonic age, so that
+// the difference of two stamps is a monotonic duration.
+func (d *driver) stamp() *timestamppb.Timestamp { return timestamppb.New(d.start.Add(d.mono())) }
+
+func (d *driver) fromStamp(ts *timestamppb.Timestamp) time.Duration { return ts.AsTime().Sub(d.start) }
+
+// Run runs one fleet of opts.Spokes spokes against a new hub process and returns its figures.
+func Run(ctx context.Context, opts Options) (Result, error) {
+	log := opts.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	ca, err := tlsconfig.NewCA("scale bench CA", 24*time.Hour)
+	if err != nil {
+		return Result{}, err
+	}
+	h, err := newHub(opts.BinDir, opts.WorkDir, ca, opts.HubArgs)
+	if err != nil {
+		return Result{}, err
+	}
+	d := &driver{opts: opts, hub: h, start: time.Now()}
+	spokes, err := d.spokes(ca)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Spokes: opts.Spokes, Pools: len(d.allPools)}
+	for _, s := range spokes {
+		if s.importer {
+			res.Importers++
+		}
+	}
+
+	if err := h.start(ctx); err != nil {
+		return res, err
+	}
+	defer func() {
+		if err := h.stop(); err != nil {
+			log.Warn("hub stop", "err", err)
+		}
+	}()
+	runCtx, stopSpokes := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		stopSpokes()
+		wg.Wait()
+	}()
+	began := time.Now()
+	for _, s := range spokes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.run(runCtx)
+		}()
+	}
+	if err := d.converge(ctx, spokes, opts.ConvergeTimeout); err != nil {
+		return res, fmt.Errorf("first connect: %w", err)
+	}
+	res.ConnectConvergeS = time.Since(began).Seconds()
+	log.Info("fleet converged", "spokes", opts.Spokes, "seconds", res.ConnectConvergeS)
+
+	if err := sleep(ctx, opts.Settle); err != nil {
+		return res, err
+	}
+	if err := d.steady(ctx, &res); err != nil {
+		return res, err
+	}
+	if opts.ProfileDir != "" {
+		tag := fmt.Sprintf("%d", opts.Spokes)
+		if err := h.profile(ctx, opts.ProfileDir, tag, min(opts.Measure, 20*time.Second)); err != nil {
+			return res, err
+		}
+	}
+	if res.HubctlGetPoolsMs, err = d.hubctlGetPools(ctx); err != nil {
+		return res, err
+	}
+	res.SessionsEnded = d.sessionsEnded.Load()
+	if opts.Restart {
+		if err := d.restart(ctx, spokes, &res); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// spokes makes the simulated spokes, each with its own certificate.
+func (d *driver) spokes(ca *tlsconfig.CA) ([]*simSpoke, error) {
+	o := d.opts
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM())
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	importers := int(o.ImportFraction*float64(o.Spokes) + 0.5)
+	regions := []string{"us-east", "us-west", "eu-west", "eu-north", "ap-south"}
+	out := make([]*simSpoke, 0, o.Spokes)
+	for i := range o.Spokes {
+		id := fmt.Sprintf("c%05d", i)
+		certPEM, keyPEM, err := ca.Issue(tlsconfig.Identity{TrustDomain: trustDomain, Kind: tlsconfig.KindCluster, Name: id}, nil, nil, 24*time.Hour)
+		if err != nil {
+			return nil, err
+		}
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, err
+		}
+		var inc [8]byte
+		_, _ = rand.Read(inc[:])
+		s := &simSpoke{
+			d: d, id: id, index: i, importer: i%max(1, o.Spokes/max(1, importers)) == 0 && importers > 0,
+			info:        &pb.ClusterInfo{ClusterId: id, Region: regions[i%len(regions)], GatewayAddress: id + ".gw.bench.local:443", Version: "bench"},
+			tls:         &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, ServerName: serverName, Certificates: []tls.Certificate{cert}},
+			incarnation: hex.EncodeToString(inc[:]),
+			rng:         mrand.New(mrand.NewPCG(rng.Uint64(), rng.Uint64())),
+		}
+		for j := range o.Pools {
+			p := &pb.PoolRef{Namespace: "bench", Name: fmt.Sprintf("%s-pool-%d", id, j)}
+			s.exports = append(s.exports, &pb.Export{Pool: p, TargetPorts: []uint32{8000}, Labels: map[string]string{"app": "bench"}})
+			d.allPools = append(d.allPools, p)
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// converge waits until every spoke holds a session whose exports are acknowledged and whose
+// view came complete.
+func (d *driver) converge(ctx context.Context, spokes []*simSpoke, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		n := 0
+		for _, s := range spokes {
+			if s.converged.Load() {
+				n++
+			}
+		}
+		if n == len(spokes) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			last, _ := d.lastErr.Load().(string)
+			return fmt.Errorf("%d of %d spokes converged after %s (last session error: %s)", n, len(spokes), timeout, last)
+		}
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// steady measures the steady state over opts.Measure.
+func (d *driver) steady(ctx context.Context, res *Result) error {
+	rev0, err := d.hub.metric(ctx, "spillway_hub_registry_revision")
+	if err != nil {
+		return err
+	}
+	hub0, err := usageOf(d.hub.proc.Pid())
+	if err != nil {
+		return err
+	}
+	self0, err := usageOf(os.Getpid())
+	if err != nil {
+		return err
+	}
+	d.staleness.reset()
+	d.measuring.Store(true)
+	var peak int64
+	end := time.Now().Add(d.opts.Measure)
+	for time.Now().Before(end) {
+		if err := sleep(ctx, time.Second); err != nil {
+			return err
+		}
+		u, err := usageOf(d.hub.proc.Pid())
+		if err != nil {
+			return err
+		}
+		peak = max(peak, u.rss)
+	}
+	d.measuring.Store(false)
+	hub1, err := usageOf(d.hub.proc.Pid())
+	if err != nil {
+		return err
+	}
+	self1, err := usageOf(os.Getpid())
+	if err != nil {
+		return err
+	}
+	rev1, err := d.hub.metric(ctx, "spillway_hub_registry_revision")
+	if err != nil {
+		return err
+	}
+	res.HubCPUCores = cores(hub0, hub1)
+	res.DriverCPUCores = cores(self0, self1)
+	res.HubRSSMiB = float64(max(peak, hub1.rss)) / (1 << 20)
+	res.EtcdWritesPerS = (rev1 - rev0) / hub1.at.Sub(hub0.at).Seconds()
+	res.StalenessSamples = d.staleness.count()
+	res.StalenessP50Ms = ms(d.staleness.quantile(0.50))
+	res.StalenessP99Ms = ms(d.staleness.quantile(0.99))
+	return nil
+}
+
+// hubctlGetPools runs `hubctl get pools` five times and returns the median wall time, after
+// checking that it listed every pool.
+func (d *driver) hubctlGetPools(ctx context.Context) (float64, error) {
+	var times []float64
+	for range 5 {
+		cmd := exec.CommandContext(ctx, filepath.Join(d.opts.BinDir, "hubctl"), "--hub", d.hub.admin,
+			"--credentials-dir", filepath.Join(d.hub.dir, "pki", "hubctl"), "--tls-server-name", serverName, "get", "pools")
+		began := time.Now()
+		out, err := cmd.Output()
+		took := time.Since(began)
+		if err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				return 0, fmt.Errorf("hubctl get pools: %w: %s", err, ee.Stderr)
+			}
+			return 0, fmt.Errorf("hubctl get pools: %w", err)
+		}
+		if rows := strings.Count(string(out), "\n") - 1; rows < len(d.allPools) {
+			return 0, fmt.Errorf("hubctl get pools listed %d rows, want %d", rows, len(d.allPools))
+		}
+		times = append(times, ms(took))
+	}
+	sort.Float64s(times)
+	return times[len(times)/2], nil
+}
+
+// restart stops the hub and starts it again on the same data, and measures how long the
+// fleet takes to converge from the new process's start.
+func (d *driver) restart(ctx context.Context, spokes []*simSpoke, res *Result) error {
+	rev0, err := d.hub.metric(ctx, "spillway_hub_registry_revision")
+	if err != nil {
+		return err
+	}
+	if err := d.hub.stop(); err != nil {
+		d.opts.Log.Warn("hub stop", "err", err)
+	}
+	began := time.Now()
+	if err := d.hub.start(ctx); err != nil {
+		return err
+	}
+	if err := d.converge(ctx, spokes, d.opts.ConvergeTimeout); err != nil {
+		return fmt.Errorf("after the hub's restart: %w", err)
+	}
+	res.ReconnectConvergeS = time.Since(began).Seconds()
+	if res.ReconnectSnapshots, err = d.hub.metric(ctx, "spillway_hub_view_updates_sent_total", `kind="snapshot"`); err != nil {
+		return err
+	}
+	rev1, err := d.hub.metric(ctx, "spillway_hub_registry_revision")
+	if err != nil {
+		return err
+	}
+	res.ReconnectEtcdWrites = rev1 - rev0
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return nil
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -1,0 +1,153 @@
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+)
+
+// watchPools is `get pools -w`: the hub's Watch stream printed as pool rows, every member at
+// the first snapshot, then the members that changed as each update arrives (kubectl get -w);
+// with -o json or yaml, each update as it came. It writes to out as it goes, not to the call's
+// buffer, and runs until interrupted or the stream ends.
+func (o *options) watchPools(out io.Writer) call {
+	return func(ctx context.Context, c pb.AdminServiceClient, _ io.Writer) error {
+		stream, err := c.Watch(ctx, &pb.WatchRequest{})
+		if err != nil {
+			return err
+		}
+		st := newWatchState()
+		var parts *pb.ViewUpdate
+		header := false
+		for {
+			resp, err := stream.Recv()
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			u := resp.GetUpdate()
+			if parts != nil {
+				proto.Merge(parts, u)
+				u = parts
+			}
+			if resp.GetUpdate().GetMore() {
+				parts = u
+				continue
+			}
+			parts, u.More = nil, false
+			if done, err := o.structured(out, u); done {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			if !header {
+				fmt.Fprintln(tw, poolsHeader)
+				header = true
+			}
+			for _, r := range st.apply(u) {
+				fmt.Fprintln(tw, o.poolRow(r.pool, r.member))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// watchState is the fleet as the watch has told it so far.
+type watchState struct {
+	imports  map[string]*pb.Import
+	clusters map[string]*pb.ClusterLiveness
+	capacity map[rowKey]*pb.RemoteCapacity
+}
+
+type rowKey struct{ pool, cluster string }
+
+type poolRow struct {
+	pool   *pb.PoolRef
+	member *pb.PoolMember
+}
+
+func newWatchState() *watchState {
+	return &watchState{imports: map[string]*pb.Import{}, clusters: map[string]*pb.ClusterLiveness{}, capacity: map[rowKey]*pb.RemoteCapacity{}}
+}
+
+// apply applies an update and returns the pool members it changed, sorted by pool and cluster:
+// every member for a snapshot.
+func (st *watchState) apply(u *pb.ViewUpdate) []poolRow {
+	if u.GetSnapshot() {
+		*st = *newWatchState()
+	}
+	touched := map[rowKey]bool{}
+	for _, imp := range u.GetImports() {
+		k := poolKey(imp.GetPool())
+		st.imports[k] = imp
+		for _, id := range imp.GetExportingClusters() {
+			touched[rowKey{k, id}] = true
+		}
+	}
+	for _, p := range u.GetImportsRemoved() {
+		delete(st.imports, poolKey(p))
+	}
+	for _, cl := range u.GetClusters() {
+		st.clusters[cl.GetClusterId()] = cl
+		for k, imp := range st.imports {
+			if slices.Contains(imp.GetExportingClusters(), cl.GetClusterId()) {
+				touched[rowKey{k, cl.GetClusterId()}] = true
+			}
+		}
+	}
+	for _, rc := range u.GetCapacity() {
+		k := rowKey{poolKey(rc.GetCapacity().GetPool()), rc.GetClusterId()}
+		st.capacity[k] = rc
+		touched[k] = true
+	}
+	for _, ck := range u.GetCapacityRemoved() {
+		k := rowKey{poolKey(ck.GetPool()), ck.GetClusterId()}
+		delete(st.capacity, k)
+		touched[k] = true
+	}
+	if u.GetSnapshot() {
+		for k, imp := range st.imports {
+			for _, id := range imp.GetExportingClusters() {
+				touched[rowKey{k, id}] = true
+			}
+		}
+	}
+	keys := make([]rowKey, 0, len(touched))
+	for k := range touched {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b rowKey) int {
+		if c := strings.Compare(a.pool, b.pool); c != 0 {
+			return c
+		}
+		return strings.Compare(a.cluster, b.cluster)
+	})
+	var rows []poolRow
+	for _, k := range keys {
+		imp, ok := st.imports[k.pool]
+		if !ok || !slices.Contains(imp.GetExportingClusters(), k.cluster) {
+			continue // no longer a member
+		}
+		m := &pb.PoolMember{ClusterId: k.cluster, Capacity: st.capacity[k]}
+		if cl := st.clusters[k.cluster]; cl != nil {
+			m.Region, m.State = cl.GetRegion(), cl.GetState()
+		}
+		rows = append(rows, poolRow{pool: imp.GetPool(), member: m})
+	}
+	return rows
+}
+
+func poolKey(p *pb.PoolRef) string { return p.GetNamespace() + "/" + p.GetName() }

@@ -1,0 +1,175 @@
+package ctl
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spillway-io/spillway/e2e/hubtest"
+	"github.com/spillway-io/spillway/e2e/testkit"
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+)
+
+// lockedBuffer is an output a running command writes while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// syncAs opens a session for cluster and sends msgs after its Hello; the stream lasts the test.
+func syncAs(t *testing.T, h *hubtest.Hub, info *pb.ClusterInfo, msgs ...*pb.SyncRequest) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	cli := h.SyncAs(info.GetClusterId())
+	if _, err := cli.Register(ctx, &pb.RegisterRequest{Cluster: info}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := cli.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := &pb.SyncRequest{Msg: &pb.SyncRequest_Hello{Hello: &pb.Hello{ClusterId: info.GetClusterId(), SpokeIncarnation: "i"}}}
+	for _, m := range append([]*pb.SyncRequest{hello}, msgs...) {
+		if err := st.Send(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestGetPoolsWatch: `get pools -w` prints every member first, then the rows that change as
+// the hub reports them, until interrupted.
+func TestGetPoolsWatch(t *testing.T) {
+	h := fleet(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out lockedBuffer
+	cmd := NewCommand()
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs([]string{"--hub", h.AdminAddr, "--credentials-dir", h.CredentialsDir(hubtest.Admin()), "--timeout", "1s", "get", "pools", "-w"})
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+
+	rowOf := func(cluster string) func() error {
+		return func() error {
+			for _, line := range strings.Split(out.String(), "\n") {
+				if f := strings.Fields(line); len(f) > 2 && f[0] == "default/chat" && f[1] == cluster {
+					return nil
+				}
+			}
+			return fmt.Errorf("no default/chat row for %s in:\n%s", cluster, out.String())
+		}
+	}
+	testkit.Eventually(t, 10*time.Second, "the watch lists both members", func() error {
+		if !strings.HasPrefix(out.String(), "POOL ") {
+			return fmt.Errorf("no header first:\n%s", out.String())
+		}
+		if err := rowOf("us-east-1")(); err != nil {
+			return err
+		}
+		return rowOf("eu-west-1")()
+	})
+	// Longer than --timeout: a watch has none.
+	time.Sleep(1500 * time.Millisecond)
+	chat := &pb.PoolRef{Namespace: "default", Name: "chat"}
+	syncAs(t, h, &pb.ClusterInfo{ClusterId: "ap-south-1", Region: "ap-south", GatewayAddress: "10.0.3.1:80"},
+		&pb.SyncRequest{Msg: &pb.SyncRequest_Exports{Exports: &pb.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []*pb.Export{{Pool: chat, TargetPorts: []uint32{8000}}}}}},
+		&pb.SyncRequest{Msg: &pb.SyncRequest_Capacity{Capacity: &pb.CapacityReport{Pools: []*pb.PoolCapacity{{Pool: chat, ReadyEndpoints: 2, TotalEndpoints: 2, QueueDepth: 41}}}}})
+	testkit.Eventually(t, 10*time.Second, "the watch prints the new member's capacity", func() error {
+		for _, line := range strings.Split(out.String(), "\n") {
+			if f := strings.Fields(line); len(f) > 6 && f[1] == "ap-south-1" && f[4] == "2/2" && f[5] == "41" {
+				return nil
+			}
+		}
+		return fmt.Errorf("no ap-south-1 row with 2/2 ready and queue 41 in:\n%s", out.String())
+	})
+	if n := strings.Count(out.String(), "POOL "); n != 1 {
+		t.Errorf("%d headers, want one", n)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the watch ended with %v, want nil when interrupted", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch did not end when interrupted")
+	}
+}
+
+// TestGetPoolsPages: a list longer than a page comes page by page and prints as one; the export
+// delta behind it came in two parts (1,000 upserts at most per message).
+func TestGetPoolsPages(t *testing.T) {
+	h := hubtest.Start(t, 10*time.Second)
+	const n = 1234
+	var first, second []*pb.Export
+	for i := range n {
+		e := &pb.Export{Pool: &pb.PoolRef{Namespace: "paged", Name: fmt.Sprintf("pool-%04d", i)}, TargetPorts: []uint32{8000}}
+		if i < 1000 {
+			first = append(first, e)
+		} else {
+			second = append(second, e)
+		}
+	}
+	syncAs(t, h, &pb.ClusterInfo{ClusterId: "big", Region: "us-east"},
+		&pb.SyncRequest{Msg: &pb.SyncRequest_Exports{Exports: &pb.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: first, More: true}}},
+		&pb.SyncRequest{Msg: &pb.SyncRequest_Exports{Exports: &pb.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: second}}})
+	testkit.Eventually(t, 20*time.Second, "every export stored", func() error {
+		if got := len(h.Model.PoolRefs()); got != n {
+			return fmt.Errorf("%d pools, want %d", got, n)
+		}
+		return nil
+	})
+	resp, err := h.Admin().ListPools(context.Background(), &pb.ListPoolsRequest{PageSize: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetPools()) != 1000 || resp.GetNextPageToken() == "" {
+		t.Fatalf("first page: %d pools, next %q; want 1,000 and a token", len(resp.GetPools()), resp.GetNextPageToken())
+	}
+	if _, err := h.Admin().ListPools(context.Background(), &pb.ListPoolsRequest{PageSize: 1001}); err == nil {
+		t.Fatal("page_size 1,001 accepted")
+	}
+	if _, err := h.Admin().ListPools(context.Background(), &pb.ListPoolsRequest{PageToken: "!!"}); err == nil {
+		t.Fatal("a page token the hub never gave accepted")
+	}
+	text, err := as(t, h, hubtest.Admin(), "get", "pools", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all struct {
+		Pools []struct {
+			Pool struct{ Name string }
+		}
+		NextPageToken string
+	}
+	if err := json.Unmarshal([]byte(text), &all); err != nil {
+		t.Fatal(err)
+	}
+	if len(all.Pools) != n || all.NextPageToken != "" {
+		t.Fatalf("get pools -o json: %d pools, next page token %q; want %d and none", len(all.Pools), all.NextPageToken, n)
+	}
+	for i, p := range all.Pools {
+		if want := fmt.Sprintf("pool-%04d", i); p.Pool.Name != want {
+			t.Fatalf("pool %d is %s, want %s: pages out of order or repeated", i, p.Pool.Name, want)
+		}
+	}
+}
