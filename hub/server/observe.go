@@ -57,7 +57,7 @@ func (s *Server) observe(stream pb.SyncService_SyncServer, who caller, hello *pb
 	go func() {
 		cancel(s.observerRecv(stream, hello, cluster, interest))
 	}()
-	err := s.sendLoop(ctx, stream, cursor, poolsFrom(hello.GetCapacityInterest()), hello.GetInterestFollows(), nil, interest)
+	err := s.sendLoop(ctx, stream, hello, nil, interest)
 	cause := context.Cause(ctx)
 	log.Info("observer session ended", "cause", cause)
 	if errors.Is(cause, io.EOF) {

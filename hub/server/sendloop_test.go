@@ -62,7 +62,7 @@ func TestInterestChangeIsPaced(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		_ = s.sendLoop(ctx, st, &pb.ViewCursor{}, nil, false, make(chan uint64), interest)
+		_ = s.sendLoop(ctx, st, &pb.Hello{}, make(chan uint64), interest)
 	}()
 	defer func() {
 		cancel()

@@ -168,7 +168,7 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 		}))
 	}()
 
-	err = s.sendLoop(ctx, stream, cursor, poolsFrom(hello.GetCapacityInterest()), hello.GetInterestFollows(), acks, interest)
+	err = s.sendLoop(ctx, stream, hello, acks, interest)
 	cause := context.Cause(ctx)
 	log.Info("spoke session ended", "cause", cause)
 	if errors.Is(cause, io.EOF) {
@@ -354,14 +354,16 @@ const viewLoadWait = 30 * time.Second
 // most viewLoadWait). View updates are at least ViewInterval apart, whatever asks for them: a
 // change of the fleet view or of the stream's interest (which needs a snapshot of the pools of
 // interest); what changes meanwhile goes out together.
-func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer, cursor *pb.ViewCursor,
-	pools []fleet.PoolRef, interestFollows bool, acks <-chan uint64, interestCh <-chan []fleet.PoolRef) error {
+func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer, hello *pb.Hello,
+	acks <-chan uint64, interestCh <-chan []fleet.PoolRef) error {
 	keys, keysChanged := s.trust.hopKeysNow()
 	if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_HopKeys{HopKeys: fleetpb.HopKeys(keys)}}); err != nil {
 		return err
 	}
-	inc, seq := cursor.GetHubIncarnation(), cursor.GetSeq()
-	interest := interestOf(pools)
+	inc, seq := hello.GetViewCursor().GetHubIncarnation(), hello.GetViewCursor().GetSeq()
+	// The stream's cluster receives the import states of the pools it exports only.
+	sub := view.Subscriber{Interest: interestOf(poolsFrom(hello.GetCapacityInterest())), Cluster: hello.GetClusterId()}
+	interestFollows := hello.GetInterestFollows()
 	first := true
 	// No view update before the view holds the registry: an empty snapshot would tell the spoke
 	// the fleet exports nothing, and it would delete every import it manages. Acks and hop keys
@@ -396,11 +398,11 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 		}
 		// With interest_follows, the first view waits for the whole interest too.
 		if loaded == nil && !interestFollows {
-			u := s.model.Since(inc, seq, interest)
+			u := s.model.SinceFor(inc, seq, sub)
 			if incomplete && !u.Incomplete {
 				// The view is complete again: what went out marked incomplete removed nothing
 				// at the spoke, so a snapshot tells it what is gone.
-				u = s.model.Since("", 0, interest)
+				u = s.model.SinceFor("", 0, sub)
 			}
 			inc, seq = s.model.Incarnation(), u.Seq
 			if first || !u.Empty() || u.Incomplete != incomplete {
@@ -429,7 +431,7 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 				return err
 			}
 		case ps := <-interestCh:
-			interest, interestFollows = interestOf(ps), false
+			sub.Interest, interestFollows = interestOf(ps), false
 			inc = "" // the new interest set needs the current capacity of every pool in it
 			if err := pace(); err != nil {
 				return err

@@ -34,12 +34,16 @@ const DefaultLogSize = 1 << 16
 type changeKind uint8
 
 const (
+	// changeImport is a change of the clusters that export a pool (or its end).
 	changeImport changeKind = iota + 1
 	changeCluster
 	changeCapacity
 	// changeImporter is a change of one cluster's import report (for LocalSince; spokes see
-	// import reports through changeImport of each pool).
+	// import reports through changeImportStatus of each pool).
 	changeImporter
+	// changeImportStatus is a change of one pool's import states (Import.Importers), which
+	// only the subscribers that export the pool receive.
+	changeImportStatus
 )
 
 type change struct {
@@ -348,12 +352,12 @@ func (m *Model) setImporter(origin, cluster string, states []fleet.PoolImportSta
 	for _, st := range states {
 		next[st.Pool] = st
 		if old, ok := prev[st.Pool]; !ok || old != st {
-			m.record(change{kind: changeImport, pool: st.Pool})
+			m.record(change{kind: changeImportStatus, pool: st.Pool})
 		}
 	}
 	for pool := range prev {
 		if _, ok := next[pool]; !ok {
-			m.record(change{kind: changeImport, pool: pool})
+			m.record(change{kind: changeImportStatus, pool: pool})
 		}
 	}
 	m.importers[cluster] = next
@@ -368,7 +372,7 @@ func (m *Model) setImporter(origin, cluster string, states []fleet.PoolImportSta
 // dropImporter deletes a cluster's import report and records the change.
 func (m *Model) dropImporter(cluster string) {
 	for pool := range m.importers[cluster] {
-		m.record(change{kind: changeImport, pool: pool})
+		m.record(change{kind: changeImportStatus, pool: pool})
 	}
 	m.deleteImporter(cluster)
 	m.record(change{kind: changeImporter, cluster: cluster})
@@ -425,6 +429,25 @@ func (m *Model) incompleteLocked() []string {
 		out = append(out, m.incomplete[r])
 	}
 	return out
+}
+
+// getsStates reports whether the subscriber receives the import states of a pool that the
+// clusters exporting export.
+func (sub Subscriber) getsStates(exporting []string) bool {
+	if sub.Cluster == "" {
+		return true
+	}
+	_, ok := slices.BinarySearch(exporting, sub.Cluster)
+	return ok
+}
+
+// importFor returns the import of one exported pool as sub receives it: with its import states
+// when sub exports the pool (or receives every state), else without.
+func (m *Model) importFor(sub Subscriber, pool fleet.PoolRef, exporting []string) fleet.Import {
+	if sub.getsStates(exporting) {
+		return m.importLocked(pool, exporting)
+	}
+	return fleet.Import{Pool: pool, ExportingClusters: slices.Clone(exporting)}
 }
 
 // importLocked returns the import of one exported pool with its importers sorted by cluster.
@@ -488,13 +511,31 @@ func (u Update) Empty() bool {
 // Interest selects the pools whose capacity a subscriber receives; nil means every pool.
 type Interest func(fleet.PoolRef) bool
 
+// Subscriber says what one subscriber receives.
+type Subscriber struct {
+	// Interest selects the pools whose capacity it receives; nil means every pool.
+	Interest Interest
+	// Cluster, when set, is the cluster of a spoke's stream: it receives the import states
+	// (Import.Importers) of the pools it exports only, the pools whose Exported condition it
+	// sets from them; the import of any other pool comes without them. A thousand clusters
+	// each reporting on every pool would otherwise send every spoke a million states. Empty:
+	// every import with its states (hubctl's Watch).
+	Cluster string
+}
+
 // Since returns what changed after seq (of this incarnation), or a snapshot when that is no longer
-// known. The returned update's Seq is the cursor to use next time.
+// known, for a subscriber of interest that receives every import state.
 func (m *Model) Since(incarnation string, seq uint64, interest Interest) Update {
+	return m.SinceFor(incarnation, seq, Subscriber{Interest: interest})
+}
+
+// SinceFor returns what changed after seq (of this incarnation) for sub, or a snapshot when
+// that is no longer known. The returned update's Seq is the cursor to use next time.
+func (m *Model) SinceFor(incarnation string, seq uint64, sub Subscriber) Update {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if incarnation != m.incarnation || seq+1 < m.logStart || seq > m.seq {
-		return m.snapshot(interest)
+		return m.snapshot(sub)
 	}
 	u := Update{Seq: m.seq, Incomplete: len(m.incomplete) > 0}
 	start := int(seq + 1 - m.logStart)
@@ -506,13 +547,17 @@ func (m *Model) Since(incarnation string, seq uint64, interest Interest) Update 
 	seenCap := map[fleet.CapacityKey]bool{}
 	for _, c := range m.log[start:] {
 		switch c.kind {
-		case changeImport:
+		case changeImport, changeImportStatus:
 			if seenImport[c.pool] {
 				continue
 			}
+			cs, ok := m.imports[c.pool]
+			if c.kind == changeImportStatus && (!ok || !sub.getsStates(cs)) {
+				continue // states of a pool this subscriber does not export
+			}
 			seenImport[c.pool] = true
-			if cs, ok := m.imports[c.pool]; ok {
-				u.Imports = append(u.Imports, m.importLocked(c.pool, cs))
+			if ok {
+				u.Imports = append(u.Imports, m.importFor(sub, c.pool, cs))
 			} else {
 				u.ImportsRemoved = append(u.ImportsRemoved, c.pool)
 			}
@@ -525,8 +570,13 @@ func (m *Model) Since(incarnation string, seq uint64, interest Interest) Update 
 				u.Clusters = append(u.Clusters, cl)
 			}
 		case changeCapacity:
+			// The interest first: for most subscribers it rules out most reports, and a lookup
+			// in an empty set costs nothing.
+			if sub.Interest != nil && !sub.Interest(c.pool) {
+				continue
+			}
 			k := fleet.CapacityKey{ClusterID: c.cluster, Pool: c.pool}
-			if seenCap[k] || (interest != nil && !interest(c.pool)) {
+			if seenCap[k] {
 				continue
 			}
 			seenCap[k] = true
@@ -541,12 +591,16 @@ func (m *Model) Since(incarnation string, seq uint64, interest Interest) Update 
 	return u
 }
 
-func (m *Model) snapshot(interest Interest) Update {
+func (m *Model) snapshot(sub Subscriber) Update {
 	u := Update{Seq: m.seq, Snapshot: true, Incomplete: len(m.incomplete) > 0}
-	u.Imports = m.importsLocked()
+	u.Imports = make([]fleet.Import, 0, len(m.imports))
+	for p, cs := range m.imports {
+		u.Imports = append(u.Imports, m.importFor(sub, p, cs))
+	}
+	slices.SortFunc(u.Imports, func(a, b fleet.Import) int { return a.Pool.Compare(b.Pool) })
 	u.Clusters = m.clustersLocked()
 	for _, rc := range m.capacity {
-		if interest == nil || interest(rc.Capacity.Pool) {
+		if sub.Interest == nil || sub.Interest(rc.Capacity.Pool) {
 			u.Capacity = append(u.Capacity, rc)
 		}
 	}

@@ -110,3 +110,43 @@ func TestImportReportsReachTheImportAndLeaveWithTheSession(t *testing.T) {
 		t.Fatalf("after b's session lapsed: %+v", u3.Imports)
 	}
 }
+
+// TestImportStatesGoToTheExportersOnly: a spoke's stream receives the import states of the
+// pools its cluster exports, the ones it sets the Exported condition from; a change of another
+// pool's states sends it nothing, and that pool's import comes to it without states. The admin
+// watch (no cluster) receives every state.
+func TestImportStatesGoToTheExportersOnly(t *testing.T) {
+	m := New()
+	other := fleet.PoolRef{Namespace: "default", Name: "other"}
+	m.Apply([]registry.Event{
+		{Kind: registry.KindSession, Cluster: "a", Session: registry.SessionRecord{Cluster: "a", HubID: "h"}},
+		{Kind: registry.KindSession, Cluster: "b", Session: registry.SessionRecord{Cluster: "b", HubID: "h"}},
+		exportEvent("a", false),
+		{Kind: registry.KindExport, Cluster: "b", Export: fleet.Export{Pool: other, TargetPorts: []uint32{8000}}},
+	})
+	forA, forB, admin := Subscriber{Cluster: "a"}, Subscriber{Cluster: "b"}, Subscriber{}
+	curA, curB, curAdmin := m.SinceFor("", 0, forA).Seq, m.SinceFor("", 0, forB).Seq, m.SinceFor("", 0, admin).Seq
+	m.ReportImports("b", []fleet.PoolImportStatus{{Pool: chat, Imported: true}})
+
+	if u := m.SinceFor(m.Incarnation(), curA, forA); len(u.Imports) != 1 || len(u.Imports[0].Importers) != 1 {
+		t.Fatalf("a exports chat: %+v, want chat with b's state", u.Imports)
+	}
+	if u := m.SinceFor(m.Incarnation(), curB, forB); !u.Empty() {
+		t.Fatalf("b does not export chat, yet received %+v", u)
+	}
+	if u := m.SinceFor(m.Incarnation(), curAdmin, admin); len(u.Imports) != 1 || len(u.Imports[0].Importers) != 1 {
+		t.Fatalf("the admin watch: %+v, want chat with b's state", u.Imports)
+	}
+	snap := m.SinceFor("", 0, forB)
+	for _, imp := range snap.Imports {
+		if imp.Pool == chat && (len(imp.Importers) != 0 || len(imp.ExportingClusters) != 1) {
+			t.Fatalf("b's snapshot of chat: %+v, want its exporter without states", imp)
+		}
+	}
+	// A change of who exports reaches everyone: b starts exporting chat and gets its states.
+	m.Apply([]registry.Event{exportEvent("b", false)})
+	u := m.SinceFor(m.Incarnation(), snap.Seq, forB)
+	if len(u.Imports) != 1 || len(u.Imports[0].ExportingClusters) != 2 || len(u.Imports[0].Importers) != 1 {
+		t.Fatalf("b now exports chat: %+v, want both exporters and b's own state", u.Imports)
+	}
+}
