@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,18 +61,23 @@ type Options struct {
 
 // Result holds one run's figures, as docs/benchmarks/scale.json carries them.
 type Result struct {
-	Spokes             int     `json:"spokes"`
-	Pools              int     `json:"pools"`
-	Importers          int     `json:"importers"`
-	StalenessP50Ms     float64 `json:"staleness_p50_ms"`
-	StalenessP99Ms     float64 `json:"staleness_p99_ms"`
-	StalenessSamples   int64   `json:"staleness_samples"`
-	HubCPUCores        float64 `json:"hub_cpu_cores"`
-	HubRSSMiB          float64 `json:"hub_rss_mib"`
-	DriverCPUCores     float64 `json:"driver_cpu_cores"`
-	EtcdWritesPerS     float64 `json:"etcd_writes_per_s"`
-	ConnectConvergeS   float64 `json:"connect_converge_s"`
-	ReconnectConvergeS float64 `json:"reconnect_converge_s"`
+	Spokes           int     `json:"spokes"`
+	Pools            int     `json:"pools"`
+	Importers        int     `json:"importers"`
+	StalenessP50Ms   float64 `json:"staleness_p50_ms"`
+	StalenessP99Ms   float64 `json:"staleness_p99_ms"`
+	StalenessSamples int64   `json:"staleness_samples"`
+	// WatchStaleness is the same measure for `hubctl get pools -w -o json`, run beside the
+	// spokes: whether the admin watch keeps up.
+	WatchStalenessP50Ms float64 `json:"watch_staleness_p50_ms"`
+	WatchStalenessP99Ms float64 `json:"watch_staleness_p99_ms"`
+	WatchSamples        int64   `json:"watch_samples"`
+	HubCPUCores         float64 `json:"hub_cpu_cores"`
+	HubRSSMiB           float64 `json:"hub_rss_mib"`
+	DriverCPUCores      float64 `json:"driver_cpu_cores"`
+	EtcdWritesPerS      float64 `json:"etcd_writes_per_s"`
+	ConnectConvergeS    float64 `json:"connect_converge_s"`
+	ReconnectConvergeS  float64 `json:"reconnect_converge_s"`
 	// ReconnectSnapshots is how many view snapshots the restarted hub sent until every spoke
 	// converged; ReconnectEtcdWrites how many etcd writes it made meanwhile.
 	ReconnectSnapshots  float64 `json:"reconnect_snapshots"`
@@ -90,6 +96,7 @@ type driver struct {
 
 	measuring     atomic.Bool
 	staleness     hist
+	watch         hist
 	viewUpdates   atomic.Int64
 	snapshots     atomic.Int64
 	sessionsEnded atomic.Int64
@@ -260,6 +267,12 @@ func (d *driver) steady(ctx context.Context, res *Result) error {
 		return err
 	}
 	d.staleness.reset()
+	d.watch.reset()
+	stopWatch, err := d.watchPools(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopWatch()
 	d.measuring.Store(true)
 	var peak int64
 	end := time.Now().Add(d.opts.Measure)
@@ -293,7 +306,58 @@ func (d *driver) steady(ctx context.Context, res *Result) error {
 	res.StalenessSamples = d.staleness.count()
 	res.StalenessP50Ms = ms(d.staleness.quantile(0.50))
 	res.StalenessP99Ms = ms(d.staleness.quantile(0.99))
+	res.WatchSamples = d.watch.count()
+	res.WatchStalenessP50Ms = ms(d.watch.quantile(0.50))
+	res.WatchStalenessP99Ms = ms(d.watch.quantile(0.99))
 	return nil
+}
+
+// watchPools runs `hubctl get pools -w -o json` and records how old each capacity report of
+// its deltas is when it reads it, until the returned stop.
+func (d *driver) watchPools(ctx context.Context) (stop func(), err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	cmd := exec.CommandContext(ctx, filepath.Join(d.opts.BinDir, "hubctl"), d.hubctlArgs("get", "pools", "-w", "-o", "json")...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		cancel()
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		dec := json.NewDecoder(out)
+		for {
+			var u struct {
+				Snapshot bool
+				Capacity []struct {
+					Capacity struct{ ObservedAt time.Time }
+				}
+			}
+			if err := dec.Decode(&u); err != nil {
+				return
+			}
+			if u.Snapshot || !d.measuring.Load() {
+				continue
+			}
+			now := d.mono()
+			for _, rc := range u.Capacity {
+				d.watch.record(now - rc.Capacity.ObservedAt.Sub(d.start))
+			}
+		}
+	}()
+	return func() {
+		cancel()
+		<-done
+		_ = cmd.Wait()
+	}, nil
+}
+
+func (d *driver) hubctlArgs(args ...string) []string {
+	return append([]string{"--hub", d.hub.admin, "--credentials-dir", filepath.Join(d.hub.dir, "pki", "hubctl"), "--tls-server-name", serverName}, args...)
 }
 
 // hubctlGetPools runs `hubctl get pools` five times and returns the median wall time, after
@@ -301,8 +365,7 @@ func (d *driver) steady(ctx context.Context, res *Result) error {
 func (d *driver) hubctlGetPools(ctx context.Context) (float64, error) {
 	var times []float64
 	for range 5 {
-		cmd := exec.CommandContext(ctx, filepath.Join(d.opts.BinDir, "hubctl"), "--hub", d.hub.admin,
-			"--credentials-dir", filepath.Join(d.hub.dir, "pki", "hubctl"), "--tls-server-name", serverName, "get", "pools")
+		cmd := exec.CommandContext(ctx, filepath.Join(d.opts.BinDir, "hubctl"), d.hubctlArgs("get", "pools")...)
 		began := time.Now()
 		out, err := cmd.Output()
 		took := time.Since(began)
