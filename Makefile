@@ -69,8 +69,8 @@ $(BIN)/toxiproxy-server:
 	GOBIN=$$(mktemp -d) && $(GO) install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION) && mv $$GOBIN/server $@ && rmdir $$GOBIN
 
 .PHONY: bench-scale
-bench-scale: build ## One hub against 100 to 3,000 simulated spokes over mutual TLS: staleness, CPU, memory, etcd writes, restart; writes docs/benchmarks/scale.json (BENCH_ARGS=--spokes=1000 for one size).
-	$(BIN)/scalebench --bin-dir $(BIN) --profile-dir $(BIN)/scale-profiles $(BENCH_ARGS)
+bench-scale: build ## One hub against 100 to 3,000 simulated spokes over mutual TLS, then 1,000 on two replicas: staleness, CPU, memory, etcd writes, restart; writes docs/benchmarks/scale.json (BENCH_ARGS=--spokes=1000 for one size).
+	@k8s=$$(bash hack/k8s-bins.sh) && SPILLWAY_K8S_BIN_DIR=$$k8s $(BIN)/scalebench --bin-dir $(BIN) --profile-dir $(BIN)/scale-profiles $(BENCH_ARGS)
 
 .PHONY: bench-epp
 bench-epp: ## Benchmark the EPP against GIE v1.5.0's EPP (root: uses a network namespace).

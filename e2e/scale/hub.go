@@ -30,6 +30,7 @@ const serverName = "localhost"
 // hub is the hub process under test, on loopback ports chosen once, so that a restart serves
 // the same addresses from the same data directory.
 type hub struct {
+	id                   string
 	bin, dir             string
 	grpc, admin, metrics string
 	args                 []string
@@ -37,7 +38,7 @@ type hub struct {
 	starts               int
 }
 
-func newHub(binDir, dir string, ca *tlsconfig.CA, extra []string) (*hub, error) {
+func newHub(id, binDir, dir string, ca *tlsconfig.CA, extra []string) (*hub, error) {
 	pki := filepath.Join(dir, "pki")
 	if err := os.MkdirAll(pki, 0o700); err != nil {
 		return nil, err
@@ -51,9 +52,9 @@ func newHub(binDir, dir string, ca *tlsconfig.CA, extra []string) (*hub, error) 
 	if err != nil {
 		return nil, err
 	}
-	h := &hub{bin: filepath.Join(binDir, "hub"), dir: dir, grpc: addrs[0], admin: addrs[1], metrics: addrs[2]}
+	h := &hub{id: id, bin: filepath.Join(binDir, "hub"), dir: dir, grpc: addrs[0], admin: addrs[1], metrics: addrs[2]}
 	h.args = append([]string{"--grpc-address", h.grpc, "--admin-address", h.admin, "--http-address", h.metrics, "--insecure-http",
-		"--data-dir", filepath.Join(dir, "data"), "--pki-dir", pki, "--hub-id", "scale-hub", "--trust-domain", trustDomain,
+		"--data-dir", filepath.Join(dir, "data"), "--pki-dir", pki, "--hub-id", id, "--trust-domain", trustDomain,
 		"--enable-pprof", "--log-level", "warn"}, extra...)
 	return h, nil
 }

@@ -29,6 +29,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/spillway-io/spillway/e2e/etcdcluster"
 	"github.com/spillway-io/spillway/pkg/tlsconfig"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
@@ -54,6 +55,11 @@ type Options struct {
 	ConvergeTimeout time.Duration
 	// Restart measures a mass reconnect: the hub is stopped and started again.
 	Restart bool
+	// Replicas is the number of hub replicas (1 when zero). More than one run on a three-member
+	// etcd cluster of EtcdBin, and each spoke tries them in an order of its own, as
+	// spoke/hubclient does with a list of addresses.
+	Replicas int
+	EtcdBin  string
 	// HubArgs are further hub flags.
 	HubArgs []string
 	Log     *slog.Logger
@@ -78,19 +84,31 @@ type Result struct {
 	EtcdWritesPerS      float64 `json:"etcd_writes_per_s"`
 	ConnectConvergeS    float64 `json:"connect_converge_s"`
 	ReconnectConvergeS  float64 `json:"reconnect_converge_s"`
-	// ReconnectSnapshots is how many view snapshots the restarted hub sent until every spoke
-	// converged; ReconnectEtcdWrites how many etcd writes it made meanwhile.
+	// ReconnectSnapshots is how many view snapshots the replicas sent from the restart until
+	// every spoke converged; ReconnectEtcdWrites how many etcd writes were made meanwhile.
 	ReconnectSnapshots  float64 `json:"reconnect_snapshots"`
 	ReconnectEtcdWrites float64 `json:"reconnect_etcd_writes"`
 	HubctlGetPoolsMs    float64 `json:"hubctl_get_pools_ms"`
 	// SessionsEnded counts sessions that broke outside the restart.
 	SessionsEnded int64 `json:"sessions_ended"`
+	// With several replicas: HubCPUCores is their sum and HubRSSMiB their largest; PerReplica
+	// says what each held in the steady state, and the restart is the first replica's.
+	Replicas   int             `json:"replicas"`
+	PerReplica []ReplicaResult `json:"per_replica,omitempty"`
+}
+
+// ReplicaResult is one hub replica's share of the steady state.
+type ReplicaResult struct {
+	HubID    string  `json:"hub_id"`
+	Sessions float64 `json:"sessions"`
+	CPUCores float64 `json:"cpu_cores"`
+	RSSMiB   float64 `json:"rss_mib"`
 }
 
 // driver holds what the simulated spokes share.
 type driver struct {
 	opts     Options
-	hub      *hub
+	hubs     []*hub
 	allPools []*pb.PoolRef
 	start    time.Time // wall and monotonic reading at the driver's start
 
@@ -122,30 +140,48 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	h, err := newHub(opts.BinDir, opts.WorkDir, ca, opts.HubArgs)
-	if err != nil {
-		return Result{}, err
+	opts.Replicas = max(opts.Replicas, 1)
+	d := &driver{opts: opts, start: time.Now()}
+	hubArgs := opts.HubArgs
+	if opts.Replicas > 1 {
+		dir := filepath.Join(opts.WorkDir, "etcd")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return Result{}, err
+		}
+		etcd, err := etcdcluster.StartContext(ctx, etcdcluster.Options{Members: 3, Bin: opts.EtcdBin, Dir: dir, Fsync: true})
+		if err != nil {
+			return Result{}, err
+		}
+		defer etcd.Stop()
+		hubArgs = append(etcd.HubArgs(), hubArgs...)
 	}
-	d := &driver{opts: opts, hub: h, start: time.Now()}
+	for i := range opts.Replicas {
+		dir := filepath.Join(opts.WorkDir, fmt.Sprintf("hub-%d", i))
+		h, err := newHub(fmt.Sprintf("hub-%d", i), opts.BinDir, dir, ca, hubArgs)
+		if err != nil {
+			return Result{}, err
+		}
+		if err := h.start(ctx); err != nil {
+			return Result{}, err
+		}
+		defer func() {
+			if err := h.stop(); err != nil {
+				log.Warn("hub stop", "hub", h.id, "err", err)
+			}
+		}()
+		d.hubs = append(d.hubs, h)
+	}
 	spokes, err := d.spokes(ca)
 	if err != nil {
 		return Result{}, err
 	}
-	res := Result{Spokes: opts.Spokes, Pools: len(d.allPools)}
+	res := Result{Spokes: opts.Spokes, Pools: len(d.allPools), Replicas: opts.Replicas}
 	for _, s := range spokes {
 		if s.importer {
 			res.Importers++
 		}
 	}
 
-	if err := h.start(ctx); err != nil {
-		return res, err
-	}
-	defer func() {
-		if err := h.stop(); err != nil {
-			log.Warn("hub stop", "err", err)
-		}
-	}()
 	runCtx, stopSpokes := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() {
@@ -174,7 +210,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	}
 	if opts.ProfileDir != "" {
 		tag := fmt.Sprintf("%d", opts.Spokes)
-		if err := h.profile(ctx, opts.ProfileDir, tag, min(opts.Measure, 20*time.Second)); err != nil {
+		if err := d.hubs[0].profile(ctx, opts.ProfileDir, tag, min(opts.Measure, 20*time.Second)); err != nil {
 			return res, err
 		}
 	}
@@ -212,7 +248,7 @@ func (d *driver) spokes(ca *tlsconfig.CA) ([]*simSpoke, error) {
 		var inc [8]byte
 		_, _ = rand.Read(inc[:])
 		s := &simSpoke{
-			d: d, id: id, index: i, importer: i%max(1, o.Spokes/max(1, importers)) == 0 && importers > 0,
+			d: d, id: id, index: i, addrs: d.addressOrder(rng), importer: i%max(1, o.Spokes/max(1, importers)) == 0 && importers > 0,
 			info:        &pb.ClusterInfo{ClusterId: id, Region: regions[i%len(regions)], GatewayAddress: id + ".gw.bench.local:443", Version: "bench"},
 			tls:         &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, ServerName: serverName, Certificates: []tls.Certificate{cert}},
 			incarnation: hex.EncodeToString(inc[:]),
@@ -226,6 +262,17 @@ func (d *driver) spokes(ca *tlsconfig.CA) ([]*simSpoke, error) {
 		out = append(out, s)
 	}
 	return out, nil
+}
+
+// addressOrder is one spoke's order of the replicas' addresses, a random one as each
+// spoke/hubclient shuffles its list, so that the spokes spread over the replicas.
+func (d *driver) addressOrder(rng *mrand.Rand) []string {
+	out := make([]string, 0, len(d.hubs))
+	for _, h := range d.hubs {
+		out = append(out, h.grpc)
+	}
+	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
 }
 
 // converge waits until every spoke holds a session whose exports are acknowledged and whose
@@ -254,11 +301,11 @@ func (d *driver) converge(ctx context.Context, spokes []*simSpoke, timeout time.
 
 // steady measures the steady state over opts.Measure.
 func (d *driver) steady(ctx context.Context, res *Result) error {
-	rev0, err := d.hub.metric(ctx, "spillway_hub_registry_revision")
+	rev0, err := d.hubs[0].metric(ctx, "spillway_hub_registry_revision")
 	if err != nil {
 		return err
 	}
-	hub0, err := usageOf(d.hub.proc.Pid())
+	hub0, err := d.usage()
 	if err != nil {
 		return err
 	}
@@ -274,20 +321,22 @@ func (d *driver) steady(ctx context.Context, res *Result) error {
 	}
 	defer stopWatch()
 	d.measuring.Store(true)
-	var peak int64
+	peak := make([]int64, len(d.hubs))
 	end := time.Now().Add(d.opts.Measure)
 	for time.Now().Before(end) {
 		if err := sleep(ctx, time.Second); err != nil {
 			return err
 		}
-		u, err := usageOf(d.hub.proc.Pid())
+		us, err := d.usage()
 		if err != nil {
 			return err
 		}
-		peak = max(peak, u.rss)
+		for i, u := range us {
+			peak[i] = max(peak[i], u.rss)
+		}
 	}
 	d.measuring.Store(false)
-	hub1, err := usageOf(d.hub.proc.Pid())
+	hub1, err := d.usage()
 	if err != nil {
 		return err
 	}
@@ -295,14 +344,25 @@ func (d *driver) steady(ctx context.Context, res *Result) error {
 	if err != nil {
 		return err
 	}
-	rev1, err := d.hub.metric(ctx, "spillway_hub_registry_revision")
+	rev1, err := d.hubs[0].metric(ctx, "spillway_hub_registry_revision")
 	if err != nil {
 		return err
 	}
-	res.HubCPUCores = cores(hub0, hub1)
 	res.DriverCPUCores = cores(self0, self1)
-	res.HubRSSMiB = float64(max(peak, hub1.rss)) / (1 << 20)
-	res.EtcdWritesPerS = (rev1 - rev0) / hub1.at.Sub(hub0.at).Seconds()
+	res.PerReplica = nil
+	for i, h := range d.hubs {
+		r := ReplicaResult{HubID: h.id, CPUCores: cores(hub0[i], hub1[i]), RSSMiB: float64(max(peak[i], hub1[i].rss)) / (1 << 20)}
+		if r.Sessions, err = h.metric(ctx, "spillway_hub_sync_sessions"); err != nil {
+			return err
+		}
+		res.HubCPUCores += r.CPUCores
+		res.HubRSSMiB = max(res.HubRSSMiB, r.RSSMiB)
+		res.PerReplica = append(res.PerReplica, r)
+	}
+	if len(d.hubs) == 1 {
+		res.PerReplica = nil
+	}
+	res.EtcdWritesPerS = (rev1 - rev0) / hub1[0].at.Sub(hub0[0].at).Seconds()
 	res.StalenessSamples = d.staleness.count()
 	res.StalenessP50Ms = ms(d.staleness.quantile(0.50))
 	res.StalenessP99Ms = ms(d.staleness.quantile(0.99))
@@ -310,6 +370,19 @@ func (d *driver) steady(ctx context.Context, res *Result) error {
 	res.WatchStalenessP50Ms = ms(d.watch.quantile(0.50))
 	res.WatchStalenessP99Ms = ms(d.watch.quantile(0.99))
 	return nil
+}
+
+// usage reads every replica's CPU time and memory.
+func (d *driver) usage() ([]usage, error) {
+	out := make([]usage, 0, len(d.hubs))
+	for _, h := range d.hubs {
+		u, err := usageOf(h.proc.Pid())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, u)
+	}
+	return out, nil
 }
 
 // watchPools runs `hubctl get pools -w -o json` and records how old each capacity report of
@@ -357,7 +430,8 @@ func (d *driver) watchPools(ctx context.Context) (stop func(), err error) {
 }
 
 func (d *driver) hubctlArgs(args ...string) []string {
-	return append([]string{"--hub", d.hub.admin, "--credentials-dir", filepath.Join(d.hub.dir, "pki", "hubctl"), "--tls-server-name", serverName}, args...)
+	h := d.hubs[0]
+	return append([]string{"--hub", h.admin, "--credentials-dir", filepath.Join(h.dir, "pki", "hubctl"), "--tls-server-name", serverName}, args...)
 }
 
 // hubctlGetPools runs `hubctl get pools` five times and returns the median wall time, after
@@ -385,28 +459,47 @@ func (d *driver) hubctlGetPools(ctx context.Context) (float64, error) {
 	return times[len(times)/2], nil
 }
 
-// restart stops the hub and starts it again on the same data, and measures how long the
-// fleet takes to converge from the new process's start.
+// restart stops the (first) hub replica and starts it again on the same data, and measures how
+// long the fleet takes to converge from the new process's start. With one replica every spoke
+// reconnects to it at once; with several, its spokes move to the others meanwhile.
 func (d *driver) restart(ctx context.Context, spokes []*simSpoke, res *Result) error {
-	rev0, err := d.hub.metric(ctx, "spillway_hub_registry_revision")
+	h := d.hubs[0]
+	rev0, err := h.metric(ctx, "spillway_hub_registry_revision")
 	if err != nil {
 		return err
 	}
-	if err := d.hub.stop(); err != nil {
+	snapshots := func(hubs []*hub) (float64, error) {
+		sum := 0.0
+		for _, h := range hubs {
+			n, err := h.metric(ctx, "spillway_hub_view_updates_sent_total", `kind="snapshot"`)
+			if err != nil {
+				return 0, err
+			}
+			sum += n
+		}
+		return sum, nil
+	}
+	before, err := snapshots(d.hubs[1:]) // the restarted replica's count starts again at 0
+	if err != nil {
+		return err
+	}
+	if err := h.stop(); err != nil {
 		d.opts.Log.Warn("hub stop", "err", err)
 	}
 	began := time.Now()
-	if err := d.hub.start(ctx); err != nil {
+	if err := h.start(ctx); err != nil {
 		return err
 	}
 	if err := d.converge(ctx, spokes, d.opts.ConvergeTimeout); err != nil {
 		return fmt.Errorf("after the hub's restart: %w", err)
 	}
 	res.ReconnectConvergeS = time.Since(began).Seconds()
-	if res.ReconnectSnapshots, err = d.hub.metric(ctx, "spillway_hub_view_updates_sent_total", `kind="snapshot"`); err != nil {
+	after, err := snapshots(d.hubs)
+	if err != nil {
 		return err
 	}
-	rev1, err := d.hub.metric(ctx, "spillway_hub_registry_revision")
+	res.ReconnectSnapshots = after - before
+	rev1, err := h.metric(ctx, "spillway_hub_registry_revision")
 	if err != nil {
 		return err
 	}

@@ -16,9 +16,10 @@ import (
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
-// The simulated spoke reconnects as spoke/hubclient does: a jittered exponential backoff from
+// The simulated spoke reconnects as spoke/hubclient does: to the next replica of its list, at
+// once when the last one did not welcome it, else after a jittered exponential backoff from
 // 200 ms to 10 s (each wait 0.5 to 1.5 times the interval), started again from the bottom after
-// a session that lasted 10 s, and a new connection per session.
+// a session that lasted 10 s; and a new connection per session.
 const (
 	minBackoff     = 200 * time.Millisecond
 	maxBackoff     = 10 * time.Second
@@ -38,6 +39,7 @@ type simSpoke struct {
 	d           *driver
 	id          string
 	index       int
+	addrs       []string // the hub replicas, in the order this spoke tries them
 	info        *pb.ClusterInfo
 	exports     []*pb.Export
 	importer    bool
@@ -56,15 +58,18 @@ type simSpoke struct {
 func (s *simSpoke) run(ctx context.Context) {
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval, bo.RandomizationFactor = minBackoff, maxBackoff, 0.5
-	for ctx.Err() == nil {
+	for i := 0; ctx.Err() == nil; i++ {
 		started := time.Now()
-		established, err := s.session(ctx)
+		established, err := s.session(ctx, s.addrs[i%len(s.addrs)])
 		s.converged.Store(false)
 		if ctx.Err() != nil {
 			return
 		}
 		s.d.sessionsEnded.Add(1)
 		s.d.lastErr.Store(fmt.Sprintf("%s: %v", s.id, err))
+		if !established && (i+1)%len(s.addrs) != 0 {
+			continue // the next replica at once; a backoff once every one has failed
+		}
 		if established && time.Since(started) > healthySession {
 			bo.Reset()
 		}
@@ -80,8 +85,8 @@ func (s *simSpoke) run(ctx context.Context) {
 
 // session holds one session on a connection of its own until it breaks; established is true
 // when the hub welcomed it.
-func (s *simSpoke) session(ctx context.Context) (established bool, err error) {
-	conn, err := grpc.NewClient(s.d.hub.grpc,
+func (s *simSpoke) session(ctx context.Context, addr string) (established bool, err error) {
+	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(s.tls)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
 	if err != nil {

@@ -25,6 +25,7 @@ func main() { cli.Main(newCommand()) }
 
 type options struct {
 	sizes                       []int
+	twoReplicasAt               int
 	binDir, workDir, profileDir string
 	jsonPath, plotPath          string
 	run                         scale.Options
@@ -51,6 +52,8 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&o.run.ConvergeTimeout, "converge-timeout", 3*time.Minute, "longest wait for every spoke to converge")
 	f.BoolVar(&o.run.Restart, "restart", true, "restart the hub after the measurement and time the fleet's reconnection")
 	f.StringSliceVar(&o.run.HubArgs, "hub-arg", nil, "further hub flag, as --flag=value (repeatable)")
+	f.IntVar(&o.twoReplicasAt, "two-replicas-at", 1000, "after the sizes, run this many spokes on two hub replicas on a three-member etcd cluster (0: skip)")
+	f.StringVar(&o.run.EtcdBin, "etcd-bin", filepath.Join(os.Getenv("SPILLWAY_K8S_BIN_DIR"), "etcd"), "etcd binary of the two-replica run (hack/k8s-bins.sh builds it)")
 	f.StringVar(&o.binDir, "bin-dir", "bin", "directory of the hub and hubctl binaries")
 	f.StringVar(&o.workDir, "work-dir", "", "directory for the hubs' data and logs (default: a temporary one, removed after a successful run)")
 	f.StringVar(&o.profileDir, "profile-dir", "", "directory for the hub's CPU and heap profiles and their top items (none when empty)")
@@ -65,6 +68,8 @@ type report struct {
 	Command string         `json:"command"`
 	Options map[string]any `json:"options"`
 	Results []scale.Result `json:"results"`
+	// TwoReplicas is the run on two hub replicas.
+	TwoReplicas *scale.Result `json:"two_replicas,omitempty"`
 }
 
 func run(ctx context.Context, o options, name string) error {
@@ -90,20 +95,35 @@ func run(ctx context.Context, o options, name string) error {
 			"report_endpoints": o.run.ReportEndpoints, "import_fraction": o.run.ImportFraction, "measure": o.run.Measure.String(),
 		},
 	}
-	for _, n := range o.sizes {
+	runs := o.sizes
+	if o.twoReplicasAt > 0 {
+		runs = append(runs, o.twoReplicasAt)
+	}
+	for i, n := range runs {
 		ro := o.run
-		ro.Spokes, ro.BinDir, ro.ProfileDir, ro.Log = n, o.binDir, o.profileDir, log
-		ro.WorkDir = filepath.Join(work, fmt.Sprintf("spokes-%d", n))
+		ro.Spokes, ro.BinDir, ro.Log, ro.Replicas = n, o.binDir, log, 1
+		name := fmt.Sprintf("spokes-%d", n)
+		two := i == len(o.sizes)
+		if two {
+			ro.Replicas, name = 2, name+"-two-replicas"
+		} else {
+			ro.ProfileDir = o.profileDir
+		}
+		ro.WorkDir = filepath.Join(work, name)
 		if err := os.MkdirAll(ro.WorkDir, 0o700); err != nil {
 			return err
 		}
-		log.Info("fleet starting", "spokes", n)
+		log.Info("fleet starting", "spokes", n, "replicas", ro.Replicas)
 		res, err := scale.Run(ctx, ro)
 		if err != nil {
-			return fmt.Errorf("%d spokes (logs in %s): %w", n, ro.WorkDir, err)
+			return fmt.Errorf("%d spokes on %d replicas (logs in %s): %w", n, ro.Replicas, ro.WorkDir, err)
 		}
 		line, _ := json.Marshal(res)
 		fmt.Printf("%s\n", line)
+		if two {
+			rep.TwoReplicas = &res
+			continue
+		}
 		rep.Results = append(rep.Results, res)
 		if o.profileDir != "" {
 			if err := topOf(o.binDir, o.profileDir, n); err != nil {
