@@ -12,7 +12,9 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/spillway-io/spillway/pkg/fleetpb"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
@@ -107,8 +109,11 @@ func (s *simSpoke) session(ctx context.Context, addr string) (established bool, 
 		return false, err
 	}
 	hello := &pb.Hello{ClusterId: s.id, SpokeIncarnation: s.incarnation, ViewCursor: s.cursor.Load()}
+	interest := []*pb.Interest{{}}
 	if s.importer {
-		hello.CapacityInterest = s.d.allPools
+		// As spoke/hubclient does: the Hello carries what fits, Interest parts the rest.
+		interest = fleetpb.SplitInterest(&pb.Interest{CapacityInterest: s.d.allPools}, fleetpb.SpokePartBytes)
+		hello.CapacityInterest, hello.InterestFollows = interest[0].GetCapacityInterest(), len(interest) > 1
 	}
 	if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Hello{Hello: hello}}); err != nil {
 		return false, err
@@ -123,6 +128,11 @@ func (s *simSpoke) session(ctx context.Context, addr string) (established bool, 
 	if w == nil {
 		return false, fmt.Errorf("first message %T, want a welcome", first.GetMsg())
 	}
+	for _, part := range interest[1:] {
+		if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Interest{Interest: part}}); err != nil {
+			return true, err
+		}
+	}
 	acked := w.GetAckedExportSeq() >= s.seq && s.seq > 0
 	if !acked {
 		s.seq++
@@ -135,8 +145,17 @@ func (s *simSpoke) session(ctx context.Context, addr string) (established bool, 
 	ackCh := make(chan uint64, 1)
 	importsCh := make(chan []*pb.PoolRef, 1)
 	complete := make(chan struct{}, 1)
-	recvErr := make(chan error, 1)
-	go func() { recvErr <- s.recv(stream, ackCh, importsCh, complete) }()
+	recvErr, recvDone := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(recvDone)
+		recvErr <- s.recv(stream, ackCh, importsCh, complete)
+	}()
+	// The receive side ends before the session does: it writes the cursor the next Hello reads.
+	defer func() {
+		end(nil)
+		conn.Close()
+		<-recvDone
+	}()
 
 	report := time.NewTimer(time.Duration(s.rng.Int64N(int64(s.d.opts.ReportInterval))))
 	defer report.Stop()
@@ -178,6 +197,7 @@ func (s *simSpoke) session(ctx context.Context, addr string) (established bool, 
 // recv applies the hub's messages until the stream breaks.
 func (s *simSpoke) recv(stream pb.SyncService_SyncClient, ackCh chan uint64, importsCh chan []*pb.PoolRef, complete chan struct{}) error {
 	imports := map[string]*pb.PoolRef{}
+	var parts *pb.ViewUpdate // the parts of an update so far: applied together with the last
 	for {
 		m, err := stream.Recv()
 		if err != nil {
@@ -188,6 +208,15 @@ func (s *simSpoke) recv(stream pb.SyncService_SyncClient, ackCh chan uint64, imp
 			replace(ackCh, m.ExportAck.GetSeq())
 		case *pb.SyncResponse_View:
 			u := m.View
+			if parts != nil {
+				proto.Merge(parts, u)
+				u = parts
+			}
+			if m.View.GetMore() {
+				parts = u
+				continue
+			}
+			parts = nil
 			s.cursor.Store(u.GetCursor())
 			s.d.viewUpdates.Add(1)
 			if u.GetSnapshot() {

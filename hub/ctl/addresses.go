@@ -47,11 +47,23 @@ func (o *options) serverNameFor(addr string) string {
 }
 
 // tryNext reports whether a call that failed with err may be asked of the next replica: the
-// hub did not answer (unreachable, not ready, no answer in time), as opposed to answering no.
+// hub did not answer (unreachable, not ready, no answer in time), as opposed to answering no;
+// and the call printed nothing yet.
 func tryNext(err error) bool {
+	var printed *printedError
+	if errors.As(err, &printed) {
+		return false
+	}
 	switch status.Code(err) {
 	case codes.Unavailable, codes.DeadlineExceeded:
 		return true
 	}
 	return false
 }
+
+// printedError is the error of a call that had printed part of its answer (a watch): asking
+// another replica would print it again.
+type printedError struct{ err error }
+
+func (e *printedError) Error() string { return e.err.Error() }
+func (e *printedError) Unwrap() error { return e.err }

@@ -25,12 +25,15 @@ func (o *options) watchPools(out io.Writer) call {
 		}
 		st := newWatchState()
 		var parts *pb.ViewUpdate
-		header := false
+		header, printed := false, false
 		for {
 			resp, err := stream.Recv()
 			if err != nil {
 				if ctx.Err() != nil {
 					return nil
+				}
+				if printed {
+					return &printedError{err}
 				}
 				return err
 			}
@@ -44,6 +47,10 @@ func (o *options) watchPools(out io.Writer) call {
 				continue
 			}
 			parts, u.More = nil, false
+			printed = true
+			if o.output == "yaml" {
+				fmt.Fprintln(out, "---") // one YAML document per update
+			}
 			if done, err := o.structured(out, u); done {
 				if err != nil {
 					return err
@@ -84,9 +91,10 @@ func newWatchState() *watchState {
 }
 
 // apply applies an update and returns the pool members it changed, sorted by pool and cluster:
-// every member for a snapshot.
+// every member for a snapshot. An update the hub marked incomplete removes nothing (a snapshot
+// so marked replaces nothing), as at a spoke.
 func (st *watchState) apply(u *pb.ViewUpdate) []poolRow {
-	if u.GetSnapshot() {
+	if u.GetSnapshot() && !u.GetIncomplete() {
 		*st = *newWatchState()
 	}
 	touched := map[rowKey]bool{}
@@ -98,7 +106,9 @@ func (st *watchState) apply(u *pb.ViewUpdate) []poolRow {
 		}
 	}
 	for _, p := range u.GetImportsRemoved() {
-		delete(st.imports, poolKey(p))
+		if !u.GetIncomplete() {
+			delete(st.imports, poolKey(p))
+		}
 	}
 	for _, cl := range u.GetClusters() {
 		st.clusters[cl.GetClusterId()] = cl
@@ -114,6 +124,9 @@ func (st *watchState) apply(u *pb.ViewUpdate) []poolRow {
 		touched[k] = true
 	}
 	for _, ck := range u.GetCapacityRemoved() {
+		if u.GetIncomplete() {
+			continue
+		}
 		k := rowKey{poolKey(ck.GetPool()), ck.GetClusterId()}
 		delete(st.capacity, k)
 		touched[k] = true

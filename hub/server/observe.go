@@ -18,7 +18,8 @@ import (
 // observe runs an observer session (Hello.observer): the fleet view and the hop keys go to the
 // spoke, nothing comes from it. It opens no session in the registry, renews no lease and takes
 // over nothing: the cluster's real session, wherever it runs, goes on. Any message after the
-// Hello ends the stream with FailedPrecondition. Like a session, it ends when its certificate
+// Hello but the Interest parts it announced (interest_follows) ends the stream with
+// FailedPrecondition. Like a session, it ends when its certificate
 // expires or the cluster is revoked.
 func (s *Server) observe(stream pb.SyncService_SyncServer, who caller, hello *pb.Hello, log *slog.Logger) error {
 	cluster := hello.GetClusterId()

@@ -28,30 +28,60 @@ func TestAssemblerJoinsExportParts(t *testing.T) {
 		}
 		return d
 	}
-	if _, done, err := a.exportPart(part(3, true, 1000, "a"), true); done || err != nil {
+	if _, done, err := a.exportPart(part(3, true, 1000, "a"), 1, true); done || err != nil {
 		t.Fatalf("first part: done %v err %v, want neither", done, err)
 	}
-	whole, done, err := a.exportPart(part(3, true, 400, "b"), false)
+	whole, done, err := a.exportPart(part(3, true, 400, "b"), 1, false)
 	if !done || err != nil || whole.Seq != 3 || !whole.ReplaceAll || len(whole.Upserts) != 1400 {
 		t.Fatalf("last part: done %v err %v, seq %d replace_all %v, %d upserts; want delta 3 with 1,400", done, err, whole.Seq, whole.ReplaceAll, len(whole.Upserts))
 	}
 	// The next delta starts afresh.
-	if whole, done, err := a.exportPart(part(4, false, 1, "c"), false); !done || err != nil || len(whole.Upserts) != 1 {
+	if whole, done, err := a.exportPart(part(4, false, 1, "c"), 1, false); !done || err != nil || len(whole.Upserts) != 1 {
 		t.Fatalf("a one-message delta: done %v err %v, %d upserts", done, err, len(whole.Upserts))
 	}
-	if _, _, err := a.exportPart(part(5, true, 10, "d"), true); err != nil {
+	if _, _, err := a.exportPart(part(5, true, 10, "d"), 1, true); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := a.exportPart(part(6, true, 10, "e"), false); !errors.Is(err, ErrInvalidArgument) {
+	if _, _, err := a.exportPart(part(6, true, 10, "e"), 1, false); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("a part of delta 6 amid delta 5's: %v, want invalid argument", err)
 	}
 	b := newAssembler(1500)
-	if _, _, err := b.exportPart(part(1, true, 1000, "a"), true); err != nil {
+	if _, _, err := b.exportPart(part(1, true, 1000, "a"), 1, true); err != nil {
 		t.Fatal(err)
 	}
 	var tm *tooManyError
-	if _, _, err := b.exportPart(part(1, true, 600, "b"), true); !errors.As(err, &tm) {
+	if _, _, err := b.exportPart(part(1, true, 600, "b"), 1, true); !errors.As(err, &tm) {
 		t.Fatalf("1,600 upserts across parts with a cap of 1,500: %v, want too many", err)
+	}
+	// A pool twice across the parts (etcd would refuse two writes of one key in a transaction).
+	c := newAssembler(0)
+	if _, _, err := c.exportPart(part(1, true, 10, "a"), 1, true); err != nil {
+		t.Fatal(err)
+	}
+	again := part(1, true, 0, "")
+	again.Removes = []fleet.PoolRef{{Namespace: "ns", Name: "a3"}}
+	if _, _, err := c.exportPart(again, 1, false); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("a3 upserted then removed across parts: %v, want invalid argument", err)
+	}
+	// Bounded in bytes, and no empty part that continues.
+	d := newAssembler(0)
+	if _, _, err := d.exportPart(part(1, true, 1, "a"), maxDeltaBytes, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := d.exportPart(part(1, true, 1, "b"), 1, true); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("past %d bytes across parts: %v, want invalid argument", maxDeltaBytes, err)
+	}
+	if _, _, err := newAssembler(0).exportPart(part(1, true, 0, ""), 0, true); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("an empty part that continues: %v, want invalid argument", err)
+	}
+	for name, err := range map[string]error{
+		"capacity": func() error { _, err := newAssembler(0).capacityPart(nil, nil, true); return err }(),
+		"imports":  func() error { _, _, err := newAssembler(0).importPart(nil, true); return err }(),
+		"interest": func() error { _, _, err := newAssembler(0).interestPart(nil, true); return err }(),
+	} {
+		if !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("an empty %s part that continues: %v, want invalid argument", name, err)
+		}
 	}
 }
 
@@ -113,7 +143,7 @@ func TestAssemblerJoinsImportsAndInterest(t *testing.T) {
 		t.Fatal("done before the last part")
 	}
 	if whole, done, err := b.importPart(nil, false); !done || err != nil || len(whole) != 2 {
-		t.Fatalf("done %v err %v, %d states; want the 2 of the first part", done, err, len(whole))
+		t.Fatalf("done %v err %v, %d states; want the 2 of the first part (an empty last part ends it)", done, err, len(whole))
 	}
 	if _, _, err := b.importPart(states(maxInterest+1), false); err == nil {
 		t.Fatal("10,001 import states accepted")

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/spillway-io/spillway/hub/registry"
@@ -255,7 +256,7 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 				d.Upserts = append(d.Upserts, fleetpb.ExportFrom(e))
 			}
 			d.Removes = poolsFrom(m.Exports.GetRemoves())
-			d, done, err := parts.exportPart(d, m.Exports.GetMore())
+			d, done, err := parts.exportPart(d, proto.Size(m.Exports), m.Exports.GetMore())
 			if err != nil {
 				return err
 			}

@@ -296,6 +296,42 @@ func TestHealthySessionsResetTheBackoff(t *testing.T) {
 	}
 }
 
+// TestRetriesWhileTheLeaseLives: while the lease of its last session lives (two thirds of the
+// TTL after it ended), a client retries at least every sixth of the TTL however far its backoff
+// grew, so that a hub back in time resumes the session before the lease lapses. With a 1.2 s
+// TTL: three retries at most 200 ms apart within the first 0.8 s, where a backoff starting at
+// 1 s (each step 0.5 to 1.5 times it) would have taken 3.5 s at least.
+func TestRetriesWhileTheLeaseLives(t *testing.T) {
+	h := startFakeHub(t)
+	h.leaseTTL = 1200 * time.Millisecond
+	c := h.client(t, "east", "east")
+	c.opts.MinBackoff, c.opts.MaxBackoff, c.opts.HealthySession = time.Second, 10*time.Second, time.Hour
+	run(t, c)
+	testkit.Eventually(t, 10*time.Second, "session", testkit.True(func() bool { s, _, _ := h.seen(); return s == 1 }))
+	h.mu.Lock()
+	h.down = true
+	h.mu.Unlock()
+	ended := time.Now()
+	h.kick()
+	var retries []time.Time
+	testkit.Eventually(t, 10*time.Second, "three retries", testkit.True(func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		retries = slices.Clone(h.registersAt[1:])
+		return len(retries) >= 3
+	}))
+	last := ended
+	for i, at := range retries[:3] {
+		if gap := at.Sub(last); gap > 250*time.Millisecond {
+			t.Errorf("retry %d came %s after the previous one while the lease lived, want at most a sixth of the TTL (200 ms)", i+1, gap)
+		}
+		last = at
+	}
+	if took := last.Sub(ended); took > 800*time.Millisecond {
+		t.Errorf("three retries took %s, want them within the 0.8 s the lease surely lived", took)
+	}
+}
+
 // A TLS configuration made without a server name (tlsconfig.ClientConfig with "", as the spoke
 // gives a list of replicas) verifies each replica for the address dialed, an IP address too,
 // for which the handshake sends no server name.

@@ -22,8 +22,11 @@
 // exponential backoff (0.5 to 1.5 times an interval doubling from MinBackoff to MaxBackoff), so
 // that the spokes of a replica that died do not all come back in the same instant, and goes on
 // with the next address. A session that lasted Options.HealthySession starts the backoff again
-// from MinBackoff when it ends. The registry is shared, so the new replica's Welcome carries the
-// acked_export_seq of the spoke's session lease: exports resume with the deltas after it, and
+// from MinBackoff when it ends; and while the lease of the last full session is surely alive
+// in etcd (two thirds of its TTL after the session ended), no wait is longer than a sixth of the
+// TTL, so that a hub back in time resumes the session instead of the lease lapsing (which would
+// withdraw the cluster's exports everywhere until it returns). The registry is shared, so the
+// new replica's Welcome carries the acked_export_seq of the spoke's session lease: exports resume with the deltas after it, and
 // the view resumes from its cursor or takes one snapshot.
 //
 // Each attempt dials one address on a gRPC connection of its own, whose TLS verifies the
@@ -199,6 +202,8 @@ type Client struct {
 	modeChanged chan struct{}
 	// hubAddr is the address of the current (or last) session.
 	hubAddr string
+	// leaseTTL is the session lease TTL of the last Welcome.
+	leaseTTL time.Duration
 
 	hopKeys atomic.Pointer[[]fleet.HopKey]
 }
@@ -461,14 +466,23 @@ func (c *Client) Run(ctx context.Context) error {
 	bo.RandomizationFactor = 0.5 // each wait is 0.5 to 1.5 times the current interval
 	var round []endpoint
 	pos := 0
+	// leaseAlive is until when the lease of the last full session is surely alive in etcd.
+	var leaseAlive time.Time
 	for ctx.Err() == nil {
 		if pos >= len(round) {
 			round, pos = book.round(ctx), 0
 		}
 		ep := round[pos]
 		started := time.Now()
+		full := !c.Observer()
 		established, err := c.sessionAt(ctx, ep, dial)
 		c.setConnected(false)
+		if established && full {
+			// The hub renews the lease every third of its TTL: two thirds are left at least.
+			c.mu.Lock()
+			leaseAlive = time.Now().Add(c.leaseTTL * 2 / 3)
+			c.mu.Unlock()
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -498,6 +512,15 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		// Jittered: the spokes of a replica that died do not all come back in the same instant.
 		wait := bo.NextBackOff()
+		if time.Now().Before(leaseAlive) {
+			// The session's lease is still alive: a hub back before it lapses resumes the
+			// session (the exports stay, nothing is resent), so retry at least every sixth of
+			// the TTL (jittered) rather than wait out a backoff that grew while the hub was down.
+			c.mu.Lock()
+			ttl := c.leaseTTL
+			c.mu.Unlock()
+			wait = min(wait, time.Duration(float64(ttl/6)*(0.5+rand.Float64()/2)))
+		}
 		if code := status.Code(err); code == codes.PermissionDenied || code == codes.Unauthenticated {
 			// Worth retrying: the credentials reload when their files change, and a revoked
 			// cluster may be let back in.
@@ -698,16 +721,12 @@ func (c *Client) sync(ctx context.Context, cli pb.SyncServiceClient, addr string
 	c.mu.Unlock()
 	hello := &pb.Hello{ClusterId: c.opts.Cluster.ID, SpokeIncarnation: c.incarnation, ViewCursor: c.view.cursor(), Observer: observer}
 	// An interest too large for one message: the Hello carries its first part, and Interest
-	// messages the rest.
+	// messages the rest once the Welcome came (the hub reads nothing more before it welcomes,
+	// and a replica that never does must not hold the spoke in a blocked send).
 	interestParts := fleetpb.SplitInterest(interestMessage(interest), fleetpb.SpokePartBytes)
 	hello.CapacityInterest, hello.InterestFollows = interestParts[0].GetCapacityInterest(), len(interestParts) > 1
 	if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Hello{Hello: hello}}); err != nil {
 		return false, fmt.Errorf("send hello: %w", err)
-	}
-	for _, part := range interestParts[1:] {
-		if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Interest{Interest: part}}); err != nil {
-			return false, fmt.Errorf("send interest: %w", err)
-		}
 	}
 	// The Welcome comes within the register timeout, or the next replica is tried.
 	errNoWelcome := fmt.Errorf("no welcome within %s", c.opts.RegisterTimeout)
@@ -738,8 +757,16 @@ func (c *Client) sync(ctx context.Context, cli pb.SyncServiceClient, addr string
 		return false, fmt.Errorf("%w: the hub read cluster %q from the spoke's certificate, the spoke is configured as %q (check --cluster-id and the certificate in --credentials-dir)",
 			ErrWrongCluster, id, c.opts.Cluster.ID)
 	}
+	for _, part := range interestParts[1:] {
+		if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Interest{Interest: part}}); err != nil {
+			return false, fmt.Errorf("send interest: %w", err)
+		}
+	}
 	c.adoptPolicy(fleetpb.ExportPolicyFrom(w))
 	c.view.setDamping(w.GetLeaseTtl().AsDuration())
+	c.mu.Lock()
+	c.leaseTTL = w.GetLeaseTtl().AsDuration()
+	c.mu.Unlock()
 	c.mu.Lock()
 	if c.hubAddr != "" && c.hubAddr != addr {
 		c.metrics.failovers.Inc()

@@ -71,6 +71,11 @@ type fakeHub struct {
 	// arrived.
 	kicked   chan struct{}
 	hellosAt []time.Time
+	// leaseTTL is the lease TTL the Welcome announces; down makes Register answer Unavailable,
+	// as a hub that is not back yet, and registersAt is when each Register came.
+	leaseTTL    time.Duration
+	down        bool
+	registersAt []time.Time
 }
 
 // kick ends every open stream at once, as a replica that dies would.
@@ -170,7 +175,12 @@ func (h *fakeHub) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Re
 	}
 	h.mu.Lock()
 	h.registers++
+	h.registersAt = append(h.registersAt, time.Now())
+	down := h.down
 	h.mu.Unlock()
+	if down {
+		return nil, status.Error(codes.Unavailable, "the hub is starting")
+	}
 	return &pb.RegisterResponse{Cluster: &pb.Cluster{Info: req.GetCluster()}}, nil
 }
 
@@ -195,7 +205,7 @@ func (h *fakeHub) Sync(stream pb.SyncService_SyncServer) error {
 		interval = 10 * time.Millisecond
 	}
 	welcome := &pb.Welcome{HubId: "fake", ClusterId: id.Name, MinReportInterval: durationpb.New(interval),
-		CapacityHeartbeat: durationpb.New(time.Hour), AckedExportSeq: h.acked}
+		CapacityHeartbeat: durationpb.New(time.Hour), AckedExportSeq: h.acked, LeaseTtl: durationpb.New(h.leaseTTL)}
 	fleetpb.SetExportPolicy(welcome, h.policy)
 	if h.welcomeCluster != "" {
 		welcome.ClusterId = h.welcomeCluster

@@ -444,9 +444,10 @@ type Hello struct {
 	// while one stores exports, capacity and import reports. The hub answers any other message on
 	// an observer stream with FAILED_PRECONDITION. The Welcome's acked_export_seq is then 0.
 	Observer bool `protobuf:"varint,5,opt,name=observer,proto3" json:"observer,omitempty"`
-	// The capacity interest continues in Interest messages right after the Hello (the last one
-	// without more): it did not fit in one message. The hub sends no view update before it has
-	// the whole interest. Not allowed on an observer stream.
+	// The capacity interest continues in Interest messages sent once the Welcome came (the last
+	// one without more): it did not fit in one message. The hub sends no view update before it
+	// has the whole interest. An observer stream may send these Interest messages, and nothing
+	// else.
 	InterestFollows bool `protobuf:"varint,6,opt,name=interest_follows,json=interestFollows,proto3" json:"interest_follows,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
@@ -536,8 +537,9 @@ type ExportDelta struct {
 	Removes []*PoolRef `protobuf:"bytes,4,rep,name=removes,proto3" json:"removes,omitempty"`
 	// The delta continues in the next message, which carries the same seq and replace_all: a delta
 	// too large for one message is sent in parts, and the hub stores the parts together once the
-	// one without more arrives (and acknowledges seq then). At most max_exports upserts across the
-	// parts of a delta.
+	// one without more arrives (and acknowledges seq then). Across its parts a delta names each
+	// pool once and holds at most the larger of max_exports and 1,000 upserts (100,000 when
+	// max_exports is 0), and 64 MiB. A part with more carries at least one entry.
 	More          bool `protobuf:"varint,5,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
