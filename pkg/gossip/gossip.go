@@ -270,16 +270,18 @@ func splitHostPort(addr string) (string, int, error) {
 // Timings sets the fleet gossip's failure detector, for links across regions that may lose
 // packets. A member is probed every 500 ms in turn; the direct probe's answer counts until the
 // next (round trips up to ~450 ms), the indirect checks through three others start after
-// 400 ms. A suspicion becomes a verdict after SuspicionMult × max(1, log10 N) × 500 ms (6 s up
-// to 10 members) once enough other members have confirmed it, and up to three times that
+// 400 ms. A suspicion becomes a verdict after SuspicionMult × max(1, log10 N) × 500 ms (12 s
+// up to 10 members) once enough other members have confirmed it, and up to three times that
 // without confirmations (Lifeguard; below 12 members memberlist expects none and waits the
-// 6 s). That outlasts the full state exchange (push-pull over TCP, every 2 s), so a
-// member that a lossy link made suspect hears it and refutes it before anyone declares it dead.
+// 12 s). That outlasts several full state exchanges (push-pull over TCP, every 2 s), so a
+// member that a lossy link made suspect hears it and refutes it before anyone declares it dead:
+// at 30 % loss a member is suspected every few seconds, and 6 s still let two suspicions in ten
+// minutes become verdicts. Leaving the spill targets does not wait for it (Unreachable).
 // memberlist's own ping (Unreachable) waits the same 400 ms.
 func Timings(c *memberlist.Config) {
 	c.ProbeInterval = 500 * time.Millisecond
 	c.ProbeTimeout = 400 * time.Millisecond
-	c.SuspicionMult = 12
+	c.SuspicionMult = 24
 	c.SuspicionMaxTimeoutMult = 3
 	c.GossipInterval = 50 * time.Millisecond
 	c.GossipToTheDeadTime = 5 * time.Second

@@ -212,6 +212,23 @@ func TestStalledConnectionIsGivenUp(t *testing.T) {
 	}
 }
 
+// TestConnectTimeoutGrowsWhileAttemptsRunOut: each attempt that runs out of its connect timeout
+// gives the next one twice as long, up to four times ConnectTimeout: with 200 ms, the fourth
+// attempt starts after 0.2 + 0.4 + 0.8 s, where a fixed timeout would start it after 0.6 s.
+func TestConnectTimeoutGrowsWhileAttemptsRunOut(t *testing.T) {
+	h := startFakeHub(t)
+	stalled, accepted := stalledAddr(t)
+	c := h.client(t, "east", "east")
+	c.opts.HubAddresses = []string{stalled}
+	c.opts.ConnectTimeout, c.opts.MinBackoff, c.opts.MaxBackoff = 200*time.Millisecond, time.Millisecond, 2*time.Millisecond
+	began := time.Now()
+	run(t, c)
+	testkit.Eventually(t, 10*time.Second, "four attempts", testkit.True(func() bool { return accepted() >= 4 }))
+	if took := time.Since(began); took < 1300*time.Millisecond {
+		t.Errorf("the fourth attempt came %s after the first, want at least 1.4 s (timeouts of 0.2, 0.4 and 0.8 s)", took)
+	}
+}
+
 // A DNS name given alone stands for its addresses, each verified for the name: the fake hub's
 // certificate holds hubs.spillway.test, and a name it does not hold is refused although it
 // resolves to the same address.

@@ -156,7 +156,10 @@ type Options struct {
 	// ConnectTimeout bounds how long the connection to a replica (TCP and TLS) may take to be
 	// ready before it is given up and the next address (or the same, on a new connection) is
 	// tried; 4 s when zero. On a lossy link a new connection's handshake is often quicker than
-	// waiting out the old one's retransmissions, whose timeouts double.
+	// waiting out the old one's retransmissions, whose timeouts double. Each attempt that runs
+	// out of it doubles it for the next, up to four times it, until a session starts: a SYN is
+	// sent again after 1 s and 3 s, and on a link that loses a third of its packets a handshake
+	// given 4 s fails about half the time (the fault suite saw five in a row outlast a lease).
 	ConnectTimeout time.Duration
 	// RegisterTimeout bounds how long a replica may take to answer Register and to welcome the
 	// session, once connected, before the next address is tried; 10 s when zero.
@@ -204,6 +207,8 @@ type Client struct {
 	hubAddr string
 	// leaseTTL is the session lease TTL of the last Welcome.
 	leaseTTL time.Duration
+	// connectTimeout is the ConnectTimeout of the next attempt (Run's alone).
+	connectTimeout time.Duration
 
 	hopKeys atomic.Pointer[[]fleet.HopKey]
 }
@@ -461,6 +466,7 @@ func (c *Client) Run(ctx context.Context) error {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
 	)
 	book := newAddressBook(addrs, c.opts.LookupHost, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
+	c.connectTimeout = c.opts.ConnectTimeout
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval = c.opts.MinBackoff, c.opts.MaxBackoff
 	bo.RandomizationFactor = 0.5 // each wait is 0.5 to 1.5 times the current interval
@@ -477,6 +483,12 @@ func (c *Client) Run(ctx context.Context) error {
 		full := !c.Observer()
 		established, err := c.sessionAt(ctx, ep, dial)
 		c.setConnected(false)
+		switch {
+		case established:
+			c.connectTimeout = c.opts.ConnectTimeout
+		case errors.Is(err, errConnectTimeout):
+			c.connectTimeout = min(2*c.connectTimeout, 4*c.opts.ConnectTimeout)
+		}
 		if established && full {
 			// The hub renews the lease every third of its TTL: two thirds are left at least.
 			c.mu.Lock()
@@ -557,7 +569,7 @@ func connected(ctx context.Context, conn *grpc.ClientConn, timeout time.Duration
 			conn.Connect() // went idle again (a GOAWAY right after the handshake): reconnect
 		}
 		if !conn.WaitForStateChange(ctx, st) {
-			return fmt.Errorf("connect: not ready within %s (%s)", timeout, st)
+			return fmt.Errorf("%w: not ready within %s (%s)", errConnectTimeout, timeout, st)
 		}
 	}
 }
@@ -600,7 +612,7 @@ func (c *Client) sessionAt(ctx context.Context, ep endpoint, dial []grpc.DialOpt
 		return false, fmt.Errorf("hub address %q: %w", ep.addr, err)
 	}
 	defer conn.Close()
-	if err := connected(ctx, conn, c.opts.ConnectTimeout); err != nil {
+	if err := connected(ctx, conn, c.connectTimeout); err != nil {
 		return false, err
 	}
 	return c.session(ctx, pb.NewSyncServiceClient(conn), ep.addr)
@@ -618,6 +630,8 @@ func (c *Client) setConnected(v bool) {
 }
 
 var (
+	// errConnectTimeout means a connection was not ready within the attempt's connect timeout.
+	errConnectTimeout = errors.New("connect")
 	// ErrProtocol means the hub answered out of protocol.
 	ErrProtocol = errors.New("hub broke the sync protocol")
 	// ErrWrongCluster means the hub read another cluster from the spoke's certificate than the
