@@ -141,10 +141,14 @@ func StartWith(t testing.TB, ttl time.Duration, o Options) *Hub {
 	}
 	h.Server = server.New(store, model, sopts)
 
-	followDone, runDone, leadDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	followDone, runDone, leadDone, batchDone := make(chan struct{}), make(chan struct{}), make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(followDone)
 		_ = model.Follow(ctx, store, slog.New(slog.DiscardHandler))
+	}()
+	go func() {
+		defer close(batchDone)
+		_ = model.Batch(ctx)
 	}()
 	go func() {
 		defer close(runDone)
@@ -165,6 +169,7 @@ func StartWith(t testing.TB, ttl time.Duration, o Options) *Hub {
 		<-h.adminDone
 		cancel()
 		<-followDone
+		<-batchDone
 		<-runDone
 		<-leadDone
 		cli.Close()

@@ -313,6 +313,7 @@ func Run(ctx context.Context, cfg *Config) error {
 		g.Go(func() error { return run(gctx) })
 	}
 	g.Go(func() error { return model.Follow(gctx, store, log.With("component", "view")) })
+	g.Go(func() error { return model.Batch(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })
 	g.Go(func() error { return srv.RunStartGrace(gctx) })
 	g.Go(func() error { return elector.Run(gctx, srv.Lead) })

@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spillway-io/spillway/hub/registry"
@@ -79,6 +80,23 @@ type Model struct {
 	// loaded is closed by the first Reset: until then the view holds nothing of the registry, and
 	// an empty fleet in it means only that it has not been read yet.
 	loaded chan struct{}
+
+	// While Batch runs, ReportCapacity queues reports in pending (pendingMu guards it) and Batch
+	// applies them together: a thousand spokes reporting every second would otherwise take the
+	// write lock a thousand times a second, each time waiting for every reader to leave, and
+	// the registry's changes would queue behind them.
+	batching  atomic.Bool
+	pendingMu sync.Mutex
+	pending   []capacityReport
+	flushNow  chan struct{}
+}
+
+// capacityReport is a report of ReportCapacity waiting for Batch.
+type capacityReport struct {
+	cluster string
+	caps    []fleet.PoolCapacity
+	removed []fleet.PoolRef
+	at      time.Time
 }
 
 // New returns an empty model with a fresh incarnation.
@@ -96,6 +114,7 @@ func New() *Model {
 		incomplete:   map[string]string{},
 		wake:         make(chan struct{}),
 		loaded:       make(chan struct{}),
+		flushNow:     make(chan struct{}, 1),
 		logStart:     1,
 	}
 	m.reset(registry.State{})
@@ -225,28 +244,78 @@ func (m *Model) Apply(evs []registry.Event) {
 	m.signal()
 }
 
-// ReportCapacity stores capacity reports of a cluster connected to this replica, received now.
+// ReportCapacity stores capacity reports of a cluster connected to this replica, received now:
+// at once, or while Batch runs with the next batch (in the order they came).
 func (m *Model) ReportCapacity(cluster string, caps []fleet.PoolCapacity, removed []fleet.PoolRef) {
-	now := m.now()
+	r := capacityReport{cluster: cluster, caps: caps, removed: removed, at: m.now()}
+	if m.batching.Load() {
+		m.pendingMu.Lock()
+		m.pending = append(m.pending, r)
+		m.pendingMu.Unlock()
+		select {
+		case m.flushNow <- struct{}{}:
+		default: // a batch is due already
+		}
+		return
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, c := range caps {
-		k := fleet.CapacityKey{ClusterID: cluster, Pool: c.Pool}
-		m.capacity[k] = fleet.RemoteCapacity{ClusterID: cluster, Capacity: c, ReceivedAt: now}
-		delete(m.capOrigin, k)
-		m.record(change{kind: changeCapacity, cluster: cluster, pool: c.Pool})
+	m.reportCapacity(r)
+	m.signal()
+}
+
+// Batch applies the reports ReportCapacity queues until ctx ends, together: each batch holds
+// what came while the one before waited for the write lock. Without it running, ReportCapacity
+// applies each report at once.
+func (m *Model) Batch(ctx context.Context) error {
+	m.batching.Store(true)
+	defer func() {
+		m.batching.Store(false)
+		m.flush()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-m.flushNow:
+			m.flush()
+		}
 	}
-	for _, p := range removed {
-		k := fleet.CapacityKey{ClusterID: cluster, Pool: p}
+}
+
+func (m *Model) flush() {
+	m.pendingMu.Lock()
+	batch := m.pending
+	m.pending = nil
+	m.pendingMu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range batch {
+		m.reportCapacity(r)
+	}
+	m.signal()
+}
+
+func (m *Model) reportCapacity(r capacityReport) {
+	for _, c := range r.caps {
+		k := fleet.CapacityKey{ClusterID: r.cluster, Pool: c.Pool}
+		m.capacity[k] = fleet.RemoteCapacity{ClusterID: r.cluster, Capacity: c, ReceivedAt: r.at}
+		delete(m.capOrigin, k)
+		m.record(change{kind: changeCapacity, cluster: r.cluster, pool: c.Pool})
+	}
+	for _, p := range r.removed {
+		k := fleet.CapacityKey{ClusterID: r.cluster, Pool: p}
 		if _, peer := m.capOrigin[k]; peer {
 			continue // a newer session of the cluster, on another replica, holds it
 		}
 		if _, ok := m.capacity[k]; ok {
 			m.deleteCapacity(k)
-			m.record(change{kind: changeCapacity, cluster: cluster, pool: p})
+			m.record(change{kind: changeCapacity, cluster: r.cluster, pool: p})
 		}
 	}
-	m.signal()
 }
 
 // MergeCapacity stores capacity reports that the peer replica origin streamed, as if this
