@@ -95,6 +95,8 @@ type Result struct {
 	// says what each held in the steady state, and the restart is the first replica's.
 	Replicas   int             `json:"replicas"`
 	PerReplica []ReplicaResult `json:"per_replica,omitempty"`
+	// Error says why the run stopped short; the figures before it stand.
+	Error string `json:"error,omitempty"`
 }
 
 // ReplicaResult is one hub replica's share of the steady state.

@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -99,11 +100,16 @@ func run(ctx context.Context, o options, name string) error {
 	if o.twoReplicasAt > 0 {
 		runs = append(runs, o.twoReplicasAt)
 	}
+	var failed []error
+	skip := false // a size failed: the larger ones are not tried
 	for i, n := range runs {
+		two := i == len(o.sizes)
+		if skip && !two {
+			continue
+		}
 		ro := o.run
 		ro.Spokes, ro.BinDir, ro.Log, ro.Replicas = n, o.binDir, log, 1
 		name := fmt.Sprintf("spokes-%d", n)
-		two := i == len(o.sizes)
 		if two {
 			ro.Replicas, name = 2, name+"-two-replicas"
 		} else {
@@ -116,7 +122,11 @@ func run(ctx context.Context, o options, name string) error {
 		log.Info("fleet starting", "spokes", n, "replicas", ro.Replicas)
 		res, err := scale.Run(ctx, ro)
 		if err != nil {
-			return fmt.Errorf("%d spokes on %d replicas (logs in %s): %w", n, ro.Replicas, ro.WorkDir, err)
+			// Recorded with what was measured before it: a fleet this machine cannot hold is
+			// a result too. The larger sizes are not tried.
+			res.Error = err.Error()
+			failed = append(failed, fmt.Errorf("%d spokes on %d replicas (logs in %s): %w", n, ro.Replicas, ro.WorkDir, err))
+			log.Error("fleet failed", "spokes", n, "replicas", ro.Replicas, "err", err, "logs", ro.WorkDir)
 		}
 		line, _ := json.Marshal(res)
 		fmt.Printf("%s\n", line)
@@ -125,6 +135,10 @@ func run(ctx context.Context, o options, name string) error {
 			continue
 		}
 		rep.Results = append(rep.Results, res)
+		if err != nil {
+			skip = true
+			continue
+		}
 		if o.profileDir != "" {
 			if err := topOf(o.binDir, o.profileDir, n); err != nil {
 				return err
@@ -140,6 +154,9 @@ func run(ctx context.Context, o options, name string) error {
 	}
 	if err := drawPlot(rep.Results, o.plotPath); err != nil {
 		return err
+	}
+	if len(failed) > 0 {
+		return errors.Join(failed...)
 	}
 	if o.workDir == "" {
 		return os.RemoveAll(work)

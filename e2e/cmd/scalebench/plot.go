@@ -27,7 +27,9 @@ func drawPlot(rs []scale.Result, path string) error {
 	pts := func(y func(scale.Result) float64) plotter.XYs {
 		out := make(plotter.XYs, 0, len(rs))
 		for _, r := range rs {
-			out = append(out, plotter.XY{X: float64(r.Spokes), Y: y(r)})
+			if r.Error == "" { // a fleet that failed has no steady state to plot
+				out = append(out, plotter.XY{X: float64(r.Spokes), Y: y(r)})
+			}
 		}
 		return out
 	}
