@@ -28,7 +28,7 @@ type options struct {
 	sizes                       []int
 	twoReplicasAt               int
 	binDir, workDir, profileDir string
-	jsonPath, plotPath          string
+	jsonPath, plotPath, doc     string
 	run                         scale.Options
 }
 
@@ -60,6 +60,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&o.profileDir, "profile-dir", "", "directory for the hub's CPU and heap profiles and their top items (none when empty)")
 	f.StringVar(&o.jsonPath, "json", "docs/benchmarks/scale.json", "where the figures go, as JSON")
 	f.StringVar(&o.plotPath, "plot", "docs/benchmarks/scale.png", "where the plot of CPU, memory and staleness against the fleet size goes")
+	f.StringVar(&o.doc, "update-doc", "docs/benchmarks.md", "markdown file whose scale section is replaced (empty: none)")
 	return cmd
 }
 
@@ -154,6 +155,11 @@ func run(ctx context.Context, o options, name string) error {
 	}
 	if err := drawPlot(rep.Results, o.plotPath); err != nil {
 		return err
+	}
+	if o.doc != "" {
+		if err := updateDoc(o.doc, rep); err != nil {
+			return err
+		}
 	}
 	if len(failed) > 0 {
 		return errors.Join(failed...)
