@@ -61,7 +61,7 @@ func TestGossipAcrossWAN(t *testing.T) {
 	sleepCtx(ctx, d)
 	killAt := time.Now()
 	f.KillRegion(victim)
-	sleepCtx(ctx, 10*time.Second)
+	sleepCtx(ctx, 20*time.Second) // a death verdict takes the 12 s suspicion and its gossip
 	verdicts := f.DeadVerdicts()
 	samples := watch()
 	rs, err := load.Wait()

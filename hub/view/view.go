@@ -256,6 +256,9 @@ func (m *Model) ReportCapacity(cluster string, caps []fleet.PoolCapacity, remove
 		case m.flushNow <- struct{}{}:
 		default: // a batch is due already
 		}
+		if !m.batching.Load() {
+			m.flush() // Batch stopped meanwhile: nobody else will
+		}
 		return
 	}
 	m.mu.Lock()
@@ -302,6 +305,9 @@ func (m *Model) flush() {
 func (m *Model) reportCapacity(r capacityReport) {
 	for _, c := range r.caps {
 		k := fleet.CapacityKey{ClusterID: r.cluster, Pool: c.Pool}
+		if cur, ok := m.capacity[k]; ok && m.capOrigin[k] != "" && cur.ReceivedAt.After(r.at) {
+			continue // a newer report through a peer (the cluster moved there) came first
+		}
 		m.capacity[k] = fleet.RemoteCapacity{ClusterID: r.cluster, Capacity: c, ReceivedAt: r.at}
 		delete(m.capOrigin, k)
 		m.record(change{kind: changeCapacity, cluster: r.cluster, pool: c.Pool})

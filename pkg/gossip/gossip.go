@@ -272,7 +272,7 @@ func splitHostPort(addr string) (string, int, error) {
 // next (round trips up to ~450 ms), the indirect checks through three others start after
 // 400 ms. A suspicion becomes a verdict after SuspicionMult × max(1, log10 N) × 500 ms (12 s
 // up to 10 members) once enough other members have confirmed it, and up to three times that
-// without confirmations (Lifeguard; below 12 members memberlist expects none and waits the
+// without confirmations (Lifeguard; below 24 members memberlist expects none and waits the
 // 12 s). That outlasts several full state exchanges (push-pull over TCP, every 2 s), so a
 // member that a lossy link made suspect hears it and refutes it before anyone declares it dead:
 // at 30 % loss a member is suspected every few seconds, and 6 s still let two suspicions in ten

@@ -156,10 +156,11 @@ type Options struct {
 	// ConnectTimeout bounds how long the connection to a replica (TCP and TLS) may take to be
 	// ready before it is given up and the next address (or the same, on a new connection) is
 	// tried; 4 s when zero. On a lossy link a new connection's handshake is often quicker than
-	// waiting out the old one's retransmissions, whose timeouts double. Each attempt that runs
-	// out of it doubles it for the next, up to four times it, until a session starts: a SYN is
-	// sent again after 1 s and 3 s, and on a link that loses a third of its packets a handshake
-	// given 4 s fails about half the time (the fault suite saw five in a row outlast a lease).
+	// waiting out the old one's retransmissions, whose timeouts double. After an attempt that
+	// ran out of it, the next ones at that address get twice as long until a session starts (a
+	// SYN is sent again after 1, 3 and 7 s, and on a link that loses a third of its packets a
+	// handshake given 4 s fails about half the time: the fault suite saw five in a row outlast
+	// a lease), but never longer than the lease of the last session surely lives.
 	ConnectTimeout time.Duration
 	// RegisterTimeout bounds how long a replica may take to answer Register and to welcome the
 	// session, once connected, before the next address is tried; 10 s when zero.
@@ -207,8 +208,11 @@ type Client struct {
 	hubAddr string
 	// leaseTTL is the session lease TTL of the last Welcome.
 	leaseTTL time.Duration
-	// connectTimeout is the ConnectTimeout of the next attempt (Run's alone).
-	connectTimeout time.Duration
+	// connectTimeout is the connect timeout of the next attempt at each address (absent:
+	// ConnectTimeout), and leaseAlive until when the lease of the last full session surely
+	// lives (Run's alone).
+	connectTimeout map[string]time.Duration
+	leaseAlive     time.Time
 
 	hopKeys atomic.Pointer[[]fleet.HopKey]
 }
@@ -466,14 +470,12 @@ func (c *Client) Run(ctx context.Context) error {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
 	)
 	book := newAddressBook(addrs, c.opts.LookupHost, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
-	c.connectTimeout = c.opts.ConnectTimeout
+	c.connectTimeout = map[string]time.Duration{}
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval = c.opts.MinBackoff, c.opts.MaxBackoff
 	bo.RandomizationFactor = 0.5 // each wait is 0.5 to 1.5 times the current interval
 	var round []endpoint
 	pos := 0
-	// leaseAlive is until when the lease of the last full session is surely alive in etcd.
-	var leaseAlive time.Time
 	for ctx.Err() == nil {
 		if pos >= len(round) {
 			round, pos = book.round(ctx), 0
@@ -485,14 +487,14 @@ func (c *Client) Run(ctx context.Context) error {
 		c.setConnected(false)
 		switch {
 		case established:
-			c.connectTimeout = c.opts.ConnectTimeout
+			clear(c.connectTimeout)
 		case errors.Is(err, errConnectTimeout):
-			c.connectTimeout = min(2*c.connectTimeout, 4*c.opts.ConnectTimeout)
+			c.connectTimeout[ep.addr] = 2 * c.opts.ConnectTimeout
 		}
 		if established && full {
 			// The hub renews the lease every third of its TTL: two thirds are left at least.
 			c.mu.Lock()
-			leaseAlive = time.Now().Add(c.leaseTTL * 2 / 3)
+			c.leaseAlive = time.Now().Add(c.leaseTTL * 2 / 3)
 			c.mu.Unlock()
 		}
 		if ctx.Err() != nil {
@@ -524,7 +526,7 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 		// Jittered: the spokes of a replica that died do not all come back in the same instant.
 		wait := bo.NextBackOff()
-		if time.Now().Before(leaseAlive) {
+		if time.Now().Before(c.leaseAlive) {
 			// The session's lease is still alive: a hub back before it lapses resumes the
 			// session (the exports stay, nothing is resent), so retry at least every sixth of
 			// the TTL (jittered) rather than wait out a backoff that grew while the hub was down.
@@ -612,7 +614,16 @@ func (c *Client) sessionAt(ctx context.Context, ep endpoint, dial []grpc.DialOpt
 		return false, fmt.Errorf("hub address %q: %w", ep.addr, err)
 	}
 	defer conn.Close()
-	if err := connected(ctx, conn, c.connectTimeout); err != nil {
+	// A longer attempt does not outlast the lease's sure life: a hub back late in it is
+	// reached sooner by a new attempt than by a SYN that waits out its backoff.
+	timeout := c.opts.ConnectTimeout
+	if t, ok := c.connectTimeout[ep.addr]; ok {
+		timeout = t
+	}
+	if left := time.Until(c.leaseAlive); left > 0 {
+		timeout = min(timeout, max(c.opts.ConnectTimeout, left))
+	}
+	if err := connected(ctx, conn, timeout); err != nil {
 		return false, err
 	}
 	return c.session(ctx, pb.NewSyncServiceClient(conn), ep.addr)

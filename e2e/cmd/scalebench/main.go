@@ -122,10 +122,13 @@ func run(ctx context.Context, o options, name string) error {
 		}
 		log.Info("fleet starting", "spokes", n, "replicas", ro.Replicas)
 		res, err := scale.Run(ctx, ro)
+		if err != nil && ctx.Err() != nil {
+			return fmt.Errorf("interrupted at %d spokes: nothing written: %w", n, err)
+		}
 		if err != nil {
 			// Recorded with what was measured before it: a fleet this machine cannot hold is
 			// a result too. The larger sizes are not tried.
-			res.Error = err.Error()
+			res.Spokes, res.Replicas, res.Error = n, ro.Replicas, err.Error()
 			failed = append(failed, fmt.Errorf("%d spokes on %d replicas (logs in %s): %w", n, ro.Replicas, ro.WorkDir, err))
 			log.Error("fleet failed", "spokes", n, "replicas", ro.Replicas, "err", err, "logs", ro.WorkDir)
 		}
