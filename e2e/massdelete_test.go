@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
+	"github.com/spillway-io/spillway/e2e/hubtest"
 	"github.com/spillway-io/spillway/e2e/localfleet"
 	"github.com/spillway-io/spillway/e2e/testkit"
 	"github.com/spillway-io/spillway/hub/server"
@@ -117,12 +118,12 @@ func (h *restartableHub) exportsOf(ctx context.Context, cluster string) (map[fle
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	resp, err := pb.NewAdminServiceClient(conn).ListImports(ctx, &pb.ListImportsRequest{})
+	imports, err := hubtest.AllImports(ctx, pb.NewAdminServiceClient(conn))
 	if err != nil {
 		return nil, err
 	}
 	out := map[fleet.PoolRef]bool{}
-	for _, imp := range resp.GetImports() {
+	for _, imp := range imports {
 		if slices.Contains(imp.GetExportingClusters(), cluster) {
 			out[fleet.PoolRef{Namespace: imp.GetPool().GetNamespace(), Name: imp.GetPool().GetName()}] = true
 		}

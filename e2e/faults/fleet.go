@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/spillway-io/spillway/e2e/apiserver"
+	"github.com/spillway-io/spillway/e2e/hubtest"
 	"github.com/spillway-io/spillway/e2e/localfleet"
 	"github.com/spillway-io/spillway/pkg/tlsconfig"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
@@ -638,12 +639,12 @@ func (f *Fleet) Exports(ctx context.Context, h Hub) (map[string][]string, error)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	resp, err := admin.ListImports(ctx, &pb.ListImportsRequest{})
+	imports, err := hubtest.AllImports(ctx, admin)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string][]string{}
-	for _, imp := range resp.GetImports() {
+	for _, imp := range imports {
 		out[imp.GetPool().GetNamespace()+"/"+imp.GetPool().GetName()] = slices.Sorted(slices.Values(imp.GetExportingClusters()))
 	}
 	return out, nil
@@ -698,12 +699,12 @@ func (f *Fleet) hubReady(ctx context.Context) error {
 func (f *Fleet) fleetComplete(ctx context.Context, admin pb.AdminServiceClient) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	cl, err := admin.ListClusters(ctx, &pb.ListClustersRequest{})
+	cl, err := hubtest.AllClusters(ctx, admin)
 	if err != nil {
 		return err
 	}
 	alive := 0
-	for _, c := range cl.GetClusters() {
+	for _, c := range cl {
 		if c.GetState() == pb.ClusterState_CLUSTER_STATE_ALIVE {
 			alive++
 		}
@@ -711,11 +712,11 @@ func (f *Fleet) fleetComplete(ctx context.Context, admin pb.AdminServiceClient) 
 	if alive < len(f.Regions) {
 		return fmt.Errorf("%d of %d clusters alive", alive, len(f.Regions))
 	}
-	pools, err := admin.ListPools(ctx, &pb.ListPoolsRequest{})
+	pools, err := hubtest.AllPools(ctx, admin)
 	if err != nil {
 		return err
 	}
-	for _, p := range pools.GetPools() {
+	for _, p := range pools {
 		if p.GetPool().GetName() != "chat" {
 			continue
 		}
