@@ -117,8 +117,6 @@ type driver struct {
 	measuring     atomic.Bool
 	staleness     hist
 	watch         hist
-	viewUpdates   atomic.Int64
-	snapshots     atomic.Int64
 	sessionsEnded atomic.Int64
 	lastErr       atomic.Value
 }

@@ -218,10 +218,6 @@ func (s *simSpoke) recv(stream pb.SyncService_SyncClient, ackCh chan uint64, imp
 			}
 			parts = nil
 			s.cursor.Store(u.GetCursor())
-			s.d.viewUpdates.Add(1)
-			if u.GetSnapshot() {
-				s.d.snapshots.Add(1)
-			}
 			if !u.GetIncomplete() {
 				replace(complete, struct{}{})
 			}

@@ -352,7 +352,8 @@ const viewLoadWait = 30 * time.Second
 
 // sendLoop sends the stream's hop keys, then view updates, export acks and new hop keys until
 // the session ends. The first view update waits for the view's first load of the registry (at
-// most viewLoadWait). View updates are at least ViewInterval apart, whatever asks for them: a
+// most viewLoadWait). The stream reads the view at most once per ViewInterval (so updates are at
+// least that far apart, and a stream that finds nothing to send does not spin), whatever asks: a
 // change of the fleet view or of the stream's interest (which needs a snapshot of the pools of
 // interest); what changes meanwhile goes out together.
 func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer, hello *pb.Hello,
@@ -374,24 +375,13 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 	loadWait := time.NewTimer(viewLoadWait)
 	defer loadWait.Stop()
 	notLoaded := loadWait.C
-	var lastSent time.Time
+	// lastLook is when the stream last read the view, whether or not it found anything to send:
+	// a stream whose interest no change touches would otherwise read it again at every change.
+	var lastLook time.Time
 	// incomplete is the mark of the last update sent.
 	incomplete := false
-	// pace waits until ViewInterval has passed since the last view update.
-	pace := func() error {
-		wait := s.opts.ViewInterval - time.Since(lastSent)
-		if wait <= 0 {
-			return nil
-		}
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-			return nil
-		}
-	}
+	// pace waits until ViewInterval has passed since the last look at the view.
+	pace := func() error { return sleepCtx(ctx, s.opts.ViewInterval-time.Since(lastLook)) }
 	for {
 		changed := s.model.Changed()
 		if loaded != nil && s.model.Loaded() {
@@ -413,8 +403,10 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 					return err
 				}
 				s.metrics.viewUpdates.WithLabelValues(updateKind(u)).Inc()
-				first, lastSent, incomplete = false, time.Now(), u.Incomplete
+				first, incomplete = false, u.Incomplete
 			}
+			lastLook = time.Now() // after the send: the next update is ViewInterval after this one
+
 		}
 		select {
 		case <-ctx.Done():

@@ -494,8 +494,9 @@ func (c *Client) Run(ctx context.Context) error {
 		if established && full {
 			// The hub renews the lease every third of its TTL: two thirds are left at least.
 			c.mu.Lock()
-			c.leaseAlive = time.Now().Add(c.leaseTTL * 2 / 3)
+			ttl := c.leaseTTL
 			c.mu.Unlock()
+			c.leaseAlive = time.Now().Add(ttl * 2 / 3)
 		}
 		if ctx.Err() != nil {
 			return nil
