@@ -42,11 +42,11 @@ func startEtcd(t *testing.T) (*hubetcd.Embedded, *clientv3.Client) {
 	return e, cli
 }
 
-func startReplica(t *testing.T, cli *clientv3.Client, id string, active *atomic.Int32) *replica {
+func startReplica(t *testing.T, cli *clientv3.Client, id string, active *atomic.Int32, ttl time.Duration) *replica {
 	t.Helper()
 	store := registry.New(cli, registry.Options{LeaseTTL: 5 * time.Second})
 	r := &replica{
-		e:     New(cli, store, Options{HubID: id, Incarnation: id + "-1", AdvertiseAddress: id + ".test:8472", LeaseTTL: time.Second}),
+		e:     New(cli, store, Options{HubID: id, Incarnation: id + "-1", AdvertiseAddress: id + ".test:8472", LeaseTTL: ttl}),
 		done:  make(chan struct{}),
 		ended: make(chan time.Time, 8),
 	}
@@ -93,13 +93,14 @@ func leaderOf(rs []*replica) (int, error) {
 
 // TestOneLeaderAtATime: of three replicas one leads and runs the leader work; each is
 // registered in hubs/ with its address; when the leader stops, it resigns and another leads at
-// once (well within the TTL).
+// once. The session TTL is 30 s, so leadership that moves within 10 s moved by the resignation,
+// not by a lapsed lease.
 func TestOneLeaderAtATime(t *testing.T) {
 	_, cli := startEtcd(t)
 	var active atomic.Int32
 	var rs []*replica
 	for _, id := range []string{"hub-0", "hub-1", "hub-2"} {
-		rs = append(rs, startReplica(t, cli, id, &active))
+		rs = append(rs, startReplica(t, cli, id, &active, 30*time.Second))
 	}
 	var leader int
 	testkit.Eventually(t, 10*time.Second, "one leader", func() (err error) {
@@ -123,17 +124,11 @@ func TestOneLeaderAtATime(t *testing.T) {
 	stopped := time.Now()
 	rs[leader].stop()
 	rest := append(append([]*replica{}, rs[:leader]...), rs[leader+1:]...)
-	testkit.Eventually(t, 5*time.Second, "another leader after a clean stop", func() error {
+	testkit.Eventually(t, 10*time.Second, "another leader after a clean stop, long before the 30 s TTL", func() error {
 		_, err := leaderOf(rest)
 		return err
 	})
-	// Without the resignation it would take the lease's TTL (etcd raises 1s to its minimum, 2s)
-	// and etcd's expiry check.
-	if d := time.Since(stopped); d > 2*time.Second {
-		t.Errorf("leadership moved %s after a clean stop: the stopped leader did not resign", d)
-	} else {
-		t.Logf("leadership moved %s after a clean stop", d)
-	}
+	t.Logf("leadership moved %s after a clean stop", time.Since(stopped))
 	testkit.Eventually(t, 5*time.Second, "the stopped replica's record gone", func() error {
 		hubs, _, err := store.Hubs(context.Background())
 		if err != nil {
@@ -151,7 +146,7 @@ func TestOneLeaderAtATime(t *testing.T) {
 func TestSessionLostStopsLeaderWork(t *testing.T) {
 	e, cli := startEtcd(t)
 	var active atomic.Int32
-	r := startReplica(t, cli, "hub-0", &active)
+	r := startReplica(t, cli, "hub-0", &active, time.Second)
 	testkit.Eventually(t, 10*time.Second, "the replica leads", func() error {
 		_, err := leaderOf([]*replica{r})
 		return err
