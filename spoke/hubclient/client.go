@@ -17,7 +17,8 @@
 // each round of attempts. Each client shuffles the list once, so the spokes given the same list
 // spread over the replicas, and tries the addresses in that order: an address that does not
 // answer (refused, no Welcome within RegisterTimeout) costs no backoff, the next one is tried at
-// once (so is a connection not ready within ConnectTimeout); when every one failed, or an
+// once; a connection not ready within ConnectTimeout goes on while the next address is tried
+// beside it, and the first ready wins (see connect); when every one failed, or an
 // established session broke, the client waits a jittered
 // exponential backoff (0.5 to 1.5 times an interval doubling from MinBackoff to MaxBackoff), so
 // that the spokes of a replica that died do not all come back in the same instant, and goes on
@@ -96,8 +97,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -105,7 +104,6 @@ import (
 	"github.com/spillway-io/spillway/pkg/cli"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/fleetpb"
-	"github.com/spillway-io/spillway/pkg/thinstream"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
@@ -153,14 +151,13 @@ type Options struct {
 	// replica died, say) to start the backoff again from MinBackoff; 10 s when zero. Sessions
 	// that keep ending sooner grow the backoff.
 	HealthySession time.Duration
-	// ConnectTimeout bounds how long the connection to a replica (TCP and TLS) may take to be
-	// ready before it is given up and the next address (or the same, on a new connection) is
-	// tried; 4 s when zero. On a lossy link a new connection's handshake is often quicker than
-	// waiting out the old one's retransmissions, whose timeouts double. After an attempt that
-	// ran out of it, the next ones at that address get twice as long until a session starts (a
-	// SYN is sent again after 1, 3 and 7 s, and on a link that loses a third of its packets a
-	// handshake given 4 s fails about half the time: the fault suite saw five in a row outlast
-	// a lease), but never longer than the lease of the last session surely lives.
+	// ConnectTimeout is how long the connection to a replica (TCP and TLS) may take to be ready
+	// before the next address (or the same, on a new connection) is tried beside it; 4 s when
+	// zero. The first attempt goes on: up to three run at once, each for up to three
+	// ConnectTimeouts, and the first ready carries the session. On a link that loses a third of
+	// its packets a handshake often takes seconds (a SYN is sent again after 1, 3 and 7 s): one
+	// given up and started again from its first SYN, twice, outlasted a session lease in the
+	// fault suite.
 	ConnectTimeout time.Duration
 	// RegisterTimeout bounds how long a replica may take to answer Register and to welcome the
 	// session, once connected, before the next address is tried; 10 s when zero.
@@ -208,11 +205,8 @@ type Client struct {
 	hubAddr string
 	// leaseTTL is the session lease TTL of the last Welcome.
 	leaseTTL time.Duration
-	// connectTimeout is the connect timeout of the next attempt at each address (absent:
-	// ConnectTimeout), and leaseAlive until when the lease of the last full session surely
-	// lives (Run's alone).
-	connectTimeout map[string]time.Duration
-	leaseAlive     time.Time
+	// leaseAlive is until when the lease of the last full session surely lives (Run's alone).
+	leaseAlive time.Time
 
 	hopKeys atomic.Pointer[[]fleet.HopKey]
 }
@@ -470,7 +464,6 @@ func (c *Client) Run(ctx context.Context) error {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
 	)
 	book := newAddressBook(addrs, c.opts.LookupHost, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
-	c.connectTimeout = map[string]time.Duration{}
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval = c.opts.MinBackoff, c.opts.MaxBackoff
 	bo.RandomizationFactor = 0.5 // each wait is 0.5 to 1.5 times the current interval
@@ -480,17 +473,27 @@ func (c *Client) Run(ctx context.Context) error {
 		if pos >= len(round) {
 			round, pos = book.round(ctx), 0
 		}
-		ep := round[pos]
+		conn, i, tried, err := c.connect(ctx, round, pos, dial)
+		if err != nil && ctx.Err() == nil && !errors.Is(err, errConnectTimeout) {
+			return err // a malformed address or dial option: no attempt can succeed
+		}
 		started := time.Now()
 		full := !c.Observer()
-		established, err := c.sessionAt(ctx, ep, dial)
-		c.setConnected(false)
-		switch {
-		case established:
-			clear(c.connectTimeout)
-		case errors.Is(err, errConnectTimeout):
-			c.connectTimeout[ep.addr] = 2 * c.opts.ConnectTimeout
+		established := false
+		ep := round[(pos+tried-1)%len(round)]
+		// The next attempt goes to the next address (this replica may be gone), or, when
+		// every address of the round was tried, to the next round after a backoff.
+		next := len(round)
+		if err == nil {
+			ep = round[i]
+			established, err = c.session(ctx, pb.NewSyncServiceClient(conn), ep.addr)
+			conn.Close()
+			if established || tried < len(round) {
+				next = i + 1
+			}
 		}
+		pos = next
+		c.setConnected(false)
 		if established && full {
 			// The hub renews the lease every third of its TTL: two thirds are left at least.
 			c.mu.Lock()
@@ -513,8 +516,6 @@ func (c *Client) Run(ctx context.Context) error {
 		case errors.Is(err, errModeChanged), errors.Is(err, errInterestChanged):
 			continue // the same replica, at once
 		}
-		// The next attempt goes to the next address: this replica may be gone.
-		pos++
 		if !established && pos < len(round) {
 			c.log.Warn("hub replica unreachable; trying the next address", "hub", ep.addr, "err", err, "next", round[pos].addr)
 			continue
@@ -554,80 +555,6 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-// connected waits, for at most timeout, until conn is ready or its connection attempt failed
-// (refused, reset, a bad handshake: Register then fails at once and says why); a connection
-// still being made after timeout is an error.
-func connected(ctx context.Context, conn *grpc.ClientConn, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	conn.Connect()
-	for {
-		st := conn.GetState()
-		switch st {
-		case connectivity.Ready, connectivity.TransientFailure, connectivity.Shutdown:
-			return nil
-		case connectivity.Idle:
-			conn.Connect() // went idle again (a GOAWAY right after the handshake): reconnect
-		}
-		if !conn.WaitForStateChange(ctx, st) {
-			return fmt.Errorf("%w: not ready within %s (%s)", errConnectTimeout, timeout, st)
-		}
-	}
-}
-
-// sessionAt holds one session with the replica at ep on a connection of its own; established
-// is true when the hub welcomed it.
-func (c *Client) sessionAt(ctx context.Context, ep endpoint, dial []grpc.DialOption) (established bool, err error) {
-	name := ep.serverName
-	if c.opts.TLSServerName != "" {
-		name = c.opts.TLSServerName
-	}
-	var cfg *tls.Config
-	switch {
-	case c.opts.TLSFor != nil:
-		cfg = c.opts.TLSFor(name)
-	case c.opts.TLS != nil:
-		cfg = c.opts.TLS.Clone()
-		cfg.ServerName = name
-		// A VerifyConnection made without a name (tlsconfig.ClientConfig's with "") verifies
-		// for the SNI the handshake sent, and none is sent for an IP address: it is told the
-		// name dialed.
-		if verify := cfg.VerifyConnection; verify != nil {
-			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-				if cs.ServerName == "" {
-					cs.ServerName = name
-				}
-				return verify(cs)
-			}
-		}
-	}
-	if cfg != nil {
-		dial = append([]grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(cfg))}, dial...)
-	}
-	// A connection per session: its handshake presents the key pair loaded last, and verifies
-	// this replica's certificate for the name of this address. The session is a thin stream
-	// (pkg/thinstream); DialOptions may dial otherwise.
-	dial = append(thinstream.DialOptions(ep.addr), dial...)
-	conn, err := grpc.NewClient(ep.addr, dial...)
-	if err != nil {
-		return false, fmt.Errorf("hub address %q: %w", ep.addr, err)
-	}
-	defer conn.Close()
-	// A longer attempt does not outlast the lease's sure life: a hub back late in it is
-	// reached sooner by a new attempt than by a SYN that waits out its backoff.
-	timeout := c.opts.ConnectTimeout
-	if t, ok := c.connectTimeout[ep.addr]; ok {
-		timeout = t
-	}
-	if left := time.Until(c.leaseAlive); left > 0 {
-		timeout = min(timeout, max(c.opts.ConnectTimeout, left))
-	}
-	if err := connected(ctx, conn, timeout); err != nil {
-		return false, err
-	}
-	return c.session(ctx, pb.NewSyncServiceClient(conn), ep.addr)
 }
 
 func (c *Client) setConnected(v bool) {
