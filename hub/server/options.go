@@ -42,7 +42,9 @@ type Options struct {
 	// spokeReconnectWait.
 	StartGrace time.Duration
 	// ViewInterval is the fastest the hub sends view updates on one stream, whether the fleet
-	// view or the stream's interest changed; changes in between are coalesced.
+	// view or the stream's interest changed; changes in between are coalesced. Every stream
+	// reads the view at the same ticks of it, and the streams of a tick share the encoding of
+	// the capacity they all want (fanout.go).
 	ViewInterval time.Duration
 	Logger       *slog.Logger
 	Registerer   prometheus.Registerer

@@ -47,14 +47,16 @@ func (r *recordingStream) next(t *testing.T) sentView {
 	}
 }
 
-// TestInterestChangeIsPaced: a change of the stream's interest is answered with a snapshot no
-// sooner than ViewInterval after the last view update, and changes in between go out together,
-// so that a spoke cannot make the hub send snapshots as fast as it sends messages.
+// TestInterestChangeIsPaced: a change of the stream's interest is answered with a snapshot at
+// the next tick of ViewInterval, not at once, and changes in between go out together: at most
+// one update per tick, so that a spoke cannot make the hub send snapshots as fast as it sends
+// messages.
 func TestInterestChangeIsPaced(t *testing.T) {
 	const interval = 300 * time.Millisecond
 	model := view.New()
 	model.Reset(registry.State{})
 	s := New(nil, model, Options{ViewInterval: interval})
+	tick := func(v sentView) int64 { return int64(v.at.Sub(s.ticks.epoch) / interval) }
 	st := &recordingStream{views: make(chan sentView, 16)}
 	interest := make(chan []fleet.PoolRef, 1)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -72,10 +74,10 @@ func TestInterestChangeIsPaced(t *testing.T) {
 	first := st.next(t)
 	interest <- []fleet.PoolRef{{Namespace: "default", Name: "chat"}}
 	second := st.next(t)
-	if d := second.at.Sub(first.at); d < interval || !second.u.GetSnapshot() {
-		t.Fatalf("the answer to an interest change came %s after the last update (snapshot %v); want a snapshot at least %s after", d, second.u.GetSnapshot(), interval)
+	if tick(second) <= tick(first) || !second.u.GetSnapshot() {
+		t.Fatalf("the answer to an interest change came in tick %d, the last update's was %d (snapshot %v); want a snapshot in a later tick", tick(second), tick(first), second.u.GetSnapshot())
 	}
-	// Changes while an update waits for its turn are answered together.
+	// Changes while an update waits for its tick are answered together.
 	for _, p := range []string{"a", "b", "c"} {
 		select {
 		case <-interest:
@@ -84,13 +86,13 @@ func TestInterestChangeIsPaced(t *testing.T) {
 		interest <- []fleet.PoolRef{{Namespace: "default", Name: p}}
 	}
 	third := st.next(t)
-	if d := third.at.Sub(second.at); d < interval {
-		t.Fatalf("the next update came %s after the last one, want at least %s", d, interval)
+	if tick(third) <= tick(second) {
+		t.Fatalf("the next update came in tick %d, the last one's was %d", tick(third), tick(second))
 	}
 	select {
 	case v := <-st.views:
-		if d := v.at.Sub(third.at); d < interval {
-			t.Fatalf("a fourth update came %s after the third, want at least %s", d, interval)
+		if tick(v) <= tick(third) {
+			t.Fatalf("a fourth update came in tick %d, the third's was %d", tick(v), tick(third))
 		}
 	case <-time.After(2 * interval):
 	}

@@ -37,6 +37,8 @@ type Server struct {
 	store *registry.Store
 	model *view.Model
 	opts  Options
+	// ticks pace the sync streams and share their capacity (fanout.go).
+	ticks *ticks
 	// Each service logs under its own component: hub-sync (SyncService), hub-join (JoinService),
 	// hub-admin (AdminService), hub-trust (Run); panicLog (hub-grpc) logs panics recovered in any
 	// service's handler (recover.go).
@@ -109,5 +111,6 @@ func New(store *registry.Store, model *view.Model, opts Options) *Server {
 		sessions: map[string]*session{},
 
 		observers: map[string]map[*session]struct{}{},
+		ticks:     newTicks(model, opts.ViewInterval),
 	}
 }

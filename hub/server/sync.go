@@ -364,7 +364,9 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 	}
 	inc, seq := hello.GetViewCursor().GetHubIncarnation(), hello.GetViewCursor().GetSeq()
 	// The stream's cluster receives the import states of the pools it exports only.
-	sub := view.Subscriber{Interest: interestOf(poolsFrom(hello.GetCapacityInterest())), Cluster: hello.GetClusterId()}
+	interest := poolsFrom(hello.GetCapacityInterest())
+	sub := view.Subscriber{Interest: interestOf(interest), Cluster: hello.GetClusterId()}
+	key := interestKey(interest)
 	interestFollows := hello.GetInterestFollows()
 	first := true
 	// No view update before the view holds the registry: an empty snapshot would tell the spoke
@@ -380,8 +382,8 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 	var lastLook time.Time
 	// incomplete is the mark of the last update sent.
 	incomplete := false
-	// pace waits until ViewInterval has passed since the last look at the view.
-	pace := func() error { return sleepCtx(ctx, s.opts.ViewInterval-time.Since(lastLook)) }
+	// pace waits for the first tick after the last look at the view.
+	pace := func() error { return sleepCtx(ctx, s.ticks.next(time.Now(), lastLook)) }
 	for {
 		changed := s.model.Changed()
 		if loaded != nil && s.model.Loaded() {
@@ -389,24 +391,39 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 		}
 		// With interest_follows, the first view waits for the whole interest too.
 		if loaded == nil && !interestFollows {
-			u := s.model.SinceFor(inc, seq, sub)
+			now := time.Now()
+			u, shared, ok := view.Update{}, (*sharedCapacity)(nil), false
+			if !first {
+				u, shared, ok = s.sharedDelta(now, inc, seq, sub, key)
+			}
+			if !ok {
+				// A first update, a snapshot (a cursor of another incarnation or one the log
+				// no longer holds): the stream's own.
+				u = s.model.SinceFor(inc, seq, sub)
+			}
 			if incomplete && !u.Incomplete {
 				// The view is complete again: what went out marked incomplete removed nothing
 				// at the spoke, so a snapshot tells it what is gone.
-				u = s.model.SinceFor("", 0, sub)
+				u, shared = s.model.SinceFor("", 0, sub), nil
 			}
-			inc, seq = s.model.Incarnation(), u.Seq
-			if first || !u.Empty() || u.Incomplete != incomplete {
-				if err := sendView(viewUpdate(inc, u), func(v *pb.ViewUpdate) error {
+			inc, seq = s.model.Incarnation(), max(seq, u.Seq)
+			if first || !u.Empty() || u.Incomplete != incomplete || (shared != nil && !shared.empty()) {
+				send := func(v *pb.ViewUpdate) error {
 					return stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_View{View: v}})
-				}); err != nil {
+				}
+				var err error
+				if shared != nil {
+					err = sendEach(sharedViewUpdate(inc, u, shared, time.Now(), fleetpb.ViewPartBytes), send)
+				} else {
+					err = sendView(viewUpdate(inc, u), send)
+				}
+				if err != nil {
 					return err
 				}
 				s.metrics.viewUpdates.WithLabelValues(updateKind(u)).Inc()
 				first, incomplete = false, u.Incomplete
 			}
-			lastLook = time.Now() // after the send: the next update is ViewInterval after this one
-
+			lastLook = now
 		}
 		select {
 		case <-ctx.Done():
@@ -424,7 +441,7 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 				return err
 			}
 		case ps := <-interestCh:
-			sub.Interest, interestFollows = interestOf(ps), false
+			sub.Interest, key, interestFollows = interestOf(ps), interestKey(ps), false
 			inc = "" // the new interest set needs the current capacity of every pool in it
 			if err := pace(); err != nil {
 				return err
@@ -437,9 +454,37 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 	}
 }
 
+// sharedDelta returns the changes of the view after the stream's cursor up to the tick of now:
+// its own, without capacity, and the capacity it shares with the streams of the same cursor and
+// interest (see ticks); nothing (shared nil) when the stream has read up to the tick already.
+// ok is false when a delta cannot be had: the cursor is of another incarnation, or the view's
+// log no longer holds it.
+func (s *Server) sharedDelta(now time.Time, inc string, seq uint64, sub view.Subscriber, key string) (u view.Update, shared *sharedCapacity, ok bool) {
+	if inc != s.model.Incarnation() {
+		return view.Update{}, nil, false
+	}
+	to := s.ticks.at(now)
+	if seq >= to {
+		return view.Update{Seq: seq, Incomplete: len(s.model.Incomplete()) > 0}, nil, true
+	}
+	own := sub
+	own.NoCapacity = true
+	if u, ok = s.model.DeltaFor(inc, seq, to, own); !ok {
+		return view.Update{}, nil, false
+	}
+	if shared = s.ticks.capacity(inc, seq, to, key, sub.Interest); !shared.ok {
+		return view.Update{}, nil, false
+	}
+	return u, shared, true
+}
+
 // sendView sends a view update, in parts of about fleetpb.ViewPartBytes when it is larger.
 func sendView(u *pb.ViewUpdate, send func(*pb.ViewUpdate) error) error {
-	for _, part := range fleetpb.SplitView(u, fleetpb.ViewPartBytes) {
+	return sendEach(fleetpb.SplitView(u, fleetpb.ViewPartBytes), send)
+}
+
+func sendEach(parts []*pb.ViewUpdate, send func(*pb.ViewUpdate) error) error {
+	for _, part := range parts {
 		if err := send(part); err != nil {
 			return err
 		}

@@ -74,9 +74,12 @@ type Model struct {
 	// (reason → message); empty when it can.
 	incomplete map[string]string
 	seq        uint64
-	log        []change
-	logStart   uint64 // seq of log[0]; a cursor below logStart-1 needs a snapshot
-	wake       chan struct{}
+	// otherSeq is the seq of the last change that is not of capacity: a delta that starts
+	// at or after it has nothing but capacity.
+	otherSeq uint64
+	log      []change
+	logStart uint64 // seq of log[0]; a cursor below logStart-1 needs a snapshot
+	wake     chan struct{}
 	// loaded is closed by the first Reset: until then the view holds nothing of the registry, and
 	// an empty fleet in it means only that it has not been read yet.
 	loaded chan struct{}
@@ -540,6 +543,9 @@ func (m *Model) importLocked(pool fleet.PoolRef, exporting []string) fleet.Impor
 func (m *Model) record(c change) {
 	m.seq++
 	c.seq = m.seq
+	if c.kind != changeCapacity {
+		m.otherSeq = c.seq
+	}
 	if len(m.log) >= m.logSize {
 		drop := len(m.log) / 2
 		m.log = append(m.log[:0], m.log[drop:]...)
@@ -596,6 +602,9 @@ type Subscriber struct {
 	// each reporting on every pool would otherwise send every spoke a million states. Empty:
 	// every import with its states (hubctl's Watch).
 	Cluster string
+	// NoCapacity leaves capacity out of its deltas (snapshots keep it): the subscriber takes it
+	// from CapacityDelta.
+	NoCapacity bool
 }
 
 // Since returns what changed after seq (of this incarnation), or a snapshot when that is no longer
@@ -612,15 +621,65 @@ func (m *Model) SinceFor(incarnation string, seq uint64, sub Subscriber) Update 
 	if incarnation != m.incarnation || seq+1 < m.logStart || seq > m.seq {
 		return m.snapshot(sub)
 	}
-	u := Update{Seq: m.seq, Incomplete: len(m.incomplete) > 0}
-	start := int(seq + 1 - m.logStart)
-	if start >= len(m.log) {
+	return m.deltaLocked(seq, m.seq, sub)
+}
+
+// Seq returns the view's change counter: a cursor for SinceFor, an end for DeltaFor.
+func (m *Model) Seq() uint64 {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.seq
+}
+
+// DeltaFor returns the changes after from up to to (of this incarnation) for sub, with the
+// values they have now; ok is false when the log no longer holds them (SinceFor then gives a
+// snapshot) or from is not before to. The update's Seq is to.
+func (m *Model) DeltaFor(incarnation string, from, to uint64, sub Subscriber) (Update, bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if incarnation != m.incarnation || from+1 < m.logStart || from >= to || to > m.seq {
+		return Update{}, false
+	}
+	return m.deltaLocked(from, to, sub), true
+}
+
+// CapacityDelta returns the capacity changes after from up to to (of this incarnation) of the
+// pools of interest, with the values they have now; ok as for DeltaFor.
+func (m *Model) CapacityDelta(incarnation string, from, to uint64, interest Interest) (caps []fleet.RemoteCapacity, removed []fleet.CapacityKey, ok bool) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if incarnation != m.incarnation || from+1 < m.logStart || from >= to || to > m.seq {
+		return nil, nil, false
+	}
+	seen := map[fleet.CapacityKey]bool{}
+	for _, c := range m.log[from+1-m.logStart : to+1-m.logStart] {
+		if c.kind != changeCapacity || (interest != nil && !interest(c.pool)) {
+			continue
+		}
+		k := fleet.CapacityKey{ClusterID: c.cluster, Pool: c.pool}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		if rc, ok := m.capacity[k]; ok {
+			caps = append(caps, rc)
+		} else {
+			removed = append(removed, k)
+		}
+	}
+	return caps, removed, true
+}
+
+// deltaLocked returns the changes in (from, to] for sub; the log holds them.
+func (m *Model) deltaLocked(from, to uint64, sub Subscriber) Update {
+	u := Update{Seq: to, Incomplete: len(m.incomplete) > 0}
+	if from >= to || (sub.NoCapacity && from >= m.otherSeq) {
 		return u
 	}
 	seenImport := map[fleet.PoolRef]bool{}
 	seenCluster := map[string]bool{}
 	seenCap := map[fleet.CapacityKey]bool{}
-	for _, c := range m.log[start:] {
+	for _, c := range m.log[from+1-m.logStart : to+1-m.logStart] {
 		switch c.kind {
 		case changeImport, changeImportStatus:
 			if seenImport[c.pool] {
@@ -647,7 +706,7 @@ func (m *Model) SinceFor(incarnation string, seq uint64, sub Subscriber) Update 
 		case changeCapacity:
 			// The interest first: for most subscribers it rules out most reports, and a lookup
 			// in an empty set costs nothing.
-			if sub.Interest != nil && !sub.Interest(c.pool) {
+			if sub.NoCapacity || (sub.Interest != nil && !sub.Interest(c.pool)) {
 				continue
 			}
 			k := fleet.CapacityKey{ClusterID: c.cluster, Pool: c.pool}

@@ -1,0 +1,215 @@
+package server
+
+import (
+	"crypto/sha256"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/spillway-io/spillway/hub/view"
+	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/fleetpb"
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+)
+
+// The fan-out of capacity. Capacity is nearly all of what the hub sends: every report of every
+// exporting cluster goes to every stream that wants its pool, and at 1,000 spokes of 2 pools
+// reporting every second with 200 importing every pool, that is 400,000 entries a second.
+// Converted and encoded once per stream, they took most of the hub's CPU. So the streams read
+// the view at the same instants, the ticks of ViewInterval (counted from the server's start),
+// and the streams that read at one tick from the same cursor with the same interest share the
+// capacity changes: the first to ask takes them from the view and encodes each entry once, the
+// others copy the bytes. Each stream adds each entry's age as it sends it (ages cross hosts;
+// they must be the age at the send), and the changes that are not capacity (exports, clusters,
+// import states, which depend on the stream's cluster) are its own, as before.
+
+// ticks are the instants at which the streams read the view, and what they share at each.
+type ticks struct {
+	model    *view.Model
+	interval time.Duration
+	epoch    time.Time
+
+	mu sync.Mutex
+	n  int64 // the current tick
+	// seq is the view's seq when the current tick was first asked for: every stream of the tick
+	// reads the changes up to it.
+	seq    uint64
+	shared map[sharedKey]*sharedCapacity
+}
+
+// newTicks returns the ticks of interval; none (a tick at every instant) when it is not positive.
+func newTicks(model *view.Model, interval time.Duration) *ticks {
+	interval = max(interval, time.Nanosecond)
+	return &ticks{model: model, interval: interval, epoch: time.Now(), n: -1, shared: map[sharedKey]*sharedCapacity{}}
+}
+
+// next returns how long from now until the first tick after t.
+func (t *ticks) next(now, after time.Time) time.Duration {
+	k := after.Sub(t.epoch)/t.interval + 1
+	return t.epoch.Add(k * t.interval).Sub(now)
+}
+
+// at returns the view's seq of the tick of now.
+func (t *ticks) at(now time.Time) uint64 {
+	n := int64(now.Sub(t.epoch) / t.interval)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n > t.n {
+		t.n, t.seq = n, t.model.Seq()
+		clear(t.shared)
+	}
+	return t.seq
+}
+
+type sharedKey struct {
+	interest string // interestKey of the pools
+	inc      string
+	from, to uint64
+}
+
+// sharedCapacity is the capacity changes of one tick for one cursor and interest, encoded.
+type sharedCapacity struct {
+	once sync.Once
+	ok   bool // false when the view's log no longer held them
+	// entries are the RemoteCapacity messages without their age.
+	entries []capacityEntry
+	// removed are capacity_removed fields of a ViewUpdate, each with its tag and length.
+	removed [][]byte
+}
+
+// empty reports whether there is no capacity change.
+func (c *sharedCapacity) empty() bool { return len(c.entries) == 0 && len(c.removed) == 0 }
+
+type capacityEntry struct {
+	msg        []byte
+	receivedAt time.Time
+}
+
+// capacity returns the capacity changes in (from, to] of the pools of interest, encoded, shared
+// with every stream that asks for the same during the tick whose seq is to.
+func (t *ticks) capacity(inc string, from, to uint64, key string, interest view.Interest) *sharedCapacity {
+	k := sharedKey{interest: key, inc: inc, from: from, to: to}
+	t.mu.Lock()
+	c := t.shared[k]
+	if c == nil {
+		c = &sharedCapacity{}
+		if to == t.seq {
+			t.shared[k] = c
+		}
+	}
+	t.mu.Unlock()
+	c.once.Do(func() {
+		caps, removed, ok := t.model.CapacityDelta(inc, from, to, interest)
+		c.ok = ok
+		for _, rc := range caps {
+			m := fleetpb.RemoteCapacityAt(rc, rc.ReceivedAt)
+			m.Age = nil // each stream's own, at its send
+			b, err := proto.Marshal(m)
+			if err != nil {
+				c.ok = false // not for messages built here; SinceFor's path then says why
+				return
+			}
+			c.entries = append(c.entries, capacityEntry{msg: b, receivedAt: rc.ReceivedAt})
+		}
+		for _, k := range removed {
+			b, err := proto.Marshal(fleetpb.CapacityKey(k))
+			if err != nil {
+				c.ok = false
+				return
+			}
+			f := protowire.AppendTag(nil, capacityRemovedField, protowire.BytesType)
+			c.removed = append(c.removed, protowire.AppendBytes(f, b))
+		}
+	})
+	return c
+}
+
+// interestKey names a set of pools: streams with the same key want the same capacity.
+func interestKey(pools []fleet.PoolRef) string {
+	sorted := slices.SortedFunc(slices.Values(pools), fleet.PoolRef.Compare)
+	h := sha256.New()
+	for _, p := range slices.Compact(sorted) {
+		h.Write([]byte(p.Namespace))
+		h.Write([]byte{0})
+		h.Write([]byte(p.Name))
+		h.Write([]byte{0})
+	}
+	return string(h.Sum(nil))
+}
+
+var (
+	viewFields           = (&pb.ViewUpdate{}).ProtoReflect().Descriptor().Fields()
+	capacityField        = viewFields.ByName("capacity").Number()
+	capacityRemovedField = viewFields.ByName("capacity_removed").Number()
+	ageField             = (&pb.RemoteCapacity{}).ProtoReflect().Descriptor().Fields().ByName("age").Number()
+)
+
+// appendAge appends the age field of a RemoteCapacity received at receivedAt and sent at now,
+// as fleetpb.RemoteCapacityAt sets it: none without receivedAt, never negative.
+func appendAge(b []byte, receivedAt, now time.Time) []byte {
+	if receivedAt.IsZero() {
+		return b
+	}
+	d := max(now.Sub(receivedAt), 0)
+	secs, nanos := int64(d/time.Second), int32(d%time.Second)
+	n := 0
+	if secs != 0 {
+		n += protowire.SizeTag(1) + protowire.SizeVarint(uint64(secs))
+	}
+	if nanos != 0 {
+		n += protowire.SizeTag(2) + protowire.SizeVarint(uint64(nanos))
+	}
+	b = protowire.AppendTag(b, ageField, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(n))
+	if secs != 0 {
+		b = protowire.AppendTag(b, 1, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(secs))
+	}
+	if nanos != 0 {
+		b = protowire.AppendTag(b, 2, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(nanos))
+	}
+	return b
+}
+
+// sharedViewUpdate returns the parts of a view update made of rest (what is the stream's own,
+// without capacity) and the shared capacity c, each entry with its age at now, in parts of about
+// limit bytes. The capacity travels as the parts' unknown fields: they are the ViewUpdate's
+// capacity and capacity_removed fields, encoded, and a receiver parses them as such.
+func sharedViewUpdate(inc string, rest view.Update, c *sharedCapacity, now time.Time, limit int) []*pb.ViewUpdate {
+	first := viewUpdate(inc, rest)
+	parts := fleetpb.SplitView(first, limit)
+	cur := parts[len(parts)-1]
+	size := proto.Size(cur)
+	var raw []byte
+	var age [32]byte
+	add := func(n int) {
+		if len(raw) > 0 && size+len(raw)+n > limit {
+			cur.ProtoReflect().SetUnknown(protoreflect.RawFields(raw))
+			cur = &pb.ViewUpdate{Cursor: first.GetCursor(), Incomplete: first.GetIncomplete()}
+			parts = append(parts, cur)
+			size, raw = proto.Size(cur), nil
+		}
+	}
+	for _, e := range c.entries {
+		a := appendAge(age[:0], e.receivedAt, now)
+		n := len(e.msg) + len(a)
+		add(protowire.SizeTag(capacityField) + protowire.SizeBytes(n))
+		raw = protowire.AppendTag(raw, capacityField, protowire.BytesType)
+		raw = protowire.AppendVarint(raw, uint64(n))
+		raw = append(append(raw, e.msg...), a...)
+	}
+	for _, f := range c.removed {
+		add(len(f))
+		raw = append(raw, f...)
+	}
+	cur.ProtoReflect().SetUnknown(protoreflect.RawFields(raw))
+	for _, p := range parts[:len(parts)-1] {
+		p.More = true
+	}
+	return parts
+}

@@ -1,0 +1,133 @@
+package server
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/spillway-io/spillway/hub/registry"
+	"github.com/spillway-io/spillway/hub/view"
+	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/fleetpb"
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+)
+
+// fanoutModel returns a view with the capacity of 20 clusters × 3 pools, then one removal, and
+// the seq before and after.
+func fanoutModel(t *testing.T) (m *view.Model, from, to uint64) {
+	t.Helper()
+	m = view.New()
+	m.Reset(registry.State{})
+	from = m.Seq()
+	for i := range 20 {
+		var caps []fleet.PoolCapacity
+		for j := range 3 {
+			caps = append(caps, fleet.PoolCapacity{
+				Pool:           fleet.PoolRef{Namespace: "ns", Name: fmt.Sprintf("pool-%d", j)},
+				ReadyEndpoints: uint32(i), TotalEndpoints: 50, QueueDepth: uint32(j), KVCacheUtilization: 0.25,
+				Endpoints: []fleet.EndpointCapacity{{Address: fmt.Sprintf("10.0.%d.%d:8000", i, j), QueueDepth: 2}},
+			})
+		}
+		m.ReportCapacity(fmt.Sprintf("c%02d", i), caps, nil)
+	}
+	m.ReportCapacity("c03", nil, []fleet.PoolRef{{Namespace: "ns", Name: "pool-1"}})
+	return m, from, m.Seq()
+}
+
+// TestSharedViewUpdateIsTheUpdate: the shared capacity, encoded once and sent with each
+// stream's own part and ages, parses to the same view update as the stream's own encoding,
+// whole and in parts.
+func TestSharedViewUpdateIsTheUpdate(t *testing.T) {
+	m, from, to := fanoutModel(t)
+	interest := []fleet.PoolRef{{Namespace: "ns", Name: "pool-0"}, {Namespace: "ns", Name: "pool-1"}}
+	ticks := newTicks(m, time.Hour)
+	if got := ticks.at(time.Now()); got != to {
+		t.Fatalf("tick seq %d, want %d", got, to)
+	}
+	shared := ticks.capacity(m.Incarnation(), from, to, interestKey(interest), interestOf(interest))
+	if !shared.ok || shared.empty() {
+		t.Fatalf("no shared capacity: %+v", shared)
+	}
+	own, ok := m.DeltaFor(m.Incarnation(), from, to, view.Subscriber{Interest: interestOf(interest), Cluster: "c00", NoCapacity: true})
+	if !ok {
+		t.Fatal("no delta")
+	}
+	own.Clusters = []fleet.Cluster{{Info: fleet.ClusterInfo{ID: "c00", Region: "us-east"}, State: fleet.StateAlive}}
+
+	// What the stream's own encoding sends, with every age at now.
+	now := time.Now().Add(1500 * time.Millisecond)
+	caps, removed, _ := m.CapacityDelta(m.Incarnation(), from, to, interestOf(interest))
+	if len(caps) != 39 || len(removed) != 1 {
+		t.Fatalf("capacity delta of %d entries and %d removals, want 39 and 1", len(caps), len(removed))
+	}
+	want := viewUpdate(m.Incarnation(), own)
+	for _, rc := range caps {
+		want.Capacity = append(want.Capacity, fleetpb.RemoteCapacityAt(rc, now))
+	}
+	for _, k := range removed {
+		want.CapacityRemoved = append(want.CapacityRemoved, fleetpb.CapacityKey(k))
+	}
+
+	for _, limit := range []int{fleetpb.ViewPartBytes, 600} {
+		parts := sharedViewUpdate(m.Incarnation(), own, shared, now, limit)
+		got := &pb.ViewUpdate{}
+		for i, p := range parts {
+			b, err := proto.Marshal(&pb.SyncResponse{Msg: &pb.SyncResponse_View{View: p}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var parsed pb.SyncResponse
+			if err := proto.Unmarshal(b, &parsed); err != nil {
+				t.Fatalf("limit %d, part %d: %v", limit, i, err)
+			}
+			v := parsed.GetView()
+			if len(v.ProtoReflect().GetUnknown()) != 0 {
+				t.Fatalf("limit %d, part %d: fields the receiver does not know", limit, i)
+			}
+			if v.GetMore() != (i < len(parts)-1) {
+				t.Fatalf("limit %d, part %d of %d: more = %v", limit, i, len(parts), v.GetMore())
+			}
+			if n := proto.Size(v); n > limit {
+				t.Fatalf("limit %d, part %d: %d bytes", limit, i, n)
+			}
+			proto.Merge(got, v)
+		}
+		if limit < fleetpb.ViewPartBytes && len(parts) < 3 {
+			t.Fatalf("limit %d: %d parts, want several", limit, len(parts))
+		}
+		got.More = false
+		if !proto.Equal(got, want) {
+			t.Fatalf("limit %d: the shared update differs from the stream's own:\n got %v\nwant %v", limit, got, want)
+		}
+	}
+}
+
+// TestStreamsOfATickShareTheCapacity: the streams of one tick with the same cursor and interest
+// get the capacity encoded once; another interest, another cursor or the next tick, their own.
+func TestStreamsOfATickShareTheCapacity(t *testing.T) {
+	m, from, to := fanoutModel(t)
+	all := []fleet.PoolRef{{Namespace: "ns", Name: "pool-0"}, {Namespace: "ns", Name: "pool-1"}, {Namespace: "ns", Name: "pool-2"}}
+	reordered := []fleet.PoolRef{all[2], all[0], all[1], all[0]}
+	ticks := newTicks(m, time.Hour)
+	ticks.at(time.Now())
+	inc := m.Incarnation()
+	a := ticks.capacity(inc, from, to, interestKey(all), interestOf(all))
+	if b := ticks.capacity(inc, from, to, interestKey(reordered), interestOf(reordered)); b != a {
+		t.Error("two streams of the same interest (listed in another order) encoded the capacity twice")
+	}
+	if b := ticks.capacity(inc, from, to, interestKey(all[:1]), interestOf(all[:1])); b == a || len(b.entries) != 20 {
+		t.Errorf("another interest shares the capacity of the first, or has %d entries, want 20", len(b.entries))
+	}
+	if b := ticks.capacity(inc, from+1, to, interestKey(all), interestOf(all)); b == a {
+		t.Error("another cursor shares the capacity of the first")
+	}
+	m.ReportCapacity("c00", []fleet.PoolCapacity{{Pool: all[0]}}, nil)
+	if s := ticks.at(time.Now().Add(time.Hour)); s != to+1 {
+		t.Fatalf("next tick's seq %d, want %d", s, to+1)
+	}
+	if b := ticks.capacity(inc, from, to+1, interestKey(all), interestOf(all)); b == a {
+		t.Error("the next tick shares the capacity of the one before")
+	}
+}
