@@ -22,10 +22,11 @@ import (
 // Converted and encoded once per stream, they took most of the hub's CPU. So the streams read
 // the view at the same instants, the ticks of ViewInterval (counted from the server's start),
 // and the streams that read at one tick from the same cursor with the same interest share the
-// capacity changes: the first to ask takes them from the view and encodes each entry once, the
-// others copy the bytes. Each stream adds each entry's age as it sends it (ages cross hosts;
-// they must be the age at the send), and the changes that are not capacity (exports, clusters,
-// import states, which depend on the stream's cluster) are its own, as before.
+// capacity changes (and the clusters', also alike for all: a thousand of them change when the
+// spokes reconnect after a restart): the first to ask takes them from the view and encodes each
+// entry once, the others copy the bytes. Each stream adds each entry's age as it sends it (ages
+// cross hosts; they must be the age at the send), and the changes of imports (whose states
+// depend on the stream's cluster) are its own, as before.
 
 // ticks are the instants at which the streams read the view, and what they share at each.
 type ticks struct {
@@ -71,26 +72,29 @@ type sharedKey struct {
 	from, to uint64
 }
 
-// sharedCapacity is the capacity changes of one tick for one cursor and interest, encoded.
+// sharedCapacity is what changed of the capacity and the clusters in one tick, for one cursor
+// and interest, encoded.
 type sharedCapacity struct {
 	once sync.Once
 	ok   bool // false when the view's log no longer held them
 	// entries are the RemoteCapacity messages without their age.
 	entries []capacityEntry
-	// removed are capacity_removed fields of a ViewUpdate, each with its tag and length.
-	removed [][]byte
+	// fields are the ViewUpdate's clusters and capacity_removed fields, each with its tag and
+	// length.
+	fields [][]byte
 }
 
-// empty reports whether there is no capacity change.
-func (c *sharedCapacity) empty() bool { return len(c.entries) == 0 && len(c.removed) == 0 }
+// empty reports whether nothing changed.
+func (c *sharedCapacity) empty() bool { return len(c.entries) == 0 && len(c.fields) == 0 }
 
 type capacityEntry struct {
 	msg        []byte
 	receivedAt time.Time
 }
 
-// capacity returns the capacity changes in (from, to] of the pools of interest, encoded, shared
-// with every stream that asks for the same during the tick whose seq is to.
+// capacity returns the changes in (from, to] of the clusters and of the capacity of the pools of
+// interest, encoded, shared with every stream that asks for the same during the tick whose seq is
+// to.
 func (t *ticks) capacity(inc string, from, to uint64, key string, interest view.Interest) *sharedCapacity {
 	k := sharedKey{interest: key, inc: inc, from: from, to: to}
 	t.mu.Lock()
@@ -103,9 +107,14 @@ func (t *ticks) capacity(inc string, from, to uint64, key string, interest view.
 	}
 	t.mu.Unlock()
 	c.once.Do(func() {
-		caps, removed, ok := t.model.CapacityDelta(inc, from, to, interest)
+		u, ok := t.model.SharedDelta(inc, from, to, interest)
 		c.ok = ok
-		for _, rc := range caps {
+		for _, cl := range u.Clusters {
+			if !c.field(clustersField, fleetpb.Liveness(cl)) {
+				return
+			}
+		}
+		for _, rc := range u.Capacity {
 			m := fleetpb.RemoteCapacityAt(rc, rc.ReceivedAt)
 			m.Age = nil // each stream's own, at its send
 			b, err := proto.Marshal(m)
@@ -115,17 +124,25 @@ func (t *ticks) capacity(inc string, from, to uint64, key string, interest view.
 			}
 			c.entries = append(c.entries, capacityEntry{msg: b, receivedAt: rc.ReceivedAt})
 		}
-		for _, k := range removed {
-			b, err := proto.Marshal(fleetpb.CapacityKey(k))
-			if err != nil {
-				c.ok = false
+		for _, k := range u.CapacityRemoved {
+			if !c.field(capacityRemovedField, fleetpb.CapacityKey(k)) {
 				return
 			}
-			f := protowire.AppendTag(nil, capacityRemovedField, protowire.BytesType)
-			c.removed = append(c.removed, protowire.AppendBytes(f, b))
 		}
 	})
 	return c
+}
+
+// field adds m, encoded, as field n of a ViewUpdate.
+func (c *sharedCapacity) field(n protowire.Number, m proto.Message) bool {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		c.ok = false // not for messages built here; SinceFor's path then says why
+		return false
+	}
+	f := protowire.AppendTag(nil, n, protowire.BytesType)
+	c.fields = append(c.fields, protowire.AppendBytes(f, b))
+	return true
 }
 
 // interestKey names a set of pools: streams with the same key want the same capacity.
@@ -143,6 +160,7 @@ func interestKey(pools []fleet.PoolRef) string {
 
 var (
 	viewFields           = (&pb.ViewUpdate{}).ProtoReflect().Descriptor().Fields()
+	clustersField        = viewFields.ByName("clusters").Number()
 	capacityField        = viewFields.ByName("capacity").Number()
 	capacityRemovedField = viewFields.ByName("capacity_removed").Number()
 	ageField             = (&pb.RemoteCapacity{}).ProtoReflect().Descriptor().Fields().ByName("age").Number()
@@ -176,8 +194,8 @@ func appendAge(b []byte, receivedAt, now time.Time) []byte {
 	return b
 }
 
-// sharedViewUpdate returns the parts of a view update made of rest (what is the stream's own,
-// without capacity) and the shared capacity c, each entry with its age at now, in parts of about
+// sharedViewUpdate returns the parts of a view update made of rest (what is the stream's own:
+// imports) and the shared clusters and capacity c, each entry with its age at now, in parts of about
 // limit bytes. The capacity travels as the parts' unknown fields: they are the ViewUpdate's
 // capacity and capacity_removed fields, encoded, and a receiver parses them as such.
 func sharedViewUpdate(inc string, rest view.Update, c *sharedCapacity, now time.Time, limit int) []*pb.ViewUpdate {
@@ -203,7 +221,7 @@ func sharedViewUpdate(inc string, rest view.Update, c *sharedCapacity, now time.
 		raw = protowire.AppendVarint(raw, uint64(n))
 		raw = append(append(raw, e.msg...), a...)
 	}
-	for _, f := range c.removed {
+	for _, f := range c.fields {
 		add(len(f))
 		raw = append(raw, f...)
 	}

@@ -14,13 +14,16 @@ import (
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
-// fanoutModel returns a view with the capacity of 20 clusters × 3 pools, then one removal, and
-// the seq before and after.
+// fanoutModel returns a view with two clusters registered, the capacity of 20 clusters × 3
+// pools, then one removal, and the seq before and after.
 func fanoutModel(t *testing.T) (m *view.Model, from, to uint64) {
 	t.Helper()
 	m = view.New()
 	m.Reset(registry.State{})
 	from = m.Seq()
+	for _, id := range []string{"c00", "c01"} {
+		m.Apply([]registry.Event{{Kind: registry.KindCluster, Cluster: id, ClusterRecord: registry.ClusterRecord{Info: fleet.ClusterInfo{ID: id, Region: "us-east"}}}})
+	}
 	for i := range 20 {
 		var caps []fleet.PoolCapacity
 		for j := range 3 {
@@ -50,23 +53,26 @@ func TestSharedViewUpdateIsTheUpdate(t *testing.T) {
 	if !shared.ok || shared.empty() {
 		t.Fatalf("no shared capacity: %+v", shared)
 	}
-	own, ok := m.DeltaFor(m.Incarnation(), from, to, view.Subscriber{Interest: interestOf(interest), Cluster: "c00", NoCapacity: true})
+	own, ok := m.DeltaFor(m.Incarnation(), from, to, view.Subscriber{Interest: interestOf(interest), Cluster: "c00", OwnOnly: true})
 	if !ok {
 		t.Fatal("no delta")
 	}
-	own.Clusters = []fleet.Cluster{{Info: fleet.ClusterInfo{ID: "c00", Region: "us-east"}, State: fleet.StateAlive}}
+	own.ImportsRemoved = []fleet.PoolRef{{Namespace: "ns", Name: "gone"}}
 
 	// What the stream's own encoding sends, with every age at now.
 	now := time.Now().Add(1500 * time.Millisecond)
-	caps, removed, _ := m.CapacityDelta(m.Incarnation(), from, to, interestOf(interest))
-	if len(caps) != 39 || len(removed) != 1 {
-		t.Fatalf("capacity delta of %d entries and %d removals, want 39 and 1", len(caps), len(removed))
+	sh, _ := m.SharedDelta(m.Incarnation(), from, to, interestOf(interest))
+	if len(sh.Capacity) != 39 || len(sh.CapacityRemoved) != 1 || len(sh.Clusters) != 2 {
+		t.Fatalf("shared delta of %d entries, %d removals and %d clusters, want 39, 1 and 2", len(sh.Capacity), len(sh.CapacityRemoved), len(sh.Clusters))
 	}
 	want := viewUpdate(m.Incarnation(), own)
-	for _, rc := range caps {
+	for _, cl := range sh.Clusters {
+		want.Clusters = append(want.Clusters, fleetpb.Liveness(cl))
+	}
+	for _, rc := range sh.Capacity {
 		want.Capacity = append(want.Capacity, fleetpb.RemoteCapacityAt(rc, now))
 	}
-	for _, k := range removed {
+	for _, k := range sh.CapacityRemoved {
 		want.CapacityRemoved = append(want.CapacityRemoved, fleetpb.CapacityKey(k))
 	}
 

@@ -455,8 +455,8 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 }
 
 // sharedDelta returns the changes of the view after the stream's cursor up to the tick of now:
-// its own, without capacity, and the capacity it shares with the streams of the same cursor and
-// interest (see ticks); nothing (shared nil) when the stream has read up to the tick already.
+// its own (imports), and the clusters and capacity it shares with the streams of the same cursor
+// and interest (see ticks); nothing (shared nil) when the stream has read up to the tick already.
 // ok is false when a delta cannot be had: the cursor is of another incarnation, or the view's
 // log no longer holds it.
 func (s *Server) sharedDelta(now time.Time, inc string, seq uint64, sub view.Subscriber, key string) (u view.Update, shared *sharedCapacity, ok bool) {
@@ -468,7 +468,7 @@ func (s *Server) sharedDelta(now time.Time, inc string, seq uint64, sub view.Sub
 		return view.Update{Seq: seq, Incomplete: len(s.model.Incomplete()) > 0}, nil, true
 	}
 	own := sub
-	own.NoCapacity = true
+	own.OwnOnly = true
 	if u, ok = s.model.DeltaFor(inc, seq, to, own); !ok {
 		return view.Update{}, nil, false
 	}

@@ -74,9 +74,9 @@ type Model struct {
 	// (reason → message); empty when it can.
 	incomplete map[string]string
 	seq        uint64
-	// otherSeq is the seq of the last change that is not of capacity: a delta that starts
-	// at or after it has nothing but capacity.
-	otherSeq uint64
+	// importSeq is the seq of the last change of an import or its states: a delta that starts
+	// at or after it has none.
+	importSeq uint64
 	log      []change
 	logStart uint64 // seq of log[0]; a cursor below logStart-1 needs a snapshot
 	wake     chan struct{}
@@ -543,8 +543,8 @@ func (m *Model) importLocked(pool fleet.PoolRef, exporting []string) fleet.Impor
 func (m *Model) record(c change) {
 	m.seq++
 	c.seq = m.seq
-	if c.kind != changeCapacity {
-		m.otherSeq = c.seq
+	if c.kind == changeImport || c.kind == changeImportStatus {
+		m.importSeq = c.seq
 	}
 	if len(m.log) >= m.logSize {
 		drop := len(m.log) / 2
@@ -602,9 +602,10 @@ type Subscriber struct {
 	// each reporting on every pool would otherwise send every spoke a million states. Empty:
 	// every import with its states (hubctl's Watch).
 	Cluster string
-	// NoCapacity leaves capacity out of its deltas (snapshots keep it): the subscriber takes it
-	// from CapacityDelta.
-	NoCapacity bool
+	// OwnOnly leaves out of its deltas what every subscriber of its interest gets alike, the
+	// clusters and the capacity (snapshots keep them): the subscriber takes them from
+	// SharedDelta.
+	OwnOnly bool
 }
 
 // Since returns what changed after seq (of this incarnation), or a snapshot when that is no longer
@@ -621,8 +622,14 @@ func (m *Model) SinceFor(incarnation string, seq uint64, sub Subscriber) Update 
 	if incarnation != m.incarnation || seq+1 < m.logStart || seq > m.seq {
 		return m.snapshot(sub)
 	}
-	return m.deltaLocked(seq, m.seq, sub)
+	return m.deltaLocked(seq, m.seq, sub, ownPart|sharedPart)
 }
+
+// The parts of a delta.
+const (
+	ownPart    = 1 << iota // imports and their states, which depend on the subscriber's cluster
+	sharedPart             // clusters, and the capacity of the pools of interest
+)
 
 // Seq returns the view's change counter: a cursor for SinceFor, an end for DeltaFor.
 func (m *Model) Seq() uint64 {
@@ -640,40 +647,29 @@ func (m *Model) DeltaFor(incarnation string, from, to uint64, sub Subscriber) (U
 	if incarnation != m.incarnation || from+1 < m.logStart || from >= to || to > m.seq {
 		return Update{}, false
 	}
-	return m.deltaLocked(from, to, sub), true
+	parts := ownPart | sharedPart
+	if sub.OwnOnly {
+		parts = ownPart
+	}
+	return m.deltaLocked(from, to, sub, parts), true
 }
 
-// CapacityDelta returns the capacity changes after from up to to (of this incarnation) of the
-// pools of interest, with the values they have now; ok as for DeltaFor.
-func (m *Model) CapacityDelta(incarnation string, from, to uint64, interest Interest) (caps []fleet.RemoteCapacity, removed []fleet.CapacityKey, ok bool) {
+// SharedDelta returns what changed after from up to to (of this incarnation) that every
+// subscriber of interest gets alike, the clusters and the capacity of the pools of interest, with
+// the values they have now; ok as for DeltaFor.
+func (m *Model) SharedDelta(incarnation string, from, to uint64, interest Interest) (Update, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	if incarnation != m.incarnation || from+1 < m.logStart || from >= to || to > m.seq {
-		return nil, nil, false
+		return Update{}, false
 	}
-	seen := map[fleet.CapacityKey]bool{}
-	for _, c := range m.log[from+1-m.logStart : to+1-m.logStart] {
-		if c.kind != changeCapacity || (interest != nil && !interest(c.pool)) {
-			continue
-		}
-		k := fleet.CapacityKey{ClusterID: c.cluster, Pool: c.pool}
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		if rc, ok := m.capacity[k]; ok {
-			caps = append(caps, rc)
-		} else {
-			removed = append(removed, k)
-		}
-	}
-	return caps, removed, true
+	return m.deltaLocked(from, to, Subscriber{Interest: interest}, sharedPart), true
 }
 
-// deltaLocked returns the changes in (from, to] for sub; the log holds them.
-func (m *Model) deltaLocked(from, to uint64, sub Subscriber) Update {
+// deltaLocked returns the parts of the changes in (from, to] for sub; the log holds them.
+func (m *Model) deltaLocked(from, to uint64, sub Subscriber, parts int) Update {
 	u := Update{Seq: to, Incomplete: len(m.incomplete) > 0}
-	if from >= to || (sub.NoCapacity && from >= m.otherSeq) {
+	if from >= to || (parts == ownPart && from >= m.importSeq) {
 		return u
 	}
 	seenImport := map[fleet.PoolRef]bool{}
@@ -682,7 +678,7 @@ func (m *Model) deltaLocked(from, to uint64, sub Subscriber) Update {
 	for _, c := range m.log[from+1-m.logStart : to+1-m.logStart] {
 		switch c.kind {
 		case changeImport, changeImportStatus:
-			if seenImport[c.pool] {
+			if parts&ownPart == 0 || seenImport[c.pool] {
 				continue
 			}
 			cs, ok := m.imports[c.pool]
@@ -696,7 +692,7 @@ func (m *Model) deltaLocked(from, to uint64, sub Subscriber) Update {
 				u.ImportsRemoved = append(u.ImportsRemoved, c.pool)
 			}
 		case changeCluster:
-			if seenCluster[c.cluster] {
+			if parts&sharedPart == 0 || seenCluster[c.cluster] {
 				continue
 			}
 			seenCluster[c.cluster] = true
@@ -706,7 +702,7 @@ func (m *Model) deltaLocked(from, to uint64, sub Subscriber) Update {
 		case changeCapacity:
 			// The interest first: for most subscribers it rules out most reports, and a lookup
 			// in an empty set costs nothing.
-			if sub.NoCapacity || (sub.Interest != nil && !sub.Interest(c.pool)) {
+			if parts&sharedPart == 0 || (sub.Interest != nil && !sub.Interest(c.pool)) {
 				continue
 			}
 			k := fleet.CapacityKey{ClusterID: c.cluster, Pool: c.pool}

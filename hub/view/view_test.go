@@ -151,9 +151,9 @@ func TestImportStatesGoToTheExportersOnly(t *testing.T) {
 	}
 }
 
-// TestDeltaForStopsAtItsEnd: DeltaFor and CapacityDelta give the changes after from up to to,
-// none after; NoCapacity leaves capacity out; a range the log no longer holds, or an empty
-// one, is not ok.
+// TestDeltaForStopsAtItsEnd: DeltaFor and SharedDelta give the changes after from up to to,
+// none after; OwnOnly leaves the clusters and the capacity out, SharedDelta has nothing else; a
+// range the log no longer holds, or an empty one, is not ok.
 func TestDeltaForStopsAtItsEnd(t *testing.T) {
 	m := New()
 	m.Reset(registry.State{})
@@ -162,7 +162,10 @@ func TestDeltaForStopsAtItsEnd(t *testing.T) {
 	s0 := m.Seq()
 	m.ReportCapacity("a", []fleet.PoolCapacity{{Pool: chat, QueueDepth: 1}}, nil)
 	s1 := m.Seq()
-	m.Apply([]registry.Event{exportEvent("b", false)})
+	m.Apply([]registry.Event{
+		{Kind: registry.KindCluster, Cluster: "b", ClusterRecord: registry.ClusterRecord{Info: fleet.ClusterInfo{ID: "b", Region: "r"}}},
+		exportEvent("b", false),
+	})
 	m.ReportCapacity("b", []fleet.PoolCapacity{{Pool: chat, QueueDepth: 2}}, nil)
 	s2 := m.Seq()
 
@@ -170,19 +173,22 @@ func TestDeltaForStopsAtItsEnd(t *testing.T) {
 	if !ok || u.Seq != s1 || len(u.Capacity) != 1 || u.Capacity[0].ClusterID != "a" || len(u.Imports) != 0 {
 		t.Fatalf("DeltaFor(s0, s1) = %+v, %v; want a's capacity alone, seq %d", u, ok, s1)
 	}
-	u, ok = m.DeltaFor(inc, s0, s2, Subscriber{NoCapacity: true})
-	if !ok || len(u.Capacity) != 0 || len(u.Imports) != 1 {
-		t.Fatalf("DeltaFor(s0, s2) without capacity = %+v, %v; want b's export alone", u, ok)
+	u, ok = m.DeltaFor(inc, s0, s2, Subscriber{OwnOnly: true})
+	if !ok || len(u.Capacity) != 0 || len(u.Clusters) != 0 || len(u.Imports) != 1 {
+		t.Fatalf("DeltaFor(s0, s2), own only = %+v, %v; want b's export alone", u, ok)
 	}
-	if u, ok := m.DeltaFor(inc, s1, s1+1, Subscriber{NoCapacity: true}); !ok || len(u.Imports) != 1 {
-		t.Fatalf("DeltaFor(s1, s1+1) without capacity = %+v, %v; want b's export", u, ok)
+	if u, ok := m.DeltaFor(inc, s1, s1+1, Subscriber{}); !ok || len(u.Clusters) != 1 || len(u.Imports) != 0 {
+		t.Fatalf("DeltaFor(s1, s1+1) = %+v, %v; want b's cluster alone", u, ok)
 	}
-	if u, ok := m.DeltaFor(inc, s2-1, s2, Subscriber{NoCapacity: true}); !ok || !u.Empty() {
-		t.Fatalf("DeltaFor(s2-1, s2) without capacity = %+v, %v; want nothing (only capacity changed)", u, ok)
+	if u, ok := m.DeltaFor(inc, s2-1, s2, Subscriber{OwnOnly: true}); !ok || !u.Empty() {
+		t.Fatalf("DeltaFor(s2-1, s2), own only = %+v, %v; want nothing (only capacity changed)", u, ok)
 	}
-	caps, removed, ok := m.CapacityDelta(inc, s0, s2, func(p fleet.PoolRef) bool { return p == chat })
-	if !ok || len(caps) != 2 || len(removed) != 0 {
-		t.Fatalf("CapacityDelta(s0, s2) = %v, %v, %v; want a's and b's", caps, removed, ok)
+	u, ok = m.SharedDelta(inc, s0, s2, func(p fleet.PoolRef) bool { return p == chat })
+	if !ok || len(u.Capacity) != 2 || len(u.Clusters) != 1 || len(u.Imports) != 0 {
+		t.Fatalf("SharedDelta(s0, s2) = %+v, %v; want a's and b's capacity and b's cluster", u, ok)
+	}
+	if u, ok := m.SharedDelta(inc, s0, s2, func(fleet.PoolRef) bool { return false }); !ok || len(u.Capacity) != 0 || len(u.Clusters) != 1 {
+		t.Fatalf("SharedDelta(s0, s2) of no pool = %+v, %v; want b's cluster alone", u, ok)
 	}
 	if _, ok := m.DeltaFor(inc, s2, s2, Subscriber{}); ok {
 		t.Error("an empty range is ok")
@@ -193,7 +199,7 @@ func TestDeltaForStopsAtItsEnd(t *testing.T) {
 	for i := range 20 {
 		m.ReportCapacity("a", []fleet.PoolCapacity{{Pool: chat, QueueDepth: uint32(i)}}, nil)
 	}
-	if _, _, ok := m.CapacityDelta(inc, s0, m.Seq(), nil); ok {
+	if _, ok := m.SharedDelta(inc, s0, m.Seq(), nil); ok {
 		t.Error("a range the log no longer holds is ok")
 	}
 }
