@@ -77,9 +77,9 @@ type Model struct {
 	// importSeq is the seq of the last change of an import or its states: a delta that starts
 	// at or after it has none.
 	importSeq uint64
-	log      []change
-	logStart uint64 // seq of log[0]; a cursor below logStart-1 needs a snapshot
-	wake     chan struct{}
+	log       []change
+	logStart  uint64 // seq of log[0]; a cursor below logStart-1 needs a snapshot
+	wake      chan struct{}
 	// loaded is closed by the first Reset: until then the view holds nothing of the registry, and
 	// an empty fleet in it means only that it has not been read yet.
 	loaded chan struct{}
