@@ -154,40 +154,7 @@ func TestUnreachableAddressIsSkipped(t *testing.T) {
 // replica whose TLS handshake does not complete, as on a link that loses every packet back),
 // and how many connections it accepted so far.
 func stalledAddr(t *testing.T) (string, func() int) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		<-done
-		mu.Lock()
-		defer mu.Unlock()
-		for _, c := range conns {
-			c.Close()
-		}
-	})
-	return l.Addr().String(), func() int {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(conns)
-	}
+	return slowAddr(t, "", 0)
 }
 
 // A connection that is not ready within ConnectTimeout is given up: the next address is tried
@@ -215,7 +182,8 @@ func TestStalledConnectionIsGivenUp(t *testing.T) {
 
 // slowAddr returns the address of a listener whose first connection is carried to target
 // after a delay (a handshake whose packets are retransmitted for a while) and whose later
-// connections never answer, and how many connections it accepted so far.
+// connections never answer (every one, when target is empty), and how many connections it
+// accepted so far.
 func slowAddr(t *testing.T, target string, delay time.Duration) (string, func() int) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -224,8 +192,11 @@ func slowAddr(t *testing.T, target string, delay time.Duration) (string, func() 
 	}
 	var mu sync.Mutex
 	var conns []net.Conn
+	accepted := 0
 	var wg sync.WaitGroup
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		for {
 			c, err := l.Accept()
 			if err != nil {
@@ -233,9 +204,10 @@ func slowAddr(t *testing.T, target string, delay time.Duration) (string, func() 
 			}
 			mu.Lock()
 			conns = append(conns, c)
-			first := len(conns) == 1
+			accepted++
+			first := accepted == 1
 			mu.Unlock()
-			if !first {
+			if !first || target == "" {
 				continue
 			}
 			wg.Add(1)
@@ -268,11 +240,7 @@ func slowAddr(t *testing.T, target string, delay time.Duration) (string, func() 
 	return l.Addr().String(), func() int {
 		mu.Lock()
 		defer mu.Unlock()
-		n := len(conns)
-		if n > 1 {
-			n-- // the connection to the target
-		}
-		return n
+		return accepted
 	}
 }
 
