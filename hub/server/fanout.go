@@ -82,6 +82,8 @@ type sharedCapacity struct {
 	// fields are the ViewUpdate's clusters and capacity_removed fields, each with its tag and
 	// length.
 	fields [][]byte
+	// size is about what they take in a ViewUpdate.
+	size int
 }
 
 // empty reports whether nothing changed.
@@ -123,6 +125,7 @@ func (t *ticks) capacity(inc string, from, to uint64, key string, interest view.
 				return
 			}
 			c.entries = append(c.entries, capacityEntry{msg: b, receivedAt: rc.ReceivedAt})
+			c.size += len(b) + maxEntryOverhead
 		}
 		for _, k := range u.CapacityRemoved {
 			if !c.field(capacityRemovedField, fleetpb.CapacityKey(k)) {
@@ -142,6 +145,7 @@ func (c *sharedCapacity) field(n protowire.Number, m proto.Message) bool {
 	}
 	f := protowire.AppendTag(nil, n, protowire.BytesType)
 	c.fields = append(c.fields, protowire.AppendBytes(f, b))
+	c.size += len(c.fields[len(c.fields)-1])
 	return true
 }
 
@@ -157,6 +161,10 @@ func interestKey(pools []fleet.PoolRef) string {
 	}
 	return string(h.Sum(nil))
 }
+
+// maxEntryOverhead is the most a capacity entry adds to its message beyond the shared bytes:
+// its tag and length (up to 1 + 5 bytes) and its age (up to 1 + 1 + 11 + 6).
+const maxEntryOverhead = 25
 
 var (
 	viewFields           = (&pb.ViewUpdate{}).ProtoReflect().Descriptor().Fields()
@@ -203,14 +211,16 @@ func sharedViewUpdate(inc string, rest view.Update, c *sharedCapacity, now time.
 	parts := fleetpb.SplitView(first, limit)
 	cur := parts[len(parts)-1]
 	size := proto.Size(cur)
-	var raw []byte
+	left := c.size
+	raw := make([]byte, 0, min(left, limit))
 	var age [32]byte
 	add := func(n int) {
 		if len(raw) > 0 && size+len(raw)+n > limit {
 			cur.ProtoReflect().SetUnknown(protoreflect.RawFields(raw))
 			cur = &pb.ViewUpdate{Cursor: first.GetCursor(), Incomplete: first.GetIncomplete()}
 			parts = append(parts, cur)
-			size, raw = proto.Size(cur), nil
+			left -= len(raw)
+			size, raw = proto.Size(cur), make([]byte, 0, min(max(left, n), limit))
 		}
 	}
 	for _, e := range c.entries {

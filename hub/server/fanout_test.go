@@ -137,3 +137,72 @@ func TestStreamsOfATickShareTheCapacity(t *testing.T) {
 		t.Error("the next tick shares the capacity of the one before")
 	}
 }
+
+// BenchmarkTickToImporters: one tick of the fan-out at 1,000 spokes of 2 pools reporting every
+// second with a 200 ms tick (400 capacity changes a tick), to 200 streams that want every pool:
+// each stream's own encoding against the shared one. ns/op is one tick for all 200 streams.
+func BenchmarkTickToImporters(b *testing.B) {
+	const clusters, pools, streams = 1000, 2, 200
+	m := view.New()
+	m.Reset(registry.State{})
+	var all []fleet.PoolRef
+	for i := range clusters {
+		for j := range pools {
+			all = append(all, fleet.PoolRef{Namespace: fmt.Sprintf("c%04d", i), Name: fmt.Sprintf("pool-%d", j)})
+		}
+	}
+	report := func(i int) {
+		c := fmt.Sprintf("c%04d", i%clusters)
+		m.ReportCapacity(c, []fleet.PoolCapacity{
+			{Pool: all[(i%clusters)*pools], ReadyEndpoints: 50, TotalEndpoints: 50, QueueDepth: uint32(i % 7), KVCacheUtilization: 0.5, Saturation: 0.4},
+			{Pool: all[(i%clusters)*pools+1], ReadyEndpoints: 50, TotalEndpoints: 50, QueueDepth: uint32(i % 5), KVCacheUtilization: 0.3, Saturation: 0.2},
+		}, nil)
+	}
+	for i := range clusters {
+		report(i)
+	}
+	interest := interestOf(all)
+	key := interestKey(all)
+	sub := view.Subscriber{Interest: interest, Cluster: "c0000"}
+	send := func(v *pb.ViewUpdate) {
+		if _, err := proto.Marshal(&pb.SyncResponse{Msg: &pb.SyncResponse_View{View: v}}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, shared := range []bool{false, true} {
+		name := "own"
+		if shared {
+			name = "shared"
+		}
+		b.Run(name, func(b *testing.B) {
+			ticks := newTicks(m, time.Hour)
+			next := 0
+			for b.Loop() {
+				from := m.Seq()
+				for range clusters / 5 { // 200 ms of 1,000 reports a second
+					report(next)
+					next++
+				}
+				ticks.at(time.Now().Add(time.Duration(next) * time.Hour))
+				to := m.Seq()
+				now := time.Now()
+				for range streams {
+					if !shared {
+						u := m.SinceFor(m.Incarnation(), from, sub)
+						for _, v := range fleetpb.SplitView(viewUpdate(m.Incarnation(), u), fleetpb.ViewPartBytes) {
+							send(v)
+						}
+						continue
+					}
+					own := sub
+					own.OwnOnly = true
+					u, _ := m.DeltaFor(m.Incarnation(), from, to, own)
+					c := ticks.capacity(m.Incarnation(), from, to, key, interest)
+					for _, v := range sharedViewUpdate(m.Incarnation(), u, c, now, fleetpb.ViewPartBytes) {
+						send(v)
+					}
+				}
+			}
+		})
+	}
+}
