@@ -8,10 +8,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/spillway-io/spillway/hub/registry"
 	"github.com/spillway-io/spillway/hub/view"
 	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/fleetpb"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
@@ -21,14 +23,23 @@ type sentView struct {
 	u  *pb.ViewUpdate
 }
 
-// recordingStream is the hub's side of a Sync stream that keeps the view updates sent on it.
+// recordingStream is the hub's side of a Sync stream that keeps the view updates sent on it, as
+// the spoke reads them off the wire.
 type recordingStream struct {
 	grpc.ServerStream
 	views chan sentView
 }
 
 func (r *recordingStream) Send(m *pb.SyncResponse) error {
-	if v := m.GetView(); v != nil {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return err
+	}
+	var got pb.SyncResponse
+	if err := proto.Unmarshal(b, &got); err != nil {
+		return err
+	}
+	if v := got.GetView(); v != nil {
 		r.views <- sentView{at: time.Now(), u: v}
 	}
 	return nil
@@ -95,5 +106,49 @@ func TestInterestChangeIsPaced(t *testing.T) {
 			t.Fatalf("a fourth update came in tick %d, the third's was %d", tick(v), tick(third))
 		}
 	case <-time.After(2 * interval):
+	}
+}
+
+// TestCursorOfAnotherHubStartsAfresh: a spoke that resumes with the cursor of another hub
+// incarnation (the hub restarted), further along than this view's, gets a snapshot and then
+// every change as it comes, from this view's cursor.
+func TestCursorOfAnotherHubStartsAfresh(t *testing.T) {
+	const interval = 20 * time.Millisecond
+	model := view.New()
+	model.Reset(registry.State{})
+	s := New(nil, model, Options{ViewInterval: interval})
+	st := &recordingStream{views: make(chan sentView, 16)}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	chat := fleet.PoolRef{Namespace: "default", Name: "chat"}
+	hello := &pb.Hello{
+		ClusterId:        "b",
+		ViewCursor:       &pb.ViewCursor{HubIncarnation: "an-earlier-start", Seq: 1 << 40},
+		CapacityInterest: []*pb.PoolRef{fleetpb.PoolRef(chat)},
+	}
+	go func() {
+		defer wg.Done()
+		_ = s.sendLoop(ctx, st, hello, make(chan uint64), make(chan []fleet.PoolRef))
+	}()
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+
+	if first := st.next(t); !first.u.GetSnapshot() || first.u.GetCursor().GetHubIncarnation() != model.Incarnation() {
+		t.Fatalf("first update %v, want a snapshot of this view", first.u)
+	}
+	for i := range 3 {
+		model.ReportCapacity("a", []fleet.PoolCapacity{{Pool: chat, QueueDepth: uint32(i + 1)}}, nil)
+		for {
+			v := st.next(t)
+			if v.u.GetSnapshot() {
+				t.Fatalf("another snapshot: %v", v.u)
+			}
+			if cs := v.u.GetCapacity(); len(cs) == 1 && cs[0].GetCapacity().GetQueueDepth() == uint32(i+1) {
+				break
+			}
+		}
 	}
 }

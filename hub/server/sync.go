@@ -406,7 +406,7 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 				// at the spoke, so a snapshot tells it what is gone.
 				u, shared = s.model.SinceFor("", 0, sub), nil
 			}
-			inc, seq = s.model.Incarnation(), max(seq, u.Seq)
+			inc, seq = s.model.Incarnation(), u.Seq
 			if first || !u.Empty() || u.Incomplete != incomplete || (shared != nil && !shared.empty()) {
 				send := func(v *pb.ViewUpdate) error {
 					return stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_View{View: v}})
