@@ -14,16 +14,26 @@ import (
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
-// fanoutModel returns a view with two clusters registered, the capacity of 20 clusters × 3
-// pools, then one removal, and the seq before and after.
+// fanoutModel returns a view with two clusters registered, each exporting pool-0 (and c01
+// pool-2 too, then no more), c05's import state of pool-0, the capacity of 20 clusters × 3 pools,
+// then one removal, and the seq before and after.
 func fanoutModel(t *testing.T) (m *view.Model, from, to uint64) {
 	t.Helper()
 	m = view.New()
 	m.Reset(registry.State{})
 	from = m.Seq()
-	for _, id := range []string{"c00", "c01"} {
-		m.Apply([]registry.Event{{Kind: registry.KindCluster, Cluster: id, ClusterRecord: registry.ClusterRecord{Info: fleet.ClusterInfo{ID: id, Region: "us-east"}}}})
+	export := func(id, pool string, deleted bool) registry.Event {
+		return registry.Event{Kind: registry.KindExport, Cluster: id, Deleted: deleted, Export: fleet.Export{Pool: fleet.PoolRef{Namespace: "ns", Name: pool}, TargetPorts: []uint32{8000}}}
 	}
+	for _, id := range []string{"c00", "c01"} {
+		m.Apply([]registry.Event{
+			{Kind: registry.KindCluster, Cluster: id, ClusterRecord: registry.ClusterRecord{Info: fleet.ClusterInfo{ID: id, Region: "us-east"}}},
+			export(id, "pool-0", false),
+		})
+	}
+	m.Apply([]registry.Event{export("c01", "pool-2", false)})
+	m.Apply([]registry.Event{export("c01", "pool-2", true)})
+	m.ReportImports("c05", []fleet.PoolImportStatus{{Pool: fleet.PoolRef{Namespace: "ns", Name: "pool-0"}, Imported: true}})
 	for i := range 20 {
 		var caps []fleet.PoolCapacity
 		for j := range 3 {
@@ -54,18 +64,23 @@ func TestSharedViewUpdateIsTheUpdate(t *testing.T) {
 		t.Fatalf("no shared capacity: %+v", shared)
 	}
 	own, ok := m.DeltaFor(m.Incarnation(), from, to, view.Subscriber{Interest: interestOf(interest), Cluster: "c00", OwnOnly: true})
-	if !ok {
-		t.Fatal("no delta")
+	if !ok || len(own.Imports) != 1 || len(own.Imports[0].Importers) != 1 {
+		t.Fatalf("c00's own delta %+v, %v; want pool-0 with c05's import state", own, ok)
 	}
-	own.ImportsRemoved = []fleet.PoolRef{{Namespace: "ns", Name: "gone"}}
 
 	// What the stream's own encoding sends, with every age at now.
 	now := time.Now().Add(1500 * time.Millisecond)
 	sh, _ := m.SharedDelta(m.Incarnation(), from, to, interestOf(interest))
-	if len(sh.Capacity) != 39 || len(sh.CapacityRemoved) != 1 || len(sh.Clusters) != 2 {
-		t.Fatalf("shared delta of %d entries, %d removals and %d clusters, want 39, 1 and 2", len(sh.Capacity), len(sh.CapacityRemoved), len(sh.Clusters))
+	if len(sh.Capacity) != 39 || len(sh.CapacityRemoved) != 1 || len(sh.Clusters) != 2 || len(sh.Imports) != 1 || len(sh.ImportsRemoved) != 1 {
+		t.Fatalf("shared delta of %d entries, %d removals, %d clusters, %d imports and %d removed, want 39, 1, 2, 1 and 1",
+			len(sh.Capacity), len(sh.CapacityRemoved), len(sh.Clusters), len(sh.Imports), len(sh.ImportsRemoved))
 	}
-	want := viewUpdate(m.Incarnation(), own)
+	// The shared import first, without its states, then the stream's own, with them.
+	want := viewUpdate(m.Incarnation(), view.Update{Seq: own.Seq})
+	want.Imports = append(want.Imports, fleetpb.Import(sh.Imports[0]), fleetpb.Import(own.Imports[0]))
+	for _, p := range sh.ImportsRemoved {
+		want.ImportsRemoved = append(want.ImportsRemoved, fleetpb.PoolRef(p))
+	}
 	for _, cl := range sh.Clusters {
 		want.Clusters = append(want.Clusters, fleetpb.Liveness(cl))
 	}

@@ -74,12 +74,11 @@ type Model struct {
 	// (reason → message); empty when it can.
 	incomplete map[string]string
 	seq        uint64
-	// importSeq is the seq of the last change of an import or its states: a delta that starts
-	// at or after it has none.
-	importSeq uint64
-	log       []change
-	logStart  uint64 // seq of log[0]; a cursor below logStart-1 needs a snapshot
-	wake      chan struct{}
+	// importChanged holds the seq of the last change of each pool's import or its states.
+	importChanged map[fleet.PoolRef]uint64
+	log           []change
+	logStart      uint64 // seq of log[0]; a cursor below logStart-1 needs a snapshot
+	wake          chan struct{}
 	// loaded is closed by the first Reset: until then the view holds nothing of the registry, and
 	// an empty fleet in it means only that it has not been read yet.
 	loaded chan struct{}
@@ -107,18 +106,19 @@ func New() *Model {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	m := &Model{
-		incarnation:  hex.EncodeToString(b[:]),
-		logSize:      DefaultLogSize,
-		now:          clock.Now,
-		capacity:     map[fleet.CapacityKey]fleet.RemoteCapacity{},
-		importers:    map[string]map[fleet.PoolRef]fleet.PoolImportStatus{},
-		capOrigin:    map[fleet.CapacityKey]string{},
-		importOrigin: map[string]string{},
-		incomplete:   map[string]string{},
-		wake:         make(chan struct{}),
-		loaded:       make(chan struct{}),
-		flushNow:     make(chan struct{}, 1),
-		logStart:     1,
+		incarnation:   hex.EncodeToString(b[:]),
+		logSize:       DefaultLogSize,
+		now:           clock.Now,
+		capacity:      map[fleet.CapacityKey]fleet.RemoteCapacity{},
+		importers:     map[string]map[fleet.PoolRef]fleet.PoolImportStatus{},
+		capOrigin:     map[fleet.CapacityKey]string{},
+		importOrigin:  map[string]string{},
+		incomplete:    map[string]string{},
+		importChanged: map[fleet.PoolRef]uint64{},
+		wake:          make(chan struct{}),
+		loaded:        make(chan struct{}),
+		flushNow:      make(chan struct{}, 1),
+		logStart:      1,
 	}
 	m.reset(registry.State{})
 	return m
@@ -175,6 +175,7 @@ func (m *Model) Reset(st registry.State) {
 	m.seq++
 	m.log = m.log[:0]
 	m.logStart = m.seq + 1
+	clear(m.importChanged) // no cursor from before needs them
 	m.signal()
 }
 
@@ -544,7 +545,7 @@ func (m *Model) record(c change) {
 	m.seq++
 	c.seq = m.seq
 	if c.kind == changeImport || c.kind == changeImportStatus {
-		m.importSeq = c.seq
+		m.importChanged[c.pool] = c.seq
 	}
 	if len(m.log) >= m.logSize {
 		drop := len(m.log) / 2
@@ -602,9 +603,11 @@ type Subscriber struct {
 	// each reporting on every pool would otherwise send every spoke a million states. Empty:
 	// every import with its states (hubctl's Watch).
 	Cluster string
-	// OwnOnly leaves out of its deltas what every subscriber of its interest gets alike, the
-	// clusters and the capacity (snapshots keep them): the subscriber takes them from
-	// SharedDelta.
+	// OwnOnly makes its deltas hold only what is its own (snapshots keep everything): the
+	// imports, with their states, of the pools its Cluster exports that changed. It takes the
+	// rest, alike for every subscriber of its interest, from SharedDelta, which has every
+	// changed import without its states: a pool it exports comes twice, and the import with
+	// states is the one that counts.
 	OwnOnly bool
 }
 
@@ -627,8 +630,8 @@ func (m *Model) SinceFor(incarnation string, seq uint64, sub Subscriber) Update 
 
 // The parts of a delta.
 const (
-	ownPart    = 1 << iota // imports and their states, which depend on the subscriber's cluster
-	sharedPart             // clusters, and the capacity of the pools of interest
+	ownPart    = 1 << iota // the import states, which depend on the subscriber's cluster
+	sharedPart             // imports (without states), clusters, the capacity of the pools of interest
 )
 
 // Seq returns the view's change counter: a cursor for SinceFor, an end for DeltaFor.
@@ -647,16 +650,30 @@ func (m *Model) DeltaFor(incarnation string, from, to uint64, sub Subscriber) (U
 	if incarnation != m.incarnation || from+1 < m.logStart || from >= to || to > m.seq {
 		return Update{}, false
 	}
-	parts := ownPart | sharedPart
-	if sub.OwnOnly {
-		parts = ownPart
+	if sub.OwnOnly && sub.Cluster != "" {
+		return m.ownLocked(from, to, sub), true
 	}
-	return m.deltaLocked(from, to, sub, parts), true
+	return m.deltaLocked(from, to, sub, ownPart|sharedPart), true
+}
+
+// ownLocked returns the imports, with their states, of the pools sub's cluster exports that
+// changed in (from, to]: a look at each of its pools, not a walk through the log.
+func (m *Model) ownLocked(from, to uint64, sub Subscriber) Update {
+	u := Update{Seq: to, Incomplete: len(m.incomplete) > 0}
+	for p := range m.state.Exports[sub.Cluster] {
+		if seq := m.importChanged[p]; seq > from && seq <= to {
+			if cs, ok := m.imports[p]; ok {
+				u.Imports = append(u.Imports, m.importLocked(p, cs))
+			}
+		}
+	}
+	slices.SortFunc(u.Imports, func(a, b fleet.Import) int { return a.Pool.Compare(b.Pool) })
+	return u
 }
 
 // SharedDelta returns what changed after from up to to (of this incarnation) that every
-// subscriber of interest gets alike, the clusters and the capacity of the pools of interest, with
-// the values they have now; ok as for DeltaFor.
+// subscriber of interest gets alike: the imports without their states, the clusters and the
+// capacity of the pools of interest, with the values they have now; ok as for DeltaFor.
 func (m *Model) SharedDelta(incarnation string, from, to uint64, interest Interest) (Update, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
@@ -669,7 +686,7 @@ func (m *Model) SharedDelta(incarnation string, from, to uint64, interest Intere
 // deltaLocked returns the parts of the changes in (from, to] for sub; the log holds them.
 func (m *Model) deltaLocked(from, to uint64, sub Subscriber, parts int) Update {
 	u := Update{Seq: to, Incomplete: len(m.incomplete) > 0}
-	if from >= to || (parts == ownPart && from >= m.importSeq) {
+	if from >= to {
 		return u
 	}
 	seenImport := map[fleet.PoolRef]bool{}
@@ -678,7 +695,19 @@ func (m *Model) deltaLocked(from, to uint64, sub Subscriber, parts int) Update {
 	for _, c := range m.log[from+1-m.logStart : to+1-m.logStart] {
 		switch c.kind {
 		case changeImport, changeImportStatus:
-			if parts&ownPart == 0 || seenImport[c.pool] {
+			if seenImport[c.pool] {
+				continue
+			}
+			if parts == sharedPart {
+				if c.kind == changeImportStatus {
+					continue // states go to each exporter on its own
+				}
+				seenImport[c.pool] = true
+				if cs, ok := m.imports[c.pool]; ok {
+					u.Imports = append(u.Imports, fleet.Import{Pool: c.pool, ExportingClusters: slices.Clone(cs)})
+				} else {
+					u.ImportsRemoved = append(u.ImportsRemoved, c.pool)
+				}
 				continue
 			}
 			cs, ok := m.imports[c.pool]

@@ -152,8 +152,9 @@ func TestImportStatesGoToTheExportersOnly(t *testing.T) {
 }
 
 // TestDeltaForStopsAtItsEnd: DeltaFor and SharedDelta give the changes after from up to to,
-// none after; OwnOnly leaves the clusters and the capacity out, SharedDelta has nothing else; a
-// range the log no longer holds, or an empty one, is not ok.
+// none after; OwnOnly gives the imports, with their states, of the pools the subscriber's
+// cluster exports, SharedDelta the rest (imports without states); a range the log no longer
+// holds, or an empty one, is not ok.
 func TestDeltaForStopsAtItsEnd(t *testing.T) {
 	m := New()
 	m.Reset(registry.State{})
@@ -168,27 +169,41 @@ func TestDeltaForStopsAtItsEnd(t *testing.T) {
 	})
 	m.ReportCapacity("b", []fleet.PoolCapacity{{Pool: chat, QueueDepth: 2}}, nil)
 	s2 := m.Seq()
+	exporter := Subscriber{Cluster: "b", OwnOnly: true}
+	u, ok := m.DeltaFor(inc, s0, s2, exporter)
+	if !ok || len(u.Capacity) != 0 || len(u.Clusters) != 0 || len(u.Imports) != 1 || len(u.Imports[0].Importers) != 0 {
+		t.Fatalf("DeltaFor(s0, s2), b's own = %+v, %v; want b's export alone", u, ok)
+	}
+	m.ReportImports("c", []fleet.PoolImportStatus{{Pool: chat, Imported: true}})
+	s3 := m.Seq()
+	// chat changed again after s2: b gets it with the next range, as it is then.
+	if u, ok := m.DeltaFor(inc, s0, s2, exporter); !ok || len(u.Imports) != 0 {
+		t.Fatalf("DeltaFor(s0, s2), b's own, after a later change = %+v, %v; want nothing yet", u, ok)
+	}
 
-	u, ok := m.DeltaFor(inc, s0, s1, Subscriber{})
+	u, ok = m.DeltaFor(inc, s0, s1, Subscriber{})
 	if !ok || u.Seq != s1 || len(u.Capacity) != 1 || u.Capacity[0].ClusterID != "a" || len(u.Imports) != 0 {
 		t.Fatalf("DeltaFor(s0, s1) = %+v, %v; want a's capacity alone, seq %d", u, ok, s1)
-	}
-	u, ok = m.DeltaFor(inc, s0, s2, Subscriber{OwnOnly: true})
-	if !ok || len(u.Capacity) != 0 || len(u.Clusters) != 0 || len(u.Imports) != 1 {
-		t.Fatalf("DeltaFor(s0, s2), own only = %+v, %v; want b's export alone", u, ok)
 	}
 	if u, ok := m.DeltaFor(inc, s1, s1+1, Subscriber{}); !ok || len(u.Clusters) != 1 || len(u.Imports) != 0 {
 		t.Fatalf("DeltaFor(s1, s1+1) = %+v, %v; want b's cluster alone", u, ok)
 	}
-	if u, ok := m.DeltaFor(inc, s2-1, s2, Subscriber{OwnOnly: true}); !ok || !u.Empty() {
-		t.Fatalf("DeltaFor(s2-1, s2), own only = %+v, %v; want nothing (only capacity changed)", u, ok)
+	u, ok = m.DeltaFor(inc, s2, s3, exporter)
+	if !ok || len(u.Imports) != 1 || len(u.Imports[0].Importers) != 1 || u.Imports[0].Importers[0].ClusterID != "c" {
+		t.Fatalf("DeltaFor(s2, s3), b's own = %+v, %v; want chat with c's import state", u, ok)
 	}
-	u, ok = m.SharedDelta(inc, s0, s2, func(p fleet.PoolRef) bool { return p == chat })
-	if !ok || len(u.Capacity) != 2 || len(u.Clusters) != 1 || len(u.Imports) != 0 {
-		t.Fatalf("SharedDelta(s0, s2) = %+v, %v; want a's and b's capacity and b's cluster", u, ok)
+	if u, ok := m.DeltaFor(inc, s0, s3, Subscriber{Cluster: "a", OwnOnly: true}); !ok || !u.Empty() {
+		t.Fatalf("DeltaFor(s0, s3), a's own = %+v, %v; want nothing (a exports nothing)", u, ok)
+	}
+	u, ok = m.SharedDelta(inc, s0, s3, func(p fleet.PoolRef) bool { return p == chat })
+	if !ok || len(u.Capacity) != 2 || len(u.Clusters) != 1 || len(u.Imports) != 1 || len(u.Imports[0].Importers) != 0 {
+		t.Fatalf("SharedDelta(s0, s3) = %+v, %v; want a's and b's capacity, b's cluster and chat without states", u, ok)
+	}
+	if u, ok := m.SharedDelta(inc, s2, s3, nil); !ok || !u.Empty() {
+		t.Fatalf("SharedDelta(s2, s3) = %+v, %v; want nothing (import states are the exporters' own)", u, ok)
 	}
 	if u, ok := m.SharedDelta(inc, s0, s2, func(fleet.PoolRef) bool { return false }); !ok || len(u.Capacity) != 0 || len(u.Clusters) != 1 {
-		t.Fatalf("SharedDelta(s0, s2) of no pool = %+v, %v; want b's cluster alone", u, ok)
+		t.Fatalf("SharedDelta(s0, s2) of no pool = %+v, %v; want b's cluster and chat's import", u, ok)
 	}
 	if _, ok := m.DeltaFor(inc, s2, s2, Subscriber{}); ok {
 		t.Error("an empty range is ok")
