@@ -657,11 +657,13 @@ func (m *Model) DeltaFor(incarnation string, from, to uint64, sub Subscriber) (U
 }
 
 // ownLocked returns the imports, with their states, of the pools sub's cluster exports that
-// changed in (from, to]: a look at each of its pools, not a walk through the log.
+// changed after from: a look at each of its pools, not a walk through the log. A pool that
+// changed after to comes too, as it is now (and again with the next delta): one whose states
+// change at every moment would otherwise never come.
 func (m *Model) ownLocked(from, to uint64, sub Subscriber) Update {
 	u := Update{Seq: to, Incomplete: len(m.incomplete) > 0}
 	for p := range m.state.Exports[sub.Cluster] {
-		if seq := m.importChanged[p]; seq > from && seq <= to {
+		if m.importChanged[p] > from {
 			if cs, ok := m.imports[p]; ok {
 				u.Imports = append(u.Imports, m.importLocked(p, cs))
 			}
