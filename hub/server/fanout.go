@@ -74,15 +74,15 @@ type sharedKey struct {
 	from, to uint64
 }
 
-// sharedCapacity is what changed of the capacity and the clusters in one tick, for one cursor
-// and interest, encoded.
+// sharedCapacity is what changed of the capacity, the imports (without their states) and the
+// clusters in one tick, for one cursor and interest, encoded.
 type sharedCapacity struct {
 	once sync.Once
 	ok   bool // false when the view's log no longer held them
 	// entries are the RemoteCapacity messages without their age.
 	entries []capacityEntry
-	// fields are the ViewUpdate's clusters and capacity_removed fields, each with its tag and
-	// length.
+	// fields are the ViewUpdate's imports, imports_removed, clusters and capacity_removed
+	// fields, each with its tag and length.
 	fields [][]byte
 	// size is about what they take in a ViewUpdate.
 	size int
@@ -96,8 +96,8 @@ type capacityEntry struct {
 	receivedAt time.Time
 }
 
-// capacity returns the changes in (from, to] of the clusters and of the capacity of the pools of
-// interest, encoded, shared with every stream that asks for the same during the tick whose seq is
+// capacity returns the changes in (from, to] of the imports (without their states), the clusters
+// and the capacity of the pools of interest, encoded, shared with every stream that asks for the same during the tick whose seq is
 // to.
 func (t *ticks) capacity(inc string, from, to uint64, key string, interest view.Interest) *sharedCapacity {
 	k := sharedKey{interest: key, inc: inc, from: from, to: to}
