@@ -607,7 +607,7 @@ type Subscriber struct {
 	// imports, with their states, of the pools its Cluster exports that changed. It takes the
 	// rest, alike for every subscriber of its interest, from SharedDelta, which has every
 	// changed import without its states: a pool it exports comes twice, and the import with
-	// states is the one that counts.
+	// states is the one that counts. Without a Cluster it changes nothing.
 	OwnOnly bool
 }
 
@@ -625,14 +625,8 @@ func (m *Model) SinceFor(incarnation string, seq uint64, sub Subscriber) Update 
 	if incarnation != m.incarnation || seq+1 < m.logStart || seq > m.seq {
 		return m.snapshot(sub)
 	}
-	return m.deltaLocked(seq, m.seq, sub, ownPart|sharedPart)
+	return m.deltaLocked(seq, m.seq, sub, false)
 }
-
-// The parts of a delta.
-const (
-	ownPart    = 1 << iota // the import states, which depend on the subscriber's cluster
-	sharedPart             // imports (without states), clusters, the capacity of the pools of interest
-)
 
 // Seq returns the view's change counter: a cursor for SinceFor, an end for DeltaFor.
 func (m *Model) Seq() uint64 {
@@ -647,13 +641,13 @@ func (m *Model) Seq() uint64 {
 func (m *Model) DeltaFor(incarnation string, from, to uint64, sub Subscriber) (Update, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	if incarnation != m.incarnation || from+1 < m.logStart || from >= to || to > m.seq {
+	if !m.holdsLocked(incarnation, from, to) {
 		return Update{}, false
 	}
 	if sub.OwnOnly && sub.Cluster != "" {
 		return m.ownLocked(from, to, sub), true
 	}
-	return m.deltaLocked(from, to, sub, ownPart|sharedPart), true
+	return m.deltaLocked(from, to, sub, false), true
 }
 
 // ownLocked returns the imports, with their states, of the pools sub's cluster exports that
@@ -679,14 +673,21 @@ func (m *Model) ownLocked(from, to uint64, sub Subscriber) Update {
 func (m *Model) SharedDelta(incarnation string, from, to uint64, interest Interest) (Update, bool) {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	if incarnation != m.incarnation || from+1 < m.logStart || from >= to || to > m.seq {
+	if !m.holdsLocked(incarnation, from, to) {
 		return Update{}, false
 	}
-	return m.deltaLocked(from, to, Subscriber{Interest: interest}, sharedPart), true
+	return m.deltaLocked(from, to, Subscriber{Interest: interest}, true), true
 }
 
-// deltaLocked returns the parts of the changes in (from, to] for sub; the log holds them.
-func (m *Model) deltaLocked(from, to uint64, sub Subscriber, parts int) Update {
+// holdsLocked reports whether the log holds the changes in (from, to] of this incarnation, and
+// there are some.
+func (m *Model) holdsLocked(incarnation string, from, to uint64) bool {
+	return incarnation == m.incarnation && from+1 >= m.logStart && from < to && to <= m.seq
+}
+
+// deltaLocked returns the changes in (from, to] for sub; the log holds them. shared leaves out
+// the import states (each exporter's own) and gives every import without them.
+func (m *Model) deltaLocked(from, to uint64, sub Subscriber, shared bool) Update {
 	u := Update{Seq: to, Incomplete: len(m.incomplete) > 0}
 	if from >= to {
 		return u
@@ -700,7 +701,7 @@ func (m *Model) deltaLocked(from, to uint64, sub Subscriber, parts int) Update {
 			if seenImport[c.pool] {
 				continue
 			}
-			if parts == sharedPart {
+			if shared {
 				if c.kind == changeImportStatus {
 					continue // states go to each exporter on its own
 				}
@@ -723,7 +724,7 @@ func (m *Model) deltaLocked(from, to uint64, sub Subscriber, parts int) Update {
 				u.ImportsRemoved = append(u.ImportsRemoved, c.pool)
 			}
 		case changeCluster:
-			if parts&sharedPart == 0 || seenCluster[c.cluster] {
+			if seenCluster[c.cluster] {
 				continue
 			}
 			seenCluster[c.cluster] = true
@@ -733,7 +734,7 @@ func (m *Model) deltaLocked(from, to uint64, sub Subscriber, parts int) Update {
 		case changeCapacity:
 			// The interest first: for most subscribers it rules out most reports, and a lookup
 			// in an empty set costs nothing.
-			if parts&sharedPart == 0 || (sub.Interest != nil && !sub.Interest(c.pool)) {
+			if sub.Interest != nil && !sub.Interest(c.pool) {
 				continue
 			}
 			k := fleet.CapacityKey{ClusterID: c.cluster, Pool: c.pool}
