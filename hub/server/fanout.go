@@ -26,8 +26,8 @@ import (
 // for all: the first to ask takes them from the view and encodes each entry once, the others copy
 // the bytes. Each stream adds each capacity entry's age as it sends it (ages cross hosts; they
 // must be the age at the send). What is each stream's own is small: the imports, with their
-// states, of the pools its cluster exports, found by a look at each of those pools rather than a
-// walk through the view's log (at 1,000 spokes, 200 of them reporting the import states of 2,000
+// states, of the pools its cluster exports (sent instead of the shared ones of those pools),
+// found by a look at each of those pools rather than a walk through the view's log (at 1,000 spokes, 200 of them reporting the import states of 2,000
 // pools, the walks took most of the hub's CPU).
 
 // ticks are the instants at which the streams read the view, and what they share at each.
@@ -81,15 +81,25 @@ type sharedCapacity struct {
 	ok   bool // false when the view's log no longer held them
 	// entries are the RemoteCapacity messages without their age.
 	entries []capacityEntry
-	// fields are the ViewUpdate's imports, imports_removed, clusters and capacity_removed
-	// fields, each with its tag and length.
+	// imports are the ViewUpdate's imports fields, each with its tag and length, and its pool:
+	// a stream that exports the pool sends its own instead, with the import states.
+	imports []sharedImport
+	// fields are the ViewUpdate's imports_removed, clusters and capacity_removed fields, each
+	// with its tag and length.
 	fields [][]byte
 	// size is about what they take in a ViewUpdate.
 	size int
 }
 
 // empty reports whether nothing changed.
-func (c *sharedCapacity) empty() bool { return len(c.entries) == 0 && len(c.fields) == 0 }
+func (c *sharedCapacity) empty() bool {
+	return len(c.entries) == 0 && len(c.imports) == 0 && len(c.fields) == 0
+}
+
+type sharedImport struct {
+	pool  fleet.PoolRef
+	field []byte
+}
 
 type capacityEntry struct {
 	msg        []byte
@@ -114,9 +124,11 @@ func (t *ticks) capacity(inc string, from, to uint64, key string, interest view.
 		u, ok := t.model.SharedDelta(inc, from, to, interest)
 		c.ok = ok
 		for _, imp := range u.Imports {
-			if !c.field(importsField, fleetpb.Import(imp)) {
+			f, ok := c.encode(importsField, fleetpb.Import(imp))
+			if !ok {
 				return
 			}
+			c.imports = append(c.imports, sharedImport{pool: imp.Pool, field: f})
 		}
 		for _, p := range u.ImportsRemoved {
 			if !c.field(importsRemovedField, fleetpb.PoolRef(p)) {
@@ -150,15 +162,23 @@ func (t *ticks) capacity(inc string, from, to uint64, key string, interest view.
 
 // field adds m, encoded, as field n of a ViewUpdate.
 func (c *sharedCapacity) field(n protowire.Number, m proto.Message) bool {
+	f, ok := c.encode(n, m)
+	if ok {
+		c.fields = append(c.fields, f)
+	}
+	return ok
+}
+
+// encode returns m, encoded, as field n of a ViewUpdate, and counts it in c's size.
+func (c *sharedCapacity) encode(n protowire.Number, m proto.Message) ([]byte, bool) {
 	b, err := proto.Marshal(m)
 	if err != nil {
 		c.ok = false // not for messages built here; SinceFor's path then says why
-		return false
+		return nil, false
 	}
-	f := protowire.AppendTag(nil, n, protowire.BytesType)
-	c.fields = append(c.fields, protowire.AppendBytes(f, b))
-	c.size += len(c.fields[len(c.fields)-1])
-	return true
+	f := protowire.AppendBytes(protowire.AppendTag(nil, n, protowire.BytesType), b)
+	c.size += len(f)
+	return f, true
 }
 
 // interestKey names a set of pools: streams with the same key want the same capacity.
@@ -220,11 +240,8 @@ func appendAge(b []byte, receivedAt, now time.Time) []byte {
 // with their states, of the pools its cluster exports) and the shared changes c, each capacity
 // entry with its age at now, in parts of about limit bytes. The shared changes travel as the
 // parts' unknown fields: they are ViewUpdate fields, encoded, and a receiver parses them as such.
-// The stream's own imports come after them, so that of a pool listed twice (without its states,
-// shared, and with them, its own), the one a receiver applies last is the one with states.
+// A shared import of a pool the stream has its own import of is left out: each pool comes once.
 func sharedViewUpdate(inc string, own view.Update, c *sharedCapacity, now time.Time, limit int) []*pb.ViewUpdate {
-	imports := own.Imports
-	own.Imports = nil
 	first := viewUpdate(inc, own)
 	parts := fleetpb.SplitView(first, limit)
 	cur := parts[len(parts)-1]
@@ -249,19 +266,16 @@ func sharedViewUpdate(inc string, own view.Update, c *sharedCapacity, now time.T
 		raw = protowire.AppendVarint(raw, uint64(n))
 		raw = append(append(raw, e.msg...), a...)
 	}
+	for _, imp := range c.imports {
+		if slices.ContainsFunc(own.Imports, func(o fleet.Import) bool { return o.Pool == imp.pool }) {
+			continue // the stream's own, with its states, is in the first part
+		}
+		add(len(imp.field))
+		raw = append(raw, imp.field...)
+	}
 	for _, f := range c.fields {
 		add(len(f))
 		raw = append(raw, f...)
-	}
-	for _, imp := range imports {
-		b, err := proto.Marshal(fleetpb.Import(imp))
-		if err != nil {
-			continue // not for messages built here
-		}
-		n := protowire.SizeTag(importsField) + protowire.SizeBytes(len(b))
-		add(n)
-		raw = protowire.AppendTag(raw, importsField, protowire.BytesType)
-		raw = protowire.AppendBytes(raw, b)
 	}
 	cur.ProtoReflect().SetUnknown(protoreflect.RawFields(raw))
 	for _, p := range parts[:len(parts)-1] {

@@ -606,8 +606,8 @@ type Subscriber struct {
 	// OwnOnly makes its deltas hold only what is its own (snapshots keep everything): the
 	// imports, with their states, of the pools its Cluster exports that changed. It takes the
 	// rest, alike for every subscriber of its interest, from SharedDelta, which has every
-	// changed import without its states: a pool it exports comes twice, and the import with
-	// states is the one that counts. Without a Cluster it changes nothing.
+	// changed import without its states (the subscriber sends its own instead of those of its
+	// pools). Without a Cluster it changes nothing.
 	OwnOnly bool
 }
 
