@@ -152,3 +152,39 @@ func TestCursorOfAnotherHubStartsAfresh(t *testing.T) {
 		}
 	}
 }
+
+// TestChangeAfterTheTickIsSent: every stream of a tick reads the view up to the seq the tick
+// took when it began; a change that comes later in the tick goes out at the next one, also to a
+// stream that reads the tick after the change (and so waits from a moment after it).
+func TestChangeAfterTheTickIsSent(t *testing.T) {
+	const interval = 200 * time.Millisecond
+	model := view.New()
+	model.Reset(registry.State{})
+	s := New(nil, model, Options{ViewInterval: interval})
+	st := &recordingStream{views: make(chan sentView, 16)}
+	chat := fleet.PoolRef{Namespace: "default", Name: "chat"}
+	hello := &pb.Hello{ClusterId: "b", CapacityInterest: []*pb.PoolRef{fleetpb.PoolRef(chat)}}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = s.sendLoop(ctx, st, hello, make(chan uint64), make(chan []fleet.PoolRef))
+	}()
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+
+	st.next(t)
+	// The next tick takes its seq now, as the first stream to read it would; the change comes
+	// after, and this stream reads that tick after the change.
+	s.ticks.at(time.Now().Add(interval))
+	model.ReportCapacity("a", []fleet.PoolCapacity{{Pool: chat, QueueDepth: 7}}, nil)
+	for {
+		v := st.next(t)
+		if cs := v.u.GetCapacity(); len(cs) == 1 && cs[0].GetCapacity().GetQueueDepth() == 7 {
+			return
+		}
+	}
+}

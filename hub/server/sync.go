@@ -424,6 +424,15 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 				first, incomplete = false, u.Incomplete
 			}
 			lastLook = now
+			// The tick's seq may be older than the channel taken above: changes that came in
+			// the tick after its seq are in neither what went out nor that channel. Then the
+			// stream reads again at the next tick; else it waits for the first change after its
+			// cursor.
+			if cur, next := s.model.SeqChanged(); cur > seq {
+				changed = closedChan
+			} else {
+				changed = next
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -491,6 +500,13 @@ func sendEach(parts []*pb.ViewUpdate, send func(*pb.ViewUpdate) error) error {
 	}
 	return nil
 }
+
+// closedChan is a channel that is always ready.
+var closedChan = func() <-chan struct{} {
+	c := make(chan struct{})
+	close(c)
+	return c
+}()
 
 func updateKind(u view.Update) string {
 	if u.Snapshot {

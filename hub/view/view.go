@@ -635,6 +635,15 @@ func (m *Model) Seq() uint64 {
 	return m.seq
 }
 
+// SeqChanged returns the view's change counter and a channel closed at the next change after
+// it: a reader that takes the view up to seq later waits on changed, not on the channel of its
+// own moment, which changes after seq may already have replaced.
+func (m *Model) SeqChanged() (seq uint64, changed <-chan struct{}) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.seq, m.wake
+}
+
 // DeltaFor returns the changes after from up to to (of this incarnation) for sub, with the
 // values they have now; ok is false when the log no longer holds them (SinceFor then gives a
 // snapshot) or from is not before to. The update's Seq is to.
