@@ -12,7 +12,6 @@ import (
 	"github.com/cenkalti/backoff/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/spillway-io/spillway/pkg/fleetpb"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
@@ -104,7 +103,7 @@ func (s *simSpoke) session(ctx context.Context, addr string) (established bool, 
 	}
 	sctx, end := context.WithCancelCause(ctx)
 	defer end(nil)
-	stream, err := cli.Sync(sctx)
+	stream, err := cli.Sync(sctx, grpc.ForceCodecV2(leanCodec{}))
 	if err != nil {
 		return false, err
 	}
@@ -119,14 +118,18 @@ func (s *simSpoke) session(ctx context.Context, addr string) (established bool, 
 		return false, err
 	}
 	noWelcome := time.AfterFunc(welcomeTimeout, func() { end(errors.New("no welcome in time")) })
-	first, err := stream.Recv()
+	var first rawMessage
+	err = stream.RecvMsg(&first)
 	noWelcome.Stop()
 	if err != nil {
 		return false, fmt.Errorf("welcome: %w", err)
 	}
-	w := first.GetWelcome()
+	w, _, _, _, err := scanResponse(first.b)
+	if err != nil {
+		return false, fmt.Errorf("welcome: %w", err)
+	}
 	if w == nil {
-		return false, fmt.Errorf("first message %T, want a welcome", first.GetMsg())
+		return false, errors.New("the first message is not a welcome")
 	}
 	for _, part := range interest[1:] {
 		if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Interest{Interest: part}}); err != nil {
@@ -197,40 +200,47 @@ func (s *simSpoke) session(ctx context.Context, addr string) (established bool, 
 // recv applies the hub's messages until the stream breaks.
 func (s *simSpoke) recv(stream pb.SyncService_SyncClient, ackCh chan uint64, importsCh chan []*pb.PoolRef, complete chan struct{}) error {
 	imports := map[string]*pb.PoolRef{}
-	var parts *pb.ViewUpdate // the parts of an update so far: applied together with the last
+	var raw rawMessage
+	var update *viewPart // the parts of an update so far: applied together with the last
 	for {
-		m, err := stream.Recv()
-		if err != nil {
+		if err := stream.RecvMsg(&raw); err != nil {
 			return err
 		}
-		switch m := m.GetMsg().(type) {
-		case *pb.SyncResponse_ExportAck:
-			replace(ackCh, m.ExportAck.GetSeq())
-		case *pb.SyncResponse_View:
-			u := m.View
-			if parts != nil {
-				proto.Merge(parts, u)
-				u = parts
+		_, ack, isAck, part, err := scanResponse(raw.b)
+		if err != nil {
+			return fmt.Errorf("hub message: %w", err)
+		}
+		if isAck {
+			replace(ackCh, ack)
+		}
+		if part == nil {
+			continue
+		}
+		if s.importer {
+			s.observe(part)
+		}
+		if update == nil {
+			update = part
+		} else {
+			update.imports = append(update.imports, part.imports...)
+			update.removed = append(update.removed, part.removed...)
+			update.cursor, update.incomplete = part.cursor, part.incomplete
+		}
+		if part.more {
+			continue
+		}
+		u := update
+		update = nil
+		s.cursor.Store(u.cursor)
+		if !u.incomplete {
+			replace(complete, struct{}{})
+		}
+		if s.importer && s.applyImports(imports, u) {
+			ps := make([]*pb.PoolRef, 0, len(imports))
+			for _, p := range imports {
+				ps = append(ps, p)
 			}
-			if m.View.GetMore() {
-				parts = u
-				continue
-			}
-			parts = nil
-			s.cursor.Store(u.GetCursor())
-			if !u.GetIncomplete() {
-				replace(complete, struct{}{})
-			}
-			if s.importer {
-				s.observe(u)
-				if s.applyImports(imports, u) {
-					ps := make([]*pb.PoolRef, 0, len(imports))
-					for _, p := range imports {
-						ps = append(ps, p)
-					}
-					replace(importsCh, ps)
-				}
-			}
+			replace(importsCh, ps)
 		}
 	}
 }
@@ -238,32 +248,32 @@ func (s *simSpoke) recv(stream pb.SyncService_SyncClient, ackCh chan uint64, imp
 // observe records how old each capacity report of a delta is on arrival: from the moment its
 // spoke stamped it to now, on the driver's monotonic clock. A snapshot's reports are whatever
 // the hub held, not fresh fan-out, and are not counted.
-func (s *simSpoke) observe(u *pb.ViewUpdate) {
-	if u.GetSnapshot() || !s.d.measuring.Load() {
+func (s *simSpoke) observe(p *viewPart) {
+	if p.snapshot || !s.d.measuring.Load() {
 		return
 	}
 	now := s.d.mono()
-	for _, rc := range u.GetCapacity() {
-		s.d.staleness.record(now - s.d.fromStamp(rc.GetCapacity().GetObservedAt()))
+	for _, t := range p.stamps {
+		s.d.staleness.record(now - t.Sub(s.d.start))
 	}
 }
 
 // applyImports keeps the set of imports in the view; it reports whether the set changed.
-func (s *simSpoke) applyImports(imports map[string]*pb.PoolRef, u *pb.ViewUpdate) bool {
+func (s *simSpoke) applyImports(imports map[string]*pb.PoolRef, u *viewPart) bool {
 	changed := false
-	if u.GetSnapshot() && !u.GetIncomplete() {
+	if u.snapshot && !u.incomplete {
 		changed = len(imports) > 0
 		clear(imports)
 	}
-	for _, imp := range u.GetImports() {
-		k := poolKey(imp.GetPool())
+	for _, p := range u.imports {
+		k := poolKey(p)
 		if _, ok := imports[k]; !ok {
-			imports[k] = imp.GetPool()
+			imports[k] = p
 			changed = true
 		}
 	}
-	if !u.GetIncomplete() {
-		for _, p := range u.GetImportsRemoved() {
+	if !u.incomplete {
+		for _, p := range u.removed {
 			if _, ok := imports[poolKey(p)]; ok {
 				delete(imports, poolKey(p))
 				changed = true
