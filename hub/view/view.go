@@ -66,6 +66,13 @@ type Model struct {
 	capacity map[fleet.CapacityKey]fleet.RemoteCapacity
 	// importers holds what each live cluster last reported of its InferencePoolImports.
 	importers map[string]map[fleet.PoolRef]fleet.PoolImportStatus
+	// poolStates holds the same by pool: the states of each pool, by cluster.
+	poolStates map[fleet.PoolRef]map[string]fleet.PoolImportStatus
+	// built holds each pool's import with its states, sorted, as importLocked returns it, until
+	// the pool's import or states change (record drops it). Readers under the read lock fill it,
+	// so builtMu guards it; the slices it holds are shared and never written.
+	builtMu sync.Mutex
+	built   map[fleet.PoolRef]fleet.Import
 	// capOrigin and importOrigin name the hub replica a report came through: absent for this
 	// replica's own spokes, a peer's hub ID for what a peer streamed (Merge*).
 	capOrigin    map[fleet.CapacityKey]string
@@ -111,6 +118,8 @@ func New() *Model {
 		now:           clock.Now,
 		capacity:      map[fleet.CapacityKey]fleet.RemoteCapacity{},
 		importers:     map[string]map[fleet.PoolRef]fleet.PoolImportStatus{},
+		poolStates:    map[fleet.PoolRef]map[string]fleet.PoolImportStatus{},
+		built:         map[fleet.PoolRef]fleet.Import{},
 		capOrigin:     map[fleet.CapacityKey]string{},
 		importOrigin:  map[string]string{},
 		incomplete:    map[string]string{},
@@ -176,6 +185,9 @@ func (m *Model) Reset(st registry.State) {
 	m.log = m.log[:0]
 	m.logStart = m.seq + 1
 	clear(m.importChanged) // no cursor from before needs them
+	m.builtMu.Lock()
+	clear(m.built) // the exporters came from the registry, not through record
+	m.builtMu.Unlock()
 	m.signal()
 }
 
@@ -437,7 +449,16 @@ func (m *Model) setImporter(origin, cluster string, states []fleet.PoolImportSta
 	for pool := range prev {
 		if _, ok := next[pool]; !ok {
 			m.record(change{kind: changeImportStatus, pool: pool})
+			m.dropPoolState(pool, cluster)
 		}
+	}
+	for pool, st := range next {
+		states := m.poolStates[pool]
+		if states == nil {
+			states = map[string]fleet.PoolImportStatus{}
+			m.poolStates[pool] = states
+		}
+		states[cluster] = st
 	}
 	m.importers[cluster] = next
 	if origin == "" {
@@ -458,8 +479,18 @@ func (m *Model) dropImporter(cluster string) {
 }
 
 func (m *Model) deleteImporter(cluster string) {
+	for pool := range m.importers[cluster] {
+		m.dropPoolState(pool, cluster)
+	}
 	delete(m.importers, cluster)
 	delete(m.importOrigin, cluster)
+}
+
+func (m *Model) dropPoolState(pool fleet.PoolRef, cluster string) {
+	delete(m.poolStates[pool], cluster)
+	if len(m.poolStates[pool]) == 0 {
+		delete(m.poolStates, pool)
+	}
 }
 
 // SetIncomplete marks the view incomplete for reason (a short key such as "etcd" or "peers"),
@@ -530,14 +561,35 @@ func (m *Model) importFor(sub Subscriber, pool fleet.PoolRef, exporting []string
 }
 
 // importLocked returns the import of one exported pool with its importers sorted by cluster.
+// Its slices are shared: callers do not write them. It is built once per change of the pool's
+// exporters or states: a thousand exporters' sessions ask for their pools' imports at every
+// change of their states, and snapshots for every pool.
 func (m *Model) importLocked(pool fleet.PoolRef, exporting []string) fleet.Import {
-	imp := fleet.Import{Pool: pool, ExportingClusters: slices.Clone(exporting)}
-	for id, states := range m.importers {
-		if st, ok := states[pool]; ok {
-			imp.Importers = append(imp.Importers, fleet.ImportStatus{ClusterID: id, Imported: st.Imported, Reason: st.Reason, Message: st.Message})
-		}
+	m.builtMu.Lock()
+	imp, ok := m.built[pool]
+	m.builtMu.Unlock()
+	if ok {
+		return imp
+	}
+	imp = fleet.Import{Pool: pool, ExportingClusters: slices.Clone(exporting)}
+	states := m.poolStates[pool]
+	if len(states) > 0 {
+		imp.Importers = make([]fleet.ImportStatus, 0, len(states))
+	}
+	for id, st := range states {
+		imp.Importers = append(imp.Importers, fleet.ImportStatus{ClusterID: id, Imported: st.Imported, Reason: st.Reason, Message: st.Message})
 	}
 	slices.SortFunc(imp.Importers, func(a, b fleet.ImportStatus) int { return strings.Compare(a.ClusterID, b.ClusterID) })
+	m.builtMu.Lock()
+	m.built[pool] = imp
+	m.builtMu.Unlock()
+	return imp
+}
+
+// cloneImport returns imp with slices of its own, for callers outside the model.
+func cloneImport(imp fleet.Import) fleet.Import {
+	imp.ExportingClusters = slices.Clone(imp.ExportingClusters)
+	imp.Importers = slices.Clone(imp.Importers)
 	return imp
 }
 
@@ -546,6 +598,9 @@ func (m *Model) record(c change) {
 	c.seq = m.seq
 	if c.kind == changeImport || c.kind == changeImportStatus {
 		m.importChanged[c.pool] = c.seq
+		m.builtMu.Lock()
+		delete(m.built, c.pool)
+		m.builtMu.Unlock()
 	}
 	if len(m.log) >= m.logSize {
 		drop := len(m.log) / 2
@@ -833,7 +888,7 @@ func (m *Model) Imports() []fleet.Import {
 func (m *Model) importsLocked() []fleet.Import {
 	out := make([]fleet.Import, 0, len(m.imports))
 	for p, cs := range m.imports {
-		out = append(out, m.importLocked(p, cs))
+		out = append(out, cloneImport(m.importLocked(p, cs)))
 	}
 	slices.SortFunc(out, func(a, b fleet.Import) int { return a.Pool.Compare(b.Pool) })
 	return out
@@ -895,7 +950,7 @@ func (m *Model) Import(p fleet.PoolRef) (fleet.Import, bool) {
 	if !ok {
 		return fleet.Import{}, false
 	}
-	return m.importLocked(p, cs), true
+	return cloneImport(m.importLocked(p, cs)), true
 }
 
 // ClusterIDs returns every registered cluster's ID, sorted: the keys of Cluster.

@@ -1,6 +1,7 @@
 package view
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/spillway-io/spillway/hub/registry"
@@ -216,5 +217,67 @@ func TestDeltaForStopsAtItsEnd(t *testing.T) {
 	}
 	if _, ok := m.SharedDelta(inc, s0, m.Seq(), nil); ok {
 		t.Error("a range the log no longer holds is ok")
+	}
+}
+
+// TestImportIsBuiltAfresh: the import of a pool, with its states, is built once and kept until
+// it changes; every way it can change shows at the next read, and a reader's copy is its own.
+func TestImportIsBuiltAfresh(t *testing.T) {
+	m := New()
+	m.Apply([]registry.Event{
+		{Kind: registry.KindSession, Cluster: "a", Session: registry.SessionRecord{Cluster: "a", HubID: "h"}},
+		{Kind: registry.KindSession, Cluster: "b", Session: registry.SessionRecord{Cluster: "b", HubID: "h"}},
+		exportEvent("a", false),
+	})
+	// describe says what Import(chat) holds: its exporters, then each importer and its state.
+	describe := func() string {
+		imp, ok := m.Import(chat)
+		if !ok {
+			return "none"
+		}
+		s := fmt.Sprint(imp.ExportingClusters)
+		for _, st := range imp.Importers {
+			s += fmt.Sprintf(" %s:%v", st.ClusterID, st.Imported)
+		}
+		return s
+	}
+	steps := []struct {
+		name string
+		do   func()
+		want string
+	}{
+		{"nothing reported", func() {}, "[a]"},
+		{"b imports", func() { m.ReportImports("b", []fleet.PoolImportStatus{{Pool: chat, Imported: true}}) }, "[a] b:true"},
+		{"b's state changes", func() { m.ReportImports("b", []fleet.PoolImportStatus{{Pool: chat, Reason: "Conflict"}}) }, "[a] b:false"},
+		{"a peer's cluster imports", func() { m.MergeImports("hub-2", "c", []fleet.PoolImportStatus{{Pool: chat, Imported: true}}) }, "[a] b:false c:true"},
+		{"b exports too", func() { m.Apply([]registry.Event{exportEvent("b", false)}) }, "[a b] b:false c:true"},
+		{"b's report leaves the pool out", func() { m.ReportImports("b", nil) }, "[a b] c:true"},
+		{"c's session on the peer ends", func() { m.EndImports("hub-2", "c") }, "[a b]"},
+		{"a imports, then its session lapses", func() {
+			m.ReportImports("a", []fleet.PoolImportStatus{{Pool: chat, Imported: true}})
+			if got := describe(); got != "[a b] a:true" {
+				t.Errorf("after a imports: %s", got)
+			}
+			m.Apply([]registry.Event{{Kind: registry.KindSession, Cluster: "a", Deleted: true}})
+		}, "[a b]"},
+		{"the registry reloads without b's export", func() {
+			m.Reset(registry.State{
+				Clusters: map[string]registry.ClusterRecord{"a": {}, "b": {}},
+				Sessions: map[string]registry.SessionRecord{"b": {Cluster: "b", HubID: "h"}},
+				Exports:  map[string]map[fleet.PoolRef]fleet.Export{"a": {chat: {Pool: chat}}},
+			})
+		}, "[a]"},
+	}
+	for _, st := range steps {
+		st.do()
+		if got := describe(); got != st.want {
+			t.Fatalf("%s: import %s, want %s", st.name, got, st.want)
+		}
+	}
+	m.ReportImports("b", []fleet.PoolImportStatus{{Pool: chat, Imported: true}})
+	imp, _ := m.Import(chat)
+	imp.ExportingClusters[0], imp.Importers[0].Imported = "x", false
+	if got := describe(); got != "[a] b:true" {
+		t.Fatalf("a reader's copy wrote the model's: %s", got)
 	}
 }
