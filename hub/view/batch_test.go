@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spillway-io/spillway/e2e/testkit"
+	"github.com/spillway-io/spillway/hub/registry"
 	"github.com/spillway-io/spillway/pkg/fleet"
 )
 
@@ -58,4 +59,31 @@ func TestBatchedReportsReachTheView(t *testing.T) {
 	if u := m.Since("", 0, nil); len(u.Capacity) != clusters+1 {
 		t.Fatalf("after Batch stopped: %d clusters' capacity, want %d at once", len(u.Capacity), clusters+1)
 	}
+}
+
+// TestBatchedImportReportsKeepTheirOrder: while Batch runs, import reports are queued with the
+// capacity reports; each cluster's last report is what the view holds, and a session that ends
+// after a report was queued takes the report with it (the registry event comes after it).
+func TestBatchedImportReportsKeepTheirOrder(t *testing.T) {
+	m := New()
+	m.Apply([]registry.Event{
+		{Kind: registry.KindSession, Cluster: "a", Session: registry.SessionRecord{Cluster: "a", HubID: "h"}},
+		{Kind: registry.KindSession, Cluster: "b", Session: registry.SessionRecord{Cluster: "b", HubID: "h"}},
+		{Kind: registry.KindSession, Cluster: "c", Session: registry.SessionRecord{Cluster: "c", HubID: "h"}},
+		exportEvent("a", false),
+	})
+	// Batch runs, but nothing tells it to flush: every report stays queued until Apply.
+	m.batching.Store(true)
+	m.ReportImports("b", []fleet.PoolImportStatus{{Pool: chat, Reason: "Conflict"}})
+	m.ReportImports("b", []fleet.PoolImportStatus{{Pool: chat, Imported: true}})
+	m.ReportImports("c", []fleet.PoolImportStatus{{Pool: chat, Imported: true}})
+	if imp, _ := m.Import(chat); len(imp.Importers) != 0 {
+		t.Fatalf("queued reports applied before a batch: %+v", imp.Importers)
+	}
+	m.Apply([]registry.Event{{Kind: registry.KindSession, Cluster: "c", Deleted: true}})
+	imp, _ := m.Import(chat)
+	if len(imp.Importers) != 1 || imp.Importers[0] != (fleet.ImportStatus{ClusterID: "b", Imported: true}) {
+		t.Fatalf("importers %+v, want b's last report alone (c's session ended after its report)", imp.Importers)
+	}
+	m.batching.Store(false)
 }

@@ -90,22 +90,23 @@ type Model struct {
 	// an empty fleet in it means only that it has not been read yet.
 	loaded chan struct{}
 
-	// While Batch runs, ReportCapacity queues reports in pending (pendingMu guards it) and Batch
-	// applies them together: a thousand spokes reporting every second would otherwise take the
-	// write lock a thousand times a second, each time waiting for every reader to leave, and
-	// the registry's changes would queue behind them.
+	// While Batch runs, ReportCapacity and ReportImports queue reports in pending (pendingMu
+	// guards it) and Batch applies them together: a thousand spokes reporting every second
+	// would otherwise take the write lock a thousand times a second, each time waiting for
+	// every reader to leave, and the registry's changes would queue behind them.
 	batching  atomic.Bool
 	pendingMu sync.Mutex
-	pending   []capacityReport
+	pending   []report
 	flushNow  chan struct{}
 }
 
-// capacityReport is a report of ReportCapacity waiting for Batch.
-type capacityReport struct {
+// report is a report of ReportCapacity (imports nil) or ReportImports waiting for Batch.
+type report struct {
 	cluster string
 	caps    []fleet.PoolCapacity
 	removed []fleet.PoolRef
 	at      time.Time
+	imports *[]fleet.PoolImportStatus
 }
 
 // New returns an empty model with a fresh incarnation.
@@ -167,6 +168,7 @@ func (m *Model) WaitLoaded(ctx context.Context) error {
 func (m *Model) Reset(st registry.State) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.flushLocked()
 	m.reset(st)
 	if !m.Loaded() {
 		close(m.loaded) // under mu: whoever sees it closed then reads the loaded state
@@ -218,10 +220,11 @@ func (m *Model) Revision() int64 {
 	return m.state.Revision
 }
 
-// Apply applies registry events from a watch.
+// Apply applies registry events from a watch, after the reports queued before them.
 func (m *Model) Apply(evs []registry.Event) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.flushLocked()
 	for _, ev := range evs {
 		m.state.Apply(ev)
 		if ev.Revision > m.state.Revision {
@@ -263,7 +266,11 @@ func (m *Model) Apply(evs []registry.Event) {
 // ReportCapacity stores capacity reports of a cluster connected to this replica, received now:
 // at once, or while Batch runs with the next batch (in the order they came).
 func (m *Model) ReportCapacity(cluster string, caps []fleet.PoolCapacity, removed []fleet.PoolRef) {
-	r := capacityReport{cluster: cluster, caps: caps, removed: removed, at: m.now()}
+	m.report(report{cluster: cluster, caps: caps, removed: removed, at: m.now()})
+}
+
+// report applies r at once, or queues it for Batch while Batch runs.
+func (m *Model) report(r report) {
 	if m.batching.Load() {
 		m.pendingMu.Lock()
 		m.pending = append(m.pending, r)
@@ -279,11 +286,31 @@ func (m *Model) ReportCapacity(cluster string, caps []fleet.PoolCapacity, remove
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.reportCapacity(r)
+	m.applyReport(r)
 	m.signal()
 }
 
-// Batch applies the reports ReportCapacity queues until ctx ends, together: each batch holds
+func (m *Model) applyReport(r report) {
+	if r.imports != nil {
+		m.setImporter("", r.cluster, *r.imports)
+	} else {
+		m.reportCapacity(r)
+	}
+}
+
+// flushLocked applies the queued reports before a change that must come after them (a session
+// that ends drops what its cluster reported before). Callers hold mu.
+func (m *Model) flushLocked() {
+	m.pendingMu.Lock()
+	batch := m.pending
+	m.pending = nil
+	m.pendingMu.Unlock()
+	for _, r := range batch {
+		m.applyReport(r)
+	}
+}
+
+// Batch applies the reports ReportCapacity and ReportImports queue until ctx ends, together: each batch holds
 // what came while the one before waited for the write lock. Without it running, ReportCapacity
 // applies each report at once.
 func (m *Model) Batch(ctx context.Context) error {
@@ -313,12 +340,12 @@ func (m *Model) flush() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, r := range batch {
-		m.reportCapacity(r)
+		m.applyReport(r)
 	}
 	m.signal()
 }
 
-func (m *Model) reportCapacity(r capacityReport) {
+func (m *Model) reportCapacity(r report) {
 	for _, c := range r.caps {
 		k := fleet.CapacityKey{ClusterID: r.cluster, Pool: c.Pool}
 		if cur, ok := m.capacity[k]; ok && m.capOrigin[k] != "" && cur.ReceivedAt.After(r.at) {
@@ -375,13 +402,10 @@ func (m *Model) deleteCapacity(k fleet.CapacityKey) {
 }
 
 // ReportImports replaces what a cluster connected to this replica reported of its
-// InferencePoolImports. Only clusters with a live session count: the report is dropped with the
-// session.
+// InferencePoolImports: at once, or while Batch runs with the next batch. Only clusters with a
+// live session count: the report is dropped with the session.
 func (m *Model) ReportImports(cluster string, states []fleet.PoolImportStatus) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.setImporter("", cluster, states)
-	m.signal()
+	m.report(report{cluster: cluster, imports: &states, at: m.now()})
 }
 
 // MergeImports replaces a cluster's import report with one the peer replica origin streamed.
@@ -544,6 +568,9 @@ func (m *Model) incompleteLocked() []string {
 // getsStates reports whether the subscriber receives the import states of a pool that the
 // clusters exporting export.
 func (sub Subscriber) getsStates(exporting []string) bool {
+	if sub.NoStates {
+		return false
+	}
 	if sub.Cluster == "" {
 		return true
 	}
@@ -656,8 +683,10 @@ type Subscriber struct {
 	// (Import.Importers) of the pools it exports only, the pools whose Exported condition it
 	// sets from them; the import of any other pool comes without them. A thousand clusters
 	// each reporting on every pool would otherwise send every spoke a million states. Empty:
-	// every import with its states (hubctl's Watch).
+	// every import with its states (hubctl's Watch), unless NoStates.
 	Cluster string
+	// NoStates leaves out the import states of every pool (a watcher of pools needs none).
+	NoStates bool
 	// OwnOnly makes its deltas hold only what is its own (snapshots keep everything): the
 	// imports, with their states, of the pools its Cluster exports that changed. It takes the
 	// rest, alike for every subscriber of its interest, from SharedDelta, which has every
