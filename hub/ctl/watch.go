@@ -19,7 +19,7 @@ import (
 // buffer, and runs until interrupted or the stream ends.
 func (o *options) watchPools(out io.Writer) call {
 	return func(ctx context.Context, c pb.AdminServiceClient, _ io.Writer) error {
-		stream, err := c.Watch(ctx, &pb.WatchRequest{})
+		stream, err := c.Watch(ctx, &pb.WatchRequest{WithoutImportStates: true})
 		if err != nil {
 			return err
 		}

@@ -123,7 +123,7 @@ func (s *Server) ListImports(_ context.Context, req *pb.ListImportsRequest) (*pb
 // Watch streams a snapshot of the fleet, then its changes, at least ViewInterval apart (what
 // changes meanwhile goes out together). The snapshot waits for the view's first load of the
 // registry, at most viewLoadWait (then the watch ends with Unavailable).
-func (s *Server) Watch(_ *pb.WatchRequest, stream pb.AdminService_WatchServer) error {
+func (s *Server) Watch(req *pb.WatchRequest, stream pb.AdminService_WatchServer) error {
 	ctx := stream.Context()
 	wait, cancel := context.WithTimeoutCause(ctx, viewLoadWait, ErrViewNotLoaded)
 	err := s.model.WaitLoaded(wait)
@@ -136,12 +136,13 @@ func (s *Server) Watch(_ *pb.WatchRequest, stream pb.AdminService_WatchServer) e
 	}
 	var inc string
 	var seq uint64
+	sub := view.Subscriber{NoStates: req.GetWithoutImportStates()}
 	incomplete := false // the mark of the last update sent
 	for {
 		changed := s.model.Changed()
-		u := s.model.Since(inc, seq, nil)
+		u := s.model.SinceFor(inc, seq, sub)
 		if incomplete && !u.Incomplete {
-			u = s.model.Since("", 0, nil) // complete again: a snapshot says what is gone
+			u = s.model.SinceFor("", 0, sub) // complete again: a snapshot says what is gone
 		}
 		inc, seq = s.model.Incarnation(), u.Seq
 		if !u.Empty() || u.Incomplete != incomplete {

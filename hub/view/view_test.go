@@ -115,7 +115,7 @@ func TestImportReportsReachTheImportAndLeaveWithTheSession(t *testing.T) {
 // TestImportStatesGoToTheExportersOnly: a spoke's stream receives the import states of the
 // pools its cluster exports, the ones it sets the Exported condition from; a change of another
 // pool's states sends it nothing, and that pool's import comes to it without states. The admin
-// watch (no cluster) receives every state.
+// watch (no cluster) receives every state, unless it asks for none.
 func TestImportStatesGoToTheExportersOnly(t *testing.T) {
 	m := New()
 	other := fleet.PoolRef{Namespace: "default", Name: "other"}
@@ -137,6 +137,12 @@ func TestImportStatesGoToTheExportersOnly(t *testing.T) {
 	}
 	if u := m.SinceFor(m.Incarnation(), curAdmin, admin); len(u.Imports) != 1 || len(u.Imports[0].Importers) != 1 {
 		t.Fatalf("the admin watch: %+v, want chat with b's state", u.Imports)
+	}
+	// A watcher of pools asks for no states: neither a's pool nor b's comes with them.
+	for _, imp := range m.SinceFor("", 0, Subscriber{NoStates: true}).Imports {
+		if len(imp.Importers) != 0 {
+			t.Fatalf("a watch without states: %+v", imp)
+		}
 	}
 	snap := m.SinceFor("", 0, forB)
 	for _, imp := range snap.Imports {

@@ -1507,9 +1507,13 @@ func (x *ListImportsResponse) GetNextPageToken() string {
 }
 
 type WatchRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// without_import_states leaves out each import's states (Import.importers): a watcher of
+	// pools needs none, and on a large fleet they are most of the view (every importing cluster's
+	// state of every pool).
+	WithoutImportStates bool `protobuf:"varint,1,opt,name=without_import_states,json=withoutImportStates,proto3" json:"without_import_states,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *WatchRequest) Reset() {
@@ -1540,6 +1544,13 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
 	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *WatchRequest) GetWithoutImportStates() bool {
+	if x != nil {
+		return x.WithoutImportStates
+	}
+	return false
 }
 
 type WatchResponse struct {
@@ -1684,8 +1695,9 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"l\n" +
 	"\x13ListImportsResponse\x12-\n" +
 	"\aimports\x18\x01 \x03(\v2\x13.spillway.v1.ImportR\aimports\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x0e\n" +
-	"\fWatchRequest\"@\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"B\n" +
+	"\fWatchRequest\x122\n" +
+	"\x15without_import_states\x18\x01 \x01(\bR\x13withoutImportStates\"@\n" +
 	"\rWatchResponse\x12/\n" +
 	"\x06update\x18\x01 \x01(\v2\x17.spillway.v1.ViewUpdateR\x06update2\x8c\t\n" +
 	"\fAdminService\x12S\n" +
