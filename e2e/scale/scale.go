@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"sync"
@@ -210,7 +211,16 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 	}
 	if opts.ProfileDir != "" {
 		tag := fmt.Sprintf("%d", opts.Spokes)
-		if err := d.hubs[0].profile(ctx, opts.ProfileDir, tag, min(opts.Measure, 20*time.Second)); err != nil {
+		// The driver's own CPU profile over the same window: what the simulated spokes cost.
+		stop, err := profileSelf(filepath.Join(opts.ProfileDir, fmt.Sprintf("driver-%s-cpu.pprof", tag)))
+		if err != nil {
+			return res, err
+		}
+		err = d.hubs[0].profile(ctx, opts.ProfileDir, tag, min(opts.Measure, 20*time.Second))
+		if serr := stop(); err == nil {
+			err = serr
+		}
+		if err != nil {
 			return res, err
 		}
 	}
@@ -519,3 +529,19 @@ func sleep(ctx context.Context, d time.Duration) error {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// profileSelf starts this process's CPU profile into path; stop ends it.
+func profileSelf(path string) (stop func() error, err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("profile the driver: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
+}
