@@ -58,6 +58,19 @@ func (r *recordingStream) next(t *testing.T) sentView {
 	}
 }
 
+// startSendLoop runs s's send loop for hello on a recording stream until the test ends.
+func startSendLoop(t *testing.T, s *Server, hello *pb.Hello, interest chan []fleet.PoolRef) *recordingStream {
+	st := &recordingStream{views: make(chan sentView, 16)}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = s.sendLoop(ctx, st, hello, make(chan uint64), interest) })
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
+	return st
+}
+
 // TestInterestChangeIsPaced: a change of the stream's interest is answered with a snapshot at
 // the next tick of ViewInterval, not at once, and changes in between go out together: at most
 // one update per tick, so that a spoke cannot make the hub send snapshots as fast as it sends
@@ -68,19 +81,8 @@ func TestInterestChangeIsPaced(t *testing.T) {
 	model.Reset(registry.State{})
 	s := New(nil, model, Options{ViewInterval: interval})
 	tick := func(v sentView) int64 { return int64(v.at.Sub(s.ticks.epoch) / interval) }
-	st := &recordingStream{views: make(chan sentView, 16)}
 	interest := make(chan []fleet.PoolRef, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_ = s.sendLoop(ctx, st, &pb.Hello{}, make(chan uint64), interest)
-	}()
-	defer func() {
-		cancel()
-		wg.Wait()
-	}()
+	st := startSendLoop(t, s, &pb.Hello{}, interest)
 
 	first := st.next(t)
 	interest <- []fleet.PoolRef{{Namespace: "default", Name: "chat"}}
@@ -117,24 +119,12 @@ func TestCursorOfAnotherHubStartsAfresh(t *testing.T) {
 	model := view.New()
 	model.Reset(registry.State{})
 	s := New(nil, model, Options{ViewInterval: interval})
-	st := &recordingStream{views: make(chan sentView, 16)}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
 	chat := fleet.PoolRef{Namespace: "default", Name: "chat"}
-	hello := &pb.Hello{
+	st := startSendLoop(t, s, &pb.Hello{
 		ClusterId:        "b",
 		ViewCursor:       &pb.ViewCursor{HubIncarnation: "an-earlier-start", Seq: 1 << 40},
 		CapacityInterest: []*pb.PoolRef{fleetpb.PoolRef(chat)},
-	}
-	go func() {
-		defer wg.Done()
-		_ = s.sendLoop(ctx, st, hello, make(chan uint64), make(chan []fleet.PoolRef))
-	}()
-	defer func() {
-		cancel()
-		wg.Wait()
-	}()
+	}, make(chan []fleet.PoolRef))
 
 	if first := st.next(t); !first.u.GetSnapshot() || first.u.GetCursor().GetHubIncarnation() != model.Incarnation() {
 		t.Fatalf("first update %v, want a snapshot of this view", first.u)
@@ -161,20 +151,8 @@ func TestChangeAfterTheTickIsSent(t *testing.T) {
 	model := view.New()
 	model.Reset(registry.State{})
 	s := New(nil, model, Options{ViewInterval: interval})
-	st := &recordingStream{views: make(chan sentView, 16)}
 	chat := fleet.PoolRef{Namespace: "default", Name: "chat"}
-	hello := &pb.Hello{ClusterId: "b", CapacityInterest: []*pb.PoolRef{fleetpb.PoolRef(chat)}}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_ = s.sendLoop(ctx, st, hello, make(chan uint64), make(chan []fleet.PoolRef))
-	}()
-	defer func() {
-		cancel()
-		wg.Wait()
-	}()
+	st := startSendLoop(t, s, &pb.Hello{ClusterId: "b", CapacityInterest: []*pb.PoolRef{fleetpb.PoolRef(chat)}}, make(chan []fleet.PoolRef))
 
 	st.next(t)
 	// The next tick takes its seq now, as the first stream to read it would; the change comes
