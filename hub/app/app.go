@@ -52,6 +52,43 @@ const (
 	probeTimeout  = 2 * time.Second
 )
 
+// quorumFailures is how many probes in a row must fail before the view is marked incomplete. One
+// slow answer is not a lost quorum: a hub whose etcd is busy (a thousand spokes connecting at
+// once) answers a read in more than probeTimeout now and then, and every time the mark is lifted
+// each stream sends its spoke a snapshot, which at that size slows etcd again. Three probes keep
+// a lost quorum marked within about 3 probe intervals plus the timeout.
+const quorumFailures = 3
+
+// quorumMark marks the view incomplete once quorumFailures probes of etcd in a row failed, and
+// lifts the mark at the first that succeeds. Probe calls it from one goroutine.
+type quorumMark struct {
+	model interface {
+		SetIncomplete(reason, message string)
+		ClearIncomplete(reason string)
+	}
+	log      *slog.Logger
+	failures int // probes failed in a row
+}
+
+func (q *quorumMark) probed(err error) {
+	if err == nil {
+		q.model.ClearIncomplete(incompleteEtcd)
+		if q.failures >= quorumFailures {
+			q.log.Info("etcd reachable again")
+		}
+		q.failures = 0
+		return
+	}
+	q.failures++
+	if q.failures < quorumFailures {
+		return
+	}
+	q.model.SetIncomplete(incompleteEtcd, err.Error())
+	if q.failures == quorumFailures {
+		q.log.Warn("etcd quorum lost or etcd unreachable: the view keeps its last state, marked incomplete", "err", err, "probes", q.failures)
+	}
+}
+
 // incompleteEtcd is the reason the view is marked incomplete with while etcd answers no
 // linearizable read.
 const incompleteEtcd = "etcd"
@@ -257,22 +294,13 @@ func Run(ctx context.Context, cfg *Config) error {
 		httpL = tls.NewListener(ls.http, tlsconfig.ServerConfig(pki.serving, nil, false))
 	}
 
-	// quorum holds the last probe's verdict on etcd; /readyz and the view's incomplete mark follow it.
+	// quorum holds the last probe's verdict on etcd, which /readyz follows; the view's mark
+	// follows quorumMark.
 	var quorum atomic.Pointer[error]
+	mark := quorumMark{model: model, log: log}
 	probe := func(err error) {
-		prev := quorum.Swap(&err)
-		switch {
-		case err != nil:
-			model.SetIncomplete(incompleteEtcd, err.Error())
-			if prev == nil || *prev == nil {
-				log.Warn("etcd quorum lost or etcd unreachable: the view keeps its last state, marked incomplete", "err", err)
-			}
-		default:
-			model.ClearIncomplete(incompleteEtcd)
-			if prev != nil && *prev != nil {
-				log.Info("etcd reachable again")
-			}
-		}
+		quorum.Store(&err)
+		mark.probed(err)
 	}
 	ready := func() error {
 		if p := quorum.Load(); p != nil && *p != nil {
