@@ -27,8 +27,9 @@ import (
 // the bytes. Each stream adds each capacity entry's age as it sends it (ages cross hosts; they
 // must be the age at the send). What is each stream's own is small: the imports, with their
 // states, of the pools its cluster exports (sent instead of the shared ones of those pools),
-// found by a look at each of those pools rather than a walk through the view's log (at 1,000 spokes, 200 of them reporting the import states of 2,000
-// pools, the walks took most of the hub's CPU).
+// found by a look at each of those pools rather than a walk through the view's log (at 1,000
+// spokes, 200 of them reporting the import states of 2,000 pools, the walks took most of the
+// hub's CPU).
 
 // ticks are the instants at which the streams read the view, and what they share at each.
 type ticks struct {
@@ -107,8 +108,8 @@ type capacityEntry struct {
 }
 
 // capacity returns the changes in (from, to] of the imports (without their states), the clusters
-// and the capacity of the pools of interest, encoded, shared with every stream that asks for the same during the tick whose seq is
-// to.
+// and the capacity of the pools of interest, encoded, shared with every stream that asks for the
+// same during the tick whose seq is to.
 func (t *ticks) capacity(inc string, from, to uint64, key string, interest view.Interest) *sharedCapacity {
 	k := sharedKey{interest: key, inc: inc, from: from, to: to}
 	t.mu.Lock()

@@ -310,9 +310,9 @@ func (m *Model) flushLocked() {
 	}
 }
 
-// Batch applies the reports ReportCapacity and ReportImports queue until ctx ends, together: each batch holds
-// what came while the one before waited for the write lock. Without it running, ReportCapacity
-// applies each report at once.
+// Batch applies the reports ReportCapacity and ReportImports queue until ctx ends, together:
+// each batch holds what came while the one before waited for the write lock. Without it
+// running, each report is applied at once.
 func (m *Model) Batch(ctx context.Context) error {
 	m.batching.Store(true)
 	defer func() {
