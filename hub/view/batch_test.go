@@ -66,12 +66,9 @@ func TestBatchedReportsReachTheView(t *testing.T) {
 // after a report was queued takes the report with it (the registry event comes after it).
 func TestBatchedImportReportsKeepTheirOrder(t *testing.T) {
 	m := New()
-	m.Apply([]registry.Event{
-		{Kind: registry.KindSession, Cluster: "a", Session: registry.SessionRecord{Cluster: "a", HubID: "h"}},
-		{Kind: registry.KindSession, Cluster: "b", Session: registry.SessionRecord{Cluster: "b", HubID: "h"}},
-		{Kind: registry.KindSession, Cluster: "c", Session: registry.SessionRecord{Cluster: "c", HubID: "h"}},
+	m.Apply(append(sessionEvents("a", "b", "c"),
 		exportEvent("a", false),
-	})
+	))
 	// Batch runs, but nothing tells it to flush: every report stays queued until Apply.
 	m.batching.Store(true)
 	m.ReportImports("b", []fleet.PoolImportStatus{{Pool: chat, Reason: "Conflict"}})

@@ -10,6 +10,15 @@ import (
 
 var chat = fleet.PoolRef{Namespace: "default", Name: "chat"}
 
+// sessionEvents are the registry events of a session, on hub "h", for each of clusters.
+func sessionEvents(clusters ...string) []registry.Event {
+	evs := make([]registry.Event, 0, len(clusters))
+	for _, c := range clusters {
+		evs = append(evs, registry.Event{Kind: registry.KindSession, Cluster: c, Session: registry.SessionRecord{Cluster: c, HubID: "h"}})
+	}
+	return evs
+}
+
 func exportEvent(cluster string, deleted bool) registry.Event {
 	return registry.Event{Kind: registry.KindExport, Cluster: cluster, Deleted: deleted, Export: fleet.Export{Pool: chat, TargetPorts: []uint32{8000}}}
 }
@@ -83,11 +92,9 @@ func TestCursorOutsideTheLogGetsASnapshot(t *testing.T) {
 
 func TestImportReportsReachTheImportAndLeaveWithTheSession(t *testing.T) {
 	m := New()
-	m.Apply([]registry.Event{
-		{Kind: registry.KindSession, Cluster: "a", Session: registry.SessionRecord{Cluster: "a", HubID: "h"}},
-		{Kind: registry.KindSession, Cluster: "b", Session: registry.SessionRecord{Cluster: "b", HubID: "h"}},
+	m.Apply(append(sessionEvents("a", "b"),
 		exportEvent("a", false),
-	})
+	))
 	cur := m.Since("", 0, nil).Seq
 	m.ReportImports("b", []fleet.PoolImportStatus{{Pool: chat, Reason: "NamespaceNotFound", Message: "namespace default is missing"}})
 	m.ReportImports("a", []fleet.PoolImportStatus{{Pool: chat, Imported: true}})
@@ -119,12 +126,10 @@ func TestImportReportsReachTheImportAndLeaveWithTheSession(t *testing.T) {
 func TestImportStatesGoToTheExportersOnly(t *testing.T) {
 	m := New()
 	other := fleet.PoolRef{Namespace: "default", Name: "other"}
-	m.Apply([]registry.Event{
-		{Kind: registry.KindSession, Cluster: "a", Session: registry.SessionRecord{Cluster: "a", HubID: "h"}},
-		{Kind: registry.KindSession, Cluster: "b", Session: registry.SessionRecord{Cluster: "b", HubID: "h"}},
+	m.Apply(append(sessionEvents("a", "b"),
 		exportEvent("a", false),
-		{Kind: registry.KindExport, Cluster: "b", Export: fleet.Export{Pool: other, TargetPorts: []uint32{8000}}},
-	})
+		registry.Event{Kind: registry.KindExport, Cluster: "b", Export: fleet.Export{Pool: other, TargetPorts: []uint32{8000}}},
+	))
 	forA, forB, admin := Subscriber{Cluster: "a"}, Subscriber{Cluster: "b"}, Subscriber{}
 	curA, curB, curAdmin := m.SinceFor("", 0, forA).Seq, m.SinceFor("", 0, forB).Seq, m.SinceFor("", 0, admin).Seq
 	m.ReportImports("b", []fleet.PoolImportStatus{{Pool: chat, Imported: true}})
@@ -230,11 +235,9 @@ func TestDeltaForStopsAtItsEnd(t *testing.T) {
 // it changes; every way it can change shows at the next read, and a reader's copy is its own.
 func TestImportIsBuiltAfresh(t *testing.T) {
 	m := New()
-	m.Apply([]registry.Event{
-		{Kind: registry.KindSession, Cluster: "a", Session: registry.SessionRecord{Cluster: "a", HubID: "h"}},
-		{Kind: registry.KindSession, Cluster: "b", Session: registry.SessionRecord{Cluster: "b", HubID: "h"}},
+	m.Apply(append(sessionEvents("a", "b"),
 		exportEvent("a", false),
-	})
+	))
 	// describe says what Import(chat) holds: its exporters, then each importer and its state.
 	describe := func() string {
 		imp, ok := m.Import(chat)
