@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/spillway-io/spillway/e2e/hubtest"
 	"github.com/spillway-io/spillway/e2e/promtest"
+	"github.com/spillway-io/spillway/e2e/testkit"
 	"github.com/spillway-io/spillway/pkg/tlsconfig"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
@@ -79,14 +81,18 @@ func TestClusterActsAsItselfOnly(t *testing.T) {
 	_, err = pb.NewAdminServiceClient(h.ConnAs(hubtest.Admin())).ListClusters(ctx, &pb.ListClustersRequest{})
 	wantStatus(t, err, codes.Unimplemented)
 
-	// b is as it was: its gateway, its live session and its export.
-	b, err := h.Admin().GetCluster(ctx, &pb.GetClusterRequest{ClusterId: "b"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := b.GetCluster(); got.GetInfo().GetGatewayAddress() != "10.0.0.2:80" || got.GetState() != pb.ClusterState_CLUSTER_STATE_ALIVE || got.GetExports() != 1 {
-		t.Fatalf("b after a's attempts: %v", got)
-	}
+	// b is as it was: its gateway, its live session and its export. The admin API reads the
+	// view, which follows etcd's watch and may not have caught up with b's registration yet.
+	testkit.Eventually(t, 10*time.Second, "b as it was", func() error {
+		b, err := h.Admin().GetCluster(ctx, &pb.GetClusterRequest{ClusterId: "b"})
+		if err != nil {
+			return err
+		}
+		if got := b.GetCluster(); got.GetInfo().GetGatewayAddress() != "10.0.0.2:80" || got.GetState() != pb.ClusterState_CLUSTER_STATE_ALIVE || got.GetExports() != 1 {
+			return fmt.Errorf("b after a's attempts: %v", got)
+		}
+		return nil
+	})
 	for reason, want := range map[string]float64{"cluster_mismatch": 2, "no_certificate": 4, "trust_domain": 2, "not_cluster": 2} {
 		if got := promtest.Value(t, h.Registry, "spillway_hub_auth_denied_total", reason); got != want {
 			t.Errorf("spillway_hub_auth_denied_total{reason=%q} = %v, want %v", reason, got, want)
