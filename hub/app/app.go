@@ -242,8 +242,8 @@ func Run(ctx context.Context, cfg *Config) error {
 		return err
 	}
 
-	store := registry.New(cli, registry.Options{Prefix: cfg.EtcdPrefix, LeaseTTL: cfg.LeaseTTL})
 	model := view.New()
+	store := registry.New(cli, registry.Options{Prefix: cfg.EtcdPrefix, LeaseTTL: cfg.LeaseTTL, HubIncarnation: model.Incarnation()})
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "spillway_hub_registry_revision",
 		Help: "The etcd revision the hub's fleet view reflects: its rate is the registry's write rate.",

@@ -86,8 +86,12 @@ type ClusterRecord struct {
 
 // SessionRecord is the stored form of a spoke's live session.
 type SessionRecord struct {
-	Cluster          string    `json:"cluster"`
-	HubID            string    `json:"hubID"`
+	Cluster string `json:"cluster"`
+	HubID   string `json:"hubID"`
+	// HubIncarnation is the incarnation of the replica that opened the session (empty in
+	// records of hubs before it was kept): a starting replica counts the session live only
+	// while that incarnation of HubID is registered (view.Model.Unsettled).
+	HubIncarnation   string    `json:"hubIncarnation,omitempty"`
 	SpokeIncarnation string    `json:"spokeIncarnation"`
 	ExportSeq        uint64    `json:"exportSeq"`
 	StartedAt        time.Time `json:"startedAt"`
@@ -96,10 +100,11 @@ type SessionRecord struct {
 
 // Store reads and writes the registry.
 type Store struct {
-	cli    *clientv3.Client
-	prefix string
-	ttl    time.Duration
-	now    func() time.Time
+	cli         *clientv3.Client
+	prefix      string
+	ttl         time.Duration
+	incarnation string
+	now         func() time.Time
 }
 
 // Options configure a Store.
@@ -109,6 +114,9 @@ type Options struct {
 	// LeaseTTL is how long a cluster's exports outlive its session. Rounded up to whole seconds;
 	// etcd enforces a minimum of a few seconds.
 	LeaseTTL time.Duration
+	// HubIncarnation is written in every session record the store opens
+	// (SessionRecord.HubIncarnation): the hub replica's incarnation.
+	HubIncarnation string
 }
 
 // New returns a Store on an etcd client.
@@ -116,7 +124,7 @@ func New(cli *clientv3.Client, opts Options) *Store {
 	if opts.Prefix == "" {
 		opts.Prefix = DefaultPrefix
 	}
-	return &Store{cli: cli, prefix: opts.Prefix, ttl: opts.LeaseTTL, now: clock.Now}
+	return &Store{cli: cli, prefix: opts.Prefix, ttl: opts.LeaseTTL, incarnation: opts.HubIncarnation, now: clock.Now}
 }
 
 // WithClock returns a Store on the same etcd client and prefix that reads the time from now, as
@@ -297,6 +305,7 @@ func (s *Store) OpenSession(ctx context.Context, cluster, hubID, incarnation str
 	sess.record = SessionRecord{
 		Cluster:          cluster,
 		HubID:            hubID,
+		HubIncarnation:   s.incarnation,
 		SpokeIncarnation: incarnation,
 		ExportSeq:        sess.AckedSeq,
 		StartedAt:        s.now().UTC(),

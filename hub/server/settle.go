@@ -23,8 +23,11 @@ const settleCheck = 200 * time.Millisecond
 // two attempts to reconnect). A hub that starts after every replica was down longer than
 // the lease TTL finds the clusters' exports gone with their leases: the spokes were alive all
 // along and resend them as soon as they reconnect, so the withdrawals the registry shows then
-// are the hub's outage, not the fleet's, and no spoke acts on them meanwhile. A replica that
-// starts beside live ones finds every session live and lifts the mark at once.
+// are the hub's outage, not the fleet's, and no spoke acts on them meanwhile. A session whose
+// replica died (every replica killed and restarted within the lease TTL, say) is not live
+// either, though its lease may be: the mark stays until its spoke reconnected, so that a spoke
+// slow to come back has its exports lapse in an incomplete view. A replica that starts beside
+// live ones finds their sessions live and lifts the mark at once.
 func (s *Server) RunStartGrace(ctx context.Context) error {
 	if err := s.model.WaitLoaded(ctx); err != nil {
 		return nil
@@ -39,7 +42,7 @@ func (s *Server) RunStartGrace(ctx context.Context) error {
 	defer tick.Stop()
 	defer s.model.ClearIncomplete(IncompleteStart)
 	for {
-		left := s.model.Unsettled()
+		left := s.model.Unsettled(s.liveReplicas(ctx))
 		if len(left) == 0 {
 			s.syncLog.Info("every registered cluster is back after the hub's start")
 			return nil
@@ -55,4 +58,20 @@ func (s *Server) RunStartGrace(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// liveReplicas returns the registered hub replicas, ID → incarnation; nil when the registry
+// cannot be read, which leaves every session that names a replica unsettled.
+func (s *Server) liveReplicas(ctx context.Context) map[string]string {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	hubs, _, err := s.store.Hubs(ctx)
+	if err != nil {
+		return nil
+	}
+	out := make(map[string]string, len(hubs))
+	for id, h := range hubs {
+		out[id] = h.Incarnation
+	}
+	return out
 }

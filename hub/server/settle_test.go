@@ -71,7 +71,7 @@ func TestStartGraceWaitsForTheClusters(t *testing.T) {
 	testkit.Eventually(t, 5*time.Second, "the view marked incomplete while a and b are away", holds(func() bool { return marked(model) }))
 	come(store, "a")
 	testkit.Eventually(t, 5*time.Second, "only b unsettled once a stored its exports", holds(func() bool {
-		u := model.Unsettled()
+		u := model.Unsettled(nil)
 		return len(u) == 1 && u[0] == "b"
 	}))
 	if !marked(model) {
@@ -95,6 +95,79 @@ func TestStartGraceWaitsForTheClusters(t *testing.T) {
 	if waited := time.Since(began); waited > 4*time.Second {
 		t.Fatalf("the mark stayed %v, want about the 2 s grace", waited)
 	}
+}
+
+// TestSessionsOfADeadReplicaAreNotLive: every replica was killed and restarted within the lease
+// TTL, so the registry still holds the sessions the dead incarnations opened. The restarted
+// replica keeps its view incomplete until each of those spokes has reconnected (a session of
+// the live incarnation), not only until the old leases lapse: a spoke that comes back late
+// has its exports lapse while no spoke acts on the view.
+func TestSessionsOfADeadReplicaAreNotLive(t *testing.T) {
+	ctx := t.Context()
+	e, err := hubetcd.StartEmbedded(ctx, hubetcd.EmbeddedOptions{Dir: t.TempDir(), ListenAddress: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	cli, err := hubetcd.Dial([]string{e.Endpoint}, e.ClientTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	chat := fleet.PoolRef{Namespace: "default", Name: "chat"}
+	open := func(store *registry.Store, id string) {
+		t.Helper()
+		sess, err := store.OpenSession(ctx, id, "hub-1", "i-"+id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sess.ApplyExports(ctx, registry.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := registry.New(cli, registry.Options{LeaseTTL: time.Minute, HubIncarnation: "old"})
+	for _, id := range []string{"a", "b"} {
+		if _, err := old.RegisterCluster(ctx, fleet.ClusterInfo{ID: id, Region: "r"}, 0); err != nil {
+			t.Fatal(err)
+		}
+		open(old, id)
+	}
+
+	// The restarted replica: hub-1 again, a new incarnation, its record registered.
+	store := registry.New(cli, registry.Options{LeaseTTL: time.Minute, HubIncarnation: "new"})
+	lease, err := cli.Grant(ctx, 60)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.PutHub(ctx, registry.HubRecord{ID: "hub-1", Address: "127.0.0.1:1", Incarnation: "new"}, lease.ID); err != nil {
+		t.Fatal(err)
+	}
+	model := view.New()
+	s := New(store, model, Options{HubID: "hub-1", StartGrace: time.Minute})
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{}, 2)
+	defer func() { cancel(); <-done; <-done }()
+	go func() { _ = model.Follow(rctx, store, s.syncLog); done <- struct{}{} }()
+	go func() { _ = s.RunStartGrace(rctx); done <- struct{}{} }()
+	marked := func() bool {
+		for _, msg := range model.Incomplete() {
+			if strings.Contains(msg, "after the hub's start") {
+				return true
+			}
+		}
+		return false
+	}
+	testkit.Eventually(t, 5*time.Second, "the view marked incomplete while a and b hold sessions of the dead incarnation", holds(marked))
+	open(store, "a")
+	testkit.Eventually(t, 5*time.Second, "only b unsettled once a reconnected", holds(func() bool {
+		u := model.Unsettled(map[string]string{"hub-1": "new"})
+		return len(u) == 1 && u[0] == "b"
+	}))
+	if !marked() {
+		t.Fatal("the mark went while b's session is the dead incarnation's")
+	}
+	open(store, "b")
+	testkit.Eventually(t, 5*time.Second, "the mark lifted once a and b reconnected", holds(func() bool { return !marked() }))
 }
 
 // holds turns a condition into an Eventually check.

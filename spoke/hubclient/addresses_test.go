@@ -346,11 +346,12 @@ func TestHealthySessionsResetTheBackoff(t *testing.T) {
 	}
 }
 
-// TestRetriesWhileTheLeaseLives: while the lease of its last session lives (two thirds of the
-// TTL after it ended), a client retries at least every sixth of the TTL however far its backoff
-// grew, so that a hub back in time resumes the session before the lease lapses. With a 1.2 s
-// TTL: three retries at most 200 ms apart within the first 0.8 s, where a backoff starting at
-// 1 s (each step 0.5 to 1.5 times it) would have taken 3.5 s at least.
+// TestRetriesWhileTheLeaseLives: while the lease of its last session may live (its TTL after
+// the session ended: the hub renews it every third of the TTL), a client retries at least every
+// sixth of the TTL however far its backoff grew, so that a hub back in time resumes the session
+// before the lease lapses. With a 1.2 s TTL: retries at most 200 ms apart (and the handshake)
+// until 1 s after the end, where a backoff starting at 1 s (each step 0.5 to 1.5 times it)
+// would have taken 3.5 s for three.
 func TestRetriesWhileTheLeaseLives(t *testing.T) {
 	h := startFakeHub(t)
 	h.leaseTTL = 1200 * time.Millisecond
@@ -364,21 +365,19 @@ func TestRetriesWhileTheLeaseLives(t *testing.T) {
 	ended := time.Now()
 	h.kick()
 	var retries []time.Time
-	testkit.Eventually(t, 10*time.Second, "three retries", testkit.True(func() bool {
+	testkit.Eventually(t, 10*time.Second, "a retry a second after the end", testkit.True(func() bool {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		retries = slices.Clone(h.registersAt[1:])
-		return len(retries) >= 3
+		return len(retries) > 0 && retries[len(retries)-1].Sub(ended) >= time.Second
 	}))
 	last := ended
-	for i, at := range retries[:3] {
+	for i, at := range retries {
 		if gap := at.Sub(last); gap > 250*time.Millisecond {
-			t.Errorf("retry %d came %s after the previous one while the lease lived, want at most a sixth of the TTL (200 ms)", i+1, gap)
+			t.Errorf("retry %d came %s after the previous one, %s after the end, while the lease may have lived; want at most a sixth of the TTL (200 ms)",
+				i+1, gap.Round(time.Millisecond), at.Sub(ended).Round(time.Millisecond))
 		}
 		last = at
-	}
-	if took := last.Sub(ended); took > 800*time.Millisecond {
-		t.Errorf("three retries took %s, want them within the 0.8 s the lease surely lived", took)
 	}
 }
 

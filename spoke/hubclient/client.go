@@ -23,9 +23,8 @@
 // exponential backoff (0.5 to 1.5 times an interval doubling from MinBackoff to MaxBackoff), so
 // that the spokes of a replica that died do not all come back in the same instant, and goes on
 // with the next address. A session that lasted Options.HealthySession starts the backoff again
-// from MinBackoff when it ends; and while the lease of the last full session is surely alive
-// in etcd (two thirds of its TTL after the session ended), no wait is longer than a sixth of the
-// TTL, so that a hub back in time resumes the session instead of the lease lapsing (which would
+// from MinBackoff when it ends; and while the lease of the last full session may be alive in
+// etcd (for its TTL after the session ended), no wait is longer than a sixth of the TTL, so that a hub back in time resumes the session instead of the lease lapsing (which would
 // withdraw the cluster's exports everywhere until it returns). The registry is shared, so the
 // new replica's Welcome carries the acked_export_seq of the spoke's session lease: exports resume with the deltas after it, and
 // the view resumes from its cursor or takes one snapshot.
@@ -205,7 +204,7 @@ type Client struct {
 	hubAddr string
 	// leaseTTL is the session lease TTL of the last Welcome.
 	leaseTTL time.Duration
-	// leaseAlive is until when the lease of the last full session surely lives (Run's alone).
+	// leaseAlive is until when the lease of the last full session may live (Run's alone).
 	leaseAlive time.Time
 
 	hopKeys atomic.Pointer[[]fleet.HopKey]
@@ -495,11 +494,13 @@ func (c *Client) Run(ctx context.Context) error {
 		pos = next
 		c.setConnected(false)
 		if established && full {
-			// The hub renews the lease every third of its TTL: two thirds are left at least.
+			// The hub renews the lease every third of its TTL: two thirds of it are left at
+			// least, and the whole of it at most. Retrying fast until the latter costs a few
+			// attempts more, and saves the exports when the hub takes its time to come back.
 			c.mu.Lock()
 			ttl := c.leaseTTL
 			c.mu.Unlock()
-			c.leaseAlive = time.Now().Add(ttl * 2 / 3)
+			c.leaseAlive = time.Now().Add(ttl)
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -529,7 +530,7 @@ func (c *Client) Run(ctx context.Context) error {
 		// Jittered: the spokes of a replica that died do not all come back in the same instant.
 		wait := bo.NextBackOff()
 		if time.Now().Before(c.leaseAlive) {
-			// The session's lease is still alive: a hub back before it lapses resumes the
+			// The session's lease may still be alive: a hub back before it lapses resumes the
 			// session (the exports stay, nothing is resent), so retry at least every sixth of
 			// the TTL (jittered) rather than wait out a backoff that grew while the hub was down.
 			c.mu.Lock()
