@@ -14,13 +14,16 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/spillway-io/spillway/pkg/fleetpb"
+	"github.com/spillway-io/spillway/spoke/hubclient"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
 // The simulated spoke reconnects as spoke/hubclient does: to the next replica of its list, at
 // once when the last one did not welcome it, else after a jittered exponential backoff from
 // 200 ms to 10 s (each wait 0.5 to 1.5 times the interval), started again from the bottom after
-// a session that lasted 10 s; and a new connection per session.
+// a session that lasted 10 s, and at most a sixth of the lease TTL (jittered) for the TTL after
+// a session ended; never sooner than a busy replica's retry delay (half to one and a half times
+// it); and a new connection per session.
 const (
 	minBackoff     = 200 * time.Millisecond
 	maxBackoff     = 10 * time.Second
@@ -54,14 +57,21 @@ type simSpoke struct {
 	// converged is true while the spoke holds a session whose exports the hub acknowledged and
 	// whose view it received complete.
 	converged atomic.Bool
+	// leaseTTL is the session lease TTL of the last Welcome.
+	leaseTTL atomic.Int64
 }
 
 func (s *simSpoke) run(ctx context.Context) {
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval, bo.RandomizationFactor = minBackoff, maxBackoff, 0.5
+	var leaseAlive time.Time
 	for i := 0; ctx.Err() == nil; i++ {
 		started := time.Now()
 		established, err := s.session(ctx, s.addrs[i%len(s.addrs)])
+		ttl := time.Duration(s.leaseTTL.Load())
+		if established {
+			leaseAlive = time.Now().Add(ttl)
+		}
 		s.converged.Store(false)
 		if ctx.Err() != nil {
 			return
@@ -74,7 +84,14 @@ func (s *simSpoke) run(ctx context.Context) {
 		if established && time.Since(started) > healthySession {
 			bo.Reset()
 		}
-		t := time.NewTimer(bo.NextBackOff())
+		wait := bo.NextBackOff()
+		if time.Now().Before(leaseAlive) {
+			wait = min(wait, time.Duration(float64(ttl/6)*(0.5+s.rng.Float64()/2)))
+		}
+		if d := hubclient.RetryDelay(err); d > 0 {
+			wait = max(wait, time.Duration(float64(d)*(0.5+s.rng.Float64())))
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -131,6 +148,7 @@ func (s *simSpoke) session(ctx context.Context, addr string) (established bool, 
 	if w == nil {
 		return false, errors.New("the first message is not a welcome")
 	}
+	s.leaseTTL.Store(int64(w.GetLeaseTtl().AsDuration()))
 	for _, part := range interest[1:] {
 		if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Interest{Interest: part}}); err != nil {
 			return true, err

@@ -264,6 +264,8 @@ func Run(ctx context.Context, cfg *Config) error {
 			MaxClusters:             cfg.MaxClusters,
 			MaxExportsPerCluster:    cfg.MaxExportsPerCluster,
 			MaxConcurrentStreams:    cfg.MaxConcurrentStreams,
+			MaxSessionOpens:         cfg.MaxSessionOpens,
+			SessionOpenWait:         cfg.SessionOpenWait,
 			AllowedExportNamespaces: cfg.AllowedExportNamespaces,
 			DeniedExportNamespaces:  cfg.DeniedExportNamespaces,
 		},

@@ -16,6 +16,7 @@ import (
 	hubetcd "github.com/spillway-io/spillway/hub/etcd"
 	"github.com/spillway-io/spillway/hub/registry"
 	"github.com/spillway-io/spillway/hub/replica"
+	"github.com/spillway-io/spillway/hub/server"
 	"github.com/spillway-io/spillway/pkg/gossip"
 	"github.com/spillway-io/spillway/pkg/logging"
 )
@@ -62,6 +63,8 @@ type Options struct {
 	MaxClusters             int
 	MaxExportsPerCluster    int
 	MaxConcurrentStreams    uint32
+	MaxSessionOpens         int
+	SessionOpenWait         time.Duration
 	AllowedExportNamespaces []string
 	DeniedExportNamespaces  []string
 
@@ -105,6 +108,8 @@ func NewOptions() *Options {
 		MaxClusters:            10000,
 		MaxExportsPerCluster:   1000,
 		MaxConcurrentStreams:   100,
+		MaxSessionOpens:        server.DefaultMaxSessionOpens,
+		SessionOpenWait:        server.DefaultSessionOpenWait,
 		DeniedExportNamespaces: []string{"kube-system", "kube-public", "kube-node-lease"},
 		LeaseTTL:               15 * time.Second,
 		LeaderLeaseTTL:         replica.DefaultLeaseTTL,
@@ -146,6 +151,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.MaxClusters, "max-clusters", o.MaxClusters, "most clusters the hub registers")
 	fs.IntVar(&o.MaxExportsPerCluster, "max-exports-per-cluster", o.MaxExportsPerCluster, "most pools one cluster may export")
 	fs.Uint32Var(&o.MaxConcurrentStreams, "max-concurrent-streams", o.MaxConcurrentStreams, "most concurrent gRPC streams per connection")
+	fs.IntVar(&o.MaxSessionOpens, "max-session-opens", o.MaxSessionOpens, "most spoke sessions the replica opens at once (registry requests and the first snapshot); the others wait")
+	fs.DurationVar(&o.SessionOpenWait, "session-open-wait", o.SessionOpenWait, "how long a spoke session waits to be opened before the replica refuses it (Unavailable, retry after as long)")
 	fs.StringSliceVar(&o.AllowedExportNamespaces, "allowed-export-namespaces", o.AllowedExportNamespaces, "namespaces clusters may export pools from (empty: every namespace not denied)")
 	fs.StringSliceVar(&o.DeniedExportNamespaces, "denied-export-namespaces", o.DeniedExportNamespaces, "namespaces clusters may never export pools from")
 
@@ -365,6 +372,12 @@ func (o *Options) validateLimits() []error {
 	}
 	if o.MaxConcurrentStreams < 1 {
 		errs = append(errs, fmt.Errorf("--max-concurrent-streams %d: at least 1", o.MaxConcurrentStreams))
+	}
+	if o.MaxSessionOpens < 1 {
+		errs = append(errs, fmt.Errorf("--max-session-opens %d: at least 1", o.MaxSessionOpens))
+	}
+	if o.SessionOpenWait < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("--session-open-wait %s: at least 10ms", o.SessionOpenWait))
 	}
 	for _, l := range []struct {
 		flag string

@@ -118,6 +118,11 @@ func (st *watchState) apply(u *pb.ViewUpdate) []poolRow {
 			}
 		}
 	}
+	for _, id := range u.GetClustersRemoved() {
+		if !u.GetIncomplete() {
+			delete(st.clusters, id)
+		}
+	}
 	for _, rc := range u.GetCapacity() {
 		k := rowKey{poolKey(rc.GetCapacity().GetPool()), rc.GetClusterId()}
 		st.capacity[k] = rc

@@ -85,8 +85,8 @@ type sharedCapacity struct {
 	// imports are the ViewUpdate's imports fields, each with its tag and length, and its pool:
 	// a stream that exports the pool sends its own instead, with the import states.
 	imports []sharedImport
-	// fields are the ViewUpdate's imports_removed, clusters and capacity_removed fields, each
-	// with its tag and length.
+	// fields are the ViewUpdate's imports_removed, clusters, clusters_removed and
+	// capacity_removed fields, each with its tag and length.
 	fields [][]byte
 	// size is about what they take in a ViewUpdate.
 	size int
@@ -140,6 +140,11 @@ func (t *ticks) capacity(inc string, from, to uint64, key string, interest view.
 			if !c.field(clustersField, fleetpb.Liveness(cl)) {
 				return
 			}
+		}
+		for _, id := range u.ClustersRemoved {
+			f := protowire.AppendString(protowire.AppendTag(nil, clustersRemovedField, protowire.BytesType), id)
+			c.fields = append(c.fields, f)
+			c.size += len(f)
 		}
 		for _, rc := range u.Capacity {
 			m := fleetpb.RemoteCapacityAt(rc, rc.ReceivedAt)
@@ -206,6 +211,7 @@ var (
 	clustersField        = viewFields.ByName("clusters").Number()
 	capacityField        = viewFields.ByName("capacity").Number()
 	capacityRemovedField = viewFields.ByName("capacity_removed").Number()
+	clustersRemovedField = viewFields.ByName("clusters_removed").Number()
 	ageField             = (&pb.RemoteCapacity{}).ProtoReflect().Descriptor().Fields().ByName("age").Number()
 )
 

@@ -26,11 +26,12 @@ const (
 	limitPoolsPerInterest  = "pools_per_interest"
 	limitEntriesPerExport  = "entries_per_export" // labels or target ports of one export
 	limitAdaptersPerPool   = "lora_adapters_per_pool"
+	limitSessionOpens      = "session_opens" // no slot to open a session within the wait (admit.go)
 )
 
 var limits = []string{
 	limitClusters, limitExportsPerCluster, limitReportRate, limitInterestRate, limitImportReportRate, limitExportsPerDelta, limitPoolsPerReport,
-	limitEndpointsPerPool, limitPoolsPerImports, limitPoolsPerInterest, limitEntriesPerExport, limitAdaptersPerPool,
+	limitEndpointsPerPool, limitPoolsPerImports, limitPoolsPerInterest, limitEntriesPerExport, limitAdaptersPerPool, limitSessionOpens,
 }
 
 // Values of the reason label of spillway_hub_auth_denied_total.
@@ -78,6 +79,8 @@ const (
 
 type metrics struct {
 	sessions     prometheus.Gauge
+	opening      prometheus.Gauge
+	opensWaiting prometheus.Gauge
 	observers    prometheus.Gauge
 	peerStreams  prometheus.Gauge
 	peerMessages *prometheus.CounterVec
@@ -96,6 +99,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "spillway_hub_sync_sessions",
 			Help: "Spoke sync streams open on this hub replica.",
+		}),
+		opening: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "spillway_hub_sync_sessions_opening",
+			Help: "Spoke sessions this hub replica is opening (from the Hello to the first view update), at most --max-session-opens.",
+		}),
+		opensWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "spillway_hub_sync_sessions_waiting",
+			Help: "Spoke sessions waiting for a slot to open; one that waits --session-open-wait is refused (Unavailable, limit session_opens).",
 		}),
 		observers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "spillway_hub_sync_observers",
@@ -127,7 +138,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{labelMethod}),
 		limited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_hub_limit_exceeded_total",
-			Help: "Requests refused because they passed a limit of the hub, by limit: clusters and exports_per_cluster (ResourceExhausted), report_rate, interest_rate and import_report_rate (the stream ends with ResourceExhausted), or a cap on the entries of one message (InvalidArgument).",
+			Help: "Requests refused because they passed a limit of the hub, by limit: clusters and exports_per_cluster (ResourceExhausted), report_rate, interest_rate and import_report_rate (the stream ends with ResourceExhausted), session_opens (no slot to open a session: Unavailable with a retry delay), or a cap on the entries of one message (InvalidArgument).",
 		}, []string{labelLimit}),
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_hub_auth_denied_total",
@@ -143,7 +154,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{labelKind}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.observers, m.peerStreams, m.peerMessages, m.received, m.viewUpdates, m.streamsEnded, m.panics, m.limited, m.denied, m.joins, m.certificates)
+		reg.MustRegister(m.sessions, m.opening, m.opensWaiting, m.observers, m.peerStreams, m.peerMessages, m.received, m.viewUpdates, m.streamsEnded, m.panics, m.limited, m.denied, m.joins, m.certificates)
 	}
 	for _, k := range []string{"hello", "exports", "capacity", "interest", "imports"} {
 		m.received.WithLabelValues(k)

@@ -33,6 +33,12 @@ func (s *Server) observe(stream pb.SyncService_SyncServer, who caller, hello *pb
 	if err := s.checkRevoked(cluster, who.cert); err != nil {
 		return err
 	}
+	// Its first view update is a snapshot, as a session's: it waits for a slot alike.
+	opened, err := s.admit(ctx)
+	if err != nil {
+		return err
+	}
+	defer opened()
 	s.metrics.observers.Inc()
 	defer s.metrics.observers.Dec()
 
@@ -58,7 +64,7 @@ func (s *Server) observe(stream pb.SyncService_SyncServer, who caller, hello *pb
 	go func() {
 		cancel(s.observerRecv(stream, hello, cluster, interest))
 	}()
-	err := s.sendLoop(ctx, stream, hello, nil, interest)
+	err = s.sendLoop(ctx, stream, hello, nil, interest, opened)
 	cause := context.Cause(ctx)
 	log.Info("observer session ended", "cause", cause)
 	if errors.Is(cause, io.EOF) {

@@ -91,6 +91,12 @@ type Limits struct {
 	// DeniedExportNamespaces are namespaces whose pools may never be exported (see
 	// DefaultDeniedExportNamespaces).
 	DeniedExportNamespaces []string
+	// MaxSessionOpens is the most spoke sessions the replica opens at once (admit.go);
+	// SessionOpenWait is how long a session waits for a slot before it is refused with
+	// Unavailable and a retry delay of the same length. Zero means DefaultMaxSessionOpens and
+	// DefaultSessionOpenWait.
+	MaxSessionOpens int
+	SessionOpenWait time.Duration
 }
 
 // ExportPolicy is the export policy of the limits, which the hub enforces on every export
@@ -118,6 +124,12 @@ func (o Options) complete() Options {
 	}
 	if o.ClusterCertValidity <= 0 {
 		o.ClusterCertValidity = DefaultClusterCertValidity
+	}
+	if o.Limits.MaxSessionOpens <= 0 {
+		o.Limits.MaxSessionOpens = DefaultMaxSessionOpens
+	}
+	if o.Limits.SessionOpenWait <= 0 {
+		o.Limits.SessionOpenWait = DefaultSessionOpenWait
 	}
 	if o.CABundle == nil && o.CA != nil {
 		ca := o.CA

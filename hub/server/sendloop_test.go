@@ -63,7 +63,7 @@ func startSendLoop(t *testing.T, s *Server, hello *pb.Hello, interest chan []fle
 	st := &recordingStream{views: make(chan sentView, 16)}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = s.sendLoop(ctx, st, hello, make(chan uint64), interest) })
+	wg.Go(func() { _ = s.sendLoop(ctx, st, hello, make(chan uint64), interest, func() {}) })
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()
@@ -108,6 +108,39 @@ func TestInterestChangeIsPaced(t *testing.T) {
 			t.Fatalf("a fourth update came in tick %d, the third's was %d", tick(v), tick(third))
 		}
 	case <-time.After(2 * interval):
+	}
+}
+
+// TestMarkLiftsWithADelta: a stream whose view went out marked incomplete learns that the
+// mark lifted from a delta, not a snapshot (the spoke kept what the marked updates would have
+// removed); a pool withdrawn meanwhile is in that delta's imports_removed.
+func TestMarkLiftsWithADelta(t *testing.T) {
+	model := view.New()
+	model.Reset(registry.State{})
+	model.Apply([]registry.Event{
+		{Kind: registry.KindCluster, Cluster: "a", ClusterRecord: registry.ClusterRecord{Info: fleet.ClusterInfo{ID: "a", Region: "r"}}},
+		{Kind: registry.KindExport, Cluster: "a", Export: fleet.Export{Pool: fleet.PoolRef{Namespace: "default", Name: "chat"}, TargetPorts: []uint32{8000}}},
+	})
+	s := New(nil, model, Options{ViewInterval: 20 * time.Millisecond})
+	st := startSendLoop(t, s, &pb.Hello{ClusterId: "b"}, make(chan []fleet.PoolRef))
+	if first := st.next(t); !first.u.GetSnapshot() || len(first.u.GetImports()) != 1 {
+		t.Fatalf("first update: %v, want a snapshot with chat", first.u)
+	}
+	model.SetIncomplete("test", "a test mark")
+	if v := st.next(t); !v.u.GetIncomplete() {
+		t.Fatalf("after the mark: %v, want an update marked incomplete", v.u)
+	}
+	model.Apply([]registry.Event{{Kind: registry.KindExport, Cluster: "a", Deleted: true, Export: fleet.Export{Pool: fleet.PoolRef{Namespace: "default", Name: "chat"}}}})
+	if v := st.next(t); !v.u.GetIncomplete() || len(v.u.GetImportsRemoved()) != 1 {
+		t.Fatalf("after the withdrawal: %v, want chat removed, marked incomplete", v.u)
+	}
+	model.ClearIncomplete("test")
+	v := st.next(t)
+	if v.u.GetIncomplete() {
+		t.Fatalf("after the mark lifted: %v, want an update without it", v.u)
+	}
+	if v.u.GetSnapshot() {
+		t.Fatalf("the mark lifted with a snapshot: %v, want a delta", v.u)
 	}
 }
 

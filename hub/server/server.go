@@ -39,6 +39,8 @@ type Server struct {
 	opts  Options
 	// ticks pace the sync streams and share their capacity (fanout.go).
 	ticks *ticks
+	// admission bounds the sessions opened at once (admit.go).
+	admission *admission
 	// Each service logs under its own component: hub-sync (SyncService), hub-join (JoinService),
 	// hub-admin (AdminService), hub-trust (Run); panicLog (hub-grpc) logs panics recovered in any
 	// service's handler (recover.go).
@@ -112,5 +114,6 @@ func New(store *registry.Store, model *view.Model, opts Options) *Server {
 
 		observers: map[string]map[*session]struct{}{},
 		ticks:     newTicks(model, opts.ViewInterval),
+		admission: newAdmission(opts.Limits.MaxSessionOpens, opts.Limits.SessionOpenWait),
 	}
 }

@@ -38,7 +38,13 @@ func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Reg
 		return nil, s.fail(denied(codes.PermissionDenied, reasonClusterMismatch,
 			"certificate names cluster %s, request names %s: a cluster registers as itself only", who.id.Name, info.ID))
 	}
+	// A registration reads and writes the registry: it waits for a slot as a session open does.
+	release, err := s.admit(ctx)
+	if err != nil {
+		return nil, s.fail(err)
+	}
 	rec, err := s.store.RegisterCluster(ctx, info, s.opts.Limits.MaxClusters)
+	release()
 	var taken *registry.GatewayTakenError
 	if errors.As(err, &taken) {
 		return nil, s.fail(denied(codes.PermissionDenied, reasonGatewayTaken, "%s", taken.Error()))
@@ -108,6 +114,13 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 	// The session lasts no longer than the certificate it was opened with.
 	expiry := time.AfterFunc(time.Until(who.cert.NotAfter), func() { cancel(certificateExpired(who.id, who.cert.NotAfter)) })
 	defer expiry.Stop()
+	// From here to the first view update the session costs the most (etcd requests, a
+	// snapshot): only so many are opened at once.
+	opened, err := s.admit(ctx)
+	if err != nil {
+		return err
+	}
+	defer opened()
 	sess, err := s.store.OpenSession(ctx, cluster, s.opts.HubID, hello.GetSpokeIncarnation())
 	if errors.Is(err, registry.ErrNotFound) {
 		return ErrNotRegistered
@@ -169,7 +182,7 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 		}))
 	}()
 
-	err = s.sendLoop(ctx, stream, hello, acks, interest)
+	err = s.sendLoop(ctx, stream, hello, acks, interest, opened)
 	cause := context.Cause(ctx)
 	log.Info("spoke session ended", "cause", cause)
 	if errors.Is(cause, io.EOF) {
@@ -357,7 +370,7 @@ const viewLoadWait = 30 * time.Second
 // change of the fleet view or of the stream's interest (which needs a snapshot of the pools of
 // interest); what changes meanwhile goes out together.
 func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer, hello *pb.Hello,
-	acks <-chan uint64, interestCh <-chan []fleet.PoolRef) error {
+	acks <-chan uint64, interestCh <-chan []fleet.PoolRef, opened func()) error {
 	keys, keysChanged := s.trust.hopKeysNow()
 	if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_HopKeys{HopKeys: fleetpb.HopKeys(keys)}}); err != nil {
 		return err
@@ -401,11 +414,10 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 				// no longer holds): the stream's own.
 				u = s.model.SinceFor(inc, seq, sub)
 			}
-			if incomplete && !u.Incomplete {
-				// The view is complete again: what went out marked incomplete removed nothing
-				// at the spoke, so a snapshot tells it what is gone.
-				u, shared = s.model.SinceFor("", 0, sub), nil
-			}
+			// When the view is complete again, a delta says so: the spoke kept what the
+			// updates marked incomplete would have removed, and removes it with the first
+			// update without the mark unless that brought it back (spoke/hubclient's View). No
+			// snapshot, which would cost every stream one at the same tick.
 			inc, seq = s.model.Incarnation(), u.Seq
 			if first || !u.Empty() || u.Incomplete != incomplete || (shared != nil && !shared.empty()) {
 				send := func(v *pb.ViewUpdate) error {
@@ -421,6 +433,9 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 					return err
 				}
 				s.metrics.viewUpdates.WithLabelValues(updateKind(u)).Inc()
+				if first {
+					opened()
+				}
 				first, incomplete = false, u.Incomplete
 			}
 			lastLook = now
@@ -546,6 +561,7 @@ func viewUpdate(inc string, u view.Update) *pb.ViewUpdate {
 	for _, c := range u.Clusters {
 		m.Clusters = append(m.Clusters, fleetpb.Liveness(c))
 	}
+	m.ClustersRemoved = u.ClustersRemoved
 	for _, c := range u.Capacity {
 		m.Capacity = append(m.Capacity, fleetpb.RemoteCapacity(c))
 	}

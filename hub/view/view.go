@@ -659,6 +659,8 @@ type Update struct {
 	Imports         []fleet.Import
 	ImportsRemoved  []fleet.PoolRef
 	Clusters        []fleet.Cluster
+	// ClustersRemoved are the clusters no longer registered (deltas only).
+	ClustersRemoved []string
 	Capacity        []fleet.RemoteCapacity
 	CapacityRemoved []fleet.CapacityKey
 	// Incomplete is true while the view is marked incomplete (SetIncomplete): a subscriber must
@@ -669,7 +671,7 @@ type Update struct {
 // Empty reports whether the update carries nothing.
 func (u Update) Empty() bool {
 	return !u.Snapshot && len(u.Imports) == 0 && len(u.ImportsRemoved) == 0 && len(u.Clusters) == 0 &&
-		len(u.Capacity) == 0 && len(u.CapacityRemoved) == 0
+		len(u.ClustersRemoved) == 0 && len(u.Capacity) == 0 && len(u.CapacityRemoved) == 0
 }
 
 // Interest selects the pools whose capacity a subscriber receives; nil means every pool.
@@ -823,6 +825,8 @@ func (m *Model) deltaLocked(from, to uint64, sub Subscriber, shared bool) Update
 			seenCluster[c.cluster] = true
 			if cl, ok := m.cluster(c.cluster); ok {
 				u.Clusters = append(u.Clusters, cl)
+			} else {
+				u.ClustersRemoved = append(u.ClustersRemoved, c.cluster)
 			}
 		case changeCapacity:
 			// The interest first: for most subscribers it rules out most reports, and a lookup

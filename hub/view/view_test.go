@@ -2,6 +2,7 @@ package view
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/spillway-io/spillway/hub/registry"
@@ -66,6 +67,16 @@ func TestSinceDeliversChangesOnce(t *testing.T) {
 	}
 	if c, _ := m.Cluster("b"); c.State != fleet.StateGone {
 		t.Fatalf("cluster b state %v", c.State)
+	}
+
+	// A cluster deleted from the registry: the delta says so, the shared one too.
+	m.Apply([]registry.Event{{Kind: registry.KindCluster, Cluster: "b", Deleted: true}})
+	u5 := m.Since(m.Incarnation(), u4.Seq, nil)
+	if !slices.Equal(u5.ClustersRemoved, []string{"b"}) || len(u5.Clusters) != 0 {
+		t.Fatalf("delta after b's deletion: %+v, want b removed", u5)
+	}
+	if sh, ok := m.SharedDelta(m.Incarnation(), u4.Seq, u5.Seq, nil); !ok || !slices.Equal(sh.ClustersRemoved, []string{"b"}) {
+		t.Fatalf("shared delta after b's deletion: %+v (%v), want b removed", sh, ok)
 	}
 }
 

@@ -34,8 +34,14 @@ type packer[M proto.Message] struct {
 
 // add puts one entry of n bytes into the current part, or into a new one when it would take
 // the current one past its limits; an entry larger than the limit is a part of its own.
-func (p *packer[M]) add(m proto.Message, put func(M)) {
-	n := entrySize(m)
+func (p *packer[M]) add(m proto.Message, put func(M)) { p.addSized(entrySize(m), put) }
+
+// addString puts one string entry.
+func (p *packer[M]) addString(s string, put func(M)) {
+	p.addSized(1+protowire.SizeBytes(len(s)), put)
+}
+
+func (p *packer[M]) addSized(n int, put func(M)) {
 	if len(p.parts) == 0 || (p.n > 0 && (p.size+n > p.limit || (p.maxEntries > 0 && p.n >= p.maxEntries))) {
 		p.parts = append(p.parts, p.newPart())
 		p.size, p.n = 0, 0
@@ -79,6 +85,9 @@ func SplitView(u *pb.ViewUpdate, limit int) []*pb.ViewUpdate {
 	}
 	for _, x := range u.GetClusters() {
 		p.add(x, func(v *pb.ViewUpdate) { v.Clusters = append(v.Clusters, x) })
+	}
+	for _, x := range u.GetClustersRemoved() {
+		p.addString(x, func(v *pb.ViewUpdate) { v.ClustersRemoved = append(v.ClustersRemoved, x) })
 	}
 	for _, x := range u.GetCapacity() {
 		p.add(x, func(v *pb.ViewUpdate) { v.Capacity = append(v.Capacity, x) })

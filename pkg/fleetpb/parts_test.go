@@ -18,6 +18,7 @@ func bigView(n int) *pb.ViewUpdate {
 		u.Imports = append(u.Imports, &pb.Import{Pool: p, ExportingClusters: []string{"a", "b"}})
 		u.Capacity = append(u.Capacity, &pb.RemoteCapacity{ClusterId: "a", Capacity: &pb.PoolCapacity{Pool: p, QueueDepth: uint32(i)}})
 		u.CapacityRemoved = append(u.CapacityRemoved, &pb.CapacityKey{ClusterId: "b", Pool: p})
+		u.ClustersRemoved = append(u.ClustersRemoved, fmt.Sprintf("cluster-%06d", i))
 	}
 	u.Clusters = []*pb.ClusterLiveness{{ClusterId: "a"}, {ClusterId: "b"}}
 	u.ImportsRemoved = []*pb.PoolRef{{Namespace: "ns", Name: "gone"}}

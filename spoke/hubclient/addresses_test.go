@@ -381,6 +381,35 @@ func TestRetriesWhileTheLeaseLives(t *testing.T) {
 	}
 }
 
+// TestBusyHubIsRetriedAfterItsDelay: a hub replica that refuses the session because it is
+// opening as many as it allows (Unavailable with a RetryInfo of 400 ms) is tried again after
+// half to one and a half times that delay, not at the client's 10 ms backoff; once it takes the
+// session, the client is connected.
+func TestBusyHubIsRetriedAfterItsDelay(t *testing.T) {
+	h := startFakeHub(t)
+	const delay = 400 * time.Millisecond
+	h.busy = delay
+	c := h.client(t, "east", "east")
+	c.opts.MinBackoff, c.opts.MaxBackoff = 10*time.Millisecond, 20*time.Millisecond
+	run(t, c)
+	var hellos []time.Time
+	testkit.Eventually(t, 10*time.Second, "four attempts", testkit.True(func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		hellos = slices.Clone(h.hellosAt)
+		return len(hellos) >= 4
+	}))
+	for i := 1; i < 4; i++ {
+		if gap := hellos[i].Sub(hellos[i-1]); gap < delay/2 || gap > delay*3/2+200*time.Millisecond {
+			t.Errorf("attempt %d came %s after the previous one, want within 0.5 to 1.5 times the hub's %s", i+1, gap.Round(time.Millisecond), delay)
+		}
+	}
+	h.mu.Lock()
+	h.busy = 0
+	h.mu.Unlock()
+	testkit.Eventually(t, 5*time.Second, "a session once the hub takes it", testkit.True(c.Connected))
+}
+
 // A TLS configuration made without a server name (tlsconfig.ClientConfig with "", as the spoke
 // gives a list of replicas) verifies each replica for the address dialed, an IP address too,
 // for which the handshake sends no server name.

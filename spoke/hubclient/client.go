@@ -24,8 +24,11 @@
 // that the spokes of a replica that died do not all come back in the same instant, and goes on
 // with the next address. A session that lasted Options.HealthySession starts the backoff again
 // from MinBackoff when it ends; and while the lease of the last full session may be alive in
-// etcd (for its TTL after the session ended), no wait is longer than a sixth of the TTL, so that a hub back in time resumes the session instead of the lease lapsing (which would
-// withdraw the cluster's exports everywhere until it returns). The registry is shared, so the
+// etcd (for its TTL after the session ended), no wait is longer than a sixth of the TTL, so
+// that a hub back in time resumes the session instead of the lease lapsing (which would
+// withdraw the cluster's exports everywhere until it returns). A replica busy opening other
+// sessions (a mass reconnect) refuses with Unavailable and a RetryInfo: the next attempt waits
+// at least half to one and a half times its delay (RetryDelay). The registry is shared, so the
 // new replica's Welcome carries the acked_export_seq of the spoke's session lease: exports resume with the deltas after it, and
 // the view resumes from its cursor or takes one snapshot.
 //
@@ -94,6 +97,7 @@ import (
 
 	"github.com/cenkalti/backoff/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
@@ -537,6 +541,11 @@ func (c *Client) Run(ctx context.Context) error {
 			ttl := c.leaseTTL
 			c.mu.Unlock()
 			wait = min(wait, time.Duration(float64(ttl/6)*(0.5+rand.Float64()/2)))
+		}
+		if d := RetryDelay(err); d > 0 {
+			// The replica is busy opening other sessions (a mass reconnect) and says when to
+			// come back: no sooner, and spread over half to one and a half times its delay.
+			wait = max(wait, time.Duration(float64(d)*(0.5+rand.Float64())))
 		}
 		if code := status.Code(err); code == codes.PermissionDenied || code == codes.Unauthenticated {
 			// Worth retrying: the credentials reload when their files change, and a revoked
@@ -1004,4 +1013,19 @@ func exportedOnly(caps map[fleet.PoolRef]fleet.PoolCapacity, exported map[fleet.
 		}
 	}
 	return out
+}
+
+// RetryDelay returns the delay of the RetryInfo in err's status (a hub replica busy opening
+// sessions sets it), or zero.
+func RetryDelay(err error) time.Duration {
+	st, ok := status.FromError(err)
+	if !ok {
+		return 0
+	}
+	for _, d := range st.Details() {
+		if ri, ok := d.(*errdetails.RetryInfo); ok {
+			return ri.GetRetryDelay().AsDuration()
+		}
+	}
+	return 0
 }

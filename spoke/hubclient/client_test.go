@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/spillway-io/spillway/e2e/testkit"
@@ -76,6 +77,9 @@ type fakeHub struct {
 	leaseTTL    time.Duration
 	down        bool
 	registersAt []time.Time
+	// busy makes Sync refuse every Hello with Unavailable and a RetryInfo of busy, as a hub
+	// replica opening as many sessions as it allows at once.
+	busy time.Duration
 }
 
 // kick ends every open stream at once, as a replica that dies would.
@@ -197,6 +201,14 @@ func (h *fakeHub) Sync(stream pb.SyncService_SyncServer) error {
 	h.mu.Lock()
 	h.hellos = append(h.hellos, first.GetHello())
 	h.hellosAt = append(h.hellosAt, time.Now())
+	if busy := h.busy; busy > 0 {
+		h.mu.Unlock()
+		st, err := status.New(codes.Unavailable, "busy opening other sessions").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(busy)})
+		if err != nil {
+			return err
+		}
+		return st.Err()
+	}
 	kicked := h.kicked
 	h.sessions++
 	h.certs = append(h.certs, cert.Raw)

@@ -185,6 +185,7 @@ func (v *View) apply(u *pb.ViewUpdate) {
 		for _, k := range u.GetCapacityRemoved() {
 			goneCapacity = append(goneCapacity, fleetpb.CapacityKeyFrom(k))
 		}
+		goneClusters = append(goneClusters, u.GetClustersRemoved()...)
 	}
 
 	// What it adds or changes, which cancels any withdrawal waiting or held.

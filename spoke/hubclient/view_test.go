@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -135,6 +136,37 @@ func TestIncompleteUpdatesRemoveNothing(t *testing.T) {
 	}
 	if w, d := tv.HeldWithdrawals(); w != 0 || d != 0 {
 		t.Errorf("held withdrawals %d, %d after the complete update, want none", w, d)
+	}
+}
+
+// TestDeltaRemovesClusters: a delta's clusters_removed removes those clusters; marked
+// incomplete, it removes nothing until the next complete update, as every withdrawal; the
+// mark lifting comes as a delta, and a cluster that came back meanwhile stays.
+func TestDeltaRemovesClusters(t *testing.T) {
+	tv := newTestView(t)
+	h1 := &pb.ViewCursor{HubIncarnation: "h1"}
+	tv.apply(&pb.ViewUpdate{Snapshot: true, Cursor: h1,
+		Clusters: []*pb.ClusterLiveness{{ClusterId: "east"}, {ClusterId: "west"}, {ClusterId: "north"}}})
+	clusters := func() []string {
+		var out []string
+		for _, c := range tv.Clusters() {
+			out = append(out, c.Info.ID)
+		}
+		slices.Sort(out)
+		return out
+	}
+	tv.apply(&pb.ViewUpdate{Cursor: h1, ClustersRemoved: []string{"north"}})
+	if got := clusters(); !slices.Equal(got, []string{"east", "west"}) {
+		t.Fatalf("after a delta removing north: %v", got)
+	}
+	tv.apply(&pb.ViewUpdate{Cursor: h1, Incomplete: true, ClustersRemoved: []string{"east", "west"}})
+	if got := clusters(); !slices.Equal(got, []string{"east", "west"}) {
+		t.Fatalf("after an incomplete delta removing east and west: %v, want both kept", got)
+	}
+	tv.apply(&pb.ViewUpdate{Cursor: h1, Incomplete: true, Clusters: []*pb.ClusterLiveness{{ClusterId: "west"}}})
+	tv.apply(&pb.ViewUpdate{Cursor: h1})
+	if got := clusters(); !slices.Equal(got, []string{"west"}) {
+		t.Fatalf("after the mark lifted: %v, want west alone (it came back)", got)
 	}
 }
 

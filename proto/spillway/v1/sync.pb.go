@@ -1139,9 +1139,12 @@ type ViewUpdate struct {
 	// incomplete: an update too large for one message (4 MiB is gRPC's default limit; the hub
 	// makes parts of about 1 MiB) is sent in parts. Apply nothing of it until the part without
 	// more, then every part as one update.
-	More          bool `protobuf:"varint,9,opt,name=more,proto3" json:"more,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	More bool `protobuf:"varint,9,opt,name=more,proto3" json:"more,omitempty"`
+	// Clusters no longer registered (deleted, or collected after a revocation). A snapshot leaves
+	// it empty: what it does not list is gone.
+	ClustersRemoved []string `protobuf:"bytes,10,rep,name=clusters_removed,json=clustersRemoved,proto3" json:"clusters_removed,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ViewUpdate) Reset() {
@@ -1235,6 +1238,13 @@ func (x *ViewUpdate) GetMore() bool {
 		return x.More
 	}
 	return false
+}
+
+func (x *ViewUpdate) GetClustersRemoved() []string {
+	if x != nil {
+		return x.ClustersRemoved
+	}
+	return nil
 }
 
 // ClusterLiveness is the part of a cluster's record that routing needs.
@@ -1452,7 +1462,7 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\n" +
 	"ViewCursor\x12'\n" +
 	"\x0fhub_incarnation\x18\x01 \x01(\tR\x0ehubIncarnation\x12\x10\n" +
-	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\xb3\x03\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\xde\x03\n" +
 	"\n" +
 	"ViewUpdate\x12/\n" +
 	"\x06cursor\x18\x01 \x01(\v2\x17.spillway.v1.ViewCursorR\x06cursor\x12\x1a\n" +
@@ -1465,7 +1475,9 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\n" +
 	"incomplete\x18\b \x01(\bR\n" +
 	"incomplete\x12\x12\n" +
-	"\x04more\x18\t \x01(\bR\x04more\"\xef\x01\n" +
+	"\x04more\x18\t \x01(\bR\x04more\x12)\n" +
+	"\x10clusters_removed\x18\n" +
+	" \x03(\tR\x0fclustersRemoved\"\xef\x01\n" +
 	"\x0fClusterLiveness\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
