@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	mrand "math/rand/v2"
 	"os"
 	"os/exec"
@@ -39,7 +40,8 @@ import (
 type Options struct {
 	// BinDir holds the hub and hubctl binaries; WorkDir receives the hub's data and logs.
 	BinDir, WorkDir string
-	// ProfileDir, when set, receives the hub's CPU and heap profiles of the steady state.
+	// ProfileDir, when set, receives the hub's CPU and heap profiles of the steady state, and of
+	// the 20 s after its restart.
 	ProfileDir string
 	// Spokes is the number of simulated spokes; each exports Pools pools of Endpoints
 	// endpoints and reports their capacity every ReportInterval.
@@ -89,6 +91,9 @@ type Result struct {
 	// every spoke converged; ReconnectEtcdWrites how many etcd writes were made meanwhile.
 	ReconnectSnapshots  float64 `json:"reconnect_snapshots"`
 	ReconnectEtcdWrites float64 `json:"reconnect_etcd_writes"`
+	// ReconnectOpenMeanMs is how long a session held its admission slot on average (from the
+	// slot to its first view update), over the sessions the replicas opened since they started.
+	ReconnectOpenMeanMs float64 `json:"reconnect_open_mean_ms"`
 	HubctlGetPoolsMs    float64 `json:"hubctl_get_pools_ms"`
 	// SessionsEnded counts sessions that broke outside the restart.
 	SessionsEnded int64 `json:"sessions_ended"`
@@ -500,10 +505,22 @@ func (d *driver) restart(ctx context.Context, spokes []*simSpoke, res *Result) e
 	if err := h.start(ctx); err != nil {
 		return err
 	}
+	// The restarted hub's profiles over the reconnection, beside the steady state's.
+	profiled := make(chan error, 1)
+	if d.opts.ProfileDir != "" {
+		go func() {
+			profiled <- h.profile(ctx, d.opts.ProfileDir, fmt.Sprintf("%d-restart", d.opts.Spokes), 20*time.Second)
+		}()
+	} else {
+		profiled <- nil
+	}
 	if err := d.converge(ctx, spokes, d.opts.ConvergeTimeout); err != nil {
 		return fmt.Errorf("after the hub's restart: %w", err)
 	}
 	res.ReconnectConvergeS = time.Since(began).Seconds()
+	if err := <-profiled; err != nil {
+		return err
+	}
 	after, err := snapshots(d.hubs)
 	if err != nil {
 		return err
@@ -514,6 +531,22 @@ func (d *driver) restart(ctx context.Context, spokes []*simSpoke, res *Result) e
 		return err
 	}
 	res.ReconnectEtcdWrites = rev1 - rev0
+	// How long the restarted replica's sessions took to open (admission slot to first view).
+	var n, sum float64
+	for _, h := range d.hubs {
+		c, err := h.metric(ctx, "spillway_hub_sync_session_open_duration_seconds_count")
+		if err != nil {
+			return err
+		}
+		s, err := h.metric(ctx, "spillway_hub_sync_session_open_duration_seconds_sum")
+		if err != nil {
+			return err
+		}
+		n, sum = n+c, sum+s
+	}
+	if n > 0 {
+		res.ReconnectOpenMeanMs = math.Round(10000*sum/n) / 10
+	}
 	return nil
 }
 

@@ -22,8 +22,8 @@ import (
 // once when the last one did not welcome it, else after a jittered exponential backoff from
 // 200 ms to 10 s (each wait 0.5 to 1.5 times the interval), started again from the bottom after
 // a session that lasted 10 s, and at most a sixth of the lease TTL (jittered) for the TTL after
-// a session ended; never sooner than a busy replica's retry delay (half to one and a half times
-// it); and a new connection per session.
+// a session ended; after half to one and a half times a busy replica's retry delay, without
+// growing the backoff; and a new connection per session.
 const (
 	minBackoff     = 200 * time.Millisecond
 	maxBackoff     = 10 * time.Second
@@ -84,12 +84,14 @@ func (s *simSpoke) run(ctx context.Context) {
 		if established && time.Since(started) > healthySession {
 			bo.Reset()
 		}
-		wait := bo.NextBackOff()
-		if time.Now().Before(leaseAlive) {
-			wait = min(wait, time.Duration(float64(ttl/6)*(0.5+s.rng.Float64()/2)))
-		}
+		var wait time.Duration
 		if d := hubclient.RetryDelay(err); d > 0 {
-			wait = max(wait, time.Duration(float64(d)*(0.5+s.rng.Float64())))
+			wait = time.Duration(float64(d) * (0.5 + s.rng.Float64()))
+		} else {
+			wait = bo.NextBackOff()
+			if time.Now().Before(leaseAlive) {
+				wait = min(wait, time.Duration(float64(ttl/6)*(0.5+s.rng.Float64()/2)))
+			}
 		}
 		t := time.NewTimer(wait)
 		select {

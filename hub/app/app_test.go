@@ -195,7 +195,7 @@ func TestFlags(t *testing.T) {
 		"tls-san": "[]", "client-ca-file": "", "trust-domain": "spillway.local", "admin-users": "[admin]",
 		"cluster-cert-validity": "720h0m0s", "etcd-cacert": "", "etcd-cert": "", "etcd-key": "", "etcd-quota-bytes": "0",
 		"max-clusters": "10000", "max-exports-per-cluster": "1000", "max-concurrent-streams": "100",
-		"max-session-opens": "32", "session-open-wait": "1s",
+		"max-session-opens": "32", "session-open-wait": "3s",
 		"allowed-export-namespaces": "[]", "denied-export-namespaces": "[kube-system,kube-public,kube-node-lease]",
 		"leader-lease-ttl": "3s", "advertise-address": "", "peer-cert-file": "", "peer-key-file": "",
 	} {

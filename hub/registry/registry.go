@@ -154,7 +154,8 @@ func (s *Store) PutCluster(ctx context.Context, info fleet.ClusterInfo) (Cluster
 }
 
 // RegisterCluster is PutCluster that refuses a new cluster with a LimitError when maxClusters
-// (when positive) are registered already; updating a registered cluster is always allowed.
+// (when positive) are registered already; updating a registered cluster is always allowed, and
+// a registration that changes nothing writes nothing.
 // Registrations of new clusters that race may pass the limit by their number.
 //
 // A gateway address is held by one cluster at a time: a registration naming an address that
@@ -191,6 +192,19 @@ func (s *Store) RegisterCluster(ctx context.Context, info fleet.ClusterInfo, max
 		gwCmps, gwOps, err := s.gatewayOps(ctx, info.ID, old.Info.GatewayAddress, info.GatewayAddress)
 		if err != nil {
 			return ClusterRecord{}, err
+		}
+		if len(resp.Kvs) == 1 && old.Info == info && len(gwOps) == 0 {
+			// Registered as it is, its gateway address indexed as its own: nothing to write
+			// unless the cluster was revoked (the write then says it registered again since).
+			// A spoke registers at every connection, and a thousand reconnecting at once would
+			// otherwise write a thousand records; the session's start updates LastSeen.
+			rv, err := s.cli.Get(ctx, s.revocationKey(info.ID), clientv3.WithCountOnly())
+			if err != nil {
+				return ClusterRecord{}, fmt.Errorf("read the revocation of %q: %w", info.ID, err)
+			}
+			if rv.Count == 0 {
+				return old, nil
+			}
 		}
 		val, err := json.Marshal(rec)
 		if err != nil {
@@ -272,22 +286,33 @@ func (s *Session) Record() SessionRecord { return s.record }
 
 // OpenSession starts (or takes over) the session of a registered cluster. When the cluster still
 // has a live lease, the lease is kept, so the exports survive a reconnect; export sequence numbers
-// resume only for the same spoke incarnation.
+// resume only for the same spoke incarnation. It costs etcd three round trips: one read of the
+// cluster's record, its session and its exports' keys; the lease's renewal (or a new one); one
+// transaction that writes the session record and the cluster's LastSeen.
 func (s *Store) OpenSession(ctx context.Context, cluster, hubID, incarnation string) (*Session, error) {
-	if _, err := s.GetCluster(ctx, cluster); err != nil {
-		return nil, err
-	}
-	key := s.sessionKey(cluster)
-	resp, err := s.cli.Get(ctx, key)
+	key, ckey := s.sessionKey(cluster), s.clusterKey(cluster)
+	read, err := s.cli.Txn(ctx).Then(
+		clientv3.OpGet(ckey),
+		clientv3.OpGet(key),
+		clientv3.OpGet(s.exportsPrefix(cluster), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
+	).Commit()
 	if err != nil {
-		return nil, fmt.Errorf("read session of %q: %w", cluster, err)
+		return nil, fmt.Errorf("read cluster %q and its session: %w", cluster, err)
+	}
+	clusterKV := read.Responses[0].GetResponseRange().GetKvs()
+	if len(clusterKV) == 0 {
+		return nil, fmt.Errorf("cluster %q is not registered: %w", cluster, ErrNotFound)
+	}
+	var rec ClusterRecord
+	if err := json.Unmarshal(clusterKV[0].Value, &rec); err != nil {
+		return nil, fmt.Errorf("decode cluster %q: %w", cluster, err)
 	}
 	sess := &Session{store: s, exports: map[fleet.PoolRef]struct{}{}}
 	var old SessionRecord
-	if len(resp.Kvs) == 1 && json.Unmarshal(resp.Kvs[0].Value, &old) == nil && resp.Kvs[0].Lease != 0 {
+	if kvs := read.Responses[1].GetResponseRange().GetKvs(); len(kvs) == 1 && json.Unmarshal(kvs[0].Value, &old) == nil && kvs[0].Lease != 0 {
 		// The old lease is alive: keep it so the exports it holds stay in place.
-		if _, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(resp.Kvs[0].Lease)); err == nil {
-			sess.lease = clientv3.LeaseID(resp.Kvs[0].Lease)
+		if _, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(kvs[0].Lease)); err == nil {
+			sess.lease = clientv3.LeaseID(kvs[0].Lease)
 			if old.SpokeIncarnation == incarnation {
 				sess.Resumed = true
 				sess.AckedSeq = old.ExportSeq
@@ -302,33 +327,47 @@ func (s *Store) OpenSession(ctx context.Context, cluster, hubID, incarnation str
 		}
 		sess.lease = grant.ID
 	}
+	now := s.now().UTC()
 	sess.record = SessionRecord{
 		Cluster:          cluster,
 		HubID:            hubID,
 		HubIncarnation:   s.incarnation,
 		SpokeIncarnation: incarnation,
 		ExportSeq:        sess.AckedSeq,
-		StartedAt:        s.now().UTC(),
+		StartedAt:        now,
 		LeaseID:          int64(sess.lease),
 	}
 	// A new incarnation starts from a replace_all delta, which withdraws what the old one exported
 	// and the new one does not: until it is stored, the old exports stay, so that no importer sees
 	// a pool both incarnations export withdrawn for a moment (or for good, if the hub dies between
 	// a clear and the resend).
-	resp, err = s.cli.Get(ctx, s.exportsPrefix(cluster), clientv3.WithPrefix(), clientv3.WithKeysOnly())
-	if err != nil {
-		return nil, fmt.Errorf("list exports of %q: %w", cluster, err)
-	}
-	for _, kv := range resp.Kvs {
+	for _, kv := range read.Responses[2].GetResponseRange().GetKvs() {
 		if ev, err := s.decode(string(kv.Key), nil, true); err == nil && ev.Kind == KindExport {
 			sess.exports[ev.Export.Pool] = struct{}{}
 		}
 	}
-	if err := sess.putRecord(ctx); err != nil {
+	val, err := json.Marshal(sess.record)
+	if err != nil {
 		return nil, err
 	}
-	if err := s.touchCluster(ctx, cluster); err != nil {
+	rec.LastSeen = now
+	cval, err := json.Marshal(rec)
+	if err != nil {
 		return nil, err
+	}
+	// The session record, and the cluster's LastSeen if its record is still as read: a
+	// registration that raced with the read changed it, and the LastSeen is written after.
+	put := clientv3.OpPut(key, string(val), clientv3.WithLease(sess.lease))
+	txn, err := s.cli.Txn(ctx).If(unchanged(ckey, clusterKV[0].ModRevision)).
+		Then(put, clientv3.OpPut(ckey, string(cval))).Else(put).Commit()
+	if err != nil {
+		return nil, fmt.Errorf("write session of %q: %w", cluster, err)
+	}
+	sess.stored = string(val)
+	if !txn.Succeeded {
+		if err := s.touchCluster(ctx, cluster); err != nil {
+			return nil, err
+		}
 	}
 	return sess, nil
 }

@@ -373,3 +373,49 @@ func TestReplaceAllWithdrawsAfterItsUpserts(t *testing.T) {
 		t.Fatalf("session holds %d exports (gone: %v), want %d", sess.ExportCount(), sess.Exported(gone), len(ups))
 	}
 }
+
+// TestUnchangedRegistrationWritesNothing: a cluster registering again as it is (every spoke
+// connection does) leaves the registry's revision where it was; a change is written, and keeps
+// the first registration time.
+func TestUnchangedRegistrationWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	e, cli := startEtcd(t, t.TempDir())
+	defer e.Close()
+	defer cli.Close()
+	s := registry.New(cli, registry.Options{LeaseTTL: 2 * time.Second})
+	info := fleet.ClusterInfo{ID: "a", Region: "us-east", GatewayAddress: "10.0.0.1:443"}
+	first, err := s.RegisterCluster(ctx, info, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev := func() int64 {
+		t.Helper()
+		resp, err := cli.Get(ctx, "health")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Header.Revision
+	}
+	before := rev()
+	again, err := s.RegisterCluster(ctx, info, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := rev(); after != before {
+		t.Errorf("an unchanged registration moved the revision from %d to %d", before, after)
+	}
+	if again.Info != info || !again.RegisteredAt.Equal(first.RegisteredAt) {
+		t.Errorf("unchanged registration answered %+v, want the record of the first", again)
+	}
+	info.Zone = "us-east-1a"
+	changed, err := s.RegisterCluster(ctx, info, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := rev(); after == before {
+		t.Error("a changed registration was not written")
+	}
+	if changed.Info != info || !changed.RegisteredAt.Equal(first.RegisteredAt) {
+		t.Errorf("changed registration answered %+v, want the new info and the first registration time", changed)
+	}
+}

@@ -17,16 +17,19 @@ import (
 // Defaults of the session admission (Limits.MaxSessionOpens, Limits.SessionOpenWait).
 const (
 	DefaultMaxSessionOpens = 32
-	DefaultSessionOpenWait = time.Second
+	DefaultSessionOpenWait = 3 * time.Second
 )
 
 // admission bounds the sessions a replica opens at once: from the Hello to the first view
 // update, a session reads and writes the registry (its session record, its lease, its cluster's
 // last-seen) and takes a snapshot of the view. A thousand spokes that reconnect together (a
 // restarted hub) would otherwise put thousands of etcd requests and snapshots in flight at
-// once; with it, they come through a few dozen at a time, at the pace etcd answers. A stream
-// that finds no slot within the wait is refused with Unavailable and a RetryInfo: its spoke
-// comes back after that delay, jittered, or tries another replica first.
+// once; with it, they come through a few dozen at a time, at the pace etcd answers, and the
+// others wait their turn on their open stream (cheaper than a refusal: each attempt costs the
+// spoke a new connection and its TLS handshake). A stream that finds no slot within the wait
+// (3 s: the spoke gives a replica 10 s to welcome it) is refused with Unavailable and a
+// RetryInfo: its spoke comes back after that delay, jittered, or tries another replica first.
+// Register takes no slot: a registration that changes nothing writes nothing.
 type admission struct {
 	slots *semaphore.Weighted
 	wait  time.Duration
@@ -72,7 +75,9 @@ func (s *Server) admit(ctx context.Context) (release func(), err error) {
 		return nil, &busyError{retryAfter: s.admission.wait}
 	}
 	s.metrics.opening.Inc()
+	admitted := time.Now()
 	give := sync.OnceFunc(func() {
+		s.metrics.openSeconds.Observe(time.Since(admitted).Seconds())
 		s.metrics.opening.Dec()
 		s.admission.slots.Release(1)
 	})

@@ -73,6 +73,7 @@ type sharedKey struct {
 	interest string // interestKey of the pools
 	inc      string
 	from, to uint64
+	snapshot bool // ticks.snapshot's, of the tick
 }
 
 // sharedCapacity is what changed of the capacity, the imports (without their states) and the
@@ -90,6 +91,9 @@ type sharedCapacity struct {
 	fields [][]byte
 	// size is about what they take in a ViewUpdate.
 	size int
+	// seq and incomplete are a snapshot's cursor and mark (ticks.snapshot).
+	seq        uint64
+	incomplete bool
 }
 
 // empty reports whether nothing changed.
@@ -124,46 +128,75 @@ func (t *ticks) capacity(inc string, from, to uint64, key string, interest view.
 	c.once.Do(func() {
 		u, ok := t.model.SharedDelta(inc, from, to, interest)
 		c.ok = ok
-		for _, imp := range u.Imports {
-			f, ok := c.encode(importsField, fleetpb.Import(imp))
-			if !ok {
-				return
-			}
-			c.imports = append(c.imports, sharedImport{pool: imp.Pool, field: f})
-		}
-		for _, p := range u.ImportsRemoved {
-			if !c.field(importsRemovedField, fleetpb.PoolRef(p)) {
-				return
-			}
-		}
-		for _, cl := range u.Clusters {
-			if !c.field(clustersField, fleetpb.Liveness(cl)) {
-				return
-			}
-		}
-		for _, id := range u.ClustersRemoved {
-			f := protowire.AppendString(protowire.AppendTag(nil, clustersRemovedField, protowire.BytesType), id)
-			c.fields = append(c.fields, f)
-			c.size += len(f)
-		}
-		for _, rc := range u.Capacity {
-			m := fleetpb.RemoteCapacityAt(rc, rc.ReceivedAt)
-			m.Age = nil // each stream's own, at its send
-			b, err := proto.Marshal(m)
-			if err != nil {
-				c.ok = false // not for messages built here; SinceFor's path then says why
-				return
-			}
-			c.entries = append(c.entries, capacityEntry{msg: b, receivedAt: rc.ReceivedAt})
-			c.size += len(b) + maxEntryOverhead
-		}
-		for _, k := range u.CapacityRemoved {
-			if !c.field(capacityRemovedField, fleetpb.CapacityKey(k)) {
-				return
-			}
-		}
+		c.fill(u)
 	})
 	return c
+}
+
+// snapshot returns a snapshot of the imports (without their states), the clusters and the
+// capacity of the pools of interest, encoded, shared with every stream that needs one for the
+// same interest during the tick of now. It holds the view as it was when the first of them
+// asked (seq, incomplete); each stream adds the imports of its own pools with their states.
+// At a hub's start a thousand streams need one within seconds: each costs the hub an encoding
+// per tick and interest, not one per stream.
+func (t *ticks) snapshot(now time.Time, key string, interest view.Interest) *sharedCapacity {
+	t.at(now) // a new tick clears what the last one shared
+	k := sharedKey{interest: key, snapshot: true}
+	t.mu.Lock()
+	c := t.shared[k]
+	if c == nil {
+		c = &sharedCapacity{}
+		t.shared[k] = c
+	}
+	t.mu.Unlock()
+	c.once.Do(func() {
+		u := t.model.SharedSnapshot(interest)
+		c.ok, c.seq, c.incomplete = true, u.Seq, u.Incomplete
+		c.fill(u)
+	})
+	return c
+}
+
+// fill encodes u's imports, clusters and capacity; c.ok turns false when one cannot be.
+func (c *sharedCapacity) fill(u view.Update) {
+	for _, imp := range u.Imports {
+		f, ok := c.encode(importsField, fleetpb.Import(imp))
+		if !ok {
+			return
+		}
+		c.imports = append(c.imports, sharedImport{pool: imp.Pool, field: f})
+	}
+	for _, p := range u.ImportsRemoved {
+		if !c.field(importsRemovedField, fleetpb.PoolRef(p)) {
+			return
+		}
+	}
+	for _, cl := range u.Clusters {
+		if !c.field(clustersField, fleetpb.Liveness(cl)) {
+			return
+		}
+	}
+	for _, id := range u.ClustersRemoved {
+		f := protowire.AppendString(protowire.AppendTag(nil, clustersRemovedField, protowire.BytesType), id)
+		c.fields = append(c.fields, f)
+		c.size += len(f)
+	}
+	for _, rc := range u.Capacity {
+		m := fleetpb.RemoteCapacityAt(rc, rc.ReceivedAt)
+		m.Age = nil // each stream's own, at its send
+		b, err := proto.Marshal(m)
+		if err != nil {
+			c.ok = false // not for messages built here; SinceFor's path then says why
+			return
+		}
+		c.entries = append(c.entries, capacityEntry{msg: b, receivedAt: rc.ReceivedAt})
+		c.size += len(b) + maxEntryOverhead
+	}
+	for _, k := range u.CapacityRemoved {
+		if !c.field(capacityRemovedField, fleetpb.CapacityKey(k)) {
+			return
+		}
+	}
 }
 
 // field adds m, encoded, as field n of a ViewUpdate.
@@ -259,7 +292,7 @@ func sharedViewUpdate(inc string, own view.Update, c *sharedCapacity, now time.T
 	add := func(n int) {
 		if len(raw) > 0 && size+len(raw)+n > limit {
 			cur.ProtoReflect().SetUnknown(protoreflect.RawFields(raw))
-			cur = &pb.ViewUpdate{Cursor: first.GetCursor(), Incomplete: first.GetIncomplete()}
+			cur = &pb.ViewUpdate{Cursor: first.GetCursor(), Snapshot: first.GetSnapshot(), Incomplete: first.GetIncomplete()}
 			parts = append(parts, cur)
 			left -= len(raw)
 			size, raw = proto.Size(cur), make([]byte, 0, min(max(left, n), limit))

@@ -81,6 +81,7 @@ type metrics struct {
 	sessions     prometheus.Gauge
 	opening      prometheus.Gauge
 	opensWaiting prometheus.Gauge
+	openSeconds  prometheus.Histogram
 	observers    prometheus.Gauge
 	peerStreams  prometheus.Gauge
 	peerMessages *prometheus.CounterVec
@@ -107,6 +108,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		opensWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "spillway_hub_sync_sessions_waiting",
 			Help: "Spoke sessions waiting for a slot to open; one that waits --session-open-wait is refused (Unavailable, limit session_opens).",
+		}),
+		openSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "spillway_hub_sync_session_open_duration_seconds",
+			Help:    "How long spoke sessions held their admission slot: from the slot to the first view update sent (the registry's requests and the snapshot), or to the end of a session that failed before.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 12),
 		}),
 		observers: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "spillway_hub_sync_observers",
@@ -154,7 +160,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{labelKind}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.opening, m.opensWaiting, m.observers, m.peerStreams, m.peerMessages, m.received, m.viewUpdates, m.streamsEnded, m.panics, m.limited, m.denied, m.joins, m.certificates)
+		reg.MustRegister(m.sessions, m.opening, m.opensWaiting, m.openSeconds, m.observers, m.peerStreams, m.peerMessages, m.received, m.viewUpdates, m.streamsEnded, m.panics, m.limited, m.denied, m.joins, m.certificates)
 	}
 	for _, k := range []string{"hello", "exports", "capacity", "interest", "imports"} {
 		m.received.WithLabelValues(k)

@@ -144,6 +144,60 @@ func TestMarkLiftsWithADelta(t *testing.T) {
 	}
 }
 
+// TestSnapshotsOfATickAreShared: two streams that need a snapshot in the same tick get the
+// same encoding of the fleet (one snapshot built for the tick and interest, the same cursor),
+// each with the import states of its own pools only: a's snapshot has chat's states (a
+// exports chat, b imports it), b's has none.
+func TestSnapshotsOfATickAreShared(t *testing.T) {
+	model := view.New()
+	model.Reset(registry.State{})
+	chat, code := fleet.PoolRef{Namespace: "default", Name: "chat"}, fleet.PoolRef{Namespace: "default", Name: "code"}
+	var evs []registry.Event
+	for _, c := range []struct {
+		id   string
+		pool fleet.PoolRef
+	}{{"a", chat}, {"b", code}} {
+		evs = append(evs,
+			registry.Event{Kind: registry.KindCluster, Cluster: c.id, ClusterRecord: registry.ClusterRecord{Info: fleet.ClusterInfo{ID: c.id, Region: "r"}}},
+			registry.Event{Kind: registry.KindSession, Cluster: c.id, Session: registry.SessionRecord{Cluster: c.id, HubID: "h"}},
+			registry.Event{Kind: registry.KindExport, Cluster: c.id, Export: fleet.Export{Pool: c.pool, TargetPorts: []uint32{8000}}})
+	}
+	model.Apply(evs)
+	model.ReportImports("b", []fleet.PoolImportStatus{{Pool: chat, Imported: true}})
+	// A tick long enough for both first updates to fall in it.
+	s := New(nil, model, Options{ViewInterval: time.Hour})
+	a := startSendLoop(t, s, &pb.Hello{ClusterId: "a"}, make(chan []fleet.PoolRef))
+	b := startSendLoop(t, s, &pb.Hello{ClusterId: "b"}, make(chan []fleet.PoolRef))
+	ua, ub := a.next(t).u, b.next(t).u
+	states := func(u *pb.ViewUpdate) map[string]int {
+		out := map[string]int{}
+		for _, imp := range u.GetImports() {
+			out[imp.GetPool().GetName()] += len(imp.GetImporters())
+		}
+		return out
+	}
+	if !ua.GetSnapshot() || !ub.GetSnapshot() || ua.GetCursor().GetSeq() != ub.GetCursor().GetSeq() {
+		t.Fatalf("first updates: a %v, b %v; want snapshots at one cursor", ua.GetCursor(), ub.GetCursor())
+	}
+	if got := states(ua); len(got) != 2 || got["chat"] != 1 || got["code"] != 0 {
+		t.Errorf("a's snapshot: import states by pool %v, want chat with b's state and code without", got)
+	}
+	if got := states(ub); len(got) != 2 || got["chat"] != 0 || got["code"] != 0 {
+		t.Errorf("b's snapshot: import states by pool %v, want both pools, neither with states", got)
+	}
+	s.ticks.mu.Lock()
+	n := 0
+	for k := range s.ticks.shared {
+		if k.snapshot {
+			n++
+		}
+	}
+	s.ticks.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d snapshots built for the tick, want one for both streams", n)
+	}
+}
+
 // TestCursorOfAnotherHubStartsAfresh: a spoke that resumes with the cursor of another hub
 // incarnation (the hub restarted), further along than this view's, gets a snapshot and then
 // every change as it comes, from this view's cursor.

@@ -38,13 +38,7 @@ func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Reg
 		return nil, s.fail(denied(codes.PermissionDenied, reasonClusterMismatch,
 			"certificate names cluster %s, request names %s: a cluster registers as itself only", who.id.Name, info.ID))
 	}
-	// A registration reads and writes the registry: it waits for a slot as a session open does.
-	release, err := s.admit(ctx)
-	if err != nil {
-		return nil, s.fail(err)
-	}
 	rec, err := s.store.RegisterCluster(ctx, info, s.opts.Limits.MaxClusters)
-	release()
 	var taken *registry.GatewayTakenError
 	if errors.As(err, &taken) {
 		return nil, s.fail(denied(codes.PermissionDenied, reasonGatewayTaken, "%s", taken.Error()))
@@ -410,9 +404,10 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 				u, shared, ok = s.sharedDelta(now, inc, seq, sub, key)
 			}
 			if !ok {
-				// A first update, a snapshot (a cursor of another incarnation or one the log
-				// no longer holds): the stream's own.
-				u = s.model.SinceFor(inc, seq, sub)
+				// A first update, or a snapshot (a cursor of another incarnation or one the
+				// log no longer holds): the tick's shared snapshot with the stream's own
+				// imports, or the stream's own update.
+				u, shared = s.snapshotOrSince(now, inc, seq, sub, key)
 			}
 			// When the view is complete again, a delta says so: the spoke kept what the
 			// updates marked incomplete would have removed, and removes it with the first
@@ -500,6 +495,21 @@ func (s *Server) sharedDelta(now time.Time, inc string, seq uint64, sub view.Sub
 		return view.Update{}, nil, false
 	}
 	return u, shared, true
+}
+
+// snapshotOrSince returns what a stream needs when it cannot take the tick's shared delta: a
+// snapshot, the tick's shared one (ticks.snapshot) with the imports of the stream's own pools
+// and their states, when its cursor is of another incarnation or out of the view's log; else
+// the delta from its cursor, its own.
+func (s *Server) snapshotOrSince(now time.Time, inc string, seq uint64, sub view.Subscriber, key string) (view.Update, *sharedCapacity) {
+	if sub.Cluster == "" || s.model.Holds(inc, seq) {
+		return s.model.SinceFor(inc, seq, sub), nil
+	}
+	snap := s.ticks.snapshot(now, key, sub.Interest)
+	if !snap.ok {
+		return s.model.SinceFor(inc, seq, sub), nil
+	}
+	return view.Update{Seq: snap.seq, Snapshot: true, Incomplete: snap.incomplete, Imports: s.model.OwnImports(sub.Cluster)}, snap
 }
 
 // sendView sends a view update, in parts of about fleetpb.ViewPartBytes when it is larger.

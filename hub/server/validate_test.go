@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/fleetpb"
@@ -207,4 +208,20 @@ func TestValidateReports(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzIsDNS1123: the validation's fast path agrees with apimachinery's on every string, for
+// labels and subdomains.
+func FuzzIsDNS1123(f *testing.F) {
+	for _, s := range []string{"chat", "a-b", "-a", "a-", "a.b", "a..b", ".a", "a.", "a-.b", "a.-b", "A", "a_b", "", "0", strings.Repeat("a", 63), strings.Repeat("a", 64), strings.Repeat("a.", 127) + "a"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := isDNS1123(s, true), len(validation.IsDNS1123Label(s)) == 0; got != want {
+			t.Errorf("label %q: fast path %v, apimachinery %v", s, got, want)
+		}
+		if got, want := isDNS1123(s, false), len(validation.IsDNS1123Subdomain(s)) == 0; got != want {
+			t.Errorf("subdomain %q: fast path %v, apimachinery %v", s, got, want)
+		}
+	})
 }

@@ -714,6 +714,36 @@ func (m *Model) SinceFor(incarnation string, seq uint64, sub Subscriber) Update 
 	return m.deltaLocked(seq, m.seq, sub, false)
 }
 
+// Holds reports whether a cursor of incarnation at seq can be followed by a delta (else it
+// needs a snapshot).
+func (m *Model) Holds(incarnation string, seq uint64) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return incarnation == m.incarnation && seq+1 >= m.logStart && seq <= m.seq
+}
+
+// SharedSnapshot returns a snapshot that every subscriber of interest gets alike: its imports
+// carry no states, which each exporter takes from OwnImports.
+func (m *Model) SharedSnapshot(interest Interest) Update {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.snapshot(Subscriber{Interest: interest, NoStates: true})
+}
+
+// OwnImports returns the imports, with their states, of the pools cluster exports, sorted.
+func (m *Model) OwnImports(cluster string) []fleet.Import {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []fleet.Import
+	for p := range m.state.Exports[cluster] {
+		if cs, ok := m.imports[p]; ok {
+			out = append(out, m.importLocked(p, cs))
+		}
+	}
+	slices.SortFunc(out, func(a, b fleet.Import) int { return a.Pool.Compare(b.Pool) })
+	return out
+}
+
 // Seq returns the view's change counter: a cursor for SinceFor, an end for DeltaFor.
 func (m *Model) Seq() uint64 {
 	m.mu.RLock()

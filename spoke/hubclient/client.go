@@ -27,8 +27,8 @@
 // etcd (for its TTL after the session ended), no wait is longer than a sixth of the TTL, so
 // that a hub back in time resumes the session instead of the lease lapsing (which would
 // withdraw the cluster's exports everywhere until it returns). A replica busy opening other
-// sessions (a mass reconnect) refuses with Unavailable and a RetryInfo: the next attempt waits
-// at least half to one and a half times its delay (RetryDelay). The registry is shared, so the
+// sessions (a mass reconnect) refuses with Unavailable and a RetryInfo: the next attempt comes
+// after half to one and a half times its delay (RetryDelay), and the backoff does not grow. The registry is shared, so the
 // new replica's Welcome carries the acked_export_seq of the spoke's session lease: exports resume with the deltas after it, and
 // the view resumes from its cursor or takes one snapshot.
 //
@@ -531,21 +531,26 @@ func (c *Client) Run(ctx context.Context) error {
 			// second whatever happened before.
 			bo.Reset()
 		}
-		// Jittered: the spokes of a replica that died do not all come back in the same instant.
-		wait := bo.NextBackOff()
-		if time.Now().Before(c.leaseAlive) {
-			// The session's lease may still be alive: a hub back before it lapses resumes the
-			// session (the exports stay, nothing is resent), so retry at least every sixth of
-			// the TTL (jittered) rather than wait out a backoff that grew while the hub was down.
-			c.mu.Lock()
-			ttl := c.leaseTTL
-			c.mu.Unlock()
-			wait = min(wait, time.Duration(float64(ttl/6)*(0.5+rand.Float64()/2)))
-		}
+		var wait time.Duration
 		if d := RetryDelay(err); d > 0 {
-			// The replica is busy opening other sessions (a mass reconnect) and says when to
-			// come back: no sooner, and spread over half to one and a half times its delay.
-			wait = max(wait, time.Duration(float64(d)*(0.5+rand.Float64())))
+			// The replica is up but busy opening other sessions (a mass reconnect), and says
+			// when to come back: then, spread over half to one and a half times its delay. The
+			// backoff, which is for failures, stays where it was.
+			wait = time.Duration(float64(d) * (0.5 + rand.Float64()))
+		} else {
+			// Jittered: the spokes of a replica that died do not all come back in the same
+			// instant.
+			wait = bo.NextBackOff()
+			if time.Now().Before(c.leaseAlive) {
+				// The session's lease may still be alive: a hub back before it lapses resumes
+				// the session (the exports stay, nothing is resent), so retry at least every
+				// sixth of the TTL (jittered) rather than wait out a backoff that grew while
+				// the hub was down.
+				c.mu.Lock()
+				ttl := c.leaseTTL
+				c.mu.Unlock()
+				wait = min(wait, time.Duration(float64(ttl/6)*(0.5+rand.Float64()/2)))
+			}
 		}
 		if code := status.Code(err); code == codes.PermissionDenied || code == codes.Unauthenticated {
 			// Worth retrying: the credentials reload when their files change, and a revoked
