@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/spillway-io/spillway/pkg/fleetpb"
-	"github.com/spillway-io/spillway/spoke/hubclient"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+	"github.com/spillway-io/spillway/spoke/hubclient"
 )
 
 // The simulated spoke reconnects as spoke/hubclient does: to the next replica of its list, at

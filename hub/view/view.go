@@ -654,11 +654,11 @@ func (m *Model) Changed() <-chan struct{} {
 
 // Update is a change of a subscriber's view: what changed since its cursor, or everything.
 type Update struct {
-	Seq             uint64
-	Snapshot        bool
-	Imports         []fleet.Import
-	ImportsRemoved  []fleet.PoolRef
-	Clusters        []fleet.Cluster
+	Seq            uint64
+	Snapshot       bool
+	Imports        []fleet.Import
+	ImportsRemoved []fleet.PoolRef
+	Clusters       []fleet.Cluster
 	// ClustersRemoved are the clusters no longer registered (deltas only).
 	ClustersRemoved []string
 	Capacity        []fleet.RemoteCapacity
