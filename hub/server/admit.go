@@ -29,7 +29,7 @@ const (
 // spoke a new connection and its TLS handshake). A stream that finds no slot within the wait
 // (3 s: the spoke gives a replica 10 s to welcome it) is refused with Unavailable and a
 // RetryInfo: its spoke comes back after that delay, jittered, or tries another replica first.
-// Register takes no slot: a registration that changes nothing writes nothing.
+// Register takes a slot only when it writes: for a cluster the view does not hold as it is.
 type admission struct {
 	slots *semaphore.Weighted
 	wait  time.Duration

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/spillway-io/spillway/e2e/testkit"
 	hubetcd "github.com/spillway-io/spillway/hub/etcd"
 	"github.com/spillway-io/spillway/hub/registry"
@@ -21,27 +23,8 @@ import (
 // grace.
 func TestStartGraceWaitsForTheClusters(t *testing.T) {
 	ctx := t.Context()
-	e, err := hubetcd.StartEmbedded(ctx, hubetcd.EmbeddedOptions{Dir: t.TempDir(), ListenAddress: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	cli, err := hubetcd.Dial([]string{e.Endpoint}, e.ClientTLS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	chat := fleet.PoolRef{Namespace: "default", Name: "chat"}
-	come := func(store *registry.Store, id string) {
-		t.Helper()
-		sess, err := store.OpenSession(ctx, id, "hub-test", "i-"+id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := sess.ApplyExports(ctx, registry.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}}}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cli := startEtcd(t)
+	come := func(store *registry.Store, id string) { storeChat(t, store, id, "hub-test") }
 	start := func(ttl time.Duration) (*registry.Store, *view.Model, chan struct{}, context.CancelFunc) {
 		store := registry.New(cli, registry.Options{LeaseTTL: ttl})
 		model := view.New()
@@ -104,27 +87,8 @@ func TestStartGraceWaitsForTheClusters(t *testing.T) {
 // has its exports lapse while no spoke acts on the view.
 func TestSessionsOfADeadReplicaAreNotLive(t *testing.T) {
 	ctx := t.Context()
-	e, err := hubetcd.StartEmbedded(ctx, hubetcd.EmbeddedOptions{Dir: t.TempDir(), ListenAddress: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	cli, err := hubetcd.Dial([]string{e.Endpoint}, e.ClientTLS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
-	chat := fleet.PoolRef{Namespace: "default", Name: "chat"}
-	open := func(store *registry.Store, id string) {
-		t.Helper()
-		sess, err := store.OpenSession(ctx, id, "hub-1", "i-"+id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := sess.ApplyExports(ctx, registry.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}}}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cli := startEtcd(t)
+	open := func(store *registry.Store, id string) { storeChat(t, store, id, "hub-1") }
 	old := registry.New(cli, registry.Options{LeaseTTL: time.Minute, HubIncarnation: "old"})
 	for _, id := range []string{"a", "b"} {
 		if _, err := old.RegisterCluster(ctx, fleet.ClusterInfo{ID: id, Region: "r"}, 0); err != nil {
@@ -168,6 +132,37 @@ func TestSessionsOfADeadReplicaAreNotLive(t *testing.T) {
 	}
 	open(store, "b")
 	testkit.Eventually(t, 5*time.Second, "the mark lifted once a and b reconnected", holds(func() bool { return !marked() }))
+}
+
+// startEtcd starts an embedded etcd for the test and returns a client of it; both stop when the
+// test ends.
+func startEtcd(t *testing.T) *clientv3.Client {
+	t.Helper()
+	e, err := hubetcd.StartEmbedded(t.Context(), hubetcd.EmbeddedOptions{Dir: t.TempDir(), ListenAddress: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	cli, err := hubetcd.Dial([]string{e.Endpoint}, e.ClientTLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+// storeChat opens cluster id's session on store, as replica hubID, and stores its export of
+// default/chat.
+func storeChat(t *testing.T, store *registry.Store, id, hubID string) {
+	t.Helper()
+	sess, err := store.OpenSession(t.Context(), id, hubID, "i-"+id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chat := fleet.PoolRef{Namespace: "default", Name: "chat"}
+	if err := sess.ApplyExports(t.Context(), registry.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []fleet.Export{{Pool: chat, TargetPorts: []uint32{8000}}}}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // holds turns a condition into an Eventually check.

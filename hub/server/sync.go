@@ -38,6 +38,16 @@ func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Reg
 		return nil, s.fail(denied(codes.PermissionDenied, reasonClusterMismatch,
 			"certificate names cluster %s, request names %s: a cluster registers as itself only", who.id.Name, info.ID))
 	}
+	if cur, ok := s.model.Cluster(info.ID); !ok || cur.Info != info {
+		// A new cluster, or a changed one: the registration writes, and takes an admission
+		// slot for it (a fleet's first connection is thousands of them at once). One that
+		// changes nothing writes nothing and needs none.
+		release, err := s.admit(ctx)
+		if err != nil {
+			return nil, s.fail(err)
+		}
+		defer release()
+	}
 	rec, err := s.store.RegisterCluster(ctx, info, s.opts.Limits.MaxClusters)
 	var taken *registry.GatewayTakenError
 	if errors.As(err, &taken) {

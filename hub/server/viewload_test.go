@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/spillway-io/spillway/e2e/testkit"
-	hubetcd "github.com/spillway-io/spillway/hub/etcd"
 	"github.com/spillway-io/spillway/hub/registry"
 	"github.com/spillway-io/spillway/hub/view"
 	"github.com/spillway-io/spillway/pkg/fleet"
@@ -27,16 +26,7 @@ import (
 // admin calls and Ready answer from the loaded view.
 func TestNoViewBeforeTheRegistryIsLoaded(t *testing.T) {
 	ctx := t.Context()
-	e, err := hubetcd.StartEmbedded(ctx, hubetcd.EmbeddedOptions{Dir: t.TempDir(), ListenAddress: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	cli, err := hubetcd.Dial([]string{e.Endpoint}, e.ClientTLS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := startEtcd(t)
 	store := registry.New(cli, registry.Options{LeaseTTL: time.Minute})
 
 	chat := fleet.PoolRef{Namespace: "default", Name: "chat"}
