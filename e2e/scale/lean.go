@@ -83,8 +83,9 @@ type viewPart struct {
 	stamps []time.Time
 }
 
-// scanResponse reads one SyncResponse: the welcome, an export ack's seq, or a view part.
-func scanResponse(b []byte) (welcome *pb.Welcome, ack uint64, isAck bool, view *viewPart, err error) {
+// scanResponse reads one SyncResponse: the welcome, an export ack's seq, or a view part, with
+// its capacity reports' stamps when stamps is true.
+func scanResponse(b []byte, stamps bool) (welcome *pb.Welcome, ack uint64, isAck bool, view *viewPart, err error) {
 	err = fields(b, func(n protowire.Number, v []byte) error {
 		switch n {
 		case respWelcome:
@@ -100,14 +101,14 @@ func scanResponse(b []byte) (welcome *pb.Welcome, ack uint64, isAck bool, view *
 			})
 		case respView:
 			view = &viewPart{}
-			return scanView(v, view)
+			return scanView(v, view, stamps)
 		}
 		return nil
 	})
 	return welcome, ack, isAck, view, err
 }
 
-func scanView(b []byte, p *viewPart) error {
+func scanView(b []byte, p *viewPart, stamps bool) error {
 	return fields(b, func(n protowire.Number, v []byte) error {
 		switch n {
 		case viewCursor:
@@ -133,6 +134,9 @@ func scanView(b []byte, p *viewPart) error {
 			p.removed = append(p.removed, ref)
 			return proto.Unmarshal(v, ref)
 		case viewCapacity:
+			if !stamps {
+				return nil
+			}
 			return fields(v, func(n protowire.Number, v []byte) error {
 				if n != remoteCapacity {
 					return nil

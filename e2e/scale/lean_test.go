@@ -43,7 +43,7 @@ func TestScanResponseReadsWhatTheSpokeUses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, _, isAck, p, err := scanResponse(b)
+	w, _, isAck, p, err := scanResponse(b, true)
 	if err != nil || w != nil || isAck || p == nil {
 		t.Fatalf("scan: welcome %v, ack %v, view %v, err %v", w, isAck, p, err)
 	}
@@ -60,13 +60,18 @@ func TestScanResponseReadsWhatTheSpokeUses(t *testing.T) {
 	if !slices.EqualFunc(p.stamps, stamps, time.Time.Equal) {
 		t.Errorf("stamps %v, want %v", p.stamps, stamps)
 	}
+	// A spoke that does not measure reads the same but the stamps.
+	q, err := scanResponse2(b)
+	if err != nil || len(q.stamps) != 0 || !proto.Equal(q.cursor, p.cursor) || len(q.imports) != 2 || len(q.removed) != 1 || !q.more {
+		t.Errorf("without stamps: %+v, err %v", q, err)
+	}
 
 	for _, m := range []*pb.SyncResponse{
 		{Msg: &pb.SyncResponse_ExportAck{ExportAck: &pb.ExportAck{Seq: 7}}},
 		{Msg: &pb.SyncResponse_Welcome{Welcome: &pb.Welcome{AckedExportSeq: 3}}},
 	} {
 		b, _ := proto.Marshal(m)
-		w, ack, isAck, p, err := scanResponse(b)
+		w, ack, isAck, p, err := scanResponse(b, true)
 		switch {
 		case err != nil || p != nil:
 			t.Errorf("%v: view %v, err %v", m, p, err)
@@ -76,9 +81,14 @@ func TestScanResponseReadsWhatTheSpokeUses(t *testing.T) {
 			t.Errorf("welcome %v", w)
 		}
 	}
-	if _, _, _, _, err := scanResponse(b[:len(b)-3]); err == nil {
+	if _, _, _, _, err := scanResponse(b[:len(b)-3], true); err == nil {
 		t.Error("a cut message was read without error")
 	}
+}
+
+func scanResponse2(b []byte) (*viewPart, error) {
+	_, _, _, p, err := scanResponse(b, false)
+	return p, err
 }
 
 // FuzzScanResponse: whatever bytes come, the reader returns or errs; it does not panic.
@@ -88,6 +98,6 @@ func FuzzScanResponse(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte{0x1a, 0x02, 0x30, 0x00})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _, _, _, _ = scanResponse(b)
+		_, _, _, _, _ = scanResponse(b, true)
 	})
 }

@@ -51,6 +51,10 @@ type Options struct {
 	ReportEndpoints bool
 	// ImportFraction of the spokes import every pool: they want every pool's capacity.
 	ImportFraction float64
+	// Observers is how many of the importing spokes measure staleness (every importer when
+	// zero). The others read what they act on and skip the reports: what the hub sends them is
+	// the same, and the driver beside the hub costs the machine less.
+	Observers int
 	// Settle is how long the fleet runs once converged before Measure, the steady-state window.
 	Settle, Measure time.Duration
 	// ConvergeTimeout bounds the wait for every spoke to converge, at the start and after the
@@ -73,6 +77,7 @@ type Result struct {
 	Spokes           int     `json:"spokes"`
 	Pools            int     `json:"pools"`
 	Importers        int     `json:"importers"`
+	Observers        int     `json:"observers"`
 	StalenessP50Ms   float64 `json:"staleness_p50_ms"`
 	StalenessP99Ms   float64 `json:"staleness_p99_ms"`
 	StalenessSamples int64   `json:"staleness_samples"`
@@ -186,6 +191,9 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		if s.importer {
 			res.Importers++
 		}
+		if s.observer {
+			res.Observers++
+		}
 	}
 
 	runCtx, stopSpokes := context.WithCancel(ctx)
@@ -202,7 +210,12 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 			s.run(runCtx)
 		}()
 	}
-	if err := d.converge(ctx, spokes, opts.ConvergeTimeout); err != nil {
+	connectProfiled := d.profileSlowConnect(ctx, spokes)
+	err = d.converge(ctx, spokes, opts.ConvergeTimeout)
+	if perr := connectProfiled(); err == nil {
+		err = perr
+	}
+	if err != nil {
 		return res, fmt.Errorf("first connect: %w", err)
 	}
 	res.ConnectConvergeS = time.Since(began).Seconds()
@@ -250,6 +263,7 @@ func (d *driver) spokes(ca *tlsconfig.CA) ([]*simSpoke, error) {
 	importers := int(o.ImportFraction*float64(o.Spokes) + 0.5)
 	regions := []string{"us-east", "us-west", "eu-west", "eu-north", "ap-south"}
 	out := make([]*simSpoke, 0, o.Spokes)
+	nImporters := 0
 	for i := range o.Spokes {
 		id := fmt.Sprintf("c%05d", i)
 		certPEM, keyPEM, err := ca.Issue(tlsconfig.Identity{TrustDomain: trustDomain, Kind: tlsconfig.KindCluster, Name: id}, nil, nil, 24*time.Hour)
@@ -263,11 +277,16 @@ func (d *driver) spokes(ca *tlsconfig.CA) ([]*simSpoke, error) {
 		var inc [8]byte
 		_, _ = rand.Read(inc[:])
 		s := &simSpoke{
-			d: d, id: id, index: i, addrs: d.addressOrder(rng), importer: i%max(1, o.Spokes/max(1, importers)) == 0 && importers > 0,
+			d: d, id: id, index: i, addrs: d.addressOrder(rng), importer: importers > 0 && i%max(1, o.Spokes/importers) == 0,
 			info:        &pb.ClusterInfo{ClusterId: id, Region: regions[i%len(regions)], GatewayAddress: id + ".gw.bench.local:443", Version: "bench"},
 			tls:         &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: roots, ServerName: serverName, Certificates: []tls.Certificate{cert}},
 			incarnation: hex.EncodeToString(inc[:]),
 			rng:         mrand.New(mrand.NewPCG(rng.Uint64(), rng.Uint64())),
+		}
+		if s.importer {
+			// Spread over the importers: every k-th of them observes.
+			s.observer = o.Observers <= 0 || nImporters%max(1, importers/o.Observers) == 0
+			nImporters++
 		}
 		for j := range o.Pools {
 			p := &pb.PoolRef{Namespace: "bench", Name: fmt.Sprintf("%s-pool-%d", id, j)}
@@ -290,19 +309,51 @@ func (d *driver) addressOrder(rng *mrand.Rand) []string {
 	return out
 }
 
-// converge waits until every spoke holds a session whose exports are acknowledged and whose
-// view came complete.
-func (d *driver) converge(ctx context.Context, spokes []*simSpoke, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		n := 0
-		for _, s := range spokes {
-			if s.converged.Load() {
-				n++
-			}
+// slowConnect is how long the first connection may take before the hub is profiled over it.
+const slowConnect = 30 * time.Second
+
+// profileSlowConnect profiles the hub over the first connection of the fleet when it is not
+// done within slowConnect, for 30 s. wait waits for the profile.
+func (d *driver) profileSlowConnect(ctx context.Context, spokes []*simSpoke) (wait func() error) {
+	if d.opts.ProfileDir == "" {
+		return func() error { return nil }
+	}
+	done := make(chan error, 1)
+	go func() {
+		if err := sleep(ctx, slowConnect); err != nil || converged(spokes) == len(spokes) {
+			done <- nil
+			return
 		}
+		d.opts.Log.Info("profiling the connection", "spokes", len(spokes))
+		done <- d.hubs[0].profile(ctx, d.opts.ProfileDir, fmt.Sprintf("%d-connect", len(spokes)), 30*time.Second)
+	}()
+	return func() error { return <-done }
+}
+
+func converged(spokes []*simSpoke) int {
+	n := 0
+	for _, s := range spokes {
+		if s.converged.Load() {
+			n++
+		}
+	}
+	return n
+}
+
+// converge waits until every spoke holds a session whose exports are acknowledged and whose
+// view came complete, and logs the count as it goes.
+func (d *driver) converge(ctx context.Context, spokes []*simSpoke, timeout time.Duration) error {
+	began := time.Now()
+	deadline := began.Add(timeout)
+	next := began.Add(15 * time.Second)
+	for {
+		n := converged(spokes)
 		if n == len(spokes) {
 			return nil
+		}
+		if time.Now().After(next) {
+			next = next.Add(15 * time.Second)
+			d.opts.Log.Info("fleet converging", "converged", n, "spokes", len(spokes), "seconds", int(time.Since(began).Seconds()), "sessions_ended", d.sessionsEnded.Load())
 		}
 		if time.Now().After(deadline) {
 			last, _ := d.lastErr.Load().(string)

@@ -22,7 +22,7 @@ import (
 // once when the last one did not welcome it, else after a jittered exponential backoff from
 // 200 ms to 10 s (each wait 0.5 to 1.5 times the interval), started again from the bottom after
 // a session that lasted 10 s, and at most a sixth of the lease TTL (jittered) for the TTL after
-// a session ended; after half to one and a half times a busy replica's retry delay, without
+// a session ended; after one to one and a quarter times a busy replica's retry delay, without
 // growing the backoff; and a new connection per session.
 const (
 	minBackoff     = 200 * time.Millisecond
@@ -47,6 +47,8 @@ type simSpoke struct {
 	info        *pb.ClusterInfo
 	exports     []*pb.Export
 	importer    bool
+	// observer: an importer that measures staleness (Options.Observers of them).
+	observer    bool
 	tls         *tls.Config
 	incarnation string
 	rng         *rand.Rand
@@ -86,7 +88,7 @@ func (s *simSpoke) run(ctx context.Context) {
 		}
 		var wait time.Duration
 		if d := hubclient.RetryDelay(err); d > 0 {
-			wait = time.Duration(float64(d) * (0.5 + s.rng.Float64()))
+			wait = time.Duration(float64(d) * (1 + s.rng.Float64()/4))
 		} else {
 			wait = bo.NextBackOff()
 			if time.Now().Before(leaseAlive) {
@@ -143,7 +145,7 @@ func (s *simSpoke) session(ctx context.Context, addr string) (established bool, 
 	if err != nil {
 		return false, fmt.Errorf("welcome: %w", err)
 	}
-	w, _, _, _, err := scanResponse(first.b)
+	w, _, _, _, err := scanResponse(first.b, false)
 	if err != nil {
 		return false, fmt.Errorf("welcome: %w", err)
 	}
@@ -226,7 +228,7 @@ func (s *simSpoke) recv(stream pb.SyncService_SyncClient, ackCh chan uint64, imp
 		if err := stream.RecvMsg(&raw); err != nil {
 			return err
 		}
-		_, ack, isAck, part, err := scanResponse(raw.b)
+		_, ack, isAck, part, err := scanResponse(raw.b, s.observer)
 		if err != nil {
 			return fmt.Errorf("hub message: %w", err)
 		}
@@ -236,7 +238,7 @@ func (s *simSpoke) recv(stream pb.SyncService_SyncClient, ackCh chan uint64, imp
 		if part == nil {
 			continue
 		}
-		if s.importer {
+		if s.observer {
 			s.observe(part)
 		}
 		if update == nil {

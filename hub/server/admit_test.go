@@ -17,7 +17,7 @@ import (
 // TestSessionOpensWaitForASlot: with one session open at a time, a session holds its slot from
 // its Hello to its first view update. While cluster a's stream waits for the rest of its
 // interest (no view yet), b's Hello waits the 300 ms the hub allows and is refused with
-// Unavailable and a RetryInfo of 300 ms, counted under limit session_opens; once a's interest
+// Unavailable and a RetryInfo of its turn, counted under limit session_opens; once a's interest
 // came and its first view went out, b's next attempt is welcomed.
 func TestSessionOpensWaitForASlot(t *testing.T) {
 	ctx := t.Context()
@@ -60,8 +60,10 @@ func TestSessionOpensWaitForASlot(t *testing.T) {
 			delay = ri.GetRetryDelay().AsDuration()
 		}
 	}
-	if delay != wait {
-		t.Errorf("b's RetryInfo delay = %s, want %s (details %v)", delay, wait, st.Details())
+	// One slot and nobody else waiting: b's turn is one slot hold away, which the two quick
+	// registrations brought below the 500 ms assumed at the start; never below the wait.
+	if delay < wait || delay >= 500*time.Millisecond {
+		t.Errorf("b's RetryInfo delay = %s, want from %s to 500ms (details %v)", delay, wait, st.Details())
 	}
 	if n := promtest.Value(t, h.Registry, "spillway_hub_limit_exceeded_total", "session_opens"); n != 1 {
 		t.Errorf("session_opens refusals = %v, want 1", n)

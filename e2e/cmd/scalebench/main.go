@@ -48,6 +48,7 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&o.run.ReportInterval, "report-interval", time.Second, "how often each spoke reports its pools' capacity")
 	f.BoolVar(&o.run.ReportEndpoints, "report-endpoints", false, "send per-endpoint detail with each report (a spoke's --report-endpoints)")
 	f.Float64Var(&o.run.ImportFraction, "import-fraction", 0.2, "fraction of the spokes that import every pool (and want every pool's capacity)")
+	f.IntVar(&o.run.Observers, "observers", 50, "how many of the importing spokes measure staleness (0: all)")
 	f.DurationVar(&o.run.Settle, "settle", 10*time.Second, "how long the fleet runs once converged before the measurement")
 	f.DurationVar(&o.run.Measure, "measure", 30*time.Second, "the steady-state measurement window")
 	f.DurationVar(&o.run.ConvergeTimeout, "converge-timeout", 3*time.Minute, "longest wait for every spoke to converge")
@@ -94,7 +95,7 @@ func run(ctx context.Context, o options, name string) error {
 		Command: strings.Join(append([]string{filepath.Base(name)}, os.Args[1:]...), " "),
 		Options: map[string]any{
 			"pools_per_spoke": o.run.Pools, "endpoints_per_pool": o.run.Endpoints, "report_interval": o.run.ReportInterval.String(),
-			"report_endpoints": o.run.ReportEndpoints, "import_fraction": o.run.ImportFraction, "measure": o.run.Measure.String(),
+			"report_endpoints": o.run.ReportEndpoints, "import_fraction": o.run.ImportFraction, "observers": o.run.Observers, "measure": o.run.Measure.String(),
 		},
 	}
 	runs := o.sizes
