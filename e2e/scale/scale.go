@@ -41,8 +41,8 @@ type Options struct {
 	// BinDir holds the hub and hubctl binaries; WorkDir receives the hub's data and logs.
 	BinDir, WorkDir string
 	// ProfileDir, when set, receives the hub's CPU and heap profiles of the steady state, and of
-	// the 20 s after its restart.
-	ProfileDir string
+	// the 20 s after its restart; ProfileTag goes before the fleet size in their names.
+	ProfileDir, ProfileTag string
 	// Spokes is the number of simulated spokes; each exports Pools pools of Endpoints
 	// endpoints and reports their capacity every ReportInterval.
 	Spokes, Pools, Endpoints int
@@ -50,7 +50,9 @@ type Options struct {
 	// ReportEndpoints sends per-endpoint detail with each report (a spoke's --report-endpoints).
 	ReportEndpoints bool
 	// ImportFraction of the spokes import every pool: they want every pool's capacity.
+	// Importers, when positive, is their number instead.
 	ImportFraction float64
+	Importers      int
 	// Observers is how many of the importing spokes measure staleness (every importer when
 	// zero). The others read what they act on and skip the reports: what the hub sends them is
 	// the same, and the driver beside the hub costs the machine less.
@@ -228,7 +230,7 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 		return res, err
 	}
 	if opts.ProfileDir != "" {
-		tag := fmt.Sprintf("%d", opts.Spokes)
+		tag := fmt.Sprintf("%s%d", opts.ProfileTag, opts.Spokes)
 		// The driver's own CPU profile over the same window: what the simulated spokes cost.
 		stop, err := profileSelf(filepath.Join(opts.ProfileDir, fmt.Sprintf("driver-%s-cpu.pprof", tag)))
 		if err != nil {
@@ -261,6 +263,9 @@ func (d *driver) spokes(ca *tlsconfig.CA) ([]*simSpoke, error) {
 	roots.AppendCertsFromPEM(ca.CertPEM())
 	rng := mrand.New(mrand.NewPCG(1, 2))
 	importers := int(o.ImportFraction*float64(o.Spokes) + 0.5)
+	if o.Importers > 0 {
+		importers = min(o.Importers, o.Spokes)
+	}
 	regions := []string{"us-east", "us-west", "eu-west", "eu-north", "ap-south"}
 	out := make([]*simSpoke, 0, o.Spokes)
 	nImporters := 0
@@ -325,7 +330,7 @@ func (d *driver) profileSlowConnect(ctx context.Context, spokes []*simSpoke) (wa
 			return
 		}
 		d.opts.Log.Info("profiling the connection", "spokes", len(spokes))
-		done <- d.hubs[0].profile(ctx, d.opts.ProfileDir, fmt.Sprintf("%d-connect", len(spokes)), 30*time.Second)
+		done <- d.hubs[0].profile(ctx, d.opts.ProfileDir, fmt.Sprintf("%s%d-connect", d.opts.ProfileTag, len(spokes)), 30*time.Second)
 	}()
 	return func() error { return <-done }
 }
@@ -560,7 +565,7 @@ func (d *driver) restart(ctx context.Context, spokes []*simSpoke, res *Result) e
 	profiled := make(chan error, 1)
 	if d.opts.ProfileDir != "" {
 		go func() {
-			profiled <- h.profile(ctx, d.opts.ProfileDir, fmt.Sprintf("%d-restart", d.opts.Spokes), 20*time.Second)
+			profiled <- h.profile(ctx, d.opts.ProfileDir, fmt.Sprintf("%s%d-restart", d.opts.ProfileTag, d.opts.Spokes), 20*time.Second)
 		}()
 	} else {
 		profiled <- nil

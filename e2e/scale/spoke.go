@@ -40,13 +40,13 @@ const (
 // speaks the protocol directly (not through spoke/hubclient) so that a thousand of them cost the
 // machine little beside the hub under test.
 type simSpoke struct {
-	d           *driver
-	id          string
-	index       int
-	addrs       []string // the hub replicas, in the order this spoke tries them
-	info        *pb.ClusterInfo
-	exports     []*pb.Export
-	importer    bool
+	d        *driver
+	id       string
+	index    int
+	addrs    []string // the hub replicas, in the order this spoke tries them
+	info     *pb.ClusterInfo
+	exports  []*pb.Export
+	importer bool
 	// observer: an importer that measures staleness (Options.Observers of them).
 	observer    bool
 	tls         *tls.Config

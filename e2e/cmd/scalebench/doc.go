@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -19,22 +20,22 @@ func updateDoc(path string, rep report) error {
 		return fmt.Errorf("%s has no %s … %s section", path, begin, end)
 	}
 	var s strings.Builder
-	fmt.Fprintf(&s, "%s\nRun %s with `%s`: %v pools of %v endpoints per spoke, reports every %v, %.0f %% of the spokes importing every pool.\n\n",
+	fmt.Fprintf(&s, "%s\nRun %s with `%s`: %v pools of %v endpoints per spoke, reports every %v, %.0f %% of the spokes importing every pool (in the rows of %v importers, only those import).\n\n",
 		begin, rep.Date, rep.Command, rep.Options["pools_per_spoke"], rep.Options["endpoints_per_pool"], rep.Options["report_interval"],
-		100*rep.Options["import_fraction"].(float64))
-	s.WriteString("| spokes | replicas | staleness p50 / p99 ms | hubctl watch p50 / p99 ms | hub CPU cores | hub RSS MiB | driver CPU cores | etcd writes/s | connect s | restart converge s | snapshots in restart | `get pools` ms |\n")
-	s.WriteString("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-	rows := rep.Results
+		100*rep.Options["import_fraction"].(float64), rep.Options["few_importers"])
+	s.WriteString("| spokes | importers | replicas | staleness p50 / p99 ms | hubctl watch p50 / p99 ms | hub CPU cores | hub RSS MiB | driver CPU cores | etcd writes/s | connect s | restart converge s | snapshots in restart | `get pools` ms |\n")
+	s.WriteString("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	rows := append(slices.Clone(rep.Results), rep.FewImporters...)
 	if rep.TwoReplicas != nil {
 		rows = append(rows, *rep.TwoReplicas)
 	}
 	for _, r := range rows {
 		if r.Error != "" {
-			fmt.Fprintf(&s, "| %d | %d | failed: %s |  |  |  |  |  |  |  |  |  |\n", r.Spokes, r.Replicas, oneLine(r.Error))
+			fmt.Fprintf(&s, "| %d | %d | %d | failed: %s |  |  |  |  |  |  |  |  |  |\n", r.Spokes, r.Importers, r.Replicas, oneLine(r.Error))
 			continue
 		}
-		fmt.Fprintf(&s, "| %d | %d | %.0f / %.0f | %.0f / %.0f | %.2f | %.0f | %.2f | %.1f | %.1f | %.1f | %.0f | %.0f |\n",
-			r.Spokes, r.Replicas, r.StalenessP50Ms, r.StalenessP99Ms, r.WatchStalenessP50Ms, r.WatchStalenessP99Ms, r.HubCPUCores, r.HubRSSMiB,
+		fmt.Fprintf(&s, "| %d | %d | %d | %.0f / %.0f | %.0f / %.0f | %.2f | %.0f | %.2f | %.1f | %.1f | %.1f | %.0f | %.0f |\n",
+			r.Spokes, r.Importers, r.Replicas, r.StalenessP50Ms, r.StalenessP99Ms, r.WatchStalenessP50Ms, r.WatchStalenessP99Ms, r.HubCPUCores, r.HubRSSMiB,
 			r.DriverCPUCores, r.EtcdWritesPerS, r.ConnectConvergeS, r.ReconnectConvergeS, r.ReconnectSnapshots, r.HubctlGetPoolsMs)
 	}
 	if t := rep.TwoReplicas; t != nil && t.Error == "" {
@@ -44,7 +45,7 @@ func updateDoc(path string, rep report) error {
 		}
 		s.WriteString(" the restart is of hub-0, whose spokes moved to hub-1 meanwhile.\n")
 	}
-	fmt.Fprintf(&s, "\n![hub CPU, memory and staleness against the number of spokes](benchmarks/scale.png)\n%s", end)
+	fmt.Fprintf(&s, "\n![hub CPU, memory and staleness against the number of spokes; dashed: few importers](benchmarks/scale.png)\n%s", end)
 	doc = doc[:i] + s.String() + doc[j+len(end):]
 	return os.WriteFile(path, []byte(doc), 0o644)
 }

@@ -26,6 +26,8 @@ func main() { cli.Main(newCommand()) }
 
 type options struct {
 	sizes                       []int
+	fewImportersAt              []int
+	fewImporters                int
 	twoReplicasAt               int
 	binDir, workDir, profileDir string
 	jsonPath, plotPath, doc     string
@@ -54,6 +56,8 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&o.run.ConvergeTimeout, "converge-timeout", 3*time.Minute, "longest wait for every spoke to converge")
 	f.BoolVar(&o.run.Restart, "restart", true, "restart the hub after the measurement and time the fleet's reconnection")
 	f.StringSliceVar(&o.run.HubArgs, "hub-arg", nil, "further hub flag, as --flag=value (repeatable)")
+	f.IntSliceVar(&o.fewImportersAt, "few-importers-at", []int{300, 1000, 3000}, "after the sizes, run these with --few-importers importing spokes: what grows with the fleet without the fan-out to a fixed fraction of it (empty: skip)")
+	f.IntVar(&o.fewImporters, "few-importers", 20, "importing spokes of the --few-importers-at runs")
 	f.IntVar(&o.twoReplicasAt, "two-replicas-at", 1000, "after the sizes, run this many spokes on two hub replicas on a three-member etcd cluster (0: skip)")
 	f.StringVar(&o.run.EtcdBin, "etcd-bin", filepath.Join(os.Getenv("SPILLWAY_K8S_BIN_DIR"), "etcd"), "etcd binary of the two-replica run (hack/k8s-bins.sh builds it)")
 	f.StringVar(&o.binDir, "bin-dir", "bin", "directory of the hub and hubctl binaries")
@@ -71,6 +75,8 @@ type report struct {
 	Command string         `json:"command"`
 	Options map[string]any `json:"options"`
 	Results []scale.Result `json:"results"`
+	// FewImporters are the runs with a fixed, small number of importing spokes.
+	FewImporters []scale.Result `json:"few_importers,omitempty"`
 	// TwoReplicas is the run on two hub replicas.
 	TwoReplicas *scale.Result `json:"two_replicas,omitempty"`
 }
@@ -95,60 +101,74 @@ func run(ctx context.Context, o options, name string) error {
 		Command: strings.Join(append([]string{filepath.Base(name)}, os.Args[1:]...), " "),
 		Options: map[string]any{
 			"pools_per_spoke": o.run.Pools, "endpoints_per_pool": o.run.Endpoints, "report_interval": o.run.ReportInterval.String(),
-			"report_endpoints": o.run.ReportEndpoints, "import_fraction": o.run.ImportFraction, "observers": o.run.Observers, "measure": o.run.Measure.String(),
+			"report_endpoints": o.run.ReportEndpoints, "import_fraction": o.run.ImportFraction, "observers": o.run.Observers, "few_importers": o.fewImporters, "measure": o.run.Measure.String(),
 		},
 	}
-	runs := o.sizes
+	// The sizes with a fraction of the spokes importing, then with a few, then two replicas.
+	type fleetRun struct {
+		spokes, importers, replicas int
+		series                      *[]scale.Result
+	}
+	var runs []fleetRun
+	for _, n := range o.sizes {
+		runs = append(runs, fleetRun{spokes: n, replicas: 1, series: &rep.Results})
+	}
+	for _, n := range o.fewImportersAt {
+		runs = append(runs, fleetRun{spokes: n, importers: o.fewImporters, replicas: 1, series: &rep.FewImporters})
+	}
+	var two []scale.Result
 	if o.twoReplicasAt > 0 {
-		runs = append(runs, o.twoReplicasAt)
+		runs = append(runs, fleetRun{spokes: o.twoReplicasAt, replicas: 2, series: &two})
 	}
 	var failed []error
-	skip := false // a size failed: the larger ones are not tried
-	for i, n := range runs {
-		two := i == len(o.sizes)
-		if skip && !two {
+	failedSeries := map[*[]scale.Result]bool{} // a size failed: the larger ones of its series are not tried
+	for _, fr := range runs {
+		if failedSeries[fr.series] {
 			continue
 		}
+		n := fr.spokes
 		ro := o.run
-		ro.Spokes, ro.BinDir, ro.Log, ro.Replicas = n, o.binDir, log, 1
+		ro.Spokes, ro.BinDir, ro.Log, ro.Replicas, ro.Importers = n, o.binDir, log, fr.replicas, fr.importers
 		name := fmt.Sprintf("spokes-%d", n)
-		if two {
-			ro.Replicas, name = 2, name+"-two-replicas"
-		} else {
-			ro.ProfileDir = o.profileDir
+		tag := ""
+		switch {
+		case fr.replicas > 1:
+			name += "-two-replicas"
+		case fr.importers > 0:
+			name += fmt.Sprintf("-%d-importers", fr.importers)
+			tag = fmt.Sprintf("%d-importers-", fr.importers)
+		}
+		if fr.replicas == 1 {
+			ro.ProfileDir, ro.ProfileTag = o.profileDir, tag
 		}
 		ro.WorkDir = filepath.Join(work, name)
 		if err := os.MkdirAll(ro.WorkDir, 0o700); err != nil {
 			return err
 		}
-		log.Info("fleet starting", "spokes", n, "replicas", ro.Replicas)
+		log.Info("fleet starting", "spokes", n, "replicas", ro.Replicas, "importers", fr.importers)
 		res, err := scale.Run(ctx, ro)
 		if err != nil && ctx.Err() != nil {
 			return fmt.Errorf("interrupted at %d spokes: nothing written: %w", n, err)
 		}
 		if err != nil {
 			// Recorded with what was measured before it: a fleet this machine cannot hold is
-			// a result too. The larger sizes are not tried.
+			// a result too.
 			res.Spokes, res.Replicas, res.Error = n, ro.Replicas, err.Error()
 			failed = append(failed, fmt.Errorf("%d spokes on %d replicas (logs in %s): %w", n, ro.Replicas, ro.WorkDir, err))
 			log.Error("fleet failed", "spokes", n, "replicas", ro.Replicas, "err", err, "logs", ro.WorkDir)
+			failedSeries[fr.series] = true
 		}
 		line, _ := json.Marshal(res)
 		fmt.Printf("%s\n", line)
-		if two {
-			rep.TwoReplicas = &res
-			continue
-		}
-		rep.Results = append(rep.Results, res)
-		if err != nil {
-			skip = true
-			continue
-		}
-		if o.profileDir != "" {
-			if err := topOf(o.binDir, o.profileDir, n); err != nil {
+		*fr.series = append(*fr.series, res)
+		if err == nil && ro.ProfileDir != "" {
+			if err := topOf(o.binDir, o.profileDir, tag+fmt.Sprint(n)); err != nil {
 				return err
 			}
 		}
+	}
+	if len(two) > 0 {
+		rep.TwoReplicas = &two[0]
 	}
 	data, err := json.MarshalIndent(rep, "", "  ")
 	if err != nil {
@@ -157,7 +177,7 @@ func run(ctx context.Context, o options, name string) error {
 	if err := os.WriteFile(o.jsonPath, append(data, '\n'), 0o644); err != nil {
 		return err
 	}
-	if err := drawPlot(rep.Results, o.plotPath); err != nil {
+	if err := drawPlot(rep.Results, rep.FewImporters, o.fewImporters, o.plotPath); err != nil {
 		return err
 	}
 	if o.doc != "" {
@@ -174,10 +194,10 @@ func run(ctx context.Context, o options, name string) error {
 	return nil
 }
 
-// topOf writes the top items of the CPU and heap profiles at fleet size n beside them.
-func topOf(binDir, dir string, n int) error {
+// topOf writes the top items of the CPU and heap profiles of the run tagged tag beside them.
+func topOf(binDir, dir, tag string) error {
 	for _, kind := range []string{"cpu", "heap"} {
-		prof := filepath.Join(dir, fmt.Sprintf("hub-%d-%s.pprof", n, kind))
+		prof := filepath.Join(dir, fmt.Sprintf("hub-%s-%s.pprof", tag, kind))
 		out, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=25", filepath.Join(binDir, "hub"), prof).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("go tool pprof %s: %w: %s", prof, err, out)

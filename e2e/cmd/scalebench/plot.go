@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"image/color"
 	"os"
 
@@ -19,12 +20,13 @@ var (
 )
 
 // drawPlot draws the hub's CPU, its memory and the fleet view's staleness against the number
-// of spokes.
-func drawPlot(rs []scale.Result, path string) error {
+// of spokes: solid for the runs with a fraction of the spokes importing, dashed for those with
+// few importers.
+func drawPlot(rs, few []scale.Result, fewImporters int, path string) error {
 	cpu := newPanel("hub CPU (cores) against connected spokes", "cores")
 	rss := newPanel("hub resident memory (MiB)", "MiB")
 	stale := newPanel("fleet-view staleness (ms): report to an importing spoke", "ms")
-	pts := func(y func(scale.Result) float64) plotter.XYs {
+	pts := func(rs []scale.Result, y func(scale.Result) float64) plotter.XYs {
 		out := make(plotter.XYs, 0, len(rs))
 		for _, r := range rs {
 			if r.Error == "" { // a fleet that failed has no steady state to plot
@@ -45,15 +47,28 @@ func drawPlot(rs []scale.Result, path string) error {
 		{stale, "p50", blue, func(r scale.Result) float64 { return r.StalenessP50Ms }},
 		{stale, "p99", red, func(r scale.Result) float64 { return r.StalenessP99Ms }},
 	}
-	for _, l := range lines {
-		line, points, err := plotter.NewLinePoints(pts(l.y))
-		if err != nil {
-			return err
+	for _, series := range []struct {
+		rs     []scale.Result
+		suffix string
+		dashes []vg.Length
+	}{
+		{rs, "", nil},
+		{few, fmt.Sprintf(", %d importers", fewImporters), []vg.Length{vg.Points(4), vg.Points(3)}},
+	} {
+		for _, l := range lines {
+			xy := pts(series.rs, l.y)
+			if len(xy) == 0 {
+				continue
+			}
+			line, points, err := plotter.NewLinePoints(xy)
+			if err != nil {
+				return err
+			}
+			line.Color, points.Color = l.c, l.c
+			line.Width, line.Dashes = vg.Points(1.5), series.dashes
+			l.p.Add(line, points)
+			l.p.Legend.Add(l.name+series.suffix, line, points)
 		}
-		line.Color, points.Color = l.c, l.c
-		line.Width = vg.Points(1.5)
-		l.p.Add(line, points)
-		l.p.Legend.Add(l.name, line, points)
 	}
 	img := vgimg.New(8*vg.Inch, 9*vg.Inch)
 	dc := draw.New(img)
