@@ -212,15 +212,15 @@ func Run(ctx context.Context, opts Options) (Result, error) {
 			s.run(runCtx)
 		}()
 	}
-	connectProfiled := d.profileSlowConnect(ctx, spokes)
+	connectProfiled := d.profileSlowConnect(ctx)
 	err = d.converge(ctx, spokes, opts.ConvergeTimeout)
+	res.ConnectConvergeS = time.Since(began).Seconds()
 	if perr := connectProfiled(); err == nil {
 		err = perr
 	}
 	if err != nil {
 		return res, fmt.Errorf("first connect: %w", err)
 	}
-	res.ConnectConvergeS = time.Since(began).Seconds()
 	log.Info("fleet converged", "spokes", opts.Spokes, "seconds", res.ConnectConvergeS)
 
 	if err := sleep(ctx, opts.Settle); err != nil {
@@ -317,22 +317,33 @@ func (d *driver) addressOrder(rng *mrand.Rand) []string {
 // slowConnect is how long the first connection may take before the hub is profiled over it.
 const slowConnect = 30 * time.Second
 
-// profileSlowConnect profiles the hub over the first connection of the fleet when it is not
-// done within slowConnect, for 30 s. wait waits for the profile.
-func (d *driver) profileSlowConnect(ctx context.Context, spokes []*simSpoke) (wait func() error) {
+// profileSlowConnect profiles the hub for 30 s when the first connection of the fleet is not
+// done within slowConnect. done says that it is, and waits for a profile begun.
+func (d *driver) profileSlowConnect(ctx context.Context) (done func() error) {
 	if d.opts.ProfileDir == "" {
 		return func() error { return nil }
 	}
-	done := make(chan error, 1)
+	converged := make(chan struct{})
+	profiled := make(chan error, 1)
 	go func() {
-		if err := sleep(ctx, slowConnect); err != nil || converged(spokes) == len(spokes) {
-			done <- nil
+		t := time.NewTimer(slowConnect)
+		defer t.Stop()
+		select {
+		case <-converged:
+			profiled <- nil
 			return
+		case <-ctx.Done():
+			profiled <- nil
+			return
+		case <-t.C:
 		}
-		d.opts.Log.Info("profiling the connection", "spokes", len(spokes))
-		done <- d.hubs[0].profile(ctx, d.opts.ProfileDir, fmt.Sprintf("%s%d-connect", d.opts.ProfileTag, len(spokes)), 30*time.Second)
+		d.opts.Log.Info("profiling the connection", "spokes", d.opts.Spokes)
+		profiled <- d.hubs[0].profile(ctx, d.opts.ProfileDir, fmt.Sprintf("%s%d-connect", d.opts.ProfileTag, d.opts.Spokes), 30*time.Second)
 	}()
-	return func() error { return <-done }
+	return func() error {
+		close(converged)
+		return <-profiled
+	}
 }
 
 func converged(spokes []*simSpoke) int {
