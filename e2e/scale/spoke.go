@@ -22,7 +22,7 @@ import (
 // once when the last one did not welcome it, else after a jittered exponential backoff from
 // 200 ms to 10 s (each wait 0.5 to 1.5 times the interval), started again from the bottom after
 // a session that lasted 10 s, and at most a sixth of the lease TTL (jittered) for the TTL after
-// a session ended; after one to one and a quarter times a busy replica's retry delay, without
+// a session ended; after one to 1.1 times a busy replica's retry delay, without
 // growing the backoff; and a new connection per session.
 const (
 	minBackoff     = 200 * time.Millisecond
@@ -88,7 +88,7 @@ func (s *simSpoke) run(ctx context.Context) {
 		}
 		var wait time.Duration
 		if d := hubclient.RetryDelay(err); d > 0 {
-			wait = time.Duration(float64(d) * (1 + s.rng.Float64()/4))
+			wait = time.Duration(float64(d) * (1 + s.rng.Float64()/10))
 		} else {
 			wait = bo.NextBackOff()
 			if time.Now().Before(leaseAlive) {

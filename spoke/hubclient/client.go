@@ -28,7 +28,7 @@
 // that a hub back in time resumes the session instead of the lease lapsing (which would
 // withdraw the cluster's exports everywhere until it returns). A replica busy opening other
 // sessions (a mass reconnect) refuses with Unavailable and a RetryInfo: the next attempt comes
-// after one to one and a quarter times its delay (RetryDelay: the turn the replica gives it),
+// after one to 1.1 times its delay (RetryDelay: the turn the replica gives it),
 // and the backoff does not grow. The registry is shared, so the new replica's Welcome carries
 // the acked_export_seq of the spoke's session lease: exports resume with the deltas after it,
 // and the view resumes from its cursor or takes one snapshot.
@@ -536,9 +536,9 @@ func (c *Client) Run(ctx context.Context) error {
 		if d := RetryDelay(err); d > 0 {
 			// The replica is up but busy opening other sessions (a mass reconnect), and says
 			// when to come back: its turn, after the spokes waiting and refused before this one.
-			// Then, up to a quarter later (never before: a spoke early for its turn would be
-			// refused again). The backoff, which is for failures, stays where it was.
-			wait = time.Duration(float64(d) * (1 + rand.Float64()/4))
+			// Then, up to a tenth later (never before: the replica spaced the turns already).
+			// The backoff, which is for failures, stays where it was.
+			wait = time.Duration(float64(d) * (1 + rand.Float64()/10))
 		} else {
 			// Jittered: the spokes of a replica that died do not all come back in the same
 			// instant.
