@@ -69,7 +69,7 @@ $(BIN)/toxiproxy-server:
 	GOBIN=$$(mktemp -d) && $(GO) install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION) && mv $$GOBIN/server $@ && rmdir $$GOBIN
 
 .PHONY: bench-scale
-bench-scale: build ## One hub against 100 to 3,000 simulated spokes over mutual TLS, then 1,000 on two replicas: staleness, CPU, memory, etcd writes, restart; writes docs/benchmarks/scale.json (BENCH_ARGS=--spokes=1000 for one size).
+bench-scale: build ## One hub against 100 to 3,000 simulated spokes over mutual TLS (a fifth importing every pool, then 20 importing), then 1,000 on two replicas: staleness, CPU, memory, etcd writes, restart; writes docs/benchmarks/scale.json (BENCH_ARGS=--spokes=1000 for one size).
 	@k8s=$$(bash hack/k8s-bins.sh) && SPILLWAY_K8S_BIN_DIR=$$k8s $(BIN)/scalebench --bin-dir $(BIN) --profile-dir $(BIN)/scale-profiles $(BENCH_ARGS)
 
 .PHONY: bench-epp

@@ -28,6 +28,7 @@ type options struct {
 	sizes                       []int
 	fewImportersAt              []int
 	fewImporters, mustHold      int
+	replot                      bool
 	twoReplicasAt               int
 	binDir, workDir, profileDir string
 	jsonPath, plotPath, doc     string
@@ -41,7 +42,12 @@ func newCommand() *cobra.Command {
 		Short:        "One hub against fleets of simulated spokes: fleet-view staleness, hub CPU and memory, etcd writes, restarts",
 		SilenceUsage: true,
 		Args:         cobra.NoArgs,
-		RunE:         func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), o, cmd.CommandPath()) },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.replot {
+				return replot(o)
+			}
+			return run(cmd.Context(), o, cmd.CommandPath())
+		},
 	}
 	f := cmd.Flags()
 	f.IntSliceVar(&o.sizes, "spokes", []int{100, 300, 1000, 3000}, "fleet sizes to run, one after the other")
@@ -66,6 +72,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&o.profileDir, "profile-dir", "", "directory for the hub's CPU and heap profiles and their top items (none when empty)")
 	f.StringVar(&o.jsonPath, "json", "docs/benchmarks/scale.json", "where the figures go, as JSON")
 	f.StringVar(&o.plotPath, "plot", "docs/benchmarks/scale.png", "where the plot of CPU, memory and staleness against the fleet size goes")
+	f.BoolVar(&o.replot, "replot", false, "draw the plot again from the figures of --json, without running anything")
 	f.StringVar(&o.doc, "update-doc", "docs/benchmarks.md", "markdown file whose scale section is replaced (empty: none)")
 	return cmd
 }
@@ -183,7 +190,7 @@ func run(ctx context.Context, o options, name string) error {
 	if err := os.WriteFile(o.jsonPath, append(data, '\n'), 0o644); err != nil {
 		return err
 	}
-	if err := drawPlot(rep.Results, rep.FewImporters, o.fewImporters, o.plotPath); err != nil {
+	if err := drawPlot(rep.Results, rep.FewImporters, o.run.ImportFraction, o.fewImporters, o.plotPath); err != nil {
 		return err
 	}
 	if o.doc != "" {
@@ -213,4 +220,19 @@ func topOf(binDir, dir, tag string) error {
 		}
 	}
 	return nil
+}
+
+// replot draws the plot of the figures in o.jsonPath.
+func replot(o options) error {
+	b, err := os.ReadFile(o.jsonPath)
+	if err != nil {
+		return err
+	}
+	var rep report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("%s: %w", o.jsonPath, err)
+	}
+	fraction, _ := rep.Options["import_fraction"].(float64)
+	few, _ := rep.Options["few_importers"].(float64)
+	return drawPlot(rep.Results, rep.FewImporters, fraction, int(few), o.plotPath)
 }

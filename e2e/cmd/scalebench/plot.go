@@ -22,7 +22,7 @@ var (
 // drawPlot draws the hub's CPU, its memory and the fleet view's staleness against the number
 // of spokes: solid for the runs with a fraction of the spokes importing, dashed for those with
 // few importers.
-func drawPlot(rs, few []scale.Result, fewImporters int, path string) error {
+func drawPlot(rs, few []scale.Result, importFraction float64, fewImporters int, path string) error {
 	cpu := newPanel("hub CPU (cores) against connected spokes", "cores")
 	rss := newPanel("hub resident memory (MiB)", "MiB")
 	stale := newPanel("fleet-view staleness (ms): report to an importing spoke", "ms")
@@ -52,7 +52,7 @@ func drawPlot(rs, few []scale.Result, fewImporters int, path string) error {
 		suffix string
 		dashes []vg.Length
 	}{
-		{rs, "", nil},
+		{rs, fmt.Sprintf(", %.0f %% importing", 100*importFraction), nil},
 		{few, fmt.Sprintf(", %d importers", fewImporters), []vg.Length{vg.Points(4), vg.Points(3)}},
 	} {
 		for _, l := range lines {
