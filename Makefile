@@ -19,12 +19,19 @@ TEST_FLAGS ?= -race -count=1 -timeout 30m
 help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# The commit the binaries say they were built from (`version`, spillway_build_info), and whether
+# the checkout had changes; VERSION=v0.4.0 for a release.
+REVISION := $(shell git rev-parse HEAD 2>/dev/null)
+MODIFIED := $(shell test -n "$$(git status --porcelain 2>/dev/null)" && echo true)
+BUILDINFO := github.com/spillway-io/spillway/pkg/buildinfo
+LDFLAGS := -X $(BUILDINFO).revision=$(REVISION) -X $(BUILDINFO).modified=$(MODIFIED) $(if $(VERSION),-X $(BUILDINFO).version=$(VERSION),)
+
 .PHONY: build
-build: ## Build every binary into bin/.
+build: ## Build every binary into bin/ (VERSION=v0.4.0 names a release).
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/hub ./hub/cmd/hub
-	$(GO) build -o $(BIN)/hubctl ./hub/cmd/hubctl
-	$(GO) build -o $(BIN)/spoke ./spoke/cmd/spoke
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/hub ./hub/cmd/hub
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/hubctl ./hub/cmd/hubctl
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/spoke ./spoke/cmd/spoke
 	$(GO) build -o $(BIN)/modelsim ./e2e/cmd/modelsim
 	$(GO) build -o $(BIN)/fleet ./e2e/cmd/fleet
 	$(GO) build -o $(BIN)/gateway ./e2e/cmd/gateway

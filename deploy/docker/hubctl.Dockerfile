@@ -10,6 +10,8 @@
 
 FROM --platform=$BUILDPLATFORM golang:1.26 AS build
 ARG TARGETOS TARGETARCH
+# The build the binary says it is (`hubctl version`).
+ARG VERSION REVISION
 WORKDIR /src
 # Modules first, in a layer of their own: a change to the sources does not download them again.
 COPY go.mod go.sum ./
@@ -17,7 +19,8 @@ RUN go mod download
 COPY . .
 # No cgo: a static binary without libc, which is what the distroless static image can run.
 RUN CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags "-s -w" -o /out/hubctl ./hub/cmd/hubctl
+    go build -trimpath -ldflags "-s -w -X github.com/spillway-io/spillway/pkg/buildinfo.version=${VERSION} -X github.com/spillway-io/spillway/pkg/buildinfo.revision=${REVISION}" \
+      -o /out/hubctl ./hub/cmd/hubctl
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/hubctl /usr/local/bin/hubctl

@@ -37,6 +37,7 @@ import (
 	"github.com/spillway-io/spillway/hub/replica"
 	"github.com/spillway-io/spillway/hub/server"
 	"github.com/spillway-io/spillway/hub/view"
+	"github.com/spillway-io/spillway/pkg/buildinfo"
 	"github.com/spillway-io/spillway/pkg/tlsconfig"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
@@ -131,7 +132,7 @@ func StartWith(t testing.TB, ttl time.Duration, o Options) *Hub {
 	}
 	h.o, h.ID = o, o.HubID
 	sopts := server.Options{
-		HubID: o.HubID, MinReportInterval: interval, CapacityHeartbeat: max(time.Second, interval),
+		HubID: o.HubID, Version: buildinfo.Get().String(), MinReportInterval: interval, CapacityHeartbeat: max(time.Second, interval),
 		ViewInterval: 20 * time.Millisecond, Registerer: h.Registry, Logger: o.Logger,
 		TrustDomain: TrustDomain, AdminUsers: o.AdminUsers, ClusterCertValidity: o.ClusterCertValidity,
 		Limits: o.Limits, CABundle: ca.CertPEM,

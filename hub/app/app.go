@@ -37,6 +37,8 @@ import (
 	"github.com/spillway-io/spillway/hub/replica"
 	"github.com/spillway-io/spillway/hub/server"
 	"github.com/spillway-io/spillway/hub/view"
+	"github.com/spillway-io/spillway/pkg/buildinfo"
+	"github.com/spillway-io/spillway/pkg/cli"
 	"github.com/spillway-io/spillway/pkg/logging"
 	"github.com/spillway-io/spillway/pkg/serve"
 	"github.com/spillway-io/spillway/pkg/thinstream"
@@ -176,6 +178,7 @@ func NewCommand() *cobra.Command {
 		},
 	}
 	o.AddFlags(cmd.Flags())
+	cmd.AddCommand(cli.VersionCommand())
 	return cmd
 }
 
@@ -215,7 +218,8 @@ func (ls *listeners) close() {
 func Run(ctx context.Context, cfg *Config) error {
 	log := cfg.Logger
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildinfo.Collector("hub", buildinfo.Get()))
 	pki, err := setUpTLS(cfg, reg, log)
 	if err != nil {
 		return err
@@ -250,6 +254,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	}, func() float64 { return float64(model.Revision()) }))
 	srv := server.New(store, model, server.Options{
 		HubID:               cfg.HubID,
+		Version:             buildinfo.Get().String(),
 		MinReportInterval:   cfg.MinReportInterval,
 		CapacityHeartbeat:   cfg.CapacityHeartbeat,
 		ViewInterval:        cfg.ViewInterval,

@@ -86,7 +86,7 @@ func NewCommand() *cobra.Command {
 	fs.StringVarP(&o.output, "output", "o", "table", "output format: table, json or yaml")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for each hub address")
 
-	root.AddCommand(o.whoamiCommand(), o.getCommand(), o.tokensCommand(), o.clustersCommand(), o.hopkeyCommand(), o.usersCommand())
+	root.AddCommand(o.whoamiCommand(), o.versionCommand(), o.getCommand(), o.tokensCommand(), o.clustersCommand(), o.hopkeyCommand(), o.usersCommand())
 	return root
 }
 

@@ -206,7 +206,7 @@ func (s *Server) WhoAmI(ctx context.Context, _ *pb.WhoAmIRequest) (*pb.WhoAmIRes
 	if err != nil {
 		return nil, s.fail(err)
 	}
-	return &pb.WhoAmIResponse{Identity: who.id.String(), Role: who.role}, nil
+	return &pb.WhoAmIResponse{Identity: who.id.String(), Role: who.role, HubId: s.opts.HubID, HubVersion: s.opts.Version}, nil
 }
 
 // DefaultTokenTTL is how long a bootstrap token lives when CreateToken gives no TTL.

@@ -30,8 +30,8 @@ func DefaultDeniedExportNamespaces() []string {
 
 // Options configure the services.
 type Options struct {
-	// HubID names this hub replica.
-	HubID string
+	// HubID names this hub replica, and Version its build (WhoAmI answers both).
+	HubID, Version string
 	// MinReportInterval is the fastest a spoke may send capacity reports on its stream; the hub
 	// announces it in the Welcome and ends a stream that sends faster (after a burst of a few)
 	// with ResourceExhausted. Interest changes and import reports are held to the same rate, each

@@ -17,10 +17,13 @@ import (
 	"errors"
 
 	"github.com/spf13/cobra"
+
+	"github.com/spillway-io/spillway/pkg/buildinfo"
+	"github.com/spillway-io/spillway/pkg/cli"
 )
 
-// Version is the spoke's version, reported to the hub.
-var Version = "dev"
+// Version is the spoke's build in a word, reported to the hub (buildinfo.Info.Short).
+var Version = buildinfo.Get().Short()
 
 // NewCommand returns the spoke's root command.
 func NewCommand() *cobra.Command {
@@ -39,6 +42,7 @@ func NewCommand() *cobra.Command {
 		},
 	}
 	o.AddFlags(cmd.Flags())
+	cmd.AddCommand(cli.VersionCommand())
 	return cmd
 }
 

@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
+	"github.com/spillway-io/spillway/pkg/buildinfo"
 	"github.com/spillway-io/spillway/pkg/epp"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/gossip"
@@ -73,7 +74,8 @@ type spoke struct {
 // must be closed.
 func build(cfg *Config) (*spoke, error) {
 	s := &spoke{cfg: cfg, log: cfg.Logger.With("cluster", cfg.ClusterID), reg: prometheus.NewRegistry(), source: cfg.Source}
-	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildinfo.Collector("spoke", buildinfo.Get()))
 	s.metrics = newMetrics(s.reg)
 	s.scraper = modelmetrics.NewScraper(modelmetrics.ScraperOptions{Interval: cfg.ScrapeInterval})
 	if err := s.loadHubCredentials(); err != nil {

@@ -180,7 +180,11 @@ type WhoAmIResponse struct {
 	// identity is the caller's SPIFFE ID.
 	Identity string `protobuf:"bytes,1,opt,name=identity,proto3" json:"identity,omitempty"`
 	// role is "viewer" or "admin".
-	Role          string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// hub_id is the replica that answered, and hub_version its build ("v0.4.0 (commit
+	// 0123456789ab, go1.25.4)").
+	HubId         string `protobuf:"bytes,3,opt,name=hub_id,json=hubId,proto3" json:"hub_id,omitempty"`
+	HubVersion    string `protobuf:"bytes,4,opt,name=hub_version,json=hubVersion,proto3" json:"hub_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -225,6 +229,20 @@ func (x *WhoAmIResponse) GetIdentity() string {
 func (x *WhoAmIResponse) GetRole() string {
 	if x != nil {
 		return x.Role
+	}
+	return ""
+}
+
+func (x *WhoAmIResponse) GetHubId() string {
+	if x != nil {
+		return x.HubId
+	}
+	return ""
+}
+
+func (x *WhoAmIResponse) GetHubVersion() string {
+	if x != nil {
+		return x.HubVersion
 	}
 	return ""
 }
@@ -1609,10 +1627,13 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"\x0fcertificate_pem\x18\x01 \x01(\fR\x0ecertificatePem\x12\"\n" +
 	"\rca_bundle_pem\x18\x02 \x01(\fR\vcaBundlePem\x12\x12\n" +
 	"\x04role\x18\x03 \x01(\tR\x04role\"\x0f\n" +
-	"\rWhoAmIRequest\"@\n" +
+	"\rWhoAmIRequest\"x\n" +
 	"\x0eWhoAmIResponse\x12\x1a\n" +
 	"\bidentity\x18\x01 \x01(\tR\bidentity\x12\x12\n" +
-	"\x04role\x18\x02 \x01(\tR\x04role\"\x85\x01\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x15\n" +
+	"\x06hub_id\x18\x03 \x01(\tR\x05hubId\x12\x1f\n" +
+	"\vhub_version\x18\x04 \x01(\tR\n" +
+	"hubVersion\"\x85\x01\n" +
 	"\x12CreateTokenRequest\x12\x1f\n" +
 	"\vcluster_ids\x18\x01 \x03(\tR\n" +
 	"clusterIds\x12+\n" +
