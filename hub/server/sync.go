@@ -446,9 +446,11 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 			lastLook = now
 			// The tick's seq may be older than the channel taken above: changes that came in
 			// the tick after its seq are in neither what went out nor that channel. Then the
-			// stream reads again at the next tick; else it waits for the first change after its
-			// cursor.
-			if cur, next := s.model.SeqChanged(); cur > seq {
+			// stream reads again at the next tick, and so it does when the mark changed since
+			// the update (a mark changes no seq, and its signal may have come before the
+			// channel below was taken); else it waits for the first change after its cursor.
+			cur, next := s.model.SeqChanged()
+			if cur > seq || s.model.IsIncomplete() != incomplete {
 				changed = closedChan
 			} else {
 				changed = next
@@ -494,7 +496,7 @@ func (s *Server) sharedDelta(now time.Time, inc string, seq uint64, sub view.Sub
 	}
 	to := s.ticks.at(now)
 	if seq >= to {
-		return view.Update{Seq: seq, Incomplete: len(s.model.Incomplete()) > 0}, nil, true
+		return view.Update{Seq: seq, Incomplete: s.model.IsIncomplete()}, nil, true
 	}
 	own := sub
 	own.OwnOnly = true

@@ -541,6 +541,13 @@ func (m *Model) ClearIncomplete(reason string) {
 	m.signal()
 }
 
+// IsIncomplete reports whether the view is marked incomplete (Incomplete, without the reasons).
+func (m *Model) IsIncomplete() bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return len(m.incomplete) > 0
+}
+
 // Incomplete returns why the view cannot vouch that it holds the whole registry and fleet, one
 // message per reason sorted by reason; nil when it can.
 func (m *Model) Incomplete() []string {

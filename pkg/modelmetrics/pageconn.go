@@ -101,14 +101,14 @@ func (c *pageConn) roundTrip(ctx context.Context, buf []byte, deadline time.Time
 	// The body is not closed: Close would drain it, and a bad or huge answer is dropped with
 	// its connection instead.
 	if resp.StatusCode != http.StatusOK {
-		return buf, true, fmt.Errorf("HTTP %d", resp.StatusCode)
+		return buf, true, &httpStatusError{code: resp.StatusCode}
 	}
 	buf, err = readAll(buf, io.LimitReader(resp.Body, maxPageBytes+1))
 	if err != nil {
 		return buf, true, err
 	}
 	if len(buf) > maxPageBytes {
-		return buf, true, fmt.Errorf("page larger than %d bytes", maxPageBytes)
+		return buf, true, errTooLarge
 	}
 	if resp.Close {
 		c.close()

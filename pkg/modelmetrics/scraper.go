@@ -3,9 +3,12 @@ package modelmetrics
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // maxPageBytes bounds a /metrics page; a larger page is an error, not a memory spike.
@@ -25,8 +28,10 @@ type Sample struct {
 	Metrics Metrics
 	// ScrapedAt is when the last successful scrape finished; zero before the first.
 	ScrapedAt time.Time
-	// Err is the error of the last scrape attempt, nil when it succeeded.
-	Err error
+	// Err is the error of the last scrape attempt, nil when it succeeded, and Reason its kind
+	// (ReasonRefused, ...).
+	Err    error
+	Reason string
 }
 
 // ScraperOptions configure a Scraper.
@@ -35,12 +40,17 @@ type ScraperOptions struct {
 	Interval time.Duration
 	// Timeout of one scrape; 0 means max(Interval, 1s).
 	Timeout time.Duration
+	// Registerer takes the scraper's metrics (none when nil); Logger its lines about endpoints
+	// whose scrapes fail and recover (none when nil).
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
 }
 
 // Scraper scrapes a changing set of endpoints, each on its own loop, and keeps the latest sample
 // of each. Run owns every loop.
 type Scraper struct {
-	opts ScraperOptions
+	opts    ScraperOptions
+	metrics *scrapeMetrics
 
 	mu      sync.RWMutex
 	targets map[string]*target
@@ -62,7 +72,10 @@ func NewScraper(opts ScraperOptions) *Scraper {
 	if opts.Timeout <= 0 {
 		opts.Timeout = max(opts.Interval, time.Second)
 	}
-	return &Scraper{opts: opts, targets: map[string]*target{}, changed: make(chan struct{}, 1)}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Scraper{opts: opts, metrics: newScrapeMetrics(opts.Registerer), targets: map[string]*target{}, changed: make(chan struct{}, 1)}
 }
 
 // SetTargets replaces the set of endpoints. Endpoints that stay keep their samples.
@@ -146,13 +159,14 @@ func (s *Scraper) Run(ctx context.Context) error {
 }
 
 func (s *Scraper) loop(ctx context.Context, t *target) {
+	h := &health{addr: t.t.Address, log: s.opts.Logger, metrics: s.metrics}
 	p, err := NewParser(t.t.Engine)
-	if err != nil {
-		s.store(t, Sample{Err: err})
-		return
+	if err == nil && t.t.Path != "" && !validPath(t.t.Path) {
+		err = fmt.Errorf("scrape %s: metrics path %q is not a plain absolute path", t.t.Address, t.t.Path)
 	}
-	if t.t.Path != "" && !validPath(t.t.Path) {
-		s.store(t, Sample{Err: fmt.Errorf("scrape %s: metrics path %q is not a plain absolute path", t.t.Address, t.t.Path)})
+	if err != nil {
+		h.failed(time.Now(), ReasonConfig, err)
+		s.store(t, Sample{Err: err, Reason: ReasonConfig})
 		return
 	}
 	c := newPageConn(t.t.Address, t.t.Path)
@@ -170,12 +184,13 @@ func (s *Scraper) loop(ctx context.Context, t *target) {
 		}
 		start := time.Now()
 		var m Metrics
+		reason := ""
 		bp := pageBuffers.Get().(*[]byte)
 		*bp, err = c.get(ctx, (*bp)[:0], s.opts.Timeout)
-		if err == nil {
-			if m, err = p.Parse(*bp); err != nil {
-				err = fmt.Errorf("scrape %s: %w", c.url(), err)
-			}
+		if err != nil {
+			reason = fetchReason(err)
+		} else if m, err = p.Parse(*bp); err != nil {
+			err, reason = fmt.Errorf("scrape %s: %w", c.url(), err), ReasonUnparsable
 		}
 		if cap(*bp) <= maxPooledPage {
 			pageBuffers.Put(bp)
@@ -183,13 +198,19 @@ func (s *Scraper) loop(ctx context.Context, t *target) {
 		if ctx.Err() != nil {
 			return
 		}
+		now := time.Now()
 		s.mu.Lock()
 		if err != nil {
-			t.sample.Err = err
+			t.sample.Err, t.sample.Reason = err, reason
 		} else {
-			t.sample = Sample{Metrics: m, ScrapedAt: time.Now()}
+			t.sample = Sample{Metrics: m, ScrapedAt: now}
 		}
 		s.mu.Unlock()
+		if err != nil {
+			h.failed(now, reason, err)
+		} else {
+			h.succeeded(now)
+		}
 		timer.Reset(max(s.opts.Interval-time.Since(start), 0))
 	}
 }
