@@ -323,13 +323,13 @@ func (d *driver) profileSlowConnect(ctx context.Context) (done func() error) {
 	if d.opts.ProfileDir == "" {
 		return func() error { return nil }
 	}
-	converged := make(chan struct{})
+	finished := make(chan struct{})
 	profiled := make(chan error, 1)
 	go func() {
 		t := time.NewTimer(slowConnect)
 		defer t.Stop()
 		select {
-		case <-converged:
+		case <-finished:
 			profiled <- nil
 			return
 		case <-ctx.Done():
@@ -341,7 +341,7 @@ func (d *driver) profileSlowConnect(ctx context.Context) (done func() error) {
 		profiled <- d.hubs[0].profile(ctx, d.opts.ProfileDir, fmt.Sprintf("%s%d-connect", d.opts.ProfileTag, d.opts.Spokes), 30*time.Second)
 	}()
 	return func() error {
-		close(converged)
+		close(finished)
 		return <-profiled
 	}
 }

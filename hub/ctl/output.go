@@ -32,16 +32,21 @@ func (o *options) structured(w io.Writer, m proto.Message) (bool, error) {
 	if err := json.Indent(&js, compact.Bytes(), "", "  "); err != nil {
 		return true, err
 	}
+	return true, o.writeStructured(w, js.Bytes())
+}
+
+// writeStructured writes indented JSON as --output asks: as it is for json, converted for yaml.
+func (o *options) writeStructured(w io.Writer, js []byte) error {
 	if o.output == "yaml" {
-		y, err := yaml.JSONToYAML(js.Bytes())
+		y, err := yaml.JSONToYAML(js)
 		if err != nil {
-			return true, err
+			return err
 		}
 		_, err = w.Write(y)
-		return true, err
+		return err
 	}
-	_, err = fmt.Fprintln(w, js.String())
-	return true, err
+	_, err := fmt.Fprintln(w, string(js))
+	return err
 }
 
 // age renders how long ago t was; "never" when there is no t.

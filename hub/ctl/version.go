@@ -8,7 +8,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"sigs.k8s.io/yaml"
 
 	"github.com/spillway-io/spillway/pkg/buildinfo"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
@@ -68,15 +67,7 @@ func (o *options) printVersions(w io.Writer, v versions) error {
 		if err != nil {
 			return err
 		}
-		if o.output == "yaml" {
-			if b, err = yaml.JSONToYAML(b); err != nil {
-				return err
-			}
-			_, err = w.Write(b)
-			return err
-		}
-		_, err = fmt.Fprintf(w, "%s\n", b)
-		return err
+		return o.writeStructured(w, b)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "COMPONENT\tNAME\tVERSION")

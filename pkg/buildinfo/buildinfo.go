@@ -8,6 +8,7 @@
 package buildinfo
 
 import (
+	"cmp"
 	"fmt"
 	"runtime/debug"
 	"strings"
@@ -46,7 +47,7 @@ func Get() Info {
 // FromBuildInfo reads the Info of a build from what the toolchain stamped into it and what was
 // set at link time (linked), which wins where it is set.
 func FromBuildInfo(bi *debug.BuildInfo, linked Info) Info {
-	i := Info{Version: or(linked.Version, bi.Main.Version, unknown), GoVersion: or(bi.GoVersion, unknown)}
+	i := Info{Version: cmp.Or(linked.Version, bi.Main.Version, unknown), GoVersion: cmp.Or(bi.GoVersion, unknown)}
 	for _, s := range bi.Settings {
 		switch s.Key {
 		case "vcs.revision":
@@ -60,7 +61,7 @@ func FromBuildInfo(bi *debug.BuildInfo, linked Info) Info {
 	if linked.Revision != "" {
 		i.Revision, i.Modified, i.Time = linked.Revision, linked.Modified, ""
 	}
-	i.Revision = or(i.Revision, unknown)
+	i.Revision = cmp.Or(i.Revision, unknown)
 	return i
 }
 
@@ -111,13 +112,4 @@ func Collector(component string, i Info) prometheus.Collector {
 	})
 	g.Set(1)
 	return g
-}
-
-func or(vs ...string) string {
-	for _, v := range vs {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
