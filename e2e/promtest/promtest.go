@@ -64,13 +64,13 @@ func CheckGolden(t *testing.T, reg *Registry, component, golden string) {
 	name := regexp.MustCompile(`^spillway_` + component + `_[a-z0-9]+(_[a-z0-9]+)*$`)
 	var lines []string
 	for _, c := range reg.collectors {
-		kind, err := kindOf(c)
-		if err != nil {
-			t.Fatal(err)
-		}
 		ch := make(chan *prometheus.Desc, 16)
 		go func() { c.Describe(ch); close(ch) }()
 		for d := range ch {
+			kind, err := kindOf(c, d)
+			if err != nil {
+				t.Fatal(err)
+			}
 			m := desc.FindStringSubmatch(d.String())
 			if m == nil {
 				t.Fatalf("cannot read the metric description %s", d)
@@ -93,9 +93,9 @@ func CheckGolden(t *testing.T, reg *Registry, component, golden string) {
 	testkit.Golden(t, golden, []byte(strings.Join(lines, "\n")+"\n"))
 }
 
-// kindOf names a collector's metric type: a vector's from its Go type, any other collector's
-// from the one metric it collects.
-func kindOf(c prometheus.Collector) (string, error) {
+// kindOf names the type of the metric d describes: a vector's from its Go type, any other
+// collector's from the metrics it collects (it must collect one of d's).
+func kindOf(c prometheus.Collector, d *prometheus.Desc) (string, error) {
 	switch c.(type) {
 	case *prometheus.CounterVec:
 		return "counter", nil
@@ -110,6 +110,9 @@ func kindOf(c prometheus.Collector) (string, error) {
 	go func() { c.Collect(ch); close(ch) }()
 	kind := ""
 	for m := range ch {
+		if m.Desc().String() != d.String() {
+			continue
+		}
 		var pb dto.Metric
 		if err := m.Write(&pb); err != nil {
 			return "", err
@@ -128,7 +131,7 @@ func kindOf(c prometheus.Collector) (string, error) {
 		}
 	}
 	if kind == "" {
-		return "", fmt.Errorf("collector %T collected no metric: register it as a vector or give it a value", c)
+		return "", fmt.Errorf("collector %T collected no metric of %s: register it as a vector or give it a value", c, d)
 	}
 	return kind, nil
 }

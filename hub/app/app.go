@@ -251,7 +251,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "spillway_hub_registry_revision",
 		Help: "The etcd revision the hub's fleet view reflects: its rate is the registry's write rate.",
-	}, func() float64 { return float64(model.Revision()) }))
+	}, func() float64 { return float64(model.Revision()) }), view.NewFleetCollector(model))
 	srv := server.New(store, model, server.Options{
 		HubID:               cfg.HubID,
 		Version:             buildinfo.Get().String(),
@@ -320,6 +320,15 @@ func Run(ctx context.Context, cfg *Config) error {
 		}
 		return srv.Ready()
 	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "spillway_hub_ready",
+		Help: "1 when the replica is ready (what /readyz answers 200 to: etcd has quorum and the fleet view is loaded), else 0.",
+	}, func() float64 {
+		if ready() != nil {
+			return 0
+		}
+		return 1
+	}))
 	advertise, err := advertiseAddress(cfg, ls.admin.Addr())
 	if err != nil {
 		ls.close()
