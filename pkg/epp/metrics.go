@@ -7,6 +7,7 @@ const (
 	labelModel     = "model"
 	labelResult    = "result"
 	labelReason    = "reason"
+	labelPriority  = "priority"
 
 	resultRouted      = "routed"
 	resultShed        = "shed"
@@ -31,6 +32,9 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	labels := []string{labelObjective, labelModel}
+	// The latencies carry the request's priority class as well (an objective has one), so that a
+	// dashboard shows them by priority without knowing the objectives.
+	latencyLabels := []string{labelObjective, labelModel, labelPriority}
 	latency := []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -39,14 +43,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{labelObjective, labelModel, labelResult}),
 		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "spillway_epp_request_ttft_seconds",
-			Help:    "Time from the request's headers to the first byte of its response body, by objective and model.",
+			Help:    "Time from the request's headers to the first byte of its response body, by objective, model and priority class (critical, standard, besteffort).",
 			Buckets: latency,
-		}, labels),
+		}, latencyLabels),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "spillway_epp_request_duration_seconds",
-			Help:    "Time from the request's headers to the end of its response, by objective and model.",
+			Help:    "Time from the request's headers to the end of its response, by objective, model and priority class.",
 			Buckets: latency,
-		}, labels),
+		}, latencyLabels),
 		inputTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_epp_input_tokens_total",
 			Help: "Prompt tokens of responses that reported usage, by objective and model.",
@@ -63,7 +67,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		spilled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "spillway_epp_spilled_requests_total",
 			Help: "Requests sent to another cluster, by reason (saturated, no_endpoints, import_only), priority class (critical, standard, besteffort) and target region.",
-		}, []string{labelReason, "priority", "region"}),
+		}, []string{labelReason, labelPriority, "region"}),
 		fallbacks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "spillway_epp_spill_fallbacks_total",
 			Help: "Requests that should have left the cluster, found no remote target, and were served on the spill policy's fallback pool or model.",

@@ -392,9 +392,9 @@ func (s *Server) finish(x *exchange) {
 	if s.spill != nil && !x.spilled {
 		s.spill.ObserveDuration(end.Sub(x.start)) // the local service time of the cost model
 	}
-	s.metrics.duration.WithLabelValues(x.objective, x.model).Observe(end.Sub(x.start).Seconds())
+	s.metrics.duration.WithLabelValues(x.objective, x.model, priorityClass(x.priority)).Observe(end.Sub(x.start).Seconds())
 	if !x.firstByte.IsZero() {
-		s.metrics.ttft.WithLabelValues(x.objective, x.model).Observe(x.firstByte.Sub(x.start).Seconds())
+		s.metrics.ttft.WithLabelValues(x.objective, x.model, priorityClass(x.priority)).Observe(x.firstByte.Sub(x.start).Seconds())
 	}
 	if u, ok := x.usage.done(); ok {
 		s.metrics.inputTokens.WithLabelValues(x.objective, x.model).Add(float64(u.PromptTokens))

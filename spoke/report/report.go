@@ -206,6 +206,7 @@ func (l *Loop) report() {
 	}
 	l.metrics.endpoints.WithLabelValues(freshnessFresh).Set(float64(fresh))
 	l.metrics.endpoints.WithLabelValues(freshnessStale).Set(float64(stale))
+	l.metrics.setPools(caps)
 	l.opts.Hub.SetCapacity(caps)
 }
 

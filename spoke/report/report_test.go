@@ -250,7 +250,34 @@ func TestReport(t *testing.T) {
 			if f, s := gauge(t, l.metrics, freshnessFresh), gauge(t, l.metrics, freshnessStale); f != 3 || s != 2 {
 				t.Errorf("endpoints gauge: %v fresh, %v stale; want 3 and 2", f, s)
 			}
+			for _, c := range tc.want() {
+				p := c.Pool.String()
+				spilling := 0.0
+				if c.Spilling {
+					spilling = 1
+				}
+				for g, want := range map[*prometheus.GaugeVec]float64{l.metrics.ready: float64(c.ReadyEndpoints), l.metrics.queued: float64(c.QueueDepth),
+					l.metrics.running: float64(c.RunningRequests), l.metrics.kvCache: c.KVCacheUtilization, l.metrics.saturation: c.Saturation,
+					l.metrics.spilling: spilling} {
+					if got := testutil.ToFloat64(g.WithLabelValues(p)); got != want {
+						t.Errorf("pool %s: gauge %v, want %v", p, got, want)
+					}
+				}
+			}
 		})
+	}
+}
+
+// TestPoolGaugesLeaveWithThePool: a pool no longer reported has no series left.
+func TestPoolGaugesLeaveWithThePool(t *testing.T) {
+	m := newMetrics(nil)
+	m.setPools([]fleet.PoolCapacity{{Pool: chat, QueueDepth: 3}, {Pool: imported, QueueDepth: 1}})
+	m.setPools([]fleet.PoolCapacity{{Pool: chat, QueueDepth: 4}})
+	if n := testutil.CollectAndCount(m.queued); n != 1 {
+		t.Fatalf("%d queue series after one pool left, want 1", n)
+	}
+	if got := testutil.ToFloat64(m.queued.WithLabelValues(chat.String())); got != 4 {
+		t.Fatalf("queue of %s: %v, want 4", chat, got)
 	}
 }
 
