@@ -49,10 +49,10 @@ demo-k8s: build ## The demo fleet with a real kube-apiserver per region: pools f
 	@k8s=$$(bash hack/k8s-bins.sh) && SPILLWAY_K8S_BIN_DIR=$$k8s $(BIN)/fleet --bin-dir $(BIN) --kubernetes $(if $(DEMO_DURATION),--duration $(DEMO_DURATION),)
 
 .PHONY: test
-test: build ## Run the whole test suite (unit, real etcd/gRPC/kube-apiserver, e2e with real processes).
-	@k8s=$$(bash hack/k8s-bins.sh) && \
-	  echo "SPILLWAY_BIN_DIR=$(BIN) SPILLWAY_K8S_BIN_DIR=$$k8s $(GO) test $(TEST_FLAGS) ./..." && \
-	  SPILLWAY_BIN_DIR=$(BIN) SPILLWAY_K8S_BIN_DIR=$$k8s $(GO) test $(TEST_FLAGS) ./...
+test: build ## Run the whole test suite (unit, real etcd/gRPC/kube-apiserver/Prometheus, e2e with real processes).
+	@k8s=$$(bash hack/k8s-bins.sh) && prom=$$(bash hack/prometheus.sh) && \
+	  echo "SPILLWAY_BIN_DIR=$(BIN) SPILLWAY_K8S_BIN_DIR=$$k8s SPILLWAY_PROMETHEUS_BIN_DIR=$$prom $(GO) test $(TEST_FLAGS) ./..." && \
+	  SPILLWAY_BIN_DIR=$(BIN) SPILLWAY_K8S_BIN_DIR=$$k8s SPILLWAY_PROMETHEUS_BIN_DIR=$$prom $(GO) test $(TEST_FLAGS) ./...
 
 .PHONY: k8s-bins
 k8s-bins: ## Build (or reuse from the cache) kube-apiserver, etcd and etcdctl for tests.

@@ -19,15 +19,22 @@ import (
 // startThreeRegions starts a hub and three regions (spoke with EPP, gateway, two simulated
 // endpoints that run one sequence at a time) on loopback blocks 127.0.40-43.
 func startThreeRegions(ctx context.Context, t *testing.T) (*localfleet.Fleet, []localfleet.Region) {
+	return startThreeRegionsAt(ctx, t, 40)
+}
+
+// startThreeRegionsAt is startThreeRegions on loopback blocks 127.0.block to block+3, so that
+// tests running at once do not share addresses.
+func startThreeRegionsAt(ctx context.Context, t *testing.T, block int) (*localfleet.Fleet, []localfleet.Region) {
 	t.Helper()
-	o := localfleet.Options{BinDir: bins(t), WorkDir: t.TempDir(), HubGRPC: "127.0.40.1:18670", HubHTTP: "127.0.40.1:18671", HubGossip: "127.0.40.1:18672",
-		HubAdmin: "127.0.40.1:18673",
+	hub := fmt.Sprintf("127.0.%d.1", block)
+	o := localfleet.Options{BinDir: bins(t), WorkDir: t.TempDir(), HubGRPC: hub + ":18670", HubHTTP: hub + ":18671", HubGossip: hub + ":18672",
+		HubAdmin: hub + ":18673",
 		LeaseTTL: 3 * time.Second, SimArgs: []string{"--max-num-seqs", "1", "--decode-latency", "20ms"},
 		EPPConfig: localfleet.EPPConfig + "spill: {minDwell: 2s, freshness: 3s}\n"}
 	for i, name := range []string{"us-east", "us-west", "eu-west"} {
-		b := 41 + i
+		b := block + 1 + i
 		o.Regions = append(o.Regions, localfleet.Region{Name: name, Cluster: name + "-1",
-			SpokeHTTP: fmt.Sprintf("127.0.40.1:%d", 18681+i), EPP: fmt.Sprintf("127.0.%d.254:19002", b), Gateway: fmt.Sprintf("127.0.%d.254:18080", b),
+			SpokeHTTP: fmt.Sprintf("%s:%d", hub, 18681+i), EPP: fmt.Sprintf("127.0.%d.254:19002", b), Gateway: fmt.Sprintf("127.0.%d.254:18080", b),
 			Gossip:    fmt.Sprintf("127.0.%d.254:17946", b),
 			Endpoints: []string{fmt.Sprintf("127.0.%d.1:8000", b), fmt.Sprintf("127.0.%d.2:8000", b)}})
 	}

@@ -1,0 +1,66 @@
+package deploy
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/spillway-io/spillway/e2e/promtest"
+)
+
+// promtool returns the path of promtool: SPILLWAY_PROMETHEUS_BIN_DIR's (make test sets it from
+// hack/prometheus.sh). Without it the test skips, unless SPILLWAY_REQUIRE_PROMETHEUS is set (CI).
+func promtool(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("SPILLWAY_PROMETHEUS_BIN_DIR")
+	if dir == "" {
+		if os.Getenv("SPILLWAY_REQUIRE_PROMETHEUS") != "" {
+			t.Fatal("SPILLWAY_PROMETHEUS_BIN_DIR is not set and SPILLWAY_REQUIRE_PROMETHEUS is: run hack/prometheus.sh")
+		}
+		t.Skip("SPILLWAY_PROMETHEUS_BIN_DIR is not set: no promtool (make test sets it; hack/prometheus.sh installs Debian's prometheus)")
+	}
+	return filepath.Join(dir, "promtool")
+}
+
+// TestAlertRules checks the PrometheusRule's rules with promtool and runs their unit tests
+// (observability/alerts.test.yaml): each alert fires when, and only when, its test says.
+func TestAlertRules(t *testing.T) {
+	bin := promtool(t)
+	spec, err := promtest.RuleSpec("observability/prometheusrule.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "rules.yaml"), spec, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests, err := os.ReadFile("observability/alerts.test.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "alerts.test.yaml"), tests, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"check", "rules", "rules.yaml"}, {"test", "rules", "alerts.test.yaml"}} {
+		cmd := exec.Command(bin, args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("promtool %v: %v\n%s", args, err, out)
+		}
+	}
+}
+
+// TestDashboardIsWellFormed: every panel of the dashboard has a unique id and queries; the
+// queries themselves run against a live fleet in e2e (TestDashboardAndAlertsOnALiveFleet).
+func TestDashboardIsWellFormed(t *testing.T) {
+	qs, err := promtest.DashboardQueries("observability/dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range qs {
+		if len(promtest.MetricNames(q.Expr)) == 0 {
+			t.Errorf("panel %q: query %q reads no Spillway metric", q.Where, q.Expr)
+		}
+	}
+}
