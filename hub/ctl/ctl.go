@@ -28,11 +28,13 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"k8s.io/cli-runtime/pkg/printers"
 
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
@@ -59,6 +61,7 @@ type options struct {
 	credentialsDir string
 	tlsServerName  string
 	output         string
+	noHeaders      bool
 	timeout        time.Duration
 
 	now func() time.Time
@@ -83,10 +86,11 @@ func NewCommand() *cobra.Command {
 	fs.StringVar(&o.credentialsDir, "credentials-dir", "",
 		"directory holding ca.crt (the hub's CA), tls.crt and tls.key (your client certificate and key) (default $"+CredentialsEnv+", else "+DefaultCredentialsDir+")")
 	fs.StringVar(&o.tlsServerName, "tls-server-name", "", "name to verify the hub's certificate for (default: the host of each --hub address)")
-	fs.StringVarP(&o.output, "output", "o", "table", "output format: table, json or yaml")
+	fs.StringVarP(&o.output, "output", "o", outputTable, "output format: table, wide (get: more columns), json, yaml or jsonpath=TEMPLATE (kubectl's JSONPath, on the JSON form)")
+	fs.BoolVar(&o.noHeaders, "no-headers", false, "print tables without their header (get)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for each hub address")
 
-	root.AddCommand(o.whoamiCommand(), o.versionCommand(), o.getCommand(), o.tokensCommand(), o.clustersCommand(), o.hopkeyCommand(), o.usersCommand())
+	root.AddCommand(o.whoamiCommand(), o.versionCommand(), o.getCommand(), o.statusCommand(), o.tokensCommand(), o.clustersCommand(), o.hopkeyCommand(), o.usersCommand())
 	return root
 }
 
@@ -103,10 +107,14 @@ func (o *options) complete() {
 // validate checks the global flags, reporting every problem at once.
 func (o *options) validate() error {
 	var errs []error
-	switch o.output {
-	case "table", "json", "yaml":
+	switch tmpl, isPath := strings.CutPrefix(o.output, jsonpathArg); {
+	case isPath:
+		if _, err := printers.NewJSONPathPrinter(tmpl); err != nil {
+			errs = append(errs, fmt.Errorf("--output %q: %w", o.output, err))
+		}
+	case o.output == outputTable, o.output == outputWide, o.output == outputJSON, o.output == outputYAML:
 	default:
-		errs = append(errs, fmt.Errorf("--output %q: want table, json or yaml", o.output))
+		errs = append(errs, fmt.Errorf("--output %q: want table, wide, json, yaml or jsonpath=TEMPLATE", o.output))
 	}
 	if _, err := parseHubs(o.hub); err != nil {
 		errs = append(errs, err)

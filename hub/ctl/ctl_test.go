@@ -175,7 +175,10 @@ func TestFlagErrors(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"get", "clusters", "-o", "xml"}, []string{`--output "xml": want table, json or yaml`}},
+		{[]string{"get", "clusters", "-o", "xml"}, []string{`--output "xml": want table, wide, json, yaml or jsonpath=TEMPLATE`}},
+		{[]string{"get", "clusters", "-o", "jsonpath={.clusters[}"}, []string{`--output "jsonpath={.clusters[}"`}},
+		{[]string{"get", "pool", "chat"}, []string{`pool "chat": want NAMESPACE/NAME`}},
+		{[]string{"get", "clusters", "a", "b"}, []string{"accepts at most 1 arg(s), received 2"}},
 		{[]string{"whoami", "--timeout", "0s", "--hub", ""}, []string{"--hub is empty", "--timeout 0s: want a positive duration"}},
 		{[]string{"tokens", "create"}, []string{"--cluster is required"}},
 		{[]string{"tokens", "create", "--cluster", "Bad_ID", "--ttl", "25h"}, []string{`--cluster: cluster ID "Bad_ID"`, "--ttl 25h0m0s: want more than 0 and at most 24h0m0s"}},
@@ -186,7 +189,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"clusters", "approve", "a", "--public-key-sha256", "9c1185a5"}, []string{`--public-key-sha256 "9c1185a5": want the key's SHA-256 in hex as hubctl clusters requests shows it, at least its first 16 digits`}},
 		{[]string{"clusters", "approve", "a", "--public-key-sha256", strings.Repeat("a", 65)}, []string{"at least its first 16 digits"}},
 		{[]string{"clusters", "approve", "a", "--public-key-sha256", "9c1185a5c5e9fc5g"}, []string{`--public-key-sha256 "9c1185a5c5e9fc5g": not hex`}},
-		{[]string{"get", "clusters", "extra"}, []string{`unknown command "extra"`}},
+		{[]string{"get", "hubs", "extra"}, []string{`unknown command "extra"`}},
 		{[]string{"users", "create"}, []string{"users create takes one user name, got 0 arguments"}},
 		{[]string{"users", "create", "Bad_Name", "--validity", "8761h"}, []string{`user name "Bad_Name"`, "--out is required", "--validity 8761h0m0s: want more than 0 and at most 8760h0m0s"}},
 		{[]string{"users", "create", "bob", "--out", "x", "--validity", "0s"}, []string{"--validity 0s"}},
@@ -232,4 +235,24 @@ func FuzzParseKeyHash(f *testing.F) {
 			t.Fatalf("%q read as %q", s, h)
 		}
 	})
+}
+
+// TestCompletion: hubctl writes shell completion scripts that complete its commands.
+func TestCompletion(t *testing.T) {
+	for shell, want := range map[string]string{"bash": "__start_hubctl", "zsh": "#compdef hubctl", "fish": "complete -c hubctl"} {
+		out, err := run(t, "completion", shell)
+		if err != nil || !strings.Contains(out, want) {
+			t.Errorf("completion %s: %v, output without %q:\n%.200s", shell, err, want, out)
+		}
+	}
+	// Cobra's hidden completion entry point, which the scripts call: get's commands complete.
+	out, err := run(t, "__complete", "get", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"clusters", "pools", "endpoints", "imports", "hubs"} {
+		if !strings.Contains(out, c) {
+			t.Errorf("completing `get `: %q missing from\n%s", c, out)
+		}
+	}
 }

@@ -2,106 +2,240 @@ package ctl
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
+// getOptions are the flags of get's commands.
+type getOptions struct {
+	region string
+	watch  bool
+}
+
 func (o *options) getCommand() *cobra.Command {
-	get := &cobra.Command{Use: "get", Short: "List fleet objects (viewer)"}
+	g := &getOptions{}
+	get := &cobra.Command{Use: "get", Short: "List fleet objects (viewer)",
+		Long: "List the fleet's clusters, pools, endpoints, imports and hub replicas, or one of them by name.\n" +
+			"-o wide adds columns, --no-headers drops the header, -o jsonpath=TEMPLATE picks fields of the JSON form."}
+	get.PersistentFlags().StringVar(&g.region, "region", "", "only the clusters (and pool members) of this region")
+	pools := o.getNamed("pools", []string{"pool"}, poolArg, "Exported pools with each member cluster's capacity", func(name string) call { return o.getPools(g, name) })
+	pools.Flags().BoolVarP(&g.watch, "watch", "w", false, "after the list, print the members that change as the hub reports them")
+	pools.RunE = func(cmd *cobra.Command, args []string) error {
+		if g.watch {
+			if len(args) > 0 || g.region != "" {
+				return errors.New("get pools -w follows every pool: give no name and no --region")
+			}
+			// The watch prints as it goes and lasts until interrupted: no --timeout.
+			o.streaming = true
+			return o.ask(cmd, roleViewer, o.watchPools(cmd.OutOrStdout()))
+		}
+		return o.ask(cmd, roleViewer, o.getPools(g, firstArg(args)))
+	}
 	get.AddCommand(
-		o.getOne("clusters", []string{"cluster"}, "Registered clusters and their liveness", o.getClusters),
-		o.getPoolsCommand(),
-		o.getOne("imports", []string{"import"}, "Which clusters export each pool", o.getImports),
-		o.getOne("hubs", []string{"hub"}, "The hub replicas and which one leads", o.getHubs),
+		o.getNamed("clusters", []string{"cluster"}, "[NAME]", "Registered clusters and their liveness", func(name string) call { return o.getClusters(g, name) }),
+		pools,
+		o.getNamed("endpoints", []string{"endpoint", "ep"}, poolArg, "Each pool's endpoints with their load, from spokes that report them (--report-endpoints)",
+			func(name string) call { return o.getEndpoints(g, name) }),
+		o.getNamed("imports", []string{"import"}, poolArg, "Which clusters export each pool", func(name string) call { return o.getImports(name) }),
+		o.getNamed("hubs", []string{"hub"}, "", "The hub replicas and which one leads", func(string) call { return o.getHubs }),
 	)
 	return get
 }
 
-func (o *options) getPoolsCommand() *cobra.Command {
-	watch := false
-	cmd := &cobra.Command{
-		Use:     "pools",
-		Aliases: []string{"pool"},
-		Short:   "Exported pools with each member cluster's capacity",
-		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if watch {
-				// The watch prints as it goes and lasts until interrupted: no --timeout.
-				o.streaming = true
-				return o.ask(cmd, roleViewer, o.watchPools(cmd.OutOrStdout()))
-			}
-			return o.ask(cmd, roleViewer, o.getPools)
-		},
-	}
-	cmd.Flags().BoolVarP(&watch, "watch", "w", false, "after the list, print the members that change as the hub reports them")
-	return cmd
-}
+// poolArg is the argument of get's commands that take a pool.
+const poolArg = "[NAMESPACE/NAME]"
 
-func (o *options) getOne(use string, aliases []string, short string, run call) *cobra.Command {
+// getNamed is a get command that lists everything, or one object when args names it.
+func (o *options) getNamed(use string, aliases []string, arg, short string, run func(name string) call) *cobra.Command {
+	args := cobra.MaximumNArgs(1)
+	switch arg {
+	case "":
+		args = cobra.NoArgs
+	case poolArg:
+		// A pool's name is checked before anything is read or asked.
+		args = cobra.MatchAll(args, func(_ *cobra.Command, args []string) error {
+			for _, a := range args {
+				if _, err := parsePool(a); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if arg != "" {
+		use += " " + arg
+	}
 	return &cobra.Command{
 		Use:     use,
 		Aliases: aliases,
 		Short:   short,
-		Args:    cobra.NoArgs,
-		RunE:    func(cmd *cobra.Command, _ []string) error { return o.ask(cmd, roleViewer, run) },
+		Args:    args,
+		RunE:    func(cmd *cobra.Command, args []string) error { return o.ask(cmd, roleViewer, run(firstArg(args))) },
 	}
 }
 
-func (o *options) getClusters(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {
-	resp, err := listAll(ctx, func(ctx context.Context, token string) (*pb.ListClustersResponse, error) {
-		return c.ListClusters(ctx, &pb.ListClustersRequest{PageToken: token})
-	})
-	if err != nil {
-		return err
+func firstArg(args []string) string {
+	if len(args) == 0 {
+		return ""
 	}
-	if done, err := o.structured(w, resp); done {
-		return err
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLUSTER\tREGION\tZONE\tSTATE\tEXPORTS\tGATEWAY\tHUB\tLAST SEEN")
-	for _, cl := range resp.GetClusters() {
-		i := cl.GetInfo()
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", i.GetClusterId(), i.GetRegion(), dash(i.GetZone()),
-			stateName(cl.GetState()), cl.GetExports(), dash(i.GetGatewayAddress()), dash(cl.GetHubId()),
-			o.age(cl.GetLastSeen().AsTime(), cl.GetLastSeen() != nil))
-	}
-	return tw.Flush()
+	return args[0]
 }
 
-func (o *options) getPools(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {
-	resp, err := listAll(ctx, func(ctx context.Context, token string) (*pb.ListPoolsResponse, error) {
-		return c.ListPools(ctx, &pb.ListPoolsRequest{PageToken: token})
-	})
-	if err != nil {
-		return err
+// parsePool reads a pool's NAMESPACE/NAME.
+func parsePool(s string) (*pb.PoolRef, error) {
+	ns, name, ok := strings.Cut(s, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return nil, fmt.Errorf("pool %q: want NAMESPACE/NAME", s)
 	}
-	if done, err := o.structured(w, resp); done {
-		return err
+	return &pb.PoolRef{Namespace: ns, Name: name}, nil
+}
+
+var clusterColumns = []column{{name: "CLUSTER"}, {name: "REGION"}, {name: "ZONE"}, {name: "STATE"}, {name: "EXPORTS"}, {name: "GATEWAY"},
+	{name: "HUB"}, {name: "LAST SEEN"}, {name: "VERSION", wide: true}, {name: "REGISTERED", wide: true}}
+
+func (o *options) getClusters(g *getOptions, name string) call {
+	return func(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {
+		var resp proto.Message
+		var clusters []*pb.Cluster
+		if name != "" {
+			one, err := c.GetCluster(ctx, &pb.GetClusterRequest{ClusterId: name})
+			if err != nil {
+				return err
+			}
+			resp, clusters = one, []*pb.Cluster{one.GetCluster()}
+		} else {
+			all, err := listAll(ctx, func(ctx context.Context, token string) (*pb.ListClustersResponse, error) {
+				return c.ListClusters(ctx, &pb.ListClustersRequest{PageToken: token})
+			})
+			if err != nil {
+				return err
+			}
+			if g.region != "" {
+				all.Clusters = slices.DeleteFunc(all.Clusters, func(cl *pb.Cluster) bool { return cl.GetInfo().GetRegion() != g.region })
+			}
+			resp, clusters = all, all.GetClusters()
+		}
+		if done, err := o.structured(w, resp); done {
+			return err
+		}
+		rows := make([][]string, 0, len(clusters))
+		for _, cl := range clusters {
+			i := cl.GetInfo()
+			rows = append(rows, []string{i.GetClusterId(), i.GetRegion(), dash(i.GetZone()), stateName(cl.GetState()), strconv.Itoa(int(cl.GetExports())),
+				dash(i.GetGatewayAddress()), dash(cl.GetHubId()), o.age(cl.GetLastSeen().AsTime(), cl.GetLastSeen() != nil),
+				dash(i.GetVersion()), o.age(cl.GetRegisteredAt().AsTime(), cl.GetRegisteredAt() != nil)})
+		}
+		return o.printTable(w, clusterColumns, rows)
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, poolsHeader)
-	for _, p := range resp.GetPools() {
-		for _, m := range p.GetMembers() {
-			fmt.Fprintln(tw, o.poolRow(p.GetPool(), m))
+}
+
+// pools lists every pool, or the one named, with the members in g's region.
+func (o *options) pools(ctx context.Context, c pb.AdminServiceClient, g *getOptions, name string) (proto.Message, []*pb.Pool, error) {
+	var resp proto.Message
+	var pools []*pb.Pool
+	if name != "" {
+		ref, err := parsePool(name)
+		if err != nil {
+			return nil, nil, err
+		}
+		one, err := c.GetPool(ctx, &pb.GetPoolRequest{Pool: ref})
+		if err != nil {
+			return nil, nil, err
+		}
+		resp, pools = one, []*pb.Pool{one.GetPool()}
+	} else {
+		all, err := listAll(ctx, func(ctx context.Context, token string) (*pb.ListPoolsResponse, error) {
+			return c.ListPools(ctx, &pb.ListPoolsRequest{PageToken: token})
+		})
+		if err != nil {
+			return nil, nil, err
+		}
+		resp, pools = all, all.GetPools()
+	}
+	if g.region != "" {
+		for _, p := range pools {
+			p.Members = slices.DeleteFunc(p.Members, func(m *pb.PoolMember) bool { return m.GetRegion() != g.region })
 		}
 	}
-	return tw.Flush()
+	return resp, pools, nil
 }
+
+var poolColumns = []column{{name: "POOL"}, {name: "CLUSTER"}, {name: "REGION"}, {name: "STATE"}, {name: "READY"}, {name: "QUEUE"}, {name: "RUNNING"},
+	{name: "KV-CACHE"}, {name: "SATURATION"}, {name: "SPILL"}, {name: "LORA"}, {name: "REPORTED"},
+	{name: "ADMITTED", wide: true}, {name: "SHED", wide: true}, {name: "SPILLED", wide: true}}
+
+func (o *options) getPools(g *getOptions, name string) call {
+	return func(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {
+		resp, pools, err := o.pools(ctx, c, g, name)
+		if err != nil {
+			return err
+		}
+		if done, err := o.structured(w, resp); done {
+			return err
+		}
+		var rows [][]string
+		for _, p := range pools {
+			for _, m := range p.GetMembers() {
+				cp := m.GetCapacity().GetCapacity()
+				totals := []string{"-", "-", "-"}
+				if cp != nil {
+					totals = []string{strconv.FormatUint(cp.GetAdmittedTotal(), 10), strconv.FormatUint(cp.GetShedTotal(), 10), strconv.FormatUint(cp.GetSpilledTotal(), 10)}
+				}
+				rows = append(rows, append(o.poolRow(p.GetPool(), m), totals...))
+			}
+		}
+		return o.printTable(w, poolColumns, rows)
+	}
+}
+
+var endpointColumns = []column{{name: "POOL"}, {name: "CLUSTER"}, {name: "REGION"}, {name: "ENDPOINT"}, {name: "READY"}, {name: "QUEUE"},
+	{name: "RUNNING"}, {name: "KV-CACHE"}, {name: "REPORTED", wide: true}}
+
+func (o *options) getEndpoints(g *getOptions, name string) call {
+	return func(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {
+		resp, pools, err := o.pools(ctx, c, g, name)
+		if err != nil {
+			return err
+		}
+		if done, err := o.structured(w, resp); done {
+			return err
+		}
+		var rows [][]string
+		for _, p := range pools {
+			for _, m := range p.GetMembers() {
+				for _, e := range m.GetCapacity().GetCapacity().GetEndpoints() {
+					ready := "no"
+					if e.GetReady() {
+						ready = "yes"
+					}
+					rows = append(rows, []string{poolName(p.GetPool()), m.GetClusterId(), m.GetRegion(), e.GetAddress(), ready,
+						strconv.Itoa(int(e.GetQueueDepth())), strconv.Itoa(int(e.GetRunningRequests())),
+						fmt.Sprintf("%.0f%%", e.GetKvCacheUtilization()*100), o.capacityAge(m.GetCapacity())})
+				}
+			}
+		}
+		return o.printTable(w, endpointColumns, rows)
+	}
+}
+
+func poolName(p *pb.PoolRef) string { return p.GetNamespace() + "/" + p.GetName() }
 
 const poolsHeader = "POOL\tCLUSTER\tREGION\tSTATE\tREADY\tQUEUE\tRUNNING\tKV-CACHE\tSATURATION\tSPILL\tLORA\tREPORTED"
 
-// poolRow renders one member of a pool as a row of poolsHeader's columns, tab-separated.
-func (o *options) poolRow(pool *pb.PoolRef, m *pb.PoolMember) string {
-	row := []string{pool.GetNamespace() + "/" + pool.GetName(), m.GetClusterId(), m.GetRegion(), stateName(m.GetState())}
+// poolRow renders one member of a pool as the cells of poolsHeader's columns.
+func (o *options) poolRow(pool *pb.PoolRef, m *pb.PoolMember) []string {
+	row := []string{poolName(pool), m.GetClusterId(), m.GetRegion(), stateName(m.GetState())}
 	if rc := m.GetCapacity(); rc != nil {
 		cp := rc.GetCapacity()
 		sat := strconv.FormatFloat(cp.GetSaturation(), 'f', 2, 64)
@@ -120,7 +254,7 @@ func (o *options) poolRow(pool *pb.PoolRef, m *pb.PoolMember) string {
 	} else {
 		row = append(row, "-", "-", "-", "-", "-", "-", "-", "never")
 	}
-	return strings.Join(row, "\t")
+	return row
 }
 
 // pagedResponse is a list response that names its next page.
@@ -163,24 +297,35 @@ func spillState(cp *pb.PoolCapacity) string {
 	return fmt.Sprintf("→ %s (%s)", cp.GetSpillTarget(), cp.GetSpillTargetRegion())
 }
 
-func (o *options) getImports(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {
-	resp, err := listAll(ctx, func(ctx context.Context, token string) (*pb.ListImportsResponse, error) {
-		return c.ListImports(ctx, &pb.ListImportsRequest{PageToken: token})
-	})
-	if err != nil {
-		return err
+func (o *options) getImports(name string) call {
+	return func(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {
+		resp, err := listAll(ctx, func(ctx context.Context, token string) (*pb.ListImportsResponse, error) {
+			return c.ListImports(ctx, &pb.ListImportsRequest{PageToken: token})
+		})
+		if err != nil {
+			return err
+		}
+		if name != "" {
+			ref, err := parsePool(name)
+			if err != nil {
+				return err
+			}
+			resp.Imports = slices.DeleteFunc(resp.Imports, func(i *pb.Import) bool { return !proto.Equal(i.GetPool(), ref) })
+			if len(resp.Imports) == 0 {
+				return status.Errorf(codes.NotFound, "no cluster exports pool %s", name)
+			}
+		}
+		if done, err := o.structured(w, resp); done {
+			return err
+		}
+		rows := make([][]string, 0, len(resp.GetImports()))
+		for _, i := range resp.GetImports() {
+			cs := slices.Clone(i.GetExportingClusters())
+			slices.Sort(cs)
+			rows = append(rows, []string{poolName(i.GetPool()), strings.Join(cs, ",")})
+		}
+		return o.printTable(w, []column{{name: "POOL"}, {name: "EXPORTING CLUSTERS"}}, rows)
 	}
-	if done, err := o.structured(w, resp); done {
-		return err
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "POOL\tEXPORTING CLUSTERS")
-	for _, i := range resp.GetImports() {
-		cs := slices.Clone(i.GetExportingClusters())
-		slices.Sort(cs)
-		fmt.Fprintf(tw, "%s/%s\t%s\n", i.GetPool().GetNamespace(), i.GetPool().GetName(), strings.Join(cs, ","))
-	}
-	return tw.Flush()
 }
 
 func (o *options) getHubs(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {
@@ -191,17 +336,16 @@ func (o *options) getHubs(ctx context.Context, c pb.AdminServiceClient, w io.Wri
 	if done, err := o.structured(w, resp); done {
 		return err
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HUB\tADDRESS\tLEADER\tINCARNATION\tSTARTED")
+	rows := make([][]string, 0, len(resp.GetHubs()))
 	for _, h := range resp.GetHubs() {
 		leader := "-"
 		if h.GetLeader() {
 			leader = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.GetHubId(), dash(h.GetAdminAddress()), leader, dash(h.GetIncarnation()),
-			o.age(h.GetStartedAt().AsTime(), h.GetStartedAt() != nil))
+		rows = append(rows, []string{h.GetHubId(), dash(h.GetAdminAddress()), leader, dash(h.GetIncarnation()),
+			o.age(h.GetStartedAt().AsTime(), h.GetStartedAt() != nil)})
 	}
-	return tw.Flush()
+	return o.printTable(w, []column{{name: "HUB"}, {name: "ADDRESS"}, {name: "LEADER"}, {name: "INCARNATION"}, {name: "STARTED"}}, rows)
 }
 
 func stateName(s pb.ClusterState) string {

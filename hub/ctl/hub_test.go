@@ -3,6 +3,7 @@ package ctl
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"regexp"
@@ -28,6 +29,12 @@ func fleet(t *testing.T) *hubtest.Hub {
 	h := hubtest.Start(t, 10*time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
+	// us-east-1 reports its endpoints (--report-endpoints), eu-west-1 does not.
+	endpoints := [][]*pb.EndpointCapacity{{
+		{Address: "10.0.1.10:8000", QueueDepth: 0, RunningRequests: 3, KvCacheUtilization: 0.25, Ready: true},
+		{Address: "10.0.1.11:8000", QueueDepth: 0, RunningRequests: 5, KvCacheUtilization: 0.75, Ready: true},
+		{Address: "10.0.1.12:8000", Ready: false},
+	}, nil}
 	for i, c := range []*pb.ClusterInfo{
 		{ClusterId: "us-east-1", Region: "us-east", Zone: "us-east-1a", GatewayAddress: "10.0.1.1:80", Version: "test"},
 		{ClusterId: "eu-west-1", Region: "eu-west", GatewayAddress: "10.0.2.1:80", Version: "test"},
@@ -51,7 +58,8 @@ func fleet(t *testing.T) *hubtest.Hub {
 			{Msg: &pb.SyncRequest_Capacity{Capacity: &pb.CapacityReport{Pools: []*pb.PoolCapacity{{
 				Pool: chat, ReadyEndpoints: uint32(3 - i), TotalEndpoints: 3, QueueDepth: uint32(7 * i), RunningRequests: 8,
 				KvCacheUtilization: 0.5, Saturation: 0.4 + 0.6*float64(i), Saturated: i == 1, LoraAdapters: []string{"sql-lora"},
-				Spilling: i == 1, SpillTarget: target, SpillTargetRegion: region,
+				Spilling: i == 1, SpillTarget: target, SpillTargetRegion: region, AdmittedTotal: uint64(100 * (i + 1)), ShedTotal: uint64(3 * i),
+				SpilledTotal: uint64(9 * i), Endpoints: endpoints[i],
 			}}}}},
 		} {
 			if err := st.Send(m); err != nil {
@@ -77,8 +85,8 @@ func as(t *testing.T, h *hubtest.Hub, p hubtest.Peer, args ...string) (string, e
 
 func TestGetGolden(t *testing.T) {
 	h := fleet(t)
-	for _, what := range []string{"clusters", "pools", "imports"} {
-		for _, format := range []string{"table", "json", "yaml"} {
+	for _, what := range []string{"clusters", "pools", "endpoints", "imports"} {
+		for _, format := range []string{"table", "wide", "json", "yaml"} {
 			t.Run(what+"-"+format, func(t *testing.T) {
 				got, err := as(t, h, hubtest.User("viewer"), "get", what, "-o", format)
 				if err != nil {
@@ -87,6 +95,53 @@ func TestGetGolden(t *testing.T) {
 				testkit.Golden(t, filepath.Join("testdata", what+"."+format), []byte(got))
 			})
 		}
+	}
+	// One object by name, a region's members, no headers, a JSONPath of the JSON form.
+	for name, args := range map[string][]string{
+		"cluster-named":       {"get", "cluster", "us-east-1", "-o", "wide"},
+		"pool-named":          {"get", "pool", "default/chat"},
+		"pools-region":        {"get", "pools", "--region", "eu-west"},
+		"clusters-region":     {"get", "clusters", "--region", "us-east", "--no-headers"},
+		"endpoints-named":     {"get", "endpoints", "default/chat", "--no-headers"},
+		"import-named":        {"get", "import", "default/chat"},
+		"clusters-jsonpath":   {"get", "clusters", "-o", `jsonpath={range .clusters[*]}{.info.clusterId}{" "}{.info.version}{"\n"}{end}`},
+		"pool-named-jsonpath": {"get", "pool", "default/chat", "-o", `jsonpath={.pool.members[?(@.region=="eu-west")].capacity.capacity.spillTarget}`},
+	} {
+		t.Run(name, func(t *testing.T) {
+			got, err := as(t, h, hubtest.User("viewer"), args...)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, got)
+			}
+			testkit.Golden(t, filepath.Join("testdata", name+".txt"), []byte(got))
+		})
+	}
+}
+
+// TestGetErrors: a name that is no object, a malformed pool name, a bad template each fail
+// with what went wrong, and print nothing.
+func TestGetErrors(t *testing.T) {
+	h := fleet(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"get", "cluster", "nowhere-1"}, "nowhere-1"},
+		{[]string{"get", "pool", "default/nothing"}, "default/nothing"},
+		{[]string{"get", "pool", "chat"}, `pool "chat": want NAMESPACE/NAME`},
+		{[]string{"get", "import", "default/nothing"}, "no cluster exports pool default/nothing"},
+		{[]string{"get", "clusters", "-o", "jsonpath={.clusters[}"}, "--output \"jsonpath={.clusters[}\""},
+		{[]string{"get", "clusters", "-o", "xml"}, "want table, wide, json, yaml or jsonpath=TEMPLATE"},
+		{[]string{"get", "pools", "-w", "default/chat"}, "give no name and no --region"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			got, err := as(t, h, hubtest.User("viewer"), tc.args...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %v, want one saying %q", err, tc.want)
+			}
+			if rest := strings.TrimSpace(strings.Replace(got, "Error: "+err.Error(), "", 1)); rest != "" {
+				t.Fatalf("printed %q besides the error", rest)
+			}
+		})
 	}
 }
 
@@ -366,4 +421,53 @@ func TestCredentialsAgainstHub(t *testing.T) {
 			t.Fatalf("%v\n%s", err, out)
 		}
 	})
+}
+
+// TestStatus: a fleet whose clusters are connected and fresh is ready; a registered cluster
+// without a session is not, and status --wait returns once its spoke connects.
+func TestStatus(t *testing.T) {
+	h := fleet(t)
+	viewer := hubtest.User("viewer")
+	out, err := as(t, h, viewer, "status")
+	if err != nil || !strings.Contains(out, "2 of 2 clusters connected and fresh") {
+		t.Fatalf("status of a ready fleet: %v\n%s", err, out)
+	}
+	if out, err := as(t, h, viewer, "status", "--fresh", "1ns"); err == nil || !strings.Contains(err.Error(), "0 of 2 clusters connected and fresh; eu-west-1: capacity") {
+		t.Fatalf("status with capacity older than --fresh: %v\n%s", err, out)
+	}
+
+	// ap-south-1 registers but its spoke has not opened its session yet.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cli := h.SyncAs("ap-south-1")
+	if _, err := cli.Register(ctx, &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "ap-south-1", Region: "ap-south"}}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := as(t, h, viewer, "status"); !errors.Is(err, errNotReady) || !strings.Contains(err.Error(), "ap-south-1: no session with the hub") {
+		t.Fatalf("status with a cluster not connected: %v\n%s", err, out)
+	}
+	if out, err := as(t, h, viewer, "status", "--wait", "--wait-timeout", "1500ms"); !errors.Is(err, errNotReady) || !strings.Contains(err.Error(), "after 1.5s") {
+		t.Fatalf("status --wait running out of time: %v\n%s", err, out)
+	}
+
+	type result struct {
+		out string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := as(t, h, viewer, "status", "--wait", "--wait-timeout", "30s")
+		done <- result{out, err}
+	}()
+	st, err := cli.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Hello{Hello: &pb.Hello{ClusterId: "ap-south-1", SpokeIncarnation: "i"}}}); err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil || !strings.Contains(r.out, "3 of 3 clusters connected and fresh") {
+		t.Fatalf("status --wait after ap-south-1 connected: %v\n%s", r.err, r.out)
+	}
 }

@@ -10,14 +10,30 @@ import (
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/cli-runtime/pkg/printers"
 	"sigs.k8s.io/yaml"
 
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
-// structured writes a message as JSON or YAML; it reports false for table output.
+// The values of --output besides jsonpath=TEMPLATE.
+const (
+	outputTable = "table"
+	outputWide  = "wide"
+	outputJSON  = "json"
+	outputYAML  = "yaml"
+	jsonpathArg = "jsonpath="
+)
+
+// tabular reports whether --output asks for a table (wide or not).
+func (o *options) tabular() bool { return o.output == outputTable || o.output == outputWide }
+
+// structured writes a message as JSON, YAML or through a JSONPath template; it reports false for
+// table output. The JSON is protojson's, the hub's API as docs/operations.md documents it.
 func (o *options) structured(w io.Writer, m proto.Message) (bool, error) {
-	if o.output == "table" {
+	if o.tabular() {
 		return false, nil
 	}
 	raw, err := protojson.Marshal(m)
@@ -35,9 +51,30 @@ func (o *options) structured(w io.Writer, m proto.Message) (bool, error) {
 	return true, o.writeStructured(w, js.Bytes())
 }
 
-// writeStructured writes indented JSON as --output asks: as it is for json, converted for yaml.
+// writeJSON writes v, a struct of hubctl's own with JSON tags, as --output asks.
+func (o *options) writeJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return o.writeStructured(w, b)
+}
+
+// writeStructured writes indented JSON as --output asks: as it is for json, converted for yaml,
+// through the template for jsonpath.
 func (o *options) writeStructured(w io.Writer, js []byte) error {
-	if o.output == "yaml" {
+	if tmpl, ok := strings.CutPrefix(o.output, jsonpathArg); ok {
+		p, err := printers.NewJSONPathPrinter(tmpl)
+		if err != nil {
+			return fmt.Errorf("--output jsonpath: %w", err)
+		}
+		var obj map[string]any
+		if err := json.Unmarshal(js, &obj); err != nil {
+			return err
+		}
+		return p.PrintObj(&unstructured.Unstructured{Object: obj}, w)
+	}
+	if o.output == outputYAML {
 		y, err := yaml.JSONToYAML(js)
 		if err != nil {
 			return err
@@ -105,4 +142,31 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// column is one column of a table; a wide one shows only with -o wide.
+type column struct {
+	name string
+	wide bool
+}
+
+// printTable prints rows under columns with kubectl's table printer: -o wide adds the wide
+// columns, --no-headers leaves the header out. A row holds one cell per column.
+func (o *options) printTable(w io.Writer, columns []column, rows [][]string) error {
+	t := &metav1.Table{}
+	for _, c := range columns {
+		def := metav1.TableColumnDefinition{Name: c.name, Type: "string"}
+		if c.wide {
+			def.Priority = 1
+		}
+		t.ColumnDefinitions = append(t.ColumnDefinitions, def)
+	}
+	for _, r := range rows {
+		cells := make([]any, len(r))
+		for i, c := range r {
+			cells[i] = c
+		}
+		t.Rows = append(t.Rows, metav1.TableRow{Cells: cells})
+	}
+	return printers.NewTablePrinter(printers.PrintOptions{NoHeaders: o.noHeaders, Wide: o.output == outputWide}).PrintObj(t, w)
 }

@@ -2,7 +2,6 @@ package ctl
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -61,13 +60,8 @@ func (o *options) versionCommand() *cobra.Command {
 }
 
 func (o *options) printVersions(w io.Writer, v versions) error {
-	switch o.output {
-	case "json", "yaml":
-		b, err := json.MarshalIndent(v, "", "  ")
-		if err != nil {
-			return err
-		}
-		return o.writeStructured(w, b)
+	if !o.tabular() {
+		return o.writeJSON(w, v)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "COMPONENT\tNAME\tVERSION")

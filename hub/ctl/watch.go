@@ -58,12 +58,12 @@ func (o *options) watchPools(out io.Writer) call {
 				continue
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			if !header {
+			if !header && !o.noHeaders {
 				fmt.Fprintln(tw, poolsHeader)
 				header = true
 			}
 			for _, r := range st.apply(u) {
-				fmt.Fprintln(tw, o.poolRow(r.pool, r.member))
+				fmt.Fprintln(tw, strings.Join(o.poolRow(r.pool, r.member), "\t"))
 			}
 			if err := tw.Flush(); err != nil {
 				return err

@@ -70,7 +70,7 @@ func (s *Server) GetCluster(_ context.Context, req *pb.GetClusterRequest) (*pb.G
 	}
 	c, ok := s.model.Cluster(req.GetClusterId())
 	if !ok {
-		return nil, s.fail(registry.ErrNotFound)
+		return nil, s.fail(fmt.Errorf("cluster %s: %w", req.GetClusterId(), registry.ErrNotFound))
 	}
 	return &pb.GetClusterResponse{Cluster: fleetpb.Cluster(c)}, nil
 }
@@ -98,9 +98,10 @@ func (s *Server) GetPool(_ context.Context, req *pb.GetPoolRequest) (*pb.GetPool
 	if err := s.viewLoaded(); err != nil {
 		return nil, s.fail(err)
 	}
-	p, ok := s.model.Pool(fleetpb.PoolRefFrom(req.GetPool()))
+	ref := fleetpb.PoolRefFrom(req.GetPool())
+	p, ok := s.model.Pool(ref)
 	if !ok {
-		return nil, s.fail(registry.ErrNotFound)
+		return nil, s.fail(fmt.Errorf("pool %s is exported by no cluster: %w", ref, registry.ErrNotFound))
 	}
 	return &pb.GetPoolResponse{Pool: poolMessage(p)}, nil
 }
