@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -332,4 +334,67 @@ func TestImportOnlyCluster(t *testing.T) {
 	if err != nil || !strings.Contains(d, west.Cluster) || !strings.Contains(d, eu.Cluster) {
 		t.Fatalf("import-only targets %s %v: want both exporting clusters", d, err)
 	}
+}
+
+// TestCordonStopsSpill: while us-east is saturated and spills Critical traffic, `hubctl cordon
+// region` takes a region out of us-east's spill targets (the time it took is logged), spilled
+// requests go to the other region, and with every other region cordoned they stay home; uncordon
+// brings the region back.
+func TestCordonStopsSpill(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	f, regions := startThreeRegionsAt(ctx, t, 60)
+	east, west, eu := regions[0], regions[1], regions[2]
+	hubctl := func(args ...string) {
+		t.Helper()
+		out, err := exec.CommandContext(ctx, filepath.Join(bins(t), "hubctl"), append(f.HubctlArgs(), args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("hubctl %v: %v\n%s", args, err, out)
+		}
+	}
+	targets := func(want ...string) error {
+		d, err := spokeSpillTargets(f, east)
+		if err != nil {
+			return err
+		}
+		for _, r := range []localfleet.Region{west, eu} {
+			if strings.Contains(d, r.Gateway) != slices.Contains(want, r.Name) {
+				return fmt.Errorf("us-east's spill targets %s, want those of %v", d, want)
+			}
+		}
+		return nil
+	}
+
+	stop := saturate(ctx, east)
+	defer stop()
+	testkit.Eventually(t, 20*time.Second, "critical spills out of the saturated region", func() error {
+		pctx, c := context.WithTimeout(ctx, 2*time.Second)
+		defer c()
+		got, err := send(pctx, east.Gateway, "critical", 1)
+		return want(got, err, 200, west.Gateway, eu.Gateway)
+	})
+	testkit.Eventually(t, 10*time.Second, "both other regions are targets", func() error { return targets(west.Name, eu.Name) })
+
+	start := time.Now()
+	hubctl("cordon", "region", west.Name)
+	testkit.Eventually(t, 10*time.Second, "us-west leaves the targets", func() error { return targets(eu.Name) })
+	t.Logf("us-west left us-east's spill targets %s after hubctl cordon began", time.Since(start).Round(time.Millisecond))
+	for range 5 {
+		got, err := send(ctx, east.Gateway, "critical", 1)
+		if err := want(got, err, 200, eu.Gateway); err != nil {
+			t.Fatalf("critical with us-west cordoned: %v", err)
+		}
+	}
+
+	hubctl("cordon", "cluster", eu.Cluster)
+	testkit.Eventually(t, 10*time.Second, "no target left", func() error { return targets() })
+	sctx, sc := context.WithTimeout(ctx, 30*time.Second)
+	got, err := send(sctx, east.Gateway, "critical", 1)
+	sc()
+	if err := want(got, err, 200, east.Endpoints...); err != nil {
+		t.Fatalf("critical with every other region cordoned: %v (want served, queued, in us-east)", err)
+	}
+
+	hubctl("uncordon", "region", west.Name)
+	testkit.Eventually(t, 10*time.Second, "us-west is a target again", func() error { return targets(west.Name) })
 }

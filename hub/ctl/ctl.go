@@ -8,7 +8,7 @@
 // hubctl is short-lived, so a rotation takes effect at the next command. The hub decides the
 // caller's role from that certificate: a user named in the hub's --admin-users is an admin, any
 // other user of the trust domain a viewer. Viewers read (whoami, get, clusters requests); admins
-// also write (tokens create, clusters approve and revoke, hopkey rotate, users create, which hands
+// also write (tokens create, clusters approve and revoke, cordon and uncordon, hopkey rotate, users create, which hands
 // another operator credentials from the hub's CA). A refusal says which role the command needs.
 //
 // Every command prints a table by default and the hub's answer as JSON or YAML with -o.
@@ -90,7 +90,7 @@ func NewCommand() *cobra.Command {
 	fs.BoolVar(&o.noHeaders, "no-headers", false, "print tables without their header (get)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for each hub address")
 
-	root.AddCommand(o.whoamiCommand(), o.versionCommand(), o.getCommand(), o.statusCommand(), o.tokensCommand(), o.clustersCommand(), o.hopkeyCommand(), o.usersCommand())
+	root.AddCommand(o.whoamiCommand(), o.versionCommand(), o.getCommand(), o.statusCommand(), o.cordonCommand(true), o.cordonCommand(false), o.tokensCommand(), o.clustersCommand(), o.hopkeyCommand(), o.usersCommand())
 	return root
 }
 

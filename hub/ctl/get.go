@@ -132,7 +132,11 @@ func (o *options) getClusters(g *getOptions, name string) call {
 		rows := make([][]string, 0, len(clusters))
 		for _, cl := range clusters {
 			i := cl.GetInfo()
-			rows = append(rows, []string{i.GetClusterId(), i.GetRegion(), dash(i.GetZone()), stateName(cl.GetState()), strconv.Itoa(int(cl.GetExports())),
+			state := stateName(cl.GetState())
+			if cl.GetCordoned() {
+				state += ",Cordoned" // as kubectl shows Ready,SchedulingDisabled
+			}
+			rows = append(rows, []string{i.GetClusterId(), i.GetRegion(), dash(i.GetZone()), state, strconv.Itoa(int(cl.GetExports())),
 				dash(i.GetGatewayAddress()), dash(cl.GetHubId()), o.age(cl.GetLastSeen().AsTime(), cl.GetLastSeen() != nil),
 				dash(i.GetVersion()), o.age(cl.GetRegisteredAt().AsTime(), cl.GetRegisteredAt() != nil)})
 		}

@@ -548,6 +548,8 @@ type State struct {
 	// Revocations are the revoked clusters; HopKeys the fleet's hop keys, the signing one first.
 	Revocations map[string]Revocation
 	HopKeys     []fleet.HopKey
+	// Cordons are the cordoned clusters and regions, by CordonKey.
+	Cordons map[string]Cordon
 }
 
 // Load reads the whole registry at one revision.
@@ -562,6 +564,7 @@ func (s *Store) Load(ctx context.Context) (State, error) {
 		Sessions:    map[string]SessionRecord{},
 		Exports:     map[string]map[fleet.PoolRef]fleet.Export{},
 		Revocations: map[string]Revocation{},
+		Cordons:     map[string]Cordon{},
 	}
 	for _, kv := range resp.Kvs {
 		ev, err := s.decode(string(kv.Key), kv.Value, false)
@@ -613,6 +616,16 @@ func (st *State) Apply(ev Event) {
 		st.Revocations[ev.Cluster] = ev.Revocation
 	case KindHopKeys:
 		st.HopKeys = ev.HopKeys
+	case KindCordon:
+		k := CordonKey(ev.Cordon.Scope, ev.Cordon.Name)
+		if ev.Deleted {
+			delete(st.Cordons, k)
+			return
+		}
+		if st.Cordons == nil {
+			st.Cordons = map[string]Cordon{}
+		}
+		st.Cordons[k] = ev.Cordon
 	}
 }
 
@@ -628,6 +641,8 @@ const (
 	KindRevocation
 	// KindHopKeys carries the fleet's hop keys (none when deleted).
 	KindHopKeys
+	// KindCordon carries a Cordon (its scope and name only when deleted).
+	KindCordon
 )
 
 // Event is one change of the registry.
@@ -640,6 +655,7 @@ type Event struct {
 	Export        fleet.Export
 	Revocation    Revocation
 	HopKeys       []fleet.HopKey
+	Cordon        Cordon
 	Revision      int64
 }
 
@@ -690,6 +706,14 @@ func (s *Store) decode(key string, val []byte, deleted bool) (Event, error) {
 			}
 			ev.HopKeys = rec.fleet()
 		}
+	case len(parts) == 3 && parts[0] == "cordons" && (parts[1] == string(CordonCluster) || parts[1] == string(CordonRegion)) && parts[2] != "":
+		ev.Kind = KindCordon
+		if !deleted {
+			if err := json.Unmarshal(val, &ev.Cordon); err != nil {
+				return Event{}, fmt.Errorf("decode %q: %w", key, err)
+			}
+		}
+		ev.Cordon.Scope, ev.Cordon.Name = CordonScope(parts[1]), parts[2]
 	default:
 		// tokens/ and joins/ among them: they are read where they are used, never followed.
 		return Event{}, fmt.Errorf("unknown key %q: %w", key, ErrInvalid)

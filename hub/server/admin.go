@@ -323,6 +323,49 @@ func (s *Server) RevokeCluster(ctx context.Context, req *pb.RevokeClusterRequest
 	return &pb.RevokeClusterResponse{RevokedAt: timestamppb.New(rev.RevokedAt)}, nil
 }
 
+// SetCordon cordons or uncordons a cluster or a region as a spill target. The cordon is kept in
+// the registry: every replica's view follows it, and every spoke hears of it with the view update
+// of the clusters it covers. A cordon of a cluster that is not registered, or of a region where
+// none is, is refused (a misspelt name would cordon nothing); lifting one never is.
+func (s *Server) SetCordon(ctx context.Context, req *pb.SetCordonRequest) (*pb.SetCordonResponse, error) {
+	who, err := mustCaller(ctx)
+	if err != nil {
+		return nil, s.fail(err)
+	}
+	scope, name := registry.CordonCluster, req.GetClusterId()
+	switch {
+	case name != "" && req.GetRegion() != "", name == "" && req.GetRegion() == "":
+		return nil, s.fail(fmt.Errorf("%w: give exactly one of cluster_id and region", ErrInvalidArgument))
+	case name == "":
+		scope, name = registry.CordonRegion, req.GetRegion()
+		if err := checkName("region", name, 63, false); err != nil {
+			return nil, s.fail(err)
+		}
+	default:
+		if err := checkName("cluster_id", name, 253, false); err != nil {
+			return nil, s.fail(err)
+		}
+	}
+	if err := s.viewLoaded(); err != nil {
+		return nil, s.fail(err)
+	}
+	var covered []string
+	for _, c := range s.model.Clusters() {
+		if scope == registry.CordonCluster && c.Info.ID == name || scope == registry.CordonRegion && c.Info.Region == name {
+			covered = append(covered, c.Info.ID)
+		}
+	}
+	if len(covered) == 0 && req.GetCordoned() {
+		return nil, s.fail(fmt.Errorf("no registered cluster is %s %s: %w", strings.TrimSuffix(string(scope), "s"), name, registry.ErrNotFound))
+	}
+	if err := s.store.SetCordon(ctx, scope, name, req.GetCordoned(), who.id.String()); err != nil {
+		return nil, s.fail(err)
+	}
+	s.adminLog.Info("cordon set", "scope", strings.TrimSuffix(string(scope), "s"), "name", name, "cordoned", req.GetCordoned(),
+		"clusters", len(covered), "by", who.id.String())
+	return &pb.SetCordonResponse{Clusters: covered}, nil
+}
+
 // RotateHopKey adds a new signing hop key, keeping the previous one; every stream gets the new
 // keys (on this replica at once, on the others when Run sees them).
 func (s *Server) RotateHopKey(ctx context.Context, _ *pb.RotateHopKeyRequest) (*pb.RotateHopKeyResponse, error) {

@@ -56,6 +56,7 @@ var adminMethods = map[string]access{
 	pb.AdminService_ApproveCluster_FullMethodName:       accessAdmin,
 	pb.AdminService_RevokeCluster_FullMethodName:        accessAdmin,
 	pb.AdminService_RotateHopKey_FullMethodName:         accessAdmin,
+	pb.AdminService_SetCordon_FullMethodName:            accessAdmin,
 	pb.AdminService_IssueUserCertificate_FullMethodName: accessAdmin,
 	pb.PeerService_Reports_FullMethodName:               accessHub,
 }

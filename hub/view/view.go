@@ -258,6 +258,14 @@ func (m *Model) Apply(evs []registry.Event) {
 			}
 			m.record(change{kind: changeImport, pool: pool})
 			m.record(change{kind: changeCluster, cluster: ev.Cluster})
+		case registry.KindCordon:
+			// The clusters it covers change: the cluster, or every one of the region.
+			for id, rec := range m.state.Clusters {
+				if ev.Cordon.Scope == registry.CordonCluster && id == ev.Cordon.Name ||
+					ev.Cordon.Scope == registry.CordonRegion && rec.Info.Region == ev.Cordon.Name {
+					m.record(change{kind: changeCluster, cluster: id})
+				}
+			}
 		}
 	}
 	m.signal()
@@ -915,6 +923,7 @@ func (m *Model) cluster(id string) (fleet.Cluster, bool) {
 		RegisteredAt: rec.RegisteredAt,
 		LastSeen:     rec.LastSeen,
 		Exports:      len(m.state.Exports[id]),
+		Cordoned:     m.state.Cordoned(id, rec.Info.Region),
 	}
 	if s, ok := m.state.Sessions[id]; ok {
 		c.State = fleet.StateAlive

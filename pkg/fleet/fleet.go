@@ -137,6 +137,8 @@ type Cluster struct {
 	LastSeen     time.Time
 	HubID        string
 	Exports      int
+	// Cordoned is set while the cluster, or its region, is cordoned: no spoke spills to it.
+	Cordoned bool
 }
 
 // Import lists the clusters exporting one pool, and what each live cluster reported of its

@@ -155,6 +155,7 @@ func Cluster(c fleet.Cluster) *pb.Cluster {
 		LastSeen:     timestamp(c.LastSeen),
 		HubId:        c.HubID,
 		Exports:      uint32(c.Exports),
+		Cordoned:     c.Cordoned,
 	}
 }
 
@@ -167,6 +168,7 @@ func ClusterFrom(m *pb.Cluster) fleet.Cluster {
 		LastSeen:     fromTimestamp(m.GetLastSeen()),
 		HubID:        m.GetHubId(),
 		Exports:      int(m.GetExports()),
+		Cordoned:     m.GetCordoned(),
 	}
 }
 
@@ -179,6 +181,7 @@ func Liveness(c fleet.Cluster) *pb.ClusterLiveness {
 		GatewayAddress: c.Info.GatewayAddress,
 		State:          ClusterState(c.State),
 		LastSeen:       timestamp(c.LastSeen),
+		Cordoned:       c.Cordoned,
 	}
 }
 
@@ -193,6 +196,7 @@ func LivenessFrom(m *pb.ClusterLiveness) fleet.Cluster {
 		},
 		State:    ClusterStateFrom(m.GetState()),
 		LastSeen: fromTimestamp(m.GetLastSeen()),
+		Cordoned: m.GetCordoned(),
 	}
 }
 

@@ -98,6 +98,9 @@ type Remote struct {
 	// Unreachable is true when this cluster's gossip pings to it went unanswered for a while: not
 	// a target, though not gone either.
 	Unreachable bool
+	// Cordoned is true while an admin cordons the cluster or its region (hubctl cordon): not a
+	// target.
+	Cordoned bool
 	// Age of its capacity report.
 	Age       time.Duration
 	Saturated bool
@@ -369,7 +372,7 @@ func (d *Decider) ranked(p Policy, service time.Duration) []Remote {
 	}
 	var cands []scored
 	for _, r := range d.remotes() {
-		if !r.Alive || r.Unreachable || r.Saturated || r.Spilling || r.ReadyEndpoints == 0 || r.Age > p.Freshness {
+		if !r.Alive || r.Unreachable || r.Cordoned || r.Saturated || r.Spilling || r.ReadyEndpoints == 0 || r.Age > p.Freshness {
 			continue
 		}
 		if p.Mode == ParentMode && r.Gateway == "" || p.Mode == EndpointMode && len(r.Endpoints) == 0 && r.Gateway == "" {

@@ -29,6 +29,11 @@ func newDecider(t *testing.T, p Policy, rs Candidates) (*Decider, *clock) {
 
 // spillingButFree is r as it reports while its pool spills between the marks (or past the trip
 // mark with headroom): not saturated, but sending requests away itself.
+func cordoned(r Remote) Remote {
+	r.Cordoned = true
+	return r
+}
+
 func spillingButFree(r Remote) Remote {
 	r.Spilling, r.Saturation = true, 0.8
 	return r
@@ -70,6 +75,10 @@ func TestDecide(t *testing.T) {
 		{name: "a short local wait is not worth a long prefill", local: Local{ReadyEndpoints: 10, QueueDepth: 1, Saturation: 0.95}, rs: []Remote{near}, req: Request{Priority: 100, PromptTokens: 80000}, reason: ReasonNotWorth},
 		{name: "a remote that spills itself is not a target, even with headroom", local: saturated,
 			rs:  []Remote{spillingButFree(near)},
+			req: Request{Priority: 100}, reason: ReasonNoTarget},
+		{name: "a cordoned remote is not a target: the next one is", local: saturated, rs: []Remote{cordoned(near), far},
+			req: Request{Priority: 100}, spill: true, reason: ReasonSaturated, to: "eu-west:8080"},
+		{name: "every remote cordoned: nothing spills", local: saturated, rs: []Remote{cordoned(near), cordoned(far)},
 			req: Request{Priority: 100}, reason: ReasonNoTarget},
 		{name: "a spilling remote loses to any other", local: saturated, rs: []Remote{spillingButFree(near), far},
 			req: Request{Priority: 100}, spill: true, reason: ReasonSaturated, to: "eu-west:8080"},

@@ -142,6 +142,7 @@ func (c *Candidates) remote(rc fleet.RemoteCapacity, cl fleet.Cluster, now time.
 		Endpoints:      readyByQueue(rc.Capacity.Endpoints),
 		Alive:          cl.State == fleet.StateAlive && (c.opts.Live == nil || !c.opts.Live.Dead(rc.ClusterID)),
 		Unreachable:    c.opts.Live != nil && c.opts.Live.Unreachable(rc.ClusterID),
+		Cordoned:       cl.Cordoned,
 		Age:            now.Sub(rc.ReceivedAt),
 		Saturated:      rc.Capacity.Saturated,
 		Saturation:     rc.Capacity.Saturation,

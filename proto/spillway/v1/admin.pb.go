@@ -647,6 +647,114 @@ func (x *RevokeClusterResponse) GetRevokedAt() *timestamppb.Timestamp {
 	return nil
 }
 
+type SetCordonRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Exactly one of cluster_id and region: a region's cordon holds for every cluster of the
+	// region, those that register later included.
+	ClusterId string `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Region    string `protobuf:"bytes,2,opt,name=region,proto3" json:"region,omitempty"`
+	// cordoned cordons; false lifts the cordon (of that cluster or region only).
+	Cordoned      bool `protobuf:"varint,3,opt,name=cordoned,proto3" json:"cordoned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetCordonRequest) Reset() {
+	*x = SetCordonRequest{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetCordonRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetCordonRequest) ProtoMessage() {}
+
+func (x *SetCordonRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetCordonRequest.ProtoReflect.Descriptor instead.
+func (*SetCordonRequest) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *SetCordonRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *SetCordonRequest) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *SetCordonRequest) GetCordoned() bool {
+	if x != nil {
+		return x.Cordoned
+	}
+	return false
+}
+
+type SetCordonResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// clusters are the registered clusters the change applies to, sorted.
+	Clusters      []string `protobuf:"bytes,1,rep,name=clusters,proto3" json:"clusters,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetCordonResponse) Reset() {
+	*x = SetCordonResponse{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetCordonResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetCordonResponse) ProtoMessage() {}
+
+func (x *SetCordonResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetCordonResponse.ProtoReflect.Descriptor instead.
+func (*SetCordonResponse) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *SetCordonResponse) GetClusters() []string {
+	if x != nil {
+		return x.Clusters
+	}
+	return nil
+}
+
 type RotateHopKeyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -655,7 +763,7 @@ type RotateHopKeyRequest struct {
 
 func (x *RotateHopKeyRequest) Reset() {
 	*x = RotateHopKeyRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[12]
+	mi := &file_spillway_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -667,7 +775,7 @@ func (x *RotateHopKeyRequest) String() string {
 func (*RotateHopKeyRequest) ProtoMessage() {}
 
 func (x *RotateHopKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[12]
+	mi := &file_spillway_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -680,7 +788,7 @@ func (x *RotateHopKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateHopKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateHopKeyRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 type RotateHopKeyResponse struct {
@@ -693,7 +801,7 @@ type RotateHopKeyResponse struct {
 
 func (x *RotateHopKeyResponse) Reset() {
 	*x = RotateHopKeyResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[13]
+	mi := &file_spillway_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -705,7 +813,7 @@ func (x *RotateHopKeyResponse) String() string {
 func (*RotateHopKeyResponse) ProtoMessage() {}
 
 func (x *RotateHopKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[13]
+	mi := &file_spillway_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -718,7 +826,7 @@ func (x *RotateHopKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateHopKeyResponse.ProtoReflect.Descriptor instead.
 func (*RotateHopKeyResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RotateHopKeyResponse) GetKeyId() string {
@@ -736,7 +844,7 @@ type ListHubsRequest struct {
 
 func (x *ListHubsRequest) Reset() {
 	*x = ListHubsRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[14]
+	mi := &file_spillway_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -748,7 +856,7 @@ func (x *ListHubsRequest) String() string {
 func (*ListHubsRequest) ProtoMessage() {}
 
 func (x *ListHubsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[14]
+	mi := &file_spillway_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -761,7 +869,7 @@ func (x *ListHubsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHubsRequest.ProtoReflect.Descriptor instead.
 func (*ListHubsRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 type ListHubsResponse struct {
@@ -776,7 +884,7 @@ type ListHubsResponse struct {
 
 func (x *ListHubsResponse) Reset() {
 	*x = ListHubsResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[15]
+	mi := &file_spillway_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +896,7 @@ func (x *ListHubsResponse) String() string {
 func (*ListHubsResponse) ProtoMessage() {}
 
 func (x *ListHubsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[15]
+	mi := &file_spillway_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +909,7 @@ func (x *ListHubsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHubsResponse.ProtoReflect.Descriptor instead.
 func (*ListHubsResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListHubsResponse) GetHubs() []*HubReplica {
@@ -835,7 +943,7 @@ type HubReplica struct {
 
 func (x *HubReplica) Reset() {
 	*x = HubReplica{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[16]
+	mi := &file_spillway_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +955,7 @@ func (x *HubReplica) String() string {
 func (*HubReplica) ProtoMessage() {}
 
 func (x *HubReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[16]
+	mi := &file_spillway_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +968,7 @@ func (x *HubReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HubReplica.ProtoReflect.Descriptor instead.
 func (*HubReplica) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HubReplica) GetHubId() string {
@@ -911,7 +1019,7 @@ type ListClustersRequest struct {
 
 func (x *ListClustersRequest) Reset() {
 	*x = ListClustersRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[17]
+	mi := &file_spillway_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -923,7 +1031,7 @@ func (x *ListClustersRequest) String() string {
 func (*ListClustersRequest) ProtoMessage() {}
 
 func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[17]
+	mi := &file_spillway_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -936,7 +1044,7 @@ func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersRequest.ProtoReflect.Descriptor instead.
 func (*ListClustersRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ListClustersRequest) GetPageSize() int32 {
@@ -966,7 +1074,7 @@ type ListClustersResponse struct {
 
 func (x *ListClustersResponse) Reset() {
 	*x = ListClustersResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[18]
+	mi := &file_spillway_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1086,7 @@ func (x *ListClustersResponse) String() string {
 func (*ListClustersResponse) ProtoMessage() {}
 
 func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[18]
+	mi := &file_spillway_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1099,7 @@ func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersResponse.ProtoReflect.Descriptor instead.
 func (*ListClustersResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ListClustersResponse) GetClusters() []*Cluster {
@@ -1017,7 +1125,7 @@ type GetClusterRequest struct {
 
 func (x *GetClusterRequest) Reset() {
 	*x = GetClusterRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[19]
+	mi := &file_spillway_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1029,7 +1137,7 @@ func (x *GetClusterRequest) String() string {
 func (*GetClusterRequest) ProtoMessage() {}
 
 func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[19]
+	mi := &file_spillway_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1042,7 +1150,7 @@ func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GetClusterRequest) GetClusterId() string {
@@ -1061,7 +1169,7 @@ type GetClusterResponse struct {
 
 func (x *GetClusterResponse) Reset() {
 	*x = GetClusterResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[20]
+	mi := &file_spillway_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1181,7 @@ func (x *GetClusterResponse) String() string {
 func (*GetClusterResponse) ProtoMessage() {}
 
 func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[20]
+	mi := &file_spillway_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1194,7 @@ func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GetClusterResponse) GetCluster() *Cluster {
@@ -1107,7 +1215,7 @@ type Pool struct {
 
 func (x *Pool) Reset() {
 	*x = Pool{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[21]
+	mi := &file_spillway_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1119,7 +1227,7 @@ func (x *Pool) String() string {
 func (*Pool) ProtoMessage() {}
 
 func (x *Pool) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[21]
+	mi := &file_spillway_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1132,7 +1240,7 @@ func (x *Pool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pool.ProtoReflect.Descriptor instead.
 func (*Pool) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Pool) GetPool() *PoolRef {
@@ -1162,7 +1270,7 @@ type PoolMember struct {
 
 func (x *PoolMember) Reset() {
 	*x = PoolMember{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[22]
+	mi := &file_spillway_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1174,7 +1282,7 @@ func (x *PoolMember) String() string {
 func (*PoolMember) ProtoMessage() {}
 
 func (x *PoolMember) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[22]
+	mi := &file_spillway_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1187,7 +1295,7 @@ func (x *PoolMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolMember.ProtoReflect.Descriptor instead.
 func (*PoolMember) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PoolMember) GetClusterId() string {
@@ -1231,7 +1339,7 @@ type ListPoolsRequest struct {
 
 func (x *ListPoolsRequest) Reset() {
 	*x = ListPoolsRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[23]
+	mi := &file_spillway_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1243,7 +1351,7 @@ func (x *ListPoolsRequest) String() string {
 func (*ListPoolsRequest) ProtoMessage() {}
 
 func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[23]
+	mi := &file_spillway_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1256,7 +1364,7 @@ func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsRequest.ProtoReflect.Descriptor instead.
 func (*ListPoolsRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListPoolsRequest) GetPageSize() int32 {
@@ -1285,7 +1393,7 @@ type ListPoolsResponse struct {
 
 func (x *ListPoolsResponse) Reset() {
 	*x = ListPoolsResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[24]
+	mi := &file_spillway_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1405,7 @@ func (x *ListPoolsResponse) String() string {
 func (*ListPoolsResponse) ProtoMessage() {}
 
 func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[24]
+	mi := &file_spillway_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1418,7 @@ func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListPoolsResponse) GetPools() []*Pool {
@@ -1336,7 +1444,7 @@ type GetPoolRequest struct {
 
 func (x *GetPoolRequest) Reset() {
 	*x = GetPoolRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[25]
+	mi := &file_spillway_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1456,7 @@ func (x *GetPoolRequest) String() string {
 func (*GetPoolRequest) ProtoMessage() {}
 
 func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[25]
+	mi := &file_spillway_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1469,7 @@ func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolRequest.ProtoReflect.Descriptor instead.
 func (*GetPoolRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetPoolRequest) GetPool() *PoolRef {
@@ -1380,7 +1488,7 @@ type GetPoolResponse struct {
 
 func (x *GetPoolResponse) Reset() {
 	*x = GetPoolResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[26]
+	mi := &file_spillway_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1500,7 @@ func (x *GetPoolResponse) String() string {
 func (*GetPoolResponse) ProtoMessage() {}
 
 func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[26]
+	mi := &file_spillway_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1513,7 @@ func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolResponse.ProtoReflect.Descriptor instead.
 func (*GetPoolResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetPoolResponse) GetPool() *Pool {
@@ -1428,7 +1536,7 @@ type ListImportsRequest struct {
 
 func (x *ListImportsRequest) Reset() {
 	*x = ListImportsRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[27]
+	mi := &file_spillway_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1440,7 +1548,7 @@ func (x *ListImportsRequest) String() string {
 func (*ListImportsRequest) ProtoMessage() {}
 
 func (x *ListImportsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[27]
+	mi := &file_spillway_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1453,7 +1561,7 @@ func (x *ListImportsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImportsRequest.ProtoReflect.Descriptor instead.
 func (*ListImportsRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListImportsRequest) GetPageSize() int32 {
@@ -1482,7 +1590,7 @@ type ListImportsResponse struct {
 
 func (x *ListImportsResponse) Reset() {
 	*x = ListImportsResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[28]
+	mi := &file_spillway_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1602,7 @@ func (x *ListImportsResponse) String() string {
 func (*ListImportsResponse) ProtoMessage() {}
 
 func (x *ListImportsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[28]
+	mi := &file_spillway_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1615,7 @@ func (x *ListImportsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImportsResponse.ProtoReflect.Descriptor instead.
 func (*ListImportsResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListImportsResponse) GetImports() []*Import {
@@ -1536,7 +1644,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[29]
+	mi := &file_spillway_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1548,7 +1656,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[29]
+	mi := &file_spillway_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1561,7 +1669,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WatchRequest) GetWithoutImportStates() bool {
@@ -1580,7 +1688,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[30]
+	mi := &file_spillway_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1700,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[30]
+	mi := &file_spillway_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1713,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WatchResponse) GetUpdate() *ViewUpdate {
@@ -1660,7 +1768,14 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"\x06remove\x18\x02 \x01(\bR\x06remove\"R\n" +
 	"\x15RevokeClusterResponse\x129\n" +
 	"\n" +
-	"revoked_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"\x15\n" +
+	"revoked_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"e\n" +
+	"\x10SetCordonRequest\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
+	"\x06region\x18\x02 \x01(\tR\x06region\x12\x1a\n" +
+	"\bcordoned\x18\x03 \x01(\bR\bcordoned\"/\n" +
+	"\x11SetCordonResponse\x12\x1a\n" +
+	"\bclusters\x18\x01 \x03(\tR\bclusters\"\x15\n" +
 	"\x13RotateHopKeyRequest\"-\n" +
 	"\x14RotateHopKeyResponse\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\x11\n" +
@@ -1720,7 +1835,7 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"\fWatchRequest\x122\n" +
 	"\x15without_import_states\x18\x01 \x01(\bR\x13withoutImportStates\"@\n" +
 	"\rWatchResponse\x12/\n" +
-	"\x06update\x18\x01 \x01(\v2\x17.spillway.v1.ViewUpdateR\x06update2\x8c\t\n" +
+	"\x06update\x18\x01 \x01(\v2\x17.spillway.v1.ViewUpdateR\x06update2\xd8\t\n" +
 	"\fAdminService\x12S\n" +
 	"\fListClusters\x12 .spillway.v1.ListClustersRequest\x1a!.spillway.v1.ListClustersResponse\x12M\n" +
 	"\n" +
@@ -1734,7 +1849,8 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"\vCreateToken\x12\x1f.spillway.v1.CreateTokenRequest\x1a .spillway.v1.CreateTokenResponse\x12_\n" +
 	"\x10ListJoinRequests\x12$.spillway.v1.ListJoinRequestsRequest\x1a%.spillway.v1.ListJoinRequestsResponse\x12Y\n" +
 	"\x0eApproveCluster\x12\".spillway.v1.ApproveClusterRequest\x1a#.spillway.v1.ApproveClusterResponse\x12V\n" +
-	"\rRevokeCluster\x12!.spillway.v1.RevokeClusterRequest\x1a\".spillway.v1.RevokeClusterResponse\x12S\n" +
+	"\rRevokeCluster\x12!.spillway.v1.RevokeClusterRequest\x1a\".spillway.v1.RevokeClusterResponse\x12J\n" +
+	"\tSetCordon\x12\x1d.spillway.v1.SetCordonRequest\x1a\x1e.spillway.v1.SetCordonResponse\x12S\n" +
 	"\fRotateHopKey\x12 .spillway.v1.RotateHopKeyRequest\x1a!.spillway.v1.RotateHopKeyResponse\x12k\n" +
 	"\x14IssueUserCertificate\x12(.spillway.v1.IssueUserCertificateRequest\x1a).spillway.v1.IssueUserCertificateResponseB>Z<github.com/spillway-io/spillway/proto/spillway/v1;spillwayv1b\x06proto3"
 
@@ -1750,7 +1866,7 @@ func file_spillway_v1_admin_proto_rawDescGZIP() []byte {
 	return file_spillway_v1_admin_proto_rawDescData
 }
 
-var file_spillway_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_spillway_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_spillway_v1_admin_proto_goTypes = []any{
 	(*IssueUserCertificateRequest)(nil),  // 0: spillway.v1.IssueUserCertificateRequest
 	(*IssueUserCertificateResponse)(nil), // 1: spillway.v1.IssueUserCertificateResponse
@@ -1764,85 +1880,89 @@ var file_spillway_v1_admin_proto_goTypes = []any{
 	(*ApproveClusterResponse)(nil),       // 9: spillway.v1.ApproveClusterResponse
 	(*RevokeClusterRequest)(nil),         // 10: spillway.v1.RevokeClusterRequest
 	(*RevokeClusterResponse)(nil),        // 11: spillway.v1.RevokeClusterResponse
-	(*RotateHopKeyRequest)(nil),          // 12: spillway.v1.RotateHopKeyRequest
-	(*RotateHopKeyResponse)(nil),         // 13: spillway.v1.RotateHopKeyResponse
-	(*ListHubsRequest)(nil),              // 14: spillway.v1.ListHubsRequest
-	(*ListHubsResponse)(nil),             // 15: spillway.v1.ListHubsResponse
-	(*HubReplica)(nil),                   // 16: spillway.v1.HubReplica
-	(*ListClustersRequest)(nil),          // 17: spillway.v1.ListClustersRequest
-	(*ListClustersResponse)(nil),         // 18: spillway.v1.ListClustersResponse
-	(*GetClusterRequest)(nil),            // 19: spillway.v1.GetClusterRequest
-	(*GetClusterResponse)(nil),           // 20: spillway.v1.GetClusterResponse
-	(*Pool)(nil),                         // 21: spillway.v1.Pool
-	(*PoolMember)(nil),                   // 22: spillway.v1.PoolMember
-	(*ListPoolsRequest)(nil),             // 23: spillway.v1.ListPoolsRequest
-	(*ListPoolsResponse)(nil),            // 24: spillway.v1.ListPoolsResponse
-	(*GetPoolRequest)(nil),               // 25: spillway.v1.GetPoolRequest
-	(*GetPoolResponse)(nil),              // 26: spillway.v1.GetPoolResponse
-	(*ListImportsRequest)(nil),           // 27: spillway.v1.ListImportsRequest
-	(*ListImportsResponse)(nil),          // 28: spillway.v1.ListImportsResponse
-	(*WatchRequest)(nil),                 // 29: spillway.v1.WatchRequest
-	(*WatchResponse)(nil),                // 30: spillway.v1.WatchResponse
-	(*durationpb.Duration)(nil),          // 31: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),        // 32: google.protobuf.Timestamp
-	(*JoinRequestInfo)(nil),              // 33: spillway.v1.JoinRequestInfo
-	(*Cluster)(nil),                      // 34: spillway.v1.Cluster
-	(*PoolRef)(nil),                      // 35: spillway.v1.PoolRef
-	(ClusterState)(0),                    // 36: spillway.v1.ClusterState
-	(*RemoteCapacity)(nil),               // 37: spillway.v1.RemoteCapacity
-	(*Import)(nil),                       // 38: spillway.v1.Import
-	(*ViewUpdate)(nil),                   // 39: spillway.v1.ViewUpdate
+	(*SetCordonRequest)(nil),             // 12: spillway.v1.SetCordonRequest
+	(*SetCordonResponse)(nil),            // 13: spillway.v1.SetCordonResponse
+	(*RotateHopKeyRequest)(nil),          // 14: spillway.v1.RotateHopKeyRequest
+	(*RotateHopKeyResponse)(nil),         // 15: spillway.v1.RotateHopKeyResponse
+	(*ListHubsRequest)(nil),              // 16: spillway.v1.ListHubsRequest
+	(*ListHubsResponse)(nil),             // 17: spillway.v1.ListHubsResponse
+	(*HubReplica)(nil),                   // 18: spillway.v1.HubReplica
+	(*ListClustersRequest)(nil),          // 19: spillway.v1.ListClustersRequest
+	(*ListClustersResponse)(nil),         // 20: spillway.v1.ListClustersResponse
+	(*GetClusterRequest)(nil),            // 21: spillway.v1.GetClusterRequest
+	(*GetClusterResponse)(nil),           // 22: spillway.v1.GetClusterResponse
+	(*Pool)(nil),                         // 23: spillway.v1.Pool
+	(*PoolMember)(nil),                   // 24: spillway.v1.PoolMember
+	(*ListPoolsRequest)(nil),             // 25: spillway.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),            // 26: spillway.v1.ListPoolsResponse
+	(*GetPoolRequest)(nil),               // 27: spillway.v1.GetPoolRequest
+	(*GetPoolResponse)(nil),              // 28: spillway.v1.GetPoolResponse
+	(*ListImportsRequest)(nil),           // 29: spillway.v1.ListImportsRequest
+	(*ListImportsResponse)(nil),          // 30: spillway.v1.ListImportsResponse
+	(*WatchRequest)(nil),                 // 31: spillway.v1.WatchRequest
+	(*WatchResponse)(nil),                // 32: spillway.v1.WatchResponse
+	(*durationpb.Duration)(nil),          // 33: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 34: google.protobuf.Timestamp
+	(*JoinRequestInfo)(nil),              // 35: spillway.v1.JoinRequestInfo
+	(*Cluster)(nil),                      // 36: spillway.v1.Cluster
+	(*PoolRef)(nil),                      // 37: spillway.v1.PoolRef
+	(ClusterState)(0),                    // 38: spillway.v1.ClusterState
+	(*RemoteCapacity)(nil),               // 39: spillway.v1.RemoteCapacity
+	(*Import)(nil),                       // 40: spillway.v1.Import
+	(*ViewUpdate)(nil),                   // 41: spillway.v1.ViewUpdate
 }
 var file_spillway_v1_admin_proto_depIdxs = []int32{
-	31, // 0: spillway.v1.IssueUserCertificateRequest.validity:type_name -> google.protobuf.Duration
-	31, // 1: spillway.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	32, // 2: spillway.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	33, // 3: spillway.v1.ListJoinRequestsResponse.requests:type_name -> spillway.v1.JoinRequestInfo
-	33, // 4: spillway.v1.ApproveClusterResponse.request:type_name -> spillway.v1.JoinRequestInfo
-	32, // 5: spillway.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
-	16, // 6: spillway.v1.ListHubsResponse.hubs:type_name -> spillway.v1.HubReplica
-	32, // 7: spillway.v1.HubReplica.started_at:type_name -> google.protobuf.Timestamp
-	34, // 8: spillway.v1.ListClustersResponse.clusters:type_name -> spillway.v1.Cluster
-	34, // 9: spillway.v1.GetClusterResponse.cluster:type_name -> spillway.v1.Cluster
-	35, // 10: spillway.v1.Pool.pool:type_name -> spillway.v1.PoolRef
-	22, // 11: spillway.v1.Pool.members:type_name -> spillway.v1.PoolMember
-	36, // 12: spillway.v1.PoolMember.state:type_name -> spillway.v1.ClusterState
-	37, // 13: spillway.v1.PoolMember.capacity:type_name -> spillway.v1.RemoteCapacity
-	21, // 14: spillway.v1.ListPoolsResponse.pools:type_name -> spillway.v1.Pool
-	35, // 15: spillway.v1.GetPoolRequest.pool:type_name -> spillway.v1.PoolRef
-	21, // 16: spillway.v1.GetPoolResponse.pool:type_name -> spillway.v1.Pool
-	38, // 17: spillway.v1.ListImportsResponse.imports:type_name -> spillway.v1.Import
-	39, // 18: spillway.v1.WatchResponse.update:type_name -> spillway.v1.ViewUpdate
-	17, // 19: spillway.v1.AdminService.ListClusters:input_type -> spillway.v1.ListClustersRequest
-	19, // 20: spillway.v1.AdminService.GetCluster:input_type -> spillway.v1.GetClusterRequest
-	23, // 21: spillway.v1.AdminService.ListPools:input_type -> spillway.v1.ListPoolsRequest
-	25, // 22: spillway.v1.AdminService.GetPool:input_type -> spillway.v1.GetPoolRequest
-	27, // 23: spillway.v1.AdminService.ListImports:input_type -> spillway.v1.ListImportsRequest
-	14, // 24: spillway.v1.AdminService.ListHubs:input_type -> spillway.v1.ListHubsRequest
-	29, // 25: spillway.v1.AdminService.Watch:input_type -> spillway.v1.WatchRequest
+	33, // 0: spillway.v1.IssueUserCertificateRequest.validity:type_name -> google.protobuf.Duration
+	33, // 1: spillway.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	34, // 2: spillway.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	35, // 3: spillway.v1.ListJoinRequestsResponse.requests:type_name -> spillway.v1.JoinRequestInfo
+	35, // 4: spillway.v1.ApproveClusterResponse.request:type_name -> spillway.v1.JoinRequestInfo
+	34, // 5: spillway.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	18, // 6: spillway.v1.ListHubsResponse.hubs:type_name -> spillway.v1.HubReplica
+	34, // 7: spillway.v1.HubReplica.started_at:type_name -> google.protobuf.Timestamp
+	36, // 8: spillway.v1.ListClustersResponse.clusters:type_name -> spillway.v1.Cluster
+	36, // 9: spillway.v1.GetClusterResponse.cluster:type_name -> spillway.v1.Cluster
+	37, // 10: spillway.v1.Pool.pool:type_name -> spillway.v1.PoolRef
+	24, // 11: spillway.v1.Pool.members:type_name -> spillway.v1.PoolMember
+	38, // 12: spillway.v1.PoolMember.state:type_name -> spillway.v1.ClusterState
+	39, // 13: spillway.v1.PoolMember.capacity:type_name -> spillway.v1.RemoteCapacity
+	23, // 14: spillway.v1.ListPoolsResponse.pools:type_name -> spillway.v1.Pool
+	37, // 15: spillway.v1.GetPoolRequest.pool:type_name -> spillway.v1.PoolRef
+	23, // 16: spillway.v1.GetPoolResponse.pool:type_name -> spillway.v1.Pool
+	40, // 17: spillway.v1.ListImportsResponse.imports:type_name -> spillway.v1.Import
+	41, // 18: spillway.v1.WatchResponse.update:type_name -> spillway.v1.ViewUpdate
+	19, // 19: spillway.v1.AdminService.ListClusters:input_type -> spillway.v1.ListClustersRequest
+	21, // 20: spillway.v1.AdminService.GetCluster:input_type -> spillway.v1.GetClusterRequest
+	25, // 21: spillway.v1.AdminService.ListPools:input_type -> spillway.v1.ListPoolsRequest
+	27, // 22: spillway.v1.AdminService.GetPool:input_type -> spillway.v1.GetPoolRequest
+	29, // 23: spillway.v1.AdminService.ListImports:input_type -> spillway.v1.ListImportsRequest
+	16, // 24: spillway.v1.AdminService.ListHubs:input_type -> spillway.v1.ListHubsRequest
+	31, // 25: spillway.v1.AdminService.Watch:input_type -> spillway.v1.WatchRequest
 	2,  // 26: spillway.v1.AdminService.WhoAmI:input_type -> spillway.v1.WhoAmIRequest
 	4,  // 27: spillway.v1.AdminService.CreateToken:input_type -> spillway.v1.CreateTokenRequest
 	6,  // 28: spillway.v1.AdminService.ListJoinRequests:input_type -> spillway.v1.ListJoinRequestsRequest
 	8,  // 29: spillway.v1.AdminService.ApproveCluster:input_type -> spillway.v1.ApproveClusterRequest
 	10, // 30: spillway.v1.AdminService.RevokeCluster:input_type -> spillway.v1.RevokeClusterRequest
-	12, // 31: spillway.v1.AdminService.RotateHopKey:input_type -> spillway.v1.RotateHopKeyRequest
-	0,  // 32: spillway.v1.AdminService.IssueUserCertificate:input_type -> spillway.v1.IssueUserCertificateRequest
-	18, // 33: spillway.v1.AdminService.ListClusters:output_type -> spillway.v1.ListClustersResponse
-	20, // 34: spillway.v1.AdminService.GetCluster:output_type -> spillway.v1.GetClusterResponse
-	24, // 35: spillway.v1.AdminService.ListPools:output_type -> spillway.v1.ListPoolsResponse
-	26, // 36: spillway.v1.AdminService.GetPool:output_type -> spillway.v1.GetPoolResponse
-	28, // 37: spillway.v1.AdminService.ListImports:output_type -> spillway.v1.ListImportsResponse
-	15, // 38: spillway.v1.AdminService.ListHubs:output_type -> spillway.v1.ListHubsResponse
-	30, // 39: spillway.v1.AdminService.Watch:output_type -> spillway.v1.WatchResponse
-	3,  // 40: spillway.v1.AdminService.WhoAmI:output_type -> spillway.v1.WhoAmIResponse
-	5,  // 41: spillway.v1.AdminService.CreateToken:output_type -> spillway.v1.CreateTokenResponse
-	7,  // 42: spillway.v1.AdminService.ListJoinRequests:output_type -> spillway.v1.ListJoinRequestsResponse
-	9,  // 43: spillway.v1.AdminService.ApproveCluster:output_type -> spillway.v1.ApproveClusterResponse
-	11, // 44: spillway.v1.AdminService.RevokeCluster:output_type -> spillway.v1.RevokeClusterResponse
-	13, // 45: spillway.v1.AdminService.RotateHopKey:output_type -> spillway.v1.RotateHopKeyResponse
-	1,  // 46: spillway.v1.AdminService.IssueUserCertificate:output_type -> spillway.v1.IssueUserCertificateResponse
-	33, // [33:47] is the sub-list for method output_type
-	19, // [19:33] is the sub-list for method input_type
+	12, // 31: spillway.v1.AdminService.SetCordon:input_type -> spillway.v1.SetCordonRequest
+	14, // 32: spillway.v1.AdminService.RotateHopKey:input_type -> spillway.v1.RotateHopKeyRequest
+	0,  // 33: spillway.v1.AdminService.IssueUserCertificate:input_type -> spillway.v1.IssueUserCertificateRequest
+	20, // 34: spillway.v1.AdminService.ListClusters:output_type -> spillway.v1.ListClustersResponse
+	22, // 35: spillway.v1.AdminService.GetCluster:output_type -> spillway.v1.GetClusterResponse
+	26, // 36: spillway.v1.AdminService.ListPools:output_type -> spillway.v1.ListPoolsResponse
+	28, // 37: spillway.v1.AdminService.GetPool:output_type -> spillway.v1.GetPoolResponse
+	30, // 38: spillway.v1.AdminService.ListImports:output_type -> spillway.v1.ListImportsResponse
+	17, // 39: spillway.v1.AdminService.ListHubs:output_type -> spillway.v1.ListHubsResponse
+	32, // 40: spillway.v1.AdminService.Watch:output_type -> spillway.v1.WatchResponse
+	3,  // 41: spillway.v1.AdminService.WhoAmI:output_type -> spillway.v1.WhoAmIResponse
+	5,  // 42: spillway.v1.AdminService.CreateToken:output_type -> spillway.v1.CreateTokenResponse
+	7,  // 43: spillway.v1.AdminService.ListJoinRequests:output_type -> spillway.v1.ListJoinRequestsResponse
+	9,  // 44: spillway.v1.AdminService.ApproveCluster:output_type -> spillway.v1.ApproveClusterResponse
+	11, // 45: spillway.v1.AdminService.RevokeCluster:output_type -> spillway.v1.RevokeClusterResponse
+	13, // 46: spillway.v1.AdminService.SetCordon:output_type -> spillway.v1.SetCordonResponse
+	15, // 47: spillway.v1.AdminService.RotateHopKey:output_type -> spillway.v1.RotateHopKeyResponse
+	1,  // 48: spillway.v1.AdminService.IssueUserCertificate:output_type -> spillway.v1.IssueUserCertificateResponse
+	34, // [34:49] is the sub-list for method output_type
+	19, // [19:34] is the sub-list for method input_type
 	19, // [19:19] is the sub-list for extension type_name
 	19, // [19:19] is the sub-list for extension extendee
 	0,  // [0:19] is the sub-list for field type_name
@@ -1862,7 +1982,7 @@ func file_spillway_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spillway_v1_admin_proto_rawDesc), len(file_spillway_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	AdminService_ListJoinRequests_FullMethodName     = "/spillway.v1.AdminService/ListJoinRequests"
 	AdminService_ApproveCluster_FullMethodName       = "/spillway.v1.AdminService/ApproveCluster"
 	AdminService_RevokeCluster_FullMethodName        = "/spillway.v1.AdminService/RevokeCluster"
+	AdminService_SetCordon_FullMethodName            = "/spillway.v1.AdminService/SetCordon"
 	AdminService_RotateHopKey_FullMethodName         = "/spillway.v1.AdminService/RotateHopKey"
 	AdminService_IssueUserCertificate_FullMethodName = "/spillway.v1.AdminService/IssueUserCertificate"
 )
@@ -63,6 +64,10 @@ type AdminServiceClient interface {
 	// RevokeCluster ends a cluster's session at once and refuses every certificate of the cluster
 	// issued before now; with remove, its record is deleted once its exports are withdrawn (admin).
 	RevokeCluster(ctx context.Context, in *RevokeClusterRequest, opts ...grpc.CallOption) (*RevokeClusterResponse, error)
+	// SetCordon cordons or uncordons a cluster, or every cluster of a region, as a spill target:
+	// no spoke sends spilled requests to a cordoned cluster, which otherwise keeps its session,
+	// exports and imports. Cordons are kept in the registry (admin).
+	SetCordon(ctx context.Context, in *SetCordonRequest, opts ...grpc.CallOption) (*SetCordonResponse, error)
 	// RotateHopKey adds a new fleet hop key, which signs hop markers from then on; the previous
 	// one is still accepted until the next rotation (admin).
 	RotateHopKey(ctx context.Context, in *RotateHopKeyRequest, opts ...grpc.CallOption) (*RotateHopKeyResponse, error)
@@ -209,6 +214,16 @@ func (c *adminServiceClient) RevokeCluster(ctx context.Context, in *RevokeCluste
 	return out, nil
 }
 
+func (c *adminServiceClient) SetCordon(ctx context.Context, in *SetCordonRequest, opts ...grpc.CallOption) (*SetCordonResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetCordonResponse)
+	err := c.cc.Invoke(ctx, AdminService_SetCordon_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminServiceClient) RotateHopKey(ctx context.Context, in *RotateHopKeyRequest, opts ...grpc.CallOption) (*RotateHopKeyResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RotateHopKeyResponse)
@@ -257,6 +272,10 @@ type AdminServiceServer interface {
 	// RevokeCluster ends a cluster's session at once and refuses every certificate of the cluster
 	// issued before now; with remove, its record is deleted once its exports are withdrawn (admin).
 	RevokeCluster(context.Context, *RevokeClusterRequest) (*RevokeClusterResponse, error)
+	// SetCordon cordons or uncordons a cluster, or every cluster of a region, as a spill target:
+	// no spoke sends spilled requests to a cordoned cluster, which otherwise keeps its session,
+	// exports and imports. Cordons are kept in the registry (admin).
+	SetCordon(context.Context, *SetCordonRequest) (*SetCordonResponse, error)
 	// RotateHopKey adds a new fleet hop key, which signs hop markers from then on; the previous
 	// one is still accepted until the next rotation (admin).
 	RotateHopKey(context.Context, *RotateHopKeyRequest) (*RotateHopKeyResponse, error)
@@ -309,6 +328,9 @@ func (UnimplementedAdminServiceServer) ApproveCluster(context.Context, *ApproveC
 }
 func (UnimplementedAdminServiceServer) RevokeCluster(context.Context, *RevokeClusterRequest) (*RevokeClusterResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RevokeCluster not implemented")
+}
+func (UnimplementedAdminServiceServer) SetCordon(context.Context, *SetCordonRequest) (*SetCordonResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetCordon not implemented")
 }
 func (UnimplementedAdminServiceServer) RotateHopKey(context.Context, *RotateHopKeyRequest) (*RotateHopKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RotateHopKey not implemented")
@@ -546,6 +568,24 @@ func _AdminService_RevokeCluster_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_SetCordon_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetCordonRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetCordon(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetCordon_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetCordon(ctx, req.(*SetCordonRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AdminService_RotateHopKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RotateHopKeyRequest)
 	if err := dec(in); err != nil {
@@ -632,6 +672,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeCluster",
 			Handler:    _AdminService_RevokeCluster_Handler,
+		},
+		{
+			MethodName: "SetCordon",
+			Handler:    _AdminService_SetCordon_Handler,
 		},
 		{
 			MethodName: "RotateHopKey",

@@ -571,7 +571,9 @@ type Cluster struct {
 	// The hub replica that holds the cluster's current session, empty when none does.
 	HubId string `protobuf:"bytes,5,opt,name=hub_id,json=hubId,proto3" json:"hub_id,omitempty"`
 	// Number of pools the cluster exports.
-	Exports       uint32 `protobuf:"varint,6,opt,name=exports,proto3" json:"exports,omitempty"`
+	Exports uint32 `protobuf:"varint,6,opt,name=exports,proto3" json:"exports,omitempty"`
+	// cordoned is set while the cluster, or its region, is cordoned: no spoke spills to it.
+	Cordoned      bool `protobuf:"varint,7,opt,name=cordoned,proto3" json:"cordoned,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -646,6 +648,13 @@ func (x *Cluster) GetExports() uint32 {
 		return x.Exports
 	}
 	return 0
+}
+
+func (x *Cluster) GetCordoned() bool {
+	if x != nil {
+		return x.Cordoned
+	}
+	return false
 }
 
 // Import says which clusters export a pool: the content of an InferencePoolImport's status.
@@ -910,14 +919,15 @@ const file_spillway_v1_fleet_proto_rawDesc = "" +
 	"queueDepth\x12)\n" +
 	"\x10running_requests\x18\x03 \x01(\rR\x0frunningRequests\x120\n" +
 	"\x14kv_cache_utilization\x18\x04 \x01(\x01R\x12kvCacheUtilization\x12\x14\n" +
-	"\x05ready\x18\x05 \x01(\bR\x05ready\"\x93\x02\n" +
+	"\x05ready\x18\x05 \x01(\bR\x05ready\"\xaf\x02\n" +
 	"\aCluster\x12,\n" +
 	"\x04info\x18\x01 \x01(\v2\x18.spillway.v1.ClusterInfoR\x04info\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.spillway.v1.ClusterStateR\x05state\x12?\n" +
 	"\rregistered_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\fregisteredAt\x127\n" +
 	"\tlast_seen\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x15\n" +
 	"\x06hub_id\x18\x05 \x01(\tR\x05hubId\x12\x18\n" +
-	"\aexports\x18\x06 \x01(\rR\aexports\"\x9a\x01\n" +
+	"\aexports\x18\x06 \x01(\rR\aexports\x12\x1a\n" +
+	"\bcordoned\x18\a \x01(\bR\bcordoned\"\x9a\x01\n" +
 	"\x06Import\x12(\n" +
 	"\x04pool\x18\x01 \x01(\v2\x14.spillway.v1.PoolRefR\x04pool\x12-\n" +
 	"\x12exporting_clusters\x18\x02 \x03(\tR\x11exportingClusters\x127\n" +

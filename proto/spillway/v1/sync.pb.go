@@ -1256,8 +1256,10 @@ type ClusterLiveness struct {
 	GatewayAddress string                 `protobuf:"bytes,4,opt,name=gateway_address,json=gatewayAddress,proto3" json:"gateway_address,omitempty"`
 	State          ClusterState           `protobuf:"varint,5,opt,name=state,proto3,enum=spillway.v1.ClusterState" json:"state,omitempty"`
 	LastSeen       *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=last_seen,json=lastSeen,proto3" json:"last_seen,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// cordoned is set while the cluster, or its region, is cordoned: not a spill target.
+	Cordoned      bool `protobuf:"varint,7,opt,name=cordoned,proto3" json:"cordoned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterLiveness) Reset() {
@@ -1330,6 +1332,13 @@ func (x *ClusterLiveness) GetLastSeen() *timestamppb.Timestamp {
 		return x.LastSeen
 	}
 	return nil
+}
+
+func (x *ClusterLiveness) GetCordoned() bool {
+	if x != nil {
+		return x.Cordoned
+	}
+	return false
 }
 
 type CapacityKey struct {
@@ -1477,7 +1486,7 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"incomplete\x12\x12\n" +
 	"\x04more\x18\t \x01(\bR\x04more\x12)\n" +
 	"\x10clusters_removed\x18\n" +
-	" \x03(\tR\x0fclustersRemoved\"\xef\x01\n" +
+	" \x03(\tR\x0fclustersRemoved\"\x8b\x02\n" +
 	"\x0fClusterLiveness\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
@@ -1485,7 +1494,8 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\x04zone\x18\x03 \x01(\tR\x04zone\x12'\n" +
 	"\x0fgateway_address\x18\x04 \x01(\tR\x0egatewayAddress\x12/\n" +
 	"\x05state\x18\x05 \x01(\x0e2\x19.spillway.v1.ClusterStateR\x05state\x127\n" +
-	"\tlast_seen\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\"V\n" +
+	"\tlast_seen\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\blastSeen\x12\x1a\n" +
+	"\bcordoned\x18\a \x01(\bR\bcordoned\"V\n" +
 	"\vCapacityKey\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12(\n" +
