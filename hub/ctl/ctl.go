@@ -11,6 +11,11 @@
 // also write (tokens create, clusters approve and revoke, cordon and uncordon, hopkey rotate, users create, which hands
 // another operator credentials from the hub's CA). A refusal says which role the command needs.
 //
+// Contexts: a configuration file (--config, else $SPILLWAY_HUBCTL_CONFIG, else
+// ~/.config/spillway/hubctl.yaml) names fleets, each with its --hub, --credentials-dir and
+// --tls-server-name; --context picks one, else the file's current context (hubctl config). A flag
+// on the command line, and $SPILLWAY_CREDENTIALS, come before the context.
+//
 // Every command prints a table by default and the hub's answer as JSON or YAML with -o.
 //
 // Hub replicas: --hub takes a comma-separated list of admin addresses. hubctl asks them in a
@@ -60,6 +65,8 @@ type options struct {
 	hub            string
 	credentialsDir string
 	tlsServerName  string
+	config         string
+	contextName    string
 	output         string
 	noHeaders      bool
 	timeout        time.Duration
@@ -85,23 +92,30 @@ func NewCommand() *cobra.Command {
 	fs.StringVar(&o.hub, "hub", DefaultHub, "host:port of the hub's admin address; several, comma-separated, for hub replicas (asked in a random order until one answers)")
 	fs.StringVar(&o.credentialsDir, "credentials-dir", "",
 		"directory holding ca.crt (the hub's CA), tls.crt and tls.key (your client certificate and key) (default $"+CredentialsEnv+", else "+DefaultCredentialsDir+")")
+	fs.StringVar(&o.config, "config", "", "hubctl's configuration file of named contexts (default $"+ConfigEnv+", else ~/.config/spillway/hubctl.yaml)")
+	fs.StringVar(&o.contextName, "context", "", "the context of the configuration file to use (default: its current context)")
 	fs.StringVar(&o.tlsServerName, "tls-server-name", "", "name to verify the hub's certificate for (default: the host of each --hub address)")
 	fs.StringVarP(&o.output, "output", "o", outputTable, "output format: table, wide (get: more columns), json, yaml or jsonpath=TEMPLATE (kubectl's JSONPath, on the JSON form)")
 	fs.BoolVar(&o.noHeaders, "no-headers", false, "print tables without their header (get)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for each hub address")
 
-	root.AddCommand(o.whoamiCommand(), o.versionCommand(), o.getCommand(), o.statusCommand(), o.cordonCommand(true), o.cordonCommand(false), o.tokensCommand(), o.clustersCommand(), o.hopkeyCommand(), o.usersCommand())
+	root.AddCommand(o.whoamiCommand(), o.versionCommand(), o.getCommand(), o.statusCommand(), o.cordonCommand(true), o.cordonCommand(false), o.configCommand(), o.tokensCommand(), o.clustersCommand(), o.hopkeyCommand(), o.usersCommand())
 	return root
 }
 
-// complete fills in what the user left to the environment and to other flags.
-func (o *options) complete() {
+// complete fills in what the user left to the environment, the configuration's context and
+// other flags: a flag first, then the environment, then the context, then the default.
+func (o *options) complete(cmd *cobra.Command) error {
+	if err := o.applyContext(cmd); err != nil {
+		return err
+	}
 	if o.credentialsDir == "" {
 		o.credentialsDir = o.getenv(CredentialsEnv)
 	}
 	if o.credentialsDir == "" {
 		o.credentialsDir = DefaultCredentialsDir
 	}
+	return nil
 }
 
 // validate checks the global flags, reporting every problem at once.
@@ -131,7 +145,9 @@ type call func(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error
 // ask runs call against the hub as the user of the credentials directory; role is the role the
 // command needs, named when the hub refuses.
 func (o *options) ask(cmd *cobra.Command, role string, run call) error {
-	o.complete()
+	if err := o.complete(cmd); err != nil {
+		return err
+	}
 	if err := o.validate(); err != nil {
 		return err
 	}

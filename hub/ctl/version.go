@@ -32,7 +32,9 @@ func (o *options) versionCommand() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			v := versions{Client: buildinfo.Get()}
 			if clientOnly {
-				o.complete()
+				if err := o.complete(cmd); err != nil {
+					return err
+				}
 				if err := o.validate(); err != nil {
 					return err
 				}
