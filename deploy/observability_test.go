@@ -7,26 +7,13 @@ import (
 	"testing"
 
 	"github.com/spillway-io/spillway/e2e/promtest"
+	"github.com/spillway-io/spillway/e2e/testkit"
 )
-
-// promtool returns the path of promtool: SPILLWAY_PROMETHEUS_BIN_DIR's (make test sets it from
-// hack/prometheus.sh). Without it the test skips, unless SPILLWAY_REQUIRE_PROMETHEUS is set (CI).
-func promtool(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("SPILLWAY_PROMETHEUS_BIN_DIR")
-	if dir == "" {
-		if os.Getenv("SPILLWAY_REQUIRE_PROMETHEUS") != "" {
-			t.Fatal("SPILLWAY_PROMETHEUS_BIN_DIR is not set and SPILLWAY_REQUIRE_PROMETHEUS is: run hack/prometheus.sh")
-		}
-		t.Skip("SPILLWAY_PROMETHEUS_BIN_DIR is not set: no promtool (make test sets it; hack/prometheus.sh installs Debian's prometheus)")
-	}
-	return filepath.Join(dir, "promtool")
-}
 
 // TestAlertRules checks the PrometheusRule's rules with promtool and runs their unit tests
 // (observability/alerts.test.yaml): each alert fires when, and only when, its test says.
 func TestAlertRules(t *testing.T) {
-	bin := promtool(t)
+	bin := testkit.PrometheusBin(t, "promtool")
 	spec, err := promtest.RuleSpec("observability/prometheusrule.yaml")
 	if err != nil {
 		t.Fatal(err)

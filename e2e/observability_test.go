@@ -22,21 +22,6 @@ import (
 	"github.com/spillway-io/spillway/e2e/testkit"
 )
 
-// prometheusBin returns the path of Debian's prometheus from SPILLWAY_PROMETHEUS_BIN_DIR (make
-// test sets it from hack/prometheus.sh). Without it the test skips, unless
-// SPILLWAY_REQUIRE_PROMETHEUS is set (CI).
-func prometheusBin(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("SPILLWAY_PROMETHEUS_BIN_DIR")
-	if dir == "" {
-		if os.Getenv("SPILLWAY_REQUIRE_PROMETHEUS") != "" {
-			t.Fatal("SPILLWAY_PROMETHEUS_BIN_DIR is not set and SPILLWAY_REQUIRE_PROMETHEUS is: run hack/prometheus.sh")
-		}
-		t.Skip("SPILLWAY_PROMETHEUS_BIN_DIR is not set: no prometheus (make test sets it; hack/prometheus.sh installs Debian's prometheus)")
-	}
-	return filepath.Join(dir, "prometheus")
-}
-
 // The observability files under test.
 const (
 	dashboardFile = "../deploy/observability/dashboard.json"
@@ -52,7 +37,7 @@ const (
 // metric a query or an alert names must be one the fleet exports, every rule must evaluate, and
 // the alert of a spilling pool must be pending for us-east, and no other alert active.
 func TestDashboardAndAlertsOnALiveFleet(t *testing.T) {
-	bin := prometheusBin(t)
+	bin := testkit.PrometheusBin(t, "prometheus")
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	f, regions := startThreeRegionsAt(ctx, t, 50)

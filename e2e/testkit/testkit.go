@@ -1,6 +1,6 @@
 // Package testkit holds the few helpers every test of the repository shares: waiting for a
 // condition by polling it (never sleeping, then asserting), and golden files that
-// `go test -update` rewrites. It is test tooling: product code never imports it.
+// `go test -update` rewrites, and where the Prometheus binaries are. It is test tooling: product code never imports it.
 package testkit
 
 import (
@@ -73,4 +73,19 @@ func Golden(t testing.TB, path string, got []byte) {
 	if !bytes.Equal(got, want) {
 		t.Errorf("%s differs from what the test produced; if the change is intended, run go test -update and review the diff\ngot:\n%s\nwant:\n%s", path, got, want)
 	}
+}
+
+// PrometheusBin returns the path of Debian's prometheus or promtool (name) in
+// SPILLWAY_PROMETHEUS_BIN_DIR, which make test sets from hack/prometheus.sh. Without it the test
+// is skipped, unless SPILLWAY_REQUIRE_PROMETHEUS is set (CI), where it fails.
+func PrometheusBin(t testing.TB, name string) string {
+	t.Helper()
+	dir := os.Getenv("SPILLWAY_PROMETHEUS_BIN_DIR")
+	if dir == "" {
+		if os.Getenv("SPILLWAY_REQUIRE_PROMETHEUS") != "" {
+			t.Fatal("SPILLWAY_PROMETHEUS_BIN_DIR is not set and SPILLWAY_REQUIRE_PROMETHEUS is: run hack/prometheus.sh")
+		}
+		t.Skip("SPILLWAY_PROMETHEUS_BIN_DIR is not set: no " + name + " (make test sets it; hack/prometheus.sh installs Debian's prometheus)")
+	}
+	return filepath.Join(dir, name)
 }

@@ -180,33 +180,38 @@ var poolColumns = []column{{name: "POOL"}, {name: "CLUSTER"}, {name: "REGION"}, 
 	{name: "ADMITTED", wide: true}, {name: "SHED", wide: true}, {name: "SPILLED", wide: true}}
 
 func (o *options) getPools(g *getOptions, name string) call {
-	return func(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {
-		resp, pools, err := o.pools(ctx, c, g, name)
-		if err != nil {
-			return err
+	return o.poolTable(g, name, poolColumns, func(p *pb.PoolRef, m *pb.PoolMember) [][]string {
+		cp := m.GetCapacity().GetCapacity()
+		totals := []string{"-", "-", "-"}
+		if cp != nil {
+			totals = []string{strconv.FormatUint(cp.GetAdmittedTotal(), 10), strconv.FormatUint(cp.GetShedTotal(), 10), strconv.FormatUint(cp.GetSpilledTotal(), 10)}
 		}
-		if done, err := o.structured(w, resp); done {
-			return err
-		}
-		var rows [][]string
-		for _, p := range pools {
-			for _, m := range p.GetMembers() {
-				cp := m.GetCapacity().GetCapacity()
-				totals := []string{"-", "-", "-"}
-				if cp != nil {
-					totals = []string{strconv.FormatUint(cp.GetAdmittedTotal(), 10), strconv.FormatUint(cp.GetShedTotal(), 10), strconv.FormatUint(cp.GetSpilledTotal(), 10)}
-				}
-				rows = append(rows, append(o.poolRow(p.GetPool(), m), totals...))
-			}
-		}
-		return o.printTable(w, poolColumns, rows)
-	}
+		return [][]string{append(o.poolRow(p, m), totals...)}
+	})
 }
 
 var endpointColumns = []column{{name: "POOL"}, {name: "CLUSTER"}, {name: "REGION"}, {name: "ENDPOINT"}, {name: "READY"}, {name: "QUEUE"},
 	{name: "RUNNING"}, {name: "KV-CACHE"}, {name: "REPORTED", wide: true}}
 
 func (o *options) getEndpoints(g *getOptions, name string) call {
+	return o.poolTable(g, name, endpointColumns, func(p *pb.PoolRef, m *pb.PoolMember) [][]string {
+		var rows [][]string
+		for _, e := range m.GetCapacity().GetCapacity().GetEndpoints() {
+			ready := "no"
+			if e.GetReady() {
+				ready = "yes"
+			}
+			rows = append(rows, []string{poolName(p), m.GetClusterId(), m.GetRegion(), e.GetAddress(), ready,
+				strconv.Itoa(int(e.GetQueueDepth())), strconv.Itoa(int(e.GetRunningRequests())),
+				fmt.Sprintf("%.0f%%", e.GetKvCacheUtilization()*100), o.capacityAge(m.GetCapacity())})
+		}
+		return rows
+	})
+}
+
+// poolTable lists the pools (or the one named) as --output asks: the hub's answer, or a table
+// of columns with rowsOf's rows for each member.
+func (o *options) poolTable(g *getOptions, name string, columns []column, rowsOf func(*pb.PoolRef, *pb.PoolMember) [][]string) call {
 	return func(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {
 		resp, pools, err := o.pools(ctx, c, g, name)
 		if err != nil {
@@ -218,18 +223,10 @@ func (o *options) getEndpoints(g *getOptions, name string) call {
 		var rows [][]string
 		for _, p := range pools {
 			for _, m := range p.GetMembers() {
-				for _, e := range m.GetCapacity().GetCapacity().GetEndpoints() {
-					ready := "no"
-					if e.GetReady() {
-						ready = "yes"
-					}
-					rows = append(rows, []string{poolName(p.GetPool()), m.GetClusterId(), m.GetRegion(), e.GetAddress(), ready,
-						strconv.Itoa(int(e.GetQueueDepth())), strconv.Itoa(int(e.GetRunningRequests())),
-						fmt.Sprintf("%.0f%%", e.GetKvCacheUtilization()*100), o.capacityAge(m.GetCapacity())})
-				}
+				rows = append(rows, rowsOf(p.GetPool(), m)...)
 			}
 		}
-		return o.printTable(w, endpointColumns, rows)
+		return o.printTable(w, columns, rows)
 	}
 }
 
