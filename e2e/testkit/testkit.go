@@ -1,6 +1,7 @@
 // Package testkit holds the few helpers every test of the repository shares: waiting for a
-// condition by polling it (never sleeping, then asserting), and golden files that
-// `go test -update` rewrites, and where the Prometheus binaries are. It is test tooling: product code never imports it.
+// condition by polling it (never sleeping, then asserting), golden files that `go test -update`
+// rewrites, and where the Prometheus binaries are. It is test tooling: product code never
+// imports it.
 package testkit
 
 import (
