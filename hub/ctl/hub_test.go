@@ -98,14 +98,17 @@ func TestGetGolden(t *testing.T) {
 	}
 	// One object by name, a region's members, no headers, a JSONPath of the JSON form.
 	for name, args := range map[string][]string{
-		"cluster-named":       {"get", "cluster", "us-east-1", "-o", "wide"},
-		"pool-named":          {"get", "pool", "default/chat"},
-		"pools-region":        {"get", "pools", "--region", "eu-west"},
-		"clusters-region":     {"get", "clusters", "--region", "us-east", "--no-headers"},
-		"endpoints-named":     {"get", "endpoints", "default/chat", "--no-headers"},
-		"import-named":        {"get", "import", "default/chat"},
-		"clusters-jsonpath":   {"get", "clusters", "-o", `jsonpath={range .clusters[*]}{.info.clusterId}{" "}{.info.version}{"\n"}{end}`},
-		"pool-named-jsonpath": {"get", "pool", "default/chat", "-o", `jsonpath={.pool.members[?(@.region=="eu-west")].capacity.capacity.spillTarget}`},
+		"cluster-named":            {"get", "cluster", "us-east-1", "-o", "wide"},
+		"pool-named":               {"get", "pool", "default/chat"},
+		"pools-region":             {"get", "pools", "--region", "eu-west"},
+		"clusters-region":          {"get", "clusters", "--region", "us-east", "--no-headers"},
+		"endpoints-named":          {"get", "endpoints", "default/chat", "--no-headers"},
+		"import-named":             {"get", "import", "default/chat"},
+		"clusters-jsonpath":        {"get", "clusters", "-o", `jsonpath={range .clusters[*]}{.info.clusterId}{" "}{.info.version}{"\n"}{end}`},
+		"pool-named-jsonpath":      {"get", "pool", "default/chat", "-o", `jsonpath={.pool.members[?(@.region=="eu-west")].capacity.capacity.spillTarget}`},
+		"describe-cluster":         {"describe", "cluster", "eu-west-1"},
+		"describe-pool":            {"describe", "pool", "default/chat"},
+		"describe-cluster-reasons": {"describe", "cluster", "eu-west-1", "-o", `jsonpath={range .events.events[*]}{.reason}{" "}{end}`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := as(t, h, hubtest.User("viewer"), args...)
@@ -469,5 +472,62 @@ func TestStatus(t *testing.T) {
 	r := <-done
 	if r.err != nil || !strings.Contains(r.out, "3 of 3 clusters connected and fresh") {
 		t.Fatalf("status --wait after ap-south-1 connected: %v\n%s", r.err, r.out)
+	}
+}
+
+// TestDescribe: describe cluster and pool show the state as golden text, then the events that
+// made it, in the order this replica saw them (which the test does not fix: the registry's
+// arrive through its watch, the capacity's with the reports).
+func TestDescribe(t *testing.T) {
+	h := fleet(t)
+	viewer := hubtest.User("viewer")
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		events []string
+	}{
+		{"describe-cluster", []string{"describe", "cluster", "eu-west-1"}, []string{
+			"Registered     -              registered in region eu-west",
+			"Connected      -              its spoke holds a session on hub hub-test",
+			"Exported       default/chat   pool default/chat exported",
+			"SpillStarted   default/chat   pool default/chat spills to us-east-1 (us-east)",
+			"Saturated      default/chat   pool default/chat saturated (saturation 1.00, 2 ready endpoints, queue 7)",
+		}},
+		{"describe-pool", []string{"describe", "pool", "default/chat"}, []string{
+			"us-east-1   Exported       pool default/chat exported",
+			"eu-west-1   Exported       pool default/chat exported",
+			"eu-west-1   SpillStarted   pool default/chat spills to us-east-1 (us-east)",
+			"eu-west-1   Saturated      pool default/chat saturated (saturation 1.00, 2 ready endpoints, queue 7)",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out string
+			testkit.Eventually(t, 5*time.Second, "every event", func() error {
+				var err error
+				if out, err = as(t, h, viewer, tc.args...); err != nil {
+					return fmt.Errorf("%v: %s", err, out)
+				}
+				if n := strings.Count(out[strings.Index(out, "Events:"):], "\n") - 2; n != len(tc.events) {
+					return fmt.Errorf("%d events, want %d:\n%s", n, len(tc.events), out)
+				}
+				return nil
+			})
+			state, events, _ := strings.Cut(out, "Events:\n")
+			testkit.Golden(t, filepath.Join("testdata", tc.name+".txt"), []byte(state))
+			for _, e := range tc.events {
+				if !regexp.MustCompile(`(?m)^  AGE\s+` + regexp.QuoteMeta(e) + `$`).MatchString(events) {
+					t.Errorf("no event %q in\n%s", e, events)
+				}
+			}
+		})
+	}
+	// -o json holds every part; a name that is no cluster is an error.
+	js, err := as(t, h, viewer, "describe", "cluster", "us-east-1", "-o", "json")
+	var parts map[string]json.RawMessage
+	if err != nil || json.Unmarshal([]byte(js), &parts) != nil || len(parts) != 4 || !strings.Contains(string(parts["events"]), `"reason": "Registered"`) {
+		t.Fatalf("describe -o json: %v\n%s", err, js)
+	}
+	if _, err := as(t, h, viewer, "describe", "cluster", "nowhere-1"); err == nil || !strings.Contains(err.Error(), "cluster nowhere-1") {
+		t.Fatalf("describe of no cluster: %v", err)
 	}
 }

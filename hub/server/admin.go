@@ -323,6 +323,37 @@ func (s *Server) RevokeCluster(ctx context.Context, req *pb.RevokeClusterRequest
 	return &pb.RevokeClusterResponse{RevokedAt: timestamppb.New(rev.RevokedAt)}, nil
 }
 
+// ListEvents returns the recent events this replica's view kept of a cluster, a pool, or the
+// fleet.
+func (s *Server) ListEvents(_ context.Context, req *pb.ListEventsRequest) (*pb.ListEventsResponse, error) {
+	if c := req.GetClusterId(); c != "" {
+		if err := checkName("cluster_id", c, 253, false); err != nil {
+			return nil, s.fail(err)
+		}
+	}
+	var pool *fleet.PoolRef
+	if req.GetPool() != nil {
+		if err := validatePoolRef("pool", req.GetPool()); err != nil {
+			return nil, s.fail(err)
+		}
+		p := fleetpb.PoolRefFrom(req.GetPool())
+		pool = &p
+	}
+	if err := s.viewLoaded(); err != nil {
+		return nil, s.fail(err)
+	}
+	evs := s.model.Events(req.GetClusterId(), pool)
+	resp := &pb.ListEventsResponse{Events: make([]*pb.FleetEvent, 0, len(evs))}
+	for _, e := range evs {
+		m := &pb.FleetEvent{Time: timestamppb.New(e.Time), ClusterId: e.Cluster, Region: e.Region, Reason: e.Reason, Message: e.Message}
+		if e.Pool != nil {
+			m.Pool = fleetpb.PoolRef(*e.Pool)
+		}
+		resp.Events = append(resp.Events, m)
+	}
+	return resp, nil
+}
+
 // SetCordon cordons or uncordons a cluster or a region as a spill target. The cordon is kept in
 // the registry: every replica's view follows it, and every spoke hears of it with the view update
 // of the clusters it covers. A cordon of a cluster that is not registered, or of a region where

@@ -89,6 +89,8 @@ type Model struct {
 	// loaded is closed by the first Reset: until then the view holds nothing of the registry, and
 	// an empty fleet in it means only that it has not been read yet.
 	loaded chan struct{}
+	// events are the recent changes an operator asks about (Events).
+	events eventLog
 
 	// While Batch runs, ReportCapacity and ReportImports queue reports in pending (pendingMu
 	// guards it) and Batch applies them together: a thousand spokes reporting every second
@@ -129,6 +131,7 @@ func New() *Model {
 		loaded:        make(chan struct{}),
 		flushNow:      make(chan struct{}, 1),
 		logStart:      1,
+		events:        eventLog{buf: make([]Event, DefaultEventLogSize)},
 	}
 	m.reset(registry.State{})
 	return m
@@ -225,7 +228,9 @@ func (m *Model) Apply(evs []registry.Event) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.flushLocked()
+	now := m.now().UTC()
 	for _, ev := range evs {
+		m.eventOf(ev, now)
 		m.state.Apply(ev)
 		if ev.Revision > m.state.Revision {
 			m.state.Revision = ev.Revision
@@ -356,9 +361,11 @@ func (m *Model) flush() {
 func (m *Model) reportCapacity(r report) {
 	for _, c := range r.caps {
 		k := fleet.CapacityKey{ClusterID: r.cluster, Pool: c.Pool}
-		if cur, ok := m.capacity[k]; ok && m.capOrigin[k] != "" && cur.ReceivedAt.After(r.at) {
+		cur, had := m.capacity[k]
+		if had && m.capOrigin[k] != "" && cur.ReceivedAt.After(r.at) {
 			continue // a newer report through a peer (the cluster moved there) came first
 		}
+		m.capacityEvent(r.cluster, ptrIf(cur, had), c, r.at)
 		m.capacity[k] = fleet.RemoteCapacity{ClusterID: r.cluster, Capacity: c, ReceivedAt: r.at}
 		delete(m.capOrigin, k)
 		m.record(change{kind: changeCapacity, cluster: r.cluster, pool: c.Pool})
@@ -389,9 +396,11 @@ func (m *Model) MergeCapacity(origin string, caps []fleet.RemoteCapacity, remove
 func (m *Model) mergeCapacity(origin string, caps []fleet.RemoteCapacity, removed []fleet.CapacityKey) {
 	for _, rc := range caps {
 		k := fleet.CapacityKey{ClusterID: rc.ClusterID, Pool: rc.Capacity.Pool}
-		if cur, ok := m.capacity[k]; ok && cur.ReceivedAt.After(rc.ReceivedAt) {
+		cur, had := m.capacity[k]
+		if had && cur.ReceivedAt.After(rc.ReceivedAt) {
 			continue
 		}
+		m.capacityEvent(rc.ClusterID, ptrIf(cur, had), rc.Capacity, rc.ReceivedAt)
 		m.capacity[k] = rc
 		m.capOrigin[k] = origin
 		m.record(change{kind: changeCapacity, cluster: k.ClusterID, pool: k.Pool})

@@ -25,6 +25,7 @@ const (
 	AdminService_GetPool_FullMethodName              = "/spillway.v1.AdminService/GetPool"
 	AdminService_ListImports_FullMethodName          = "/spillway.v1.AdminService/ListImports"
 	AdminService_ListHubs_FullMethodName             = "/spillway.v1.AdminService/ListHubs"
+	AdminService_ListEvents_FullMethodName           = "/spillway.v1.AdminService/ListEvents"
 	AdminService_Watch_FullMethodName                = "/spillway.v1.AdminService/Watch"
 	AdminService_WhoAmI_FullMethodName               = "/spillway.v1.AdminService/WhoAmI"
 	AdminService_CreateToken_FullMethodName          = "/spillway.v1.AdminService/CreateToken"
@@ -50,6 +51,9 @@ type AdminServiceClient interface {
 	ListImports(ctx context.Context, in *ListImportsRequest, opts ...grpc.CallOption) (*ListImportsResponse, error)
 	// ListHubs lists the hub replicas registered in etcd and which one leads.
 	ListHubs(ctx context.Context, in *ListHubsRequest, opts ...grpc.CallOption) (*ListHubsResponse, error)
+	// ListEvents returns the recent events of a cluster, a pool, or the fleet, as the answering
+	// replica saw them (viewer).
+	ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error)
 	// Watch streams the hub's fleet changes: a snapshot first, then deltas; an update too large for
 	// one message comes in parts (ViewUpdate.more).
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
@@ -139,6 +143,16 @@ func (c *adminServiceClient) ListHubs(ctx context.Context, in *ListHubsRequest, 
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListHubsResponse)
 	err := c.cc.Invoke(ctx, AdminService_ListHubs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListEventsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListEvents_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -258,6 +272,9 @@ type AdminServiceServer interface {
 	ListImports(context.Context, *ListImportsRequest) (*ListImportsResponse, error)
 	// ListHubs lists the hub replicas registered in etcd and which one leads.
 	ListHubs(context.Context, *ListHubsRequest) (*ListHubsResponse, error)
+	// ListEvents returns the recent events of a cluster, a pool, or the fleet, as the answering
+	// replica saw them (viewer).
+	ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error)
 	// Watch streams the hub's fleet changes: a snapshot first, then deltas; an update too large for
 	// one message comes in parts (ViewUpdate.more).
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
@@ -310,6 +327,9 @@ func (UnimplementedAdminServiceServer) ListImports(context.Context, *ListImports
 }
 func (UnimplementedAdminServiceServer) ListHubs(context.Context, *ListHubsRequest) (*ListHubsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListHubs not implemented")
+}
+func (UnimplementedAdminServiceServer) ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListEvents not implemented")
 }
 func (UnimplementedAdminServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
@@ -463,6 +483,24 @@ func _AdminService_ListHubs_Handler(srv interface{}, ctx context.Context, dec fu
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).ListHubs(ctx, req.(*ListHubsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListEvents(ctx, req.(*ListEventsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -652,6 +690,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListHubs",
 			Handler:    _AdminService_ListHubs_Handler,
+		},
+		{
+			MethodName: "ListEvents",
+			Handler:    _AdminService_ListEvents_Handler,
 		},
 		{
 			MethodName: "WhoAmI",
