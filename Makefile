@@ -40,6 +40,11 @@ build: ## Build every binary into bin/ (VERSION=v0.4.0 names a release).
 	$(GO) build -o $(BIN)/spillbench ./e2e/cmd/spillbench
 	$(GO) build -o $(BIN)/scalebench ./e2e/cmd/scalebench
 
+.PHONY: images
+images: ## Build the hub, spoke and hubctl images as OCI archives in bin/images, without a container daemon; reproducible at a commit (VERSION=v0.4.0 names a release).
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) $(GO) run ./hack/images \
+	  --version $(or $(VERSION),v0.0.0-dev) --revision $(or $(REVISION),unknown) --out $(BIN)/images
+
 .PHONY: demo
 demo: build ## Run a whole local fleet with TLS from its own CA: hub, three regional spokes, simulators (DEMO_DURATION=30s to stop by itself).
 	$(BIN)/fleet --bin-dir $(BIN) $(if $(DEMO_DURATION),--duration $(DEMO_DURATION),)
