@@ -98,17 +98,14 @@ func TestGetGolden(t *testing.T) {
 	}
 	// One object by name, a region's members, no headers, a JSONPath of the JSON form.
 	for name, args := range map[string][]string{
-		"cluster-named":            {"get", "cluster", "us-east-1", "-o", "wide"},
-		"pool-named":               {"get", "pool", "default/chat"},
-		"pools-region":             {"get", "pools", "--region", "eu-west"},
-		"clusters-region":          {"get", "clusters", "--region", "us-east", "--no-headers"},
-		"endpoints-named":          {"get", "endpoints", "default/chat", "--no-headers"},
-		"import-named":             {"get", "import", "default/chat"},
-		"clusters-jsonpath":        {"get", "clusters", "-o", `jsonpath={range .clusters[*]}{.info.clusterId}{" "}{.info.version}{"\n"}{end}`},
-		"pool-named-jsonpath":      {"get", "pool", "default/chat", "-o", `jsonpath={.pool.members[?(@.region=="eu-west")].capacity.capacity.spillTarget}`},
-		"describe-cluster":         {"describe", "cluster", "eu-west-1"},
-		"describe-pool":            {"describe", "pool", "default/chat"},
-		"describe-cluster-reasons": {"describe", "cluster", "eu-west-1", "-o", `jsonpath={range .events.events[*]}{.reason}{" "}{end}`},
+		"cluster-named":       {"get", "cluster", "us-east-1", "-o", "wide"},
+		"pool-named":          {"get", "pool", "default/chat"},
+		"pools-region":        {"get", "pools", "--region", "eu-west"},
+		"clusters-region":     {"get", "clusters", "--region", "us-east", "--no-headers"},
+		"endpoints-named":     {"get", "endpoints", "default/chat", "--no-headers"},
+		"import-named":        {"get", "import", "default/chat"},
+		"clusters-jsonpath":   {"get", "clusters", "-o", `jsonpath={range .clusters[*]}{.info.clusterId}{" "}{.info.version}{"\n"}{end}`},
+		"pool-named-jsonpath": {"get", "pool", "default/chat", "-o", `jsonpath={.pool.members[?(@.region=="eu-west")].capacity.capacity.spillTarget}`},
 	} {
 		t.Run(name, func(t *testing.T) {
 			got, err := as(t, h, hubtest.User("viewer"), args...)
