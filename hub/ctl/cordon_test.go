@@ -61,6 +61,7 @@ func TestCordon(t *testing.T) {
 		{viewer, []string{"uncordon", "cluster", "us-east-1"}, "admin"},
 		{admin, []string{"cordon", "cluster", "us-east-9"}, "no registered cluster is cluster us-east-9"},
 		{admin, []string{"cordon", "region", "mars"}, "no registered cluster is region mars"},
+		{admin, []string{"cordon", "region", "Mars.West"}, `region: "Mars.West"`},
 		{admin, []string{"cordon", "us-east-1"}, `cordon takes cluster NAME or region NAME, got "us-east-1"`},
 		{admin, []string{"cordon", "zone", "a"}, `cordon takes cluster NAME or region NAME, got "zone a"`},
 	} {

@@ -369,7 +369,7 @@ func (s *Server) SetCordon(ctx context.Context, req *pb.SetCordonRequest) (*pb.S
 		return nil, s.fail(fmt.Errorf("%w: give exactly one of cluster_id and region", ErrInvalidArgument))
 	case name == "":
 		scope, name = registry.CordonRegion, req.GetRegion()
-		if err := checkName("region", name, 63, false); err != nil {
+		if err := checkName("region", name, 63, true); err != nil {
 			return nil, s.fail(err)
 		}
 	default:
