@@ -93,6 +93,25 @@ func saturate(ctx context.Context, r localfleet.Region) (stop func()) {
 	return func() { cancel(); wg.Wait() }
 }
 
+// saturateUntilSpilling saturates a region (saturate) and waits until its Critical requests are
+// served by one of the others.
+func saturateUntilSpilling(ctx context.Context, t *testing.T, r localfleet.Region, others ...localfleet.Region) (stop func()) {
+	t.Helper()
+	stop = saturate(ctx, r)
+	t.Cleanup(stop) // also when the wait fails; stop may be called again
+	var gateways []string
+	for _, o := range others {
+		gateways = append(gateways, o.Gateway)
+	}
+	testkit.Eventually(t, 20*time.Second, "critical spills out of the saturated region", func() error {
+		pctx, c := context.WithTimeout(ctx, 2*time.Second)
+		defer c()
+		got, err := send(pctx, r.Gateway, "critical", 1)
+		return want(got, err, 200, gateways...)
+	})
+	return stop
+}
+
 func inRegion(addr string, r localfleet.Region) bool {
 	if addr == r.Gateway {
 		return true
@@ -122,14 +141,8 @@ func TestFederatedRouting(t *testing.T) {
 		}
 	}
 
-	stop := saturate(ctx, east)
+	stop := saturateUntilSpilling(ctx, t, east, west, eu)
 	defer stop()
-	testkit.Eventually(t, 20*time.Second, "critical spills out of the saturated region", func() error {
-		pctx, c := context.WithTimeout(ctx, 2*time.Second)
-		defer c()
-		got, err := send(pctx, east.Gateway, "critical", 1)
-		return want(got, err, 200, west.Gateway, eu.Gateway)
-	})
 	for range 5 {
 		got, err := send(ctx, east.Gateway, "critical", 1)
 		if err != nil || got.status != 200 || inRegion(got.by, east) {
@@ -365,14 +378,8 @@ func TestCordonStopsSpill(t *testing.T) {
 		return nil
 	}
 
-	stop := saturate(ctx, east)
+	stop := saturateUntilSpilling(ctx, t, east, west, eu)
 	defer stop()
-	testkit.Eventually(t, 20*time.Second, "critical spills out of the saturated region", func() error {
-		pctx, c := context.WithTimeout(ctx, 2*time.Second)
-		defer c()
-		got, err := send(pctx, east.Gateway, "critical", 1)
-		return want(got, err, 200, west.Gateway, eu.Gateway)
-	})
 	testkit.Eventually(t, 10*time.Second, "both other regions are targets", func() error { return targets(west.Name, eu.Name) })
 
 	start := time.Now()

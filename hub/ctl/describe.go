@@ -57,15 +57,11 @@ func (o *options) describeCluster(name string) call {
 		if err != nil {
 			return err
 		}
-		pools, err := listAll(ctx, func(ctx context.Context, token string) (*pb.ListPoolsResponse, error) {
-			return c.ListPools(ctx, &pb.ListPoolsRequest{PageToken: token})
-		})
+		pools, err := allPools(ctx, c)
 		if err != nil {
 			return err
 		}
-		imports, err := listAll(ctx, func(ctx context.Context, token string) (*pb.ListImportsResponse, error) {
-			return c.ListImports(ctx, &pb.ListImportsRequest{PageToken: token})
-		})
+		imports, err := allImports(ctx, c)
 		if err != nil {
 			return err
 		}
@@ -138,9 +134,7 @@ func (o *options) describePool(ref *pb.PoolRef) call {
 		if err != nil {
 			return err
 		}
-		imports, err := listAll(ctx, func(ctx context.Context, token string) (*pb.ListImportsResponse, error) {
-			return c.ListImports(ctx, &pb.ListImportsRequest{PageToken: token})
-		})
+		imports, err := allImports(ctx, c)
 		if err != nil {
 			return err
 		}

@@ -115,9 +115,7 @@ func (o *options) getClusters(g *getOptions, name string) call {
 			}
 			resp, clusters = one, []*pb.Cluster{one.GetCluster()}
 		} else {
-			all, err := listAll(ctx, func(ctx context.Context, token string) (*pb.ListClustersResponse, error) {
-				return c.ListClusters(ctx, &pb.ListClustersRequest{PageToken: token})
-			})
+			all, err := allClusters(ctx, c)
 			if err != nil {
 				return err
 			}
@@ -159,9 +157,7 @@ func (o *options) pools(ctx context.Context, c pb.AdminServiceClient, g *getOpti
 		}
 		resp, pools = one, []*pb.Pool{one.GetPool()}
 	} else {
-		all, err := listAll(ctx, func(ctx context.Context, token string) (*pb.ListPoolsResponse, error) {
-			return c.ListPools(ctx, &pb.ListPoolsRequest{PageToken: token})
-		})
+		all, err := allPools(ctx, c)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -287,6 +283,25 @@ func listAll[R pagedResponse](ctx context.Context, page func(ctx context.Context
 	}
 }
 
+// allClusters, allPools and allImports list every cluster, pool and import, page by page.
+func allClusters(ctx context.Context, c pb.AdminServiceClient) (*pb.ListClustersResponse, error) {
+	return listAll(ctx, func(ctx context.Context, token string) (*pb.ListClustersResponse, error) {
+		return c.ListClusters(ctx, &pb.ListClustersRequest{PageToken: token})
+	})
+}
+
+func allPools(ctx context.Context, c pb.AdminServiceClient) (*pb.ListPoolsResponse, error) {
+	return listAll(ctx, func(ctx context.Context, token string) (*pb.ListPoolsResponse, error) {
+		return c.ListPools(ctx, &pb.ListPoolsRequest{PageToken: token})
+	})
+}
+
+func allImports(ctx context.Context, c pb.AdminServiceClient) (*pb.ListImportsResponse, error) {
+	return listAll(ctx, func(ctx context.Context, token string) (*pb.ListImportsResponse, error) {
+		return c.ListImports(ctx, &pb.ListImportsRequest{PageToken: token})
+	})
+}
+
 // spillState renders a pool's spill state: "-" while local, "→ cluster (region)" while spilling.
 func spillState(cp *pb.PoolCapacity) string {
 	switch {
@@ -300,9 +315,7 @@ func spillState(cp *pb.PoolCapacity) string {
 
 func (o *options) getImports(name string) call {
 	return func(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {
-		resp, err := listAll(ctx, func(ctx context.Context, token string) (*pb.ListImportsResponse, error) {
-			return c.ListImports(ctx, &pb.ListImportsRequest{PageToken: token})
-		})
+		resp, err := allImports(ctx, c)
 		if err != nil {
 			return err
 		}

@@ -94,15 +94,11 @@ func (o *options) statusCommand() *cobra.Command {
 // fleetStatus reads every cluster and pool and says, for each cluster, whether it is connected
 // and its capacity fresh.
 func fleetStatus(ctx context.Context, c pb.AdminServiceClient, fresh time.Duration) ([]clusterStatus, error) {
-	clusters, err := listAll(ctx, func(ctx context.Context, token string) (*pb.ListClustersResponse, error) {
-		return c.ListClusters(ctx, &pb.ListClustersRequest{PageToken: token})
-	})
+	clusters, err := allClusters(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	pools, err := listAll(ctx, func(ctx context.Context, token string) (*pb.ListPoolsResponse, error) {
-		return c.ListPools(ctx, &pb.ListPoolsRequest{PageToken: token})
-	})
+	pools, err := allPools(ctx, c)
 	if err != nil {
 		return nil, err
 	}
