@@ -40,8 +40,10 @@ import (
 // long (plus etcd's lease check, 500 ms) after the leader dies.
 const DefaultLeaseTTL = 3 * time.Second
 
-// resignTimeout bounds the resignation of a replica that stops.
-const resignTimeout = 2 * time.Second
+// resignTimeout bounds the resignation of a replica that stops: one lease revocation, a write
+// that waits for etcd's disk. Within the 30 s a Pod is given to stop; past it the leadership
+// passes only when the lease's TTL runs out.
+const resignTimeout = 5 * time.Second
 
 // Options configure an Elector.
 type Options struct {
@@ -139,7 +141,9 @@ func (e *Elector) term(ctx context.Context, lead func(context.Context) error) er
 		if !errors.Is(context.Cause(sctx), errSessionLost) {
 			rctx, rcancel := context.WithTimeout(context.Background(), resignTimeout)
 			defer rcancel()
-			_, _ = e.cli.Revoke(rctx, sess.Lease())
+			if _, err := e.cli.Revoke(rctx, sess.Lease()); err != nil {
+				e.log.Warn("could not give up the election session: another replica leads once its lease expires", "ttl", e.ttlSeconds(), "err", err)
+			}
 		}
 		sess.Orphan()
 	}()
