@@ -156,10 +156,12 @@ func (m *Model) capacityEvent(cluster string, prev *fleet.RemoteCapacity, next f
 	if prev != nil {
 		was = prev.Capacity
 	}
+	if next.Spilling == was.Spilling && next.Saturated == was.Saturated {
+		return // the common case, on every report: nothing to record
+	}
 	pool := next.Pool
-	region := m.state.Clusters[cluster].Info.Region
 	add := func(reason, msg string) {
-		m.events.add(Event{Time: now, Cluster: cluster, Region: region, Pool: &pool, Reason: reason, Message: msg})
+		m.events.add(Event{Time: now, Cluster: cluster, Region: m.state.Clusters[cluster].Info.Region, Pool: &pool, Reason: reason, Message: msg})
 	}
 	switch {
 	case next.Spilling && !was.Spilling:
