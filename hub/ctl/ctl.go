@@ -99,7 +99,7 @@ func NewCommand() *cobra.Command {
 	fs.BoolVar(&o.noHeaders, "no-headers", false, "print tables without their header (get)")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "how long to wait for each hub address")
 
-	root.AddCommand(o.whoamiCommand(), o.versionCommand(), o.getCommand(), o.statusCommand(), o.describeCommand(), o.cordonCommand(true), o.cordonCommand(false), o.configCommand(), o.tokensCommand(), o.clustersCommand(), o.hopkeyCommand(), o.usersCommand())
+	root.AddCommand(o.whoamiCommand(), o.versionCommand(), o.getCommand(), o.statusCommand(), o.describeCommand(), o.explainCommand(), o.cordonCommand(true), o.cordonCommand(false), o.configCommand(), o.tokensCommand(), o.clustersCommand(), o.hopkeyCommand(), o.usersCommand())
 	return root
 }
 

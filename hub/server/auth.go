@@ -50,6 +50,7 @@ var adminMethods = map[string]access{
 	pb.AdminService_ListImports_FullMethodName:          accessViewer,
 	pb.AdminService_ListHubs_FullMethodName:             accessViewer,
 	pb.AdminService_ListEvents_FullMethodName:           accessViewer,
+	pb.AdminService_Explain_FullMethodName:              accessViewer,
 	pb.AdminService_Watch_FullMethodName:                accessViewer,
 	pb.AdminService_WhoAmI_FullMethodName:               accessViewer,
 	pb.AdminService_ListJoinRequests_FullMethodName:     accessViewer,

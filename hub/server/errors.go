@@ -101,14 +101,14 @@ func toStatus(err error) error {
 	case errors.Is(err, registry.ErrTokenInvalid):
 		code = codes.Unauthenticated
 	case errors.Is(err, ErrNotRegistered), errors.Is(err, ErrJoinDisabled), errors.Is(err, ErrObserver), errors.Is(err, registry.ErrJoinConflict),
-		errors.Is(err, registry.ErrNotPending):
+		errors.Is(err, registry.ErrNotPending), errors.Is(err, ErrCannotExplain):
 		code = codes.FailedPrecondition
 	case errors.Is(err, registry.ErrNotFound):
 		code = codes.NotFound
 	case errors.Is(err, ErrSessionReplaced):
 		code = codes.Aborted
 	case errors.Is(err, registry.ErrSessionLost), errors.Is(err, ErrNotReady), errors.Is(err, ErrViewNotLoaded),
-		errors.Is(err, ErrRevokedRecently), errors.Is(err, ErrNoHopKeys):
+		errors.Is(err, ErrRevokedRecently), errors.Is(err, ErrNoHopKeys), errors.Is(err, ErrNoSessionHere):
 		code = codes.Unavailable
 	case errors.Is(err, context.Canceled):
 		code = codes.Canceled

@@ -64,7 +64,7 @@ func (s *Server) observe(stream pb.SyncService_SyncServer, who caller, hello *pb
 	go func() {
 		cancel(s.observerRecv(stream, hello, cluster, interest))
 	}()
-	err = s.sendLoop(ctx, stream, hello, nil, interest, opened)
+	err = s.sendLoop(ctx, stream, hello, nil, interest, nil, opened)
 	cause := context.Cause(ctx)
 	log.Info("observer session ended", "cause", cause)
 	if errors.Is(cause, io.EOF) {

@@ -67,6 +67,11 @@ type session struct {
 	// write of the new stream comes after the last one of the old.
 	mu    sync.Mutex
 	ended bool
+	// done is closed when the session ends.
+	done chan struct{}
+
+	// explains are the explain queries of the session's spoke (explain.go).
+	explains *explains
 }
 
 // write runs fn, a write of the stream's messages to the fleet view, unless the session ended;
@@ -91,6 +96,9 @@ func (cur *session) live() bool {
 func (cur *session) end() {
 	cur.mu.Lock()
 	defer cur.mu.Unlock()
+	if !cur.ended {
+		close(cur.done)
+	}
 	cur.ended = true
 }
 

@@ -133,7 +133,7 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 		return err
 	}
 	sess.MaxExports = s.opts.Limits.MaxExportsPerCluster
-	cur := s.takeOver(cluster, cancel, who.cert.NotBefore)
+	cur := s.takeOver(cluster, cancel, who.cert.NotBefore, hello.GetExplains())
 	defer s.release(cluster, cur)
 	// A revocation that arrived between the authorization and the takeover ends the session now.
 	if err := s.checkRevoked(cluster, who.cert); err != nil {
@@ -186,7 +186,7 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 		}))
 	}()
 
-	err = s.sendLoop(ctx, stream, hello, acks, interest, opened)
+	err = s.sendLoop(ctx, stream, hello, acks, interest, cur.explains.queries, opened)
 	cause := context.Cause(ctx)
 	log.Info("spoke session ended", "cause", cause)
 	if errors.Is(cause, io.EOF) {
@@ -200,14 +200,14 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 
 // takeOver makes this stream the cluster's session on this replica, ending an older stream: from
 // its return on, the older stream writes nothing more to the fleet view.
-func (s *Server) takeOver(cluster string, cancel context.CancelCauseFunc, notBefore time.Time) *session {
+func (s *Server) takeOver(cluster string, cancel context.CancelCauseFunc, notBefore time.Time, explains bool) *session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old, ok := s.sessions[cluster]; ok {
 		old.end()
 		old.cancel(ErrSessionReplaced)
 	}
-	cur := &session{cancel: cancel, notBefore: notBefore}
+	cur := &session{cancel: cancel, notBefore: notBefore, done: make(chan struct{}), explains: newExplains(explains)}
 	s.sessions[cluster] = cur
 	return cur
 }
@@ -317,6 +317,12 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 			if !cur.write(func() { s.model.ReportCapacity(cluster, caps, removed) }) {
 				return dropped("capacity")
 			}
+		case *pb.SyncRequest_ExplainAnswer:
+			s.metrics.received.WithLabelValues("explain_answer").Inc()
+			if n := len(m.ExplainAnswer.GetExplanation()); n > maxExplainAnswerBytes {
+				return fmt.Errorf("%w: an explanation of %d bytes, more than %d", ErrInvalidArgument, n, maxExplainAnswerBytes)
+			}
+			cur.explains.answer(m.ExplainAnswer)
 		case *pb.SyncRequest_Interest:
 			s.metrics.received.WithLabelValues("interest").Inc()
 			if !parts.interesting && !interests.Allow() {
@@ -374,7 +380,7 @@ const viewLoadWait = 30 * time.Second
 // change of the fleet view or of the stream's interest (which needs a snapshot of the pools of
 // interest); what changes meanwhile goes out together.
 func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer, hello *pb.Hello,
-	acks <-chan uint64, interestCh <-chan []fleet.PoolRef, opened func()) error {
+	acks <-chan uint64, interestCh <-chan []fleet.PoolRef, explainQueries <-chan *pb.ExplainQuery, opened func()) error {
 	keys, keysChanged := s.trust.hopKeysNow()
 	if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_HopKeys{HopKeys: fleetpb.HopKeys(keys)}}); err != nil {
 		return err
@@ -464,6 +470,10 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 			return ErrViewNotLoaded
 		case a := <-acks:
 			if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_ExportAck{ExportAck: &pb.ExportAck{Seq: a}}}); err != nil {
+				return err
+			}
+		case q := <-explainQueries:
+			if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_Explain{Explain: q}}); err != nil {
 				return err
 			}
 		case <-keysChanged:

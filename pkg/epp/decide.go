@@ -28,6 +28,9 @@ func (s *Server) decide(x *exchange) []*extprocv3.ProcessingResponse {
 		return out
 	}
 	s.targetModel(x)
+	if x.explain != nil && x.target != x.req.Model {
+		x.explain.step("model routing sends model %q as %q", x.req.Model, x.target)
+	}
 	x.bufs = s.buffers.Get().(*buffers)
 	defer s.release(x)
 	s.localCandidates(x)
@@ -39,6 +42,15 @@ func (s *Server) decide(x *exchange) []*extprocv3.ProcessingResponse {
 	}
 	s.pick(x)
 	return s.answer(x)
+}
+
+// count counts the request's result; explaining a request, it records it as the outcome instead.
+func (s *Server) count(x *exchange, model, result string) {
+	if x.explain != nil {
+		x.explain.Outcome = result
+		return
+	}
+	s.metrics.result(x.objective, model, result)
 }
 
 // resolveObjective maps the request's objective header, once, when the headers arrive: a known
@@ -64,7 +76,7 @@ func (s *Server) admit(x *exchange) []*extprocv3.ProcessingResponse {
 	if len(x.body) > 0 {
 		req, err := request.Parse(x.headers[":path"], x.body)
 		if err != nil {
-			s.metrics.result(x.objective, "", resultInvalid)
+			s.count(x, "", resultInvalid)
 			return []*extprocv3.ProcessingResponse{immediate(400, "invalid_request_error", err.Error(), nil)}
 		}
 		x.req = req
@@ -106,10 +118,17 @@ func (s *Server) localCandidates(x *exchange) {
 		if r, ok := s.cfg.Models[x.req.Model]; ok && r.Fallback != "" && r.Fallback != x.target {
 			x.target = r.Fallback
 			x.cands = s.candidates(x.cands[:0], b.eps, x, x.target)
+			if x.explain != nil {
+				x.explain.step("no endpoint can take model %q: the model route's fallback %q", x.req.Model, r.Fallback)
+			}
 		}
 	}
 	b.cands = x.cands
 	x.model = s.modelLabel(x.target)
+	if x.explain != nil {
+		x.explain.step("%d of the pool's %d endpoints can take the request (ready or pending, in the gateway's subset, serving the model)", len(x.cands), len(b.eps))
+		x.explain.candidates(len(b.eps), x.cands, nil, nil)
+	}
 }
 
 // spillOrFallback asks the spill policy, when there is one, whether the request leaves the
@@ -132,8 +151,17 @@ func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 		keys = s.hopKeys.HopKeys()
 	}
 	signer, canSign := s.signingKey(keys)
-	dec := s.spill.Decide(spill.Request{Priority: x.priority, PromptTokens: len(x.req.Prompt) / 4,
-		Hop: s.hopped(x, keys), NoLocal: len(x.cands) == 0, NoHopKey: !canSign})
+	sreq := spill.Request{Priority: x.priority, PromptTokens: len(x.req.Prompt) / 4,
+		Hop: s.hopped(x, keys), NoLocal: len(x.cands) == 0, NoHopKey: !canSign}
+	var dec spill.Decision
+	if x.explain != nil {
+		var t spill.Trace
+		dec, t = s.spill.Explain(sreq)
+		x.explain.spill(dec, t)
+		x.explain.step("spill policy: %s", dec.Reason)
+	} else {
+		dec = s.spill.Decide(sreq)
+	}
 	if dec.Spill {
 		var marker []*corev3.HeaderValueOption
 		if dec.Mode == spill.ParentMode {
@@ -146,10 +174,15 @@ func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 			}
 			marker = append(marker, overwriteHeader(HopHeader, m.String()))
 		}
-		s.metrics.result(x.objective, x.model, resultSpilled)
-		s.metrics.spilled.WithLabelValues(string(dec.Reason), priorityClass(x.priority), dec.Target.Region).Inc()
+		s.count(x, x.model, resultSpilled)
+		if x.explain != nil {
+			x.explain.Destination = dec.Destination
+			x.explain.step("spilled in %s to cluster %s (region %s)", dec.Mode, dec.Target.ClusterID, dec.Target.Region)
+		} else {
+			s.metrics.spilled.WithLabelValues(string(dec.Reason), priorityClass(x.priority), dec.Target.Region).Inc()
+			s.spilled.Add(1)
+		}
 		x.spilled, x.routed = true, true
-		s.spilled.Add(1)
 		return s.forward(x, strings.Join(dec.Destination, ","), x.body, false, marker...)
 	}
 	if dec.Reason != spill.ReasonFallback {
@@ -165,7 +198,13 @@ func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 	if fc := s.candidates(nil, eps, x, model); len(fc) > 0 {
 		x.cands, x.target = fc, model
 		x.model = s.modelLabel(model)
-		s.metrics.fallbacks.Inc()
+		if x.explain != nil {
+			x.explain.TargetModel = model
+			x.explain.step("no spill target: served here on the spill policy's fallback (pool %q, model %q)", dec.FallbackPool, dec.FallbackModel)
+			x.explain.candidates(len(eps), x.cands, nil, nil)
+		} else {
+			s.metrics.fallbacks.Inc()
+		}
 	}
 	return nil
 }
@@ -210,7 +249,10 @@ func (s *Server) signingKey(keys []fleet.HopKey) (fleet.HopKey, bool) {
 // for a sheddable request (priority < 0) when no candidate has headroom.
 func (s *Server) shedLoad(x *exchange) []*extprocv3.ProcessingResponse {
 	if len(x.cands) == 0 {
-		s.metrics.result(x.objective, x.model, resultNoEndpoints)
+		if x.explain != nil {
+			x.explain.candidates(len(x.bufs.eps), nil, nil, nil)
+		}
+		s.count(x, x.model, resultNoEndpoints)
 		msg := fmt.Sprintf("pool %s has no ready endpoint", s.pool)
 		if x.hasSubset {
 			msg = fmt.Sprintf("pool %s has no ready endpoint in the gateway's subset", s.pool)
@@ -218,9 +260,19 @@ func (s *Server) shedLoad(x *exchange) []*extprocv3.ProcessingResponse {
 		return []*extprocv3.ProcessingResponse{immediate(503, "service_unavailable", msg, nil)}
 	}
 	// saturated marks every candidate for the picker, so it runs for every priority.
-	if s.saturated(x.cands) && x.priority < 0 {
-		s.shed.Add(1)
-		s.metrics.result(x.objective, x.model, resultShed)
+	saturated := s.saturated(x.cands)
+	if x.explain != nil {
+		x.explain.Saturated = saturated
+		x.explain.candidates(x.explain.Endpoints, x.cands, nil, nil)
+		if saturated {
+			x.explain.step("no candidate has headroom (saturation detector)")
+		}
+	}
+	if saturated && x.priority < 0 {
+		if x.explain == nil {
+			s.shed.Add(1)
+		}
+		s.count(x, x.model, resultShed)
 		return []*extprocv3.ProcessingResponse{immediate(429, "rate_limit_exceeded",
 			fmt.Sprintf("pool %s is saturated and the request is sheddable (priority %d)", s.pool, x.priority),
 			[]*corev3.HeaderValueOption{setHeader("retry-after", s.retryText)})}
@@ -231,6 +283,13 @@ func (s *Server) shedLoad(x *exchange) []*extprocv3.ProcessingResponse {
 // pick scores the candidates and sets the destination: the chosen endpoint, then the fallbacks.
 func (s *Server) pick(x *exchange) {
 	sreq := &scheduler.Request{Model: x.target, LoRA: s.isAdapter(x.target, x.cands), Prompt: x.req.Prompt}
+	if x.explain != nil {
+		dest, scores := s.sched.Explain(sreq, x.cands)
+		x.dest = strings.Join(dest, ",")
+		x.explain.Destination = dest
+		x.explain.candidates(x.explain.Endpoints, x.cands, dest, scores)
+		return
+	}
 	x.dest = strings.Join(s.sched.Pick(sreq, x.cands), ",")
 }
 
@@ -241,15 +300,17 @@ func (s *Server) answer(x *exchange) []*extprocv3.ProcessingResponse {
 	if x.req.Model != "" && x.target != x.req.Model {
 		nb, err := request.WithModel(x.body, x.target)
 		if err != nil {
-			s.metrics.result(x.objective, x.model, resultInvalid)
+			s.count(x, x.model, resultInvalid)
 			return []*extprocv3.ProcessingResponse{immediate(400, "invalid_request_error", err.Error(), nil)}
 		}
 		body = nb
 	}
-	s.admitted.Add(1)
 	x.routed = true
-	s.metrics.result(x.objective, x.model, resultRouted)
-	s.metrics.scheduling.Observe(time.Since(x.began).Seconds())
+	s.count(x, x.model, resultRouted)
+	if x.explain == nil {
+		s.admitted.Add(1)
+		s.metrics.scheduling.Observe(time.Since(x.began).Seconds())
+	}
 	return s.forward(x, x.dest, body, len(body) != len(x.body) || x.target != x.req.Model)
 }
 

@@ -243,6 +243,9 @@ type exchange struct {
 	bufs   *buffers
 	cands  []scheduler.Endpoint // in bufs, or the spill policy's fallback's own
 	dest   string
+	// explain, when set, makes the decision an explanation (Server.Explain): the stages record
+	// their findings in it and count nothing.
+	explain *Explanation
 }
 
 // DefaultStreamWorkers is how many goroutines the EPP's gRPC server keeps to serve streams.

@@ -283,9 +283,73 @@ func (d *Decider) State() State {
 
 // Decide says whether the request spills and where.
 func (d *Decider) Decide(r Request) Decision {
+	dec := d.decide(r, nil)
+	if dec.Spill {
+		d.mu.Lock()
+		d.state.LastTarget, d.state.LastRegion = dec.Target.ClusterID, dec.Target.Region
+		d.mu.Unlock()
+	}
+	return dec
+}
+
+// Trace is what a decision read and how it judged each remote: Explain fills it.
+type Trace struct {
+	Policy      Policy
+	Local       Local
+	State       State
+	ServiceTime time.Duration
+	// LocalWait and Prefill are the cost model's sides when the decision weighed them (a
+	// saturated pool with a target): the request spills only when LocalWait > best RTT + Prefill.
+	Weighed            bool
+	LocalWait, Prefill time.Duration
+	// Remotes are every remote cluster of the pool: the usable ones best first (Rank from 1),
+	// then the others with the reason each is no target.
+	Remotes []Verdict
+}
+
+// Verdict is one remote as a decision saw it.
+type Verdict struct {
+	Remote
+	// Cost is RTT plus the remote's expected wait (usable remotes only).
+	Cost time.Duration
+	// Rank is the remote's place among the usable ones, from 1; 0 when it is no target.
+	Rank int
+	// Rejected says why the remote is no target: one of the Rejected* reasons.
+	Rejected string
+}
+
+// Why a remote is no spill target (Verdict.Rejected).
+const (
+	RejectedGone        = "not_alive"
+	RejectedUnreachable = "unreachable"
+	RejectedCordoned    = "cordoned"
+	RejectedSaturated   = "saturated"
+	RejectedSpilling    = "spilling"
+	RejectedNoEndpoints = "no_ready_endpoints"
+	RejectedStale       = "stale"
+	RejectedNoAddress   = "no_address"
+	RejectedRegion      = "region_not_allowed"
+)
+
+// Explain decides as Decide does, from the same state and by the same code, and returns what the
+// decision read; it changes nothing (the last target stays).
+func (d *Decider) Explain(r Request) (Decision, Trace) {
+	var t Trace
+	dec := d.decide(r, &t)
+	return dec, t
+}
+
+// decide is Decide's logic; with a trace it records its inputs and every remote's verdict.
+func (d *Decider) decide(r Request, t *Trace) Decision {
 	d.mu.Lock()
 	p, l, st, service := d.policy, d.local, d.state, d.serviceTime
 	d.mu.Unlock()
+	var ranked []Remote
+	if t != nil {
+		*t = Trace{Policy: p, Local: l, State: st, ServiceTime: service}
+		// Every remote is judged, whatever the decision, so that an explanation lists them all.
+		ranked = d.ranked(p, service, &t.Remotes)
+	}
 
 	if r.Hop {
 		return Decision{Reason: ReasonHop} // never twice: served here or refused here
@@ -307,7 +371,9 @@ func (d *Decider) Decide(r Request) Decision {
 		reason = ReasonSaturated
 	}
 
-	ranked := d.ranked(p, service)
+	if t == nil {
+		ranked = d.ranked(p, service, nil)
+	}
 	if len(ranked) == 0 {
 		if p.FallbackPool != "" || p.FallbackModel != "" {
 			return Decision{Reason: ReasonFallback, FallbackPool: p.FallbackPool, FallbackModel: p.FallbackModel}
@@ -321,6 +387,9 @@ func (d *Decider) Decide(r Request) Decision {
 			localWait = max(localWait, service) // no headroom anywhere: at least one service time
 		}
 		prefill := time.Duration(float64(r.PromptTokens) / p.PrefillTokensPerSecond * float64(time.Second))
+		if t != nil {
+			t.Weighed, t.LocalWait, t.Prefill = true, localWait, prefill
+		}
 		if localWait <= best.RTT+prefill {
 			return Decision{Reason: ReasonNotWorth}
 		}
@@ -341,9 +410,6 @@ func (d *Decider) Decide(r Request) Decision {
 			dec.Destination = append(dec.Destination, r.Gateway)
 		}
 	}
-	d.mu.Lock()
-	d.state.LastTarget, d.state.LastRegion = best.ClusterID, best.Region
-	d.mu.Unlock()
 	return dec
 }
 
@@ -352,7 +418,7 @@ func (d *Decider) Targets() []Remote {
 	d.mu.Lock()
 	p, service := d.policy, d.serviceTime
 	d.mu.Unlock()
-	return d.ranked(p, service)
+	return d.ranked(p, service, nil)
 }
 
 // ranked returns the usable remotes, best first: within the allowed regions (their order first
@@ -364,25 +430,25 @@ func (d *Decider) Targets() []Remote {
 // the hop marker: each cluster it reaches spills it only to a cluster that is not spilling, and
 // a cluster that spills it is, by then, spilling; so a request visits each cluster at most once
 // while the views hold, and its path is at most as long as the fleet.
-func (d *Decider) ranked(p Policy, service time.Duration) []Remote {
+func (d *Decider) ranked(p Policy, service time.Duration, verdicts *[]Verdict) []Remote {
 	type scored struct {
 		r    Remote
 		rank int
 		cost time.Duration
 	}
 	var cands []scored
+	var rejected []Verdict
 	for _, r := range d.remotes() {
-		if !r.Alive || r.Unreachable || r.Cordoned || r.Saturated || r.Spilling || r.ReadyEndpoints == 0 || r.Age > p.Freshness {
-			continue
-		}
-		if p.Mode == ParentMode && r.Gateway == "" || p.Mode == EndpointMode && len(r.Endpoints) == 0 && r.Gateway == "" {
+		why := rejection(p, r)
+		if why != "" {
+			if verdicts != nil {
+				rejected = append(rejected, Verdict{Remote: r, Rejected: why})
+			}
 			continue
 		}
 		rank := 0
 		if len(p.TargetRegions) > 0 {
-			if rank = slices.Index(p.TargetRegions, r.Region); rank < 0 {
-				continue
-			}
+			rank = slices.Index(p.TargetRegions, r.Region)
 		}
 		cost := r.RTT + time.Duration(float64(r.QueueDepth)/float64(r.ReadyEndpoints)*float64(service))
 		cands = append(cands, scored{r, rank, cost})
@@ -399,6 +465,38 @@ func (d *Decider) ranked(p Policy, service time.Duration) []Remote {
 	out := make([]Remote, len(cands))
 	for i, c := range cands {
 		out[i] = c.r
+		if verdicts != nil {
+			*verdicts = append(*verdicts, Verdict{Remote: c.r, Cost: c.cost, Rank: i + 1})
+		}
+	}
+	if verdicts != nil {
+		slices.SortFunc(rejected, func(a, b Verdict) int { return strings.Compare(a.ClusterID, b.ClusterID) })
+		*verdicts = append(*verdicts, rejected...)
 	}
 	return out
+}
+
+// rejection says why r is no spill target under p, or "" when it is one.
+func rejection(p Policy, r Remote) string {
+	switch {
+	case !r.Alive:
+		return RejectedGone
+	case r.Unreachable:
+		return RejectedUnreachable
+	case r.Cordoned:
+		return RejectedCordoned
+	case r.Saturated:
+		return RejectedSaturated
+	case r.Spilling:
+		return RejectedSpilling
+	case r.ReadyEndpoints == 0:
+		return RejectedNoEndpoints
+	case r.Age > p.Freshness:
+		return RejectedStale
+	case p.Mode == ParentMode && r.Gateway == "" || p.Mode == EndpointMode && len(r.Endpoints) == 0 && r.Gateway == "":
+		return RejectedNoAddress
+	case len(p.TargetRegions) > 0 && !slices.Contains(p.TargetRegions, r.Region):
+		return RejectedRegion
+	}
+	return ""
 }

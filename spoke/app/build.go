@@ -3,6 +3,8 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -24,11 +26,13 @@ import (
 	"github.com/spillway-io/spillway/pkg/buildinfo"
 	"github.com/spillway-io/spillway/pkg/epp"
 	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/fleetpb"
 	"github.com/spillway-io/spillway/pkg/gossip"
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
 	"github.com/spillway-io/spillway/pkg/serve"
 	"github.com/spillway-io/spillway/pkg/spill"
 	"github.com/spillway-io/spillway/pkg/tlsconfig"
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 	"github.com/spillway-io/spillway/spoke/hubclient"
 	"github.com/spillway-io/spillway/spoke/join"
 	"github.com/spillway-io/spillway/spoke/kube"
@@ -116,6 +120,7 @@ func (s *spoke) newHubClient() *hubclient.Client {
 		// An elected replica starts as an observer: the leader switches its own to a full
 		// session (lead).
 		Observer:   s.elected(),
+		Explain:    s.explain,
 		Logger:     s.log,
 		Registerer: s.reg,
 	})
@@ -252,6 +257,28 @@ func (s *spoke) buildEPP() error {
 	}
 	healthpb.RegisterHealthServer(s.eppGRPC, s.health)
 	return nil
+}
+
+// explain answers the hub's explain query with the EPP's explanation (hubctl explain).
+func (s *spoke) explain(req *pb.ExplainRequest) ([]byte, error) {
+	if s.picker == nil {
+		return nil, errors.New("this spoke runs no EPP (--epp-address is empty)")
+	}
+	if p := req.GetPool(); p != nil {
+		if ref := fleetpb.PoolRefFrom(p); ref != s.cfg.EPPPoolRef {
+			return nil, fmt.Errorf("this spoke's EPP serves pool %s, not %s", s.cfg.EPPPoolRef, ref)
+		}
+	}
+	r := epp.ExplainRequest{Objective: req.GetObjective(), Model: req.GetModel(), Prompt: req.GetPrompt()}
+	if req.Priority != nil {
+		p := int(req.GetPriority())
+		r.Priority = &p
+	}
+	e, err := s.picker.Explain(r)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(e)
 }
 
 // newReport builds the capacity report loop on the other components.

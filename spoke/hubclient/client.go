@@ -166,6 +166,10 @@ type Options struct {
 	// RegisterTimeout bounds how long a replica may take to answer Register and to welcome the
 	// session, once connected, before the next address is tried; 10 s when zero.
 	RegisterTimeout time.Duration
+	// Explain, when set, answers the hub's explain queries (hubctl explain) with the JSON of an
+	// explanation; the Hello of a full session then offers them. It runs on the session's
+	// receive loop: it must be quick.
+	Explain func(*pb.ExplainRequest) ([]byte, error)
 	// Logger receives the client's logs, with a component attribute added; it carries the
 	// cluster already (the spoke's does), so the client adds none. Nil discards them.
 	Logger     *slog.Logger
@@ -689,7 +693,8 @@ func (c *Client) sync(ctx context.Context, cli pb.SyncServiceClient, addr string
 	c.mu.Lock()
 	interest := slices.Clone(c.interest)
 	c.mu.Unlock()
-	hello := &pb.Hello{ClusterId: c.opts.Cluster.ID, SpokeIncarnation: c.incarnation, ViewCursor: c.view.cursor(), Observer: observer}
+	hello := &pb.Hello{ClusterId: c.opts.Cluster.ID, SpokeIncarnation: c.incarnation, ViewCursor: c.view.cursor(), Observer: observer,
+		Explains: !observer && c.opts.Explain != nil}
 	// An interest too large for one message: the Hello carries its first part, and Interest
 	// messages the rest once the Welcome came (the hub reads nothing more before it welcomes,
 	// and a replica that never does must not hold the spoke in a blocked send).
@@ -748,14 +753,15 @@ func (c *Client) sync(ctx context.Context, cli pb.SyncServiceClient, addr string
 		"ackedExportSeq", w.GetAckedExportSeq(), "viewResumed", w.GetViewResumed())
 
 	done := make(chan struct{})
+	answers := make(chan *pb.ExplainAnswer, explainAnswers)
 	go func() {
 		defer close(done)
-		scancel(c.recvLoop(stream))
+		scancel(c.recvLoop(stream, answers))
 	}()
 	if observer {
 		err = c.observe(sctx, w, interest)
 	} else {
-		err = c.sendLoop(sctx, stream, w, interest)
+		err = c.sendLoop(sctx, stream, w, interest, answers)
 	}
 	scancel(err)
 	<-done
@@ -794,7 +800,14 @@ func (c *Client) observe(ctx context.Context, w *pb.Welcome, interest []fleet.Po
 	}
 }
 
-func (c *Client) recvLoop(stream pb.SyncService_SyncClient) error {
+// explainAnswers bounds the explain answers waiting for the send loop: the hub sends at most a
+// few queries at once; an answer that finds the queue full is dropped (the hub times out).
+const explainAnswers = 8
+
+// maxExplanationBytes is the largest explanation the hub takes.
+const maxExplanationBytes = 1 << 20
+
+func (c *Client) recvLoop(stream pb.SyncService_SyncClient, answers chan<- *pb.ExplainAnswer) error {
 	// parts holds the parts of a view update received so far: nothing of it is applied before
 	// its last part (docs/sync-protocol.md, "Parts"), so a stream that breaks half-way changes
 	// nothing and the update comes again from the same cursor.
@@ -836,13 +849,38 @@ func (c *Client) recvLoop(stream pb.SyncService_SyncClient) error {
 			}
 			c.hopKeys.Store(&keys)
 			c.metrics.hopKeyUpdates.Inc()
+		case *pb.SyncResponse_Explain:
+			select {
+			case answers <- c.explain(msg.Explain):
+			default:
+				c.log.Warn("explain query dropped: too many unanswered", "id", msg.Explain.GetId())
+			}
 		default:
 			return fmt.Errorf("%w: unexpected %T", ErrProtocol, msg)
 		}
 	}
 }
 
-func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient, w *pb.Welcome, interest []fleet.PoolRef) error {
+// explain answers one of the hub's explain queries.
+func (c *Client) explain(q *pb.ExplainQuery) *pb.ExplainAnswer {
+	a := &pb.ExplainAnswer{Id: q.GetId()}
+	if c.opts.Explain == nil {
+		a.Error = "this spoke does not explain requests"
+		return a
+	}
+	b, err := c.opts.Explain(q.GetRequest())
+	switch {
+	case err != nil:
+		a.Error = err.Error()
+	case len(b) > maxExplanationBytes:
+		a.Error = fmt.Sprintf("the explanation is %d bytes, more than the hub takes (%d)", len(b), maxExplanationBytes)
+	default:
+		a.Explanation = b
+	}
+	return a
+}
+
+func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient, w *pb.Welcome, interest []fleet.PoolRef, answers <-chan *pb.ExplainAnswer) error {
 	interval := max(w.GetMinReportInterval().AsDuration(), 50*time.Millisecond)
 	heartbeat := max(w.GetCapacityHeartbeat().AsDuration(), interval)
 	// Until the source has told the cluster's exports (a spoke that just started, its caches
@@ -950,6 +988,10 @@ func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient,
 		case <-tick.C:
 		case <-c.wake:
 		case <-release:
+		case a := <-answers:
+			if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_ExplainAnswer{ExplainAnswer: a}}); err != nil {
+				return fmt.Errorf("send explain answer: %w", err)
+			}
 		}
 	}
 }

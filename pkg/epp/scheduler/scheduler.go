@@ -127,6 +127,33 @@ func (s *Scheduler) Prefix() *prefix.Indexer { return s.prefix }
 // Pick returns the chosen endpoint followed by up to Fallbacks next-best ones, best first, and
 // records the request's prefix as served by the chosen endpoint. eps must not be empty.
 func (s *Scheduler) Pick(req *Request, eps []Endpoint) []string {
+	out := s.rank(req, eps, nil)
+	if len(out) > 0 {
+		s.prefix.Add(out[0], req.hashes)
+	}
+	return out
+}
+
+// Scores are one candidate's scores, as Explain reports them.
+type Scores struct {
+	// ByScorer holds each scorer's score in [0, 1], before its weight.
+	ByScorer map[string]float64
+	// Total is the weighted sum the pick compares.
+	Total float64
+}
+
+// Explain returns what Pick would return now, by the same code, with every candidate's scores
+// (in eps's order); it records nothing. Equal totals are broken at random, by Pick as here.
+func (s *Scheduler) Explain(req *Request, eps []Endpoint) ([]string, []Scores) {
+	scores := make([]Scores, len(eps))
+	for i := range scores {
+		scores[i].ByScorer = make(map[string]float64, len(s.weights))
+	}
+	return s.rank(req, eps, scores), scores
+}
+
+// rank is Pick's choice; explain, when not nil, receives every candidate's scores.
+func (s *Scheduler) rank(req *Request, eps []Endpoint, explain []Scores) []string {
 	n := len(eps)
 	if n == 0 {
 		return nil
@@ -144,6 +171,16 @@ func (s *Scheduler) Pick(req *Request, eps []Endpoint) []string {
 		w.Scorer.Score(req, eps, scores)
 		for i, v := range scores {
 			total[i] += w.Weight * v
+		}
+		if explain != nil {
+			for i, v := range scores {
+				explain[i].ByScorer[w.Scorer.Name()] = v
+			}
+		}
+	}
+	if explain != nil {
+		for i, v := range total {
+			explain[i].Total = v
 		}
 	}
 	k := min(s.fallbacks+1, n)
@@ -177,7 +214,6 @@ func (s *Scheduler) Pick(req *Request, eps []Endpoint) []string {
 	for j, i := range picked {
 		out[j] = eps[i].Address
 	}
-	s.prefix.Add(out[0], req.hashes)
 	return out
 }
 

@@ -836,6 +836,69 @@ func (x *RotateHopKeyResponse) GetKeyId() string {
 	return ""
 }
 
+type ExplainResponse struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	ClusterId string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	// hub_id is the replica that asked the cluster's spoke.
+	HubId string `protobuf:"bytes,2,opt,name=hub_id,json=hubId,proto3" json:"hub_id,omitempty"`
+	// explanation is the JSON of the EPP's Explanation (pkg/epp, docs/operations.md): fields are
+	// added, never renamed.
+	Explanation   []byte `protobuf:"bytes,3,opt,name=explanation,proto3" json:"explanation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainResponse) Reset() {
+	*x = ExplainResponse{}
+	mi := &file_spillway_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainResponse) ProtoMessage() {}
+
+func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
+func (*ExplainResponse) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ExplainResponse) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *ExplainResponse) GetHubId() string {
+	if x != nil {
+		return x.HubId
+	}
+	return ""
+}
+
+func (x *ExplainResponse) GetExplanation() []byte {
+	if x != nil {
+		return x.Explanation
+	}
+	return nil
+}
+
 type ListEventsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// cluster_id and pool, when set, keep the events of that cluster (its region's cordons
@@ -848,7 +911,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[16]
+	mi := &file_spillway_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -860,7 +923,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[16]
+	mi := &file_spillway_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -873,7 +936,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListEventsRequest) GetClusterId() string {
@@ -900,7 +963,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[17]
+	mi := &file_spillway_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -912,7 +975,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[17]
+	mi := &file_spillway_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -925,7 +988,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListEventsResponse) GetEvents() []*FleetEvent {
@@ -954,7 +1017,7 @@ type FleetEvent struct {
 
 func (x *FleetEvent) Reset() {
 	*x = FleetEvent{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[18]
+	mi := &file_spillway_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -966,7 +1029,7 @@ func (x *FleetEvent) String() string {
 func (*FleetEvent) ProtoMessage() {}
 
 func (x *FleetEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[18]
+	mi := &file_spillway_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -979,7 +1042,7 @@ func (x *FleetEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FleetEvent.ProtoReflect.Descriptor instead.
 func (*FleetEvent) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *FleetEvent) GetTime() *timestamppb.Timestamp {
@@ -1032,7 +1095,7 @@ type ListHubsRequest struct {
 
 func (x *ListHubsRequest) Reset() {
 	*x = ListHubsRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[19]
+	mi := &file_spillway_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1107,7 @@ func (x *ListHubsRequest) String() string {
 func (*ListHubsRequest) ProtoMessage() {}
 
 func (x *ListHubsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[19]
+	mi := &file_spillway_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1120,7 @@ func (x *ListHubsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHubsRequest.ProtoReflect.Descriptor instead.
 func (*ListHubsRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 type ListHubsResponse struct {
@@ -1072,7 +1135,7 @@ type ListHubsResponse struct {
 
 func (x *ListHubsResponse) Reset() {
 	*x = ListHubsResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[20]
+	mi := &file_spillway_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1084,7 +1147,7 @@ func (x *ListHubsResponse) String() string {
 func (*ListHubsResponse) ProtoMessage() {}
 
 func (x *ListHubsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[20]
+	mi := &file_spillway_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1097,7 +1160,7 @@ func (x *ListHubsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListHubsResponse.ProtoReflect.Descriptor instead.
 func (*ListHubsResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ListHubsResponse) GetHubs() []*HubReplica {
@@ -1131,7 +1194,7 @@ type HubReplica struct {
 
 func (x *HubReplica) Reset() {
 	*x = HubReplica{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[21]
+	mi := &file_spillway_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1206,7 @@ func (x *HubReplica) String() string {
 func (*HubReplica) ProtoMessage() {}
 
 func (x *HubReplica) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[21]
+	mi := &file_spillway_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1219,7 @@ func (x *HubReplica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HubReplica.ProtoReflect.Descriptor instead.
 func (*HubReplica) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HubReplica) GetHubId() string {
@@ -1207,7 +1270,7 @@ type ListClustersRequest struct {
 
 func (x *ListClustersRequest) Reset() {
 	*x = ListClustersRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[22]
+	mi := &file_spillway_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1219,7 +1282,7 @@ func (x *ListClustersRequest) String() string {
 func (*ListClustersRequest) ProtoMessage() {}
 
 func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[22]
+	mi := &file_spillway_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1232,7 +1295,7 @@ func (x *ListClustersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersRequest.ProtoReflect.Descriptor instead.
 func (*ListClustersRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListClustersRequest) GetPageSize() int32 {
@@ -1262,7 +1325,7 @@ type ListClustersResponse struct {
 
 func (x *ListClustersResponse) Reset() {
 	*x = ListClustersResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[23]
+	mi := &file_spillway_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1274,7 +1337,7 @@ func (x *ListClustersResponse) String() string {
 func (*ListClustersResponse) ProtoMessage() {}
 
 func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[23]
+	mi := &file_spillway_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1287,7 +1350,7 @@ func (x *ListClustersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListClustersResponse.ProtoReflect.Descriptor instead.
 func (*ListClustersResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListClustersResponse) GetClusters() []*Cluster {
@@ -1313,7 +1376,7 @@ type GetClusterRequest struct {
 
 func (x *GetClusterRequest) Reset() {
 	*x = GetClusterRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[24]
+	mi := &file_spillway_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1325,7 +1388,7 @@ func (x *GetClusterRequest) String() string {
 func (*GetClusterRequest) ProtoMessage() {}
 
 func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[24]
+	mi := &file_spillway_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1338,7 +1401,7 @@ func (x *GetClusterRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterRequest.ProtoReflect.Descriptor instead.
 func (*GetClusterRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GetClusterRequest) GetClusterId() string {
@@ -1357,7 +1420,7 @@ type GetClusterResponse struct {
 
 func (x *GetClusterResponse) Reset() {
 	*x = GetClusterResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[25]
+	mi := &file_spillway_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1369,7 +1432,7 @@ func (x *GetClusterResponse) String() string {
 func (*GetClusterResponse) ProtoMessage() {}
 
 func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[25]
+	mi := &file_spillway_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1382,7 +1445,7 @@ func (x *GetClusterResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetClusterResponse.ProtoReflect.Descriptor instead.
 func (*GetClusterResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *GetClusterResponse) GetCluster() *Cluster {
@@ -1403,7 +1466,7 @@ type Pool struct {
 
 func (x *Pool) Reset() {
 	*x = Pool{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[26]
+	mi := &file_spillway_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1415,7 +1478,7 @@ func (x *Pool) String() string {
 func (*Pool) ProtoMessage() {}
 
 func (x *Pool) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[26]
+	mi := &file_spillway_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1428,7 +1491,7 @@ func (x *Pool) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pool.ProtoReflect.Descriptor instead.
 func (*Pool) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Pool) GetPool() *PoolRef {
@@ -1458,7 +1521,7 @@ type PoolMember struct {
 
 func (x *PoolMember) Reset() {
 	*x = PoolMember{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[27]
+	mi := &file_spillway_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1470,7 +1533,7 @@ func (x *PoolMember) String() string {
 func (*PoolMember) ProtoMessage() {}
 
 func (x *PoolMember) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[27]
+	mi := &file_spillway_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1483,7 +1546,7 @@ func (x *PoolMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolMember.ProtoReflect.Descriptor instead.
 func (*PoolMember) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PoolMember) GetClusterId() string {
@@ -1527,7 +1590,7 @@ type ListPoolsRequest struct {
 
 func (x *ListPoolsRequest) Reset() {
 	*x = ListPoolsRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[28]
+	mi := &file_spillway_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1539,7 +1602,7 @@ func (x *ListPoolsRequest) String() string {
 func (*ListPoolsRequest) ProtoMessage() {}
 
 func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[28]
+	mi := &file_spillway_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1552,7 +1615,7 @@ func (x *ListPoolsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsRequest.ProtoReflect.Descriptor instead.
 func (*ListPoolsRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListPoolsRequest) GetPageSize() int32 {
@@ -1581,7 +1644,7 @@ type ListPoolsResponse struct {
 
 func (x *ListPoolsResponse) Reset() {
 	*x = ListPoolsResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[29]
+	mi := &file_spillway_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1593,7 +1656,7 @@ func (x *ListPoolsResponse) String() string {
 func (*ListPoolsResponse) ProtoMessage() {}
 
 func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[29]
+	mi := &file_spillway_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1606,7 +1669,7 @@ func (x *ListPoolsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPoolsResponse.ProtoReflect.Descriptor instead.
 func (*ListPoolsResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ListPoolsResponse) GetPools() []*Pool {
@@ -1632,7 +1695,7 @@ type GetPoolRequest struct {
 
 func (x *GetPoolRequest) Reset() {
 	*x = GetPoolRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[30]
+	mi := &file_spillway_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1644,7 +1707,7 @@ func (x *GetPoolRequest) String() string {
 func (*GetPoolRequest) ProtoMessage() {}
 
 func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[30]
+	mi := &file_spillway_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1657,7 +1720,7 @@ func (x *GetPoolRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolRequest.ProtoReflect.Descriptor instead.
 func (*GetPoolRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetPoolRequest) GetPool() *PoolRef {
@@ -1676,7 +1739,7 @@ type GetPoolResponse struct {
 
 func (x *GetPoolResponse) Reset() {
 	*x = GetPoolResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[31]
+	mi := &file_spillway_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1751,7 @@ func (x *GetPoolResponse) String() string {
 func (*GetPoolResponse) ProtoMessage() {}
 
 func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[31]
+	mi := &file_spillway_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1764,7 @@ func (x *GetPoolResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPoolResponse.ProtoReflect.Descriptor instead.
 func (*GetPoolResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetPoolResponse) GetPool() *Pool {
@@ -1724,7 +1787,7 @@ type ListImportsRequest struct {
 
 func (x *ListImportsRequest) Reset() {
 	*x = ListImportsRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[32]
+	mi := &file_spillway_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +1799,7 @@ func (x *ListImportsRequest) String() string {
 func (*ListImportsRequest) ProtoMessage() {}
 
 func (x *ListImportsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[32]
+	mi := &file_spillway_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +1812,7 @@ func (x *ListImportsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImportsRequest.ProtoReflect.Descriptor instead.
 func (*ListImportsRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListImportsRequest) GetPageSize() int32 {
@@ -1778,7 +1841,7 @@ type ListImportsResponse struct {
 
 func (x *ListImportsResponse) Reset() {
 	*x = ListImportsResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[33]
+	mi := &file_spillway_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +1853,7 @@ func (x *ListImportsResponse) String() string {
 func (*ListImportsResponse) ProtoMessage() {}
 
 func (x *ListImportsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[33]
+	mi := &file_spillway_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +1866,7 @@ func (x *ListImportsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImportsResponse.ProtoReflect.Descriptor instead.
 func (*ListImportsResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListImportsResponse) GetImports() []*Import {
@@ -1832,7 +1895,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[34]
+	mi := &file_spillway_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1844,7 +1907,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[34]
+	mi := &file_spillway_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1857,7 +1920,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchRequest) GetWithoutImportStates() bool {
@@ -1876,7 +1939,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_spillway_v1_admin_proto_msgTypes[35]
+	mi := &file_spillway_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +1951,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_admin_proto_msgTypes[35]
+	mi := &file_spillway_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +1964,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_spillway_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WatchResponse) GetUpdate() *ViewUpdate {
@@ -1966,7 +2029,12 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"\bclusters\x18\x01 \x03(\tR\bclusters\"\x15\n" +
 	"\x13RotateHopKeyRequest\"-\n" +
 	"\x14RotateHopKeyResponse\x12\x15\n" +
-	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\\\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"i\n" +
+	"\x0fExplainResponse\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x15\n" +
+	"\x06hub_id\x18\x02 \x01(\tR\x05hubId\x12 \n" +
+	"\vexplanation\x18\x03 \x01(\fR\vexplanation\"\\\n" +
 	"\x11ListEventsRequest\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12(\n" +
@@ -2038,7 +2106,7 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"\fWatchRequest\x122\n" +
 	"\x15without_import_states\x18\x01 \x01(\bR\x13withoutImportStates\"@\n" +
 	"\rWatchResponse\x12/\n" +
-	"\x06update\x18\x01 \x01(\v2\x17.spillway.v1.ViewUpdateR\x06update2\xa7\n" +
+	"\x06update\x18\x01 \x01(\v2\x17.spillway.v1.ViewUpdateR\x06update2\xed\n" +
 	"\n" +
 	"\fAdminService\x12S\n" +
 	"\fListClusters\x12 .spillway.v1.ListClustersRequest\x1a!.spillway.v1.ListClustersResponse\x12M\n" +
@@ -2049,7 +2117,8 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"\vListImports\x12\x1f.spillway.v1.ListImportsRequest\x1a .spillway.v1.ListImportsResponse\x12G\n" +
 	"\bListHubs\x12\x1c.spillway.v1.ListHubsRequest\x1a\x1d.spillway.v1.ListHubsResponse\x12M\n" +
 	"\n" +
-	"ListEvents\x12\x1e.spillway.v1.ListEventsRequest\x1a\x1f.spillway.v1.ListEventsResponse\x12@\n" +
+	"ListEvents\x12\x1e.spillway.v1.ListEventsRequest\x1a\x1f.spillway.v1.ListEventsResponse\x12D\n" +
+	"\aExplain\x12\x1b.spillway.v1.ExplainRequest\x1a\x1c.spillway.v1.ExplainResponse\x12@\n" +
 	"\x05Watch\x12\x19.spillway.v1.WatchRequest\x1a\x1a.spillway.v1.WatchResponse0\x01\x12A\n" +
 	"\x06WhoAmI\x12\x1a.spillway.v1.WhoAmIRequest\x1a\x1b.spillway.v1.WhoAmIResponse\x12P\n" +
 	"\vCreateToken\x12\x1f.spillway.v1.CreateTokenRequest\x1a .spillway.v1.CreateTokenResponse\x12_\n" +
@@ -2072,7 +2141,7 @@ func file_spillway_v1_admin_proto_rawDescGZIP() []byte {
 	return file_spillway_v1_admin_proto_rawDescData
 }
 
-var file_spillway_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_spillway_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_spillway_v1_admin_proto_goTypes = []any{
 	(*IssueUserCertificateRequest)(nil),  // 0: spillway.v1.IssueUserCertificateRequest
 	(*IssueUserCertificateResponse)(nil), // 1: spillway.v1.IssueUserCertificateResponse
@@ -2090,94 +2159,98 @@ var file_spillway_v1_admin_proto_goTypes = []any{
 	(*SetCordonResponse)(nil),            // 13: spillway.v1.SetCordonResponse
 	(*RotateHopKeyRequest)(nil),          // 14: spillway.v1.RotateHopKeyRequest
 	(*RotateHopKeyResponse)(nil),         // 15: spillway.v1.RotateHopKeyResponse
-	(*ListEventsRequest)(nil),            // 16: spillway.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),           // 17: spillway.v1.ListEventsResponse
-	(*FleetEvent)(nil),                   // 18: spillway.v1.FleetEvent
-	(*ListHubsRequest)(nil),              // 19: spillway.v1.ListHubsRequest
-	(*ListHubsResponse)(nil),             // 20: spillway.v1.ListHubsResponse
-	(*HubReplica)(nil),                   // 21: spillway.v1.HubReplica
-	(*ListClustersRequest)(nil),          // 22: spillway.v1.ListClustersRequest
-	(*ListClustersResponse)(nil),         // 23: spillway.v1.ListClustersResponse
-	(*GetClusterRequest)(nil),            // 24: spillway.v1.GetClusterRequest
-	(*GetClusterResponse)(nil),           // 25: spillway.v1.GetClusterResponse
-	(*Pool)(nil),                         // 26: spillway.v1.Pool
-	(*PoolMember)(nil),                   // 27: spillway.v1.PoolMember
-	(*ListPoolsRequest)(nil),             // 28: spillway.v1.ListPoolsRequest
-	(*ListPoolsResponse)(nil),            // 29: spillway.v1.ListPoolsResponse
-	(*GetPoolRequest)(nil),               // 30: spillway.v1.GetPoolRequest
-	(*GetPoolResponse)(nil),              // 31: spillway.v1.GetPoolResponse
-	(*ListImportsRequest)(nil),           // 32: spillway.v1.ListImportsRequest
-	(*ListImportsResponse)(nil),          // 33: spillway.v1.ListImportsResponse
-	(*WatchRequest)(nil),                 // 34: spillway.v1.WatchRequest
-	(*WatchResponse)(nil),                // 35: spillway.v1.WatchResponse
-	(*durationpb.Duration)(nil),          // 36: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),        // 37: google.protobuf.Timestamp
-	(*JoinRequestInfo)(nil),              // 38: spillway.v1.JoinRequestInfo
-	(*PoolRef)(nil),                      // 39: spillway.v1.PoolRef
-	(*Cluster)(nil),                      // 40: spillway.v1.Cluster
-	(ClusterState)(0),                    // 41: spillway.v1.ClusterState
-	(*RemoteCapacity)(nil),               // 42: spillway.v1.RemoteCapacity
-	(*Import)(nil),                       // 43: spillway.v1.Import
-	(*ViewUpdate)(nil),                   // 44: spillway.v1.ViewUpdate
+	(*ExplainResponse)(nil),              // 16: spillway.v1.ExplainResponse
+	(*ListEventsRequest)(nil),            // 17: spillway.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),           // 18: spillway.v1.ListEventsResponse
+	(*FleetEvent)(nil),                   // 19: spillway.v1.FleetEvent
+	(*ListHubsRequest)(nil),              // 20: spillway.v1.ListHubsRequest
+	(*ListHubsResponse)(nil),             // 21: spillway.v1.ListHubsResponse
+	(*HubReplica)(nil),                   // 22: spillway.v1.HubReplica
+	(*ListClustersRequest)(nil),          // 23: spillway.v1.ListClustersRequest
+	(*ListClustersResponse)(nil),         // 24: spillway.v1.ListClustersResponse
+	(*GetClusterRequest)(nil),            // 25: spillway.v1.GetClusterRequest
+	(*GetClusterResponse)(nil),           // 26: spillway.v1.GetClusterResponse
+	(*Pool)(nil),                         // 27: spillway.v1.Pool
+	(*PoolMember)(nil),                   // 28: spillway.v1.PoolMember
+	(*ListPoolsRequest)(nil),             // 29: spillway.v1.ListPoolsRequest
+	(*ListPoolsResponse)(nil),            // 30: spillway.v1.ListPoolsResponse
+	(*GetPoolRequest)(nil),               // 31: spillway.v1.GetPoolRequest
+	(*GetPoolResponse)(nil),              // 32: spillway.v1.GetPoolResponse
+	(*ListImportsRequest)(nil),           // 33: spillway.v1.ListImportsRequest
+	(*ListImportsResponse)(nil),          // 34: spillway.v1.ListImportsResponse
+	(*WatchRequest)(nil),                 // 35: spillway.v1.WatchRequest
+	(*WatchResponse)(nil),                // 36: spillway.v1.WatchResponse
+	(*durationpb.Duration)(nil),          // 37: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 38: google.protobuf.Timestamp
+	(*JoinRequestInfo)(nil),              // 39: spillway.v1.JoinRequestInfo
+	(*PoolRef)(nil),                      // 40: spillway.v1.PoolRef
+	(*Cluster)(nil),                      // 41: spillway.v1.Cluster
+	(ClusterState)(0),                    // 42: spillway.v1.ClusterState
+	(*RemoteCapacity)(nil),               // 43: spillway.v1.RemoteCapacity
+	(*Import)(nil),                       // 44: spillway.v1.Import
+	(*ViewUpdate)(nil),                   // 45: spillway.v1.ViewUpdate
+	(*ExplainRequest)(nil),               // 46: spillway.v1.ExplainRequest
 }
 var file_spillway_v1_admin_proto_depIdxs = []int32{
-	36, // 0: spillway.v1.IssueUserCertificateRequest.validity:type_name -> google.protobuf.Duration
-	36, // 1: spillway.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	37, // 2: spillway.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	38, // 3: spillway.v1.ListJoinRequestsResponse.requests:type_name -> spillway.v1.JoinRequestInfo
-	38, // 4: spillway.v1.ApproveClusterResponse.request:type_name -> spillway.v1.JoinRequestInfo
-	37, // 5: spillway.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
-	39, // 6: spillway.v1.ListEventsRequest.pool:type_name -> spillway.v1.PoolRef
-	18, // 7: spillway.v1.ListEventsResponse.events:type_name -> spillway.v1.FleetEvent
-	37, // 8: spillway.v1.FleetEvent.time:type_name -> google.protobuf.Timestamp
-	39, // 9: spillway.v1.FleetEvent.pool:type_name -> spillway.v1.PoolRef
-	21, // 10: spillway.v1.ListHubsResponse.hubs:type_name -> spillway.v1.HubReplica
-	37, // 11: spillway.v1.HubReplica.started_at:type_name -> google.protobuf.Timestamp
-	40, // 12: spillway.v1.ListClustersResponse.clusters:type_name -> spillway.v1.Cluster
-	40, // 13: spillway.v1.GetClusterResponse.cluster:type_name -> spillway.v1.Cluster
-	39, // 14: spillway.v1.Pool.pool:type_name -> spillway.v1.PoolRef
-	27, // 15: spillway.v1.Pool.members:type_name -> spillway.v1.PoolMember
-	41, // 16: spillway.v1.PoolMember.state:type_name -> spillway.v1.ClusterState
-	42, // 17: spillway.v1.PoolMember.capacity:type_name -> spillway.v1.RemoteCapacity
-	26, // 18: spillway.v1.ListPoolsResponse.pools:type_name -> spillway.v1.Pool
-	39, // 19: spillway.v1.GetPoolRequest.pool:type_name -> spillway.v1.PoolRef
-	26, // 20: spillway.v1.GetPoolResponse.pool:type_name -> spillway.v1.Pool
-	43, // 21: spillway.v1.ListImportsResponse.imports:type_name -> spillway.v1.Import
-	44, // 22: spillway.v1.WatchResponse.update:type_name -> spillway.v1.ViewUpdate
-	22, // 23: spillway.v1.AdminService.ListClusters:input_type -> spillway.v1.ListClustersRequest
-	24, // 24: spillway.v1.AdminService.GetCluster:input_type -> spillway.v1.GetClusterRequest
-	28, // 25: spillway.v1.AdminService.ListPools:input_type -> spillway.v1.ListPoolsRequest
-	30, // 26: spillway.v1.AdminService.GetPool:input_type -> spillway.v1.GetPoolRequest
-	32, // 27: spillway.v1.AdminService.ListImports:input_type -> spillway.v1.ListImportsRequest
-	19, // 28: spillway.v1.AdminService.ListHubs:input_type -> spillway.v1.ListHubsRequest
-	16, // 29: spillway.v1.AdminService.ListEvents:input_type -> spillway.v1.ListEventsRequest
-	34, // 30: spillway.v1.AdminService.Watch:input_type -> spillway.v1.WatchRequest
-	2,  // 31: spillway.v1.AdminService.WhoAmI:input_type -> spillway.v1.WhoAmIRequest
-	4,  // 32: spillway.v1.AdminService.CreateToken:input_type -> spillway.v1.CreateTokenRequest
-	6,  // 33: spillway.v1.AdminService.ListJoinRequests:input_type -> spillway.v1.ListJoinRequestsRequest
-	8,  // 34: spillway.v1.AdminService.ApproveCluster:input_type -> spillway.v1.ApproveClusterRequest
-	10, // 35: spillway.v1.AdminService.RevokeCluster:input_type -> spillway.v1.RevokeClusterRequest
-	12, // 36: spillway.v1.AdminService.SetCordon:input_type -> spillway.v1.SetCordonRequest
-	14, // 37: spillway.v1.AdminService.RotateHopKey:input_type -> spillway.v1.RotateHopKeyRequest
-	0,  // 38: spillway.v1.AdminService.IssueUserCertificate:input_type -> spillway.v1.IssueUserCertificateRequest
-	23, // 39: spillway.v1.AdminService.ListClusters:output_type -> spillway.v1.ListClustersResponse
-	25, // 40: spillway.v1.AdminService.GetCluster:output_type -> spillway.v1.GetClusterResponse
-	29, // 41: spillway.v1.AdminService.ListPools:output_type -> spillway.v1.ListPoolsResponse
-	31, // 42: spillway.v1.AdminService.GetPool:output_type -> spillway.v1.GetPoolResponse
-	33, // 43: spillway.v1.AdminService.ListImports:output_type -> spillway.v1.ListImportsResponse
-	20, // 44: spillway.v1.AdminService.ListHubs:output_type -> spillway.v1.ListHubsResponse
-	17, // 45: spillway.v1.AdminService.ListEvents:output_type -> spillway.v1.ListEventsResponse
-	35, // 46: spillway.v1.AdminService.Watch:output_type -> spillway.v1.WatchResponse
-	3,  // 47: spillway.v1.AdminService.WhoAmI:output_type -> spillway.v1.WhoAmIResponse
-	5,  // 48: spillway.v1.AdminService.CreateToken:output_type -> spillway.v1.CreateTokenResponse
-	7,  // 49: spillway.v1.AdminService.ListJoinRequests:output_type -> spillway.v1.ListJoinRequestsResponse
-	9,  // 50: spillway.v1.AdminService.ApproveCluster:output_type -> spillway.v1.ApproveClusterResponse
-	11, // 51: spillway.v1.AdminService.RevokeCluster:output_type -> spillway.v1.RevokeClusterResponse
-	13, // 52: spillway.v1.AdminService.SetCordon:output_type -> spillway.v1.SetCordonResponse
-	15, // 53: spillway.v1.AdminService.RotateHopKey:output_type -> spillway.v1.RotateHopKeyResponse
-	1,  // 54: spillway.v1.AdminService.IssueUserCertificate:output_type -> spillway.v1.IssueUserCertificateResponse
-	39, // [39:55] is the sub-list for method output_type
-	23, // [23:39] is the sub-list for method input_type
+	37, // 0: spillway.v1.IssueUserCertificateRequest.validity:type_name -> google.protobuf.Duration
+	37, // 1: spillway.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	38, // 2: spillway.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	39, // 3: spillway.v1.ListJoinRequestsResponse.requests:type_name -> spillway.v1.JoinRequestInfo
+	39, // 4: spillway.v1.ApproveClusterResponse.request:type_name -> spillway.v1.JoinRequestInfo
+	38, // 5: spillway.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	40, // 6: spillway.v1.ListEventsRequest.pool:type_name -> spillway.v1.PoolRef
+	19, // 7: spillway.v1.ListEventsResponse.events:type_name -> spillway.v1.FleetEvent
+	38, // 8: spillway.v1.FleetEvent.time:type_name -> google.protobuf.Timestamp
+	40, // 9: spillway.v1.FleetEvent.pool:type_name -> spillway.v1.PoolRef
+	22, // 10: spillway.v1.ListHubsResponse.hubs:type_name -> spillway.v1.HubReplica
+	38, // 11: spillway.v1.HubReplica.started_at:type_name -> google.protobuf.Timestamp
+	41, // 12: spillway.v1.ListClustersResponse.clusters:type_name -> spillway.v1.Cluster
+	41, // 13: spillway.v1.GetClusterResponse.cluster:type_name -> spillway.v1.Cluster
+	40, // 14: spillway.v1.Pool.pool:type_name -> spillway.v1.PoolRef
+	28, // 15: spillway.v1.Pool.members:type_name -> spillway.v1.PoolMember
+	42, // 16: spillway.v1.PoolMember.state:type_name -> spillway.v1.ClusterState
+	43, // 17: spillway.v1.PoolMember.capacity:type_name -> spillway.v1.RemoteCapacity
+	27, // 18: spillway.v1.ListPoolsResponse.pools:type_name -> spillway.v1.Pool
+	40, // 19: spillway.v1.GetPoolRequest.pool:type_name -> spillway.v1.PoolRef
+	27, // 20: spillway.v1.GetPoolResponse.pool:type_name -> spillway.v1.Pool
+	44, // 21: spillway.v1.ListImportsResponse.imports:type_name -> spillway.v1.Import
+	45, // 22: spillway.v1.WatchResponse.update:type_name -> spillway.v1.ViewUpdate
+	23, // 23: spillway.v1.AdminService.ListClusters:input_type -> spillway.v1.ListClustersRequest
+	25, // 24: spillway.v1.AdminService.GetCluster:input_type -> spillway.v1.GetClusterRequest
+	29, // 25: spillway.v1.AdminService.ListPools:input_type -> spillway.v1.ListPoolsRequest
+	31, // 26: spillway.v1.AdminService.GetPool:input_type -> spillway.v1.GetPoolRequest
+	33, // 27: spillway.v1.AdminService.ListImports:input_type -> spillway.v1.ListImportsRequest
+	20, // 28: spillway.v1.AdminService.ListHubs:input_type -> spillway.v1.ListHubsRequest
+	17, // 29: spillway.v1.AdminService.ListEvents:input_type -> spillway.v1.ListEventsRequest
+	46, // 30: spillway.v1.AdminService.Explain:input_type -> spillway.v1.ExplainRequest
+	35, // 31: spillway.v1.AdminService.Watch:input_type -> spillway.v1.WatchRequest
+	2,  // 32: spillway.v1.AdminService.WhoAmI:input_type -> spillway.v1.WhoAmIRequest
+	4,  // 33: spillway.v1.AdminService.CreateToken:input_type -> spillway.v1.CreateTokenRequest
+	6,  // 34: spillway.v1.AdminService.ListJoinRequests:input_type -> spillway.v1.ListJoinRequestsRequest
+	8,  // 35: spillway.v1.AdminService.ApproveCluster:input_type -> spillway.v1.ApproveClusterRequest
+	10, // 36: spillway.v1.AdminService.RevokeCluster:input_type -> spillway.v1.RevokeClusterRequest
+	12, // 37: spillway.v1.AdminService.SetCordon:input_type -> spillway.v1.SetCordonRequest
+	14, // 38: spillway.v1.AdminService.RotateHopKey:input_type -> spillway.v1.RotateHopKeyRequest
+	0,  // 39: spillway.v1.AdminService.IssueUserCertificate:input_type -> spillway.v1.IssueUserCertificateRequest
+	24, // 40: spillway.v1.AdminService.ListClusters:output_type -> spillway.v1.ListClustersResponse
+	26, // 41: spillway.v1.AdminService.GetCluster:output_type -> spillway.v1.GetClusterResponse
+	30, // 42: spillway.v1.AdminService.ListPools:output_type -> spillway.v1.ListPoolsResponse
+	32, // 43: spillway.v1.AdminService.GetPool:output_type -> spillway.v1.GetPoolResponse
+	34, // 44: spillway.v1.AdminService.ListImports:output_type -> spillway.v1.ListImportsResponse
+	21, // 45: spillway.v1.AdminService.ListHubs:output_type -> spillway.v1.ListHubsResponse
+	18, // 46: spillway.v1.AdminService.ListEvents:output_type -> spillway.v1.ListEventsResponse
+	16, // 47: spillway.v1.AdminService.Explain:output_type -> spillway.v1.ExplainResponse
+	36, // 48: spillway.v1.AdminService.Watch:output_type -> spillway.v1.WatchResponse
+	3,  // 49: spillway.v1.AdminService.WhoAmI:output_type -> spillway.v1.WhoAmIResponse
+	5,  // 50: spillway.v1.AdminService.CreateToken:output_type -> spillway.v1.CreateTokenResponse
+	7,  // 51: spillway.v1.AdminService.ListJoinRequests:output_type -> spillway.v1.ListJoinRequestsResponse
+	9,  // 52: spillway.v1.AdminService.ApproveCluster:output_type -> spillway.v1.ApproveClusterResponse
+	11, // 53: spillway.v1.AdminService.RevokeCluster:output_type -> spillway.v1.RevokeClusterResponse
+	13, // 54: spillway.v1.AdminService.SetCordon:output_type -> spillway.v1.SetCordonResponse
+	15, // 55: spillway.v1.AdminService.RotateHopKey:output_type -> spillway.v1.RotateHopKeyResponse
+	1,  // 56: spillway.v1.AdminService.IssueUserCertificate:output_type -> spillway.v1.IssueUserCertificateResponse
+	40, // [40:57] is the sub-list for method output_type
+	23, // [23:40] is the sub-list for method input_type
 	23, // [23:23] is the sub-list for extension type_name
 	23, // [23:23] is the sub-list for extension extendee
 	0,  // [0:23] is the sub-list for field type_name
@@ -2197,7 +2270,7 @@ func file_spillway_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spillway_v1_admin_proto_rawDesc), len(file_spillway_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

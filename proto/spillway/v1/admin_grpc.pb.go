@@ -26,6 +26,7 @@ const (
 	AdminService_ListImports_FullMethodName          = "/spillway.v1.AdminService/ListImports"
 	AdminService_ListHubs_FullMethodName             = "/spillway.v1.AdminService/ListHubs"
 	AdminService_ListEvents_FullMethodName           = "/spillway.v1.AdminService/ListEvents"
+	AdminService_Explain_FullMethodName              = "/spillway.v1.AdminService/Explain"
 	AdminService_Watch_FullMethodName                = "/spillway.v1.AdminService/Watch"
 	AdminService_WhoAmI_FullMethodName               = "/spillway.v1.AdminService/WhoAmI"
 	AdminService_CreateToken_FullMethodName          = "/spillway.v1.AdminService/CreateToken"
@@ -54,6 +55,10 @@ type AdminServiceClient interface {
 	// ListEvents returns the recent events of a cluster, a pool, or the fleet, as the answering
 	// replica saw them (viewer).
 	ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error)
+	// Explain asks a cluster's EPP where a request would go now and why (hubctl explain). Only the
+	// hub replica that holds the cluster's session can ask it; any other answers UNAVAILABLE, and
+	// hubctl tries the next replica.
+	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
 	// Watch streams the hub's fleet changes: a snapshot first, then deltas; an update too large for
 	// one message comes in parts (ViewUpdate.more).
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchResponse], error)
@@ -153,6 +158,16 @@ func (c *adminServiceClient) ListEvents(ctx context.Context, in *ListEventsReque
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListEventsResponse)
 	err := c.cc.Invoke(ctx, AdminService_ListEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExplainResponse)
+	err := c.cc.Invoke(ctx, AdminService_Explain_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -275,6 +290,10 @@ type AdminServiceServer interface {
 	// ListEvents returns the recent events of a cluster, a pool, or the fleet, as the answering
 	// replica saw them (viewer).
 	ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error)
+	// Explain asks a cluster's EPP where a request would go now and why (hubctl explain). Only the
+	// hub replica that holds the cluster's session can ask it; any other answers UNAVAILABLE, and
+	// hubctl tries the next replica.
+	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
 	// Watch streams the hub's fleet changes: a snapshot first, then deltas; an update too large for
 	// one message comes in parts (ViewUpdate.more).
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error
@@ -330,6 +349,9 @@ func (UnimplementedAdminServiceServer) ListHubs(context.Context, *ListHubsReques
 }
 func (UnimplementedAdminServiceServer) ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListEvents not implemented")
+}
+func (UnimplementedAdminServiceServer) Explain(context.Context, *ExplainRequest) (*ExplainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Explain not implemented")
 }
 func (UnimplementedAdminServiceServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchResponse]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
@@ -501,6 +523,24 @@ func _AdminService_ListEvents_Handler(srv interface{}, ctx context.Context, dec 
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).ListEvents(ctx, req.(*ListEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_Explain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExplainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Explain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Explain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Explain(ctx, req.(*ExplainRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -694,6 +734,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListEvents",
 			Handler:    _AdminService_ListEvents_Handler,
+		},
+		{
+			MethodName: "Explain",
+			Handler:    _AdminService_Explain_Handler,
 		},
 		{
 			MethodName: "WhoAmI",

@@ -865,6 +865,96 @@ func (x *RemoteCapacity) GetAge() *durationpb.Duration {
 	return nil
 }
 
+// ExplainRequest asks where a request entering a cluster would go now and why
+// (AdminService.Explain, carried to the spoke in an ExplainQuery).
+type ExplainRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// cluster_id is the cluster where the request enters; pool, when set, must be the pool its EPP
+	// serves.
+	ClusterId string   `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	Pool      *PoolRef `protobuf:"bytes,2,opt,name=pool,proto3" json:"pool,omitempty"`
+	// The request: its x-gateway-inference-objective, a priority that replaces the objective's,
+	// the body's model and prompt (at most 64 KiB).
+	Objective     string `protobuf:"bytes,3,opt,name=objective,proto3" json:"objective,omitempty"`
+	Priority      *int32 `protobuf:"varint,4,opt,name=priority,proto3,oneof" json:"priority,omitempty"`
+	Model         string `protobuf:"bytes,5,opt,name=model,proto3" json:"model,omitempty"`
+	Prompt        string `protobuf:"bytes,6,opt,name=prompt,proto3" json:"prompt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainRequest) Reset() {
+	*x = ExplainRequest{}
+	mi := &file_spillway_v1_fleet_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainRequest) ProtoMessage() {}
+
+func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_fleet_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
+func (*ExplainRequest) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_fleet_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ExplainRequest) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
+}
+
+func (x *ExplainRequest) GetPool() *PoolRef {
+	if x != nil {
+		return x.Pool
+	}
+	return nil
+}
+
+func (x *ExplainRequest) GetObjective() string {
+	if x != nil {
+		return x.Objective
+	}
+	return ""
+}
+
+func (x *ExplainRequest) GetPriority() int32 {
+	if x != nil && x.Priority != nil {
+		return *x.Priority
+	}
+	return 0
+}
+
+func (x *ExplainRequest) GetModel() string {
+	if x != nil {
+		return x.Model
+	}
+	return ""
+}
+
+func (x *ExplainRequest) GetPrompt() string {
+	if x != nil {
+		return x.Prompt
+	}
+	return ""
+}
+
 var File_spillway_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_spillway_v1_fleet_proto_rawDesc = "" +
@@ -944,7 +1034,16 @@ const file_spillway_v1_fleet_proto_rawDesc = "" +
 	"\bcapacity\x18\x02 \x01(\v2\x19.spillway.v1.PoolCapacityR\bcapacity\x12;\n" +
 	"\vreceived_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"receivedAt\x12+\n" +
-	"\x03age\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03age*^\n" +
+	"\x03age\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03age\"\xd3\x01\n" +
+	"\x0eExplainRequest\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12(\n" +
+	"\x04pool\x18\x02 \x01(\v2\x14.spillway.v1.PoolRefR\x04pool\x12\x1c\n" +
+	"\tobjective\x18\x03 \x01(\tR\tobjective\x12\x1f\n" +
+	"\bpriority\x18\x04 \x01(\x05H\x00R\bpriority\x88\x01\x01\x12\x14\n" +
+	"\x05model\x18\x05 \x01(\tR\x05model\x12\x16\n" +
+	"\x06prompt\x18\x06 \x01(\tR\x06promptB\v\n" +
+	"\t_priority*^\n" +
 	"\fClusterState\x12\x1d\n" +
 	"\x19CLUSTER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13CLUSTER_STATE_ALIVE\x10\x01\x12\x16\n" +
@@ -963,7 +1062,7 @@ func file_spillway_v1_fleet_proto_rawDescGZIP() []byte {
 }
 
 var file_spillway_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_spillway_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_spillway_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_spillway_v1_fleet_proto_goTypes = []any{
 	(ClusterState)(0),             // 0: spillway.v1.ClusterState
 	(*ClusterInfo)(nil),           // 1: spillway.v1.ClusterInfo
@@ -975,30 +1074,32 @@ var file_spillway_v1_fleet_proto_goTypes = []any{
 	(*Import)(nil),                // 7: spillway.v1.Import
 	(*ImportStatus)(nil),          // 8: spillway.v1.ImportStatus
 	(*RemoteCapacity)(nil),        // 9: spillway.v1.RemoteCapacity
-	nil,                           // 10: spillway.v1.Export.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 12: google.protobuf.Duration
+	(*ExplainRequest)(nil),        // 10: spillway.v1.ExplainRequest
+	nil,                           // 11: spillway.v1.Export.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
 }
 var file_spillway_v1_fleet_proto_depIdxs = []int32{
 	2,  // 0: spillway.v1.Export.pool:type_name -> spillway.v1.PoolRef
-	10, // 1: spillway.v1.Export.labels:type_name -> spillway.v1.Export.LabelsEntry
+	11, // 1: spillway.v1.Export.labels:type_name -> spillway.v1.Export.LabelsEntry
 	2,  // 2: spillway.v1.PoolCapacity.pool:type_name -> spillway.v1.PoolRef
-	11, // 3: spillway.v1.PoolCapacity.observed_at:type_name -> google.protobuf.Timestamp
+	12, // 3: spillway.v1.PoolCapacity.observed_at:type_name -> google.protobuf.Timestamp
 	5,  // 4: spillway.v1.PoolCapacity.endpoints:type_name -> spillway.v1.EndpointCapacity
 	1,  // 5: spillway.v1.Cluster.info:type_name -> spillway.v1.ClusterInfo
 	0,  // 6: spillway.v1.Cluster.state:type_name -> spillway.v1.ClusterState
-	11, // 7: spillway.v1.Cluster.registered_at:type_name -> google.protobuf.Timestamp
-	11, // 8: spillway.v1.Cluster.last_seen:type_name -> google.protobuf.Timestamp
+	12, // 7: spillway.v1.Cluster.registered_at:type_name -> google.protobuf.Timestamp
+	12, // 8: spillway.v1.Cluster.last_seen:type_name -> google.protobuf.Timestamp
 	2,  // 9: spillway.v1.Import.pool:type_name -> spillway.v1.PoolRef
 	8,  // 10: spillway.v1.Import.importers:type_name -> spillway.v1.ImportStatus
 	4,  // 11: spillway.v1.RemoteCapacity.capacity:type_name -> spillway.v1.PoolCapacity
-	11, // 12: spillway.v1.RemoteCapacity.received_at:type_name -> google.protobuf.Timestamp
-	12, // 13: spillway.v1.RemoteCapacity.age:type_name -> google.protobuf.Duration
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	12, // 12: spillway.v1.RemoteCapacity.received_at:type_name -> google.protobuf.Timestamp
+	13, // 13: spillway.v1.RemoteCapacity.age:type_name -> google.protobuf.Duration
+	2,  // 14: spillway.v1.ExplainRequest.pool:type_name -> spillway.v1.PoolRef
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_spillway_v1_fleet_proto_init() }
@@ -1006,13 +1107,14 @@ func file_spillway_v1_fleet_proto_init() {
 	if File_spillway_v1_fleet_proto != nil {
 		return
 	}
+	file_spillway_v1_fleet_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spillway_v1_fleet_proto_rawDesc), len(file_spillway_v1_fleet_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

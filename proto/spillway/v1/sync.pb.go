@@ -120,6 +120,7 @@ type SyncRequest struct {
 	//	*SyncRequest_Capacity
 	//	*SyncRequest_Interest
 	//	*SyncRequest_Imports
+	//	*SyncRequest_ExplainAnswer
 	Msg           isSyncRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -207,6 +208,15 @@ func (x *SyncRequest) GetImports() *ImportReport {
 	return nil
 }
 
+func (x *SyncRequest) GetExplainAnswer() *ExplainAnswer {
+	if x != nil {
+		if x, ok := x.Msg.(*SyncRequest_ExplainAnswer); ok {
+			return x.ExplainAnswer
+		}
+	}
+	return nil
+}
+
 type isSyncRequest_Msg interface {
 	isSyncRequest_Msg()
 }
@@ -231,6 +241,10 @@ type SyncRequest_Imports struct {
 	Imports *ImportReport `protobuf:"bytes,5,opt,name=imports,proto3,oneof"`
 }
 
+type SyncRequest_ExplainAnswer struct {
+	ExplainAnswer *ExplainAnswer `protobuf:"bytes,6,opt,name=explain_answer,json=explainAnswer,proto3,oneof"`
+}
+
 func (*SyncRequest_Hello) isSyncRequest_Msg() {}
 
 func (*SyncRequest_Exports) isSyncRequest_Msg() {}
@@ -240,6 +254,71 @@ func (*SyncRequest_Capacity) isSyncRequest_Msg() {}
 func (*SyncRequest_Interest) isSyncRequest_Msg() {}
 
 func (*SyncRequest_Imports) isSyncRequest_Msg() {}
+
+func (*SyncRequest_ExplainAnswer) isSyncRequest_Msg() {}
+
+// ExplainAnswer answers an ExplainQuery of the hub's: the explanation, or why there is none.
+type ExplainAnswer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// explanation is the JSON of the EPP's Explanation; at most 1 MiB.
+	Explanation []byte `protobuf:"bytes,2,opt,name=explanation,proto3" json:"explanation,omitempty"`
+	// error says why there is no explanation (no EPP, another pool).
+	Error         string `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainAnswer) Reset() {
+	*x = ExplainAnswer{}
+	mi := &file_spillway_v1_sync_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainAnswer) ProtoMessage() {}
+
+func (x *ExplainAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_sync_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainAnswer.ProtoReflect.Descriptor instead.
+func (*ExplainAnswer) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ExplainAnswer) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ExplainAnswer) GetExplanation() []byte {
+	if x != nil {
+		return x.Explanation
+	}
+	return nil
+}
+
+func (x *ExplainAnswer) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
 
 // ImportReport replaces what the spoke last reported of its InferencePoolImports: one entry per
 // pool of the fleet view's imports. A spoke sends it when it changes and after every Welcome.
@@ -256,7 +335,7 @@ type ImportReport struct {
 
 func (x *ImportReport) Reset() {
 	*x = ImportReport{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[3]
+	mi := &file_spillway_v1_sync_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -268,7 +347,7 @@ func (x *ImportReport) String() string {
 func (*ImportReport) ProtoMessage() {}
 
 func (x *ImportReport) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[3]
+	mi := &file_spillway_v1_sync_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -281,7 +360,7 @@ func (x *ImportReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportReport.ProtoReflect.Descriptor instead.
 func (*ImportReport) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{3}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ImportReport) GetPools() []*PoolImportStatus {
@@ -313,7 +392,7 @@ type PoolImportStatus struct {
 
 func (x *PoolImportStatus) Reset() {
 	*x = PoolImportStatus{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[4]
+	mi := &file_spillway_v1_sync_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -325,7 +404,7 @@ func (x *PoolImportStatus) String() string {
 func (*PoolImportStatus) ProtoMessage() {}
 
 func (x *PoolImportStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[4]
+	mi := &file_spillway_v1_sync_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -338,7 +417,7 @@ func (x *PoolImportStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PoolImportStatus.ProtoReflect.Descriptor instead.
 func (*PoolImportStatus) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{4}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PoolImportStatus) GetPool() *PoolRef {
@@ -383,7 +462,7 @@ type Interest struct {
 
 func (x *Interest) Reset() {
 	*x = Interest{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[5]
+	mi := &file_spillway_v1_sync_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -395,7 +474,7 @@ func (x *Interest) String() string {
 func (*Interest) ProtoMessage() {}
 
 func (x *Interest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[5]
+	mi := &file_spillway_v1_sync_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -408,7 +487,7 @@ func (x *Interest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interest.ProtoReflect.Descriptor instead.
 func (*Interest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{5}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Interest) GetCapacityInterest() []*PoolRef {
@@ -449,13 +528,15 @@ type Hello struct {
 	// has the whole interest. An observer stream may send these Interest messages, and nothing
 	// else.
 	InterestFollows bool `protobuf:"varint,6,opt,name=interest_follows,json=interestFollows,proto3" json:"interest_follows,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The spoke answers ExplainQuery messages (its EPP explains requests).
+	Explains      bool `protobuf:"varint,7,opt,name=explains,proto3" json:"explains,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[6]
+	mi := &file_spillway_v1_sync_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -467,7 +548,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[6]
+	mi := &file_spillway_v1_sync_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -480,7 +561,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{6}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Hello) GetClusterId() string {
@@ -525,6 +606,13 @@ func (x *Hello) GetInterestFollows() bool {
 	return false
 }
 
+func (x *Hello) GetExplains() bool {
+	if x != nil {
+		return x.Explains
+	}
+	return false
+}
+
 // ExportDelta changes the set of pools this cluster exports.
 type ExportDelta struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -547,7 +635,7 @@ type ExportDelta struct {
 
 func (x *ExportDelta) Reset() {
 	*x = ExportDelta{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[7]
+	mi := &file_spillway_v1_sync_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -559,7 +647,7 @@ func (x *ExportDelta) String() string {
 func (*ExportDelta) ProtoMessage() {}
 
 func (x *ExportDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[7]
+	mi := &file_spillway_v1_sync_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -572,7 +660,7 @@ func (x *ExportDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportDelta.ProtoReflect.Descriptor instead.
 func (*ExportDelta) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{7}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ExportDelta) GetSeq() uint64 {
@@ -626,7 +714,7 @@ type CapacityReport struct {
 
 func (x *CapacityReport) Reset() {
 	*x = CapacityReport{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[8]
+	mi := &file_spillway_v1_sync_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +726,7 @@ func (x *CapacityReport) String() string {
 func (*CapacityReport) ProtoMessage() {}
 
 func (x *CapacityReport) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[8]
+	mi := &file_spillway_v1_sync_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +739,7 @@ func (x *CapacityReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CapacityReport.ProtoReflect.Descriptor instead.
 func (*CapacityReport) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{8}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CapacityReport) GetPools() []*PoolCapacity {
@@ -683,6 +771,7 @@ type SyncResponse struct {
 	//	*SyncResponse_ExportAck
 	//	*SyncResponse_View
 	//	*SyncResponse_HopKeys
+	//	*SyncResponse_Explain
 	Msg           isSyncResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -690,7 +779,7 @@ type SyncResponse struct {
 
 func (x *SyncResponse) Reset() {
 	*x = SyncResponse{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[9]
+	mi := &file_spillway_v1_sync_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -702,7 +791,7 @@ func (x *SyncResponse) String() string {
 func (*SyncResponse) ProtoMessage() {}
 
 func (x *SyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[9]
+	mi := &file_spillway_v1_sync_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -715,7 +804,7 @@ func (x *SyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncResponse.ProtoReflect.Descriptor instead.
 func (*SyncResponse) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{9}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *SyncResponse) GetMsg() isSyncResponse_Msg {
@@ -761,6 +850,15 @@ func (x *SyncResponse) GetHopKeys() *HopKeys {
 	return nil
 }
 
+func (x *SyncResponse) GetExplain() *ExplainQuery {
+	if x != nil {
+		if x, ok := x.Msg.(*SyncResponse_Explain); ok {
+			return x.Explain
+		}
+	}
+	return nil
+}
+
 type isSyncResponse_Msg interface {
 	isSyncResponse_Msg()
 }
@@ -782,6 +880,11 @@ type SyncResponse_HopKeys struct {
 	HopKeys *HopKeys `protobuf:"bytes,4,opt,name=hop_keys,json=hopKeys,proto3,oneof"`
 }
 
+type SyncResponse_Explain struct {
+	// explain is sent only to a spoke whose Hello set explains.
+	Explain *ExplainQuery `protobuf:"bytes,5,opt,name=explain,proto3,oneof"`
+}
+
 func (*SyncResponse_Welcome) isSyncResponse_Msg() {}
 
 func (*SyncResponse_ExportAck) isSyncResponse_Msg() {}
@@ -789,6 +892,62 @@ func (*SyncResponse_ExportAck) isSyncResponse_Msg() {}
 func (*SyncResponse_View) isSyncResponse_Msg() {}
 
 func (*SyncResponse_HopKeys) isSyncResponse_Msg() {}
+
+func (*SyncResponse_Explain) isSyncResponse_Msg() {}
+
+// ExplainQuery asks the spoke's EPP to explain a request (AdminService.Explain): the spoke
+// answers with an ExplainAnswer of the same id.
+type ExplainQuery struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Request       *ExplainRequest        `protobuf:"bytes,2,opt,name=request,proto3" json:"request,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainQuery) Reset() {
+	*x = ExplainQuery{}
+	mi := &file_spillway_v1_sync_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainQuery) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainQuery) ProtoMessage() {}
+
+func (x *ExplainQuery) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_sync_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainQuery.ProtoReflect.Descriptor instead.
+func (*ExplainQuery) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ExplainQuery) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *ExplainQuery) GetRequest() *ExplainRequest {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
 
 // HopKeys are the fleet's keys for hop markers (docs/security.md): an EPP signs the marker of a
 // request it sends to another cluster with the first key, and accepts a marker signed with any.
@@ -801,7 +960,7 @@ type HopKeys struct {
 
 func (x *HopKeys) Reset() {
 	*x = HopKeys{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[10]
+	mi := &file_spillway_v1_sync_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +972,7 @@ func (x *HopKeys) String() string {
 func (*HopKeys) ProtoMessage() {}
 
 func (x *HopKeys) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[10]
+	mi := &file_spillway_v1_sync_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +985,7 @@ func (x *HopKeys) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HopKeys.ProtoReflect.Descriptor instead.
 func (*HopKeys) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{10}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HopKeys) GetKeys() []*HopKey {
@@ -847,7 +1006,7 @@ type HopKey struct {
 
 func (x *HopKey) Reset() {
 	*x = HopKey{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[11]
+	mi := &file_spillway_v1_sync_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +1018,7 @@ func (x *HopKey) String() string {
 func (*HopKey) ProtoMessage() {}
 
 func (x *HopKey) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[11]
+	mi := &file_spillway_v1_sync_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +1031,7 @@ func (x *HopKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HopKey.ProtoReflect.Descriptor instead.
 func (*HopKey) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{11}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *HopKey) GetId() string {
@@ -920,7 +1079,7 @@ type Welcome struct {
 
 func (x *Welcome) Reset() {
 	*x = Welcome{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[12]
+	mi := &file_spillway_v1_sync_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -932,7 +1091,7 @@ func (x *Welcome) String() string {
 func (*Welcome) ProtoMessage() {}
 
 func (x *Welcome) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[12]
+	mi := &file_spillway_v1_sync_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -945,7 +1104,7 @@ func (x *Welcome) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Welcome.ProtoReflect.Descriptor instead.
 func (*Welcome) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{12}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Welcome) GetHubId() string {
@@ -1028,7 +1187,7 @@ type ExportAck struct {
 
 func (x *ExportAck) Reset() {
 	*x = ExportAck{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[13]
+	mi := &file_spillway_v1_sync_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1040,7 +1199,7 @@ func (x *ExportAck) String() string {
 func (*ExportAck) ProtoMessage() {}
 
 func (x *ExportAck) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[13]
+	mi := &file_spillway_v1_sync_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1053,7 +1212,7 @@ func (x *ExportAck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportAck.ProtoReflect.Descriptor instead.
 func (*ExportAck) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{13}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ExportAck) GetSeq() uint64 {
@@ -1075,7 +1234,7 @@ type ViewCursor struct {
 
 func (x *ViewCursor) Reset() {
 	*x = ViewCursor{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[14]
+	mi := &file_spillway_v1_sync_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1246,7 @@ func (x *ViewCursor) String() string {
 func (*ViewCursor) ProtoMessage() {}
 
 func (x *ViewCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[14]
+	mi := &file_spillway_v1_sync_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1259,7 @@ func (x *ViewCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ViewCursor.ProtoReflect.Descriptor instead.
 func (*ViewCursor) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{14}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ViewCursor) GetHubIncarnation() string {
@@ -1149,7 +1308,7 @@ type ViewUpdate struct {
 
 func (x *ViewUpdate) Reset() {
 	*x = ViewUpdate{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[15]
+	mi := &file_spillway_v1_sync_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1161,7 +1320,7 @@ func (x *ViewUpdate) String() string {
 func (*ViewUpdate) ProtoMessage() {}
 
 func (x *ViewUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[15]
+	mi := &file_spillway_v1_sync_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1174,7 +1333,7 @@ func (x *ViewUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ViewUpdate.ProtoReflect.Descriptor instead.
 func (*ViewUpdate) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{15}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ViewUpdate) GetCursor() *ViewCursor {
@@ -1264,7 +1423,7 @@ type ClusterLiveness struct {
 
 func (x *ClusterLiveness) Reset() {
 	*x = ClusterLiveness{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[16]
+	mi := &file_spillway_v1_sync_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1276,7 +1435,7 @@ func (x *ClusterLiveness) String() string {
 func (*ClusterLiveness) ProtoMessage() {}
 
 func (x *ClusterLiveness) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[16]
+	mi := &file_spillway_v1_sync_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1289,7 +1448,7 @@ func (x *ClusterLiveness) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterLiveness.ProtoReflect.Descriptor instead.
 func (*ClusterLiveness) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{16}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ClusterLiveness) GetClusterId() string {
@@ -1351,7 +1510,7 @@ type CapacityKey struct {
 
 func (x *CapacityKey) Reset() {
 	*x = CapacityKey{}
-	mi := &file_spillway_v1_sync_proto_msgTypes[17]
+	mi := &file_spillway_v1_sync_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1363,7 +1522,7 @@ func (x *CapacityKey) String() string {
 func (*CapacityKey) ProtoMessage() {}
 
 func (x *CapacityKey) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_sync_proto_msgTypes[17]
+	mi := &file_spillway_v1_sync_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1376,7 +1535,7 @@ func (x *CapacityKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CapacityKey.ProtoReflect.Descriptor instead.
 func (*CapacityKey) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{17}
+	return file_spillway_v1_sync_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *CapacityKey) GetClusterId() string {
@@ -1401,14 +1560,19 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\x0fRegisterRequest\x122\n" +
 	"\acluster\x18\x01 \x01(\v2\x18.spillway.v1.ClusterInfoR\acluster\"B\n" +
 	"\x10RegisterResponse\x12.\n" +
-	"\acluster\x18\x01 \x01(\v2\x14.spillway.v1.ClusterR\acluster\"\x9d\x02\n" +
+	"\acluster\x18\x01 \x01(\v2\x14.spillway.v1.ClusterR\acluster\"\xe2\x02\n" +
 	"\vSyncRequest\x12*\n" +
 	"\x05hello\x18\x01 \x01(\v2\x12.spillway.v1.HelloH\x00R\x05hello\x124\n" +
 	"\aexports\x18\x02 \x01(\v2\x18.spillway.v1.ExportDeltaH\x00R\aexports\x129\n" +
 	"\bcapacity\x18\x03 \x01(\v2\x1b.spillway.v1.CapacityReportH\x00R\bcapacity\x123\n" +
 	"\binterest\x18\x04 \x01(\v2\x15.spillway.v1.InterestH\x00R\binterest\x125\n" +
-	"\aimports\x18\x05 \x01(\v2\x19.spillway.v1.ImportReportH\x00R\aimportsB\x05\n" +
+	"\aimports\x18\x05 \x01(\v2\x19.spillway.v1.ImportReportH\x00R\aimports\x12C\n" +
+	"\x0eexplain_answer\x18\x06 \x01(\v2\x1a.spillway.v1.ExplainAnswerH\x00R\rexplainAnswerB\x05\n" +
 	"\x03msg\"W\n" +
+	"\rExplainAnswer\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12 \n" +
+	"\vexplanation\x18\x02 \x01(\fR\vexplanation\x12\x14\n" +
+	"\x05error\x18\x03 \x01(\tR\x05error\"W\n" +
 	"\fImportReport\x123\n" +
 	"\x05pools\x18\x01 \x03(\v2\x1d.spillway.v1.PoolImportStatusR\x05pools\x12\x12\n" +
 	"\x04more\x18\x02 \x01(\bR\x04more\"\x8a\x01\n" +
@@ -1419,7 +1583,7 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\amessage\x18\x04 \x01(\tR\amessage\"a\n" +
 	"\bInterest\x12A\n" +
 	"\x11capacity_interest\x18\x01 \x03(\v2\x14.spillway.v1.PoolRefR\x10capacityInterest\x12\x12\n" +
-	"\x04more\x18\x02 \x01(\bR\x04more\"\x97\x02\n" +
+	"\x04more\x18\x02 \x01(\bR\x04more\"\xb3\x02\n" +
 	"\x05Hello\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12+\n" +
@@ -1428,7 +1592,8 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"viewCursor\x12A\n" +
 	"\x11capacity_interest\x18\x04 \x03(\v2\x14.spillway.v1.PoolRefR\x10capacityInterest\x12\x1a\n" +
 	"\bobserver\x18\x05 \x01(\bR\bobserver\x12)\n" +
-	"\x10interest_follows\x18\x06 \x01(\bR\x0finterestFollows\"\xb3\x01\n" +
+	"\x10interest_follows\x18\x06 \x01(\bR\x0finterestFollows\x12\x1a\n" +
+	"\bexplains\x18\a \x01(\bR\bexplains\"\xb3\x01\n" +
 	"\vExportDelta\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x1f\n" +
 	"\vreplace_all\x18\x02 \x01(\bR\n" +
@@ -1439,14 +1604,18 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\x0eCapacityReport\x12/\n" +
 	"\x05pools\x18\x01 \x03(\v2\x19.spillway.v1.PoolCapacityR\x05pools\x12.\n" +
 	"\aremoved\x18\x02 \x03(\v2\x14.spillway.v1.PoolRefR\aremoved\x12\x12\n" +
-	"\x04more\x18\x03 \x01(\bR\x04more\"\xe2\x01\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"\x99\x02\n" +
 	"\fSyncResponse\x120\n" +
 	"\awelcome\x18\x01 \x01(\v2\x14.spillway.v1.WelcomeH\x00R\awelcome\x127\n" +
 	"\n" +
 	"export_ack\x18\x02 \x01(\v2\x16.spillway.v1.ExportAckH\x00R\texportAck\x12-\n" +
 	"\x04view\x18\x03 \x01(\v2\x17.spillway.v1.ViewUpdateH\x00R\x04view\x121\n" +
-	"\bhop_keys\x18\x04 \x01(\v2\x14.spillway.v1.HopKeysH\x00R\ahopKeysB\x05\n" +
-	"\x03msg\"2\n" +
+	"\bhop_keys\x18\x04 \x01(\v2\x14.spillway.v1.HopKeysH\x00R\ahopKeys\x125\n" +
+	"\aexplain\x18\x05 \x01(\v2\x19.spillway.v1.ExplainQueryH\x00R\aexplainB\x05\n" +
+	"\x03msg\"U\n" +
+	"\fExplainQuery\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x125\n" +
+	"\arequest\x18\x02 \x01(\v2\x1b.spillway.v1.ExplainRequestR\arequest\"2\n" +
 	"\aHopKeys\x12'\n" +
 	"\x04keys\x18\x01 \x03(\v2\x13.spillway.v1.HopKeyR\x04keys\"0\n" +
 	"\x06HopKey\x12\x0e\n" +
@@ -1516,80 +1685,86 @@ func file_spillway_v1_sync_proto_rawDescGZIP() []byte {
 	return file_spillway_v1_sync_proto_rawDescData
 }
 
-var file_spillway_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_spillway_v1_sync_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_spillway_v1_sync_proto_goTypes = []any{
 	(*RegisterRequest)(nil),       // 0: spillway.v1.RegisterRequest
 	(*RegisterResponse)(nil),      // 1: spillway.v1.RegisterResponse
 	(*SyncRequest)(nil),           // 2: spillway.v1.SyncRequest
-	(*ImportReport)(nil),          // 3: spillway.v1.ImportReport
-	(*PoolImportStatus)(nil),      // 4: spillway.v1.PoolImportStatus
-	(*Interest)(nil),              // 5: spillway.v1.Interest
-	(*Hello)(nil),                 // 6: spillway.v1.Hello
-	(*ExportDelta)(nil),           // 7: spillway.v1.ExportDelta
-	(*CapacityReport)(nil),        // 8: spillway.v1.CapacityReport
-	(*SyncResponse)(nil),          // 9: spillway.v1.SyncResponse
-	(*HopKeys)(nil),               // 10: spillway.v1.HopKeys
-	(*HopKey)(nil),                // 11: spillway.v1.HopKey
-	(*Welcome)(nil),               // 12: spillway.v1.Welcome
-	(*ExportAck)(nil),             // 13: spillway.v1.ExportAck
-	(*ViewCursor)(nil),            // 14: spillway.v1.ViewCursor
-	(*ViewUpdate)(nil),            // 15: spillway.v1.ViewUpdate
-	(*ClusterLiveness)(nil),       // 16: spillway.v1.ClusterLiveness
-	(*CapacityKey)(nil),           // 17: spillway.v1.CapacityKey
-	(*ClusterInfo)(nil),           // 18: spillway.v1.ClusterInfo
-	(*Cluster)(nil),               // 19: spillway.v1.Cluster
-	(*PoolRef)(nil),               // 20: spillway.v1.PoolRef
-	(*Export)(nil),                // 21: spillway.v1.Export
-	(*PoolCapacity)(nil),          // 22: spillway.v1.PoolCapacity
-	(*durationpb.Duration)(nil),   // 23: google.protobuf.Duration
-	(*Import)(nil),                // 24: spillway.v1.Import
-	(*RemoteCapacity)(nil),        // 25: spillway.v1.RemoteCapacity
-	(ClusterState)(0),             // 26: spillway.v1.ClusterState
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(*ExplainAnswer)(nil),         // 3: spillway.v1.ExplainAnswer
+	(*ImportReport)(nil),          // 4: spillway.v1.ImportReport
+	(*PoolImportStatus)(nil),      // 5: spillway.v1.PoolImportStatus
+	(*Interest)(nil),              // 6: spillway.v1.Interest
+	(*Hello)(nil),                 // 7: spillway.v1.Hello
+	(*ExportDelta)(nil),           // 8: spillway.v1.ExportDelta
+	(*CapacityReport)(nil),        // 9: spillway.v1.CapacityReport
+	(*SyncResponse)(nil),          // 10: spillway.v1.SyncResponse
+	(*ExplainQuery)(nil),          // 11: spillway.v1.ExplainQuery
+	(*HopKeys)(nil),               // 12: spillway.v1.HopKeys
+	(*HopKey)(nil),                // 13: spillway.v1.HopKey
+	(*Welcome)(nil),               // 14: spillway.v1.Welcome
+	(*ExportAck)(nil),             // 15: spillway.v1.ExportAck
+	(*ViewCursor)(nil),            // 16: spillway.v1.ViewCursor
+	(*ViewUpdate)(nil),            // 17: spillway.v1.ViewUpdate
+	(*ClusterLiveness)(nil),       // 18: spillway.v1.ClusterLiveness
+	(*CapacityKey)(nil),           // 19: spillway.v1.CapacityKey
+	(*ClusterInfo)(nil),           // 20: spillway.v1.ClusterInfo
+	(*Cluster)(nil),               // 21: spillway.v1.Cluster
+	(*PoolRef)(nil),               // 22: spillway.v1.PoolRef
+	(*Export)(nil),                // 23: spillway.v1.Export
+	(*PoolCapacity)(nil),          // 24: spillway.v1.PoolCapacity
+	(*ExplainRequest)(nil),        // 25: spillway.v1.ExplainRequest
+	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
+	(*Import)(nil),                // 27: spillway.v1.Import
+	(*RemoteCapacity)(nil),        // 28: spillway.v1.RemoteCapacity
+	(ClusterState)(0),             // 29: spillway.v1.ClusterState
+	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
 }
 var file_spillway_v1_sync_proto_depIdxs = []int32{
-	18, // 0: spillway.v1.RegisterRequest.cluster:type_name -> spillway.v1.ClusterInfo
-	19, // 1: spillway.v1.RegisterResponse.cluster:type_name -> spillway.v1.Cluster
-	6,  // 2: spillway.v1.SyncRequest.hello:type_name -> spillway.v1.Hello
-	7,  // 3: spillway.v1.SyncRequest.exports:type_name -> spillway.v1.ExportDelta
-	8,  // 4: spillway.v1.SyncRequest.capacity:type_name -> spillway.v1.CapacityReport
-	5,  // 5: spillway.v1.SyncRequest.interest:type_name -> spillway.v1.Interest
-	3,  // 6: spillway.v1.SyncRequest.imports:type_name -> spillway.v1.ImportReport
-	4,  // 7: spillway.v1.ImportReport.pools:type_name -> spillway.v1.PoolImportStatus
-	20, // 8: spillway.v1.PoolImportStatus.pool:type_name -> spillway.v1.PoolRef
-	20, // 9: spillway.v1.Interest.capacity_interest:type_name -> spillway.v1.PoolRef
-	14, // 10: spillway.v1.Hello.view_cursor:type_name -> spillway.v1.ViewCursor
-	20, // 11: spillway.v1.Hello.capacity_interest:type_name -> spillway.v1.PoolRef
-	21, // 12: spillway.v1.ExportDelta.upserts:type_name -> spillway.v1.Export
-	20, // 13: spillway.v1.ExportDelta.removes:type_name -> spillway.v1.PoolRef
-	22, // 14: spillway.v1.CapacityReport.pools:type_name -> spillway.v1.PoolCapacity
-	20, // 15: spillway.v1.CapacityReport.removed:type_name -> spillway.v1.PoolRef
-	12, // 16: spillway.v1.SyncResponse.welcome:type_name -> spillway.v1.Welcome
-	13, // 17: spillway.v1.SyncResponse.export_ack:type_name -> spillway.v1.ExportAck
-	15, // 18: spillway.v1.SyncResponse.view:type_name -> spillway.v1.ViewUpdate
-	10, // 19: spillway.v1.SyncResponse.hop_keys:type_name -> spillway.v1.HopKeys
-	11, // 20: spillway.v1.HopKeys.keys:type_name -> spillway.v1.HopKey
-	23, // 21: spillway.v1.Welcome.lease_ttl:type_name -> google.protobuf.Duration
-	23, // 22: spillway.v1.Welcome.min_report_interval:type_name -> google.protobuf.Duration
-	23, // 23: spillway.v1.Welcome.capacity_heartbeat:type_name -> google.protobuf.Duration
-	14, // 24: spillway.v1.ViewUpdate.cursor:type_name -> spillway.v1.ViewCursor
-	24, // 25: spillway.v1.ViewUpdate.imports:type_name -> spillway.v1.Import
-	20, // 26: spillway.v1.ViewUpdate.imports_removed:type_name -> spillway.v1.PoolRef
-	16, // 27: spillway.v1.ViewUpdate.clusters:type_name -> spillway.v1.ClusterLiveness
-	25, // 28: spillway.v1.ViewUpdate.capacity:type_name -> spillway.v1.RemoteCapacity
-	17, // 29: spillway.v1.ViewUpdate.capacity_removed:type_name -> spillway.v1.CapacityKey
-	26, // 30: spillway.v1.ClusterLiveness.state:type_name -> spillway.v1.ClusterState
-	27, // 31: spillway.v1.ClusterLiveness.last_seen:type_name -> google.protobuf.Timestamp
-	20, // 32: spillway.v1.CapacityKey.pool:type_name -> spillway.v1.PoolRef
-	0,  // 33: spillway.v1.SyncService.Register:input_type -> spillway.v1.RegisterRequest
-	2,  // 34: spillway.v1.SyncService.Sync:input_type -> spillway.v1.SyncRequest
-	1,  // 35: spillway.v1.SyncService.Register:output_type -> spillway.v1.RegisterResponse
-	9,  // 36: spillway.v1.SyncService.Sync:output_type -> spillway.v1.SyncResponse
-	35, // [35:37] is the sub-list for method output_type
-	33, // [33:35] is the sub-list for method input_type
-	33, // [33:33] is the sub-list for extension type_name
-	33, // [33:33] is the sub-list for extension extendee
-	0,  // [0:33] is the sub-list for field type_name
+	20, // 0: spillway.v1.RegisterRequest.cluster:type_name -> spillway.v1.ClusterInfo
+	21, // 1: spillway.v1.RegisterResponse.cluster:type_name -> spillway.v1.Cluster
+	7,  // 2: spillway.v1.SyncRequest.hello:type_name -> spillway.v1.Hello
+	8,  // 3: spillway.v1.SyncRequest.exports:type_name -> spillway.v1.ExportDelta
+	9,  // 4: spillway.v1.SyncRequest.capacity:type_name -> spillway.v1.CapacityReport
+	6,  // 5: spillway.v1.SyncRequest.interest:type_name -> spillway.v1.Interest
+	4,  // 6: spillway.v1.SyncRequest.imports:type_name -> spillway.v1.ImportReport
+	3,  // 7: spillway.v1.SyncRequest.explain_answer:type_name -> spillway.v1.ExplainAnswer
+	5,  // 8: spillway.v1.ImportReport.pools:type_name -> spillway.v1.PoolImportStatus
+	22, // 9: spillway.v1.PoolImportStatus.pool:type_name -> spillway.v1.PoolRef
+	22, // 10: spillway.v1.Interest.capacity_interest:type_name -> spillway.v1.PoolRef
+	16, // 11: spillway.v1.Hello.view_cursor:type_name -> spillway.v1.ViewCursor
+	22, // 12: spillway.v1.Hello.capacity_interest:type_name -> spillway.v1.PoolRef
+	23, // 13: spillway.v1.ExportDelta.upserts:type_name -> spillway.v1.Export
+	22, // 14: spillway.v1.ExportDelta.removes:type_name -> spillway.v1.PoolRef
+	24, // 15: spillway.v1.CapacityReport.pools:type_name -> spillway.v1.PoolCapacity
+	22, // 16: spillway.v1.CapacityReport.removed:type_name -> spillway.v1.PoolRef
+	14, // 17: spillway.v1.SyncResponse.welcome:type_name -> spillway.v1.Welcome
+	15, // 18: spillway.v1.SyncResponse.export_ack:type_name -> spillway.v1.ExportAck
+	17, // 19: spillway.v1.SyncResponse.view:type_name -> spillway.v1.ViewUpdate
+	12, // 20: spillway.v1.SyncResponse.hop_keys:type_name -> spillway.v1.HopKeys
+	11, // 21: spillway.v1.SyncResponse.explain:type_name -> spillway.v1.ExplainQuery
+	25, // 22: spillway.v1.ExplainQuery.request:type_name -> spillway.v1.ExplainRequest
+	13, // 23: spillway.v1.HopKeys.keys:type_name -> spillway.v1.HopKey
+	26, // 24: spillway.v1.Welcome.lease_ttl:type_name -> google.protobuf.Duration
+	26, // 25: spillway.v1.Welcome.min_report_interval:type_name -> google.protobuf.Duration
+	26, // 26: spillway.v1.Welcome.capacity_heartbeat:type_name -> google.protobuf.Duration
+	16, // 27: spillway.v1.ViewUpdate.cursor:type_name -> spillway.v1.ViewCursor
+	27, // 28: spillway.v1.ViewUpdate.imports:type_name -> spillway.v1.Import
+	22, // 29: spillway.v1.ViewUpdate.imports_removed:type_name -> spillway.v1.PoolRef
+	18, // 30: spillway.v1.ViewUpdate.clusters:type_name -> spillway.v1.ClusterLiveness
+	28, // 31: spillway.v1.ViewUpdate.capacity:type_name -> spillway.v1.RemoteCapacity
+	19, // 32: spillway.v1.ViewUpdate.capacity_removed:type_name -> spillway.v1.CapacityKey
+	29, // 33: spillway.v1.ClusterLiveness.state:type_name -> spillway.v1.ClusterState
+	30, // 34: spillway.v1.ClusterLiveness.last_seen:type_name -> google.protobuf.Timestamp
+	22, // 35: spillway.v1.CapacityKey.pool:type_name -> spillway.v1.PoolRef
+	0,  // 36: spillway.v1.SyncService.Register:input_type -> spillway.v1.RegisterRequest
+	2,  // 37: spillway.v1.SyncService.Sync:input_type -> spillway.v1.SyncRequest
+	1,  // 38: spillway.v1.SyncService.Register:output_type -> spillway.v1.RegisterResponse
+	10, // 39: spillway.v1.SyncService.Sync:output_type -> spillway.v1.SyncResponse
+	38, // [38:40] is the sub-list for method output_type
+	36, // [36:38] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_spillway_v1_sync_proto_init() }
@@ -1604,12 +1779,14 @@ func file_spillway_v1_sync_proto_init() {
 		(*SyncRequest_Capacity)(nil),
 		(*SyncRequest_Interest)(nil),
 		(*SyncRequest_Imports)(nil),
+		(*SyncRequest_ExplainAnswer)(nil),
 	}
-	file_spillway_v1_sync_proto_msgTypes[9].OneofWrappers = []any{
+	file_spillway_v1_sync_proto_msgTypes[10].OneofWrappers = []any{
 		(*SyncResponse_Welcome)(nil),
 		(*SyncResponse_ExportAck)(nil),
 		(*SyncResponse_View)(nil),
 		(*SyncResponse_HopKeys)(nil),
+		(*SyncResponse_Explain)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1617,7 +1794,7 @@ func file_spillway_v1_sync_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spillway_v1_sync_proto_rawDesc), len(file_spillway_v1_sync_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
