@@ -346,6 +346,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	}
 	if member != nil {
 		defer member.Close()
+		srv.SetGossip(member)
 	}
 	log.Info("hub started", "grpc", ls.spokes.Addr().String(), "admin", ls.admin.Addr().String(),
 		"http", ls.http.Addr().String(), "gossip", cfg.Gossip.Address, "advertise", advertise, "incarnation", model.Incarnation())

@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -105,6 +108,9 @@ func (o *options) describeCluster(name string) call {
 		d.field("Zone", dash(info.GetZone()))
 		d.field("State", state)
 		d.field("Cordoned", cordoned)
+		if g := cl.GetGossip(); g != "" {
+			d.field("Gossip", g+" (by the gossip member of the answering hub replica)")
+		}
 		d.field("Gateway", dash(info.GetGatewayAddress()))
 		d.field("Version", dash(info.GetVersion()))
 		d.field("Registered", o.age(cl.GetCluster().GetRegisteredAt().AsTime(), cl.GetCluster().GetRegisteredAt() != nil))
@@ -116,6 +122,11 @@ func (o *options) describeCluster(name string) call {
 			rows = append(rows, o.poolRow(p.GetPool(), p.GetMembers()[0]))
 		}
 		d.table(o, "Pools", "(exports none)", poolColumns[:12], rows)
+		rows = rows[:0]
+		for _, p := range members {
+			rows = append(rows, scrapeFailureRows(poolName(p.GetPool()), p.GetMembers()[0])...)
+		}
+		d.table(o, "Scrape failures", "(none: every endpoint's last scrape succeeded)", []column{{name: "POOL"}, {name: "KIND"}, {name: "ENDPOINTS"}}, rows)
 		rows = rows[:0]
 		for _, i := range states {
 			st := i.GetImporters()[0]
@@ -165,6 +176,11 @@ func (o *options) describePool(ref *pb.PoolRef) call {
 		d.field("Spilling", fmt.Sprintf("%d of %d member clusters", spilling, len(rows)))
 		d.table(o, "Members", "(none)", poolColumns[1:12], rows)
 		rows = rows[:0]
+		for _, m := range p.GetPool().GetMembers() {
+			rows = append(rows, scrapeFailureRows(m.GetClusterId(), m)...)
+		}
+		d.table(o, "Scrape failures", "(none: every endpoint's last scrape succeeded)", []column{{name: "CLUSTER"}, {name: "KIND"}, {name: "ENDPOINTS"}}, rows)
+		rows = rows[:0]
 		for _, st := range imp.GetImporters() {
 			rows = append(rows, append([]string{st.GetClusterId()}, importRow(ref, st)[1:]...))
 		}
@@ -172,6 +188,17 @@ func (o *options) describePool(ref *pb.PoolRef) call {
 		d.events(o, events.GetEvents(), true)
 		return d.err
 	}
+}
+
+// scrapeFailureRows are a member's endpoints whose last scrape failed, one row per kind of
+// failure, first column first.
+func scrapeFailureRows(first string, m *pb.PoolMember) [][]string {
+	failures := m.GetCapacity().GetCapacity().GetScrapeFailures()
+	var rows [][]string
+	for _, kind := range slices.Sorted(maps.Keys(failures)) {
+		rows = append(rows, []string{first, kind, strconv.FormatUint(uint64(failures[kind]), 10)})
+	}
+	return rows
 }
 
 var importColumns = []column{{name: "POOL"}, {name: "IMPORTED"}, {name: "REASON"}, {name: "MESSAGE"}}

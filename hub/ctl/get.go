@@ -194,8 +194,11 @@ func (o *options) getEndpoints(g *getOptions, name string) call {
 		var rows [][]string
 		for _, e := range m.GetCapacity().GetCapacity().GetEndpoints() {
 			ready := "no"
-			if e.GetReady() {
+			switch {
+			case e.GetReady():
 				ready = "yes"
+			case e.GetScrapeError() != "":
+				ready = "no (scrape: " + e.GetScrapeError() + ")"
 			}
 			rows = append(rows, []string{poolName(p), m.GetClusterId(), m.GetRegion(), e.GetAddress(), ready,
 				strconv.Itoa(int(e.GetQueueDepth())), strconv.Itoa(int(e.GetRunningRequests())),

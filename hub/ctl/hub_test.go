@@ -33,8 +33,9 @@ func fleet(t *testing.T) *hubtest.Hub {
 	endpoints := [][]*pb.EndpointCapacity{{
 		{Address: "10.0.1.10:8000", QueueDepth: 0, RunningRequests: 3, KvCacheUtilization: 0.25, Ready: true},
 		{Address: "10.0.1.11:8000", QueueDepth: 0, RunningRequests: 5, KvCacheUtilization: 0.75, Ready: true},
-		{Address: "10.0.1.12:8000", Ready: false},
+		{Address: "10.0.1.12:8000", Ready: false, ScrapeError: "refused"},
 	}, nil}
+	scrapeFailures := []map[string]uint32{{"refused": 1}, {"timeout": 1}}
 	for i, c := range []*pb.ClusterInfo{
 		{ClusterId: "us-east-1", Region: "us-east", Zone: "us-east-1a", GatewayAddress: "10.0.1.1:80", Version: "test"},
 		{ClusterId: "eu-west-1", Region: "eu-west", GatewayAddress: "10.0.2.1:80", Version: "test"},
@@ -59,7 +60,7 @@ func fleet(t *testing.T) *hubtest.Hub {
 				Pool: chat, ReadyEndpoints: uint32(3 - i), TotalEndpoints: 3, QueueDepth: uint32(7 * i), RunningRequests: 8,
 				KvCacheUtilization: 0.5, Saturation: 0.4 + 0.6*float64(i), Saturated: i == 1, LoraAdapters: []string{"sql-lora"},
 				Spilling: i == 1, SpillTarget: target, SpillTargetRegion: region, AdmittedTotal: uint64(100 * (i + 1)), ShedTotal: uint64(3 * i),
-				SpilledTotal: uint64(9 * i), Endpoints: endpoints[i],
+				SpilledTotal: uint64(9 * i), Endpoints: endpoints[i], ScrapeFailures: scrapeFailures[i],
 			}}}}},
 		} {
 			if err := st.Send(m); err != nil {
@@ -475,8 +476,15 @@ func TestStatus(t *testing.T) {
 // TestDescribe: describe cluster and pool show the state as golden text, then the events that
 // made it, in the order this replica saw them (which the test does not fix: the registry's
 // arrive through its watch, the capacity's with the reports).
+// gossipMembers is a gossip member's view: the alive and the dead.
+type gossipMembers struct{ alive, dead []string }
+
+func (g gossipMembers) Dead(name string) bool { return slices.Contains(g.dead, name) }
+func (g gossipMembers) Alive() []string       { return g.alive }
+
 func TestDescribe(t *testing.T) {
 	h := fleet(t)
+	h.Server.SetGossip(gossipMembers{alive: []string{"hub/hub-test", "us-east-1"}, dead: []string{"eu-west-1"}})
 	viewer := hubtest.User("viewer")
 	for _, tc := range []struct {
 		name   string

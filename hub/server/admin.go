@@ -72,7 +72,33 @@ func (s *Server) GetCluster(_ context.Context, req *pb.GetClusterRequest) (*pb.G
 	if !ok {
 		return nil, s.fail(fmt.Errorf("cluster %s: %w", req.GetClusterId(), registry.ErrNotFound))
 	}
-	return &pb.GetClusterResponse{Cluster: fleetpb.Cluster(c)}, nil
+	return &pb.GetClusterResponse{Cluster: fleetpb.Cluster(c), Gossip: s.gossipState(c.Info.ID)}, nil
+}
+
+// Gossip is the replica's gossip member, as GetCluster reads it.
+type Gossip interface {
+	// Dead reports whether the member was seen and is now dead or gone.
+	Dead(name string) bool
+	// Alive returns the names of the members alive now.
+	Alive() []string
+}
+
+// SetGossip gives the replica its gossip member: GetCluster then says what gossip knows of the
+// cluster. Spokes join gossip under their cluster ID.
+func (s *Server) SetGossip(g Gossip) { s.gossip.Store(&g) }
+
+// gossipState is the cluster's liveness by gossip: alive, dead or unknown; "" without gossip.
+func (s *Server) gossipState(cluster string) string {
+	g := s.gossip.Load()
+	switch {
+	case g == nil:
+		return ""
+	case slices.Contains((*g).Alive(), cluster):
+		return "alive"
+	case (*g).Dead(cluster):
+		return "dead"
+	}
+	return "unknown"
 }
 
 // ListPools returns the exported pools with their members' capacity, a page at a time.

@@ -20,6 +20,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spillway-io/spillway/hub/registry"
@@ -47,6 +48,9 @@ type Server struct {
 	syncLog, joinLog, adminLog, trustLog, panicLog, peerLog *slog.Logger
 	metrics                                                 *metrics
 	trust                                                   *trust
+
+	// gossip is the replica's gossip member, when it runs one (SetGossip).
+	gossip atomic.Pointer[Gossip]
 
 	mu       sync.Mutex
 	sessions map[string]*session

@@ -26,7 +26,10 @@ const (
 	maxTargetPorts      = 8
 	maxLoRAAdapters     = 256
 	maxEndpointsPerPool = 1000
-	maxShortString      = 64
+	// maxScrapeFailureKinds and maxFailureKind bound a pool's scrape failures by kind.
+	maxScrapeFailureKinds = 8
+	maxFailureKind        = 32
+	maxShortString        = 64
 )
 
 // ErrInvalidArgument marks a request that breaks the API's rules.
@@ -325,6 +328,17 @@ func ValidateCapacityReport(r *pb.CapacityReport) error {
 		if len(c.GetSpillTarget()) > 253 || len(c.GetSpillTargetRegion()) > 63 {
 			return invalid(f+".spill_target", "cluster ID at most 253 bytes, region at most 63")
 		}
+		if n := len(c.GetScrapeFailures()); n > maxScrapeFailureKinds {
+			return invalid(f+".scrape_failures", "%d kinds of failure, at most %d", n, maxScrapeFailureKinds)
+		}
+		for kind, n := range c.GetScrapeFailures() {
+			if kind == "" || len(kind) > maxFailureKind {
+				return invalid(f+".scrape_failures", "kind %q must be 1..%d bytes", kind, maxFailureKind)
+			}
+			if n > c.GetTotalEndpoints() {
+				return invalid(f+".scrape_failures", "%d endpoints failed %s, more than the pool's %d", n, kind, c.GetTotalEndpoints())
+			}
+		}
 		if n := len(c.GetEndpoints()); n > maxEndpointsPerPool {
 			return tooMany(limitEndpointsPerPool, f+".endpoints", n, maxEndpointsPerPool, "endpoints")
 		}
@@ -334,6 +348,9 @@ func ValidateCapacityReport(r *pb.CapacityReport) error {
 			}
 			if u := e.GetKvCacheUtilization(); !(u >= 0 && u <= 1) {
 				return invalid(fmt.Sprintf("%s.endpoints[%d].kv_cache_utilization", f, j), "%v outside 0..1", u)
+			}
+			if err := checkLen(fmt.Sprintf("%s.endpoints[%d].scrape_error", f, j), e.GetScrapeError(), maxFailureKind); err != nil {
+				return err
 			}
 		}
 	}

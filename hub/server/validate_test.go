@@ -2,6 +2,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -193,6 +194,16 @@ func TestValidateReports(t *testing.T) {
 		{"capacity without report", func(m *pb.ReportsResponse) { m.Capacity[0].Capacity = nil }, "capacity[0].capacity: missing"},
 		{"capacity out of range", func(m *pb.ReportsResponse) { m.Capacity[0].Capacity.KvCacheUtilization = 2 }, "kv_cache_utilization"},
 		{"negative age", func(m *pb.ReportsResponse) { m.Capacity[0].Age = durationpb.New(-time.Second) }, "capacity[0].age"},
+		{"more failed endpoints than the pool has", func(m *pb.ReportsResponse) {
+			m.Capacity[0].Capacity.ScrapeFailures = map[string]uint32{"refused": 2}
+		}, "scrape_failures"},
+		{"a failure kind without a name", func(m *pb.ReportsResponse) { m.Capacity[0].Capacity.ScrapeFailures = map[string]uint32{"": 1} }, "scrape_failures"},
+		{"too many failure kinds", func(m *pb.ReportsResponse) {
+			m.Capacity[0].Capacity.ScrapeFailures = map[string]uint32{}
+			for i := range 9 {
+				m.Capacity[0].Capacity.ScrapeFailures[fmt.Sprint("kind-", i)] = 0
+			}
+		}, "scrape_failures"},
 		{"import report twice", func(m *pb.ReportsResponse) { m.Imports = append(m.Imports, m.Imports[0]) }, "listed twice"},
 		{"bad ended cluster", func(m *pb.ReportsResponse) { m.SessionsEnded = []string{"Not A Cluster"} }, "sessions_ended[0]"},
 	} {

@@ -47,6 +47,8 @@ type Endpoint struct {
 	// Failed is true when the last scrape failed: the endpoint was observed, not reachable (the
 	// metrics, if any, are an earlier scrape's, used until they are stale).
 	Failed bool
+	// FailReason is the kind of the last scrape's failure (modelmetrics.Reason*), when Failed.
+	FailReason string
 	// TargetSince is when the endpoint became a scrape target; zero when unknown, and then an
 	// endpoint never scraped is not ready at once (it is never pending).
 	TargetSince time.Time
@@ -95,9 +97,21 @@ func EndpointDetail(eps []Endpoint, now time.Time, t Thresholds) []fleet.Endpoin
 	for _, e := range eps[:min(len(eps), MaxEndpointDetail)] {
 		out = append(out, fleet.EndpointCapacity{Address: e.Address, QueueDepth: uint32(e.Metrics.WaitingQueue),
 			RunningRequests: uint32(e.Metrics.Running), KVCacheUtilization: e.Metrics.KVCacheUsage,
-			Ready: t.Fresh(e, now) && t.Load(e, now) < 1})
+			Ready: t.Fresh(e, now) && t.Load(e, now) < 1, ScrapeError: failReason(e)})
 	}
 	return out
+}
+
+// failReason is the kind of e's last scrape failure: "" when it did not fail, "unknown" when
+// the scraper gave none.
+func failReason(e Endpoint) string {
+	switch {
+	case !e.Failed:
+		return ""
+	case e.FailReason == "":
+		return "unknown"
+	}
+	return e.FailReason
 }
 
 // Aggregate computes a pool's capacity from its endpoints.
@@ -106,6 +120,12 @@ func Aggregate(pool fleet.PoolRef, eps []Endpoint, now time.Time, t Thresholds) 
 	var kv, load float64
 	loras := map[string]bool{}
 	for _, e := range eps {
+		if e.Failed {
+			if c.ScrapeFailures == nil {
+				c.ScrapeFailures = map[string]uint32{}
+			}
+			c.ScrapeFailures[failReason(e)]++
+		}
 		if !t.Fresh(e, now) {
 			continue
 		}

@@ -1,6 +1,7 @@
 package capacity
 
 import (
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -24,6 +25,7 @@ func TestAggregate(t *testing.T) {
 		kv            float64
 		loras         []string
 		wantTotalEdps uint32
+		failures      map[string]uint32
 	}{
 		{name: "no endpoints", saturated: true, saturation: 1},
 		{name: "idle endpoints have headroom", ready: 2, wantTotalEdps: 2, saturation: 0,
@@ -45,13 +47,20 @@ func TestAggregate(t *testing.T) {
 				{Address: "b"},
 				{Address: "c", ScrapedAt: fresh, Metrics: modelmetrics.Metrics{KVCacheUsage: 0.4}},
 			}},
+		{name: "failed scrapes are counted by kind", ready: 1, wantTotalEdps: 4, saturation: 0, failures: map[string]uint32{"refused": 2, "unknown": 1},
+			eps: []Endpoint{
+				{Address: "a", ScrapedAt: fresh},
+				{Address: "b", Failed: true, FailReason: "refused"},
+				{Address: "c", Failed: true, FailReason: "refused", ScrapedAt: now.Add(-time.Second)},
+				{Address: "d", Failed: true},
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := Aggregate(pool, tt.eps, now, th)
 			if c.ReadyEndpoints != tt.ready || c.TotalEndpoints != tt.wantTotalEdps || c.QueueDepth != tt.queue ||
 				c.Saturated != tt.saturated || !near(c.Saturation, tt.saturation) || !near(c.KVCacheUtilization, tt.kv) ||
-				!slices.Equal(c.LoRAAdapters, tt.loras) {
+				!slices.Equal(c.LoRAAdapters, tt.loras) || !maps.Equal(c.ScrapeFailures, tt.failures) {
 				t.Fatalf("Aggregate = %+v", c)
 			}
 			detail := EndpointDetail(tt.eps, now, th)
@@ -60,7 +69,7 @@ func TestAggregate(t *testing.T) {
 			}
 			for i, e := range detail {
 				src := tt.eps[i]
-				if e.Address != src.Address || e.QueueDepth != uint32(src.Metrics.WaitingQueue) ||
+				if e.Address != src.Address || e.QueueDepth != uint32(src.Metrics.WaitingQueue) || (e.ScrapeError != "") != src.Failed ||
 					e.Ready != (th.Fresh(src, now) && th.Load(src, now) < 1) {
 					t.Fatalf("endpoint detail %d = %+v from %+v", i, e, src)
 				}

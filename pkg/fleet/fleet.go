@@ -5,6 +5,7 @@ package fleet
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 )
@@ -72,6 +73,8 @@ type EndpointCapacity struct {
 	RunningRequests    uint32  `json:"runningRequests"`
 	KVCacheUtilization float64 `json:"kvCacheUtilization"`
 	Ready              bool    `json:"ready"`
+	// ScrapeError is the kind of the endpoint's last scrape failure; empty when it succeeded.
+	ScrapeError string `json:"scrapeError,omitempty"`
 }
 
 // PoolCapacity aggregates one cluster's endpoints of one pool.
@@ -94,6 +97,8 @@ type PoolCapacity struct {
 	SpillTarget       string `json:"spillTarget,omitempty"`
 	SpillTargetRegion string `json:"spillTargetRegion,omitempty"`
 	SpilledTotal      uint64 `json:"spilledTotal,omitempty"`
+	// ScrapeFailures counts the endpoints whose last scrape failed, by the kind of failure.
+	ScrapeFailures map[string]uint32 `json:"scrapeFailures,omitempty"`
 }
 
 // SameLoad reports whether two aggregates describe the same load, ignoring when they were observed
@@ -104,7 +109,7 @@ func (c PoolCapacity) SameLoad(o PoolCapacity) bool {
 		c.KVCacheUtilization == o.KVCacheUtilization && c.Saturation == o.Saturation &&
 		c.Saturated == o.Saturated && slices.Equal(c.LoRAAdapters, o.LoRAAdapters) &&
 		c.Spilling == o.Spilling && c.SpillTarget == o.SpillTarget && c.SpillTargetRegion == o.SpillTargetRegion &&
-		slices.Equal(c.Endpoints, o.Endpoints)
+		slices.Equal(c.Endpoints, o.Endpoints) && maps.Equal(c.ScrapeFailures, o.ScrapeFailures)
 }
 
 // ClusterState is a cluster's liveness as the hub sees it.

@@ -79,6 +79,7 @@ func Capacity(c fleet.PoolCapacity) *pb.PoolCapacity {
 		SpillTarget:        c.SpillTarget,
 		SpillTargetRegion:  c.SpillTargetRegion,
 		SpilledTotal:       c.SpilledTotal,
+		ScrapeFailures:     c.ScrapeFailures,
 	}
 	for _, e := range c.Endpoints {
 		m.Endpoints = append(m.Endpoints, &pb.EndpointCapacity{
@@ -87,6 +88,7 @@ func Capacity(c fleet.PoolCapacity) *pb.PoolCapacity {
 			RunningRequests:    e.RunningRequests,
 			KvCacheUtilization: e.KVCacheUtilization,
 			Ready:              e.Ready,
+			ScrapeError:        e.ScrapeError,
 		})
 	}
 	return m
@@ -111,6 +113,7 @@ func CapacityFrom(m *pb.PoolCapacity) fleet.PoolCapacity {
 		SpillTarget:        m.GetSpillTarget(),
 		SpillTargetRegion:  m.GetSpillTargetRegion(),
 		SpilledTotal:       m.GetSpilledTotal(),
+		ScrapeFailures:     m.GetScrapeFailures(),
 	}
 	for _, e := range m.GetEndpoints() {
 		c.Endpoints = append(c.Endpoints, fleet.EndpointCapacity{
@@ -119,6 +122,7 @@ func CapacityFrom(m *pb.PoolCapacity) fleet.PoolCapacity {
 			RunningRequests:    e.GetRunningRequests(),
 			KVCacheUtilization: e.GetKvCacheUtilization(),
 			Ready:              e.GetReady(),
+			ScrapeError:        e.GetScrapeError(),
 		})
 	}
 	return c

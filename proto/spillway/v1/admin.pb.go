@@ -1412,8 +1412,11 @@ func (x *GetClusterRequest) GetClusterId() string {
 }
 
 type GetClusterResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Cluster       *Cluster               `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Cluster *Cluster               `protobuf:"bytes,1,opt,name=cluster,proto3" json:"cluster,omitempty"`
+	// gossip is the cluster's liveness by the answering replica's gossip member: alive, dead
+	// (seen, then failed or left), or unknown (never seen); empty when the replica runs no gossip.
+	Gossip        string `protobuf:"bytes,2,opt,name=gossip,proto3" json:"gossip,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1453,6 +1456,13 @@ func (x *GetClusterResponse) GetCluster() *Cluster {
 		return x.Cluster
 	}
 	return nil
+}
+
+func (x *GetClusterResponse) GetGossip() string {
+	if x != nil {
+		return x.Gossip
+	}
+	return ""
 }
 
 // Pool is one pool across the fleet: every cluster that exports it, with its capacity.
@@ -2072,9 +2082,10 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"2\n" +
 	"\x11GetClusterRequest\x12\x1d\n" +
 	"\n" +
-	"cluster_id\x18\x01 \x01(\tR\tclusterId\"D\n" +
+	"cluster_id\x18\x01 \x01(\tR\tclusterId\"\\\n" +
 	"\x12GetClusterResponse\x12.\n" +
-	"\acluster\x18\x01 \x01(\v2\x14.spillway.v1.ClusterR\acluster\"c\n" +
+	"\acluster\x18\x01 \x01(\v2\x14.spillway.v1.ClusterR\acluster\x12\x16\n" +
+	"\x06gossip\x18\x02 \x01(\tR\x06gossip\"c\n" +
 	"\x04Pool\x12(\n" +
 	"\x04pool\x18\x01 \x01(\v2\x14.spillway.v1.PoolRefR\x04pool\x121\n" +
 	"\amembers\x18\x02 \x03(\v2\x17.spillway.v1.PoolMemberR\amembers\"\xad\x01\n" +

@@ -328,9 +328,12 @@ type PoolCapacity struct {
 	SpillTarget       string `protobuf:"bytes,15,opt,name=spill_target,json=spillTarget,proto3" json:"spill_target,omitempty"`
 	SpillTargetRegion string `protobuf:"bytes,16,opt,name=spill_target_region,json=spillTargetRegion,proto3" json:"spill_target_region,omitempty"`
 	// Requests this cluster's EPP sent to other clusters since the spoke started (monotonic).
-	SpilledTotal  uint64 `protobuf:"varint,17,opt,name=spilled_total,json=spilledTotal,proto3" json:"spilled_total,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SpilledTotal uint64 `protobuf:"varint,17,opt,name=spilled_total,json=spilledTotal,proto3" json:"spilled_total,omitempty"`
+	// The pool's endpoints whose last metrics scrape failed, by the kind of failure (refused,
+	// timeout, http_status, unparsable, connection, config): at most 8 kinds of 1..32 bytes.
+	ScrapeFailures map[string]uint32 `protobuf:"bytes,18,rep,name=scrape_failures,json=scrapeFailures,proto3" json:"scrape_failures,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PoolCapacity) Reset() {
@@ -482,6 +485,13 @@ func (x *PoolCapacity) GetSpilledTotal() uint64 {
 	return 0
 }
 
+func (x *PoolCapacity) GetScrapeFailures() map[string]uint32 {
+	if x != nil {
+		return x.ScrapeFailures
+	}
+	return nil
+}
+
 // EndpointCapacity is one endpoint's share of a PoolCapacity.
 type EndpointCapacity struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -491,8 +501,11 @@ type EndpointCapacity struct {
 	RunningRequests    uint32  `protobuf:"varint,3,opt,name=running_requests,json=runningRequests,proto3" json:"running_requests,omitempty"`
 	KvCacheUtilization float64 `protobuf:"fixed64,4,opt,name=kv_cache_utilization,json=kvCacheUtilization,proto3" json:"kv_cache_utilization,omitempty"`
 	Ready              bool    `protobuf:"varint,5,opt,name=ready,proto3" json:"ready,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The kind of the endpoint's last scrape failure (as PoolCapacity.scrape_failures counts
+	// them); empty when it succeeded. At most 32 bytes.
+	ScrapeError   string `protobuf:"bytes,6,opt,name=scrape_error,json=scrapeError,proto3" json:"scrape_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *EndpointCapacity) Reset() {
@@ -558,6 +571,13 @@ func (x *EndpointCapacity) GetReady() bool {
 		return x.Ready
 	}
 	return false
+}
+
+func (x *EndpointCapacity) GetScrapeError() string {
+	if x != nil {
+		return x.ScrapeError
+	}
+	return ""
 }
 
 // Cluster is a registered cluster as the hub knows it.
@@ -978,7 +998,7 @@ const file_spillway_v1_fleet_proto_rawDesc = "" +
 	"\x06labels\x18\x03 \x03(\v2\x1f.spillway.v1.Export.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xbf\x05\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xda\x06\n" +
 	"\fPoolCapacity\x12(\n" +
 	"\x04pool\x18\x01 \x01(\v2\x14.spillway.v1.PoolRefR\x04pool\x12'\n" +
 	"\x0fready_endpoints\x18\x02 \x01(\rR\x0ereadyEndpoints\x12'\n" +
@@ -1002,14 +1022,19 @@ const file_spillway_v1_fleet_proto_rawDesc = "" +
 	"\bspilling\x18\x0e \x01(\bR\bspilling\x12!\n" +
 	"\fspill_target\x18\x0f \x01(\tR\vspillTarget\x12.\n" +
 	"\x13spill_target_region\x18\x10 \x01(\tR\x11spillTargetRegion\x12#\n" +
-	"\rspilled_total\x18\x11 \x01(\x04R\fspilledTotal\"\xc0\x01\n" +
+	"\rspilled_total\x18\x11 \x01(\x04R\fspilledTotal\x12V\n" +
+	"\x0fscrape_failures\x18\x12 \x03(\v2-.spillway.v1.PoolCapacity.ScrapeFailuresEntryR\x0escrapeFailures\x1aA\n" +
+	"\x13ScrapeFailuresEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xe3\x01\n" +
 	"\x10EndpointCapacity\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1f\n" +
 	"\vqueue_depth\x18\x02 \x01(\rR\n" +
 	"queueDepth\x12)\n" +
 	"\x10running_requests\x18\x03 \x01(\rR\x0frunningRequests\x120\n" +
 	"\x14kv_cache_utilization\x18\x04 \x01(\x01R\x12kvCacheUtilization\x12\x14\n" +
-	"\x05ready\x18\x05 \x01(\bR\x05ready\"\xaf\x02\n" +
+	"\x05ready\x18\x05 \x01(\bR\x05ready\x12!\n" +
+	"\fscrape_error\x18\x06 \x01(\tR\vscrapeError\"\xaf\x02\n" +
 	"\aCluster\x12,\n" +
 	"\x04info\x18\x01 \x01(\v2\x18.spillway.v1.ClusterInfoR\x04info\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.spillway.v1.ClusterStateR\x05state\x12?\n" +
@@ -1062,7 +1087,7 @@ func file_spillway_v1_fleet_proto_rawDescGZIP() []byte {
 }
 
 var file_spillway_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_spillway_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_spillway_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_spillway_v1_fleet_proto_goTypes = []any{
 	(ClusterState)(0),             // 0: spillway.v1.ClusterState
 	(*ClusterInfo)(nil),           // 1: spillway.v1.ClusterInfo
@@ -1076,30 +1101,32 @@ var file_spillway_v1_fleet_proto_goTypes = []any{
 	(*RemoteCapacity)(nil),        // 9: spillway.v1.RemoteCapacity
 	(*ExplainRequest)(nil),        // 10: spillway.v1.ExplainRequest
 	nil,                           // 11: spillway.v1.Export.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
+	nil,                           // 12: spillway.v1.PoolCapacity.ScrapeFailuresEntry
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
 }
 var file_spillway_v1_fleet_proto_depIdxs = []int32{
 	2,  // 0: spillway.v1.Export.pool:type_name -> spillway.v1.PoolRef
 	11, // 1: spillway.v1.Export.labels:type_name -> spillway.v1.Export.LabelsEntry
 	2,  // 2: spillway.v1.PoolCapacity.pool:type_name -> spillway.v1.PoolRef
-	12, // 3: spillway.v1.PoolCapacity.observed_at:type_name -> google.protobuf.Timestamp
+	13, // 3: spillway.v1.PoolCapacity.observed_at:type_name -> google.protobuf.Timestamp
 	5,  // 4: spillway.v1.PoolCapacity.endpoints:type_name -> spillway.v1.EndpointCapacity
-	1,  // 5: spillway.v1.Cluster.info:type_name -> spillway.v1.ClusterInfo
-	0,  // 6: spillway.v1.Cluster.state:type_name -> spillway.v1.ClusterState
-	12, // 7: spillway.v1.Cluster.registered_at:type_name -> google.protobuf.Timestamp
-	12, // 8: spillway.v1.Cluster.last_seen:type_name -> google.protobuf.Timestamp
-	2,  // 9: spillway.v1.Import.pool:type_name -> spillway.v1.PoolRef
-	8,  // 10: spillway.v1.Import.importers:type_name -> spillway.v1.ImportStatus
-	4,  // 11: spillway.v1.RemoteCapacity.capacity:type_name -> spillway.v1.PoolCapacity
-	12, // 12: spillway.v1.RemoteCapacity.received_at:type_name -> google.protobuf.Timestamp
-	13, // 13: spillway.v1.RemoteCapacity.age:type_name -> google.protobuf.Duration
-	2,  // 14: spillway.v1.ExplainRequest.pool:type_name -> spillway.v1.PoolRef
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	12, // 5: spillway.v1.PoolCapacity.scrape_failures:type_name -> spillway.v1.PoolCapacity.ScrapeFailuresEntry
+	1,  // 6: spillway.v1.Cluster.info:type_name -> spillway.v1.ClusterInfo
+	0,  // 7: spillway.v1.Cluster.state:type_name -> spillway.v1.ClusterState
+	13, // 8: spillway.v1.Cluster.registered_at:type_name -> google.protobuf.Timestamp
+	13, // 9: spillway.v1.Cluster.last_seen:type_name -> google.protobuf.Timestamp
+	2,  // 10: spillway.v1.Import.pool:type_name -> spillway.v1.PoolRef
+	8,  // 11: spillway.v1.Import.importers:type_name -> spillway.v1.ImportStatus
+	4,  // 12: spillway.v1.RemoteCapacity.capacity:type_name -> spillway.v1.PoolCapacity
+	13, // 13: spillway.v1.RemoteCapacity.received_at:type_name -> google.protobuf.Timestamp
+	14, // 14: spillway.v1.RemoteCapacity.age:type_name -> google.protobuf.Duration
+	2,  // 15: spillway.v1.ExplainRequest.pool:type_name -> spillway.v1.PoolRef
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_spillway_v1_fleet_proto_init() }
@@ -1114,7 +1141,7 @@ func file_spillway_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spillway_v1_fleet_proto_rawDesc), len(file_spillway_v1_fleet_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
