@@ -13,14 +13,45 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"k8s.io/apimachinery/pkg/labels"
 
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
 // getOptions are the flags of get's commands.
 type getOptions struct {
-	region string
-	watch  bool
+	region   string
+	selector string
+	watch    bool
+}
+
+// matcher returns the label selector of -l (everything when it is empty).
+func (g *getOptions) matcher() (labels.Selector, error) {
+	sel, err := labels.Parse(g.selector)
+	if err != nil {
+		return nil, fmt.Errorf("-l %q: %w", g.selector, err)
+	}
+	return sel, nil
+}
+
+// noSelector refuses -l for what carries no labels.
+func noSelector(run func(name string) call, what string, g *getOptions) func(name string) call {
+	return func(name string) call {
+		if g.selector != "" {
+			return func(context.Context, pb.AdminServiceClient, io.Writer) error {
+				return fmt.Errorf("-l selects clusters (by the spoke's --cluster-labels) and pool members (by the pool's labels); %s carry no labels", what)
+			}
+		}
+		return run(name)
+	}
+}
+
+// labelText renders labels as kubectl's --show-labels does: key=value, sorted, comma-separated.
+func labelText(ls map[string]string) string {
+	if len(ls) == 0 {
+		return "<none>"
+	}
+	return labels.Set(ls).String()
 }
 
 func (o *options) getCommand() *cobra.Command {
@@ -29,12 +60,13 @@ func (o *options) getCommand() *cobra.Command {
 		Long: "List the fleet's clusters, pools, endpoints, imports and hub replicas, or one of them by name.\n" +
 			"-o wide adds columns, --no-headers drops the header, -o jsonpath=TEMPLATE picks fields of the JSON form."}
 	get.PersistentFlags().StringVar(&g.region, "region", "", "only the clusters (and pool members) of this region")
+	get.PersistentFlags().StringVarP(&g.selector, "selector", "l", "", "label selector (key=value, key!=value, key in (a,b), key, !key): clusters by their labels (the spoke's --cluster-labels), pool members and endpoints by the pool's labels in that cluster")
 	pools := o.getNamed("pools", []string{"pool"}, poolArg, "Exported pools with each member cluster's capacity", func(name string) call { return o.getPools(g, name) })
 	pools.Flags().BoolVarP(&g.watch, "watch", "w", false, "after the list, print the members that change as the hub reports them")
 	pools.RunE = func(cmd *cobra.Command, args []string) error {
 		if g.watch {
-			if len(args) > 0 || g.region != "" {
-				return errors.New("get pools -w follows every pool: give no name and no --region")
+			if len(args) > 0 || g.region != "" || g.selector != "" {
+				return errors.New("get pools -w follows every pool: give no name, no --region and no -l")
 			}
 			// The watch prints as it goes and lasts until interrupted: no --timeout.
 			o.streaming = true
@@ -47,8 +79,8 @@ func (o *options) getCommand() *cobra.Command {
 		pools,
 		o.getNamed("endpoints", []string{"endpoint", "ep"}, poolArg, "Each pool's endpoints with their load, from spokes that report them (--report-endpoints)",
 			func(name string) call { return o.getEndpoints(g, name) }),
-		o.getNamed("imports", []string{"import"}, poolArg, "Which clusters export each pool", func(name string) call { return o.getImports(name) }),
-		o.getNamed("hubs", []string{"hub"}, "", "The hub replicas and which one leads", func(string) call { return o.getHubs }),
+		o.getNamed("imports", []string{"import"}, poolArg, "Which clusters export each pool", noSelector(o.getImports, "imports", g)),
+		o.getNamed("hubs", []string{"hub"}, "", "The hub replicas and which one leads", noSelector(func(string) call { return o.getHubs }, "hub replicas", g)),
 	)
 	return get
 }
@@ -102,10 +134,14 @@ func parsePool(s string) (*pb.PoolRef, error) {
 }
 
 var clusterColumns = []column{{name: "CLUSTER"}, {name: "REGION"}, {name: "ZONE"}, {name: "STATE"}, {name: "EXPORTS"}, {name: "GATEWAY"},
-	{name: "HUB"}, {name: "LAST SEEN"}, {name: "VERSION", wide: true}, {name: "REGISTERED", wide: true}}
+	{name: "HUB"}, {name: "LAST SEEN"}, {name: "VERSION", wide: true}, {name: "REGISTERED", wide: true}, {name: "LABELS", wide: true}}
 
 func (o *options) getClusters(g *getOptions, name string) call {
 	return func(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {
+		sel, err := g.matcher()
+		if err != nil {
+			return err
+		}
 		var resp proto.Message
 		var clusters []*pb.Cluster
 		if name != "" {
@@ -119,9 +155,9 @@ func (o *options) getClusters(g *getOptions, name string) call {
 			if err != nil {
 				return err
 			}
-			if g.region != "" {
-				all.Clusters = slices.DeleteFunc(all.Clusters, func(cl *pb.Cluster) bool { return cl.GetInfo().GetRegion() != g.region })
-			}
+			all.Clusters = slices.DeleteFunc(all.Clusters, func(cl *pb.Cluster) bool {
+				return g.region != "" && cl.GetInfo().GetRegion() != g.region || !sel.Matches(labels.Set(cl.GetInfo().GetLabels()))
+			})
 			resp, clusters = all, all.GetClusters()
 		}
 		if done, err := o.structured(w, resp); done {
@@ -136,7 +172,7 @@ func (o *options) getClusters(g *getOptions, name string) call {
 			}
 			rows = append(rows, []string{i.GetClusterId(), i.GetRegion(), dash(i.GetZone()), state, strconv.Itoa(int(cl.GetExports())),
 				dash(i.GetGatewayAddress()), dash(cl.GetHubId()), o.age(cl.GetLastSeen().AsTime(), cl.GetLastSeen() != nil),
-				dash(i.GetVersion()), o.age(cl.GetRegisteredAt().AsTime(), cl.GetRegisteredAt() != nil)})
+				dash(i.GetVersion()), o.age(cl.GetRegisteredAt().AsTime(), cl.GetRegisteredAt() != nil), labelText(i.GetLabels())})
 		}
 		return o.printTable(w, clusterColumns, rows)
 	}
@@ -144,6 +180,10 @@ func (o *options) getClusters(g *getOptions, name string) call {
 
 // pools lists every pool, or the one named, with the members in g's region.
 func (o *options) pools(ctx context.Context, c pb.AdminServiceClient, g *getOptions, name string) (proto.Message, []*pb.Pool, error) {
+	sel, err := g.matcher()
+	if err != nil {
+		return nil, nil, err
+	}
 	var resp proto.Message
 	var pools []*pb.Pool
 	if name != "" {
@@ -163,17 +203,17 @@ func (o *options) pools(ctx context.Context, c pb.AdminServiceClient, g *getOpti
 		}
 		resp, pools = all, all.GetPools()
 	}
-	if g.region != "" {
-		for _, p := range pools {
-			p.Members = slices.DeleteFunc(p.Members, func(m *pb.PoolMember) bool { return m.GetRegion() != g.region })
-		}
+	for _, p := range pools {
+		p.Members = slices.DeleteFunc(p.Members, func(m *pb.PoolMember) bool {
+			return g.region != "" && m.GetRegion() != g.region || !sel.Matches(labels.Set(m.GetLabels()))
+		})
 	}
 	return resp, pools, nil
 }
 
 var poolColumns = []column{{name: "POOL"}, {name: "CLUSTER"}, {name: "REGION"}, {name: "STATE"}, {name: "READY"}, {name: "QUEUE"}, {name: "RUNNING"},
 	{name: "KV-CACHE"}, {name: "SATURATION"}, {name: "SPILL"}, {name: "LORA"}, {name: "REPORTED"},
-	{name: "ADMITTED", wide: true}, {name: "SHED", wide: true}, {name: "SPILLED", wide: true}}
+	{name: "ADMITTED", wide: true}, {name: "SHED", wide: true}, {name: "SPILLED", wide: true}, {name: "LABELS", wide: true}}
 
 func (o *options) getPools(g *getOptions, name string) call {
 	return o.poolTable(g, name, poolColumns, func(p *pb.PoolRef, m *pb.PoolMember) [][]string {
@@ -182,7 +222,7 @@ func (o *options) getPools(g *getOptions, name string) call {
 		if cp != nil {
 			totals = []string{strconv.FormatUint(cp.GetAdmittedTotal(), 10), strconv.FormatUint(cp.GetShedTotal(), 10), strconv.FormatUint(cp.GetSpilledTotal(), 10)}
 		}
-		return [][]string{append(o.poolRow(p, m), totals...)}
+		return [][]string{append(append(o.poolRow(p, m), totals...), labelText(m.GetLabels()))}
 	})
 }
 

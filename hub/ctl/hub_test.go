@@ -36,9 +36,10 @@ func fleet(t *testing.T) *hubtest.Hub {
 		{Address: "10.0.1.12:8000", Ready: false, ScrapeError: "refused"},
 	}, nil}
 	scrapeFailures := []map[string]uint32{{"refused": 1}, {"timeout": 1}}
+	poolLabels := []map[string]string{{"app": "chat"}, {"app": "chat", "canary": "true"}}
 	for i, c := range []*pb.ClusterInfo{
-		{ClusterId: "us-east-1", Region: "us-east", Zone: "us-east-1a", GatewayAddress: "10.0.1.1:80", Version: "test"},
-		{ClusterId: "eu-west-1", Region: "eu-west", GatewayAddress: "10.0.2.1:80", Version: "test"},
+		{ClusterId: "us-east-1", Region: "us-east", Zone: "us-east-1a", GatewayAddress: "10.0.1.1:80", Version: "test", Labels: map[string]string{"team": "ml", "tier": "gold"}},
+		{ClusterId: "eu-west-1", Region: "eu-west", GatewayAddress: "10.0.2.1:80", Version: "test", Labels: map[string]string{"team": "ml"}},
 	} {
 		cli := h.SyncAs(c.GetClusterId())
 		if _, err := cli.Register(ctx, &pb.RegisterRequest{Cluster: c}); err != nil {
@@ -55,7 +56,7 @@ func fleet(t *testing.T) *hubtest.Hub {
 		}
 		for _, m := range []*pb.SyncRequest{
 			{Msg: &pb.SyncRequest_Hello{Hello: &pb.Hello{ClusterId: c.GetClusterId(), SpokeIncarnation: "i"}}},
-			{Msg: &pb.SyncRequest_Exports{Exports: &pb.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []*pb.Export{{Pool: chat, TargetPorts: []uint32{8000}}}}}},
+			{Msg: &pb.SyncRequest_Exports{Exports: &pb.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []*pb.Export{{Pool: chat, TargetPorts: []uint32{8000}, Labels: poolLabels[i]}}}}},
 			{Msg: &pb.SyncRequest_Capacity{Capacity: &pb.CapacityReport{Pools: []*pb.PoolCapacity{{
 				Pool: chat, ReadyEndpoints: uint32(3 - i), TotalEndpoints: 3, QueueDepth: uint32(7 * i), RunningRequests: 8,
 				KvCacheUtilization: 0.5, Saturation: 0.4 + 0.6*float64(i), Saturated: i == 1, LoraAdapters: []string{"sql-lora"},
@@ -103,6 +104,9 @@ func TestGetGolden(t *testing.T) {
 		"pool-named":          {"get", "pool", "default/chat"},
 		"pools-region":        {"get", "pools", "--region", "eu-west"},
 		"clusters-region":     {"get", "clusters", "--region", "us-east", "--no-headers"},
+		"clusters-selector":   {"get", "clusters", "-l", "team=ml,tier in (gold,silver)"},
+		"pools-selector":      {"get", "pools", "-l", "canary", "-o", "wide"},
+		"endpoints-selector":  {"get", "endpoints", "-l", "!canary"},
 		"endpoints-named":     {"get", "endpoints", "default/chat", "--no-headers"},
 		"import-named":        {"get", "import", "default/chat"},
 		"clusters-jsonpath":   {"get", "clusters", "-o", `jsonpath={range .clusters[*]}{.info.clusterId}{" "}{.info.version}{"\n"}{end}`},
@@ -132,7 +136,9 @@ func TestGetErrors(t *testing.T) {
 		{[]string{"get", "import", "default/nothing"}, "no cluster exports pool default/nothing"},
 		{[]string{"get", "clusters", "-o", "jsonpath={.clusters[}"}, "--output \"jsonpath={.clusters[}\""},
 		{[]string{"get", "clusters", "-o", "xml"}, "want table, wide, json, yaml or jsonpath=TEMPLATE"},
-		{[]string{"get", "pools", "-w", "default/chat"}, "give no name and no --region"},
+		{[]string{"get", "pools", "-w", "default/chat"}, "give no name, no --region and no -l"},
+		{[]string{"get", "clusters", "-l", "team in ("}, `-l "team in ("`},
+		{[]string{"get", "imports", "-l", "app=chat"}, "imports carry no labels"},
 	} {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			got, err := as(t, h, hubtest.User("viewer"), tc.args...)

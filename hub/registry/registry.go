@@ -193,7 +193,7 @@ func (s *Store) RegisterCluster(ctx context.Context, info fleet.ClusterInfo, max
 		if err != nil {
 			return ClusterRecord{}, err
 		}
-		if len(resp.Kvs) == 1 && old.Info == info && len(gwOps) == 0 {
+		if len(resp.Kvs) == 1 && old.Info.Equal(info) && len(gwOps) == 0 {
 			// Registered as it is, its gateway address indexed as its own: nothing to write
 			// unless the cluster was revoked (the write then says it registered again since).
 			// A spoke registers at every connection, and a thousand reconnecting at once would

@@ -404,7 +404,7 @@ func TestUnchangedRegistrationWritesNothing(t *testing.T) {
 	if after := rev(); after != before {
 		t.Errorf("an unchanged registration moved the revision from %d to %d", before, after)
 	}
-	if again.Info != info || !again.RegisteredAt.Equal(first.RegisteredAt) {
+	if !again.Info.Equal(info) || !again.RegisteredAt.Equal(first.RegisteredAt) {
 		t.Errorf("unchanged registration answered %+v, want the record of the first", again)
 	}
 	info.Zone = "us-east-1a"
@@ -415,7 +415,7 @@ func TestUnchangedRegistrationWritesNothing(t *testing.T) {
 	if after := rev(); after == before {
 		t.Error("a changed registration was not written")
 	}
-	if changed.Info != info || !changed.RegisteredAt.Equal(first.RegisteredAt) {
+	if !changed.Info.Equal(info) || !changed.RegisteredAt.Equal(first.RegisteredAt) {
 		t.Errorf("changed registration answered %+v, want the new info and the first registration time", changed)
 	}
 }

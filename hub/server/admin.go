@@ -218,6 +218,7 @@ func poolMessage(p view.Pool) *pb.Pool {
 			ClusterId: mem.Cluster.Info.ID,
 			Region:    mem.Cluster.Info.Region,
 			State:     fleetpb.ClusterState(mem.Cluster.State),
+			Labels:    mem.Labels,
 		}
 		if mem.Capacity != nil {
 			pm.Capacity = fleetpb.RemoteCapacity(*mem.Capacity)

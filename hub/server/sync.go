@@ -38,7 +38,7 @@ func (s *Server) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Reg
 		return nil, s.fail(denied(codes.PermissionDenied, reasonClusterMismatch,
 			"certificate names cluster %s, request names %s: a cluster registers as itself only", who.id.Name, info.ID))
 	}
-	if cur, ok := s.model.Cluster(info.ID); !ok || cur.Info != info {
+	if cur, ok := s.model.Cluster(info.ID); !ok || !cur.Info.Equal(info) {
 		// A new cluster, or a changed one: the registration writes, and takes an admission
 		// slot for it (a fleet's first connection is thousands of them at once). One that
 		// changes nothing writes nothing and needs none.

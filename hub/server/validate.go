@@ -3,7 +3,9 @@ package server
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -155,6 +157,18 @@ func ValidateClusterInfo(c *pb.ClusterInfo) error {
 	errs = append(errs, checkLen("cluster.version", c.GetVersion(), maxShortString))
 	if c.GetClusterSet() != "" {
 		errs = append(errs, checkName("cluster.cluster_set", c.GetClusterSet(), 253, false))
+	}
+	if n := len(c.GetLabels()); n > maxLabels {
+		errs = append(errs, invalid("cluster.labels", "%d labels, at most %d", n, maxLabels))
+	} else {
+		for _, k := range slices.Sorted(maps.Keys(c.GetLabels())) {
+			if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
+				errs = append(errs, invalid("cluster.labels", "key %q: %s", k, strings.Join(msgs, "; ")))
+			}
+			if msgs := validation.IsValidLabelValue(c.GetLabels()[k]); len(msgs) > 0 {
+				errs = append(errs, invalid("cluster.labels", "value of %q: %s", k, strings.Join(msgs, "; ")))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -121,6 +121,8 @@ func TestValidateNamesRejects(t *testing.T) {
 		{"empty zone is fine, bad zone is not", ValidateClusterInfo(&pb.ClusterInfo{ClusterId: "a", Region: "r", Zone: "-z"}),
 			`cluster.zone: "-z": a lowercase RFC 1123 label`},
 		{"empty region", ValidateClusterInfo(&pb.ClusterInfo{ClusterId: "a"}), "cluster.region: must not be empty"},
+		{"label key", ValidateClusterInfo(&pb.ClusterInfo{ClusterId: "a", Region: "r", Labels: map[string]string{"bad key": "x"}}), `cluster.labels: key "bad key"`},
+		{"label value", ValidateClusterInfo(&pb.ClusterInfo{ClusterId: "a", Region: "r", Labels: map[string]string{"team": "-ml"}}), `cluster.labels: value of "team"`},
 		{"pool namespace", pool("Default", "chat"), `exports.upserts[0].pool.namespace: "Default": a lowercase RFC 1123 label`},
 		{"pool name", pool("default", "chat_v2"), `exports.upserts[0].pool.name: "chat_v2": a lowercase RFC 1123 subdomain`},
 	} {
@@ -130,7 +132,8 @@ func TestValidateNamesRejects(t *testing.T) {
 			}
 		})
 	}
-	if err := ValidateClusterInfo(&pb.ClusterInfo{ClusterId: "eu-west-1.example", Region: "eu-west", Zone: "eu-west-1a"}); err != nil {
+	if err := ValidateClusterInfo(&pb.ClusterInfo{ClusterId: "eu-west-1.example", Region: "eu-west", Zone: "eu-west-1a",
+		Labels: map[string]string{"team": "ml", "spillway.io/tier": "gold", "empty": ""}}); err != nil {
 		t.Fatalf("a valid registration was rejected: %v", err)
 	}
 	if err := pool("default", "chat.v2"); err != nil {

@@ -986,6 +986,8 @@ func (m *Model) importsLocked() []fleet.Import {
 type PoolMember struct {
 	Cluster  fleet.Cluster
 	Capacity *fleet.RemoteCapacity
+	// Labels are the pool's labels in the cluster (its export's).
+	Labels map[string]string
 }
 
 // Pool is one exported pool across the fleet.
@@ -1060,7 +1062,7 @@ func (m *Model) poolLocked(p fleet.PoolRef, exporting []string) Pool {
 		if c.Info.ID == "" {
 			c.Info.ID = id
 		}
-		mem := PoolMember{Cluster: c}
+		mem := PoolMember{Cluster: c, Labels: m.state.Exports[id][p].Labels}
 		if rc, ok := m.capacity[fleet.CapacityKey{ClusterID: id, Pool: p}]; ok {
 			mem.Capacity = &rc
 		}

@@ -44,6 +44,15 @@ type ClusterInfo struct {
 	GatewayAddress string `json:"gatewayAddress,omitempty"`
 	Version        string `json:"version,omitempty"`
 	ClusterSet     string `json:"clusterSet,omitempty"`
+	// Labels are the operator's labels of the cluster (the spoke's --cluster-labels), for
+	// selecting clusters (hubctl get clusters -l).
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// Equal reports whether two clusters' information is the same.
+func (c ClusterInfo) Equal(o ClusterInfo) bool {
+	return c.ID == o.ID && c.Region == o.Region && c.Zone == o.Zone && c.GatewayAddress == o.GatewayAddress &&
+		c.Version == o.Version && c.ClusterSet == o.ClusterSet && maps.Equal(c.Labels, o.Labels)
 }
 
 // Export is one pool exported by one cluster.

@@ -35,6 +35,7 @@ func ClusterInfo(c fleet.ClusterInfo) *pb.ClusterInfo {
 		GatewayAddress: c.GatewayAddress,
 		Version:        c.Version,
 		ClusterSet:     c.ClusterSet,
+		Labels:         c.Labels,
 	}
 }
 
@@ -47,6 +48,7 @@ func ClusterInfoFrom(c *pb.ClusterInfo) fleet.ClusterInfo {
 		GatewayAddress: c.GetGatewayAddress(),
 		Version:        c.GetVersion(),
 		ClusterSet:     c.GetClusterSet(),
+		Labels:         c.GetLabels(),
 	}
 }
 

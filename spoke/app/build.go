@@ -111,6 +111,7 @@ func (s *spoke) newHubClient() *hubclient.Client {
 			ID:             s.cfg.ClusterID,
 			Region:         s.cfg.Region,
 			Zone:           s.cfg.Zone,
+			Labels:         s.cfg.ClusterLabels,
 			GatewayAddress: s.cfg.GatewayAddress,
 			Version:        Version,
 			ClusterSet:     s.cfg.ClusterSet,

@@ -2,12 +2,15 @@ package app
 
 import (
 	"context"
+	"errors"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/spillway-io/spillway/pkg/capacity"
 	"github.com/spillway-io/spillway/pkg/epp"
@@ -242,5 +245,30 @@ func TestIdentifyStaticSourceKeepsTheFlags(t *testing.T) {
 	}
 	if got == cfg || got.ClusterID != "us-east-1" || got.ClusterSet != "prod" {
 		t.Errorf("identify() = %p %q %q, want a copy of %p with the flags' identity", got, got.ClusterID, got.ClusterSet, cfg)
+	}
+}
+
+// TestClusterLabelsFlag: --cluster-labels takes Kubernetes labels, and a bad one is named.
+func TestClusterLabelsFlag(t *testing.T) {
+	parse := func(value string) (*Options, error) {
+		o := NewOptions()
+		fs := pflag.NewFlagSet("spoke", pflag.ContinueOnError)
+		o.AddFlags(fs)
+		if err := fs.Parse([]string{"--region=us-east", "--epp-pool=default/chat", "--cluster-labels=" + value}); err != nil {
+			return nil, err
+		}
+		return o, errors.Join(o.identityErrors()...)
+	}
+	o, err := parse("team=ml,spillway.io/tier=gold")
+	if err != nil || len(o.ClusterLabels) != 2 || o.ClusterLabels["spillway.io/tier"] != "gold" {
+		t.Fatalf("good labels: %v, %v", o.ClusterLabels, err)
+	}
+	for value, want := range map[string]string{
+		"Bad Key=x":    `key "Bad Key"`,
+		"team=not ok!": `value of "team"`,
+	} {
+		if _, err := parse(value); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("--cluster-labels=%s: %v, want an error naming %s", value, err, want)
+		}
 	}
 }

@@ -3,9 +3,11 @@ package app
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,10 +24,12 @@ import (
 
 // Options are what the operator sets on the command line.
 type Options struct {
-	ClusterID      string
-	Region         string
-	Zone           string
-	ClusterSet     string
+	ClusterID  string
+	Region     string
+	Zone       string
+	ClusterSet string
+	// ClusterLabels are the cluster's labels in the fleet, for selecting clusters.
+	ClusterLabels  map[string]string
 	GatewayAddress string
 	HubAddress     string
 	PoolsFile      string
@@ -184,6 +188,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ClusterID, "cluster-id", o.ClusterID, "this cluster's ID in the ClusterSet (default: the ClusterProperty cluster.clusterset.k8s.io)")
 	fs.StringVar(&o.Region, "region", o.Region, "this cluster's region (required)")
 	fs.StringVar(&o.Zone, "zone", o.Zone, "this cluster's zone")
+	fs.StringToStringVar(&o.ClusterLabels, "cluster-labels", o.ClusterLabels, "labels of this cluster in the fleet (key=value,...; Kubernetes label syntax, at most 64), which hubctl get clusters -l selects on")
 	fs.StringVar(&o.ClusterSet, "cluster-set", o.ClusterSet, "the ClusterSet this cluster belongs to (default: the ClusterProperty clusterset.k8s.io)")
 	fs.StringVar(&o.GatewayAddress, "gateway-address", o.GatewayAddress, "host:port where other clusters reach this cluster's inference gateway")
 	fs.StringVar(&o.HubAddress, "hub-address", o.HubAddress, "host:port of the hub's gRPC address, or of each hub replica separated by commas, or one DNS name that resolves to every replica (a Service's); each session picks a reachable one in a random order (empty: standalone, no hub)")
@@ -251,6 +256,17 @@ func (o *Options) identityErrors() []error {
 	}
 	if o.Region == "" {
 		errs = append(errs, errors.New("--region is required"))
+	}
+	if len(o.ClusterLabels) > 64 {
+		errs = append(errs, fmt.Errorf("--cluster-labels: %d labels, at most 64", len(o.ClusterLabels)))
+	}
+	for _, k := range slices.Sorted(maps.Keys(o.ClusterLabels)) {
+		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("--cluster-labels: key %q: %s", k, strings.Join(msgs, "; ")))
+		}
+		if msgs := validation.IsValidLabelValue(o.ClusterLabels[k]); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("--cluster-labels: value of %q: %s", k, strings.Join(msgs, "; ")))
+		}
 	}
 	if o.PoolsFile == "" && o.EPPAddress != "" && o.EPPPool == "" {
 		errs = append(errs, errors.New("--epp-pool is required with the Kubernetes source (or set --epp-address to empty)"))

@@ -1524,7 +1524,9 @@ type PoolMember struct {
 	Region    string                 `protobuf:"bytes,2,opt,name=region,proto3" json:"region,omitempty"`
 	State     ClusterState           `protobuf:"varint,3,opt,name=state,proto3,enum=spillway.v1.ClusterState" json:"state,omitempty"`
 	// Absent until the cluster reports capacity for the pool.
-	Capacity      *RemoteCapacity `protobuf:"bytes,4,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	Capacity *RemoteCapacity `protobuf:"bytes,4,opt,name=capacity,proto3" json:"capacity,omitempty"`
+	// The pool's labels in this cluster (its export's).
+	Labels        map[string]string `protobuf:"bytes,5,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1583,6 +1585,13 @@ func (x *PoolMember) GetState() ClusterState {
 func (x *PoolMember) GetCapacity() *RemoteCapacity {
 	if x != nil {
 		return x.Capacity
+	}
+	return nil
+}
+
+func (x *PoolMember) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
 	}
 	return nil
 }
@@ -2088,14 +2097,18 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"\x06gossip\x18\x02 \x01(\tR\x06gossip\"c\n" +
 	"\x04Pool\x12(\n" +
 	"\x04pool\x18\x01 \x01(\v2\x14.spillway.v1.PoolRefR\x04pool\x121\n" +
-	"\amembers\x18\x02 \x03(\v2\x17.spillway.v1.PoolMemberR\amembers\"\xad\x01\n" +
+	"\amembers\x18\x02 \x03(\v2\x17.spillway.v1.PoolMemberR\amembers\"\xa5\x02\n" +
 	"\n" +
 	"PoolMember\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\x12/\n" +
 	"\x05state\x18\x03 \x01(\x0e2\x19.spillway.v1.ClusterStateR\x05state\x127\n" +
-	"\bcapacity\x18\x04 \x01(\v2\x1b.spillway.v1.RemoteCapacityR\bcapacity\"N\n" +
+	"\bcapacity\x18\x04 \x01(\v2\x1b.spillway.v1.RemoteCapacityR\bcapacity\x12;\n" +
+	"\x06labels\x18\x05 \x03(\v2#.spillway.v1.PoolMember.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"N\n" +
 	"\x10ListPoolsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -2152,7 +2165,7 @@ func file_spillway_v1_admin_proto_rawDescGZIP() []byte {
 	return file_spillway_v1_admin_proto_rawDescData
 }
 
-var file_spillway_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_spillway_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_spillway_v1_admin_proto_goTypes = []any{
 	(*IssueUserCertificateRequest)(nil),  // 0: spillway.v1.IssueUserCertificateRequest
 	(*IssueUserCertificateResponse)(nil), // 1: spillway.v1.IssueUserCertificateResponse
@@ -2191,80 +2204,82 @@ var file_spillway_v1_admin_proto_goTypes = []any{
 	(*ListImportsResponse)(nil),          // 34: spillway.v1.ListImportsResponse
 	(*WatchRequest)(nil),                 // 35: spillway.v1.WatchRequest
 	(*WatchResponse)(nil),                // 36: spillway.v1.WatchResponse
-	(*durationpb.Duration)(nil),          // 37: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),        // 38: google.protobuf.Timestamp
-	(*JoinRequestInfo)(nil),              // 39: spillway.v1.JoinRequestInfo
-	(*PoolRef)(nil),                      // 40: spillway.v1.PoolRef
-	(*Cluster)(nil),                      // 41: spillway.v1.Cluster
-	(ClusterState)(0),                    // 42: spillway.v1.ClusterState
-	(*RemoteCapacity)(nil),               // 43: spillway.v1.RemoteCapacity
-	(*Import)(nil),                       // 44: spillway.v1.Import
-	(*ViewUpdate)(nil),                   // 45: spillway.v1.ViewUpdate
-	(*ExplainRequest)(nil),               // 46: spillway.v1.ExplainRequest
+	nil,                                  // 37: spillway.v1.PoolMember.LabelsEntry
+	(*durationpb.Duration)(nil),          // 38: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),        // 39: google.protobuf.Timestamp
+	(*JoinRequestInfo)(nil),              // 40: spillway.v1.JoinRequestInfo
+	(*PoolRef)(nil),                      // 41: spillway.v1.PoolRef
+	(*Cluster)(nil),                      // 42: spillway.v1.Cluster
+	(ClusterState)(0),                    // 43: spillway.v1.ClusterState
+	(*RemoteCapacity)(nil),               // 44: spillway.v1.RemoteCapacity
+	(*Import)(nil),                       // 45: spillway.v1.Import
+	(*ViewUpdate)(nil),                   // 46: spillway.v1.ViewUpdate
+	(*ExplainRequest)(nil),               // 47: spillway.v1.ExplainRequest
 }
 var file_spillway_v1_admin_proto_depIdxs = []int32{
-	37, // 0: spillway.v1.IssueUserCertificateRequest.validity:type_name -> google.protobuf.Duration
-	37, // 1: spillway.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
-	38, // 2: spillway.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	39, // 3: spillway.v1.ListJoinRequestsResponse.requests:type_name -> spillway.v1.JoinRequestInfo
-	39, // 4: spillway.v1.ApproveClusterResponse.request:type_name -> spillway.v1.JoinRequestInfo
-	38, // 5: spillway.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
-	40, // 6: spillway.v1.ListEventsRequest.pool:type_name -> spillway.v1.PoolRef
+	38, // 0: spillway.v1.IssueUserCertificateRequest.validity:type_name -> google.protobuf.Duration
+	38, // 1: spillway.v1.CreateTokenRequest.ttl:type_name -> google.protobuf.Duration
+	39, // 2: spillway.v1.CreateTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	40, // 3: spillway.v1.ListJoinRequestsResponse.requests:type_name -> spillway.v1.JoinRequestInfo
+	40, // 4: spillway.v1.ApproveClusterResponse.request:type_name -> spillway.v1.JoinRequestInfo
+	39, // 5: spillway.v1.RevokeClusterResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	41, // 6: spillway.v1.ListEventsRequest.pool:type_name -> spillway.v1.PoolRef
 	19, // 7: spillway.v1.ListEventsResponse.events:type_name -> spillway.v1.FleetEvent
-	38, // 8: spillway.v1.FleetEvent.time:type_name -> google.protobuf.Timestamp
-	40, // 9: spillway.v1.FleetEvent.pool:type_name -> spillway.v1.PoolRef
+	39, // 8: spillway.v1.FleetEvent.time:type_name -> google.protobuf.Timestamp
+	41, // 9: spillway.v1.FleetEvent.pool:type_name -> spillway.v1.PoolRef
 	22, // 10: spillway.v1.ListHubsResponse.hubs:type_name -> spillway.v1.HubReplica
-	38, // 11: spillway.v1.HubReplica.started_at:type_name -> google.protobuf.Timestamp
-	41, // 12: spillway.v1.ListClustersResponse.clusters:type_name -> spillway.v1.Cluster
-	41, // 13: spillway.v1.GetClusterResponse.cluster:type_name -> spillway.v1.Cluster
-	40, // 14: spillway.v1.Pool.pool:type_name -> spillway.v1.PoolRef
+	39, // 11: spillway.v1.HubReplica.started_at:type_name -> google.protobuf.Timestamp
+	42, // 12: spillway.v1.ListClustersResponse.clusters:type_name -> spillway.v1.Cluster
+	42, // 13: spillway.v1.GetClusterResponse.cluster:type_name -> spillway.v1.Cluster
+	41, // 14: spillway.v1.Pool.pool:type_name -> spillway.v1.PoolRef
 	28, // 15: spillway.v1.Pool.members:type_name -> spillway.v1.PoolMember
-	42, // 16: spillway.v1.PoolMember.state:type_name -> spillway.v1.ClusterState
-	43, // 17: spillway.v1.PoolMember.capacity:type_name -> spillway.v1.RemoteCapacity
-	27, // 18: spillway.v1.ListPoolsResponse.pools:type_name -> spillway.v1.Pool
-	40, // 19: spillway.v1.GetPoolRequest.pool:type_name -> spillway.v1.PoolRef
-	27, // 20: spillway.v1.GetPoolResponse.pool:type_name -> spillway.v1.Pool
-	44, // 21: spillway.v1.ListImportsResponse.imports:type_name -> spillway.v1.Import
-	45, // 22: spillway.v1.WatchResponse.update:type_name -> spillway.v1.ViewUpdate
-	23, // 23: spillway.v1.AdminService.ListClusters:input_type -> spillway.v1.ListClustersRequest
-	25, // 24: spillway.v1.AdminService.GetCluster:input_type -> spillway.v1.GetClusterRequest
-	29, // 25: spillway.v1.AdminService.ListPools:input_type -> spillway.v1.ListPoolsRequest
-	31, // 26: spillway.v1.AdminService.GetPool:input_type -> spillway.v1.GetPoolRequest
-	33, // 27: spillway.v1.AdminService.ListImports:input_type -> spillway.v1.ListImportsRequest
-	20, // 28: spillway.v1.AdminService.ListHubs:input_type -> spillway.v1.ListHubsRequest
-	17, // 29: spillway.v1.AdminService.ListEvents:input_type -> spillway.v1.ListEventsRequest
-	46, // 30: spillway.v1.AdminService.Explain:input_type -> spillway.v1.ExplainRequest
-	35, // 31: spillway.v1.AdminService.Watch:input_type -> spillway.v1.WatchRequest
-	2,  // 32: spillway.v1.AdminService.WhoAmI:input_type -> spillway.v1.WhoAmIRequest
-	4,  // 33: spillway.v1.AdminService.CreateToken:input_type -> spillway.v1.CreateTokenRequest
-	6,  // 34: spillway.v1.AdminService.ListJoinRequests:input_type -> spillway.v1.ListJoinRequestsRequest
-	8,  // 35: spillway.v1.AdminService.ApproveCluster:input_type -> spillway.v1.ApproveClusterRequest
-	10, // 36: spillway.v1.AdminService.RevokeCluster:input_type -> spillway.v1.RevokeClusterRequest
-	12, // 37: spillway.v1.AdminService.SetCordon:input_type -> spillway.v1.SetCordonRequest
-	14, // 38: spillway.v1.AdminService.RotateHopKey:input_type -> spillway.v1.RotateHopKeyRequest
-	0,  // 39: spillway.v1.AdminService.IssueUserCertificate:input_type -> spillway.v1.IssueUserCertificateRequest
-	24, // 40: spillway.v1.AdminService.ListClusters:output_type -> spillway.v1.ListClustersResponse
-	26, // 41: spillway.v1.AdminService.GetCluster:output_type -> spillway.v1.GetClusterResponse
-	30, // 42: spillway.v1.AdminService.ListPools:output_type -> spillway.v1.ListPoolsResponse
-	32, // 43: spillway.v1.AdminService.GetPool:output_type -> spillway.v1.GetPoolResponse
-	34, // 44: spillway.v1.AdminService.ListImports:output_type -> spillway.v1.ListImportsResponse
-	21, // 45: spillway.v1.AdminService.ListHubs:output_type -> spillway.v1.ListHubsResponse
-	18, // 46: spillway.v1.AdminService.ListEvents:output_type -> spillway.v1.ListEventsResponse
-	16, // 47: spillway.v1.AdminService.Explain:output_type -> spillway.v1.ExplainResponse
-	36, // 48: spillway.v1.AdminService.Watch:output_type -> spillway.v1.WatchResponse
-	3,  // 49: spillway.v1.AdminService.WhoAmI:output_type -> spillway.v1.WhoAmIResponse
-	5,  // 50: spillway.v1.AdminService.CreateToken:output_type -> spillway.v1.CreateTokenResponse
-	7,  // 51: spillway.v1.AdminService.ListJoinRequests:output_type -> spillway.v1.ListJoinRequestsResponse
-	9,  // 52: spillway.v1.AdminService.ApproveCluster:output_type -> spillway.v1.ApproveClusterResponse
-	11, // 53: spillway.v1.AdminService.RevokeCluster:output_type -> spillway.v1.RevokeClusterResponse
-	13, // 54: spillway.v1.AdminService.SetCordon:output_type -> spillway.v1.SetCordonResponse
-	15, // 55: spillway.v1.AdminService.RotateHopKey:output_type -> spillway.v1.RotateHopKeyResponse
-	1,  // 56: spillway.v1.AdminService.IssueUserCertificate:output_type -> spillway.v1.IssueUserCertificateResponse
-	40, // [40:57] is the sub-list for method output_type
-	23, // [23:40] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	43, // 16: spillway.v1.PoolMember.state:type_name -> spillway.v1.ClusterState
+	44, // 17: spillway.v1.PoolMember.capacity:type_name -> spillway.v1.RemoteCapacity
+	37, // 18: spillway.v1.PoolMember.labels:type_name -> spillway.v1.PoolMember.LabelsEntry
+	27, // 19: spillway.v1.ListPoolsResponse.pools:type_name -> spillway.v1.Pool
+	41, // 20: spillway.v1.GetPoolRequest.pool:type_name -> spillway.v1.PoolRef
+	27, // 21: spillway.v1.GetPoolResponse.pool:type_name -> spillway.v1.Pool
+	45, // 22: spillway.v1.ListImportsResponse.imports:type_name -> spillway.v1.Import
+	46, // 23: spillway.v1.WatchResponse.update:type_name -> spillway.v1.ViewUpdate
+	23, // 24: spillway.v1.AdminService.ListClusters:input_type -> spillway.v1.ListClustersRequest
+	25, // 25: spillway.v1.AdminService.GetCluster:input_type -> spillway.v1.GetClusterRequest
+	29, // 26: spillway.v1.AdminService.ListPools:input_type -> spillway.v1.ListPoolsRequest
+	31, // 27: spillway.v1.AdminService.GetPool:input_type -> spillway.v1.GetPoolRequest
+	33, // 28: spillway.v1.AdminService.ListImports:input_type -> spillway.v1.ListImportsRequest
+	20, // 29: spillway.v1.AdminService.ListHubs:input_type -> spillway.v1.ListHubsRequest
+	17, // 30: spillway.v1.AdminService.ListEvents:input_type -> spillway.v1.ListEventsRequest
+	47, // 31: spillway.v1.AdminService.Explain:input_type -> spillway.v1.ExplainRequest
+	35, // 32: spillway.v1.AdminService.Watch:input_type -> spillway.v1.WatchRequest
+	2,  // 33: spillway.v1.AdminService.WhoAmI:input_type -> spillway.v1.WhoAmIRequest
+	4,  // 34: spillway.v1.AdminService.CreateToken:input_type -> spillway.v1.CreateTokenRequest
+	6,  // 35: spillway.v1.AdminService.ListJoinRequests:input_type -> spillway.v1.ListJoinRequestsRequest
+	8,  // 36: spillway.v1.AdminService.ApproveCluster:input_type -> spillway.v1.ApproveClusterRequest
+	10, // 37: spillway.v1.AdminService.RevokeCluster:input_type -> spillway.v1.RevokeClusterRequest
+	12, // 38: spillway.v1.AdminService.SetCordon:input_type -> spillway.v1.SetCordonRequest
+	14, // 39: spillway.v1.AdminService.RotateHopKey:input_type -> spillway.v1.RotateHopKeyRequest
+	0,  // 40: spillway.v1.AdminService.IssueUserCertificate:input_type -> spillway.v1.IssueUserCertificateRequest
+	24, // 41: spillway.v1.AdminService.ListClusters:output_type -> spillway.v1.ListClustersResponse
+	26, // 42: spillway.v1.AdminService.GetCluster:output_type -> spillway.v1.GetClusterResponse
+	30, // 43: spillway.v1.AdminService.ListPools:output_type -> spillway.v1.ListPoolsResponse
+	32, // 44: spillway.v1.AdminService.GetPool:output_type -> spillway.v1.GetPoolResponse
+	34, // 45: spillway.v1.AdminService.ListImports:output_type -> spillway.v1.ListImportsResponse
+	21, // 46: spillway.v1.AdminService.ListHubs:output_type -> spillway.v1.ListHubsResponse
+	18, // 47: spillway.v1.AdminService.ListEvents:output_type -> spillway.v1.ListEventsResponse
+	16, // 48: spillway.v1.AdminService.Explain:output_type -> spillway.v1.ExplainResponse
+	36, // 49: spillway.v1.AdminService.Watch:output_type -> spillway.v1.WatchResponse
+	3,  // 50: spillway.v1.AdminService.WhoAmI:output_type -> spillway.v1.WhoAmIResponse
+	5,  // 51: spillway.v1.AdminService.CreateToken:output_type -> spillway.v1.CreateTokenResponse
+	7,  // 52: spillway.v1.AdminService.ListJoinRequests:output_type -> spillway.v1.ListJoinRequestsResponse
+	9,  // 53: spillway.v1.AdminService.ApproveCluster:output_type -> spillway.v1.ApproveClusterResponse
+	11, // 54: spillway.v1.AdminService.RevokeCluster:output_type -> spillway.v1.RevokeClusterResponse
+	13, // 55: spillway.v1.AdminService.SetCordon:output_type -> spillway.v1.SetCordonResponse
+	15, // 56: spillway.v1.AdminService.RotateHopKey:output_type -> spillway.v1.RotateHopKeyResponse
+	1,  // 57: spillway.v1.AdminService.IssueUserCertificate:output_type -> spillway.v1.IssueUserCertificateResponse
+	41, // [41:58] is the sub-list for method output_type
+	24, // [24:41] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_spillway_v1_admin_proto_init() }
@@ -2281,7 +2296,7 @@ func file_spillway_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spillway_v1_admin_proto_rawDesc), len(file_spillway_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   37,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -96,7 +96,9 @@ type ClusterInfo struct {
 	// Spoke version, for operators. At most 64 bytes.
 	Version string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
 	// ClusterSet this cluster belongs to (KEP-2149 clusterset.k8s.io). At most 253 bytes.
-	ClusterSet    string `protobuf:"bytes,6,opt,name=cluster_set,json=clusterSet,proto3" json:"cluster_set,omitempty"`
+	ClusterSet string `protobuf:"bytes,6,opt,name=cluster_set,json=clusterSet,proto3" json:"cluster_set,omitempty"`
+	// The operator's labels of the cluster (Kubernetes label syntax), at most 64.
+	Labels        map[string]string `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -171,6 +173,13 @@ func (x *ClusterInfo) GetClusterSet() string {
 		return x.ClusterSet
 	}
 	return ""
+}
+
+func (x *ClusterInfo) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
 }
 
 // PoolRef names an InferencePool: the same namespace/name identifies one pool across the ClusterSet.
@@ -979,7 +988,7 @@ var File_spillway_v1_fleet_proto protoreflect.FileDescriptor
 
 const file_spillway_v1_fleet_proto_rawDesc = "" +
 	"\n" +
-	"\x17spillway/v1/fleet.proto\x12\vspillway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x01\n" +
+	"\x17spillway/v1/fleet.proto\x12\vspillway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb5\x02\n" +
 	"\vClusterInfo\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x12\x16\n" +
@@ -988,7 +997,11 @@ const file_spillway_v1_fleet_proto_rawDesc = "" +
 	"\x0fgateway_address\x18\x04 \x01(\tR\x0egatewayAddress\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12\x1f\n" +
 	"\vcluster_set\x18\x06 \x01(\tR\n" +
-	"clusterSet\";\n" +
+	"clusterSet\x12<\n" +
+	"\x06labels\x18\a \x03(\v2$.spillway.v1.ClusterInfo.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\";\n" +
 	"\aPoolRef\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\"\xc9\x01\n" +
@@ -1087,7 +1100,7 @@ func file_spillway_v1_fleet_proto_rawDescGZIP() []byte {
 }
 
 var file_spillway_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_spillway_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_spillway_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_spillway_v1_fleet_proto_goTypes = []any{
 	(ClusterState)(0),             // 0: spillway.v1.ClusterState
 	(*ClusterInfo)(nil),           // 1: spillway.v1.ClusterInfo
@@ -1100,33 +1113,35 @@ var file_spillway_v1_fleet_proto_goTypes = []any{
 	(*ImportStatus)(nil),          // 8: spillway.v1.ImportStatus
 	(*RemoteCapacity)(nil),        // 9: spillway.v1.RemoteCapacity
 	(*ExplainRequest)(nil),        // 10: spillway.v1.ExplainRequest
-	nil,                           // 11: spillway.v1.Export.LabelsEntry
-	nil,                           // 12: spillway.v1.PoolCapacity.ScrapeFailuresEntry
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
+	nil,                           // 11: spillway.v1.ClusterInfo.LabelsEntry
+	nil,                           // 12: spillway.v1.Export.LabelsEntry
+	nil,                           // 13: spillway.v1.PoolCapacity.ScrapeFailuresEntry
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
 }
 var file_spillway_v1_fleet_proto_depIdxs = []int32{
-	2,  // 0: spillway.v1.Export.pool:type_name -> spillway.v1.PoolRef
-	11, // 1: spillway.v1.Export.labels:type_name -> spillway.v1.Export.LabelsEntry
-	2,  // 2: spillway.v1.PoolCapacity.pool:type_name -> spillway.v1.PoolRef
-	13, // 3: spillway.v1.PoolCapacity.observed_at:type_name -> google.protobuf.Timestamp
-	5,  // 4: spillway.v1.PoolCapacity.endpoints:type_name -> spillway.v1.EndpointCapacity
-	12, // 5: spillway.v1.PoolCapacity.scrape_failures:type_name -> spillway.v1.PoolCapacity.ScrapeFailuresEntry
-	1,  // 6: spillway.v1.Cluster.info:type_name -> spillway.v1.ClusterInfo
-	0,  // 7: spillway.v1.Cluster.state:type_name -> spillway.v1.ClusterState
-	13, // 8: spillway.v1.Cluster.registered_at:type_name -> google.protobuf.Timestamp
-	13, // 9: spillway.v1.Cluster.last_seen:type_name -> google.protobuf.Timestamp
-	2,  // 10: spillway.v1.Import.pool:type_name -> spillway.v1.PoolRef
-	8,  // 11: spillway.v1.Import.importers:type_name -> spillway.v1.ImportStatus
-	4,  // 12: spillway.v1.RemoteCapacity.capacity:type_name -> spillway.v1.PoolCapacity
-	13, // 13: spillway.v1.RemoteCapacity.received_at:type_name -> google.protobuf.Timestamp
-	14, // 14: spillway.v1.RemoteCapacity.age:type_name -> google.protobuf.Duration
-	2,  // 15: spillway.v1.ExplainRequest.pool:type_name -> spillway.v1.PoolRef
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	11, // 0: spillway.v1.ClusterInfo.labels:type_name -> spillway.v1.ClusterInfo.LabelsEntry
+	2,  // 1: spillway.v1.Export.pool:type_name -> spillway.v1.PoolRef
+	12, // 2: spillway.v1.Export.labels:type_name -> spillway.v1.Export.LabelsEntry
+	2,  // 3: spillway.v1.PoolCapacity.pool:type_name -> spillway.v1.PoolRef
+	14, // 4: spillway.v1.PoolCapacity.observed_at:type_name -> google.protobuf.Timestamp
+	5,  // 5: spillway.v1.PoolCapacity.endpoints:type_name -> spillway.v1.EndpointCapacity
+	13, // 6: spillway.v1.PoolCapacity.scrape_failures:type_name -> spillway.v1.PoolCapacity.ScrapeFailuresEntry
+	1,  // 7: spillway.v1.Cluster.info:type_name -> spillway.v1.ClusterInfo
+	0,  // 8: spillway.v1.Cluster.state:type_name -> spillway.v1.ClusterState
+	14, // 9: spillway.v1.Cluster.registered_at:type_name -> google.protobuf.Timestamp
+	14, // 10: spillway.v1.Cluster.last_seen:type_name -> google.protobuf.Timestamp
+	2,  // 11: spillway.v1.Import.pool:type_name -> spillway.v1.PoolRef
+	8,  // 12: spillway.v1.Import.importers:type_name -> spillway.v1.ImportStatus
+	4,  // 13: spillway.v1.RemoteCapacity.capacity:type_name -> spillway.v1.PoolCapacity
+	14, // 14: spillway.v1.RemoteCapacity.received_at:type_name -> google.protobuf.Timestamp
+	15, // 15: spillway.v1.RemoteCapacity.age:type_name -> google.protobuf.Duration
+	2,  // 16: spillway.v1.ExplainRequest.pool:type_name -> spillway.v1.PoolRef
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_spillway_v1_fleet_proto_init() }
@@ -1141,7 +1156,7 @@ func file_spillway_v1_fleet_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spillway_v1_fleet_proto_rawDesc), len(file_spillway_v1_fleet_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
