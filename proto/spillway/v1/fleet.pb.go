@@ -339,7 +339,8 @@ type PoolCapacity struct {
 	// Requests this cluster's EPP sent to other clusters since the spoke started (monotonic).
 	SpilledTotal uint64 `protobuf:"varint,17,opt,name=spilled_total,json=spilledTotal,proto3" json:"spilled_total,omitempty"`
 	// The pool's endpoints whose last metrics scrape failed, by the kind of failure (refused,
-	// timeout, http_status, unparsable, connection, config): at most 8 kinds of 1..32 bytes.
+	// timeout, http_status, too_large, unparsable, connection, config, unknown): at most 8 kinds
+	// of 1..32 bytes.
 	ScrapeFailures map[string]uint32 `protobuf:"bytes,18,rep,name=scrape_failures,json=scrapeFailures,proto3" json:"scrape_failures,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
