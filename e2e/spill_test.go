@@ -16,6 +16,8 @@ import (
 
 	"github.com/spillway-io/spillway/e2e/localfleet"
 	"github.com/spillway-io/spillway/e2e/testkit"
+	"github.com/spillway-io/spillway/pkg/epp"
+	"github.com/spillway-io/spillway/pkg/spill"
 )
 
 // startThreeRegions starts a hub and three regions (spoke with EPP, gateway, two simulated
@@ -392,6 +394,28 @@ func TestCordonStopsSpill(t *testing.T) {
 			t.Fatalf("critical with us-west cordoned: %v", err)
 		}
 	}
+	// hubctl explain, asked of us-east's spoke through the hub, names the same destination and
+	// says why us-west is none.
+	explain := func() epp.Explanation {
+		t.Helper()
+		out, err := exec.CommandContext(ctx, filepath.Join(bins(t), "hubctl"), append(f.HubctlArgs(), "explain", east.Cluster, "--objective", "critical", "-o", "json")...).Output()
+		var got struct{ Explanation epp.Explanation }
+		if err != nil || json.Unmarshal(out, &got) != nil || got.Explanation.Spill == nil {
+			t.Fatalf("hubctl explain %s: %v\n%s", east.Cluster, err, out)
+		}
+		return got.Explanation
+	}
+	rejected := func(e epp.Explanation, cluster string) string {
+		for _, r := range e.Spill.Targets {
+			if r.Cluster == cluster {
+				return r.Rejected
+			}
+		}
+		return "absent"
+	}
+	if e := explain(); e.Outcome != "spilled" || len(e.Destination) == 0 || e.Destination[0] != eu.Gateway || rejected(e, west.Cluster) != spill.RejectedCordoned {
+		t.Fatalf("explain with us-west cordoned: outcome %s to %v, us-west %q; want spilled to %s, us-west cordoned", e.Outcome, e.Destination, rejected(e, west.Cluster), eu.Gateway)
+	}
 
 	hubctl("cordon", "cluster", eu.Cluster)
 	testkit.Eventually(t, 10*time.Second, "no target left", func() error { return targets() })
@@ -400,6 +424,9 @@ func TestCordonStopsSpill(t *testing.T) {
 	sc()
 	if err := want(got, err, 200, east.Endpoints...); err != nil {
 		t.Fatalf("critical with every other region cordoned: %v (want served, queued, in us-east)", err)
+	}
+	if e := explain(); e.Outcome != "routed" || e.Spill.Reason != string(spill.ReasonNoTarget) || rejected(e, eu.Cluster) != spill.RejectedCordoned {
+		t.Fatalf("explain with every other region cordoned: outcome %s, spill %s, eu %q; want routed here, no_target, eu cordoned", e.Outcome, e.Spill.Reason, rejected(e, eu.Cluster))
 	}
 
 	hubctl("uncordon", "region", west.Name)
