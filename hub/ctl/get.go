@@ -70,12 +70,24 @@ func (o *options) getCommand() *cobra.Command {
 			}
 			// The watch prints as it goes and lasts until interrupted: no --timeout.
 			o.streaming = true
-			return o.ask(cmd, roleViewer, o.watchPools(cmd.OutOrStdout()))
+			return o.ask(cmd, roleViewer, o.watchPools(cmd.OutOrStdout(), false))
 		}
 		return o.ask(cmd, roleViewer, o.getPools(g, firstArg(args)))
 	}
+	clusters := o.getNamed("clusters", []string{"cluster"}, "[NAME]", "Registered clusters and their liveness", func(name string) call { return o.getClusters(g, name) })
+	clusters.Flags().BoolVarP(&g.watch, "watch", "w", false, "after the list, print the clusters whose liveness changes as the hub reports them")
+	clusters.RunE = func(cmd *cobra.Command, args []string) error {
+		if g.watch {
+			if len(args) > 0 || g.region != "" || g.selector != "" {
+				return errors.New("get clusters -w follows every cluster: give no name, no --region and no -l")
+			}
+			o.streaming = true
+			return o.ask(cmd, roleViewer, o.watchPools(cmd.OutOrStdout(), true))
+		}
+		return o.ask(cmd, roleViewer, o.getClusters(g, firstArg(args)))
+	}
 	get.AddCommand(
-		o.getNamed("clusters", []string{"cluster"}, "[NAME]", "Registered clusters and their liveness", func(name string) call { return o.getClusters(g, name) }),
+		clusters,
 		pools,
 		o.getNamed("endpoints", []string{"endpoint", "ep"}, poolArg, "Each pool's endpoints with their load, from spokes that report them (--report-endpoints)",
 			func(name string) call { return o.getEndpoints(g, name) }),

@@ -13,11 +13,14 @@ import (
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
-// watchPools is `get pools -w`: the hub's Watch stream printed as pool rows, every member at
-// the first snapshot, then the members that changed as each update arrives (kubectl get -w);
-// with -o json or yaml, each update as it came. It writes to out as it goes, not to the call's
-// buffer, and runs until interrupted or the stream ends.
-func (o *options) watchPools(out io.Writer) call {
+// clustersHeader is `get clusters -w`'s header: the liveness the hub's view updates carry.
+const clustersHeader = "CLUSTER\tREGION\tZONE\tSTATE\tGATEWAY\tLAST SEEN"
+
+// watchPools is `get pools -w` (clusters false) or `get clusters -w`: the hub's Watch stream
+// printed as pool or cluster rows, every one at the first snapshot, then those that changed as
+// each update arrives (kubectl get -w); with -o json or yaml, each update as it came. It writes
+// to out as it goes, not to the call's buffer, and runs until interrupted or the stream ends.
+func (o *options) watchPools(out io.Writer, clusters bool) call {
 	return func(ctx context.Context, c pb.AdminServiceClient, _ io.Writer) error {
 		stream, err := c.Watch(ctx, &pb.WatchRequest{WithoutImportStates: true})
 		if err != nil {
@@ -59,11 +62,27 @@ func (o *options) watchPools(out io.Writer) call {
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			if !header && !o.noHeaders {
-				fmt.Fprintln(tw, poolsHeader)
+				if clusters {
+					fmt.Fprintln(tw, clustersHeader)
+				} else {
+					fmt.Fprintln(tw, poolsHeader)
+				}
 				header = true
 			}
-			for _, r := range st.apply(u) {
-				fmt.Fprintln(tw, strings.Join(o.poolRow(r.pool, r.member), "\t"))
+			rows, changed := st.apply(u)
+			if clusters {
+				for _, cl := range changed {
+					state := stateName(cl.GetState())
+					if cl.GetCordoned() {
+						state += ",Cordoned"
+					}
+					fmt.Fprintln(tw, strings.Join([]string{cl.GetClusterId(), cl.GetRegion(), dash(cl.GetZone()), state,
+						dash(cl.GetGatewayAddress()), o.age(cl.GetLastSeen().AsTime(), cl.GetLastSeen() != nil)}, "\t"))
+				}
+			} else {
+				for _, r := range rows {
+					fmt.Fprintln(tw, strings.Join(o.poolRow(r.pool, r.member), "\t"))
+				}
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -90,10 +109,10 @@ func newWatchState() *watchState {
 	return &watchState{imports: map[string]*pb.Import{}, clusters: map[string]*pb.ClusterLiveness{}, capacity: map[rowKey]*pb.RemoteCapacity{}}
 }
 
-// apply applies an update and returns the pool members it changed, sorted by pool and cluster:
-// every member for a snapshot. An update the hub marked incomplete removes nothing (a snapshot
-// so marked replaces nothing), as at a spoke.
-func (st *watchState) apply(u *pb.ViewUpdate) []poolRow {
+// apply applies an update and returns the pool members it changed, sorted by pool and cluster,
+// and the clusters whose liveness it changed, sorted: every one for a snapshot. An update the
+// hub marked incomplete removes nothing (a snapshot so marked replaces nothing), as at a spoke.
+func (st *watchState) apply(u *pb.ViewUpdate) ([]poolRow, []*pb.ClusterLiveness) {
 	if u.GetSnapshot() && !u.GetIncomplete() {
 		*st = *newWatchState()
 	}
@@ -109,6 +128,10 @@ func (st *watchState) apply(u *pb.ViewUpdate) []poolRow {
 		if !u.GetIncomplete() {
 			delete(st.imports, poolKey(p))
 		}
+	}
+	changed := slices.Clone(u.GetClusters())
+	if u.GetSnapshot() {
+		changed = nil // every cluster, below
 	}
 	for _, cl := range u.GetClusters() {
 		st.clusters[cl.GetClusterId()] = cl
@@ -137,6 +160,9 @@ func (st *watchState) apply(u *pb.ViewUpdate) []poolRow {
 		touched[k] = true
 	}
 	if u.GetSnapshot() {
+		for _, cl := range st.clusters {
+			changed = append(changed, cl)
+		}
 		for k, imp := range st.imports {
 			for _, id := range imp.GetExportingClusters() {
 				touched[rowKey{k, id}] = true
@@ -165,7 +191,8 @@ func (st *watchState) apply(u *pb.ViewUpdate) []poolRow {
 		}
 		rows = append(rows, poolRow{pool: imp.GetPool(), member: m})
 	}
-	return rows
+	slices.SortFunc(changed, func(a, b *pb.ClusterLiveness) int { return strings.Compare(a.GetClusterId(), b.GetClusterId()) })
+	return rows, changed
 }
 
 func poolKey(p *pb.PoolRef) string { return p.GetNamespace() + "/" + p.GetName() }

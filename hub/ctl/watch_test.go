@@ -114,6 +114,53 @@ func TestGetPoolsWatch(t *testing.T) {
 	}
 }
 
+// TestGetClustersWatch: `get clusters -w` prints every cluster first, then a cluster again when
+// its liveness changes (here: cordoned).
+func TestGetClustersWatch(t *testing.T) {
+	h := fleet(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var out lockedBuffer
+	cmd := NewCommand()
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs([]string{"--hub", h.AdminAddr, "--credentials-dir", h.CredentialsDir(hubtest.Admin()), "get", "clusters", "-w"})
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	row := func(cluster, state string) func() error {
+		return func() error {
+			for _, line := range strings.Split(out.String(), "\n") {
+				if f := strings.Fields(line); len(f) > 3 && f[0] == cluster && f[3] == state {
+					return nil
+				}
+			}
+			return fmt.Errorf("no %s row in state %s in:\n%s", cluster, state, out.String())
+		}
+	}
+	testkit.Eventually(t, 10*time.Second, "the watch lists both clusters", func() error {
+		if !strings.HasPrefix(out.String(), "CLUSTER ") {
+			return fmt.Errorf("no header first:\n%s", out.String())
+		}
+		if err := row("us-east-1", "Alive")(); err != nil {
+			return err
+		}
+		return row("eu-west-1", "Alive")()
+	})
+	if _, err := h.Admin().SetCordon(ctx, &pb.SetCordonRequest{ClusterId: "us-east-1", Cordoned: true}); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, "the watch prints the cordon", row("us-east-1", "Alive,Cordoned"))
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("the watch ended with %v, want nil when interrupted", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch did not end when interrupted")
+	}
+}
+
 // TestGetPoolsPages: a list longer than a page comes page by page and prints as one; the export
 // delta behind it came in two parts (1,000 upserts at most per message).
 func TestGetPoolsPages(t *testing.T) {
