@@ -327,22 +327,40 @@ func (p *Parser) value(sel selector, maxAcross bool) (float64, bool) {
 	return total, true
 }
 
-// lora reads vllm:lora_requests_info: one series per update, the value its time; the newest wins.
+// lora reads vllm:lora_requests_info: one series per update, the value its time; the newest
+// wins. Servers that stamp the time in whole seconds (and data-parallel engines, one series
+// each) leave several series with the newest value: the adapters running or waiting in any of
+// them count, once each, and the largest max_lora. Taking one of them (the first on the page)
+// would drop adapters that are loaded, and the LoRA scorer would send their requests elsewhere.
 func (p *Parser) lora(m *Metrics) {
 	f := p.family(p.spec.lora)
-	newest := -1
-	for i, s := range p.series {
-		if s.family == f && (newest < 0 || s.value > p.series[newest].value) {
-			newest = i
+	newest, found := 0.0, false
+	for _, s := range p.series {
+		if s.family == f && (!found || s.value > newest) {
+			newest, found = s.value, true
 		}
 	}
-	if newest < 0 {
+	if !found {
 		return
 	}
-	s := p.series[newest]
-	m.ActiveLoRAs = splitList(string(p.label(s, "running_lora_adapters")))
-	m.WaitingLoRAs = splitList(string(p.label(s, "waiting_lora_adapters")))
-	m.MaxLoRAs = p.labelInt(s, "max_lora")
+	for _, s := range p.series {
+		if s.family != f || s.value != newest {
+			continue
+		}
+		m.ActiveLoRAs = appendNew(m.ActiveLoRAs, splitList(string(p.label(s, "running_lora_adapters"))))
+		m.WaitingLoRAs = appendNew(m.WaitingLoRAs, splitList(string(p.label(s, "waiting_lora_adapters"))))
+		m.MaxLoRAs = max(m.MaxLoRAs, p.labelInt(s, "max_lora"))
+	}
+}
+
+// appendNew appends the names of add that dst does not hold yet.
+func appendNew(dst, add []string) []string {
+	for _, a := range add {
+		if !slices.Contains(dst, a) {
+			dst = append(dst, a)
+		}
+	}
+	return dst
 }
 
 func (p *Parser) label(s series, name string) []byte {

@@ -106,6 +106,22 @@ vllm:lora_requests_info{max_lora="4",running_lora_adapters="sql-lora,chat-lora",
 	if !slices.Equal(m.ActiveLoRAs, []string{"sql-lora", "chat-lora"}) || !slices.Equal(m.WaitingLoRAs, []string{"tools"}) || m.MaxLoRAs != 4 {
 		t.Fatalf("LoRA from the newest series = %+v", m)
 	}
+	// Times in whole seconds: three series share the newest. Every adapter of those three counts
+	// once; the older series' adapter does not.
+	whole := []byte(`vllm:num_requests_waiting{model_name="m"} 0
+vllm:num_requests_running{model_name="m"} 0
+vllm:gpu_cache_usage_perc{model_name="m"} 0.1
+vllm:lora_requests_info{max_lora="4",running_lora_adapters="old",waiting_lora_adapters=""} 1.738217335e+09
+vllm:lora_requests_info{max_lora="4",running_lora_adapters="sql-lora",waiting_lora_adapters=""} 1.738217336e+09
+vllm:lora_requests_info{max_lora="4",running_lora_adapters="sql-lora,chat-lora",waiting_lora_adapters="tools"} 1.738217336e+09
+vllm:lora_requests_info{max_lora="4",running_lora_adapters="chat-lora",waiting_lora_adapters="tools,sum"} 1.738217336e+09
+`)
+	if m, err = p.Parse(whole); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(m.ActiveLoRAs, []string{"sql-lora", "chat-lora"}) || !slices.Equal(m.WaitingLoRAs, []string{"tools", "sum"}) || m.MaxLoRAs != 4 {
+		t.Fatalf("LoRA from three series stamped in the same second = %+v, want running sql-lora, chat-lora and waiting tools, sum", m)
+	}
 
 	tp := []byte(`sglang:num_queue_reqs{model_name="m",tp_rank="0"} 6
 sglang:num_queue_reqs{model_name="m",tp_rank="1"} 6
