@@ -1,6 +1,7 @@
 package modelsim
 
 import (
+	"bytes"
 	"math"
 	"sort"
 	"strconv"
@@ -104,11 +105,20 @@ func (f *family) histo(name string, labels map[string]string, upper []float64) *
 	return h
 }
 
-// render appends the page to dst. The caller holds whatever lock guards the values.
-func (p *page) render(dst []byte) []byte {
+// render appends the page to dst; with names (a /metrics?name[]=… request, as prometheus_client
+// serves it for vLLM and SGLang), only the series whose sample name is one of them, and the
+// headers of their families (a histogram whole, when any of its samples is named). The caller
+// holds whatever lock guards the values.
+func (p *page) render(dst []byte, names map[string]bool) []byte {
 	for _, f := range p.families {
-		dst = append(dst, f.header...)
+		header := false
 		for _, s := range f.series {
+			if names != nil && !names[s.name()] && (s.hist == nil || !names[s.hist.name()+"_bucket"] && !names[s.hist.name()+"_sum"] && !names[s.hist.name()+"_count"]) {
+				continue
+			}
+			if !header {
+				dst, header = append(dst, f.header...), true
+			}
 			if s.hist == nil {
 				dst = append(dst, s.prefix...)
 				dst = strconv.AppendFloat(dst, s.value(), 'g', -1, 64)
@@ -132,4 +142,22 @@ func (p *page) render(dst []byte) []byte {
 		}
 	}
 	return dst
+}
+
+// name is a counter's or gauge's sample name; "" for a histogram.
+func (s *series) name() string {
+	if s.hist != nil {
+		return ""
+	}
+	n := s.prefix
+	if i := bytes.IndexAny(n, "{ "); i >= 0 {
+		n = n[:i]
+	}
+	return string(n)
+}
+
+// name is the histogram's family name.
+func (h *histogram) name() string {
+	n, _, _ := bytes.Cut(h.sumPre, []byte("_sum"))
+	return string(n)
 }

@@ -200,8 +200,15 @@ func newEngineMetrics(e *Engine) *engineMetrics {
 	return m
 }
 
-// serve writes the page.
-func (m *engineMetrics) serve(e *Engine, w http.ResponseWriter) {
+// serve writes the page, or only the samples that name[] query parameters name.
+func (m *engineMetrics) serve(e *Engine, w http.ResponseWriter, r *http.Request) {
+	var names map[string]bool
+	if ns := r.URL.Query()["name[]"]; len(ns) > 0 {
+		names = make(map[string]bool, len(ns))
+		for _, n := range ns {
+			names[n] = true
+		}
+	}
 	st := e.Stats()
 	e.mu.Lock()
 	running, waiting, at := strings.Join(keys(e.runLoRA), ","), strings.Join(keys(e.waitLoRA), ","), e.loraUpdate
@@ -212,7 +219,7 @@ func (m *engineMetrics) serve(e *Engine, w http.ResponseWriter) {
 	if m.loraSeries != nil {
 		m.loraSeries.prefix = m.loraPrefix()
 	}
-	m.buf = m.page.render(m.buf[:0])
+	m.buf = m.page.render(m.buf[:0], names)
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 	w.Header().Set("Content-Length", strconv.Itoa(len(m.buf)))
 	_, _ = w.Write(m.buf)

@@ -387,3 +387,49 @@ func BenchmarkMetricsPage(b *testing.B) {
 		b.SetBytes(n)
 	}
 }
+
+// TestMetricsNameFilter: the simulator honours name[] as vLLM's prometheus_client app does, and
+// the page a parser asks for with FilteredPath parses to the same metrics as the whole page.
+func TestMetricsNameFilter(t *testing.T) {
+	addr := serve(t, modelsim.DefaultConfig())
+	get := func(path string) []byte {
+		t.Helper()
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d %v", path, resp.StatusCode, err)
+		}
+		return b
+	}
+	p, _ := modelmetrics.NewParser(modelmetrics.EngineVLLM)
+	path := p.FilteredPath("/metrics")
+	whole, filtered := get("/metrics"), get(path)
+	mw, err := p.Parse(whole)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mf, err := p.Parse(filtered)
+	if err != nil {
+		t.Fatalf("filtered page %s: %v\n%s", path, err, filtered)
+	}
+	if fmt.Sprint(mw) != fmt.Sprint(mf) {
+		t.Fatalf("whole page parsed as %+v, filtered as %+v", mw, mf)
+	}
+	if len(filtered)*20 > len(whole) {
+		t.Fatalf("filtered page of %d bytes, whole page %d: want it at least 20 times smaller", len(filtered), len(whole))
+	}
+	tp := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := tp.TextToMetricFamilies(strings.NewReader(string(filtered)))
+	if err != nil {
+		t.Fatalf("filtered page is no exposition: %v", err)
+	}
+	for name := range fams {
+		if !strings.Contains(path, strings.ReplaceAll(name, ":", "%3A")) {
+			t.Errorf("filtered page holds %s, which %s does not name", name, path)
+		}
+	}
+}

@@ -33,7 +33,7 @@ func NewServer(e *Engine, address string) *Server {
 	s.mux.HandleFunc("POST /v1/chat/completions", s.chatCompletions)
 	s.mux.HandleFunc("GET /v1/models", s.models)
 	s.mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	s.mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) { e.metrics.serve(e, w) })
+	s.mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) { e.metrics.serve(e, w, r) })
 	return s
 }
 

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,6 +76,9 @@ type engineSpec struct {
 	cacheConfig    string
 	blockSizeLabel string
 	numBlocksLabel string
+	// nameFilter is true for servers whose /metrics is prometheus_client's ASGI app (vLLM's and
+	// SGLang's): it honours name[] query parameters, which restrict the page to those samples.
+	nameFilter bool
 }
 
 var specs = map[Engine]engineSpec{
@@ -87,6 +91,7 @@ var specs = map[Engine]engineSpec{
 		cacheConfig:    "vllm:cache_config_info",
 		blockSizeLabel: "block_size",
 		numBlocksLabel: "num_gpu_blocks",
+		nameFilter:     true,
 	},
 	EngineSGLang: {
 		queue:          selector{family: "sglang:num_queue_reqs"},
@@ -96,6 +101,7 @@ var specs = map[Engine]engineSpec{
 		cacheConfig:    "sglang:cache_config_info",
 		blockSizeLabel: "page_size",
 		numBlocksLabel: "num_pages",
+		nameFilter:     true,
 	},
 	EngineTRTLLMServe: {
 		queue:   selector{family: "trtllm_num_requests_waiting"},
@@ -173,6 +179,24 @@ func NewParser(e Engine) (*Parser, error) {
 		p.cachePrefix = []byte(spec.cacheConfig + "{")
 	}
 	return p, nil
+}
+
+// FilteredPath returns path with name[] query parameters for the families the parser reads,
+// for an engine whose server honours them (see engineSpec.nameFilter); else path as it is. The
+// families are gauges, whose one sample name is the family's.
+func (p *Parser) FilteredPath(path string) string {
+	if !p.spec.nameFilter {
+		return path
+	}
+	q := url.Values{}
+	for _, w := range p.wanted {
+		q.Add("name[]", string(w))
+	}
+	sep := "?"
+	if strings.Contains(path, "?") {
+		sep = "&"
+	}
+	return path + sep + q.Encode()
 }
 
 // Parse reads a page. It fails on a malformed relevant line or when the queue or KV-cache signal

@@ -1,6 +1,7 @@
 package modelmetrics
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -44,6 +45,11 @@ type ScraperOptions struct {
 	// whose scrapes fail and recover (none when nil).
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
+	// AllFamilies asks every server for its whole page. Otherwise a server that honours name[]
+	// query parameters (vLLM, SGLang: prometheus_client's ASGI app) is asked for the families
+	// routing reads only: a few hundred bytes instead of tens of kilobytes to render, send and
+	// skim, at every scrape.
+	AllFamilies bool
 }
 
 // Scraper scrapes a changing set of endpoints, each on its own loop, and keeps the latest sample
@@ -169,7 +175,11 @@ func (s *Scraper) loop(ctx context.Context, t *target) {
 		s.store(t, Sample{Err: err, Reason: ReasonConfig})
 		return
 	}
-	c := newPageConn(t.t.Address, t.t.Path)
+	path := cmp.Or(t.t.Path, "/metrics")
+	if !s.opts.AllFamilies {
+		path = p.FilteredPath(path)
+	}
+	c := newPageConn(t.t.Address, path)
 	defer c.close()
 	// A scrape in flight when ctx ends stops at once rather than at its deadline.
 	defer context.AfterFunc(ctx, c.abort)()

@@ -3,8 +3,10 @@ package modelmetrics_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -76,5 +78,56 @@ func TestScraperFollowsTargets(t *testing.T) {
 	}))
 	if smp, _ := s.Sample(sim); smp.ScrapedAt.IsZero() {
 		t.Fatal("last good scrape time lost")
+	}
+}
+
+// TestScraperAsksForTheFamiliesItReads: a vLLM or SGLang server is asked, by name[] query
+// parameters, for the families the parser reads; a server of another engine, or any with
+// AllFamilies, for its whole page at its own path.
+func TestScraperAsksForTheFamiliesItReads(t *testing.T) {
+	var mu sync.Mutex
+	asked := map[string]string{} // path → raw query
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		asked[r.URL.Path] = r.URL.RawQuery
+		mu.Unlock()
+		_, _ = w.Write([]byte("vllm:num_requests_waiting 1\nvllm:num_requests_running 1\nvllm:kv_cache_usage_perc 0.5\n" +
+			"nv_trt_llm_request_metrics{request_type=\"waiting\"} 1\nnv_trt_llm_request_metrics{request_type=\"scheduled\"} 1\n" +
+			"nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=\"fraction\"} 0.5\n"))
+	}))
+	defer srv.Close()
+	addr := srv.Listener.Addr().String()
+	triton := httptest.NewServer(srv.Config.Handler)
+	defer triton.Close()
+	query := func(all bool, targets ...modelmetrics.Target) map[string]string {
+		t.Helper()
+		mu.Lock()
+		clear(asked)
+		mu.Unlock()
+		s := modelmetrics.NewScraper(modelmetrics.ScraperOptions{Interval: 10 * time.Millisecond, AllFamilies: all})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		s.SetTargets(targets)
+		testkit.Eventually(t, 3*time.Second, "every target scraped", testkit.True(func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(asked) == len(targets)
+		}))
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(asked)
+	}
+	// A vLLM server at /metrics, a Triton one at /triton.
+	got := query(false, modelmetrics.Target{Address: addr, Engine: modelmetrics.EngineVLLM},
+		modelmetrics.Target{Address: triton.Listener.Addr().String(), Engine: modelmetrics.EngineTritonTRTLLM, Path: "/triton"})
+	want := "name%5B%5D=vllm%3Anum_requests_waiting&name%5B%5D=vllm%3Anum_requests_running&name%5B%5D=vllm%3Alora_requests_info&" +
+		"name%5B%5D=vllm%3Acache_config_info&name%5B%5D=vllm%3Akv_cache_usage_perc&name%5B%5D=vllm%3Agpu_cache_usage_perc"
+	if got["/metrics"] != want || got["/triton"] != "" {
+		t.Fatalf("queries %v: want vLLM's %q and none for Triton", got, want)
+	}
+	if got := query(true, modelmetrics.Target{Address: addr, Engine: modelmetrics.EngineVLLM}); got["/metrics"] != "" {
+		t.Fatalf("AllFamilies asked %q", got["/metrics"])
 	}
 }

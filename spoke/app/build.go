@@ -81,7 +81,7 @@ func build(cfg *Config) (*spoke, error) {
 	s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		buildinfo.Collector("spoke", buildinfo.Get()))
 	s.metrics = newMetrics(s.reg)
-	s.scraper = modelmetrics.NewScraper(modelmetrics.ScraperOptions{Interval: cfg.ScrapeInterval, Registerer: s.reg, Logger: s.log.With("component", "scraper")})
+	s.scraper = modelmetrics.NewScraper(modelmetrics.ScraperOptions{Interval: cfg.ScrapeInterval, AllFamilies: cfg.ScrapeAllFamilies, Registerer: s.reg, Logger: s.log.With("component", "scraper")})
 	if err := s.loadHubCredentials(); err != nil {
 		return s, err
 	}

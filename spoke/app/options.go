@@ -43,11 +43,13 @@ type Options struct {
 	RemoteGateways map[string]string
 	HTTPAddress    string
 	ScrapeInterval time.Duration
-	CapacityPeriod time.Duration
-	Thresholds     capacity.Thresholds
-	EPPAddress     string
-	EPPPool        string
-	EPPConfig      string
+	// ScrapeAllFamilies reads whole pages (modelmetrics.ScraperOptions.AllFamilies).
+	ScrapeAllFamilies bool
+	CapacityPeriod    time.Duration
+	Thresholds        capacity.Thresholds
+	EPPAddress        string
+	EPPPool           string
+	EPPConfig         string
 	// EPPStreamWorkers is how many goroutines serve ext_proc streams (0: one new per stream).
 	EPPStreamWorkers int
 	// EPPDrainTimeout is how long a stopping spoke lets the ext_proc streams in flight finish
@@ -201,6 +203,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.PoolsReload, "pools-reload", o.PoolsReload, "how often to check --pools-file for changes (0: never)")
 	fs.StringVar(&o.HTTPAddress, "http-address", o.HTTPAddress, "host:port of /metrics, /healthz and /readyz")
 	fs.DurationVar(&o.ScrapeInterval, "scrape-interval", o.ScrapeInterval, "how often each endpoint's /metrics is read")
+	fs.BoolVar(&o.ScrapeAllFamilies, "scrape-all-families", o.ScrapeAllFamilies, "read model servers' whole metrics pages; by default vLLM and SGLang servers are asked (name[] query parameters, which their prometheus_client pages honour) for the families routing reads only")
 	fs.DurationVar(&o.CapacityPeriod, "capacity-period", o.CapacityPeriod, "how often pool capacity is recomputed for the hub")
 	fs.IntVar(&o.Thresholds.QueueDepth, "saturation-queue-depth", o.Thresholds.QueueDepth, "waiting queue at which an endpoint has no headroom")
 	fs.Float64Var(&o.Thresholds.KVCacheUtilization, "saturation-kv-cache", o.Thresholds.KVCacheUtilization, "KV-cache use (0..1) at which an endpoint has no headroom")

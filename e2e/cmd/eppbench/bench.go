@@ -15,6 +15,7 @@ type options struct {
 	counts                             []int
 	rounds                             int
 	spillwayEnv                        []string
+	spillwayArgs                       []string
 	requests, concurrency              int
 	idle                               time.Duration
 	qualityRate                        float64

@@ -183,7 +183,7 @@ func (o options) startGIE(ctx context.Context, dir string, n int, scrape time.Du
 // startSpillway starts a standalone spoke serving a static pool of ips and waits until it has
 // every endpoint's metrics fresh and routes.
 func (o options) startSpillway(ctx context.Context, dir string, ips []string, scrape time.Duration) (*localfleet.Proc, string, error) {
-	p, err := o.startSpoke(ctx, dir, spokeAddrs{name: "spoke", extProc: spillwayExtProc, http: spillwayHTTP}, ips, scrape)
+	p, err := o.startSpoke(ctx, dir, spokeAddrs{name: "spoke", extProc: spillwayExtProc, http: spillwayHTTP}, ips, scrape, o.spillwayArgs...)
 	return p, spillwayExtProc, err
 }
 

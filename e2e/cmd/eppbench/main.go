@@ -65,6 +65,7 @@ func newCommand() *cobra.Command {
 	f.StringVar(&counts, "endpoints", "10,100,1000", "endpoint counts to measure")
 	f.IntVar(&o.rounds, "rounds", 2, "rounds per endpoint count; the EPPs take turns and each figure is the mean")
 	f.StringArrayVar(&o.spillwayEnv, "spillway-env", nil, "NAME=VALUE added to the spoke's environment (e.g. GOMAXPROCS=1); repeatable")
+	f.StringArrayVar(&o.spillwayArgs, "spillway-arg", nil, "an argument added to the measured spoke's (e.g. --scrape-all-families); repeatable")
 	f.IntVar(&o.requests, "requests", 1000, "ext_proc requests per latency run")
 	f.IntVar(&o.concurrency, "concurrency", 16, "concurrent ext_proc streams of the concurrent run")
 	f.DurationVar(&o.idle, "idle", 10*time.Second, "how long idle CPU is measured")
