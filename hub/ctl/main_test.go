@@ -17,5 +17,8 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	os.Setenv(ConfigEnv, filepath.Join(dir, "none.yaml"))
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		_ = os.RemoveAll(dir)
+		os.Exit(code)
+	}))
 }
