@@ -125,8 +125,8 @@ verify: generate ## Prove generated code is current, no binary is tracked; buf l
 	@if git rev-parse --verify -q main >/dev/null; then $(BIN)/buf breaking --against '.git#branch=main'; fi
 	@git diff --exit-code -- proto || { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- proto)" || { echo "untracked generated files in proto/"; git status --porcelain -- proto; exit 1; }
-	@git diff --exit-code -- deploy/crds/upstream e2e/apiserver/testdata deploy/testdata/cert-manager || { echo "upstream CRD copies differ from the pinned modules: run 'make generate' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- deploy/crds/upstream e2e/apiserver/testdata deploy/testdata/cert-manager)" || { echo "untracked CRD copies"; git status --porcelain -- deploy/crds/upstream e2e/apiserver/testdata deploy/testdata/cert-manager; exit 1; }
+	@git diff --exit-code -- deploy/crds/upstream deploy/charts/spillway-crds/files deploy/charts/spillway-spoke/files e2e/apiserver/testdata deploy/testdata/cert-manager || { echo "upstream CRD copies differ from the pinned modules: run 'make generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- deploy/crds/upstream deploy/charts/spillway-crds/files deploy/charts/spillway-spoke/files e2e/apiserver/testdata deploy/testdata/cert-manager)" || { echo "untracked CRD copies"; git status --porcelain -- deploy/crds/upstream deploy/charts/spillway-crds/files deploy/charts/spillway-spoke/files e2e/apiserver/testdata deploy/testdata/cert-manager; exit 1; }
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$out" || { echo "gofmt needed:"; echo "$$out"; exit 1; }
 	$(GO) mod tidy

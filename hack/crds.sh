@@ -48,3 +48,8 @@ cmdir=$(go mod download -json "github.com/cert-manager/cert-manager@$CERT_MANAGE
 mkdir -p deploy/testdata/cert-manager
 copy "$cmdir/deploy/crds/cert-manager.io_certificates.yaml" deploy/testdata/cert-manager/
 copy "$cmdir/deploy/crds/cert-manager.io_issuers.yaml" deploy/testdata/cert-manager/
+
+# The CRD chart and the spoke chart carry copies of deploy/crds and of the spoke's epp.yaml (Helm
+# reads no file outside a chart); deploy/helm_test.go checks them too.
+install -m 0644 deploy/crds/upstream/*.yaml deploy/crds/clusterproperty/*.yaml deploy/crds/spillway/*.yaml deploy/charts/spillway-crds/files/
+install -m 0644 deploy/spoke/epp.yaml deploy/charts/spillway-spoke/files/epp.yaml
