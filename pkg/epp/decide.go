@@ -51,6 +51,7 @@ func (s *Server) count(x *exchange, model, result string) {
 		return
 	}
 	s.metrics.result(x.objective, model, result)
+	s.metrics.gie.decided(s.modelLabel(x.req.Model), model, x.priority, result, len(x.body))
 }
 
 // resolveObjective maps the request's objective header, once, when the headers arrive: a known
@@ -309,7 +310,9 @@ func (s *Server) answer(x *exchange) []*extprocv3.ProcessingResponse {
 	s.count(x, x.model, resultRouted)
 	if x.explain == nil {
 		s.admitted.Add(1)
-		s.metrics.scheduling.Observe(time.Since(x.began).Seconds())
+		took := time.Since(x.began).Seconds()
+		s.metrics.scheduling.Observe(took)
+		s.metrics.gie.scheduling.Observe(took)
 	}
 	return s.forward(x, x.dest, body, len(body) != len(x.body) || x.target != x.req.Model)
 }

@@ -28,6 +28,8 @@ type metrics struct {
 	fallbacks    prometheus.Counter
 	panics       prometheus.Counter
 	hopRejected  *prometheus.CounterVec
+	// gie are GIE's names for the same measures (gie_metrics.go).
+	gie *gieMetrics
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -81,6 +83,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Hop markers (x-spillway-hop) that did not verify, by reason (malformed, unknown_key, bad_signature, wrong_destination, expired); each such request was routed as a fresh one.",
 		}, []string{labelReason}),
 	}
+	m.gie = newGIEMetrics()
 	for _, r := range hopReasons {
 		m.hopRejected.WithLabelValues(r) // every reason exists from the start, at 0
 	}

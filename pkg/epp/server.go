@@ -190,6 +190,12 @@ func New(o Options) (*Server, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	m := newMetrics(o.Registerer)
+	if o.Registerer != nil {
+		// GIE's names, beside Spillway's (gie_metrics.go).
+		o.Registerer.MustRegister(m.gie.collectors()...)
+		o.Registerer.MustRegister(newGIEPoolCollector(o.Datastore, o.Pool))
+	}
 	return &Server{
 		hopKeys:   o.HopKeys,
 		now:       o.Now,
@@ -202,7 +208,7 @@ func New(o Options) (*Server, error) {
 		ds:        o.Datastore,
 		sched:     sched,
 		log:       o.Logger.With("component", "epp", "pool", o.Pool.String()),
-		metrics:   newMetrics(o.Registerer),
+		metrics:   m,
 		known:     known,
 		retryText: strconv.Itoa(int(max(o.Settings.RetryAfter.Round(time.Second)/time.Second, 1))),
 	}, nil
@@ -233,6 +239,7 @@ type exchange struct {
 	routed      bool
 	spilled     bool
 	firstByte   time.Time
+	respBytes   int
 	usage       usageReader
 	responseEnd bool
 
@@ -325,7 +332,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err 
 			}
 			b := r.RequestBody.GetBody()
 			if len(x.body)+len(b) > s.cfg.MaxBodyBytes {
-				s.metrics.result(x.objective, "", resultTooLarge)
+				s.count(x, "", resultTooLarge)
 				return sendAll(stream, immediate(413, "request_too_large",
 					fmt.Sprintf("request body larger than %d bytes", s.cfg.MaxBodyBytes), nil))
 			}
@@ -354,6 +361,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err 
 				x.firstByte = time.Now()
 			}
 			x.usage.write(b)
+			x.respBytes += len(b)
 			if x.duplexResp {
 				out = streamedBody(b, eos, false)
 			} else {
@@ -399,10 +407,17 @@ func (s *Server) finish(x *exchange) {
 	if !x.firstByte.IsZero() {
 		s.metrics.ttft.WithLabelValues(x.objective, x.model, priorityClass(x.priority)).Observe(x.firstByte.Sub(x.start).Seconds())
 	}
+	var ttft time.Duration
+	if !x.firstByte.IsZero() {
+		ttft = x.firstByte.Sub(x.start)
+	}
+	var usage *Usage
 	if u, ok := x.usage.done(); ok {
 		s.metrics.inputTokens.WithLabelValues(x.objective, x.model).Add(float64(u.PromptTokens))
 		s.metrics.outputTokens.WithLabelValues(x.objective, x.model).Add(float64(u.CompletionTokens))
+		usage = &u
 	}
+	s.metrics.gie.finished(s.modelLabel(x.req.Model), x.model, end.Sub(x.start), ttft, x.respBytes, usage)
 }
 
 func headersContinue() *extprocv3.ProcessingResponse {

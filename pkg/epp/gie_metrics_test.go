@@ -1,0 +1,168 @@
+package epp_test
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/spillway-io/spillway/pkg/epp"
+	"github.com/spillway-io/spillway/pkg/modelmetrics"
+)
+
+// gieNames are the metrics of GIE v1.5.0's EPP that Spillway's EPP exports under the same name,
+// with their type and label names, as GIE defines them (the module's pkg/epp/metrics/metrics.go:
+// subsystems inference_objective, inference_pool, inference_extension; label sets modelLabels,
+// modelWithPriorityLabels, poolLabels).
+var gieNames = map[string]struct {
+	kind   dto.MetricType
+	labels []string
+}{
+	"inference_objective_request_total":                            {dto.MetricType_COUNTER, []string{"model_name", "priority", "target_model_name"}},
+	"inference_objective_request_error_total":                      {dto.MetricType_COUNTER, []string{"error_code", "model_name", "target_model_name"}},
+	"inference_objective_request_duration_seconds":                 {dto.MetricType_HISTOGRAM, []string{"model_name", "target_model_name"}},
+	"inference_objective_request_ttft_seconds":                     {dto.MetricType_HISTOGRAM, []string{"model_name", "target_model_name"}},
+	"inference_objective_request_sizes":                            {dto.MetricType_HISTOGRAM, []string{"model_name", "target_model_name"}},
+	"inference_objective_response_sizes":                           {dto.MetricType_HISTOGRAM, []string{"model_name", "target_model_name"}},
+	"inference_objective_input_tokens":                             {dto.MetricType_HISTOGRAM, []string{"model_name", "target_model_name"}},
+	"inference_objective_output_tokens":                            {dto.MetricType_HISTOGRAM, []string{"model_name", "target_model_name"}},
+	"inference_objective_normalized_time_per_output_token_seconds": {dto.MetricType_HISTOGRAM, []string{"model_name", "target_model_name"}},
+	"inference_objective_running_requests":                         {dto.MetricType_GAUGE, []string{"model_name"}},
+	"inference_pool_average_kv_cache_utilization":                  {dto.MetricType_GAUGE, []string{"name"}},
+	"inference_pool_average_queue_size":                            {dto.MetricType_GAUGE, []string{"name"}},
+	"inference_pool_average_running_requests":                      {dto.MetricType_GAUGE, []string{"name"}},
+	"inference_pool_ready_pods":                                    {dto.MetricType_GAUGE, []string{"name"}},
+	"inference_extension_scheduler_e2e_duration_seconds":           {dto.MetricType_HISTOGRAM, nil},
+	"inference_extension_info":                                     {dto.MetricType_GAUGE, []string{"build_ref", "commit"}},
+}
+
+// TestGIEMetricNames: after routed, shed and refused requests, every GIE metric Spillway exports
+// is there with GIE's type and label names, and the values follow the requests.
+func TestGIEMetricNames(t *testing.T) {
+	cfg := "objectives:\n- {name: batch, priority: BestEffort}\nmodels:\n- name: chat\n  targets: [{model: chat-v2, weight: 1}]\n"
+	h := start(t, cfg,
+		ep("10.0.0.1:8000", modelmetrics.Metrics{WaitingQueue: 1, Running: 2, KVCacheUsage: 0.2}),
+		ep("10.0.0.2:8000", modelmetrics.Metrics{WaitingQueue: 3, Running: 4, KVCacheUsage: 0.6}))
+	body := `{"model":"chat","prompt":"hello","max_tokens":4}`
+	for range 3 {
+		call, d, err := h.client.Request(context.Background(), hdrs("/v1/completions"), []byte(body), nil)
+		if err != nil || d.Immediate != nil {
+			t.Fatalf("routing: %v %+v", err, d)
+		}
+		if err := call.ResponseHeaders(200, http.Header{"Content-Type": {"application/json"}}, d.Destinations[0], false); err != nil {
+			t.Fatal(err)
+		}
+		if err := call.SendResponseBody([]byte(`{"choices":[{"text":"hi"}],"usage":{"prompt_tokens":5,"completion_tokens":7}}`), true); err != nil {
+			t.Fatal(err)
+		}
+		// The EPP records the response before it answers its last piece.
+		if _, eos, err := call.RecvResponseBody(nil, false); err != nil || !eos {
+			t.Fatalf("response body: end %v, %v", eos, err)
+		}
+		call.Close()
+	}
+	// Saturate the pool: the sheddable request is refused (ResourceExhausted), then a bad body.
+	h.store.mu.Lock()
+	for i := range h.store.eps {
+		h.store.eps[i].Metrics.WaitingQueue = 9
+	}
+	h.store.mu.Unlock()
+	if d := h.route(t, hdrs("/v1/completions", epp.ObjectiveHeader, "batch"), body, nil); d.Immediate == nil || d.Immediate.Status != 429 {
+		t.Fatalf("batch on a saturated pool: %+v", d)
+	}
+	if d := h.route(t, hdrs("/v1/completions"), `{"prompt":`, nil); d.Immediate == nil || d.Immediate.Status != 400 {
+		t.Fatalf("bad body: %+v", d)
+	}
+
+	fams, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]*dto.MetricFamily{}
+	for _, f := range fams {
+		got[f.GetName()] = f
+	}
+	for name, want := range gieNames {
+		f, ok := got[name]
+		if !ok {
+			t.Errorf("no %s", name)
+			continue
+		}
+		if f.GetType() != want.kind {
+			t.Errorf("%s is a %s, GIE's a %s", name, f.GetType(), want.kind)
+		}
+		for _, m := range f.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName())
+			}
+			if !slices.Equal(labels, want.labels) {
+				t.Errorf("%s has labels %v, GIE's %v", name, labels, want.labels)
+			}
+		}
+	}
+
+	value := func(name string, labels map[string]string) float64 {
+		t.Helper()
+		for _, m := range got[name].GetMetric() {
+			match := true
+			for _, l := range m.GetLabel() {
+				if v, ok := labels[l.GetName()]; ok && v != l.GetValue() {
+					match = false
+				}
+			}
+			if !match {
+				continue
+			}
+			switch {
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				return m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+		t.Fatalf("no %s%v", name, labels)
+		return 0
+	}
+	routed := map[string]string{"model_name": "chat", "target_model_name": "chat-v2"}
+	for name, want := range map[string]float64{
+		"inference_objective_request_total":            3,
+		"inference_objective_request_sizes":            3,
+		"inference_objective_request_duration_seconds": 3,
+		"inference_objective_input_tokens":             3,
+		"inference_objective_output_tokens":            3,
+		"inference_objective_running_requests":         0,
+	} {
+		if got := value(name, routed); got != want {
+			t.Errorf("%s%v = %v, want %v", name, routed, got, want)
+		}
+	}
+	if got := value("inference_objective_request_error_total", map[string]string{"error_code": "ResourceExhausted"}); got != 1 {
+		t.Errorf("ResourceExhausted errors = %v, want 1 (the shed request)", got)
+	}
+	if got := value("inference_objective_request_error_total", map[string]string{"error_code": "BadRequest"}); got != 1 {
+		t.Errorf("BadRequest errors = %v, want 1", got)
+	}
+	pool := map[string]string{"name": "chat"}
+	if got := value("inference_pool_ready_pods", pool); got != 2 {
+		t.Errorf("ready pods %v, want 2", got)
+	}
+	if got := value("inference_pool_average_kv_cache_utilization", pool); got < 0.399 || got > 0.401 {
+		t.Errorf("average KV-cache %v, want 0.4", got)
+	}
+	if got := value("inference_pool_average_running_requests", pool); got != 3 {
+		t.Errorf("average running %v, want 3", got)
+	}
+	if got := value("inference_pool_average_queue_size", pool); got != 9 {
+		t.Errorf("average queue %v, want 9", got)
+	}
+	// Spillway's own names stay, beside GIE's.
+	if _, ok := got["spillway_epp_requests_total"]; !ok || !strings.HasPrefix(got["inference_extension_info"].GetHelp(), "GIE's name") {
+		t.Error("Spillway's own metrics or the help texts are missing")
+	}
+}
