@@ -23,6 +23,7 @@ import (
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
 	"github.com/spillway-io/spillway/pkg/spill"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+	"github.com/spillway-io/spillway/spoke/app"
 	"github.com/spillway-io/spillway/spoke/hubclient"
 )
 
@@ -89,21 +90,8 @@ func explainingSpoke(t *testing.T, h *hubtest.Hub) (*epp.Server, *spill.Decider,
 	client := hubclient.New(hubclient.Options{
 		Cluster:    spfleet.ClusterInfo{ID: "us-west-1", Region: "us-west", GatewayAddress: "10.0.3.1:80", Version: "test"},
 		HubAddress: h.Addr, TLS: h.ClientTLS(hubtest.Cluster("us-west-1")), MinBackoff: 50 * time.Millisecond, MaxBackoff: 300 * time.Millisecond,
-		Explain: func(req *pb.ExplainRequest) ([]byte, error) {
-			if req.GetPool() != nil && (req.GetPool().GetNamespace() != chatPool.Namespace || req.GetPool().GetName() != chatPool.Name) {
-				return nil, errors.New("this spoke's EPP serves pool default/chat")
-			}
-			r := epp.ExplainRequest{Objective: req.GetObjective(), Model: req.GetModel(), Prompt: req.GetPrompt()}
-			if req.Priority != nil {
-				p := int(req.GetPriority())
-				r.Priority = &p
-			}
-			e, err := srv.Explain(r)
-			if err != nil {
-				return nil, err
-			}
-			return json.Marshal(e)
-		},
+		// As spoke/app wires it.
+		Explain: func(req *pb.ExplainRequest) ([]byte, error) { return app.Explain(srv, chatPool, req) },
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

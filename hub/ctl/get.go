@@ -2,7 +2,6 @@ package ctl
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -61,40 +60,43 @@ func (o *options) getCommand() *cobra.Command {
 			"-o wide adds columns, --no-headers drops the header, -o jsonpath=TEMPLATE picks fields of the JSON form."}
 	get.PersistentFlags().StringVar(&g.region, "region", "", "only the clusters (and pool members) of this region")
 	get.PersistentFlags().StringVarP(&g.selector, "selector", "l", "", "label selector (key=value, key!=value, key in (a,b), key, !key): clusters by their labels (the spoke's --cluster-labels), pool members and endpoints by the pool's labels in that cluster")
-	pools := o.getNamed("pools", []string{"pool"}, poolArg, "Exported pools with each member cluster's capacity", func(name string) call { return o.getPools(g, name) })
-	pools.Flags().BoolVarP(&g.watch, "watch", "w", false, "after the list, print the members that change as the hub reports them")
-	pools.RunE = func(cmd *cobra.Command, args []string) error {
-		if g.watch {
-			if len(args) > 0 || g.region != "" || g.selector != "" {
-				return errors.New("get pools -w follows every pool: give no name, no --region and no -l")
-			}
-			// The watch prints as it goes and lasts until interrupted: no --timeout.
-			o.streaming = true
-			return o.ask(cmd, roleViewer, o.watchPools(cmd.OutOrStdout(), false))
-		}
-		return o.ask(cmd, roleViewer, o.getPools(g, firstArg(args)))
+	list := func(get func(*getOptions, string) call) func(string) call {
+		return func(name string) call { return get(g, name) }
 	}
-	clusters := o.getNamed("clusters", []string{"cluster"}, "[NAME]", "Registered clusters and their liveness", func(name string) call { return o.getClusters(g, name) })
-	clusters.Flags().BoolVarP(&g.watch, "watch", "w", false, "after the list, print the clusters whose liveness changes as the hub reports them")
-	clusters.RunE = func(cmd *cobra.Command, args []string) error {
-		if g.watch {
-			if len(args) > 0 || g.region != "" || g.selector != "" {
-				return errors.New("get clusters -w follows every cluster: give no name, no --region and no -l")
-			}
-			o.streaming = true
-			return o.ask(cmd, roleViewer, o.watchPools(cmd.OutOrStdout(), true))
-		}
-		return o.ask(cmd, roleViewer, o.getClusters(g, firstArg(args)))
-	}
+	pools := o.getNamed("pools", []string{"pool"}, poolArg, "Exported pools with each member cluster's capacity", list(o.getPools))
+	o.watchable(pools, g, false, "after the list, print the members that change as the hub reports them", list(o.getPools))
+	clusters := o.getNamed("clusters", []string{"cluster"}, "[NAME]", "Registered clusters and their liveness", list(o.getClusters))
+	o.watchable(clusters, g, true, "after the list, print the clusters whose liveness changes as the hub reports them", list(o.getClusters))
 	get.AddCommand(
 		clusters,
 		pools,
 		o.getNamed("endpoints", []string{"endpoint", "ep"}, poolArg, "Each pool's endpoints with their load, from spokes that report them (--report-endpoints)",
-			func(name string) call { return o.getEndpoints(g, name) }),
+			list(o.getEndpoints)),
 		o.getNamed("imports", []string{"import"}, poolArg, "Which clusters export each pool", noSelector(o.getImports, "imports", g)),
 		o.getNamed("hubs", []string{"hub"}, "", "The hub replicas and which one leads", noSelector(func(string) call { return o.getHubs }, "hub replicas", g)),
 	)
 	return get
+}
+
+// watchable gives a get command -w: after the list, the hub's Watch stream printed as rows of
+// pool members or of clusters as they change.
+func (o *options) watchable(cmd *cobra.Command, g *getOptions, clusters bool, help string, list func(name string) call) {
+	what := "pool"
+	if clusters {
+		what = "cluster"
+	}
+	cmd.Flags().BoolVarP(&g.watch, "watch", "w", false, help)
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if !g.watch {
+			return o.ask(cmd, roleViewer, list(firstArg(args)))
+		}
+		if len(args) > 0 || g.region != "" || g.selector != "" {
+			return fmt.Errorf("get %ss -w follows every %s: give no name, no --region and no -l", what, what)
+		}
+		// The watch prints as it goes and lasts until interrupted: no --timeout.
+		o.streaming = true
+		return o.ask(cmd, roleViewer, o.watchPools(cmd.OutOrStdout(), clusters))
+	}
 }
 
 // poolArg is the argument of get's commands that take a pool.

@@ -58,15 +58,8 @@ func syncAs(t *testing.T, h *hubtest.Hub, info *pb.ClusterInfo, msgs ...*pb.Sync
 // the hub reports them, until interrupted.
 func TestGetPoolsWatch(t *testing.T) {
 	h := fleet(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out lockedBuffer
-	cmd := NewCommand()
-	cmd.SetOut(&out)
-	cmd.SetErr(&out)
-	cmd.SetArgs([]string{"--hub", h.AdminAddr, "--credentials-dir", h.CredentialsDir(hubtest.Admin()), "--timeout", "1ms", "get", "pools", "-w"})
-	done := make(chan error, 1)
-	go func() { done <- cmd.ExecuteContext(ctx) }()
+	// --timeout is far shorter than the test: a watch has none.
+	out, stop := startWatch(t, h, "--timeout", "1ms", "get", "pools", "-w")
 
 	rowOf := func(cluster string) func() error {
 		return func() error {
@@ -103,14 +96,33 @@ func TestGetPoolsWatch(t *testing.T) {
 	if n := strings.Count(out.String(), "POOL "); n != 1 {
 		t.Errorf("%d headers, want one", n)
 	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("the watch ended with %v, want nil when interrupted", err)
+	stop()
+}
+
+// startWatch runs hubctl with args (a watch) as the admin until stop, which interrupts it and
+// fails the test unless it then ends, without error.
+func startWatch(t *testing.T, h *hubtest.Hub, args ...string) (out *lockedBuffer, stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	out = &lockedBuffer{}
+	cmd := NewCommand()
+	cmd.SetOut(out)
+	cmd.SetErr(out)
+	cmd.SetArgs(append([]string{"--hub", h.AdminAddr, "--credentials-dir", h.CredentialsDir(hubtest.Admin())}, args...))
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	return out, func() {
+		t.Helper()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("the watch ended with %v, want nil when interrupted", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the watch did not end when interrupted")
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the watch did not end when interrupted")
 	}
 }
 
@@ -118,15 +130,7 @@ func TestGetPoolsWatch(t *testing.T) {
 // its liveness changes (here: cordoned).
 func TestGetClustersWatch(t *testing.T) {
 	h := fleet(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var out lockedBuffer
-	cmd := NewCommand()
-	cmd.SetOut(&out)
-	cmd.SetErr(&out)
-	cmd.SetArgs([]string{"--hub", h.AdminAddr, "--credentials-dir", h.CredentialsDir(hubtest.Admin()), "get", "clusters", "-w"})
-	done := make(chan error, 1)
-	go func() { done <- cmd.ExecuteContext(ctx) }()
+	out, stop := startWatch(t, h, "get", "clusters", "-w")
 	row := func(cluster, state string) func() error {
 		return func() error {
 			for _, line := range strings.Split(out.String(), "\n") {
@@ -146,19 +150,11 @@ func TestGetClustersWatch(t *testing.T) {
 		}
 		return row("eu-west-1", "Alive")()
 	})
-	if _, err := h.Admin().SetCordon(ctx, &pb.SetCordonRequest{ClusterId: "us-east-1", Cordoned: true}); err != nil {
+	if _, err := h.Admin().SetCordon(context.Background(), &pb.SetCordonRequest{ClusterId: "us-east-1", Cordoned: true}); err != nil {
 		t.Fatal(err)
 	}
 	testkit.Eventually(t, 10*time.Second, "the watch prints the cordon", row("us-east-1", "Alive,Cordoned"))
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("the watch ended with %v, want nil when interrupted", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the watch did not end when interrupted")
-	}
+	stop()
 }
 
 // TestGetPoolsPages: a list longer than a page comes page by page and prints as one; the export

@@ -265,9 +265,15 @@ func (s *spoke) explain(req *pb.ExplainRequest) ([]byte, error) {
 	if s.picker == nil {
 		return nil, errors.New("this spoke runs no EPP (--epp-address is empty)")
 	}
+	return Explain(s.picker, s.cfg.EPPPoolRef, req)
+}
+
+// Explain answers an explain query with the JSON of the explanation of picker, the EPP of pool:
+// what a spoke sends back to the hub.
+func Explain(picker *epp.Server, pool fleet.PoolRef, req *pb.ExplainRequest) ([]byte, error) {
 	if p := req.GetPool(); p != nil {
-		if ref := fleetpb.PoolRefFrom(p); ref != s.cfg.EPPPoolRef {
-			return nil, fmt.Errorf("this spoke's EPP serves pool %s, not %s", s.cfg.EPPPoolRef, ref)
+		if ref := fleetpb.PoolRefFrom(p); ref != pool {
+			return nil, fmt.Errorf("this spoke's EPP serves pool %s, not %s", pool, ref)
 		}
 	}
 	r := epp.ExplainRequest{Objective: req.GetObjective(), Model: req.GetModel(), Prompt: req.GetPrompt()}
@@ -275,7 +281,7 @@ func (s *spoke) explain(req *pb.ExplainRequest) ([]byte, error) {
 		p := int(req.GetPriority())
 		r.Priority = &p
 	}
-	e, err := s.picker.Explain(r)
+	e, err := picker.Explain(r)
 	if err != nil {
 		return nil, err
 	}
