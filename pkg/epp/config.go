@@ -122,8 +122,10 @@ type ModelTarget struct {
 
 // Settings is the validated configuration.
 type Settings struct {
-	// ThresholdsSet is true when the file set the saturation section.
+	// ThresholdsSet is true when the file set the saturation section; WeightsSet when it set
+	// the scorers.
 	ThresholdsSet   bool
+	WeightsSet      bool
 	Weights         map[string]float64
 	Fallbacks       int
 	Thresholds      capacity.Thresholds
@@ -161,7 +163,7 @@ func ParseConfig(data []byte) (Settings, error) {
 	}
 	var errs []error
 	if f.Scorers != nil {
-		s.Weights = f.Scorers
+		s.Weights, s.WeightsSet = f.Scorers, true
 	}
 	if _, err := scheduler.New(scheduler.Options{Weights: s.Weights}); err != nil {
 		errs = append(errs, fmt.Errorf("scorers: %w", err))

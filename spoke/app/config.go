@@ -66,6 +66,9 @@ func (o *Options) Config() (*Config, error) {
 	}
 	settings, err := readEPPConfig(o.EPPConfig)
 	if err == nil {
+		err = o.readGIEConfig(&settings)
+	}
+	if err == nil {
 		err = cfg.completeEPP(settings, pools)
 	}
 	if err != nil {
@@ -88,6 +91,30 @@ func readEPPConfig(path string) (epp.Settings, error) {
 		return epp.Settings{}, fmt.Errorf("--epp-config %s: %w", path, err)
 	}
 	return settings, nil
+}
+
+// readGIEConfig takes the scorer weights of GIE's EndpointPickerConfig (--config-file or
+// --config-text, GIE's EPP flags) into settings; --epp-config may not set them too.
+func (o *Options) readGIEConfig(settings *epp.Settings) error {
+	flag, data := "--config-text", []byte(o.GIEConfigText)
+	if o.GIEConfigFile != "" {
+		flag = "--config-file " + o.GIEConfigFile
+		var err error
+		if data, err = os.ReadFile(o.GIEConfigFile); err != nil {
+			return fmt.Errorf("--config-file: %w", err)
+		}
+	} else if o.GIEConfigText == "" {
+		return nil
+	}
+	if settings.WeightsSet {
+		return fmt.Errorf("%s and --epp-config both set the scorers: keep one", flag)
+	}
+	w, err := epp.ParseGIEConfig(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", flag, err)
+	}
+	settings.Weights, settings.WeightsSet = w, true
+	return nil
 }
 
 // completeEPP settles the EPP's configuration: one saturation definition for admission and

@@ -272,3 +272,54 @@ func TestClusterLabelsFlag(t *testing.T) {
 		}
 	}
 }
+
+// TestGIEFlags: GIE's EPP flags name the pool and give the scorers, as a GIE install passes them
+// to the image it runs; what conflicts or is not implemented is refused, naming it.
+func TestGIEFlags(t *testing.T) {
+	parse := func(args ...string) (*Options, error) {
+		o := NewOptions()
+		fs := pflag.NewFlagSet("spoke", pflag.ContinueOnError)
+		o.AddFlags(fs)
+		if err := fs.Parse(append([]string{"--region=us-east"}, args...)); err != nil {
+			return nil, err
+		}
+		if err := o.Complete(); err != nil {
+			return nil, err
+		}
+		return o, errors.Join(o.identityErrors()...)
+	}
+	gie := "../../pkg/epp/testdata/gie-v1.5.0-default-plugins.yaml"
+	o, err := parse("--pool-name=chat", "--pool-namespace=llm", "--pool-group=inference.networking.k8s.io", "--config-file="+gie)
+	if err != nil || o.EPPPool != "llm/chat" {
+		t.Fatalf("GIE's flags: pool %q, %v", o.EPPPool, err)
+	}
+	settings := epp.DefaultSettings()
+	if err := o.readGIEConfig(&settings); err != nil || settings.Weights["prefix-cache-scorer"] != 3 || len(settings.Weights) != 3 {
+		t.Fatalf("weights from GIE's default configuration: %v, %v", settings.Weights, err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--pool-name=chat", "--epp-pool=llm/code"}, "--pool-name names default/chat, --epp-pool llm/code"},
+		{[]string{"--epp-pool=llm/chat", "--pool-group=inference.networking.x-k8s.io"}, `--pool-group "inference.networking.x-k8s.io"`},
+		{[]string{"--epp-pool=llm/chat", "--config-file=" + gie, "--config-text=x"}, "give one"},
+	} {
+		if _, err := parse(tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error saying %q", tc.args, err, tc.want)
+		}
+	}
+	o, _ = parse("--epp-pool=llm/chat", "--config-text=apiVersion: inference.networking.x-k8s.io/v1alpha1\nkind: EndpointPickerConfig\nplugins: [{type: prefill-filter}]\nschedulingProfiles: [{name: d, plugins: []}]\n")
+	settings = epp.DefaultSettings()
+	if err := o.readGIEConfig(&settings); err == nil || !strings.Contains(err.Error(), "prefill-filter") {
+		t.Errorf("an unknown plugin: %v", err)
+	}
+	settings, err = epp.ParseConfig([]byte("scorers: {queue-scorer: 1}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, _ = parse("--epp-pool=llm/chat", "--config-file="+gie)
+	if err := o.readGIEConfig(&settings); err == nil || !strings.Contains(err.Error(), "both set the scorers") {
+		t.Errorf("scorers in both files: %v", err)
+	}
+}

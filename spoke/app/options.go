@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -28,6 +29,11 @@ type Options struct {
 	Region     string
 	Zone       string
 	ClusterSet string
+	// GIE's EPP flags, for a GIE install that swaps its EPP image for the spoke's: the pool
+	// (--pool-name, --pool-namespace, --pool-group: --epp-pool) and the EndpointPickerConfig
+	// (--config-file or --config-text: the scorers and weights).
+	PoolName, PoolNamespace, PoolGroup string
+	GIEConfigFile, GIEConfigText       string
 	// ClusterLabels are the cluster's labels in the fleet, for selecting clusters.
 	ClusterLabels  map[string]string
 	GatewayAddress string
@@ -211,6 +217,11 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.EPPAddress, "epp-address", o.EPPAddress, "host:port of the Endpoint Picker's ext_proc gRPC service (empty: no EPP)")
 	fs.StringVar(&o.EPPPool, "epp-pool", o.EPPPool, "namespace/name of the local pool the EPP serves (default: the first pool of the source)")
 	fs.StringVar(&o.EPPConfig, "epp-config", o.EPPConfig, "YAML file of the EPP's scorers, objectives and model routing (see docs/epp.md)")
+	fs.StringVar(&o.PoolName, "pool-name", o.PoolName, "GIE's flag: name of the InferencePool the EPP serves (with --pool-namespace, instead of --epp-pool)")
+	fs.StringVar(&o.PoolNamespace, "pool-namespace", o.PoolNamespace, "GIE's flag: namespace of --pool-name (default: $POD_NAMESPACE, else default)")
+	fs.StringVar(&o.PoolGroup, "pool-group", o.PoolGroup, "GIE's flag: API group of the pool; only inference.networking.k8s.io")
+	fs.StringVar(&o.GIEConfigFile, "config-file", o.GIEConfigFile, "GIE's flag: an EndpointPickerConfig file whose scheduling profile's scorers and weights the EPP takes (docs/epp.md)")
+	fs.StringVar(&o.GIEConfigText, "config-text", o.GIEConfigText, "GIE's flag: the EndpointPickerConfig as text, instead of --config-file")
 	fs.IntVar(&o.EPPStreamWorkers, "epp-stream-workers", o.EPPStreamWorkers, "goroutines kept to serve ext_proc streams, so that a request neither starts one nor grows its stack (0: a new goroutine per stream)")
 	fs.DurationVar(&o.EPPDrainTimeout, "epp-drain-timeout", o.EPPDrainTimeout, "how long a stopping spoke lets the requests in flight through its EPP finish (their responses stream through it) before it cuts them; keep it below the Pod's terminationGracePeriodSeconds")
 	fs.BoolVar(&o.Spill, "spill", o.Spill, "send eligible requests to other clusters when the local pool is saturated or empty (federated routing; needs --hub-address)")
@@ -229,6 +240,10 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 // follow from files (the EPP pool, the EPP configuration's thresholds) are settled by Config,
 // and the cluster's identity from its ClusterProperty objects by Run.
 func (o *Options) Complete() error {
+	if o.PoolName != "" && o.EPPPool == "" {
+		ns := cmp.Or(o.PoolNamespace, os.Getenv("POD_NAMESPACE"), "default")
+		o.EPPPool = ns + "/" + o.PoolName
+	}
 	if o.HubAddress == "" || o.EPPAddress == "" {
 		o.Spill = false
 	}
@@ -270,6 +285,18 @@ func (o *Options) identityErrors() []error {
 		if msgs := validation.IsValidLabelValue(o.ClusterLabels[k]); len(msgs) > 0 {
 			errs = append(errs, fmt.Errorf("--cluster-labels: value of %q: %s", k, strings.Join(msgs, "; ")))
 		}
+	}
+	if o.PoolName != "" {
+		ns := cmp.Or(o.PoolNamespace, os.Getenv("POD_NAMESPACE"), "default")
+		if o.EPPPool != ns+"/"+o.PoolName {
+			errs = append(errs, fmt.Errorf("--pool-name names %s/%s, --epp-pool %s: give one", ns, o.PoolName, o.EPPPool))
+		}
+	}
+	if o.PoolGroup != "" && o.PoolGroup != "inference.networking.k8s.io" {
+		errs = append(errs, fmt.Errorf("--pool-group %q: the EPP serves InferencePools of inference.networking.k8s.io (v1)", o.PoolGroup))
+	}
+	if o.GIEConfigFile != "" && o.GIEConfigText != "" {
+		errs = append(errs, errors.New("--config-file and --config-text: give one"))
 	}
 	if o.PoolsFile == "" && o.EPPAddress != "" && o.EPPPool == "" {
 		errs = append(errs, errors.New("--epp-pool is required with the Kubernetes source (or set --epp-address to empty)"))
