@@ -64,15 +64,19 @@ func (o *options) getCommand() *cobra.Command {
 		return func(name string) call { return get(g, name) }
 	}
 	pools := o.getNamed("pools", []string{"pool"}, poolArg, "Exported pools with each member cluster's capacity", list(o.getPools))
-	o.watchable(pools, g, false, "after the list, print the members that change as the hub reports them", list(o.getPools))
+	o.watchable(pools, g, watchPools, "after the list, print the members that change as the hub reports them", list(o.getPools))
 	clusters := o.getNamed("clusters", []string{"cluster"}, "[NAME]", "Registered clusters and their liveness", list(o.getClusters))
-	o.watchable(clusters, g, true, "after the list, print the clusters whose liveness changes as the hub reports them", list(o.getClusters))
+	o.watchable(clusters, g, watchClusters, "after the list, print the clusters whose liveness changes as the hub reports them", list(o.getClusters))
+	endpoints := o.getNamed("endpoints", []string{"endpoint", "ep"}, poolArg, "Each pool's endpoints with their load, from spokes that report them (--report-endpoints)",
+		list(o.getEndpoints))
+	o.watchable(endpoints, g, watchEndpoints, "after the list, print the endpoints of the members whose report changes", list(o.getEndpoints))
+	imports := o.getNamed("imports", []string{"import"}, poolArg, "Which clusters export each pool", noSelector(o.getImports, "imports", g))
+	o.watchable(imports, g, watchImports, "after the list, print the pools whose exporting clusters change", noSelector(o.getImports, "imports", g))
 	get.AddCommand(
 		clusters,
 		pools,
-		o.getNamed("endpoints", []string{"endpoint", "ep"}, poolArg, "Each pool's endpoints with their load, from spokes that report them (--report-endpoints)",
-			list(o.getEndpoints)),
-		o.getNamed("imports", []string{"import"}, poolArg, "Which clusters export each pool", noSelector(o.getImports, "imports", g)),
+		endpoints,
+		imports,
 		o.getNamed("hubs", []string{"hub"}, "", "The hub replicas and which one leads", noSelector(func(string) call { return o.getHubs }, "hub replicas", g)),
 	)
 	return get
@@ -80,22 +84,18 @@ func (o *options) getCommand() *cobra.Command {
 
 // watchable gives a get command -w: after the list, the hub's Watch stream printed as rows of
 // pool members or of clusters as they change.
-func (o *options) watchable(cmd *cobra.Command, g *getOptions, clusters bool, help string, list func(name string) call) {
-	what := "pool"
-	if clusters {
-		what = "cluster"
-	}
+func (o *options) watchable(cmd *cobra.Command, g *getOptions, kind watchKind, help string, list func(name string) call) {
 	cmd.Flags().BoolVarP(&g.watch, "watch", "w", false, help)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		if !g.watch {
 			return o.ask(cmd, roleViewer, list(firstArg(args)))
 		}
 		if len(args) > 0 || g.region != "" || g.selector != "" {
-			return fmt.Errorf("get %ss -w follows every %s: give no name, no --region and no -l", what, what)
+			return fmt.Errorf("get %s -w follows every one: give no name, no --region and no -l", kind)
 		}
 		// The watch prints as it goes and lasts until interrupted: no --timeout.
 		o.streaming = true
-		return o.ask(cmd, roleViewer, o.watchPools(cmd.OutOrStdout(), clusters))
+		return o.ask(cmd, roleViewer, o.watch(cmd.OutOrStdout(), kind))
 	}
 }
 
@@ -244,22 +244,30 @@ var endpointColumns = []column{{name: "POOL"}, {name: "CLUSTER"}, {name: "REGION
 	{name: "RUNNING"}, {name: "KV-CACHE"}, {name: "REPORTED", wide: true}}
 
 func (o *options) getEndpoints(g *getOptions, name string) call {
-	return o.poolTable(g, name, endpointColumns, func(p *pb.PoolRef, m *pb.PoolMember) [][]string {
-		var rows [][]string
-		for _, e := range m.GetCapacity().GetCapacity().GetEndpoints() {
-			ready := "no"
-			switch {
-			case e.GetReady():
-				ready = "yes"
-			case e.GetScrapeError() != "":
-				ready = "no (scrape: " + e.GetScrapeError() + ")"
-			}
-			rows = append(rows, []string{poolName(p), m.GetClusterId(), m.GetRegion(), e.GetAddress(), ready,
-				strconv.Itoa(int(e.GetQueueDepth())), strconv.Itoa(int(e.GetRunningRequests())),
-				fmt.Sprintf("%.0f%%", e.GetKvCacheUtilization()*100), o.capacityAge(m.GetCapacity())})
+	return o.poolTable(g, name, endpointColumns, func(p *pb.PoolRef, m *pb.PoolMember) [][]string { return o.endpointRows(p, m, true) })
+}
+
+// endpointRows are a pool member's endpoints as get endpoints prints them; reported adds the
+// report's age (the wide column).
+func (o *options) endpointRows(p *pb.PoolRef, m *pb.PoolMember, reported bool) [][]string {
+	var rows [][]string
+	for _, e := range m.GetCapacity().GetCapacity().GetEndpoints() {
+		ready := "no"
+		switch {
+		case e.GetReady():
+			ready = "yes"
+		case e.GetScrapeError() != "":
+			ready = "no (scrape: " + e.GetScrapeError() + ")"
 		}
-		return rows
-	})
+		row := []string{poolName(p), m.GetClusterId(), m.GetRegion(), e.GetAddress(), ready,
+			strconv.Itoa(int(e.GetQueueDepth())), strconv.Itoa(int(e.GetRunningRequests())),
+			fmt.Sprintf("%.0f%%", e.GetKvCacheUtilization()*100)}
+		if reported {
+			row = append(row, o.capacityAge(m.GetCapacity()))
+		}
+		rows = append(rows, row)
+	}
+	return rows
 }
 
 // poolTable lists the pools (or the one named) as --output asks: the hub's answer, or a table
@@ -391,12 +399,17 @@ func (o *options) getImports(name string) call {
 		}
 		rows := make([][]string, 0, len(resp.GetImports()))
 		for _, i := range resp.GetImports() {
-			cs := slices.Clone(i.GetExportingClusters())
-			slices.Sort(cs)
-			rows = append(rows, []string{poolName(i.GetPool()), strings.Join(cs, ",")})
+			rows = append(rows, importsRow(i))
 		}
 		return o.printTable(w, []column{{name: "POOL"}, {name: "EXPORTING CLUSTERS"}}, rows)
 	}
+}
+
+// importsRow is a pool's row in get imports: its exporting clusters, sorted.
+func importsRow(i *pb.Import) []string {
+	cs := slices.Clone(i.GetExportingClusters())
+	slices.Sort(cs)
+	return []string{poolName(i.GetPool()), strings.Join(cs, ",")}
 }
 
 func (o *options) getHubs(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {

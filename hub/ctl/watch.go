@@ -13,14 +13,30 @@ import (
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
-// clustersHeader is `get clusters -w`'s header: the liveness the hub's view updates carry.
-const clustersHeader = "CLUSTER\tREGION\tZONE\tSTATE\tGATEWAY\tLAST SEEN"
+// watchKind is what `get -w` follows: its rows and their header.
+type watchKind string
 
-// watchPools is `get pools -w` (clusters false) or `get clusters -w`: the hub's Watch stream
-// printed as pool or cluster rows, every one at the first snapshot, then those that changed as
-// each update arrives (kubectl get -w); with -o json or yaml, each update as it came. It writes
-// to out as it goes, not to the call's buffer, and runs until interrupted or the stream ends.
-func (o *options) watchPools(out io.Writer, clusters bool) call {
+const (
+	watchPools     watchKind = "pools"
+	watchClusters  watchKind = "clusters"
+	watchEndpoints watchKind = "endpoints"
+	watchImports   watchKind = "imports"
+)
+
+// The headers of `get -w`: the clusters' liveness, the pools' members, the members' endpoints
+// and the pools' exporting clusters, as the hub's view updates carry them.
+var watchHeaders = map[watchKind]string{
+	watchPools:     poolsHeader,
+	watchClusters:  "CLUSTER\tREGION\tZONE\tSTATE\tGATEWAY\tLAST SEEN",
+	watchEndpoints: "POOL\tCLUSTER\tREGION\tENDPOINT\tREADY\tQUEUE\tRUNNING\tKV-CACHE",
+	watchImports:   "POOL\tEXPORTING CLUSTERS",
+}
+
+// watch is `get clusters|pools|endpoints|imports -w`: the hub's Watch stream printed as rows of
+// kind, every one at the first snapshot, then those that changed as each update arrives (kubectl
+// get -w); with -o json or yaml, each update as it came. It writes to out as it goes, not to the
+// call's buffer, and runs until interrupted or the stream ends.
+func (o *options) watch(out io.Writer, kind watchKind) call {
 	return func(ctx context.Context, c pb.AdminServiceClient, _ io.Writer) error {
 		stream, err := c.Watch(ctx, &pb.WatchRequest{WithoutImportStates: true})
 		if err != nil {
@@ -62,15 +78,12 @@ func (o *options) watchPools(out io.Writer, clusters bool) call {
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 			if !header && !o.noHeaders {
-				if clusters {
-					fmt.Fprintln(tw, clustersHeader)
-				} else {
-					fmt.Fprintln(tw, poolsHeader)
-				}
+				fmt.Fprintln(tw, watchHeaders[kind])
 				header = true
 			}
-			rows, changed := st.apply(u)
-			if clusters {
+			rows, changed, imports := st.apply(u)
+			switch kind {
+			case watchClusters:
 				for _, cl := range changed {
 					state := stateName(cl.GetState())
 					if cl.GetCordoned() {
@@ -79,9 +92,19 @@ func (o *options) watchPools(out io.Writer, clusters bool) call {
 					fmt.Fprintln(tw, strings.Join([]string{cl.GetClusterId(), cl.GetRegion(), dash(cl.GetZone()), state,
 						dash(cl.GetGatewayAddress()), o.age(cl.GetLastSeen().AsTime(), cl.GetLastSeen() != nil)}, "\t"))
 				}
-			} else {
+			case watchPools:
 				for _, r := range rows {
 					fmt.Fprintln(tw, strings.Join(o.poolRow(r.pool, r.member), "\t"))
+				}
+			case watchEndpoints:
+				for _, r := range rows {
+					for _, row := range o.endpointRows(r.pool, r.member, false) {
+						fmt.Fprintln(tw, strings.Join(row, "\t"))
+					}
+				}
+			case watchImports:
+				for _, imp := range imports {
+					fmt.Fprintln(tw, strings.Join(importsRow(imp), "\t"))
 				}
 			}
 			if err := tw.Flush(); err != nil {
@@ -110,9 +133,10 @@ func newWatchState() *watchState {
 }
 
 // apply applies an update and returns the pool members it changed, sorted by pool and cluster,
-// and the clusters whose liveness it changed, sorted: every one for a snapshot. An update the
-// hub marked incomplete removes nothing (a snapshot so marked replaces nothing), as at a spoke.
-func (st *watchState) apply(u *pb.ViewUpdate) ([]poolRow, []*pb.ClusterLiveness) {
+// the clusters whose liveness it changed, and the imports it changed, sorted: every one for a
+// snapshot. An update the hub marked incomplete removes nothing (a snapshot so marked replaces
+// nothing), as at a spoke.
+func (st *watchState) apply(u *pb.ViewUpdate) ([]poolRow, []*pb.ClusterLiveness, []*pb.Import) {
 	if u.GetSnapshot() && !u.GetIncomplete() {
 		*st = *newWatchState()
 	}
@@ -129,9 +153,9 @@ func (st *watchState) apply(u *pb.ViewUpdate) ([]poolRow, []*pb.ClusterLiveness)
 			delete(st.imports, poolKey(p))
 		}
 	}
-	changed := slices.Clone(u.GetClusters())
+	changed, imports := slices.Clone(u.GetClusters()), slices.Clone(u.GetImports())
 	if u.GetSnapshot() {
-		changed = nil // every cluster, below
+		changed, imports = nil, nil // every one, below
 	}
 	for _, cl := range u.GetClusters() {
 		st.clusters[cl.GetClusterId()] = cl
@@ -163,6 +187,9 @@ func (st *watchState) apply(u *pb.ViewUpdate) ([]poolRow, []*pb.ClusterLiveness)
 		for _, cl := range st.clusters {
 			changed = append(changed, cl)
 		}
+		for _, imp := range st.imports {
+			imports = append(imports, imp)
+		}
 		for k, imp := range st.imports {
 			for _, id := range imp.GetExportingClusters() {
 				touched[rowKey{k, id}] = true
@@ -192,7 +219,8 @@ func (st *watchState) apply(u *pb.ViewUpdate) ([]poolRow, []*pb.ClusterLiveness)
 		rows = append(rows, poolRow{pool: imp.GetPool(), member: m})
 	}
 	slices.SortFunc(changed, func(a, b *pb.ClusterLiveness) int { return strings.Compare(a.GetClusterId(), b.GetClusterId()) })
-	return rows, changed
+	slices.SortFunc(imports, func(a, b *pb.Import) int { return strings.Compare(poolKey(a.GetPool()), poolKey(b.GetPool())) })
+	return rows, changed, imports
 }
 
 func poolKey(p *pb.PoolRef) string { return p.GetNamespace() + "/" + p.GetName() }
