@@ -12,6 +12,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/spillway-io/spillway/pkg/capacity"
@@ -24,6 +25,9 @@ import (
 // decide routes a request once its body is complete. Each stage leaves its result on the
 // exchange or returns the answer that ends the request there.
 func (s *Server) decide(x *exchange) []*extprocv3.ProcessingResponse {
+	x.trace = s.startTrace(x)
+	defer x.trace.end(x)
+	x.trace.begin("epp.admit")
 	if out := s.admit(x); out != nil {
 		return out
 	}
@@ -34,18 +38,22 @@ func (s *Server) decide(x *exchange) []*extprocv3.ProcessingResponse {
 	x.bufs = s.buffers.Get().(*buffers)
 	defer s.release(x)
 	s.localCandidates(x)
+	x.trace.begin("epp.spill")
 	if out := s.spillOrFallback(x); out != nil {
 		return out
 	}
+	x.trace.begin("epp.shed")
 	if out := s.shedLoad(x); out != nil {
 		return out
 	}
+	x.trace.begin("epp.pick")
 	s.pick(x)
 	return s.answer(x)
 }
 
 // count counts the request's result; explaining a request, it records it as the outcome instead.
 func (s *Server) count(x *exchange, model, result string) {
+	x.result = result
 	if x.explain != nil {
 		x.explain.Outcome = result
 		return
@@ -163,6 +171,8 @@ func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 	} else {
 		dec = s.spill.Decide(sreq)
 	}
+	x.trace.set(attribute.String("spillway.spill_reason", string(dec.Reason)), attribute.Bool("spillway.spill", dec.Spill),
+		attribute.String("spillway.spill_target", dec.Target.ClusterID), attribute.String("spillway.spill_region", dec.Target.Region))
 	if dec.Spill {
 		var marker []*corev3.HeaderValueOption
 		if dec.Mode == spill.ParentMode {
@@ -175,6 +185,10 @@ func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 			}
 			marker = append(marker, overwriteHeader(HopHeader, m.String()))
 		}
+		// The remote cluster's EPP continues the trace under this decision's span.
+		if tp := x.trace.traceparent(); tp != "" {
+			marker = append(marker, overwriteHeader("traceparent", tp))
+		}
 		s.count(x, x.model, resultSpilled)
 		if x.explain != nil {
 			x.explain.Destination = dec.Destination
@@ -184,7 +198,8 @@ func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 			s.spilled.Add(1)
 		}
 		x.spilled, x.routed = true, true
-		return s.forward(x, strings.Join(dec.Destination, ","), x.body, false, marker...)
+		x.dest = strings.Join(dec.Destination, ",")
+		return s.forward(x, x.dest, x.body, false, marker...)
 	}
 	if dec.Reason != spill.ReasonFallback {
 		return nil
@@ -262,6 +277,7 @@ func (s *Server) shedLoad(x *exchange) []*extprocv3.ProcessingResponse {
 	}
 	// saturated marks every candidate for the picker, so it runs for every priority.
 	saturated := s.saturated(x.cands)
+	x.trace.set(attribute.Bool("spillway.saturated", saturated), attribute.Int("spillway.candidates", len(x.cands)))
 	if x.explain != nil {
 		x.explain.Saturated = saturated
 		x.explain.candidates(x.explain.Endpoints, x.cands, nil, nil)

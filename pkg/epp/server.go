@@ -34,6 +34,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/keepalive"
@@ -120,6 +121,8 @@ type Options struct {
 	// Without a key no marker verifies (every request is fresh) and nothing spills in Parent
 	// Mode (hop.go, spill.Request.NoHopKey).
 	HopKeys HopKeys
+	// Tracer, when set, traces each routing decision (tracing.go); nil: no tracing.
+	Tracer trace.Tracer
 	// Now is the clock that dates and checks hop markers; nil means time.Now.
 	Now        func() time.Time
 	Logger     *slog.Logger
@@ -138,6 +141,7 @@ type Server struct {
 	clusterID string
 	hopKeys   HopKeys
 	now       func() time.Time
+	tracer    trace.Tracer
 	sched     *scheduler.Scheduler
 	log       *slog.Logger
 	metrics   *metrics
@@ -199,6 +203,7 @@ func New(o Options) (*Server, error) {
 	return &Server{
 		hopKeys:   o.HopKeys,
 		now:       o.Now,
+		tracer:    o.Tracer,
 		objs:      o.Objectives,
 		spill:     o.Spill,
 		clusterID: o.ClusterID,
@@ -253,6 +258,9 @@ type exchange struct {
 	// explain, when set, makes the decision an explanation (Server.Explain): the stages record
 	// their findings in it and count nothing.
 	explain *Explanation
+	// result is the decision's result as counted; trace its tracing (nil when off).
+	result string
+	trace  *decideTrace
 }
 
 // DefaultStreamWorkers is how many goroutines the EPP's gRPC server keeps to serve streams.

@@ -16,6 +16,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -63,15 +64,16 @@ type spoke struct {
 	servingReloads bool               // --epp-cert-dir
 	eppClientCAs   *tlsconfig.CAPool  // --epp-client-ca-file
 
-	member  *gossip.Member     // --gossip-address
-	rtt     *rttprobe.Prober   // --spill
-	remotes *remote.Candidates // --spill
-	decider *spill.Decider     // --spill
-	ctrl    *kube.Controller   // the Kubernetes source
-	elector *kube.Elector      // the Kubernetes source with --leader-elect
-	picker  *epp.Server        // --epp-address
-	eppGRPC *grpc.Server       // --epp-address
-	health  *health.Server     // --epp-address
+	member  *gossip.Member           // --gossip-address
+	rtt     *rttprobe.Prober         // --spill
+	remotes *remote.Candidates       // --spill
+	decider *spill.Decider           // --spill
+	ctrl    *kube.Controller         // the Kubernetes source
+	elector *kube.Elector            // the Kubernetes source with --leader-elect
+	picker  *epp.Server              // --epp-address
+	tracing *sdktrace.TracerProvider // --tracing-endpoint
+	eppGRPC *grpc.Server             // --epp-address
+	health  *health.Server           // --epp-address
 }
 
 // build builds the components in dependency order. The spoke it returns, even with an error,
@@ -242,6 +244,13 @@ func (s *spoke) buildEPP() error {
 	}
 	o := epp.Options{Pool: s.cfg.EPPPoolRef, Settings: *s.cfg.EPP, Datastore: s.ds, Objectives: objs,
 		Spill: s.decider, ClusterID: s.cfg.ClusterID, Logger: s.log, Registerer: s.reg}
+	if s.cfg.Tracing.Endpoint != "" {
+		tp, err := newTracerProvider(s.cfg.Tracing, s.cfg.ClusterID)
+		if err != nil {
+			return err
+		}
+		s.tracing, o.Tracer = tp, tp.Tracer("github.com/spillway-io/spillway/pkg/epp")
+	}
 	if s.cfg.HubAddress != "" {
 		o.HopKeys = s.client
 	}
@@ -419,6 +428,14 @@ func (s *spoke) close() {
 	}
 	if s.member != nil {
 		s.member.Close()
+	}
+	if s.tracing != nil {
+		// Sends the spans still batched, for at most a few seconds.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.tracing.Shutdown(ctx); err != nil {
+			s.log.Warn("spans not all sent to the collector", "err", err)
+		}
 	}
 }
 

@@ -73,6 +73,7 @@ type Options struct {
 	// LeaderElection elects, among the cluster's spoke replicas, the one that writes.
 	LeaderElection LeaderElectionOptions
 	Gossip         gossip.Flags
+	Tracing        TracingOptions
 	Affinity       AffinityOptions
 	Log            logging.Options
 }
@@ -176,6 +177,7 @@ func NewOptions() *Options {
 		EPPAddress:       ":9002",
 		EPPStreamWorkers: epp.DefaultStreamWorkers,
 		EPPDrainTimeout:  30 * time.Second,
+		Tracing:          TracingOptions{SampleRatio: 1},
 		Trust: TrustOptions{
 			CredentialsDir:   "spoke-credentials",
 			TrustDomain:      "spillway.local",
@@ -227,6 +229,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.Spill, "spill", o.Spill, "send eligible requests to other clusters when the local pool is saturated or empty (federated routing; needs --hub-address)")
 	fs.BoolVar(&o.ReportEndpoints, "report-endpoints", o.ReportEndpoints, "send per-endpoint load with capacity reports, for remote clusters that spill in Endpoint Mode (flat networks)")
 	o.Trust.AddFlags(fs)
+	o.Tracing.AddFlags(fs)
 	o.LeaderElection.AddFlags(fs)
 	o.Gossip.AddFlags(fs)
 	o.Affinity.AddFlags(fs)
@@ -262,6 +265,7 @@ func (o *Options) Validate() error {
 	errs = append(errs, o.loadErrors()...)
 	errs = append(errs, o.trustErrors()...)
 	errs = append(errs, o.LeaderElection.errors()...)
+	errs = append(errs, o.Tracing.errors()...)
 	errs = append(errs, o.Log.Validate(), o.Gossip.Validate(), o.Affinity.Validate())
 	return errors.Join(errs...)
 }
