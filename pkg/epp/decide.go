@@ -171,8 +171,10 @@ func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 	} else {
 		dec = s.spill.Decide(sreq)
 	}
-	x.trace.set(attribute.String("spillway.spill_reason", string(dec.Reason)), attribute.Bool("spillway.spill", dec.Spill),
-		attribute.String("spillway.spill_target", dec.Target.ClusterID), attribute.String("spillway.spill_region", dec.Target.Region))
+	if x.trace != nil { // guarded: the attributes would cost allocations on every request
+		x.trace.set(attribute.String("spillway.spill_reason", string(dec.Reason)), attribute.Bool("spillway.spill", dec.Spill),
+			attribute.String("spillway.spill_target", dec.Target.ClusterID), attribute.String("spillway.spill_region", dec.Target.Region))
+	}
 	if dec.Spill {
 		var marker []*corev3.HeaderValueOption
 		if dec.Mode == spill.ParentMode {
@@ -277,7 +279,9 @@ func (s *Server) shedLoad(x *exchange) []*extprocv3.ProcessingResponse {
 	}
 	// saturated marks every candidate for the picker, so it runs for every priority.
 	saturated := s.saturated(x.cands)
-	x.trace.set(attribute.Bool("spillway.saturated", saturated), attribute.Int("spillway.candidates", len(x.cands)))
+	if x.trace != nil {
+		x.trace.set(attribute.Bool("spillway.saturated", saturated), attribute.Int("spillway.candidates", len(x.cands)))
+	}
 	if x.explain != nil {
 		x.explain.Saturated = saturated
 		x.explain.candidates(x.explain.Endpoints, x.cands, nil, nil)

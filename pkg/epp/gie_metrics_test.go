@@ -2,13 +2,16 @@ package epp_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/spillway-io/spillway/e2e/testkit"
 	"github.com/spillway-io/spillway/pkg/epp"
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
 )
@@ -64,6 +67,19 @@ func TestGIEMetricNames(t *testing.T) {
 		}
 		call.Close()
 	}
+	// A request whose client goes away before the response runs no longer.
+	call, d, err := h.client.Request(context.Background(), hdrs("/v1/completions"), []byte(body), nil)
+	if err != nil || d.Immediate != nil {
+		t.Fatalf("routing: %v %+v", err, d)
+	}
+	call.Close()
+	running := func() error {
+		if v := gaugeValue(t, h, "inference_objective_running_requests"); v != 0 {
+			return fmt.Errorf("running requests %v, want 0", v)
+		}
+		return nil
+	}
+	testkit.Eventually(t, 5*time.Second, "the abandoned request no longer runs", running)
 	// Saturate the pool: the sheddable request is refused (ResourceExhausted), then a bad body.
 	h.store.mu.Lock()
 	for i := range h.store.eps {
@@ -131,8 +147,8 @@ func TestGIEMetricNames(t *testing.T) {
 	}
 	routed := map[string]string{"model_name": "chat", "target_model_name": "chat-v2"}
 	for name, want := range map[string]float64{
-		"inference_objective_request_total":            3,
-		"inference_objective_request_sizes":            3,
+		"inference_objective_request_total":            4,
+		"inference_objective_request_sizes":            4,
 		"inference_objective_request_duration_seconds": 3,
 		"inference_objective_input_tokens":             3,
 		"inference_objective_output_tokens":            3,
@@ -165,4 +181,20 @@ func TestGIEMetricNames(t *testing.T) {
 	if _, ok := got["spillway_epp_requests_total"]; !ok || !strings.HasPrefix(got["inference_extension_info"].GetHelp(), "GIE's name") {
 		t.Error("Spillway's own metrics or the help texts are missing")
 	}
+}
+
+// gaugeValue is the value of the one series of a gauge in h's registry.
+func gaugeValue(t *testing.T, h *harness, name string) float64 {
+	t.Helper()
+	fams, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no single series of %s", name)
+	return 0
 }

@@ -305,6 +305,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err 
 	}()
 	// The objective is resolved when the headers arrive; a stream without them has the default.
 	x := &exchange{start: time.Now(), duplexReq: true, duplexResp: true, priority: s.cfg.DefaultPriority}
+	defer s.abandoned(x)
 	for {
 		req, err := stream.Recv()
 		if err == io.EOF || status.Code(err) == codes.Canceled {
@@ -426,6 +427,14 @@ func (s *Server) finish(x *exchange) {
 		usage = &u
 	}
 	s.metrics.gie.finished(s.modelLabel(x.req.Model), x.model, end.Sub(x.start), ttft, x.respBytes, usage)
+}
+
+// abandoned settles a routed request whose stream ended before its response did (the client or
+// the gateway went away): it no longer runs.
+func (s *Server) abandoned(x *exchange) {
+	if x.routed && !x.responseEnd {
+		s.metrics.gie.running.WithLabelValues(s.modelLabel(x.req.Model)).Dec()
+	}
 }
 
 func headersContinue() *extprocv3.ProcessingResponse {
