@@ -160,13 +160,17 @@ func TestExplainThroughTheHub(t *testing.T) {
 		t.Fatalf("batch, saturated: explained %+v; routed %+v", e, d)
 	}
 
-	// What cannot be explained says why.
+	// What cannot be explained says why. ap-south-1 registered, and holds no session.
+	if _, err := h.SyncAs("ap-south-1").Register(context.Background(), &pb.RegisterRequest{Cluster: &pb.ClusterInfo{ClusterId: "ap-south-1", Region: "ap-south"}}); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"explain", "eu-west-1"}, "does not answer explain queries"},
 		{[]string{"explain", "nowhere-1"}, "cluster nowhere-1"},
+		{[]string{"explain", "ap-south-1"}, "unavailable: cluster ap-south-1, hub replica hub-test: the cluster's spoke holds no session on this hub replica"},
 		{[]string{"explain", "us-west-1", "--pool", "default/code"}, "serves pool default/chat"},
 		{[]string{"explain", "us-west-1", "--priority", "urgent"}, `--priority "urgent"`},
 	} {
