@@ -22,6 +22,37 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
+// The charts in charts/ install what the kustomize bases install. The tests here render both
+// and compare them object by object, field by field, after these mappings, each a convention of
+// one tool that the other does differently:
+//
+//   - kustomize's Namespace object is left out: a chart installs into the release's namespace,
+//     which `helm install --create-namespace` makes;
+//   - the spoke chart has no CRDs (spillway-crds has them): kustomize's are left out;
+//   - kustomize names a generated ConfigMap <generator>-<hash of its content> and rewrites every
+//     reference to it, so that a changed setting rolls the Deployment. The chart names it
+//     <generator> and rolls the Deployment with the Pod annotation checksum/config. So the
+//     hash suffix is stripped from kustomize's generated ConfigMap names and from their
+//     references (volumes[].configMap, env[].valueFrom.configMapKeyRef, envFrom[].configMapRef),
+//     and the chart's checksum/config annotation is dropped (TestHelmChartConfigChangeRollsTheSpoke
+//     checks it instead);
+//   - the CRD chart annotates its CRDs with helm.sh/resource-policy: keep (values keep), which
+//     is dropped after checking that every CRD has it.
+//
+// The spoke chart requires region and eppPool, which the spoke refuses to start without: an
+// install without them fails at once instead of crash-looping. kustomize's base leaves them empty
+// for an overlay to set, so the spoke's charts are compared with an overlay of the same
+// kustomization that sets them (settingsOverlay), as an operator's overlay does.
+
+// release is the release every test renders: `helm template spillway <chart> -n spillway-system`.
+var release = common.ReleaseOptions{Name: "spillway", Namespace: namespace, IsInstall: true}
+
+// requiredSettings are the spoke chart's required values, and the same as kustomize settings.
+var (
+	requiredValues   = map[string]any{"region": "us-east1", "eppPool": "llm/chat"}
+	requiredSettings = map[string]string{"region": "us-east1", "epp-pool": "llm/chat"}
+)
+
 // manifest is one rendered object, by its kind, namespace and name.
 type manifest struct {
 	key string
@@ -40,33 +71,42 @@ func parseManifests(t *testing.T, what string, rendered []byte) []manifest {
 		if len(obj) == 0 {
 			continue
 		}
-		md, _ := obj["metadata"].(map[string]any)
-		ns, _ := md["namespace"].(string)
-		name, _ := md["name"].(string)
-		out = append(out, manifest{key: fmt.Sprintf("%s %s/%s", obj["kind"], ns, name), obj: obj})
+		out = append(out, manifest{key: keyOf(obj), obj: obj})
 	}
 	return out
 }
 
-// helmRender renders the chart in dir as `helm template spillway dir -n spillway-system` would,
-// with values over its values.yaml.
-func helmRender(t *testing.T, dir string, values map[string]any) []manifest {
+func keyOf(obj map[string]any) string {
+	md, _ := obj["metadata"].(map[string]any)
+	ns, _ := md["namespace"].(string)
+	name, _ := md["name"].(string)
+	return fmt.Sprintf("%s %s/%s", obj["kind"], ns, name)
+}
+
+// render renders the chart in dir as `helm template spillway dir -n spillway-system` would, with
+// values over its values.yaml, and returns its files by name.
+func render(t *testing.T, dir string, values map[string]any) (map[string]string, error) {
 	t.Helper()
 	ch, err := loader.Load(dir)
 	if err != nil {
 		t.Fatalf("load chart %s: %v", dir, err)
 	}
-	vals, err := util.ToRenderValues(ch, values, common.ReleaseOptions{Name: "spillway", Namespace: namespace, IsInstall: true}, nil)
+	vals, err := util.ToRenderValues(ch, values, release, nil)
 	if err != nil {
 		t.Fatalf("chart %s values: %v", dir, err)
 	}
-	files, err := engine.Render(ch, vals)
+	return engine.Render(ch, vals)
+}
+
+// helmRender is the chart's objects, rendered with values.
+func helmRender(t *testing.T, dir string, values map[string]any) []manifest {
+	t.Helper()
+	files, err := render(t, dir, values)
 	if err != nil {
-		t.Fatalf("render chart %s: %v", dir, err)
+		t.Fatalf("render chart %s with %v: %v", dir, values, err)
 	}
-	names := slices.Sorted(maps.Keys(files))
 	var all bytes.Buffer
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(files)) {
 		if strings.HasSuffix(n, ".yaml") {
 			all.WriteString("\n---\n" + files[n] + "\n")
 		}
@@ -74,50 +114,98 @@ func helmRender(t *testing.T, dir string, values map[string]any) []manifest {
 	return parseManifests(t, dir, all.Bytes())
 }
 
-// hashed is a name kustomize gave a generated ConfigMap: the generator's name and a hash of
-// the content.
-var hashed = regexp.MustCompile(`^(spillway-[a-z-]+)-[a-z0-9]{10}$`)
+// settingsOverlay writes a kustomization over dir that sets settings in spillway-spoke-settings
+// the way deploy/examples/spoke does (namespace, part-of label, merged literals), and returns
+// its directory.
+func settingsOverlay(t *testing.T, dir string, settings map[string]string) string {
+	t.Helper()
+	tmp := t.TempDir()
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// kustomize takes no absolute path to a base.
+	rel, err := filepath.Rel(tmp, abs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lits []string
+	for _, k := range slices.Sorted(maps.Keys(settings)) {
+		lits = append(lits, fmt.Sprintf("  - %s=%s", k, settings[k]))
+	}
+	k := fmt.Sprintf(`apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+namespace: %s
+labels:
+- pairs:
+    app.kubernetes.io/part-of: spillway
+resources:
+- %s
+configMapGenerator:
+- name: spillway-spoke-settings
+  behavior: merge
+  literals:
+%s
+`, namespace, filepath.ToSlash(rel), strings.Join(lits, "\n"))
+	if err := os.WriteFile(filepath.Join(tmp, "kustomization.yaml"), []byte(k), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return tmp
+}
 
-// fromKustomize is what `kubectl apply -k dir` installs, as the charts install it: without the
-// Namespace (`helm install --create-namespace` makes the release's) and without the kinds in
-// drop; the generated ConfigMaps by their generator's name, and every reference to them.
+// generatedName is a name kustomize gives a generated ConfigMap: the generator's name and a
+// hash of the content.
+var generatedName = regexp.MustCompile(`^(.+)-[a-z0-9]{10}$`)
+
+// fromKustomize is what `kubectl apply -k dir` installs, mapped to the charts' conventions (see
+// the top of this file): without the Namespace and the kinds in drop, and with the generated
+// ConfigMaps, and the references to them, by their generator's name.
 func fromKustomize(t *testing.T, dir string, drop ...string) []manifest {
 	t.Helper()
+	all := parseManifests(t, dir, kustomize(t, dir))
+	generator := map[string]string{}
+	for _, m := range all {
+		name := m.obj["metadata"].(map[string]any)["name"].(string)
+		if g := generatedName.FindStringSubmatch(name); m.obj["kind"] == "ConfigMap" && g != nil {
+			generator[name] = g[1]
+		}
+	}
 	var out []manifest
-	for _, m := range parseManifests(t, dir, kustomize(t, dir)) {
+	for _, m := range all {
 		if k := m.obj["kind"].(string); k == "Namespace" || slices.Contains(drop, k) {
 			continue
 		}
-		m.obj = unhash(m.obj).(map[string]any)
 		md := m.obj["metadata"].(map[string]any)
-		ns, _ := md["namespace"].(string)
-		m.key = fmt.Sprintf("%s %s/%s", m.obj["kind"], ns, md["name"])
-		out = append(out, m)
+		if g, ok := generator[md["name"].(string)]; ok && m.obj["kind"] == "ConfigMap" {
+			md["name"] = g
+		}
+		unhashReferences(m.obj, generator)
+		out = append(out, manifest{key: keyOf(m.obj), obj: m.obj})
 	}
 	return out
 }
 
-// unhash replaces every generated ConfigMap's hashed name in v with the generator's name.
-func unhash(v any) any {
+// unhashReferences replaces the hashed names in v's references to ConfigMaps with their
+// generator's.
+func unhashReferences(v any, generator map[string]string) {
 	switch x := v.(type) {
 	case map[string]any:
 		for k, e := range x {
-			x[k] = unhash(e)
+			if ref, ok := e.(map[string]any); ok && (k == "configMap" || k == "configMapKeyRef" || k == "configMapRef") {
+				if name, ok := ref["name"].(string); ok && generator[name] != "" {
+					ref["name"] = generator[name]
+				}
+			}
+			unhashReferences(e, generator)
 		}
 	case []any:
-		for i, e := range x {
-			x[i] = unhash(e)
-		}
-	case string:
-		if m := hashed.FindStringSubmatch(x); m != nil && (strings.HasSuffix(m[1], "-settings") || strings.HasSuffix(m[1], "-config")) {
-			return m[1]
+		for _, e := range x {
+			unhashReferences(e, generator)
 		}
 	}
-	return v
 }
 
-// withoutChecksum drops the chart's checksum/config annotation, its way to roll the spoke when
-// its configuration changes (kustomize's is the hashed ConfigMap name).
+// withoutChecksum drops the chart's checksum/config Pod annotation (see the top of this file).
 func withoutChecksum(ms []manifest) []manifest {
 	for _, m := range ms {
 		spec, _ := m.obj["spec"].(map[string]any)
@@ -136,8 +224,30 @@ func withoutChecksum(ms []manifest) []manifest {
 	return ms
 }
 
-// sameManifests fails t at the first object or field where the chart's rendering differs from
-// kustomize's.
+// withoutKeep drops the CRD chart's keep policy, failing t where an object lacks it.
+func withoutKeep(t *testing.T, ms []manifest) []manifest {
+	t.Helper()
+	for _, m := range ms {
+		md := m.obj["metadata"].(map[string]any)
+		ann, _ := md["annotations"].(map[string]any)
+		if ann["helm.sh/resource-policy"] != "keep" {
+			t.Errorf("%s: no annotation helm.sh/resource-policy: keep, so helm uninstall would delete every object of its kind", m.key)
+		}
+		delete(ann, "helm.sh/resource-policy")
+		if len(ann) == 0 {
+			delete(md, "annotations")
+		}
+	}
+	return ms
+}
+
+// without leaves out of ms the objects whose key ends with suffix.
+func without(ms []manifest, suffix string) []manifest {
+	return slices.DeleteFunc(ms, func(m manifest) bool { return strings.HasSuffix(m.key, suffix) })
+}
+
+// sameManifests fails t where the chart's rendering differs from kustomize's: the objects that
+// only one has, and the first differing field of each object both have.
 func sameManifests(t *testing.T, chart, kust []manifest) {
 	t.Helper()
 	index := func(ms []manifest) map[string]map[string]any {
@@ -157,12 +267,25 @@ func sameManifests(t *testing.T, chart, kust []manifest) {
 	}
 	for _, key := range ck {
 		if path, cv, kv, ok := firstDifference("", c[key], k[key]); !ok {
-			t.Errorf("%s differs at %s: chart %v, kustomize %v", key, path, cv, kv)
+			t.Errorf("%s differs at %s:\n  chart     %s\n  kustomize %s", key, path, show(cv), show(kv))
 		}
 	}
 }
 
-// firstDifference returns the first path where a and b differ, and their values there.
+// show prints a value of a parsed manifest compactly, <absent> for a missing field.
+func show(v any) string {
+	if v == nil {
+		return "<absent>"
+	}
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", "\n            ")
+}
+
+// firstDifference returns the first path (in sorted key order) where a and b differ, and their
+// values there.
 func firstDifference(path string, a, b any) (string, any, any, bool) {
 	am, aok := a.(map[string]any)
 	bm, bok := b.(map[string]any)
@@ -183,11 +306,15 @@ func firstDifference(path string, a, b any) (string, any, any, bool) {
 	}
 	al, aok := a.([]any)
 	bl, bok := b.([]any)
-	if aok && bok && len(al) == len(bl) {
-		for i := range al {
+	if aok && bok {
+		for i := range min(len(al), len(bl)) {
 			if p, av, bv, ok := firstDifference(fmt.Sprintf("%s[%d]", path, i), al[i], bl[i]); !ok {
 				return p, av, bv, false
 			}
+		}
+		if len(al) != len(bl) {
+			n := min(len(al), len(bl))
+			return fmt.Sprintf("%s[%d:]", path, n), al[n:], bl[n:], false
 		}
 		return "", nil, nil, true
 	}
@@ -195,45 +322,199 @@ func firstDifference(path string, a, b any) (string, any, any, bool) {
 }
 
 // TestHelmChartsMatchKustomize: each chart, with its defaults or with values, installs what the
-// kustomize base (or an overlay setting the same) installs. A change to one without the other
-// fails here, naming the object and field.
+// kustomize base, one of its overlays, or its components install. A change to one without the
+// other fails here, naming the object and field.
 func TestHelmChartsMatchKustomize(t *testing.T) {
-	t.Run("hub", func(t *testing.T) {
-		sameManifests(t, helmRender(t, "charts/spillway-hub", nil), fromKustomize(t, "hub"))
-	})
-	t.Run("spoke", func(t *testing.T) {
-		sameManifests(t, withoutChecksum(helmRender(t, "charts/spillway-spoke", nil)), fromKustomize(t, "spoke", "CustomResourceDefinition"))
-	})
-	t.Run("spoke values as the example overlay", func(t *testing.T) {
-		values := map[string]any{"region": "us-east1", "hubAddress": "hub.spillway.example.com:8470", "clusterSet": "prod",
-			"eppPool": "llm/chat", "gatewayService": "gateway-system/inference-gateway",
-			"image": map[string]any{"repository": "registry.example.com/spillway/spoke", "tag": "v0.1.0"}}
-		// The example's Certificate (cert-manager) is the operator's, beside the chart.
-		sameManifests(t, withoutChecksum(helmRender(t, "charts/spillway-spoke", values)),
-			fromKustomize(t, "examples/spoke", "CustomResourceDefinition", "Certificate"))
-	})
-	t.Run("crds", func(t *testing.T) {
-		sameManifests(t, helmRender(t, "charts/spillway-crds", nil), fromKustomize(t, "crds"))
-	})
-	t.Run("crds without GIE's InferencePool", func(t *testing.T) {
-		got := helmRender(t, "charts/spillway-crds", map[string]any{"inferencePool": false})
-		var want []manifest
-		for _, m := range fromKustomize(t, "crds") {
-			if !strings.HasSuffix(m.key, "/inferencepools.inference.networking.k8s.io") {
-				want = append(want, m)
+	with := func(extra map[string]any) map[string]any {
+		v := maps.Clone(requiredValues)
+		maps.Copy(v, extra)
+		return v
+	}
+	on := map[string]any{"enabled": true}
+	for _, tc := range []struct {
+		name   string
+		chart  string
+		values map[string]any
+		// kustomize renders dir, with settings merged into spillway-spoke-settings when set,
+		// and without the kinds in drop.
+		dir      string
+		settings map[string]string
+		drop     []string
+		// chartMap and kustMap map the renderings further.
+		chartMap, kustMap func(*testing.T, []manifest) []manifest
+	}{
+		{name: "hub", chart: "spillway-hub", dir: "hub"},
+		{
+			name: "hub with every component", chart: "spillway-hub", dir: "testdata/hub-components",
+			values: map[string]any{"servingCertificate": on, "signingCA": on, "gossip": on},
+		},
+		{
+			name: "hub as the example overlay", chart: "spillway-hub", dir: "examples/hub",
+			values: map[string]any{"image": map[string]any{"repository": "registry.example.com/spillway/hub", "tag": "v0.1.0"},
+				"extraArgs": []any{"--tls-san=hub.spillway.example.com"}, "spokesService": on},
+		},
+		{
+			name: "spoke with the required values", chart: "spillway-spoke", values: requiredValues,
+			dir: "spoke", settings: requiredSettings, drop: []string{"CustomResourceDefinition"},
+		},
+		{
+			name: "spoke as the example overlay", chart: "spillway-spoke", dir: "examples/spoke",
+			values: map[string]any{"region": "us-east1", "hubAddress": "hub.spillway.example.com:8470", "clusterSet": "prod",
+				"eppPool": "llm/chat", "gatewayService": "gateway-system/inference-gateway",
+				"image": map[string]any{"repository": "registry.example.com/spillway/spoke", "tag": "v0.1.0"}},
+			// The example's cert-manager Certificate is the operator's, beside the chart.
+			drop: []string{"CustomResourceDefinition", "Certificate"},
+		},
+		{
+			name: "spoke with the epp-certificate, gossip and replica-affinity components", chart: "spillway-spoke",
+			values: with(map[string]any{"eppCertificate": on, "replicaAffinity": on,
+				"gossip": map[string]any{"enabled": true, "join": []any{"10.0.0.7:7946", "10.0.0.8:7946"}}}),
+			dir:      "testdata/spoke-components",
+			settings: map[string]string{"region": "us-east1", "epp-pool": "llm/chat", "gossip-join": "10.0.0.7:7946,10.0.0.8:7946"},
+			drop:     []string{"CustomResourceDefinition"},
+		},
+		{
+			name: "spoke with the create-namespaces component", chart: "spillway-spoke",
+			values: with(map[string]any{"createNamespaces": on}),
+			dir:    "testdata/spoke-create-namespaces", settings: requiredSettings, drop: []string{"CustomResourceDefinition"},
+		},
+		{
+			name: "crds", chart: "spillway-crds", dir: "crds",
+			chartMap: withoutKeep,
+		},
+		{
+			name: "crds without the keep policy", chart: "spillway-crds", dir: "crds",
+			values: map[string]any{"keep": false},
+		},
+		{
+			name: "crds without GIE's InferencePool", chart: "spillway-crds", dir: "crds",
+			values:   map[string]any{"inferencePool": map[string]any{"enabled": false}},
+			chartMap: withoutKeep,
+			kustMap: func(_ *testing.T, ms []manifest) []manifest {
+				return without(ms, "/inferencepools.inference.networking.k8s.io")
+			},
+		},
+		{
+			name: "crds for a cluster with GIE and an MCS-API implementation", chart: "spillway-crds", dir: "crds",
+			values: map[string]any{"inferencePool": map[string]any{"enabled": false}, "inferencePoolImport": map[string]any{"enabled": false},
+				"mcsAPI": map[string]any{"enabled": false}, "clusterProperty": map[string]any{"enabled": false}},
+			chartMap: withoutKeep,
+			kustMap: func(_ *testing.T, ms []manifest) []manifest {
+				return slices.DeleteFunc(ms, func(m manifest) bool { return !strings.HasSuffix(m.key, "/spillpolicies.spillway.io") })
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			chart := withoutChecksum(helmRender(t, filepath.Join("charts", tc.chart), tc.values))
+			dir := tc.dir
+			if tc.settings != nil {
+				dir = settingsOverlay(t, dir, tc.settings)
+			}
+			kust := fromKustomize(t, dir, tc.drop...)
+			if tc.chartMap != nil {
+				chart = tc.chartMap(t, chart)
+			}
+			if tc.kustMap != nil {
+				kust = tc.kustMap(t, kust)
+			}
+			sameManifests(t, chart, kust)
+		})
+	}
+}
+
+// TestHelmChartSpokeValues: what the spoke chart's values do beyond the kustomize base.
+func TestHelmChartSpokeValues(t *testing.T) {
+	values := func(extra map[string]any) map[string]any {
+		v := maps.Clone(requiredValues)
+		maps.Copy(v, extra)
+		return v
+	}
+	get := func(ms []manifest, key string) map[string]any {
+		for _, m := range ms {
+			if m.key == key {
+				return m.obj
 			}
 		}
-		if len(want) != len(got) {
-			t.Fatalf("%d CRDs without InferencePool, want %d", len(got), len(want))
+		return nil
+	}
+	settings := func(ms []manifest) map[string]any {
+		return get(ms, "ConfigMap spillway-system/spillway-spoke-settings")["data"].(map[string]any)
+	}
+
+	t.Run("one replica has no PodDisruptionBudget", func(t *testing.T) {
+		ms := helmRender(t, "charts/spillway-spoke", values(map[string]any{"replicas": 1}))
+		if get(ms, "PodDisruptionBudget spillway-system/spillway-spoke") != nil {
+			t.Error("a budget of one available Pod with one replica blocks every node drain")
 		}
-		sameManifests(t, got, want)
+		if r := get(ms, "Deployment spillway-system/spillway-spoke")["spec"].(map[string]any)["replicas"]; r != 1.0 {
+			t.Errorf("replicas %v, want 1", r)
+		}
 	})
+	t.Run("the hub's address", func(t *testing.T) {
+		for _, tc := range []struct {
+			values map[string]any
+			want   string
+		}{
+			{values(nil), "spillway-hub.spillway-system.svc:8470"},
+			{values(map[string]any{"hubAddress": "hub.example.com:8470"}), "hub.example.com:8470"},
+			{values(map[string]any{"hubAddress": ""}), ""}, // the spoke without a hub
+		} {
+			if got := settings(helmRender(t, "charts/spillway-spoke", tc.values))["hub-address"]; got != tc.want {
+				t.Errorf("hubAddress %v: hub-address %q, want %q", tc.values["hubAddress"], got, tc.want)
+			}
+		}
+	})
+	t.Run("the EPP's configuration", func(t *testing.T) {
+		const cfg = "fallbacks: 1\ndefaultPriority: Critical\n"
+		ms := helmRender(t, "charts/spillway-spoke", values(map[string]any{"eppConfig": cfg}))
+		if got := get(ms, "ConfigMap spillway-system/spillway-spoke-config")["data"].(map[string]any)["epp.yaml"]; got != cfg {
+			t.Errorf("epp.yaml %q, want eppConfig %q", got, cfg)
+		}
+	})
+	t.Run("extra arguments", func(t *testing.T) {
+		ms := helmRender(t, "charts/spillway-spoke", values(map[string]any{"extraArgs": []any{"--cluster-labels=team=ml,tier=gold"}}))
+		c := get(ms, "Deployment spillway-system/spillway-spoke")["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)
+		args := c["args"].([]any)
+		if args[len(args)-1] != "--cluster-labels=team=ml,tier=gold" {
+			t.Errorf("args %q do not end with the extra argument", args)
+		}
+	})
+}
+
+// TestHelmChartSpokeRefusesBadValues: an install the spoke would refuse at start (and crash-loop
+// on) fails at `helm install`, saying which value to set.
+func TestHelmChartSpokeRefusesBadValues(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		values map[string]any
+		want   string
+	}{
+		{"no values", nil, "region is required: this cluster's region, e.g. --set region=us-east1"},
+		{"no region", map[string]any{"eppPool": "llm/chat"}, "region is required"},
+		{"no pool", map[string]any{"region": "us-east1"}, "eppPool is required: namespace/name of the InferencePool"},
+		{"pool without namespace", map[string]any{"region": "us-east1", "eppPool": "chat"}, `eppPool "chat": want namespace/name`},
+		{"pool with an empty name", map[string]any{"region": "us-east1", "eppPool": "llm/"}, `eppPool "llm/": want namespace/name`},
+		{"replica affinity without gossip", map[string]any{"region": "us-east1", "eppPool": "llm/chat", "replicaAffinity": map[string]any{"enabled": true}},
+			"replicaAffinity needs gossip"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := render(t, "charts/spillway-spoke", tc.values)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("values %v: error %v, want one saying %q", tc.values, err, tc.want)
+			}
+		})
+	}
+	if _, err := render(t, "charts/spillway-spoke", requiredValues); err != nil {
+		t.Errorf("the required values %v: %v", requiredValues, err)
+	}
 }
 
 // TestHelmChartConfigChangeRollsTheSpoke: a changed setting or EPP configuration changes the
 // Pod template's checksum, so the Deployment rolls as kustomize's hashed ConfigMap names make it.
 func TestHelmChartConfigChangeRollsTheSpoke(t *testing.T) {
-	checksum := func(values map[string]any) string {
+	checksum := func(extra map[string]any) string {
+		values := maps.Clone(requiredValues)
+		maps.Copy(values, extra)
 		for _, m := range helmRender(t, "charts/spillway-spoke", values) {
 			if strings.HasPrefix(m.key, "Deployment ") {
 				ann := m.obj["spec"].(map[string]any)["template"].(map[string]any)["metadata"].(map[string]any)["annotations"].(map[string]any)
@@ -243,21 +524,24 @@ func TestHelmChartConfigChangeRollsTheSpoke(t *testing.T) {
 		t.Fatal("no Deployment rendered")
 		return ""
 	}
-	base := checksum(map[string]any{"region": "us-east1"})
-	if again := checksum(map[string]any{"region": "us-east1"}); again != base {
+	base := checksum(nil)
+	if again := checksum(nil); again != base {
 		t.Fatalf("same values, checksums %s and %s", base, again)
 	}
-	if other := checksum(map[string]any{"region": "us-west1"}); other == base {
-		t.Fatal("another region, same checksum: the spoke would keep its old settings")
-	}
-	if other := checksum(map[string]any{"region": "us-east1", "eppConfig": "fallbacks: 1\n"}); other == base {
-		t.Fatal("another EPP configuration, same checksum")
+	for name, values := range map[string]map[string]any{
+		"another region":            {"region": "us-west1"},
+		"another EPP configuration": {"eppConfig": "fallbacks: 1\n"},
+		"another gossip join":       {"gossip": map[string]any{"enabled": true, "join": "10.0.0.9:7946"}},
+	} {
+		if checksum(values) == base {
+			t.Errorf("%s, the same checksum: the spoke would keep what it read at start", name)
+		}
 	}
 }
 
 // TestHelmChartCopies: the files the charts carry are the repository's: the spoke chart's
-// epp.yaml is deploy/spoke/epp.yaml, and the CRD chart's CRDs are deploy/crds' (hack/crds.sh
-// copies both; `make generate`).
+// epp.yaml is deploy/spoke/epp.yaml, and the CRD chart's files are deploy/crds' CRDs, byte for
+// byte (Helm reads no file outside a chart, and follows no symlink out of it reliably).
 func TestHelmChartCopies(t *testing.T) {
 	pairs := map[string]string{"charts/spillway-spoke/files/epp.yaml": "spoke/epp.yaml"}
 	for _, sub := range []string{"upstream", "clusterproperty", "spillway"} {
@@ -270,28 +554,33 @@ func TestHelmChartCopies(t *testing.T) {
 		}
 	}
 	copies, _ := filepath.Glob("charts/spillway-crds/files/*.yaml")
-	if len(copies) != len(pairs)-1 {
-		t.Errorf("charts/spillway-crds/files holds %d CRDs, deploy/crds %d: run make generate", len(copies), len(pairs)-1)
+	for _, cp := range copies {
+		if _, ok := pairs[cp]; !ok {
+			t.Errorf("%s is a copy of no CRD in deploy/crds: remove it (and its template)", cp)
+		}
 	}
-	for cp, src := range pairs {
+	for _, cp := range slices.Sorted(maps.Keys(pairs)) {
+		src := pairs[cp]
 		a, errA := os.ReadFile(cp)
 		b, errB := os.ReadFile(src)
-		if errA != nil || errB != nil || !bytes.Equal(a, b) {
-			t.Errorf("%s is not a copy of %s (%v, %v): run make generate", cp, src, errA, errB)
+		switch {
+		case errB != nil:
+			t.Error(errB)
+		case errA != nil || !bytes.Equal(a, b):
+			t.Errorf("deploy/%s is not a copy of deploy/%s: run make generate, or cp deploy/%[2]s deploy/%[1]s", cp, src)
 		}
 	}
 }
 
-// TestHelmChartsLint: `helm lint` finds nothing above INFO in any chart (an icon missing is
-// INFO), with the values an install needs.
+// TestHelmChartsLint: `helm lint --strict` finds nothing above INFO in any chart (an icon missing
+// is INFO), with the values an install needs.
 func TestHelmChartsLint(t *testing.T) {
 	for dir, values := range map[string]map[string]any{
 		"charts/spillway-hub":   nil,
-		"charts/spillway-spoke": {"region": "us-east1", "eppPool": "llm/chat"},
+		"charts/spillway-spoke": requiredValues,
 		"charts/spillway-crds":  nil,
 	} {
-		l := lint.RunAll(dir, values, namespace)
-		for _, m := range l.Messages {
+		for _, m := range lint.RunAll(dir, values, namespace).Messages {
 			if m.Severity > support.InfoSev {
 				t.Errorf("helm lint %s: %s", dir, m)
 			}
