@@ -12,17 +12,24 @@ import (
 
 // GIE's EPP metric names, exported next to Spillway's own where the meaning is the same, so that
 // GIE's Grafana dashboard and alerts read Spillway's EPP. Names, label names, types and buckets
-// are GIE v1.5.0's (pkg/epp/metrics/metrics.go); docs/epp.md lists them and those left out.
+// are GIE v1.5.0's (pkg/epp/metrics/metrics.go and pkg/epp/metrics/collectors/inference_pool.go,
+// listed in site-src/guides/metrics-and-observability.md): v1.5.0 is the last GIE release with an
+// EPP; v1.6.0 moved it to llm-d/llm-d-router and keeps only the lightweight conformance EPP,
+// which exports none of these. docs/epp.md lists them and those left out.
 //
 // Label values stay bounded as Spillway's own: model_name and target_model_name are configured
 // model names or "other" (modelLabel), priority an objective's configured priority or the
-// default, the pool's name its one pool.
+// default, name the EPP's one pool, model_server_pod one of the pool's endpoints.
 const (
 	gieModel       = "model_name"
 	gieTargetModel = "target_model_name"
 )
 
-// GIE's error codes (pkg/common/error) for the requests the EPP refuses.
+// GIE's error codes (pkg/common/error) for the requests the EPP refuses. GIE has no code for a
+// body too large (413); BadRequest is its nearest. GIE's other codes are not counted: Internal
+// (a recovered panic is counted in spillway_epp_panics_total only: it may strike before the
+// request's model is known), ModelServerError (a response status other than 200: the EPP does
+// not record the response's status), Unauthorized, Forbidden and NotFound (no such case).
 const (
 	gieBadRequest         = "BadRequest"
 	gieResourceExhausted  = "ResourceExhausted"
@@ -132,24 +139,29 @@ func (g *gieMetrics) finished(model, target string, duration, ttft time.Duration
 }
 
 // giePoolCollector reads GIE's pool gauges from the datastore at each scrape: ready Pods (ready
-// endpoints) and the averages over them of KV-cache utilisation, waiting queue and running
-// requests, labelled with the pool's name.
+// endpoints: last scrape succeeded) and the averages over them of KV-cache utilisation, waiting
+// queue and running requests, labelled with the pool's name; and, as GIE's collector does for
+// every Pod of its datastore, each endpoint's waiting queue (the last scraped, 0 before the first
+// scrape), labelled with the pool's name and the endpoint's address (ip:port) as
+// model_server_pod: the EPP's datastore knows endpoints by address, not Pod name. That label is
+// bounded by the pool's size, and the gauge is this EPP's, never aggregated across the fleet.
 type giePoolCollector struct {
 	ds   Datastore
 	pool fleet.PoolRef
 
-	kv, queue, running, ready *prometheus.Desc
+	kv, queue, running, ready, podQueue *prometheus.Desc
 }
 
 func newGIEPoolCollector(ds Datastore, pool fleet.PoolRef) *giePoolCollector {
-	desc := func(name, help string) *prometheus.Desc {
-		return prometheus.NewDesc(name, help, []string{"name"}, nil)
+	desc := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, append([]string{"name"}, labels...), nil)
 	}
 	return &giePoolCollector{ds: ds, pool: pool,
-		kv:      desc("inference_pool_average_kv_cache_utilization", "GIE's name: the average KV-cache utilisation of the pool's ready endpoints."),
-		queue:   desc("inference_pool_average_queue_size", "GIE's name: the average number of requests waiting in the ready endpoints' queues."),
-		running: desc("inference_pool_average_running_requests", "GIE's name: the average number of requests running on the ready endpoints."),
-		ready:   desc("inference_pool_ready_pods", "GIE's name: the pool's ready endpoints."),
+		kv:       desc("inference_pool_average_kv_cache_utilization", "GIE's name: the average KV-cache utilisation of the pool's ready endpoints."),
+		queue:    desc("inference_pool_average_queue_size", "GIE's name: the average number of requests waiting in the ready endpoints' queues."),
+		running:  desc("inference_pool_average_running_requests", "GIE's name: the average number of requests running on the ready endpoints."),
+		ready:    desc("inference_pool_ready_pods", "GIE's name: the pool's ready endpoints."),
+		podQueue: desc("inference_pool_per_pod_queue_size", "GIE's name: the requests waiting in each endpoint's queue, by endpoint address (model_server_pod).", "model_server_pod"),
 	}
 }
 
@@ -158,6 +170,7 @@ func (c *giePoolCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.queue
 	ch <- c.running
 	ch <- c.ready
+	ch <- c.podQueue
 }
 
 func (c *giePoolCollector) Collect(ch chan<- prometheus.Metric) {
@@ -165,9 +178,16 @@ func (c *giePoolCollector) Collect(ch chan<- prometheus.Metric) {
 	if !ok {
 		return
 	}
+	name := c.pool.Name
 	var ready int
 	var kv, queue, running float64
+	seen := make(map[string]bool, len(eps))
 	for _, e := range eps {
+		// An address listed twice would be a duplicate series and fail the whole scrape.
+		if !seen[e.Address] {
+			seen[e.Address] = true
+			ch <- prometheus.MustNewConstMetric(c.podQueue, prometheus.GaugeValue, float64(e.Metrics.WaitingQueue), name, e.Address)
+		}
 		if !e.Ready {
 			continue
 		}
@@ -182,7 +202,6 @@ func (c *giePoolCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		return sum / float64(ready)
 	}
-	name := c.pool.Name
 	ch <- prometheus.MustNewConstMetric(c.kv, prometheus.GaugeValue, avg(kv), name)
 	ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, avg(queue), name)
 	ch <- prometheus.MustNewConstMetric(c.running, prometheus.GaugeValue, avg(running), name)

@@ -16,10 +16,15 @@ import (
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
 )
 
-// gieNames are the metrics of GIE v1.5.0's EPP that Spillway's EPP exports under the same name,
-// with their type and label names, as GIE defines them (the module's pkg/epp/metrics/metrics.go:
-// subsystems inference_objective, inference_pool, inference_extension; label sets modelLabels,
-// modelWithPriorityLabels, poolLabels).
+// gieNames are the metrics of GIE's EPP that Spillway's EPP exports under the same name, with
+// their type and label names (sorted), as GIE defines them in the module
+// sigs.k8s.io/gateway-api-inference-extension@v1.5.0: pkg/epp/metrics/metrics.go (subsystems
+// inference_objective, inference_pool, inference_extension; label sets modelLabels,
+// modelWithPriorityLabels, poolLabels), pkg/epp/metrics/collectors/inference_pool.go
+// (inference_pool_per_pod_queue_size) and the table of site-src/guides/metrics-and-observability.md.
+// v1.5.0 is the last release with an EPP: v1.6.0 (go.mod's) moved it to llm-d/llm-d-router and
+// has neither that code nor that guide, only the lightweight conformance EPP (pkg/lwepp), which
+// exports none of these.
 var gieNames = map[string]struct {
 	kind   dto.MetricType
 	labels []string
@@ -38,6 +43,7 @@ var gieNames = map[string]struct {
 	"inference_pool_average_queue_size":                            {dto.MetricType_GAUGE, []string{"name"}},
 	"inference_pool_average_running_requests":                      {dto.MetricType_GAUGE, []string{"name"}},
 	"inference_pool_ready_pods":                                    {dto.MetricType_GAUGE, []string{"name"}},
+	"inference_pool_per_pod_queue_size":                            {dto.MetricType_GAUGE, []string{"model_server_pod", "name"}},
 	"inference_extension_scheduler_e2e_duration_seconds":           {dto.MetricType_HISTOGRAM, nil},
 	"inference_extension_info":                                     {dto.MetricType_GAUGE, []string{"build_ref", "commit"}},
 }
@@ -48,7 +54,8 @@ func TestGIEMetricNames(t *testing.T) {
 	cfg := "objectives:\n- {name: batch, priority: BestEffort}\nmodels:\n- name: chat\n  targets: [{model: chat-v2, weight: 1}]\n"
 	h := start(t, cfg,
 		ep("10.0.0.1:8000", modelmetrics.Metrics{WaitingQueue: 1, Running: 2, KVCacheUsage: 0.2}),
-		ep("10.0.0.2:8000", modelmetrics.Metrics{WaitingQueue: 3, Running: 4, KVCacheUsage: 0.6}))
+		ep("10.0.0.2:8000", modelmetrics.Metrics{WaitingQueue: 3, Running: 4, KVCacheUsage: 0.6}),
+		notReady(ep("10.0.0.3:8000", modelmetrics.Metrics{WaitingQueue: 5, Running: 8, KVCacheUsage: 0.9})))
 	body := `{"model":"chat","prompt":"hello","max_tokens":4}`
 	for range 3 {
 		call, d, err := h.client.Request(context.Background(), hdrs("/v1/completions"), []byte(body), nil)
@@ -82,7 +89,7 @@ func TestGIEMetricNames(t *testing.T) {
 	testkit.Eventually(t, 5*time.Second, "the abandoned request no longer runs", running)
 	// Saturate the pool: the sheddable request is refused (ResourceExhausted), then a bad body.
 	h.store.mu.Lock()
-	for i := range h.store.eps {
+	for i := range h.store.eps[:2] {
 		h.store.eps[i].Metrics.WaitingQueue = 9
 	}
 	h.store.mu.Unlock()
@@ -100,6 +107,11 @@ func TestGIEMetricNames(t *testing.T) {
 	got := map[string]*dto.MetricFamily{}
 	for _, f := range fams {
 		got[f.GetName()] = f
+	}
+	for name := range got {
+		if _, ok := gieNames[name]; !ok && strings.HasPrefix(name, "inference_") {
+			t.Errorf("%s is exported but not in GIE's list", name)
+		}
 	}
 	for name, want := range gieNames {
 		f, ok := got[name]
@@ -175,7 +187,17 @@ func TestGIEMetricNames(t *testing.T) {
 		t.Errorf("average running %v, want 3", got)
 	}
 	if got := value("inference_pool_average_queue_size", pool); got != 9 {
-		t.Errorf("average queue %v, want 9", got)
+		t.Errorf("average queue %v, want 9 (of the ready endpoints only)", got)
+	}
+	// Each endpoint's queue, ready or not, by its address.
+	if n := len(got["inference_pool_per_pod_queue_size"].GetMetric()); n != 3 {
+		t.Errorf("per-pod queue series %d, want 3 (one per endpoint)", n)
+	}
+	for addr, want := range map[string]float64{"10.0.0.1:8000": 9, "10.0.0.2:8000": 9, "10.0.0.3:8000": 5} {
+		labels := map[string]string{"name": "chat", "model_server_pod": addr}
+		if got := value("inference_pool_per_pod_queue_size", labels); got != want {
+			t.Errorf("queue of %s = %v, want %v", addr, got, want)
+		}
 	}
 	// Spillway's own names stay, beside GIE's.
 	if _, ok := got["spillway_epp_requests_total"]; !ok || !strings.HasPrefix(got["inference_extension_info"].GetHelp(), "GIE's name") {
@@ -197,4 +219,9 @@ func gaugeValue(t *testing.T, h *harness, name string) float64 {
 	}
 	t.Fatalf("no single series of %s", name)
 	return 0
+}
+
+func notReady(e epp.Endpoint) epp.Endpoint {
+	e.Ready = false
+	return e
 }
