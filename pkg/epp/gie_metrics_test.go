@@ -2,8 +2,13 @@ package epp_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -224,4 +229,63 @@ func gaugeValue(t *testing.T, h *harness, name string) float64 {
 func notReady(e epp.Endpoint) epp.Endpoint {
 	e.Ready = false
 	return e
+}
+
+// TestGIEDashboardReadsSpillway: every EPP metric GIE v1.5.0's own Grafana dashboard
+// (tools/dashboards/inference_gateway.json in its module, which hack/crds.sh downloads) queries
+// is one Spillway's EPP exports, or one docs/epp.md says it does not (flow control: the EPP keeps
+// no queue). The model servers' vllm: series it also shows come from the servers.
+func TestGIEDashboardReadsSpillway(t *testing.T) {
+	out, err := exec.Command("go", "mod", "download", "-json", "sigs.k8s.io/gateway-api-inference-extension@v1.5.0").Output()
+	if err != nil {
+		t.Fatalf("go mod download GIE v1.5.0: %v", err)
+	}
+	var mod struct{ Dir string }
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		t.Fatalf("go mod download: %v %s", err, out)
+	}
+	raw, err := os.ReadFile(filepath.Join(mod.Dir, "tools", "dashboards", "inference_gateway.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exprs []string
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, e := range x {
+				if s, ok := e.(string); ok && k == "expr" {
+					exprs = append(exprs, s)
+				} else {
+					walk(e)
+				}
+			}
+		case []any:
+			for _, e := range x {
+				walk(e)
+			}
+		}
+	}
+	var dash any
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatal(err)
+	}
+	walk(dash)
+	name := regexp.MustCompile(`\binference_(objective|pool|extension)_[a-z_]+`)
+	seen := 0
+	for _, e := range exprs {
+		for _, n := range name.FindAllString(e, -1) {
+			n = strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(n, "_bucket"), "_count"), "_sum")
+			if _, ok := gieNames[n]; ok {
+				seen++
+				continue
+			}
+			if !strings.HasPrefix(n, "inference_extension_flow_control_") {
+				t.Errorf("GIE's dashboard queries %s, which Spillway's EPP does not export (in %s)", n, e)
+			}
+		}
+	}
+	if seen < 10 {
+		t.Fatalf("GIE's dashboard names %d exported metrics in %d queries: the dashboard is not what this test expects", seen, len(exprs))
+	}
 }
