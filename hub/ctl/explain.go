@@ -40,7 +40,7 @@ func (o *options) explainCommand() *cobra.Command {
 			"  hubctl explain us-east-1 --priority besteffort --prompt-file prompt.txt -o json",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req, err := f.request(args[0], cmd.Flags().Changed("priority"))
+			req, err := f.request(args[0], cmd.Flags().Changed("priority"), cmd.InOrStdin())
 			if err != nil {
 				return err
 			}
@@ -59,7 +59,7 @@ func (o *options) explainCommand() *cobra.Command {
 }
 
 // request builds the ExplainRequest of the flags.
-func (f *explainFlags) request(cluster string, priority bool) (*pb.ExplainRequest, error) {
+func (f *explainFlags) request(cluster string, priority bool, stdin io.Reader) (*pb.ExplainRequest, error) {
 	req := &pb.ExplainRequest{ClusterId: cluster, Objective: f.objective, Model: f.model, Prompt: f.prompt}
 	if f.pool != "" {
 		ref, err := parsePool(f.pool)
@@ -79,7 +79,7 @@ func (f *explainFlags) request(cluster string, priority bool) (*pb.ExplainReques
 		var b []byte
 		var err error
 		if f.promptFile == "-" {
-			b, err = io.ReadAll(os.Stdin)
+			b, err = io.ReadAll(stdin)
 		} else {
 			b, err = os.ReadFile(f.promptFile)
 		}

@@ -179,3 +179,17 @@ func TestExplainThroughTheHub(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainRequestFlags: the prompt comes from --prompt-file, - reading the command's standard
+// input; a priority is an integer or one of the EPP's names.
+func TestExplainRequestFlags(t *testing.T) {
+	f := explainFlags{promptFile: "-", priority: "besteffort", pool: "llm/chat"}
+	req, err := f.request("us-east-1", true, strings.NewReader("a long system prompt"))
+	if err != nil || req.GetPrompt() != "a long system prompt" || req.GetPriority() != epp.PriorityBestEffort || req.GetPool().GetName() != "chat" {
+		t.Fatalf("request %v, %v", req, err)
+	}
+	f = explainFlags{promptFile: filepath.Join(t.TempDir(), "missing")}
+	if _, err := f.request("us-east-1", false, nil); err == nil || !strings.Contains(err.Error(), "--prompt-file") {
+		t.Fatalf("a missing prompt file: %v", err)
+	}
+}

@@ -244,8 +244,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 // and the cluster's identity from its ClusterProperty objects by Run.
 func (o *Options) Complete() error {
 	if o.PoolName != "" && o.EPPPool == "" {
-		ns := cmp.Or(o.PoolNamespace, os.Getenv("POD_NAMESPACE"), "default")
-		o.EPPPool = ns + "/" + o.PoolName
+		o.EPPPool = o.giePool()
 	}
 	if o.HubAddress == "" || o.EPPAddress == "" {
 		o.Spill = false
@@ -255,6 +254,12 @@ func (o *Options) Complete() error {
 	}
 	o.LeaderElection.complete()
 	return nil
+}
+
+// giePool is the namespace/name GIE's --pool-name and --pool-namespace give (the namespace
+// defaulting to $POD_NAMESPACE, else default, as GIE's EPP does).
+func (o *Options) giePool() string {
+	return cmp.Or(o.PoolNamespace, os.Getenv("POD_NAMESPACE"), "default") + "/" + o.PoolName
 }
 
 // Validate checks the options and names every problem.
@@ -290,11 +295,8 @@ func (o *Options) identityErrors() []error {
 			errs = append(errs, fmt.Errorf("--cluster-labels: value of %q: %s", k, strings.Join(msgs, "; ")))
 		}
 	}
-	if o.PoolName != "" {
-		ns := cmp.Or(o.PoolNamespace, os.Getenv("POD_NAMESPACE"), "default")
-		if o.EPPPool != ns+"/"+o.PoolName {
-			errs = append(errs, fmt.Errorf("--pool-name names %s/%s, --epp-pool %s: give one", ns, o.PoolName, o.EPPPool))
-		}
+	if o.PoolName != "" && o.EPPPool != o.giePool() {
+		errs = append(errs, fmt.Errorf("--pool-name names %s, --epp-pool %s: give one", o.giePool(), o.EPPPool))
 	}
 	if o.PoolGroup != "" && o.PoolGroup != "inference.networking.k8s.io" {
 		errs = append(errs, fmt.Errorf("--pool-group %q: the EPP serves InferencePools of inference.networking.k8s.io (v1)", o.PoolGroup))
