@@ -27,6 +27,7 @@ const (
 	maxLabelValueBytes  = 63
 	maxTargetPorts      = 8
 	maxLoRAAdapters     = 256
+	maxPoolModels       = 64 // capacity.MaxPoolModels
 	maxEndpointsPerPool = 1000
 	// maxScrapeFailureKinds and maxFailureKind bound a pool's scrape failures by kind.
 	maxScrapeFailureKinds = 8
@@ -337,6 +338,14 @@ func ValidateCapacityReport(r *pb.CapacityReport) error {
 		for _, a := range c.GetLoraAdapters() {
 			if a == "" || len(a) > 253 {
 				return invalid(f+".lora_adapters", "adapter name must be 1..253 bytes")
+			}
+		}
+		if n := len(c.GetModels()); n > maxPoolModels {
+			return invalid(f+".models", "%d models, at most %d", n, maxPoolModels)
+		}
+		for _, m := range c.GetModels() {
+			if m == "" || len(m) > 253 {
+				return invalid(f+".models", "model name must be 1..253 bytes")
 			}
 		}
 		if len(c.GetSpillTarget()) > 253 || len(c.GetSpillTargetRegion()) > 63 {

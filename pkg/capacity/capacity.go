@@ -16,6 +16,7 @@
 package capacity
 
 import (
+	"maps"
 	"slices"
 	"time"
 
@@ -52,7 +53,13 @@ type Endpoint struct {
 	// TargetSince is when the endpoint became a scrape target; zero when unknown, and then an
 	// endpoint never scraped is not ready at once (it is never pending).
 	TargetSince time.Time
+	// Models the endpoint serves as its source declares them; empty: the model names its
+	// server labels its metrics with.
+	Models []string
 }
+
+// MaxPoolModels bounds the models of a pool's capacity (the sync protocol's limit).
+const MaxPoolModels = 64
 
 // Pending reports whether nothing is known of the endpoint yet: no scrape of it has ended, and it
 // became a scrape target no longer than Staleness ago.
@@ -118,7 +125,7 @@ func failReason(e Endpoint) string {
 func Aggregate(pool fleet.PoolRef, eps []Endpoint, now time.Time, t Thresholds) fleet.PoolCapacity {
 	c := fleet.PoolCapacity{Pool: pool, TotalEndpoints: uint32(len(eps)), ObservedAt: now, Saturated: true, Saturation: 1}
 	var kv, load float64
-	loras := map[string]bool{}
+	loras, models := map[string]bool{}, map[string]bool{}
 	for _, e := range eps {
 		if e.Failed {
 			if c.ScrapeFailures == nil {
@@ -138,6 +145,13 @@ func Aggregate(pool fleet.PoolRef, eps []Endpoint, now time.Time, t Thresholds) 
 		if l < 1 {
 			c.Saturated = false
 		}
+		served := e.Models
+		if len(served) == 0 {
+			served = e.Metrics.Models
+		}
+		for _, m := range served {
+			models[m] = true
+		}
 		for _, a := range e.Metrics.ActiveLoRAs {
 			loras[a] = true
 		}
@@ -153,5 +167,10 @@ func Aggregate(pool fleet.PoolRef, eps []Endpoint, now time.Time, t Thresholds) 
 		c.LoRAAdapters = append(c.LoRAAdapters, a)
 	}
 	slices.Sort(c.LoRAAdapters)
+	c.Models = slices.Sorted(maps.Keys(models))
+	c.Models = c.Models[:min(len(c.Models), MaxPoolModels)]
+	if len(c.Models) == 0 {
+		c.Models = nil
+	}
 	return c
 }

@@ -31,6 +31,15 @@ func (s *Server) decide(x *exchange) []*extprocv3.ProcessingResponse {
 	if out := s.admit(x); out != nil {
 		return out
 	}
+	if o := s.handOff(x); o != nil {
+		return o.route(x)
+	}
+	return s.route(x)
+}
+
+// route routes a parsed request in this EPP's pool: model routing, candidates, spill, shedding,
+// the pick.
+func (s *Server) route(x *exchange) []*extprocv3.ProcessingResponse {
 	s.targetModel(x)
 	if x.explain != nil && x.target != x.req.Model {
 		x.explain.step("model routing sends model %q as %q", x.req.Model, x.target)
@@ -125,7 +134,7 @@ func (s *Server) localCandidates(x *exchange) {
 	x.cands = s.candidates(b.cands[:0], b.eps, x, x.target)
 	if len(x.cands) == 0 && x.req.Model != "" {
 		if r, ok := s.cfg.Models[x.req.Model]; ok && r.Fallback != "" && r.Fallback != x.target {
-			x.target = r.Fallback
+			x.target, x.fallback = r.Fallback, true
 			x.cands = s.candidates(x.cands[:0], b.eps, x, x.target)
 			if x.explain != nil {
 				x.explain.step("no endpoint can take model %q: the model route's fallback %q", x.req.Model, r.Fallback)
@@ -160,8 +169,10 @@ func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 		keys = s.hopKeys.HopKeys()
 	}
 	signer, canSign := s.signingKey(keys)
-	sreq := spill.Request{Priority: x.priority, PromptTokens: len(x.req.Prompt) / 4,
-		Hop: s.hopped(x, keys), NoLocal: len(x.cands) == 0, NoHopKey: !canSign}
+	// A model the pool does not serve leaves for a cluster that serves it, as when no endpoint
+	// is left (the model's own pool is down, or there is none here).
+	sreq := spill.Request{Priority: x.priority, PromptTokens: len(x.req.Prompt) / 4, Model: x.target,
+		Hop: s.hopped(x, keys), NoLocal: len(x.cands) == 0 || !s.servesIn(x.target, x.bufs.eps), NoHopKey: !canSign}
 	var dec spill.Decision
 	if x.explain != nil {
 		var t spill.Trace
@@ -214,7 +225,8 @@ func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 		model = dec.FallbackModel
 	}
 	if fc := s.candidates(nil, eps, x, model); len(fc) > 0 {
-		x.cands, x.target = fc, model
+		x.cands, x.fallback = fc, x.fallback || model != x.target
+		x.target = model
 		x.model = s.modelLabel(model)
 		if x.explain != nil {
 			x.explain.TargetModel = model

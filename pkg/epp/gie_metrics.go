@@ -1,7 +1,10 @@
 package epp
 
 import (
+	"maps"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,7 +22,7 @@ import (
 //
 // Label values stay bounded as Spillway's own: model_name and target_model_name are configured
 // model names or "other" (modelLabel), priority an objective's configured priority or the
-// default, name the EPP's one pool, model_server_pod one of the pool's endpoints.
+// default, name a pool the process's EPPs serve, model_server_pod one of the pool's endpoints.
 const (
 	gieModel       = "model_name"
 	gieTargetModel = "target_model_name"
@@ -146,23 +149,35 @@ func (g *gieMetrics) finished(model, target string, duration, ttft time.Duration
 // model_server_pod: the EPP's datastore knows endpoints by address, not Pod name. That label is
 // bounded by the pool's size, and the gauge is this EPP's, never aggregated across the fleet.
 type giePoolCollector struct {
-	ds   Datastore
-	pool fleet.PoolRef
+	mu    sync.RWMutex
+	pools map[fleet.PoolRef]Datastore // the pools the process's EPPs serve
 
 	kv, queue, running, ready, podQueue *prometheus.Desc
 }
 
-func newGIEPoolCollector(ds Datastore, pool fleet.PoolRef) *giePoolCollector {
+func newGIEPoolCollector() *giePoolCollector {
 	desc := func(name, help string, labels ...string) *prometheus.Desc {
 		return prometheus.NewDesc(name, help, append([]string{"name"}, labels...), nil)
 	}
-	return &giePoolCollector{ds: ds, pool: pool,
+	return &giePoolCollector{pools: map[fleet.PoolRef]Datastore{},
 		kv:       desc("inference_pool_average_kv_cache_utilization", "GIE's name: the average KV-cache utilisation of the pool's ready endpoints."),
 		queue:    desc("inference_pool_average_queue_size", "GIE's name: the average number of requests waiting in the ready endpoints' queues."),
 		running:  desc("inference_pool_average_running_requests", "GIE's name: the average number of requests running on the ready endpoints."),
 		ready:    desc("inference_pool_ready_pods", "GIE's name: the pool's ready endpoints."),
 		podQueue: desc("inference_pool_per_pod_queue_size", "GIE's name: the requests waiting in each endpoint's queue, by endpoint address (model_server_pod).", "model_server_pod"),
 	}
+}
+
+func (c *giePoolCollector) add(pool fleet.PoolRef, ds Datastore) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pools[pool] = ds
+}
+
+func (c *giePoolCollector) remove(pool fleet.PoolRef) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.pools, pool)
 }
 
 func (c *giePoolCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -173,12 +188,31 @@ func (c *giePoolCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.podQueue
 }
 
+// Collect reports each pool by name, as GIE does (one pool per EPP there); of two pools with the
+// same name in different namespaces, the first by namespace is reported.
 func (c *giePoolCollector) Collect(ch chan<- prometheus.Metric) {
-	eps, ok := c.ds.Endpoints(c.pool, nil)
+	c.mu.RLock()
+	refs := slices.SortedFunc(maps.Keys(c.pools), fleet.PoolRef.Compare)
+	dss := make([]Datastore, len(refs))
+	for i, r := range refs {
+		dss[i] = c.pools[r]
+	}
+	c.mu.RUnlock()
+	named := make(map[string]bool, len(refs))
+	for i, r := range refs {
+		if !named[r.Name] {
+			named[r.Name] = true
+			c.collect(ch, r, dss[i])
+		}
+	}
+}
+
+func (c *giePoolCollector) collect(ch chan<- prometheus.Metric, pool fleet.PoolRef, ds Datastore) {
+	eps, ok := ds.Endpoints(pool, nil)
 	if !ok {
 		return
 	}
-	name := c.pool.Name
+	name := pool.Name
 	var ready int
 	var kv, queue, running float64
 	seen := make(map[string]bool, len(eps))

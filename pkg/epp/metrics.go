@@ -17,6 +17,25 @@ const (
 	resultSpilled     = "spilled"
 )
 
+// Metrics are the EPP's metrics, Spillway's and GIE's names, for every Server of a process: a
+// spoke serving several pools runs a Server per pool, which share one set. Spillway's series are
+// labelled by objective and model, GIE's inference_pool_* by pool name.
+type Metrics struct {
+	m     *metrics
+	pools *giePoolCollector
+}
+
+// NewMetrics returns the metrics and registers them with reg (nil: unregistered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{m: newMetrics(reg), pools: newGIEPoolCollector()}
+	if reg != nil {
+		// GIE's names, beside Spillway's (gie_metrics.go).
+		reg.MustRegister(m.m.gie.collectors()...)
+		reg.MustRegister(m.pools)
+	}
+	return m
+}
+
 type metrics struct {
 	requests     *prometheus.CounterVec
 	ttft         *prometheus.HistogramVec

@@ -123,9 +123,15 @@ type Options struct {
 	HopKeys HopKeys
 	// Tracer, when set, traces each routing decision (tracing.go); nil: no tracing.
 	Tracer trace.Tracer
+	// Local, when set, are the other pools this process's EPPs serve: a request for a model
+	// this pool does not serve and another local pool does is routed there (local.go).
+	Local LocalPools
 	// Now is the clock that dates and checks hop markers; nil means time.Now.
-	Now        func() time.Time
-	Logger     *slog.Logger
+	Now    func() time.Time
+	Logger *slog.Logger
+	// Metrics, when set, are the process's EPP metrics, shared with its other Servers; else New
+	// makes them and registers them with Registerer (nil: unregistered).
+	Metrics    *Metrics
 	Registerer prometheus.Registerer
 }
 
@@ -145,6 +151,8 @@ type Server struct {
 	sched     *scheduler.Scheduler
 	log       *slog.Logger
 	metrics   *metrics
+	pools     *giePoolCollector
+	local     LocalPools
 	known     map[string]bool
 	retryText string
 
@@ -194,13 +202,13 @@ func New(o Options) (*Server, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	m := newMetrics(o.Registerer)
-	if o.Registerer != nil {
-		// GIE's names, beside Spillway's (gie_metrics.go).
-		o.Registerer.MustRegister(m.gie.collectors()...)
-		o.Registerer.MustRegister(newGIEPoolCollector(o.Datastore, o.Pool))
+	if o.Metrics == nil {
+		o.Metrics = NewMetrics(o.Registerer)
 	}
+	o.Metrics.pools.add(o.Pool, o.Datastore)
 	return &Server{
+		pools:     o.Metrics.pools,
+		local:     o.Local,
 		hopKeys:   o.HopKeys,
 		now:       o.Now,
 		tracer:    o.Tracer,
@@ -213,11 +221,17 @@ func New(o Options) (*Server, error) {
 		ds:        o.Datastore,
 		sched:     sched,
 		log:       o.Logger.With("component", "epp", "pool", o.Pool.String()),
-		metrics:   m,
+		metrics:   o.Metrics.m,
 		known:     known,
 		retryText: strconv.Itoa(int(max(o.Settings.RetryAfter.Round(time.Second)/time.Second, 1))),
 	}, nil
 }
+
+// Close stops reporting the pool in the shared metrics: the process no longer serves it.
+func (s *Server) Close() { s.pools.remove(s.pool) }
+
+// Pool returns the pool the server serves.
+func (s *Server) Pool() fleet.PoolRef { return s.pool }
 
 // Counts returns the requests admitted and shed since start, for the pool's capacity report.
 func (s *Server) Counts() (admitted, shed uint64) { return s.admitted.Load(), s.shed.Load() }
@@ -252,6 +266,9 @@ type exchange struct {
 	began  time.Time
 	req    request.Request
 	target string // the model the request is sent as
+	// fallback is true when a declared fallback changed the model: the response says so
+	// (FallbackModelHeader).
+	fallback bool
 	bufs   *buffers
 	cands  []scheduler.Endpoint // in bufs, or the spill policy's fallback's own
 	dest   string
@@ -359,7 +376,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err 
 		case *extprocv3.ProcessingRequest_ResponseHeaders:
 			hs := headerMap(r.ResponseHeaders.GetHeaders())
 			x.usage.sse = strings.Contains(hs["content-type"], "text/event-stream")
-			out = []*extprocv3.ProcessingResponse{{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}}}
+			out = []*extprocv3.ProcessingResponse{{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: s.responseHeaders(x)}}}
 			if r.ResponseHeaders.GetEndOfStream() {
 				s.finish(x)
 			}

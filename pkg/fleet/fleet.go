@@ -97,6 +97,8 @@ type PoolCapacity struct {
 	Saturation         float64            `json:"saturation"`
 	Saturated          bool               `json:"saturated"`
 	LoRAAdapters       []string           `json:"loraAdapters,omitempty"`
+	// Models the pool's ready endpoints serve (base models; adapters are in LoRAAdapters).
+	Models []string `json:"models,omitempty"`
 	AdmittedTotal      uint64             `json:"admittedTotal"`
 	ShedTotal          uint64             `json:"shedTotal"`
 	ObservedAt         time.Time          `json:"observedAt"`
@@ -117,6 +119,7 @@ func (c PoolCapacity) SameLoad(o PoolCapacity) bool {
 		c.QueueDepth == o.QueueDepth && c.RunningRequests == o.RunningRequests &&
 		c.KVCacheUtilization == o.KVCacheUtilization && c.Saturation == o.Saturation &&
 		c.Saturated == o.Saturated && slices.Equal(c.LoRAAdapters, o.LoRAAdapters) &&
+		slices.Equal(c.Models, o.Models) &&
 		c.Spilling == o.Spilling && c.SpillTarget == o.SpillTarget && c.SpillTargetRegion == o.SpillTargetRegion &&
 		slices.Equal(c.Endpoints, o.Endpoints) && maps.Equal(c.ScrapeFailures, o.ScrapeFailures)
 }

@@ -59,7 +59,17 @@ type Metrics struct {
 	// BlockSize is the KV-cache block size in tokens and NumBlocks the number of GPU blocks; 0 when unknown.
 	BlockSize int
 	NumBlocks int
+	// Models are the model names the server labels its queue series with (model_name, as vLLM,
+	// SGLang and trtllm-serve do), at most MaxModels; nil when it labels none. The slice is
+	// shared between scrapes while the names stay the same: never modify it.
+	Models []string
 }
+
+// MaxModels bounds the model names read from one page, and ModelNameBytes each name.
+const (
+	MaxModels      = 16
+	ModelNameBytes = 253
+)
 
 // selector picks one signal: a family, optionally one label value, and how series combine.
 type selector struct {
@@ -142,6 +152,10 @@ type Parser struct {
 	cachePrefix          []byte
 	cacheLine            []byte
 	blockSize, numBlocks int
+	// models are the model names of the last page; kept while they stay the same, so a scrape
+	// allocates none.
+	models []string
+	names  [][]byte // scratch: the names on the page being parsed
 }
 
 // series is one sample line: its family (an index into wanted), its labels (pairs[lo:hi]) and
@@ -229,6 +243,7 @@ func (p *Parser) Parse(page []byte) (Metrics, error) {
 	if !found {
 		return Metrics{}, fmt.Errorf("%s KV-cache %s: %w", p.engine, p.spec.kv[0].family, ErrMissingMetric)
 	}
+	m.Models = p.modelNames()
 	if p.spec.lora != "" {
 		p.lora(&m)
 	}
@@ -375,6 +390,39 @@ func (p *Parser) lora(m *Metrics) {
 		m.WaitingLoRAs = appendNew(m.WaitingLoRAs, splitList(string(p.label(s, "waiting_lora_adapters"))))
 		m.MaxLoRAs = max(m.MaxLoRAs, p.labelInt(s, "max_lora"))
 	}
+}
+
+// modelNames returns the distinct model_name values of the queue family's series, in page
+// order: the models the server serves. Names past MaxModels, or longer than ModelNameBytes, are
+// left out. While the names stay those of the last page, the same slice is returned again, so a
+// scrape allocates nothing for them.
+func (p *Parser) modelNames() []string {
+	f := p.family(p.spec.queue.family)
+	p.names = p.names[:0]
+	for _, s := range p.series {
+		if s.family != f {
+			continue
+		}
+		name := p.label(s, "model_name")
+		if len(name) == 0 || len(name) > ModelNameBytes || slices.ContainsFunc(p.names, func(n []byte) bool { return bytes.Equal(n, name) }) {
+			continue
+		}
+		if len(p.names) == MaxModels {
+			break
+		}
+		p.names = append(p.names, name)
+	}
+	if len(p.names) == 0 {
+		p.models = nil
+		return nil
+	}
+	if !slices.EqualFunc(p.names, p.models, func(n []byte, m string) bool { return string(n) == m }) {
+		p.models = make([]string, len(p.names))
+		for i, n := range p.names {
+			p.models[i] = string(n)
+		}
+	}
+	return p.models
 }
 
 // appendNew appends the names of add that dst does not hold yet.

@@ -2,6 +2,7 @@ package modelmetrics
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,17 +18,17 @@ func TestParsePublishedPages(t *testing.T) {
 		wantErr error
 	}{
 		{file: "vllm-v0.19.1-kvwarden-snapshot.prom", engine: EngineVLLM,
-			want: Metrics{BlockSize: 16, NumBlocks: 7975}},
+			want: Metrics{BlockSize: 16, NumBlocks: 7975, Models: []string{"meta-llama/Llama-3.1-8B-Instruct"}}},
 		{file: "vllm-v0.7-aibrix-runtime-docs.prom", engine: EngineVLLM,
-			want: Metrics{BlockSize: 16}},
+			want: Metrics{BlockSize: 16, Models: []string{"Qwen/Qwen2.5-Coder-1.5B-Instruct"}}},
 		{file: "vllm-v0.5-datadog-fixture.prom", engine: EngineVLLM,
-			want: Metrics{BlockSize: 16, NumBlocks: 7281}},
+			want: Metrics{BlockSize: 16, NumBlocks: 7281, Models: []string{"facebook/opt-125m"}}},
 		// The v1 design doc's snippet elides the queue ("..."): a page without it is refused.
 		{file: "vllm-v1-docs-design-metrics.snippet.prom", engine: EngineVLLM, wantErr: ErrMissingMetric},
 		{file: "sglang-docs-production-metrics.prom", engine: EngineSGLang,
-			want: Metrics{WaitingQueue: 2826, Running: 162, KVCacheUsage: 0.28}},
+			want: Metrics{WaitingQueue: 2826, Running: 162, KVCacheUsage: 0.28, Models: []string{"meta-llama/Llama-3.1-8B-Instruct"}}},
 		{file: "sglang-v0.5.10-datadog-fixture.prom", engine: EngineSGLang,
-			want: Metrics{KVCacheUsage: 0.25}},
+			want: Metrics{KVCacheUsage: 0.25, Models: []string{"facebook/opt-125m"}}},
 		{file: "triton-trtllm-backend-inflight-batcher.prom", engine: EngineTritonTRTLLM,
 			want: Metrics{WaitingQueue: 1, Running: 1, KVCacheUsage: 0.4875}},
 		// The illustrative trtllm-serve page in the Dynamo docs has latency histograms only.
@@ -59,10 +60,51 @@ func TestParsePublishedPages(t *testing.T) {
 			}
 			if got.WaitingQueue != tt.want.WaitingQueue || got.Running != tt.want.Running ||
 				got.KVCacheUsage != tt.want.KVCacheUsage || got.BlockSize != tt.want.BlockSize ||
-				(tt.want.NumBlocks != 0 && got.NumBlocks != tt.want.NumBlocks) {
+				(tt.want.NumBlocks != 0 && got.NumBlocks != tt.want.NumBlocks) || !slices.Equal(got.Models, tt.want.Models) {
 				t.Fatalf("Parse = %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestParseModelNames: the models are the distinct model_name values of the queue series,
+// bounded; the slice is reused while they stay the same and replaced, never changed, when they
+// change; a page without the label has none.
+func TestParseModelNames(t *testing.T) {
+	page := func(models ...string) []byte {
+		var b strings.Builder
+		b.WriteString("vllm:kv_cache_usage_perc 0.5\n")
+		for i, m := range models {
+			fmt.Fprintf(&b, "vllm:num_requests_waiting{engine=\"%d\",model_name=%q} 1\n", i, m)
+		}
+		return []byte(b.String())
+	}
+	p, _ := NewParser(EngineVLLM)
+	first, err := p.Parse(page("base", "base", "sql-lora"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(first.Models, []string{"base", "sql-lora"}) {
+		t.Fatalf("models %q, want [base sql-lora]", first.Models)
+	}
+	again, _ := p.Parse(page("base", "sql-lora"))
+	if &again.Models[0] != &first.Models[0] {
+		t.Error("the same names were allocated again")
+	}
+	changed, _ := p.Parse(page("other"))
+	if !slices.Equal(changed.Models, []string{"other"}) || !slices.Equal(first.Models, []string{"base", "sql-lora"}) {
+		t.Fatalf("after a change: models %q, and the earlier result became %q", changed.Models, first.Models)
+	}
+	var many []string
+	for i := range MaxModels + 5 {
+		many = append(many, fmt.Sprintf("m%d", i))
+	}
+	many = append(many, strings.Repeat("x", ModelNameBytes+1))
+	if got, _ := p.Parse(page(many...)); len(got.Models) != MaxModels || got.Models[0] != "m0" {
+		t.Fatalf("%d models kept of %d (first %q), want the first %d", len(got.Models), len(many), got.Models[0], MaxModels)
+	}
+	if got, _ := p.Parse([]byte("vllm:kv_cache_usage_perc 0.5\nvllm:num_requests_waiting 1\n")); got.Models != nil {
+		t.Fatalf("a page without model_name gave models %q", got.Models)
 	}
 }
 

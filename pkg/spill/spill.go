@@ -112,6 +112,15 @@ type Remote struct {
 	QueueDepth     uint32
 	// RTT measured from this cluster; 0 when unknown.
 	RTT time.Duration
+	// Models are the models (and LoRA adapters) the cluster's pool serves, from its capacity
+	// report; empty when it does not say, and then it is taken to serve every model.
+	Models []string
+}
+
+// Serves reports whether the remote's pool serves model ("" is any model; a pool that does not
+// say which models it serves serves every one).
+func (r Remote) Serves(model string) bool {
+	return model == "" || len(r.Models) == 0 || slices.Contains(r.Models, model)
 }
 
 // Local is the local pool's load, refreshed by the spoke.
@@ -163,6 +172,9 @@ type Request struct {
 	// request already spilled. The request stays (on the policy's fallback when it has one).
 	// Endpoint Mode needs no marker: it reaches model servers, which never route.
 	NoHopKey bool
+	// Model is the model the request asks for: a cluster whose pool does not serve it is never
+	// a target (failover never changes the model). Empty: any.
+	Model string
 }
 
 // Decision is where a request goes.
@@ -329,6 +341,7 @@ const (
 	RejectedStale       = "stale"
 	RejectedNoAddress   = "no_address"
 	RejectedRegion      = "region_not_allowed"
+	RejectedModel       = "model_not_served"
 )
 
 // Explain decides as Decide does, from the same state and by the same code, and returns what the
@@ -348,7 +361,7 @@ func (d *Decider) decide(r Request, t *Trace) Decision {
 	if t != nil {
 		*t = Trace{Policy: p, Local: l, State: st, ServiceTime: service}
 		// Every remote is judged, whatever the decision, so that an explanation lists them all.
-		ranked = d.ranked(p, service, &t.Remotes)
+		ranked = d.ranked(p, service, r.Model, &t.Remotes)
 	}
 
 	if r.Hop {
@@ -372,7 +385,7 @@ func (d *Decider) decide(r Request, t *Trace) Decision {
 	}
 
 	if t == nil {
-		ranked = d.ranked(p, service, nil)
+		ranked = d.ranked(p, service, r.Model, nil)
 	}
 	if len(ranked) == 0 {
 		if p.FallbackPool != "" || p.FallbackModel != "" {
@@ -418,10 +431,11 @@ func (d *Decider) Targets() []Remote {
 	d.mu.Lock()
 	p, service := d.policy, d.serviceTime
 	d.mu.Unlock()
-	return d.ranked(p, service, nil)
+	return d.ranked(p, service, "", nil)
 }
 
-// ranked returns the usable remotes, best first: within the allowed regions (their order first
+// ranked returns the usable remotes for a request for model ("": any), best first: serving the
+// model, within the allowed regions (their order first
 // when the policy lists them), by RTT plus the remote's own expected wait.
 //
 // A remote whose own report says it is spilling the pool is never usable, saturated or not
@@ -430,7 +444,7 @@ func (d *Decider) Targets() []Remote {
 // the hop marker: each cluster it reaches spills it only to a cluster that is not spilling, and
 // a cluster that spills it is, by then, spilling; so a request visits each cluster at most once
 // while the views hold, and its path is at most as long as the fleet.
-func (d *Decider) ranked(p Policy, service time.Duration, verdicts *[]Verdict) []Remote {
+func (d *Decider) ranked(p Policy, service time.Duration, model string, verdicts *[]Verdict) []Remote {
 	type scored struct {
 		r    Remote
 		rank int
@@ -439,7 +453,7 @@ func (d *Decider) ranked(p Policy, service time.Duration, verdicts *[]Verdict) [
 	var cands []scored
 	var rejected []Verdict
 	for _, r := range d.remotes() {
-		why := rejection(p, r)
+		why := rejection(p, r, model)
 		if why != "" {
 			if verdicts != nil {
 				rejected = append(rejected, Verdict{Remote: r, Rejected: why})
@@ -476,11 +490,13 @@ func (d *Decider) ranked(p Policy, service time.Duration, verdicts *[]Verdict) [
 	return out
 }
 
-// rejection says why r is no spill target under p, or "" when it is one.
-func rejection(p Policy, r Remote) string {
+// rejection says why r is no spill target for a request for model under p, or "" when it is one.
+func rejection(p Policy, r Remote, model string) string {
 	switch {
 	case !r.Alive:
 		return RejectedGone
+	case !r.Serves(model):
+		return RejectedModel
 	case r.Unreachable:
 		return RejectedUnreachable
 	case r.Cordoned:

@@ -153,6 +153,12 @@ func (c *Candidates) remote(rc fleet.RemoteCapacity, cl fleet.Cluster, now time.
 	if r.Gateway != "" && c.opts.RTT != nil {
 		r.RTT = c.opts.RTT.Observe(r.Gateway)
 	}
+	// A report that names no model says nothing of them (an older spoke, servers that label
+	// none): the pool is taken to serve any. One that does serves its models and the adapters
+	// loaded on its endpoints.
+	if len(rc.Capacity.Models) > 0 {
+		r.Models = append(slices.Clip(rc.Capacity.Models), rc.Capacity.LoRAAdapters...)
+	}
 	return r
 }
 

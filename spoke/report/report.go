@@ -183,7 +183,7 @@ func (l *Loop) report() {
 		for _, e := range p.Endpoints {
 			s, _ := l.opts.Scraper.Sample(e.Address)
 			ce := capacity.Endpoint{Address: e.Address, Metrics: s.Metrics, ScrapedAt: s.ScrapedAt, Failed: s.Err != nil,
-				FailReason: s.Reason, TargetSince: l.targetSince[e.Address]}
+				FailReason: s.Reason, TargetSince: l.targetSince[e.Address], Models: e.Models}
 			if l.opts.Thresholds.Fresh(ce, now) {
 				fresh++
 			} else {

@@ -342,8 +342,12 @@ type PoolCapacity struct {
 	// timeout, http_status, too_large, unparsable, connection, config, unknown): at most 8 kinds
 	// of 1..32 bytes.
 	ScrapeFailures map[string]uint32 `protobuf:"bytes,18,rep,name=scrape_failures,json=scrapeFailures,proto3" json:"scrape_failures,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The models the pool's ready endpoints serve: the models the source declares for them, else
+	// the model names their servers label their metrics with. LoRA adapters are in lora_adapters.
+	// At most 64, each 1..253 bytes, sorted.
+	Models        []string `protobuf:"bytes,19,rep,name=models,proto3" json:"models,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PoolCapacity) Reset() {
@@ -498,6 +502,13 @@ func (x *PoolCapacity) GetSpilledTotal() uint64 {
 func (x *PoolCapacity) GetScrapeFailures() map[string]uint32 {
 	if x != nil {
 		return x.ScrapeFailures
+	}
+	return nil
+}
+
+func (x *PoolCapacity) GetModels() []string {
+	if x != nil {
+		return x.Models
 	}
 	return nil
 }
@@ -1012,7 +1023,7 @@ const file_spillway_v1_fleet_proto_rawDesc = "" +
 	"\x06labels\x18\x03 \x03(\v2\x1f.spillway.v1.Export.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xda\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf2\x06\n" +
 	"\fPoolCapacity\x12(\n" +
 	"\x04pool\x18\x01 \x01(\v2\x14.spillway.v1.PoolRefR\x04pool\x12'\n" +
 	"\x0fready_endpoints\x18\x02 \x01(\rR\x0ereadyEndpoints\x12'\n" +
@@ -1037,7 +1048,8 @@ const file_spillway_v1_fleet_proto_rawDesc = "" +
 	"\fspill_target\x18\x0f \x01(\tR\vspillTarget\x12.\n" +
 	"\x13spill_target_region\x18\x10 \x01(\tR\x11spillTargetRegion\x12#\n" +
 	"\rspilled_total\x18\x11 \x01(\x04R\fspilledTotal\x12V\n" +
-	"\x0fscrape_failures\x18\x12 \x03(\v2-.spillway.v1.PoolCapacity.ScrapeFailuresEntryR\x0escrapeFailures\x1aA\n" +
+	"\x0fscrape_failures\x18\x12 \x03(\v2-.spillway.v1.PoolCapacity.ScrapeFailuresEntryR\x0escrapeFailures\x12\x16\n" +
+	"\x06models\x18\x13 \x03(\tR\x06models\x1aA\n" +
 	"\x13ScrapeFailuresEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xe3\x01\n" +
