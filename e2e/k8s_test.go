@@ -520,7 +520,9 @@ func TestSpillPolicyDrivesTheDecision(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.startSpoke(t, hub, spokekube.Options{Spill: dec, SpillPool: fleet.PoolRef{Namespace: ns, Name: "chat"}, DefaultSpillPolicy: spill.DefaultPolicy()})
+	c.startSpoke(t, hub, spokekube.Options{Spillers: func() map[fleet.PoolRef]spokekube.Spiller {
+		return map[fleet.PoolRef]spokekube.Spiller{{Namespace: ns, Name: "chat"}: dec}
+	}, DefaultSpillPolicy: spill.DefaultPolicy()})
 
 	policy := func(name string) string {
 		return fmt.Sprintf("apiVersion: spillway.io/v1alpha1\nkind: SpillPolicy\nmetadata: {name: %s, namespace: %s}\nspec: {poolRef: {name: chat}, tripMark: 0.8, clearMark: 0.5, targetRegions: [eu-west]}\n", name, ns)

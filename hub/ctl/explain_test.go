@@ -91,7 +91,7 @@ func explainingSpoke(t *testing.T, h *hubtest.Hub) (*epp.Server, *spill.Decider,
 		Cluster:    spfleet.ClusterInfo{ID: "us-west-1", Region: "us-west", GatewayAddress: "10.0.3.1:80", Version: "test"},
 		HubAddress: h.Addr, TLS: h.ClientTLS(hubtest.Cluster("us-west-1")), MinBackoff: 50 * time.Millisecond, MaxBackoff: 300 * time.Millisecond,
 		// As spoke/app wires it.
-		Explain: func(req *pb.ExplainRequest) ([]byte, error) { return app.Explain(srv, chatPool, req) },
+		Explain: func(req *pb.ExplainRequest) ([]byte, error) { return app.Explain([]*epp.Server{srv}, req) },
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -171,7 +171,7 @@ func TestExplainThroughTheHub(t *testing.T) {
 		{[]string{"explain", "eu-west-1"}, "does not answer explain queries"},
 		{[]string{"explain", "nowhere-1"}, "cluster nowhere-1"},
 		{[]string{"explain", "ap-south-1"}, "unavailable: cluster ap-south-1, hub replica hub-test: the cluster's spoke holds no session on this hub replica"},
-		{[]string{"explain", "us-west-1", "--pool", "default/code"}, "serves pool default/chat"},
+		{[]string{"explain", "us-west-1", "--pool", "default/code"}, "serve default/chat, not pool default/code"},
 		{[]string{"explain", "us-west-1", "--priority", "urgent"}, `--priority "urgent"`},
 	} {
 		if out, err := as(t, h, viewer, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -37,12 +37,26 @@ func (s *Server) Serves(model string) bool {
 	return s.servesIn(model, eps)
 }
 
+// Lists reports whether the pool names model (as Serves does), and whether it says which models
+// it serves at all.
+func (s *Server) Lists(model string) (listed, said bool) {
+	if s.known[model] {
+		return true, true
+	}
+	eps, _ := s.ds.Endpoints(s.pool, nil)
+	return s.lists(model, eps)
+}
+
 // servesIn is Serves on the pool's endpoints eps.
 func (s *Server) servesIn(model string, eps []Endpoint) bool {
 	if model == "" || s.known[model] {
 		return true
 	}
-	said := false
+	listed, said := s.lists(model, eps)
+	return listed || !said
+}
+
+func (s *Server) lists(model string, eps []Endpoint) (listed, said bool) {
 	for _, e := range eps {
 		served := e.Models
 		if len(served) == 0 {
@@ -53,10 +67,10 @@ func (s *Server) servesIn(model string, eps []Endpoint) bool {
 		}
 		said = true
 		if slices.Contains(served, model) || slices.Contains(e.Metrics.ActiveLoRAs, model) || slices.Contains(e.Metrics.WaitingLoRAs, model) {
-			return true
+			return true, true
 		}
 	}
-	return !said
+	return false, said
 }
 
 // handOff returns the local pool's EPP that should route the request instead of this one: the

@@ -81,7 +81,7 @@ func (s *spoke) affinityOptions() (o affinity.Options, on bool, err error) {
 	if a.Address == "" {
 		return o, false, nil
 	}
-	if s.picker == nil {
+	if s.primary == nil {
 		return o, true, errors.New("--replica-address needs --epp-address: the ring shares the EPP's prefix affinity")
 	}
 	var key []byte
@@ -96,7 +96,7 @@ func (s *spoke) affinityOptions() (o affinity.Options, on bool, err error) {
 	}
 	return affinity.Options{
 		Cluster: s.cfg.ClusterID, BindAddress: a.Address, AdvertiseAddress: a.Advertise, Peers: a.Peers,
-		Key: key, OldKeys: old, Insecure: a.Insecure, Index: s.picker.Scheduler().Prefix(), Accept: s.servesEndpoint,
+		Key: key, OldKeys: old, Insecure: a.Insecure, Index: s.primary.picker.Scheduler().Prefix(), Accept: s.servesEndpoint,
 		Logger: s.log, Registerer: s.reg,
 	}, true, nil
 }
@@ -121,7 +121,7 @@ func (s *spoke) runAffinity(ctx context.Context, g *errgroup.Group) {
 		if err != nil {
 			return err
 		}
-		ix := s.picker.Scheduler().Prefix()
+		ix := s.primary.picker.Scheduler().Prefix()
 		ix.SetObserver(r)
 		defer ix.SetObserver(nil)
 		wait, cancel := context.WithTimeout(ctx, affinityStartWait)

@@ -83,7 +83,7 @@ func TestSpokeReplicasShareAffinity(t *testing.T) {
 		}
 		return nil
 	})
-	a, b := replicas[0].picker.Scheduler().Prefix(), replicas[1].picker.Scheduler().Prefix()
+	a, b := replicas[0].primary.picker.Scheduler().Prefix(), replicas[1].primary.picker.Scheduler().Prefix()
 	const served, outside = "127.0.0.1:8000", "10.9.9.9:8000"
 	prompt := strings.Repeat("a shared system prompt, ", 20)
 	hashes := a.Hashes(nil, "m", prompt)

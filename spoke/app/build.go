@@ -9,18 +9,16 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
@@ -37,11 +35,9 @@ import (
 	"github.com/spillway-io/spillway/spoke/hubclient"
 	"github.com/spillway-io/spillway/spoke/join"
 	"github.com/spillway-io/spillway/spoke/kube"
-	"github.com/spillway-io/spillway/spoke/remote"
 	"github.com/spillway-io/spillway/spoke/report"
 	"github.com/spillway-io/spillway/spoke/rttprobe"
 	"github.com/spillway-io/spillway/spoke/source"
-	"github.com/spillway-io/spillway/spoke/spillstatus"
 )
 
 // spoke holds the components Run's group runs. The optional ones are nil when off.
@@ -64,16 +60,19 @@ type spoke struct {
 	servingReloads bool               // --epp-cert-dir
 	eppClientCAs   *tlsconfig.CAPool  // --epp-client-ca-file
 
-	member  *gossip.Member           // --gossip-address
-	rtt     *rttprobe.Prober         // --spill
-	remotes *remote.Candidates       // --spill
-	decider *spill.Decider           // --spill
-	ctrl    *kube.Controller         // the Kubernetes source
-	elector *kube.Elector            // the Kubernetes source with --leader-elect
-	picker  *epp.Server              // --epp-address
-	tracing *sdktrace.TracerProvider // --tracing-endpoint
-	eppGRPC *grpc.Server             // --epp-address
-	health  *health.Server           // --epp-address
+	member   *gossip.Member           // --gossip-address
+	rtt      *rttprobe.Prober         // --spill
+	gateways *controllerGateways      // --spill: where remote clusters' gateways are
+	ctrl     *kube.Controller         // the Kubernetes source
+	elector  *kube.Elector            // the Kubernetes source with --leader-elect
+	tracing  *sdktrace.TracerProvider // --tracing-endpoint
+	tracer   trace.Tracer             // --tracing-endpoint
+
+	// The EPPs (--epp-address): primary is the one pool's with --epp-pool (nil with
+	// --epp-service, whose pools' EPPs come and go in epps while the spoke runs).
+	eppMetrics *epp.Metrics
+	epps       *eppSet
+	primary    *poolEPP
 }
 
 // build builds the components in dependency order. The spoke it returns, even with an error,
@@ -89,12 +88,13 @@ func build(cfg *Config) (*spoke, error) {
 	}
 	s.client = s.newHubClient()
 	s.ds = newDatastore(s.scraper)
-	gateways := &controllerGateways{}
+	s.gateways = &controllerGateways{}
+	s.epps = newEPPSet()
 	for _, step := range []func() error{
 		s.buildServing,
 		s.startGossip,
-		func() error { return s.buildSpill(gateways) },
-		func() error { return s.buildController(gateways) },
+		s.buildSpill,
+		s.buildController,
 		s.buildElector,
 		s.buildEPP,
 		s.buildAffinity,
@@ -141,33 +141,27 @@ func (s *spoke) startGossip() error {
 	return err
 }
 
-// buildSpill builds federated routing for the EPP's pool: the RTT prober, the remote candidates
-// and the spill decision, fed with the fleet view.
-func (s *spoke) buildSpill(gateways remote.GatewayResolver) error {
+// buildSpill builds what federated routing shares between the EPPs' pools: the RTT prober of
+// the remote gateways. Each pool's EPP has its remote candidates and spill decision
+// (newPoolEPP).
+func (s *spoke) buildSpill() error {
 	if !s.cfg.Spill {
 		return nil
+	}
+	// The spill policy is checked at start, whichever pools come.
+	if _, err := spill.New(s.cfg.EPP.Spill, func() []spill.Remote { return nil }); err != nil {
+		return fmt.Errorf("spill policy: %w", err)
 	}
 	probeTLS, err := remoteGatewayTLS(s.cfg.Trust)
 	if err != nil {
 		return err
 	}
 	s.rtt = rttprobe.New(rttprobe.Options{Self: s.cfg.ClusterID, TLS: probeTLS})
-	o := remote.Options{Self: s.cfg.ClusterID, Pool: s.cfg.EPPPoolRef, View: s.client.View(), Gateways: gateways,
-		RTT: s.rtt, Overrides: s.cfg.RemoteGateways}
-	if s.member != nil {
-		o.Live = s.member
-	}
-	s.remotes = remote.New(o)
-	d, err := spill.New(s.cfg.EPP.Spill, s.remotes.List)
-	if err != nil {
-		return fmt.Errorf("spill policy: %w", err)
-	}
-	s.decider = d
 	return nil
 }
 
 // buildController builds the Kubernetes source, which also resolves remote gateways.
-func (s *spoke) buildController(gateways *controllerGateways) error {
+func (s *spoke) buildController() error {
 	if s.cfg.KubeConfig == nil {
 		return nil
 	}
@@ -189,14 +183,14 @@ func (s *spoke) buildController(gateways *controllerGateways) error {
 	if s.cfg.HubAddress != "" {
 		ko.View, ko.Reporter, ko.Refused = s.client.View(), s.client, s.client
 	}
-	if s.decider != nil {
-		ko.Spill, ko.SpillPool, ko.DefaultSpillPolicy = s.decider, s.cfg.EPPPoolRef, s.cfg.EPP.Spill
+	if s.cfg.Spill {
+		ko.Spillers, ko.DefaultSpillPolicy = s.epps.spillers, s.cfg.EPP.Spill
 	}
 	ctrl, err := kube.New(ko)
 	if err != nil {
 		return err
 	}
-	s.ctrl, s.source, gateways.ctrl = ctrl, ctrl, ctrl
+	s.ctrl, s.source, s.gateways.ctrl = ctrl, ctrl, ctrl
 	return nil
 }
 
@@ -233,57 +227,65 @@ func (s *spoke) lead(ctx context.Context) error {
 	return s.ctrl.Lead(ctx)
 }
 
-// buildEPP builds the Endpoint Picker and its gRPC server (ext_proc and health).
+// buildEPP builds what the EPPs share (metrics, tracing) and, with --epp-pool, the one pool's
+// EPP; with --epp-service the pools' EPPs are built as the pools come (runEPPService).
 func (s *spoke) buildEPP() error {
 	if s.cfg.EPP == nil {
 		return nil
 	}
-	var objs epp.Objectives
-	if s.ctrl != nil {
-		objs = clusterObjectives{ctrl: s.ctrl, pool: s.cfg.EPPPoolRef, file: s.cfg.EPP.Objectives}
-	}
-	o := epp.Options{Pool: s.cfg.EPPPoolRef, Settings: *s.cfg.EPP, Datastore: s.ds, Objectives: objs,
-		Spill: s.decider, ClusterID: s.cfg.ClusterID, Logger: s.log, Registerer: s.reg}
+	s.eppMetrics = epp.NewMetrics(s.reg)
 	if s.cfg.Tracing.Endpoint != "" {
 		tp, err := newTracerProvider(s.cfg.Tracing, s.cfg.ClusterID)
 		if err != nil {
 			return err
 		}
-		s.tracing, o.Tracer = tp, tp.Tracer("github.com/spillway-io/spillway/pkg/epp")
+		s.tracing, s.tracer = tp, tp.Tracer("github.com/spillway-io/spillway/pkg/epp")
 	}
-	if s.cfg.HubAddress != "" {
-		o.HopKeys = s.client
+	if s.cfg.EPPService != "" {
+		return nil
 	}
-	picker, err := epp.New(o)
+	p, err := s.newPoolEPP(s.cfg.EPPPoolRef, s.cfg.EPPAddress)
 	if err != nil {
 		return err
 	}
-	s.picker = picker
-	s.eppGRPC = grpc.NewServer(s.eppServerOptions(epp.GRPCServerOptions(s.cfg.EPPStreamWorkers))...)
-	extprocv3.RegisterExternalProcessorServer(s.eppGRPC, picker)
-	s.health = health.NewServer()
-	for _, svc := range []string{"liveness", "readiness", extprocv3.ExternalProcessor_ServiceDesc.ServiceName} {
-		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
-	}
-	healthpb.RegisterHealthServer(s.eppGRPC, s.health)
+	s.primary = p
+	s.epps.put(p)
+	s.metrics.eppPools.Set(1)
 	return nil
 }
 
 // explain answers the hub's explain query with the EPP's explanation (hubctl explain).
 func (s *spoke) explain(req *pb.ExplainRequest) ([]byte, error) {
-	if s.picker == nil {
+	if s.cfg.EPP == nil {
 		return nil, errors.New("this spoke runs no EPP (--epp-address is empty)")
 	}
-	return Explain(s.picker, s.cfg.EPPPoolRef, req)
+	eps := s.epps.sorted()
+	pickers := make([]*epp.Server, len(eps))
+	for i, p := range eps {
+		pickers[i] = p.picker
+	}
+	return Explain(pickers, req)
 }
 
-// Explain answers an explain query with the JSON of the explanation of picker, the EPP of pool:
-// what a spoke sends back to the hub.
-func Explain(picker *epp.Server, pool fleet.PoolRef, req *pb.ExplainRequest) ([]byte, error) {
-	if p := req.GetPool(); p != nil {
-		if ref := fleetpb.PoolRefFrom(p); ref != pool {
-			return nil, fmt.Errorf("this spoke's EPP serves pool %s, not %s", pool, ref)
+// Explain answers an explain query with the JSON of the explanation of the EPP of the pool it
+// names among pickers (the one EPP when it names none and there is one): what a spoke sends
+// back to the hub.
+func Explain(pickers []*epp.Server, req *pb.ExplainRequest) ([]byte, error) {
+	var picker *epp.Server
+	switch p := req.GetPool(); {
+	case p != nil:
+		ref := fleetpb.PoolRefFrom(p)
+		i := slices.IndexFunc(pickers, func(s *epp.Server) bool { return s.Pool() == ref })
+		if i < 0 {
+			return nil, fmt.Errorf("this spoke's EPPs serve %s, not pool %s", poolList(pickers), ref)
 		}
+		picker = pickers[i]
+	case len(pickers) == 1:
+		picker = pickers[0]
+	case len(pickers) == 0:
+		return nil, errors.New("this spoke's EPP serves no pool yet")
+	default:
+		return nil, fmt.Errorf("this spoke's EPPs serve %s: name one (--pool)", poolList(pickers))
 	}
 	r := epp.ExplainRequest{Objective: req.GetObjective(), Model: req.GetModel(), Prompt: req.GetPrompt()}
 	if req.Priority != nil {
@@ -297,22 +299,28 @@ func Explain(picker *epp.Server, pool fleet.PoolRef, req *pb.ExplainRequest) ([]
 	return json.Marshal(e)
 }
 
+// poolList names the pickers' pools.
+func poolList(pickers []*epp.Server) string {
+	names := make([]string, len(pickers))
+	for i, p := range pickers {
+		names[i] = p.Pool().String()
+	}
+	return strings.Join(names, ", ")
+}
+
 // newReport builds the capacity report loop on the other components.
 func (s *spoke) newReport() *report.Loop {
 	o := report.Options{Pools: s.source, Scraper: s.scraper, Hub: s.client, Endpoints: s.ds, Thresholds: s.cfg.Thresholds,
 		ReportEndpoints: s.cfg.ReportEndpoints, Period: s.cfg.CapacityPeriod, Registerer: s.reg}
-	if s.picker != nil {
-		o.EPPPool, o.EPP, o.Prefix = s.cfg.EPPPoolRef, s.picker, s.picker.Scheduler().Prefix()
-	}
-	if s.decider != nil {
-		o.Spill = s.decider
+	if s.cfg.EPP != nil {
+		o.EPPs = s.epps.reported
 	}
 	return report.New(o)
 }
 
 // listen opens the EPP's listener (nil without an EPP), then the HTTP one.
 func (s *spoke) listen() (httpL, eppL net.Listener, err error) {
-	if s.eppGRPC != nil {
+	if s.primary != nil {
 		if eppL, err = net.Listen("tcp", s.cfg.EPPAddress); err != nil {
 			return nil, nil, fmt.Errorf("listen --epp-address: %w", err)
 		}
@@ -332,16 +340,16 @@ func (s *spoke) listen() (httpL, eppL net.Listener, err error) {
 // run runs every component in one group until ctx ends or one fails.
 func (s *spoke) run(ctx context.Context, httpL, eppL net.Listener) error {
 	g, gctx := errgroup.WithContext(ctx)
-	if s.eppGRPC != nil {
-		g.Go(func() error { return s.serveEPP(gctx, eppL) })
+	if s.primary != nil {
+		g.Go(func() error { return s.primary.run(gctx, eppL, s.cfg.EPPDrainTimeout, s.log) })
+	}
+	if s.cfg.EPPService != "" {
+		g.Go(func() error { return s.runEPPService(gctx) })
 	}
 	g.Go(func() error { return s.source.Run(gctx) })
 	g.Go(func() error { return s.scraper.Run(gctx) })
 	if s.rtt != nil {
 		g.Go(func() error { return s.rtt.Run(gctx) })
-	}
-	if s.remotes != nil {
-		g.Go(func() error { return s.remotes.Run(gctx) })
 	}
 	if s.member != nil {
 		g.Go(func() error { return s.member.Run(gctx) })
@@ -372,34 +380,6 @@ func (s *spoke) run(ctx context.Context, httpL, eppL net.Listener) error {
 	return g.Wait()
 }
 
-// serveEPP serves ext_proc on l until ctx ends, then drains: the listener closes and the
-// gateways' connections are told to go away (new requests go to another replica), the health
-// service answers NOT_SERVING, and the streams in flight, which last until their responses have
-// passed through, finish for up to --epp-drain-timeout before they are cut.
-func (s *spoke) serveEPP(ctx context.Context, l net.Listener) error {
-	errc := make(chan error, 1)
-	go func() { errc <- s.eppGRPC.Serve(l) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("grpc server on %s: %w", l.Addr(), err)
-	case <-ctx.Done():
-	}
-	s.health.Shutdown()
-	drained := make(chan struct{})
-	go func() { s.eppGRPC.GracefulStop(); close(drained) }()
-	t := time.NewTimer(s.cfg.EPPDrainTimeout)
-	defer t.Stop()
-	select {
-	case <-drained:
-	case <-t.C:
-		s.log.Warn("EPP requests still in flight at the end of the drain; cutting them", "drainTimeout", s.cfg.EPPDrainTimeout)
-		s.eppGRPC.Stop()
-		<-drained
-	}
-	<-errc
-	return nil
-}
-
 // mux serves /metrics, /healthz, /readyz, /spill with federated routing, and the profiles
 // with --enable-pprof.
 func (s *spoke) mux() *http.ServeMux {
@@ -408,8 +388,8 @@ func (s *spoke) mux() *http.ServeMux {
 		ready = s.ctrl.Ready
 	}
 	mux := serve.HTTPMux(s.reg, ready)
-	if s.decider != nil {
-		mux.Handle("/spill", spillstatus.Handler(s.cfg.EPPPoolRef, s.decider, s.remotes.List))
+	if s.cfg.Spill {
+		mux.Handle("/spill", s.spillStatus())
 	}
 	if s.cfg.EnablePprof {
 		serve.Pprof(mux)
@@ -420,11 +400,8 @@ func (s *spoke) mux() *http.ServeMux {
 // close releases what build started: the EPP's gRPC server (its stream workers start with it,
 // served or not), its health server and the gossip member.
 func (s *spoke) close() {
-	if s.eppGRPC != nil {
-		s.eppGRPC.Stop()
-	}
-	if s.health != nil {
-		s.health.Shutdown()
+	if s.primary != nil {
+		s.primary.close()
 	}
 	if s.member != nil {
 		s.member.Close()

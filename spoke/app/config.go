@@ -33,7 +33,7 @@ type Config struct {
 	KubeConfig *rest.Config
 	// EPP is the Endpoint Picker's configuration; nil when --epp-address is empty.
 	EPP *epp.Settings
-	// EPPPoolRef is the pool the EPP serves.
+	// EPPPoolRef is the pool the EPP serves; zero with --epp-service (every pool naming it).
 	EPPPoolRef fleet.PoolRef
 }
 
@@ -127,6 +127,9 @@ func (c *Config) completeEPP(settings epp.Settings, pools []source.Pool) error {
 		settings.Thresholds = c.Thresholds
 	}
 	c.EPP = &settings
+	if c.EPPService != "" {
+		return nil // the pools naming the Service, as they come
+	}
 	if ns, name, ok := strings.Cut(c.EPPPool, "/"); ok {
 		c.EPPPoolRef = fleet.PoolRef{Namespace: ns, Name: name}
 	} else if len(pools) > 0 {

@@ -55,6 +55,7 @@ type Options struct {
 	Thresholds        capacity.Thresholds
 	EPPAddress        string
 	EPPPool           string
+	EPPService        string
 	EPPConfig         string
 	// EPPStreamWorkers is how many goroutines serve ext_proc streams (0: one new per stream).
 	EPPStreamWorkers int
@@ -218,6 +219,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.Thresholds.Staleness, "metrics-staleness", o.Thresholds.Staleness, "age at which an endpoint's metrics count as stale (saturated)")
 	fs.StringVar(&o.EPPAddress, "epp-address", o.EPPAddress, "host:port of the Endpoint Picker's ext_proc gRPC service (empty: no EPP)")
 	fs.StringVar(&o.EPPPool, "epp-pool", o.EPPPool, "namespace/name of the local pool the EPP serves (default: the first pool of the source)")
+	fs.StringVar(&o.EPPService, "epp-service", o.EPPService, "serve the EPP of every InferencePool whose spec.endpointPickerRef names this Service, each on its endpointPickerRef port (on --epp-address's host), as pools come and go (Kubernetes source; instead of --epp-pool)")
 	fs.StringVar(&o.EPPConfig, "epp-config", o.EPPConfig, "YAML file of the EPP's scorers, objectives and model routing (see docs/epp.md)")
 	fs.StringVar(&o.PoolName, "pool-name", o.PoolName, "GIE's flag: name of the InferencePool the EPP serves (with --pool-namespace, instead of --epp-pool)")
 	fs.StringVar(&o.PoolNamespace, "pool-namespace", o.PoolNamespace, "GIE's flag: namespace of --pool-name (default: $POD_NAMESPACE, else default)")
@@ -304,8 +306,23 @@ func (o *Options) identityErrors() []error {
 	if o.GIEConfigFile != "" && o.GIEConfigText != "" {
 		errs = append(errs, errors.New("--config-file and --config-text: give one"))
 	}
-	if o.PoolsFile == "" && o.EPPAddress != "" && o.EPPPool == "" {
-		errs = append(errs, errors.New("--epp-pool is required with the Kubernetes source (or set --epp-address to empty)"))
+	if o.PoolsFile == "" && o.EPPAddress != "" && o.EPPPool == "" && o.EPPService == "" {
+		errs = append(errs, errors.New("--epp-pool or --epp-service is required with the Kubernetes source (or set --epp-address to empty)"))
+	}
+	if o.EPPService != "" {
+		switch {
+		case o.PoolsFile != "":
+			errs = append(errs, errors.New("--epp-service needs the Kubernetes source (InferencePools name their EPP), not --pools-file"))
+		case o.EPPPool != "":
+			errs = append(errs, errors.New("--epp-service serves every pool naming it; --epp-pool (or --pool-name) one: give one"))
+		case o.EPPAddress == "":
+			errs = append(errs, errors.New("--epp-service needs --epp-address (its host is where the pools' ports listen)"))
+		case len(validation.IsDNS1035Label(o.EPPService)) > 0:
+			errs = append(errs, fmt.Errorf("--epp-service %q: want a Service name", o.EPPService))
+		}
+		if o.Affinity.Address != "" {
+			errs = append(errs, errors.New("--epp-service: the replicas' prefix affinity serves one pool; use --epp-pool with it"))
+		}
 	}
 	for id, addr := range o.RemoteGateways {
 		if _, _, err := net.SplitHostPort(addr); err != nil || id == "" {

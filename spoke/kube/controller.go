@@ -104,11 +104,10 @@ type Options struct {
 	// Refused, when set, names the exported pools the hub client leaves out: their Exported
 	// condition is False with ReasonNotAllowedByHub and the hub's rule.
 	Refused RefusedExports
-	// Spill, when set, is the spill decision of the EPP's pool SpillPool: the controller gives it
-	// the pool's SpillPolicy (DefaultSpillPolicy without one) and reports its state in the
-	// policy's status.
-	Spill              Spiller
-	SpillPool          fleet.PoolRef
+	// Spillers, when set, return the spill decisions of the pools the spoke's EPPs serve: the
+	// controller gives each its pool's SpillPolicy (DefaultSpillPolicy without one) and reports
+	// its state in the policy's status.
+	Spillers           func() map[fleet.PoolRef]Spiller
 	DefaultSpillPolicy spill.Policy
 	// Resync bounds how long the controller goes without a full reconcile.
 	Resync time.Duration
@@ -242,7 +241,7 @@ func (c *Controller) Run(ctx context.Context) error {
 		return err
 	}
 	c.objectiveGVRs = gvrs
-	if c.opts.Spill != nil {
+	if c.opts.Spillers != nil {
 		res, err := c.disco.ServerResourcesForGroupVersion(SpillPolicyResource.GroupVersion().String())
 		if err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("discover %s: %w", SpillPolicyResource.GroupVersion(), err)
@@ -516,7 +515,7 @@ func (c *Controller) Priority(pool fleet.PoolRef, name string) (int, bool) {
 }
 
 func poolEqual(a, b source.Pool) bool {
-	return a.Ref == b.Ref && a.Export == b.Export && slices.Equal(a.TargetPorts, b.TargetPorts) &&
+	return a.Ref == b.Ref && a.Export == b.Export && a.EndpointPicker == b.EndpointPicker && a.EndpointPickerPort == b.EndpointPickerPort && slices.Equal(a.TargetPorts, b.TargetPorts) &&
 		maps.Equal(a.Labels, b.Labels) && slices.EqualFunc(a.Endpoints, b.Endpoints, func(x, y source.Endpoint) bool {
 		return x.Address == y.Address && x.Engine == y.Engine && slices.Equal(x.Models, y.Models)
 	})

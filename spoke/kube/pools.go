@@ -95,6 +95,12 @@ func (c *Controller) buildPools() ([]source.Pool, map[fleet.PoolRef]map[string]i
 			Labels: ip.Labels,
 			Export: ip.Annotations[apixv1alpha1.ExportAnnotationKey] == apixv1alpha1.ExportAnnotationVal,
 		}
+		if r := ip.Spec.EndpointPickerRef; r != nil && (r.Kind == "" || r.Kind == "Service") {
+			p.EndpointPicker = string(r.Name)
+			if r.Port != nil {
+				p.EndpointPickerPort = uint32(r.Port.Number)
+			}
+		}
 		for _, tp := range ip.Spec.TargetPorts {
 			p.TargetPorts = append(p.TargetPorts, uint32(tp.Number))
 		}

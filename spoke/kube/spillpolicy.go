@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/spill"
 )
 
@@ -45,10 +46,9 @@ type policyStatus struct {
 	inForce bool
 }
 
-// spillPolicies reads the EPP pool's SpillPolicies: the policy in force (the oldest naming the
-// pool, when valid; the default policy otherwise) and each one's status.
-func (c *Controller) spillPolicies() (spill.Policy, []policyStatus, error) {
-	pool := c.opts.SpillPool
+// spillPolicies reads a pool's SpillPolicies: the policy in force (the oldest naming the pool,
+// when valid; the default policy otherwise) and each one's status.
+func (c *Controller) spillPolicies(pool fleet.PoolRef) (spill.Policy, []policyStatus, error) {
 	objs, err := c.dynInf.ForResource(SpillPolicyResource).Lister().ByNamespace(pool.Namespace).List(labels.Everything())
 	if err != nil {
 		return spill.Policy{}, nil, err
@@ -89,33 +89,54 @@ func (c *Controller) spillPolicies() (spill.Policy, []policyStatus, error) {
 	return policy, states, nil
 }
 
-// applySpillPolicy gives the spill decision the EPP pool's SpillPolicy in force (the oldest
+// applySpillPolicy gives each spill decision its pool's SpillPolicy in force (the oldest
 // naming the pool), or the default policy when there is none or it is invalid. Every replica
-// does it: each has its own decision.
+// does it: each has its own decisions.
 func (c *Controller) applySpillPolicy() error {
-	if !c.hasSpillPolicies || c.opts.Spill == nil {
+	if !c.hasSpillPolicies || c.opts.Spillers == nil {
 		return nil
-	}
-	policy, _, err := c.spillPolicies()
-	if err != nil {
-		return err
-	}
-	return c.opts.Spill.SetPolicy(policy)
-}
-
-// syncSpillPolicy writes every SpillPolicy's status of the EPP's pool: Accepted, and for the
-// one in force whether the pool is spilling and to where (this replica's decision).
-func (c *Controller) syncSpillPolicy(ctx context.Context) error {
-	if !c.hasSpillPolicies || c.opts.Spill == nil {
-		return nil
-	}
-	_, states, err := c.spillPolicies()
-	if err != nil {
-		return err
 	}
 	var errs []error
-	for _, st := range states {
-		errs = append(errs, c.writeSpillStatus(ctx, st.obj, st.cond, st.inForce))
+	for pool, sp := range c.opts.Spillers() {
+		policy, _, err := c.spillPolicies(pool)
+		if err == nil {
+			err = sp.SetPolicy(policy)
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// SpillPolicy returns the policy in force for a pool: its SpillPolicy (the oldest naming it,
+// when valid), else the default. A spoke gives it to the spill decision of a pool it starts
+// serving, before the next reconcile.
+func (c *Controller) SpillPolicy(pool fleet.PoolRef) spill.Policy {
+	if !c.hasSpillPolicies {
+		return c.opts.DefaultSpillPolicy
+	}
+	p, _, err := c.spillPolicies(pool)
+	if err != nil {
+		return c.opts.DefaultSpillPolicy
+	}
+	return p
+}
+
+// syncSpillPolicy writes the status of every SpillPolicy of the pools the EPPs serve: Accepted,
+// and for the one in force whether the pool is spilling and to where (this replica's decision).
+func (c *Controller) syncSpillPolicy(ctx context.Context) error {
+	if !c.hasSpillPolicies || c.opts.Spillers == nil {
+		return nil
+	}
+	var errs []error
+	for pool, sp := range c.opts.Spillers() {
+		_, states, err := c.spillPolicies(pool)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, st := range states {
+			errs = append(errs, c.writeSpillStatus(ctx, st.obj, st.cond, sp, st.inForce))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -134,10 +155,10 @@ func policyOf(u *unstructured.Unstructured) (spill.Policy, error) {
 }
 
 // writeSpillStatus updates a SpillPolicy's status when it changed.
-func (c *Controller) writeSpillStatus(ctx context.Context, u *unstructured.Unstructured, cond metav1.Condition, inForce bool) error {
+func (c *Controller) writeSpillStatus(ctx context.Context, u *unstructured.Unstructured, cond metav1.Condition, sp Spiller, inForce bool) error {
 	var st spill.State
 	if inForce {
-		st = c.opts.Spill.State()
+		st = sp.State()
 	}
 	status, _, _ := unstructured.NestedMap(u.Object, "status")
 	if status == nil {

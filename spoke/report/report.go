@@ -72,21 +72,27 @@ type Spill interface {
 	State() spill.State
 }
 
+// PoolEPP is the EPP of one pool.
+type PoolEPP struct {
+	// Pool is the pool the EPP serves. It is of interest to the hub even when it is only
+	// imported here.
+	Pool fleet.PoolRef
+	// EPP counts the pool's requests.
+	EPP EPP
+	// Prefix forgets the endpoints that left every pool.
+	Prefix Forgetter
+	// Spill takes the pool's load and gives its state; nil without federated routing.
+	Spill Spill
+}
+
 // Options configure a Loop. Pools, Scraper, Hub and Endpoints are required.
 type Options struct {
 	Pools     Pools
 	Scraper   Scraper
 	Hub       Hub
 	Endpoints Endpoints
-	// EPPPool is the pool the EPP serves; zero without an EPP. It is of interest to the hub
-	// even when it is only imported here.
-	EPPPool fleet.PoolRef
-	// EPP counts the EPP pool's requests; nil without an EPP.
-	EPP EPP
-	// Prefix forgets the endpoints that left every pool; nil without an EPP.
-	Prefix Forgetter
-	// Spill takes the EPP pool's load and gives its state; nil without federated routing.
-	Spill Spill
+	// EPPs returns the EPPs the spoke runs now, one per pool; nil without an EPP.
+	EPPs func() []PoolEPP
 	// Thresholds define an endpoint's freshness and load.
 	Thresholds capacity.Thresholds
 	// ReportEndpoints adds per-endpoint load to the capacity reports.
@@ -156,9 +162,10 @@ func (l *Loop) apply() {
 	}
 	l.targetSince = since
 	l.opts.Scraper.SetTargets(targets)
+	epps := l.epps()
 	for _, addr := range l.opts.Endpoints.Set(l.pools) {
-		if l.opts.Prefix != nil {
-			l.opts.Prefix.Forget(addr)
+		for _, e := range epps {
+			e.Prefix.Forget(addr)
 		}
 	}
 	// A source that does not know its pools yet has not said the cluster exports nothing: the
@@ -166,17 +173,28 @@ func (l *Loop) apply() {
 	if r, ok := l.opts.Pools.(readier); !ok || r.Ready() == nil {
 		l.opts.Hub.SetExports(source.Exports(l.pools))
 	}
-	if l.opts.EPPPool != (fleet.PoolRef{}) && !slices.Contains(refs, l.opts.EPPPool) {
-		refs = append(refs, l.opts.EPPPool) // an imported pool the EPP serves: remote capacity needed
+	for _, e := range epps {
+		if !slices.Contains(refs, e.Pool) {
+			refs = append(refs, e.Pool) // an imported pool an EPP serves: remote capacity needed
+		}
 	}
 	l.opts.Hub.SetInterest(refs)
+}
+
+// epps returns the EPPs the spoke runs now.
+func (l *Loop) epps() []PoolEPP {
+	if l.opts.EPPs == nil {
+		return nil
+	}
+	return l.opts.EPPs()
 }
 
 // report computes every pool's capacity and sends it to the hub.
 func (l *Loop) report() {
 	now := l.opts.Now()
 	caps := make([]fleet.PoolCapacity, 0, len(l.pools))
-	eppLocal := false
+	epps := l.epps()
+	local := make(map[fleet.PoolRef]bool, len(epps))
 	var fresh, stale int
 	for _, p := range l.pools {
 		eps := make([]capacity.Endpoint, 0, len(p.Endpoints))
@@ -195,14 +213,16 @@ func (l *Loop) report() {
 		if l.opts.ReportEndpoints {
 			c.Endpoints = capacity.EndpointDetail(eps, now, l.opts.Thresholds)
 		}
-		if l.opts.EPP != nil && p.Ref == l.opts.EPPPool {
-			l.addEPP(&c, capacity.Unobserved(eps, now, l.opts.Thresholds))
-			eppLocal = true
+		if i := slices.IndexFunc(epps, func(e PoolEPP) bool { return e.Pool == p.Ref }); i >= 0 {
+			addEPP(epps[i], &c, capacity.Unobserved(eps, now, l.opts.Thresholds))
+			local[p.Ref] = true
 		}
 		caps = append(caps, c)
 	}
-	if l.opts.Spill != nil && !eppLocal {
-		l.opts.Spill.ObserveLocal(spill.Local{ImportOnly: true}) // only an import here: every request goes
+	for _, e := range epps {
+		if e.Spill != nil && !local[e.Pool] {
+			e.Spill.ObserveLocal(spill.Local{ImportOnly: true}) // only an import here: every request goes
+		}
 	}
 	l.metrics.endpoints.WithLabelValues(freshnessFresh).Set(float64(fresh))
 	l.metrics.endpoints.WithLabelValues(freshnessStale).Set(float64(stale))
@@ -213,14 +233,14 @@ func (l *Loop) report() {
 // addEPP adds the EPP's counts to its pool's capacity, feeds the pool's load to the spill
 // decision (unobserved when some endpoint of the pool is pending) and reports the decision's
 // state.
-func (l *Loop) addEPP(c *fleet.PoolCapacity, unobserved bool) {
-	c.AdmittedTotal, c.ShedTotal = l.opts.EPP.Counts()
-	c.SpilledTotal = l.opts.EPP.Spilled()
-	if l.opts.Spill == nil {
+func addEPP(e PoolEPP, c *fleet.PoolCapacity, unobserved bool) {
+	c.AdmittedTotal, c.ShedTotal = e.EPP.Counts()
+	c.SpilledTotal = e.EPP.Spilled()
+	if e.Spill == nil {
 		return
 	}
-	l.opts.Spill.ObserveLocal(spill.Local{ReadyEndpoints: c.ReadyEndpoints, QueueDepth: c.QueueDepth, Saturation: c.Saturation, Saturated: c.Saturated,
+	e.Spill.ObserveLocal(spill.Local{ReadyEndpoints: c.ReadyEndpoints, QueueDepth: c.QueueDepth, Saturation: c.Saturation, Saturated: c.Saturated,
 		Unobserved: unobserved})
-	st := l.opts.Spill.State()
+	st := e.Spill.State()
 	c.Spilling, c.SpillTarget, c.SpillTargetRegion = st.Spilling, st.LastTarget, st.LastRegion
 }

@@ -182,6 +182,7 @@ func TestReport(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
 		opts         Options
+		epp          *PoolEPP
 		state        spill.State
 		want         func() []fleet.PoolCapacity
 		wantObserved []spill.Local
@@ -190,7 +191,7 @@ func TestReport(t *testing.T) {
 		want: func() []fleet.PoolCapacity { return []fleet.PoolCapacity{chatCapacity(), codeCapacity()} },
 	}, {
 		name: "EPP without spill: its pool carries the EPP's counts",
-		opts: Options{EPPPool: chat, EPP: picker{admitted: 10, shed: 2, spilled: 3}},
+		epp:  &PoolEPP{Pool: chat, EPP: picker{admitted: 10, shed: 2, spilled: 3}},
 		want: func() []fleet.PoolCapacity {
 			c := chatCapacity()
 			c.AdmittedTotal, c.ShedTotal, c.SpilledTotal = 10, 2, 3
@@ -198,7 +199,7 @@ func TestReport(t *testing.T) {
 		},
 	}, {
 		name:  "EPP with spill: the pool's load feeds the decision, its state is reported",
-		opts:  Options{EPPPool: chat, EPP: picker{admitted: 10, shed: 2, spilled: 3}},
+		epp:   &PoolEPP{Pool: chat, EPP: picker{admitted: 10, shed: 2, spilled: 3}},
 		state: spilling,
 		want: func() []fleet.PoolCapacity {
 			c := chatCapacity()
@@ -209,7 +210,7 @@ func TestReport(t *testing.T) {
 		wantObserved: []spill.Local{{ReadyEndpoints: 2, QueueDepth: 1, Saturation: 0.625}},
 	}, {
 		name:         "EPP pool only imported here: every request goes",
-		opts:         Options{EPPPool: imported, EPP: picker{admitted: 10}},
+		epp:          &PoolEPP{Pool: imported, EPP: picker{admitted: 10}},
 		state:        spilling,
 		want:         func() []fleet.PoolCapacity { return []fleet.PoolCapacity{chatCapacity(), codeCapacity()} },
 		wantObserved: []spill.Local{{ImportOnly: true}},
@@ -234,8 +235,13 @@ func TestReport(t *testing.T) {
 			o.Pools, o.Scraper, o.Hub, o.Endpoints = newPools(localPools()...), localSamples(), h, &endpoints{}
 			clock := now.Add(-time.Second) // the endpoints became targets a while ago: none is pending
 			o.Thresholds, o.Period, o.Now = thresholds, time.Hour, func() time.Time { return clock }
-			if tc.wantObserved != nil {
-				o.Spill = d
+			if tc.epp != nil {
+				e := *tc.epp
+				e.Prefix = &forgotten{}
+				if tc.wantObserved != nil {
+					e.Spill = d
+				}
+				o.EPPs = func() []PoolEPP { return []PoolEPP{e} }
 			}
 			l := New(o)
 			l.apply()
@@ -284,7 +290,7 @@ func TestPoolGaugesLeaveWithThePool(t *testing.T) {
 func TestApply(t *testing.T) {
 	for _, tc := range []struct {
 		name          string
-		opts          Options
+		epp           *fleet.PoolRef
 		gone          []string
 		wantInterest  []fleet.PoolRef
 		wantForgotten forgotten
@@ -294,21 +300,20 @@ func TestApply(t *testing.T) {
 		wantInterest: []fleet.PoolRef{chat, code},
 	}, {
 		name:          "EPP on a local pool: gone endpoints forgotten",
-		opts:          Options{EPPPool: chat},
+		epp:           &chat,
 		gone:          []string{"10.0.9.9:8000", "10.0.9.8:8000"},
 		wantInterest:  []fleet.PoolRef{chat, code},
 		wantForgotten: forgotten{"10.0.9.9:8000", "10.0.9.8:8000"},
 	}, {
 		name:         "EPP on an imported pool: its remote capacity is needed",
-		opts:         Options{EPPPool: imported},
+		epp:          &imported,
 		wantInterest: []fleet.PoolRef{chat, code, imported},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, eps, sc, fg := &hub{}, &endpoints{gone: tc.gone}, &scraper{}, &forgotten{}
-			o := tc.opts
-			o.Pools, o.Scraper, o.Hub, o.Endpoints, o.Thresholds = newPools(localPools()...), sc, h, eps, thresholds
-			if o.EPPPool != (fleet.PoolRef{}) {
-				o.Prefix = fg
+			o := Options{Pools: newPools(localPools()...), Scraper: sc, Hub: h, Endpoints: eps, Thresholds: thresholds}
+			if tc.epp != nil {
+				o.EPPs = func() []PoolEPP { return []PoolEPP{{Pool: *tc.epp, EPP: picker{}, Prefix: fg}} }
 			}
 			New(o).apply()
 			exports, interest, _, _ := h.state()
@@ -375,8 +380,8 @@ func newStartUp(t *testing.T, addrs ...string) *startUp {
 		p.Endpoints = append(p.Endpoints, source.Endpoint{Address: a, Engine: modelmetrics.EngineVLLM})
 	}
 	s := &startUp{clock: now, sc: &scraper{samples: map[string]modelmetrics.Sample{}}, hub: &hub{}, dec: dec}
-	s.loop = New(Options{Pools: newPools(p), Scraper: s.sc, Hub: s.hub, Endpoints: &endpoints{}, EPPPool: chat, EPP: picker{},
-		Spill: dec, Thresholds: thresholds, Period: time.Hour, Now: func() time.Time { return s.clock }})
+	s.loop = New(Options{Pools: newPools(p), Scraper: s.sc, Hub: s.hub, Endpoints: &endpoints{},
+		EPPs: func() []PoolEPP { return []PoolEPP{{Pool: chat, EPP: picker{}, Prefix: &forgotten{}, Spill: dec}} }, Thresholds: thresholds, Period: time.Hour, Now: func() time.Time { return s.clock }})
 	s.loop.apply()
 	return s
 }

@@ -19,6 +19,10 @@ type Pool struct {
 	// Export is true when the pool is exported to the ClusterSet.
 	Export    bool
 	Endpoints []Endpoint
+	// EndpointPicker names the Service of the pool's EPP and EndpointPickerPort its port
+	// (GIE's spec.endpointPickerRef); empty and 0 when the pool names none.
+	EndpointPicker     string
+	EndpointPickerPort uint32
 }
 
 // Endpoint is one model-server address of a pool.
