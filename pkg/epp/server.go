@@ -269,9 +269,9 @@ type exchange struct {
 	// fallback is true when a declared fallback changed the model: the response says so
 	// (FallbackModelHeader).
 	fallback bool
-	bufs   *buffers
-	cands  []scheduler.Endpoint // in bufs, or the spill policy's fallback's own
-	dest   string
+	bufs     *buffers
+	cands    []scheduler.Endpoint // in bufs, or the spill policy's fallback's own
+	dest     string
 	// explain, when set, makes the decision an explanation (Server.Explain): the stages record
 	// their findings in it and count nothing.
 	explain *Explanation

@@ -88,21 +88,21 @@ type EndpointCapacity struct {
 
 // PoolCapacity aggregates one cluster's endpoints of one pool.
 type PoolCapacity struct {
-	Pool               PoolRef            `json:"pool"`
-	ReadyEndpoints     uint32             `json:"readyEndpoints"`
-	TotalEndpoints     uint32             `json:"totalEndpoints"`
-	QueueDepth         uint32             `json:"queueDepth"`
-	RunningRequests    uint32             `json:"runningRequests"`
-	KVCacheUtilization float64            `json:"kvCacheUtilization"`
-	Saturation         float64            `json:"saturation"`
-	Saturated          bool               `json:"saturated"`
-	LoRAAdapters       []string           `json:"loraAdapters,omitempty"`
+	Pool               PoolRef  `json:"pool"`
+	ReadyEndpoints     uint32   `json:"readyEndpoints"`
+	TotalEndpoints     uint32   `json:"totalEndpoints"`
+	QueueDepth         uint32   `json:"queueDepth"`
+	RunningRequests    uint32   `json:"runningRequests"`
+	KVCacheUtilization float64  `json:"kvCacheUtilization"`
+	Saturation         float64  `json:"saturation"`
+	Saturated          bool     `json:"saturated"`
+	LoRAAdapters       []string `json:"loraAdapters,omitempty"`
 	// Models the pool's ready endpoints serve (base models; adapters are in LoRAAdapters).
-	Models []string `json:"models,omitempty"`
-	AdmittedTotal      uint64             `json:"admittedTotal"`
-	ShedTotal          uint64             `json:"shedTotal"`
-	ObservedAt         time.Time          `json:"observedAt"`
-	Endpoints          []EndpointCapacity `json:"endpoints,omitempty"`
+	Models        []string           `json:"models,omitempty"`
+	AdmittedTotal uint64             `json:"admittedTotal"`
+	ShedTotal     uint64             `json:"shedTotal"`
+	ObservedAt    time.Time          `json:"observedAt"`
+	Endpoints     []EndpointCapacity `json:"endpoints,omitempty"`
 	// Spill state of the pool at the reporting cluster.
 	Spilling          bool   `json:"spilling,omitempty"`
 	SpillTarget       string `json:"spillTarget,omitempty"`
