@@ -85,6 +85,9 @@ type Call struct {
 	stream     extprocv3.ExternalProcessor_ProcessClient
 	cancel     context.CancelFunc
 	duplexResp bool
+	// ResponseSet are the headers the EPP set on the response (its answer to the response
+	// headers), which the gateway applies to the response its client gets, as Envoy does.
+	ResponseSet map[string]string
 }
 
 func (c *Client) modes() (filterv3.ProcessingMode_BodySendMode, filterv3.ProcessingMode_BodySendMode) {
@@ -292,6 +295,12 @@ func (call *Call) ResponseHeaders(status int, h http.Header, served string, endO
 	}
 	if resp.GetResponseHeaders() == nil {
 		return fmt.Errorf("%w: %T answers response headers", ErrProtocol, resp.GetResponse())
+	}
+	for _, h := range resp.GetResponseHeaders().GetResponse().GetHeaderMutation().GetSetHeaders() {
+		if call.ResponseSet == nil {
+			call.ResponseSet = map[string]string{}
+		}
+		call.ResponseSet[strings.ToLower(h.GetHeader().GetKey())] = headerValue(h.GetHeader())
 	}
 	return nil
 }

@@ -159,6 +159,9 @@ func (h *Handler) respond(ctx context.Context, w http.ResponseWriter, call *Call
 			w.Header().Add(k, v)
 		}
 	}
+	for k, v := range call.ResponseSet {
+		w.Header().Set(k, v)
+	}
 	w.Header().Set("x-gateway-destination-endpoint-served", served)
 	w.WriteHeader(resp.StatusCode)
 	flusher, _ := w.(http.Flusher)
