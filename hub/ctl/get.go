@@ -56,7 +56,7 @@ func labelText(ls map[string]string) string {
 func (o *options) getCommand() *cobra.Command {
 	g := &getOptions{}
 	get := &cobra.Command{Use: "get", Short: "List fleet objects (viewer)",
-		Long: "List the fleet's clusters, pools, endpoints, imports and hub replicas, or one of them by name.\n" +
+		Long: "List the fleet's clusters, pools, models, endpoints, imports and hub replicas, or one of them by name.\n" +
 			"-o wide adds columns, --no-headers drops the header, -o jsonpath=TEMPLATE picks fields of the JSON form."}
 	get.PersistentFlags().StringVar(&g.region, "region", "", "only the clusters (and pool members) of this region")
 	get.PersistentFlags().StringVarP(&g.selector, "selector", "l", "", "label selector (key=value, key!=value, key in (a,b), key, !key): clusters by their labels (the spoke's --cluster-labels), pool members and endpoints by the pool's labels in that cluster")
@@ -72,9 +72,11 @@ func (o *options) getCommand() *cobra.Command {
 	o.watchable(endpoints, g, watchEndpoints, "after the list, print the endpoints of the members whose report changes", list(o.getEndpoints))
 	imports := o.getNamed("imports", []string{"import"}, poolArg, "Which clusters export each pool", noSelector(o.getImports, "imports", g))
 	o.watchable(imports, g, watchImports, "after the list, print the pools whose exporting clusters change", noSelector(o.getImports, "imports", g))
+	models := o.getNamed("models", []string{"model"}, "[MODEL]", "Each model with the clusters, regions and pools that serve it", list(o.getModels))
 	get.AddCommand(
 		clusters,
 		pools,
+		models,
 		endpoints,
 		imports,
 		o.getNamed("hubs", []string{"hub"}, "", "The hub replicas and which one leads", noSelector(func(string) call { return o.getHubs }, "hub replicas", g)),

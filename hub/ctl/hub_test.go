@@ -37,6 +37,7 @@ func fleet(t *testing.T) *hubtest.Hub {
 	}, nil}
 	scrapeFailures := []map[string]uint32{{"refused": 1}, {"timeout": 1}}
 	poolLabels := []map[string]string{{"app": "chat"}, {"app": "chat", "canary": "true"}}
+	models := [][]string{{"meta-llama/Llama-3.1-8B-Instruct"}, {"llama-small", "meta-llama/Llama-3.1-8B-Instruct"}}
 	for i, c := range []*pb.ClusterInfo{
 		{ClusterId: "us-east-1", Region: "us-east", Zone: "us-east-1a", GatewayAddress: "10.0.1.1:80", Version: "test", Labels: map[string]string{"team": "ml", "tier": "gold"}},
 		{ClusterId: "eu-west-1", Region: "eu-west", GatewayAddress: "10.0.2.1:80", Version: "test", Labels: map[string]string{"team": "ml"}},
@@ -59,7 +60,7 @@ func fleet(t *testing.T) *hubtest.Hub {
 			{Msg: &pb.SyncRequest_Exports{Exports: &pb.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []*pb.Export{{Pool: chat, TargetPorts: []uint32{8000}, Labels: poolLabels[i]}}}}},
 			{Msg: &pb.SyncRequest_Capacity{Capacity: &pb.CapacityReport{Pools: []*pb.PoolCapacity{{
 				Pool: chat, ReadyEndpoints: uint32(3 - i), TotalEndpoints: 3, QueueDepth: uint32(7 * i), RunningRequests: 8,
-				KvCacheUtilization: 0.5, Saturation: 0.4 + 0.6*float64(i), Saturated: i == 1, LoraAdapters: []string{"sql-lora"},
+				KvCacheUtilization: 0.5, Saturation: 0.4 + 0.6*float64(i), Saturated: i == 1, LoraAdapters: []string{"sql-lora"}, Models: models[i],
 				Spilling: i == 1, SpillTarget: target, SpillTargetRegion: region, AdmittedTotal: uint64(100 * (i + 1)), ShedTotal: uint64(3 * i),
 				SpilledTotal: uint64(9 * i), Endpoints: endpoints[i], ScrapeFailures: scrapeFailures[i],
 			}}}}},
@@ -87,7 +88,7 @@ func as(t *testing.T, h *hubtest.Hub, p hubtest.Peer, args ...string) (string, e
 
 func TestGetGolden(t *testing.T) {
 	h := fleet(t)
-	for _, what := range []string{"clusters", "pools", "endpoints", "imports"} {
+	for _, what := range []string{"clusters", "pools", "models", "endpoints", "imports"} {
 		for _, format := range []string{"table", "wide", "json", "yaml"} {
 			t.Run(what+"-"+format, func(t *testing.T) {
 				got, err := as(t, h, hubtest.User("viewer"), "get", what, "-o", format)
@@ -109,6 +110,7 @@ func TestGetGolden(t *testing.T) {
 		"endpoints-selector":  {"get", "endpoints", "-l", "!canary"},
 		"endpoints-named":     {"get", "endpoints", "default/chat", "--no-headers"},
 		"import-named":        {"get", "import", "default/chat"},
+		"model-named-region":  {"get", "model", "meta-llama/Llama-3.1-8B-Instruct", "--region", "eu-west"},
 		"clusters-jsonpath":   {"get", "clusters", "-o", `jsonpath={range .clusters[*]}{.info.clusterId}{" "}{.info.version}{"\n"}{end}`},
 		"pool-named-jsonpath": {"get", "pool", "default/chat", "-o", `jsonpath={.pool.members[?(@.region=="eu-west")].capacity.capacity.spillTarget}`},
 	} {
@@ -134,6 +136,8 @@ func TestGetErrors(t *testing.T) {
 		{[]string{"get", "pool", "default/nothing"}, "default/nothing"},
 		{[]string{"get", "pool", "chat"}, `pool "chat": want NAMESPACE/NAME`},
 		{[]string{"get", "import", "default/nothing"}, "no cluster exports pool default/nothing"},
+		{[]string{"get", "model", "mistral"}, `model "mistral": no pool member reports serving it`},
+		{[]string{"get", "model", "llama-small", "--region", "us-east"}, `model "llama-small"`},
 		{[]string{"get", "clusters", "-o", "jsonpath={.clusters[}"}, "--output \"jsonpath={.clusters[}\""},
 		{[]string{"get", "clusters", "-o", "xml"}, "want table, wide, json, yaml or jsonpath=TEMPLATE"},
 		{[]string{"get", "pools", "-w", "default/chat"}, "give no name, no --region and no -l"},
