@@ -52,8 +52,25 @@ type Region struct {
 	Netns string
 	// SpokeArgs are extra spoke flags.
 	SpokeArgs []string
-	// Endpoints are the model-server addresses of the region's pool default/chat.
+	// Endpoints are the model-server addresses of the region's pool default/chat (PoolName);
+	// none: the fleet starts no simulator for the region.
 	Endpoints []string
+	// PoolName names the region's pool of Endpoints, in namespace default; "" is chat.
+	PoolName string
+	// SimArgs are extra modelsim flags of the region's simulator (after Options.SimArgs).
+	SimArgs []string
+	// EPPService, with the Kubernetes source, makes the spoke serve the EPP of every pool whose
+	// endpointPickerRef names this Service (--epp-service), each on its port at EPP's host,
+	// instead of the one pool default/<PoolName> at EPP.
+	EPPService string
+}
+
+// pool is the name of the region's pool.
+func (r Region) pool() string {
+	if r.PoolName == "" {
+		return "chat"
+	}
+	return r.PoolName
 }
 
 // Options describe the fleet.
@@ -159,7 +176,10 @@ func Start(ctx context.Context, o Options) (*Fleet, error) {
 		return nil, err
 	}
 	for _, r := range o.Regions {
-		args := append([]string{"--endpoints", strings.Join(r.Endpoints, ",")}, o.SimArgs...)
+		if len(r.Endpoints) == 0 {
+			continue
+		}
+		args := append(append([]string{"--endpoints", strings.Join(r.Endpoints, ",")}, o.SimArgs...), r.SimArgs...)
 		p, err := startIn(r.Netns, logs, "modelsim-"+r.Cluster, filepath.Join(o.BinDir, "modelsim"), args...)
 		if err != nil {
 			return fail(err)
@@ -248,7 +268,7 @@ func (f *Fleet) PoolsFile(r Region) string {
 // WritePools writes a region's pool file with the given endpoints.
 func (f *Fleet) WritePools(r Region, endpoints []string) error {
 	var b strings.Builder
-	b.WriteString("pools:\n- namespace: default\n  name: chat\n  export: true\n  targetPorts: [8000]\n  engine: vllm\n  endpoints:\n")
+	fmt.Fprintf(&b, "pools:\n- namespace: default\n  name: %s\n  export: true\n  targetPorts: [8000]\n  engine: vllm\n  endpoints:\n", r.pool())
 	for _, e := range endpoints {
 		fmt.Fprintf(&b, "  - %q\n", e)
 	}
@@ -274,8 +294,12 @@ func (f *Fleet) StartSpoke(r Region) error {
 	args := []string{"--region", r.Name, "--zone", r.Name + "-a",
 		"--hub-address", f.Opts.HubGRPC, "--credentials-dir", f.spokeCredentials(r),
 		"--http-address", r.SpokeHTTP,
-		"--epp-address", r.EPP, "--epp-config", f.eppConfigPath(), "--epp-pool", "default/chat",
-		"--epp-cert-dir", f.eppServing(r)}
+		"--epp-address", r.EPP, "--epp-config", f.eppConfigPath(), "--epp-cert-dir", f.eppServing(r)}
+	if r.EPPService != "" {
+		args = append(args, "--epp-service", r.EPPService)
+	} else {
+		args = append(args, "--epp-pool", "default/"+r.pool())
+	}
 	if r.EPP != "" {
 		args = append(args, "--epp-client-ca-file", f.CAFile())
 	}
