@@ -208,7 +208,7 @@ func TestDeployments(t *testing.T) {
 		{
 			dir: "spoke", name: "spillway-spoke", image: "ghcr.io/spillway-io/spoke:v0.1.0",
 			args: []string{"--region=$(SPILLWAY_REGION)", "--hub-address=$(SPILLWAY_HUB_ADDRESS)", "--cluster-set=$(SPILLWAY_CLUSTER_SET)",
-				"--epp-pool=$(SPILLWAY_EPP_POOL)", "--gateway-address=$(SPILLWAY_GATEWAY_ADDRESS)", "--gateway-service=$(SPILLWAY_GATEWAY_SERVICE)",
+				"--epp-pool=$(SPILLWAY_EPP_POOL)", "--epp-service=$(SPILLWAY_EPP_SERVICE)", "--gateway-address=$(SPILLWAY_GATEWAY_ADDRESS)", "--gateway-service=$(SPILLWAY_GATEWAY_SERVICE)",
 				"--http-address=:8481", "--epp-address=:9002", "--epp-config=/etc/spillway/config/epp.yaml",
 				"--credentials-dir=/etc/spillway/credentials", "--log-format=json", "--controller-name=spillway.io/spoke"},
 			httpPort: 8481,
@@ -301,9 +301,11 @@ func TestSpokeSettings(t *testing.T) {
 		want map[string]string
 	}{
 		{"spoke", map[string]string{"region": "", "hub-address": "spillway-hub.spillway-system.svc:8470", "cluster-set": "",
-			"epp-pool": "", "gateway-address": "", "gateway-service": ""}},
+			"epp-pool": "", "epp-service": "", "gateway-address": "", "gateway-service": ""}},
 		{"examples/spoke", map[string]string{"region": "us-east1", "hub-address": "hub.spillway.example.com:8470", "cluster-set": "prod",
-			"epp-pool": "llm/chat", "gateway-address": "", "gateway-service": "gateway-system/inference-gateway"}},
+			"epp-pool": "llm/chat", "epp-service": "", "gateway-address": "", "gateway-service": "gateway-system/inference-gateway"}},
+		{"examples/spoke-pools", map[string]string{"region": "us-east1", "hub-address": "hub.spillway.example.com:8470", "cluster-set": "prod",
+			"epp-pool": "", "epp-service": "spillway-spoke-epp", "gateway-address": "", "gateway-service": "gateway-system/inference-gateway"}},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			objs := objects(t, kustomize(t, tc.dir))
@@ -528,6 +530,30 @@ func TestOnAPIServer(t *testing.T) {
 		}
 		if _, err := c.Kubectl(ctx, append([]string{"wait", "--for=condition=established", "--timeout=60s"}, crds...)...); err != nil {
 			t.Fatal(err)
+		}
+	})
+
+	// The example's pools, as GIE's CRD validates them: each names the EPP Service and a port.
+	t.Run("the spoke-pools example's pools are valid", func(t *testing.T) {
+		var pools []object
+		for _, o := range objects(t, kustomize(t, "examples/spoke-pools")) {
+			if o.Kind == "InferencePool" {
+				pools = append(pools, o)
+			}
+		}
+		if len(pools) != 3 {
+			t.Fatalf("%d pools in examples/spoke-pools, want 3", len(pools))
+		}
+		// In a namespace of their own here (the example's llm has SpillPolicies in this test).
+		if _, err := c.Kubectl(ctx, "create", "namespace", "llm-pools"); err != nil {
+			t.Fatal(err)
+		}
+		out, err := apply(ctx, c, strings.ReplaceAll(join(pools), "namespace: llm\n", "namespace: llm-pools\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(string(out), " serverside-applied"); n != 3 {
+			t.Errorf("%d of 3 pools applied:\n%s", n, out)
 		}
 	})
 

@@ -37,6 +37,7 @@ func TestExamples(t *testing.T) {
 		{"examples/hub-cert-manager", hubCM, "spillway-hub", "registry.example.com/spillway/hub:v0.1.0"},
 		{"examples/spoke", objects(t, kustomize(t, "examples/spoke")), "spillway-spoke", "registry.example.com/spillway/spoke:v0.1.0"},
 		{"examples/spoke-join", objects(t, kustomize(t, "examples/spoke-join")), "spillway-spoke", "registry.example.com/spillway/spoke:v0.1.0"},
+		{"examples/spoke-pools", objects(t, kustomize(t, "examples/spoke-pools")), "spillway-spoke", "registry.example.com/spillway/spoke:v0.1.0"},
 	} {
 		d := decode[appsv1.Deployment](t, find(t, tc.objs, "Deployment", tc.name))
 		if got := d.Spec.Template.Spec.Containers[0].Image; got != tc.image {

@@ -374,6 +374,16 @@ func TestHelmChartsMatchKustomize(t *testing.T) {
 			drop:     []string{"CustomResourceDefinition"},
 		},
 		{
+			name: "spoke serving every pool naming its Service, as the spoke-pools example", chart: "spillway-spoke", dir: "examples/spoke-pools",
+			values: map[string]any{"region": "us-east1", "hubAddress": "hub.spillway.example.com:8470", "clusterSet": "prod",
+				"eppService": "spillway-spoke-epp", "gatewayService": "gateway-system/inference-gateway",
+				"eppPorts": []any{map[string]any{"name": "grpc-code", "port": 9003}, map[string]any{"name": "grpc-vision", "port": 9004}},
+				"image": map[string]any{"repository": "registry.example.com/spillway/spoke", "tag": "v0.1.0"}},
+			// The pools are the cluster's own; the example runs in their namespace.
+			drop:     []string{"CustomResourceDefinition", "InferencePool", "Certificate"},
+			chartMap: inNamespace("llm"),
+		},
+		{
 			name: "spoke with the create-namespaces component", chart: "spillway-spoke",
 			values: with(map[string]any{"createNamespaces": on}),
 			dir:    "testdata/spoke-create-namespaces", settings: requiredSettings, drop: []string{"CustomResourceDefinition"},
@@ -494,6 +504,7 @@ func TestHelmChartSpokeRefusesBadValues(t *testing.T) {
 		{"no pool", map[string]any{"region": "us-east1"}, "eppPool is required: namespace/name of the InferencePool"},
 		{"pool without namespace", map[string]any{"region": "us-east1", "eppPool": "chat"}, `eppPool "chat": want namespace/name`},
 		{"pool with an empty name", map[string]any{"region": "us-east1", "eppPool": "llm/"}, `eppPool "llm/": want namespace/name`},
+		{"pool and service", map[string]any{"region": "us-east1", "eppPool": "llm/chat", "eppService": "spillway-spoke-epp"}, "eppPool and eppService: give one"},
 		{"replica affinity without gossip", map[string]any{"region": "us-east1", "eppPool": "llm/chat", "replicaAffinity": map[string]any{"enabled": true}},
 			"replicaAffinity needs gossip"},
 	} {
@@ -585,5 +596,26 @@ func TestHelmChartsLint(t *testing.T) {
 				t.Errorf("helm lint %s: %s", dir, m)
 			}
 		}
+	}
+}
+
+// inNamespace moves a rendering into namespace ns, as a release installed with -n ns: the
+// objects' namespaces and the bindings' subjects.
+func inNamespace(ns string) func(*testing.T, []manifest) []manifest {
+	return func(_ *testing.T, ms []manifest) []manifest {
+		for i, m := range ms {
+			md := m.obj["metadata"].(map[string]any)
+			if _, ok := md["namespace"]; ok {
+				md["namespace"] = ns
+			}
+			subjects, _ := m.obj["subjects"].([]any)
+			for _, s := range subjects {
+				if sm, ok := s.(map[string]any); ok && sm["namespace"] != nil {
+					sm["namespace"] = ns
+				}
+			}
+			ms[i].key = keyOf(m.obj)
+		}
+		return ms
 	}
 }

@@ -28,9 +28,15 @@ start, which would otherwise crash-loop it.
 */}}
 {{- define "spillway-spoke.settings" -}}
 {{- $region := required "region is required: this cluster's region, e.g. --set region=us-east1" .Values.region -}}
-{{- $pool := required "eppPool is required: namespace/name of the InferencePool whose Endpoint Picker this spoke runs, e.g. --set eppPool=llm/chat" .Values.eppPool -}}
+{{- $pool := .Values.eppPool -}}
+{{- if and $pool .Values.eppService -}}
+{{- fail "eppPool and eppService: give one (eppService serves every pool naming the Service)" -}}
+{{- end -}}
+{{- if not .Values.eppService -}}
+{{- $pool = required "eppPool is required: namespace/name of the InferencePool whose Endpoint Picker this spoke runs, e.g. --set eppPool=llm/chat (or eppService)" .Values.eppPool -}}
 {{- if not (regexMatch "^[^/]+/[^/]+$" $pool) -}}
 {{- fail (printf "eppPool %q: want namespace/name of an InferencePool, e.g. llm/chat" $pool) -}}
+{{- end -}}
 {{- end -}}
 {{- if and .Values.replicaAffinity.enabled (not .Values.gossip.enabled) -}}
 {{- fail "replicaAffinity needs gossip: the replica ring is encrypted with the fleet's gossip key (--set gossip.enabled=true)" -}}
@@ -39,7 +45,7 @@ start, which would otherwise crash-loop it.
 {{- if kindIs "invalid" $hub -}}
 {{- $hub = printf "spillway-hub.%s.svc:8470" .Release.Namespace -}}
 {{- end -}}
-{{- $settings := dict "region" $region "hub-address" $hub "cluster-set" .Values.clusterSet "epp-pool" $pool "gateway-address" .Values.gatewayAddress "gateway-service" .Values.gatewayService -}}
+{{- $settings := dict "region" $region "hub-address" $hub "cluster-set" .Values.clusterSet "epp-pool" $pool "epp-service" .Values.eppService "gateway-address" .Values.gatewayAddress "gateway-service" .Values.gatewayService -}}
 {{- if .Values.gossip.enabled -}}
 {{- $join := .Values.gossip.join -}}
 {{- if kindIs "slice" $join -}}
