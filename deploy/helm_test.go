@@ -378,7 +378,7 @@ func TestHelmChartsMatchKustomize(t *testing.T) {
 			values: map[string]any{"region": "us-east1", "hubAddress": "hub.spillway.example.com:8470", "clusterSet": "prod",
 				"eppService": "spillway-spoke-epp", "gatewayService": "gateway-system/inference-gateway",
 				"eppPorts": []any{map[string]any{"name": "grpc-code", "port": 9003}, map[string]any{"name": "grpc-vision", "port": 9004}},
-				"image": map[string]any{"repository": "registry.example.com/spillway/spoke", "tag": "v0.1.0"}},
+				"image":    map[string]any{"repository": "registry.example.com/spillway/spoke", "tag": "v0.1.0"}},
 			// The pools are the cluster's own; the example runs in their namespace.
 			drop:     []string{"CustomResourceDefinition", "InferencePool", "Certificate"},
 			chartMap: inNamespace("llm"),

@@ -119,4 +119,3 @@ func joinSet(vs []string) string {
 	}
 	return strings.Join(out, ",")
 }
-
