@@ -233,15 +233,15 @@ func (o *options) describeExplanation(w io.Writer, resp *pb.ExplainResponse, e e
 	d.printf("%s", buf.String())
 	rows = rows[:0]
 	for _, t := range sp.Targets {
-		rank, cost := "-", "-"
+		rank, cost, cached := "-", "-", "-"
 		if t.Rank > 0 {
-			rank, cost = strconv.Itoa(t.Rank), seconds(t.CostSeconds)
+			rank, cost, cached = strconv.Itoa(t.Rank), seconds(t.CostSeconds), strconv.Itoa(t.CachedBlocks)
 		}
 		rows = append(rows, []string{rank, t.Cluster, t.Region, seconds(t.RTTSeconds), strconv.FormatUint(uint64(t.ReadyEndpoints), 10),
-			strconv.FormatUint(uint64(t.QueueDepth), 10), fmt.Sprintf("%.2f", t.Saturation), seconds(t.AgeSeconds), cost, dash(t.Rejected)})
+			strconv.FormatUint(uint64(t.QueueDepth), 10), fmt.Sprintf("%.2f", t.Saturation), seconds(t.AgeSeconds), cached, cost, dash(t.Rejected)})
 	}
 	d.table(o, "Remote clusters", "(none serves the pool)", []column{{name: "RANK"}, {name: "CLUSTER"}, {name: "REGION"}, {name: "RTT"},
-		{name: "READY"}, {name: "QUEUE"}, {name: "SATURATION"}, {name: "REPORT-AGE"}, {name: "COST"}, {name: "NOT-A-TARGET"}}, rows)
+		{name: "READY"}, {name: "QUEUE"}, {name: "SATURATION"}, {name: "REPORT-AGE"}, {name: "CACHED-BLOCKS"}, {name: "COST"}, {name: "NOT-A-TARGET"}}, rows)
 }
 
 // seconds renders a duration given in seconds, rounded to the millisecond.

@@ -27,7 +27,8 @@ const (
 	maxLabelValueBytes  = 63
 	maxTargetPorts      = 8
 	maxLoRAAdapters     = 256
-	maxPoolModels       = 64 // capacity.MaxPoolModels
+	maxPoolModels       = 64    // capacity.MaxPoolModels
+	maxSketchBytes      = 16384 // prefix.MaxSketchBytes
 	maxEndpointsPerPool = 1000
 	// maxScrapeFailureKinds and maxFailureKind bound a pool's scrape failures by kind.
 	maxScrapeFailureKinds = 8
@@ -346,6 +347,13 @@ func ValidateCapacityReport(r *pb.CapacityReport) error {
 		for _, m := range c.GetModels() {
 			if m == "" || len(m) > 253 {
 				return invalid(f+".models", "model name must be 1..253 bytes")
+			}
+		}
+		if sk := c.GetPrefixSketch(); sk != nil {
+			n := len(sk.GetBloom())
+			if n == 0 || n > maxSketchBytes || n&(n-1) != 0 || sk.GetHashFunctions() < 1 || sk.GetHashFunctions() > 32 ||
+				sk.GetSample() < 1 || sk.GetSample() > 1024 || sk.GetSample()&(sk.GetSample()-1) != 0 || sk.GetBlockBytes() < 1 || sk.GetBlockBytes() > 1<<16 {
+				return invalid(f+".prefix_sketch", "want a power-of-two filter of at most %d bytes, 1..32 hash functions, a power-of-two sample up to 1024 and a block size of 1..65536 bytes", maxSketchBytes)
 			}
 		}
 		if len(c.GetSpillTarget()) > 253 || len(c.GetSpillTargetRegion()) > 63 {

@@ -207,6 +207,22 @@ func TestValidateReports(t *testing.T) {
 				m.Capacity[0].Capacity.ScrapeFailures[fmt.Sprint("kind-", i)] = 0
 			}
 		}, "scrape_failures"},
+		{"a prefix sketch", func(m *pb.ReportsResponse) {
+			m.Capacity[0].Capacity.PrefixSketch = &pb.PrefixSketch{Bloom: make([]byte, 4096), HashFunctions: 11, Sample: 8, BlockBytes: 64}
+		}, ""},
+		{"a prefix sketch too large", func(m *pb.ReportsResponse) {
+			m.Capacity[0].Capacity.PrefixSketch = &pb.PrefixSketch{Bloom: make([]byte, 32768), HashFunctions: 11, Sample: 8, BlockBytes: 64}
+		}, "prefix_sketch"},
+		{"a prefix sketch sampling no power of two", func(m *pb.ReportsResponse) {
+			m.Capacity[0].Capacity.PrefixSketch = &pb.PrefixSketch{Bloom: make([]byte, 4096), HashFunctions: 11, Sample: 6, BlockBytes: 64}
+		}, "prefix_sketch"},
+		{"models", func(m *pb.ReportsResponse) { m.Capacity[0].Capacity.Models = []string{"meta-llama/Llama-3.1-8B-Instruct"} }, ""},
+		{"a model without a name", func(m *pb.ReportsResponse) { m.Capacity[0].Capacity.Models = []string{""} }, "models"},
+		{"too many models", func(m *pb.ReportsResponse) {
+			for i := range 65 {
+				m.Capacity[0].Capacity.Models = append(m.Capacity[0].Capacity.Models, fmt.Sprint("model-", i))
+			}
+		}, "models"},
 		{"import report twice", func(m *pb.ReportsResponse) { m.Imports = append(m.Imports, m.Imports[0]) }, "listed twice"},
 		{"bad ended cluster", func(m *pb.ReportsResponse) { m.SessionsEnded = []string{"Not A Cluster"} }, "sessions_ended[0]"},
 	} {

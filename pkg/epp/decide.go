@@ -171,8 +171,11 @@ func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 	signer, canSign := s.signingKey(keys)
 	// A model the pool does not serve leaves for a cluster that serves it, as when no endpoint
 	// is left (the model's own pool is down, or there is none here).
+	ix := s.sched.Prefix()
 	sreq := spill.Request{Priority: x.priority, PromptTokens: len(x.req.Prompt) / 4, Model: x.target,
-		Hop: s.hopped(x, keys), NoLocal: len(x.cands) == 0 || !s.servesIn(x.target, x.bufs.eps), NoHopKey: !canSign}
+		Hop: s.hopped(x, keys), NoLocal: len(x.cands) == 0 || !s.servesIn(x.target, x.bufs.eps), NoHopKey: !canSign,
+		// The targets' prefix sketches price what their caches hold of the prompt.
+		Chain: func() []uint64 { return ix.Hashes(nil, x.target, x.req.Prompt) }, ChainBlockBytes: ix.BlockSize()}
 	var dec spill.Decision
 	if x.explain != nil {
 		var t spill.Trace

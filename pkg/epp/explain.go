@@ -111,10 +111,13 @@ type SpillTarget struct {
 	ReadyEndpoints uint32  `json:"readyEndpoints"`
 	QueueDepth     uint32  `json:"queueDepth"`
 	Saturation     float64 `json:"saturation"`
-	// CostSeconds is RTT plus the remote's expected wait; Rank its place among the usable, from 1.
+	// CostSeconds is RTT plus the remote's expected wait plus the prefill of what its cache does
+	// not hold of the prompt; Rank its place among the usable, from 1.
 	CostSeconds float64 `json:"costSeconds,omitempty"`
 	Rank        int     `json:"rank,omitempty"`
 	Rejected    string  `json:"rejected,omitempty"`
+	// CachedBlocks is how many leading blocks of the prompt the remote's prefix sketch holds.
+	CachedBlocks int `json:"cachedBlocks,omitempty"`
 }
 
 // maxExplainedCandidates bounds the candidates an explanation lists: the destination's, then the
@@ -230,7 +233,7 @@ func (e *Explanation) spill(dec spill.Decision, t spill.Trace) {
 	for _, v := range t.Remotes {
 		se.Targets = append(se.Targets, SpillTarget{Cluster: v.ClusterID, Region: v.Region, RTTSeconds: v.RTT.Seconds(), AgeSeconds: v.Age.Seconds(),
 			ReadyEndpoints: v.ReadyEndpoints, QueueDepth: v.QueueDepth, Saturation: v.Saturation,
-			CostSeconds: v.Cost.Seconds(), Rank: v.Rank, Rejected: v.Rejected})
+			CostSeconds: v.Cost.Seconds(), Rank: v.Rank, Rejected: v.Rejected, CachedBlocks: v.CachedBlocks})
 	}
 	e.Spill = se
 }

@@ -4,6 +4,7 @@
 package fleet
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"slices"
@@ -98,7 +99,10 @@ type PoolCapacity struct {
 	Saturated          bool     `json:"saturated"`
 	LoRAAdapters       []string `json:"loraAdapters,omitempty"`
 	// Models the pool's ready endpoints serve (base models; adapters are in LoRAAdapters).
-	Models        []string           `json:"models,omitempty"`
+	Models []string `json:"models,omitempty"`
+	// PrefixSketch summarises the prompt prefixes the pool holds (cache-aware spill); nil when
+	// the reporting spoke sends none.
+	PrefixSketch  *PrefixSketch      `json:"prefixSketch,omitempty"`
 	AdmittedTotal uint64             `json:"admittedTotal"`
 	ShedTotal     uint64             `json:"shedTotal"`
 	ObservedAt    time.Time          `json:"observedAt"`
@@ -112,6 +116,25 @@ type PoolCapacity struct {
 	ScrapeFailures map[string]uint32 `json:"scrapeFailures,omitempty"`
 }
 
+// PrefixSketch is a Bloom filter of a sample of a pool's recent prompt-prefix block hashes
+// (pkg/epp/prefix.Sketch has the details).
+type PrefixSketch struct {
+	Bloom         []byte `json:"bloom"`
+	HashFunctions uint32 `json:"hashFunctions"`
+	Sample        uint32 `json:"sample"`
+	BlockBytes    uint32 `json:"blockBytes"`
+	Entries       uint32 `json:"entries"`
+}
+
+// Equal reports whether two sketches (either nil) are the same.
+func (s *PrefixSketch) Equal(o *PrefixSketch) bool {
+	if s == nil || o == nil {
+		return s == o
+	}
+	return s.HashFunctions == o.HashFunctions && s.Sample == o.Sample && s.BlockBytes == o.BlockBytes &&
+		s.Entries == o.Entries && bytes.Equal(s.Bloom, o.Bloom)
+}
+
 // SameLoad reports whether two aggregates describe the same load, ignoring when they were observed
 // and the monotonic counters. A spoke uses it to send a report only when something changed.
 func (c PoolCapacity) SameLoad(o PoolCapacity) bool {
@@ -119,7 +142,7 @@ func (c PoolCapacity) SameLoad(o PoolCapacity) bool {
 		c.QueueDepth == o.QueueDepth && c.RunningRequests == o.RunningRequests &&
 		c.KVCacheUtilization == o.KVCacheUtilization && c.Saturation == o.Saturation &&
 		c.Saturated == o.Saturated && slices.Equal(c.LoRAAdapters, o.LoRAAdapters) &&
-		slices.Equal(c.Models, o.Models) &&
+		slices.Equal(c.Models, o.Models) && c.PrefixSketch.Equal(o.PrefixSketch) &&
 		c.Spilling == o.Spilling && c.SpillTarget == o.SpillTarget && c.SpillTargetRegion == o.SpillTargetRegion &&
 		slices.Equal(c.Endpoints, o.Endpoints) && maps.Equal(c.ScrapeFailures, o.ScrapeFailures)
 }

@@ -75,6 +75,7 @@ func Capacity(c fleet.PoolCapacity) *pb.PoolCapacity {
 		Saturated:          c.Saturated,
 		LoraAdapters:       c.LoRAAdapters,
 		Models:             c.Models,
+		PrefixSketch:       prefixSketch(c.PrefixSketch),
 		AdmittedTotal:      c.AdmittedTotal,
 		ShedTotal:          c.ShedTotal,
 		ObservedAt:         timestamp(c.ObservedAt),
@@ -110,6 +111,7 @@ func CapacityFrom(m *pb.PoolCapacity) fleet.PoolCapacity {
 		Saturated:          m.GetSaturated(),
 		LoRAAdapters:       m.GetLoraAdapters(),
 		Models:             m.GetModels(),
+		PrefixSketch:       prefixSketchFrom(m.GetPrefixSketch()),
 		AdmittedTotal:      m.GetAdmittedTotal(),
 		ShedTotal:          m.GetShedTotal(),
 		ObservedAt:         fromTimestamp(m.GetObservedAt()),
@@ -342,4 +344,18 @@ func ExportPolicyFrom(w *pb.Welcome) fleet.ExportPolicy {
 		DeniedNamespaces:  slices.Clone(w.GetDeniedExportNamespaces()),
 		MaxExports:        int(min(uint64(w.GetMaxExports()), math.MaxInt)),
 	}
+}
+
+func prefixSketch(s *fleet.PrefixSketch) *pb.PrefixSketch {
+	if s == nil {
+		return nil
+	}
+	return &pb.PrefixSketch{Bloom: s.Bloom, HashFunctions: s.HashFunctions, Sample: s.Sample, BlockBytes: s.BlockBytes, Entries: s.Entries}
+}
+
+func prefixSketchFrom(m *pb.PrefixSketch) *fleet.PrefixSketch {
+	if m == nil {
+		return nil
+	}
+	return &fleet.PrefixSketch{Bloom: m.GetBloom(), HashFunctions: m.GetHashFunctions(), Sample: m.GetSample(), BlockBytes: m.GetBlockBytes(), Entries: m.GetEntries()}
 }

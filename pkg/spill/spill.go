@@ -11,11 +11,16 @@
 //
 // where serviceTime is the EWMA of the pool's observed request durations. Spilling costs the
 // round trip to the target plus the prefill of the prompt that the target's prefix cache does not
-// hold (all of it, conservatively):
+// hold:
 //
-//	spillCost = RTT(target) + promptTokens / PrefillTokensPerSecond
+//	spillCost = RTT(target) + (promptTokens − cachedTokens(target)) / PrefillTokensPerSecond
 //
-// A request spills only when localWait > spillCost (or the local pool has no ready endpoint).
+// cachedTokens comes from the prefix sketch the target's spoke reports (the leading blocks of the
+// request's prompt its pool holds); a target without a sketch holds none, conservatively. A
+// request spills only when localWait > spillCost of the best target (or the local pool has no
+// ready endpoint). Targets are ranked by RTT + their own expected wait + their spillCost's
+// prefill: a region likely to hold the prompt's prefix saves its prefill, and may win over a
+// closer one.
 package spill
 
 import (
@@ -115,6 +120,16 @@ type Remote struct {
 	// Models are the models (and LoRA adapters) the cluster's pool serves, from its capacity
 	// report; empty when it does not say, and then it is taken to serve every model.
 	Models []string
+	// Prefix, when the cluster's spoke reports one, tells how many leading blocks of a prompt's
+	// chain (of PrefixBlockBytes-byte blocks) its pool holds.
+	Prefix           PrefixSketch
+	PrefixBlockBytes int
+}
+
+// PrefixSketch tells how many leading blocks of a prompt's chain of block hashes a pool holds
+// (a *prefix.Sketch).
+type PrefixSketch interface {
+	Matched(chain []uint64) int
 }
 
 // Serves reports whether the remote's pool serves model ("" is any model; a pool that does not
@@ -175,6 +190,11 @@ type Request struct {
 	// Model is the model the request asks for: a cluster whose pool does not serve it is never
 	// a target (failover never changes the model). Empty: any.
 	Model string
+	// Chain, when set, returns the prompt's chain of block hashes (of ChainBlockBytes-byte
+	// blocks), for the targets' prefix sketches. It is called at most once, and only when the
+	// decision ranks targets.
+	Chain           func() []uint64
+	ChainBlockBytes int
 }
 
 // Decision is where a request goes.
@@ -311,7 +331,8 @@ type Trace struct {
 	State       State
 	ServiceTime time.Duration
 	// LocalWait and Prefill are the cost model's sides when the decision weighed them (a
-	// saturated pool with a target): the request spills only when LocalWait > best RTT + Prefill.
+	// saturated pool with a target): the request spills only when LocalWait > best RTT + Prefill,
+	// Prefill being what the best target's cache does not hold.
 	Weighed            bool
 	LocalWait, Prefill time.Duration
 	// Remotes are every remote cluster of the pool: the usable ones best first (Rank from 1),
@@ -322,8 +343,11 @@ type Trace struct {
 // Verdict is one remote as a decision saw it.
 type Verdict struct {
 	Remote
-	// Cost is RTT plus the remote's expected wait (usable remotes only).
+	// Cost is RTT plus the remote's expected wait plus the prefill its cache does not hold
+	// (usable remotes only).
 	Cost time.Duration
+	// CachedBlocks is how many leading blocks of the prompt the remote's prefix sketch holds.
+	CachedBlocks int
 	// Rank is the remote's place among the usable ones, from 1; 0 when it is no target.
 	Rank int
 	// Rejected says why the remote is no target: one of the Rejected* reasons.
@@ -357,11 +381,11 @@ func (d *Decider) decide(r Request, t *Trace) Decision {
 	d.mu.Lock()
 	p, l, st, service := d.policy, d.local, d.state, d.serviceTime
 	d.mu.Unlock()
-	var ranked []Remote
+	var ranked []target
 	if t != nil {
 		*t = Trace{Policy: p, Local: l, State: st, ServiceTime: service}
 		// Every remote is judged, whatever the decision, so that an explanation lists them all.
-		ranked = d.ranked(p, service, r.Model, &t.Remotes)
+		ranked = d.ranked(p, service, &r, &t.Remotes)
 	}
 
 	if r.Hop {
@@ -385,7 +409,7 @@ func (d *Decider) decide(r Request, t *Trace) Decision {
 	}
 
 	if t == nil {
-		ranked = d.ranked(p, service, r.Model, nil)
+		ranked = d.ranked(p, service, &r, nil)
 	}
 	if len(ranked) == 0 {
 		if p.FallbackPool != "" || p.FallbackModel != "" {
@@ -399,7 +423,7 @@ func (d *Decider) decide(r Request, t *Trace) Decision {
 		if l.Saturated {
 			localWait = max(localWait, service) // no headroom anywhere: at least one service time
 		}
-		prefill := time.Duration(float64(r.PromptTokens) / p.PrefillTokensPerSecond * float64(time.Second))
+		prefill := p.prefill(r.PromptTokens - best.cached)
 		if t != nil {
 			t.Weighed, t.LocalWait, t.Prefill = true, localWait, prefill
 		}
@@ -415,7 +439,7 @@ func (d *Decider) decide(r Request, t *Trace) Decision {
 	}
 	// The destination lists fallbacks after the pick, as the EPP does locally: the gateway tries
 	// them in order when one cannot be reached (a cluster that died since the last view).
-	dec := Decision{Spill: true, Reason: reason, Mode: p.Mode, Target: best}
+	dec := Decision{Spill: true, Reason: reason, Mode: p.Mode, Target: best.Remote}
 	for _, r := range ranked[:min(len(ranked), maxTargets)] {
 		if p.Mode == EndpointMode && len(r.Endpoints) > 0 {
 			dec.Destination = append(dec.Destination, r.Endpoints[:min(len(r.Endpoints), maxTargets)]...)
@@ -431,12 +455,17 @@ func (d *Decider) Targets() []Remote {
 	d.mu.Lock()
 	p, service := d.policy, d.serviceTime
 	d.mu.Unlock()
-	return d.ranked(p, service, "", nil)
+	ranked := d.ranked(p, service, &Request{}, nil)
+	out := make([]Remote, len(ranked))
+	for i, t := range ranked {
+		out[i] = t.Remote
+	}
+	return out
 }
 
-// ranked returns the usable remotes for a request for model ("": any), best first: serving the
-// model, within the allowed regions (their order first
-// when the policy lists them), by RTT plus the remote's own expected wait.
+// ranked returns the usable remotes for a request, best first: serving its model, within the
+// allowed regions (their order first when the policy lists them), by RTT plus the remote's own
+// expected wait plus the prefill of what its prefix sketch does not hold of the prompt.
 //
 // A remote whose own report says it is spilling the pool is never usable, saturated or not
 // (hysteresis keeps a pool spilling between its marks, and past the trip mark while it has
@@ -444,16 +473,19 @@ func (d *Decider) Targets() []Remote {
 // the hop marker: each cluster it reaches spills it only to a cluster that is not spilling, and
 // a cluster that spills it is, by then, spilling; so a request visits each cluster at most once
 // while the views hold, and its path is at most as long as the fleet.
-func (d *Decider) ranked(p Policy, service time.Duration, model string, verdicts *[]Verdict) []Remote {
+func (d *Decider) ranked(p Policy, service time.Duration, req *Request, verdicts *[]Verdict) []target {
 	type scored struct {
 		r    Remote
 		rank int
 		cost time.Duration
+		hit  int
 	}
 	var cands []scored
 	var rejected []Verdict
+	var chain []uint64
+	chained := false
 	for _, r := range d.remotes() {
-		why := rejection(p, r, model)
+		why := rejection(p, r, req.Model)
 		if why != "" {
 			if verdicts != nil {
 				rejected = append(rejected, Verdict{Remote: r, Rejected: why})
@@ -464,8 +496,16 @@ func (d *Decider) ranked(p Policy, service time.Duration, model string, verdicts
 		if len(p.TargetRegions) > 0 {
 			rank = slices.Index(p.TargetRegions, r.Region)
 		}
-		cost := r.RTT + time.Duration(float64(r.QueueDepth)/float64(r.ReadyEndpoints)*float64(service))
-		cands = append(cands, scored{r, rank, cost})
+		hit := 0
+		if r.Prefix != nil && req.Chain != nil && r.PrefixBlockBytes == req.ChainBlockBytes && r.PrefixBlockBytes > 0 {
+			if !chained {
+				chain, chained = req.Chain(), true
+			}
+			hit = r.Prefix.Matched(chain)
+		}
+		cached := min(hit*r.PrefixBlockBytes/bytesPerToken, req.PromptTokens)
+		cost := r.RTT + time.Duration(float64(r.QueueDepth)/float64(r.ReadyEndpoints)*float64(service)) + p.prefill(req.PromptTokens-cached)
+		cands = append(cands, scored{r, rank, cost, hit})
 	}
 	slices.SortFunc(cands, func(a, b scored) int {
 		switch {
@@ -476,11 +516,11 @@ func (d *Decider) ranked(p Policy, service time.Duration, model string, verdicts
 		}
 		return strings.Compare(a.r.ClusterID, b.r.ClusterID)
 	})
-	out := make([]Remote, len(cands))
+	out := make([]target, len(cands))
 	for i, c := range cands {
-		out[i] = c.r
+		out[i] = target{Remote: c.r, cached: min(c.hit*c.r.PrefixBlockBytes/bytesPerToken, req.PromptTokens)}
 		if verdicts != nil {
-			*verdicts = append(*verdicts, Verdict{Remote: c.r, Cost: c.cost, Rank: i + 1})
+			*verdicts = append(*verdicts, Verdict{Remote: c.r, Cost: c.cost, Rank: i + 1, CachedBlocks: c.hit})
 		}
 	}
 	if verdicts != nil {
@@ -488,6 +528,20 @@ func (d *Decider) ranked(p Policy, service time.Duration, model string, verdicts
 		*verdicts = append(*verdicts, rejected...)
 	}
 	return out
+}
+
+// target is a usable remote with the prompt tokens its cache holds.
+type target struct {
+	Remote
+	cached int
+}
+
+// bytesPerToken is the prompt bytes a token counts for, as the EPP estimates prompt tokens.
+const bytesPerToken = 4
+
+// prefill is how long prefilling tokens takes at the policy's rate.
+func (p Policy) prefill(tokens int) time.Duration {
+	return time.Duration(float64(max(tokens, 0)) / p.PrefillTokensPerSecond * float64(time.Second))
 }
 
 // rejection says why r is no spill target for a request for model under p, or "" when it is one.

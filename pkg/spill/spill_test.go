@@ -217,3 +217,65 @@ func TestUnobservedHoldsState(t *testing.T) {
 		t.Fatal("observed idle for the dwell: stopped")
 	}
 }
+
+// heldPrefix is a remote's prefix sketch that holds the first n blocks of every chain.
+type heldPrefix int
+
+func (h heldPrefix) Matched(chain []uint64) int { return min(int(h), len(chain)) }
+
+// TestCacheAwareRanking: a farther region whose prefix sketch holds the prompt's prefix saves
+// its prefill and wins over a nearer one that holds nothing; without sketches (or with blocks of
+// another size) the nearer wins; the cost of the best target's missing prefill decides whether
+// spilling is worth it at all; the chain is computed once, and only when targets are ranked.
+func TestCacheAwareRanking(t *testing.T) {
+	near, far := healthy("us-west", "us-west", 20*time.Millisecond), healthy("eu-west", "eu-west", 80*time.Millisecond)
+	warmFar := far
+	warmFar.Prefix, warmFar.PrefixBlockBytes = heldPrefix(200), 64
+	calls := 0
+	// 12,800 bytes of prompt: 3,200 tokens, 200 blocks of 64 bytes, 400 ms of prefill at 8,000/s.
+	req := Request{Priority: 100, PromptTokens: 3200, ChainBlockBytes: 64, Chain: func() []uint64 { calls++; return make([]uint64, 200) }}
+	policy := DefaultPolicy()
+	policy.PrefillTokensPerSecond = 8000
+
+	d, _ := newDecider(t, policy, remotes(near, warmFar))
+	d.ObserveLocal(saturated)
+	d.serviceTime = time.Second
+	dec, tr := d.Explain(req)
+	if !dec.Spill || dec.Target.ClusterID != "eu-west" {
+		t.Fatalf("decision %+v, want eu-west, which holds the prefix", dec)
+	}
+	if calls != 1 || tr.Remotes[0].CachedBlocks != 200 || tr.Prefill != 0 {
+		t.Fatalf("chain computed %d times; best target's cached blocks %d, prefill %s: want 1, 200 and 0", calls, tr.Remotes[0].CachedBlocks, tr.Prefill)
+	}
+	// The same without sketches, or with blocks of another size: the nearer.
+	otherBlocks := warmFar
+	otherBlocks.PrefixBlockBytes = 16
+	for _, rs := range [][]Remote{{near, far}, {near, otherBlocks}} {
+		d, _ := newDecider(t, policy, remotes(rs...))
+		d.ObserveLocal(saturated)
+		d.serviceTime = time.Second
+		if dec := d.Decide(req); !dec.Spill || dec.Target.ClusterID != "us-west" {
+			t.Fatalf("remotes %v: decision %+v, want us-west", rs, dec)
+		}
+	}
+	// A request that stays local computes no chain.
+	calls = 0
+	d, _ = newDecider(t, policy, remotes(near, warmFar))
+	d.ObserveLocal(Local{ReadyEndpoints: 3, Saturation: 0.2})
+	if dec := d.Decide(req); dec.Spill || calls != 0 {
+		t.Fatalf("decision %+v with the chain computed %d times, want local and none", dec, calls)
+	}
+	// The local wait (about one service time of 300 ms) is below a cold target's RTT plus
+	// 400 ms of prefill, but above a warm one's RTT: only the warm one makes spilling worth it.
+	for _, tc := range []struct {
+		rs    []Remote
+		spill bool
+	}{{[]Remote{near}, false}, {[]Remote{warmFar}, true}} {
+		d, _ := newDecider(t, policy, remotes(tc.rs...))
+		d.ObserveLocal(Local{ReadyEndpoints: 3, QueueDepth: 0, Saturation: 1, Saturated: true})
+		d.serviceTime = 300 * time.Millisecond
+		if dec := d.Decide(req); dec.Spill != tc.spill {
+			t.Fatalf("remotes %s: decision %+v, want spill %v", tc.rs[0].ClusterID, dec, tc.spill)
+		}
+	}
+}

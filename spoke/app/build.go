@@ -89,7 +89,7 @@ func build(cfg *Config) (*spoke, error) {
 	s.client = s.newHubClient()
 	s.ds = newDatastore(s.scraper)
 	s.gateways = &controllerGateways{}
-	s.epps = newEPPSet()
+	s.epps = newEPPSet(cfg.PrefixSketch && cfg.HubAddress != "")
 	for _, step := range []func() error{
 		s.buildServing,
 		s.startGossip,

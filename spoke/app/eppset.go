@@ -19,6 +19,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/spillway-io/spillway/pkg/epp"
+	"github.com/spillway-io/spillway/pkg/epp/prefix"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/spill"
 	"github.com/spillway-io/spillway/spoke/kube"
@@ -138,11 +139,29 @@ func (p *poolEPP) close() {
 // --epp-service those of the pools naming the Service now. It is the EPPs' epp.LocalPools: a
 // request for a model its pool does not serve goes to the local pool that does.
 type eppSet struct {
+	// sketches: the capacity reports carry each pool's prefix sketch (--prefix-sketch).
+	sketches bool
+
 	mu    sync.RWMutex
 	pools map[fleet.PoolRef]*poolEPP
 }
 
-func newEPPSet() *eppSet { return &eppSet{pools: map[fleet.PoolRef]*poolEPP{}} }
+func newEPPSet(sketches bool) *eppSet {
+	return &eppSet{sketches: sketches, pools: map[fleet.PoolRef]*poolEPP{}}
+}
+
+// sketchOf sketches the prompt prefixes an EPP's index holds (nil when it holds none), for
+// other clusters' cache-aware spill.
+func sketchOf(ix *prefix.Indexer) func() *fleet.PrefixSketch {
+	return func() *fleet.PrefixSketch {
+		sk := prefix.NewSketch(ix.Recent(prefix.SketchEntries, prefix.SketchSample), ix.BlockSize())
+		if sk.Entries == 0 {
+			return nil
+		}
+		return &fleet.PrefixSketch{Bloom: sk.Bloom, HashFunctions: uint32(sk.Hashes), Sample: uint32(sk.Sample),
+			BlockBytes: uint32(sk.BlockBytes), Entries: uint32(sk.Entries)}
+	}
+}
 
 func (e *eppSet) put(p *poolEPP) {
 	e.mu.Lock()
@@ -209,6 +228,9 @@ func (e *eppSet) reported() []report.PoolEPP {
 		r := report.PoolEPP{Pool: p.ref, EPP: p.picker, Prefix: p.picker.Scheduler().Prefix()}
 		if p.decider != nil {
 			r.Spill = p.decider
+		}
+		if e.sketches {
+			r.Sketch = sketchOf(p.picker.Scheduler().Prefix())
 		}
 		out = append(out, r)
 	}

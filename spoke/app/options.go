@@ -56,6 +56,7 @@ type Options struct {
 	EPPAddress        string
 	EPPPool           string
 	EPPService        string
+	PrefixSketch      bool
 	EPPConfig         string
 	// EPPStreamWorkers is how many goroutines serve ext_proc streams (0: one new per stream).
 	EPPStreamWorkers int
@@ -176,6 +177,7 @@ func NewOptions() *Options {
 		CapacityPeriod:   100 * time.Millisecond,
 		Thresholds:       capacity.DefaultThresholds(),
 		EPPAddress:       ":9002",
+		PrefixSketch:     true,
 		EPPStreamWorkers: epp.DefaultStreamWorkers,
 		EPPDrainTimeout:  30 * time.Second,
 		Tracing:          TracingOptions{SampleRatio: 1},
@@ -219,6 +221,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.Thresholds.Staleness, "metrics-staleness", o.Thresholds.Staleness, "age at which an endpoint's metrics count as stale (saturated)")
 	fs.StringVar(&o.EPPAddress, "epp-address", o.EPPAddress, "host:port of the Endpoint Picker's ext_proc gRPC service (empty: no EPP)")
 	fs.StringVar(&o.EPPPool, "epp-pool", o.EPPPool, "namespace/name of the local pool the EPP serves (default: the first pool of the source)")
+	fs.BoolVar(&o.PrefixSketch, "prefix-sketch", o.PrefixSketch, "send, with each EPP pool's capacity, a sketch of the prompt prefixes its endpoints hold (4 KiB, at most every 5 s), so that other clusters spill requests where their prefix is cached (false: they rank this cluster as holding none)")
 	fs.StringVar(&o.EPPService, "epp-service", o.EPPService, "serve the EPP of every InferencePool whose spec.endpointPickerRef names this Service, each on its endpointPickerRef port (on --epp-address's host), as pools come and go (Kubernetes source; instead of --epp-pool)")
 	fs.StringVar(&o.EPPConfig, "epp-config", o.EPPConfig, "YAML file of the EPP's scorers, objectives and model routing (see docs/epp.md)")
 	fs.StringVar(&o.PoolName, "pool-name", o.PoolName, "GIE's flag: name of the InferencePool the EPP serves (with --pool-namespace, instead of --epp-pool)")

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spillway-io/spillway/pkg/clock"
+	"github.com/spillway-io/spillway/pkg/epp/prefix"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/spill"
 )
@@ -158,6 +159,12 @@ func (c *Candidates) remote(rc fleet.RemoteCapacity, cl fleet.Cluster, now time.
 	// loaded on its endpoints.
 	if len(rc.Capacity.Models) > 0 {
 		r.Models = append(slices.Clip(rc.Capacity.Models), rc.Capacity.LoRAAdapters...)
+	}
+	if ps := rc.Capacity.PrefixSketch; ps != nil {
+		sk := &prefix.Sketch{Bloom: ps.Bloom, Hashes: int(ps.HashFunctions), Sample: int(ps.Sample), BlockBytes: int(ps.BlockBytes), Entries: int(ps.Entries)}
+		if sk.Validate() == nil { // the hub checked it; a sketch that does not validate is ignored
+			r.Prefix, r.PrefixBlockBytes = sk, sk.BlockBytes
+		}
 	}
 	return r
 }

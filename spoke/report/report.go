@@ -83,6 +83,9 @@ type PoolEPP struct {
 	Prefix Forgetter
 	// Spill takes the pool's load and gives its state; nil without federated routing.
 	Spill Spill
+	// Sketch, when set, summarises the prompt prefixes the pool holds, for other clusters'
+	// cache-aware spill; the loop calls it at most every SketchPeriod.
+	Sketch func() *fleet.PrefixSketch
 }
 
 // Options configure a Loop. Pools, Scraper, Hub and Endpoints are required.
@@ -99,6 +102,9 @@ type Options struct {
 	ReportEndpoints bool
 	// Period is the time between capacity reports.
 	Period time.Duration
+	// SketchPeriod is the least time between two prefix sketches of a pool (a sketch is a few
+	// KiB, and a new one makes a new report); DefaultSketchPeriod when zero.
+	SketchPeriod time.Duration
 	// Now is the clock that ages metrics; nil means time.Now.
 	Now func() time.Time
 	// Registerer takes the loop's metrics; nil leaves them unregistered.
@@ -113,14 +119,27 @@ type Loop struct {
 	// became a scrape target; only Run's goroutine touches them.
 	pools       []source.Pool
 	targetSince map[string]time.Time
+	// sketches are the pools' last prefix sketches and when each was made.
+	sketches map[fleet.PoolRef]sketched
 }
+
+type sketched struct {
+	at     time.Time
+	sketch *fleet.PrefixSketch
+}
+
+// DefaultSketchPeriod is the least time between two prefix sketches of a pool.
+const DefaultSketchPeriod = 5 * time.Second
 
 // New returns the loop and registers its metrics.
 func New(o Options) *Loop {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Loop{opts: o, metrics: newMetrics(o.Registerer)}
+	if o.SketchPeriod <= 0 {
+		o.SketchPeriod = DefaultSketchPeriod
+	}
+	return &Loop{opts: o, metrics: newMetrics(o.Registerer), sketches: map[fleet.PoolRef]sketched{}}
 }
 
 // Run follows the pools and reports capacity every period until ctx ends.
@@ -181,6 +200,20 @@ func (l *Loop) apply() {
 	l.opts.Hub.SetInterest(refs)
 }
 
+// sketch returns the pool's prefix sketch: the last one, or a new one when SketchPeriod has
+// passed since.
+func (l *Loop) sketch(e PoolEPP, now time.Time) *fleet.PrefixSketch {
+	if e.Sketch == nil {
+		return nil
+	}
+	last, ok := l.sketches[e.Pool]
+	if !ok || now.Sub(last.at) >= l.opts.SketchPeriod {
+		last = sketched{at: now, sketch: e.Sketch()}
+		l.sketches[e.Pool] = last
+	}
+	return last.sketch
+}
+
 // epps returns the EPPs the spoke runs now.
 func (l *Loop) epps() []PoolEPP {
 	if l.opts.EPPs == nil {
@@ -215,6 +248,7 @@ func (l *Loop) report() {
 		}
 		if i := slices.IndexFunc(epps, func(e PoolEPP) bool { return e.Pool == p.Ref }); i >= 0 {
 			addEPP(epps[i], &c, capacity.Unobserved(eps, now, l.opts.Thresholds))
+			c.PrefixSketch = l.sketch(epps[i], now)
 			local[p.Ref] = true
 		}
 		caps = append(caps, c)

@@ -506,3 +506,39 @@ func TestExportsWaitForTheSource(t *testing.T) {
 		t.Fatalf("exports %+v once synced, want chat's", exports)
 	}
 }
+
+// TestPrefixSketchIsRateBounded: the EPP pool's capacity carries its prefix sketch, made again
+// only once SketchPeriod has passed; the other pools carry none.
+func TestPrefixSketchIsRateBounded(t *testing.T) {
+	h := &hub{}
+	made := 0
+	clock := now
+	l := New(Options{Pools: newPools(localPools()...), Scraper: localSamples(), Hub: h, Endpoints: &endpoints{}, Thresholds: thresholds,
+		Period: time.Hour, SketchPeriod: 5 * time.Second, Now: func() time.Time { return clock },
+		EPPs: func() []PoolEPP {
+			return []PoolEPP{{Pool: chat, EPP: picker{}, Prefix: &forgotten{}, Sketch: func() *fleet.PrefixSketch {
+				made++
+				return &fleet.PrefixSketch{Bloom: []byte{byte(made)}, HashFunctions: 1, Sample: 1, BlockBytes: 64, Entries: uint32(made)}
+			}}}
+		}})
+	l.apply()
+	for _, step := range []struct {
+		after   time.Duration
+		entries uint32
+	}{{0, 1}, {time.Second, 1}, {3 * time.Second, 1}, {time.Second, 2}, {time.Second, 2}} {
+		clock = clock.Add(step.after)
+		l.report()
+		_, _, caps, _ := h.state()
+		for _, c := range caps {
+			switch {
+			case c.Pool == chat && (c.PrefixSketch == nil || c.PrefixSketch.Entries != step.entries):
+				t.Fatalf("at %s: chat's sketch %+v, want the one made %d", clock.Sub(now), c.PrefixSketch, step.entries)
+			case c.Pool != chat && c.PrefixSketch != nil:
+				t.Fatalf("%s, served by no EPP, carries a sketch", c.Pool)
+			}
+		}
+	}
+	if made != 2 {
+		t.Fatalf("%d sketches made in 6 s with a 5 s period, want 2", made)
+	}
+}

@@ -345,7 +345,10 @@ type PoolCapacity struct {
 	// The models the pool's ready endpoints serve: the models the source declares for them, else
 	// the model names their servers label their metrics with. LoRA adapters are in lora_adapters.
 	// At most 64, each 1..253 bytes, sorted.
-	Models        []string `protobuf:"bytes,19,rep,name=models,proto3" json:"models,omitempty"`
+	Models []string `protobuf:"bytes,19,rep,name=models,proto3" json:"models,omitempty"`
+	// Which prompt prefixes the pool's endpoints hold, for cache-aware spill; absent when the
+	// spoke's EPP does not serve the pool or sends none (--prefix-sketch=false). At most 16 KiB.
+	PrefixSketch  *PrefixSketch `protobuf:"bytes,20,opt,name=prefix_sketch,json=prefixSketch,proto3" json:"prefix_sketch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -513,6 +516,98 @@ func (x *PoolCapacity) GetModels() []string {
 	return nil
 }
 
+func (x *PoolCapacity) GetPrefixSketch() *PrefixSketch {
+	if x != nil {
+		return x.PrefixSketch
+	}
+	return nil
+}
+
+// PrefixSketch is a Bloom filter of a sample of the block hashes a pool's endpoints served most
+// recently (pkg/epp/prefix.Sketch). A block is sampled when the top log2(sample) bits of its
+// hash are zero; its k bit positions are h1 + i*h2 mod m, h1 and h2 the hash's low and high 32
+// bits (h2 made odd), m the filter's bits.
+type PrefixSketch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The filter, a power of two bytes long, at most 16 KiB.
+	Bloom []byte `protobuf:"bytes,1,opt,name=bloom,proto3" json:"bloom,omitempty"`
+	// k, 1..32.
+	HashFunctions uint32 `protobuf:"varint,2,opt,name=hash_functions,json=hashFunctions,proto3" json:"hash_functions,omitempty"`
+	// One block hash in sample (a power of two, 1..1024) is in the filter.
+	Sample uint32 `protobuf:"varint,3,opt,name=sample,proto3" json:"sample,omitempty"`
+	// The block length, in bytes of prompt text, of the hashes.
+	BlockBytes uint32 `protobuf:"varint,4,opt,name=block_bytes,json=blockBytes,proto3" json:"block_bytes,omitempty"`
+	// Blocks put in.
+	Entries       uint32 `protobuf:"varint,5,opt,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PrefixSketch) Reset() {
+	*x = PrefixSketch{}
+	mi := &file_spillway_v1_fleet_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PrefixSketch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PrefixSketch) ProtoMessage() {}
+
+func (x *PrefixSketch) ProtoReflect() protoreflect.Message {
+	mi := &file_spillway_v1_fleet_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PrefixSketch.ProtoReflect.Descriptor instead.
+func (*PrefixSketch) Descriptor() ([]byte, []int) {
+	return file_spillway_v1_fleet_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PrefixSketch) GetBloom() []byte {
+	if x != nil {
+		return x.Bloom
+	}
+	return nil
+}
+
+func (x *PrefixSketch) GetHashFunctions() uint32 {
+	if x != nil {
+		return x.HashFunctions
+	}
+	return 0
+}
+
+func (x *PrefixSketch) GetSample() uint32 {
+	if x != nil {
+		return x.Sample
+	}
+	return 0
+}
+
+func (x *PrefixSketch) GetBlockBytes() uint32 {
+	if x != nil {
+		return x.BlockBytes
+	}
+	return 0
+}
+
+func (x *PrefixSketch) GetEntries() uint32 {
+	if x != nil {
+		return x.Entries
+	}
+	return 0
+}
+
 // EndpointCapacity is one endpoint's share of a PoolCapacity.
 type EndpointCapacity struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -531,7 +626,7 @@ type EndpointCapacity struct {
 
 func (x *EndpointCapacity) Reset() {
 	*x = EndpointCapacity{}
-	mi := &file_spillway_v1_fleet_proto_msgTypes[4]
+	mi := &file_spillway_v1_fleet_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -543,7 +638,7 @@ func (x *EndpointCapacity) String() string {
 func (*EndpointCapacity) ProtoMessage() {}
 
 func (x *EndpointCapacity) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_fleet_proto_msgTypes[4]
+	mi := &file_spillway_v1_fleet_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -556,7 +651,7 @@ func (x *EndpointCapacity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EndpointCapacity.ProtoReflect.Descriptor instead.
 func (*EndpointCapacity) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_fleet_proto_rawDescGZIP(), []int{4}
+	return file_spillway_v1_fleet_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *EndpointCapacity) GetAddress() string {
@@ -621,7 +716,7 @@ type Cluster struct {
 
 func (x *Cluster) Reset() {
 	*x = Cluster{}
-	mi := &file_spillway_v1_fleet_proto_msgTypes[5]
+	mi := &file_spillway_v1_fleet_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +728,7 @@ func (x *Cluster) String() string {
 func (*Cluster) ProtoMessage() {}
 
 func (x *Cluster) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_fleet_proto_msgTypes[5]
+	mi := &file_spillway_v1_fleet_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +741,7 @@ func (x *Cluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cluster.ProtoReflect.Descriptor instead.
 func (*Cluster) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_fleet_proto_rawDescGZIP(), []int{5}
+	return file_spillway_v1_fleet_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Cluster) GetInfo() *ClusterInfo {
@@ -713,7 +808,7 @@ type Import struct {
 
 func (x *Import) Reset() {
 	*x = Import{}
-	mi := &file_spillway_v1_fleet_proto_msgTypes[6]
+	mi := &file_spillway_v1_fleet_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +820,7 @@ func (x *Import) String() string {
 func (*Import) ProtoMessage() {}
 
 func (x *Import) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_fleet_proto_msgTypes[6]
+	mi := &file_spillway_v1_fleet_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +833,7 @@ func (x *Import) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Import.ProtoReflect.Descriptor instead.
 func (*Import) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_fleet_proto_rawDescGZIP(), []int{6}
+	return file_spillway_v1_fleet_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Import) GetPool() *PoolRef {
@@ -777,7 +872,7 @@ type ImportStatus struct {
 
 func (x *ImportStatus) Reset() {
 	*x = ImportStatus{}
-	mi := &file_spillway_v1_fleet_proto_msgTypes[7]
+	mi := &file_spillway_v1_fleet_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -789,7 +884,7 @@ func (x *ImportStatus) String() string {
 func (*ImportStatus) ProtoMessage() {}
 
 func (x *ImportStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_fleet_proto_msgTypes[7]
+	mi := &file_spillway_v1_fleet_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -802,7 +897,7 @@ func (x *ImportStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportStatus.ProtoReflect.Descriptor instead.
 func (*ImportStatus) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_fleet_proto_rawDescGZIP(), []int{7}
+	return file_spillway_v1_fleet_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ImportStatus) GetClusterId() string {
@@ -850,7 +945,7 @@ type RemoteCapacity struct {
 
 func (x *RemoteCapacity) Reset() {
 	*x = RemoteCapacity{}
-	mi := &file_spillway_v1_fleet_proto_msgTypes[8]
+	mi := &file_spillway_v1_fleet_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -862,7 +957,7 @@ func (x *RemoteCapacity) String() string {
 func (*RemoteCapacity) ProtoMessage() {}
 
 func (x *RemoteCapacity) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_fleet_proto_msgTypes[8]
+	mi := &file_spillway_v1_fleet_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -875,7 +970,7 @@ func (x *RemoteCapacity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoteCapacity.ProtoReflect.Descriptor instead.
 func (*RemoteCapacity) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_fleet_proto_rawDescGZIP(), []int{8}
+	return file_spillway_v1_fleet_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RemoteCapacity) GetClusterId() string {
@@ -926,7 +1021,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_spillway_v1_fleet_proto_msgTypes[9]
+	mi := &file_spillway_v1_fleet_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -938,7 +1033,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_spillway_v1_fleet_proto_msgTypes[9]
+	mi := &file_spillway_v1_fleet_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -951,7 +1046,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_spillway_v1_fleet_proto_rawDescGZIP(), []int{9}
+	return file_spillway_v1_fleet_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ExplainRequest) GetClusterId() string {
@@ -1023,7 +1118,7 @@ const file_spillway_v1_fleet_proto_rawDesc = "" +
 	"\x06labels\x18\x03 \x03(\v2\x1f.spillway.v1.Export.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf2\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb2\a\n" +
 	"\fPoolCapacity\x12(\n" +
 	"\x04pool\x18\x01 \x01(\v2\x14.spillway.v1.PoolRefR\x04pool\x12'\n" +
 	"\x0fready_endpoints\x18\x02 \x01(\rR\x0ereadyEndpoints\x12'\n" +
@@ -1049,10 +1144,18 @@ const file_spillway_v1_fleet_proto_rawDesc = "" +
 	"\x13spill_target_region\x18\x10 \x01(\tR\x11spillTargetRegion\x12#\n" +
 	"\rspilled_total\x18\x11 \x01(\x04R\fspilledTotal\x12V\n" +
 	"\x0fscrape_failures\x18\x12 \x03(\v2-.spillway.v1.PoolCapacity.ScrapeFailuresEntryR\x0escrapeFailures\x12\x16\n" +
-	"\x06models\x18\x13 \x03(\tR\x06models\x1aA\n" +
+	"\x06models\x18\x13 \x03(\tR\x06models\x12>\n" +
+	"\rprefix_sketch\x18\x14 \x01(\v2\x19.spillway.v1.PrefixSketchR\fprefixSketch\x1aA\n" +
 	"\x13ScrapeFailuresEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xe3\x01\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\x9e\x01\n" +
+	"\fPrefixSketch\x12\x14\n" +
+	"\x05bloom\x18\x01 \x01(\fR\x05bloom\x12%\n" +
+	"\x0ehash_functions\x18\x02 \x01(\rR\rhashFunctions\x12\x16\n" +
+	"\x06sample\x18\x03 \x01(\rR\x06sample\x12\x1f\n" +
+	"\vblock_bytes\x18\x04 \x01(\rR\n" +
+	"blockBytes\x12\x18\n" +
+	"\aentries\x18\x05 \x01(\rR\aentries\"\xe3\x01\n" +
 	"\x10EndpointCapacity\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1f\n" +
 	"\vqueue_depth\x18\x02 \x01(\rR\n" +
@@ -1113,48 +1216,50 @@ func file_spillway_v1_fleet_proto_rawDescGZIP() []byte {
 }
 
 var file_spillway_v1_fleet_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_spillway_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_spillway_v1_fleet_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_spillway_v1_fleet_proto_goTypes = []any{
 	(ClusterState)(0),             // 0: spillway.v1.ClusterState
 	(*ClusterInfo)(nil),           // 1: spillway.v1.ClusterInfo
 	(*PoolRef)(nil),               // 2: spillway.v1.PoolRef
 	(*Export)(nil),                // 3: spillway.v1.Export
 	(*PoolCapacity)(nil),          // 4: spillway.v1.PoolCapacity
-	(*EndpointCapacity)(nil),      // 5: spillway.v1.EndpointCapacity
-	(*Cluster)(nil),               // 6: spillway.v1.Cluster
-	(*Import)(nil),                // 7: spillway.v1.Import
-	(*ImportStatus)(nil),          // 8: spillway.v1.ImportStatus
-	(*RemoteCapacity)(nil),        // 9: spillway.v1.RemoteCapacity
-	(*ExplainRequest)(nil),        // 10: spillway.v1.ExplainRequest
-	nil,                           // 11: spillway.v1.ClusterInfo.LabelsEntry
-	nil,                           // 12: spillway.v1.Export.LabelsEntry
-	nil,                           // 13: spillway.v1.PoolCapacity.ScrapeFailuresEntry
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 15: google.protobuf.Duration
+	(*PrefixSketch)(nil),          // 5: spillway.v1.PrefixSketch
+	(*EndpointCapacity)(nil),      // 6: spillway.v1.EndpointCapacity
+	(*Cluster)(nil),               // 7: spillway.v1.Cluster
+	(*Import)(nil),                // 8: spillway.v1.Import
+	(*ImportStatus)(nil),          // 9: spillway.v1.ImportStatus
+	(*RemoteCapacity)(nil),        // 10: spillway.v1.RemoteCapacity
+	(*ExplainRequest)(nil),        // 11: spillway.v1.ExplainRequest
+	nil,                           // 12: spillway.v1.ClusterInfo.LabelsEntry
+	nil,                           // 13: spillway.v1.Export.LabelsEntry
+	nil,                           // 14: spillway.v1.PoolCapacity.ScrapeFailuresEntry
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 16: google.protobuf.Duration
 }
 var file_spillway_v1_fleet_proto_depIdxs = []int32{
-	11, // 0: spillway.v1.ClusterInfo.labels:type_name -> spillway.v1.ClusterInfo.LabelsEntry
+	12, // 0: spillway.v1.ClusterInfo.labels:type_name -> spillway.v1.ClusterInfo.LabelsEntry
 	2,  // 1: spillway.v1.Export.pool:type_name -> spillway.v1.PoolRef
-	12, // 2: spillway.v1.Export.labels:type_name -> spillway.v1.Export.LabelsEntry
+	13, // 2: spillway.v1.Export.labels:type_name -> spillway.v1.Export.LabelsEntry
 	2,  // 3: spillway.v1.PoolCapacity.pool:type_name -> spillway.v1.PoolRef
-	14, // 4: spillway.v1.PoolCapacity.observed_at:type_name -> google.protobuf.Timestamp
-	5,  // 5: spillway.v1.PoolCapacity.endpoints:type_name -> spillway.v1.EndpointCapacity
-	13, // 6: spillway.v1.PoolCapacity.scrape_failures:type_name -> spillway.v1.PoolCapacity.ScrapeFailuresEntry
-	1,  // 7: spillway.v1.Cluster.info:type_name -> spillway.v1.ClusterInfo
-	0,  // 8: spillway.v1.Cluster.state:type_name -> spillway.v1.ClusterState
-	14, // 9: spillway.v1.Cluster.registered_at:type_name -> google.protobuf.Timestamp
-	14, // 10: spillway.v1.Cluster.last_seen:type_name -> google.protobuf.Timestamp
-	2,  // 11: spillway.v1.Import.pool:type_name -> spillway.v1.PoolRef
-	8,  // 12: spillway.v1.Import.importers:type_name -> spillway.v1.ImportStatus
-	4,  // 13: spillway.v1.RemoteCapacity.capacity:type_name -> spillway.v1.PoolCapacity
-	14, // 14: spillway.v1.RemoteCapacity.received_at:type_name -> google.protobuf.Timestamp
-	15, // 15: spillway.v1.RemoteCapacity.age:type_name -> google.protobuf.Duration
-	2,  // 16: spillway.v1.ExplainRequest.pool:type_name -> spillway.v1.PoolRef
-	17, // [17:17] is the sub-list for method output_type
-	17, // [17:17] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	15, // 4: spillway.v1.PoolCapacity.observed_at:type_name -> google.protobuf.Timestamp
+	6,  // 5: spillway.v1.PoolCapacity.endpoints:type_name -> spillway.v1.EndpointCapacity
+	14, // 6: spillway.v1.PoolCapacity.scrape_failures:type_name -> spillway.v1.PoolCapacity.ScrapeFailuresEntry
+	5,  // 7: spillway.v1.PoolCapacity.prefix_sketch:type_name -> spillway.v1.PrefixSketch
+	1,  // 8: spillway.v1.Cluster.info:type_name -> spillway.v1.ClusterInfo
+	0,  // 9: spillway.v1.Cluster.state:type_name -> spillway.v1.ClusterState
+	15, // 10: spillway.v1.Cluster.registered_at:type_name -> google.protobuf.Timestamp
+	15, // 11: spillway.v1.Cluster.last_seen:type_name -> google.protobuf.Timestamp
+	2,  // 12: spillway.v1.Import.pool:type_name -> spillway.v1.PoolRef
+	9,  // 13: spillway.v1.Import.importers:type_name -> spillway.v1.ImportStatus
+	4,  // 14: spillway.v1.RemoteCapacity.capacity:type_name -> spillway.v1.PoolCapacity
+	15, // 15: spillway.v1.RemoteCapacity.received_at:type_name -> google.protobuf.Timestamp
+	16, // 16: spillway.v1.RemoteCapacity.age:type_name -> google.protobuf.Duration
+	2,  // 17: spillway.v1.ExplainRequest.pool:type_name -> spillway.v1.PoolRef
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_spillway_v1_fleet_proto_init() }
@@ -1162,14 +1267,14 @@ func file_spillway_v1_fleet_proto_init() {
 	if File_spillway_v1_fleet_proto != nil {
 		return
 	}
-	file_spillway_v1_fleet_proto_msgTypes[9].OneofWrappers = []any{}
+	file_spillway_v1_fleet_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_spillway_v1_fleet_proto_rawDesc), len(file_spillway_v1_fleet_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
