@@ -42,9 +42,14 @@ type Options struct {
 	Duration time.Duration
 	Classes  []Class
 	Model    string
-	// Prefixes is the number of distinct shared system prompts, PrefixBytes their length.
+	// Prefixes is the number of distinct shared system prompts (or long shared contexts),
+	// PrefixBytes their length.
 	Prefixes    int
 	PrefixBytes int
+	// HomePrefixes, when set, are the prefixes [from, to) this load uses HomeShare of the time
+	// (the contexts at home in its region); the rest of the time it uses any prefix.
+	HomePrefixes [2]int
+	HomeShare    float64
 	MaxTokens   int
 	// StreamShare is the fraction of streamed requests.
 	StreamShare float64
@@ -72,6 +77,11 @@ type Result struct {
 	Latency time.Duration `json:"latency"`
 	Err     string        `json:"err,omitempty"`
 	Stream  bool          `json:"stream"`
+	// Prefix is the shared prefix the prompt began with; PromptTokens and CachedTokens the
+	// response's usage (prompt tokens, and those found in the prefix cache), when it had one.
+	Prefix       int `json:"prefix"`
+	PromptTokens int `json:"prompt_tokens,omitempty"`
+	CachedTokens int `json:"cached_tokens,omitempty"`
 }
 
 // OK reports whether the request succeeded.
@@ -144,7 +154,11 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 			target = o.Targets[n%len(o.Targets)]
 		}
 		stream := rng.Float64() < o.StreamShare
-		prompt := prefixes[rng.IntN(len(prefixes))] + fmt.Sprintf(" Question %d: what is %d + %d?", n, n, n)
+		px := rng.IntN(len(prefixes))
+		if home := o.HomePrefixes; home[1] > home[0] && rng.Float64() < o.HomeShare {
+			px = home[0] + rng.IntN(home[1]-home[0])
+		}
+		prompt := prefixes[px] + fmt.Sprintf(" Question %d: what is %d + %d?", n, n, n)
 		select {
 		case sem <- struct{}{}:
 		default:
@@ -155,7 +169,9 @@ func Run(ctx context.Context, o Options) ([]Result, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			record(send(client, o, target, class, prompt, stream))
+			r := send(client, o, target, class, prompt, stream)
+			r.Prefix = px
+			record(r)
 		}()
 	}
 	return finish()
@@ -206,11 +222,44 @@ func send(client *http.Client, o Options, target string, c Class, prompt string,
 	if _, err := br.Peek(1); err == nil {
 		res.TTFT = time.Since(res.Start)
 	}
-	if _, err := io.Copy(io.Discard, br); err != nil {
+	var got bytes.Buffer
+	if _, err := io.Copy(&got, io.LimitReader(br, maxResponseBytes)); err != nil {
 		res.Err = err.Error()
 	}
+	_, _ = io.Copy(io.Discard, br)
 	res.Latency = time.Since(res.Start)
+	res.PromptTokens, res.CachedTokens = usageOf(got.Bytes(), stream)
 	return res
+}
+
+// maxResponseBytes bounds the part of a response read for its usage.
+const maxResponseBytes = 1 << 20
+
+// usageOf reads the usage of a response body: the object's, or the last streamed event's that
+// has one.
+func usageOf(body []byte, stream bool) (prompt, cached int) {
+	var v struct {
+		Usage *struct {
+			PromptTokens        int `json:"prompt_tokens"`
+			PromptTokensDetails struct {
+				CachedTokens int `json:"cached_tokens"`
+			} `json:"prompt_tokens_details"`
+		} `json:"usage"`
+	}
+	if !stream {
+		if json.Unmarshal(body, &v) == nil && v.Usage != nil {
+			return v.Usage.PromptTokens, v.Usage.PromptTokensDetails.CachedTokens
+		}
+		return 0, 0
+	}
+	for _, line := range bytes.Split(body, []byte("\n")) {
+		data, ok := bytes.CutPrefix(bytes.TrimSpace(line), []byte("data:"))
+		v.Usage = nil
+		if ok && json.Unmarshal(bytes.TrimSpace(data), &v) == nil && v.Usage != nil {
+			prompt, cached = v.Usage.PromptTokens, v.Usage.PromptTokensDetails.CachedTokens
+		}
+	}
+	return prompt, cached
 }
 
 // ClassSummary aggregates one class's results. A streamed response's first byte is its first

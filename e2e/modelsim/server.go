@@ -101,11 +101,19 @@ type StreamOptions struct {
 	IncludeUsage bool `json:"include_usage"`
 }
 
-// Usage is the token usage of a response.
+// Usage is the token usage of a response, with the prompt tokens found in the prefix cache in
+// prompt_tokens_details.cached_tokens, as OpenAI's API and vLLM (--enable-prompt-tokens-details)
+// report them.
 type Usage struct {
-	PromptTokens     int `json:"prompt_tokens"`
-	CompletionTokens int `json:"completion_tokens"`
-	TotalTokens      int `json:"total_tokens"`
+	PromptTokens        int                 `json:"prompt_tokens"`
+	CompletionTokens    int                 `json:"completion_tokens"`
+	TotalTokens         int                 `json:"total_tokens"`
+	PromptTokensDetails PromptTokensDetails `json:"prompt_tokens_details"`
+}
+
+// PromptTokensDetails breaks the prompt tokens down.
+type PromptTokensDetails struct {
+	CachedTokens int `json:"cached_tokens"`
 }
 
 func (s *Server) completions(w http.ResponseWriter, r *http.Request) {
@@ -264,7 +272,8 @@ func (s *Server) models(w http.ResponseWriter, _ *http.Request) {
 }
 
 func usage(r Result) Usage {
-	return Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, TotalTokens: r.PromptTokens + r.CompletionTokens}
+	return Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, TotalTokens: r.PromptTokens + r.CompletionTokens,
+		PromptTokensDetails: PromptTokensDetails{CachedTokens: r.CachedTokens}}
 }
 
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {

@@ -184,6 +184,13 @@ type Load struct {
 	Duration time.Duration
 	// Targets are gateway addresses used in turn; the region's own gateway when empty.
 	Targets []string
+	// Prefixes long shared contexts of PrefixBytes each, the region's own being Home ([from,
+	// to)) and used HomeShare of the time; loadgen's defaults when Prefixes is 0.
+	Prefixes, PrefixBytes int
+	Home                  [2]int
+	HomeShare             float64
+	// StreamShare is the fraction of streamed requests; loadgen's default when 0.
+	StreamShare float64
 }
 
 // Load runs bin/loadgen in a region's namespace and returns every request's result.
@@ -202,6 +209,13 @@ func (r *Run) Load(ctx context.Context, reg Region, l Load) ([]loadgen.Result, e
 		"--results", f.Name()}
 	for _, t := range targets {
 		args = append(args, "--target", "http://"+t)
+	}
+	if l.Prefixes > 0 {
+		args = append(args, "--prefixes", fmt.Sprint(l.Prefixes), "--prefix-bytes", fmt.Sprint(l.PrefixBytes),
+			"--home-prefix-from", fmt.Sprint(l.Home[0]), "--home-prefix-to", fmt.Sprint(l.Home[1]), "--home-share", fmt.Sprint(l.HomeShare))
+	}
+	if l.StreamShare > 0 {
+		args = append(args, "--stream-share", fmt.Sprint(l.StreamShare))
 	}
 	if out, err := r.Exec(ctx, reg.Netns, filepath.Join(r.BinDir, "loadgen"), args...); err != nil {
 		return nil, fmt.Errorf("loadgen in %s: %w\n%s", reg.Name, err, out)

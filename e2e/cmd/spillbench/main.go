@@ -28,6 +28,9 @@ type options struct {
 	prefix, binDir, workDir, jsonPath, plotPath, doc string
 	steady, burst                                    float64
 	before, during, after                            time.Duration
+	ragRate                                          float64
+	ragWarm, ragBurst                                time.Duration
+	only                                             string
 }
 
 func newCommand() *cobra.Command {
@@ -51,6 +54,10 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&o.before, "before", 10*time.Second, "steady load before the burst")
 	f.DurationVar(&o.during, "burst", 25*time.Second, "length of the burst")
 	f.DurationVar(&o.after, "after", 10*time.Second, "steady load after the burst")
+	f.Float64Var(&o.ragRate, "rag-burst-rate", 12, "us-east's requests per second during the RAG workload's burst")
+	f.DurationVar(&o.ragWarm, "rag-warm", 20*time.Second, "steady RAG load before its burst (the regions' caches fill with their contexts)")
+	f.DurationVar(&o.ragBurst, "rag-burst", 25*time.Second, "length of the RAG workload's burst")
+	f.StringVar(&o.only, "only", "", "run only this part: burst or rag (the JSON and the page keep the other's figures)")
 	return cmd
 }
 
@@ -76,11 +83,19 @@ type report struct {
 	CriticalP99RatioLocalOnly float64                   `json:"critical_p99_ratio_vs_local_only"`
 	DeadClusterDetectS        float64                   `json:"dead_cluster_detect_s"`
 	RequestsToDeadAfterDetect int                       `json:"requests_to_dead_after_detect"`
+	// The cache-aware comparison (rag.go).
+	SpilledPrefixHitRateCacheAware float64   `json:"spilled_prefix_hit_rate_cache_aware"`
+	SpilledPrefixHitRateBlind      float64   `json:"spilled_prefix_hit_rate_blind"`
+	SpilledTTFTp50RatioAwareBlind  float64   `json:"spilled_ttft_p50_ratio_cache_aware_vs_blind"`
+	RAG                            ragReport `json:"rag"`
 }
 
 func run(ctx context.Context, o options) error {
 	if o.prefix == "" {
 		return errors.New("--netns-prefix is required: run it through make bench-spill")
+	}
+	if o.only != "" && o.only != "burst" && o.only != "rag" {
+		return fmt.Errorf("--only %q: want burst or rag", o.only)
 	}
 	if o.workDir == "" {
 		d, err := os.MkdirTemp("", "spillway-spillbench-")
@@ -89,10 +104,46 @@ func run(ctx context.Context, o options) error {
 		}
 		o.workDir = d
 	}
-	rep := report{Date: time.Now().UTC().Format(time.RFC3339), Command: "make bench-spill",
-		Scenario: fmt.Sprintf("us-east bursts from %.0f to %.0f requests/s for %s (about 3× its capacity) while every region serves %.0f requests/s",
-			o.steady, o.burst, o.during, o.steady),
-		Strategies: map[string]strategyResult{}}
+	// A partial run keeps the other part's figures from the last report.
+	var rep report
+	if o.only != "" {
+		b, err := os.ReadFile(o.jsonPath)
+		if err != nil {
+			return fmt.Errorf("--only %s keeps the other figures of %s: %w", o.only, o.jsonPath, err)
+		}
+		if err := json.Unmarshal(b, &rep); err != nil {
+			return fmt.Errorf("%s: %w", o.jsonPath, err)
+		}
+	}
+	rep.Date, rep.Command = time.Now().UTC().Format(time.RFC3339), "make bench-spill"
+	rep.Strategies = map[string]strategyResult{"spillway": rep.Spillway, "local_only": rep.LocalOnly, "round_robin": rep.RoundRobin}
+	if o.only != "rag" {
+		if err := o.burstRuns(ctx, &rep); err != nil {
+			return err
+		}
+	}
+	if o.only != "burst" {
+		rag, err := o.ragCompare(ctx)
+		if err != nil {
+			return err
+		}
+		rep.RAG = rag
+		rep.SpilledPrefixHitRateCacheAware, rep.SpilledPrefixHitRateBlind, rep.SpilledTTFTp50RatioAwareBlind = rag.HitAware, rag.HitBlind, rag.TTFTRatio
+	}
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(o.jsonPath, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return updateDoc(o.doc, rep)
+}
+
+// burstRuns runs the burst scenario under the three strategies and with a killed region.
+func (o options) burstRuns(ctx context.Context, rep *report) error {
+	rep.Scenario = fmt.Sprintf("us-east bursts from %.0f to %.0f requests/s for %s (about 3× its capacity) while every region serves %.0f requests/s",
+		o.steady, o.burst, o.during, o.steady)
 	var spillway *outcome
 	for _, s := range []string{"spillway", "local_only", "round_robin"} {
 		fmt.Printf("== %s\n", s)
@@ -118,19 +169,8 @@ func run(ctx context.Context, o options) error {
 	}
 	rep.DeadClusterDetectS, rep.RequestsToDeadAfterDetect = detect.Seconds(), after
 	fmt.Printf("   us-west left us-east's targets %.2f s after it was killed; %d requests went there afterwards\n", detect.Seconds(), after)
-
 	rep.Spillway, rep.LocalOnly, rep.RoundRobin = rep.Strategies["spillway"], rep.Strategies["local_only"], rep.Strategies["round_robin"]
-	if err := drawPlot(spillway, o.plotPath); err != nil {
-		return err
-	}
-	b, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(o.jsonPath, append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	return updateDoc(o.doc, rep)
+	return drawPlot(spillway, o.plotPath)
 }
 
 // outcome is every request of one strategy's run, by region.
@@ -282,8 +322,24 @@ func updateDoc(path string, rep report) error {
 		fmt.Fprintf(&s, "| %s | %.4f | %.0f | %.0f | %.3f | %.3f | %.3f |\n", name, r.CriticalSuccess, r.CriticalTTFTp50, r.CriticalTTFTp99,
 			r.StandardSpilledShare, r.BestEffortShedShare, r.CrossRegionShare)
 	}
-	fmt.Fprintf(&s, "\nCritical TTFT p99, Spillway ÷ local-only: **%.2f**. A region killed mid-burst (us-west, the nearest target) left us-east's spill targets after %.2f s; %d requests went to it after that.\n\n![load, spill rate and TTFT per region](benchmarks/spill.png)\n%s",
-		rep.CriticalP99RatioLocalOnly, rep.DeadClusterDetectS, rep.RequestsToDeadAfterDetect, end)
+	fmt.Fprintf(&s, "\nCritical TTFT p99, Spillway ÷ local-only: **%.2f**. A region killed mid-burst (us-west, the nearest target) left us-east's spill targets after %.2f s; %d requests went to it after that.\n\n![load, spill rate and TTFT per region](benchmarks/spill.png)\n",
+		rep.CriticalP99RatioLocalOnly, rep.DeadClusterDetectS, rep.RequestsToDeadAfterDetect)
+	fmt.Fprintf(&s, "\n**Cache-aware spill.** %s.\n\n| ranking | spilled requests | prefix-cache hit rate | TTFT p50 ms | TTFT p99 ms | served by |\n| --- | ---: | ---: | ---: | ---: | --- |\n", rep.RAG.Scenario)
+	for _, row := range []struct {
+		name string
+		r    ragResult
+	}{{"cache-aware (prefix sketches)", rep.RAG.Aware}, {"cache-blind (`--prefix-sketch=false`)", rep.RAG.Blind}} {
+		fmt.Fprintf(&s, "| %s | %d | %.3f | %.0f | %.0f | %v |\n", row.name, row.r.SpilledRequests, row.r.PrefixHitRate, row.r.TTFTp50, row.r.TTFTp99, row.r.ByRegion)
+	}
+	fmt.Fprintf(&s, "\nSpilled prefix hit rate, cache-aware ÷ blind: **%.2f**; spilled TTFT p50, cache-aware ÷ blind: **%.2f**.\n%s",
+		ratioF(rep.SpilledPrefixHitRateCacheAware, rep.SpilledPrefixHitRateBlind), rep.SpilledTTFTp50RatioAwareBlind, end)
 	doc = doc[:i] + s.String() + doc[j+len(end):]
 	return os.WriteFile(path, []byte(doc), 0o644)
+}
+
+func ratioF(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
 }
