@@ -56,6 +56,8 @@ type Config struct {
 	WorkDir string
 	// SpokeArgs are extra flags of every spoke (--spill=false for local-only routing).
 	SpokeArgs []string
+	// EPPConfig is added to every spoke's EPP configuration.
+	EPPConfig string
 }
 
 // Run is a running fleet.
@@ -72,7 +74,7 @@ func Start(ctx context.Context, c Config) (*Run, error) {
 	o := localfleet.Options{BinDir: c.BinDir, WorkDir: c.WorkDir, HubNetns: c.Prefix + "-mgmt",
 		HubGRPC: "10.77.0.1:8470", HubHTTP: "10.77.0.1:8471", HubAdmin: "10.77.0.1:8472", HubGossip: "10.77.0.1:7946", LeaseTTL: 5 * time.Second,
 		SimArgs:   []string{"--max-num-seqs", "2", "--decode-latency", "30ms"},
-		EPPConfig: localfleet.EPPConfig + "spill: {minDwell: 3s}\n"}
+		EPPConfig: localfleet.EPPConfig + "spill: {minDwell: 3s}\n" + c.EPPConfig}
 	for i, name := range Names {
 		n := i + 1
 		reg := localfleet.Region{Name: name, Cluster: name + "-1", Netns: fmt.Sprintf("%s-r%d", c.Prefix, n),

@@ -38,6 +38,7 @@ var ErrInvalidConfig = errors.New("invalid EPP configuration")
 //	fallbacks: 2                   # next-best endpoints after the pick
 //	saturation: {queueDepth: 5, kvCacheUtilization: 0.8, staleness: 200ms}
 //	maxBodyBytes: 8388608
+//	prefixCache: {lruCapacityPerServer: 31250} # prefix blocks remembered per endpoint
 //	retryAfter: 1s                 # Retry-After of a shed (429) answer
 //	defaultPriority: Standard
 //	objectives:                    # InferenceObjective name → priority
@@ -65,6 +66,14 @@ type FileConfig struct {
 	Adapters        []string           `json:"adapters,omitempty"`
 	Models          []ModelRoute       `json:"models,omitempty"`
 	Spill           *spill.PolicySpec  `json:"spill,omitempty"`
+	PrefixCache     *FilePrefixCache   `json:"prefixCache,omitempty"`
+}
+
+// FilePrefixCache sizes the prefix index as GIE's prefix-cache-scorer's parameter does: the
+// blocks (64 bytes of prompt each) remembered per endpoint, best set to what a server's KV
+// cache holds (its GPU blocks × block size in tokens × about 4 bytes a token ÷ 64).
+type FilePrefixCache struct {
+	LRUCapacityPerServer int `json:"lruCapacityPerServer,omitempty"`
 }
 
 // FileSaturation is the saturation detector's section.
@@ -133,6 +142,8 @@ type Settings struct {
 	RetryAfter      time.Duration
 	DefaultPriority int
 	Objectives      map[string]int
+	// PrefixBlocksPerEndpoint bounds the prefix index per endpoint; 0 is GIE's default, 31,250.
+	PrefixBlocksPerEndpoint int
 	Adapters        map[string]bool
 	Models          map[string]ModelRoute
 	// Spill is the pool's spill policy when no SpillPolicy object names it.
@@ -167,6 +178,12 @@ func ParseConfig(data []byte) (Settings, error) {
 	}
 	if _, err := scheduler.New(scheduler.Options{Weights: s.Weights}); err != nil {
 		errs = append(errs, fmt.Errorf("scorers: %w", err))
+	}
+	if pc := f.PrefixCache; pc != nil {
+		if pc.LRUCapacityPerServer < 1 || pc.LRUCapacityPerServer > 10_000_000 {
+			errs = append(errs, fmt.Errorf("prefixCache.lruCapacityPerServer %d: want 1..10000000", pc.LRUCapacityPerServer))
+		}
+		s.PrefixBlocksPerEndpoint = pc.LRUCapacityPerServer
 	}
 	if f.Fallbacks != nil {
 		if *f.Fallbacks < 0 || *f.Fallbacks > 16 {

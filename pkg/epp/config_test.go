@@ -25,6 +25,7 @@ var badConfigs = []struct {
 }{
 	{"unknown key", "bogus: 1", []string{`unknown field "bogus"`}},
 	{"unknown key in a section", "saturation: {queueDeph: 3}", []string{`unknown field "queueDeph"`}},
+	{"prefix index of no block", "prefixCache: {lruCapacityPerServer: 0}", []string{"prefixCache.lruCapacityPerServer 0"}},
 	{"not a mapping", "- scorers", []string{"cannot unmarshal array", "FileConfig"}},
 	{"unknown scorer", "scorers: {nope: 1}", []string{"scorers", `"nope"`}},
 	{"negative scorer weight", "scorers: {queue-scorer: -1}", []string{"scorers", `"queue-scorer"`, "negative"}},
@@ -105,6 +106,9 @@ func TestParseConfigAccepts(t *testing.T) {
 	s, err := ParseConfig(nil)
 	if err != nil || !reflect.DeepEqual(s, DefaultSettings()) {
 		t.Fatalf("no configuration: %+v, %v; want the defaults", s, err)
+	}
+	if s, err := ParseConfig([]byte("prefixCache: {lruCapacityPerServer: 2048}\n")); err != nil || s.PrefixBlocksPerEndpoint != 2048 {
+		t.Fatalf("prefixCache: %+v, %v", s.PrefixBlocksPerEndpoint, err)
 	}
 	s, err = ParseConfig([]byte("defaultPriority: BestEffort\nobjectives: [{name: tuned, priority: \"-7\"}, {name: vip, priority: critical}]\n" +
 		"saturation: {queueDepth: 3}\nmodels: [{name: chat, targets: [{model: v1, weight: 0}, {model: v2, weight: 1}]}]\n"))

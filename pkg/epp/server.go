@@ -40,6 +40,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
+	"github.com/spillway-io/spillway/pkg/epp/prefix"
 	"github.com/spillway-io/spillway/pkg/epp/request"
 	"github.com/spillway-io/spillway/pkg/epp/scheduler"
 	"github.com/spillway-io/spillway/pkg/fleet"
@@ -176,7 +177,8 @@ func New(o Options) (*Server, error) {
 	if o.Datastore == nil {
 		return nil, errors.New("epp: a datastore is required")
 	}
-	sched, err := scheduler.New(scheduler.Options{Weights: o.Settings.Weights, Fallbacks: o.Settings.Fallbacks})
+	sched, err := scheduler.New(scheduler.Options{Weights: o.Settings.Weights, Fallbacks: o.Settings.Fallbacks,
+		Prefix: prefix.Options{CapacityPerEndpoint: o.Settings.PrefixBlocksPerEndpoint}})
 	if err != nil {
 		return nil, err
 	}
