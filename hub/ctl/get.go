@@ -229,21 +229,22 @@ func (o *options) pools(ctx context.Context, c pb.AdminServiceClient, g *getOpti
 
 var poolColumns = []column{{name: "POOL"}, {name: "CLUSTER"}, {name: "REGION"}, {name: "STATE"}, {name: "READY"}, {name: "QUEUE"}, {name: "RUNNING"},
 	{name: "KV-CACHE"}, {name: "SATURATION"}, {name: "SPILL"}, {name: "LORA"}, {name: "REPORTED"},
-	{name: "ADMITTED", wide: true}, {name: "SHED", wide: true}, {name: "SPILLED", wide: true}, {name: "LABELS", wide: true}}
+	{name: "ADMITTED", wide: true}, {name: "SHED", wide: true}, {name: "SPILLED", wide: true}, {name: "GPU", wide: true}, {name: "LABELS", wide: true}}
 
 func (o *options) getPools(g *getOptions, name string) call {
 	return o.poolTable(g, name, poolColumns, func(p *pb.PoolRef, m *pb.PoolMember) [][]string {
 		cp := m.GetCapacity().GetCapacity()
-		totals := []string{"-", "-", "-"}
+		totals := []string{"-", "-", "-", "-"}
 		if cp != nil {
-			totals = []string{strconv.FormatUint(cp.GetAdmittedTotal(), 10), strconv.FormatUint(cp.GetShedTotal(), 10), strconv.FormatUint(cp.GetSpilledTotal(), 10)}
+			totals = []string{strconv.FormatUint(cp.GetAdmittedTotal(), 10), strconv.FormatUint(cp.GetShedTotal(), 10), strconv.FormatUint(cp.GetSpilledTotal(), 10),
+				percent(cp.GpuUtilization)}
 		}
 		return [][]string{append(append(o.poolRow(p, m), totals...), labelText(m.GetLabels()))}
 	})
 }
 
 var endpointColumns = []column{{name: "POOL"}, {name: "CLUSTER"}, {name: "REGION"}, {name: "ENDPOINT"}, {name: "READY"}, {name: "QUEUE"},
-	{name: "RUNNING"}, {name: "KV-CACHE"}, {name: "REPORTED", wide: true}}
+	{name: "RUNNING"}, {name: "KV-CACHE"}, {name: "GPU"}, {name: "REPORTED", wide: true}}
 
 func (o *options) getEndpoints(g *getOptions, name string) call {
 	return o.poolTable(g, name, endpointColumns, func(p *pb.PoolRef, m *pb.PoolMember) [][]string { return o.endpointRows(p, m, true) })
@@ -263,7 +264,7 @@ func (o *options) endpointRows(p *pb.PoolRef, m *pb.PoolMember, reported bool) [
 		}
 		row := []string{poolName(p), m.GetClusterId(), m.GetRegion(), e.GetAddress(), ready,
 			strconv.Itoa(int(e.GetQueueDepth())), strconv.Itoa(int(e.GetRunningRequests())),
-			fmt.Sprintf("%.0f%%", e.GetKvCacheUtilization()*100)}
+			fmt.Sprintf("%.0f%%", e.GetKvCacheUtilization()*100), percent(e.GpuUtilization)}
 		if reported {
 			row = append(row, o.capacityAge(m.GetCapacity()))
 		}
@@ -291,6 +292,14 @@ func (o *options) poolTable(g *getOptions, name string, columns []column, rowsOf
 		}
 		return o.printTable(w, columns, rows)
 	}
+}
+
+// percent renders an optional 0..1 value as a percentage, "-" when absent.
+func percent(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f%%", *v*100)
 }
 
 func poolName(p *pb.PoolRef) string { return p.GetNamespace() + "/" + p.GetName() }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/spillway-io/spillway/e2e/hubtest"
 	"github.com/spillway-io/spillway/e2e/testkit"
@@ -31,12 +32,13 @@ func fleet(t *testing.T) *hubtest.Hub {
 	t.Cleanup(cancel)
 	// us-east-1 reports its endpoints (--report-endpoints), eu-west-1 does not.
 	endpoints := [][]*pb.EndpointCapacity{{
-		{Address: "10.0.1.10:8000", QueueDepth: 0, RunningRequests: 3, KvCacheUtilization: 0.25, Ready: true},
+		{Address: "10.0.1.10:8000", QueueDepth: 0, RunningRequests: 3, KvCacheUtilization: 0.25, Ready: true, GpuUtilization: proto.Float64(0.62)},
 		{Address: "10.0.1.11:8000", QueueDepth: 0, RunningRequests: 5, KvCacheUtilization: 0.75, Ready: true},
 		{Address: "10.0.1.12:8000", Ready: false, ScrapeError: "refused"},
 	}, nil}
 	scrapeFailures := []map[string]uint32{{"refused": 1}, {"timeout": 1}}
 	poolLabels := []map[string]string{{"app": "chat"}, {"app": "chat", "canary": "true"}}
+	gpu := []*float64{proto.Float64(0.62), nil}
 	models := [][]string{{"meta-llama/Llama-3.1-8B-Instruct"}, {"llama-small", "meta-llama/Llama-3.1-8B-Instruct"}}
 	for i, c := range []*pb.ClusterInfo{
 		{ClusterId: "us-east-1", Region: "us-east", Zone: "us-east-1a", GatewayAddress: "10.0.1.1:80", Version: "test", Labels: map[string]string{"team": "ml", "tier": "gold"}},
@@ -60,7 +62,7 @@ func fleet(t *testing.T) *hubtest.Hub {
 			{Msg: &pb.SyncRequest_Exports{Exports: &pb.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []*pb.Export{{Pool: chat, TargetPorts: []uint32{8000}, Labels: poolLabels[i]}}}}},
 			{Msg: &pb.SyncRequest_Capacity{Capacity: &pb.CapacityReport{Pools: []*pb.PoolCapacity{{
 				Pool: chat, ReadyEndpoints: uint32(3 - i), TotalEndpoints: 3, QueueDepth: uint32(7 * i), RunningRequests: 8,
-				KvCacheUtilization: 0.5, Saturation: 0.4 + 0.6*float64(i), Saturated: i == 1, LoraAdapters: []string{"sql-lora"}, Models: models[i],
+				KvCacheUtilization: 0.5, Saturation: 0.4 + 0.6*float64(i), Saturated: i == 1, LoraAdapters: []string{"sql-lora"}, Models: models[i], GpuUtilization: gpu[i],
 				Spilling: i == 1, SpillTarget: target, SpillTargetRegion: region, AdmittedTotal: uint64(100 * (i + 1)), ShedTotal: uint64(3 * i),
 				SpilledTotal: uint64(9 * i), Endpoints: endpoints[i], ScrapeFailures: scrapeFailures[i],
 			}}}}},

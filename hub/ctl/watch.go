@@ -28,7 +28,7 @@ const (
 var watchHeaders = map[watchKind]string{
 	watchPools:     poolsHeader,
 	watchClusters:  "CLUSTER\tREGION\tZONE\tSTATE\tGATEWAY\tLAST SEEN",
-	watchEndpoints: "POOL\tCLUSTER\tREGION\tENDPOINT\tREADY\tQUEUE\tRUNNING\tKV-CACHE",
+	watchEndpoints: "POOL\tCLUSTER\tREGION\tENDPOINT\tREADY\tQUEUE\tRUNNING\tKV-CACHE\tGPU",
 	watchImports:   "POOL\tEXPORTING CLUSTERS",
 }
 

@@ -173,14 +173,14 @@ func TestGetEndpointsAndImportsWatch(t *testing.T) {
 			return fmt.Errorf("no line %q in:\n%s", strings.Join(fields, " "), out.String())
 		}
 	}
-	testkit.Eventually(t, 10*time.Second, "the endpoints listed", line(endpoints, "default/chat", "us-east-1", "us-east", "10.0.1.10:8000", "yes", "0", "3", "25%"))
+	testkit.Eventually(t, 10*time.Second, "the endpoints listed", line(endpoints, "default/chat", "us-east-1", "us-east", "10.0.1.10:8000", "yes", "0", "3", "25%", "62%"))
 	testkit.Eventually(t, 10*time.Second, "the import listed", line(imports, "default/chat", "eu-west-1,us-east-1"))
 	chat := &pb.PoolRef{Namespace: "default", Name: "chat"}
 	syncAs(t, h, &pb.ClusterInfo{ClusterId: "ap-south-1", Region: "ap-south", GatewayAddress: "10.0.3.1:80"},
 		&pb.SyncRequest{Msg: &pb.SyncRequest_Exports{Exports: &pb.ExportDelta{Seq: 1, ReplaceAll: true, Upserts: []*pb.Export{{Pool: chat, TargetPorts: []uint32{8000}}}}}},
 		&pb.SyncRequest{Msg: &pb.SyncRequest_Capacity{Capacity: &pb.CapacityReport{Pools: []*pb.PoolCapacity{{Pool: chat, ReadyEndpoints: 1, TotalEndpoints: 1, QueueDepth: 4,
 			Endpoints: []*pb.EndpointCapacity{{Address: "10.0.3.10:8000", QueueDepth: 4, RunningRequests: 1, KvCacheUtilization: 0.5, Ready: true}}}}}}})
-	testkit.Eventually(t, 10*time.Second, "the new member's endpoint", line(endpoints, "default/chat", "ap-south-1", "ap-south", "10.0.3.10:8000", "yes", "4", "1", "50%"))
+	testkit.Eventually(t, 10*time.Second, "the new member's endpoint", line(endpoints, "default/chat", "ap-south-1", "ap-south", "10.0.3.10:8000", "yes", "4", "1", "50%", "-"))
 	testkit.Eventually(t, 10*time.Second, "the new exporter", line(imports, "default/chat", "ap-south-1,eu-west-1,us-east-1"))
 	stopEndpoints()
 	stopImports()

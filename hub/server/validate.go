@@ -349,6 +349,14 @@ func ValidateCapacityReport(r *pb.CapacityReport) error {
 				return invalid(f+".models", "model name must be 1..253 bytes")
 			}
 		}
+		if c.GpuUtilization != nil && !(c.GetGpuUtilization() >= 0 && c.GetGpuUtilization() <= 1) {
+			return invalid(f+".gpu_utilization", "%v outside 0..1", c.GetGpuUtilization())
+		}
+		for _, e := range c.GetEndpoints() {
+			if e.GpuUtilization != nil && !(e.GetGpuUtilization() >= 0 && e.GetGpuUtilization() <= 1) {
+				return invalid(f+".endpoints.gpu_utilization", "%v outside 0..1", e.GetGpuUtilization())
+			}
+		}
 		if sk := c.GetPrefixSketch(); sk != nil {
 			n := len(sk.GetBloom())
 			if n == 0 || n > maxSketchBytes || n&(n-1) != 0 || sk.GetHashFunctions() < 1 || sk.GetHashFunctions() > 32 ||

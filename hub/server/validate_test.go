@@ -216,6 +216,11 @@ func TestValidateReports(t *testing.T) {
 		{"a prefix sketch sampling no power of two", func(m *pb.ReportsResponse) {
 			m.Capacity[0].Capacity.PrefixSketch = &pb.PrefixSketch{Bloom: make([]byte, 4096), HashFunctions: 11, Sample: 6, BlockBytes: 64}
 		}, "prefix_sketch"},
+		{"GPU utilisation", func(m *pb.ReportsResponse) { m.Capacity[0].Capacity.GpuUtilization = proto.Float64(0.5) }, ""},
+		{"GPU utilisation out of range", func(m *pb.ReportsResponse) { m.Capacity[0].Capacity.GpuUtilization = proto.Float64(1.5) }, "gpu_utilization"},
+		{"an endpoint's GPU utilisation out of range", func(m *pb.ReportsResponse) {
+			m.Capacity[0].Capacity.Endpoints = []*pb.EndpointCapacity{{Address: "10.0.0.1:8000", GpuUtilization: proto.Float64(-0.1)}}
+		}, "gpu_utilization"},
 		{"models", func(m *pb.ReportsResponse) { m.Capacity[0].Capacity.Models = []string{"meta-llama/Llama-3.1-8B-Instruct"} }, ""},
 		{"a model without a name", func(m *pb.ReportsResponse) { m.Capacity[0].Capacity.Models = []string{""} }, "models"},
 		{"too many models", func(m *pb.ReportsResponse) {

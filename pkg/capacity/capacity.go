@@ -56,6 +56,9 @@ type Endpoint struct {
 	// Models the endpoint serves as its source declares them; empty: the model names its
 	// server labels its metrics with.
 	Models []string
+	// GPUUtilization is the utilisation, 0..1, of the GPUs a DCGM exporter attributes to the
+	// endpoint's Pod; nil when none does.
+	GPUUtilization *float64
 }
 
 // MaxPoolModels bounds the models of a pool's capacity (the sync protocol's limit).
@@ -104,7 +107,7 @@ func EndpointDetail(eps []Endpoint, now time.Time, t Thresholds) []fleet.Endpoin
 	for _, e := range eps[:min(len(eps), MaxEndpointDetail)] {
 		out = append(out, fleet.EndpointCapacity{Address: e.Address, QueueDepth: uint32(e.Metrics.WaitingQueue),
 			RunningRequests: uint32(e.Metrics.Running), KVCacheUtilization: e.Metrics.KVCacheUsage,
-			Ready: t.Fresh(e, now) && t.Load(e, now) < 1, ScrapeError: failReason(e)})
+			Ready: t.Fresh(e, now) && t.Load(e, now) < 1, ScrapeError: failReason(e), GPUUtilization: e.GPUUtilization})
 	}
 	return out
 }
@@ -124,7 +127,8 @@ func failReason(e Endpoint) string {
 // Aggregate computes a pool's capacity from its endpoints.
 func Aggregate(pool fleet.PoolRef, eps []Endpoint, now time.Time, t Thresholds) fleet.PoolCapacity {
 	c := fleet.PoolCapacity{Pool: pool, TotalEndpoints: uint32(len(eps)), ObservedAt: now, Saturated: true, Saturation: 1}
-	var kv, load float64
+	var kv, load, gpu float64
+	gpus := 0
 	loras, models := map[string]bool{}, map[string]bool{}
 	for _, e := range eps {
 		if e.Failed {
@@ -140,6 +144,10 @@ func Aggregate(pool fleet.PoolRef, eps []Endpoint, now time.Time, t Thresholds) 
 		c.QueueDepth += uint32(e.Metrics.WaitingQueue)
 		c.RunningRequests += uint32(e.Metrics.Running)
 		kv += e.Metrics.KVCacheUsage
+		if e.GPUUtilization != nil {
+			gpu += *e.GPUUtilization
+			gpus++
+		}
 		l := t.Load(e, now)
 		load += l
 		if l < 1 {
@@ -158,6 +166,10 @@ func Aggregate(pool fleet.PoolRef, eps []Endpoint, now time.Time, t Thresholds) 
 		for _, a := range e.Metrics.WaitingLoRAs {
 			loras[a] = true
 		}
+	}
+	if gpus > 0 {
+		mean := gpu / float64(gpus)
+		c.GPUUtilization = &mean
 	}
 	if c.ReadyEndpoints > 0 {
 		c.KVCacheUtilization = kv / float64(c.ReadyEndpoints)

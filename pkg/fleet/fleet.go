@@ -85,6 +85,9 @@ type EndpointCapacity struct {
 	Ready              bool    `json:"ready"`
 	// ScrapeError is the kind of the endpoint's last scrape failure; empty when it succeeded.
 	ScrapeError string `json:"scrapeError,omitempty"`
+	// GPUUtilization is the utilisation, 0..1, of the GPUs a DCGM exporter attributes to the
+	// endpoint's Pod; nil when none does.
+	GPUUtilization *float64 `json:"gpuUtilization,omitempty"`
 }
 
 // PoolCapacity aggregates one cluster's endpoints of one pool.
@@ -102,11 +105,14 @@ type PoolCapacity struct {
 	Models []string `json:"models,omitempty"`
 	// PrefixSketch summarises the prompt prefixes the pool holds (cache-aware spill); nil when
 	// the reporting spoke sends none.
-	PrefixSketch  *PrefixSketch      `json:"prefixSketch,omitempty"`
-	AdmittedTotal uint64             `json:"admittedTotal"`
-	ShedTotal     uint64             `json:"shedTotal"`
-	ObservedAt    time.Time          `json:"observedAt"`
-	Endpoints     []EndpointCapacity `json:"endpoints,omitempty"`
+	PrefixSketch *PrefixSketch `json:"prefixSketch,omitempty"`
+	// GPUUtilization is the mean GPU utilisation of the ready endpoints that have one; nil when
+	// none has.
+	GPUUtilization *float64           `json:"gpuUtilization,omitempty"`
+	AdmittedTotal  uint64             `json:"admittedTotal"`
+	ShedTotal      uint64             `json:"shedTotal"`
+	ObservedAt     time.Time          `json:"observedAt"`
+	Endpoints      []EndpointCapacity `json:"endpoints,omitempty"`
 	// Spill state of the pool at the reporting cluster.
 	Spilling          bool   `json:"spilling,omitempty"`
 	SpillTarget       string `json:"spillTarget,omitempty"`
@@ -135,6 +141,21 @@ func (s *PrefixSketch) Equal(o *PrefixSketch) bool {
 		s.Entries == o.Entries && bytes.Equal(s.Bloom, o.Bloom)
 }
 
+// equalPtr reports whether two optional values are both absent, or both present and equal.
+func equalPtr[T comparable](a, b *T) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// Equal reports whether two endpoints' capacities are the same.
+func (e EndpointCapacity) Equal(o EndpointCapacity) bool {
+	return e.Address == o.Address && e.QueueDepth == o.QueueDepth && e.RunningRequests == o.RunningRequests &&
+		e.KVCacheUtilization == o.KVCacheUtilization && e.Ready == o.Ready && e.ScrapeError == o.ScrapeError &&
+		equalPtr(e.GPUUtilization, o.GPUUtilization)
+}
+
 // SameLoad reports whether two aggregates describe the same load, ignoring when they were observed
 // and the monotonic counters. A spoke uses it to send a report only when something changed.
 func (c PoolCapacity) SameLoad(o PoolCapacity) bool {
@@ -142,9 +163,9 @@ func (c PoolCapacity) SameLoad(o PoolCapacity) bool {
 		c.QueueDepth == o.QueueDepth && c.RunningRequests == o.RunningRequests &&
 		c.KVCacheUtilization == o.KVCacheUtilization && c.Saturation == o.Saturation &&
 		c.Saturated == o.Saturated && slices.Equal(c.LoRAAdapters, o.LoRAAdapters) &&
-		slices.Equal(c.Models, o.Models) && c.PrefixSketch.Equal(o.PrefixSketch) &&
+		slices.Equal(c.Models, o.Models) && c.PrefixSketch.Equal(o.PrefixSketch) && equalPtr(c.GPUUtilization, o.GPUUtilization) &&
 		c.Spilling == o.Spilling && c.SpillTarget == o.SpillTarget && c.SpillTargetRegion == o.SpillTargetRegion &&
-		slices.Equal(c.Endpoints, o.Endpoints) && maps.Equal(c.ScrapeFailures, o.ScrapeFailures)
+		slices.EqualFunc(c.Endpoints, o.Endpoints, EndpointCapacity.Equal) && maps.Equal(c.ScrapeFailures, o.ScrapeFailures)
 }
 
 // ClusterState is a cluster's liveness as the hub sees it.

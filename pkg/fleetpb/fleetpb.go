@@ -76,6 +76,7 @@ func Capacity(c fleet.PoolCapacity) *pb.PoolCapacity {
 		LoraAdapters:       c.LoRAAdapters,
 		Models:             c.Models,
 		PrefixSketch:       prefixSketch(c.PrefixSketch),
+		GpuUtilization:     c.GPUUtilization,
 		AdmittedTotal:      c.AdmittedTotal,
 		ShedTotal:          c.ShedTotal,
 		ObservedAt:         timestamp(c.ObservedAt),
@@ -93,6 +94,7 @@ func Capacity(c fleet.PoolCapacity) *pb.PoolCapacity {
 			KvCacheUtilization: e.KVCacheUtilization,
 			Ready:              e.Ready,
 			ScrapeError:        e.ScrapeError,
+			GpuUtilization:     e.GPUUtilization,
 		})
 	}
 	return m
@@ -112,6 +114,7 @@ func CapacityFrom(m *pb.PoolCapacity) fleet.PoolCapacity {
 		LoRAAdapters:       m.GetLoraAdapters(),
 		Models:             m.GetModels(),
 		PrefixSketch:       prefixSketchFrom(m.GetPrefixSketch()),
+		GPUUtilization:     m.GpuUtilization,
 		AdmittedTotal:      m.GetAdmittedTotal(),
 		ShedTotal:          m.GetShedTotal(),
 		ObservedAt:         fromTimestamp(m.GetObservedAt()),
@@ -129,6 +132,7 @@ func CapacityFrom(m *pb.PoolCapacity) fleet.PoolCapacity {
 			KVCacheUtilization: e.GetKvCacheUtilization(),
 			Ready:              e.GetReady(),
 			ScrapeError:        e.GetScrapeError(),
+			GPUUtilization:     e.GpuUtilization,
 		})
 	}
 	return c

@@ -16,7 +16,7 @@ import (
 // pageConn reads one endpoint's metrics page over a kept-alive HTTP/1.1 connection of its own.
 //
 // The scrape loop owns it and does the whole exchange on its own goroutine: it writes a request
-// prepared once and reads the response with net/http's ReadResponse (status line, headers,
+// prepared once and reads the response with readResponse (status line, the headers it needs,
 // Content-Length, chunked or read-to-close bodies). An http.Client would add, per connection, a
 // reader and a writer goroutine and a hand-off between them and the caller on every scrape; at
 // 2,000 scrapes a second those hand-offs cost more than the parse (docs/benchmarks.md).
@@ -94,23 +94,19 @@ func (c *pageConn) roundTrip(ctx context.Context, buf []byte, deadline time.Time
 	if _, err := c.br.Peek(1); err != nil {
 		return buf, false, err
 	}
-	resp, err := http.ReadResponse(c.br, nil)
+	start := len(buf)
+	buf, code, closing, err := readResponse(c.br, buf, maxPageBytes)
 	if err != nil {
 		return buf, true, err
 	}
-	// The body is not closed: Close would drain it, and a bad or huge answer is dropped with
-	// its connection instead.
-	if resp.StatusCode != http.StatusOK {
-		return buf, true, &httpStatusError{code: resp.StatusCode}
+	// A bad or huge answer fails the scrape, and the connection is dropped with it (get).
+	if code != http.StatusOK {
+		return buf[:start], true, &httpStatusError{code: code}
 	}
-	buf, err = readAll(buf, io.LimitReader(resp.Body, maxPageBytes+1))
-	if err != nil {
-		return buf, true, err
-	}
-	if len(buf) > maxPageBytes {
+	if len(buf)-start > maxPageBytes {
 		return buf, true, errTooLarge
 	}
-	if resp.Close {
+	if closing {
 		c.close()
 	}
 	return buf, true, nil

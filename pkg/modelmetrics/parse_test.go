@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -259,5 +261,39 @@ func TestParseReusesTheCacheConfig(t *testing.T) {
 	}
 	if got, err := p.Parse([]byte(strings.Join(without, "\n"))); err != nil || got.BlockSize != 0 || got.NumBlocks != 0 {
 		t.Fatalf("no cache config: %+v %v: want zeros", got, err)
+	}
+}
+
+// TestServerQuirksDoNotChangeRouting: servers that leave out the engine label, or whose
+// prefix-cache counters lack the _total suffix (prometheus_client before 0.9 and OpenMetrics
+// pages name counters either way), give the same routing signals as the published vLLM page
+// they are made from.
+func TestServerQuirksDoNotChangeRouting(t *testing.T) {
+	page, err := os.ReadFile(filepath.Join("testdata", "vllm-v0.19.1-kvwarden-snapshot.prom"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(page), `engine="0"`) || !strings.Contains(string(page), "vllm:prefix_cache_hits_total") {
+		t.Fatal("the page no longer shows the engine label and the prefix-cache counters")
+	}
+	parse := func(p []byte) Metrics {
+		t.Helper()
+		ps, _ := NewParser(EngineVLLM)
+		m, err := ps.Parse(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	want := parse(page)
+	noEngine := regexp.MustCompile(`engine="[^"]*",?`).ReplaceAll(page, nil)
+	noTotal := regexp.MustCompile(`(vllm:prefix_cache_(?:queries|hits))_total\b`).ReplaceAll(page, []byte("$1"))
+	for name, variant := range map[string][]byte{"no engine label": noEngine, "prefix-cache counters without _total": noTotal} {
+		if string(variant) == string(page) {
+			t.Fatalf("%s: the variant equals the page", name)
+		}
+		if got := parse(variant); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: %+v, want %+v", name, got, want)
+		}
 	}
 }

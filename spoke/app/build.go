@@ -47,6 +47,7 @@ type spoke struct {
 	reg     *prometheus.Registry
 	metrics *metrics
 	scraper *modelmetrics.Scraper
+	gpus    *modelmetrics.GPUScraper // --dcgm-exporters
 	client  *hubclient.Client
 	source  source.Source
 	ds      *datastore
@@ -88,6 +89,11 @@ func build(cfg *Config) (*spoke, error) {
 	}
 	s.client = s.newHubClient()
 	s.ds = newDatastore(s.scraper)
+	if len(cfg.DCGMExporters) > 0 {
+		s.gpus = modelmetrics.NewGPUScraper(modelmetrics.GPUScraperOptions{Exporters: cfg.DCGMExporters, Interval: cfg.DCGMInterval,
+			Logger: s.log.With("component", "gpu-scraper"), Registerer: s.reg})
+		s.ds.gpu = s.gpus.Pod
+	}
 	s.gateways = &controllerGateways{}
 	s.epps = newEPPSet(cfg.PrefixSketch && cfg.HubAddress != "")
 	for _, step := range []func() error{
@@ -315,6 +321,9 @@ func (s *spoke) newReport() *report.Loop {
 	if s.cfg.EPP != nil {
 		o.EPPs = s.epps.reported
 	}
+	if s.gpus != nil {
+		o.GPU = s.gpus.Pod
+	}
 	return report.New(o)
 }
 
@@ -348,6 +357,9 @@ func (s *spoke) run(ctx context.Context, httpL, eppL net.Listener) error {
 	}
 	g.Go(func() error { return s.source.Run(gctx) })
 	g.Go(func() error { return s.scraper.Run(gctx) })
+	if s.gpus != nil {
+		g.Go(func() error { return s.gpus.Run(gctx) })
+	}
 	if s.rtt != nil {
 		g.Go(func() error { return s.rtt.Run(gctx) })
 	}

@@ -22,6 +22,8 @@ type samples interface {
 type datastore struct {
 	scraper samples
 	now     func() time.Time
+	// gpu, when set, gives a Pod's GPU utilisation (a DCGM exporter's).
+	gpu func(pod string) (float64, bool)
 
 	mu    sync.RWMutex
 	pools map[fleet.PoolRef]poolEndpoints
@@ -32,6 +34,7 @@ type datastore struct {
 type poolEndpoints struct {
 	addrs  []string
 	models [][]string
+	pods   []string
 	since  []time.Time
 }
 
@@ -59,6 +62,7 @@ func (d *datastore) Set(pools []source.Pool) (gone []string) {
 			}
 			pe.addrs = append(pe.addrs, e.Address)
 			pe.models = append(pe.models, e.Models)
+			pe.pods = append(pe.pods, e.Pod)
 			pe.since = append(pe.since, t)
 		}
 		next[p.Ref] = pe
@@ -82,8 +86,12 @@ func (d *datastore) Endpoints(pool fleet.PoolRef, dst []epp.Endpoint) ([]epp.End
 	}
 	samples := d.scraper.Samples(pe.addrs, make([]modelmetrics.Sample, 0, len(pe.addrs)))
 	for i, s := range samples {
+		se := scheduler.Endpoint{Address: pe.addrs[i], Metrics: s.Metrics, ScrapedAt: s.ScrapedAt}
+		if d.gpu != nil && pe.pods[i] != "" {
+			se.GPUUtilization, se.HasGPU = d.gpu(pe.pods[i])
+		}
 		dst = append(dst, epp.Endpoint{
-			Endpoint:    scheduler.Endpoint{Address: pe.addrs[i], Metrics: s.Metrics, ScrapedAt: s.ScrapedAt},
+			Endpoint:    se,
 			Ready:       s.Err == nil && !s.ScrapedAt.IsZero(),
 			Failed:      s.Err != nil,
 			TargetSince: pe.since[i],

@@ -51,6 +51,10 @@ type Options struct {
 	ScrapeInterval time.Duration
 	// ScrapeAllFamilies reads whole pages (modelmetrics.ScraperOptions.AllFamilies).
 	ScrapeAllFamilies bool
+	// DCGMExporters are NVIDIA DCGM exporters (host:port) read for GPU utilisation, every
+	// DCGMInterval.
+	DCGMExporters []string
+	DCGMInterval  time.Duration
 	CapacityPeriod    time.Duration
 	Thresholds        capacity.Thresholds
 	EPPAddress        string
@@ -214,6 +218,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.PoolsReload, "pools-reload", o.PoolsReload, "how often to check --pools-file for changes (0: never)")
 	fs.StringVar(&o.HTTPAddress, "http-address", o.HTTPAddress, "host:port of /metrics, /healthz and /readyz")
 	fs.DurationVar(&o.ScrapeInterval, "scrape-interval", o.ScrapeInterval, "how often each endpoint's /metrics is read")
+	fs.StringSliceVar(&o.DCGMExporters, "dcgm-exporters", o.DCGMExporters, "NVIDIA DCGM exporters to read GPU utilisation from, host:port list (plain HTTP, as the GPU Operator serves them); a name is resolved every round and each of its addresses read, so a headless Service of the exporters' DaemonSet names them all. Their Kubernetes mode attributes GPUs to Pods, which the endpoints' capacity, hubctl and the gpu-utilization-scorer use")
+	fs.DurationVar(&o.DCGMInterval, "dcgm-interval", 5*time.Second, "time between two reads of the DCGM exporters")
 	fs.BoolVar(&o.ScrapeAllFamilies, "scrape-all-families", o.ScrapeAllFamilies, "read model servers' whole metrics pages; by default vLLM and SGLang servers are asked (name[] query parameters, which their prometheus_client pages honour) for the families routing reads only")
 	fs.DurationVar(&o.CapacityPeriod, "capacity-period", o.CapacityPeriod, "how often pool capacity is recomputed for the hub")
 	fs.IntVar(&o.Thresholds.QueueDepth, "saturation-queue-depth", o.Thresholds.QueueDepth, "waiting queue at which an endpoint has no headroom")
@@ -386,6 +392,14 @@ func (o *Options) loadErrors() []error {
 	}
 	if o.Thresholds.Staleness < o.ScrapeInterval {
 		errs = append(errs, fmt.Errorf("--metrics-staleness %s is shorter than --scrape-interval %s: every endpoint would look stale", o.Thresholds.Staleness, o.ScrapeInterval))
+	}
+	for _, ex := range o.DCGMExporters {
+		if host, port, err := net.SplitHostPort(ex); err != nil || host == "" || port == "" {
+			errs = append(errs, fmt.Errorf("--dcgm-exporters %q: want host:port", ex))
+		}
+	}
+	if len(o.DCGMExporters) > 0 && o.DCGMInterval <= 0 {
+		errs = append(errs, errors.New("--dcgm-interval must be positive"))
 	}
 	if o.Thresholds.QueueDepth < 1 || !(o.Thresholds.KVCacheUtilization > 0 && o.Thresholds.KVCacheUtilization <= 1) {
 		errs = append(errs, errors.New("--saturation-queue-depth must be at least 1 and --saturation-kv-cache in (0, 1]"))

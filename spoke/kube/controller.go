@@ -517,7 +517,7 @@ func (c *Controller) Priority(pool fleet.PoolRef, name string) (int, bool) {
 func poolEqual(a, b source.Pool) bool {
 	return a.Ref == b.Ref && a.Export == b.Export && a.EndpointPicker == b.EndpointPicker && a.EndpointPickerPort == b.EndpointPickerPort && slices.Equal(a.TargetPorts, b.TargetPorts) &&
 		maps.Equal(a.Labels, b.Labels) && slices.EqualFunc(a.Endpoints, b.Endpoints, func(x, y source.Endpoint) bool {
-		return x.Address == y.Address && x.Engine == y.Engine && slices.Equal(x.Models, y.Models)
+		return x.Address == y.Address && x.Engine == y.Engine && slices.Equal(x.Models, y.Models) && x.Pod == y.Pod
 	})
 }
 

@@ -135,6 +135,7 @@ func (c *Controller) buildPools() ([]source.Pool, map[fleet.PoolRef]map[string]i
 				p.Endpoints = append(p.Endpoints, source.Endpoint{
 					Address: net.JoinHostPort(pod.Status.PodIP, strconv.FormatUint(uint64(port), 10)),
 					Engine:  engine,
+					Pod:     pod.Namespace + "/" + pod.Name,
 				})
 			}
 		}

@@ -102,6 +102,9 @@ type Options struct {
 	ReportEndpoints bool
 	// Period is the time between capacity reports.
 	Period time.Duration
+	// GPU, when set, gives a Pod's GPU utilisation (a DCGM exporter's), for the endpoints'
+	// capacity.
+	GPU func(pod string) (float64, bool)
 	// SketchPeriod is the least time between two prefix sketches of a pool (a sketch is a few
 	// KiB, and a new one makes a new report); DefaultSketchPeriod when zero.
 	SketchPeriod time.Duration
@@ -235,6 +238,11 @@ func (l *Loop) report() {
 			s, _ := l.opts.Scraper.Sample(e.Address)
 			ce := capacity.Endpoint{Address: e.Address, Metrics: s.Metrics, ScrapedAt: s.ScrapedAt, Failed: s.Err != nil,
 				FailReason: s.Reason, TargetSince: l.targetSince[e.Address], Models: e.Models}
+			if l.opts.GPU != nil && e.Pod != "" {
+				if u, ok := l.opts.GPU(e.Pod); ok {
+					ce.GPUUtilization = &u
+				}
+			}
 			if l.opts.Thresholds.Fresh(ce, now) {
 				fresh++
 			} else {

@@ -32,6 +32,9 @@ type Endpoint struct {
 	Engine  modelmetrics.Engine
 	// Models the endpoint serves; empty means every model the pool serves.
 	Models []string
+	// Pod is the endpoint's Pod, namespace/name, with the Kubernetes source; a DCGM exporter
+	// attributes GPUs to it.
+	Pod string
 }
 
 // Source is where the spoke learns its pools.

@@ -11,13 +11,13 @@ import (
 	"github.com/spillway-io/spillway/e2e/regions"
 )
 
-// The RAG-like workload of the cache-aware comparison: long shared contexts, four at home in each
-// region (used there 90 % of the time, any context otherwise), streamed; then a burst in us-east
-// whose requests use any context (a document set the whole company reads at once).
+// The RAG-like workload of the cache-aware comparison: long shared contexts, a third at home in
+// each region (used there 95 % of the time, any context otherwise), streamed; then a burst in
+// us-east on any context (a document set the whole company reads at once).
 const (
-	ragContexts     = 48    // 16 per region: more than one simulated server's cache holds (about 10)
+	ragContexts     = 48    // 16 per region: three quarters of what a region's two simulated servers hold (21)
 	ragContextBytes = 12000 // 3,000 tokens: 375 ms of prefill on a simulator, 2 ms when cached
-	ragHomeShare    = 0.9
+	ragHomeShare    = 0.95
 	// ragEPPConfig sizes every EPP's prefix index to what a simulator's cache holds (2,048
 	// blocks of 16 tokens, about 4 bytes each: 2,048 blocks of 64 bytes), as an operator sizes
 	// GIE's lruCapacityPerServer to the servers' KV cache.

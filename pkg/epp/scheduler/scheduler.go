@@ -23,6 +23,9 @@ const (
 	KVCacheScorer     = "kv-cache-utilization-scorer"
 	PrefixCacheScorer = "prefix-cache-scorer"
 	LoRAScorer        = "lora-affinity-scorer"
+	// GPUScorer prefers endpoints whose GPUs are less busy (NVIDIA DCGM's utilisation); off
+	// unless a weight is given.
+	GPUScorer = "gpu-utilization-scorer"
 )
 
 // Endpoint is a candidate with its latest metrics.
@@ -39,6 +42,10 @@ type Endpoint struct {
 	// just started, an endpoint just added; capacity.Thresholds.Pending). Its zero metrics are no
 	// measure, and the saturation detector does not count it saturated: unknown is not hot.
 	Unobserved bool
+	// GPUUtilization, when HasGPU, is the utilisation, 0..1, of the GPUs a DCGM exporter
+	// attributes to the endpoint's Pod.
+	GPUUtilization float64
+	HasGPU         bool
 }
 
 // Request is what scoring reads of a request.
@@ -98,6 +105,7 @@ func New(o Options) (*Scheduler, error) {
 		KVCacheScorer:     kvCacheScorer{},
 		PrefixCacheScorer: prefixScorer{ix: ix},
 		LoRAScorer:        loraScorer{},
+		GPUScorer:         gpuScorer{},
 	}
 	s := &Scheduler{fallbacks: max(o.Fallbacks, 0), prefix: ix}
 	names := make([]string, 0, len(o.Weights))
@@ -108,7 +116,7 @@ func New(o Options) (*Scheduler, error) {
 	for _, n := range names {
 		sc, ok := all[n]
 		if !ok {
-			return nil, fmt.Errorf("unknown scorer %q: want one of %s, %s, %s, %s", n, QueueScorer, KVCacheScorer, PrefixCacheScorer, LoRAScorer)
+			return nil, fmt.Errorf("unknown scorer %q: want one of %s, %s, %s, %s, %s", n, QueueScorer, KVCacheScorer, PrefixCacheScorer, LoRAScorer, GPUScorer)
 		}
 		w := o.Weights[n]
 		if w < 0 {
@@ -248,6 +256,21 @@ func (kvCacheScorer) Name() string { return KVCacheScorer }
 func (kvCacheScorer) Score(_ *Request, eps []Endpoint, scores []float64) {
 	for i, e := range eps {
 		scores[i] = 1 - min(max(e.Metrics.KVCacheUsage, 0), 1)
+	}
+}
+
+// gpuScorer prefers endpoints whose GPUs are less busy: 1 − utilisation; an endpoint whose
+// utilisation is unknown scores 0.5, neither preferred nor avoided.
+type gpuScorer struct{}
+
+func (gpuScorer) Name() string { return GPUScorer }
+
+func (gpuScorer) Score(_ *Request, eps []Endpoint, scores []float64) {
+	for i, e := range eps {
+		scores[i] = 0.5
+		if e.HasGPU {
+			scores[i] = 1 - min(max(e.GPUUtilization, 0), 1)
+		}
 	}
 }
 

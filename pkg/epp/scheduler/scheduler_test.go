@@ -45,6 +45,8 @@ func TestScorers(t *testing.T) {
 			eps(modelmetrics.Metrics{MaxLoRAs: 1, ActiveLoRAs: []string{"x"}}, modelmetrics.Metrics{MaxLoRAs: 1, WaitingLoRAs: []string{"sql"}}), "10.0.0.2:8000"},
 		{"free slot beats full slots", LoRAScorer, Request{Model: "sql", LoRA: true},
 			eps(modelmetrics.Metrics{MaxLoRAs: 1, ActiveLoRAs: []string{"x"}}, modelmetrics.Metrics{MaxLoRAs: 2, ActiveLoRAs: []string{"x"}}), "10.0.0.2:8000"},
+		{"least busy GPUs, unknown in the middle", GPUScorer, Request{Model: "m"}, withGPU(eps(modelmetrics.Metrics{}, modelmetrics.Metrics{}, modelmetrics.Metrics{}), 0.9, -1, 0.2), "10.0.0.3:8000"},
+		{"unknown GPUs over busy ones", GPUScorer, Request{Model: "m"}, withGPU(eps(modelmetrics.Metrics{}, modelmetrics.Metrics{}), 0.9, -1), "10.0.0.2:8000"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -188,4 +190,14 @@ func BenchmarkPick(b *testing.B) {
 			}
 		})
 	}
+}
+
+// withGPU gives the endpoints GPU utilisations in turn; a negative one leaves it unknown.
+func withGPU(es []Endpoint, utils ...float64) []Endpoint {
+	for i, u := range utils {
+		if u >= 0 {
+			es[i].GPUUtilization, es[i].HasGPU = u, true
+		}
+	}
+	return es
 }

@@ -348,9 +348,12 @@ type PoolCapacity struct {
 	Models []string `protobuf:"bytes,19,rep,name=models,proto3" json:"models,omitempty"`
 	// Which prompt prefixes the pool's endpoints hold, for cache-aware spill; absent when the
 	// spoke's EPP does not serve the pool or sends none (--prefix-sketch=false). At most 16 KiB.
-	PrefixSketch  *PrefixSketch `protobuf:"bytes,20,opt,name=prefix_sketch,json=prefixSketch,proto3" json:"prefix_sketch,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PrefixSketch *PrefixSketch `protobuf:"bytes,20,opt,name=prefix_sketch,json=prefixSketch,proto3" json:"prefix_sketch,omitempty"`
+	// The mean GPU utilisation, 0..1, of the ready endpoints that have one (EndpointCapacity's);
+	// absent when none has.
+	GpuUtilization *float64 `protobuf:"fixed64,21,opt,name=gpu_utilization,json=gpuUtilization,proto3,oneof" json:"gpu_utilization,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PoolCapacity) Reset() {
@@ -523,6 +526,13 @@ func (x *PoolCapacity) GetPrefixSketch() *PrefixSketch {
 	return nil
 }
 
+func (x *PoolCapacity) GetGpuUtilization() float64 {
+	if x != nil && x.GpuUtilization != nil {
+		return *x.GpuUtilization
+	}
+	return 0
+}
+
 // PrefixSketch is a Bloom filter of a sample of the block hashes a pool's endpoints served most
 // recently (pkg/epp/prefix.Sketch). A block is sampled when the top log2(sample) bits of its
 // hash are zero; its k bit positions are h1 + i*h2 mod m, h1 and h2 the hash's low and high 32
@@ -619,9 +629,12 @@ type EndpointCapacity struct {
 	Ready              bool    `protobuf:"varint,5,opt,name=ready,proto3" json:"ready,omitempty"`
 	// The kind of the endpoint's last scrape failure (as PoolCapacity.scrape_failures counts
 	// them); empty when it succeeded. At most 32 bytes.
-	ScrapeError   string `protobuf:"bytes,6,opt,name=scrape_error,json=scrapeError,proto3" json:"scrape_error,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ScrapeError string `protobuf:"bytes,6,opt,name=scrape_error,json=scrapeError,proto3" json:"scrape_error,omitempty"`
+	// The mean utilisation, 0..1, of the GPUs an NVIDIA DCGM exporter attributes to the
+	// endpoint's Pod; absent when none does (no exporter configured, or none attributes).
+	GpuUtilization *float64 `protobuf:"fixed64,7,opt,name=gpu_utilization,json=gpuUtilization,proto3,oneof" json:"gpu_utilization,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *EndpointCapacity) Reset() {
@@ -694,6 +707,13 @@ func (x *EndpointCapacity) GetScrapeError() string {
 		return x.ScrapeError
 	}
 	return ""
+}
+
+func (x *EndpointCapacity) GetGpuUtilization() float64 {
+	if x != nil && x.GpuUtilization != nil {
+		return *x.GpuUtilization
+	}
+	return 0
 }
 
 // Cluster is a registered cluster as the hub knows it.
@@ -1118,7 +1138,7 @@ const file_spillway_v1_fleet_proto_rawDesc = "" +
 	"\x06labels\x18\x03 \x03(\v2\x1f.spillway.v1.Export.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb2\a\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf4\a\n" +
 	"\fPoolCapacity\x12(\n" +
 	"\x04pool\x18\x01 \x01(\v2\x14.spillway.v1.PoolRefR\x04pool\x12'\n" +
 	"\x0fready_endpoints\x18\x02 \x01(\rR\x0ereadyEndpoints\x12'\n" +
@@ -1145,17 +1165,19 @@ const file_spillway_v1_fleet_proto_rawDesc = "" +
 	"\rspilled_total\x18\x11 \x01(\x04R\fspilledTotal\x12V\n" +
 	"\x0fscrape_failures\x18\x12 \x03(\v2-.spillway.v1.PoolCapacity.ScrapeFailuresEntryR\x0escrapeFailures\x12\x16\n" +
 	"\x06models\x18\x13 \x03(\tR\x06models\x12>\n" +
-	"\rprefix_sketch\x18\x14 \x01(\v2\x19.spillway.v1.PrefixSketchR\fprefixSketch\x1aA\n" +
+	"\rprefix_sketch\x18\x14 \x01(\v2\x19.spillway.v1.PrefixSketchR\fprefixSketch\x12,\n" +
+	"\x0fgpu_utilization\x18\x15 \x01(\x01H\x00R\x0egpuUtilization\x88\x01\x01\x1aA\n" +
 	"\x13ScrapeFailuresEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\x9e\x01\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01B\x12\n" +
+	"\x10_gpu_utilization\"\x9e\x01\n" +
 	"\fPrefixSketch\x12\x14\n" +
 	"\x05bloom\x18\x01 \x01(\fR\x05bloom\x12%\n" +
 	"\x0ehash_functions\x18\x02 \x01(\rR\rhashFunctions\x12\x16\n" +
 	"\x06sample\x18\x03 \x01(\rR\x06sample\x12\x1f\n" +
 	"\vblock_bytes\x18\x04 \x01(\rR\n" +
 	"blockBytes\x12\x18\n" +
-	"\aentries\x18\x05 \x01(\rR\aentries\"\xe3\x01\n" +
+	"\aentries\x18\x05 \x01(\rR\aentries\"\xa5\x02\n" +
 	"\x10EndpointCapacity\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x1f\n" +
 	"\vqueue_depth\x18\x02 \x01(\rR\n" +
@@ -1163,7 +1185,9 @@ const file_spillway_v1_fleet_proto_rawDesc = "" +
 	"\x10running_requests\x18\x03 \x01(\rR\x0frunningRequests\x120\n" +
 	"\x14kv_cache_utilization\x18\x04 \x01(\x01R\x12kvCacheUtilization\x12\x14\n" +
 	"\x05ready\x18\x05 \x01(\bR\x05ready\x12!\n" +
-	"\fscrape_error\x18\x06 \x01(\tR\vscrapeError\"\xaf\x02\n" +
+	"\fscrape_error\x18\x06 \x01(\tR\vscrapeError\x12,\n" +
+	"\x0fgpu_utilization\x18\a \x01(\x01H\x00R\x0egpuUtilization\x88\x01\x01B\x12\n" +
+	"\x10_gpu_utilization\"\xaf\x02\n" +
 	"\aCluster\x12,\n" +
 	"\x04info\x18\x01 \x01(\v2\x18.spillway.v1.ClusterInfoR\x04info\x12/\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x19.spillway.v1.ClusterStateR\x05state\x12?\n" +
@@ -1267,6 +1291,8 @@ func file_spillway_v1_fleet_proto_init() {
 	if File_spillway_v1_fleet_proto != nil {
 		return
 	}
+	file_spillway_v1_fleet_proto_msgTypes[3].OneofWrappers = []any{}
+	file_spillway_v1_fleet_proto_msgTypes[5].OneofWrappers = []any{}
 	file_spillway_v1_fleet_proto_msgTypes[10].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
