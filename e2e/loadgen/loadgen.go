@@ -50,7 +50,7 @@ type Options struct {
 	// (the contexts at home in its region); the rest of the time it uses any prefix.
 	HomePrefixes [2]int
 	HomeShare    float64
-	MaxTokens   int
+	MaxTokens    int
 	// StreamShare is the fraction of streamed requests.
 	StreamShare float64
 	// MaxInFlight bounds concurrent requests; arrivals beyond it are recorded as not sent.

@@ -221,7 +221,9 @@ func TestValidateReports(t *testing.T) {
 		{"an endpoint's GPU utilisation out of range", func(m *pb.ReportsResponse) {
 			m.Capacity[0].Capacity.Endpoints = []*pb.EndpointCapacity{{Address: "10.0.0.1:8000", GpuUtilization: proto.Float64(-0.1)}}
 		}, "gpu_utilization"},
-		{"models", func(m *pb.ReportsResponse) { m.Capacity[0].Capacity.Models = []string{"meta-llama/Llama-3.1-8B-Instruct"} }, ""},
+		{"models", func(m *pb.ReportsResponse) {
+			m.Capacity[0].Capacity.Models = []string{"meta-llama/Llama-3.1-8B-Instruct"}
+		}, ""},
 		{"a model without a name", func(m *pb.ReportsResponse) { m.Capacity[0].Capacity.Models = []string{""} }, "models"},
 		{"too many models", func(m *pb.ReportsResponse) {
 			for i := range 65 {

@@ -144,8 +144,8 @@ type Settings struct {
 	Objectives      map[string]int
 	// PrefixBlocksPerEndpoint bounds the prefix index per endpoint; 0 is GIE's default, 31,250.
 	PrefixBlocksPerEndpoint int
-	Adapters        map[string]bool
-	Models          map[string]ModelRoute
+	Adapters                map[string]bool
+	Models                  map[string]ModelRoute
 	// Spill is the pool's spill policy when no SpillPolicy object names it.
 	Spill spill.Policy
 }

@@ -53,15 +53,15 @@ type Options struct {
 	ScrapeAllFamilies bool
 	// DCGMExporters are NVIDIA DCGM exporters (host:port) read for GPU utilisation, every
 	// DCGMInterval.
-	DCGMExporters []string
-	DCGMInterval  time.Duration
-	CapacityPeriod    time.Duration
-	Thresholds        capacity.Thresholds
-	EPPAddress        string
-	EPPPool           string
-	EPPService        string
-	PrefixSketch      bool
-	EPPConfig         string
+	DCGMExporters  []string
+	DCGMInterval   time.Duration
+	CapacityPeriod time.Duration
+	Thresholds     capacity.Thresholds
+	EPPAddress     string
+	EPPPool        string
+	EPPService     string
+	PrefixSketch   bool
+	EPPConfig      string
 	// EPPStreamWorkers is how many goroutines serve ext_proc streams (0: one new per stream).
 	EPPStreamWorkers int
 	// EPPDrainTimeout is how long a stopping spoke lets the ext_proc streams in flight finish
