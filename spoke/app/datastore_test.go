@@ -75,3 +75,21 @@ func TestDatastore(t *testing.T) {
 }
 
 var errFailed = errors.New("scrape failed")
+
+// TestDatastoreAttachesGPUUtilization: an endpoint whose Pod a DCGM exporter attributes GPUs to
+// carries their utilisation; one without a Pod, or whose Pod has none, carries nothing.
+func TestDatastoreAttachesGPUUtilization(t *testing.T) {
+	chat := fleet.PoolRef{Namespace: "llm", Name: "chat"}
+	ds := newDatastore(scraped{})
+	ds.gpu = func(pod string) (float64, bool) {
+		u, ok := map[string]float64{"llm/chat-0": 0.7}[pod]
+		return u, ok
+	}
+	ds.Set([]source.Pool{{Ref: chat, Endpoints: []source.Endpoint{
+		{Address: "10.0.0.1:8000", Pod: "llm/chat-0"}, {Address: "10.0.0.2:8000", Pod: "llm/chat-1"}, {Address: "10.0.0.3:8000"},
+	}}})
+	got, _ := ds.Endpoints(chat, nil)
+	if len(got) != 3 || !got[0].HasGPU || got[0].GPUUtilization != 0.7 || got[1].HasGPU || got[2].HasGPU {
+		t.Fatalf("endpoints %+v: want only the first with GPU utilisation 0.7", got)
+	}
+}

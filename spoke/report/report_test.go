@@ -542,3 +542,40 @@ func TestPrefixSketchIsRateBounded(t *testing.T) {
 		t.Fatalf("%d sketches made in 6 s with a 5 s period, want 2", made)
 	}
 }
+
+// TestReportCarriesGPUUtilization: the endpoints whose Pods have GPU utilisation carry it in
+// the per-endpoint detail, and the pool the mean of its ready ones; a pool without any, none.
+func TestReportCarriesGPUUtilization(t *testing.T) {
+	pools := localPools()
+	pools[0].Endpoints[0].Pod, pools[0].Endpoints[1].Pod, pools[0].Endpoints[2].Pod = "llm/a", "llm/b", "llm/stale"
+	h := &hub{}
+	clock := now
+	l := New(Options{Pools: newPools(pools...), Scraper: localSamples(), Hub: h, Endpoints: &endpoints{}, Thresholds: thresholds,
+		ReportEndpoints: true, Period: time.Hour, Now: func() time.Time { return clock },
+		GPU: func(pod string) (float64, bool) {
+			u, ok := map[string]float64{"llm/a": 0.2, "llm/b": 0.6, "llm/stale": 0.9}[pod]
+			return u, ok
+		}})
+	l.apply()
+	l.report()
+	_, _, caps, _ := h.state()
+	for _, c := range caps {
+		switch c.Pool {
+		case chat:
+			// The stale endpoint's GPUs are not in the mean of the ready ones: (0.2 + 0.6) / 2.
+			if c.GPUUtilization == nil || *c.GPUUtilization < 0.399 || *c.GPUUtilization > 0.401 {
+				t.Fatalf("chat's GPU utilisation %v, want 0.4", c.GPUUtilization)
+			}
+			if e := c.Endpoints[0]; e.GPUUtilization == nil || *e.GPUUtilization != 0.2 {
+				t.Fatalf("endpoint %s: GPU utilisation %v, want 0.2", e.Address, e.GPUUtilization)
+			}
+			if e := c.Endpoints[3]; e.GPUUtilization != nil {
+				t.Fatalf("endpoint %s without a Pod: GPU utilisation %v", e.Address, *e.GPUUtilization)
+			}
+		case code:
+			if c.GPUUtilization != nil {
+				t.Fatalf("code, whose endpoints have no GPU figures: %v", *c.GPUUtilization)
+			}
+		}
+	}
+}
