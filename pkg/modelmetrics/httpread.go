@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 )
 
 // A page's response is read by readResponse rather than net/http's ReadResponse: that builds a
@@ -58,11 +57,11 @@ func readResponse(br *bufio.Reader, buf []byte, limit int) (_ []byte, code int, 
 		value = bytes.TrimSpace(value)
 		switch {
 		case bytes.EqualFold(name, []byte("Content-Length")):
-			v, err := strconv.ParseUint(string(value), 10, 63)
-			if err != nil || (length >= 0 && int(v) != length) {
+			v, ok := parseUint(value, 10)
+			if !ok || (length >= 0 && v != length) {
 				return buf, code, true, fmt.Errorf("%w: Content-Length %q", errMalformedResponse, value)
 			}
-			length = int(v)
+			length = v
 		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
 			if !bytes.EqualFold(value, []byte("chunked")) {
 				return buf, code, true, fmt.Errorf("%w: Transfer-Encoding %q", errMalformedResponse, value)
@@ -103,11 +102,35 @@ func statusLine(line []byte) (major, minor, code int, err error) {
 		(len(line) > 12 && line[12] != ' ') {
 		return 0, 0, 0, fmt.Errorf("%w: status line %q", errMalformedResponse, truncate(line))
 	}
-	c, err := strconv.Atoi(string(line[9:12]))
-	if err != nil || c < 100 {
+	c, ok := parseUint(line[9:12], 10)
+	if !ok || c < 100 {
 		return 0, 0, 0, fmt.Errorf("%w: status line %q", errMalformedResponse, truncate(line))
 	}
 	return 1, int(line[7] - '0'), c, nil
+}
+
+// parseUint parses a decimal or hexadecimal number of at most 15 digits (no sign, no prefix)
+// without the allocation of strconv's parsers, whose errors keep the text.
+func parseUint(b []byte, base int) (int, bool) {
+	if len(b) == 0 || len(b) > 15 {
+		return 0, false
+	}
+	n := 0
+	for _, c := range b {
+		var d int
+		switch {
+		case c >= '0' && c <= '9':
+			d = int(c - '0')
+		case base == 16 && c >= 'a' && c <= 'f':
+			d = int(c-'a') + 10
+		case base == 16 && c >= 'A' && c <= 'F':
+			d = int(c-'A') + 10
+		default:
+			return 0, false
+		}
+		n = n*base + d
+	}
+	return n, true
 }
 
 // readLine reads a line without its CRLF (or LF); the slice is valid until the next read.
@@ -152,17 +175,17 @@ func readChunked(br *bufio.Reader, buf []byte, limit int) ([]byte, error) {
 			return buf, err
 		}
 		size, _, _ := bytes.Cut(line, []byte(";")) // chunk extensions are ignored
-		n, err := strconv.ParseUint(string(bytes.TrimSpace(size)), 16, 63)
-		if err != nil {
+		n, ok := parseUint(bytes.TrimSpace(size), 16)
+		if !ok {
 			return buf, fmt.Errorf("%w: chunk size %q", errMalformedResponse, truncate(line))
 		}
 		if n == 0 {
 			break
 		}
-		if len(buf)-start+int(n) > limit {
+		if len(buf)-start+n > limit {
 			return buf, errTooLarge
 		}
-		if buf, err = readN(br, buf, int(n)); err != nil {
+		if buf, err = readN(br, buf, n); err != nil {
 			return buf, err
 		}
 		if line, err = readLine(br); err != nil || len(line) != 0 {
