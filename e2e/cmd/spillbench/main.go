@@ -10,7 +10,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -329,12 +331,21 @@ func updateDoc(path string, rep report) error {
 		name string
 		r    ragResult
 	}{{"cache-aware (prefix sketches)", rep.RAG.Aware}, {"cache-blind (`--prefix-sketch=false`)", rep.RAG.Blind}} {
-		fmt.Fprintf(&s, "| %s | %d | %.3f | %.0f | %.0f | %v |\n", row.name, row.r.SpilledRequests, row.r.PrefixHitRate, row.r.TTFTp50, row.r.TTFTp99, row.r.ByRegion)
+		fmt.Fprintf(&s, "| %s | %d | %.3f | %.0f | %.0f | %s |\n", row.name, row.r.SpilledRequests, row.r.PrefixHitRate, row.r.TTFTp50, row.r.TTFTp99, byRegion(row.r.ByRegion))
 	}
 	fmt.Fprintf(&s, "\nSpilled prefix hit rate, cache-aware ÷ blind: **%.2f**; spilled TTFT p50, cache-aware ÷ blind: **%.2f**.\n%s",
 		ratioF(rep.SpilledPrefixHitRateCacheAware, rep.SpilledPrefixHitRateBlind), rep.SpilledTTFTp50RatioAwareBlind, end)
 	doc = doc[:i] + s.String() + doc[j+len(end):]
 	return os.WriteFile(path, []byte(doc), 0o644)
+}
+
+// byRegion lists requests by region, in name order.
+func byRegion(m map[string]int) string {
+	var parts []string
+	for _, r := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, fmt.Sprintf("%s %d", r, m[r]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func ratioF(a, b float64) float64 {
