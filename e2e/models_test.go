@@ -4,13 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -32,16 +29,7 @@ const (
 func sendModel(ctx context.Context, gateway, model string) (served, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+gateway+"/v1/completions",
-		strings.NewReader(fmt.Sprintf(`{"model":%q,"prompt":"p","max_tokens":1}`, model)))
-	req.Header.Set("x-gateway-inference-objective", "critical")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return served{}, err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return served{status: resp.StatusCode, by: resp.Header.Get("x-gateway-destination-endpoint-served"), body: string(b)}, nil
+	return post(ctx, gateway, "critical", fmt.Sprintf(`{"model":%q,"prompt":"p","max_tokens":1}`, model))
 }
 
 // TestModelAwareFleet runs one spoke (a real process, on a real kube-apiserver) serving three

@@ -60,8 +60,12 @@ type served struct {
 }
 
 func send(ctx context.Context, gateway, objective string, maxTokens int) (served, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+gateway+"/v1/completions",
-		strings.NewReader(fmt.Sprintf(`{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"p","max_tokens":%d}`, maxTokens)))
+	return post(ctx, gateway, objective, fmt.Sprintf(`{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"p","max_tokens":%d}`, maxTokens))
+}
+
+// post sends a completion body through a gateway with an objective.
+func post(ctx context.Context, gateway, objective, body string) (served, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+gateway+"/v1/completions", strings.NewReader(body))
 	req.Header.Set("x-gateway-inference-objective", objective)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -142,8 +142,9 @@ type Controller struct {
 	bcast    record.EventBroadcaster
 	// objectiveGVRs are the InferenceObjective resources this cluster serves.
 	objectiveGVRs []schema.GroupVersionResource
-	// hasSpillPolicies is true when the cluster serves Spillway's SpillPolicy CRD.
-	hasSpillPolicies bool
+	// hasSpillPolicies is true when the cluster serves Spillway's SpillPolicy CRD; set by Run,
+	// read by SpillPolicy from the spoke's other goroutines too.
+	hasSpillPolicies atomic.Bool
 	// kick wakes the read loop (Run), writeKick the write loop (Lead or Run's own).
 	kick      chan struct{}
 	writeKick chan struct{}
@@ -246,8 +247,8 @@ func (c *Controller) Run(ctx context.Context) error {
 		if err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("discover %s: %w", SpillPolicyResource.GroupVersion(), err)
 		}
-		c.hasSpillPolicies = res != nil && slices.ContainsFunc(res.APIResources, func(r metav1.APIResource) bool { return r.Name == SpillPolicyResource.Resource })
-		if !c.hasSpillPolicies {
+		c.hasSpillPolicies.Store(res != nil && slices.ContainsFunc(res.APIResources, func(r metav1.APIResource) bool { return r.Name == SpillPolicyResource.Resource }))
+		if !c.hasSpillPolicies.Load() {
 			c.log.Warn("no SpillPolicy resource in this cluster: the EPP configuration's spill policy applies")
 		}
 	}
@@ -269,7 +270,7 @@ func (c *Controller) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	if c.hasSpillPolicies {
+	if c.hasSpillPolicies.Load() {
 		gvrs = append(slices.Clone(gvrs), SpillPolicyResource)
 	}
 	for _, gvr := range gvrs {

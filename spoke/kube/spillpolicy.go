@@ -93,7 +93,7 @@ func (c *Controller) spillPolicies(pool fleet.PoolRef) (spill.Policy, []policySt
 // naming the pool), or the default policy when there is none or it is invalid. Every replica
 // does it: each has its own decisions.
 func (c *Controller) applySpillPolicy() error {
-	if !c.hasSpillPolicies || c.opts.Spillers == nil {
+	if !c.hasSpillPolicies.Load() || c.opts.Spillers == nil {
 		return nil
 	}
 	var errs []error
@@ -111,7 +111,7 @@ func (c *Controller) applySpillPolicy() error {
 // when valid), else the default. A spoke gives it to the spill decision of a pool it starts
 // serving, before the next reconcile.
 func (c *Controller) SpillPolicy(pool fleet.PoolRef) spill.Policy {
-	if !c.hasSpillPolicies {
+	if !c.hasSpillPolicies.Load() {
 		return c.opts.DefaultSpillPolicy
 	}
 	p, _, err := c.spillPolicies(pool)
@@ -124,7 +124,7 @@ func (c *Controller) SpillPolicy(pool fleet.PoolRef) spill.Policy {
 // syncSpillPolicy writes the status of every SpillPolicy of the pools the EPPs serve: Accepted,
 // and for the one in force whether the pool is spilling and to where (this replica's decision).
 func (c *Controller) syncSpillPolicy(ctx context.Context) error {
-	if !c.hasSpillPolicies || c.opts.Spillers == nil {
+	if !c.hasSpillPolicies.Load() || c.opts.Spillers == nil {
 		return nil
 	}
 	var errs []error
