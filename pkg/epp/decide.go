@@ -172,8 +172,9 @@ func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 	// A model the pool does not serve leaves for a cluster that serves it, as when no endpoint
 	// is left (the model's own pool is down, or there is none here).
 	ix := s.sched.Prefix()
+	x.hopped = s.hopped(x, keys)
 	sreq := spill.Request{Priority: x.priority, PromptTokens: len(x.req.Prompt) / 4, Model: x.target,
-		Hop: s.hopped(x, keys), NoLocal: len(x.cands) == 0 || !s.servesIn(x.target, x.bufs.eps), NoHopKey: !canSign,
+		Hop: x.hopped, NoLocal: len(x.cands) == 0 || !s.servesIn(x.target, x.bufs.eps), NoHopKey: !canSign,
 		// The targets' prefix sketches price what their caches hold of the prompt.
 		Chain: func() []uint64 { return ix.Hashes(nil, x.target, x.req.Prompt) }, ChainBlockBytes: ix.BlockSize()}
 	var dec spill.Decision
@@ -316,9 +317,18 @@ func (s *Server) shedLoad(x *exchange) []*extprocv3.ProcessingResponse {
 	return nil
 }
 
+// hoppedPrefixBoost multiplies the prefix-cache scorer's weight for a request another cluster
+// spilled here: that cluster priced it by the prefill this cluster's cache saves (cache-aware
+// spill, docs/federation.md), which only the endpoint holding the prefix saves. With GIE's
+// weights (prefix 3, queue 2, KV-cache 2) the holder wins while it has headroom.
+const hoppedPrefixBoost = 4
+
 // pick scores the candidates and sets the destination: the chosen endpoint, then the fallbacks.
 func (s *Server) pick(x *exchange) {
 	sreq := &scheduler.Request{Model: x.target, LoRA: s.isAdapter(x.target, x.cands), Prompt: x.req.Prompt}
+	if x.hopped {
+		sreq.PrefixBoost = hoppedPrefixBoost
+	}
 	if x.explain != nil {
 		dest, scores := s.sched.Explain(sreq, x.cands)
 		x.dest = strings.Join(dest, ",")

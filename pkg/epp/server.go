@@ -271,6 +271,9 @@ type exchange struct {
 	// fallback is true when a declared fallback changed the model: the response says so
 	// (FallbackModelHeader).
 	fallback bool
+	// hopped is true when the request carries a hop marker that verifies: another cluster
+	// spilled it here.
+	hopped bool
 	bufs     *buffers
 	cands    []scheduler.Endpoint // in bufs, or the spill policy's fallback's own
 	dest     string

@@ -56,6 +56,10 @@ type Request struct {
 	LoRA bool
 	// Prompt is the text whose prefix decides cache affinity.
 	Prompt string
+	// PrefixBoost, when above 1, multiplies the prefix-cache scorer's weight: a request another
+	// cluster spilled here, ranked there by where its prefix is cached, goes to the endpoint
+	// holding it while that one has headroom.
+	PrefixBoost float64
 
 	hashes []uint64
 }
@@ -177,8 +181,14 @@ func (s *Scheduler) rank(req *Request, eps []Endpoint, explain []Scores) []strin
 	for _, w := range s.weights {
 		clear(scores)
 		w.Scorer.Score(req, eps, scores)
+		weight := w.Weight
+		if req.PrefixBoost > 1 {
+			if _, ok := w.Scorer.(prefixScorer); ok {
+				weight *= req.PrefixBoost
+			}
+		}
 		for i, v := range scores {
-			total[i] += w.Weight * v
+			total[i] += weight * v
 		}
 		if explain != nil {
 			for i, v := range scores {

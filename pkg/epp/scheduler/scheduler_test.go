@@ -201,3 +201,39 @@ func withGPU(es []Endpoint, utils ...float64) []Endpoint {
 	}
 	return es
 }
+
+// TestPrefixBoost: a busy prefix holder with headroom loses to an idle endpoint on GIE's
+// weights, and wins when the request's prefix weight is boosted (a request spilled here for its
+// cached prefix); a saturated holder still follows the endpoints with headroom.
+func TestPrefixBoost(t *testing.T) {
+	s, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := strings.Repeat("A long shared document that a region holds in its cache. ", 40)
+	pool := eps(modelmetrics.Metrics{}, modelmetrics.Metrics{})
+	holder := s.Pick(&Request{Model: "m", Prompt: shared + "first"}, pool)[0]
+	other := pool[0].Address
+	for i := range pool {
+		if pool[i].Address == holder {
+			pool[i].Metrics = modelmetrics.Metrics{WaitingQueue: 5, KVCacheUsage: 0.9}
+		} else {
+			other = pool[i].Address
+		}
+	}
+	// Boosted first: a pick records the prefix at the endpoint it picks.
+	if got := s.Pick(&Request{Model: "m", Prompt: shared + "spilled", PrefixBoost: 4}, pool)[0]; got != holder {
+		t.Fatalf("with a boost: %s, want the holder %s", got, holder)
+	}
+	if got := s.Pick(&Request{Model: "m", Prompt: shared + "plain"}, pool)[0]; got != other {
+		t.Fatalf("without a boost: %s, want the idle %s", got, other)
+	}
+	for i := range pool {
+		if pool[i].Address == holder {
+			pool[i].Saturated = true
+		}
+	}
+	if got := s.Pick(&Request{Model: "m", Prompt: shared + "spilled again", PrefixBoost: 4}, pool)[0]; got != other {
+		t.Fatalf("a saturated holder with a boost: %s, want %s", got, other)
+	}
+}
