@@ -274,9 +274,9 @@ type exchange struct {
 	// hopped is true when the request carries a hop marker that verifies: another cluster
 	// spilled it here.
 	hopped bool
-	bufs     *buffers
-	cands    []scheduler.Endpoint // in bufs, or the spill policy's fallback's own
-	dest     string
+	bufs   *buffers
+	cands  []scheduler.Endpoint // in bufs, or the spill policy's fallback's own
+	dest   string
 	// explain, when set, makes the decision an explanation (Server.Explain): the stages record
 	// their findings in it and count nothing.
 	explain *Explanation
