@@ -114,7 +114,7 @@ func CapacityFrom(m *pb.PoolCapacity) fleet.PoolCapacity {
 		LoRAAdapters:       m.GetLoraAdapters(),
 		Models:             m.GetModels(),
 		PrefixSketch:       prefixSketchFrom(m.GetPrefixSketch()),
-		GPUUtilization:     m.GpuUtilization,
+		GPUUtilization:     optional(m.GetGpuUtilization(), m != nil && m.GpuUtilization != nil),
 		AdmittedTotal:      m.GetAdmittedTotal(),
 		ShedTotal:          m.GetShedTotal(),
 		ObservedAt:         fromTimestamp(m.GetObservedAt()),
@@ -132,7 +132,7 @@ func CapacityFrom(m *pb.PoolCapacity) fleet.PoolCapacity {
 			KVCacheUtilization: e.GetKvCacheUtilization(),
 			Ready:              e.GetReady(),
 			ScrapeError:        e.GetScrapeError(),
-			GPUUtilization:     e.GpuUtilization,
+			GPUUtilization:     optional(e.GetGpuUtilization(), e.GpuUtilization != nil),
 		})
 	}
 	return c
@@ -362,4 +362,12 @@ func prefixSketchFrom(m *pb.PrefixSketch) *fleet.PrefixSketch {
 		return nil
 	}
 	return &fleet.PrefixSketch{Bloom: m.GetBloom(), HashFunctions: m.GetHashFunctions(), Sample: m.GetSample(), BlockBytes: m.GetBlockBytes(), Entries: m.GetEntries()}
+}
+
+// optional returns a copy of v when set, else nil.
+func optional(v float64, set bool) *float64 {
+	if !set {
+		return nil
+	}
+	return &v
 }
