@@ -122,8 +122,8 @@ type Remote struct {
 	Models []string
 	// Prefix, when the cluster's spoke reports one, tells how many leading blocks of a prompt's
 	// chain (of PrefixBlockBytes-byte blocks) its pool holds.
-	Prefix           PrefixSketch
-	PrefixBlockBytes int
+	Prefix           PrefixSketch `json:"-"`
+	PrefixBlockBytes int          `json:"-"`
 }
 
 // PrefixSketch tells how many leading blocks of a prompt's chain of block hashes a pool holds
