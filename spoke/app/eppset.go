@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net"
 	"net/http"
@@ -86,9 +87,7 @@ func (s *spoke) newPoolEPP(ref fleet.PoolRef, addr string) (*poolEPP, error) {
 }
 
 // run serves the pool's EPP on l, and keeps its remote candidates current, until ctx ends.
-func (p *poolEPP) run(ctx context.Context, l net.Listener, drain time.Duration, log interface {
-	Warn(msg string, args ...any)
-}) error {
+func (p *poolEPP) run(ctx context.Context, l net.Listener, drain time.Duration, log *slog.Logger) error {
 	g, gctx := errgroup.WithContext(ctx)
 	if p.remotes != nil {
 		g.Go(func() error { return p.remotes.Run(gctx) })
@@ -101,9 +100,7 @@ func (p *poolEPP) run(ctx context.Context, l net.Listener, drain time.Duration, 
 // gateways' connections are told to go away (new requests go to another replica), the health
 // service answers NOT_SERVING, and the streams in flight, which last until their responses have
 // passed through, finish for up to drain before they are cut.
-func (p *poolEPP) serve(ctx context.Context, l net.Listener, drain time.Duration, log interface {
-	Warn(msg string, args ...any)
-}) error {
+func (p *poolEPP) serve(ctx context.Context, l net.Listener, drain time.Duration, log *slog.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- p.grpc.Serve(l) }()
 	select {
