@@ -30,21 +30,22 @@ type LocalPools interface {
 // waiting on it). A pool none of whose endpoints says which models it serves serves every
 // model, as GIE's EPP assumes of its one pool.
 func (s *Server) Serves(model string) bool {
-	if model == "" || s.known[model] {
-		return true
-	}
-	eps, _ := s.ds.Endpoints(s.pool, nil)
-	return s.servesIn(model, eps)
+	listed, said := s.Lists(model)
+	return model == "" || listed || !said
 }
 
 // Lists reports whether the pool names model (as Serves does), and whether it says which models
-// it serves at all.
+// it serves at all. It runs on the request path (a request handed between local pools): the
+// endpoints are read into the server's pooled buffers.
 func (s *Server) Lists(model string) (listed, said bool) {
 	if s.known[model] {
 		return true, true
 	}
-	eps, _ := s.ds.Endpoints(s.pool, nil)
-	return s.lists(model, eps)
+	b := s.buffers.Get().(*buffers)
+	b.eps, _ = s.ds.Endpoints(s.pool, b.eps[:0])
+	listed, said = s.lists(model, b.eps)
+	s.buffers.Put(b)
+	return listed, said
 }
 
 // servesIn is Serves on the pool's endpoints eps.

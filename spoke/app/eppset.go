@@ -256,8 +256,8 @@ func wantedEPPs(pools []source.Pool, service, host string) (want map[fleet.PoolR
 
 // runEPPService serves, until ctx ends, the EPP of every pool naming --epp-service: a pool that
 // comes (or changes its port) gets its EPP started, one that goes has its EPP drained and
-// stopped, without a restart. A port that cannot be listened on is logged and tried again at
-// the next change of the pools.
+// stopped, without a restart. A port that cannot be listened on, or an EPP whose server failed,
+// is logged and started again at the next change of the pools.
 func (s *spoke) runEPPService(ctx context.Context) error {
 	host, _, _ := net.SplitHostPort(s.cfg.EPPAddress)
 	type running struct {
@@ -291,7 +291,13 @@ func (s *spoke) runEPPService(ctx context.Context) error {
 			}
 		}
 		for ref, r := range live {
-			if want[ref] != r.p.addr {
+			exited := false
+			select {
+			case <-r.done: // its server failed (logged): started again below
+				exited = true
+			default:
+			}
+			if exited || want[ref] != r.p.addr {
 				stop(ref)
 			}
 		}
