@@ -85,25 +85,28 @@ func TestScraperFollowsTargets(t *testing.T) {
 // parameters, for the families the parser reads; a server of another engine, or any with
 // AllFamilies, for its whole page at its own path.
 func TestScraperAsksForTheFamiliesItReads(t *testing.T) {
-	var mu sync.Mutex
-	asked := map[string]string{} // path → raw query
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		asked[r.URL.Path] = r.URL.RawQuery
-		mu.Unlock()
-		_, _ = w.Write([]byte("vllm:num_requests_waiting 1\nvllm:num_requests_running 1\nvllm:kv_cache_usage_perc 0.5\n" +
-			"nv_trt_llm_request_metrics{request_type=\"waiting\"} 1\nnv_trt_llm_request_metrics{request_type=\"scheduled\"} 1\n" +
-			"nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=\"fraction\"} 0.5\n"))
-	}))
-	defer srv.Close()
-	addr := srv.Listener.Addr().String()
-	triton := httptest.NewServer(srv.Config.Handler)
-	defer triton.Close()
+	const page = "vllm:num_requests_waiting 1\nvllm:num_requests_running 1\nvllm:kv_cache_usage_perc 0.5\n" +
+		"nv_trt_llm_request_metrics{request_type=\"waiting\"} 1\nnv_trt_llm_request_metrics{request_type=\"scheduled\"} 1\n" +
+		"nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=\"fraction\"} 0.5\n"
+	// query scrapes fresh servers, one per target (with the target's Address left empty), and
+	// returns the first raw query each was asked at each path. Fresh servers per call: a
+	// handler of an earlier call may still run after that call's scraper stopped.
 	query := func(all bool, targets ...modelmetrics.Target) map[string]string {
 		t.Helper()
-		mu.Lock()
-		clear(asked)
-		mu.Unlock()
+		var mu sync.Mutex
+		asked := map[string]string{} // path → raw query
+		for i := range targets {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				if _, ok := asked[r.URL.Path]; !ok {
+					asked[r.URL.Path] = r.URL.RawQuery
+				}
+				mu.Unlock()
+				_, _ = w.Write([]byte(page))
+			}))
+			defer srv.Close()
+			targets[i].Address = srv.Listener.Addr().String()
+		}
 		s := modelmetrics.NewScraper(modelmetrics.ScraperOptions{Interval: 10 * time.Millisecond, AllFamilies: all})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
@@ -120,14 +123,14 @@ func TestScraperAsksForTheFamiliesItReads(t *testing.T) {
 		return maps.Clone(asked)
 	}
 	// A vLLM server at /metrics, a Triton one at /triton.
-	got := query(false, modelmetrics.Target{Address: addr, Engine: modelmetrics.EngineVLLM},
-		modelmetrics.Target{Address: triton.Listener.Addr().String(), Engine: modelmetrics.EngineTritonTRTLLM, Path: "/triton"})
+	got := query(false, modelmetrics.Target{Engine: modelmetrics.EngineVLLM},
+		modelmetrics.Target{Engine: modelmetrics.EngineTritonTRTLLM, Path: "/triton"})
 	want := "name%5B%5D=vllm%3Anum_requests_waiting&name%5B%5D=vllm%3Anum_requests_running&name%5B%5D=vllm%3Alora_requests_info&" +
 		"name%5B%5D=vllm%3Acache_config_info&name%5B%5D=vllm%3Akv_cache_usage_perc&name%5B%5D=vllm%3Agpu_cache_usage_perc"
 	if got["/metrics"] != want || got["/triton"] != "" {
 		t.Fatalf("queries %v: want vLLM's %q and none for Triton", got, want)
 	}
-	if got := query(true, modelmetrics.Target{Address: addr, Engine: modelmetrics.EngineVLLM}); got["/metrics"] != "" {
+	if got := query(true, modelmetrics.Target{Engine: modelmetrics.EngineVLLM}); got["/metrics"] != "" {
 		t.Fatalf("AllFamilies asked %q", got["/metrics"])
 	}
 }
