@@ -37,6 +37,7 @@ import (
 	"github.com/spillway-io/spillway/hub/replica"
 	"github.com/spillway-io/spillway/hub/server"
 	"github.com/spillway-io/spillway/hub/view"
+	"github.com/spillway-io/spillway/pkg/budget"
 	"github.com/spillway-io/spillway/pkg/buildinfo"
 	"github.com/spillway-io/spillway/pkg/cli"
 	"github.com/spillway-io/spillway/pkg/logging"
@@ -252,19 +253,29 @@ func Run(ctx context.Context, cfg *Config) error {
 		Name: "spillway_hub_registry_revision",
 		Help: "The etcd revision the hub's fleet view reflects: its rate is the registry's write rate.",
 	}, func() float64 { return float64(model.Revision()) }), view.NewFleetCollector(model))
+	// Budgets: declared in --budgets-file, or none (then spokes enforce nothing).
+	var budgets *budget.Allocator
+	if cfg.BudgetsFile != "" {
+		budgets = budget.NewAllocator(budget.AllocatorOptions{Settle: 2 * cfg.BudgetReportInterval})
+		if err := loadBudgets(cfg.BudgetsFile, cfg.TenantHeader, budgets); err != nil {
+			return err
+		}
+	}
 	srv := server.New(store, model, server.Options{
-		HubID:               cfg.HubID,
-		Version:             buildinfo.Get().String(),
-		MinReportInterval:   cfg.MinReportInterval,
-		CapacityHeartbeat:   cfg.CapacityHeartbeat,
-		ViewInterval:        cfg.ViewInterval,
-		Logger:              log,
-		Registerer:          reg,
-		TrustDomain:         cfg.TrustDomain,
-		AdminUsers:          cfg.AdminUsers,
-		CA:                  pki.ca,
-		CABundle:            pki.bundle,
-		ClusterCertValidity: cfg.ClusterCertValidity,
+		Budgets:              budgets,
+		BudgetReportInterval: cfg.BudgetReportInterval,
+		HubID:                cfg.HubID,
+		Version:              buildinfo.Get().String(),
+		MinReportInterval:    cfg.MinReportInterval,
+		CapacityHeartbeat:    cfg.CapacityHeartbeat,
+		ViewInterval:         cfg.ViewInterval,
+		Logger:               log,
+		Registerer:           reg,
+		TrustDomain:          cfg.TrustDomain,
+		AdminUsers:           cfg.AdminUsers,
+		CA:                   pki.ca,
+		CABundle:             pki.bundle,
+		ClusterCertValidity:  cfg.ClusterCertValidity,
 		Limits: server.Limits{
 			MaxClusters:             cfg.MaxClusters,
 			MaxExportsPerCluster:    cfg.MaxExportsPerCluster,
@@ -360,6 +371,11 @@ func Run(ctx context.Context, cfg *Config) error {
 	g.Go(func() error { return model.Follow(gctx, store, log.With("component", "view")) })
 	g.Go(func() error { return model.Batch(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })
+	if budgets != nil {
+		g.Go(func() error {
+			return followBudgets(gctx, cfg.BudgetsFile, cfg.TenantHeader, budgets, log.With("component", "hub-budgets"))
+		})
+	}
 	g.Go(func() error { return srv.RunStartGrace(gctx) })
 	g.Go(func() error { return elector.Run(gctx, srv.Lead) })
 	g.Go(func() error {

@@ -17,6 +17,7 @@ import (
 	"github.com/spillway-io/spillway/hub/registry"
 	"github.com/spillway-io/spillway/hub/replica"
 	"github.com/spillway-io/spillway/hub/server"
+	"github.com/spillway-io/spillway/pkg/budget"
 	"github.com/spillway-io/spillway/pkg/gossip"
 	"github.com/spillway-io/spillway/pkg/logging"
 )
@@ -83,8 +84,13 @@ type Options struct {
 	MinReportInterval         time.Duration
 	CapacityHeartbeat         time.Duration
 	ViewInterval              time.Duration
-	Gossip                    gossip.Flags
-	Log                       logging.Options
+	// BudgetsFile holds the fleet's TokenBudgets (docs/budgets.md), read again when it changes;
+	// TenantHeader names the header the gateway sets to the authenticated tenant.
+	BudgetsFile          string
+	TenantHeader         string
+	BudgetReportInterval time.Duration
+	Gossip               gossip.Flags
+	Log                  logging.Options
 	// EnablePprof serves Go's profiles at /debug/pprof/ on HTTPAddress.
 	EnablePprof bool
 
@@ -116,6 +122,8 @@ func NewOptions() *Options {
 		MinReportInterval:      500 * time.Millisecond,
 		CapacityHeartbeat:      time.Second,
 		ViewInterval:           200 * time.Millisecond,
+		TenantHeader:           budget.DefaultTenantHeader,
+		BudgetReportInterval:   time.Second,
 		Log:                    logging.Options{Level: "info", Format: "text"},
 	}
 }
@@ -166,6 +174,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.MinReportInterval, "min-report-interval", o.MinReportInterval, "fastest a spoke may report a pool's capacity")
 	fs.DurationVar(&o.CapacityHeartbeat, "capacity-heartbeat", o.CapacityHeartbeat, "how often a spoke resends unchanged capacity")
 	fs.DurationVar(&o.ViewInterval, "view-interval", o.ViewInterval, "fastest the hub sends fleet view updates on one stream")
+	fs.StringVar(&o.BudgetsFile, "budgets-file", o.BudgetsFile, "file of TokenBudget objects (YAML documents, as kubectl applies them) the fleet enforces; read again when it changes (docs/budgets.md)")
+	fs.StringVar(&o.TenantHeader, "tenant-header", o.TenantHeader, "request header, set by the gateway after authentication, that names the tenant budgets select")
+	fs.DurationVar(&o.BudgetReportInterval, "budget-report-interval", o.BudgetReportInterval, "how often spokes report their budgets' usage and receive their ceilings (the overshoot bound grows with it, docs/budgets.md)")
 	fs.BoolVar(&o.EnablePprof, "enable-pprof", o.EnablePprof, "serve Go profiles at /debug/pprof/ on --http-address")
 	fs.StringVar(&o.Log.Level, "log-level", o.Log.Level, "debug, info, warn or error")
 	fs.StringVar(&o.Log.Format, "log-format", o.Log.Format, "text or json")
@@ -227,6 +238,14 @@ func (o *Options) Validate() error {
 	}
 	if o.MinReportInterval <= 0 || o.CapacityHeartbeat < o.MinReportInterval {
 		errs = append(errs, fmt.Errorf("--min-report-interval %s and --capacity-heartbeat %s: want 0 < interval <= heartbeat", o.MinReportInterval, o.CapacityHeartbeat))
+	}
+	if o.BudgetReportInterval < 100*time.Millisecond || o.BudgetReportInterval > time.Minute {
+		errs = append(errs, fmt.Errorf("--budget-report-interval %s: from 100ms to 1m", o.BudgetReportInterval))
+	}
+	if o.BudgetsFile != "" {
+		if _, err := readBudgets(o.BudgetsFile, o.TenantHeader); err != nil {
+			errs = append(errs, fmt.Errorf("--budgets-file: %w", err))
+		}
 	}
 	if o.ViewInterval < 0 {
 		errs = append(errs, fmt.Errorf("--view-interval %s: must not be negative", o.ViewInterval))

@@ -48,6 +48,7 @@ var adminMethods = map[string]access{
 	pb.AdminService_ListPools_FullMethodName:            accessViewer,
 	pb.AdminService_GetPool_FullMethodName:              accessViewer,
 	pb.AdminService_ListImports_FullMethodName:          accessViewer,
+	pb.AdminService_ListBudgets_FullMethodName:          accessViewer,
 	pb.AdminService_ListHubs_FullMethodName:             accessViewer,
 	pb.AdminService_ListEvents_FullMethodName:           accessViewer,
 	pb.AdminService_Explain_FullMethodName:              accessViewer,

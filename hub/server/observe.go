@@ -52,6 +52,10 @@ func (s *Server) observe(stream pb.SyncService_SyncServer, who caller, hello *pb
 		ViewResumed:       resumed,
 		ClusterId:         cluster,
 	}
+	bs := s.newBudgetStream(hello)
+	if bs != nil {
+		welcome.BudgetReportInterval = durationpb.New(s.budgetReportInterval())
+	}
 	fleetpb.SetExportPolicy(welcome, s.opts.Limits.ExportPolicy())
 	if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_Welcome{Welcome: welcome}}); err != nil {
 		return err
@@ -62,9 +66,9 @@ func (s *Server) observe(stream pb.SyncService_SyncServer, who caller, hello *pb
 	// this handler returns at the latest).
 	interest := make(chan []fleet.PoolRef, 1)
 	go func() {
-		cancel(s.observerRecv(stream, hello, cluster, interest))
+		cancel(s.observerRecv(stream, hello, cluster, interest, bs))
 	}()
-	err = s.sendLoop(ctx, stream, hello, nil, interest, nil, opened)
+	err = s.sendLoop(ctx, stream, hello, nil, interest, nil, opened, bs)
 	cause := context.Cause(ctx)
 	log.Info("observer session ended", "cause", cause)
 	if errors.Is(cause, io.EOF) {
@@ -78,8 +82,9 @@ func (s *Server) observe(stream pb.SyncService_SyncServer, who caller, hello *pb
 
 // observerRecv reads an observer stream: the Interest parts that follow its Hello (when it said
 // so), then nothing but the stream's end.
-func (s *Server) observerRecv(stream pb.SyncService_SyncServer, hello *pb.Hello, cluster string, interest chan<- []fleet.PoolRef) error {
+func (s *Server) observerRecv(stream pb.SyncService_SyncServer, hello *pb.Hello, cluster string, interest chan<- []fleet.PoolRef, bs *budgetStream) error {
 	parts := newAssembler(0)
+	budgetReports := s.budgetLimiter()
 	following := hello.GetInterestFollows()
 	if following {
 		if _, _, err := parts.interestPart(poolsFrom(hello.GetCapacityInterest()), true); err != nil {
@@ -90,6 +95,17 @@ func (s *Server) observerRecv(stream pb.SyncService_SyncServer, hello *pb.Hello,
 		req, err := stream.Recv()
 		if err != nil {
 			return err
+		}
+		// Every spoke replica's EPP enforces budgets: its usage is its own.
+		if b := req.GetBudgets(); b != nil {
+			s.metrics.received.WithLabelValues("budgets").Inc()
+			if !budgetReports.Allow() {
+				return &rateError{limit: limitReportRate, msg: fmt.Sprintf("cluster %s sends budget reports faster than one per half the budget_report_interval the hub announced", cluster)}
+			}
+			if err := s.budgetReport(bs, b); err != nil {
+				return err
+			}
+			continue
 		}
 		in := req.GetInterest()
 		if !following || in == nil {

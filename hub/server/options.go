@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/mem"
 
+	"github.com/spillway-io/spillway/pkg/budget"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/tlsconfig"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
@@ -69,6 +70,13 @@ type Options struct {
 	ClusterCertValidity time.Duration
 	// Limits are the caps on what spokes may store and send.
 	Limits Limits
+	// Budgets, when set, divide the fleet's token budgets among the spokes (docs/budgets.md):
+	// every stream receives the declarations and answers to its usage reports. Nil declares
+	// none, and a budget report ends the stream.
+	Budgets *budget.Allocator
+	// BudgetReportInterval is how often spokes report their budgets' usage;
+	// DefaultBudgetReportInterval when zero.
+	BudgetReportInterval time.Duration
 }
 
 // Limits cap what the spokes may store and send. Zero values mean no cap. The export rules

@@ -63,7 +63,7 @@ func startSendLoop(t *testing.T, s *Server, hello *pb.Hello, interest chan []fle
 	st := &recordingStream{views: make(chan sentView, 16)}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = s.sendLoop(ctx, st, hello, make(chan uint64), interest, nil, func() {}) })
+	wg.Go(func() { _ = s.sendLoop(ctx, st, hello, make(chan uint64), interest, nil, func() {}, nil) })
 	t.Cleanup(func() {
 		cancel()
 		wg.Wait()

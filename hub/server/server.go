@@ -110,6 +110,9 @@ func (cur *session) end() {
 // loaded the fleet's revocations, calls that need a cluster identity answer Unavailable.
 func New(store *registry.Store, model *view.Model, opts Options) *Server {
 	opts = opts.complete()
+	if opts.Budgets != nil && opts.Registerer != nil {
+		opts.Registerer.MustRegister(budgetCollector{opts.Budgets})
+	}
 	return &Server{
 		store:    store,
 		model:    model,

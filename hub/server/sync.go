@@ -153,6 +153,10 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 		ViewResumed:       resumed,
 		ClusterId:         cluster,
 	}
+	bs := s.newBudgetStream(hello)
+	if bs != nil {
+		welcome.BudgetReportInterval = durationpb.New(s.budgetReportInterval())
+	}
 	// The export policy, so that an honest spoke leaves out what recvLoop would refuse.
 	fleetpb.SetExportPolicy(welcome, s.opts.Limits.ExportPolicy())
 	if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_Welcome{Welcome: welcome}}); err != nil {
@@ -182,11 +186,11 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 	// session ended (taken over or this handler returned): from then on it writes nothing.
 	go func() {
 		cancel(s.recovering(pb.SyncService_Sync_FullMethodName, func() error {
-			return s.recvLoop(ctx, stream, hello, sess, cur, log, acks, interest)
+			return s.recvLoop(ctx, stream, hello, sess, cur, log, acks, interest, bs)
 		}))
 	}()
 
-	err = s.sendLoop(ctx, stream, hello, acks, interest, cur.explains.queries, opened)
+	err = s.sendLoop(ctx, stream, hello, acks, interest, cur.explains.queries, opened, bs)
 	cause := context.Cause(ctx)
 	log.Info("spoke session ended", "cause", cause)
 	if errors.Is(cause, io.EOF) {
@@ -234,7 +238,7 @@ func (s *Server) release(cluster string, cur *session) {
 // only for pools the cluster exports, at most one capacity report per MinReportInterval after a
 // burst. A message that breaks a rule ends the stream and changes nothing.
 func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer, hello *pb.Hello, sess *registry.Session,
-	cur *session, log *slog.Logger, acks chan<- uint64, interest chan []fleet.PoolRef) error {
+	cur *session, log *slog.Logger, acks chan<- uint64, interest chan []fleet.PoolRef, bs *budgetStream) error {
 	cluster := sess.Record().Cluster
 	dropped := func(kind string) error {
 		log.Debug("sync message dropped: the stream's session ended", "kind", kind)
@@ -242,6 +246,7 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 	}
 	iv := s.opts.MinReportInterval
 	reports, interests, imports := messageLimiter(iv, reportBurst), messageLimiter(iv, updateBurst), messageLimiter(iv, updateBurst)
+	budgetReports := s.budgetLimiter()
 	parts := newAssembler(s.opts.Limits.MaxExportsPerCluster)
 	if hello.GetInterestFollows() {
 		// The Hello's interest is the first part; Interest messages bring the rest.
@@ -361,6 +366,14 @@ func (s *Server) recvLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 			if !cur.write(func() { s.model.ReportImports(cluster, states) }) {
 				return dropped("imports")
 			}
+		case *pb.SyncRequest_Budgets:
+			s.metrics.received.WithLabelValues("budgets").Inc()
+			if !budgetReports.Allow() {
+				return &rateError{limit: limitReportRate, msg: fmt.Sprintf("cluster %s sends budget reports faster than one per half the budget_report_interval the hub announced", cluster)}
+			}
+			if err := s.budgetReport(bs, m.Budgets); err != nil {
+				return err
+			}
 		case *pb.SyncRequest_Hello:
 			return invalid("hello", "sent twice on one stream")
 		default:
@@ -380,10 +393,22 @@ const viewLoadWait = 30 * time.Second
 // change of the fleet view or of the stream's interest (which needs a snapshot of the pools of
 // interest); what changes meanwhile goes out together.
 func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer, hello *pb.Hello,
-	acks <-chan uint64, interestCh <-chan []fleet.PoolRef, explainQueries <-chan *pb.ExplainQuery, opened func()) error {
+	acks <-chan uint64, interestCh <-chan []fleet.PoolRef, explainQueries <-chan *pb.ExplainQuery, opened func(), bs *budgetStream) error {
 	keys, keysChanged := s.trust.hopKeysNow()
 	if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_HopKeys{HopKeys: fleetpb.HopKeys(keys)}}); err != nil {
 		return err
+	}
+	// The budgets' declarations and the stream's first grants, then an answer to each report
+	// and the declarations again whenever they change.
+	var budgetAnswers <-chan *pb.Budgets
+	var budgetsChanged <-chan struct{}
+	if bs != nil {
+		var first *pb.Budgets
+		first, budgetsChanged = s.firstBudgets(bs)
+		if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_Budgets{Budgets: first}}); err != nil {
+			return err
+		}
+		budgetAnswers = bs.answers
 	}
 	inc, seq := hello.GetViewCursor().GetHubIncarnation(), hello.GetViewCursor().GetSeq()
 	// The stream's cluster receives the import states of the pools it exports only.
@@ -474,6 +499,16 @@ func (s *Server) sendLoop(ctx context.Context, stream pb.SyncService_SyncServer,
 			}
 		case q := <-explainQueries:
 			if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_Explain{Explain: q}}); err != nil {
+				return err
+			}
+		case b := <-budgetAnswers:
+			if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_Budgets{Budgets: b}}); err != nil {
+				return err
+			}
+		case <-budgetsChanged:
+			var b *pb.Budgets
+			b, budgetsChanged = s.firstBudgets(bs)
+			if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_Budgets{Budgets: b}}); err != nil {
 				return err
 			}
 		case <-keysChanged:

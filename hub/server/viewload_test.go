@@ -54,7 +54,7 @@ func TestNoViewBeforeTheRegistryIsLoaded(t *testing.T) {
 		wg.Wait()
 	}()
 	wg.Go(func() {
-		_ = s.sendLoop(sctx, st, &pb.Hello{}, make(chan uint64), make(chan []fleet.PoolRef), nil, func() {})
+		_ = s.sendLoop(sctx, st, &pb.Hello{}, make(chan uint64), make(chan []fleet.PoolRef), nil, func() {}, nil)
 	})
 
 	// The stream is open and the view not loaded: nothing may go out, whatever the wait.

@@ -43,6 +43,8 @@ type Allocator struct {
 	set     Set
 	specs   map[string]Spec
 	members map[string]*member
+	// changed is closed when the declarations change.
+	changed chan struct{}
 }
 
 type member struct {
@@ -66,25 +68,31 @@ func NewAllocator(o AllocatorOptions) *Allocator {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Allocator{opts: o, started: o.Now(), specs: map[string]Spec{}, members: map[string]*member{}}
+	return &Allocator{opts: o, started: o.Now(), specs: map[string]Spec{}, members: map[string]*member{}, changed: make(chan struct{})}
 }
 
-// SetBudgets replaces the declarations.
-func (a *Allocator) SetBudgets(set Set) {
+// SetBudgets replaces the declarations; it reports whether they changed.
+func (a *Allocator) SetBudgets(set Set) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.set.Equal(set) {
+		return false
+	}
+	close(a.changed)
+	a.changed = make(chan struct{})
 	a.set = set
 	a.specs = make(map[string]Spec, len(set.Budgets))
 	for _, s := range set.Budgets {
 		a.specs[s.Name] = s
 	}
+	return true
 }
 
-// Budgets returns the declarations.
-func (a *Allocator) Budgets() Set {
+// Budgets returns the declarations and a channel closed when they change.
+func (a *Allocator) Budgets() (Set, <-chan struct{}) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.set
+	return a.set, a.changed
 }
 
 // Report records a member's usage and returns its grants, one per declared budget. A member

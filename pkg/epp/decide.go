@@ -31,6 +31,9 @@ func (s *Server) decide(x *exchange) []*extprocv3.ProcessingResponse {
 	if out := s.admit(x); out != nil {
 		return out
 	}
+	if out := s.chargeBudgets(x); out != nil {
+		return out
+	}
 	if o := s.handOff(x); o != nil {
 		return o.route(x)
 	}
@@ -164,15 +167,14 @@ func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 	if s.spill == nil {
 		return nil
 	}
-	var keys []fleet.HopKey
-	if s.hopKeys != nil {
-		keys = s.hopKeys.HopKeys()
-	}
+	keys := s.hopKeysNow()
 	signer, canSign := s.signingKey(keys)
 	// A model the pool does not serve leaves for a cluster that serves it, as when no endpoint
 	// is left (the model's own pool is down, or there is none here).
 	ix := s.sched.Prefix()
-	x.hopped = s.hopped(x, keys)
+	if !x.hopChecked {
+		x.hopped, x.hopChecked = s.hopped(x, keys), true
+	}
 	sreq := spill.Request{Priority: x.priority, PromptTokens: len(x.req.Prompt) / 4, Model: x.target,
 		Hop: x.hopped, NoLocal: len(x.cands) == 0 || !s.servesIn(x.target, x.bufs.eps), NoHopKey: !canSign,
 		// The targets' prefix sketches price what their caches hold of the prompt.
@@ -241,6 +243,14 @@ func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 		}
 	}
 	return nil
+}
+
+// hopKeysNow returns the fleet's hop keys, none without a source.
+func (s *Server) hopKeysNow() []fleet.HopKey {
+	if s.hopKeys == nil {
+		return nil
+	}
+	return s.hopKeys.HopKeys()
 }
 
 // hopped reports whether the request carries a hop marker that verifies; it counts a marker that

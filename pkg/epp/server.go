@@ -40,6 +40,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
+	"github.com/spillway-io/spillway/pkg/budget"
 	"github.com/spillway-io/spillway/pkg/epp/prefix"
 	"github.com/spillway-io/spillway/pkg/epp/request"
 	"github.com/spillway-io/spillway/pkg/epp/scheduler"
@@ -130,6 +131,8 @@ type Options struct {
 	// Now is the clock that dates and checks hop markers; nil means time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Budgets, when set, are the fleet's token budgets as this spoke enforces them (budgets.go).
+	Budgets Budgets
 	// Metrics, when set, are the process's EPP metrics, shared with its other Servers; else New
 	// makes them and registers them with Registerer (nil: unregistered).
 	Metrics    *Metrics
@@ -156,6 +159,8 @@ type Server struct {
 	local     LocalPools
 	known     map[string]bool
 	retryText string
+	budgets   Budgets
+	poolName  string // namespace/name, as budgets select it
 
 	admitted atomic.Uint64
 	shed     atomic.Uint64
@@ -210,6 +215,8 @@ func New(o Options) (*Server, error) {
 	o.Metrics.pools.add(o.Pool, o.Datastore)
 	return &Server{
 		pools:     o.Metrics.pools,
+		budgets:   o.Budgets,
+		poolName:  o.Pool.String(),
 		local:     o.Local,
 		hopKeys:   o.HopKeys,
 		now:       o.Now,
@@ -272,8 +279,12 @@ type exchange struct {
 	// (FallbackModelHeader).
 	fallback bool
 	// hopped is true when the request carries a hop marker that verifies: another cluster
-	// spilled it here.
-	hopped bool
+	// spilled it here; hopChecked once that was checked.
+	hopped, hopChecked bool
+	// ticket holds the request's charges to the token budgets until it ends; status is the
+	// response's status.
+	ticket budget.Ticket
+	status int
 	bufs   *buffers
 	cands  []scheduler.Endpoint // in bufs, or the spill policy's fallback's own
 	dest   string
@@ -380,6 +391,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err 
 			out = append(out, &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}})
 		case *extprocv3.ProcessingRequest_ResponseHeaders:
 			hs := headerMap(r.ResponseHeaders.GetHeaders())
+			x.status, _ = strconv.Atoi(hs[":status"])
 			x.usage.sse = strings.Contains(hs["content-type"], "text/event-stream")
 			out = []*extprocv3.ProcessingResponse{{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: s.responseHeaders(x)}}}
 			if r.ResponseHeaders.GetEndOfStream() {
@@ -449,14 +461,17 @@ func (s *Server) finish(x *exchange) {
 		usage = &u
 	}
 	s.metrics.gie.finished(s.modelLabel(x.req.Model), x.model, end.Sub(x.start), ttft, x.respBytes, usage)
+	s.settleBudgets(x)
 }
 
 // abandoned settles a routed request whose stream ended before its response did (the client or
 // the gateway went away): it no longer runs.
+// A request refused after it was charged (shed, no endpoint) releases its charges here.
 func (s *Server) abandoned(x *exchange) {
 	if x.routed && !x.responseEnd {
 		s.metrics.gie.running.WithLabelValues(s.modelLabel(x.req.Model)).Dec()
 	}
+	s.settleBudgets(x)
 }
 
 func headersContinue() *extprocv3.ProcessingResponse {

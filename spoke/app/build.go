@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 
+	"github.com/spillway-io/spillway/pkg/budget"
 	"github.com/spillway-io/spillway/pkg/buildinfo"
 	"github.com/spillway-io/spillway/pkg/epp"
 	"github.com/spillway-io/spillway/pkg/fleet"
@@ -49,6 +50,8 @@ type spoke struct {
 	scraper *modelmetrics.Scraper
 	gpus    *modelmetrics.GPUScraper // --dcgm-exporters
 	client  *hubclient.Client
+	// budgets is the ledger of the fleet's token budgets (with a hub).
+	budgets *budget.Ledger
 	source  source.Source
 	ds      *datastore
 	report  *report.Loop
@@ -87,6 +90,11 @@ func build(cfg *Config) (*spoke, error) {
 	if err := s.loadHubCredentials(); err != nil {
 		return s, err
 	}
+	if cfg.HubAddress != "" {
+		// The fleet's token budgets, as the hub declares and divides them (docs/budgets.md).
+		s.budgets = budget.NewLedger(budget.LedgerOptions{})
+		s.reg.MustRegister(epp.NewBudgetCollector(s.budgets))
+	}
 	s.client = s.newHubClient()
 	s.ds = newDatastore(s.scraper)
 	if len(cfg.DCGMExporters) > 0 {
@@ -114,7 +122,7 @@ func build(cfg *Config) (*spoke, error) {
 }
 
 func (s *spoke) newHubClient() *hubclient.Client {
-	return hubclient.New(hubclient.Options{
+	o := hubclient.Options{
 		Cluster: fleet.ClusterInfo{
 			ID:             s.cfg.ClusterID,
 			Region:         s.cfg.Region,
@@ -132,7 +140,11 @@ func (s *spoke) newHubClient() *hubclient.Client {
 		Explain:    s.explain,
 		Logger:     s.log,
 		Registerer: s.reg,
-	})
+	}
+	if s.budgets != nil {
+		o.Budgets = s.budgets
+	}
+	return hubclient.New(o)
 }
 
 // elected reports whether the replicas elect their leader: the Kubernetes source with

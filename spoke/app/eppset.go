@@ -71,6 +71,9 @@ func (s *spoke) newPoolEPP(ref fleet.PoolRef, addr string) (*poolEPP, error) {
 	if s.cfg.HubAddress != "" {
 		o.HopKeys = s.client
 	}
+	if s.budgets != nil {
+		o.Budgets = s.budgets
+	}
 	picker, err := epp.New(o)
 	if err != nil {
 		return nil, err

@@ -105,6 +105,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/spillway-io/spillway/pkg/budget"
 	"github.com/spillway-io/spillway/pkg/cli"
 	"github.com/spillway-io/spillway/pkg/fleet"
 	"github.com/spillway-io/spillway/pkg/fleetpb"
@@ -170,10 +171,22 @@ type Options struct {
 	// explanation; the Hello of a full session then offers them. It runs on the session's
 	// receive loop: it must be quick.
 	Explain func(*pb.ExplainRequest) ([]byte, error)
+	// Budgets, when set, is the spoke's ledger of the fleet's token budgets: the client gives
+	// it the hub's declarations and grants and reports its usage every budget_report_interval
+	// of the Welcome. A hub that announces no interval declares no budgets: the ledger is
+	// emptied.
+	Budgets Budgets
 	// Logger receives the client's logs, with a component attribute added; it carries the
 	// cluster already (the spoke's does), so the client adds none. Nil discards them.
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+}
+
+// Budgets is the spoke's ledger of token budgets (budget.Ledger).
+type Budgets interface {
+	SetBudgets(budget.Set)
+	Grant([]budget.Grant)
+	Report() []budget.Usage
 }
 
 // Client keeps a session with the hub.
@@ -759,7 +772,7 @@ func (c *Client) sync(ctx context.Context, cli pb.SyncServiceClient, addr string
 		scancel(c.recvLoop(stream, answers))
 	}()
 	if observer {
-		err = c.observe(sctx, w, interest)
+		err = c.observe(sctx, stream, w, interest)
 	} else {
 		err = c.sendLoop(sctx, stream, w, interest, answers)
 	}
@@ -771,18 +784,26 @@ func (c *Client) sync(ctx context.Context, cli pb.SyncServiceClient, addr string
 	return true, err
 }
 
-// observe is an observer session's side of the stream: it sends nothing (the hub would end the
-// stream with FAILED_PRECONDITION). When the interest changes it ends the session with
-// errInterestChanged, so that a new Hello carries it, at most once per min_report_interval.
-func (c *Client) observe(ctx context.Context, w *pb.Welcome, interest []fleet.PoolRef) error {
+// observe is an observer session's side of the stream: it sends its budget reports only (the
+// hub ends the stream with FAILED_PRECONDITION at anything else): this replica's EPP enforces
+// budgets too. When the interest changes it ends the session with errInterestChanged, so that
+// a new Hello carries it, at most once per min_report_interval.
+func (c *Client) observe(ctx context.Context, stream pb.SyncService_SyncClient, w *pb.Welcome, interest []fleet.PoolRef) error {
 	interval := max(w.GetMinReportInterval().AsDuration(), 50*time.Millisecond)
 	opened := time.Now()
 	held := time.NewTimer(time.Hour)
 	defer held.Stop()
+	budgetTick, stopBudgets := c.budgetTicker(w)
+	defer stopBudgets()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-budgetTick:
+			if err := c.sendBudgets(stream); err != nil {
+				return err
+			}
+			continue
 		case <-c.wake:
 		case <-held.C:
 		}
@@ -798,6 +819,30 @@ func (c *Client) observe(ctx context.Context, w *pb.Welcome, interest []fleet.Po
 		}
 		return errInterestChanged
 	}
+}
+
+// budgetTicker ticks every budget_report_interval of the Welcome, when the client keeps a
+// ledger; a hub that announces no interval declares no budgets, and the ledger is emptied.
+func (c *Client) budgetTicker(w *pb.Welcome) (<-chan time.Time, func()) {
+	if c.opts.Budgets == nil {
+		return nil, func() {}
+	}
+	bi := w.GetBudgetReportInterval().AsDuration()
+	if bi <= 0 {
+		c.opts.Budgets.SetBudgets(budget.Set{})
+		return nil, func() {}
+	}
+	t := time.NewTicker(bi)
+	return t.C, t.Stop
+}
+
+// sendBudgets sends the ledger's usage.
+func (c *Client) sendBudgets(stream pb.SyncService_SyncClient) error {
+	r := &pb.BudgetReport{Budgets: fleetpb.BudgetUsages(c.opts.Budgets.Report())}
+	if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_Budgets{Budgets: r}}); err != nil {
+		return fmt.Errorf("send budget report: %w", err)
+	}
+	return nil
 }
 
 // explainAnswers bounds the explain answers waiting for the send loop: the hub sends at most a
@@ -849,6 +894,18 @@ func (c *Client) recvLoop(stream pb.SyncService_SyncClient, answers chan<- *pb.E
 			}
 			c.hopKeys.Store(&keys)
 			c.metrics.hopKeyUpdates.Inc()
+		case *pb.SyncResponse_Budgets:
+			if c.opts.Budgets == nil {
+				continue
+			}
+			if d := msg.Budgets.GetDefinitions(); d != nil {
+				set, err := fleetpb.BudgetSetFrom(d)
+				if err != nil {
+					return fmt.Errorf("%w: budgets: %w", ErrProtocol, err)
+				}
+				c.opts.Budgets.SetBudgets(set)
+			}
+			c.opts.Budgets.Grant(fleetpb.BudgetGrantsFrom(msg.Budgets.GetGrants()))
 		case *pb.SyncResponse_Explain:
 			select {
 			case answers <- c.explain(msg.Explain):
@@ -910,6 +967,8 @@ func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient,
 	defer tick.Stop()
 	held := time.NewTimer(interval)
 	defer held.Stop()
+	budgetTick, stopBudgets := c.budgetTicker(w)
+	defer stopBudgets()
 	for {
 		now := time.Now()
 		c.mu.Lock()
@@ -991,6 +1050,10 @@ func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient,
 		case a := <-answers:
 			if err := stream.Send(&pb.SyncRequest{Msg: &pb.SyncRequest_ExplainAnswer{ExplainAnswer: a}}); err != nil {
 				return fmt.Errorf("send explain answer: %w", err)
+			}
+		case <-budgetTick:
+			if err := c.sendBudgets(stream); err != nil {
+				return err
 			}
 		}
 	}

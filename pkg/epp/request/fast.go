@@ -52,6 +52,20 @@ func decodeFast(data []byte) (b body, ok bool) {
 				}
 				return !strings.EqualFold(string(key), "include_usage") && d.skip(0)
 			})
+		case "max_tokens", "max_completion_tokens":
+			f := &b.MaxTokens
+			if string(key) == "max_completion_tokens" {
+				f = &b.MaxCompletionTokens
+			}
+			if *f != nil {
+				return false
+			}
+			start := d.i
+			if !d.skip(0) {
+				return false
+			}
+			*f = json.RawMessage(data[start:d.i])
+			return true
 		case "prompt":
 			if b.Prompt != nil {
 				return false
@@ -101,7 +115,7 @@ func decodeFast(data []byte) (b body, ok bool) {
 				return true
 			})
 		}
-		for _, f := range []string{"model", "stream", "stream_options", "prompt", "messages"} {
+		for _, f := range []string{"model", "stream", "stream_options", "prompt", "messages", "max_tokens", "max_completion_tokens"} {
 			if strings.EqualFold(string(key), f) {
 				return false
 			}

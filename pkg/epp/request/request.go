@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 )
@@ -41,6 +42,9 @@ type Request struct {
 	Stream bool
 	// IncludeUsage is stream_options.include_usage: a streamed response then ends with usage.
 	IncludeUsage bool
+	// MaxTokens is max_completion_tokens, else max_tokens: the most output tokens the request
+	// may use; 0 when it states none (or not as a whole number).
+	MaxTokens int64
 }
 
 type body struct {
@@ -51,6 +55,18 @@ type body struct {
 	StreamOptions *struct {
 		IncludeUsage bool `json:"include_usage"`
 	} `json:"stream_options"`
+	// Kept raw: a value that is no whole number is not an error, the request states no limit.
+	MaxTokens           json.RawMessage `json:"max_tokens"`
+	MaxCompletionTokens json.RawMessage `json:"max_completion_tokens"`
+}
+
+// wholeNumber reads a JSON number that is a whole number from 0 up; 0 otherwise.
+func wholeNumber(raw json.RawMessage) int64 {
+	n, err := strconv.ParseInt(string(raw), 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }
 
 type message struct {
@@ -114,7 +130,10 @@ func parsed(path string, b body) (Request, error) {
 	if b.Model == nil || strings.TrimSpace(*b.Model) == "" {
 		return Request{}, fmt.Errorf("%w: \"model\" is required", ErrInvalid)
 	}
-	r := Request{Model: *b.Model, Stream: b.Stream}
+	r := Request{Model: *b.Model, Stream: b.Stream, MaxTokens: wholeNumber(b.MaxCompletionTokens)}
+	if r.MaxTokens == 0 {
+		r.MaxTokens = wholeNumber(b.MaxTokens)
+	}
 	if b.StreamOptions != nil {
 		r.IncludeUsage = b.StreamOptions.IncludeUsage
 	}

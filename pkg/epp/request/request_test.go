@@ -14,7 +14,13 @@ func TestParse(t *testing.T) {
 		want             Request
 	}{
 		{"completion", "/v1/completions", `{"model":"m","prompt":"hello","max_tokens":3}`,
-			Request{Kind: Completions, Model: "m", Prompt: "hello"}},
+			Request{Kind: Completions, Model: "m", Prompt: "hello", MaxTokens: 3}},
+		{"max_completion_tokens first", "/v1/chat/completions", `{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":3,"max_completion_tokens":9}`,
+			Request{Kind: ChatCompletions, Model: "m", Prompt: "user: x\n", MaxTokens: 9}},
+		{"max_tokens not whole", "/v1/completions", `{"model":"m","prompt":"x","max_tokens":2.5}`,
+			Request{Kind: Completions, Model: "m", Prompt: "x"}},
+		{"max_tokens negative", "/v1/completions", `{"model":"m","prompt":"x","max_tokens":-4}`,
+			Request{Kind: Completions, Model: "m", Prompt: "x"}},
 		{"completion list", "/v1/completions", `{"model":"m","prompt":["a","b"]}`,
 			Request{Kind: Completions, Model: "m", Prompt: "a\nb"}},
 		{"token ids", "/v1/completions", `{"model":"m","prompt":[1,2,3]}`,

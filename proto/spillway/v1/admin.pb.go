@@ -1997,7 +1997,7 @@ var File_spillway_v1_admin_proto protoreflect.FileDescriptor
 
 const file_spillway_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x17spillway/v1/admin.proto\x12\vspillway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17spillway/v1/fleet.proto\x1a\x16spillway/v1/join.proto\x1a\x16spillway/v1/sync.proto\"m\n" +
+	"\x17spillway/v1/admin.proto\x12\vspillway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18spillway/v1/budget.proto\x1a\x17spillway/v1/fleet.proto\x1a\x16spillway/v1/join.proto\x1a\x16spillway/v1/sync.proto\"m\n" +
 	"\x1bIssueUserCertificateRequest\x12\x17\n" +
 	"\acsr_pem\x18\x01 \x01(\fR\x06csrPem\x125\n" +
 	"\bvalidity\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\bvalidity\"\x7f\n" +
@@ -2130,15 +2130,15 @@ const file_spillway_v1_admin_proto_rawDesc = "" +
 	"\fWatchRequest\x122\n" +
 	"\x15without_import_states\x18\x01 \x01(\bR\x13withoutImportStates\"@\n" +
 	"\rWatchResponse\x12/\n" +
-	"\x06update\x18\x01 \x01(\v2\x17.spillway.v1.ViewUpdateR\x06update2\xed\n" +
-	"\n" +
+	"\x06update\x18\x01 \x01(\v2\x17.spillway.v1.ViewUpdateR\x06update2\xbf\v\n" +
 	"\fAdminService\x12S\n" +
 	"\fListClusters\x12 .spillway.v1.ListClustersRequest\x1a!.spillway.v1.ListClustersResponse\x12M\n" +
 	"\n" +
 	"GetCluster\x12\x1e.spillway.v1.GetClusterRequest\x1a\x1f.spillway.v1.GetClusterResponse\x12J\n" +
 	"\tListPools\x12\x1d.spillway.v1.ListPoolsRequest\x1a\x1e.spillway.v1.ListPoolsResponse\x12D\n" +
 	"\aGetPool\x12\x1b.spillway.v1.GetPoolRequest\x1a\x1c.spillway.v1.GetPoolResponse\x12P\n" +
-	"\vListImports\x12\x1f.spillway.v1.ListImportsRequest\x1a .spillway.v1.ListImportsResponse\x12G\n" +
+	"\vListImports\x12\x1f.spillway.v1.ListImportsRequest\x1a .spillway.v1.ListImportsResponse\x12P\n" +
+	"\vListBudgets\x12\x1f.spillway.v1.ListBudgetsRequest\x1a .spillway.v1.ListBudgetsResponse\x12G\n" +
 	"\bListHubs\x12\x1c.spillway.v1.ListHubsRequest\x1a\x1d.spillway.v1.ListHubsResponse\x12M\n" +
 	"\n" +
 	"ListEvents\x12\x1e.spillway.v1.ListEventsRequest\x1a\x1f.spillway.v1.ListEventsResponse\x12D\n" +
@@ -2214,7 +2214,9 @@ var file_spillway_v1_admin_proto_goTypes = []any{
 	(*RemoteCapacity)(nil),               // 44: spillway.v1.RemoteCapacity
 	(*Import)(nil),                       // 45: spillway.v1.Import
 	(*ViewUpdate)(nil),                   // 46: spillway.v1.ViewUpdate
-	(*ExplainRequest)(nil),               // 47: spillway.v1.ExplainRequest
+	(*ListBudgetsRequest)(nil),           // 47: spillway.v1.ListBudgetsRequest
+	(*ExplainRequest)(nil),               // 48: spillway.v1.ExplainRequest
+	(*ListBudgetsResponse)(nil),          // 49: spillway.v1.ListBudgetsResponse
 }
 var file_spillway_v1_admin_proto_depIdxs = []int32{
 	38, // 0: spillway.v1.IssueUserCertificateRequest.validity:type_name -> google.protobuf.Duration
@@ -2246,37 +2248,39 @@ var file_spillway_v1_admin_proto_depIdxs = []int32{
 	29, // 26: spillway.v1.AdminService.ListPools:input_type -> spillway.v1.ListPoolsRequest
 	31, // 27: spillway.v1.AdminService.GetPool:input_type -> spillway.v1.GetPoolRequest
 	33, // 28: spillway.v1.AdminService.ListImports:input_type -> spillway.v1.ListImportsRequest
-	20, // 29: spillway.v1.AdminService.ListHubs:input_type -> spillway.v1.ListHubsRequest
-	17, // 30: spillway.v1.AdminService.ListEvents:input_type -> spillway.v1.ListEventsRequest
-	47, // 31: spillway.v1.AdminService.Explain:input_type -> spillway.v1.ExplainRequest
-	35, // 32: spillway.v1.AdminService.Watch:input_type -> spillway.v1.WatchRequest
-	2,  // 33: spillway.v1.AdminService.WhoAmI:input_type -> spillway.v1.WhoAmIRequest
-	4,  // 34: spillway.v1.AdminService.CreateToken:input_type -> spillway.v1.CreateTokenRequest
-	6,  // 35: spillway.v1.AdminService.ListJoinRequests:input_type -> spillway.v1.ListJoinRequestsRequest
-	8,  // 36: spillway.v1.AdminService.ApproveCluster:input_type -> spillway.v1.ApproveClusterRequest
-	10, // 37: spillway.v1.AdminService.RevokeCluster:input_type -> spillway.v1.RevokeClusterRequest
-	12, // 38: spillway.v1.AdminService.SetCordon:input_type -> spillway.v1.SetCordonRequest
-	14, // 39: spillway.v1.AdminService.RotateHopKey:input_type -> spillway.v1.RotateHopKeyRequest
-	0,  // 40: spillway.v1.AdminService.IssueUserCertificate:input_type -> spillway.v1.IssueUserCertificateRequest
-	24, // 41: spillway.v1.AdminService.ListClusters:output_type -> spillway.v1.ListClustersResponse
-	26, // 42: spillway.v1.AdminService.GetCluster:output_type -> spillway.v1.GetClusterResponse
-	30, // 43: spillway.v1.AdminService.ListPools:output_type -> spillway.v1.ListPoolsResponse
-	32, // 44: spillway.v1.AdminService.GetPool:output_type -> spillway.v1.GetPoolResponse
-	34, // 45: spillway.v1.AdminService.ListImports:output_type -> spillway.v1.ListImportsResponse
-	21, // 46: spillway.v1.AdminService.ListHubs:output_type -> spillway.v1.ListHubsResponse
-	18, // 47: spillway.v1.AdminService.ListEvents:output_type -> spillway.v1.ListEventsResponse
-	16, // 48: spillway.v1.AdminService.Explain:output_type -> spillway.v1.ExplainResponse
-	36, // 49: spillway.v1.AdminService.Watch:output_type -> spillway.v1.WatchResponse
-	3,  // 50: spillway.v1.AdminService.WhoAmI:output_type -> spillway.v1.WhoAmIResponse
-	5,  // 51: spillway.v1.AdminService.CreateToken:output_type -> spillway.v1.CreateTokenResponse
-	7,  // 52: spillway.v1.AdminService.ListJoinRequests:output_type -> spillway.v1.ListJoinRequestsResponse
-	9,  // 53: spillway.v1.AdminService.ApproveCluster:output_type -> spillway.v1.ApproveClusterResponse
-	11, // 54: spillway.v1.AdminService.RevokeCluster:output_type -> spillway.v1.RevokeClusterResponse
-	13, // 55: spillway.v1.AdminService.SetCordon:output_type -> spillway.v1.SetCordonResponse
-	15, // 56: spillway.v1.AdminService.RotateHopKey:output_type -> spillway.v1.RotateHopKeyResponse
-	1,  // 57: spillway.v1.AdminService.IssueUserCertificate:output_type -> spillway.v1.IssueUserCertificateResponse
-	41, // [41:58] is the sub-list for method output_type
-	24, // [24:41] is the sub-list for method input_type
+	47, // 29: spillway.v1.AdminService.ListBudgets:input_type -> spillway.v1.ListBudgetsRequest
+	20, // 30: spillway.v1.AdminService.ListHubs:input_type -> spillway.v1.ListHubsRequest
+	17, // 31: spillway.v1.AdminService.ListEvents:input_type -> spillway.v1.ListEventsRequest
+	48, // 32: spillway.v1.AdminService.Explain:input_type -> spillway.v1.ExplainRequest
+	35, // 33: spillway.v1.AdminService.Watch:input_type -> spillway.v1.WatchRequest
+	2,  // 34: spillway.v1.AdminService.WhoAmI:input_type -> spillway.v1.WhoAmIRequest
+	4,  // 35: spillway.v1.AdminService.CreateToken:input_type -> spillway.v1.CreateTokenRequest
+	6,  // 36: spillway.v1.AdminService.ListJoinRequests:input_type -> spillway.v1.ListJoinRequestsRequest
+	8,  // 37: spillway.v1.AdminService.ApproveCluster:input_type -> spillway.v1.ApproveClusterRequest
+	10, // 38: spillway.v1.AdminService.RevokeCluster:input_type -> spillway.v1.RevokeClusterRequest
+	12, // 39: spillway.v1.AdminService.SetCordon:input_type -> spillway.v1.SetCordonRequest
+	14, // 40: spillway.v1.AdminService.RotateHopKey:input_type -> spillway.v1.RotateHopKeyRequest
+	0,  // 41: spillway.v1.AdminService.IssueUserCertificate:input_type -> spillway.v1.IssueUserCertificateRequest
+	24, // 42: spillway.v1.AdminService.ListClusters:output_type -> spillway.v1.ListClustersResponse
+	26, // 43: spillway.v1.AdminService.GetCluster:output_type -> spillway.v1.GetClusterResponse
+	30, // 44: spillway.v1.AdminService.ListPools:output_type -> spillway.v1.ListPoolsResponse
+	32, // 45: spillway.v1.AdminService.GetPool:output_type -> spillway.v1.GetPoolResponse
+	34, // 46: spillway.v1.AdminService.ListImports:output_type -> spillway.v1.ListImportsResponse
+	49, // 47: spillway.v1.AdminService.ListBudgets:output_type -> spillway.v1.ListBudgetsResponse
+	21, // 48: spillway.v1.AdminService.ListHubs:output_type -> spillway.v1.ListHubsResponse
+	18, // 49: spillway.v1.AdminService.ListEvents:output_type -> spillway.v1.ListEventsResponse
+	16, // 50: spillway.v1.AdminService.Explain:output_type -> spillway.v1.ExplainResponse
+	36, // 51: spillway.v1.AdminService.Watch:output_type -> spillway.v1.WatchResponse
+	3,  // 52: spillway.v1.AdminService.WhoAmI:output_type -> spillway.v1.WhoAmIResponse
+	5,  // 53: spillway.v1.AdminService.CreateToken:output_type -> spillway.v1.CreateTokenResponse
+	7,  // 54: spillway.v1.AdminService.ListJoinRequests:output_type -> spillway.v1.ListJoinRequestsResponse
+	9,  // 55: spillway.v1.AdminService.ApproveCluster:output_type -> spillway.v1.ApproveClusterResponse
+	11, // 56: spillway.v1.AdminService.RevokeCluster:output_type -> spillway.v1.RevokeClusterResponse
+	13, // 57: spillway.v1.AdminService.SetCordon:output_type -> spillway.v1.SetCordonResponse
+	15, // 58: spillway.v1.AdminService.RotateHopKey:output_type -> spillway.v1.RotateHopKeyResponse
+	1,  // 59: spillway.v1.AdminService.IssueUserCertificate:output_type -> spillway.v1.IssueUserCertificateResponse
+	42, // [42:60] is the sub-list for method output_type
+	24, // [24:42] is the sub-list for method input_type
 	24, // [24:24] is the sub-list for extension type_name
 	24, // [24:24] is the sub-list for extension extendee
 	0,  // [0:24] is the sub-list for field type_name
@@ -2287,6 +2291,7 @@ func file_spillway_v1_admin_proto_init() {
 	if File_spillway_v1_admin_proto != nil {
 		return
 	}
+	file_spillway_v1_budget_proto_init()
 	file_spillway_v1_fleet_proto_init()
 	file_spillway_v1_join_proto_init()
 	file_spillway_v1_sync_proto_init()

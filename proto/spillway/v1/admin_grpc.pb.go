@@ -24,6 +24,7 @@ const (
 	AdminService_ListPools_FullMethodName            = "/spillway.v1.AdminService/ListPools"
 	AdminService_GetPool_FullMethodName              = "/spillway.v1.AdminService/GetPool"
 	AdminService_ListImports_FullMethodName          = "/spillway.v1.AdminService/ListImports"
+	AdminService_ListBudgets_FullMethodName          = "/spillway.v1.AdminService/ListBudgets"
 	AdminService_ListHubs_FullMethodName             = "/spillway.v1.AdminService/ListHubs"
 	AdminService_ListEvents_FullMethodName           = "/spillway.v1.AdminService/ListEvents"
 	AdminService_Explain_FullMethodName              = "/spillway.v1.AdminService/Explain"
@@ -50,6 +51,8 @@ type AdminServiceClient interface {
 	ListPools(ctx context.Context, in *ListPoolsRequest, opts ...grpc.CallOption) (*ListPoolsResponse, error)
 	GetPool(ctx context.Context, in *GetPoolRequest, opts ...grpc.CallOption) (*GetPoolResponse, error)
 	ListImports(ctx context.Context, in *ListImportsRequest, opts ...grpc.CallOption) (*ListImportsResponse, error)
+	// ListBudgets lists the fleet's token budgets with each spoke's usage and grant.
+	ListBudgets(ctx context.Context, in *ListBudgetsRequest, opts ...grpc.CallOption) (*ListBudgetsResponse, error)
 	// ListHubs lists the hub replicas registered in etcd and which one leads.
 	ListHubs(ctx context.Context, in *ListHubsRequest, opts ...grpc.CallOption) (*ListHubsResponse, error)
 	// ListEvents returns the recent events of a cluster, a pool, or the fleet, as the answering
@@ -138,6 +141,16 @@ func (c *adminServiceClient) ListImports(ctx context.Context, in *ListImportsReq
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListImportsResponse)
 	err := c.cc.Invoke(ctx, AdminService_ListImports_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ListBudgets(ctx context.Context, in *ListBudgetsRequest, opts ...grpc.CallOption) (*ListBudgetsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListBudgetsResponse)
+	err := c.cc.Invoke(ctx, AdminService_ListBudgets_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -285,6 +298,8 @@ type AdminServiceServer interface {
 	ListPools(context.Context, *ListPoolsRequest) (*ListPoolsResponse, error)
 	GetPool(context.Context, *GetPoolRequest) (*GetPoolResponse, error)
 	ListImports(context.Context, *ListImportsRequest) (*ListImportsResponse, error)
+	// ListBudgets lists the fleet's token budgets with each spoke's usage and grant.
+	ListBudgets(context.Context, *ListBudgetsRequest) (*ListBudgetsResponse, error)
 	// ListHubs lists the hub replicas registered in etcd and which one leads.
 	ListHubs(context.Context, *ListHubsRequest) (*ListHubsResponse, error)
 	// ListEvents returns the recent events of a cluster, a pool, or the fleet, as the answering
@@ -343,6 +358,9 @@ func (UnimplementedAdminServiceServer) GetPool(context.Context, *GetPoolRequest)
 }
 func (UnimplementedAdminServiceServer) ListImports(context.Context, *ListImportsRequest) (*ListImportsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListImports not implemented")
+}
+func (UnimplementedAdminServiceServer) ListBudgets(context.Context, *ListBudgetsRequest) (*ListBudgetsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListBudgets not implemented")
 }
 func (UnimplementedAdminServiceServer) ListHubs(context.Context, *ListHubsRequest) (*ListHubsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListHubs not implemented")
@@ -487,6 +505,24 @@ func _AdminService_ListImports_Handler(srv interface{}, ctx context.Context, dec
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(AdminServiceServer).ListImports(ctx, req.(*ListImportsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ListBudgets_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListBudgetsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ListBudgets(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ListBudgets_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ListBudgets(ctx, req.(*ListBudgetsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -726,6 +762,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListImports",
 			Handler:    _AdminService_ListImports_Handler,
+		},
+		{
+			MethodName: "ListBudgets",
+			Handler:    _AdminService_ListBudgets_Handler,
 		},
 		{
 			MethodName: "ListHubs",

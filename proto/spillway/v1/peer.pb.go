@@ -81,6 +81,8 @@ type ReportsResponse struct {
 	Imports []*PeerImportReport `protobuf:"bytes,6,rep,name=imports,proto3" json:"imports,omitempty"`
 	// Clusters whose session on the sending replica ended: drop their import reports.
 	SessionsEnded []string `protobuf:"bytes,7,rep,name=sessions_ended,json=sessionsEnded,proto3" json:"sessions_ended,omitempty"`
+	// Budget reports of the sending replica's spokes, with the grants that answered them.
+	Budgets       []*PeerBudgetReport `protobuf:"bytes,8,rep,name=budgets,proto3" json:"budgets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -164,6 +166,13 @@ func (x *ReportsResponse) GetSessionsEnded() []string {
 	return nil
 }
 
+func (x *ReportsResponse) GetBudgets() []*PeerBudgetReport {
+	if x != nil {
+		return x.Budgets
+	}
+	return nil
+}
+
 type PeerImportReport struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ClusterId     string                 `protobuf:"bytes,1,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
@@ -220,9 +229,9 @@ var File_spillway_v1_peer_proto protoreflect.FileDescriptor
 
 const file_spillway_v1_peer_proto_rawDesc = "" +
 	"\n" +
-	"\x16spillway/v1/peer.proto\x12\vspillway.v1\x1a\x17spillway/v1/fleet.proto\x1a\x16spillway/v1/sync.proto\"'\n" +
+	"\x16spillway/v1/peer.proto\x12\vspillway.v1\x1a\x18spillway/v1/budget.proto\x1a\x17spillway/v1/fleet.proto\x1a\x16spillway/v1/sync.proto\"'\n" +
 	"\x0eReportsRequest\x12\x15\n" +
-	"\x06hub_id\x18\x01 \x01(\tR\x05hubId\"\xcb\x02\n" +
+	"\x06hub_id\x18\x01 \x01(\tR\x05hubId\"\x84\x03\n" +
 	"\x0fReportsResponse\x12\x15\n" +
 	"\x06hub_id\x18\x01 \x01(\tR\x05hubId\x12'\n" +
 	"\x0fhub_incarnation\x18\x02 \x01(\tR\x0ehubIncarnation\x12\x1a\n" +
@@ -230,7 +239,8 @@ const file_spillway_v1_peer_proto_rawDesc = "" +
 	"\bcapacity\x18\x04 \x03(\v2\x1b.spillway.v1.RemoteCapacityR\bcapacity\x12C\n" +
 	"\x10capacity_removed\x18\x05 \x03(\v2\x18.spillway.v1.CapacityKeyR\x0fcapacityRemoved\x127\n" +
 	"\aimports\x18\x06 \x03(\v2\x1d.spillway.v1.PeerImportReportR\aimports\x12%\n" +
-	"\x0esessions_ended\x18\a \x03(\tR\rsessionsEnded\"f\n" +
+	"\x0esessions_ended\x18\a \x03(\tR\rsessionsEnded\x127\n" +
+	"\abudgets\x18\b \x03(\v2\x1d.spillway.v1.PeerBudgetReportR\abudgets\"f\n" +
 	"\x10PeerImportReport\x12\x1d\n" +
 	"\n" +
 	"cluster_id\x18\x01 \x01(\tR\tclusterId\x123\n" +
@@ -257,20 +267,22 @@ var file_spillway_v1_peer_proto_goTypes = []any{
 	(*PeerImportReport)(nil), // 2: spillway.v1.PeerImportReport
 	(*RemoteCapacity)(nil),   // 3: spillway.v1.RemoteCapacity
 	(*CapacityKey)(nil),      // 4: spillway.v1.CapacityKey
-	(*PoolImportStatus)(nil), // 5: spillway.v1.PoolImportStatus
+	(*PeerBudgetReport)(nil), // 5: spillway.v1.PeerBudgetReport
+	(*PoolImportStatus)(nil), // 6: spillway.v1.PoolImportStatus
 }
 var file_spillway_v1_peer_proto_depIdxs = []int32{
 	3, // 0: spillway.v1.ReportsResponse.capacity:type_name -> spillway.v1.RemoteCapacity
 	4, // 1: spillway.v1.ReportsResponse.capacity_removed:type_name -> spillway.v1.CapacityKey
 	2, // 2: spillway.v1.ReportsResponse.imports:type_name -> spillway.v1.PeerImportReport
-	5, // 3: spillway.v1.PeerImportReport.pools:type_name -> spillway.v1.PoolImportStatus
-	0, // 4: spillway.v1.PeerService.Reports:input_type -> spillway.v1.ReportsRequest
-	1, // 5: spillway.v1.PeerService.Reports:output_type -> spillway.v1.ReportsResponse
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	5, // 3: spillway.v1.ReportsResponse.budgets:type_name -> spillway.v1.PeerBudgetReport
+	6, // 4: spillway.v1.PeerImportReport.pools:type_name -> spillway.v1.PoolImportStatus
+	0, // 5: spillway.v1.PeerService.Reports:input_type -> spillway.v1.ReportsRequest
+	1, // 6: spillway.v1.PeerService.Reports:output_type -> spillway.v1.ReportsResponse
+	6, // [6:7] is the sub-list for method output_type
+	5, // [5:6] is the sub-list for method input_type
+	5, // [5:5] is the sub-list for extension type_name
+	5, // [5:5] is the sub-list for extension extendee
+	0, // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_spillway_v1_peer_proto_init() }
@@ -278,6 +290,7 @@ func file_spillway_v1_peer_proto_init() {
 	if File_spillway_v1_peer_proto != nil {
 		return
 	}
+	file_spillway_v1_budget_proto_init()
 	file_spillway_v1_fleet_proto_init()
 	file_spillway_v1_sync_proto_init()
 	type x struct{}

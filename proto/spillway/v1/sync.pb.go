@@ -121,6 +121,7 @@ type SyncRequest struct {
 	//	*SyncRequest_Interest
 	//	*SyncRequest_Imports
 	//	*SyncRequest_ExplainAnswer
+	//	*SyncRequest_Budgets
 	Msg           isSyncRequest_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -217,6 +218,15 @@ func (x *SyncRequest) GetExplainAnswer() *ExplainAnswer {
 	return nil
 }
 
+func (x *SyncRequest) GetBudgets() *BudgetReport {
+	if x != nil {
+		if x, ok := x.Msg.(*SyncRequest_Budgets); ok {
+			return x.Budgets
+		}
+	}
+	return nil
+}
+
 type isSyncRequest_Msg interface {
 	isSyncRequest_Msg()
 }
@@ -245,6 +255,11 @@ type SyncRequest_ExplainAnswer struct {
 	ExplainAnswer *ExplainAnswer `protobuf:"bytes,6,opt,name=explain_answer,json=explainAnswer,proto3,oneof"`
 }
 
+type SyncRequest_Budgets struct {
+	// budgets is the spoke's usage of the fleet's token budgets, every budget_report_interval.
+	Budgets *BudgetReport `protobuf:"bytes,7,opt,name=budgets,proto3,oneof"`
+}
+
 func (*SyncRequest_Hello) isSyncRequest_Msg() {}
 
 func (*SyncRequest_Exports) isSyncRequest_Msg() {}
@@ -256,6 +271,8 @@ func (*SyncRequest_Interest) isSyncRequest_Msg() {}
 func (*SyncRequest_Imports) isSyncRequest_Msg() {}
 
 func (*SyncRequest_ExplainAnswer) isSyncRequest_Msg() {}
+
+func (*SyncRequest_Budgets) isSyncRequest_Msg() {}
 
 // ExplainAnswer answers an ExplainQuery of the hub's: the explanation, or why there is none.
 type ExplainAnswer struct {
@@ -772,6 +789,7 @@ type SyncResponse struct {
 	//	*SyncResponse_View
 	//	*SyncResponse_HopKeys
 	//	*SyncResponse_Explain
+	//	*SyncResponse_Budgets
 	Msg           isSyncResponse_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -859,6 +877,15 @@ func (x *SyncResponse) GetExplain() *ExplainQuery {
 	return nil
 }
 
+func (x *SyncResponse) GetBudgets() *Budgets {
+	if x != nil {
+		if x, ok := x.Msg.(*SyncResponse_Budgets); ok {
+			return x.Budgets
+		}
+	}
+	return nil
+}
+
 type isSyncResponse_Msg interface {
 	isSyncResponse_Msg()
 }
@@ -885,6 +912,12 @@ type SyncResponse_Explain struct {
 	Explain *ExplainQuery `protobuf:"bytes,5,opt,name=explain,proto3,oneof"`
 }
 
+type SyncResponse_Budgets struct {
+	// budgets answers each BudgetReport with the spoke's grants; the first of a session, sent
+	// after the Welcome, and any sent when the budgets change, carry their definitions.
+	Budgets *Budgets `protobuf:"bytes,6,opt,name=budgets,proto3,oneof"`
+}
+
 func (*SyncResponse_Welcome) isSyncResponse_Msg() {}
 
 func (*SyncResponse_ExportAck) isSyncResponse_Msg() {}
@@ -894,6 +927,8 @@ func (*SyncResponse_View) isSyncResponse_Msg() {}
 func (*SyncResponse_HopKeys) isSyncResponse_Msg() {}
 
 func (*SyncResponse_Explain) isSyncResponse_Msg() {}
+
+func (*SyncResponse_Budgets) isSyncResponse_Msg() {}
 
 // ExplainQuery asks the spoke's EPP to explain a request (AdminService.Explain): the spoke
 // answers with an ExplainAnswer of the same id.
@@ -1073,8 +1108,11 @@ type Welcome struct {
 	AllowedExportNamespaces []string `protobuf:"bytes,8,rep,name=allowed_export_namespaces,json=allowedExportNamespaces,proto3" json:"allowed_export_namespaces,omitempty"`
 	DeniedExportNamespaces  []string `protobuf:"bytes,9,rep,name=denied_export_namespaces,json=deniedExportNamespaces,proto3" json:"denied_export_namespaces,omitempty"`
 	MaxExports              uint32   `protobuf:"varint,10,opt,name=max_exports,json=maxExports,proto3" json:"max_exports,omitempty"`
-	unknownFields           protoimpl.UnknownFields
-	sizeCache               protoimpl.SizeCache
+	// budget_report_interval is how often the spoke sends its BudgetReport (docs/budgets.md); the
+	// hub ends a stream that sends them faster than one per half of it.
+	BudgetReportInterval *durationpb.Duration `protobuf:"bytes,11,opt,name=budget_report_interval,json=budgetReportInterval,proto3" json:"budget_report_interval,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *Welcome) Reset() {
@@ -1175,6 +1213,13 @@ func (x *Welcome) GetMaxExports() uint32 {
 		return x.MaxExports
 	}
 	return 0
+}
+
+func (x *Welcome) GetBudgetReportInterval() *durationpb.Duration {
+	if x != nil {
+		return x.BudgetReportInterval
+	}
+	return nil
 }
 
 type ExportAck struct {
@@ -1556,18 +1601,19 @@ var File_spillway_v1_sync_proto protoreflect.FileDescriptor
 
 const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\n" +
-	"\x16spillway/v1/sync.proto\x12\vspillway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17spillway/v1/fleet.proto\"E\n" +
+	"\x16spillway/v1/sync.proto\x12\vspillway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18spillway/v1/budget.proto\x1a\x17spillway/v1/fleet.proto\"E\n" +
 	"\x0fRegisterRequest\x122\n" +
 	"\acluster\x18\x01 \x01(\v2\x18.spillway.v1.ClusterInfoR\acluster\"B\n" +
 	"\x10RegisterResponse\x12.\n" +
-	"\acluster\x18\x01 \x01(\v2\x14.spillway.v1.ClusterR\acluster\"\xe2\x02\n" +
+	"\acluster\x18\x01 \x01(\v2\x14.spillway.v1.ClusterR\acluster\"\x99\x03\n" +
 	"\vSyncRequest\x12*\n" +
 	"\x05hello\x18\x01 \x01(\v2\x12.spillway.v1.HelloH\x00R\x05hello\x124\n" +
 	"\aexports\x18\x02 \x01(\v2\x18.spillway.v1.ExportDeltaH\x00R\aexports\x129\n" +
 	"\bcapacity\x18\x03 \x01(\v2\x1b.spillway.v1.CapacityReportH\x00R\bcapacity\x123\n" +
 	"\binterest\x18\x04 \x01(\v2\x15.spillway.v1.InterestH\x00R\binterest\x125\n" +
 	"\aimports\x18\x05 \x01(\v2\x19.spillway.v1.ImportReportH\x00R\aimports\x12C\n" +
-	"\x0eexplain_answer\x18\x06 \x01(\v2\x1a.spillway.v1.ExplainAnswerH\x00R\rexplainAnswerB\x05\n" +
+	"\x0eexplain_answer\x18\x06 \x01(\v2\x1a.spillway.v1.ExplainAnswerH\x00R\rexplainAnswer\x125\n" +
+	"\abudgets\x18\a \x01(\v2\x19.spillway.v1.BudgetReportH\x00R\abudgetsB\x05\n" +
 	"\x03msg\"W\n" +
 	"\rExplainAnswer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12 \n" +
@@ -1604,14 +1650,15 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\x0eCapacityReport\x12/\n" +
 	"\x05pools\x18\x01 \x03(\v2\x19.spillway.v1.PoolCapacityR\x05pools\x12.\n" +
 	"\aremoved\x18\x02 \x03(\v2\x14.spillway.v1.PoolRefR\aremoved\x12\x12\n" +
-	"\x04more\x18\x03 \x01(\bR\x04more\"\x99\x02\n" +
+	"\x04more\x18\x03 \x01(\bR\x04more\"\xcb\x02\n" +
 	"\fSyncResponse\x120\n" +
 	"\awelcome\x18\x01 \x01(\v2\x14.spillway.v1.WelcomeH\x00R\awelcome\x127\n" +
 	"\n" +
 	"export_ack\x18\x02 \x01(\v2\x16.spillway.v1.ExportAckH\x00R\texportAck\x12-\n" +
 	"\x04view\x18\x03 \x01(\v2\x17.spillway.v1.ViewUpdateH\x00R\x04view\x121\n" +
 	"\bhop_keys\x18\x04 \x01(\v2\x14.spillway.v1.HopKeysH\x00R\ahopKeys\x125\n" +
-	"\aexplain\x18\x05 \x01(\v2\x19.spillway.v1.ExplainQueryH\x00R\aexplainB\x05\n" +
+	"\aexplain\x18\x05 \x01(\v2\x19.spillway.v1.ExplainQueryH\x00R\aexplain\x120\n" +
+	"\abudgets\x18\x06 \x01(\v2\x14.spillway.v1.BudgetsH\x00R\abudgetsB\x05\n" +
 	"\x03msg\"U\n" +
 	"\fExplainQuery\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x125\n" +
@@ -1620,7 +1667,7 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\x04keys\x18\x01 \x03(\v2\x13.spillway.v1.HopKeyR\x04keys\"0\n" +
 	"\x06HopKey\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
-	"\x06secret\x18\x02 \x01(\fR\x06secret\"\xf0\x03\n" +
+	"\x06secret\x18\x02 \x01(\fR\x06secret\"\xc1\x04\n" +
 	"\aWelcome\x12\x15\n" +
 	"\x06hub_id\x18\x01 \x01(\tR\x05hubId\x12(\n" +
 	"\x10acked_export_seq\x18\x02 \x01(\x04R\x0eackedExportSeq\x126\n" +
@@ -1634,7 +1681,8 @@ const file_spillway_v1_sync_proto_rawDesc = "" +
 	"\x18denied_export_namespaces\x18\t \x03(\tR\x16deniedExportNamespaces\x12\x1f\n" +
 	"\vmax_exports\x18\n" +
 	" \x01(\rR\n" +
-	"maxExports\"\x1d\n" +
+	"maxExports\x12O\n" +
+	"\x16budget_report_interval\x18\v \x01(\v2\x19.google.protobuf.DurationR\x14budgetReportInterval\"\x1d\n" +
 	"\tExportAck\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\"G\n" +
 	"\n" +
@@ -1709,15 +1757,17 @@ var file_spillway_v1_sync_proto_goTypes = []any{
 	(*CapacityKey)(nil),           // 19: spillway.v1.CapacityKey
 	(*ClusterInfo)(nil),           // 20: spillway.v1.ClusterInfo
 	(*Cluster)(nil),               // 21: spillway.v1.Cluster
-	(*PoolRef)(nil),               // 22: spillway.v1.PoolRef
-	(*Export)(nil),                // 23: spillway.v1.Export
-	(*PoolCapacity)(nil),          // 24: spillway.v1.PoolCapacity
-	(*ExplainRequest)(nil),        // 25: spillway.v1.ExplainRequest
-	(*durationpb.Duration)(nil),   // 26: google.protobuf.Duration
-	(*Import)(nil),                // 27: spillway.v1.Import
-	(*RemoteCapacity)(nil),        // 28: spillway.v1.RemoteCapacity
-	(ClusterState)(0),             // 29: spillway.v1.ClusterState
-	(*timestamppb.Timestamp)(nil), // 30: google.protobuf.Timestamp
+	(*BudgetReport)(nil),          // 22: spillway.v1.BudgetReport
+	(*PoolRef)(nil),               // 23: spillway.v1.PoolRef
+	(*Export)(nil),                // 24: spillway.v1.Export
+	(*PoolCapacity)(nil),          // 25: spillway.v1.PoolCapacity
+	(*Budgets)(nil),               // 26: spillway.v1.Budgets
+	(*ExplainRequest)(nil),        // 27: spillway.v1.ExplainRequest
+	(*durationpb.Duration)(nil),   // 28: google.protobuf.Duration
+	(*Import)(nil),                // 29: spillway.v1.Import
+	(*RemoteCapacity)(nil),        // 30: spillway.v1.RemoteCapacity
+	(ClusterState)(0),             // 31: spillway.v1.ClusterState
+	(*timestamppb.Timestamp)(nil), // 32: google.protobuf.Timestamp
 }
 var file_spillway_v1_sync_proto_depIdxs = []int32{
 	20, // 0: spillway.v1.RegisterRequest.cluster:type_name -> spillway.v1.ClusterInfo
@@ -1728,43 +1778,46 @@ var file_spillway_v1_sync_proto_depIdxs = []int32{
 	6,  // 5: spillway.v1.SyncRequest.interest:type_name -> spillway.v1.Interest
 	4,  // 6: spillway.v1.SyncRequest.imports:type_name -> spillway.v1.ImportReport
 	3,  // 7: spillway.v1.SyncRequest.explain_answer:type_name -> spillway.v1.ExplainAnswer
-	5,  // 8: spillway.v1.ImportReport.pools:type_name -> spillway.v1.PoolImportStatus
-	22, // 9: spillway.v1.PoolImportStatus.pool:type_name -> spillway.v1.PoolRef
-	22, // 10: spillway.v1.Interest.capacity_interest:type_name -> spillway.v1.PoolRef
-	16, // 11: spillway.v1.Hello.view_cursor:type_name -> spillway.v1.ViewCursor
-	22, // 12: spillway.v1.Hello.capacity_interest:type_name -> spillway.v1.PoolRef
-	23, // 13: spillway.v1.ExportDelta.upserts:type_name -> spillway.v1.Export
-	22, // 14: spillway.v1.ExportDelta.removes:type_name -> spillway.v1.PoolRef
-	24, // 15: spillway.v1.CapacityReport.pools:type_name -> spillway.v1.PoolCapacity
-	22, // 16: spillway.v1.CapacityReport.removed:type_name -> spillway.v1.PoolRef
-	14, // 17: spillway.v1.SyncResponse.welcome:type_name -> spillway.v1.Welcome
-	15, // 18: spillway.v1.SyncResponse.export_ack:type_name -> spillway.v1.ExportAck
-	17, // 19: spillway.v1.SyncResponse.view:type_name -> spillway.v1.ViewUpdate
-	12, // 20: spillway.v1.SyncResponse.hop_keys:type_name -> spillway.v1.HopKeys
-	11, // 21: spillway.v1.SyncResponse.explain:type_name -> spillway.v1.ExplainQuery
-	25, // 22: spillway.v1.ExplainQuery.request:type_name -> spillway.v1.ExplainRequest
-	13, // 23: spillway.v1.HopKeys.keys:type_name -> spillway.v1.HopKey
-	26, // 24: spillway.v1.Welcome.lease_ttl:type_name -> google.protobuf.Duration
-	26, // 25: spillway.v1.Welcome.min_report_interval:type_name -> google.protobuf.Duration
-	26, // 26: spillway.v1.Welcome.capacity_heartbeat:type_name -> google.protobuf.Duration
-	16, // 27: spillway.v1.ViewUpdate.cursor:type_name -> spillway.v1.ViewCursor
-	27, // 28: spillway.v1.ViewUpdate.imports:type_name -> spillway.v1.Import
-	22, // 29: spillway.v1.ViewUpdate.imports_removed:type_name -> spillway.v1.PoolRef
-	18, // 30: spillway.v1.ViewUpdate.clusters:type_name -> spillway.v1.ClusterLiveness
-	28, // 31: spillway.v1.ViewUpdate.capacity:type_name -> spillway.v1.RemoteCapacity
-	19, // 32: spillway.v1.ViewUpdate.capacity_removed:type_name -> spillway.v1.CapacityKey
-	29, // 33: spillway.v1.ClusterLiveness.state:type_name -> spillway.v1.ClusterState
-	30, // 34: spillway.v1.ClusterLiveness.last_seen:type_name -> google.protobuf.Timestamp
-	22, // 35: spillway.v1.CapacityKey.pool:type_name -> spillway.v1.PoolRef
-	0,  // 36: spillway.v1.SyncService.Register:input_type -> spillway.v1.RegisterRequest
-	2,  // 37: spillway.v1.SyncService.Sync:input_type -> spillway.v1.SyncRequest
-	1,  // 38: spillway.v1.SyncService.Register:output_type -> spillway.v1.RegisterResponse
-	10, // 39: spillway.v1.SyncService.Sync:output_type -> spillway.v1.SyncResponse
-	38, // [38:40] is the sub-list for method output_type
-	36, // [36:38] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	22, // 8: spillway.v1.SyncRequest.budgets:type_name -> spillway.v1.BudgetReport
+	5,  // 9: spillway.v1.ImportReport.pools:type_name -> spillway.v1.PoolImportStatus
+	23, // 10: spillway.v1.PoolImportStatus.pool:type_name -> spillway.v1.PoolRef
+	23, // 11: spillway.v1.Interest.capacity_interest:type_name -> spillway.v1.PoolRef
+	16, // 12: spillway.v1.Hello.view_cursor:type_name -> spillway.v1.ViewCursor
+	23, // 13: spillway.v1.Hello.capacity_interest:type_name -> spillway.v1.PoolRef
+	24, // 14: spillway.v1.ExportDelta.upserts:type_name -> spillway.v1.Export
+	23, // 15: spillway.v1.ExportDelta.removes:type_name -> spillway.v1.PoolRef
+	25, // 16: spillway.v1.CapacityReport.pools:type_name -> spillway.v1.PoolCapacity
+	23, // 17: spillway.v1.CapacityReport.removed:type_name -> spillway.v1.PoolRef
+	14, // 18: spillway.v1.SyncResponse.welcome:type_name -> spillway.v1.Welcome
+	15, // 19: spillway.v1.SyncResponse.export_ack:type_name -> spillway.v1.ExportAck
+	17, // 20: spillway.v1.SyncResponse.view:type_name -> spillway.v1.ViewUpdate
+	12, // 21: spillway.v1.SyncResponse.hop_keys:type_name -> spillway.v1.HopKeys
+	11, // 22: spillway.v1.SyncResponse.explain:type_name -> spillway.v1.ExplainQuery
+	26, // 23: spillway.v1.SyncResponse.budgets:type_name -> spillway.v1.Budgets
+	27, // 24: spillway.v1.ExplainQuery.request:type_name -> spillway.v1.ExplainRequest
+	13, // 25: spillway.v1.HopKeys.keys:type_name -> spillway.v1.HopKey
+	28, // 26: spillway.v1.Welcome.lease_ttl:type_name -> google.protobuf.Duration
+	28, // 27: spillway.v1.Welcome.min_report_interval:type_name -> google.protobuf.Duration
+	28, // 28: spillway.v1.Welcome.capacity_heartbeat:type_name -> google.protobuf.Duration
+	28, // 29: spillway.v1.Welcome.budget_report_interval:type_name -> google.protobuf.Duration
+	16, // 30: spillway.v1.ViewUpdate.cursor:type_name -> spillway.v1.ViewCursor
+	29, // 31: spillway.v1.ViewUpdate.imports:type_name -> spillway.v1.Import
+	23, // 32: spillway.v1.ViewUpdate.imports_removed:type_name -> spillway.v1.PoolRef
+	18, // 33: spillway.v1.ViewUpdate.clusters:type_name -> spillway.v1.ClusterLiveness
+	30, // 34: spillway.v1.ViewUpdate.capacity:type_name -> spillway.v1.RemoteCapacity
+	19, // 35: spillway.v1.ViewUpdate.capacity_removed:type_name -> spillway.v1.CapacityKey
+	31, // 36: spillway.v1.ClusterLiveness.state:type_name -> spillway.v1.ClusterState
+	32, // 37: spillway.v1.ClusterLiveness.last_seen:type_name -> google.protobuf.Timestamp
+	23, // 38: spillway.v1.CapacityKey.pool:type_name -> spillway.v1.PoolRef
+	0,  // 39: spillway.v1.SyncService.Register:input_type -> spillway.v1.RegisterRequest
+	2,  // 40: spillway.v1.SyncService.Sync:input_type -> spillway.v1.SyncRequest
+	1,  // 41: spillway.v1.SyncService.Register:output_type -> spillway.v1.RegisterResponse
+	10, // 42: spillway.v1.SyncService.Sync:output_type -> spillway.v1.SyncResponse
+	41, // [41:43] is the sub-list for method output_type
+	39, // [39:41] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_spillway_v1_sync_proto_init() }
@@ -1772,6 +1825,7 @@ func file_spillway_v1_sync_proto_init() {
 	if File_spillway_v1_sync_proto != nil {
 		return
 	}
+	file_spillway_v1_budget_proto_init()
 	file_spillway_v1_fleet_proto_init()
 	file_spillway_v1_sync_proto_msgTypes[2].OneofWrappers = []any{
 		(*SyncRequest_Hello)(nil),
@@ -1780,6 +1834,7 @@ func file_spillway_v1_sync_proto_init() {
 		(*SyncRequest_Interest)(nil),
 		(*SyncRequest_Imports)(nil),
 		(*SyncRequest_ExplainAnswer)(nil),
+		(*SyncRequest_Budgets)(nil),
 	}
 	file_spillway_v1_sync_proto_msgTypes[10].OneofWrappers = []any{
 		(*SyncResponse_Welcome)(nil),
@@ -1787,6 +1842,7 @@ func file_spillway_v1_sync_proto_init() {
 		(*SyncResponse_View)(nil),
 		(*SyncResponse_HopKeys)(nil),
 		(*SyncResponse_Explain)(nil),
+		(*SyncResponse_Budgets)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
