@@ -82,6 +82,8 @@ type Result struct {
 	Prefix       int `json:"prefix"`
 	PromptTokens int `json:"prompt_tokens,omitempty"`
 	CachedTokens int `json:"cached_tokens,omitempty"`
+	// CompletionTokens is the response's usage of output tokens, when it had one.
+	CompletionTokens int `json:"completion_tokens,omitempty"`
 }
 
 // OK reports whether the request succeeded.
@@ -228,7 +230,7 @@ func send(client *http.Client, o Options, target string, c Class, prompt string,
 	}
 	_, _ = io.Copy(io.Discard, br)
 	res.Latency = time.Since(res.Start)
-	res.PromptTokens, res.CachedTokens = usageOf(got.Bytes(), stream)
+	res.PromptTokens, res.CachedTokens, res.CompletionTokens = usageOf(got.Bytes(), stream)
 	return res
 }
 
@@ -237,10 +239,11 @@ const maxResponseBytes = 1 << 20
 
 // usageOf reads the usage of a response body: the object's, or the last streamed event's that
 // has one.
-func usageOf(body []byte, stream bool) (prompt, cached int) {
+func usageOf(body []byte, stream bool) (prompt, cached, completion int) {
 	var v struct {
 		Usage *struct {
 			PromptTokens        int `json:"prompt_tokens"`
+			CompletionTokens    int `json:"completion_tokens"`
 			PromptTokensDetails struct {
 				CachedTokens int `json:"cached_tokens"`
 			} `json:"prompt_tokens_details"`
@@ -248,18 +251,18 @@ func usageOf(body []byte, stream bool) (prompt, cached int) {
 	}
 	if !stream {
 		if json.Unmarshal(body, &v) == nil && v.Usage != nil {
-			return v.Usage.PromptTokens, v.Usage.PromptTokensDetails.CachedTokens
+			return v.Usage.PromptTokens, v.Usage.PromptTokensDetails.CachedTokens, v.Usage.CompletionTokens
 		}
-		return 0, 0
+		return 0, 0, 0
 	}
 	for _, line := range bytes.Split(body, []byte("\n")) {
 		data, ok := bytes.CutPrefix(bytes.TrimSpace(line), []byte("data:"))
 		v.Usage = nil
 		if ok && json.Unmarshal(bytes.TrimSpace(data), &v) == nil && v.Usage != nil {
-			prompt, cached = v.Usage.PromptTokens, v.Usage.PromptTokensDetails.CachedTokens
+			prompt, cached, completion = v.Usage.PromptTokens, v.Usage.PromptTokensDetails.CachedTokens, v.Usage.CompletionTokens
 		}
 	}
-	return prompt, cached
+	return prompt, cached, completion
 }
 
 // ClassSummary aggregates one class's results. A streamed response's first byte is its first

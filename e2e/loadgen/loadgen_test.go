@@ -101,14 +101,14 @@ func TestSummaryKeepsStreamedAndWholeApart(t *testing.T) {
 // TestUsageOf: the usage of a whole response and of a stream's last event that has one.
 func TestUsageOf(t *testing.T) {
 	whole := `{"choices":[],"usage":{"prompt_tokens":3000,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":2992}}}`
-	if p, c := usageOf([]byte(whole), false); p != 3000 || c != 2992 {
-		t.Fatalf("whole: %d prompt, %d cached", p, c)
+	if p, c, o := usageOf([]byte(whole), false); p != 3000 || c != 2992 || o != 4 {
+		t.Fatalf("whole: %d prompt, %d cached, %d completion", p, c, o)
 	}
-	stream := "data: {\"choices\":[{\"text\":\"a\"}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"prompt_tokens_details\":{\"cached_tokens\":8}}}\n\ndata: [DONE]\n\n"
-	if p, c := usageOf([]byte(stream), true); p != 10 || c != 8 {
-		t.Fatalf("stream: %d prompt, %d cached", p, c)
+	stream := "data: {\"choices\":[{\"text\":\"a\"}]}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":2,\"prompt_tokens_details\":{\"cached_tokens\":8}}}\n\ndata: [DONE]\n\n"
+	if p, c, o := usageOf([]byte(stream), true); p != 10 || c != 8 || o != 2 {
+		t.Fatalf("stream: %d prompt, %d cached, %d completion", p, c, o)
 	}
-	if p, c := usageOf([]byte("not json"), false); p != 0 || c != 0 {
-		t.Fatalf("garbage: %d prompt, %d cached", p, c)
+	if p, c, o := usageOf([]byte("not json"), false); p != 0 || c != 0 || o != 0 {
+		t.Fatalf("garbage: %d prompt, %d cached, %d completion", p, c, o)
 	}
 }

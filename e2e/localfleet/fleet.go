@@ -94,6 +94,8 @@ type Options struct {
 	EPPConfig string
 	// HubNetns, when set, is the network namespace the hub runs in.
 	HubNetns string
+	// HubArgs are extra hub flags.
+	HubArgs []string
 	// Kubeconfigs, by cluster, switch the spokes from pool files to the Kubernetes source: each
 	// spoke watches its cluster's API server and reads its identity from ClusterProperty objects.
 	Kubeconfigs map[string]string
@@ -247,6 +249,7 @@ func (f *Fleet) StartHub() error {
 	if o.HubGossip != "" {
 		args = append(args, "--gossip-address", o.HubGossip, "--gossip-key-file", f.gossipKeyPath())
 	}
+	args = append(args, o.HubArgs...)
 	f.hubStarts++
 	name := "hub"
 	if f.hubStarts > 1 {

@@ -58,6 +58,8 @@ type Config struct {
 	SpokeArgs []string
 	// EPPConfig is added to every spoke's EPP configuration.
 	EPPConfig string
+	// HubArgs are extra hub flags.
+	HubArgs []string
 }
 
 // Run is a running fleet.
@@ -74,7 +76,7 @@ func Start(ctx context.Context, c Config) (*Run, error) {
 	o := localfleet.Options{BinDir: c.BinDir, WorkDir: c.WorkDir, HubNetns: c.Prefix + "-mgmt",
 		HubGRPC: "10.77.0.1:8470", HubHTTP: "10.77.0.1:8471", HubAdmin: "10.77.0.1:8472", HubGossip: "10.77.0.1:7946", LeaseTTL: 5 * time.Second,
 		SimArgs:   []string{"--max-num-seqs", "2", "--decode-latency", "30ms"},
-		EPPConfig: localfleet.EPPConfig + "spill: {minDwell: 3s}\n" + c.EPPConfig}
+		EPPConfig: localfleet.EPPConfig + "spill: {minDwell: 3s}\n" + c.EPPConfig, HubArgs: c.HubArgs}
 	for i, name := range Names {
 		n := i + 1
 		reg := localfleet.Region{Name: name, Cluster: name + "-1", Netns: fmt.Sprintf("%s-r%d", c.Prefix, n),
@@ -193,6 +195,8 @@ type Load struct {
 	HomeShare             float64
 	// StreamShare is the fraction of streamed requests; loadgen's default when 0.
 	StreamShare float64
+	// Headers are added to every request.
+	Headers map[string]string
 }
 
 // Load runs bin/loadgen in a region's namespace and returns every request's result.
@@ -218,6 +222,9 @@ func (r *Run) Load(ctx context.Context, reg Region, l Load) ([]loadgen.Result, e
 	}
 	if l.StreamShare > 0 {
 		args = append(args, "--stream-share", fmt.Sprint(l.StreamShare))
+	}
+	for k, v := range l.Headers {
+		args = append(args, "--header", k+"="+v)
 	}
 	if out, err := r.Exec(ctx, reg.Netns, filepath.Join(r.BinDir, "loadgen"), args...); err != nil {
 		return nil, fmt.Errorf("loadgen in %s: %w\n%s", reg.Name, err, out)

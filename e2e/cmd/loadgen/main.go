@@ -66,6 +66,7 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to send")
 	f.StringArrayVar(&mix, "class", []string{"Standard=:1"}, "traffic class NAME=OBJECTIVE:SHARE (repeatable)")
 	f.StringVar(&o.Model, "model", o.Model, "model of every request")
+	f.StringToStringVar(&o.Headers, "header", nil, "header NAME=VALUE of every request (repeatable)")
 	f.IntVar(&o.Prefixes, "prefixes", o.Prefixes, "distinct shared prompt prefixes")
 	f.IntVar(&o.PrefixBytes, "prefix-bytes", o.PrefixBytes, "length of each shared prefix")
 	f.IntVar(&o.HomePrefixes[0], "home-prefix-from", 0, "first of the prefixes at home in this load's region (with --home-prefix-to)")
