@@ -182,7 +182,7 @@ func (r *Run) SpokeGet(ctx context.Context, reg Region, path string) ([]byte, er
 }
 
 // Load is one loadgen run: the mix of every run (20 % Critical, 50 % Standard, 30 % BestEffort,
-// 16 output tokens).
+// 16 output tokens) unless Classes says otherwise.
 type Load struct {
 	Rate     float64
 	Duration time.Duration
@@ -197,6 +197,8 @@ type Load struct {
 	StreamShare float64
 	// Headers are added to every request.
 	Headers map[string]string
+	// Classes, when set, replace the mix (loadgen's --class NAME=OBJECTIVE:SHARE).
+	Classes []string
 }
 
 // Load runs bin/loadgen in a region's namespace and returns every request's result.
@@ -210,9 +212,14 @@ func (r *Run) Load(ctx context.Context, reg Region, l Load) ([]loadgen.Result, e
 		return nil, err
 	}
 	f.Close()
-	args := []string{"--rate", fmt.Sprint(l.Rate), "--duration", l.Duration.String(), "--max-tokens", "16",
-		"--class", "Critical=critical:0.2", "--class", "Standard=standard:0.5", "--class", "BestEffort=batch:0.3",
-		"--results", f.Name()}
+	classes := l.Classes
+	if len(classes) == 0 {
+		classes = []string{"Critical=critical:0.2", "Standard=standard:0.5", "BestEffort=batch:0.3"}
+	}
+	args := []string{"--rate", fmt.Sprint(l.Rate), "--duration", l.Duration.String(), "--max-tokens", "16", "--results", f.Name()}
+	for _, c := range classes {
+		args = append(args, "--class", c)
+	}
 	for _, t := range targets {
 		args = append(args, "--target", "http://"+t)
 	}

@@ -103,8 +103,16 @@ func (a *Allocator) Report(key, cluster string, us []Usage) []Grant {
 	now := a.opts.Now()
 	a.expire(now)
 	m := a.record(key, cluster, us, now)
+	settling := now.Sub(a.started) < a.opts.Settle
 	out := make([]Grant, 0, len(a.set.Budgets))
 	for _, s := range a.set.Budgets {
+		_, reported := m.usage[s.Name]
+		_, granted := m.granted[s.Name]
+		if settling && !reported && !granted {
+			// Just started, and nothing known of the member's account: it keeps what it
+			// has until its report tells.
+			continue
+		}
 		g := a.grant(key, m, s, now)
 		m.granted[s.Name] = g
 		out = append(out, g)

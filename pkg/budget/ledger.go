@@ -69,6 +69,9 @@ type account struct {
 
 	admittedTotal, refusedTotal uint64
 	tokensTotal                 uint64
+	// overdrawTotal counts the tokens requests used beyond what they reserved: the only way
+	// the fleet's admissions pass the budget (docs/budgets.md, "The bound").
+	overdrawTotal uint64
 }
 
 // roll moves the account to the window of now, when it began since.
@@ -361,6 +364,9 @@ func (l *Ledger) Settle(t *Ticket, s Settled) {
 		a.tokensTotal += uint64(in + out)
 		a.roll(now)
 		delta := in + out - r.in - r.out
+		if delta > 0 {
+			a.overdrawTotal += uint64(delta)
+		}
 		if r.window != a.window {
 			if delta > 0 {
 				a.usedTokens += delta
@@ -403,8 +409,8 @@ const demandSmoothing = 0.5
 type State struct {
 	Usage
 	Spec                                     Spec
-	Granted                                  bool
-	AdmittedTotal, RefusedTotal, TokensTotal uint64
+	Granted                                                 bool
+	AdmittedTotal, RefusedTotal, TokensTotal, OverdrawTotal uint64
 }
 
 // States returns every budget's state, by name.
@@ -416,7 +422,7 @@ func (l *Ledger) States() []State {
 	for _, a := range l.accts {
 		a.roll(now)
 		out = append(out, State{Spec: a.spec, Granted: a.granted, AdmittedTotal: a.admittedTotal, RefusedTotal: a.refusedTotal,
-			TokensTotal: a.tokensTotal,
+			TokensTotal: a.tokensTotal, OverdrawTotal: a.overdrawTotal,
 			Usage: Usage{Name: a.spec.Name, Window: a.window, UsedTokens: a.usedTokens, UsedRequests: a.usedRequests,
 				CeilingTokens: a.ceilingTokens, CeilingRequests: a.ceilingRequests, Demand: a.demand, Share: a.share, Refused: a.refused}})
 	}

@@ -105,12 +105,14 @@ var (
 		"The most tokens this spoke may charge to the budget in the current window (the hub's grant, or the share of a window it has not granted).", []string{"budget"}, nil)
 	budgetShareDesc = prometheus.NewDesc("spillway_epp_budget_share_ratio",
 		"The share of the budget this spoke takes in a window the hub has not granted.", []string{"budget"}, nil)
+	budgetOverdrawDesc = prometheus.NewDesc("spillway_epp_budget_overdraw_tokens_total",
+		"Tokens finished requests used beyond what they reserved at admission (a prompt the estimate undercounted, or output without max_tokens above the default): the only way the fleet's admissions pass the budget.", []string{"budget"}, nil)
 	budgetLimitDesc = prometheus.NewDesc("spillway_epp_budget_limit_tokens",
 		"The budget's token limit per window across the fleet.", []string{"budget"}, nil)
 )
 
 func (c budgetCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{budgetAdmittedDesc, budgetRefusedDesc, budgetTokensDesc, budgetUsedDesc, budgetCeilingDesc, budgetShareDesc, budgetLimitDesc} {
+	for _, d := range []*prometheus.Desc{budgetAdmittedDesc, budgetRefusedDesc, budgetTokensDesc, budgetUsedDesc, budgetCeilingDesc, budgetShareDesc, budgetLimitDesc, budgetOverdrawDesc} {
 		ch <- d
 	}
 }
@@ -123,6 +125,7 @@ func (c budgetCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(budgetUsedDesc, prometheus.GaugeValue, float64(st.UsedTokens), st.Name)
 		ch <- prometheus.MustNewConstMetric(budgetCeilingDesc, prometheus.GaugeValue, float64(st.CeilingTokens), st.Name)
 		ch <- prometheus.MustNewConstMetric(budgetShareDesc, prometheus.GaugeValue, st.Share, st.Name)
+		ch <- prometheus.MustNewConstMetric(budgetOverdrawDesc, prometheus.CounterValue, float64(st.OverdrawTotal), st.Name)
 		ch <- prometheus.MustNewConstMetric(budgetLimitDesc, prometheus.GaugeValue, float64(st.Spec.Tokens), st.Name)
 	}
 }

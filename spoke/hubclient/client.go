@@ -795,6 +795,13 @@ func (c *Client) observe(ctx context.Context, stream pb.SyncService_SyncClient, 
 	defer held.Stop()
 	budgetTick, stopBudgets := c.budgetTicker(w)
 	defer stopBudgets()
+	if budgetTick != nil {
+		// The first report goes at once: a hub replica that just took the session learns the
+		// spoke's accounts before it grants anything.
+		if err := c.sendBudgets(stream); err != nil {
+			return err
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -969,6 +976,13 @@ func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient,
 	defer held.Stop()
 	budgetTick, stopBudgets := c.budgetTicker(w)
 	defer stopBudgets()
+	if budgetTick != nil {
+		// The first report goes at once: a hub replica that just took the session learns the
+		// spoke's accounts before it grants anything.
+		if err := c.sendBudgets(stream); err != nil {
+			return err
+		}
+	}
 	for {
 		now := time.Now()
 		c.mu.Lock()

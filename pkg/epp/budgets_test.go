@@ -1,0 +1,133 @@
+package epp
+
+import (
+	"testing"
+	"time"
+
+	"github.com/spillway-io/spillway/pkg/budget"
+	"github.com/spillway-io/spillway/pkg/epp/request"
+	"github.com/spillway-io/spillway/pkg/modelmetrics"
+)
+
+// budgetLedger is a ledger with tenant acme's budget of 100 tokens per minute, its whole
+// ceiling granted here, at clock now.
+func budgetLedger(t *testing.T, now func() time.Time) *budget.Ledger {
+	t.Helper()
+	set, err := budget.ParseFile([]byte("apiVersion: spillway.io/v1alpha1\nkind: TokenBudget\nmetadata: {name: acme}\nspec: {selector: {tenant: acme}, tokensPerWindow: 100}\n"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := budget.NewLedger(budget.LedgerOptions{Now: now})
+	l.SetBudgets(set)
+	l.Grant([]budget.Grant{{Name: "acme", Window: budget.WindowStart(now(), time.Minute), CeilingTokens: 100, Share: 1}})
+	return l
+}
+
+// budgetExchange is a parsed request of tenant (none when empty) with max_tokens.
+func budgetExchange(tenant string, maxTokens int64) *exchange {
+	x := &exchange{headers: map[string]string{}, duplexReq: true,
+		req: request.Request{Model: "m", Prompt: "12345678", MaxTokens: maxTokens}}
+	if tenant != "" {
+		x.headers[budget.DefaultTenantHeader] = tenant
+	}
+	return x
+}
+
+func usedTokens(l *budget.Ledger) int64 { return l.States()[0].UsedTokens }
+
+// TestChargeBudgets: a request of the tenant is charged its prompt estimate and max_tokens;
+// once the ceiling is reached the next is refused with 429, Retry-After from the window's end and
+// the x-ratelimit-* headers; a request of no budget passes; settling replaces the reservation
+// with the response's usage, and a request that ends without a response releases it.
+func TestChargeBudgets(t *testing.T) {
+	now := time.Unix(1_800_000_015, 0) // 15 s into a minute
+	l := budgetLedger(t, func() time.Time { return now })
+	s := newTestServer(t, stageObjectives, fakeDatastore{testPool: {readyEndpoint("10.0.0.1:8000", modelmetrics.Metrics{})}},
+		func(o *Options) { o.Budgets = l })
+
+	first := budgetExchange("acme", 40) // 8 bytes of prompt: 2 tokens, and 40
+	if out := s.chargeBudgets(first); out != nil {
+		t.Fatalf("refused: %v", out)
+	}
+	if got := usedTokens(l); got != 42 {
+		t.Fatalf("charged %d, want 42", got)
+	}
+	second := budgetExchange("acme", 50)
+	if out := s.chargeBudgets(second); out != nil {
+		t.Fatalf("refused: %v", out)
+	}
+	third := budgetExchange("acme", 10) // 94 + 12 > 100
+	out := s.chargeBudgets(third)
+	if immediateStatus(out) != 429 {
+		t.Fatalf("status %d, want 429", immediateStatus(out))
+	}
+	hs := out[0].GetImmediateResponse().GetHeaders().GetSetHeaders()
+	for h, want := range map[string]string{"retry-after": "45", "x-ratelimit-limit-tokens": "100", "x-ratelimit-remaining-tokens": "6",
+		"x-ratelimit-reset-tokens": "45s", BudgetHeader: "acme"} {
+		if got := headerOf(hs, h); got != want {
+			t.Errorf("%s: %q, want %q", h, got, want)
+		}
+	}
+	if got := requests(s, "", "", resultBudget); got != 1 {
+		t.Errorf("%v requests counted %s, want 1", got, resultBudget)
+	}
+	if out := s.chargeBudgets(budgetExchange("", 10_000)); out != nil {
+		t.Fatalf("a request of no budget refused: %v", out)
+	}
+	if out := s.chargeBudgets(budgetExchange("other", 10_000)); out != nil {
+		t.Fatalf("another tenant's request refused: %v", out)
+	}
+
+	// The first streamed a response that used 2 + 5: 35 come back.
+	first.routed, first.firstByte, first.status = true, now, 200
+	first.usage.write([]byte(`{"usage":{"prompt_tokens":2,"completion_tokens":5}}`))
+	s.settleBudgets(first)
+	if got := usedTokens(l); got != 7+52 {
+		t.Fatalf("after the first settled: %d charged, want 59", got)
+	}
+	// The second was refused downstream (shed, say) and never routed: released.
+	s.settleBudgets(second)
+	if got := usedTokens(l); got != 7 {
+		t.Fatalf("after the second was released: %d charged, want 7", got)
+	}
+	// A response with an error status releases too; one without usage keeps its reservation.
+	failed := budgetExchange("acme", 10)
+	if out := s.chargeBudgets(failed); out != nil {
+		t.Fatal(out)
+	}
+	failed.routed, failed.firstByte, failed.status = true, now, 503
+	s.settleBudgets(failed)
+	silent := budgetExchange("acme", 10)
+	if out := s.chargeBudgets(silent); out != nil {
+		t.Fatal(out)
+	}
+	silent.routed, silent.firstByte, silent.status = true, now, 200
+	s.settleBudgets(silent)
+	if got := usedTokens(l); got != 7+12 {
+		t.Fatalf("after a failed and a silent response: %d charged, want 19", got)
+	}
+}
+
+// TestBudgetsChargeWhereAdmitted: a request another cluster spilled here (a hop marker that
+// verifies) was charged there and is not charged again; a forged marker is charged.
+func TestBudgetsChargeWhereAdmitted(t *testing.T) {
+	const self = "us-west-1"
+	l := budgetLedger(t, func() time.Time { return hopT0 })
+	s := newTestServer(t, stageObjectives, fakeDatastore{testPool: {readyEndpoint("10.0.0.1:8000", modelmetrics.Metrics{})}},
+		func(o *Options) {
+			o.ClusterID, o.HopKeys, o.Now, o.Budgets = self, keySet(hopFleet), func() time.Time { return hopT0 }, l
+		})
+	hopped := budgetExchange("acme", 10)
+	hopped.headers[HopHeader] = mustSign(t, hopKeyNew, "us-east-1", self, hopT0)
+	if out := s.chargeBudgets(hopped); out != nil || !hopped.hopped || hopped.ticket.Held() {
+		t.Fatalf("a spilled request: answer %v, hopped %v, charged %v", out, hopped.hopped, hopped.ticket.Held())
+	}
+	if got := usedTokens(l); got != 0 {
+		t.Fatalf("a spilled request charged %d here", got)
+	}
+	forged := budgetExchange("acme", 10)
+	forged.headers[HopHeader] = mustSign(t, hopKeyNew, "us-east-1", "ap-south-1", hopT0)
+	if out := s.chargeBudgets(forged); out != nil || forged.hopped || usedTokens(l) != 12 {
+		t.Fatalf("a marker for another cluster: answer %v, hopped %v, charged %d", out, forged.hopped, usedTokens(l))
+	}
+}
