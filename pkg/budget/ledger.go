@@ -408,7 +408,7 @@ const demandSmoothing = 0.5
 // State is one budget's state at this spoke, for metrics and status pages.
 type State struct {
 	Usage
-	Spec                                     Spec
+	Spec                                                    Spec
 	Granted                                                 bool
 	AdmittedTotal, RefusedTotal, TokensTotal, OverdrawTotal uint64
 }
