@@ -37,6 +37,7 @@ import (
 	"github.com/spillway-io/spillway/hub/replica"
 	"github.com/spillway-io/spillway/hub/server"
 	"github.com/spillway-io/spillway/hub/view"
+	"github.com/spillway-io/spillway/pkg/budget"
 	"github.com/spillway-io/spillway/pkg/buildinfo"
 	"github.com/spillway-io/spillway/pkg/tlsconfig"
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
@@ -96,6 +97,10 @@ type Options struct {
 	ClusterCertValidity time.Duration
 	// MinReportInterval is what the hub announces and enforces; 50 ms when zero.
 	MinReportInterval time.Duration
+	// Budgets, when set, are the fleet's token budgets (server.Options.Budgets), reported
+	// every BudgetReportInterval.
+	Budgets              *budget.Allocator
+	BudgetReportInterval time.Duration
 }
 
 // Start starts a hub whose sessions hold leases of ttl; everything stops at the end of the test.
@@ -135,7 +140,7 @@ func StartWith(t testing.TB, ttl time.Duration, o Options) *Hub {
 		HubID: o.HubID, Version: buildinfo.Get().String(), MinReportInterval: interval, CapacityHeartbeat: max(time.Second, interval),
 		ViewInterval: 20 * time.Millisecond, Registerer: h.Registry, Logger: o.Logger,
 		TrustDomain: TrustDomain, AdminUsers: o.AdminUsers, ClusterCertValidity: o.ClusterCertValidity,
-		Limits: o.Limits, CABundle: ca.CertPEM,
+		Limits: o.Limits, CABundle: ca.CertPEM, Budgets: o.Budgets, BudgetReportInterval: o.BudgetReportInterval,
 	}
 	if !o.NoJoin {
 		sopts.CA = ca

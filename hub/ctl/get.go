@@ -73,10 +73,13 @@ func (o *options) getCommand() *cobra.Command {
 	imports := o.getNamed("imports", []string{"import"}, poolArg, "Which clusters export each pool", noSelector(o.getImports, "imports", g))
 	o.watchable(imports, g, watchImports, "after the list, print the pools whose exporting clusters change", noSelector(o.getImports, "imports", g))
 	models := o.getNamed("models", []string{"model"}, "[MODEL]", "Each model with the clusters, regions and pools that serve it", list(o.getModels))
+	budgets := o.getNamed("budgets", []string{"budget"}, "[NAME]", "The fleet's token budgets: what the fleet used in the window, each cluster's usage, ceiling and share",
+		noSelector(list(o.getBudgets), "budgets", g))
 	get.AddCommand(
 		clusters,
 		pools,
 		models,
+		budgets,
 		endpoints,
 		imports,
 		o.getNamed("hubs", []string{"hub"}, "", "The hub replicas and which one leads", noSelector(func(string) call { return o.getHubs }, "hub replicas", g)),

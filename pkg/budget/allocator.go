@@ -15,7 +15,7 @@ type AllocatorOptions struct {
 	MemberTTL time.Duration
 	// Settle is how long after the allocator starts no ceiling or share is raised: members
 	// that reported to a hub replica now gone tell this one their state first (one report
-	// interval suffices); 2 s when zero.
+	// interval suffices); 2 s when zero, none when negative.
 	Settle time.Duration
 	// Floor is the fraction of an equal split that a member without demand keeps as its share
 	// (so that a cluster cut off from the hub is never closed entirely); 0.1 when zero.
@@ -59,7 +59,7 @@ func NewAllocator(o AllocatorOptions) *Allocator {
 	if o.MemberTTL <= 0 {
 		o.MemberTTL = 10 * time.Minute
 	}
-	if o.Settle <= 0 {
+	if o.Settle == 0 {
 		o.Settle = 2 * time.Second
 	}
 	if o.Floor <= 0 {

@@ -189,7 +189,7 @@ type sim struct {
 
 func newSim(n int, set Set, start int64) *sim {
 	s := &sim{clk: newClock(start)}
-	s.alloc = NewAllocator(AllocatorOptions{Now: s.clk.now, Settle: time.Nanosecond})
+	s.alloc = NewAllocator(AllocatorOptions{Now: s.clk.now, Settle: -1})
 	s.alloc.SetBudgets(set)
 	for i := 0; i < n; i++ {
 		l := NewLedger(LedgerOptions{Now: s.clk.now})

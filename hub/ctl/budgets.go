@@ -1,0 +1,129 @@
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
+)
+
+var budgetColumns = []column{{name: "NAME"}, {name: "SELECTOR"}, {name: "LIMIT"}, {name: "WINDOW"}, {name: "USED"},
+	{name: "CLUSTER"}, {name: "CLUSTER-USED"}, {name: "CEILING"}, {name: "SHARE"}, {name: "DEMAND", wide: true}, {name: "REFUSED", wide: true}}
+
+// getBudgets lists the fleet's token budgets (or the one named): each budget's limit and what
+// the fleet used of it in the current window, then one row per spoke process drawing on it with
+// its usage, its ceiling and its share (docs/budgets.md). --region keeps the members of a region's
+// clusters.
+func (o *options) getBudgets(g *getOptions, name string) call {
+	return func(ctx context.Context, c pb.AdminServiceClient, w io.Writer) error {
+		resp, err := c.ListBudgets(ctx, &pb.ListBudgetsRequest{})
+		if err != nil {
+			return err
+		}
+		if name != "" {
+			resp.Budgets = slices.DeleteFunc(resp.Budgets, func(b *pb.BudgetStatus) bool { return b.GetSpec().GetName() != name })
+			if len(resp.Budgets) == 0 {
+				return status.Errorf(codes.NotFound, "budget %q: the hub declares no such budget", name)
+			}
+		}
+		if g.region != "" {
+			regions, err := o.clusterRegions(ctx, c)
+			if err != nil {
+				return err
+			}
+			for _, b := range resp.Budgets {
+				b.Members = slices.DeleteFunc(b.Members, func(m *pb.BudgetMember) bool { return regions[m.GetClusterId()] != g.region })
+			}
+		}
+		if done, err := o.structured(w, resp); done {
+			return err
+		}
+		var rows [][]string
+		for _, b := range resp.GetBudgets() {
+			s := b.GetSpec()
+			head := []string{s.GetName(), budgetSelector(s), budgetLimit(s), s.GetWindow().AsDuration().String(), budgetUsed(s, b.GetUsedTokens(), b.GetUsedRequests())}
+			if len(b.GetMembers()) == 0 {
+				rows = append(rows, append(head, "<none>", "-", "-", "-", "-", "-"))
+				continue
+			}
+			for i, m := range b.GetMembers() {
+				if i > 0 {
+					head = []string{"", "", "", "", ""}
+				}
+				u, gr := m.GetUsage(), m.GetGranted()
+				used, ceiling := "-", "-"
+				if u.GetWindowStartMs() == b.GetWindowStartMs() {
+					used = budgetUsed(s, u.GetUsedTokens(), u.GetUsedRequests())
+					ceiling = budgetUsed(s, u.GetCeilingTokens(), u.GetCeilingRequests())
+				}
+				rows = append(rows, append(head, m.GetClusterId(), used, ceiling, strconv.FormatFloat(gr.GetShare(), 'f', 2, 64),
+					fmt.Sprintf("%.0f/s", u.GetDemandTokensPerSecond()), strconv.FormatInt(u.GetRefused(), 10)))
+			}
+		}
+		return o.printTable(w, budgetColumns, rows)
+	}
+}
+
+// budgetSelector renders a budget's selector: key=value pairs, or <all>.
+func budgetSelector(s *pb.BudgetSpec) string {
+	var parts []string
+	for _, kv := range [][2]string{{"tenant", s.GetTenant()}, {"model", s.GetModel()}, {"objective", s.GetObjective()}, {"pool", s.GetPool()}} {
+		if kv[1] != "" {
+			parts = append(parts, kv[0]+"="+kv[1])
+		}
+	}
+	if len(parts) == 0 {
+		return "<all>"
+	}
+	return strings.Join(parts, ",")
+}
+
+// budgetLimit renders the limits: "60000 total tokens", "100 requests", or both.
+func budgetLimit(s *pb.BudgetSpec) string {
+	var parts []string
+	if s.GetTokensPerWindow() > 0 {
+		parts = append(parts, fmt.Sprintf("%d %s tokens", s.GetTokensPerWindow(), s.GetCount()))
+	}
+	if s.GetRequestsPerWindow() > 0 {
+		parts = append(parts, fmt.Sprintf("%d requests", s.GetRequestsPerWindow()))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// budgetUsed renders tokens and requests as the budget limits them.
+func budgetUsed(s *pb.BudgetSpec, tokens, requests int64) string {
+	var parts []string
+	if s.GetTokensPerWindow() > 0 {
+		parts = append(parts, strconv.FormatInt(tokens, 10))
+	}
+	if s.GetRequestsPerWindow() > 0 {
+		parts = append(parts, strconv.FormatInt(requests, 10)+" req")
+	}
+	return strings.Join(parts, ", ")
+}
+
+// clusterRegions maps each registered cluster to its region.
+func (o *options) clusterRegions(ctx context.Context, c pb.AdminServiceClient) (map[string]string, error) {
+	out := map[string]string{}
+	req := &pb.ListClustersRequest{}
+	for {
+		resp, err := c.ListClusters(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		for _, cl := range resp.GetClusters() {
+			out[cl.GetInfo().GetClusterId()] = cl.GetInfo().GetRegion()
+		}
+		if resp.GetNextPageToken() == "" {
+			return out, nil
+		}
+		req.PageToken = resp.GetNextPageToken()
+	}
+}
