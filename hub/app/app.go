@@ -215,6 +215,10 @@ func (ls *listeners) close() {
 	}
 }
 
+// budgetSettle is the least time a hub that just started raises no budget ceiling
+// (budget.AllocatorOptions.Settle).
+const budgetSettle = 15 * time.Second
+
 // Run runs the hub until ctx ends or a component fails.
 func Run(ctx context.Context, cfg *Config) error {
 	log := cfg.Logger
@@ -256,7 +260,10 @@ func Run(ctx context.Context, cfg *Config) error {
 	// Budgets: declared in --budgets-file, or none (then spokes enforce nothing).
 	var budgets *budget.Allocator
 	if cfg.BudgetsFile != "" {
-		budgets = budget.NewAllocator(budget.AllocatorOptions{Settle: 2 * cfg.BudgetReportInterval})
+		// No ceiling is raised until the spokes that held ceilings from the hub before this one
+		// started have reported again: within their reconnect backoff (at most 10 s) and a
+		// report interval.
+		budgets = budget.NewAllocator(budget.AllocatorOptions{Settle: max(2*cfg.BudgetReportInterval, budgetSettle)})
 		if err := loadBudgets(cfg.BudgetsFile, cfg.TenantHeader, budgets); err != nil {
 			return err
 		}
