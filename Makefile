@@ -75,6 +75,12 @@ e2e-faults: ## Fault injection in network namespaces (root): partitions, loss, W
 bench-spill: ## Federated routing vs local-only vs round-robin in the three-region run (root); writes docs/benchmarks.
 	bash hack/regions.sh $(BIN)/spillbench $(BENCH_ARGS)
 
+.PHONY: bench-budgets
+bench-budgets: ## Token budgets (root): the request path's cost with 1,000 budgets, then the three-region budget test with minute windows; writes docs/benchmarks/budgets.json.
+	$(GO) test -run '^$$' -bench BudgetsPathCost -benchtime 200000x -count 5 ./pkg/epp | tee $(BIN)/budgets-bench.txt
+	SPILLWAY_EPP_BENCH=$(BIN)/budgets-bench.txt SPILLWAY_BUDGET_WINDOW=1m SPILLWAY_BUDGETS_JSON=$(CURDIR)/docs/benchmarks/budgets.json \
+	  bash hack/regions.sh $(GO) test -count=1 -timeout 30m -v -run TestTokenBudget ./e2e/regions/
+
 # toxiproxy's server, for the latency between regions in make e2e.
 $(BIN)/toxiproxy-server:
 	@mkdir -p $(BIN)

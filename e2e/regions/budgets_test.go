@@ -94,6 +94,28 @@ func admittedAfterCap(rs []loadgen.Result, window time.Duration, capAt int64, af
 	return out
 }
 
+// benchMedians reads BenchmarkBudgetsPathCost's output: the median over its runs of each
+// reported figure, named as budgets.json names them (p99_ratio_with_budgets, ...).
+func benchMedians(out string) map[string]float64 {
+	names := map[string]string{"p99-ratio": "p99_ratio_with_budgets", "p50-ns-none": "p50_ns_without_budgets",
+		"p99-ns-none": "p99_ns_without_budgets", "p50-ns-budgets": "p50_ns_with_1000_budgets", "p99-ns-budgets": "p99_ns_with_1000_budgets"}
+	vals := map[string][]float64{}
+	for _, m := range regexp.MustCompile(`([0-9.]+) (p[0-9]+-[a-z-]+)`).FindAllStringSubmatch(out, -1) {
+		if name, ok := names[m[2]]; ok {
+			v, err := strconv.ParseFloat(m[1], 64)
+			if err == nil {
+				vals[name] = append(vals[name], v)
+			}
+		}
+	}
+	res := map[string]float64{}
+	for k, vs := range vals {
+		slices.Sort(vs)
+		res[k] = vs[len(vs)/2]
+	}
+	return res
+}
+
 // budgetPhase is one measured part of the test.
 type budgetPhase struct {
 	Name string `json:"name"`
@@ -325,8 +347,19 @@ func TestTokenBudget(t *testing.T) {
 			"documented_bound":                   bound,
 			"moving_overshoot_ratio":             mv.Overshoot,
 			"hub_killed_overshoot_ratio":         hk.Overshoot,
+			"date":                               time.Now().UTC().Format(time.DateOnly),
+			"command":                            "make bench-budgets",
 			"window":                             window.String(),
 			"phases":                             []budgetPhase{steady, mv, hk},
+		}
+		if f := os.Getenv("SPILLWAY_EPP_BENCH"); f != "" {
+			bench, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range benchMedians(string(bench)) {
+				rep["epp_"+k] = v
+			}
 		}
 		b, _ := json.MarshalIndent(rep, "", "  ")
 		if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {

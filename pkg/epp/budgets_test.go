@@ -1,8 +1,13 @@
 package epp
 
 import (
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
 	"github.com/spillway-io/spillway/pkg/budget"
 	"github.com/spillway-io/spillway/pkg/epp/request"
@@ -130,4 +135,81 @@ func TestBudgetsChargeWhereAdmitted(t *testing.T) {
 	if out := s.chargeBudgets(forged); out != nil || forged.hopped || usedTokens(l) != 12 {
 		t.Fatalf("a marker for another cluster: answer %v, hopped %v, charged %d", out, forged.hopped, usedTokens(l))
 	}
+}
+
+// BenchmarkBudgetsPathCost is the request path's cost of token budgets: one request phase
+// through Process (headers, body, decision, answer; the stream's end settles the charge), on an
+// EPP without budgets and on one with 1,000 declared (a budget per tenant, each request matching
+// its tenant's and the model's), alternating request by request so that both see the same
+// machine. It reports each one's p50 and p99 and the ratio of the p99s (make bench-budgets
+// writes it to docs/benchmarks/budgets.json).
+func BenchmarkBudgetsPathCost(b *testing.B) {
+	const n = 100
+	var eps []Endpoint
+	for i := range n {
+		eps = append(eps, readyEndpoint(fmt.Sprintf("10.0.%d.%d:8000", i/250, i%250), modelmetrics.Metrics{WaitingQueue: i % 5}))
+	}
+	now := time.Now()
+	var doc strings.Builder
+	for i := range 999 {
+		fmt.Fprintf(&doc, "apiVersion: spillway.io/v1alpha1\nkind: TokenBudget\nmetadata: {name: t%d}\nspec: {selector: {tenant: t%d}, tokensPerWindow: 1000000000000}\n---\n", i, i)
+	}
+	doc.WriteString("apiVersion: spillway.io/v1alpha1\nkind: TokenBudget\nmetadata: {name: model-m}\nspec: {selector: {model: m}, tokensPerWindow: 1000000000000}\n")
+	set, err := budget.ParseFile([]byte(doc.String()), "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ledger := budget.NewLedger(budget.LedgerOptions{})
+	ledger.SetBudgets(set)
+	var grants []budget.Grant
+	for _, s := range set.Budgets {
+		grants = append(grants, budget.Grant{Name: s.Name, Window: budget.WindowStart(now, s.Window.Duration), CeilingTokens: 1 << 50, Share: 1})
+	}
+	ledger.Grant(grants)
+	servers := make([]*Server, 2)
+	for i := range servers {
+		o := Options{Pool: testPool, Settings: DefaultSettings(), Datastore: fakeDatastore{testPool: eps}}
+		if i == 1 {
+			o.Budgets = ledger
+		}
+		if servers[i], err = New(o); err != nil {
+			b.Fatal(err)
+		}
+	}
+	prefix := strings.Repeat("You are a benchmark assistant. ", 70)
+	bodies := make([]*extprocv3.ProcessingRequest, 256)
+	for i := range bodies {
+		bodies[i] = requestBody(fmt.Sprintf(`{"model":"m","max_tokens":64,"messages":[{"role":"system","content":%q},{"role":"user","content":"q %d"}]}`, prefix, i), true)
+	}
+	headers := make([]*extprocv3.ProcessingRequest, 1000)
+	for i := range headers {
+		headers[i] = requestHeaders(":method", "POST", ":path", "/v1/chat/completions", ":authority", "gw", "content-type", "application/json",
+			budget.DefaultTenantHeader, fmt.Sprintf("t%d", i))
+	}
+	took := [2][]time.Duration{make([]time.Duration, 0, b.N), make([]time.Duration, 0, b.N)}
+	st := &memStream{}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for k, srv := range servers {
+			st.in = append(st.in[:0], headers[i%len(headers)], bodies[i%len(bodies)])
+			st.out = st.out[:0]
+			t0 := time.Now()
+			err := srv.Process(st)
+			took[k] = append(took[k], time.Since(t0))
+			if err != nil || len(st.out) == 0 || st.out[0].GetImmediateResponse() != nil {
+				b.Fatal(err, st.out)
+			}
+		}
+	}
+	b.StopTimer()
+	q := func(ds []time.Duration, p float64) float64 {
+		slices.Sort(ds)
+		return float64(ds[min(int(p*float64(len(ds))), len(ds)-1)].Nanoseconds())
+	}
+	b.ReportMetric(q(took[0], 0.5), "p50-ns-none")
+	b.ReportMetric(q(took[0], 0.99), "p99-ns-none")
+	b.ReportMetric(q(took[1], 0.5), "p50-ns-budgets")
+	b.ReportMetric(q(took[1], 0.99), "p99-ns-budgets")
+	b.ReportMetric(q(took[1], 0.99)/q(took[0], 0.99), "p99-ratio")
 }
