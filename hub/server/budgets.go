@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,6 +54,7 @@ func (s *Server) budgetReport(b *budgetStream, m *pb.BudgetReport) error {
 		return fmt.Errorf("%w: budget report: %w", ErrInvalidArgument, err)
 	}
 	gs := s.opts.Budgets.Report(b.member, b.cluster, us)
+	s.relay.publish(&pb.PeerBudgetReport{ClusterId: b.cluster, Member: b.member, Usage: m.GetBudgets(), Grants: fleetpb.BudgetGrants(gs)})
 	answer := &pb.Budgets{Grants: fleetpb.BudgetGrants(gs)}
 	select {
 	case <-b.answers:
@@ -66,6 +68,7 @@ func (s *Server) budgetReport(b *budgetStream, m *pb.BudgetReport) error {
 func (s *Server) firstBudgets(b *budgetStream) (*pb.Budgets, <-chan struct{}) {
 	set, changed := s.opts.Budgets.Budgets()
 	gs := s.opts.Budgets.Report(b.member, b.cluster, nil)
+	s.relay.publish(&pb.PeerBudgetReport{ClusterId: b.cluster, Member: b.member, Grants: fleetpb.BudgetGrants(gs)})
 	return &pb.Budgets{Definitions: fleetpb.BudgetSet(set), Grants: fleetpb.BudgetGrants(gs)}, changed
 }
 
@@ -117,4 +120,70 @@ func (c budgetCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(hubBudgetLimitDesc, prometheus.GaugeValue, float64(st.Spec.Tokens), st.Spec.Name)
 		ch <- prometheus.MustNewConstMetric(hubBudgetMembersDesc, prometheus.GaugeValue, float64(len(st.Members)), st.Spec.Name)
 	}
+}
+
+// budgetRelay holds the latest budget report of each spoke process of this replica, with the
+// grants that answered it, for the other replicas (PeerService.Reports): every replica then
+// divides each budget knowing every spoke's ceiling, whichever replica the spoke talks to.
+type budgetRelay struct {
+	mu      sync.Mutex
+	seq     uint64
+	latest  map[string]relayed
+	changed chan struct{}
+}
+
+type relayed struct {
+	seq    uint64
+	report *pb.PeerBudgetReport
+}
+
+func newBudgetRelay() *budgetRelay {
+	return &budgetRelay{latest: map[string]relayed{}, changed: make(chan struct{})}
+}
+
+// publish replaces a member's report and wakes the streams to the other replicas.
+func (r *budgetRelay) publish(rep *pb.PeerBudgetReport) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.seq++
+	r.latest[rep.GetMember()] = relayed{seq: r.seq, report: rep}
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
+// forget drops a member whose session on this replica ended: the other replicas keep its last
+// report for the allocator's MemberTTL, and a replica whose stream starts later does not get it.
+func (r *budgetRelay) forget(member string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.latest, member)
+}
+
+// since returns the reports published after seq, the sequence number they bring the caller to,
+// and a channel closed at the next publish.
+func (r *budgetRelay) since(seq uint64) ([]*pb.PeerBudgetReport, uint64, <-chan struct{}) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []*pb.PeerBudgetReport
+	for _, l := range r.latest {
+		if l.seq > seq {
+			out = append(out, l.report)
+		}
+	}
+	return out, r.seq, r.changed
+}
+
+// peerBudgets gives the allocator the budget reports another replica relayed.
+func (s *Server) peerBudgets(reps []*pb.PeerBudgetReport) error {
+	if s.opts.Budgets == nil {
+		return nil
+	}
+	for _, rep := range reps {
+		us, err := fleetpb.BudgetUsagesFrom(rep.GetUsage())
+		if err != nil {
+			return fmt.Errorf("%w: budget report of %s: %w", ErrInvalidArgument, rep.GetMember(), err)
+		}
+		s.opts.Budgets.Peer(rep.GetMember(), rep.GetClusterId(), us, fleetpb.BudgetGrantsFrom(rep.GetGrants()))
+	}
+	return nil
 }

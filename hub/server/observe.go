@@ -55,6 +55,7 @@ func (s *Server) observe(stream pb.SyncService_SyncServer, who caller, hello *pb
 	bs := s.newBudgetStream(hello)
 	if bs != nil {
 		welcome.BudgetReportInterval = durationpb.New(s.budgetReportInterval())
+		defer s.relay.forget(bs.member)
 	}
 	fleetpb.SetExportPolicy(welcome, s.opts.Limits.ExportPolicy())
 	if err := stream.Send(&pb.SyncResponse{Msg: &pb.SyncResponse_Welcome{Welcome: welcome}}); err != nil {

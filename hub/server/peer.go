@@ -37,13 +37,19 @@ func (s *Server) Reports(req *pb.ReportsRequest, stream pb.PeerService_ReportsSe
 	log.Info("peer replica streams this replica's reports")
 	ctx := stream.Context()
 	inc, seq := "", uint64(0)
+	var budgetSeq uint64
 	first := true
 	for {
 		changed := s.model.Changed()
 		u := s.model.LocalSince(inc, seq)
 		inc, seq = s.model.Incarnation(), u.Seq
-		if first || !u.Empty() {
-			if err := stream.Send(s.peerReports(u)); err != nil {
+		var budgets []*pb.PeerBudgetReport
+		var budgetsChanged <-chan struct{}
+		budgets, budgetSeq, budgetsChanged = s.relay.since(budgetSeq)
+		if first || !u.Empty() || len(budgets) > 0 {
+			m := s.peerReports(u)
+			m.Budgets = budgets
+			if err := stream.Send(m); err != nil {
 				return err
 			}
 			first = false
@@ -53,6 +59,7 @@ func (s *Server) Reports(req *pb.ReportsRequest, stream pb.PeerService_ReportsSe
 			log.Info("peer replica's stream of reports ended", "cause", context.Cause(ctx))
 			return nil
 		case <-changed:
+		case <-budgetsChanged:
 		}
 	}
 }
@@ -399,6 +406,9 @@ func (p *peers) stream(ctx context.Context, rec registry.HubRecord) (got bool, e
 			p.live(rec.ID)
 		}
 		got, first = true, false
+		if err := p.s.peerBudgets(m.GetBudgets()); err != nil {
+			return got, fmt.Errorf("hub replica %s sent a bad batch of reports: %w", rec.ID, err)
+		}
 		p.apply(rec.ID, m)
 	}
 }

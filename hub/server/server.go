@@ -48,6 +48,8 @@ type Server struct {
 	syncLog, joinLog, adminLog, trustLog, panicLog, peerLog *slog.Logger
 	metrics                                                 *metrics
 	trust                                                   *trust
+	// relay passes this replica's spokes' budget reports to the other replicas (budgets.go).
+	relay *budgetRelay
 
 	// gossip is the replica's gossip member, when it runs one (SetGossip).
 	gossip atomic.Pointer[Gossip]
@@ -125,6 +127,7 @@ func New(store *registry.Store, model *view.Model, opts Options) *Server {
 		peerLog:  opts.Logger.With("component", "hub-peers"),
 		metrics:  newMetrics(opts.Registerer),
 		trust:    newTrust(),
+		relay:    newBudgetRelay(),
 		sessions: map[string]*session{},
 
 		observers: map[string]map[*session]struct{}{},

@@ -156,6 +156,7 @@ func (s *Server) Sync(stream pb.SyncService_SyncServer) (err error) {
 	bs := s.newBudgetStream(hello)
 	if bs != nil {
 		welcome.BudgetReportInterval = durationpb.New(s.budgetReportInterval())
+		defer s.relay.forget(bs.member)
 	}
 	// The export policy, so that an honest spoke leaves out what recvLoop would refuse.
 	fleetpb.SetExportPolicy(welcome, s.opts.Limits.ExportPolicy())

@@ -430,7 +430,7 @@ func ValidateReports(m *pb.ReportsResponse) error {
 	for _, l := range []struct {
 		field string
 		n     int
-	}{{"capacity", len(m.GetCapacity())}, {"capacity_removed", len(m.GetCapacityRemoved())}, {"imports", len(m.GetImports())}, {"sessions_ended", len(m.GetSessionsEnded())}} {
+	}{{"capacity", len(m.GetCapacity())}, {"capacity_removed", len(m.GetCapacityRemoved())}, {"imports", len(m.GetImports())}, {"sessions_ended", len(m.GetSessionsEnded())}, {"budgets", len(m.GetBudgets())}} {
 		if l.n > maxPeerEntries {
 			return invalid(l.field, "%d entries, at most %d allowed", l.n, maxPeerEntries)
 		}

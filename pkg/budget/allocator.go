@@ -127,7 +127,9 @@ func (a *Allocator) Peer(key, cluster string, us []Usage, gs []Grant) {
 	now := a.opts.Now()
 	m := a.record(key, cluster, us, now)
 	for _, g := range gs {
-		m.granted[g.Name] = g
+		if _, ok := a.specs[g.Name]; ok {
+			m.granted[g.Name] = g
+		}
 	}
 }
 
