@@ -32,12 +32,21 @@ func budgetWindow(t *testing.T) time.Duration {
 	return w
 }
 
-const budgetTenant = "acme"
+// The tenants: acme sends more than its budget, good less than its own.
+const budgetTenant, goodTenant = "acme", "good"
 
-// budgetFile writes the hub's budgets file: tenant acme's budget of tokens per window.
+// budgetFile writes the hub's budgets file: tenant acme's budget of tokens per window, and
+// tenant good's, ten times as large (the well-behaved tenant of the fairness phase stays under
+// it).
 func budgetFile(path string, tokens int64, window time.Duration) error {
-	doc := fmt.Sprintf("apiVersion: spillway.io/v1alpha1\nkind: TokenBudget\nmetadata: {name: acme}\nspec:\n  selector: {tenant: %s}\n  tokensPerWindow: %d\n  window: %s\n",
-		budgetTenant, tokens, window)
+	var doc string
+	for _, b := range []struct {
+		tenant string
+		tokens int64
+	}{{budgetTenant, tokens}, {goodTenant, 10 * tokens}} {
+		doc += fmt.Sprintf("---\napiVersion: spillway.io/v1alpha1\nkind: TokenBudget\nmetadata: {name: %s}\nspec:\n  selector: {tenant: %s}\n  tokensPerWindow: %d\n  window: %s\n",
+			b.tenant, b.tenant, b.tokens, window)
+	}
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(doc), 0o600); err != nil {
 		return err
@@ -332,6 +341,42 @@ func TestTokenBudget(t *testing.T) {
 	hk := measure("hub killed", killed, start, 3, overdraw()-before)
 	check(hk, false)
 
+	// Fairness: tenant good sends 2 requests a second to us-east alone, then beside acme sending
+	// 3×B there: acme is held to its budget (which us-east borrows whole), good's success rate
+	// stays whole and its TTFT near what it was alone.
+	good := map[string]string{"x-spillway-tenant": goodTenant}
+	untilWindow()
+	alone, err := r.Load(ctx, us, Load{Rate: 2, Duration: window / 2, Headers: good, Classes: std, StreamShare: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	untilWindow()
+	var crowded []loadgen.Result
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if _, err := r.Load(ctx, us, Load{Rate: fleetRate, Duration: window, Headers: acme, Classes: std}); err != nil {
+			t.Error(err)
+		}
+	})
+	crowded, err = r.Load(ctx, us, Load{Rate: 2, Duration: window, Headers: good, Classes: std, StreamShare: 1})
+	wg.Wait()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fair := map[string]float64{}
+	for name, rs := range map[string][]loadgen.Result{"alone": alone, "beside_acme": crowded} {
+		s := summary(rs, "Standard")
+		fair["good_success_"+name] = float64(s.Succeeded) / float64(max(s.Requests, 1))
+		fair["good_ttft_p50_ms_"+name] = s.TTFTp50
+		t.Logf("fairness: good %s: %d requests, success %.3f, TTFT p50 %.0f ms", name, s.Requests, fair["good_success_"+name], s.TTFTp50)
+	}
+	if fair["good_success_beside_acme"] < fair["good_success_alone"] || fair["good_success_beside_acme"] < 0.99 {
+		t.Errorf("fairness: good's success rate %.3f beside acme, %.3f alone", fair["good_success_beside_acme"], fair["good_success_alone"])
+	}
+	if fair["good_ttft_p50_ms_beside_acme"] > 1.5*fair["good_ttft_p50_ms_alone"]+50 {
+		t.Errorf("fairness: good's TTFT p50 %.0f ms beside acme, %.0f ms alone", fair["good_ttft_p50_ms_beside_acme"], fair["good_ttft_p50_ms_alone"])
+	}
+
 	if out := os.Getenv("SPILLWAY_BUDGETS_JSON"); out != "" {
 		perMin := 60 / window.Seconds()
 		maxWindow := int64(0)
@@ -351,6 +396,7 @@ func TestTokenBudget(t *testing.T) {
 			"command":                            "make bench-budgets",
 			"window":                             window.String(),
 			"phases":                             []budgetPhase{steady, mv, hk},
+			"fairness":                           fair,
 		}
 		if f := os.Getenv("SPILLWAY_EPP_BENCH"); f != "" {
 			bench, err := os.ReadFile(f)

@@ -15,11 +15,11 @@ import (
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
-// observe runs an observer session (Hello.observer): the fleet view and the hop keys go to the
-// spoke, nothing comes from it. It opens no session in the registry, renews no lease and takes
-// over nothing: the cluster's real session, wherever it runs, goes on. Any message after the
-// Hello but the Interest parts it announced (interest_follows) ends the stream with
-// FailedPrecondition. Like a session, it ends when its certificate
+// observe runs an observer session (Hello.observer): the fleet view, the hop keys and the
+// budgets go to the spoke; its budget reports come from it (its EPP enforces budgets too). It
+// opens no session in the registry, renews no lease and takes over nothing: the cluster's real
+// session, wherever it runs, goes on. Any other message after the Hello but the Interest parts it
+// announced (interest_follows) ends the stream with FailedPrecondition. Like a session, it ends when its certificate
 // expires or the cluster is revoked.
 func (s *Server) observe(stream pb.SyncService_SyncServer, who caller, hello *pb.Hello, log *slog.Logger) error {
 	cluster := hello.GetClusterId()
