@@ -20,6 +20,8 @@ import (
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/engine"
 	"sigs.k8s.io/yaml"
+
+	"github.com/spillway-io/spillway/pkg/budget"
 )
 
 // The charts in charts/ install what the kustomize bases install. The tests here render both
@@ -617,5 +619,46 @@ func inNamespace(ns string) func(*testing.T, []manifest) []manifest {
 			ms[i].key = keyOf(m.obj)
 		}
 		return ms
+	}
+}
+
+// TestHelmChartHubBudgets: the hub chart's budgets become a ConfigMap of TokenBudgets that the
+// hub's own parser reads back as declared, mounted where --budgets-file points; without budgets
+// neither is there.
+func TestHelmChartHubBudgets(t *testing.T) {
+	get := func(ms []manifest, key string) map[string]any {
+		for _, m := range ms {
+			if m.key == key {
+				return m.obj
+			}
+		}
+		return nil
+	}
+	args := func(ms []manifest) []any {
+		d := get(ms, "Deployment spillway-system/spillway-hub")
+		return d["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)["containers"].([]any)[0].(map[string]any)["args"].([]any)
+	}
+	none := helmRender(t, "charts/spillway-hub", nil)
+	if get(none, "ConfigMap spillway-system/spillway-hub-budgets") != nil || slices.Contains(args(none), "--budgets-file=/etc/spillway/budgets/budgets.yaml") {
+		t.Fatal("budgets rendered without any declared")
+	}
+	ms := helmRender(t, "charts/spillway-hub", map[string]any{"budgets": []any{
+		map[string]any{"name": "acme", "selector": map[string]any{"tenant": "acme"}, "tokensPerWindow": 600000, "window": "1m"},
+		map[string]any{"name": "llama", "selector": map[string]any{"model": "llama"}, "requestsPerWindow": 50, "count": "output"},
+	}})
+	if !slices.Contains(args(ms), "--budgets-file=/etc/spillway/budgets/budgets.yaml") {
+		t.Fatalf("args %v: no --budgets-file", args(ms))
+	}
+	cm := get(ms, "ConfigMap spillway-system/spillway-hub-budgets")
+	if cm == nil {
+		t.Fatal("no ConfigMap spillway-hub-budgets")
+	}
+	set, err := budget.ParseFile([]byte(cm["data"].(map[string]any)["budgets.yaml"].(string)), "")
+	if err != nil {
+		t.Fatalf("the hub refuses the chart's budgets: %v", err)
+	}
+	if len(set.Budgets) != 2 || set.Budgets[0].Name != "acme" || set.Budgets[0].Tokens != 600000 || set.Budgets[0].Selector.Tenant != "acme" ||
+		set.Budgets[1].Name != "llama" || set.Budgets[1].Requests != 50 || set.Budgets[1].Count != budget.CountOutput {
+		t.Fatalf("budgets read back: %+v", set.Budgets)
 	}
 }
