@@ -465,8 +465,8 @@ func (s *Server) finish(x *exchange) {
 }
 
 // abandoned settles a routed request whose stream ended before its response did (the client or
-// the gateway went away): it no longer runs.
-// A request refused after it was charged (shed, no endpoint) releases its charges here.
+// the gateway went away): it no longer runs. Its budget charges settle too: a request refused
+// after it was charged (shed, no endpoint) releases them.
 func (s *Server) abandoned(x *exchange) {
 	if x.routed && !x.responseEnd {
 		s.metrics.gie.running.WithLabelValues(s.modelLabel(x.req.Model)).Dec()

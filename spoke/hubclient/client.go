@@ -793,15 +793,11 @@ func (c *Client) observe(ctx context.Context, stream pb.SyncService_SyncClient, 
 	opened := time.Now()
 	held := time.NewTimer(time.Hour)
 	defer held.Stop()
-	budgetTick, stopBudgets := c.budgetTicker(w)
-	defer stopBudgets()
-	if budgetTick != nil {
-		// The first report goes at once: a hub replica that just took the session learns the
-		// spoke's accounts before it grants anything.
-		if err := c.sendBudgets(stream); err != nil {
-			return err
-		}
+	budgetTick, stopBudgets, err := c.startBudgets(stream, w)
+	if err != nil {
+		return err
 	}
+	defer stopBudgets()
 	for {
 		select {
 		case <-ctx.Done():
@@ -828,19 +824,24 @@ func (c *Client) observe(ctx context.Context, stream pb.SyncService_SyncClient, 
 	}
 }
 
-// budgetTicker ticks every budget_report_interval of the Welcome, when the client keeps a
-// ledger; a hub that announces no interval declares no budgets, and the ledger is emptied.
-func (c *Client) budgetTicker(w *pb.Welcome) (<-chan time.Time, func()) {
+// startBudgets sends the ledger's first report of a session at once (a hub replica that just
+// took the session learns the spoke's accounts before it grants anything) and returns a ticker
+// of the Welcome's budget_report_interval for the next, when the client keeps a ledger. A hub
+// that announces no interval declares no budgets: the ledger is emptied.
+func (c *Client) startBudgets(stream pb.SyncService_SyncClient, w *pb.Welcome) (<-chan time.Time, func(), error) {
 	if c.opts.Budgets == nil {
-		return nil, func() {}
+		return nil, func() {}, nil
 	}
 	bi := w.GetBudgetReportInterval().AsDuration()
 	if bi <= 0 {
 		c.opts.Budgets.SetBudgets(budget.Set{})
-		return nil, func() {}
+		return nil, func() {}, nil
+	}
+	if err := c.sendBudgets(stream); err != nil {
+		return nil, func() {}, err
 	}
 	t := time.NewTicker(bi)
-	return t.C, t.Stop
+	return t.C, t.Stop, nil
 }
 
 // sendBudgets sends the ledger's usage.
@@ -974,15 +975,11 @@ func (c *Client) sendLoop(ctx context.Context, stream pb.SyncService_SyncClient,
 	defer tick.Stop()
 	held := time.NewTimer(interval)
 	defer held.Stop()
-	budgetTick, stopBudgets := c.budgetTicker(w)
-	defer stopBudgets()
-	if budgetTick != nil {
-		// The first report goes at once: a hub replica that just took the session learns the
-		// spoke's accounts before it grants anything.
-		if err := c.sendBudgets(stream); err != nil {
-			return err
-		}
+	budgetTick, stopBudgets, err := c.startBudgets(stream, w)
+	if err != nil {
+		return err
 	}
+	defer stopBudgets()
 	for {
 		now := time.Now()
 		c.mu.Lock()

@@ -80,6 +80,10 @@ type fakeHub struct {
 	// busy makes Sync refuse every Hello with Unavailable and a RetryInfo of busy, as a hub
 	// replica opening as many sessions as it allows at once.
 	busy time.Duration
+	// budgetInterval is the budget_report_interval announced (none when zero); budgetReports
+	// are the budget reports received, in order.
+	budgetInterval time.Duration
+	budgetReports  []*pb.BudgetReport
 }
 
 // kick ends every open stream at once, as a replica that dies would.
@@ -218,6 +222,9 @@ func (h *fakeHub) Sync(stream pb.SyncService_SyncServer) error {
 	}
 	welcome := &pb.Welcome{HubId: "fake", ClusterId: id.Name, MinReportInterval: durationpb.New(interval),
 		CapacityHeartbeat: durationpb.New(time.Hour), AckedExportSeq: h.acked, LeaseTtl: durationpb.New(h.leaseTTL)}
+	if h.budgetInterval > 0 {
+		welcome.BudgetReportInterval = durationpb.New(h.budgetInterval)
+	}
 	fleetpb.SetExportPolicy(welcome, h.policy)
 	if h.welcomeCluster != "" {
 		welcome.ClusterId = h.welcomeCluster
@@ -249,6 +256,11 @@ func (h *fakeHub) Sync(stream pb.SyncService_SyncServer) error {
 			if d := req.GetExports(); d != nil {
 				h.mu.Lock()
 				h.deltas = append(h.deltas, sessionDelta{session: session, delta: d})
+				h.mu.Unlock()
+			}
+			if b := req.GetBudgets(); b != nil {
+				h.mu.Lock()
+				h.budgetReports = append(h.budgetReports, b)
 				h.mu.Unlock()
 			}
 			if m := req.GetInterest(); m != nil {
