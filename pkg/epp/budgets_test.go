@@ -8,6 +8,7 @@ import (
 	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/spillway-io/spillway/pkg/budget"
 	"github.com/spillway-io/spillway/pkg/epp/request"
@@ -75,6 +76,13 @@ func TestChargeBudgets(t *testing.T) {
 	}
 	if got := requests(s, "", "", resultBudget); got != 1 {
 		t.Errorf("%v requests counted %s, want 1", got, resultBudget)
+	}
+	// GIE's metrics count it as an error, never as a request running.
+	if got := testutil.ToFloat64(s.metrics.gie.errors.WithLabelValues("other", "", gieResourceExhausted)); got != 1 {
+		t.Errorf("GIE's request_error_total{ResourceExhausted} = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(s.metrics.gie.running.WithLabelValues("other")); got != 0 {
+		t.Errorf("GIE's running requests = %v after a refusal, want 0", got)
 	}
 	if out := s.chargeBudgets(budgetExchange("", 10_000)); out != nil {
 		t.Fatalf("a request of no budget refused: %v", out)
