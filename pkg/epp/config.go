@@ -67,6 +67,25 @@ type FileConfig struct {
 	Models          []ModelRoute       `json:"models,omitempty"`
 	Spill           *spill.PolicySpec  `json:"spill,omitempty"`
 	PrefixCache     *FilePrefixCache   `json:"prefixCache,omitempty"`
+	FlowControl     *FileFlowControl   `json:"flowControl,omitempty"`
+}
+
+// FileFlowControl turns flow control on (flow.go): while the pool is saturated, requests below
+// holdBelow wait in the EPP (at most maxQueue of them, each at most timeout) and go, highest
+// priority first, as the pool's requests end.
+type FileFlowControl struct {
+	Enabled   bool           `json:"enabled"`
+	HoldBelow *PriorityValue `json:"holdBelow,omitempty"`
+	MaxQueue  int            `json:"maxQueue,omitempty"`
+	Timeout   string         `json:"timeout,omitempty"`
+}
+
+// FlowControl is flow control's validated settings.
+type FlowControl struct {
+	Enabled   bool
+	HoldBelow int
+	MaxQueue  int
+	Timeout   time.Duration
 }
 
 // FilePrefixCache sizes the prefix index as GIE's prefix-cache-scorer's parameter does: the
@@ -148,6 +167,9 @@ type Settings struct {
 	Models                  map[string]ModelRoute
 	// Spill is the pool's spill policy when no SpillPolicy object names it.
 	Spill spill.Policy
+	// FlowControl holds lower priorities in the EPP while the pool is saturated (off unless
+	// the file turns it on).
+	FlowControl FlowControl
 }
 
 // DefaultSettings returns the configuration with no file.
@@ -162,6 +184,7 @@ func DefaultSettings() Settings {
 		Adapters:     map[string]bool{},
 		Models:       map[string]ModelRoute{},
 		Spill:        spill.DefaultPolicy(),
+		FlowControl:  FlowControl{HoldBelow: int(PriorityCritical), MaxQueue: 1024, Timeout: 30 * time.Second},
 	}
 }
 
@@ -269,6 +292,25 @@ func ParseConfig(data []byte) (Settings, error) {
 			errs = append(errs, fmt.Errorf("%s: target weights add up to 0", where))
 		}
 		s.Models[m.Name] = m
+	}
+	if fc := f.FlowControl; fc != nil {
+		s.FlowControl.Enabled = fc.Enabled
+		if fc.HoldBelow != nil {
+			s.FlowControl.HoldBelow = int(*fc.HoldBelow)
+		}
+		if fc.MaxQueue != 0 {
+			if fc.MaxQueue < 1 || fc.MaxQueue > 1_000_000 {
+				errs = append(errs, fmt.Errorf("flowControl.maxQueue %d: want 1..1000000", fc.MaxQueue))
+			}
+			s.FlowControl.MaxQueue = fc.MaxQueue
+		}
+		if fc.Timeout != "" {
+			d, err := time.ParseDuration(fc.Timeout)
+			if err != nil || d < 100*time.Millisecond || d > 10*time.Minute {
+				errs = append(errs, fmt.Errorf("flowControl.timeout %q: want a duration from 100ms to 10m", fc.Timeout))
+			}
+			s.FlowControl.Timeout = d
+		}
 	}
 	if f.Spill != nil {
 		p, err := f.Spill.Policy()

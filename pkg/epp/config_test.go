@@ -44,6 +44,9 @@ var badConfigs = []struct {
 	{"body limit too large", "maxBodyBytes: 1e12", []string{"maxBodyBytes 1000000000000", "256 MiB"}},
 	{"retry-after below 1s", "retryAfter: 10ms", []string{`retryAfter "10ms"`, "at least 1s"}},
 	{"retry-after not a duration", "retryAfter: later", []string{`retryAfter "later"`}},
+	{"flow control queue of none", "flowControl: {enabled: true, maxQueue: -1}", []string{"flowControl.maxQueue -1"}},
+	{"flow control timeout too short", "flowControl: {enabled: true, timeout: 1ms}", []string{`flowControl.timeout "1ms"`}},
+	{"flow control unknown field", "flowControl: {enabled: true, queue: 3}", []string{"unknown field"}},
 	{"unknown priority name", "defaultPriority: urgent", []string{"FileConfig.defaultPriority", `"urgent"`, "Critical, Standard, BestEffort"}},
 	{"fractional priority", "defaultPriority: 1.5", []string{"FileConfig.defaultPriority", "1.5"}},
 	{"objective without a name", "objectives: [{priority: 1}]", []string{"objectives[0]", "name is required"}},
@@ -107,6 +110,10 @@ func TestParseConfigAccepts(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(s, DefaultSettings()) {
 		t.Fatalf("no configuration: %+v, %v; want the defaults", s, err)
 	}
+	if s, err := ParseConfig([]byte("flowControl: {enabled: true, holdBelow: Standard, maxQueue: 10, timeout: 2s}\n")); err != nil ||
+		s.FlowControl != (FlowControl{Enabled: true, HoldBelow: PriorityStandard, MaxQueue: 10, Timeout: 2 * time.Second}) {
+		t.Fatalf("flowControl: %+v, %v", s.FlowControl, err)
+	}
 	if s, err := ParseConfig([]byte("prefixCache: {lruCapacityPerServer: 2048}\n")); err != nil || s.PrefixBlocksPerEndpoint != 2048 {
 		t.Fatalf("prefixCache: %+v, %v", s.PrefixBlocksPerEndpoint, err)
 	}
@@ -144,6 +151,7 @@ func FuzzParseConfig(f *testing.F) {
 		"models: [{name: a, targets: [{model: b, weight: 1}], fallback: a}]",
 		"models: [{name: a, targets: [{model: b, weight: 4611686018427387904}, {model: c, weight: 4611686018427387903}]}]",
 		"spill: {}", "spill: {eligiblePriorities: {min: 0}, prefillTokensPerSecond: 1}",
+		"flowControl: {enabled: true, holdBelow: 5, maxQueue: 1, timeout: 100ms}",
 	} {
 		f.Add([]byte(s))
 	}
@@ -199,6 +207,9 @@ func checkSettings(s Settings) error {
 	}
 	if s.RetryAfter < time.Second {
 		errs = append(errs, fmt.Errorf("retryAfter %v", s.RetryAfter))
+	}
+	if fc := s.FlowControl; fc.MaxQueue < 1 || fc.Timeout < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("flowControl %+v", fc))
 	}
 	if _, ok := s.Objectives[""]; ok {
 		errs = append(errs, errors.New("an objective without a name"))

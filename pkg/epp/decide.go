@@ -58,6 +58,14 @@ func (s *Server) route(x *exchange) []*extprocv3.ProcessingResponse {
 	if out := s.shedLoad(x); out != nil {
 		return out
 	}
+	if s.hold(x) {
+		// Released: the endpoints as they are now (the shed stage marks the saturated ones
+		// for the picker again; a held request is not sheddable, or it was shed).
+		s.localCandidates(x)
+		if out := s.shedLoad(x); out != nil {
+			return out
+		}
+	}
 	x.trace.begin("epp.pick")
 	s.pick(x)
 	return s.answer(x)
@@ -305,6 +313,7 @@ func (s *Server) shedLoad(x *exchange) []*extprocv3.ProcessingResponse {
 	}
 	// saturated marks every candidate for the picker, so it runs for every priority.
 	saturated := s.saturated(x.cands)
+	x.saturated = saturated
 	if x.trace != nil {
 		x.trace.set(attribute.Bool("spillway.saturated", saturated), attribute.Int("spillway.candidates", len(x.cands)))
 	}
@@ -325,6 +334,26 @@ func (s *Server) shedLoad(x *exchange) []*extprocv3.ProcessingResponse {
 			[]*corev3.HeaderValueOption{setHeader("retry-after", s.retryText)})}
 	}
 	return nil
+}
+
+// hold holds the request while its pool is saturated, when flow control is on and the request
+// is below its holdBelow priority (flow.go); it reports whether it held it. Explaining a request
+// holds nothing.
+func (s *Server) hold(x *exchange) bool {
+	if s.flow == nil || !x.saturated || x.priority >= s.cfg.FlowControl.HoldBelow || x.explain != nil {
+		return false
+	}
+	x.trace.begin("epp.hold")
+	start := time.Now()
+	res := s.flow.hold(x.ctx, x.priority, s.cfg.FlowControl.Timeout, func() bool {
+		eps, _ := s.ds.Endpoints(s.pool, nil)
+		return s.saturated(s.candidates(nil, eps, x, x.target))
+	})
+	s.metrics.holds.WithLabelValues(res.String()).Inc()
+	if res != holdFull {
+		s.metrics.holdTime.Observe(time.Since(start).Seconds())
+	}
+	return res != holdFull
 }
 
 // hoppedPrefixBoost multiplies the prefix-cache scorer's weight for a request another cluster
@@ -361,7 +390,7 @@ func (s *Server) answer(x *exchange) []*extprocv3.ProcessingResponse {
 		}
 		body = nb
 	}
-	x.routed = true
+	x.routed, x.local = true, true
 	s.count(x, x.model, resultRouted)
 	if x.explain == nil {
 		s.admitted.Add(1)

@@ -47,6 +47,9 @@ type metrics struct {
 	fallbacks    prometheus.Counter
 	panics       prometheus.Counter
 	hopRejected  *prometheus.CounterVec
+	// holds and holdTime are flow control's (flow.go).
+	holds    *prometheus.CounterVec
+	holdTime prometheus.Histogram
 	// gie are GIE's names for the same measures (gie_metrics.go).
 	gie *gieMetrics
 }
@@ -101,13 +104,23 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "spillway_epp_hop_markers_rejected_total",
 			Help: "Hop markers (x-spillway-hop) that did not verify, by reason (malformed, unknown_key, bad_signature, wrong_destination, expired); each such request was routed as a fresh one.",
 		}, []string{labelReason}),
+		holds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "spillway_epp_flow_holds_total",
+			Help: "Requests flow control held while their pool was saturated, by how the hold ended (released, timed_out, queue_full, client_gone).",
+		}, []string{labelResult}),
+		holdTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "spillway_epp_flow_hold_duration_seconds",
+			Help:    "Time requests were held by flow control.",
+			Buckets: latency,
+		}),
 	}
 	m.gie = newGIEMetrics()
 	for _, r := range hopReasons {
 		m.hopRejected.WithLabelValues(r) // every reason exists from the start, at 0
 	}
 	if reg != nil {
-		reg.MustRegister(m.requests, m.ttft, m.duration, m.inputTokens, m.outputTokens, m.scheduling, m.spilled, m.fallbacks, m.panics, m.hopRejected)
+		reg.MustRegister(m.requests, m.ttft, m.duration, m.inputTokens, m.outputTokens, m.scheduling, m.spilled, m.fallbacks, m.panics, m.hopRejected,
+			m.holds, m.holdTime)
 	}
 	return m
 }

@@ -1,6 +1,7 @@
 package epp
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -43,6 +44,8 @@ type memStream struct {
 	in  []*extprocv3.ProcessingRequest
 	out []*extprocv3.ProcessingResponse
 }
+
+func (m *memStream) Context() context.Context { return context.Background() }
 
 func (m *memStream) Recv() (*extprocv3.ProcessingRequest, error) {
 	if len(m.in) == 0 {

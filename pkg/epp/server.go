@@ -17,6 +17,7 @@
 package epp
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -161,6 +162,8 @@ type Server struct {
 	retryText string
 	budgets   Budgets
 	poolName  string // namespace/name, as budgets select it
+	// flow holds lower priorities while the pool is saturated (flow.go); nil when off.
+	flow *holdQueue
 
 	admitted atomic.Uint64
 	shed     atomic.Uint64
@@ -213,7 +216,12 @@ func New(o Options) (*Server, error) {
 		o.Metrics = NewMetrics(o.Registerer)
 	}
 	o.Metrics.pools.add(o.Pool, o.Datastore)
+	var flow *holdQueue
+	if o.Settings.FlowControl.Enabled {
+		flow = newHoldQueue(o.Settings.FlowControl.MaxQueue)
+	}
 	return &Server{
+		flow:      flow,
 		pools:     o.Metrics.pools,
 		budgets:   o.Budgets,
 		poolName:  o.Pool.String(),
@@ -285,9 +293,14 @@ type exchange struct {
 	// response's status.
 	ticket budget.Ticket
 	status int
-	bufs   *buffers
-	cands  []scheduler.Endpoint // in bufs, or the spill policy's fallback's own
-	dest   string
+	// ctx is the stream's; saturated is the shed stage's finding; local is set while the
+	// request, routed to this pool's endpoints, has not ended (flow control counts it).
+	ctx       context.Context
+	saturated bool
+	local     bool
+	bufs      *buffers
+	cands     []scheduler.Endpoint // in bufs, or the spill policy's fallback's own
+	dest      string
 	// explain, when set, makes the decision an explanation (Server.Explain): the stages record
 	// their findings in it and count nothing.
 	explain *Explanation
@@ -337,7 +350,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) (err 
 		}
 	}()
 	// The objective is resolved when the headers arrive; a stream without them has the default.
-	x := &exchange{start: time.Now(), duplexReq: true, duplexResp: true, priority: s.cfg.DefaultPriority}
+	x := &exchange{start: time.Now(), duplexReq: true, duplexResp: true, priority: s.cfg.DefaultPriority, ctx: stream.Context()}
 	defer s.abandoned(x)
 	for {
 		req, err := stream.Recv()
@@ -462,6 +475,17 @@ func (s *Server) finish(x *exchange) {
 	}
 	s.metrics.gie.finished(s.modelLabel(x.req.Model), x.model, end.Sub(x.start), ttft, x.respBytes, usage)
 	s.settleBudgets(x)
+	s.ended(x)
+}
+
+// ended lets flow control release a held request: one of the pool's own ended.
+func (s *Server) ended(x *exchange) {
+	if x.local {
+		x.local = false
+		if s.flow != nil {
+			s.flow.release()
+		}
+	}
 }
 
 // abandoned settles a routed request whose stream ended before its response did (the client or
@@ -472,6 +496,7 @@ func (s *Server) abandoned(x *exchange) {
 		s.metrics.gie.running.WithLabelValues(s.modelLabel(x.req.Model)).Dec()
 	}
 	s.settleBudgets(x)
+	s.ended(x)
 }
 
 func headersContinue() *extprocv3.ProcessingResponse {

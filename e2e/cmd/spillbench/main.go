@@ -190,10 +190,15 @@ type outcome struct {
 // scenario runs the burst under one strategy.
 func (o options) scenario(ctx context.Context, strategy string) (*outcome, error) {
 	var spokeArgs []string
+	// Spillway runs with flow control: while a pool is saturated its EPP holds Standard
+	// requests and lets them go as the pool's requests end, so that Critical ones queue
+	// behind less (docs/epp.md, "Flow control"). The other strategies are the EPP without it.
+	eppConfig := "flowControl: {enabled: true}\n"
 	if strategy != "spillway" {
-		spokeArgs = []string{"--spill=false"}
+		spokeArgs, eppConfig = []string{"--spill=false"}, ""
 	}
-	r, err := regions.Start(ctx, regions.Config{Prefix: o.prefix, BinDir: o.binDir, WorkDir: mkdir(o.workDir, strategy), SpokeArgs: spokeArgs})
+	r, err := regions.Start(ctx, regions.Config{Prefix: o.prefix, BinDir: o.binDir, WorkDir: mkdir(o.workDir, strategy), SpokeArgs: spokeArgs,
+		EPPConfig: eppConfig})
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,92 @@
+package epp
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/spillway-io/spillway/e2e/testkit"
+	"github.com/spillway-io/spillway/pkg/epp/request"
+	"github.com/spillway-io/spillway/pkg/modelmetrics"
+)
+
+func always() bool { return true }
+
+// TestHoldQueueReleasesByPriority: held requests go highest priority first, then in order of
+// arrival; a full queue holds nothing; a hold ends at its timeout, when the pool is no longer
+// saturated, or when the client goes.
+func TestHoldQueueReleasesByPriority(t *testing.T) {
+	q := newHoldQueue(3)
+	order := make(chan int, 3)
+	for i, p := range []int{0, -5, 50} {
+		go func() {
+			if r := q.hold(context.Background(), p, time.Minute, always); r != holdReleased {
+				t.Errorf("hold of priority %d ended %s", p, r)
+			}
+			order <- p
+		}()
+		testkit.Eventually(t, 5*time.Second, "held", testkit.True(func() bool { return q.held() == i+1 }))
+	}
+	if r := q.hold(context.Background(), 100, time.Minute, always); r != holdFull {
+		t.Fatalf("a fourth hold in a queue of three ended %s, want %s", r, holdFull)
+	}
+	for _, want := range []int{50, 0, -5} {
+		q.release()
+		if got := <-order; got != want {
+			t.Fatalf("released priority %d, want %d", got, want)
+		}
+	}
+	q.release() // nothing held: nothing happens
+
+	if r := q.hold(context.Background(), 0, 50*time.Millisecond, always); r != holdTimedOut {
+		t.Fatalf("hold ended %s, want %s", r, holdTimedOut)
+	}
+	if r := q.hold(context.Background(), 0, time.Minute, func() bool { return false }); r != holdReleased {
+		t.Fatalf("hold in a pool no longer saturated ended %s, want %s", r, holdReleased)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if r := q.hold(ctx, 0, time.Minute, always); r != holdGone {
+		t.Fatalf("hold of a client gone ended %s, want %s", r, holdGone)
+	}
+	if n := q.held(); n != 0 {
+		t.Fatalf("%d still held", n)
+	}
+}
+
+// TestFlowControlHoldsBelowCritical: with flow control on and the pool saturated, a Standard
+// request waits until one of the pool's requests ends; a Critical one is not held; with the
+// pool not saturated nothing is held.
+func TestFlowControlHoldsBelowCritical(t *testing.T) {
+	s := newTestServer(t, stageObjectives+"flowControl: {enabled: true}\n",
+		fakeDatastore{testPool: {readyEndpoint("10.0.0.1:8000", modelmetrics.Metrics{WaitingQueue: 9})}})
+	mk := func(objective string, saturated bool) *exchange {
+		x := &exchange{headers: map[string]string{}, ctx: context.Background(), saturated: saturated,
+			req: request.Request{Model: "m", Prompt: "x"}, target: "m"}
+		x.objective, x.priority = s.resolveObjective(objective)
+		return x
+	}
+	if s.hold(mk("critical", true)) {
+		t.Fatal("a Critical request held")
+	}
+	if s.hold(mk("standard", false)) {
+		t.Fatal("a request held in a pool that is not saturated")
+	}
+	done := make(chan bool, 1)
+	go func() { done <- s.hold(mk("standard", true)) }()
+	testkit.Eventually(t, 5*time.Second, "the Standard request held", testkit.True(func() bool { return s.flow.held() == 1 }))
+	select {
+	case <-done:
+		t.Fatal("released before any request ended")
+	case <-time.After(3 * holdRecheck):
+	}
+	s.ended(&exchange{local: true}) // a request the pool served ends
+	if !<-done {
+		t.Fatal("hold() = false for a held request")
+	}
+	if got := testutil.ToFloat64(s.metrics.holds.WithLabelValues("released")); got != 1 {
+		t.Fatalf("holds released counted %v, want 1", got)
+	}
+}
