@@ -390,7 +390,7 @@ func (s *Server) answer(x *exchange) []*extprocv3.ProcessingResponse {
 		}
 		body = nb
 	}
-	x.routed, x.local = true, true
+	x.routed, x.local = true, s.flow
 	s.count(x, x.model, resultRouted)
 	if x.explain == nil {
 		s.admitted.Add(1)

@@ -82,7 +82,7 @@ func TestFlowControlHoldsBelowCritical(t *testing.T) {
 		t.Fatal("released before any request ended")
 	case <-time.After(3 * holdRecheck):
 	}
-	s.ended(&exchange{local: true}) // a request the pool served ends
+	s.ended(&exchange{local: s.flow}) // a request the pool served ends
 	if !<-done {
 		t.Fatal("hold() = false for a held request")
 	}

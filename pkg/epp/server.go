@@ -293,11 +293,11 @@ type exchange struct {
 	// response's status.
 	ticket budget.Ticket
 	status int
-	// ctx is the stream's; saturated is the shed stage's finding; local is set while the
-	// request, routed to this pool's endpoints, has not ended (flow control counts it).
+	// ctx is the stream's; saturated is the shed stage's finding; local is, while the request
+	// routed to a local pool's endpoints has not ended, that pool's flow control (nil when off).
 	ctx       context.Context
 	saturated bool
-	local     bool
+	local     *holdQueue
 	bufs      *buffers
 	cands     []scheduler.Endpoint // in bufs, or the spill policy's fallback's own
 	dest      string
@@ -478,13 +478,12 @@ func (s *Server) finish(x *exchange) {
 	s.ended(x)
 }
 
-// ended lets flow control release a held request: one of the pool's own ended.
+// ended lets flow control release a held request: one of the pool's own ended (the pool that
+// routed it, another local pool's when the model handed it over).
 func (s *Server) ended(x *exchange) {
-	if x.local {
-		x.local = false
-		if s.flow != nil {
-			s.flow.release()
-		}
+	if x.local != nil {
+		x.local.release()
+		x.local = nil
 	}
 }
 
