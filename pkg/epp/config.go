@@ -76,16 +76,21 @@ type FileConfig struct {
 type FileFlowControl struct {
 	Enabled   bool           `json:"enabled"`
 	HoldBelow *PriorityValue `json:"holdBelow,omitempty"`
-	MaxQueue  int            `json:"maxQueue,omitempty"`
-	Timeout   string         `json:"timeout,omitempty"`
+	// QueueDepth, when set, holds from when every candidate's waiting queue is at least this
+	// (below the saturation detector's, so that the servers' queues stay short); the
+	// saturation detector's queueDepth when zero.
+	QueueDepth int    `json:"queueDepth,omitempty"`
+	MaxQueue   int    `json:"maxQueue,omitempty"`
+	Timeout    string `json:"timeout,omitempty"`
 }
 
 // FlowControl is flow control's validated settings.
 type FlowControl struct {
-	Enabled   bool
-	HoldBelow int
-	MaxQueue  int
-	Timeout   time.Duration
+	Enabled    bool
+	HoldBelow  int
+	QueueDepth int // 0: the saturation detector's
+	MaxQueue   int
+	Timeout    time.Duration
 }
 
 // FilePrefixCache sizes the prefix index as GIE's prefix-cache-scorer's parameter does: the
@@ -298,6 +303,10 @@ func ParseConfig(data []byte) (Settings, error) {
 		if fc.HoldBelow != nil {
 			s.FlowControl.HoldBelow = int(*fc.HoldBelow)
 		}
+		if fc.QueueDepth < 0 || fc.QueueDepth > 1_000_000 {
+			errs = append(errs, fmt.Errorf("flowControl.queueDepth %d: want 0..1000000", fc.QueueDepth))
+		}
+		s.FlowControl.QueueDepth = fc.QueueDepth
 		if fc.MaxQueue != 0 {
 			if fc.MaxQueue < 1 || fc.MaxQueue > 1_000_000 {
 				errs = append(errs, fmt.Errorf("flowControl.maxQueue %d: want 1..1000000", fc.MaxQueue))

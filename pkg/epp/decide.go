@@ -58,9 +58,11 @@ func (s *Server) route(x *exchange) []*extprocv3.ProcessingResponse {
 	if out := s.shedLoad(x); out != nil {
 		return out
 	}
-	if s.hold(x) {
+	if held, out := s.hold(x); out != nil {
+		return out
+	} else if held {
 		// Released: the endpoints as they are now (the shed stage marks the saturated ones
-		// for the picker again; a held request is not sheddable, or it was shed).
+		// for the picker again, and may shed the request now).
 		s.localCandidates(x)
 		if out := s.shedLoad(x); out != nil {
 			return out
@@ -313,7 +315,6 @@ func (s *Server) shedLoad(x *exchange) []*extprocv3.ProcessingResponse {
 	}
 	// saturated marks every candidate for the picker, so it runs for every priority.
 	saturated := s.saturated(x.cands)
-	x.saturated = saturated
 	if x.trace != nil {
 		x.trace.set(attribute.Bool("spillway.saturated", saturated), attribute.Int("spillway.candidates", len(x.cands)))
 	}
@@ -336,24 +337,49 @@ func (s *Server) shedLoad(x *exchange) []*extprocv3.ProcessingResponse {
 	return nil
 }
 
-// hold holds the request while its pool is saturated, when flow control is on and the request
-// is below its holdBelow priority (flow.go); it reports whether it held it. Explaining a request
-// holds nothing.
-func (s *Server) hold(x *exchange) bool {
-	if s.flow == nil || !x.saturated || x.priority >= s.cfg.FlowControl.HoldBelow || x.explain != nil {
-		return false
+// hold holds the request while its pool is full, when flow control is on and the request is
+// below its holdBelow priority (flow.go): it reports whether it held it, and answers 429 for a
+// sheddable request whose hold timed out. Explaining a request holds nothing.
+func (s *Server) hold(x *exchange) (held bool, out []*extprocv3.ProcessingResponse) {
+	if s.flow == nil || x.priority >= s.cfg.FlowControl.HoldBelow || x.explain != nil || !s.full(x.cands) {
+		return false, nil
 	}
 	x.trace.begin("epp.hold")
 	start := time.Now()
 	res := s.flow.hold(x.ctx, x.priority, s.cfg.FlowControl.Timeout, func() bool {
 		eps, _ := s.ds.Endpoints(s.pool, nil)
-		return s.saturated(s.candidates(nil, eps, x, x.target))
+		return s.full(s.candidates(nil, eps, x, x.target))
 	})
 	s.metrics.holds.WithLabelValues(res.String()).Inc()
-	if res != holdFull {
-		s.metrics.holdTime.Observe(time.Since(start).Seconds())
+	if res == holdFull {
+		return false, nil
 	}
-	return res != holdFull
+	s.metrics.holdTime.Observe(time.Since(start).Seconds())
+	if res == holdTimedOut && x.priority < 0 {
+		s.shed.Add(1)
+		s.count(x, x.model, resultShed)
+		return true, []*extprocv3.ProcessingResponse{immediate(429, "rate_limit_exceeded",
+			fmt.Sprintf("pool %s stayed full for the request's hold of %s and the request is sheddable (priority %d)", s.pool, s.cfg.FlowControl.Timeout, x.priority),
+			[]*corev3.HeaderValueOption{setHeader("retry-after", s.retryText)})}
+	}
+	return true, nil
+}
+
+// full reports whether flow control holds at the pool's load: no candidate has headroom by
+// the saturation detector's thresholds, with flow control's own queue depth when it sets one.
+func (s *Server) full(cands []scheduler.Endpoint) bool {
+	th := s.cfg.Thresholds
+	if d := s.cfg.FlowControl.QueueDepth; d > 0 {
+		th.QueueDepth = d
+	}
+	now := time.Now()
+	for i := range cands {
+		e := &cands[i]
+		if e.Unobserved || th.Load(capacity.Endpoint{Metrics: e.Metrics, ScrapedAt: e.ScrapedAt}, now) < 1 {
+			return false
+		}
+	}
+	return len(cands) > 0
 }
 
 // hoppedPrefixBoost multiplies the prefix-cache scorer's weight for a request another cluster

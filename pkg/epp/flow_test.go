@@ -9,6 +9,7 @@ import (
 
 	"github.com/spillway-io/spillway/e2e/testkit"
 	"github.com/spillway-io/spillway/pkg/epp/request"
+	"github.com/spillway-io/spillway/pkg/epp/scheduler"
 	"github.com/spillway-io/spillway/pkg/modelmetrics"
 )
 
@@ -62,20 +63,24 @@ func TestHoldQueueReleasesByPriority(t *testing.T) {
 func TestFlowControlHoldsBelowCritical(t *testing.T) {
 	s := newTestServer(t, stageObjectives+"flowControl: {enabled: true}\n",
 		fakeDatastore{testPool: {readyEndpoint("10.0.0.1:8000", modelmetrics.Metrics{WaitingQueue: 9})}})
-	mk := func(objective string, saturated bool) *exchange {
-		x := &exchange{headers: map[string]string{}, ctx: context.Background(), saturated: saturated,
+	mk := func(objective string, waiting int) *exchange {
+		x := &exchange{headers: map[string]string{}, ctx: context.Background(),
 			req: request.Request{Model: "m", Prompt: "x"}, target: "m"}
+		x.cands = []scheduler.Endpoint{{Address: "10.0.0.1:8000", Metrics: modelmetrics.Metrics{WaitingQueue: waiting}, ScrapedAt: time.Now()}}
 		x.objective, x.priority = s.resolveObjective(objective)
 		return x
 	}
-	if s.hold(mk("critical", true)) {
+	if held, _ := s.hold(mk("critical", 9)); held {
 		t.Fatal("a Critical request held")
 	}
-	if s.hold(mk("standard", false)) {
-		t.Fatal("a request held in a pool that is not saturated")
+	if held, _ := s.hold(mk("standard", 0)); held {
+		t.Fatal("a request held in a pool that is not full")
 	}
 	done := make(chan bool, 1)
-	go func() { done <- s.hold(mk("standard", true)) }()
+	go func() {
+		held, out := s.hold(mk("standard", 9))
+		done <- held && out == nil
+	}()
 	testkit.Eventually(t, 5*time.Second, "the Standard request held", testkit.True(func() bool { return s.flow.held() == 1 }))
 	select {
 	case <-done:
@@ -88,5 +93,25 @@ func TestFlowControlHoldsBelowCritical(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(s.metrics.holds.WithLabelValues("released")); got != 1 {
 		t.Fatalf("holds released counted %v, want 1", got)
+	}
+}
+
+// TestFlowControlQueueDepth: flow control's own queue depth holds before the saturation
+// detector trips; a sheddable request whose hold times out is shed with 429.
+func TestFlowControlQueueDepth(t *testing.T) {
+	s := newTestServer(t, stageObjectives+"flowControl: {enabled: true, queueDepth: 1, timeout: 100ms}\n",
+		fakeDatastore{testPool: {readyEndpoint("10.0.0.1:8000", modelmetrics.Metrics{WaitingQueue: 1})}})
+	x := &exchange{headers: map[string]string{}, ctx: context.Background(), req: request.Request{Model: "m", Prompt: "x"}, target: "m"}
+	x.cands = []scheduler.Endpoint{{Address: "10.0.0.1:8000", Metrics: modelmetrics.Metrics{WaitingQueue: 1}, ScrapedAt: time.Now()}}
+	if s.saturated(x.cands) {
+		t.Fatal("one waiting request saturates the pool: the test needs it not to")
+	}
+	x.objective, x.priority = s.resolveObjective("batch")
+	held, out := s.hold(x)
+	if !held || immediateStatus(out) != 429 {
+		t.Fatalf("a BestEffort request held %v, answer %d; want held, then shed with 429", held, immediateStatus(out))
+	}
+	if got := testutil.ToFloat64(s.metrics.holds.WithLabelValues("timed_out")); got != 1 {
+		t.Fatalf("holds timed out counted %v, want 1", got)
 	}
 }

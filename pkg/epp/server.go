@@ -293,11 +293,10 @@ type exchange struct {
 	// response's status.
 	ticket budget.Ticket
 	status int
-	// ctx is the stream's; saturated is the shed stage's finding; local is, while the request
-	// routed to a local pool's endpoints has not ended, that pool's flow control (nil when off).
-	ctx       context.Context
-	saturated bool
-	local     *holdQueue
+	// ctx is the stream's; local is, while the request routed to a local pool's endpoints has
+	// not ended, that pool's flow control (nil when off).
+	ctx   context.Context
+	local *holdQueue
 	bufs      *buffers
 	cands     []scheduler.Endpoint // in bufs, or the spill policy's fallback's own
 	dest      string

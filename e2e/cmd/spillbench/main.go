@@ -190,10 +190,11 @@ type outcome struct {
 // scenario runs the burst under one strategy.
 func (o options) scenario(ctx context.Context, strategy string) (*outcome, error) {
 	var spokeArgs []string
-	// Spillway runs with flow control: while a pool is saturated its EPP holds Standard
-	// requests and lets them go as the pool's requests end, so that Critical ones queue
-	// behind less (docs/epp.md, "Flow control"). The other strategies are the EPP without it.
-	eppConfig := "flowControl: {enabled: true}\n"
+	// Spillway runs with flow control: once every endpoint has a request waiting, its EPP
+	// holds Standard and BestEffort requests and lets them go as the pool's requests end, so
+	// that Critical ones queue behind little (docs/epp.md, "Flow control"). The other
+	// strategies are the EPP without it.
+	eppConfig := "flowControl: {enabled: true, queueDepth: 1}\n"
 	if strategy != "spillway" {
 		spokeArgs, eppConfig = []string{"--spill=false"}, ""
 	}
