@@ -297,9 +297,9 @@ type exchange struct {
 	// not ended, that pool's flow control (nil when off).
 	ctx   context.Context
 	local *holdQueue
-	bufs      *buffers
-	cands     []scheduler.Endpoint // in bufs, or the spill policy's fallback's own
-	dest      string
+	bufs  *buffers
+	cands []scheduler.Endpoint // in bufs, or the spill policy's fallback's own
+	dest  string
 	// explain, when set, makes the decision an explanation (Server.Explain): the stages record
 	// their findings in it and count nothing.
 	explain *Explanation
