@@ -35,17 +35,19 @@ func budgetWindow(t *testing.T) time.Duration {
 // The tenants: acme sends more than its budget, good less than its own.
 const budgetTenant, goodTenant = "acme", "good"
 
-// budgetFile writes the hub's budgets file: tenant acme's budget of tokens per window, and
-// tenant good's, ten times as large (the well-behaved tenant of the fairness phase stays under
-// it).
+// budgetFile writes the hub's budgets file: tenant acme's budget of tokens per window, paced
+// (burst 0.2: at a fraction f of the window at most f + 0.2 of it, so that acme, far over it,
+// spends it evenly), and tenant good's, ten times as large (the well-behaved tenant of the
+// fairness phase stays under it).
 func budgetFile(path string, tokens int64, window time.Duration) error {
 	var doc string
 	for _, b := range []struct {
 		tenant string
 		tokens int64
-	}{{budgetTenant, tokens}, {goodTenant, 10 * tokens}} {
-		doc += fmt.Sprintf("---\napiVersion: spillway.io/v1alpha1\nkind: TokenBudget\nmetadata: {name: %s}\nspec:\n  selector: {tenant: %s}\n  tokensPerWindow: %d\n  window: %s\n",
-			b.tenant, b.tenant, b.tokens, window)
+		burst  float64
+	}{{budgetTenant, tokens, 0.2}, {goodTenant, 10 * tokens, 0}} {
+		doc += fmt.Sprintf("---\napiVersion: spillway.io/v1alpha1\nkind: TokenBudget\nmetadata: {name: %s}\nspec:\n  selector: {tenant: %s}\n  tokensPerWindow: %d\n  window: %s\n  burst: %v\n",
+			b.tenant, b.tenant, b.tokens, window, b.burst)
 	}
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(doc), 0o600); err != nil {
@@ -342,8 +344,8 @@ func TestTokenBudget(t *testing.T) {
 	check(hk, false)
 
 	// Fairness: tenant good sends 2 requests a second to us-east alone, then beside acme sending
-	// 3×B there: acme is held to its budget (which us-east borrows whole), good's success rate
-	// stays whole and its TTFT near what it was alone.
+	// 3×B there: acme is held to its budget (which us-east borrows whole) at its pace, good's
+	// success rate stays whole and its TTFT near what it was alone.
 	good := map[string]string{"x-spillway-tenant": goodTenant}
 	untilWindow()
 	alone, err := r.Load(ctx, us, Load{Rate: 2, Duration: window / 2, Headers: good, Classes: std, StreamShare: 1})

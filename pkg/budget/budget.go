@@ -84,6 +84,11 @@ type Spec struct {
 	Requests int64 `json:"requestsPerWindow,omitempty"`
 	// Window is the length of a window, whole seconds; DefaultWindow when zero.
 	Window Duration `json:"window,omitempty"`
+	// Burst, below 1, paces the budget through its window: at a fraction f of the window a
+	// cluster may have charged at most (f + Burst) of its ceiling, so that a tenant far over its
+	// budget spends it evenly instead of at each window's start (and its load on a pool it
+	// shares stays even). 0 (or 1) does not pace.
+	Burst float64 `json:"burst,omitempty"`
 }
 
 // Duration is a time.Duration written as Go writes one ("1m", "30s").
@@ -135,6 +140,9 @@ func (s Spec) Validate() error {
 	}
 	if s.Tokens == 0 && s.Requests == 0 {
 		errs = append(errs, errors.New("neither tokensPerWindow nor requestsPerWindow is set: the budget would limit nothing"))
+	}
+	if !(s.Burst >= 0 && s.Burst <= 1) {
+		errs = append(errs, fmt.Errorf("burst %v: want 0..1", s.Burst))
 	}
 	if w := s.Window.Duration; w < MinWindow || w > MaxWindow || w%time.Second != 0 {
 		errs = append(errs, fmt.Errorf("window %s is not whole seconds from %s to %s", w, MinWindow, MaxWindow))

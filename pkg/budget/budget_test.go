@@ -276,3 +276,32 @@ func TestAllocationNeverExceedsTheBudget(t *testing.T) {
 		}
 	}
 }
+
+// TestLedgerPaces: a paced budget (burst 0.1) lets a cluster charge, at a fraction f of the
+// window, (f + 0.1) of its ceiling; the refusal's reset is when the pace allows the request.
+func TestLedgerPaces(t *testing.T) {
+	clk := newClock(1_800_000_000) // a window's start
+	l := NewLedger(LedgerOptions{Now: clk.now})
+	s := Spec{Name: "paced", Tokens: 1000, Burst: 0.1}
+	s.Complete()
+	l.SetBudgets(setOf(s))
+	l.Grant([]Grant{{Name: "paced", Window: WindowStart(clk.now(), time.Minute), CeilingTokens: 1000, Share: 1}})
+	var tk Ticket
+	if r := l.Admit(Request{PromptTokens: 40, MaxTokens: 60}, &tk); r != nil {
+		t.Fatalf("the burst refused: %+v", r)
+	}
+	r := l.Admit(Request{PromptTokens: 40, MaxTokens: 60}, &tk)
+	// 200 of 1000 are allowed at 0.2 − 0.1 of the minute: 6 s from now.
+	if r == nil || r.Remaining != 0 || r.Reset != 6*time.Second {
+		t.Fatalf("refusal %+v, want none remaining and a reset in 6s", r)
+	}
+	clk.add(30 * time.Second) // 0.6 of the ceiling allowed
+	for i := range 5 {
+		if r := l.Admit(Request{PromptTokens: 40, MaxTokens: 60}, &tk); r != nil {
+			t.Fatalf("request %d refused at half the window: %+v", i+2, r)
+		}
+	}
+	if r := l.Admit(Request{PromptTokens: 40, MaxTokens: 60}, &tk); r == nil {
+		t.Fatal("a seventh request admitted at half the window: the pace allows 600")
+	}
+}

@@ -258,10 +258,10 @@ func (l *Ledger) Admit(r Request, t *Ticket) *Refusal {
 			continue
 		}
 		switch {
-		case a.spec.Tokens > 0 && a.usedTokens+in+o > a.ceilingTokens:
-			refusal = a.refusal(now, true)
-		case a.spec.Requests > 0 && a.usedRequests+1 > a.ceilingRequests:
-			refusal = a.refusal(now, false)
+		case a.spec.Tokens > 0 && a.usedTokens+in+o > a.paced(a.ceilingTokens, now):
+			refusal = a.refusal(now, true, a.usedTokens+in+o)
+		case a.spec.Requests > 0 && a.usedRequests+1 > a.paced(a.ceilingRequests, now):
+			refusal = a.refusal(now, false, a.usedRequests+1)
 		}
 	}
 	if refusal != nil {
@@ -293,13 +293,33 @@ func (a *account) counted(in, out int64) (int64, int64) {
 	return in, out
 }
 
-func (a *account) refusal(now time.Time, tokens bool) *Refusal {
-	r := &Refusal{Budget: a.spec.Name, Tokens: tokens,
-		Reset: time.UnixMilli(a.window).Add(a.spec.Window.Duration).Sub(now)}
+// paced is what may be charged of ceiling by now: all of it, or with pacing (Spec.Burst) the
+// part of it the window's elapsed fraction and the burst allow.
+func (a *account) paced(ceiling int64, now time.Time) int64 {
+	if a.spec.Burst <= 0 || a.spec.Burst >= 1 {
+		return ceiling
+	}
+	f := float64(now.UnixMilli()-a.window)/float64(a.spec.Window.Milliseconds()) + a.spec.Burst
+	return int64(min(f, 1) * float64(ceiling))
+}
+
+// refusal describes refusing a charge that would bring the account to need. Reset is the end of
+// the window, or with pacing, when the pace allows need, if sooner.
+func (a *account) refusal(now time.Time, tokens bool, need int64) *Refusal {
+	end := time.UnixMilli(a.window).Add(a.spec.Window.Duration)
+	r := &Refusal{Budget: a.spec.Name, Tokens: tokens, Reset: end.Sub(now)}
+	ceiling, used := a.ceilingRequests, a.usedRequests
+	r.Limit = a.spec.Requests
 	if tokens {
-		r.Limit, r.Remaining = a.spec.Tokens, max(a.ceilingTokens-a.usedTokens, 0)
-	} else {
-		r.Limit, r.Remaining = a.spec.Requests, max(a.ceilingRequests-a.usedRequests, 0)
+		ceiling, used, r.Limit = a.ceilingTokens, a.usedTokens, a.spec.Tokens
+	}
+	r.Remaining = max(a.paced(ceiling, now)-used, 0)
+	if p := a.spec.Burst; p > 0 && p < 1 && need <= ceiling && ceiling > 0 {
+		f := float64(need)/float64(ceiling) - p
+		at := time.UnixMilli(a.window).Add(time.Duration(f * float64(a.spec.Window.Duration)))
+		if at.Before(end) {
+			r.Reset = max(at.Sub(now), 0)
+		}
 	}
 	return r
 }

@@ -23,14 +23,14 @@ func BudgetSet(s budget.Set) *pb.BudgetSet {
 func BudgetSpec(b budget.Spec) *pb.BudgetSpec {
 	return &pb.BudgetSpec{Name: b.Name, Tenant: b.Selector.Tenant, Objective: b.Selector.Objective, Model: b.Selector.Model,
 		Pool: b.Selector.Pool, TokensPerWindow: b.Tokens, Count: string(b.Count), RequestsPerWindow: b.Requests,
-		Window: durationpb.New(b.Window.Duration)}
+		Window: durationpb.New(b.Window.Duration), Burst: b.Burst}
 }
 
 // BudgetSpecFrom converts a message to a budget (not validated).
 func BudgetSpecFrom(m *pb.BudgetSpec) budget.Spec {
 	return budget.Spec{Name: m.GetName(), Selector: budget.Selector{Tenant: m.GetTenant(), Objective: m.GetObjective(),
 		Model: m.GetModel(), Pool: m.GetPool()}, Tokens: m.GetTokensPerWindow(), Count: budget.Count(m.GetCount()),
-		Requests: m.GetRequestsPerWindow(), Window: budget.Duration{Duration: m.GetWindow().AsDuration()}}
+		Requests: m.GetRequestsPerWindow(), Window: budget.Duration{Duration: m.GetWindow().AsDuration()}, Burst: m.GetBurst()}
 }
 
 // BudgetSetFrom converts and validates the budgets the hub sent.

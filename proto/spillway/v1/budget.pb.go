@@ -41,7 +41,9 @@ type BudgetSpec struct {
 	// requests_per_window: the most requests admitted per window (0: not limited).
 	RequestsPerWindow int64 `protobuf:"varint,8,opt,name=requests_per_window,json=requestsPerWindow,proto3" json:"requests_per_window,omitempty"`
 	// window: whole seconds, aligned to the Unix epoch.
-	Window        *durationpb.Duration `protobuf:"bytes,9,opt,name=window,proto3" json:"window,omitempty"`
+	Window *durationpb.Duration `protobuf:"bytes,9,opt,name=window,proto3" json:"window,omitempty"`
+	// burst, below 1, paces the budget through its window (0: not paced).
+	Burst         float64 `protobuf:"fixed64,10,opt,name=burst,proto3" json:"burst,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -137,6 +139,13 @@ func (x *BudgetSpec) GetWindow() *durationpb.Duration {
 		return x.Window
 	}
 	return nil
+}
+
+func (x *BudgetSpec) GetBurst() float64 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
 }
 
 // BudgetSet is every declared budget and the request header that names the tenant.
@@ -795,7 +804,7 @@ var File_spillway_v1_budget_proto protoreflect.FileDescriptor
 
 const file_spillway_v1_budget_proto_rawDesc = "" +
 	"\n" +
-	"\x18spillway/v1/budget.proto\x12\vspillway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa5\x02\n" +
+	"\x18spillway/v1/budget.proto\x12\vspillway.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbb\x02\n" +
 	"\n" +
 	"BudgetSpec\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
@@ -806,7 +815,9 @@ const file_spillway_v1_budget_proto_rawDesc = "" +
 	"\x11tokens_per_window\x18\x06 \x01(\x03R\x0ftokensPerWindow\x12\x14\n" +
 	"\x05count\x18\a \x01(\tR\x05count\x12.\n" +
 	"\x13requests_per_window\x18\b \x01(\x03R\x11requestsPerWindow\x121\n" +
-	"\x06window\x18\t \x01(\v2\x19.google.protobuf.DurationR\x06window\"c\n" +
+	"\x06window\x18\t \x01(\v2\x19.google.protobuf.DurationR\x06window\x12\x14\n" +
+	"\x05burst\x18\n" +
+	" \x01(\x01R\x05burst\"c\n" +
 	"\tBudgetSet\x12#\n" +
 	"\rtenant_header\x18\x01 \x01(\tR\ftenantHeader\x121\n" +
 	"\abudgets\x18\x02 \x03(\v2\x17.spillway.v1.BudgetSpecR\abudgets\"\xca\x02\n" +
