@@ -33,6 +33,7 @@ type options struct {
 	ragRate                                          float64
 	ragWarm, ragBurst                                time.Duration
 	only                                             string
+	flowControl                                      bool
 }
 
 func newCommand() *cobra.Command {
@@ -60,6 +61,7 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&o.ragWarm, "rag-warm", 20*time.Second, "steady RAG load before its burst (the regions' caches fill with their contexts)")
 	f.DurationVar(&o.ragBurst, "rag-burst", 40*time.Second, "length of the RAG workload's burst")
 	f.StringVar(&o.only, "only", "", "run only this part: burst or rag (the JSON and the page keep the other's figures)")
+	f.BoolVar(&o.flowControl, "flow-control", false, "run Spillway's EPP with flow control (queueDepth 1)")
 	return cmd
 }
 
@@ -190,11 +192,11 @@ type outcome struct {
 // scenario runs the burst under one strategy.
 func (o options) scenario(ctx context.Context, strategy string) (*outcome, error) {
 	var spokeArgs []string
-	// Spillway runs with flow control: once every endpoint has a request waiting, its EPP
-	// holds Standard and BestEffort requests and lets them go as the pool's requests end, so
-	// that Critical ones queue behind little (docs/epp.md, "Flow control"). The other
-	// strategies are the EPP without it.
-	eppConfig := "flowControl: {enabled: true, queueDepth: 1}\n"
+	// --flow-control runs Spillway's EPP with flow control (docs/epp.md, "Flow control").
+	eppConfig := ""
+	if o.flowControl {
+		eppConfig = "flowControl: {enabled: true, queueDepth: 1}\n"
+	}
 	if strategy != "spillway" {
 		spokeArgs, eppConfig = []string{"--spill=false"}, ""
 	}
