@@ -44,6 +44,8 @@ type Refusal struct {
 	// in the window; Reset the time until the window ends.
 	Limit, Remaining int64
 	Reset            time.Duration
+	// Window is the budget's window.
+	Window time.Duration
 }
 
 // RetryAfter is the Retry-After value, whole seconds, at least 1.
@@ -307,7 +309,7 @@ func (a *account) paced(ceiling int64, now time.Time) int64 {
 // the window, or with pacing, when the pace allows need, if sooner.
 func (a *account) refusal(now time.Time, tokens bool, need int64) *Refusal {
 	end := time.UnixMilli(a.window).Add(a.spec.Window.Duration)
-	r := &Refusal{Budget: a.spec.Name, Tokens: tokens, Reset: end.Sub(now)}
+	r := &Refusal{Budget: a.spec.Name, Tokens: tokens, Reset: end.Sub(now), Window: a.spec.Window.Duration}
 	ceiling, used := a.ceilingRequests, a.usedRequests
 	r.Limit = a.spec.Requests
 	if tokens {

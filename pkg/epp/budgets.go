@@ -52,8 +52,8 @@ func (s *Server) chargeBudgets(x *exchange) []*extprocv3.ProcessingResponse {
 	}
 	reset := refusal.Reset.Round(time.Millisecond)
 	return []*extprocv3.ProcessingResponse{immediate(429, "rate_limit_exceeded",
-		fmt.Sprintf("token budget %s is exhausted here for this window: %d %s per %s; retry after the window ends", refusal.Budget,
-			refusal.Limit, kind, reset.Truncate(time.Second)+time.Second),
+		fmt.Sprintf("token budget %s is used up here for now (%d %s per %s across the fleet); retry in %ss", refusal.Budget,
+			refusal.Limit, kind, refusal.Window, refusal.RetryAfter()),
 		[]*corev3.HeaderValueOption{
 			setHeader("retry-after", refusal.RetryAfter()),
 			setHeader("x-ratelimit-limit-"+kind, strconv.FormatInt(refusal.Limit, 10)),
