@@ -34,9 +34,13 @@ func (o *options) getBudgets(g *getOptions, name string) call {
 			}
 		}
 		if g.region != "" {
-			regions, err := o.clusterRegions(ctx, c)
+			clusters, err := allClusters(ctx, c)
 			if err != nil {
 				return err
+			}
+			regions := map[string]string{}
+			for _, cl := range clusters.GetClusters() {
+				regions[cl.GetInfo().GetClusterId()] = cl.GetInfo().GetRegion()
 			}
 			for _, b := range resp.Budgets {
 				b.Members = slices.DeleteFunc(b.Members, func(m *pb.BudgetMember) bool { return regions[m.GetClusterId()] != g.region })
@@ -107,23 +111,4 @@ func budgetUsed(s *pb.BudgetSpec, tokens, requests int64) string {
 		parts = append(parts, strconv.FormatInt(requests, 10)+" req")
 	}
 	return strings.Join(parts, ", ")
-}
-
-// clusterRegions maps each registered cluster to its region.
-func (o *options) clusterRegions(ctx context.Context, c pb.AdminServiceClient) (map[string]string, error) {
-	out := map[string]string{}
-	req := &pb.ListClustersRequest{}
-	for {
-		resp, err := c.ListClusters(ctx, req)
-		if err != nil {
-			return nil, err
-		}
-		for _, cl := range resp.GetClusters() {
-			out[cl.GetInfo().GetClusterId()] = cl.GetInfo().GetRegion()
-		}
-		if resp.GetNextPageToken() == "" {
-			return out, nil
-		}
-		req.PageToken = resp.GetNextPageToken()
-	}
 }

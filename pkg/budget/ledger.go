@@ -4,6 +4,7 @@ import (
 	"math"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -125,7 +126,8 @@ func (t *Ticket) Held() bool { return t.valid && t.n > 0 }
 // Ledger is a spoke's budgets: their declarations and ceilings from the hub, the charges of the
 // requests its EPPs admit. It is safe for concurrent use; the request path takes one lock.
 type Ledger struct {
-	now func() time.Time
+	now          func() time.Time
+	tenantHeader atomic.Pointer[string]
 
 	mu    sync.Mutex
 	set   Set
@@ -163,14 +165,13 @@ func NewLedger(o LedgerOptions) *Ledger {
 	return &Ledger{now: o.Now, defaultOutputTokens: o.DefaultOutputTokens, byName: map[string]*account{}}
 }
 
-// TenantHeader is the header that names the tenant.
+// TenantHeader is the header that names the tenant. The EPP reads it for every request: it takes
+// no lock.
 func (l *Ledger) TenantHeader() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.set.TenantHeader == "" {
-		return DefaultTenantHeader
+	if h := l.tenantHeader.Load(); h != nil && *h != "" {
+		return *h
 	}
-	return l.set.TenantHeader
+	return DefaultTenantHeader
 }
 
 // SetBudgets replaces the declarations. A budget that stays keeps its account as long as its
@@ -179,6 +180,7 @@ func (l *Ledger) TenantHeader() string {
 func (l *Ledger) SetBudgets(set Set) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.tenantHeader.Store(&set.TenantHeader)
 	old := l.byName
 	l.set = set
 	l.byName = make(map[string]*account, len(set.Budgets))

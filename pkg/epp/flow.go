@@ -59,7 +59,8 @@ func newHoldQueue(max int) *holdQueue { return &holdQueue{max: max} }
 const holdRecheck = 100 * time.Millisecond
 
 // hold parks the caller until a request of the pool ends, the pool is no longer saturated
-// (saturated is asked every holdRecheck), timeout passes or ctx ends.
+// (asked every holdRecheck by the first held request only, so that a thousand held requests
+// cost one look at the pool, not a thousand), timeout passes or ctx ends.
 func (q *holdQueue) hold(ctx context.Context, priority int, timeout time.Duration, saturated func() bool) holdResult {
 	q.mu.Lock()
 	if len(q.waiters) >= q.max {
@@ -85,7 +86,7 @@ func (q *holdQueue) hold(ctx context.Context, priority int, timeout time.Duratio
 		case <-h.ready:
 			return holdReleased
 		case <-recheck.C:
-			if saturated() {
+			if !q.first(h) || saturated() {
 				continue
 			}
 			if q.remove(h) {
@@ -106,6 +107,13 @@ func (q *holdQueue) hold(ctx context.Context, priority int, timeout time.Duratio
 			return holdGone
 		}
 	}
+}
+
+// first reports whether h is the next to go.
+func (q *holdQueue) first(h *holder) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.waiters) > 0 && q.waiters[0] == h
 }
 
 // remove takes h out of the queue; false when it was released already.
