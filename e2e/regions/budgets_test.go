@@ -3,6 +3,7 @@ package regions
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -344,8 +345,23 @@ func TestTokenBudget(t *testing.T) {
 	check(hk, false)
 
 	// Fairness: tenant good sends 2 requests a second to us-east alone, then beside acme sending
-	// 3×B there: acme is held to its budget (which us-east borrows whole) at its pace, good's
-	// success rate stays whole and its TTFT near what it was alone.
+	// three times its budget there: acme is held to its budget (which us-east borrows whole) at
+	// its pace, good's success rate stays whole and its TTFT near what it was alone. acme's budget
+	// is a third of the fleet's here (1 request a second), sized, as an operator sizes a tenant's
+	// budget, below what the region serves beside its other tenants: the budget cannot give good
+	// capacity that the servers do not have.
+	fairBudget := budget / 3
+	if err := budgetFile(file, fairBudget, window); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 15*time.Second, "every spoke enforces acme's smaller budget", func() error {
+		for _, reg := range r.Regions {
+			if v, err := r.spokeMetric(ctx, reg, "spillway_epp_budget_limit_tokens"); err != nil || int64(v) != fairBudget {
+				return fmt.Errorf("%s enforces %v (%v), not %d", reg.Name, v, err, fairBudget)
+			}
+		}
+		return nil
+	})
 	good := map[string]string{"x-spillway-tenant": goodTenant}
 	untilWindow()
 	alone, err := r.Load(ctx, us, Load{Rate: 2, Duration: window / 2, Headers: good, Classes: std, StreamShare: 1})
@@ -353,17 +369,19 @@ func TestTokenBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	untilWindow()
-	var crowded []loadgen.Result
+	var crowded, acmeRs []loadgen.Result
+	var acmeErr error
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		if _, err := r.Load(ctx, us, Load{Rate: fleetRate, Duration: window, Headers: acme, Classes: std}); err != nil {
-			t.Error(err)
-		}
+		acmeRs, acmeErr = r.Load(ctx, us, Load{Rate: fleetRate / 3, Duration: window, Headers: acme, Classes: std})
 	})
 	crowded, err = r.Load(ctx, us, Load{Rate: 2, Duration: window, Headers: good, Classes: std, StreamShare: 1})
 	wg.Wait()
-	if err != nil {
+	if err := errors.Join(err, acmeErr); err != nil {
 		t.Fatal(err)
+	}
+	if s := summary(acmeRs, "Standard"); s.Statuses["429"] < s.Requests/3 {
+		t.Errorf("fairness: acme, at three times its budget, was refused %d of %d requests", s.Statuses["429"], s.Requests)
 	}
 	fair := map[string]float64{}
 	for name, rs := range map[string][]loadgen.Result{"alone": alone, "beside_acme": crowded} {
