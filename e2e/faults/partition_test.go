@@ -77,8 +77,9 @@ func TestRegionPartitionedFromHub(t *testing.T) {
 	victim := f.Regions[2]
 	hubIPs := []string{"10.79.0.1", "10.79.0.2", "10.79.0.3"}
 	everyone := append(slices.Clone(hubIPs), f.Regions[0].IP, f.Regions[1].IP)
-	// Longer than the time the hub takes to see the session gone and its lease lapse.
-	cut := short(20*time.Second, time.Minute)
+	// Longer than the time the hub takes to see the session gone (its connection's segments
+	// unacknowledged for 10 s) and its lease (6 s) lapse.
+	cut := short(25*time.Second, time.Minute)
 	failed := 0
 	for _, tc := range []struct {
 		name, key string

@@ -149,11 +149,18 @@ func (o Options) complete() Options {
 // GRPCOptions are the hub's gRPC server options every port shares: the message size limit,
 // keepalive that matches the spokes' (a ping every 10 s; clients may ping every 5 s, also
 // between streams), and the buffer pool. SpokeServerOptions and AdminServerOptions include them.
+//
+// The keepalive's timeout is also the connection's TCP_USER_TIMEOUT (gRPC sets both): how long
+// a segment may stay unacknowledged before the connection is given up. 10 s rides out the
+// retransmissions of a link that loses a third of its packets (at 5 s, a session broke about
+// every half minute there, and a reconnection over the same link could outlast the session's
+// lease), and still ends the session of a spoke cut off from the hub well within a minute:
+// the hub sends it view updates, unacknowledged from the cut on.
 func GRPCOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		experimental.BufferPool(bufferPool),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 	}
 }

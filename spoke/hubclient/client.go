@@ -481,7 +481,9 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 	dial := slices.Clone(c.opts.DialOptions)
 	dial = append(dial,
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		// The timeout is also the connection's TCP_USER_TIMEOUT: 10 s rides out the
+		// retransmissions of a lossy link (the hub's side matches: server.GRPCOptions).
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
 	)
 	book := newAddressBook(addrs, c.opts.LookupHost, rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())))
