@@ -41,10 +41,11 @@ var ErrInvalidConfig = errors.New("invalid EPP configuration")
 //	prefixCache: {lruCapacityPerServer: 31250} # prefix blocks remembered per endpoint
 //	retryAfter: 1s                 # Retry-After of a shed (429) answer
 //	defaultPriority: Standard
-//	objectives:                    # InferenceObjective name → priority
-//	- {name: chat-critical, priority: Critical}
-//	- {name: batch, priority: BestEffort}
-//	- {name: tuned, priority: 10}
+//	objectives:                    # InferenceObjective name → priority, latency objective, cap
+//	- {name: chat-critical, priority: Critical, ttft: 500ms}
+//	- {name: batch, priority: BestEffort, maxShare: 0.25}
+//	- {name: tuned, priority: 10, maxConcurrency: 16}
+//	slotsPerEndpoint: 8            # requests an endpoint serves at once (maxShare's basis)
 //	adapters: [sql-lora]           # models that are LoRA adapters of the pool's base model
 //	models:                        # model routing by the body's "model"
 //	- name: chat
@@ -68,6 +69,9 @@ type FileConfig struct {
 	Spill           *spill.PolicySpec  `json:"spill,omitempty"`
 	PrefixCache     *FilePrefixCache   `json:"prefixCache,omitempty"`
 	FlowControl     *FileFlowControl   `json:"flowControl,omitempty"`
+	// SlotsPerEndpoint is how many requests one endpoint serves at once (vLLM's
+	// --max-num-seqs): an objective's maxShare is a share of the candidates' slots.
+	SlotsPerEndpoint int `json:"slotsPerEndpoint,omitempty"`
 }
 
 // FileFlowControl turns flow control on (flow.go): while the pool is saturated, requests below
@@ -107,10 +111,50 @@ type FileSaturation struct {
 	Staleness          string  `json:"staleness,omitempty"`
 }
 
-// FileObjective binds an InferenceObjective name to a priority.
+// FileObjective binds an InferenceObjective name to a priority, and optionally a latency
+// objective and a capacity cap (objectives.go). Where the cluster's InferenceObjectives give the
+// priorities, an entry's ttft and caps still apply to the objective of its name.
 type FileObjective struct {
 	Name     string        `json:"name"`
 	Priority PriorityValue `json:"priority"`
+	// TTFT is the time to first token the objective needs: an eligible request (the spill
+	// policy's priorities) that would wait longer here spills to a cluster expected to meet
+	// it, even before the pool trips; when none is, a sheddable request is shed.
+	TTFT string `json:"ttft,omitempty"`
+	// MaxConcurrency caps the objective's requests in flight in the pool.
+	MaxConcurrency int `json:"maxConcurrency,omitempty"`
+	// MaxShare caps them at a share (0, 1] of the slots of the endpoints that can take the
+	// request (slotsPerEndpoint each). With both, the lower cap applies.
+	MaxShare float64 `json:"maxShare,omitempty"`
+}
+
+// ObjectiveLimits are an objective's latency objective and capacity caps (0: none).
+type ObjectiveLimits struct {
+	TTFT           time.Duration
+	MaxConcurrency int
+	MaxShare       float64
+}
+
+// limits checks and returns the entry's latency objective and caps.
+func (o FileObjective) limits() (ObjectiveLimits, error) {
+	var l ObjectiveLimits
+	var errs []error
+	if o.TTFT != "" {
+		d, err := time.ParseDuration(o.TTFT)
+		if err != nil || d < time.Millisecond || d > 10*time.Minute {
+			errs = append(errs, fmt.Errorf("ttft %q: want a duration from 1ms to 10m", o.TTFT))
+		}
+		l.TTFT = d
+	}
+	if o.MaxConcurrency < 0 || o.MaxConcurrency > 1_000_000 {
+		errs = append(errs, fmt.Errorf("maxConcurrency %d: want 0..1000000", o.MaxConcurrency))
+	}
+	l.MaxConcurrency = o.MaxConcurrency
+	if !(o.MaxShare >= 0 && o.MaxShare <= 1) {
+		errs = append(errs, fmt.Errorf("maxShare %v: want (0, 1]", o.MaxShare))
+	}
+	l.MaxShare = o.MaxShare
+	return l, errors.Join(errs...)
 }
 
 // PriorityValue is an integer or one of Critical, Standard, BestEffort.
@@ -175,6 +219,9 @@ type Settings struct {
 	// FlowControl holds lower priorities in the EPP while the pool is saturated (off unless
 	// the file turns it on).
 	FlowControl FlowControl
+	// Limits are the objectives' latency objectives and capacity caps, by name.
+	Limits           map[string]ObjectiveLimits
+	SlotsPerEndpoint int
 }
 
 // DefaultSettings returns the configuration with no file.
@@ -186,6 +233,7 @@ func DefaultSettings() Settings {
 		MaxBodyBytes: 8 << 20,
 		RetryAfter:   time.Second,
 		Objectives:   map[string]int{},
+		Limits:       map[string]ObjectiveLimits{},
 		Adapters:     map[string]bool{},
 		Models:       map[string]ModelRoute{},
 		Spill:        spill.DefaultPolicy(),
@@ -266,7 +314,21 @@ func ParseConfig(data []byte) (Settings, error) {
 			errs = append(errs, fmt.Errorf("objectives[%d]: %q listed twice", i, o.Name))
 		}
 		s.Objectives[o.Name] = int(o.Priority)
+		lim, err := o.limits()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("objectives[%d] (%s): %w", i, o.Name, err))
+		}
+		if lim != (ObjectiveLimits{}) {
+			s.Limits[o.Name] = lim
+		}
+		if lim.MaxShare > 0 && f.SlotsPerEndpoint == 0 {
+			errs = append(errs, fmt.Errorf("objectives[%d] (%s): maxShare needs slotsPerEndpoint, the requests an endpoint serves at once", i, o.Name))
+		}
 	}
+	if f.SlotsPerEndpoint < 0 || f.SlotsPerEndpoint > 1_000_000 {
+		errs = append(errs, fmt.Errorf("slotsPerEndpoint %d: want 0..1000000", f.SlotsPerEndpoint))
+	}
+	s.SlotsPerEndpoint = f.SlotsPerEndpoint
 	for _, a := range f.Adapters {
 		s.Adapters[a] = true
 	}

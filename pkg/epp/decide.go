@@ -50,9 +50,13 @@ func (s *Server) route(x *exchange) []*extprocv3.ProcessingResponse {
 	x.bufs = s.buffers.Get().(*buffers)
 	defer s.release(x)
 	s.localCandidates(x)
+	x.overCap = s.atCap(x)
 	x.trace.begin("epp.spill")
 	if out := s.spillOrFallback(x); out != nil {
 		return out
+	}
+	if x.overCap {
+		return s.capped(x)
 	}
 	x.trace.begin("epp.shed")
 	if out := s.shedLoad(x); out != nil {
@@ -67,6 +71,9 @@ func (s *Server) route(x *exchange) []*extprocv3.ProcessingResponse {
 		if out := s.shedLoad(x); out != nil {
 			return out
 		}
+	}
+	if !s.takeSlot(x) {
+		return s.capped(x)
 	}
 	x.trace.begin("epp.pick")
 	s.pick(x)
@@ -188,7 +195,8 @@ func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 	sreq := spill.Request{Priority: x.priority, PromptTokens: len(x.req.Prompt) / 4, Model: x.target,
 		Hop: x.hopped, NoLocal: len(x.cands) == 0 || !s.servesIn(x.target, x.bufs.eps), NoHopKey: !canSign,
 		// The targets' prefix sketches price what their caches hold of the prompt.
-		Chain: func() []uint64 { return ix.Hashes(nil, x.target, x.req.Prompt) }, ChainBlockBytes: ix.BlockSize()}
+		Chain: func() []uint64 { return ix.Hashes(nil, x.target, x.req.Prompt) }, ChainBlockBytes: ix.BlockSize(),
+		TTFT: s.cfg.Limits[x.objective].TTFT, OverCap: x.overCap}
 	var dec spill.Decision
 	if x.explain != nil {
 		var t spill.Trace
@@ -229,6 +237,9 @@ func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 		x.spilled, x.routed = true, true
 		x.dest = strings.Join(dec.Destination, ",")
 		return s.forward(x, x.dest, x.body, false, marker...)
+	}
+	if out := s.latencyUnmet(x, dec); out != nil {
+		return out
 	}
 	if dec.Reason != spill.ReasonFallback {
 		return nil

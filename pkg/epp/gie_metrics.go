@@ -42,8 +42,8 @@ const (
 // gieErrorCode maps a refused request's result to GIE's code for the same situation.
 func gieErrorCode(result string) string {
 	switch result {
-	case resultShed, resultBudget:
-		return gieResourceExhausted // GIE: "system saturated, sheddable request dropped"; a budget's 429 alike
+	case resultShed, resultBudget, resultCapped:
+		return gieResourceExhausted // GIE: "system saturated, sheddable request dropped"; a budget's or a cap's 429 alike
 	case resultNoEndpoints:
 		return gieServiceUnavailable // GIE: "failed to find endpoint candidates"
 	case resultInvalid, resultTooLarge:

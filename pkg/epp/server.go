@@ -164,6 +164,8 @@ type Server struct {
 	poolName  string // namespace/name, as budgets select it
 	// flow holds lower priorities while the pool is saturated (flow.go); nil when off.
 	flow *holdQueue
+	// inflight counts the requests in flight of each objective that has a cap (objectives.go).
+	inflight map[string]*atomic.Int64
 
 	admitted atomic.Uint64
 	shed     atomic.Uint64
@@ -222,6 +224,7 @@ func New(o Options) (*Server, error) {
 	}
 	return &Server{
 		flow:      flow,
+		inflight:  objectiveCounters(o.Settings),
 		pools:     o.Metrics.pools,
 		budgets:   o.Budgets,
 		poolName:  o.Pool.String(),
@@ -297,9 +300,13 @@ type exchange struct {
 	// not ended, that pool's flow control (nil when off).
 	ctx   context.Context
 	local *holdQueue
-	bufs  *buffers
-	cands []scheduler.Endpoint // in bufs, or the spill policy's fallback's own
-	dest  string
+	// slot is the request's place under its objective's cap while it runs (objectives.go).
+	slot *atomic.Int64
+	// overCap is true when the request's objective was at its cap in the pool.
+	overCap bool
+	bufs    *buffers
+	cands   []scheduler.Endpoint // in bufs, or the spill policy's fallback's own
+	dest    string
 	// explain, when set, makes the decision an explanation (Server.Explain): the stages record
 	// their findings in it and count nothing.
 	explain *Explanation
@@ -480,6 +487,7 @@ func (s *Server) finish(x *exchange) {
 // ended lets flow control release a held request: one of the pool's own ended (the pool that
 // routed it, another local pool's when the model handed it over).
 func (s *Server) ended(x *exchange) {
+	releaseSlot(x)
 	if x.local != nil {
 		x.local.release()
 		x.local = nil

@@ -170,6 +170,15 @@ const (
 	ReasonNoHopKey    Reason = "no_hop_key"   // stayed: Parent Mode, and no key to sign the hop marker yet
 	ReasonNotWorth    Reason = "not_worth"    // stayed: the local wait is shorter than the trip
 	ReasonFallback    Reason = "fallback"     // stayed on the policy's fallback pool or model: no target
+	// ReasonCapped: spilled, the request's objective is at its capacity cap here
+	// (Request.OverCap).
+	ReasonCapped Reason = "objective_capped"
+	// ReasonLatency: spilled before the pool tripped: the local expected time to first token
+	// breaks the objective's (Request.TTFT) and the target's meets it.
+	ReasonLatency Reason = "latency"
+	// ReasonLatencyUnmet: stayed, no cluster is expected to meet the objective's time to first
+	// token; the EPP sheds a sheddable request so.
+	ReasonLatencyUnmet Reason = "latency_unmet"
 )
 
 // Request is what the decision needs of one request.
@@ -195,6 +204,13 @@ type Request struct {
 	// decision ranks targets.
 	Chain           func() []uint64
 	ChainBlockBytes int
+	// TTFT is the latency objective of the request's objective, 0 for none: an eligible request
+	// whose local expected time to first token breaks it spills to a cluster expected to meet
+	// it, even before the pool trips.
+	TTFT time.Duration
+	// OverCap is true when the request's objective is at its capacity cap in the local pool:
+	// an eligible request spills (the target applies its own cap), whatever the local load.
+	OverCap bool
 }
 
 // Decision is where a request goes.
@@ -332,7 +348,8 @@ type Trace struct {
 	ServiceTime time.Duration
 	// LocalWait and Prefill are the cost model's sides when the decision weighed them (a
 	// saturated pool with a target): the request spills only when LocalWait > best RTT + Prefill,
-	// Prefill being what the best target's cache does not hold.
+	// Prefill being what the best target's cache does not hold. Weighing a latency objective
+	// instead (a pool not spilling), LocalWait is the local expected time to first token.
 	Weighed            bool
 	LocalWait, Prefill time.Duration
 	// Remotes are every remote cluster of the pool: the usable ones best first (Rank from 1),
@@ -400,8 +417,27 @@ func (d *Decider) decide(r Request, t *Trace) Decision {
 		if r.Priority < p.MinPriority && !(p.FailoverStandard && r.Priority >= 0) {
 			return Decision{Reason: ReasonIneligible}
 		}
+	case r.OverCap && r.Priority >= p.MinPriority:
+		reason = ReasonCapped
 	case !st.Spilling:
-		return Decision{Reason: ReasonLocal}
+		if r.TTFT <= 0 || l.Unobserved {
+			return Decision{Reason: ReasonLocal}
+		}
+		// The latency objective: the local expected time to first token is the wait for a
+		// slot plus the prefill of the whole prompt (what the local cache holds is not known
+		// here: the picker finds it).
+		local := localWait(l, service) + p.prefill(r.PromptTokens)
+		if t != nil {
+			t.Weighed, t.LocalWait = true, local
+		}
+		if local <= r.TTFT {
+			return Decision{Reason: ReasonLocal}
+		}
+		if r.Priority < p.MinPriority {
+			// It may not spill: no cluster it may go to is expected to meet the objective.
+			return Decision{Reason: ReasonLatencyUnmet}
+		}
+		reason = ReasonLatency
 	case r.Priority < p.MinPriority:
 		return Decision{Reason: ReasonIneligible}
 	default:
@@ -411,6 +447,11 @@ func (d *Decider) decide(r Request, t *Trace) Decision {
 	if t == nil {
 		ranked = d.ranked(p, service, &r, nil)
 	}
+	if reason == ReasonLatency && (len(ranked) == 0 || ranked[0].cost > r.TTFT) {
+		// No cluster is expected to meet the objective: served here (or shed, if sheddable),
+		// never sent where it would wait as long.
+		return Decision{Reason: ReasonLatencyUnmet}
+	}
 	if len(ranked) == 0 {
 		if p.FallbackPool != "" || p.FallbackModel != "" {
 			return Decision{Reason: ReasonFallback, FallbackPool: p.FallbackPool, FallbackModel: p.FallbackModel}
@@ -419,15 +460,12 @@ func (d *Decider) decide(r Request, t *Trace) Decision {
 	}
 	best := ranked[0]
 	if reason == ReasonSaturated {
-		localWait := time.Duration(float64(l.QueueDepth) / float64(max(l.ReadyEndpoints, 1)) * float64(service))
-		if l.Saturated {
-			localWait = max(localWait, service) // no headroom anywhere: at least one service time
-		}
+		wait := localWait(l, service)
 		prefill := p.prefill(r.PromptTokens - best.cached)
 		if t != nil {
-			t.Weighed, t.LocalWait, t.Prefill = true, localWait, prefill
+			t.Weighed, t.LocalWait, t.Prefill = true, wait, prefill
 		}
-		if localWait <= best.RTT+prefill {
+		if wait <= best.RTT+prefill {
 			return Decision{Reason: ReasonNotWorth}
 		}
 	}
@@ -448,6 +486,16 @@ func (d *Decider) decide(r Request, t *Trace) Decision {
 		}
 	}
 	return dec
+}
+
+// localWait is the cost model's expected wait for a local slot: the queued requests per ready
+// endpoint times the service time, at least one service time when no endpoint has headroom.
+func localWait(l Local, service time.Duration) time.Duration {
+	w := time.Duration(float64(l.QueueDepth) / float64(max(l.ReadyEndpoints, 1)) * float64(service))
+	if l.Saturated {
+		w = max(w, service)
+	}
+	return w
 }
 
 // Targets returns the remotes a spilled request may go to now, best first.
@@ -518,7 +566,7 @@ func (d *Decider) ranked(p Policy, service time.Duration, req *Request, verdicts
 	})
 	out := make([]target, len(cands))
 	for i, c := range cands {
-		out[i] = target{Remote: c.r, cached: min(c.hit*c.r.PrefixBlockBytes/bytesPerToken, req.PromptTokens)}
+		out[i] = target{Remote: c.r, cost: c.cost, cached: min(c.hit*c.r.PrefixBlockBytes/bytesPerToken, req.PromptTokens)}
 		if verdicts != nil {
 			*verdicts = append(*verdicts, Verdict{Remote: c.r, Cost: c.cost, Rank: i + 1, CachedBlocks: c.hit})
 		}
@@ -530,9 +578,11 @@ func (d *Decider) ranked(p Policy, service time.Duration, req *Request, verdicts
 	return out
 }
 
-// target is a usable remote with the prompt tokens its cache holds.
+// target is a usable remote with its cost (RTT, its expected wait, the prefill its cache does
+// not hold: its expected time to first token) and the prompt tokens its cache holds.
 type target struct {
 	Remote
+	cost   time.Duration
 	cached int
 }
 

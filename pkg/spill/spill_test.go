@@ -97,6 +97,31 @@ func TestDecide(t *testing.T) {
 		{name: "a loaded remote loses to a farther idle one", local: saturated,
 			rs:  []Remote{{ClusterID: "busy", Region: "r1", Gateway: "busy:1", Alive: true, ReadyEndpoints: 1, QueueDepth: 4, RTT: time.Millisecond}, far},
 			req: Request{Priority: 100}, spill: true, reason: ReasonSaturated, to: "eu-west:8080"},
+		// Latency objectives (the service time is New's 1 s; 3 queued on 3 endpoints wait 1 s).
+		{name: "latency objective: a local wait that breaks it spills before the pool trips", local: Local{ReadyEndpoints: 3, QueueDepth: 3, Saturation: 0.5},
+			rs: []Remote{far, near}, req: Request{Priority: 100, TTFT: 300 * time.Millisecond}, spill: true, reason: ReasonLatency, to: "us-west:8080"},
+		{name: "latency objective met here: stays", local: Local{ReadyEndpoints: 3, QueueDepth: 0, Saturation: 0.3},
+			rs: []Remote{near}, req: Request{Priority: 100, TTFT: 300 * time.Millisecond}, reason: ReasonLocal},
+		{name: "latency objective no cluster meets: stays, unmet", local: Local{ReadyEndpoints: 3, QueueDepth: 3, Saturation: 0.5},
+			rs:  []Remote{{ClusterID: "busy", Region: "r1", Gateway: "busy:1", Alive: true, ReadyEndpoints: 3, QueueDepth: 3, RTT: time.Millisecond}},
+			req: Request{Priority: 100, TTFT: 300 * time.Millisecond}, reason: ReasonLatencyUnmet},
+		{name: "latency objective with no remote at all: unmet", local: Local{ReadyEndpoints: 3, QueueDepth: 3, Saturation: 0.5},
+			req: Request{Priority: 100, TTFT: 300 * time.Millisecond}, reason: ReasonLatencyUnmet},
+		{name: "latency objective: a remote farther than the objective is no help", local: Local{ReadyEndpoints: 3, QueueDepth: 3, Saturation: 0.5},
+			rs: []Remote{far}, req: Request{Priority: 100, TTFT: 50 * time.Millisecond}, reason: ReasonLatencyUnmet},
+		{name: "latency objective below the policy's priority: unmet, it may not spill", local: Local{ReadyEndpoints: 3, QueueDepth: 3, Saturation: 0.5},
+			rs: []Remote{near}, req: Request{Priority: 0, TTFT: 300 * time.Millisecond}, reason: ReasonLatencyUnmet},
+		{name: "latency objective below the policy's priority, met here: stays", local: Local{ReadyEndpoints: 3, Saturation: 0.5},
+			rs: []Remote{near}, req: Request{Priority: -1, TTFT: 300 * time.Millisecond}, reason: ReasonLocal},
+		{name: "latency objective: a spilled request never spills again", local: Local{ReadyEndpoints: 3, QueueDepth: 3, Saturation: 0.5},
+			rs: []Remote{near}, req: Request{Priority: 100, TTFT: 300 * time.Millisecond, Hop: true}, reason: ReasonHop},
+		// Objective caps.
+		{name: "objective at its cap: critical spills whatever the load", local: Local{ReadyEndpoints: 3, Saturation: 0.1},
+			rs: []Remote{far, near}, req: Request{Priority: 100, OverCap: true}, spill: true, reason: ReasonCapped, to: "us-west:8080"},
+		{name: "objective at its cap: below the policy's priority stays (the EPP refuses it)", local: Local{ReadyEndpoints: 3, Saturation: 0.1},
+			rs: []Remote{near}, req: Request{Priority: 0, OverCap: true}, reason: ReasonLocal},
+		{name: "objective at its cap, no target: stays", local: Local{ReadyEndpoints: 3, Saturation: 0.1},
+			rs: []Remote{cordoned(near)}, req: Request{Priority: 100, OverCap: true}, reason: ReasonNoTarget},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := DefaultPolicy()
