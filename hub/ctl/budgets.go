@@ -57,22 +57,38 @@ func (o *options) getBudgets(g *getOptions, name string) call {
 				rows = append(rows, append(head, "<none>", "-", "-", "-", "-", "-"))
 				continue
 			}
-			for i, m := range b.GetMembers() {
+			for i, m := range budgetMemberRows(b) {
 				if i > 0 {
 					head = []string{"", "", "", "", ""}
 				}
-				u, gr := m.GetUsage(), m.GetGranted()
-				used, ceiling := "-", "-"
-				if u.GetWindowStartMs() == b.GetWindowStartMs() {
-					used = budgetUsed(s, u.GetUsedTokens(), u.GetUsedRequests())
-					ceiling = budgetUsed(s, u.GetCeilingTokens(), u.GetCeilingRequests())
-				}
-				rows = append(rows, append(head, m.GetClusterId(), used, ceiling, strconv.FormatFloat(gr.GetShare(), 'f', 2, 64),
-					fmt.Sprintf("%.0f/s", u.GetDemandTokensPerSecond()), strconv.FormatInt(u.GetRefused(), 10)))
+				rows = append(rows, append(head, m[1:]...))
 			}
 		}
 		return o.printTable(w, budgetColumns, rows)
 	}
+}
+
+// describeBudgetColumns are describe cluster's budget table: the cluster's draws on each budget.
+var describeBudgetColumns = []column{{name: "BUDGET"}, {name: "CLUSTER"}, {name: "USED"}, {name: "CEILING"}, {name: "SHARE"},
+	{name: "DEMAND"}, {name: "REFUSED"}}
+
+// budgetMemberRows are a budget's member rows: its name, then each member's cluster, usage and
+// ceiling in the budget's window ("-" when its last report is of another), share, demand and
+// refusals.
+func budgetMemberRows(b *pb.BudgetStatus) [][]string {
+	s := b.GetSpec()
+	var rows [][]string
+	for _, m := range b.GetMembers() {
+		u, gr := m.GetUsage(), m.GetGranted()
+		used, ceiling := "-", "-"
+		if u.GetWindowStartMs() == b.GetWindowStartMs() {
+			used = budgetUsed(s, u.GetUsedTokens(), u.GetUsedRequests())
+			ceiling = budgetUsed(s, u.GetCeilingTokens(), u.GetCeilingRequests())
+		}
+		rows = append(rows, []string{s.GetName(), m.GetClusterId(), used, ceiling, strconv.FormatFloat(gr.GetShare(), 'f', 2, 64),
+			fmt.Sprintf("%.0f/s", u.GetDemandTokensPerSecond()), strconv.FormatInt(u.GetRefused(), 10)})
+	}
+	return rows
 }
 
 // budgetSelector renders a budget's selector: key=value pairs, or <all>.

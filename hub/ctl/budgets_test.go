@@ -102,3 +102,25 @@ func TestGetBudgets(t *testing.T) {
 		t.Fatalf("error %v %s, want one naming %s", err, got, want)
 	}
 }
+
+// TestDescribeClusterBudgets: describe cluster shows the cluster's own draws on each budget, as
+// get budgets does for every cluster.
+func TestDescribeClusterBudgets(t *testing.T) {
+	h := budgetFleet(t)
+	var got string
+	// The registered cluster reaches the answering replica's view through its watch.
+	testkit.Eventually(t, 5*time.Second, "eu-west-1 described", func() error {
+		var err error
+		got, err = as(t, h, hubtest.User("viewer"), "describe", "cluster", "eu-west-1")
+		return err
+	})
+	_, table, ok := strings.Cut(got, "Budgets:\n")
+	table, _, _ = strings.Cut(table, "Events:")
+	if !ok {
+		t.Fatalf("no budget table in\n%s", got)
+	}
+	testkit.Golden(t, filepath.Join("testdata", "describe-cluster-budgets"), []byte(table))
+	if strings.Contains(table, "us-east-1") {
+		t.Fatalf("another cluster's draws in eu-west-1's table:\n%s", table)
+	}
+}

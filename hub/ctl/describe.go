@@ -72,6 +72,14 @@ func (o *options) describeCluster(name string) call {
 		if err != nil {
 			return err
 		}
+		budgets, err := c.ListBudgets(ctx, &pb.ListBudgetsRequest{})
+		if err != nil {
+			return err
+		}
+		for _, b := range budgets.GetBudgets() { // the cluster's own draws on each budget
+			b.Members = slices.DeleteFunc(b.Members, func(m *pb.BudgetMember) bool { return m.GetClusterId() != name })
+		}
+		budgets.Budgets = slices.DeleteFunc(budgets.Budgets, func(b *pb.BudgetStatus) bool { return len(b.GetMembers()) == 0 })
 		var members []*pb.Pool // the cluster's membership of each pool it exports
 		for _, p := range pools.GetPools() {
 			for _, m := range p.GetMembers() {
@@ -90,7 +98,7 @@ func (o *options) describeCluster(name string) call {
 		}
 		if !o.tabular() {
 			return o.writeParts(w, []part{{"cluster", cl.GetCluster()}, {"pools", &pb.ListPoolsResponse{Pools: members}},
-				{"imports", &pb.ListImportsResponse{Imports: states}}, {"events", events}})
+				{"imports", &pb.ListImportsResponse{Imports: states}}, {"budgets", budgets}, {"events", events}})
 		}
 
 		info := cl.GetCluster().GetInfo()
@@ -133,6 +141,11 @@ func (o *options) describeCluster(name string) call {
 			rows = append(rows, importRow(i.GetPool(), st))
 		}
 		d.table(o, "Imports", "(reports no import)", importColumns, rows)
+		rows = rows[:0]
+		for _, b := range budgets.GetBudgets() {
+			rows = append(rows, budgetMemberRows(b)...)
+		}
+		d.table(o, "Budgets", "(draws on no token budget)", describeBudgetColumns, rows)
 		d.events(o, events.GetEvents(), false)
 		return d.err
 	}

@@ -541,7 +541,7 @@ func TestDescribe(t *testing.T) {
 	// -o json holds every part; a name that is no cluster is an error.
 	js, err := as(t, h, viewer, "describe", "cluster", "us-east-1", "-o", "json")
 	var parts map[string]json.RawMessage
-	if err != nil || json.Unmarshal([]byte(js), &parts) != nil || len(parts) != 4 || !strings.Contains(string(parts["events"]), `"reason": "Registered"`) {
+	if err != nil || json.Unmarshal([]byte(js), &parts) != nil || len(parts) != 5 || !strings.Contains(string(parts["events"]), `"reason": "Registered"`) {
 		t.Fatalf("describe -o json: %v\n%s", err, js)
 	}
 	if _, err := as(t, h, viewer, "describe", "cluster", "nowhere-1"); err == nil || !strings.Contains(err.Error(), "cluster nowhere-1") {
