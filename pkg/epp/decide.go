@@ -235,6 +235,9 @@ func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 			s.spilled.Add(1)
 		}
 		x.spilled, x.routed = true, true
+		if x.explain == nil {
+			x.spilledTo = dec.Target.ClusterID
+		}
 		x.dest = strings.Join(dec.Destination, ",")
 		return s.forward(x, x.dest, x.body, false, marker...)
 	}

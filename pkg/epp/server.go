@@ -300,6 +300,9 @@ type exchange struct {
 	// not ended, that pool's flow control (nil when off).
 	ctx   context.Context
 	local *holdQueue
+	// spilledTo is the cluster the request spilled to, until it ends (the spill decider
+	// counts it in flight there).
+	spilledTo string
 	// slot is the request's place under its objective's cap while it runs (objectives.go).
 	slot *atomic.Int64
 	// overCap is true when the request's objective was at its cap in the pool.
@@ -488,6 +491,10 @@ func (s *Server) finish(x *exchange) {
 // routed it, another local pool's when the model handed it over).
 func (s *Server) ended(x *exchange) {
 	releaseSlot(x)
+	if x.spilledTo != "" && s.spill != nil {
+		s.spill.Ended(x.spilledTo)
+		x.spilledTo = ""
+	}
 	if x.local != nil {
 		x.local.release()
 		x.local = nil

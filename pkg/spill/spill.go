@@ -253,6 +253,9 @@ type Decider struct {
 	state       State
 	belowSince  time.Time
 	serviceTime time.Duration
+	// sent counts, by cluster, the requests this decider spilled there that have not ended
+	// (Ended): the ranking adds them to the cluster's reported queue.
+	sent map[string]int
 }
 
 // New returns a decider for a pool whose remote clusters remotes lists.
@@ -260,7 +263,7 @@ func New(p Policy, remotes Candidates) (*Decider, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	return &Decider{remotes: remotes, now: time.Now, policy: p, serviceTime: time.Second, local: Local{Unobserved: true}}, nil
+	return &Decider{remotes: remotes, now: time.Now, policy: p, serviceTime: time.Second, local: Local{Unobserved: true}, sent: map[string]int{}}, nil
 }
 
 // SetPolicy replaces the policy; the hysteresis state stays.
@@ -329,15 +332,36 @@ func (d *Decider) State() State {
 	return d.state
 }
 
-// Decide says whether the request spills and where.
+// Decide says whether the request spills and where. A request it spills counts as in flight at
+// its target until Ended.
 func (d *Decider) Decide(r Request) Decision {
 	dec := d.decide(r, nil)
 	if dec.Spill {
 		d.mu.Lock()
 		d.state.LastTarget, d.state.LastRegion = dec.Target.ClusterID, dec.Target.Region
+		d.sent[dec.Target.ClusterID]++
 		d.mu.Unlock()
 	}
 	return dec
+}
+
+// Ended says that a request Decide spilled to cluster ended (answered, failed or abandoned).
+func (d *Decider) Ended(cluster string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch n := d.sent[cluster]; {
+	case n > 1:
+		d.sent[cluster] = n - 1
+	case n == 1:
+		delete(d.sent, cluster)
+	}
+}
+
+// inFlight returns how many requests Decide spilled to cluster that have not ended.
+func (d *Decider) inFlight(cluster string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.sent[cluster]
 }
 
 // Trace is what a decision read and how it judged each remote: Explain fills it.
@@ -552,7 +576,12 @@ func (d *Decider) ranked(p Policy, service time.Duration, req *Request, verdicts
 			hit = r.Prefix.Matched(chain)
 		}
 		cached := min(hit*r.PrefixBlockBytes/bytesPerToken, req.PromptTokens)
-		cost := r.RTT + time.Duration(float64(r.QueueDepth)/float64(r.ReadyEndpoints)*float64(service)) + p.prefill(req.PromptTokens-cached)
+		// The remote's queue as it reported it, plus half of the requests this decider sent
+		// there that have not ended (about half of them run, half wait; the report, up to a
+		// heartbeat old, may count some already): within a report interval the spilled
+		// requests spread over the targets instead of all queueing at the best.
+		queued := float64(r.QueueDepth) + float64(d.inFlight(r.ClusterID))/2
+		cost := r.RTT + time.Duration(queued/float64(r.ReadyEndpoints)*float64(service)) + p.prefill(req.PromptTokens-cached)
 		cands = append(cands, scored{r, rank, cost, hit})
 	}
 	slices.SortFunc(cands, func(a, b scored) int {

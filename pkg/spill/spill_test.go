@@ -304,3 +304,35 @@ func TestCacheAwareRanking(t *testing.T) {
 		}
 	}
 }
+
+// TestSpilledRequestsSpread: the requests a decider spilled to a cluster and that have not
+// ended count in its queue, so that between two capacity reports the spilled requests spread
+// over the targets instead of all queueing at the nearest; once they end it is the nearest again.
+func TestSpilledRequestsSpread(t *testing.T) {
+	// 1 s service time (New's), 3 ready endpoints: each request in flight adds 1/6 s to
+	// us-west's cost, and eu-west is 60 ms farther.
+	near, far := healthy("us-west", "us-west", 20*time.Millisecond), healthy("eu-west", "eu-west", 80*time.Millisecond)
+	d, _ := newDecider(t, DefaultPolicy(), remotes(near, far))
+	d.ObserveLocal(saturated)
+	var to []string
+	for range 4 {
+		to = append(to, d.Decide(Request{Priority: 100}).Target.ClusterID)
+	}
+	if want := []string{"us-west", "eu-west", "us-west", "eu-west"}; strings.Join(to, ",") != strings.Join(want, ",") {
+		t.Fatalf("four spilled requests went to %v, want %v", to, want)
+	}
+	for _, c := range to {
+		d.Ended(c)
+	}
+	d.Ended("us-west") // one more than was sent: nothing below zero
+	if got := d.Decide(Request{Priority: 100}).Target.ClusterID; got != "us-west" {
+		t.Fatalf("after every spilled request ended: %s, want us-west", got)
+	}
+	if got := d.Decide(Request{Priority: 100}).Target.ClusterID; got != "eu-west" {
+		t.Fatalf("with one in flight at us-west: %s, want eu-west", got)
+	}
+	// Explaining a decision counts nothing.
+	if _, tr := d.Explain(Request{Priority: 100}); tr.Remotes[0].ClusterID != "us-west" {
+		t.Fatalf("explained ranking %+v, want us-west first with one request in flight at each", tr.Remotes)
+	}
+}
