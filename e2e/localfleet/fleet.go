@@ -140,6 +140,12 @@ const EPPConfig = `objectives:
 - {name: batch, priority: BestEffort}
 `
 
+// EPPConfigCriticalTTFT is EPPConfig with a latency objective (docs/epp.md) on the critical
+// objective.
+func EPPConfigCriticalTTFT(ttft time.Duration) string {
+	return strings.Replace(EPPConfig, "{name: critical, priority: Critical}", fmt.Sprintf("{name: critical, priority: Critical, ttft: %s}", ttft), 1)
+}
+
 // validate reports what the options lack.
 func (o Options) validate() error {
 	var errs []error

@@ -60,6 +60,8 @@ type Config struct {
 	EPPConfig string
 	// HubArgs are extra hub flags.
 	HubArgs []string
+	// CriticalTTFT, when set, is the critical objective's latency objective in every EPP.
+	CriticalTTFT time.Duration
 }
 
 // Run is a running fleet.
@@ -73,10 +75,14 @@ type Run struct {
 // Start starts the fleet and the toxiproxies and waits until every region reports capacity.
 func Start(ctx context.Context, c Config) (*Run, error) {
 	r := &Run{Config: c}
+	objectives := localfleet.EPPConfig
+	if c.CriticalTTFT > 0 {
+		objectives = localfleet.EPPConfigCriticalTTFT(c.CriticalTTFT)
+	}
 	o := localfleet.Options{BinDir: c.BinDir, WorkDir: c.WorkDir, HubNetns: c.Prefix + "-mgmt",
 		HubGRPC: "10.77.0.1:8470", HubHTTP: "10.77.0.1:8471", HubAdmin: "10.77.0.1:8472", HubGossip: "10.77.0.1:7946", LeaseTTL: 5 * time.Second,
 		SimArgs:   []string{"--max-num-seqs", "2", "--decode-latency", "30ms"},
-		EPPConfig: localfleet.EPPConfig + "spill: {minDwell: 3s}\n" + c.EPPConfig, HubArgs: c.HubArgs}
+		EPPConfig: objectives + "spill: {minDwell: 3s}\n" + c.EPPConfig, HubArgs: c.HubArgs}
 	for i, name := range Names {
 		n := i + 1
 		reg := localfleet.Region{Name: name, Cluster: name + "-1", Netns: fmt.Sprintf("%s-r%d", c.Prefix, n),

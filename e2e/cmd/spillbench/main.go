@@ -34,6 +34,7 @@ type options struct {
 	ragWarm, ragBurst                                time.Duration
 	only                                             string
 	flowControl                                      bool
+	criticalTTFT                                     time.Duration
 }
 
 func newCommand() *cobra.Command {
@@ -62,6 +63,7 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&o.ragBurst, "rag-burst", 40*time.Second, "length of the RAG workload's burst")
 	f.StringVar(&o.only, "only", "", "run only this part: burst or rag (the JSON and the page keep the other's figures)")
 	f.BoolVar(&o.flowControl, "flow-control", false, "run Spillway's EPP with flow control (queueDepth 1)")
+	f.DurationVar(&o.criticalTTFT, "critical-ttft", 500*time.Millisecond, "the critical objective's latency objective (ttft) in Spillway's EPP (0: none)")
 	return cmd
 }
 
@@ -87,8 +89,10 @@ type report struct {
 	CriticalP99RatioLocalOnly float64                   `json:"critical_p99_ratio_vs_local_only"`
 	// CriticalP99RatioRoundRobin is Spillway's Critical TTFT p99 ÷ round-robin's.
 	CriticalP99RatioRoundRobin float64 `json:"critical_p99_ratio_vs_round_robin"`
-	DeadClusterDetectS         float64 `json:"dead_cluster_detect_s"`
-	RequestsToDeadAfterDetect  int     `json:"requests_to_dead_after_detect"`
+	// CriticalTTFTObjectiveMs is the critical objective's ttft in Spillway's run, 0 for none.
+	CriticalTTFTObjectiveMs   float64 `json:"critical_ttft_objective_ms"`
+	DeadClusterDetectS        float64 `json:"dead_cluster_detect_s"`
+	RequestsToDeadAfterDetect int     `json:"requests_to_dead_after_detect"`
 	// The cache-aware comparison (rag.go).
 	SpilledPrefixHitRateCacheAware float64   `json:"spilled_prefix_hit_rate_cache_aware"`
 	SpilledPrefixHitRateBlind      float64   `json:"spilled_prefix_hit_rate_blind"`
@@ -150,6 +154,13 @@ func run(ctx context.Context, o options) error {
 func (o options) burstRuns(ctx context.Context, rep *report) error {
 	rep.Scenario = fmt.Sprintf("us-east bursts from %.0f to %.0f requests/s for %s (about 3× its capacity) while every region serves %.0f requests/s",
 		o.steady, o.burst, o.during, o.steady)
+	if o.criticalTTFT > 0 {
+		rep.Scenario += fmt.Sprintf("; Spillway's critical objective states a latency objective (`ttft: %s`, docs/epp.md)", o.criticalTTFT)
+	}
+	if o.flowControl {
+		rep.Scenario += "; Spillway's EPPs run flow control (queue depth 1)"
+	}
+	rep.CriticalTTFTObjectiveMs = float64(o.criticalTTFT.Milliseconds())
 	var spillway *outcome
 	for _, s := range []string{"spillway", "local_only", "round_robin"} {
 		fmt.Printf("== %s\n", s)
@@ -161,6 +172,7 @@ func (o options) burstRuns(ctx context.Context, rep *report) error {
 		rep.Strategies[s] = res
 		fmt.Printf("   critical success %.4f, TTFT p50 %.0f ms p99 %.0f ms; standard spilled %.3f; besteffort shed %.3f; cross-region %.3f (%d requests)\n",
 			res.CriticalSuccess, res.CriticalTTFTp50, res.CriticalTTFTp99, res.StandardSpilledShare, res.BestEffortShedShare, res.CrossRegionShare, res.Requests)
+		fmt.Printf("   critical TTFT by where it was served (during the burst): %s\n", out.criticalByRegion(o.before, o.before+o.during))
 		if s == "spillway" {
 			spillway = out
 		}
@@ -200,8 +212,12 @@ func (o options) scenario(ctx context.Context, strategy string) (*outcome, error
 	if strategy != "spillway" {
 		spokeArgs, eppConfig = []string{"--spill=false"}, ""
 	}
+	var ttft time.Duration
+	if strategy == "spillway" {
+		ttft = o.criticalTTFT
+	}
 	r, err := regions.Start(ctx, regions.Config{Prefix: o.prefix, BinDir: o.binDir, WorkDir: mkdir(o.workDir, strategy), SpokeArgs: spokeArgs,
-		EPPConfig: eppConfig})
+		EPPConfig: eppConfig, CriticalTTFT: ttft})
 	if err != nil {
 		return nil, err
 	}
@@ -257,6 +273,30 @@ func (o options) killed(ctx context.Context) (time.Duration, int, error) {
 	}
 	defer r.Stop()
 	return r.KillDuringLoad(ctx, r.Regions[0], r.Regions[1], regions.Load{Rate: o.burst, Duration: 20 * time.Second}, 5*time.Second)
+}
+
+// criticalByRegion sums up the Critical requests of us-east sent between from and to (since the
+// run's start) by the region that served them: count, TTFT p50 and p99.
+func (out *outcome) criticalByRegion(from, to time.Duration) string {
+	east := out.run.Regions[0]
+	by := map[string][]time.Duration{}
+	for _, r := range out.results[east.Name] {
+		if r.Class != "Critical" || !r.OK() || r.Start.Sub(out.start) < from || r.Start.Sub(out.start) > to {
+			continue
+		}
+		where := out.run.RemoteRegion(east, r)
+		if where == "" {
+			where = east.Name
+		}
+		by[where] = append(by[where], r.TTFT)
+	}
+	var parts []string
+	for _, reg := range out.run.Regions {
+		if ts := by[reg.Name]; len(ts) > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d, p50 %.0f ms p99 %.0f ms", reg.Name, len(ts), loadgen.Percentile(ts, 0.5), loadgen.Percentile(ts, 0.99)))
+		}
+	}
+	return strings.Join(parts, "; ")
 }
 
 func (out *outcome) result() strategyResult {
