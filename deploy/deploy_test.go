@@ -682,6 +682,8 @@ func TestOnAPIServer(t *testing.T) {
 		}
 	})
 
+	t.Run("TokenBudget", func(t *testing.T) { testTokenBudget(t, ctx, c) })
+
 	// Last: the pool-namespace example binds the spoke's role to another ServiceAccount.
 	t.Run("examples and components are accepted", func(t *testing.T) {
 		for _, dir := range []string{"examples/hub", "examples/hub-cert-manager", "examples/spoke", "examples/spoke-join",

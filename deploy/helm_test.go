@@ -243,6 +243,17 @@ func withoutKeep(t *testing.T, ms []manifest) []manifest {
 	return ms
 }
 
+// withTokenBudgetCRD adds to kustomize's CRDs the TokenBudget's, which deploy/crds (the spokes'
+// clusters' CRDs) leaves out and the hub's cluster installs from its file.
+func withTokenBudgetCRD(t *testing.T, ms []manifest) []manifest {
+	t.Helper()
+	b, err := os.ReadFile("crds/spillway/spillway.io_tokenbudgets.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(ms, parseManifests(t, "the TokenBudget CRD", b)...)
+}
+
 // without leaves out of ms the objects whose key ends with suffix.
 func without(ms []manifest, suffix string) []manifest {
 	return slices.DeleteFunc(ms, func(m manifest) bool { return strings.HasSuffix(m.key, suffix) })
@@ -404,6 +415,21 @@ func TestHelmChartsMatchKustomize(t *testing.T) {
 			chartMap: withoutKeep,
 			kustMap: func(_ *testing.T, ms []manifest) []manifest {
 				return without(ms, "/inferencepools.inference.networking.k8s.io")
+			},
+		},
+		{
+			name: "crds with the TokenBudget, for the hub's cluster", chart: "spillway-crds", dir: "crds",
+			values:   map[string]any{"tokenBudget": on},
+			chartMap: withoutKeep,
+			kustMap:  withTokenBudgetCRD,
+		},
+		{
+			name: "crds of a hub's cluster that is no member: SpillPolicy and TokenBudget", chart: "spillway-crds", dir: "crds",
+			values: map[string]any{"inferencePool": map[string]any{"enabled": false}, "inferencePoolImport": map[string]any{"enabled": false},
+				"mcsAPI": map[string]any{"enabled": false}, "clusterProperty": map[string]any{"enabled": false}, "tokenBudget": on},
+			chartMap: withoutKeep,
+			kustMap: func(t *testing.T, ms []manifest) []manifest {
+				return withTokenBudgetCRD(t, slices.DeleteFunc(ms, func(m manifest) bool { return !strings.HasSuffix(m.key, "/spillpolicies.spillway.io") }))
 			},
 		},
 		{
