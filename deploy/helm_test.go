@@ -359,7 +359,7 @@ func TestHelmChartsMatchKustomize(t *testing.T) {
 		{name: "hub", chart: "spillway-hub", dir: "hub"},
 		{
 			name: "hub with every component", chart: "spillway-hub", dir: "testdata/hub-components",
-			values: map[string]any{"servingCertificate": on, "signingCA": on, "gossip": on},
+			values: map[string]any{"servingCertificate": on, "signingCA": on, "gossip": on, "tokenBudgets": on},
 		},
 		{
 			name: "hub as the example overlay", chart: "spillway-hub", dir: "examples/hub",
@@ -686,5 +686,13 @@ func TestHelmChartHubBudgets(t *testing.T) {
 	if len(set.Budgets) != 2 || set.Budgets[0].Name != "acme" || set.Budgets[0].Tokens != 600000 || set.Budgets[0].Selector.Tenant != "acme" ||
 		set.Budgets[1].Name != "llama" || set.Budgets[1].Requests != 50 || set.Budgets[1].Count != budget.CountOutput {
 		t.Fatalf("budgets read back: %+v", set.Budgets)
+	}
+
+	// The budgets come from values or from the cluster's TokenBudgets, which the hub refuses
+	// together: the install fails instead of the hub crash-looping.
+	_, err = render(t, "charts/spillway-hub", map[string]any{"budgets": []any{map[string]any{"name": "acme", "tokensPerWindow": 1}},
+		"tokenBudgets": map[string]any{"enabled": true}})
+	if err == nil || !strings.Contains(err.Error(), "budgets and tokenBudgets.enabled both declare the fleet's budgets") {
+		t.Errorf("budgets and tokenBudgets.enabled: %v, want a refusal", err)
 	}
 }

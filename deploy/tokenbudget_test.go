@@ -2,12 +2,17 @@ package deploy
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spillway-io/spillway/e2e/apiserver"
+	"github.com/spillway-io/spillway/e2e/testkit"
 	"github.com/spillway-io/spillway/pkg/budget"
 )
 
@@ -125,5 +130,103 @@ func testTokenBudget(t *testing.T, ctx context.Context, c *apiserver.Cluster) {
 	}
 	if f := strings.Fields(string(out)); len(f) < 4 || f[0] != "full" || f[1] != "acme" || f[2] != "600000" || f[3] != "24h" {
 		t.Errorf("kubectl get tb: %q, want columns NAME TENANT TOKENS WINDOW ... = full acme 600000 24h", out)
+	}
+}
+
+// hubBudgets is what `hubctl get budgets -o json` says of the hub's budgets: name → limit.
+func hubBudgets(t *testing.T, h *hub) map[string]string {
+	t.Helper()
+	var list struct {
+		Budgets []struct {
+			Spec struct {
+				Name            string `json:"name"`
+				TokensPerWindow string `json:"tokensPerWindow"`
+			} `json:"spec"`
+		} `json:"budgets"`
+	}
+	h.hubctlJSON(t, &list, "get", "budgets")
+	out := map[string]string{}
+	for _, b := range list.Budgets {
+		out[b.Spec.Name] = b.Spec.TokensPerWindow
+	}
+	return out
+}
+
+// testHubTokenBudgets runs the hub as the token-budgets component deploys it: its Role is all
+// its ServiceAccount may do (read the TokenBudgets of its namespace, write their status), and
+// with that ServiceAccount's token the hub declares the namespace's budgets before it serves,
+// follows a new one, and marks them Accepted.
+func testHubTokenBudgets(t *testing.T, ctx context.Context, c *apiserver.Cluster, bins string) {
+	installTokenBudgetCRD(t, ctx, c)
+	if _, err := apply(ctx, c, join(objects(t, kustomize(t, "testdata/hub-token-budgets")))); err != nil {
+		t.Fatal(err)
+	}
+	const spill = "spillway.io"
+	checks := []struct {
+		ns string
+		access
+		want bool
+	}{
+		{namespace, access{"get", spill, "tokenbudgets", ""}, true},
+		{namespace, access{"list", spill, "tokenbudgets", ""}, true},
+		{namespace, access{"watch", spill, "tokenbudgets", ""}, true},
+		{namespace, access{"update", spill, "tokenbudgets", "status"}, true},
+		{namespace, access{"patch", spill, "tokenbudgets", "status"}, true},
+		{namespace, access{"create", spill, "tokenbudgets", ""}, false}, // the budgets are the operator's
+		{namespace, access{"update", spill, "tokenbudgets", ""}, false},
+		{namespace, access{"patch", spill, "tokenbudgets", ""}, false},
+		{namespace, access{"delete", spill, "tokenbudgets", ""}, false},
+		{namespace, access{"list", spill, "spillpolicies", ""}, false},
+		{namespace, access{"get", "", "secrets", ""}, false},
+		{namespace, access{"list", "", "configmaps", ""}, false},
+		{"tokenbudget-schema", access{"list", spill, "tokenbudgets", ""}, false}, // its own namespace only
+		{"kube-system", access{"list", spill, "tokenbudgets", ""}, false},
+	}
+	for _, ch := range checks {
+		if got := mayIn(t, ctx, c, hubSA, ch.ns, ch.access)[0]; got != ch.want {
+			t.Errorf("hub may %s in %s: %v, want %v", ch.access, ch.ns, got, ch.want)
+		}
+	}
+
+	if _, err := apply(ctx, c, tokenBudget(namespace, "acme", "spec: {selector: {tenant: acme}, tokensPerWindow: 600000}")); err != nil {
+		t.Fatal(err)
+	}
+	kubeconfig := serviceAccountKubeconfig(t, ctx, c, "spillway-hub")
+	h := startHubOf(t, bins, "testdata/hub-token-budgets", []string{"spillway-hub." + namespace + ".svc"}, "--kubeconfig="+kubeconfig)
+	// Ready means the budgets were read: acme is there at once.
+	if got := hubBudgets(t, h); len(got) != 1 || got["acme"] != "600000" {
+		t.Errorf("the hub started with budgets %v, want acme's 600000 tokens", got)
+	}
+	if _, err := apply(ctx, c, tokenBudget(namespace, "llama", "spec: {selector: {model: llama}, tokensPerWindow: 1000, window: 10s}")); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 30*time.Second, "the hub declares llama", func() error {
+		h.proc.running()
+		if got := hubBudgets(t, h); len(got) != 2 || got["llama"] != "1000" {
+			return fmt.Errorf("budgets %v", got)
+		}
+		return nil
+	})
+	for _, name := range []string{"acme", "llama"} {
+		testkit.Eventually(t, 30*time.Second, "the hub marks "+name+" Accepted", func() error {
+			out, err := c.Kubectl(ctx, "get", "tokenbudget", name, "-n", namespace, "-o", "json")
+			if err != nil {
+				return err
+			}
+			var obj struct {
+				Status struct {
+					Conditions []struct{ Type, Status, Reason string } `json:"conditions"`
+				} `json:"status"`
+			}
+			if err := json.Unmarshal(out, &obj); err != nil {
+				return err
+			}
+			if !slices.ContainsFunc(obj.Status.Conditions, func(c struct{ Type, Status, Reason string }) bool {
+				return c.Type == "Accepted" && c.Status == "True" && c.Reason == "Accepted"
+			}) {
+				return errors.New("conditions " + fmt.Sprint(obj.Status.Conditions))
+			}
+			return nil
+		})
 	}
 }
