@@ -39,6 +39,7 @@ var goldens = []struct{ name, dir string }{
 const (
 	namespace = "spillway-system"
 	spokeSA   = "system:serviceaccount:spillway-system:spillway-spoke"
+	hubSA     = "system:serviceaccount:spillway-system:spillway-hub"
 )
 
 // object is one rendered manifest and its YAML.
@@ -274,7 +275,8 @@ func containerPort(c corev1.Container, nameOrNumber string) int32 {
 	return 0
 }
 
-// TestHubNeedsNoKubernetesAPI: the hub gets no token, no RBAC and no CRDs.
+// TestHubNeedsNoKubernetesAPI: the hub gets no token, no RBAC and no CRDs (unless the
+// token-budgets component gives it a Role: TestHubTokenBudgetsComponent).
 func TestHubNeedsNoKubernetesAPI(t *testing.T) {
 	objs := objects(t, kustomize(t, "hub"))
 	for _, o := range objs {
@@ -290,6 +292,42 @@ func TestHubNeedsNoKubernetesAPI(t *testing.T) {
 	// One writer of the embedded etcd's volume at a time.
 	if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType || *d.Spec.Replicas != 1 {
 		t.Errorf("strategy %s with %d replicas, want Recreate with 1", d.Spec.Strategy.Type, *d.Spec.Replicas)
+	}
+}
+
+// TestHubTokenBudgetsComponent: the token-budgets component gives the hub exactly what reading
+// TokenBudgets needs: a Role in the hub's namespace to read them and write their status, bound
+// to the hub's ServiceAccount, its token mounted, and the flag; nothing cluster-wide.
+func TestHubTokenBudgetsComponent(t *testing.T) {
+	objs := objects(t, kustomize(t, "testdata/hub-token-budgets"))
+	for _, o := range objs {
+		if o.Kind == "ClusterRole" || o.Kind == "ClusterRoleBinding" || o.Kind == "CustomResourceDefinition" {
+			t.Errorf("the component adds %s %s", o.Kind, o.Metadata.Name)
+		}
+	}
+	role := decode[rbacv1.Role](t, find(t, objs, "Role", "spillway-hub-token-budgets"))
+	want := []rbacv1.PolicyRule{
+		{APIGroups: []string{"spillway.io"}, Resources: []string{"tokenbudgets"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{"spillway.io"}, Resources: []string{"tokenbudgets/status"}, Verbs: []string{"update", "patch"}},
+	}
+	if role.Namespace != namespace || !slices.EqualFunc(role.Rules, want, func(a, b rbacv1.PolicyRule) bool {
+		return slices.Equal(a.APIGroups, b.APIGroups) && slices.Equal(a.Resources, b.Resources) && slices.Equal(a.Verbs, b.Verbs) &&
+			len(a.ResourceNames) == 0 && len(a.NonResourceURLs) == 0
+	}) {
+		t.Errorf("Role in %s with rules %+v, want %+v in %s", role.Namespace, role.Rules, want, namespace)
+	}
+	b := decode[rbacv1.RoleBinding](t, find(t, objs, "RoleBinding", "spillway-hub-token-budgets"))
+	if b.Namespace != namespace || b.RoleRef.Kind != "Role" || b.RoleRef.Name != role.Name ||
+		len(b.Subjects) != 1 || b.Subjects[0].Kind != "ServiceAccount" || b.Subjects[0].Name != "spillway-hub" || b.Subjects[0].Namespace != namespace {
+		t.Errorf("RoleBinding %+v, want the Role bound to ServiceAccount %s/spillway-hub", b, namespace)
+	}
+	d := decode[appsv1.Deployment](t, find(t, objs, "Deployment", "spillway-hub"))
+	pod := d.Spec.Template.Spec
+	if a := pod.AutomountServiceAccountToken; a == nil || !*a || pod.ServiceAccountName != "spillway-hub" {
+		t.Errorf("the hub's Pod mounts no token of ServiceAccount spillway-hub (automount %v, account %s)", a, pod.ServiceAccountName)
+	}
+	if !slices.Contains(pod.Containers[0].Args, "--budgets-from-cluster") {
+		t.Errorf("args %q: no --budgets-from-cluster", pod.Containers[0].Args)
 	}
 }
 
@@ -420,6 +458,13 @@ func spokeMay(t *testing.T, ctx context.Context, c *apiserver.Cluster, checks ..
 // spokeMayIn is spokeMay in namespace ns.
 func spokeMayIn(t *testing.T, ctx context.Context, c *apiserver.Cluster, ns string, checks ...access) []bool {
 	t.Helper()
+	return mayIn(t, ctx, c, spokeSA, ns, checks...)
+}
+
+// mayIn asks the API server's authorizer whether the ServiceAccount user (of namespace) may do
+// each thing in namespace ns, as spokeMay does.
+func mayIn(t *testing.T, ctx context.Context, c *apiserver.Cluster, user, ns string, checks ...access) []bool {
+	t.Helper()
 	type attributes struct {
 		Namespace   string `json:"namespace"`
 		Verb        string `json:"verb"`
@@ -443,7 +488,7 @@ func spokeMayIn(t *testing.T, ctx context.Context, c *apiserver.Cluster, ns stri
 	for _, a := range checks {
 		r := review{APIVersion: "authorization.k8s.io/v1", Kind: "SubjectAccessReview"}
 		// The user and groups the API server authenticates the ServiceAccount's token as.
-		r.Spec.User = spokeSA
+		r.Spec.User = user
 		r.Spec.Groups = []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace, "system:authenticated"}
 		r.Spec.ResourceAttributes = attributes{Namespace: ns, Verb: a.verb, Group: a.group, Resource: a.resource, Subresource: a.subresource}
 		reviews = append(reviews, r)
@@ -682,10 +727,14 @@ func TestOnAPIServer(t *testing.T) {
 		}
 	})
 
+	// After the uninstall, which counts the objects labelled part-of=spillway.
+	t.Run("TokenBudget", func(t *testing.T) { testTokenBudget(t, ctx, c) })
+	t.Run("the hub reads TokenBudgets with the token-budgets component", func(t *testing.T) { testHubTokenBudgets(t, ctx, c, bins) })
+
 	// Last: the pool-namespace example binds the spoke's role to another ServiceAccount.
 	t.Run("examples and components are accepted", func(t *testing.T) {
 		for _, dir := range []string{"examples/hub", "examples/hub-cert-manager", "examples/spoke", "examples/spoke-join",
-			"examples/spoke-pool-namespace", "testdata/hub-components", "testdata/spoke-components"} {
+			"examples/spoke-pool-namespace", "testdata/hub-components", "testdata/hub-token-budgets", "testdata/spoke-components"} {
 			if _, err := apply(ctx, c, join(objects(t, kustomize(t, dir)))); err != nil {
 				t.Errorf("%s: %v", dir, err)
 			}

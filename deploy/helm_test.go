@@ -243,6 +243,17 @@ func withoutKeep(t *testing.T, ms []manifest) []manifest {
 	return ms
 }
 
+// withTokenBudgetCRD adds to kustomize's CRDs the TokenBudget's, which deploy/crds (the spokes'
+// clusters' CRDs) leaves out and the hub's cluster installs from its file.
+func withTokenBudgetCRD(t *testing.T, ms []manifest) []manifest {
+	t.Helper()
+	b, err := os.ReadFile("crds/spillway/spillway.io_tokenbudgets.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(ms, parseManifests(t, "the TokenBudget CRD", b)...)
+}
+
 // without leaves out of ms the objects whose key ends with suffix.
 func without(ms []manifest, suffix string) []manifest {
 	return slices.DeleteFunc(ms, func(m manifest) bool { return strings.HasSuffix(m.key, suffix) })
@@ -348,7 +359,7 @@ func TestHelmChartsMatchKustomize(t *testing.T) {
 		{name: "hub", chart: "spillway-hub", dir: "hub"},
 		{
 			name: "hub with every component", chart: "spillway-hub", dir: "testdata/hub-components",
-			values: map[string]any{"servingCertificate": on, "signingCA": on, "gossip": on},
+			values: map[string]any{"servingCertificate": on, "signingCA": on, "gossip": on, "tokenBudgets": on},
 		},
 		{
 			name: "hub as the example overlay", chart: "spillway-hub", dir: "examples/hub",
@@ -404,6 +415,21 @@ func TestHelmChartsMatchKustomize(t *testing.T) {
 			chartMap: withoutKeep,
 			kustMap: func(_ *testing.T, ms []manifest) []manifest {
 				return without(ms, "/inferencepools.inference.networking.k8s.io")
+			},
+		},
+		{
+			name: "crds with the TokenBudget, for the hub's cluster", chart: "spillway-crds", dir: "crds",
+			values:   map[string]any{"tokenBudget": on},
+			chartMap: withoutKeep,
+			kustMap:  withTokenBudgetCRD,
+		},
+		{
+			name: "crds of a hub's cluster that is no member: SpillPolicy and TokenBudget", chart: "spillway-crds", dir: "crds",
+			values: map[string]any{"inferencePool": map[string]any{"enabled": false}, "inferencePoolImport": map[string]any{"enabled": false},
+				"mcsAPI": map[string]any{"enabled": false}, "clusterProperty": map[string]any{"enabled": false}, "tokenBudget": on},
+			chartMap: withoutKeep,
+			kustMap: func(t *testing.T, ms []manifest) []manifest {
+				return withTokenBudgetCRD(t, slices.DeleteFunc(ms, func(m manifest) bool { return !strings.HasSuffix(m.key, "/spillpolicies.spillway.io") }))
 			},
 		},
 		{
@@ -660,5 +686,13 @@ func TestHelmChartHubBudgets(t *testing.T) {
 	if len(set.Budgets) != 2 || set.Budgets[0].Name != "acme" || set.Budgets[0].Tokens != 600000 || set.Budgets[0].Selector.Tenant != "acme" ||
 		set.Budgets[1].Name != "llama" || set.Budgets[1].Requests != 50 || set.Budgets[1].Count != budget.CountOutput {
 		t.Fatalf("budgets read back: %+v", set.Budgets)
+	}
+
+	// The budgets come from values or from the cluster's TokenBudgets, which the hub refuses
+	// together: the install fails instead of the hub crash-looping.
+	_, err = render(t, "charts/spillway-hub", map[string]any{"budgets": []any{map[string]any{"name": "acme", "tokensPerWindow": 1}},
+		"tokenBudgets": map[string]any{"enabled": true}})
+	if err == nil || !strings.Contains(err.Error(), "budgets and tokenBudgets.enabled both declare the fleet's budgets") {
+		t.Errorf("budgets and tokenBudgets.enabled: %v, want a refusal", err)
 	}
 }

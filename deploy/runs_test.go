@@ -320,6 +320,7 @@ type hub struct {
 	caFile            string   // the CA the hub made on its volume
 	hubctlEnv         []string // the container's environment, for hubctl in it
 	bins              string
+	proc              *process
 }
 
 // startHub starts the hub with the Deployment's args, environment and volumes (its
@@ -327,7 +328,15 @@ type hub struct {
 // the test ends.
 func startHub(t *testing.T, bins string) *hub {
 	t.Helper()
-	objs := objects(t, kustomize(t, "examples/hub"))
+	// Its serving certificate names what the spokes of the example and of this cluster dial.
+	return startHubOf(t, bins, "examples/hub", []string{"hub.spillway.example.com", "spillway-hub." + namespace + ".svc"})
+}
+
+// startHubOf starts the hub of the kustomization in dir as startHub does, with extra args
+// appended, and waits until it is ready over HTTPS with a certificate for each of names.
+func startHubOf(t *testing.T, bins, dir string, names []string, extra ...string) *hub {
+	t.Helper()
+	objs := objects(t, kustomize(t, dir))
 	d := decode[appsv1.Deployment](t, find(t, objs, "Deployment", "spillway-hub"))
 	c := emulate(t, d, podEnv{namespace: namespace, configMaps: objs, claims: map[string]string{}})
 	pki, ok := argValue(c.args, "--pki-dir")
@@ -336,14 +345,13 @@ func startHub(t *testing.T, bins string) *hub {
 	}
 	// What differs outside a Pod, appended: the last value of a flag wins.
 	args := append(c.args, "--grpc-address=127.0.0.1:0", "--admin-address=127.0.0.1:0", "--http-address=127.0.0.1:0")
-	p := startProcess(t, filepath.Join(bins, "hub"), args, c.env)
+	p := startProcess(t, filepath.Join(bins, "hub"), append(args, extra...), c.env)
 	rec := p.logged("hub started", 60*time.Second)
-	h := &hub{caFile: filepath.Join(pki, "ca.crt"), hubctlEnv: c.env, bins: bins}
+	h := &hub{caFile: filepath.Join(pki, "ca.crt"), hubctlEnv: c.env, bins: bins, proc: p}
 	h.grpc, _ = rec["grpc"].(string)
 	h.admin, _ = rec["admin"].(string)
 	h.http, _ = rec["http"].(string)
-	// Its serving certificate names what the spokes of the example and of this cluster dial.
-	for _, name := range []string{"hub.spillway.example.com", "spillway-hub." + namespace + ".svc"} {
+	for _, name := range names {
 		readyOverHTTPSOnly(t, p, h.http, httpsClient(t, h.caFile, name))
 	}
 	return h
@@ -420,7 +428,14 @@ func newSpokeRun(t *testing.T, ctx context.Context, c *apiserver.Cluster, bins s
 			t.Fatal(err)
 		}
 	}
-	token, err := c.Kubectl(ctx, "-n", namespace, "create", "token", "spillway-spoke")
+	return &spokeRun{c: c, kubeconfig: serviceAccountKubeconfig(t, ctx, c, "spillway-spoke"), bins: bins, hub: h}
+}
+
+// serviceAccountKubeconfig writes a kubeconfig with a token of the ServiceAccount sa of the
+// namespace: what the Pod's mounted token gives the binary in a cluster.
+func serviceAccountKubeconfig(t *testing.T, ctx context.Context, c *apiserver.Cluster, sa string) string {
+	t.Helper()
+	token, err := c.Kubectl(ctx, "-n", namespace, "create", "token", sa)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,11 +443,11 @@ func newSpokeRun(t *testing.T, ctx context.Context, c *apiserver.Cluster, bins s
 	writeFile(t, kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters: [{name: c, cluster: {server: %s, certificate-authority-data: %s}}]
-users: [{name: spoke, user: {token: %s}}]
-contexts: [{name: c, context: {cluster: c, user: spoke}}]
+users: [{name: %s, user: {token: %s}}]
+contexts: [{name: c, context: {cluster: c, user: %[3]s}}]
 current-context: c
-`, c.Host, base64.StdEncoding.EncodeToString(c.CA), strings.TrimSpace(string(token)))), 0o600)
-	return &spokeRun{c: c, kubeconfig: kubeconfig, bins: bins, hub: h}
+`, c.Host, base64.StdEncoding.EncodeToString(c.CA), sa, strings.TrimSpace(string(token)))), 0o600)
+	return kubeconfig
 }
 
 // start starts the spoke of the example in dir as its Deployment would run it, with the

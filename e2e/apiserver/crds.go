@@ -11,7 +11,8 @@ import (
 
 // CRDPaths are the CRD manifests a spoke's cluster needs, relative to the repository root:
 // GIE's InferencePool and InferencePoolImport, MCS-API's ServiceExport and ServiceImport,
-// KEP-2149's ClusterProperty and Spillway's SpillPolicy (deploy/crds), GIE v1.5's InferenceObjective and
+// KEP-2149's ClusterProperty and Spillway's SpillPolicy (deploy/crds), Spillway's TokenBudget (the
+// hub's cluster's, beside them in deploy/crds/spillway), GIE v1.5's InferenceObjective and
 // prometheus-operator's ServiceMonitor (testdata).
 var CRDPaths = []string{"deploy/crds/upstream", "deploy/crds/clusterproperty", "deploy/crds/spillway", "e2e/apiserver/testdata"}
 

@@ -31,8 +31,10 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"k8s.io/client-go/rest"
 
 	hubetcd "github.com/spillway-io/spillway/hub/etcd"
+	"github.com/spillway-io/spillway/hub/kube"
 	"github.com/spillway-io/spillway/hub/registry"
 	"github.com/spillway-io/spillway/hub/replica"
 	"github.com/spillway-io/spillway/hub/server"
@@ -140,10 +142,13 @@ type Config struct {
 	// EtcdClientTLS is the TLS to an external etcd, read from EtcdTLS's files; nil for the
 	// embedded etcd (it makes its own) or for https endpoints verified with the system's roots.
 	EtcdClientTLS *tls.Config
+	// KubeConfig reaches the hub's own cluster, with BudgetsFromCluster; nil otherwise.
+	KubeConfig *rest.Config
 }
 
-// Config returns the configuration the hub runs with. It reads the external etcd's TLS files and
-// nothing else; the hub's own TLS material is loaded, or made, by Run.
+// Config returns the configuration the hub runs with. It reads the external etcd's TLS files and,
+// with --budgets-from-cluster, the kubeconfig, and nothing else; the hub's own TLS material is
+// loaded, or made, by Run.
 func (o *Options) Config() (*Config, error) {
 	if err := o.Complete(); err != nil {
 		return nil, err
@@ -159,7 +164,13 @@ func (o *Options) Config() (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Config{Options: *o, Logger: log.With("hub", o.HubID), EtcdClientTLS: etcdTLS}, nil
+	cfg := &Config{Options: *o, Logger: log.With("hub", o.HubID), EtcdClientTLS: etcdTLS}
+	if o.BudgetsFromCluster {
+		if cfg.KubeConfig, err = kube.RESTConfig(o.Kubeconfig); err != nil {
+			return nil, fmt.Errorf("--budgets-from-cluster: %w", err)
+		}
+	}
+	return cfg, nil
 }
 
 // NewCommand returns the hub's root command.
@@ -257,16 +268,26 @@ func Run(ctx context.Context, cfg *Config) error {
 		Name: "spillway_hub_registry_revision",
 		Help: "The etcd revision the hub's fleet view reflects: its rate is the registry's write rate.",
 	}, func() float64 { return float64(model.Revision()) }), view.NewFleetCollector(model))
-	// Budgets: declared in --budgets-file, or none (then spokes enforce nothing).
+	// Budgets: declared in --budgets-file, in the hub's cluster (--budgets-from-cluster), or
+	// none (then spokes enforce nothing). Either source is read before the hub serves.
 	var budgets *budget.Allocator
-	if cfg.BudgetsFile != "" {
+	var tokenBudgets *kube.Watcher
+	if cfg.BudgetsFile != "" || cfg.BudgetsFromCluster {
 		// No ceiling is raised until the spokes that held ceilings from the hub before this one
 		// started have reported again: within their reconnect backoff (at most 10 s) and a
 		// report interval.
 		budgets = budget.NewAllocator(budget.AllocatorOptions{Settle: max(2*cfg.BudgetReportInterval, budgetSettle)})
+	}
+	switch {
+	case cfg.BudgetsFile != "":
 		if err := loadBudgets(cfg.BudgetsFile, cfg.TenantHeader, budgets); err != nil {
 			return err
 		}
+	case cfg.BudgetsFromCluster:
+		if tokenBudgets, err = startTokenBudgets(ctx, cfg, budgets, log.With("component", "hub-budgets")); err != nil {
+			return err
+		}
+		defer tokenBudgets.Close()
 	}
 	srv := server.New(store, model, server.Options{
 		Budgets:              budgets,
@@ -378,13 +399,24 @@ func Run(ctx context.Context, cfg *Config) error {
 	g.Go(func() error { return model.Follow(gctx, store, log.With("component", "view")) })
 	g.Go(func() error { return model.Batch(gctx) })
 	g.Go(func() error { return srv.Run(gctx) })
-	if budgets != nil {
+	lead := srv.Lead
+	switch {
+	case cfg.BudgetsFile != "":
 		g.Go(func() error {
 			return followBudgets(gctx, cfg.BudgetsFile, cfg.TenantHeader, budgets, log.With("component", "hub-budgets"))
 		})
+	case tokenBudgets != nil:
+		g.Go(func() error { return tokenBudgets.Run(gctx) })
+		// The TokenBudgets' status is written once for the fleet, by the leader.
+		lead = func(ctx context.Context) error {
+			lg, lctx := errgroup.WithContext(ctx)
+			lg.Go(func() error { return srv.Lead(lctx) })
+			lg.Go(func() error { return tokenBudgets.Lead(lctx) })
+			return lg.Wait()
+		}
 	}
 	g.Go(func() error { return srv.RunStartGrace(gctx) })
-	g.Go(func() error { return elector.Run(gctx, srv.Lead) })
+	g.Go(func() error { return elector.Run(gctx, lead) })
 	g.Go(func() error {
 		return replica.Probe(gctx, cli, cfg.EtcdPrefix+"health", probeInterval, probeTimeout, probe)
 	})

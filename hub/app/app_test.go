@@ -117,6 +117,20 @@ func TestValidate(t *testing.T) {
 		{"advertise address", func(o *Options) { o.AdvertiseAddress = "hub-0.hub.spillway-system.svc:8472" }, ""},
 		{"advertise address without port", func(o *Options) { o.AdvertiseAddress = "hub-0" }, "--advertise-address \"hub-0\": want host:port"},
 		{"advertise address with port 0", func(o *Options) { o.AdvertiseAddress = "hub-0:0" }, "--advertise-address \"hub-0:0\""},
+
+		{"budgets from the cluster", func(o *Options) { o.BudgetsFromCluster, o.BudgetsNamespace = true, "llm-budgets" }, ""},
+		{"budgets from the cluster with a kubeconfig", func(o *Options) {
+			o.BudgetsFromCluster, o.BudgetsNamespace, o.Kubeconfig = true, "spillway-system", "hub.kubeconfig"
+		}, ""},
+		{"budgets from a file and from the cluster", func(o *Options) {
+			o.BudgetsFromCluster, o.BudgetsNamespace, o.BudgetsFile = true, "spillway-system", "budgets.yaml"
+		}, "--budgets-file and --budgets-from-cluster both declare the budgets: give one"},
+		{"budgets namespace not a DNS label", func(o *Options) { o.BudgetsFromCluster, o.BudgetsNamespace = true, "Spillway_System" }, "--budgets-namespace \"Spillway_System\": a namespace name is a DNS label"},
+		{"budgets from the cluster with a bad tenant header", func(o *Options) {
+			o.BudgetsFromCluster, o.BudgetsNamespace, o.TenantHeader = true, "spillway-system", "X-Tenant"
+		}, "--tenant-header: invalid budget: tenantHeader \"X-Tenant\" is not a lower-case HTTP header name"},
+		{"budgets namespace without the cluster", func(o *Options) { o.BudgetsNamespace = "spillway-system" }, "--budgets-namespace and --kubeconfig are for --budgets-from-cluster"},
+		{"kubeconfig without the cluster", func(o *Options) { o.Kubeconfig = "hub.kubeconfig" }, "--budgets-namespace and --kubeconfig are for --budgets-from-cluster"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := validOptions(t)
@@ -160,6 +174,68 @@ func TestCompleteQuota(t *testing.T) {
 	}
 }
 
+// TestCompleteBudgetsNamespace: with --budgets-from-cluster the TokenBudgets' namespace is the
+// flag's, else the Pod's ($POD_NAMESPACE, which deploy/hub sets), else spillway-system; without
+// it, none.
+func TestCompleteBudgetsNamespace(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		fromCluster bool
+		flag, pod   string
+		want        string
+	}{
+		{"flag", true, "llm-budgets", "other", "llm-budgets"},
+		{"the Pod's", true, "", "hub-ns", "hub-ns"},
+		{"default", true, "", "", DefaultBudgetsNamespace},
+		{"not from the cluster", false, "", "hub-ns", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("POD_NAMESPACE", tc.pod)
+			o := NewOptions()
+			o.HubID, o.volumeBytes, o.BudgetsFromCluster, o.BudgetsNamespace = "h", volume(100<<30), tc.fromCluster, tc.flag
+			if err := o.Complete(); err != nil {
+				t.Fatal(err)
+			}
+			if o.BudgetsNamespace != tc.want {
+				t.Errorf("BudgetsNamespace = %q, want %q", o.BudgetsNamespace, tc.want)
+			}
+			if err := o.Validate(); err != nil {
+				t.Errorf("Validate() = %v", err)
+			}
+		})
+	}
+}
+
+// TestConfigReadsTheKubeconfig: with --budgets-from-cluster, Config loads the kubeconfig, and a
+// missing one stops the hub before it starts anything.
+func TestConfigReadsTheKubeconfig(t *testing.T) {
+	dir := t.TempDir()
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
+users: [{name: hub, user: {token: t}}]
+contexts: [{name: c, context: {cluster: c, user: hub}}]
+current-context: c
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	o := testOptions(dir)
+	o.BudgetsFromCluster, o.Kubeconfig = true, kubeconfig
+	cfg, err := o.Config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.KubeConfig == nil || cfg.KubeConfig.Host != "https://127.0.0.1:6443" || cfg.BudgetsNamespace == "" {
+		t.Errorf("KubeConfig %+v, namespace %q", cfg.KubeConfig, cfg.BudgetsNamespace)
+	}
+	o = testOptions(dir)
+	o.BudgetsFromCluster, o.Kubeconfig = true, filepath.Join(dir, "missing")
+	if _, err := o.Config(); err == nil || !strings.Contains(err.Error(), "--budgets-from-cluster: kubernetes client configuration") {
+		t.Errorf("Config() with a missing kubeconfig = %v", err)
+	}
+}
+
 // TestQuotaOfTheRealVolume: without a fake, the volume is the one holding --data-dir (made or
 // not), and a quota larger than it is refused by Config.
 func TestQuotaOfTheRealVolume(t *testing.T) {
@@ -198,6 +274,8 @@ func TestFlags(t *testing.T) {
 		"max-session-opens": "32", "session-open-wait": "3s",
 		"allowed-export-namespaces": "[]", "denied-export-namespaces": "[kube-system,kube-public,kube-node-lease]",
 		"leader-lease-ttl": "3s", "advertise-address": "", "peer-cert-file": "", "peer-key-file": "",
+		"budgets-file": "", "budgets-from-cluster": "false", "budgets-namespace": "", "kubeconfig": "",
+		"tenant-header": "x-spillway-tenant", "budget-report-interval": "1s",
 	} {
 		f := cmd.Flags().Lookup(flag)
 		if f == nil {

@@ -6,8 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
+	"k8s.io/client-go/dynamic"
+	"k8s.io/klog/v2"
+
+	"github.com/spillway-io/spillway/hub/kube"
 	"github.com/spillway-io/spillway/pkg/budget"
 )
 
@@ -62,4 +67,25 @@ func loadBudgets(path, tenantHeader string, alloc *budget.Allocator) error {
 	}
 	alloc.SetBudgets(set)
 	return nil
+}
+
+// klogOnce sets client-go's logger once per process: one log stream, one format. The first hub
+// of the process sets it (tests run several).
+var klogOnce sync.Once
+
+// startTokenBudgets gives the allocator the TokenBudgets of the hub's cluster, and returns the
+// watcher that follows them, once it has listed them: before the hub serves.
+func startTokenBudgets(ctx context.Context, cfg *Config, alloc *budget.Allocator, log *slog.Logger) (*kube.Watcher, error) {
+	klogOnce.Do(func() { klog.SetSlogLogger(cfg.Logger.With("component", "client-go")) })
+	dyn, err := dynamic.NewForConfig(cfg.KubeConfig)
+	if err != nil {
+		return nil, fmt.Errorf("--budgets-from-cluster: %w", err)
+	}
+	w, err := kube.Start(ctx, kube.Options{
+		Client: dyn, Namespace: cfg.BudgetsNamespace, TenantHeader: cfg.TenantHeader, Allocator: alloc, Logger: log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("--budgets-from-cluster: %w", err)
+	}
+	return w, nil
 }

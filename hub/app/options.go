@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -86,8 +87,15 @@ type Options struct {
 	ViewInterval              time.Duration
 	// BudgetsFile holds the fleet's TokenBudgets (docs/budgets.md), read again when it changes;
 	// TenantHeader names the header the gateway sets to the authenticated tenant.
-	BudgetsFile          string
-	TenantHeader         string
+	BudgetsFile  string
+	TenantHeader string
+	// BudgetsFromCluster reads the TokenBudgets from BudgetsNamespace of the hub's own
+	// Kubernetes cluster instead of BudgetsFile, following every change (hub/kube). Kubeconfig
+	// reaches that cluster: empty means $KUBECONFIG, else the Pod's service account.
+	// BudgetsNamespace, when empty, is $POD_NAMESPACE, else DefaultBudgetsNamespace (Complete).
+	BudgetsFromCluster   bool
+	BudgetsNamespace     string
+	Kubeconfig           string
 	BudgetReportInterval time.Duration
 	Gossip               gossip.Flags
 	Log                  logging.Options
@@ -97,6 +105,10 @@ type Options struct {
 	// volumeBytes sizes the volume holding a path; nil means hubetcd.VolumeBytes. Tests set it.
 	volumeBytes func(path string) (int64, error)
 }
+
+// DefaultBudgetsNamespace holds the TokenBudgets when neither --budgets-namespace nor
+// $POD_NAMESPACE names a namespace: the namespace deploy/hub installs the hub in.
+const DefaultBudgetsNamespace = "spillway-system"
 
 // NewOptions returns the defaults.
 func NewOptions() *Options {
@@ -175,6 +187,9 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.CapacityHeartbeat, "capacity-heartbeat", o.CapacityHeartbeat, "how often a spoke resends unchanged capacity")
 	fs.DurationVar(&o.ViewInterval, "view-interval", o.ViewInterval, "fastest the hub sends fleet view updates on one stream")
 	fs.StringVar(&o.BudgetsFile, "budgets-file", o.BudgetsFile, "file of TokenBudget objects (YAML documents, as kubectl applies them) the fleet enforces; read again when it changes (docs/budgets.md)")
+	fs.BoolVar(&o.BudgetsFromCluster, "budgets-from-cluster", o.BudgetsFromCluster, "read the TokenBudgets from the hub's own Kubernetes cluster, in --budgets-namespace, and follow every change; instead of --budgets-file (docs/budgets.md)")
+	fs.StringVar(&o.BudgetsNamespace, "budgets-namespace", o.BudgetsNamespace, "namespace of the TokenBudgets with --budgets-from-cluster (default: $POD_NAMESPACE, else "+DefaultBudgetsNamespace+")")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", o.Kubeconfig, "kubeconfig of the hub's own cluster, for --budgets-from-cluster (default: $KUBECONFIG, else the Pod's service account)")
 	fs.StringVar(&o.TenantHeader, "tenant-header", o.TenantHeader, "request header, set by the gateway after authentication, that names the tenant budgets select")
 	fs.DurationVar(&o.BudgetReportInterval, "budget-report-interval", o.BudgetReportInterval, "how often spokes report their budgets' usage and receive their ceilings (the overshoot bound grows with it, docs/budgets.md)")
 	fs.BoolVar(&o.EnablePprof, "enable-pprof", o.EnablePprof, "serve Go profiles at /debug/pprof/ on --http-address")
@@ -192,9 +207,13 @@ func (o *Options) volumeOf(path string) (int64, error) {
 	return hubetcd.VolumeBytes(path)
 }
 
-// Complete fills in derived defaults: the hub ID, the prefix's final slash, and the embedded
-// etcd's quota from the size of the volume holding the data directory.
+// Complete fills in derived defaults: the hub ID, the prefix's final slash, the embedded
+// etcd's quota from the size of the volume holding the data directory, and the TokenBudgets'
+// namespace.
 func (o *Options) Complete() error {
+	if o.BudgetsFromCluster && o.BudgetsNamespace == "" {
+		o.BudgetsNamespace = cmp.Or(os.Getenv("POD_NAMESPACE"), DefaultBudgetsNamespace)
+	}
 	if o.HubID == "" {
 		h, err := os.Hostname()
 		if err != nil {
@@ -242,16 +261,35 @@ func (o *Options) Validate() error {
 	if o.BudgetReportInterval < 100*time.Millisecond || o.BudgetReportInterval > time.Minute {
 		errs = append(errs, fmt.Errorf("--budget-report-interval %s: from 100ms to 1m", o.BudgetReportInterval))
 	}
-	if o.BudgetsFile != "" {
-		if _, err := readBudgets(o.BudgetsFile, o.TenantHeader); err != nil {
-			errs = append(errs, fmt.Errorf("--budgets-file: %w", err))
-		}
-	}
+	errs = append(errs, o.validateBudgets()...)
 	if o.ViewInterval < 0 {
 		errs = append(errs, fmt.Errorf("--view-interval %s: must not be negative", o.ViewInterval))
 	}
 	errs = append(errs, o.Log.Validate(), o.Gossip.Validate())
 	return errors.Join(errs...)
+}
+
+func (o *Options) validateBudgets() []error {
+	var errs []error
+	switch {
+	case o.BudgetsFile != "" && o.BudgetsFromCluster:
+		errs = append(errs, errors.New("--budgets-file and --budgets-from-cluster both declare the budgets: give one"))
+	case o.BudgetsFile != "":
+		if _, err := readBudgets(o.BudgetsFile, o.TenantHeader); err != nil {
+			errs = append(errs, fmt.Errorf("--budgets-file: %w", err))
+		}
+	case o.BudgetsFromCluster:
+		if err := (budget.Set{TenantHeader: o.TenantHeader}).Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("--tenant-header: %w", err))
+		}
+		if msgs := validation.IsDNS1123Label(o.BudgetsNamespace); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("--budgets-namespace %q: a namespace name is a DNS label: %s", o.BudgetsNamespace, strings.Join(msgs, "; ")))
+		}
+	}
+	if !o.BudgetsFromCluster && (o.BudgetsNamespace != "" || o.Kubeconfig != "") {
+		errs = append(errs, errors.New("--budgets-namespace and --kubeconfig are for --budgets-from-cluster: the hub reads nothing else from Kubernetes"))
+	}
+	return errs
 }
 
 func (o *Options) validateAddresses() []error {

@@ -96,6 +96,55 @@ func FuzzParseFile(f *testing.F) {
 	})
 }
 
+// TestParseSpec: one TokenBudget's spec, as the hub reads it from its cluster, is read and
+// checked as a budgets file's document is: defaults filled in, every problem refused with the
+// budget's name.
+func TestParseSpec(t *testing.T) {
+	s, err := ParseSpec("acme", []byte(`{"selector":{"tenant":"acme"},"tokensPerWindow":60000,"burst":0.2}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Spec{Name: "acme", Selector: Selector{Tenant: "acme"}, Tokens: 60000, Count: CountTotal, Window: Duration{DefaultWindow}, Burst: 0.2}
+	if s != want {
+		t.Fatalf("ParseSpec = %+v, want %+v", s, want)
+	}
+	for _, c := range []struct{ name, budget, spec, want string }{
+		{"unknown field", "acme", `{"tokensPerWindow":5,"cuont":"output"}`, `unknown field "cuont"`},
+		{"no limit", "acme", `{"selector":{"tenant":"acme"}}`, "limit nothing"},
+		{"no spec", "acme", ``, "limit nothing"},
+		{"null spec", "acme", `null`, "limit nothing"},
+		{"bad window", "acme", `{"tokensPerWindow":5,"window":"1500ms"}`, "whole seconds"},
+		{"window not a string", "acme", `{"tokensPerWindow":5,"window":60}`, "a duration is a string"},
+		{"bad count", "acme", `{"tokensPerWindow":5,"count":"both"}`, "none of total"},
+		{"burst above 1", "acme", `{"tokensPerWindow":5,"burst":1.5}`, "burst 1.5"},
+		{"bad name", "Acme_1", `{"tokensPerWindow":5}`, "DNS subdomain"},
+		{"not an object", "acme", `[1]`, "spec:"},
+		{"two objects", "acme", `{"tokensPerWindow":5} {}`, "data after the object"},
+	} {
+		_, err := ParseSpec(c.budget, []byte(c.spec))
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), `"`+c.budget+`"`) {
+			t.Errorf("%s: error %v, want one that names %q and says %q", c.name, err, c.budget, c.want)
+		}
+	}
+}
+
+func FuzzParseSpec(f *testing.F) {
+	f.Add("acme", []byte(`{"selector":{"tenant":"acme","pool":"llm/chat"},"tokensPerWindow":600000,"count":"input","window":"30s","burst":0.2}`))
+	f.Add("a", []byte(`{"requestsPerWindow":1}`))
+	f.Fuzz(func(t *testing.T, name string, spec []byte) {
+		s, err := ParseSpec(name, spec)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v does not wrap ErrInvalid", err)
+			}
+			return
+		}
+		if err := s.Validate(); err != nil || s.Name != name {
+			t.Fatalf("a parsed spec %+v does not validate (%v) or lost its name %q", s, err, name)
+		}
+	})
+}
+
 // TestLedgerAdmitsToItsCeiling: a request is admitted while its reservation fits under the
 // ceiling; the refusal names the budget, its limit, what remains and when the window ends; the
 // settled usage replaces the reservation, and a request without a response releases it.
