@@ -206,4 +206,3 @@ func TestObjectiveConfig(t *testing.T) {
 		}
 	}
 }
-
