@@ -108,8 +108,9 @@ func summary(rs []loadgen.Result, class string) loadgen.ClassSummary {
 }
 
 // TestThreeRegions: steady state stays local; us-east bursting to about three times its
-// capacity spills Critical to the nearest healthy region (us-west, 20 ms away rather than
-// eu-west's 80 ms), keeps Standard and sheds BestEffort; spilling stops after the burst.
+// capacity spills Critical, to the nearest healthy region first (us-west, 20 ms away rather than
+// eu-west's 80 ms) and to eu-west as us-west's expected wait grows, keeps Standard and sheds
+// BestEffort; spilling stops after the burst.
 func TestThreeRegions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -139,9 +140,12 @@ func TestThreeRegions(t *testing.T) {
 		if crit.Requests == 0 || float64(crit.Succeeded)/float64(crit.Requests) < 0.99 {
 			t.Errorf("critical success %d/%d: want ≥ 99%%", crit.Succeeded, crit.Requests)
 		}
+		// The nearest region is the first choice; the requests spilled between two capacity
+		// reports spread by the targets' expected waits (docs/federation.md, "Choosing the
+		// target"), so eu-west may take about as many.
 		total, by := r.share(east, rs, "Critical")
-		if total < 0.2 || by["us-west"] <= by["eu-west"] {
-			t.Errorf("critical served elsewhere: %.2f (%v): want a real share, mostly in us-west", total, by)
+		if total < 0.2 || by["us-west"] < total/3 {
+			t.Errorf("critical served elsewhere: %.2f (%v): want a real share, at least a third of it in us-west", total, by)
 		}
 		if total, _ := r.share(east, rs, "Standard"); total > 0 {
 			t.Errorf("standard left us-east (%.2f): it must stay", total)

@@ -168,7 +168,7 @@ func TestExternalEtcdOverTLS(t *testing.T) {
 			}
 			return nil
 		})
-		if entries := h.logs.entries("embedded etcd started"); len(entries) != 0 {
+		if entries := h.logs.Entries("embedded etcd started"); len(entries) != 0 {
 			t.Errorf("an embedded etcd started beside the external one: %v", entries)
 		}
 		if _, err := os.Stat(o.DataDir); !errors.Is(err, os.ErrNotExist) {

@@ -1,12 +1,10 @@
 package app
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -39,40 +37,6 @@ const startTimeout = 60 * time.Second
 // callTimeout bounds one call of a test client.
 const callTimeout = 10 * time.Second
 
-// syncBuffer collects a hub's JSON log lines while it writes them.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// entries returns the log lines whose message is msg.
-func (b *syncBuffer) entries(msg string) []map[string]any {
-	b.mu.Lock()
-	data := append([]byte(nil), b.buf.Bytes()...)
-	b.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		var e map[string]any
-		if json.Unmarshal(sc.Bytes(), &e) == nil && e["msg"] == msg {
-			out = append(out, e)
-		}
-	}
-	return out
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // testOptions are a hub on loopback ports chosen by the kernel, with its data and PKI in dir.
 func testOptions(dir string) *Options {
 	o := NewOptions()
@@ -86,7 +50,7 @@ func testOptions(dir string) *Options {
 // testHub is a hub run in-process by Run.
 type testHub struct {
 	t                 *testing.T
-	logs              *syncBuffer
+	logs              *testkit.LogBuffer
 	grpc, admin, http string // the addresses it serves on
 	caHash            string // as logged at start
 	cancel            context.CancelFunc
@@ -114,7 +78,7 @@ func tryStartHub(t *testing.T, o *Options) (*testHub, error) {
 	if err != nil {
 		return nil, err
 	}
-	logs := &syncBuffer{}
+	logs := &testkit.LogBuffer{}
 	cfg.Logger = slog.New(slog.NewJSONHandler(logs, nil)).With("hub", cfg.HubID)
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &testHub{t: t, logs: logs, cancel: cancel, done: make(chan error, 1), pkiDir: o.PKIDir}
@@ -124,9 +88,9 @@ func tryStartHub(t *testing.T, o *Options) (*testHub, error) {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if started := logs.entries("hub started"); len(started) > 0 {
+		if started := logs.Entries("hub started"); len(started) > 0 {
 			h.grpc, h.admin, h.http = started[0]["grpc"].(string), started[0]["admin"].(string), started[0]["http"].(string)
-			if ca := logs.entries("hub CA loaded"); len(ca) > 0 {
+			if ca := logs.Entries("hub CA loaded"); len(ca) > 0 {
 				h.caHash, _ = ca[0]["caHash"].(string)
 			}
 			t.Cleanup(func() {
@@ -293,7 +257,7 @@ func TestInsecureHTTP(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("plaintext GET /healthz: %s", resp.Status)
 	}
-	warnings := h.logs.entries("serving /metrics, /healthz and /readyz in plaintext (--insecure-http)")
+	warnings := h.logs.Entries("serving /metrics, /healthz and /readyz in plaintext (--insecure-http)")
 	if len(warnings) != 1 || warnings[0]["level"] != "WARN" {
 		t.Errorf("want one warning about plaintext HTTP, got %v", warnings)
 	}
@@ -419,7 +383,7 @@ func TestPKIDirIsMadeOnceAndReused(t *testing.T) {
 	if err := adminCert.CheckSignatureFrom(caCert); err != nil {
 		t.Errorf("hubctl's certificate is not the CA's: %v", err)
 	}
-	if len(first.logs.entries("hub CA created")) != 1 || len(first.logs.entries("hubctl admin credentials created")) != 1 {
+	if len(first.logs.Entries("hub CA created")) != 1 || len(first.logs.Entries("hubctl admin credentials created")) != 1 {
 		t.Errorf("the first start does not say it made the CA and hubctl's credentials:\n%s", first.logs)
 	}
 
@@ -433,7 +397,7 @@ func TestPKIDirIsMadeOnceAndReused(t *testing.T) {
 	if second.caHash != first.caHash {
 		t.Errorf("CA hash %q after the restart, want %q", second.caHash, first.caHash)
 	}
-	if n := len(second.logs.entries("hub CA created")) + len(second.logs.entries("hubctl admin credentials created")); n != 0 {
+	if n := len(second.logs.Entries("hub CA created")) + len(second.logs.Entries("hubctl admin credentials created")); n != 0 {
 		t.Errorf("the restart made new credentials:\n%s", second.logs)
 	}
 	servedSecond := servingCertificate(t, second.grpc, &tls.Config{RootCAs: second.roots(), MinVersion: tls.VersionTLS13})
@@ -620,7 +584,7 @@ func TestCAWithoutKey(t *testing.T) {
 	if want := tlsconfig.SPKIHash(ca.Certificate()); h.caHash != want {
 		t.Errorf("logged CA hash %q, want the first certificate's of the bundle %q", h.caHash, want)
 	}
-	if loaded := h.logs.entries("hub CA loaded"); len(loaded) != 1 || loaded[0]["joinFlow"] != false {
+	if loaded := h.logs.Entries("hub CA loaded"); len(loaded) != 1 || loaded[0]["joinFlow"] != false {
 		t.Errorf("the start does not say the join flow is off: %v", loaded)
 	}
 	if _, err := os.Stat(o.PKIDir); !errors.Is(err, os.ErrNotExist) {

@@ -1,8 +1,6 @@
 package kube_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,7 +8,6 @@ import (
 	"log/slog"
 	"maps"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -33,34 +30,6 @@ const (
 	ns     = "spillway-system"
 	within = 30 * time.Second
 )
-
-// syncBuffer collects the watcher's JSON log lines while it writes them.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// entries returns the log lines whose message is msg.
-func (s *syncBuffer) entries(msg string) []map[string]any {
-	s.mu.Lock()
-	data := slices.Clone(s.b.Bytes())
-	s.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		var e map[string]any
-		if json.Unmarshal(sc.Bytes(), &e) == nil && e["msg"] == msg {
-			out = append(out, e)
-		}
-	}
-	return out
-}
 
 func tokenBudget(namespace, name, spec string) string {
 	return fmt.Sprintf("apiVersion: spillway.io/v1alpha1\nkind: TokenBudget\nmetadata: {name: %s, namespace: %s}\nspec: %s\n", name, namespace, spec)
@@ -179,7 +148,7 @@ func TestWatcherOnAPIServer(t *testing.T) {
 	}
 
 	alloc := budget.NewAllocator(budget.AllocatorOptions{})
-	logs := &syncBuffer{}
+	logs := &testkit.LogBuffer{}
 	w, err := kube.Start(ctx, kube.Options{
 		Client: dyn, Namespace: ns, TenantHeader: budget.DefaultTenantHeader, Allocator: alloc,
 		RetryInterval: 200 * time.Millisecond, Logger: slog.New(slog.NewJSONHandler(logs, nil)),
@@ -246,7 +215,7 @@ func TestWatcherOnAPIServer(t *testing.T) {
 	})
 	condition(t, ctx, dyn, "broken", metav1.ConditionFalse, kube.ReasonInvalid, "the budget would limit nothing")
 	testkit.Eventually(t, within, "the refusal logged", testkit.True(func() bool {
-		return len(logs.entries("TokenBudget refused; the other budgets are used")) > 0
+		return len(logs.Entries("TokenBudget refused; the other budgets are used")) > 0
 	}))
 	if got := limits(alloc); !maps.Equal(got, map[string]int64{"acme": 900000}) {
 		t.Errorf("with broken refused the allocator declares %v, want acme alone", got)
@@ -257,7 +226,7 @@ func TestWatcherOnAPIServer(t *testing.T) {
 	}
 	declares(t, alloc, map[string]int64{"acme": 900000, "broken": 1000})
 	condition(t, ctx, dyn, "broken", metav1.ConditionTrue, kube.ReasonAccepted, "")
-	refusals := logs.entries("TokenBudget refused; the other budgets are used")
+	refusals := logs.Entries("TokenBudget refused; the other budgets are used")
 	if len(refusals) != 1 || refusals[0]["name"] != "broken" || !strings.Contains(fmt.Sprint(refusals[0]["err"]), "limit nothing") {
 		t.Errorf("refusals logged: %v, want broken's once", refusals)
 	}

@@ -218,6 +218,9 @@ func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 			m, err := SignHopMarker(signer, s.clusterID, dec.Target.ClusterID, s.now())
 			if err != nil { // a target whose cluster ID is no DNS subdomain: the hub refuses those
 				s.log.Error("hop marker not signed; the request stays here", "target", dec.Target.ClusterID, "err", err)
+				if x.explain == nil {
+					s.spill.Ended(dec.Target.ClusterID) // Decide counted it in flight there
+				}
 				return nil
 			}
 			marker = append(marker, overwriteHeader(HopHeader, m.String()))

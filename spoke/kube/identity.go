@@ -10,7 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/spillway-io/spillway/pkg/kubeconfig"
 )
 
 // ClusterProperty (KEP-2149) names and resource.
@@ -52,14 +53,4 @@ func ReadIdentity(ctx context.Context, cfg *rest.Config) (Identity, error) {
 
 // RESTConfig loads the API server configuration: the kubeconfig at path, else $KUBECONFIG, else
 // the in-cluster service account.
-func RESTConfig(path string) (*rest.Config, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if path != "" {
-		rules.ExplicitPath = path
-	}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client configuration: %w", err)
-	}
-	return cfg, nil
-}
+func RESTConfig(path string) (*rest.Config, error) { return kubeconfig.Load(path) }
