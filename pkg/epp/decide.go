@@ -239,7 +239,7 @@ func (s *Server) spillOrFallback(x *exchange) []*extprocv3.ProcessingResponse {
 		}
 		x.spilled, x.routed = true, true
 		if x.explain == nil {
-			x.spilledTo = dec.Target.ClusterID
+			x.spilledTo, x.spilledBy = dec.Target.ClusterID, s.spill
 		}
 		x.dest = strings.Join(dec.Destination, ",")
 		return s.forward(x, x.dest, x.body, false, marker...)

@@ -10,7 +10,7 @@ import (
 	"github.com/spillway-io/spillway/pkg/spill"
 )
 
-// Objective caps and latency objectives (docs/epp.md "Objectives: caps and latency").
+// Objective caps and latency objectives (docs/epp.md, "Objective caps and latency objectives").
 //
 // A cap bounds an objective's requests in flight in the pool, as this EPP routed them: at most
 // maxConcurrency, and at most maxShare of the slots of the endpoints that can take the request

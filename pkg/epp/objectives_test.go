@@ -114,6 +114,19 @@ func TestObjectiveCapSpills(t *testing.T) {
 	if s.inflight["critical"].Load() != 1 {
 		t.Fatalf("a spilled request took a place here: %d in flight", s.inflight["critical"].Load())
 	}
+	// The spilled request counts in the target's cost (half a queued request: 1/6 s on 3
+	// endpoints at the 1 s service time) until its stream ends.
+	cost := func() time.Duration {
+		_, tr := dec.Explain(spill.Request{Priority: 100})
+		return tr.Remotes[0].Cost
+	}
+	if c := cost(); c != time.Second/6 {
+		t.Fatalf("the target's cost with the spilled request in flight: %s, want %s", c, time.Second/6)
+	}
+	s.abandoned(x)
+	if c := cost(); c != 0 {
+		t.Fatalf("the target's cost once the spilled request ended: %s, want 0", c)
+	}
 	if _, status := routeRequest(s, "standard"); status != 0 {
 		t.Fatalf("standard under its cap: %d", status)
 	}

@@ -300,9 +300,11 @@ type exchange struct {
 	// not ended, that pool's flow control (nil when off).
 	ctx   context.Context
 	local *holdQueue
-	// spilledTo is the cluster the request spilled to, until it ends (the spill decider
-	// counts it in flight there).
+	// spilledTo is the cluster the request spilled to, until it ends: spilledBy, the decider
+	// of the pool that spilled it (another local pool's when the model handed it over), counts
+	// it in flight there.
 	spilledTo string
+	spilledBy *spill.Decider
 	// slot is the request's place under its objective's cap while it runs (objectives.go).
 	slot *atomic.Int64
 	// overCap is true when the request's objective was at its cap in the pool.
@@ -491,9 +493,9 @@ func (s *Server) finish(x *exchange) {
 // routed it, another local pool's when the model handed it over).
 func (s *Server) ended(x *exchange) {
 	releaseSlot(x)
-	if x.spilledTo != "" && s.spill != nil {
-		s.spill.Ended(x.spilledTo)
-		x.spilledTo = ""
+	if x.spilledBy != nil {
+		x.spilledBy.Ended(x.spilledTo)
+		x.spilledTo, x.spilledBy = "", nil
 	}
 	if x.local != nil {
 		x.local.release()
