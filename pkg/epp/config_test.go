@@ -152,6 +152,8 @@ func FuzzParseConfig(f *testing.F) {
 		"models: [{name: a, targets: [{model: b, weight: 4611686018427387904}, {model: c, weight: 4611686018427387903}]}]",
 		"spill: {}", "spill: {eligiblePriorities: {min: 0}, prefillTokensPerSecond: 1}",
 		"flowControl: {enabled: true, holdBelow: 5, maxQueue: 1, timeout: 100ms}",
+		"slotsPerEndpoint: 2\nobjectives: [{name: a, priority: -1, ttft: 1ms, maxConcurrency: 1, maxShare: 1}]",
+		"objectives: [{name: a, priority: 1, maxShare: NaN}]", "objectives: [{name: a, priority: 1, ttft: 11m}]",
 	} {
 		f.Add([]byte(s))
 	}
@@ -213,6 +215,12 @@ func checkSettings(s Settings) error {
 	}
 	if _, ok := s.Objectives[""]; ok {
 		errs = append(errs, errors.New("an objective without a name"))
+	}
+	for name, l := range s.Limits {
+		if _, ok := s.Objectives[name]; !ok || l.TTFT < 0 || l.TTFT > 10*time.Minute || l.MaxConcurrency < 0 ||
+			!(l.MaxShare >= 0 && l.MaxShare <= 1) || (l.MaxShare > 0 && s.SlotsPerEndpoint < 1) {
+			errs = append(errs, fmt.Errorf("objective %q limits %+v (slots per endpoint %d)", name, l, s.SlotsPerEndpoint))
+		}
 	}
 	for name, r := range s.Models {
 		if name == "" || r.Name != name {
