@@ -508,8 +508,14 @@ func (c *Client) Run(ctx context.Context) error {
 		// every address of the round was tried, to the next round after a backoff.
 		next := len(round)
 		if err == nil {
+			if full {
+				// Register first, hedged on a second connection when the answer is slow.
+				conn, i, err = c.register(ctx, conn, i, round, dial)
+			}
 			ep = round[i]
-			established, err = c.session(ctx, pb.NewSyncServiceClient(conn), ep.addr)
+			if err == nil {
+				established, err = c.session(ctx, pb.NewSyncServiceClient(conn), ep.addr, full)
+			}
 			conn.Close()
 			if established || tried < len(round) {
 				next = i + 1
@@ -662,7 +668,7 @@ func (c *Client) watchCertificate(ctx context.Context, cert []byte, cancel conte
 
 // session holds one session on a connection of its own; it ends with errCertificateChanged
 // when the client certificate changes, errModeChanged when SetObserver changes the mode.
-func (c *Client) session(ctx context.Context, cli pb.SyncServiceClient, addr string) (established bool, err error) {
+func (c *Client) session(ctx context.Context, cli pb.SyncServiceClient, addr string, registered bool) (established bool, err error) {
 	sctx, cancel := context.WithCancelCause(ctx)
 	watched := make(chan struct{})
 	c.mu.Lock()
@@ -683,18 +689,18 @@ func (c *Client) session(ctx context.Context, cli pb.SyncServiceClient, addr str
 			c.watchCertificate(sctx, cert, cancel)
 		}
 	}()
-	established, err = c.sync(sctx, cli, addr, observer)
+	established, err = c.sync(sctx, cli, addr, observer, registered)
 	if cause := context.Cause(sctx); errors.Is(cause, errCertificateChanged) || errors.Is(cause, errModeChanged) {
 		return established, cause
 	}
 	return established, err
 }
 
-func (c *Client) sync(ctx context.Context, cli pb.SyncServiceClient, addr string, observer bool) (bool, error) {
-	// Register writes the cluster's record; an observer writes nothing.
+func (c *Client) sync(ctx context.Context, cli pb.SyncServiceClient, addr string, observer, registered bool) (bool, error) {
+	// Register writes the cluster's record (unless register did); an observer writes nothing.
 	rctx, cancel := context.WithTimeout(ctx, c.opts.RegisterTimeout)
 	defer cancel()
-	if !observer {
+	if !observer && !registered {
 		if _, err := cli.Register(rctx, &pb.RegisterRequest{Cluster: fleetpb.ClusterInfo(c.opts.Cluster)}); err != nil {
 			return false, fmt.Errorf("register: %w", err)
 		}

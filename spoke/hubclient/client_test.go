@@ -77,6 +77,9 @@ type fakeHub struct {
 	leaseTTL    time.Duration
 	down        bool
 	registersAt []time.Time
+	// stall makes that many Register calls, the first ones, wait until their caller gives up,
+	// as an answer held up on a lossy link; stalled counts those that ended so.
+	stall, stalled int
 	// busy makes Sync refuse every Hello with Unavailable and a RetryInfo of busy, as a hub
 	// replica opening as many sessions as it allows at once.
 	busy time.Duration
@@ -184,8 +187,15 @@ func (h *fakeHub) Register(ctx context.Context, req *pb.RegisterRequest) (*pb.Re
 	h.mu.Lock()
 	h.registers++
 	h.registersAt = append(h.registersAt, time.Now())
-	down := h.down
+	down, stall := h.down, h.registers <= h.stall
 	h.mu.Unlock()
+	if stall {
+		<-ctx.Done()
+		h.mu.Lock()
+		h.stalled++
+		h.mu.Unlock()
+		return nil, ctx.Err()
+	}
 	if down {
 		return nil, status.Error(codes.Unavailable, "the hub is starting")
 	}
@@ -317,6 +327,35 @@ func run(t *testing.T, c *Client) <-chan error {
 	go func() { defer close(done); errc <- c.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return errc
+}
+
+// TestRegisterIsHedged: a Register whose answer does not come within ConnectTimeout is called
+// again on a second connection, and the session starts on the one that answered, long before
+// RegisterTimeout; the stalled call is given up.
+func TestRegisterIsHedged(t *testing.T) {
+	h := startFakeHub(t)
+	h.stall = 1
+	c := h.client(t, "us-east-1", "us-east-1")
+	c.opts.ConnectTimeout, c.opts.RegisterTimeout = 100*time.Millisecond, time.Minute
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	testkit.Eventually(t, 10*time.Second, "a session on the second connection", testkit.True(c.Connected))
+	h.mu.Lock()
+	registers, sessions := h.registers, h.sessions
+	h.mu.Unlock()
+	if registers != 2 || sessions != 1 {
+		t.Fatalf("%d Register calls, %d sessions: want 2 (the stalled one, then the hedge) and 1", registers, sessions)
+	}
+	testkit.Eventually(t, 5*time.Second, "the stalled Register given up", testkit.True(func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.stalled == 1
+	}))
 }
 
 func TestRunNeedsTLS(t *testing.T) {

@@ -10,7 +10,9 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/spillway-io/spillway/pkg/fleetpb"
 	"github.com/spillway-io/spillway/pkg/thinstream"
+	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
 // maxAttempts is how many connection attempts a client makes at once.
@@ -179,4 +181,74 @@ func connected(ctx context.Context, conn *grpc.ClientConn, timeout time.Duration
 			return fmt.Errorf("%w: not ready within %s (%s)", errConnectTimeout, timeout, st)
 		}
 	}
+}
+
+// registered is one Register call's outcome on a connection.
+type registered struct {
+	conn *grpc.ClientConn
+	i    int // in the round
+	err  error
+}
+
+// register calls Register on conn (the connection to round[i]) and returns the connection that
+// answered first, and its index in the round. Register is idempotent, so when conn has not
+// answered within ConnectTimeout a second connection is made (connect, from the same replica on)
+// and Register called on it too: on a lossy link a young connection waits out TCP's initial
+// retransmission timeout, doubled at each loss, and a fresh one often answers first (a Register
+// answered 10 s late, then a new connection that took 15 s, outlasted a session lease in the
+// fault suite). The other connection is closed. When every call failed, register returns conn
+// (the caller closes it) and the last error.
+func (c *Client) register(ctx context.Context, conn *grpc.ClientConn, i int, round []endpoint, dial []grpc.DialOption) (*grpc.ClientConn, int, error) {
+	rctx, cancel := context.WithTimeout(ctx, c.opts.RegisterTimeout)
+	defer cancel()
+	req := &pb.RegisterRequest{Cluster: fleetpb.ClusterInfo(c.opts.Cluster)}
+	done := make(chan registered, 2)
+	call := func(conn *grpc.ClientConn, i int) {
+		_, err := pb.NewSyncServiceClient(conn).Register(rctx, req)
+		if err != nil {
+			err = fmt.Errorf("register: %w", err)
+		}
+		done <- registered{conn: conn, i: i, err: err}
+	}
+	// closeOther closes a connection register made, not the caller's.
+	closeOther := func(o *grpc.ClientConn) {
+		if o != nil && o != conn {
+			o.Close()
+		}
+	}
+	go call(conn, i)
+	running := 1
+	hedge := time.NewTimer(c.opts.ConnectTimeout)
+	defer hedge.Stop()
+	var last error
+	for running > 0 {
+		select {
+		case <-hedge.C:
+			running++
+			go func() {
+				second, j, _, err := c.connect(rctx, round, i, dial)
+				if err != nil {
+					done <- registered{err: err}
+					return
+				}
+				call(second, j)
+			}()
+		case r := <-done:
+			running--
+			if r.err == nil {
+				cancel() // the other call ends
+				for ; running > 0; running-- {
+					closeOther((<-done).conn)
+				}
+				if r.conn != conn {
+					conn.Close()
+				}
+				return r.conn, r.i, nil
+			}
+			last = r.err
+			closeOther(r.conn)
+			hedge.Stop()
+		}
+	}
+	return conn, i, last
 }
