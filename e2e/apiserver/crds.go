@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"sync"
+	"testing"
 
 	"golang.org/x/sync/errgroup"
 )
@@ -54,4 +55,25 @@ func StartWithCRDs(ctx context.Context, bins Bins, dir, root string, names ...st
 	}
 	err := g.Wait()
 	return out, err
+}
+
+// StartOne starts one cluster named name for a test, as StartWithCRDs does (root is the
+// repository root relative to the test's package), stops it when the test ends, and fails the
+// test when it cannot start.
+func StartOne(ctx context.Context, t testing.TB, root, name string) *Cluster {
+	t.Helper()
+	bins, err := FindBins(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apis, err := StartWithCRDs(ctx, bins, t.TempDir(), root, name)
+	t.Cleanup(func() {
+		for _, c := range apis {
+			c.Stop()
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return apis[name]
 }

@@ -118,22 +118,9 @@ func permissiveCRD(t *testing.T) string {
 func TestWatcherOnAPIServer(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	bins, err := apiserver.FindBins("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
 	// kubectl caches discovery per API server address; every test server has a new one.
 	t.Setenv("KUBECACHEDIR", t.TempDir())
-	apis, err := apiserver.StartWithCRDs(ctx, bins, t.TempDir(), "../..", "hub")
-	t.Cleanup(func() {
-		for _, c := range apis {
-			c.Stop()
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := apis["hub"]
+	api := apiserver.StartOne(ctx, t, "../..", "hub")
 	dyn := dynamic.NewForConfigOrDie(api.RESTConfig())
 	if _, err := api.Kubectl(ctx, "create", "namespace", ns); err != nil {
 		t.Fatal(err)

@@ -92,12 +92,13 @@ func releaseSlot(x *exchange) {
 
 // capped refuses a request whose objective is at its cap and that did not spill.
 func (s *Server) capped(x *exchange) []*extprocv3.ProcessingResponse {
+	limit := s.objectiveCap(x)
 	if x.explain != nil {
-		x.explain.step("objective %q is at its cap of %d requests in flight in the pool", x.objective, s.objectiveCap(x))
+		x.explain.step("objective %q is at its cap of %d requests in flight in the pool", x.objective, limit)
 	}
 	s.count(x, x.model, resultCapped)
 	return []*extprocv3.ProcessingResponse{immediate(429, "rate_limit_exceeded",
-		fmt.Sprintf("objective %s is at its cap of %d requests in flight in pool %s", x.objective, s.objectiveCap(x), s.pool),
+		fmt.Sprintf("objective %s is at its cap of %d requests in flight in pool %s", x.objective, limit, s.pool),
 		[]*corev3.HeaderValueOption{setHeader("retry-after", s.retryText)})}
 }
 

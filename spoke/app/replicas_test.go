@@ -204,20 +204,7 @@ func imported(ctx context.Context, gie gieclient.Interface, pool string) func() 
 func TestReplicasElectOneWriter(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
-	bins, err := apiserver.FindBins("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	apis, err := apiserver.StartWithCRDs(ctx, bins, t.TempDir(), "../..", "a")
-	t.Cleanup(func() {
-		for _, c := range apis {
-			c.Stop()
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := apis["a"]
+	api := apiserver.StartOne(ctx, t, "../..", "a")
 	hub := hubtest.Start(t, 3*time.Second)
 	sim := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, simPage)

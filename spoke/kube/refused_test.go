@@ -77,20 +77,7 @@ func exportedCondition(ctx context.Context, gie gieclient.Interface, p fleet.Poo
 func TestPoolsTheHubRefusesAreMarkedNotAllowed(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	bins, err := apiserver.FindBins("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	apis, err := apiserver.StartWithCRDs(ctx, bins, t.TempDir(), "../..", "a")
-	t.Cleanup(func() {
-		for _, c := range apis {
-			c.Stop()
-		}
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := apis["a"]
+	api := apiserver.StartOne(ctx, t, "../..", "a")
 	gie := gieclient.NewForConfigOrDie(api.RESTConfig())
 	hub := hubtest.StartWith(t, 3*time.Second, hubtest.Options{Limits: server.Limits{
 		DeniedExportNamespaces: server.DefaultDeniedExportNamespaces(),
