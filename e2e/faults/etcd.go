@@ -2,6 +2,7 @@ package faults
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -58,6 +59,25 @@ func (f *Fleet) EtcdHealthy(ctx context.Context, i int) error {
 		return fmt.Errorf("etcd member %d: %s", i, body)
 	}
 	return nil
+}
+
+// EtcdLeader is the member that leads the etcd cluster now, by its etcd_server_is_leader gauge.
+func (f *Fleet) EtcdLeader(ctx context.Context) (int, error) {
+	for i := 1; i <= 3; i++ {
+		if !f.Etcd(i).Running() {
+			continue
+		}
+		body, err := f.Get(ctx, fmt.Sprintf("h%d", i), "https://"+hostPort(fmt.Sprintf("10.79.0.%d", i), etcdPort)+"/metrics")
+		if err != nil {
+			return 0, fmt.Errorf("etcd member %d: %w", i, err)
+		}
+		for line := range strings.Lines(string(body)) {
+			if strings.TrimSpace(line) == "etcd_server_is_leader 1" {
+				return i, nil
+			}
+		}
+	}
+	return 0, errors.New("no etcd member says it leads")
 }
 
 // Etcd returns etcd member i's process.

@@ -11,9 +11,9 @@ import (
 	pb "github.com/spillway-io/spillway/proto/spillway/v1"
 )
 
-// TestEtcdMemberAndQuorumLoss: under steady load, one etcd member of three is killed (the hub
-// stays ready), then two (quorum lost) for less than the lease TTL and for twice it, and started
-// again. While quorum is gone the hub's /readyz answers not ready with a reason that names etcd,
+// TestEtcdMemberAndQuorumLoss: under steady load, one etcd member of three is killed, the one
+// that leads (the hub stays ready through etcd's election), then two (quorum lost) for less than
+// the lease TTL and for twice it, and started again. While quorum is gone the hub's /readyz answers not ready with a reason that names etcd,
 // the spokes keep routing (no request fails) and keep their imports; once quorum is back the hub
 // is ready again and serves the export set of before, without any operator action.
 func TestEtcdMemberAndQuorumLoss(t *testing.T) {
@@ -22,11 +22,12 @@ func TestEtcdMemberAndQuorumLoss(t *testing.T) {
 	lost, deleted := 0, 0
 	for _, tc := range []struct {
 		name, key string
-		kill      []int
+		kill      []int // members to kill; none: the leader
 		hold      time.Duration
 	}{
-		{"one member lost", "one_member", []int{3}, 5 * time.Second},
-		{"quorum lost for less than the lease TTL", "quorum_short", []int{2, 3}, f.LeaseTTL / 2},
+		{"one member lost", "one_member", nil, 5 * time.Second},
+		// Long enough for /readyz to say that etcd is gone (within about 3 s).
+		{"quorum lost for less than the lease TTL", "quorum_short", []int{2, 3}, f.LeaseTTL - time.Second},
 		{"quorum lost for twice the lease TTL", "quorum_long", []int{2, 3}, 2 * f.LeaseTTL},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -40,11 +41,19 @@ func TestEtcdMemberAndQuorumLoss(t *testing.T) {
 			watch := f.Watch(ctx, f.Regions)
 			imports := watchImports(t, ctx, f)
 			sleepCtx(ctx, 2*time.Second)
+			kill := tc.kill
+			if kill == nil {
+				leader, err := f.EtcdLeader(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				kill, fig["killed_leader"] = []int{leader}, true
+			}
 			killAt := time.Now()
-			for _, i := range tc.kill {
+			for _, i := range kill {
 				f.Etcd(i).Kill()
 			}
-			quorum := len(tc.kill) < 2
+			quorum := len(kill) < 2
 			var reason string
 			var notReady time.Time
 			// Watch /readyz for the whole hold: ready throughout with quorum, not ready (with its
@@ -71,7 +80,7 @@ func TestEtcdMemberAndQuorumLoss(t *testing.T) {
 				}
 			}
 			restartAt := time.Now()
-			for _, i := range tc.kill {
+			for _, i := range kill {
 				if err := f.Etcd(i).Restart(); err != nil {
 					t.Fatal(err)
 				}

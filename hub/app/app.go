@@ -18,7 +18,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,29 +53,53 @@ const etcdCheckTimeout = 10 * time.Second
 
 // The probe of etcd's quorum: a linearizable read every probeInterval, bounded by probeTimeout.
 const (
-	probeInterval = time.Second
+	probeInterval = 500 * time.Millisecond
 	probeTimeout  = 2 * time.Second
 )
+
+// quorumGrace is how long etcd may answer no linearizable read before /readyz says so. An etcd
+// leader election answers none while it lasts: about 1.0 to 1.5 s with etcd's default election
+// timeout of 1 s on an idle machine, longer on a busy one; losing the member that leads must not
+// make the hub unready. A lost quorum is reported within about quorumGrace.
+const quorumGrace = 3 * time.Second
 
 // quorumFailures is how many probes in a row must fail before the view is marked incomplete. One
 // slow answer is not a lost quorum: a hub whose etcd is busy (a thousand spokes connecting at
 // once) answers a read in more than probeTimeout now and then, and every time the mark is lifted
-// each stream sends its spoke a snapshot, which at that size slows etcd again. Three probes keep
-// a lost quorum marked within about 3 probe intervals plus the timeout.
+// each stream sends its spoke a snapshot, which at that size slows etcd again. A failed probe
+// takes probeTimeout, so a lost quorum is marked within about 3 of them.
 const quorumFailures = 3
 
-// quorumMark marks the view incomplete once quorumFailures probes of etcd in a row failed, and
-// lifts the mark at the first that succeeds. Probe calls it from one goroutine.
-type quorumMark struct {
+// quorum follows the probes of etcd: what /readyz says of etcd, and the view's mark, set once
+// quorumFailures probes in a row failed and lifted at the first that succeeds. Probe calls
+// probed from one goroutine; err is called from any.
+type quorum struct {
 	model interface {
 		SetIncomplete(reason, message string)
 		ClearIncomplete(reason string)
 	}
-	log      *slog.Logger
-	failures int // probes failed in a row
+	log *slog.Logger
+	now func() time.Time
+
+	mu       sync.Mutex
+	probes   int       // probes done
+	lastOK   time.Time // when the last probe that succeeded ended
+	lastErr  error     // the last probe's error, nil when it succeeded
+	failures int       // probes failed in a row
 }
 
-func (q *quorumMark) probed(err error) {
+func newQuorum(model *view.Model, log *slog.Logger) *quorum {
+	return &quorum{model: model, log: log, now: time.Now}
+}
+
+func (q *quorum) probed(err error) {
+	q.mu.Lock()
+	q.probes++
+	q.lastErr = err
+	if err == nil {
+		q.lastOK = q.now()
+	}
+	q.mu.Unlock()
 	if err == nil {
 		q.model.ClearIncomplete(incompleteEtcd)
 		if q.failures >= quorumFailures {
@@ -92,6 +116,20 @@ func (q *quorumMark) probed(err error) {
 	if q.failures == quorumFailures {
 		q.log.Warn("etcd quorum lost or etcd unreachable: the view keeps its last state, marked incomplete", "err", err, "probes", q.failures)
 	}
+}
+
+// readiness is what /readyz says of etcd: the last probe's error once no probe has succeeded
+// for quorumGrace (or none ever has), else nil. probed is false before the first probe ended.
+func (q *quorum) readiness() (probed bool, err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.probes == 0 {
+		return false, nil
+	}
+	if q.lastErr != nil && (q.lastOK.IsZero() || q.now().Sub(q.lastOK) >= quorumGrace) {
+		return true, q.lastErr
+	}
+	return true, nil
 }
 
 // incompleteEtcd is the reason the view is marked incomplete with while etcd answers no
@@ -340,22 +378,19 @@ func Run(ctx context.Context, cfg *Config) error {
 		httpL = tls.NewListener(ls.http, tlsconfig.ServerConfig(pki.serving, nil, false))
 	}
 
-	// quorum holds the last probe's verdict on etcd, which /readyz follows; the view's mark
-	// follows quorumMark.
-	var quorum atomic.Pointer[error]
-	mark := quorumMark{model: model, log: log}
-	probe := func(err error) {
-		quorum.Store(&err)
-		mark.probed(err)
-	}
+	// /readyz follows the probes of etcd once there is one; before, it reads etcd itself.
+	etcdQuorum := newQuorum(model, log)
 	ready := func() error {
-		if p := quorum.Load(); p != nil && *p != nil {
-			return *p
+		probed, err := etcdQuorum.readiness()
+		if !probed {
+			c, cancel := context.WithTimeout(context.Background(), probeTimeout)
+			defer cancel()
+			if _, gerr := cli.Get(c, "health", clientv3.WithCountOnly()); gerr != nil {
+				err = fmt.Errorf("%w: %w", replica.ErrQuorumLost, gerr)
+			}
 		}
-		c, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if _, err := cli.Get(c, "health", clientv3.WithCountOnly()); err != nil {
-			return fmt.Errorf("%w: %w", replica.ErrQuorumLost, err)
+		if err != nil {
+			return err
 		}
 		return srv.Ready()
 	}
@@ -418,7 +453,7 @@ func Run(ctx context.Context, cfg *Config) error {
 	g.Go(func() error { return srv.RunStartGrace(gctx) })
 	g.Go(func() error { return elector.Run(gctx, lead) })
 	g.Go(func() error {
-		return replica.Probe(gctx, cli, cfg.EtcdPrefix+"health", probeInterval, probeTimeout, probe)
+		return replica.Probe(gctx, cli, cfg.EtcdPrefix+"health", probeInterval, probeTimeout, etcdQuorum.probed)
 	})
 	// An embedded etcd serves this process alone: there are no other replicas to hear from.
 	if pki.peer != nil && !cfg.embedded() {
