@@ -689,6 +689,7 @@ func TestOnAPIServer(t *testing.T) {
 	run := newSpokeRun(t, ctx, c, bins, h)
 	t.Run("the spoke runs with its Deployment's flags, its RBAC and a cert-manager Secret", func(t *testing.T) { testSpokeRuns(t, run) })
 	t.Run("the spoke joins with a token", func(t *testing.T) { testSpokeJoins(t, run) })
+	t.Run("GIE's chart runs the spoke in place of GIE's EPP", func(t *testing.T) { testGIEChart(t, ctx, run) })
 
 	t.Run("create-namespaces component", func(t *testing.T) {
 		if _, err := apply(ctx, c, join(withNamespaces)); err != nil {

@@ -129,6 +129,8 @@ func emulate(t *testing.T, d *appsv1.Deployment, pe podEnv) container {
 			env[e.Name] = string(v)
 		case ref.FieldRef != nil && ref.FieldRef.FieldPath == "metadata.namespace":
 			env[e.Name] = pe.namespace
+		case ref.FieldRef != nil && ref.FieldRef.FieldPath == "metadata.name":
+			env[e.Name] = d.Name + "-0"
 		case ref.ResourceFieldRef != nil: // GOMEMLIMIT: no limit outside a Pod
 		default:
 			t.Fatalf("env %s: a source this test does not emulate", e.Name)
@@ -141,6 +143,8 @@ func emulate(t *testing.T, d *appsv1.Deployment, pe podEnv) container {
 		a = expand(a, env)
 		if flag, value, ok := strings.Cut(a, "="); ok {
 			a = flag + "=" + out.local(value)
+		} else {
+			a = out.local(a) // a flag's value given as the next argument
 		}
 		out.args = append(out.args, a)
 	}

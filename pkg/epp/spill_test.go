@@ -2,6 +2,7 @@ package epp_test
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -117,9 +118,20 @@ func TestSpillFallbackModel(t *testing.T) {
 	}
 	h := &harness{srv: srv, store: st, client: &gateway.Client{EPP: extproctest.Serve(t, srv)}}
 	dec.ObserveLocal(spill.Local{ReadyEndpoints: 2, QueueDepth: 18, Saturation: 1, Saturated: true})
-	d := h.route(t, hdrs("/v1/completions", epp.ObjectiveHeader, "critical"), completion, nil)
+	call, d, err := h.client.Request(t.Context(), hdrs("/v1/completions", epp.ObjectiveHeader, "critical"), []byte(completion), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer call.Close()
 	if d.Immediate != nil || d.Destinations[0] != small.Address || !strings.Contains(string(d.Body), `"llama-small"`) {
 		t.Fatalf("critical with no remote target: %+v body %s: want the fallback model's endpoint and the model rewritten", d, d.Body)
+	}
+	// The response names the model that served it: the policy's fallback is declared, not silent.
+	if err := call.ResponseHeaders(200, http.Header{"Content-Type": {"application/json"}}, small.Address, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := call.ResponseSet[epp.FallbackModelHeader]; got != "llama-small" {
+		t.Fatalf("response headers set %v, want %s: llama-small", call.ResponseSet, epp.FallbackModelHeader)
 	}
 }
 

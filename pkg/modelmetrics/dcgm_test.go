@@ -58,6 +58,38 @@ func TestParseDCGMPublishedPage(t *testing.T) {
 	}
 }
 
+// TestParseDCGMKubernetesPages: two captures of NVIDIA's DCGM exporter in Kubernetes mode, on a
+// node of eight GPUs of which one is held by a Pod (its series carry container, namespace and
+// pod, the later exporter an empty pod_uid too; the others carry none): that GPU's utilisation is
+// its Pod's, and no other Pod is named.
+func TestParseDCGMKubernetesPages(t *testing.T) {
+	d := NewDCGMParser()
+	for file, want := range map[string]struct{ gpu, pod string }{
+		"dcgm-exporter-k8s-nvidia-aicr-h100.prom":         {"6", "dynamo-workload/vllm-agg-0-vllmdecodeworker-5fljt"},
+		"dcgm-exporter-k8s-nvidia-aicr-h100-pod-uid.prom": {"0", "dynamo-workload/vllm-agg-0-vllmdecodeworker-s65j5"},
+	} {
+		page, err := os.ReadFile(filepath.Join("testdata", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		gpus, err := d.Parse(page, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		if len(gpus) != 8 {
+			t.Fatalf("%s: %d GPUs, want 8", file, len(gpus))
+		}
+		for _, g := range gpus {
+			if held := g.Namespace + "/" + g.Pod; (g.GPU == want.gpu) != (held == want.pod) || g.GPU != want.gpu && g.Pod != "" {
+				t.Errorf("%s: GPU %s attributed to %q", file, g.GPU, held)
+			}
+		}
+		if got, ok := PodGPUUtilization(gpus)[want.pod]; !ok || got != 0 || len(PodGPUUtilization(gpus)) != 1 {
+			t.Errorf("%s: Pods' utilisation %v, want %s alone, at 0 (the capture's value)", file, PodGPUUtilization(gpus), want.pod)
+		}
+	}
+}
+
 func TestParseDCGMRefuses(t *testing.T) {
 	d := NewDCGMParser()
 	for name, page := range map[string]string{
@@ -76,8 +108,10 @@ func TestParseDCGMRefuses(t *testing.T) {
 
 // FuzzParseDCGM: any page parses or fails without panicking, and what it gives is in range.
 func FuzzParseDCGM(f *testing.F) {
-	if page, err := os.ReadFile(filepath.Join("testdata", "dcgm-exporter-datadog-fixture.prom")); err == nil {
-		f.Add(page)
+	for _, file := range []string{"dcgm-exporter-datadog-fixture.prom", "dcgm-exporter-k8s-nvidia-aicr-h100.prom", "dcgm-exporter-k8s-nvidia-aicr-h100-pod-uid.prom"} {
+		if page, err := os.ReadFile(filepath.Join("testdata", file)); err == nil {
+			f.Add(page)
+		}
 	}
 	f.Add([]byte(`DCGM_FI_DEV_GPU_UTIL{gpu="0",namespace="a",pod="b"} 150` + "\n"))
 	f.Fuzz(func(t *testing.T, page []byte) {

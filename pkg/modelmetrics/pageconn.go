@@ -44,8 +44,8 @@ func newPageConn(addr, path string) *pageConn {
 
 func (c *pageConn) url() string { return "http://" + c.addr + c.path }
 
-// validPath reports whether a page path can go into a request line as it is.
-func validPath(p string) bool {
+// ValidPath reports whether a metrics page path can go into a request line as it is.
+func ValidPath(p string) bool {
 	if !strings.HasPrefix(p, "/") {
 		return false
 	}

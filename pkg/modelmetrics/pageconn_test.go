@@ -149,7 +149,7 @@ func TestPageConnLimitsAndStops(t *testing.T) {
 	}
 	c.close()
 
-	if validPath("/metrics?x=1") != true || validPath("metrics") || validPath("/a b") || validPath("/a\r\nHost: x") {
-		t.Fatal("validPath accepts or refuses the wrong paths")
+	if ValidPath("/metrics?x=1") != true || ValidPath("metrics") || ValidPath("/a b") || ValidPath("/a\r\nHost: x") {
+		t.Fatal("ValidPath accepts or refuses the wrong paths")
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/url"
 	"slices"
@@ -123,6 +124,27 @@ var specs = map[Engine]engineSpec{
 		running: selector{family: "nv_trt_llm_request_metrics", labelName: "request_type", labelValue: "scheduled"},
 		kv:      []selector{{family: "nv_trt_llm_kv_cache_block_metrics", labelName: "kv_cache_block_type", labelValue: "fraction"}},
 	},
+}
+
+// EngineOfMetric is the engine whose page has the metric a GIE EPP flag names (a family, with
+// GIE's {label=value} selector where it has one, such as sglang:num_queue_reqs or
+// nv_trt_llm_request_metrics{request_type=waiting}); false when no engine Spillway reads has it.
+func EngineOfMetric(metric string) (Engine, bool) {
+	family, _, _ := strings.Cut(metric, "{")
+	if family == "" {
+		return "", false
+	}
+	for _, e := range slices.Sorted(maps.Keys(specs)) {
+		s := specs[e]
+		families := []string{s.queue.family, s.running.family, s.lora, s.cacheConfig}
+		for _, kv := range s.kv {
+			families = append(families, kv.family)
+		}
+		if slices.Contains(families, family) {
+			return e, true
+		}
+	}
+	return "", false
 }
 
 // ParseEngine maps a label value to an engine; empty means vLLM.

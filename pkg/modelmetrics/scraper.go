@@ -167,7 +167,7 @@ func (s *Scraper) Run(ctx context.Context) error {
 func (s *Scraper) loop(ctx context.Context, t *target) {
 	h := &health{addr: t.t.Address, log: s.opts.Logger, metrics: s.metrics}
 	p, err := NewParser(t.t.Engine)
-	if err == nil && t.t.Path != "" && !validPath(t.t.Path) {
+	if err == nil && t.t.Path != "" && !ValidPath(t.t.Path) {
 		err = fmt.Errorf("scrape %s: metrics path %q is not a plain absolute path", t.t.Address, t.t.Path)
 	}
 	if err != nil {

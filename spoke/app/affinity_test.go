@@ -112,14 +112,14 @@ func runSpoke(t *testing.T, o *Options) (*spoke, func()) {
 		s.close()
 		t.Fatal(err)
 	}
-	httpL, eppL, err := s.listen()
+	ls, err := s.listen()
 	if err != nil {
 		s.close()
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.run(ctx, httpL, eppL) }()
+	go func() { done <- s.run(ctx, ls) }()
 	return s, func() {
 		cancel()
 		if err := <-done; err != nil {

@@ -66,13 +66,20 @@ func Run(ctx context.Context, cfg *Config) error {
 	if err != nil {
 		return err
 	}
-	httpL, eppL, err := s.listen()
+	ls, err := s.listen()
 	if err != nil {
 		return err
 	}
-	s.log.Info("spoke started", "region", cfg.Region, "hub", cfg.HubAddress, "http", httpL.Addr().String(), "httpTLS", !cfg.Trust.InsecureHTTP,
-		"epp", cfg.EPPAddress, "eppTLS", cfg.Trust.EPPSecureServing, "eppPool", cfg.EPPPoolRef.String())
-	err = s.run(ctx, httpL, eppL)
+	eppAddr, healthAddr := cfg.EPPAddress, ""
+	if ls.epp != nil {
+		eppAddr = ls.epp.Addr().String()
+	}
+	if ls.health != nil {
+		healthAddr = ls.health.Addr().String()
+	}
+	s.log.Info("spoke started", "region", cfg.Region, "hub", cfg.HubAddress, "http", ls.http.Addr().String(), "httpTLS", !cfg.Trust.InsecureHTTP,
+		"epp", eppAddr, "eppTLS", cfg.Trust.EPPSecureServing, "eppPool", cfg.EPPPoolRef.String(), "health", healthAddr)
+	err = s.run(ctx, ls)
 	s.log.Info("spoke stopped")
 	return err
 }

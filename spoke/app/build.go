@@ -191,6 +191,7 @@ func (s *spoke) buildController() error {
 		ClusterID:        s.cfg.ClusterID,
 		ControllerName:   s.cfg.ControllerName,
 		CreateNamespaces: s.cfg.CreateNamespaces,
+		DefaultEngine:    s.cfg.DefaultEngine,
 		// The writes run in lead, under the election or not.
 		LeaderElection: true,
 		Logger:         s.log,
@@ -329,7 +330,7 @@ func poolList(pickers []*epp.Server) string {
 // newReport builds the capacity report loop on the other components.
 func (s *spoke) newReport() *report.Loop {
 	o := report.Options{Pools: s.source, Scraper: s.scraper, Hub: s.client, Endpoints: s.ds, Thresholds: s.cfg.Thresholds,
-		ReportEndpoints: s.cfg.ReportEndpoints, Period: s.cfg.CapacityPeriod, Registerer: s.reg}
+		ReportEndpoints: s.cfg.ReportEndpoints, Period: s.cfg.CapacityPeriod, MetricsPath: s.cfg.MetricsPath, Registerer: s.reg}
 	if s.cfg.EPP != nil {
 		o.EPPs = s.epps.reported
 	}
@@ -339,30 +340,53 @@ func (s *spoke) newReport() *report.Loop {
 	return report.New(o)
 }
 
-// listen opens the EPP's listener (nil without an EPP), then the HTTP one.
-func (s *spoke) listen() (httpL, eppL net.Listener, err error) {
-	if s.primary != nil {
-		if eppL, err = net.Listen("tcp", s.cfg.EPPAddress); err != nil {
-			return nil, nil, fmt.Errorf("listen --epp-address: %w", err)
+// listeners are the spoke's open listeners; epp and health are nil when not served.
+type listeners struct {
+	http, epp, health net.Listener
+}
+
+func (l listeners) close() {
+	for _, x := range []net.Listener{l.http, l.epp, l.health} {
+		if x != nil {
+			x.Close()
 		}
 	}
-	if httpL, err = net.Listen("tcp", s.cfg.HTTPAddress); err != nil {
-		if eppL != nil {
-			eppL.Close()
+}
+
+// listen opens the EPP's listener (none without an EPP), the HTTP one, and the health one with
+// --health-address.
+func (s *spoke) listen() (ls listeners, err error) {
+	defer func() {
+		if err != nil {
+			ls.close()
 		}
-		return nil, nil, fmt.Errorf("listen --http-address: %w", err)
+	}()
+	if s.primary != nil {
+		if ls.epp, err = net.Listen("tcp", s.cfg.EPPAddress); err != nil {
+			return ls, fmt.Errorf("listen --epp-address: %w", err)
+		}
+	}
+	if ls.http, err = net.Listen("tcp", s.cfg.HTTPAddress); err != nil {
+		return ls, fmt.Errorf("listen --http-address: %w", err)
 	}
 	if cfg := s.httpTLS(); cfg != nil {
-		httpL = tls.NewListener(httpL, cfg)
+		ls.http = tls.NewListener(ls.http, cfg)
 	}
-	return httpL, eppL, nil
+	if ls.health, err = listenHealth(s.cfg.HealthAddress); err != nil {
+		return ls, fmt.Errorf("listen --health-address: %w", err)
+	}
+	return ls, nil
 }
 
 // run runs every component in one group until ctx ends or one fails.
-func (s *spoke) run(ctx context.Context, httpL, eppL net.Listener) error {
+func (s *spoke) run(ctx context.Context, ls listeners) error {
 	g, gctx := errgroup.WithContext(ctx)
 	if s.primary != nil {
-		g.Go(func() error { return s.primary.run(gctx, eppL, s.cfg.EPPDrainTimeout, s.log) })
+		g.Go(func() error { return s.primary.run(gctx, ls.epp, s.cfg.EPPDrainTimeout, s.log) })
+	}
+	if ls.health != nil {
+		hs := newHealthServer(s.ready())
+		g.Go(func() error { return serve.GRPC(gctx, ls.health, hs) })
 	}
 	if s.cfg.EPPService != "" {
 		g.Go(func() error { return s.runEPPService(gctx) })
@@ -400,18 +424,14 @@ func (s *spoke) run(ctx context.Context, httpL, eppL net.Listener) error {
 	g.Go(func() error { return s.report.Run(gctx) })
 	s.runAffinity(gctx, g)
 	mux := s.mux()
-	g.Go(func() error { return serve.HTTP(gctx, httpL, mux) })
+	g.Go(func() error { return serve.HTTP(gctx, ls.http, mux) })
 	return g.Wait()
 }
 
 // mux serves /metrics, /healthz, /readyz, /spill with federated routing, and the profiles
 // with --enable-pprof.
 func (s *spoke) mux() *http.ServeMux {
-	var ready serve.ReadyFunc
-	if s.ctrl != nil {
-		ready = s.ctrl.Ready
-	}
-	mux := serve.HTTPMux(s.reg, ready)
+	mux := serve.HTTPMux(s.reg, s.ready())
 	if s.cfg.Spill {
 		mux.Handle("/spill", s.spillStatus())
 	}
@@ -419,6 +439,15 @@ func (s *spoke) mux() *http.ServeMux {
 		serve.Pprof(mux)
 	}
 	return mux
+}
+
+// ready is what /readyz and the readiness probes follow: the Kubernetes caches synced; nil
+// (always ready) with the static source.
+func (s *spoke) ready() serve.ReadyFunc {
+	if s.ctrl != nil {
+		return s.ctrl.Ready
+	}
+	return nil
 }
 
 // close releases what build started: the EPP's gRPC server (its stream workers start with it,

@@ -48,18 +48,18 @@ func drainingSpoke(t *testing.T, drain time.Duration) (*gateway.Client, func() t
 	if err != nil {
 		t.Fatal(err)
 	}
-	httpL, eppL, err := s.listen()
+	ls, err := s.listen()
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(eppL.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(ls.epp.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.run(ctx, httpL, eppL) }()
+	go func() { done <- s.run(ctx, ls) }()
 	stopped := false
 	stop := func() time.Duration {
 		stopped = true

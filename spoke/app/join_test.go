@@ -185,13 +185,13 @@ func TestSpokeJoinsTheHubByTokenAndApproval(t *testing.T) {
 	if s.renewer == nil {
 		t.Error("no renewer for joined credentials")
 	}
-	httpL, eppL, err := s.listen()
+	ls, err := s.listen()
 	if err != nil {
 		t.Fatal(err)
 	}
 	rctx, rcancel := context.WithCancel(context.Background())
 	rdone := make(chan error, 1)
-	go func() { rdone <- s.run(rctx, httpL, eppL) }()
+	go func() { rdone <- s.run(rctx, ls) }()
 	t.Cleanup(func() {
 		rcancel()
 		if err := <-rdone; err != nil {
@@ -262,13 +262,13 @@ func TestJoinedCertificateIsRenewedByTheHub(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	httpL, eppL, err := s.listen()
+	ls, err := s.listen()
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.run(ctx, httpL, eppL) }()
+	go func() { done <- s.run(ctx, ls) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

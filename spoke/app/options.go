@@ -19,6 +19,7 @@ import (
 	"github.com/spillway-io/spillway/pkg/epp"
 	"github.com/spillway-io/spillway/pkg/gossip"
 	"github.com/spillway-io/spillway/pkg/logging"
+	"github.com/spillway-io/spillway/pkg/modelmetrics"
 	"github.com/spillway-io/spillway/spoke/hubclient"
 	"github.com/spillway-io/spillway/spoke/kube"
 )
@@ -34,6 +35,15 @@ type Options struct {
 	// (--config-file or --config-text: the scorers and weights).
 	PoolName, PoolNamespace, PoolGroup string
 	GIEConfigFile, GIEConfigText       string
+	// GIE are GIE's other flags (gie.go).
+	GIE GIEOptions
+	// HealthAddress serves plaintext gRPC health for kubelet's probes; empty: none.
+	HealthAddress string
+	// MetricsPath is the model servers' metrics page path; /metrics when empty.
+	MetricsPath string
+	// DefaultEngine is the engine of Pods without the engine-type label (GIE's metric flags);
+	// vLLM when empty.
+	DefaultEngine modelmetrics.Engine
 	// ClusterLabels are the cluster's labels in the fleet, for selecting clusters.
 	ClusterLabels  map[string]string
 	GatewayAddress string
@@ -107,7 +117,7 @@ type LeaderElectionOptions struct {
 // AddFlags binds the options to flags, with kube-controller-manager's names.
 func (l *LeaderElectionOptions) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&l.Enabled, "leader-elect", l.Enabled, "elect one of the cluster's spoke replicas, on the Lease spillway-spoke-<cluster-id>, to run the hub session and every Kubernetes write; the others serve their EPP and keep the fleet view (off with --pools-file)")
-	fs.StringVar(&l.Namespace, "leader-elect-namespace", l.Namespace, "namespace of the leader election Lease (default: $POD_NAMESPACE, else "+kube.DefaultLeaseNamespace+")")
+	fs.StringVar(&l.Namespace, "leader-elect-namespace", l.Namespace, "namespace of the leader election Lease (default: $POD_NAMESPACE, else $NAMESPACE, else "+kube.DefaultLeaseNamespace+")")
 	fs.DurationVar(&l.LeaseDuration, "leader-elect-lease-duration", l.LeaseDuration, "how long the other replicas wait, after the leader's last renewal, before taking the Lease")
 	fs.DurationVar(&l.RenewDeadline, "leader-elect-renew-deadline", l.RenewDeadline, "how long the leader tries to renew the Lease before it stops leading (and writing)")
 	fs.DurationVar(&l.RetryPeriod, "leader-elect-retry-period", l.RetryPeriod, "how often the leader renews the Lease and the others try to take it")
@@ -116,7 +126,7 @@ func (l *LeaderElectionOptions) AddFlags(fs *pflag.FlagSet) {
 // complete settles the Lease's namespace.
 func (l *LeaderElectionOptions) complete() {
 	if l.Namespace == "" {
-		l.Namespace = os.Getenv("POD_NAMESPACE")
+		l.Namespace = cmp.Or(os.Getenv("POD_NAMESPACE"), os.Getenv("NAMESPACE")) // NAMESPACE: GIE's chart
 	}
 	if l.Namespace == "" {
 		l.Namespace = kube.DefaultLeaseNamespace
@@ -247,6 +257,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.EnablePprof, "enable-pprof", o.EnablePprof, "serve Go profiles at /debug/pprof/ on --http-address")
 	fs.StringVar(&o.Log.Level, "log-level", o.Log.Level, "debug, info, warn or error")
 	fs.StringVar(&o.Log.Format, "log-format", o.Log.Format, "text or json")
+	o.GIE.AddFlags(fs, o)
 }
 
 // Complete fills in the defaults that follow from the other options, without I/O: spilling
@@ -254,6 +265,7 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 // follow from files (the EPP pool, the EPP configuration's thresholds) are settled by Config,
 // and the cluster's identity from its ClusterProperty objects by Run.
 func (o *Options) Complete() error {
+	o.GIE.complete(o)
 	if o.PoolName != "" && o.EPPPool == "" {
 		o.EPPPool = o.giePool()
 	}
@@ -268,9 +280,9 @@ func (o *Options) Complete() error {
 }
 
 // giePool is the namespace/name GIE's --pool-name and --pool-namespace give (the namespace
-// defaulting to $POD_NAMESPACE, else default, as GIE's EPP does).
+// defaulting to $NAMESPACE, as GIE's EPP does, then $POD_NAMESPACE, else default).
 func (o *Options) giePool() string {
-	return cmp.Or(o.PoolNamespace, os.Getenv("POD_NAMESPACE"), "default") + "/" + o.PoolName
+	return cmp.Or(o.PoolNamespace, os.Getenv("NAMESPACE"), os.Getenv("POD_NAMESPACE"), "default") + "/" + o.PoolName
 }
 
 // Validate checks the options and names every problem.
@@ -282,6 +294,7 @@ func (o *Options) Validate() error {
 	errs = append(errs, o.trustErrors()...)
 	errs = append(errs, o.LeaderElection.errors()...)
 	errs = append(errs, o.Tracing.errors()...)
+	errs = append(errs, o.GIE.errors(o)...)
 	errs = append(errs, o.Log.Validate(), o.Gossip.Validate(), o.Affinity.Validate())
 	return errors.Join(errs...)
 }

@@ -92,20 +92,20 @@ func startReplica(t *testing.T, name string, o *Options) *replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	httpL, eppL, err := s.listen()
+	ls, err := s.listen()
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := grpc.NewClient(eppL.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(ls.epp.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	r.s, r.http, r.epp = s, httpL.Addr().String(), &gateway.Client{EPP: extprocv3.NewExternalProcessorClient(conn)}
+	r.s, r.http, r.epp = s, ls.http.Addr().String(), &gateway.Client{EPP: extprocv3.NewExternalProcessorClient(conn)}
 	r.leader = func() bool { return testutil.ToFloat64(s.metrics.leader) == 1 }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.run(ctx, httpL, eppL) }()
+	go func() { done <- s.run(ctx, ls) }()
 	var once sync.Once
 	r.stop = func() {
 		once.Do(func() {

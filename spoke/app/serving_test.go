@@ -49,20 +49,20 @@ func startSpoke(t *testing.T, o *Options) (eppAddr, httpAddr string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	httpL, eppL, err := s.listen()
+	ls, err := s.listen()
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.run(ctx, httpL, eppL) }()
+	go func() { done <- s.run(ctx, ls) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("spoke: %v", err)
 		}
 	})
-	return eppL.Addr().String(), httpL.Addr().String()
+	return ls.epp.Addr().String(), ls.http.Addr().String()
 }
 
 // eppHealth asks the EPP's health service over creds; it returns the presented certificate

@@ -53,6 +53,7 @@ import (
 	mcsclient "sigs.k8s.io/mcs-api/pkg/client/clientset/versioned"
 
 	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/modelmetrics"
 	"github.com/spillway-io/spillway/pkg/spill"
 	"github.com/spillway-io/spillway/spoke/source"
 )
@@ -96,6 +97,8 @@ type Options struct {
 	// CreateNamespaces lets the spoke create a missing namespace for an import. When false an
 	// import into a missing namespace is reported (NamespaceNotFound) and not created.
 	CreateNamespaces bool
+	// DefaultEngine is the engine of a Pod without the engine-type label; vLLM when empty.
+	DefaultEngine modelmetrics.Engine
 	// GatewayService, when set, is the inference gateway Service exported with a ServiceExport.
 	GatewayService types.NamespacedName
 	// View and Reporter connect the controller to the hub; both nil in a standalone spoke.

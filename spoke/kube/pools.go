@@ -126,7 +126,11 @@ func (c *Controller) buildPools() ([]source.Pool, map[fleet.PoolRef]map[string]i
 			if !podReady(pod) {
 				continue
 			}
-			engine, err := modelmetrics.ParseEngine(pod.Labels[modelmetrics.EngineLabel])
+			label := pod.Labels[modelmetrics.EngineLabel]
+			engine, err := modelmetrics.ParseEngine(label)
+			if label == "" && c.opts.DefaultEngine != "" {
+				engine = c.opts.DefaultEngine
+			}
 			if err != nil {
 				c.warnOnce(pod, ReasonUnknownEngineType, fmt.Sprintf("label %s=%q: %v; reading its metrics as vLLM", modelmetrics.EngineLabel, pod.Labels[modelmetrics.EngineLabel], err))
 				engine = modelmetrics.EngineVLLM

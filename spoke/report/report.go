@@ -102,6 +102,8 @@ type Options struct {
 	ReportEndpoints bool
 	// Period is the time between capacity reports.
 	Period time.Duration
+	// MetricsPath is the path of the model servers' metrics page; /metrics when empty.
+	MetricsPath string
 	// GPU, when set, gives a Pod's GPU utilisation (a DCGM exporter's), for the endpoints'
 	// capacity.
 	GPU func(pod string) (float64, bool)
@@ -174,7 +176,7 @@ func (l *Loop) apply() {
 	for _, p := range l.pools {
 		refs = append(refs, p.Ref)
 		for _, e := range p.Endpoints {
-			targets = append(targets, modelmetrics.Target{Address: e.Address, Engine: e.Engine})
+			targets = append(targets, modelmetrics.Target{Address: e.Address, Engine: e.Engine, Path: l.opts.MetricsPath})
 			if t, ok := l.targetSince[e.Address]; ok {
 				since[e.Address] = t
 			} else {
