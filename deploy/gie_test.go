@@ -86,7 +86,8 @@ func gieValues(serverType string, port int, kubeconfig string) map[string]any {
 	return map[string]any{
 		"inferenceExtension": map[string]any{
 			"image": map[string]any{"registry": "ghcr.io", "repository": "spillway-io/spoke", "tag": "test"},
-			"flags": map[string]any{"v": 1, "region": "us-east", "cluster-id": "gie-east", "hub-address": "", "kubeconfig": kubeconfig},
+			// The cluster's ID is its ClusterProperty's (examples/cluster-properties.yaml).
+			"flags": map[string]any{"v": 1, "region": "us-east", "hub-address": "", "kubeconfig": kubeconfig},
 		},
 		"inferencePool": map[string]any{
 			"modelServers":    map[string]any{"matchLabels": map[string]any{"app": "gie-chat"}},

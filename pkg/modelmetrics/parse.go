@@ -126,6 +126,10 @@ var specs = map[Engine]engineSpec{
 	},
 }
 
+// gieNamed are metrics GIE's chart names for an engine (--cache-info-metric) that routing does
+// not read.
+var gieNamed = map[string]Engine{"trtllm_cache_config_info": EngineTRTLLMServe}
+
 // EngineOfMetric is the engine whose page has the metric a GIE EPP flag names (a family, with
 // GIE's {label=value} selector where it has one, such as sglang:num_queue_reqs or
 // nv_trt_llm_request_metrics{request_type=waiting}); false when no engine Spillway reads has it.
@@ -133,6 +137,9 @@ func EngineOfMetric(metric string) (Engine, bool) {
 	family, _, _ := strings.Cut(metric, "{")
 	if family == "" {
 		return "", false
+	}
+	if e, ok := gieNamed[family]; ok {
+		return e, true
 	}
 	for _, e := range slices.Sorted(maps.Keys(specs)) {
 		s := specs[e]

@@ -167,6 +167,7 @@ func (g *GIEOptions) complete(o *Options) {
 			o.Tracing.Endpoint = strings.TrimSuffix(strings.TrimPrefix(ep, "https://"), "/")
 		}
 	}
+	o.MetricsPath = strings.Trim(o.MetricsPath, `"`) // as the metric flags, quoted by GIE's chart
 	if g.HALeaderElection && o.PoolsFile == "" {
 		o.LeaderElection.Enabled = true
 	}

@@ -30,7 +30,7 @@ func parseGIE(t *testing.T, args ...string) (*Options, error) {
 }
 
 // TestGIEChartFlags: the arguments GIE v1.5.0's chart gives its EPP (config/charts/epplib,
-// _deployment.yaml, for each modelServerType) are taken, each doing what it does in GIE;
+// _deployment.yaml, for each modelServerType, quotes and all) are taken, each doing what it does in GIE;
 // deploy's TestGIEChartRunsTheSpoke renders the chart itself and runs the spoke with them.
 func TestGIEChartFlags(t *testing.T) {
 	common := []string{"--pool-name", "chat", "--pool-namespace", "llm", "--pool-group", "inference.networking.k8s.io",
@@ -50,7 +50,8 @@ func TestGIEChartFlags(t *testing.T) {
 			"--kv-cache-usage-percentage-metric", "nv_trt_llm_kv_cache_block_metrics{kv_cache_block_type=fraction}", "--lora-info-metric", ""},
 			modelmetrics.EngineTritonTRTLLM, ""},
 		{"trtllm-serve", []string{`--total-queued-requests-metric="trtllm_num_requests_waiting"`, `--total-running-requests-metric="trtllm_num_requests_running"`,
-			`--kv-cache-usage-percentage-metric="trtllm_kv_cache_utilization"`, `--model-server-metrics-path=/prometheus/metrics`, "--lora-info-metric", ""},
+			`--kv-cache-usage-percentage-metric="trtllm_kv_cache_utilization"`, `--cache-info-metric="trtllm_cache_config_info"`,
+			`--model-server-metrics-path="/prometheus/metrics"`, "--lora-info-metric", ""},
 			modelmetrics.EngineTRTLLMServe, "/prometheus/metrics"},
 	} {
 		t.Run(tc.serverType, func(t *testing.T) {
