@@ -2,13 +2,11 @@ package deploy
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -34,16 +32,8 @@ import (
 // directory.
 func gieChart(t *testing.T) string {
 	t.Helper()
-	out, err := exec.Command("go", "mod", "download", "-json", "sigs.k8s.io/gateway-api-inference-extension@v1.5.0").Output()
-	if err != nil {
-		t.Fatalf("go mod download GIE v1.5.0: %v", err)
-	}
-	var mod struct{ Dir string }
-	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
-		t.Fatalf("go mod download: %v %s", err, out)
-	}
 	dir := filepath.Join(t.TempDir(), "inferencepool")
-	charts := filepath.Join(mod.Dir, "config", "charts")
+	charts := filepath.Join(testkit.ModuleDir(t, testkit.GIEModule), "config", "charts")
 	if err := os.CopyFS(dir, os.DirFS(filepath.Join(charts, "inferencepool"))); err != nil {
 		t.Fatal(err)
 	}

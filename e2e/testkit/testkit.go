@@ -1,15 +1,17 @@
 // Package testkit holds the few helpers every test of the repository shares: waiting for a
 // condition by polling it (never sleeping, then asserting), golden files that `go test -update`
-// rewrites, and where the Prometheus binaries are. It is test tooling: product code never
+// rewrites, where the Prometheus binaries are, and where a module's own files are. It is test tooling: product code never
 // imports it.
 package testkit
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -89,4 +91,23 @@ func PrometheusBin(t testing.TB, name string) string {
 		t.Skip("SPILLWAY_PROMETHEUS_BIN_DIR is not set: no " + name + " (make test sets it; hack/prometheus.sh installs Debian's prometheus)")
 	}
 	return filepath.Join(dir, name)
+}
+
+// GIEModule is the version of GIE whose own files (its Grafana dashboard, its Helm charts) the
+// tests hold Spillway to.
+const GIEModule = "sigs.k8s.io/gateway-api-inference-extension@v1.5.0"
+
+// ModuleDir is the directory of module (path@version) in the module cache, downloaded if it is
+// not there yet (hack/crds.sh downloads GIE's).
+func ModuleDir(t testing.TB, module string) string {
+	t.Helper()
+	out, err := exec.Command("go", "mod", "download", "-json", module).Output()
+	if err != nil {
+		t.Fatalf("go mod download %s: %v", module, err)
+	}
+	var mod struct{ Dir string }
+	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
+		t.Fatalf("go mod download %s: %v %s", module, err, out)
+	}
+	return mod.Dir
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -236,15 +235,7 @@ func notReady(e epp.Endpoint) epp.Endpoint {
 // is one Spillway's EPP exports, or one docs/epp.md says it does not (flow control: the EPP keeps
 // no queue). The model servers' vllm: series it also shows come from the servers.
 func TestGIEDashboardReadsSpillway(t *testing.T) {
-	out, err := exec.Command("go", "mod", "download", "-json", "sigs.k8s.io/gateway-api-inference-extension@v1.5.0").Output()
-	if err != nil {
-		t.Fatalf("go mod download GIE v1.5.0: %v", err)
-	}
-	var mod struct{ Dir string }
-	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
-		t.Fatalf("go mod download: %v %s", err, out)
-	}
-	raw, err := os.ReadFile(filepath.Join(mod.Dir, "tools", "dashboards", "inference_gateway.json"))
+	raw, err := os.ReadFile(filepath.Join(testkit.ModuleDir(t, testkit.GIEModule), "tools", "dashboards", "inference_gateway.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

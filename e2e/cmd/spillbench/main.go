@@ -60,7 +60,7 @@ func newCommand() *cobra.Command {
 	f.DurationVar(&o.after, "after", 10*time.Second, "steady load after the burst")
 	f.Float64Var(&o.ragRate, "rag-burst-rate", 12, "us-east's requests per second during the RAG workload's burst")
 	f.DurationVar(&o.ragWarm, "rag-warm", 20*time.Second, "steady RAG load before its burst (the regions' caches fill with their contexts)")
-	f.DurationVar(&o.ragBurst, "rag-burst", 40*time.Second, "length of the RAG workload's burst")
+	f.DurationVar(&o.ragBurst, "rag-burst", 80*time.Second, "length of the RAG workload's burst")
 	f.StringVar(&o.only, "only", "", "run only this part: burst or rag (the JSON and the page keep the other's figures)")
 	f.BoolVar(&o.flowControl, "flow-control", false, "run Spillway's EPP with flow control (queueDepth 1)")
 	f.DurationVar(&o.criticalTTFT, "critical-ttft", 500*time.Millisecond, "the critical objective's latency objective (ttft) in Spillway's EPP (0: none)")
