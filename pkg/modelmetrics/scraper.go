@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -183,8 +182,11 @@ func (s *Scraper) loop(ctx context.Context, t *target) {
 	defer c.close()
 	// A scrape in flight when ctx ends stops at once rather than at its deadline.
 	defer context.AfterFunc(ctx, c.abort)()
-	// Start at a random point of the interval so that endpoints do not scrape in lockstep.
-	timer := time.NewTimer(rand.N(s.opts.Interval))
+	// Every endpoint is scraped at the same points of the wall clock, multiples of the interval:
+	// the scrapes of a round wake the spoke together, and their answers arrive together, so the
+	// Go scheduler's threads wake once per round rather than once per endpoint (at 100 endpoints
+	// every 50 ms, 0.12 cores idle instead of 0.18, docs/architecture.md).
+	timer := time.NewTimer(untilTick(time.Now(), s.opts.Interval))
 	defer timer.Stop()
 	for {
 		select {
@@ -192,7 +194,6 @@ func (s *Scraper) loop(ctx context.Context, t *target) {
 			return
 		case <-timer.C:
 		}
-		start := time.Now()
 		var m Metrics
 		reason := ""
 		bp := pageBuffers.Get().(*[]byte)
@@ -221,8 +222,13 @@ func (s *Scraper) loop(ctx context.Context, t *target) {
 		} else {
 			h.succeeded(now)
 		}
-		timer.Reset(max(s.opts.Interval-time.Since(start), 0))
+		timer.Reset(untilTick(time.Now(), s.opts.Interval))
 	}
+}
+
+// untilTick is the time from now to the next multiple of interval on the wall clock.
+func untilTick(now time.Time, interval time.Duration) time.Duration {
+	return interval - time.Duration(now.UnixNano()%int64(interval))
 }
 
 func (s *Scraper) store(t *target, smp Sample) {
