@@ -51,6 +51,7 @@ var ErrInvalidConfig = errors.New("invalid EPP configuration")
 //	- name: chat
 //	  targets: [{model: chat-v1, weight: 90}, {model: chat-v2, weight: 10}]
 //	  fallback: chat-small         # used when no target has a ready endpoint
+//	  objective: chat-critical     # of a request for chat that names no objective
 //	spill:                         # federated routing (docs/federation.md); SpillPolicy's spec
 //	  eligiblePriorities: {min: 100}
 //	  tripMark: 0.9
@@ -189,6 +190,10 @@ type ModelRoute struct {
 	Targets []ModelTarget `json:"targets,omitempty"`
 	// Fallback is the model used when no target has a ready endpoint.
 	Fallback string `json:"fallback,omitempty"`
+	// Objective is the objective of a request for this model that names none (no
+	// x-gateway-inference-objective header): one route carries several models, each with its
+	// own priority. An objective the EPP does not know counts as none.
+	Objective string `json:"objective,omitempty"`
 }
 
 // ModelTarget is one weighted target.

@@ -118,6 +118,12 @@ func (s *Server) admit(x *exchange) []*extprocv3.ProcessingResponse {
 			return []*extprocv3.ProcessingResponse{immediate(400, "invalid_request_error", err.Error(), nil)}
 		}
 		x.req = req
+		// A request that names no objective takes its model route's; set as the header, it is
+		// what a local pool that takes the request over and the budgets see too.
+		if r, ok := s.cfg.Models[req.Model]; ok && r.Objective != "" && x.headers != nil && x.headers[ObjectiveHeader] == "" {
+			x.headers[ObjectiveHeader] = r.Objective
+			x.objective, x.priority = s.resolveObjective(r.Objective)
+		}
 	}
 	return nil
 }

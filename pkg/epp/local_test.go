@@ -200,6 +200,34 @@ func TestFailoverKeepsTheModel(t *testing.T) {
 	}
 }
 
+// TestModelRouteObjective: a request that names no objective takes its model's route's, so one
+// gateway route carries models of several priorities; on a saturated pool the model whose route
+// says batch is shed and another model (default priority) is served, and a request's own
+// objective header wins over its model's.
+func TestModelRouteObjective(t *testing.T) {
+	h := start(t, "objectives:\n- {name: batch, priority: BestEffort}\n- {name: critical, priority: Critical}\n"+
+		"models:\n- {name: "+llama+", objective: batch}\n- {name: chat, objective: unknown}\n",
+		ep("10.0.0.1:8000", modelmetrics.Metrics{WaitingQueue: 9}))
+	for _, tc := range []struct {
+		name, body string
+		headers    []string
+		want       int // 0: routed
+	}{
+		{"the route's batch objective: shed", completion, nil, 429},
+		{"the request's own objective wins", completion, []string{epp.ObjectiveHeader, "critical"}, 0},
+		{"a model without a route: default priority", `{"model":"other","prompt":"hello"}`, nil, 0},
+		{"a route naming an unknown objective: default priority", `{"model":"chat","prompt":"hello"}`, nil, 0},
+	} {
+		d := h.route(t, hdrs("/v1/completions", tc.headers...), tc.body, nil)
+		switch {
+		case tc.want == 0 && (d.Immediate != nil || len(d.Destinations) == 0):
+			t.Errorf("%s: answered %+v, want routed", tc.name, d.Immediate)
+		case tc.want != 0 && (d.Immediate == nil || d.Immediate.Status != tc.want):
+			t.Errorf("%s: %+v, want %d", tc.name, d, tc.want)
+		}
+	}
+}
+
 // TestDeclaredFallbackModelIsNamedInTheResponse: a model route's fallback serves a request
 // whose model no endpoint can take, and the response names the model that served it.
 func TestDeclaredFallbackModelIsNamedInTheResponse(t *testing.T) {
