@@ -148,7 +148,7 @@ func FuzzParseConfig(f *testing.F) {
 		"saturation: {}", "saturation: {queueDepth: 1, kvCacheUtilization: 1, staleness: 1ns}",
 		"maxBodyBytes: 1024", "maxBodyBytes: 268435456", "retryAfter: 1s", "defaultPriority: -1",
 		"defaultPriority: best-effort", `defaultPriority: "42"`, "adapters: []", `adapters: [""]`,
-		"models: [{name: a, targets: [{model: b, weight: 1}], fallback: a}]",
+		"models: [{name: a, targets: [{model: b, weight: 1}], fallback: a}]", "models: [{name: a, objective: b}]",
 		"models: [{name: a, targets: [{model: b, weight: 4611686018427387904}, {model: c, weight: 4611686018427387903}]}]",
 		"spill: {}", "spill: {eligiblePriorities: {min: 0}, prefillTokensPerSecond: 1}",
 		"flowControl: {enabled: true, holdBelow: 5, maxQueue: 1, timeout: 100ms}",
