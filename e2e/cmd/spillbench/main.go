@@ -6,6 +6,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -125,7 +126,13 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("%s: %w", o.jsonPath, err)
 		}
 	}
-	rep.Date, rep.Command = time.Now().UTC().Format(time.RFC3339), "make bench-spill"
+	// date is the report's (the burst's) unless the burst kept its figures; the RAG part has
+	// its own.
+	now := time.Now().UTC().Format(time.RFC3339)
+	if o.only != "rag" {
+		rep.Date = now
+	}
+	rep.Command = "make bench-spill"
 	rep.Strategies = map[string]strategyResult{"spillway": rep.Spillway, "local_only": rep.LocalOnly, "round_robin": rep.RoundRobin}
 	if o.only != "rag" {
 		if err := o.burstRuns(ctx, &rep); err != nil {
@@ -138,6 +145,7 @@ func run(ctx context.Context, o options) error {
 			return err
 		}
 		rep.RAG = rag
+		rep.RAG.Date = now
 		rep.SpilledPrefixHitRateCacheAware, rep.SpilledPrefixHitRateBlind, rep.SpilledTTFTp50RatioAwareBlind = rag.HitAware, rag.HitBlind, rag.TTFTRatio
 	}
 	b, err := json.MarshalIndent(rep, "", "  ")
@@ -379,7 +387,7 @@ func updateDoc(path string, rep report) error {
 	}
 	fmt.Fprintf(&s, "\nCritical TTFT p99, Spillway ÷ local-only: **%.2f**; ÷ round-robin: **%.2f**. A region killed mid-burst (us-west, the nearest target) left us-east's spill targets after %.2f s; %d requests went to it after that.\n\n![load, spill rate and TTFT per region](benchmarks/spill.png)\n",
 		rep.CriticalP99RatioLocalOnly, rep.CriticalP99RatioRoundRobin, rep.DeadClusterDetectS, rep.RequestsToDeadAfterDetect)
-	fmt.Fprintf(&s, "\n**Cache-aware spill.** %s.\n\n| ranking | spilled requests | prefix-cache hit rate | TTFT p50 ms | TTFT p99 ms | served by |\n| --- | ---: | ---: | ---: | ---: | --- |\n", rep.RAG.Scenario)
+	fmt.Fprintf(&s, "\n**Cache-aware spill.** Run %s. %s.\n\n| ranking | spilled requests | prefix-cache hit rate | TTFT p50 ms | TTFT p99 ms | served by |\n| --- | ---: | ---: | ---: | ---: | --- |\n", cmp.Or(rep.RAG.Date, rep.Date), rep.RAG.Scenario)
 	for _, row := range []struct {
 		name string
 		r    ragResult

@@ -36,6 +36,8 @@ type ragResult struct {
 
 // ragReport is the cache-aware comparison as spill.json carries it.
 type ragReport struct {
+	// Date is when it ran (the report's date is the burst's: --only runs one part).
+	Date      string    `json:"date,omitempty"`
 	Scenario  string    `json:"scenario"`
 	Aware     ragResult `json:"cache_aware"`
 	Blind     ragResult `json:"cache_blind"`
