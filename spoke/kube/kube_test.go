@@ -11,6 +11,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/spillway-io/spillway/pkg/fleet"
+	"github.com/spillway-io/spillway/pkg/modelmetrics"
 )
 
 func TestExportedNeedsEveryLiveMember(t *testing.T) {
@@ -58,5 +59,31 @@ func TestReadyEndpointSkipsUnreadyAndPortless(t *testing.T) {
 	}
 	if _, ok := readyEndpoint(eps[1:]); ok {
 		t.Fatal("no ready endpoint with a port")
+	}
+}
+
+// TestPodEngine: a Pod's engine-type label names its engine; without one, the engine GIE's metric
+// flags gave, else vLLM; an unknown value is an error.
+func TestPodEngine(t *testing.T) {
+	for _, tc := range []struct {
+		label   string
+		def     modelmetrics.Engine
+		want    modelmetrics.Engine
+		wantErr bool
+	}{
+		{"", "", modelmetrics.EngineVLLM, false},
+		{"", modelmetrics.EngineSGLang, modelmetrics.EngineSGLang, false},
+		{"vllm", modelmetrics.EngineSGLang, modelmetrics.EngineVLLM, false},
+		{"trtllm-serve", "", modelmetrics.EngineTRTLLMServe, false},
+		{"tgi", modelmetrics.EngineSGLang, "", true},
+	} {
+		labels := map[string]string{}
+		if tc.label != "" {
+			labels[modelmetrics.EngineLabel] = tc.label
+		}
+		got, err := podEngine(labels, tc.def)
+		if got != tc.want || (err != nil) != tc.wantErr {
+			t.Errorf("label %q, default %q: %q, %v; want %q, error %v", tc.label, tc.def, got, err, tc.want, tc.wantErr)
+		}
 	}
 }

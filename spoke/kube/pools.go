@@ -126,11 +126,7 @@ func (c *Controller) buildPools() ([]source.Pool, map[fleet.PoolRef]map[string]i
 			if !podReady(pod) {
 				continue
 			}
-			label := pod.Labels[modelmetrics.EngineLabel]
-			engine, err := modelmetrics.ParseEngine(label)
-			if label == "" && c.opts.DefaultEngine != "" {
-				engine = c.opts.DefaultEngine
-			}
+			engine, err := podEngine(pod.Labels, c.opts.DefaultEngine)
 			if err != nil {
 				c.warnOnce(pod, ReasonUnknownEngineType, fmt.Sprintf("label %s=%q: %v; reading its metrics as vLLM", modelmetrics.EngineLabel, pod.Labels[modelmetrics.EngineLabel], err))
 				engine = modelmetrics.EngineVLLM
@@ -222,4 +218,14 @@ func (c *Controller) warnOnce(obj runtime.Object, reason, msg string) {
 	if c.leading.Load() { // an event is a write: the leader's alone
 		c.events.Event(obj, corev1.EventTypeWarning, reason, msg)
 	}
+}
+
+// podEngine is the engine of a Pod: its engine-type label's, else def (GIE's metric flags), else
+// vLLM. An unknown label value is an error (the Pod is then read as vLLM).
+func podEngine(labels map[string]string, def modelmetrics.Engine) (modelmetrics.Engine, error) {
+	label := labels[modelmetrics.EngineLabel]
+	if label == "" && def != "" {
+		return def, nil
+	}
+	return modelmetrics.ParseEngine(label)
 }
