@@ -305,7 +305,7 @@ func TestLimitsTrip(t *testing.T) {
 	f := startSession(t, ctx, h, "a")
 	f.send(t, exportsMsg(1, true, exportsOf(chat)))
 	f.ack(t, 1)
-	for range 50 {
+	for range 200 {
 		if err := f.st.Send(capacityOf(chat)); err != nil {
 			break
 		}
