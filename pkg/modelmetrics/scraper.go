@@ -200,7 +200,8 @@ func (s *Scraper) loop(ctx context.Context, t *target) {
 	defer context.AfterFunc(ctx, c.abort)()
 	// The endpoint is scraped at its slot's instants of the wall clock, with the other endpoints
 	// of its batch (scrapeBatch).
-	timer := time.NewTimer(s.untilSlot(time.Now(), t.t.Address))
+	slot := slotHash(t.t.Address)
+	timer := time.NewTimer(s.untilSlot(time.Now(), slot))
 	defer timer.Stop()
 	for {
 		select {
@@ -236,24 +237,30 @@ func (s *Scraper) loop(ctx context.Context, t *target) {
 		} else {
 			h.succeeded(now)
 		}
-		timer.Reset(s.untilSlot(time.Now(), t.t.Address))
+		timer.Reset(s.untilSlot(time.Now(), slot))
 	}
 }
 
-// untilSlot is the time from now to the next scrape of addr: the endpoints are spread over the
-// scraper's slots by a hash of their address.
-func (s *Scraper) untilSlot(now time.Time, addr string) time.Duration {
-	return untilTick(now, s.opts.Interval, scrapeOffset(addr, s.opts.Interval, s.slots.Load()))
+// untilSlot is the time from now to the next scrape of the endpoint whose address hashes to
+// slot (slotHash): the endpoints are spread over the scraper's slots by it.
+func (s *Scraper) untilSlot(now time.Time, slot uint32) time.Duration {
+	return untilTick(now, s.opts.Interval, scrapeOffset(slot, s.opts.Interval, s.slots.Load()))
 }
 
-// scrapeOffset is where in each interval addr is scraped: the start of one of slots equal parts.
-func scrapeOffset(addr string, interval time.Duration, slots int64) time.Duration {
+// slotHash is the hash of an endpoint's address that picks its slot, computed once per loop.
+func slotHash(addr string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(addr))
+	return h.Sum32()
+}
+
+// scrapeOffset is where in each interval an endpoint of that slot hash is scraped: the start of
+// one of slots equal parts.
+func scrapeOffset(slot uint32, interval time.Duration, slots int64) time.Duration {
 	if slots <= 1 {
 		return 0
 	}
-	h := fnv.New32a()
-	h.Write([]byte(addr))
-	return time.Duration(int64(h.Sum32()) % slots * int64(interval) / slots)
+	return time.Duration(int64(slot) % slots * int64(interval) / slots)
 }
 
 // untilTick is the time from now to the next instant offset after a multiple of interval on the

@@ -32,14 +32,14 @@ func TestScrapesShareTheirInstants(t *testing.T) {
 // the interval's multiples.
 func TestScrapeSlots(t *testing.T) {
 	const interval = time.Second
-	if got := scrapeOffset("10.0.0.1:8000", interval, 1); got != 0 {
+	if got := scrapeOffset(slotHash("10.0.0.1:8000"), interval, 1); got != 0 {
 		t.Errorf("one slot: offset %s, want 0", got)
 	}
 	const n = 1000
 	slots := int64((n + scrapeBatch - 1) / scrapeBatch)
 	per := map[time.Duration]int{}
 	for i := range n {
-		off := scrapeOffset(fmt.Sprintf("10.0.%d.%d:8000", i/250, i%250), interval, slots)
+		off := scrapeOffset(slotHash(fmt.Sprintf("10.0.%d.%d:8000", i/250, i%250)), interval, slots)
 		if off < 0 || off >= interval || off%(interval/time.Duration(slots)) != 0 {
 			t.Fatalf("offset %s: want a multiple of %s below %s", off, interval/time.Duration(slots), interval)
 		}
