@@ -219,3 +219,33 @@ func TestObjectiveConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestServiceTimeWithoutWait: the spill cost model's service time learns from requests that
+// found no request waiting at their endpoint, not from those that queued (their duration holds
+// the wait, which the model already counts per queued request).
+func TestServiceTimeWithoutWait(t *testing.T) {
+	serviceTime := func(waiting int) time.Duration {
+		t.Helper()
+		dec, err := spill.New(spill.DefaultPolicy(), func() []spill.Remote { return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := modelmetrics.Metrics{WaitingQueue: waiting}
+		s := newTestServer(t, "", fakeDatastore{testPool: {readyEndpoint("10.0.0.1:8000", m)}}, func(o *Options) { o.Spill = dec })
+		x, status := routeRequest(s, "")
+		if status != 0 || !x.routed || x.spilled {
+			t.Fatalf("status %d routed %v spilled %v, want routed here", status, x.routed, x.spilled)
+		}
+		x.start = time.Now().Add(-5 * time.Second) // it took 5 s
+		s.finish(x)
+		_, tr := dec.Explain(spill.Request{})
+		return tr.ServiceTime
+	}
+	// New's 1 s, moved a tenth of the way to 5 s.
+	if got := serviceTime(0); got < 1390*time.Millisecond || got > 1500*time.Millisecond {
+		t.Errorf("a request to an endpoint with none waiting: service time %v, want about 1.4 s", got)
+	}
+	if got := serviceTime(3); got != time.Second {
+		t.Errorf("a request to an endpoint with 3 waiting: service time %v, want New's 1 s unchanged", got)
+	}
+}

@@ -264,19 +264,22 @@ func (s *Server) Scheduler() *scheduler.Scheduler { return s.sched }
 
 // exchange is the state of one request's ext_proc stream.
 type exchange struct {
-	start       time.Time
-	headers     map[string]string
-	subset      []string
-	hasSubset   bool
-	body        []byte
-	bodyDone    bool
-	duplexReq   bool // request body FULL_DUPLEX_STREAMED: answer headers after the body
-	duplexResp  bool
-	objective   string // resolved when the headers arrive: a known name or "", the metrics' label
-	priority    int
-	model       string // model label for metrics
-	routed      bool
-	spilled     bool
+	start      time.Time
+	headers    map[string]string
+	subset     []string
+	hasSubset  bool
+	body       []byte
+	bodyDone   bool
+	duplexReq  bool // request body FULL_DUPLEX_STREAMED: answer headers after the body
+	duplexResp bool
+	objective  string // resolved when the headers arrive: a known name or "", the metrics' label
+	priority   int
+	model      string // model label for metrics
+	routed     bool
+	spilled    bool
+	// unqueued is true when the request went to a local endpoint with no request waiting
+	// (pick): its duration is a sample of the pool's service time.
+	unqueued    bool
 	firstByte   time.Time
 	respBytes   int
 	usage       usageReader
@@ -467,8 +470,10 @@ func (s *Server) finish(x *exchange) {
 	}
 	x.responseEnd = true
 	end := time.Now()
-	if s.spill != nil && !x.spilled {
-		s.spill.ObserveDuration(end.Sub(x.start)) // the local service time of the cost model
+	if s.spill != nil && x.unqueued {
+		// The cost model's service time: a request that waited at its endpoint would count
+		// the wait too, which the model adds for every queued request already.
+		s.spill.ObserveDuration(end.Sub(x.start))
 	}
 	s.metrics.duration.WithLabelValues(x.objective, x.model, priorityClass(x.priority)).Observe(end.Sub(x.start).Seconds())
 	if !x.firstByte.IsZero() {

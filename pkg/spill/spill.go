@@ -9,7 +9,7 @@
 //
 //	localWait = (queued requests per ready endpoint) × serviceTime
 //
-// where serviceTime is the EWMA of the pool's observed request durations. Spilling costs the
+// where serviceTime is the EWMA of the pool's request durations without a wait (ObserveDuration). Spilling costs the
 // round trip to the target plus the prefill of the prompt that the target's prefix cache does not
 // hold:
 //
@@ -315,7 +315,8 @@ func (d *Decider) ObserveLocal(l Local) {
 	}
 }
 
-// ObserveDuration feeds one served request's duration into the service-time estimate.
+// ObserveDuration feeds one served request's duration into the service-time estimate: a request
+// that did not wait for its endpoint (the model counts waits per queued request).
 func (d *Decider) ObserveDuration(t time.Duration) {
 	if t <= 0 {
 		return

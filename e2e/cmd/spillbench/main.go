@@ -387,12 +387,13 @@ func updateDoc(path string, rep report) error {
 	}
 	fmt.Fprintf(&s, "\nCritical TTFT p99, Spillway ÷ local-only: **%.2f**; ÷ round-robin: **%.2f**. A region killed mid-burst (us-west, the nearest target) left us-east's spill targets after %.2f s; %d requests went to it after that.\n\n![load, spill rate and TTFT per region](benchmarks/spill.png)\n",
 		rep.CriticalP99RatioLocalOnly, rep.CriticalP99RatioRoundRobin, rep.DeadClusterDetectS, rep.RequestsToDeadAfterDetect)
-	fmt.Fprintf(&s, "\n**Cache-aware spill.** Run %s. %s.\n\n| ranking | spilled requests | prefix-cache hit rate | TTFT p50 ms | TTFT p99 ms | served by |\n| --- | ---: | ---: | ---: | ---: | --- |\n", cmp.Or(rep.RAG.Date, rep.Date), rep.RAG.Scenario)
+	fmt.Fprintf(&s, "\n**Cache-aware spill.** Run %s. %s.\n\n| ranking | spilled requests | prefix-cache hit rate | TTFT p50 ms | TTFT p99 ms | served by | served in the context's home region |\n| --- | ---: | ---: | ---: | ---: | --- | ---: |\n", cmp.Or(rep.RAG.Date, rep.Date), rep.RAG.Scenario)
 	for _, row := range []struct {
 		name string
 		r    ragResult
 	}{{"cache-aware (prefix sketches)", rep.RAG.Aware}, {"cache-blind (`--prefix-sketch=false`)", rep.RAG.Blind}} {
-		fmt.Fprintf(&s, "| %s | %d | %.3f | %.0f | %.0f | %s |\n", row.name, row.r.SpilledRequests, row.r.PrefixHitRate, row.r.TTFTp50, row.r.TTFTp99, byRegion(row.r.ByRegion))
+		home, away := row.r.atHome()
+		fmt.Fprintf(&s, "| %s | %d | %.3f | %.0f | %.0f | %s | %d of %d |\n", row.name, row.r.SpilledRequests, row.r.PrefixHitRate, row.r.TTFTp50, row.r.TTFTp99, byRegion(row.r.ByRegion), home, away)
 	}
 	fmt.Fprintf(&s, "\nSpilled prefix hit rate, cache-aware ÷ blind: **%.2f**; spilled TTFT p50, cache-aware ÷ blind: **%.2f**.\n%s",
 		ratioF(rep.SpilledPrefixHitRateCacheAware, rep.SpilledPrefixHitRateBlind), rep.SpilledTTFTp50RatioAwareBlind, end)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,6 +34,17 @@ type ragResult struct {
 	TTFTp99         float64 `json:"spilled_ttft_p99_ms"`
 	// ByRegion counts the spilled requests by the region that served them.
 	ByRegion map[string]int `json:"spilled_by_region"`
+	// ByHome breaks the spilled requests down by the home region of their context.
+	ByHome map[string]ragShare `json:"spilled_by_context_home"`
+}
+
+// ragShare is the spilled requests on the contexts at home in one region.
+type ragShare struct {
+	Requests int `json:"requests"`
+	// ServedAtHome counts those served in the context's home region.
+	ServedAtHome   int     `json:"served_at_home"`
+	PrefixHitRate  float64 `json:"prefix_hit_rate"`
+	prompt, cached int
 }
 
 // ragReport is the cache-aware comparison as spill.json carries it.
@@ -90,7 +103,7 @@ func (o options) rag(ctx context.Context, aware bool) (ragResult, error) {
 	if err := errors.Join(collect(errs)...); err != nil {
 		return ragResult{}, err
 	}
-	res := ragResult{ByRegion: map[string]int{}}
+	res := ragResult{ByRegion: map[string]int{}, ByHome: map[string]ragShare{}}
 	var ttft []time.Duration
 	var prompt, cached int
 	for _, x := range burst {
@@ -103,6 +116,16 @@ func (o options) rag(ctx context.Context, aware bool) (ragResult, error) {
 		ttft = append(ttft, x.TTFT)
 		prompt += x.PromptTokens
 		cached += x.CachedTokens
+		home := r.Regions[x.Prefix*len(r.Regions)/ragContexts].Name
+		sh := res.ByHome[home]
+		sh.Requests++
+		if home == away {
+			sh.ServedAtHome++
+		}
+		sh.prompt += x.PromptTokens
+		sh.cached += x.CachedTokens
+		sh.PrefixHitRate = ratio(sh.cached, sh.prompt)
+		res.ByHome[home] = sh
 	}
 	res.PrefixHitRate = ratio(cached, prompt)
 	res.TTFTp50, res.TTFTp99 = loadgen.Percentile(ttft, 0.5), loadgen.Percentile(ttft, 0.99)
@@ -118,15 +141,34 @@ func (o options) ragCompare(ctx context.Context) (ragReport, error) {
 	if rep.Aware, err = o.rag(ctx, true); err != nil {
 		return rep, fmt.Errorf("cache-aware: %w", err)
 	}
-	fmt.Printf("   %d spilled, prefix hit rate %.3f, TTFT p50 %.0f ms p99 %.0f ms, by region %v\n", rep.Aware.SpilledRequests, rep.Aware.PrefixHitRate, rep.Aware.TTFTp50, rep.Aware.TTFTp99, rep.Aware.ByRegion)
+	rep.Aware.print()
 	fmt.Println("== RAG workload, cache-blind ranking (--prefix-sketch=false)")
 	if rep.Blind, err = o.rag(ctx, false); err != nil {
 		return rep, fmt.Errorf("cache-blind: %w", err)
 	}
-	fmt.Printf("   %d spilled, prefix hit rate %.3f, TTFT p50 %.0f ms p99 %.0f ms, by region %v\n", rep.Blind.SpilledRequests, rep.Blind.PrefixHitRate, rep.Blind.TTFTp50, rep.Blind.TTFTp99, rep.Blind.ByRegion)
+	rep.Blind.print()
 	rep.HitAware, rep.HitBlind = rep.Aware.PrefixHitRate, rep.Blind.PrefixHitRate
 	if rep.Blind.TTFTp50 > 0 {
 		rep.TTFTRatio = rep.Aware.TTFTp50 / rep.Blind.TTFTp50
 	}
 	return rep, nil
+}
+
+func (r ragResult) print() {
+	fmt.Printf("   %d spilled, prefix hit rate %.3f, TTFT p50 %.0f ms p99 %.0f ms, by region %v\n", r.SpilledRequests, r.PrefixHitRate, r.TTFTp50, r.TTFTp99, r.ByRegion)
+	for _, home := range slices.Sorted(maps.Keys(r.ByHome)) {
+		sh := r.ByHome[home]
+		fmt.Printf("   contexts at home in %s: %d spilled, %d served there, prefix hit rate %.3f\n", home, sh.Requests, sh.ServedAtHome, sh.PrefixHitRate)
+	}
+}
+
+// atHome counts the spilled requests whose context is at home in another region than the
+// bursting one (us-east) and, of those, the ones served there.
+func (r ragResult) atHome() (served, of int) {
+	for home, sh := range r.ByHome {
+		if home != regions.Names[0] {
+			served, of = served+sh.ServedAtHome, of+sh.Requests
+		}
+	}
+	return served, of
 }
