@@ -297,3 +297,65 @@ func TestServerQuirksDoNotChangeRouting(t *testing.T) {
 		}
 	}
 }
+
+// TestParseLLMDSimulatorPages: pages captured from llm-d's vLLM simulator, which stamps
+// vllm:lora_requests_info in whole seconds (so several series share the newest value), puts no
+// engine label on its series and names its prefix-cache counters without _total. The adapter
+// state is the union of the series stamped with the newest value, and only theirs.
+func TestParseLLMDSimulatorPages(t *testing.T) {
+	const model = "meta-llama/Llama-3.1-8B-Instruct"
+	for _, tc := range []struct {
+		file             string
+		sharedNewest     int // series stamped with the newest value
+		running, waiting []string
+		queue, inBatch   int
+		kvCache          float64
+	}{
+		{"llm-d-inference-sim-lora-running.prom", 4, []string{"sql-lora", "tools-lora"}, []string{"chat-lora"}, 2, 2, 0.001953125},
+		// After the requests: the newest series says nothing runs; three older ones share a
+		// second and name adapters, which must not count.
+		{"llm-d-inference-sim-after.prom", 1, nil, nil, 0, 0, 0},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			page, err := os.ReadFile(filepath.Join("testdata", tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The page shows the quirks this test is about.
+			s := string(page)
+			if strings.Contains(s, "engine=") || !strings.Contains(s, "vllm:prefix_cache_hits{") || strings.Contains(s, "prefix_cache_hits_total") {
+				t.Fatal("the page no longer lacks the engine label and the prefix counters' _total")
+			}
+			stamps := map[string]int{}
+			newest := ""
+			for _, line := range strings.Split(s, "\n") {
+				if strings.HasPrefix(line, "vllm:lora_requests_info{") {
+					v := line[strings.LastIndexByte(line, ' ')+1:]
+					stamps[v]++
+					if newest == "" || v > newest { // same exponent form: string order is numeric
+						newest = v
+					}
+				}
+			}
+			if stamps[newest] != tc.sharedNewest || !strings.HasSuffix(newest, "e+09") || strings.Count(newest, ".") != 1 || len(newest) != len("1.795957553e+09") {
+				t.Fatalf("newest LoRA stamp %s on %d series, want a whole second on %d", newest, stamps[newest], tc.sharedNewest)
+			}
+			p, _ := NewParser(EngineVLLM)
+			m, err := p.Parse(page)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sorted := func(s []string) []string { return slices.Sorted(slices.Values(s)) }
+			if got := sorted(m.ActiveLoRAs); !slices.Equal(got, tc.running) {
+				t.Errorf("running adapters %v, want %v", got, tc.running)
+			}
+			if got := sorted(m.WaitingLoRAs); !slices.Equal(got, tc.waiting) {
+				t.Errorf("waiting adapters %v, want %v", got, tc.waiting)
+			}
+			if m.MaxLoRAs != 2 || m.WaitingQueue != tc.queue || m.Running != tc.inBatch || m.KVCacheUsage != tc.kvCache ||
+				m.BlockSize != 16 || m.NumBlocks != 1024 || !slices.Equal(m.Models, []string{model}) {
+				t.Errorf("parsed %+v", m)
+			}
+		})
+	}
+}
