@@ -426,8 +426,8 @@ func (s *Server) pick(x *exchange) {
 	}
 	dest := s.sched.Pick(sreq, x.cands)
 	x.dest = strings.Join(dest, ",")
-	if s.spill != nil && len(dest) > 0 {
-		x.unqueued = unqueued(x.cands, dest[0])
+	if s.spill != nil && len(dest) > 0 && unqueued(x.cands, dest[0]) {
+		x.serviceFrom = time.Now()
 	}
 }
 

@@ -277,9 +277,9 @@ type exchange struct {
 	model      string // model label for metrics
 	routed     bool
 	spilled    bool
-	// unqueued is true when the request went to a local endpoint with no request waiting
-	// (pick): its duration is a sample of the pool's service time.
-	unqueued    bool
+	// serviceFrom, when set, is when the request went to a local endpoint with no request
+	// waiting (pick): its time from then to its end is a sample of the pool's service time.
+	serviceFrom time.Time
 	firstByte   time.Time
 	respBytes   int
 	usage       usageReader
@@ -470,10 +470,10 @@ func (s *Server) finish(x *exchange) {
 	}
 	x.responseEnd = true
 	end := time.Now()
-	if s.spill != nil && x.unqueued {
-		// The cost model's service time: a request that waited at its endpoint would count
-		// the wait too, which the model adds for every queued request already.
-		s.spill.ObserveDuration(end.Sub(x.start))
+	if s.spill != nil && !x.serviceFrom.IsZero() {
+		// The cost model's service time: a request that waited (at its endpoint, or held by
+		// flow control) would count the wait too, which the model adds per queued request.
+		s.spill.ObserveDuration(end.Sub(x.serviceFrom))
 	}
 	s.metrics.duration.WithLabelValues(x.objective, x.model, priorityClass(x.priority)).Observe(end.Sub(x.start).Seconds())
 	if !x.firstByte.IsZero() {
