@@ -93,7 +93,9 @@ func TestObjectiveCap(t *testing.T) {
 // refused instead (the target applies its own cap), and so is one that may not spill.
 func TestObjectiveCapSpills(t *testing.T) {
 	const cfg = "objectives:\n- {name: critical, priority: Critical, maxConcurrency: 1}\n- {name: standard, priority: Standard, maxConcurrency: 1}\n"
-	remote := spill.Remote{ClusterID: "us-west-1", Region: "us-west", Gateway: "127.0.2.254:8080", Alive: true, ReadyEndpoints: 3, Saturation: 0.1}
+	// Its report is a second old: a request spilled now is not in it.
+	remote := spill.Remote{ClusterID: "us-west-1", Region: "us-west", Gateway: "127.0.2.254:8080", Alive: true, ReadyEndpoints: 3, Saturation: 0.1,
+		Age: time.Second}
 	dec, err := spill.New(spill.DefaultPolicy(), func() []spill.Remote { return []spill.Remote{remote} })
 	if err != nil {
 		t.Fatal(err)

@@ -253,9 +253,10 @@ type Decider struct {
 	state       State
 	belowSince  time.Time
 	serviceTime time.Duration
-	// sent counts, by cluster, the requests this decider spilled there that have not ended
-	// (Ended): the ranking adds them to the cluster's reported queue.
-	sent map[string]int
+	// sent holds, by cluster, when each request this decider spilled there and that has not
+	// ended (Ended) was sent, oldest first: the ranking adds those sent since the cluster's
+	// capacity report to the queue it reported.
+	sent map[string][]time.Time
 }
 
 // New returns a decider for a pool whose remote clusters remotes lists.
@@ -263,7 +264,7 @@ func New(p Policy, remotes Candidates) (*Decider, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	return &Decider{remotes: remotes, now: time.Now, policy: p, serviceTime: time.Second, local: Local{Unobserved: true}, sent: map[string]int{}}, nil
+	return &Decider{remotes: remotes, now: time.Now, policy: p, serviceTime: time.Second, local: Local{Unobserved: true}, sent: map[string][]time.Time{}}, nil
 }
 
 // SetPolicy replaces the policy; the hysteresis state stays.
@@ -338,31 +339,39 @@ func (d *Decider) State() State {
 func (d *Decider) Decide(r Request) Decision {
 	dec := d.decide(r, nil)
 	if dec.Spill {
+		now := d.now()
 		d.mu.Lock()
 		d.state.LastTarget, d.state.LastRegion = dec.Target.ClusterID, dec.Target.Region
-		d.sent[dec.Target.ClusterID]++
+		d.sent[dec.Target.ClusterID] = append(d.sent[dec.Target.ClusterID], now)
 		d.mu.Unlock()
 	}
 	return dec
 }
 
-// Ended says that a request Decide spilled to cluster ended (answered, failed or abandoned).
+// Ended says that a request Decide spilled to cluster ended (answered, failed or abandoned). The
+// oldest of the cluster's stops counting: requests to one cluster end about in the order they
+// were sent.
 func (d *Decider) Ended(cluster string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	switch n := d.sent[cluster]; {
-	case n > 1:
-		d.sent[cluster] = n - 1
-	case n == 1:
+	switch sent := d.sent[cluster]; {
+	case len(sent) > 1:
+		d.sent[cluster] = sent[1:]
+	case len(sent) == 1:
 		delete(d.sent, cluster)
 	}
 }
 
-// inFlight returns how many requests Decide spilled to cluster that have not ended.
-func (d *Decider) inFlight(cluster string) int {
+// unreported returns how many requests Decide spilled to r that have not ended and were sent
+// after r's capacity report: sent since it was received less a round trip (the report's way
+// here), which is what the report cannot count yet.
+func (d *Decider) unreported(r Remote) int {
+	since := d.now().Add(-r.Age - r.RTT)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.sent[cluster]
+	sent := d.sent[r.ClusterID]
+	i, _ := slices.BinarySearchFunc(sent, since, func(t, since time.Time) int { return t.Compare(since) })
+	return len(sent) - i
 }
 
 // Trace is what a decision read and how it judged each remote: Explain fills it.
@@ -578,10 +587,10 @@ func (d *Decider) ranked(p Policy, service time.Duration, req *Request, verdicts
 		}
 		cached := min(hit*r.PrefixBlockBytes/bytesPerToken, req.PromptTokens)
 		// The remote's queue as it reported it, plus half of the requests this decider sent
-		// there that have not ended (about half of them run, half wait; the report, up to a
-		// heartbeat old, may count some already): within a report interval the spilled
-		// requests spread over the targets instead of all queueing at the best.
-		queued := float64(r.QueueDepth) + float64(d.inFlight(r.ClusterID))/2
+		// there since that report that have not ended (about half of them run, half wait):
+		// between two reports the spilled requests spread over the targets instead of all
+		// queueing at the best. Those sent before it, the report counts if they wait.
+		queued := float64(r.QueueDepth) + float64(d.unreported(r))/2
 		cost := r.RTT + time.Duration(queued/float64(r.ReadyEndpoints)*float64(service)) + p.prefill(req.PromptTokens-cached)
 		cands = append(cands, scored{r, rank, cost, hit})
 	}

@@ -1,6 +1,7 @@
 package spill
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -334,5 +335,41 @@ func TestSpilledRequestsSpread(t *testing.T) {
 	// Explaining a decision counts nothing.
 	if _, tr := d.Explain(Request{Priority: 100}); tr.Remotes[0].ClusterID != "us-west" {
 		t.Fatalf("explained ranking %+v, want us-west first with one request in flight at each", tr.Remotes)
+	}
+}
+
+// TestReportedRequestsCountOnce: a spilled request still in flight counts in its target's cost
+// only until a capacity report taken after it arrives: from then on the report counts it, in
+// its queue if it waits there, and a request running there delays nobody.
+func TestReportedRequestsCountOnce(t *testing.T) {
+	// 1 s service time (New's), 3 ready endpoints: each unreported request adds 1/6 s to its
+	// target's cost; eu-west is 280 ms farther.
+	near, far := healthy("us-west", "us-west", 20*time.Millisecond), healthy("eu-west", "eu-west", 300*time.Millisecond)
+	var age time.Duration // of both clusters' reports
+	d, c := newDecider(t, DefaultPolicy(), func() []Remote {
+		n, f := near, far
+		n.Age, f.Age = age, age
+		return []Remote{n, f}
+	})
+	d.ObserveLocal(saturated)
+	spill := func() string { return d.Decide(Request{Priority: 100}).Target.ClusterID }
+	// A report received 300 ms ago: nothing sent now is in it.
+	age = 300 * time.Millisecond
+	if got := []string{spill(), spill()}; !slices.Equal(got, []string{"us-west", "us-west"}) {
+		t.Fatalf("two spilled requests went to %v, want us-west twice (one unreported costs less than the 280 ms to eu-west)", got)
+	}
+	// Half a second later, reports received 100 ms ago, taken after both requests arrived:
+	// still in flight, but the reports count them.
+	c.advance(500 * time.Millisecond)
+	age = 100 * time.Millisecond
+	if got := spill(); got != "us-west" {
+		t.Fatalf("with both requests in us-west's report: %s, want us-west", got)
+	}
+	// The two oldest end; the third, sent just now, is in no report and still counts: one
+	// more goes to us-west, the next to eu-west.
+	d.Ended("us-west")
+	d.Ended("us-west")
+	if got := []string{spill(), spill()}; !slices.Equal(got, []string{"us-west", "eu-west"}) {
+		t.Fatalf("with the third request unreported at us-west: %v, want us-west then eu-west", got)
 	}
 }
