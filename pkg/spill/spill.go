@@ -9,9 +9,9 @@
 //
 //	localWait = (queued requests per ready endpoint) × serviceTime
 //
-// where serviceTime is the EWMA of the pool's request durations without a wait (ObserveDuration). Spilling costs the
-// round trip to the target plus the prefill of the prompt that the target's prefix cache does not
-// hold:
+// where serviceTime is the EWMA of the pool's request durations without a wait
+// (ObserveDuration). Spilling costs the round trip to the target plus the prefill of the prompt
+// that the target's prefix cache does not hold:
 //
 //	spillCost = RTT(target) + (promptTokens − cachedTokens(target)) / PrefillTokensPerSecond
 //
