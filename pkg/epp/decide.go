@@ -424,22 +424,12 @@ func (s *Server) pick(x *exchange) {
 		x.explain.candidates(x.explain.Endpoints, x.cands, dest, scores)
 		return
 	}
-	dest := s.sched.Pick(sreq, x.cands)
-	x.dest = strings.Join(dest, ",")
-	if s.spill != nil && len(dest) > 0 && unqueued(x.cands, dest[0]) {
+	x.dest = strings.Join(s.sched.Pick(sreq, x.cands), ",")
+	// A request sent to an endpoint with no request waiting (by its last scrape) starts at
+	// once: its time from now to its end is the pool's service time, no wait in it.
+	if i := sreq.Chosen(); s.spill != nil && i >= 0 && !x.cands[i].Unobserved && x.cands[i].Metrics.WaitingQueue == 0 {
 		x.serviceFrom = time.Now()
 	}
-}
-
-// unqueued reports whether endpoint had no request waiting by its last scrape: a request sent
-// there starts at once, and its duration is the pool's service time, no wait in it.
-func unqueued(cands []scheduler.Endpoint, endpoint string) bool {
-	for i := range cands {
-		if cands[i].Address == endpoint {
-			return !cands[i].Unobserved && cands[i].Metrics.WaitingQueue == 0
-		}
-	}
-	return false
 }
 
 // answer sends the request to its destination, its body rewritten when model routing changed

@@ -48,7 +48,7 @@ type Endpoint struct {
 	HasGPU         bool
 }
 
-// Request is what scoring reads of a request.
+// Request is what scoring reads of a request; Pick records its choice in it (Chosen).
 type Request struct {
 	// Model is the model the request is sent as (after model routing).
 	Model string
@@ -62,7 +62,12 @@ type Request struct {
 	PrefixBoost float64
 
 	hashes []uint64
+	chosen int
 }
+
+// Chosen is the index, in the candidates of the request's last Pick, of the endpoint it chose;
+// -1 when it had none.
+func (r *Request) Chosen() int { return r.chosen }
 
 // Scorer scores every candidate in [0, 1]; higher is better.
 type Scorer interface {
@@ -167,6 +172,7 @@ func (s *Scheduler) Explain(req *Request, eps []Endpoint) ([]string, []Scores) {
 // rank is Pick's choice; explain, when not nil, receives every candidate's scores.
 func (s *Scheduler) rank(req *Request, eps []Endpoint, explain []Scores) []string {
 	n := len(eps)
+	req.chosen = -1
 	if n == 0 {
 		return nil
 	}
@@ -232,6 +238,7 @@ func (s *Scheduler) rank(req *Request, eps []Endpoint, explain []Scores) []strin
 	for j, i := range picked {
 		out[j] = eps[i].Address
 	}
+	req.chosen = picked[0]
 	return out
 }
 

@@ -56,6 +56,9 @@ func TestScorers(t *testing.T) {
 				if got := s.Pick(&req, tt.eps); got[0] != tt.want {
 					t.Fatalf("picked %v, want %s first", got, tt.want)
 				}
+				if i := req.Chosen(); i < 0 || tt.eps[i].Address != tt.want {
+					t.Fatalf("Chosen() = %d, want the index of %s", i, tt.want)
+				}
 			}
 		})
 	}
@@ -235,5 +238,19 @@ func TestPrefixBoost(t *testing.T) {
 	}
 	if got := s.Pick(&Request{Model: "m", Prompt: shared + "spilled again", PrefixBoost: 4}, pool)[0]; got != other {
 		t.Fatalf("a saturated holder with a boost: %s, want %s", got, other)
+	}
+}
+
+// TestChosenWithoutCandidates: a Pick without candidates chooses none, whatever the request's
+// earlier Pick chose.
+func TestChosenWithoutCandidates(t *testing.T) {
+	s := only(t, QueueScorer)
+	req := Request{Model: "m"}
+	s.Pick(&req, eps(modelmetrics.Metrics{}))
+	if req.Chosen() != 0 {
+		t.Fatalf("Chosen() = %d after a pick among one, want 0", req.Chosen())
+	}
+	if got := s.Pick(&req, nil); got != nil || req.Chosen() != -1 {
+		t.Fatalf("Pick among none = %v, Chosen() = %d; want nil, -1", got, req.Chosen())
 	}
 }
